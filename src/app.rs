@@ -1,0 +1,176 @@
+//! The running application: shared state, the router and the serve loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::keys::KeyRecord;
+use crate::db::{self, Db, DbError};
+use crate::error::ErrorMark;
+use crate::store::BlobStore;
+
+/// How long a looked-up access key is trusted before it is read again, so that keys the operator
+/// deletes with the CLI while the server runs stop working promptly.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Access key id → (the key, if it exists; when it was read).
+type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub store: BlobStore,
+    keys: Arc<RwLock<KeyCache>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+}
+
+impl AppState {
+    /// Opens the data directory: creates it, migrates the database, sweeps what a crash left
+    /// behind and makes sure an admin key exists. Returns the state and, when a new admin key was
+    /// generated, its secret (to be printed once).
+    pub async fn open(config: Config) -> Result<(AppState, Option<KeyRecord>), StartError> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        let store =
+            BlobStore::open(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        let db = Db::open(&config.db_path())?;
+
+        let referenced = db.read(db::objects::referenced_blobs).await?;
+        let sweep_store = store.clone();
+        match tokio::task::spawn_blocking(move || sweep_store.sweep(&referenced)).await {
+            Ok(Ok((temps, orphans))) if temps + orphans > 0 => {
+                tracing::info!(temps, orphans, "swept leftovers of interrupted uploads")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "start-up sweep failed"),
+            _ => {}
+        }
+
+        let admin = config.admin_key.clone();
+        let generated = db
+            .write(move |c| match admin {
+                Some((access, secret)) => {
+                    db::keys::insert(c, "admin", &access, &secret, true)?;
+                    Ok(None)
+                }
+                None => match db::keys::find_admin(c)? {
+                    Some(_) => Ok(None),
+                    None => {
+                        let (access, secret) = db::keys::generate();
+                        Ok(Some(db::keys::insert(c, "admin", &access, &secret, true)?))
+                    }
+                },
+            })
+            .await?;
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            store,
+            keys: Arc::new(RwLock::new(HashMap::new())),
+        };
+        Ok((state, generated))
+    }
+
+    /// Looks up an access key, through a short-lived cache.
+    pub async fn find_key(&self, access_key: &str) -> Result<Option<KeyRecord>, DbError> {
+        if let Some((rec, at)) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(access_key)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(rec.clone());
+        }
+        let owned = access_key.to_owned();
+        let rec = self.db.read(move |c| db::keys::find(c, &owned)).await?;
+        let mut cache = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(access_key.to_owned(), (rec.clone(), Instant::now()));
+        Ok(rec)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/-/health", get(health))
+        .fallback(crate::s3::dispatch)
+        .layer(middleware::from_fn(request_id_and_errors))
+        .with_state(state)
+}
+
+async fn health(State(_): State<AppState>) -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Gives every response an `x-amz-request-id`, renders S3 errors' XML bodies (which need that id)
+/// and logs internal errors. Kept out of `IntoResponse` so rendering has no side effects.
+async fn request_id_and_errors(req: Request, next: Next) -> Response {
+    let is_head = req.method() == Method::HEAD;
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let request_id = new_request_id();
+    let mut res = next.run(req).await;
+    if let Some(ErrorMark(err)) = res.extensions_mut().remove::<ErrorMark>() {
+        if err.s3_code() == crate::error::S3ErrorCode::InternalError {
+            tracing::error!(%method, %path, error = %err, request_id, "internal error");
+        } else {
+            tracing::debug!(%method, %path, code = err.s3_code().as_str(), "request refused");
+        }
+        let status = res.status();
+        let keep_body = !is_head && status != StatusCode::NOT_MODIFIED;
+        if keep_body {
+            let body = err.to_xml(&request_id);
+            let headers = std::mem::take(res.headers_mut());
+            res = (status, body).into_response();
+            res.headers_mut().extend(headers);
+        } else {
+            res.headers_mut().remove(header::CONTENT_TYPE);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-amz-request-id", v.clone());
+        res.headers_mut().insert("x-amz-id-2", v);
+    }
+    res.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("postgate"));
+    res
+}
+
+fn new_request_id() -> String {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    hex::encode_upper(&bytes[..8])
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let db = state.db.clone();
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    db.close();
+    result
+}

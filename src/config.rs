@@ -1,0 +1,225 @@
+//! Server configuration: embedded defaults < TOML file (`--config`) < `POSTGATE_*` env < flags.
+//!
+//! clap reads flags and env together (a flag beats its env var); values still unset are taken
+//! from the file, then from the defaults. The result is validated once, here, and passed around
+//! explicitly: nothing deeper in the code reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Objects up to this size are stored inline in SQLite (see DESIGN.md "Why small objects go
+/// inline"); larger ones stream to blob files.
+pub const DEFAULT_INLINE_MAX_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "POSTGATE_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Region reported to clients and required in SigV4 credential scopes.
+    #[arg(long, env = "POSTGATE_REGION")]
+    pub region: Option<String>,
+    /// Domain for virtual-host addressing: `bucket.DOMAIN` selects `bucket`.
+    #[arg(long, env = "POSTGATE_DOMAIN")]
+    pub domain: Option<String>,
+    /// Objects up to this many bytes are stored inline in SQLite.
+    #[arg(long, env = "POSTGATE_INLINE_MAX_BYTES")]
+    pub inline_max_bytes: Option<usize>,
+    /// Public base URL used in links and POST `Location`s (default: from the request's Host).
+    #[arg(long, env = "POSTGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// Optional TOML configuration file.
+    #[arg(long, global = true, env = "POSTGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the SQLite file, blobs and temp files.
+    #[arg(long, global = true, env = "POSTGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The TOML file: the same settings as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    region: Option<String>,
+    domain: Option<String>,
+    inline_max_bytes: Option<usize>,
+    public_url: Option<String>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    /// Origins allowed to call the `/-/api` JSON API from a browser.
+    #[serde(default)]
+    api_cors_origins: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub domain: Option<String>,
+    pub inline_max_bytes: usize,
+    pub public_url: Option<String>,
+    /// The admin key from env or file; when absent the stored (or a generated) one is used.
+    pub admin_key: Option<(String, String)>,
+    pub api_cors_origins: Vec<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .field("region", &self.region)
+            .field("domain", &self.domain)
+            .field("inline_max_bytes", &self.inline_max_bytes)
+            .field("public_url", &self.public_url)
+            .field("admin_key", &self.admin_key.as_ref().map(|(a, _)| a))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn resolve(common: &CommonArgs, serve: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &common.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let env_key = std::env::var("POSTGATE_ACCESS_KEY")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let env_secret = std::env::var("POSTGATE_SECRET_KEY")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let admin_key = match (env_key.or(file.access_key), env_secret.or(file.secret_key)) {
+            (Some(a), Some(s)) => Some((a, s)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "POSTGATE_ACCESS_KEY and POSTGATE_SECRET_KEY must be set together".into(),
+                ));
+            }
+        };
+        let config = Config {
+            addr: serve
+                .addr
+                .or(file.addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9000))),
+            data_dir: common
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            region: serve
+                .region
+                .clone()
+                .or(file.region)
+                .unwrap_or_else(|| "us-east-1".into()),
+            domain: serve.domain.clone().or(file.domain),
+            inline_max_bytes: serve
+                .inline_max_bytes
+                .or(file.inline_max_bytes)
+                .unwrap_or(DEFAULT_INLINE_MAX_BYTES),
+            public_url: serve
+                .public_url
+                .clone()
+                .or(file.public_url)
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            admin_key,
+            api_cors_origins: file.api_cors_origins,
+        };
+        if config.region.is_empty() {
+            return Err(ConfigError::Invalid("region must not be empty".into()));
+        }
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: everything explicit, nothing from the environment.
+    pub fn for_data_dir(data_dir: &Path) -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_owned(),
+            region: "us-east-1".into(),
+            domain: None,
+            inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
+            public_url: None,
+            admin_key: None,
+            api_cors_origins: Vec::new(),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("postgate.db")
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_fill_what_flags_leave_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "region = \"eu-west-1\"\naddr = \"127.0.0.1:9100\"\n").unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            data_dir: None,
+        };
+        let serve = ServeArgs {
+            addr: Some("127.0.0.1:9200".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let c = Config::resolve(&common, &serve).unwrap();
+        assert_eq!(c.region, "eu-west-1");
+        assert_eq!(c.addr.port(), 9200);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.inline_max_bytes, DEFAULT_INLINE_MAX_BYTES);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "regoin = \"x\"\n").unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            data_dir: None,
+        };
+        assert!(Config::resolve(&common, &ServeArgs::default()).is_err());
+    }
+}

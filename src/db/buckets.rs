@@ -1,0 +1,178 @@
+//! Buckets, their owner, canned ACL, CORS document and the grants other keys hold on them.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{DbError, now_millis};
+
+#[derive(Debug, Clone)]
+pub struct BucketRecord {
+    pub name: String,
+    pub owner: String,
+    pub acl: String,
+    pub cors: Option<String>,
+    pub created_at: i64,
+}
+
+/// What a non-owner key may do on a bucket, as granted by `postgate bucket allow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl Perm {
+    pub fn parse(s: &str) -> Option<Perm> {
+        match s {
+            "read" => Some(Perm::Read),
+            "write" => Some(Perm::Write),
+            "readwrite" => Some(Perm::ReadWrite),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Perm::Read => "read",
+            Perm::Write => "write",
+            Perm::ReadWrite => "readwrite",
+        }
+    }
+    pub fn can_read(self) -> bool {
+        matches!(self, Perm::Read | Perm::ReadWrite)
+    }
+    pub fn can_write(self) -> bool {
+        matches!(self, Perm::Write | Perm::ReadWrite)
+    }
+}
+
+const COLUMNS: &str = "name, owner, acl, cors, created_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRecord> {
+    Ok(BucketRecord {
+        name: r.get(0)?,
+        owner: r.get(1)?,
+        acl: r.get(2)?,
+        cors: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+pub enum Created {
+    Created,
+    AlreadyOwnedByYou,
+    AlreadyExists,
+}
+
+pub fn create(conn: &Connection, name: &str, owner: &str, acl: &str) -> Result<Created, DbError> {
+    if let Some(existing) = get(conn, name)? {
+        return Ok(if existing.owner == owner {
+            Created::AlreadyOwnedByYou
+        } else {
+            Created::AlreadyExists
+        });
+    }
+    conn.execute(
+        "INSERT INTO buckets (name, owner, acl, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![name, owner, acl, now_millis()],
+    )?;
+    Ok(Created::Created)
+}
+
+pub fn get(conn: &Connection, name: &str) -> Result<Option<BucketRecord>, DbError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM buckets WHERE name = ?1"),
+            [name],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// The bucket and the grant `access_key` holds on it, in one query (every request needs both).
+pub fn get_with_grant(
+    conn: &Connection,
+    name: &str,
+    access_key: &str,
+) -> Result<Option<(BucketRecord, Option<Perm>)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT b.name, b.owner, b.acl, b.cors, b.created_at, g.perm
+         FROM buckets b LEFT JOIN grants g ON g.bucket = b.name AND g.access_key = ?2
+         WHERE b.name = ?1",
+    )?;
+    Ok(stmt
+        .query_row(params![name, access_key], |r| {
+            let perm: Option<String> = r.get(5)?;
+            Ok((from_row(r)?, perm.as_deref().and_then(Perm::parse)))
+        })
+        .optional()?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<BucketRecord>, DbError> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM buckets ORDER BY name"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Buckets `access_key` owns or holds a grant on.
+pub fn list_visible(conn: &Connection, access_key: &str) -> Result<Vec<BucketRecord>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT name, owner, acl, cors, created_at FROM buckets
+         WHERE owner = ?1 OR name IN (SELECT bucket FROM grants WHERE access_key = ?1)
+         ORDER BY name",
+    )?;
+    let rows = stmt.query_map([access_key], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub enum Deleted {
+    Deleted,
+    NotEmpty,
+    NotFound,
+}
+
+pub fn delete(conn: &Connection, name: &str) -> Result<Deleted, DbError> {
+    if get(conn, name)?.is_none() {
+        return Ok(Deleted::NotFound);
+    }
+    let has_objects: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket = ?1)",
+        [name],
+        |r| r.get(0),
+    )?;
+    if has_objects {
+        return Ok(Deleted::NotEmpty);
+    }
+    conn.execute("DELETE FROM buckets WHERE name = ?1", [name])?;
+    Ok(Deleted::Deleted)
+}
+
+pub fn allow(
+    conn: &Connection,
+    bucket: &str,
+    access_key: &str,
+    perm: Perm,
+) -> Result<bool, DbError> {
+    if get(conn, bucket)?.is_none() {
+        return Ok(false);
+    }
+    conn.execute(
+        "INSERT INTO grants (bucket, access_key, perm) VALUES (?1, ?2, ?3)
+         ON CONFLICT(bucket, access_key) DO UPDATE SET perm = excluded.perm",
+        params![bucket, access_key, perm.as_str()],
+    )?;
+    Ok(true)
+}
+
+pub fn set_acl(conn: &Connection, bucket: &str, acl: &str) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE buckets SET acl = ?2 WHERE name = ?1",
+        params![bucket, acl],
+    )? > 0)
+}
+
+pub fn set_cors(conn: &Connection, bucket: &str, cors: Option<&str>) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE buckets SET cors = ?2 WHERE name = ?1",
+        params![bucket, cors],
+    )? > 0)
+}

@@ -1,0 +1,210 @@
+//! The metadata store: SQLite in WAL mode with one writer thread and a small pool of readers.
+//!
+//! Writes are group-committed: the writer thread takes every job that is queued, runs each inside
+//! its own SAVEPOINT (so one failing job does not undo its neighbours) and commits them all with a
+//! single WAL fsync (`synchronous=FULL`). A job's caller is answered only after that commit, so an
+//! answer always means durable. Readers run on tokio's blocking pool, never on async workers.
+
+pub mod buckets;
+pub mod keys;
+mod migrate;
+pub mod objects;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// How many queued jobs one transaction may take: enough to amortise the fsync, few enough that
+/// a batch's latency stays low.
+const MAX_BATCH: usize = 512;
+const MAX_IDLE_READERS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+type Completion = Box<dyn FnOnce(Result<(), DbError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Opens a connection with the PRAGMAs every connection needs.
+pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -16000;",
+    )?;
+    Ok(conn)
+}
+
+/// Opens the database file and applies pending migrations, for the operator CLI (no server).
+pub fn open_migrated(path: &Path) -> Result<Connection, DbError> {
+    let mut conn = open_connection(path)?;
+    migrate::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database, then starts the writer thread.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = open_migrated(path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("postgate-db-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| DbError::Corrupt(format!("cannot start writer thread: {e}")))?;
+        Ok(Db {
+            inner: Arc::new(DbInner {
+                path: path.to_owned(),
+                writer: Mutex::new(Some(tx)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` in the writer's next transaction; resolves once that transaction is durable.
+    /// An `Err` from `f` rolls back only `f`'s own changes.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, done)
+        });
+        {
+            let writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let sender = writer.as_ref().ok_or(DbError::WriterGone)?;
+            sender.send(job).map_err(|_| DbError::WriterGone)?;
+        }
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&inner.path)?,
+            };
+            let result = f(&conn);
+            let mut readers = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if readers.len() < MAX_IDLE_READERS {
+                readers.push(conn);
+            }
+            result
+        })
+        .await?
+    }
+
+    /// Stops accepting writes; the writer thread finishes queued jobs and exits.
+    pub fn close(&self) {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, jobs, &mut completions);
+        for done in completions.drain(..) {
+            done(match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(DbError::Corrupt(format!("commit failed: {e}"))),
+            });
+        }
+    }
+}
+
+fn run_batch(
+    conn: &Connection,
+    jobs: Vec<Job>,
+    completions: &mut Vec<Completion>,
+) -> Result<(), rusqlite::Error> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Still run the jobs so each caller gets an answer; without a transaction they fail.
+        for job in jobs {
+            let (_, done) = job(conn);
+            completions.push(done);
+        }
+        return Err(e);
+    }
+    for job in jobs {
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        // A panicking job must not take the writer down with it: its caller sees `WriterGone`.
+        let (ok, done) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)))
+            .unwrap_or_else(|_| (false, Box::new(|_| {})));
+        if savepoint.is_ok() {
+            if ok {
+                let _ = conn.execute_batch("RELEASE job");
+            } else {
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+        }
+        completions.push(done);
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit every timestamp column uses.
+pub fn now_millis() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,342 @@
+//! The one error type that reaches the wire: S3's `<Error>` XML document.
+//!
+//! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html>
+//!
+//! Module errors (`DbError`, `StoreError`, `AuthError`, ...) know nothing about HTTP; the mapping to
+//! an AWS code and status happens once, here, in `From` impls. `IntoResponse` only renders: an
+//! internal error's source rides in the response extensions and the logging middleware prints it,
+//! so a client never sees internal detail.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::xml::XmlWriter;
+
+macro_rules! codes {
+    ($($name:ident => $status:expr, $msg:expr;)*) => {
+        /// The AWS error codes postgate answers with, each with its HTTP status and default message.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[allow(clippy::enum_variant_names)]
+        pub enum S3ErrorCode { $($name),* }
+
+        impl S3ErrorCode {
+            pub fn as_str(self) -> &'static str {
+                match self { $(S3ErrorCode::$name => stringify!($name)),* }
+            }
+            pub fn status(self) -> StatusCode {
+                match self { $(S3ErrorCode::$name => $status),* }
+            }
+            pub fn default_message(self) -> &'static str {
+                match self { $(S3ErrorCode::$name => $msg),* }
+            }
+        }
+    };
+}
+
+codes! {
+    AccessDenied => StatusCode::FORBIDDEN, "Access Denied";
+    AccessForbidden => StatusCode::FORBIDDEN, "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.";
+    AuthorizationHeaderMalformed => StatusCode::BAD_REQUEST, "The authorization header is malformed.";
+    AuthorizationQueryParametersError => StatusCode::BAD_REQUEST, "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.";
+    BadDigest => StatusCode::BAD_REQUEST, "The Content-MD5 you specified did not match what we received.";
+    BadRequest => StatusCode::BAD_REQUEST, "Bad Request";
+    BucketAlreadyExists => StatusCode::CONFLICT, "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again.";
+    BucketAlreadyOwnedByYou => StatusCode::CONFLICT, "Your previous request to create the named bucket succeeded and you already own it.";
+    BucketNotEmpty => StatusCode::CONFLICT, "The bucket you tried to delete is not empty";
+    EntityTooLarge => StatusCode::BAD_REQUEST, "Your proposed upload exceeds the maximum allowed size";
+    EntityTooSmall => StatusCode::BAD_REQUEST, "Your proposed upload is smaller than the minimum allowed size";
+    IncompleteBody => StatusCode::BAD_REQUEST, "You did not provide the number of bytes specified by the Content-Length HTTP header";
+    IncorrectNumberOfFilesInPostRequest => StatusCode::BAD_REQUEST, "POST requires exactly one file upload per request.";
+    InternalError => StatusCode::INTERNAL_SERVER_ERROR, "We encountered an internal error. Please try again.";
+    InvalidAccessKeyId => StatusCode::FORBIDDEN, "The AWS Access Key Id you provided does not exist in our records.";
+    InvalidArgument => StatusCode::BAD_REQUEST, "Invalid Argument";
+    InvalidBucketName => StatusCode::BAD_REQUEST, "The specified bucket is not valid.";
+    InvalidDigest => StatusCode::BAD_REQUEST, "The Content-MD5 you specified was invalid.";
+    InvalidPart => StatusCode::BAD_REQUEST, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.";
+    InvalidPartOrder => StatusCode::BAD_REQUEST, "The list of parts was not in ascending order. Parts must be ordered by part number.";
+    InvalidPolicyDocument => StatusCode::BAD_REQUEST, "The content of the form does not meet the conditions specified in the policy document.";
+    InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE, "The requested range is not satisfiable";
+    InvalidRequest => StatusCode::BAD_REQUEST, "Invalid Request";
+    InvalidStorageClass => StatusCode::BAD_REQUEST, "The storage class you specified is not valid";
+    KeyTooLongError => StatusCode::BAD_REQUEST, "Your key is too long";
+    MalformedPOSTRequest => StatusCode::BAD_REQUEST, "The body of your POST request is not well-formed multipart/form-data.";
+    MalformedXML => StatusCode::BAD_REQUEST, "The XML you provided was not well-formed or did not validate against our published schema";
+    MaxPostPreDataLengthExceeded => StatusCode::BAD_REQUEST, "Your POST request fields preceeding the upload file was too large.";
+    MetadataTooLarge => StatusCode::BAD_REQUEST, "Your metadata headers exceed the maximum allowed metadata size.";
+    MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED, "The specified method is not allowed against this resource.";
+    MissingContentLength => StatusCode::LENGTH_REQUIRED, "You must provide the Content-Length HTTP header.";
+    NoSuchBucket => StatusCode::NOT_FOUND, "The specified bucket does not exist";
+    NoSuchCORSConfiguration => StatusCode::NOT_FOUND, "The CORS configuration does not exist";
+    NoSuchKey => StatusCode::NOT_FOUND, "The specified key does not exist.";
+    NoSuchUpload => StatusCode::NOT_FOUND, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.";
+    NotImplemented => StatusCode::NOT_IMPLEMENTED, "A header you provided implies functionality that is not implemented";
+    NotModified => StatusCode::NOT_MODIFIED, "Not Modified";
+    PreconditionFailed => StatusCode::PRECONDITION_FAILED, "At least one of the pre-conditions you specified did not hold";
+    RequestTimeTooSkewed => StatusCode::FORBIDDEN, "The difference between the request time and the current time is too large.";
+    ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE, "Please reduce your request rate.";
+    SignatureDoesNotMatch => StatusCode::FORBIDDEN, "The request signature we calculated does not match the signature you provided. Check your key and signing method.";
+    XAmzContentSHA256Mismatch => StatusCode::BAD_REQUEST, "The provided 'x-amz-content-sha256' header does not match what was computed.";
+}
+
+/// An error as S3 clients see it. `source` is logged, never sent.
+#[derive(Debug)]
+pub struct S3Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    code: S3ErrorCode,
+    message: Cow<'static, str>,
+    resource: Option<String>,
+    /// Extra child elements of `<Error>`, in order (`BucketName`, `Key`, `Condition`, ...).
+    extra: Vec<(&'static str, String)>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+pub type S3Result<T> = Result<T, S3Error>;
+
+impl S3Error {
+    pub fn new(code: S3ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        S3Error(Box::new(Inner {
+            code,
+            message: message.into(),
+            resource: None,
+            extra: Vec::new(),
+            source: None,
+        }))
+    }
+
+    /// The error with AWS's default message for its code.
+    pub fn code(code: S3ErrorCode) -> Self {
+        S3Error::new(code, code.default_message())
+    }
+
+    /// A 500 whose cause is logged but never sent to the client.
+    pub fn internal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let mut err = S3Error::code(S3ErrorCode::InternalError);
+        err.0.source = Some(source.into());
+        err
+    }
+
+    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.0.extra.push((name, value.into()));
+        self
+    }
+
+    pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
+        self.0.resource = Some(resource.into());
+        self
+    }
+
+    pub fn s3_code(&self) -> S3ErrorCode {
+        self.0.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    pub fn no_such_bucket(bucket: &str) -> Self {
+        S3Error::code(S3ErrorCode::NoSuchBucket).with("BucketName", bucket)
+    }
+
+    pub fn no_such_key(key: &str) -> Self {
+        S3Error::code(S3ErrorCode::NoSuchKey).with("Key", key)
+    }
+
+    pub fn invalid_argument(
+        message: impl Into<Cow<'static, str>>,
+        name: &str,
+        value: &str,
+    ) -> Self {
+        S3Error::new(S3ErrorCode::InvalidArgument, message)
+            .with("ArgumentName", name)
+            .with("ArgumentValue", value)
+    }
+
+    pub fn access_denied() -> Self {
+        S3Error::code(S3ErrorCode::AccessDenied)
+    }
+
+    /// The XML body, as S3 sends it.
+    pub fn to_xml(&self, request_id: &str) -> String {
+        let mut w = XmlWriter::new();
+        w.open("Error");
+        w.elem("Code", self.0.code.as_str());
+        w.elem("Message", &self.0.message);
+        for (name, value) in &self.0.extra {
+            w.elem(name, value);
+        }
+        if let Some(resource) = &self.0.resource {
+            w.elem("Resource", resource);
+        }
+        w.elem("RequestId", request_id);
+        w.elem("HostId", request_id);
+        w.close("Error");
+        w.finish()
+    }
+}
+
+impl std::fmt::Display for S3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code.as_str(), self.0.message)?;
+        if let Some(source) = &self.0.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for S3Error {}
+
+/// Marks a response that carries an S3 error, so the request middleware can fill in the request id
+/// (which `IntoResponse` cannot see) and log internal errors.
+#[derive(Clone)]
+pub struct ErrorMark(pub Arc<S3Error>);
+
+impl IntoResponse for S3Error {
+    fn into_response(self) -> Response {
+        let status = self.0.code.status();
+        let mut res = status.into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+        res.extensions_mut().insert(ErrorMark(Arc::new(self)));
+        res
+    }
+}
+
+impl From<crate::db::DbError> for S3Error {
+    fn from(err: crate::db::DbError) -> Self {
+        S3Error::internal(err)
+    }
+}
+
+impl From<std::io::Error> for S3Error {
+    fn from(err: std::io::Error) -> Self {
+        S3Error::internal(err)
+    }
+}
+
+impl From<crate::auth::AuthError> for S3Error {
+    fn from(err: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as A;
+        use S3ErrorCode as C;
+        let message = err.to_string();
+        match err {
+            A::Expired {
+                expires,
+                server_time,
+            } => S3Error::new(C::AccessDenied, message)
+                .with("Expires", expires)
+                .with("ServerTime", server_time),
+            A::NotYetValid
+            | A::V2QueryParametersMissing
+            | A::V2InvalidExpires { .. }
+            | A::MissingDate
+            | A::AnonymousSignedPayload => S3Error::new(C::AccessDenied, message),
+            A::HeadersNotSigned { headers } => {
+                S3Error::new(C::AccessDenied, message).with("HeadersNotSigned", headers)
+            }
+            A::InvalidAccessKeyId { access_key } => {
+                S3Error::new(C::InvalidAccessKeyId, message).with("AWSAccessKeyId", access_key)
+            }
+            A::RequestTimeTooSkewed {
+                request_time,
+                server_time,
+                max_allowed_skew_ms,
+            } => S3Error::new(C::RequestTimeTooSkewed, message)
+                .with("RequestTime", request_time)
+                .with("ServerTime", server_time)
+                .with(
+                    "MaxAllowedSkewMilliseconds",
+                    max_allowed_skew_ms.to_string(),
+                ),
+            A::SignatureDoesNotMatch {
+                access_key,
+                string_to_sign,
+                signature_provided,
+                canonical_request,
+            } => {
+                let mut e = S3Error::new(C::SignatureDoesNotMatch, message)
+                    .with("AWSAccessKeyId", access_key)
+                    .with("StringToSign", string_to_sign)
+                    .with("SignatureProvided", signature_provided);
+                if let Some(cr) = canonical_request {
+                    e = e.with("CanonicalRequest", cr);
+                }
+                e
+            }
+            A::AuthorizationHeaderMalformed { region, .. } => {
+                let e = S3Error::new(C::AuthorizationHeaderMalformed, message);
+                match region {
+                    Some(r) => e.with("Region", r),
+                    None => e,
+                }
+            }
+            A::AuthorizationQueryParametersError { region, .. } => {
+                let e = S3Error::new(C::AuthorizationQueryParametersError, message);
+                match region {
+                    Some(r) => e.with("Region", r),
+                    None => e,
+                }
+            }
+            A::UnsupportedAuthorizationType { value } | A::MalformedV2Header { value } => {
+                S3Error::invalid_argument(message, "Authorization", &value)
+            }
+            A::MultipleAuthMechanisms => {
+                S3Error::new(C::InvalidArgument, message).with("ArgumentName", "Authorization")
+            }
+            A::UnsupportedAlgorithm | A::MissingContentSha256 => {
+                S3Error::new(C::InvalidRequest, message)
+            }
+            A::InvalidContentSha256 { value } => {
+                S3Error::invalid_argument(message, "x-amz-content-sha256", &value)
+            }
+            A::ContentSha256Mismatch {
+                client_computed,
+                s3_computed,
+            } => S3Error::new(C::XAmzContentSHA256Mismatch, message)
+                .with("ClientComputedContentSHA256", client_computed)
+                .with("S3ComputedContentSHA256", s3_computed),
+        }
+    }
+}
+
+impl From<crate::auth::chunked::ChunkedError> for S3Error {
+    fn from(err: crate::auth::chunked::ChunkedError) -> Self {
+        use crate::auth::chunked::ChunkedError as E;
+        use S3ErrorCode as C;
+        let message = err.to_string();
+        match err {
+            E::Body(_) | E::Truncated | E::LengthMismatch { .. } => {
+                S3Error::new(C::IncompleteBody, message)
+            }
+            E::SignatureDoesNotMatch {
+                string_to_sign,
+                signature_provided,
+            } => S3Error::new(C::SignatureDoesNotMatch, message)
+                .with("StringToSign", string_to_sign)
+                .with("SignatureProvided", signature_provided),
+            E::InvalidDecodedLength { value } => {
+                S3Error::invalid_argument(message, "x-amz-decoded-content-length", &value)
+            }
+            E::Checksum(c) => c.into(),
+            _ => S3Error::new(C::InvalidRequest, message),
+        }
+    }
+}
+
+impl From<crate::auth::checksum::ChecksumError> for S3Error {
+    fn from(err: crate::auth::checksum::ChecksumError) -> Self {
+        use crate::auth::checksum::ChecksumError as E;
+        let message = err.to_string();
+        match err {
+            E::Mismatch { .. } => S3Error::new(S3ErrorCode::BadDigest, message),
+            _ => S3Error::new(S3ErrorCode::InvalidRequest, message),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! postgate: an S3-compatible object store for uploads that go straight from a browser or a
+//! phone, with signed POST policies, CORS and hosted upload pages.
+//!
+//! # Layout
+//! - `config`  defaults < TOML file < `POSTGATE_*` env < flags.
+//! - `app`     shared state, router, request ids, the serve loop.
+//! - `s3`      the S3 REST API: request → `Endpoint` → permission check → thin handler.
+//! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
+//! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
+//! - `upload`  the write pipeline shared by PUT, copy and POST: headers, digests, commit.
+//! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
+//! - `db`      SQLite metadata: migrations, one group-committing writer, pooled readers.
+//! - `error`   `S3Error`, the only error that reaches the wire.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod names;
+pub mod policy;
+pub mod s3;
+pub mod store;
+pub mod upload;
+pub mod xml;
+
+pub use app::{AppState, serve};
+pub use config::Config;

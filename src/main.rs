@@ -1,0 +1,199 @@
+//! The `postgate` command: `serve` runs the server; the other commands are the operator's tools
+//! and work directly on the data directory (the server may be running).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use postgate::config::{CommonArgs, Config, ServeArgs};
+use postgate::db::{self, buckets::Perm};
+
+#[derive(Parser)]
+#[command(
+    name = "postgate",
+    version,
+    about = "S3-compatible browser-upload gateway"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the S3 API server.
+    Serve(ServeArgs),
+    /// Manage access keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Manage buckets and grants.
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an access key and print its id and secret.
+    Create { name: String },
+    /// List access keys (secrets are not shown).
+    List,
+    /// Delete a key by numeric id or access key id.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    /// Create a bucket owned by KEY (default: the admin key).
+    Create {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+        /// Canned ACL: private, public-read or public-read-write.
+        #[arg(long, default_value = "private")]
+        acl: String,
+    },
+    /// List buckets with their owner and ACL.
+    List,
+    /// Let KEY read, write or read and write BUCKET.
+    Allow {
+        bucket: String,
+        key: String,
+        #[arg(value_parser = ["read", "write", "readwrite"])]
+        perm: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&cli.common, &args),
+        Command::Key(cmd) => with_db(&cli.common, |conn| key_command(conn, cmd)),
+        Command::Bucket(cmd) => with_db(&cli.common, |conn| bucket_command(conn, cmd)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POSTGATE_LOG")
+                .unwrap_or_else(|_| "postgate=info".into()),
+        )
+        .init();
+    let config = Config::resolve(common, args)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let addr = config.addr;
+        let (state, generated) = postgate::AppState::open(config).await?;
+        if let Some(key) = generated {
+            // Printed once, like MinIO's root credentials; never logged.
+            println!("postgate: generated the admin key (shown only now):");
+            println!("  access key: {}", key.access_key);
+            println!("  secret key: {}", key.secret_key);
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "postgate listening");
+        postgate::serve(listener, state, shutdown_signal()).await?;
+        tracing::info!("postgate stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn with_db(common: &CommonArgs, f: impl FnOnce(&rusqlite::Connection) -> CliResult) -> CliResult {
+    let config = Config::resolve(common, &ServeArgs::default())?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let conn = db::open_migrated(&config.db_path())?;
+    f(&conn)
+}
+
+fn key_command(conn: &rusqlite::Connection, cmd: KeyCommand) -> CliResult {
+    match cmd {
+        KeyCommand::Create { name } => {
+            let (access, secret) = db::keys::generate();
+            let key = db::keys::insert(conn, &name, &access, &secret, false)?;
+            println!("id:         {}", key.id);
+            println!("access key: {}", key.access_key);
+            println!("secret key: {}", key.secret_key);
+        }
+        KeyCommand::List => {
+            println!("{:<6} {:<22} {:<6} NAME", "ID", "ACCESS KEY", "ADMIN");
+            for k in db::keys::list(conn)? {
+                let admin = if k.is_admin { "yes" } else { "no" };
+                println!("{:<6} {:<22} {:<6} {}", k.id, k.access_key, admin, k.name);
+            }
+        }
+        KeyCommand::Delete { id } => {
+            if !db::keys::delete(conn, &id)? {
+                return Err(format!("no key {id}").into());
+            }
+            println!("deleted key {id}");
+        }
+    }
+    Ok(())
+}
+
+fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult {
+    match cmd {
+        BucketCommand::Create { name, owner, acl } => {
+            postgate::names::validate_bucket(&name).map_err(|e| e.message().to_owned())?;
+            if !matches!(
+                acl.as_str(),
+                "private" | "public-read" | "public-read-write"
+            ) {
+                return Err(format!("unknown ACL {acl}").into());
+            }
+            let owner = match owner {
+                Some(o) => {
+                    db::keys::find(conn, &o)?
+                        .ok_or_else(|| format!("no access key {o}"))?
+                        .access_key
+                }
+                None => {
+                    db::keys::find_admin(conn)?
+                        .ok_or("no admin key yet: start the server once or pass --owner")?
+                        .access_key
+                }
+            };
+            match db::buckets::create(conn, &name, &owner, &acl)? {
+                db::buckets::Created::Created => println!("created bucket {name}"),
+                _ => return Err(format!("bucket {name} already exists").into()),
+            }
+        }
+        BucketCommand::List => {
+            println!("{:<40} {:<22} ACL", "NAME", "OWNER");
+            for b in db::buckets::list(conn)? {
+                println!("{:<40} {:<22} {}", b.name, b.owner, b.acl);
+            }
+        }
+        BucketCommand::Allow { bucket, key, perm } => {
+            let perm = Perm::parse(&perm).ok_or("perm must be read, write or readwrite")?;
+            if db::keys::find(conn, &key)?.is_none() {
+                return Err(format!("no access key {key}").into());
+            }
+            if !db::buckets::allow(conn, &bucket, &key, perm)? {
+                return Err(format!("no bucket {bucket}").into());
+            }
+            println!("{key} may now {} {bucket}", perm.as_str());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Bucket operations: ListBuckets, CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation,
+//! GetBucketVersioning and the bucket ACL.
+//!
+//! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_Operations_Amazon_Simple_Storage_Service.html>
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::{BucketCtx, Caller, S3Request, empty, iso8601, xml_response};
+use crate::app::AppState;
+use crate::db::buckets::{self, Created, Deleted};
+use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::xml::{self, XmlWriter};
+
+/// Request bodies of bucket-level calls are small XML documents.
+const MAX_CONFIG_BODY: usize = 64 * 1024;
+
+pub async fn list_buckets(app: &AppState, caller: &Caller) -> S3Result<Response> {
+    let Some(key) = caller.access_key().map(str::to_owned) else {
+        return Err(S3Error::access_denied());
+    };
+    let admin = caller.is_admin();
+    let list = app
+        .db
+        .read(move |c| {
+            if admin {
+                buckets::list(c)
+            } else {
+                buckets::list_visible(c, &key)
+            }
+        })
+        .await?;
+    let mut w = XmlWriter::new();
+    w.root("ListAllMyBucketsResult");
+    w.open("Owner");
+    w.elem("ID", caller.access_key().unwrap_or_default());
+    w.elem("DisplayName", caller.name());
+    w.close("Owner");
+    w.open("Buckets");
+    for b in &list {
+        w.open("Bucket");
+        w.elem("Name", &b.name);
+        w.elem("CreationDate", &iso8601(b.created_at));
+        w.close("Bucket");
+    }
+    w.close("Buckets");
+    w.close("ListAllMyBucketsResult");
+    Ok(xml_response(w.finish()))
+}
+
+pub async fn create_bucket(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+) -> S3Result<Response> {
+    let Some(owner) = caller.access_key().map(str::to_owned) else {
+        return Err(S3Error::access_denied());
+    };
+    let body = caller.read_small_body(req, body, MAX_CONFIG_BODY).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let _: xml::CreateBucketConfiguration = xml::parse(&body)?;
+    }
+    let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+    let name = req.bucket().to_owned();
+    let created = app
+        .db
+        .write(move |c| buckets::create(c, &name, &owner, &acl))
+        .await?;
+    match created {
+        Created::Created => {
+            let mut res = empty(StatusCode::OK);
+            if let Ok(v) = format!("/{}", req.bucket()).parse() {
+                res.headers_mut().insert("location", v);
+            }
+            Ok(res)
+        }
+        Created::AlreadyOwnedByYou => {
+            Err(S3Error::code(S3ErrorCode::BucketAlreadyOwnedByYou)
+                .with("BucketName", req.bucket()))
+        }
+        Created::AlreadyExists => {
+            Err(S3Error::code(S3ErrorCode::BucketAlreadyExists).with("BucketName", req.bucket()))
+        }
+    }
+}
+
+pub async fn delete_bucket(app: &AppState, req: &S3Request) -> S3Result<Response> {
+    let name = req.bucket().to_owned();
+    match app.db.write(move |c| buckets::delete(c, &name)).await? {
+        Deleted::Deleted => Ok(empty(StatusCode::NO_CONTENT)),
+        Deleted::NotEmpty => {
+            Err(S3Error::code(S3ErrorCode::BucketNotEmpty).with("BucketName", req.bucket()))
+        }
+        Deleted::NotFound => Err(S3Error::no_such_bucket(req.bucket())),
+    }
+}
+
+pub async fn head_bucket(app: &AppState, _req: &S3Request) -> S3Result<Response> {
+    let mut res = empty(StatusCode::OK);
+    if let Ok(v) = app.config.region.parse() {
+        res.headers_mut().insert("x-amz-bucket-region", v);
+    }
+    Ok(res)
+}
+
+pub async fn get_bucket_location(app: &AppState) -> S3Result<Response> {
+    let mut w = XmlWriter::new();
+    w.root("LocationConstraint");
+    // AWS answers an empty constraint for us-east-1.
+    if app.config.region != "us-east-1" {
+        w.elem_text(&app.config.region);
+    }
+    w.close("LocationConstraint");
+    Ok(xml_response(w.finish()))
+}
+
+pub async fn get_bucket_versioning() -> S3Result<Response> {
+    let mut w = XmlWriter::new();
+    w.root("VersioningConfiguration");
+    w.close("VersioningConfiguration");
+    Ok(xml_response(w.finish()))
+}
+
+/// An `AccessControlPolicy` document: the owner's FULL_CONTROL grant, plus READ (and WRITE) for
+/// AllUsers when the canned ACL is public.
+pub fn acl_document(owner: &str, acl: &str) -> String {
+    const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+    let mut w = XmlWriter::new();
+    w.root("AccessControlPolicy");
+    w.open("Owner");
+    w.elem("ID", owner);
+    w.elem("DisplayName", owner);
+    w.close("Owner");
+    w.open("AccessControlList");
+    w.raw("<Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\">");
+    w.elem("ID", owner);
+    w.elem("DisplayName", owner);
+    w.raw("</Grantee><Permission>FULL_CONTROL</Permission></Grant>");
+    let public: &[&str] = match acl {
+        "public-read" => &["READ"],
+        "public-read-write" => &["READ", "WRITE"],
+        _ => &[],
+    };
+    for perm in public {
+        w.raw("<Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"Group\">");
+        w.elem("URI", ALL_USERS);
+        w.raw("</Grantee>");
+        w.elem("Permission", perm);
+        w.close("Grant");
+    }
+    w.close("AccessControlList");
+    w.close("AccessControlPolicy");
+    w.finish()
+}
+
+pub async fn get_bucket_acl(
+    _app: &AppState,
+    _req: &S3Request,
+    ctx: BucketCtx,
+) -> S3Result<Response> {
+    Ok(xml_response(acl_document(
+        &ctx.record.owner,
+        &ctx.record.acl,
+    )))
+}
+
+pub async fn put_bucket_acl(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+) -> S3Result<Response> {
+    let body = caller.read_small_body(req, body, MAX_CONFIG_BODY).await?;
+    if req.header("x-amz-acl").is_none() && !body.is_empty() {
+        // Explicit grant lists are beyond the canned ACLs postgate stores.
+        return Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "Only canned ACLs (x-amz-acl) are supported",
+        ));
+    }
+    let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+    let name = req.bucket().to_owned();
+    app.db
+        .write(move |c| buckets::set_acl(c, &name, &acl))
+        .await?;
+    Ok(empty(StatusCode::OK))
+}

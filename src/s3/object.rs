@@ -1,0 +1,677 @@
+//! Object operations: PutObject, CopyObject, GetObject/HeadObject, DeleteObject, DeleteObjects and
+//! the object ACL.
+//!
+//! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html> and siblings.
+
+use std::io::SeekFrom;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::bucket::acl_document;
+use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_response};
+use crate::app::AppState;
+use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::db::objects::{self, Body as Stored, ObjectRecord};
+use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::store::{Hashes, Staged};
+use crate::upload::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
+use crate::xml::{self, XmlWriter};
+
+pub async fn put_object(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+) -> S3Result<Response> {
+    let headers = object_headers(req)?;
+    let mut expected = Expected {
+        md5: upload::parse_content_md5(req.header("content-md5"))?,
+        ..Expected::default()
+    };
+    let algo = requested_checksum(req)?;
+    let upload_body = caller.upload_body(req, body)?;
+    expected.sha256_hex = upload_body.sha256_hex.clone();
+    expected.checksum = algo.clone();
+    if req.headers.get(header::CONTENT_LENGTH).is_none() && upload_body.decoded_length.is_none() {
+        return Err(S3Error::code(S3ErrorCode::MissingContentLength));
+    }
+    if let Some(len) = upload_body.decoded_length.or_else(|| {
+        req.header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+    }) && len > MAX_OBJECT_SIZE
+    {
+        return Err(S3Error::code(S3ErrorCode::EntityTooLarge)
+            .with("ProposedSize", len.to_string())
+            .with("MaxSizeAllowed", MAX_OBJECT_SIZE.to_string()));
+    }
+    let hashes = Hashes::new(
+        expected.sha256_hex.is_some(),
+        algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
+    );
+    let trailer = upload_body.trailer.clone();
+    let ingested = app
+        .store
+        .ingest(
+            upload_body.stream,
+            MAX_OBJECT_SIZE,
+            app.config.inline_max_bytes,
+            hashes,
+        )
+        .await
+        .map_err(|e| upload::ingest_error(e, MAX_OBJECT_SIZE))?;
+    let trailer_value = match (&trailer, &algo) {
+        (Some(t), Some((a, _))) => t.value(a.header_name()),
+        _ => None,
+    };
+    expected.verify(&ingested, trailer_value.as_deref())?;
+
+    let etag = upload::etag_of(&ingested.digests.md5);
+    let mut meta = headers.into_meta(
+        ingested.size,
+        etag.clone(),
+        caller.access_key().unwrap_or_default().to_owned(),
+    );
+    meta.checksum = algo
+        .as_ref()
+        .zip(ingested.digests.checksum.clone())
+        .map(|((a, _), v)| (a.as_str().to_owned(), v));
+    let cond = WriteCondition {
+        if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
+        if_match: req.header(header::IF_MATCH).map(str::to_owned),
+    };
+    upload::commit(
+        app,
+        req.bucket(),
+        req.key(),
+        meta.clone(),
+        ingested.staged,
+        cond,
+    )
+    .await?;
+
+    let mut res = empty(StatusCode::OK);
+    set(res.headers_mut(), header::ETAG, &etag);
+    if let Some((algo, value)) = &meta.checksum {
+        set_named(
+            res.headers_mut(),
+            &format!("x-amz-checksum-{}", algo.to_ascii_lowercase()),
+            value,
+        );
+    }
+    Ok(res)
+}
+
+fn object_headers(req: &S3Request) -> S3Result<ObjectHeaders> {
+    ObjectHeaders::read(
+        |name| {
+            req.headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        },
+        req.headers.keys().map(HeaderName::as_str),
+    )
+}
+
+/// The additional checksum the request asks for: `x-amz-checksum-<alg>` (value in the header) or
+/// `x-amz-sdk-checksum-algorithm` / `x-amz-trailer` (value in the trailer).
+fn requested_checksum(req: &S3Request) -> S3Result<Option<(ChecksumAlgorithm, Option<String>)>> {
+    for (name, value) in &req.headers {
+        if let Some(algo) = ChecksumAlgorithm::from_header_name(name.as_str()) {
+            let value = value.to_str().unwrap_or_default();
+            crate::auth::checksum::validate_value(algo, value).map_err(|_| {
+                S3Error::new(
+                    S3ErrorCode::InvalidRequest,
+                    format!("Value for {} header is invalid.", name.as_str()),
+                )
+            })?;
+            return Ok(Some((algo, Some(value.to_owned()))));
+        }
+    }
+    if let Some(trailer) = req.header("x-amz-trailer")
+        && let Some(algo) = ChecksumAlgorithm::from_header_name(trailer.trim())
+    {
+        return Ok(Some((algo, None)));
+    }
+    Ok(None)
+}
+
+pub async fn copy_object(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    _dest: BucketCtx,
+) -> S3Result<Response> {
+    let source = req.header("x-amz-copy-source").unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(source.split('?').next().unwrap_or(""))
+        .decode_utf8_lossy()
+        .into_owned();
+    let trimmed = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let Some((src_bucket, src_key)) = trimmed
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+    else {
+        return Err(S3Error::invalid_argument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            "x-amz-copy-source",
+            source,
+        ));
+    };
+    let (src_bucket, src_key) = (src_bucket.to_owned(), src_key.to_owned());
+    // Reading the source needs read permission on its bucket.
+    let who = caller.access_key().unwrap_or_default().to_owned();
+    let (sb, sk) = (src_bucket.clone(), src_key.clone());
+    let (bucket_row, source_obj) = app
+        .db
+        .read(move |c| {
+            Ok((
+                crate::db::buckets::get_with_grant(c, &sb, &who)?,
+                objects::get(c, &sb, &sk, true)?,
+            ))
+        })
+        .await?;
+    let Some((src_record, grant)) = bucket_row else {
+        return Err(S3Error::no_such_bucket(&src_bucket));
+    };
+    let can_read = caller.is_admin()
+        || caller.access_key() == Some(src_record.owner.as_str())
+        || grant.is_some_and(|g| g.can_read());
+    if !can_read {
+        return Err(S3Error::access_denied());
+    }
+    let Some(src) = source_obj else {
+        return Err(S3Error::no_such_key(&src_key));
+    };
+    check_copy_conditions(req, &src)?;
+
+    let replace = match req.header("x-amz-metadata-directive") {
+        None | Some("COPY") => false,
+        Some("REPLACE") => true,
+        Some(other) => {
+            return Err(S3Error::invalid_argument(
+                "Unknown metadata directive.",
+                "x-amz-metadata-directive",
+                other,
+            ));
+        }
+    };
+    if !replace
+        && src_bucket == req.bucket()
+        && src_key == req.key()
+        && req.header("x-amz-storage-class").is_none()
+    {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
+    let owner = caller.access_key().unwrap_or_default().to_owned();
+    let mut meta = if replace {
+        let mut m = object_headers(req)?.into_meta(src.meta.size, src.meta.etag.clone(), owner);
+        m.checksum = src.meta.checksum.clone();
+        m
+    } else {
+        let mut m = src.meta.clone();
+        m.owner = owner;
+        m.acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+        m.last_modified = crate::db::now_millis();
+        m
+    };
+    meta.last_modified = crate::db::now_millis();
+    let staged = match src.body {
+        Stored::Inline(bytes) => Staged::Inline(bytes),
+        Stored::Blob(id) => Staged::Temp(app.store.copy_blob(&id).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                S3Error::no_such_key(&src_key)
+            } else {
+                S3Error::internal(e)
+            }
+        })?),
+        Stored::NotLoaded => return Err(S3Error::internal("source body not loaded")),
+    };
+    let last_modified = meta.last_modified;
+    let etag = meta.etag.clone();
+    upload::commit(
+        app,
+        req.bucket(),
+        req.key(),
+        meta,
+        staged,
+        WriteCondition::default(),
+    )
+    .await?;
+    let mut w = XmlWriter::new();
+    w.root("CopyObjectResult");
+    w.elem("LastModified", &iso8601(last_modified));
+    w.elem("ETag", &etag);
+    w.close("CopyObjectResult");
+    Ok(xml_response(w.finish()))
+}
+
+fn check_copy_conditions(req: &S3Request, src: &ObjectRecord) -> S3Result<()> {
+    let failed = |c: &str| S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", c);
+    if let Some(m) = req.header("x-amz-copy-source-if-match")
+        && !upload::etag_matches(m, &src.meta.etag)
+    {
+        return Err(failed("x-amz-copy-source-If-Match"));
+    }
+    if let Some(m) = req.header("x-amz-copy-source-if-none-match")
+        && upload::etag_matches(m, &src.meta.etag)
+    {
+        return Err(failed("x-amz-copy-source-If-None-Match"));
+    }
+    Ok(())
+}
+
+/// GetObject and HeadObject (`with_body` false).
+pub async fn get_object(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    ctx: BucketCtx,
+    with_body: bool,
+) -> S3Result<Response> {
+    // A blob can vanish between reading its row and opening it when a newer version commits in
+    // between; reading the row again then finds that newer version.
+    for _ in 0..4 {
+        let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
+        let found = app
+            .db
+            .read(move |c| objects::get(c, &b, &k, with_body))
+            .await?;
+        let Some(obj) = found else {
+            if !ctx.can_read {
+                return Err(S3Error::access_denied());
+            }
+            return Err(S3Error::no_such_key(req.key()));
+        };
+        let public = obj.meta.acl == "public-read" || obj.meta.acl == "public-read-write";
+        if !(ctx.can_read && (caller.is_authenticated() || public || ctx.record.acl != "private"))
+            && !public
+        {
+            return Err(S3Error::access_denied());
+        }
+        match respond_object(req, caller, obj, with_body, app).await {
+            Err(Retry) => continue,
+            Ok(res) => return res,
+        }
+    }
+    Err(S3Error::internal("object kept changing while being read"))
+}
+
+struct Retry;
+
+async fn respond_object(
+    req: &S3Request,
+    caller: &Caller,
+    obj: ObjectRecord,
+    with_body: bool,
+    app: &AppState,
+) -> Result<S3Result<Response>, Retry> {
+    let meta = &obj.meta;
+    if let Some(status) = match evaluate_conditions(req, &meta.etag, meta.last_modified) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    } {
+        let mut res = empty(status);
+        set(res.headers_mut(), header::ETAG, &meta.etag);
+        set(
+            res.headers_mut(),
+            header::LAST_MODIFIED,
+            &http_date(meta.last_modified),
+        );
+        return Ok(if status == StatusCode::NOT_MODIFIED {
+            Ok(res)
+        } else {
+            Err(S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", "If-Match"))
+        });
+    }
+    let range = match req.header(header::RANGE) {
+        Some(r) => match parse_range(r, meta.size) {
+            Ok(range) => range,
+            Err(e) => return Ok(Err(e)),
+        },
+        None => None,
+    };
+    let mut headers = HeaderMap::new();
+    if let Err(e) = object_response_headers(&mut headers, req, caller, &obj, range.is_none()) {
+        return Ok(Err(e));
+    }
+    let (status, start, len) = match range {
+        Some((start, end)) => {
+            set(
+                &mut headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{}", meta.size),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end + 1 - start)
+        }
+        None => (StatusCode::OK, 0, meta.size),
+    };
+    set(&mut headers, header::CONTENT_LENGTH, &len.to_string());
+    if !with_body {
+        return Ok(Ok((status, headers, Body::empty()).into_response()));
+    }
+    let body = match obj.body {
+        Stored::Inline(bytes) => {
+            let end = (start + len) as usize;
+            Body::from(bytes.get(start as usize..end).unwrap_or_default().to_vec())
+        }
+        Stored::Blob(id) => {
+            let file = match app.store.open_blob(&id).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Retry),
+                Err(e) => return Ok(Err(S3Error::internal(e))),
+            };
+            let mut file = tokio::fs::File::from_std(file);
+            if start > 0
+                && let Err(e) = file.seek(SeekFrom::Start(start)).await
+            {
+                return Ok(Err(S3Error::internal(e)));
+            }
+            Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 * 1024))
+        }
+        Stored::NotLoaded => Body::empty(),
+    };
+    Ok(Ok((status, headers, body).into_response()))
+}
+
+/// RFC 7232 order, as S3 applies it: If-Match, then If-Unmodified-Since (only without If-Match)
+/// fail with 412; If-None-Match, then If-Modified-Since (only without If-None-Match) give 304.
+fn evaluate_conditions(
+    req: &S3Request,
+    etag: &str,
+    last_modified: i64,
+) -> S3Result<Option<StatusCode>> {
+    let modified_secs = last_modified / 1000;
+    let date = |name: HeaderName| -> Option<i64> {
+        let v = req.header(name)?;
+        let t = httpdate::parse_http_date(v).ok()?;
+        Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+    };
+    if let Some(m) = req.header(header::IF_MATCH) {
+        if !upload::etag_matches(m, etag) {
+            return Ok(Some(StatusCode::PRECONDITION_FAILED));
+        }
+    } else if let Some(since) = date(header::IF_UNMODIFIED_SINCE)
+        && modified_secs > since
+    {
+        return Ok(Some(StatusCode::PRECONDITION_FAILED));
+    }
+    if let Some(m) = req.header(header::IF_NONE_MATCH) {
+        if upload::etag_matches(m, etag) {
+            return Ok(Some(StatusCode::NOT_MODIFIED));
+        }
+    } else if let Some(since) = date(header::IF_MODIFIED_SINCE)
+        && modified_secs <= since
+    {
+        return Ok(Some(StatusCode::NOT_MODIFIED));
+    }
+    Ok(None)
+}
+
+/// A single `bytes=` range, resolved against `size` to inclusive `(start, end)`. Syntax S3 does not
+/// understand (several ranges, other units) is ignored, as S3 ignores it; an unsatisfiable range is
+/// 416 InvalidRange.
+fn parse_range(value: &str, size: u64) -> S3Result<Option<(u64, u64)>> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let unsatisfiable = || {
+        S3Error::code(S3ErrorCode::InvalidRange)
+            .with("RangeRequested", value)
+            .with("ActualObjectSize", size.to_string())
+    };
+    let range = match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => {
+            if start >= size {
+                return Err(unsatisfiable());
+            }
+            (start, end.min(size - 1))
+        }
+        (Ok(_), Ok(_)) => return Ok(None),
+        (Ok(start), Err(_)) if b.is_empty() => {
+            if start >= size {
+                return Err(unsatisfiable());
+            }
+            (start, size - 1)
+        }
+        (Err(_), Ok(suffix)) if a.is_empty() => {
+            if suffix == 0 || size == 0 {
+                return Err(unsatisfiable());
+            }
+            (size.saturating_sub(suffix), size - 1)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(range))
+}
+
+fn object_response_headers(
+    headers: &mut HeaderMap,
+    req: &S3Request,
+    caller: &Caller,
+    obj: &ObjectRecord,
+    whole: bool,
+) -> S3Result<()> {
+    let m = &obj.meta;
+    set(headers, header::ETAG, &m.etag);
+    set(headers, header::LAST_MODIFIED, &http_date(m.last_modified));
+    set(headers, header::ACCEPT_RANGES, "bytes");
+    set(
+        headers,
+        header::CONTENT_TYPE,
+        m.content_type.as_deref().unwrap_or("binary/octet-stream"),
+    );
+    let optional = [
+        (header::CACHE_CONTROL, &m.cache_control),
+        (header::CONTENT_DISPOSITION, &m.content_disposition),
+        (header::CONTENT_ENCODING, &m.content_encoding),
+        (header::CONTENT_LANGUAGE, &m.content_language),
+        (header::EXPIRES, &m.expires),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            set(headers, name, v);
+        }
+    }
+    for (name, value) in &m.meta {
+        let encoded = crate::policy::rfc2047_encode(value);
+        set_named(headers, &format!("x-amz-meta-{name}"), &encoded);
+    }
+    if let Some(tags) = &m.tagging {
+        let count = tags.split('&').filter(|t| !t.is_empty()).count();
+        set_named(headers, "x-amz-tagging-count", &count.to_string());
+    }
+    if whole
+        && req
+            .header("x-amz-checksum-mode")
+            .is_some_and(|v| v.eq_ignore_ascii_case("ENABLED"))
+        && let Some((algo, value)) = &m.checksum
+    {
+        set_named(
+            headers,
+            &format!("x-amz-checksum-{}", algo.to_ascii_lowercase()),
+            value,
+        );
+        set_named(headers, "x-amz-checksum-type", "FULL_OBJECT");
+    }
+    // Presigned and signed GETs may override response headers; anonymous ones may not.
+    let overrides = [
+        ("response-content-type", header::CONTENT_TYPE),
+        ("response-content-language", header::CONTENT_LANGUAGE),
+        ("response-expires", header::EXPIRES),
+        ("response-cache-control", header::CACHE_CONTROL),
+        ("response-content-disposition", header::CONTENT_DISPOSITION),
+        ("response-content-encoding", header::CONTENT_ENCODING),
+    ];
+    for (param, name) in overrides {
+        if let Some(v) = req.param(param) {
+            if !caller.is_authenticated() {
+                return Err(S3Error::new(
+                    S3ErrorCode::InvalidRequest,
+                    "Request specific response headers cannot be used for anonymous GET requests.",
+                ));
+            }
+            set(headers, name, v);
+        }
+    }
+    Ok(())
+}
+
+pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response> {
+    let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
+    let removed = app.db.write(move |c| objects::delete(c, &b, &k)).await?;
+    if let Some(Some(blob)) = removed {
+        app.store.remove(blob).await;
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn delete_objects(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+) -> S3Result<Response> {
+    let bytes = caller.read_small_body(req, body, 2 * 1024 * 1024).await?;
+    if let Some(md5) = upload::parse_content_md5(req.header("content-md5"))? {
+        let got: [u8; 16] = {
+            use md5::Digest;
+            md5::Md5::digest(&bytes).into()
+        };
+        if got != md5 {
+            return Err(S3Error::code(S3ErrorCode::BadDigest));
+        }
+    }
+    let doc: xml::Delete = xml::parse(&bytes)?;
+    if doc.objects.is_empty() || doc.objects.len() > 1000 {
+        return Err(S3Error::code(S3ErrorCode::MalformedXML));
+    }
+    let quiet = doc.quiet.unwrap_or(false);
+    let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
+    let bucket = req.bucket().to_owned();
+    let keys_for_db = keys.clone();
+    let results = app
+        .db
+        .write(move |c| {
+            let mut out = Vec::with_capacity(keys_for_db.len());
+            for key in &keys_for_db {
+                if crate::names::validate_key(key).is_err() {
+                    out.push(Err(()));
+                    continue;
+                }
+                out.push(Ok(objects::delete(c, &bucket, key)?.flatten()));
+            }
+            Ok(out)
+        })
+        .await?;
+    let mut w = XmlWriter::new();
+    w.root("DeleteResult");
+    for (key, result) in keys.iter().zip(results) {
+        match result {
+            Ok(blob) => {
+                if let Some(blob) = blob {
+                    app.store.remove(blob).await;
+                }
+                if !quiet {
+                    w.open("Deleted");
+                    w.elem("Key", key);
+                    w.close("Deleted");
+                }
+            }
+            Err(()) => {
+                w.open("Error");
+                w.elem("Key", key);
+                w.elem("Code", "KeyTooLongError");
+                w.elem("Message", "Your key is too long");
+                w.close("Error");
+            }
+        }
+    }
+    w.close("DeleteResult");
+    Ok(xml_response(w.finish()))
+}
+
+pub async fn get_object_acl(app: &AppState, req: &S3Request, ctx: BucketCtx) -> S3Result<Response> {
+    let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
+    let Some(obj) = app.db.read(move |c| objects::get(c, &b, &k, false)).await? else {
+        return Err(S3Error::no_such_key(req.key()));
+    };
+    let _ = ctx;
+    Ok(xml_response(acl_document(&obj.meta.owner, &obj.meta.acl)))
+}
+
+pub async fn put_object_acl(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+) -> S3Result<Response> {
+    let body = caller.read_small_body(req, body, 64 * 1024).await?;
+    if req.header("x-amz-acl").is_none() && !body.is_empty() {
+        return Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "Only canned ACLs (x-amz-acl) are supported",
+        ));
+    }
+    let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+    let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
+    if !app
+        .db
+        .write(move |c| objects::set_acl(c, &b, &k, &acl))
+        .await?
+    {
+        return Err(S3Error::no_such_key(req.key()));
+    }
+    Ok(empty(StatusCode::OK))
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn set_named(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(n), Ok(v)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        headers.insert(n, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_as_s3_does() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-200", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-200", 100).unwrap(), Some((0, 99)));
+        assert_eq!(parse_range("bytes=50-", 100).unwrap(), Some((50, 99)));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+        assert_eq!(
+            parse_range("bytes=100-", 100).unwrap_err().s3_code(),
+            S3ErrorCode::InvalidRange
+        );
+        assert_eq!(
+            parse_range("bytes=0-0", 0).unwrap_err().s3_code(),
+            S3ErrorCode::InvalidRange
+        );
+    }
+}

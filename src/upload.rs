@@ -1,0 +1,280 @@
+//! The upload pipeline shared by PutObject, CopyObject and POST uploads: the object's headers as
+//! S3 stores them, the checks on what arrived (Content-MD5, SHA-256, additional checksums), and the
+//! commit that makes a staged body visible.
+//!
+//! Order of a write: bytes are staged (in memory, or in a synced temp file renamed into the blob
+//! tree), then the metadata row commits in the writer's next group commit, then the blob the old
+//! version used is removed. A crash before the commit leaves the old object and an orphan blob for
+//! the start-up sweep; after it, the new object and at worst an orphan old blob. Readers see one
+//! whole version or the other.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::app::AppState;
+use crate::auth::checksum::ChecksumAlgorithm;
+use crate::db::objects::{self, Body, ObjectMeta};
+use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::store::{IngestError, Ingested, Staged};
+
+/// S3's limit for a single PUT or POST.
+pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's limit on user metadata (names and values of `x-amz-meta-*`).
+pub const MAX_USER_METADATA: usize = 2048;
+
+/// The stored headers of a new object, read from request headers or from POST form fields.
+#[derive(Debug, Default, Clone)]
+pub struct ObjectHeaders {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub expires: Option<String>,
+    pub meta: Vec<(String, String)>,
+    pub acl: String,
+    pub tagging: Option<String>,
+}
+
+impl ObjectHeaders {
+    /// Reads the headers through `get`, a case-insensitive lookup (request headers or form
+    /// fields), with `names` listing every name present (to find `x-amz-meta-*`).
+    pub fn read<'a>(
+        get: impl Fn(&str) -> Option<String>,
+        names: impl Iterator<Item = &'a str>,
+    ) -> S3Result<ObjectHeaders> {
+        let mut meta: Vec<(String, String)> = Vec::new();
+        for name in names {
+            let lower = name.to_ascii_lowercase();
+            if let Some(short) = lower.strip_prefix("x-amz-meta-")
+                && !meta.iter().any(|(n, _)| n == short)
+                && let Some(v) = get(&lower)
+            {
+                meta.push((short.to_owned(), v));
+            }
+        }
+        let meta_size: usize = meta.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if meta_size > MAX_USER_METADATA {
+            return Err(S3Error::code(S3ErrorCode::MetadataTooLarge)
+                .with("MaxSizeAllowed", MAX_USER_METADATA.to_string())
+                .with("Size", meta_size.to_string()));
+        }
+        if let Some(class) = get("x-amz-storage-class") {
+            check_storage_class(&class)?;
+        }
+        // `aws-chunked` describes the request framing, not the object.
+        let content_encoding = get("content-encoding").and_then(|v| {
+            let rest: Vec<&str> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+                .collect();
+            (!rest.is_empty()).then(|| rest.join(","))
+        });
+        Ok(ObjectHeaders {
+            content_type: get("content-type"),
+            cache_control: get("cache-control"),
+            content_disposition: get("content-disposition"),
+            content_encoding,
+            content_language: get("content-language"),
+            expires: get("expires"),
+            meta,
+            acl: crate::s3::parse_canned_acl(get("x-amz-acl").as_deref())?,
+            tagging: get("x-amz-tagging"),
+        })
+    }
+
+    pub fn into_meta(self, size: u64, etag: String, owner: String) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag,
+            last_modified: crate::db::now_millis(),
+            owner,
+            acl: self.acl,
+            content_type: self.content_type,
+            cache_control: self.cache_control,
+            content_disposition: self.content_disposition,
+            content_encoding: self.content_encoding,
+            content_language: self.content_language,
+            expires: self.expires,
+            meta: self.meta,
+            checksum: None,
+            tagging: self.tagging,
+        }
+    }
+}
+
+/// AWS's storage classes are accepted (every object is stored the same way); others refused.
+pub fn check_storage_class(class: &str) -> S3Result<()> {
+    const KNOWN: &[&str] = &[
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+        "GLACIER_IR",
+        "OUTPOSTS",
+        "SNOW",
+        "EXPRESS_ONEZONE",
+    ];
+    if KNOWN.contains(&class) {
+        Ok(())
+    } else {
+        Err(S3Error::code(S3ErrorCode::InvalidStorageClass).with("StorageClassRequested", class))
+    }
+}
+
+/// `Content-MD5`: base64 of 16 bytes, else `InvalidDigest`.
+pub fn parse_content_md5(value: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    let Some(v) = value else { return Ok(None) };
+    B64.decode(v.trim())
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+        .map(Some)
+        .ok_or_else(|| S3Error::code(S3ErrorCode::InvalidDigest).with("Content-MD5", v))
+}
+
+/// What the client said the bytes must hash to.
+#[derive(Debug, Default)]
+pub struct Expected {
+    pub md5: Option<[u8; 16]>,
+    pub sha256_hex: Option<String>,
+    /// Additional checksum and its value; the value may only arrive in the trailer.
+    pub checksum: Option<(ChecksumAlgorithm, Option<String>)>,
+}
+
+impl Expected {
+    /// Compares an upload's digests with what the client declared.
+    pub fn verify(&self, got: &Ingested, trailer_value: Option<&str>) -> S3Result<()> {
+        if let Some(md5) = self.md5
+            && md5 != got.digests.md5
+        {
+            return Err(S3Error::code(S3ErrorCode::BadDigest)
+                .with("ExpectedDigest", B64.encode(md5))
+                .with("CalculatedDigest", B64.encode(got.digests.md5)));
+        }
+        if let (Some(want), Some(have)) = (&self.sha256_hex, &got.digests.sha256)
+            && !want.eq_ignore_ascii_case(&hex::encode(have))
+        {
+            return Err(S3Error::code(S3ErrorCode::XAmzContentSHA256Mismatch)
+                .with("ClientComputedContentSHA256", want.clone())
+                .with("S3ComputedContentSHA256", hex::encode(have)));
+        }
+        if let Some((algo, declared)) = &self.checksum {
+            let want = declared.as_deref().or(trailer_value);
+            let have = got.digests.checksum.as_deref().unwrap_or_default();
+            match want {
+                Some(want) if want != have => {
+                    return Err(S3Error::new(
+                        S3ErrorCode::BadDigest,
+                        format!(
+                            "The {} you specified did not match the calculated checksum.",
+                            algo.as_str()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps an ingest failure to S3's answer.
+pub fn ingest_error(err: IngestError<S3Error>, max: u64) -> S3Error {
+    match err {
+        IngestError::Body(e) => e,
+        IngestError::TooLarge { seen } => S3Error::code(S3ErrorCode::EntityTooLarge)
+            .with("ProposedSize", seen.to_string())
+            .with("MaxSizeAllowed", max.to_string()),
+        IngestError::Io(e) => S3Error::internal(e),
+    }
+}
+
+/// A condition the current version must meet for a write to go ahead (conditional PUT).
+#[derive(Debug, Clone, Default)]
+pub struct WriteCondition {
+    /// `If-None-Match: *`: only if the key does not exist.
+    pub if_none_match_any: bool,
+    /// `If-Match: "etag"`: only if the current version has this ETag.
+    pub if_match: Option<String>,
+}
+
+/// Makes a staged body the current version of `bucket/key`, atomically, and removes what the old
+/// version used. On any failure the new bytes are removed and the old version stays.
+pub async fn commit(
+    app: &AppState,
+    bucket: &str,
+    key: &str,
+    meta: ObjectMeta,
+    staged: Staged,
+    cond: WriteCondition,
+) -> S3Result<()> {
+    let body = match staged {
+        Staged::Inline(bytes) => Body::Inline(bytes),
+        Staged::Temp(temp) => Body::Blob(app.store.persist(temp).await?),
+    };
+    let new_blob = match &body {
+        Body::Blob(id) => Some(id.clone()),
+        _ => None,
+    };
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    let outcome = app
+        .db
+        .write(move |c| {
+            if cond.if_none_match_any || cond.if_match.is_some() {
+                let current = objects::get(c, &b, &k, false)?;
+                match (&current, &cond.if_match) {
+                    (Some(_), _) if cond.if_none_match_any => return Ok(Err("If-None-Match")),
+                    (None, Some(_)) => return Ok(Err("NoSuchKey")),
+                    (Some(cur), Some(want)) if !etag_matches(want, &cur.meta.etag) => {
+                        return Ok(Err("If-Match"));
+                    }
+                    _ => {}
+                }
+            }
+            if crate::db::buckets::get(c, &b)?.is_none() {
+                return Ok(Err("NoSuchBucket"));
+            }
+            objects::put(c, &b, &k, &meta, &body).map(Ok)
+        })
+        .await;
+    match outcome {
+        Ok(Ok(old)) => {
+            if let Some(old) = old {
+                app.store.remove(old).await;
+            }
+            Ok(())
+        }
+        other => {
+            if let Some(id) = new_blob {
+                app.store.remove(id).await;
+            }
+            match other {
+                Ok(Err("NoSuchKey")) => Err(S3Error::no_such_key(key)),
+                Ok(Err("NoSuchBucket")) => Err(S3Error::no_such_bucket(bucket)),
+                Ok(Err(condition)) => {
+                    Err(S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", condition))
+                }
+                Err(e) => Err(e.into()),
+                Ok(Ok(_)) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// Whether an `If-Match`/`If-None-Match` list matches `etag` (`*` matches anything; quotes and
+/// weak prefixes are optional, as clients differ).
+pub fn etag_matches(list: &str, etag: &str) -> bool {
+    let bare = etag.trim_matches('"');
+    list.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.trim_start_matches("W/").trim_matches('"') == bare
+    })
+}
+
+/// The quoted hex MD5 S3 uses as the ETag of a single-part object.
+pub fn etag_of(md5: &[u8; 16]) -> String {
+    format!("\"{}\"", hex::encode(md5))
+}
