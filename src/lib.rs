@@ -21,6 +21,7 @@ pub mod names;
 pub mod policy;
 pub mod s3;
 pub mod store;
+pub mod units;
 pub mod upload;
 pub mod xml;
 

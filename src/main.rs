@@ -30,6 +30,60 @@ enum Command {
     /// Manage buckets and grants.
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// Print a signed POST form (`{"url", "fields"}`, like boto3's generate_presigned_post).
+    PresignPost(Box<PresignPostArgs>),
+}
+
+#[derive(clap::Args)]
+struct PresignPostArgs {
+    bucket: String,
+    /// Exact key the form uploads to.
+    #[arg(long, conflicts_with = "prefix")]
+    key: Option<String>,
+    /// Key prefix: the form's key is `PREFIX${filename}`, any key under PREFIX is allowed.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Lifetime: seconds or 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = postgate::units::parse_duration)]
+    expires: std::time::Duration,
+    /// Largest file (e.g. 10MiB).
+    #[arg(long, default_value = "5GiB", value_parser = postgate::units::parse_size)]
+    max_size: u64,
+    /// Smallest file.
+    #[arg(long, default_value = "0", value_parser = postgate::units::parse_size)]
+    min_size: u64,
+    /// Content type: exact (`image/png`), prefix (ending in `/`: `image/`), or a comma list.
+    #[arg(long)]
+    content_type: Option<String>,
+    /// User metadata `name=value` (repeatable).
+    #[arg(long = "meta", value_parser = parse_pair)]
+    meta: Vec<(String, String)>,
+    /// 200, 201 or 204.
+    #[arg(long)]
+    success_action_status: Option<u16>,
+    /// Redirect the browser here (303) after the upload.
+    #[arg(long)]
+    redirect: Option<String>,
+    /// Canned ACL for the object.
+    #[arg(long)]
+    acl: Option<String>,
+    /// Signature version: v4 (default) or v2.
+    #[arg(long, default_value = "v4", value_parser = ["v4", "v2"])]
+    sig: String,
+    /// Access key to sign with (default: the admin key).
+    #[arg(long)]
+    access_key: Option<String>,
+    /// Base URL of the server (default: --public-url, else http://ADDR).
+    #[arg(long)]
+    url: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
 }
 
 #[derive(Subcommand)]
@@ -70,6 +124,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&cli.common, &args),
         Command::Key(cmd) => with_db(&cli.common, |conn| key_command(conn, cmd)),
         Command::Bucket(cmd) => with_db(&cli.common, |conn| bucket_command(conn, cmd)),
+        Command::PresignPost(args) => presign_post(&cli.common, *args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,6 +178,62 @@ fn with_db(common: &CommonArgs, f: impl FnOnce(&rusqlite::Connection) -> CliResu
     std::fs::create_dir_all(&config.data_dir)?;
     let conn = db::open_migrated(&config.db_path())?;
     f(&conn)
+}
+
+fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
+    use postgate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, SigVersion};
+    let config = Config::resolve(common, &args.serve)?;
+    let conn = db::open_migrated(&config.db_path())?;
+    let key = match &args.access_key {
+        Some(ak) => db::keys::find(&conn, ak)?.ok_or_else(|| format!("no access key {ak}"))?,
+        None => db::keys::find_admin(&conn)?
+            .ok_or("no admin key yet: start the server once or pass --access-key")?,
+    };
+    let base = args
+        .url
+        .clone()
+        .or(config.public_url.clone())
+        .unwrap_or_else(|| format!("http://{}", config.addr));
+    let content_type = args.content_type.as_deref().map(|ct| {
+        if ct.contains(',') {
+            ContentTypeRule::OneOf(ct.split(',').map(|s| s.trim().to_owned()).collect())
+        } else if ct.ends_with('/') {
+            ContentTypeRule::Prefix(ct.to_owned())
+        } else {
+            ContentTypeRule::Exact(ct.to_owned())
+        }
+    });
+    let req = PostPolicyRequest {
+        bucket: args.bucket.clone(),
+        key: match (&args.key, &args.prefix) {
+            (Some(k), _) => KeySpec::Exact(k.clone()),
+            (None, p) => KeySpec::Prefix(p.clone().unwrap_or_default()),
+        },
+        expires_in: args.expires,
+        min_size: args.min_size,
+        max_size: args.max_size,
+        content_type,
+        metadata: args.meta.clone(),
+        success_action_status: args.success_action_status,
+        success_action_redirect: args.redirect.clone(),
+        acl: args.acl.clone(),
+        sig: if args.sig == "v2" {
+            SigVersion::V2
+        } else {
+            SigVersion::V4
+        },
+    };
+    let url = format!("{}/{}", base.trim_end_matches('/'), args.bucket);
+    let post = postgate::policy::issue(
+        &req,
+        &key.access_key,
+        &key.secret_key,
+        &config.region,
+        &url,
+        time::OffsetDateTime::now_utc(),
+    )?;
+    println!("{}", serde_json::to_string_pretty(&post)?);
+    Ok(())
 }
 
 fn key_command(conn: &rusqlite::Connection, cmd: KeyCommand) -> CliResult {

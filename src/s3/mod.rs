@@ -9,6 +9,7 @@ mod authn;
 mod bucket;
 mod list;
 mod object;
+mod post_object;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -304,6 +305,14 @@ async fn handle(app: AppState, req: Request) -> S3Result<Response> {
     }
     if let Some(key) = &req.key {
         crate::names::validate_key(key)?;
+    }
+    // Browser POST uploads carry their authentication in the form, not in headers.
+    if req.method == Method::POST
+        && req.bucket.is_some()
+        && req.key.is_none()
+        && req.query.is_empty()
+    {
+        return post_object::post_object(&app, &req, body).await;
     }
     let endpoint = Endpoint::resolve(&req)?;
     let caller = authn::authenticate(&app, &req).await?;

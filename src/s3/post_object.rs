@@ -1,0 +1,436 @@
+//! Browser uploads via POST Object (`multipart/form-data` to the bucket URL).
+//!
+//! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html>
+//!
+//! The form is read with multer straight off the request body (no body-size limit, nothing
+//! buffered but the small fields before `file`). Fields are collected until `file`; then, before a
+//! byte of the file is stored, the signature, the expiry and every policy condition are checked.
+//! The file streams through the same write path as PutObject with a running size check that stops
+//! at the first chunk past the policy's maximum. Fields after `file` are ignored, as S3 does.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{S3Request, empty};
+use crate::app::AppState;
+use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::db::buckets::BucketRecord;
+use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::policy::{
+    self, ContentLengthRange, FormFields, PolicyDocumentError, PolicyViolation, PostAuth,
+    PostAuthError, SizeViolation, SuccessActionStatus,
+};
+use crate::store::Hashes;
+use crate::upload::{self, Expected, ObjectHeaders, WriteCondition};
+
+/// AWS's cap on the form data before the file (fields plus their part headers).
+pub const MAX_PRE_DATA: usize = 20 * 1024;
+
+/// Key characters kept literal in a `Location` URL.
+const KEY_IN_URL: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// A file whose size `Content-Length` already puts this far past the maximum is refused before
+/// its body is read. The margin covers part headers we can only estimate.
+const EARLY_REJECT_MARGIN: u64 = 1024;
+
+pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response> {
+    let boundary = req
+        .header(header::CONTENT_TYPE)
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            S3Error::code(S3ErrorCode::PreconditionFailed).with(
+                "Condition",
+                "Bucket POST must be of the enclosure-type multipart/form-data",
+            )
+        })?;
+    let bucket = req.bucket().to_owned();
+    let b = bucket.clone();
+    let Some(record) = app.db.read(move |c| crate::db::buckets::get(c, &b)).await? else {
+        return Err(S3Error::no_such_bucket(&bucket));
+    };
+
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary.clone());
+    let mut fields = FormFields::new();
+    let mut pre_data = 0usize;
+    let file = loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break None,
+            Err(e) => return Err(multipart_error(e)),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        pre_data += part_overhead(&boundary, field.headers());
+        if name.eq_ignore_ascii_case("file") {
+            break Some(field);
+        }
+        let value = read_field(field, &mut pre_data).await?;
+        fields.push(name, value);
+    };
+    let Some(file) = file else {
+        if fields.get("key").is_none() {
+            return Err(missing_key());
+        }
+        return Err(S3Error::code(
+            S3ErrorCode::IncorrectNumberOfFilesInPostRequest,
+        ));
+    };
+    if fields.get("key").is_none() {
+        return Err(missing_key());
+    }
+
+    let filename = match file.headers().get(header::CONTENT_DISPOSITION) {
+        Some(cd) => {
+            policy::filename_from_content_disposition(&String::from_utf8_lossy(cd.as_bytes()))
+                .map_err(|e| S3Error::invalid_argument(e.to_string(), "file", ""))?
+        }
+        None => None,
+    };
+    let signer = authorize(app, &fields, &record).await?;
+    let fields = fields.expand_filename(filename.as_deref());
+    let range = match &signer {
+        Signer::Key { policy, sig, .. } => policy
+            .check(&fields, &bucket, time::OffsetDateTime::now_utc(), *sig)
+            .map_err(policy_violation)?,
+        Signer::Anonymous => ContentLengthRange::default(),
+    };
+    let key = fields.get("key").unwrap_or_default().to_owned();
+    crate::names::validate_key(&key)?;
+
+    // A body whose length proves the file cannot fit is answered before it is read.
+    if let Some(total) = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let closing = boundary.len() as u64 + 8;
+        let file_at_least = total.saturating_sub(pre_data as u64 + closing);
+        if file_at_least > range.max() + EARLY_REJECT_MARGIN {
+            return Err(size_error(SizeViolation::TooLarge {
+                proposed_size: file_at_least,
+                max_size_allowed: range.max(),
+            }));
+        }
+    }
+
+    let headers = form_headers(&fields)?;
+    let algo = form_checksum(&fields)?;
+    let expected = Expected {
+        checksum: algo.clone(),
+        ..Expected::default()
+    };
+    let hashes = Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let stream = file.map_err(multipart_error);
+    let ingested = app
+        .store
+        .ingest(stream, range.max(), app.config.inline_max_bytes, hashes)
+        .await
+        .map_err(|e| match e {
+            crate::store::IngestError::TooLarge { seen } => size_error(SizeViolation::TooLarge {
+                proposed_size: seen,
+                max_size_allowed: range.max(),
+            }),
+            other => upload::ingest_error(other, range.max()),
+        })?;
+    range.check(ingested.size).map_err(size_error)?;
+    expected.verify(&ingested, None)?;
+
+    let etag = upload::etag_of(&ingested.digests.md5);
+    let owner = signer.owner(&record).to_owned();
+    let mut meta = headers.into_meta(ingested.size, etag.clone(), owner);
+    meta.checksum = algo
+        .as_ref()
+        .zip(ingested.digests.checksum.clone())
+        .map(|((a, _), v)| (a.as_str().to_owned(), v));
+    upload::commit(
+        app,
+        &bucket,
+        &key,
+        meta,
+        ingested.staged,
+        WriteCondition::default(),
+    )
+    .await?;
+    Ok(success(app, req, &fields, &bucket, &key, &etag))
+}
+
+/// Who signed the form, with the policy they signed.
+enum Signer {
+    Anonymous,
+    Key {
+        access_key: String,
+        policy: policy::Policy,
+        sig: policy::SigVersion,
+    },
+}
+
+impl Signer {
+    fn owner<'a>(&'a self, bucket: &'a BucketRecord) -> &'a str {
+        match self {
+            Signer::Key { access_key, .. } => access_key,
+            Signer::Anonymous => &bucket.owner,
+        }
+    }
+}
+
+/// Signature (in AWS's order: fields, key, signature, then the policy document) and permission.
+async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -> S3Result<Signer> {
+    let auth = policy::parse_post_auth(fields, &app.config.region).map_err(post_auth_error)?;
+    let (access_key, sig) = match &auth {
+        PostAuth::Anonymous => {
+            // Without a policy only a public-write bucket takes uploads, as S3 does.
+            if bucket.acl != "public-read-write" {
+                return Err(S3Error::access_denied());
+            }
+            return Ok(Signer::Anonymous);
+        }
+        other => (
+            other.access_key().unwrap_or_default().to_owned(),
+            other.sig_version().unwrap_or(policy::SigVersion::V4),
+        ),
+    };
+    let Some(key) = app.find_key(&access_key).await? else {
+        return Err(
+            S3Error::code(S3ErrorCode::InvalidAccessKeyId).with("AWSAccessKeyId", access_key)
+        );
+    };
+    let policy_b64 = fields.get("policy").unwrap_or_default();
+    if !auth.verify(&key.secret_key, policy_b64) {
+        let provided = fields
+            .get("x-amz-signature")
+            .or_else(|| fields.get("signature"))
+            .unwrap_or_default();
+        return Err(S3Error::code(S3ErrorCode::SignatureDoesNotMatch)
+            .with("AWSAccessKeyId", access_key)
+            .with("StringToSign", policy_b64)
+            .with("SignatureProvided", provided));
+    }
+    let name = bucket.name.clone();
+    let who = access_key.clone();
+    let grant = app
+        .db
+        .read(move |c| crate::db::buckets::get_with_grant(c, &name, &who))
+        .await?
+        .and_then(|(_, g)| g);
+    let may_write =
+        key.is_admin || bucket.owner == access_key || grant.is_some_and(|g| g.can_write());
+    if !may_write {
+        return Err(S3Error::access_denied());
+    }
+    let policy = policy::Policy::from_base64(policy_b64).map_err(policy_document_error)?;
+    Ok(Signer::Key {
+        access_key,
+        policy,
+        sig,
+    })
+}
+
+/// Reads a field before `file`, counting it against the 20 KB pre-data cap.
+async fn read_field(mut field: multer::Field<'static>, pre_data: &mut usize) -> S3Result<String> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        *pre_data += chunk.len();
+        if *pre_data > MAX_PRE_DATA {
+            return Err(S3Error::code(S3ErrorCode::MaxPostPreDataLengthExceeded)
+                .with("MaxPostPreDataLengthBytes", MAX_PRE_DATA.to_string()));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&value).into_owned())
+}
+
+/// Bytes a part takes besides its value: the boundary line, its headers and the line breaks.
+fn part_overhead(boundary: &str, headers: &axum::http::HeaderMap) -> usize {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    // "--" boundary CRLF, headers, CRLF, value, CRLF
+    2 + boundary.len() + 2 + header_bytes + 2 + 2
+}
+
+/// The stored headers of a POST upload: the same as PutObject's, from form fields (`acl` and
+/// `tagging` are the form's names for `x-amz-acl` and `x-amz-tagging`).
+fn form_headers(fields: &FormFields) -> S3Result<ObjectHeaders> {
+    let tagging = match fields.get("tagging") {
+        Some(xml) => Some(tagging_query(xml)?),
+        None => None,
+    };
+    let mut headers = ObjectHeaders::read(
+        |name| match name {
+            "x-amz-acl" => fields.get("acl").map(str::to_owned),
+            "x-amz-tagging" => None,
+            other => fields.get(other).map(str::to_owned),
+        },
+        fields.iter().map(|(n, _)| n),
+    )?;
+    headers.tagging = tagging;
+    Ok(headers)
+}
+
+/// `tagging` is a `<Tagging>` document in a POST form; it is stored as the query form
+/// `x-amz-tagging` uses.
+fn tagging_query(xml: &str) -> S3Result<String> {
+    let doc: crate::xml::Tagging = crate::xml::parse(xml.as_bytes())?;
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for tag in &doc.tag_set.tags {
+        out.append_pair(&tag.key, &tag.value);
+    }
+    Ok(out.finish())
+}
+
+fn form_checksum(fields: &FormFields) -> S3Result<Option<(ChecksumAlgorithm, Option<String>)>> {
+    for (name, value) in fields.iter() {
+        if let Some(algo) = ChecksumAlgorithm::from_header_name(&name.to_ascii_lowercase()) {
+            crate::auth::checksum::validate_value(algo, value)?;
+            return Ok(Some((algo, Some(value.to_owned()))));
+        }
+    }
+    Ok(None)
+}
+
+fn success(
+    app: &AppState,
+    req: &S3Request,
+    fields: &FormFields,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+) -> Response {
+    let location = object_url(app, req, bucket, key);
+    let redirect = fields
+        .get("success_action_redirect")
+        .or_else(|| fields.get("redirect"))
+        .and_then(|r| policy::redirect_location(r, bucket, key, etag));
+    let mut res = if let Some(to) = redirect {
+        let mut res = empty(StatusCode::SEE_OTHER);
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+        res
+    } else {
+        match SuccessActionStatus::parse(fields.get("success_action_status")) {
+            SuccessActionStatus::Created => {
+                let mut w = crate::xml::XmlWriter::new();
+                w.open("PostResponse");
+                w.elem("Location", &location);
+                w.elem("Bucket", bucket);
+                w.elem("Key", key);
+                w.elem("ETag", etag);
+                w.close("PostResponse");
+                let mut res = (
+                    StatusCode::CREATED,
+                    [(header::CONTENT_TYPE, "application/xml")],
+                    w.finish(),
+                )
+                    .into_response();
+                set_location(&mut res, &location);
+                res
+            }
+            SuccessActionStatus::Ok => {
+                let mut res = empty(StatusCode::OK);
+                set_location(&mut res, &location);
+                res
+            }
+            SuccessActionStatus::NoContent => {
+                let mut res = empty(StatusCode::NO_CONTENT);
+                set_location(&mut res, &location);
+                res
+            }
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+fn set_location(res: &mut Response, location: &str) {
+    if let Ok(v) = HeaderValue::from_str(location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+}
+
+/// The object's absolute URL, in the addressing style the request used.
+pub fn object_url(app: &AppState, req: &S3Request, bucket: &str, key: &str) -> String {
+    let key = utf8_percent_encode(key, KEY_IN_URL);
+    if let Some(base) = &app.config.public_url {
+        return format!("{base}/{bucket}/{key}");
+    }
+    let host = req.header(header::HOST).unwrap_or("localhost");
+    let scheme = req.header("x-forwarded-proto").unwrap_or("http");
+    if req.v2_resource.starts_with(&format!("/{bucket}"))
+        && !req.uri.path().starts_with(&format!("/{bucket}"))
+    {
+        format!("{scheme}://{host}/{key}")
+    } else {
+        format!("{scheme}://{host}/{bucket}/{key}")
+    }
+}
+
+fn missing_key() -> S3Error {
+    S3Error::invalid_argument(
+        "Bucket POST must contain a field named 'key'.  If it is specified, please check the order of the fields.",
+        "key",
+        "",
+    )
+}
+
+fn multipart_error(err: multer::Error) -> S3Error {
+    match err {
+        multer::Error::StreamReadFailed(_) => S3Error::code(S3ErrorCode::IncompleteBody),
+        _ => S3Error::code(S3ErrorCode::MalformedPOSTRequest),
+    }
+}
+
+fn size_error(err: SizeViolation) -> S3Error {
+    match err {
+        SizeViolation::TooLarge {
+            proposed_size,
+            max_size_allowed,
+        } => S3Error::code(S3ErrorCode::EntityTooLarge)
+            .with("ProposedSize", proposed_size.to_string())
+            .with("MaxSizeAllowed", max_size_allowed.to_string()),
+        SizeViolation::TooSmall {
+            proposed_size,
+            min_size_allowed,
+        } => S3Error::code(S3ErrorCode::EntityTooSmall)
+            .with("ProposedSize", proposed_size.to_string())
+            .with("MinSizeAllowed", min_size_allowed.to_string()),
+    }
+}
+
+fn policy_violation(err: PolicyViolation) -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::AccessDenied, err.to_string());
+    if let Some(field) = err.field_name() {
+        e = e.with("FieldName", field);
+    }
+    if let Some(cond) = err.condition() {
+        e = e.with("Condition", cond);
+    }
+    e
+}
+
+fn policy_document_error(err: PolicyDocumentError) -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::InvalidPolicyDocument, err.to_string());
+    if let Some(cond) = err.condition() {
+        e = e.with("Condition", cond);
+    }
+    e
+}
+
+fn post_auth_error(err: PostAuthError) -> S3Error {
+    match err {
+        PostAuthError::PolicyWithoutSignature => S3Error::access_denied(),
+        other => {
+            let name = other.argument_name().unwrap_or_default();
+            S3Error::invalid_argument(other.to_string(), name, "")
+        }
+    }
+}
