@@ -85,7 +85,18 @@ impl AppState {
             store,
             keys: Arc::new(RwLock::new(HashMap::new())),
         };
+        state.expire_uploads().await;
         Ok((state, generated))
+    }
+
+    /// Aborts multipart uploads older than the configured expiry.
+    pub async fn expire_uploads(&self) {
+        let expiry = self.config.multipart_expiry.as_millis() as i64;
+        match crate::s3::expire_uploads(self, db::now_millis() - expiry).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "aborted expired multipart uploads"),
+            Err(e) => tracing::warn!(error = %e, "multipart expiry failed"),
+        }
     }
 
     /// Looks up an access key, through a short-lived cache.
@@ -168,9 +179,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let db = state.db.clone();
+    let sweeper = state.clone();
+    let expiry_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            sweeper.expire_uploads().await;
+        }
+    });
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    expiry_task.abort();
     db.close();
     result
 }

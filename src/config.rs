@@ -13,6 +13,10 @@ use serde::Deserialize;
 /// inline"); larger ones stream to blob files.
 pub const DEFAULT_INLINE_MAX_BYTES: usize = 64 * 1024;
 
+/// Unfinished multipart uploads are aborted after this long, as an S3 lifecycle rule would.
+pub const DEFAULT_MULTIPART_EXPIRY: std::time::Duration =
+    std::time::Duration::from_secs(7 * 86_400);
+
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -30,6 +34,9 @@ pub struct ServeArgs {
     /// Public base URL used in links and POST `Location`s (default: from the request's Host).
     #[arg(long, env = "POSTGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Multipart uploads not completed within this time are aborted (e.g. 7d, 12h).
+    #[arg(long, env = "POSTGATE_MULTIPART_EXPIRY", value_parser = crate::units::parse_duration)]
+    pub multipart_expiry: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -52,6 +59,7 @@ struct FileConfig {
     domain: Option<String>,
     inline_max_bytes: Option<usize>,
     public_url: Option<String>,
+    multipart_expiry: Option<String>,
     access_key: Option<String>,
     secret_key: Option<String>,
     /// Origins allowed to call the `/-/api` JSON API from a browser.
@@ -70,6 +78,7 @@ pub struct Config {
     /// The admin key from env or file; when absent the stored (or a generated) one is used.
     pub admin_key: Option<(String, String)>,
     pub api_cors_origins: Vec<String>,
+    pub multipart_expiry: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -150,6 +159,13 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_owned()),
             admin_key,
             api_cors_origins: file.api_cors_origins,
+            multipart_expiry: match (serve.multipart_expiry, &file.multipart_expiry) {
+                (Some(d), _) => d,
+                (None, Some(text)) => {
+                    crate::units::parse_duration(text).map_err(ConfigError::Invalid)?
+                }
+                (None, None) => DEFAULT_MULTIPART_EXPIRY,
+            },
         };
         if config.region.is_empty() {
             return Err(ConfigError::Invalid("region must not be empty".into()));
@@ -168,6 +184,7 @@ impl Config {
             public_url: None,
             admin_key: None,
             api_cors_origins: Vec::new(),
+            multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
         }
     }
 

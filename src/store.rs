@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use sha2::Sha256;
@@ -103,6 +104,32 @@ impl Drop for TempBlob {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// `len` bytes of blob `blob` from `offset`.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub blob: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The segments covering bytes `start..start + len` of an object made of `parts` (blob, size).
+pub fn segments_of(parts: &[(String, u64)], start: u64, len: u64) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let (mut pos, end) = (0u64, start + len);
+    for (blob, size) in parts {
+        let (from, to) = (pos.max(start), (pos + size).min(end));
+        if from < to {
+            out.push(Segment {
+                blob: blob.clone(),
+                offset: from - pos,
+                len: to - from,
+            });
+        }
+        pos += size;
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -244,10 +271,64 @@ impl BlobStore {
         Ok(id)
     }
 
-    /// Copies a blob into a new synced temp file (CopyObject). `std::fs::copy` lets the kernel
-    /// move the bytes (`copy_file_range`), so they never pass through this process.
-    pub async fn copy_blob(&self, id: &str) -> io::Result<TempBlob> {
-        let src = self.path_of(id);
+    /// Copies byte ranges of blobs, in order, into one new synced temp file (CopyObject,
+    /// UploadPartCopy). Without `hash`, `std::io::copy` between files lets the kernel move the
+    /// bytes (`copy_file_range`); with it, they are read once to compute the MD5 a new ETag needs.
+    pub async fn copy_segments(
+        &self,
+        segments: Vec<Segment>,
+        hash: bool,
+    ) -> io::Result<(TempBlob, Option<[u8; 16]>)> {
+        let new_id = uuid::Uuid::new_v4();
+        let temp = TempBlob {
+            id: new_id,
+            path: self.tmp.join(new_id.simple().to_string()),
+            armed: true,
+        };
+        let dest = temp.path.clone();
+        let store = self.clone();
+        let md5 = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 16]>> {
+            use std::io::{Read, Seek};
+            let mut out = std::fs::File::create(&dest)?;
+            let mut md5 = hash.then(Md5::new);
+            let mut buf = vec![0u8; if hash { 1 << 20 } else { 0 }];
+            for seg in segments {
+                let mut src = std::fs::File::open(store.path_of(&seg.blob))?;
+                src.seek(io::SeekFrom::Start(seg.offset))?;
+                let mut src = src.take(seg.len);
+                let copied = match &mut md5 {
+                    None => io::copy(&mut src, &mut out)?,
+                    Some(h) => {
+                        let mut n = 0u64;
+                        loop {
+                            let got = src.read(&mut buf)?;
+                            if got == 0 {
+                                break;
+                            }
+                            h.update(&buf[..got]);
+                            out.write_all(&buf[..got])?;
+                            n += got as u64;
+                        }
+                        n
+                    }
+                };
+                if copied != seg.len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than recorded",
+                    ));
+                }
+            }
+            out.sync_all()?;
+            Ok(md5.map(|h| h.finalize().into()))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok((temp, md5))
+    }
+
+    /// Writes bytes held in memory to a synced temp file (a small multipart part).
+    pub async fn stage_bytes(&self, bytes: Vec<u8>) -> io::Result<TempBlob> {
         let new_id = uuid::Uuid::new_v4();
         let temp = TempBlob {
             id: new_id,
@@ -256,12 +337,55 @@ impl BlobStore {
         };
         let dest = temp.path.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::copy(&src, &dest)?;
-            std::fs::File::open(&dest)?.sync_all()
+            let mut f = std::fs::File::create(&dest)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
         })
         .await
         .map_err(io::Error::other)??;
         Ok(temp)
+    }
+
+    /// Streams byte ranges of blobs in order. The first blob is opened before this returns, so a
+    /// blob that vanished (a newer version committed meanwhile) is reported as `NotFound` here
+    /// rather than in the middle of a response.
+    pub async fn stream_segments(
+        &self,
+        segments: Vec<Segment>,
+    ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+        let mut iter = segments.into_iter();
+        let Some(first) = iter.next() else {
+            return Ok(futures_util::stream::empty().boxed());
+        };
+        let head = self.open_segment(first).await?;
+        let store = self.clone();
+        let rest = futures_util::stream::iter(iter)
+            .then(move |seg| {
+                let store = store.clone();
+                async move { store.open_segment(seg).await }
+            })
+            .map(|opened| match opened {
+                Ok(s) => s.boxed(),
+                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten();
+        Ok(head.boxed().chain(rest).boxed())
+    }
+
+    async fn open_segment(
+        &self,
+        seg: Segment,
+    ) -> io::Result<impl Stream<Item = io::Result<Bytes>> + Send + use<>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let file = self.open_blob(&seg.blob).await?;
+        let mut file = tokio::fs::File::from_std(file);
+        if seg.offset > 0 {
+            file.seek(io::SeekFrom::Start(seg.offset)).await?;
+        }
+        Ok(tokio_util::io::ReaderStream::with_capacity(
+            file.take(seg.len),
+            256 * 1024,
+        ))
     }
 
     /// Removes a blob no row refers to any more (after an overwrite or delete has committed).
@@ -353,4 +477,27 @@ fn hash_chunks(mut hashes: Hashes, mut rx: mpsc::Receiver<Msg>) -> Option<Digest
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cover_exactly_the_requested_range() {
+        let parts = vec![
+            ("a".to_owned(), 10),
+            ("b".to_owned(), 10),
+            ("c".to_owned(), 5),
+        ];
+        let segs = segments_of(&parts, 5, 12);
+        let got: Vec<(&str, u64, u64)> = segs
+            .iter()
+            .map(|s| (s.blob.as_str(), s.offset, s.len))
+            .collect();
+        assert_eq!(got, vec![("a", 5, 5), ("b", 0, 7)]);
+        let all = segments_of(&parts, 0, 25);
+        assert_eq!(all.iter().map(|s| s.len).sum::<u64>(), 25);
+        assert!(segments_of(&parts, 25, 0).is_empty());
+    }
 }

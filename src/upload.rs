@@ -23,7 +23,7 @@ pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 pub const MAX_USER_METADATA: usize = 2048;
 
 /// The stored headers of a new object, read from request headers or from POST form fields.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ObjectHeaders {
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
@@ -243,8 +243,8 @@ pub async fn commit(
         .await;
     match outcome {
         Ok(Ok(old)) => {
-            if let Some(old) = old {
-                app.store.remove(old).await;
+            for blob in old {
+                app.store.remove(blob).await;
             }
             Ok(())
         }

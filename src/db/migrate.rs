@@ -5,7 +5,10 @@ use rusqlite::Connection;
 
 use super::DbError;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_multipart.sql"),
+];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     let current: usize =

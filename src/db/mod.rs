@@ -9,6 +9,7 @@ pub mod buckets;
 pub mod keys;
 mod migrate;
 pub mod objects;
+pub mod uploads;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};

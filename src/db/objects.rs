@@ -12,6 +12,8 @@ pub enum Body {
     Inline(Vec<u8>),
     /// The blob id (a UUID); the file is `data/blobs/ab/cd/<uuid>`.
     Blob(String),
+    /// A completed multipart upload: its part blobs and their sizes, in order.
+    Parts(Vec<(String, u64)>),
     /// The bytes were not loaded (HEAD, listings).
     NotLoaded,
 }
@@ -46,17 +48,21 @@ pub struct ObjectRecord {
     pub body: Body,
 }
 
-const META_COLUMNS: &str = "key, size, etag, last_modified, owner, acl, content_type, cache_control,
-    content_disposition, content_encoding, content_language, expires, meta, checksum, tagging, blob";
+const META_COLUMNS: &str =
+    "key, size, etag, last_modified, owner, acl, content_type, cache_control,
+    content_disposition, content_encoding, content_language, expires, meta, checksum, tagging, blob,
+    manifest";
 
 fn from_row(r: &rusqlite::Row<'_>, with_data: bool) -> rusqlite::Result<ObjectRecord> {
     let meta_json: String = r.get(12)?;
     let checksum: Option<String> = r.get(13)?;
     let blob: Option<String> = r.get(15)?;
-    let body = match (blob, with_data) {
-        (Some(id), _) => Body::Blob(id),
-        (None, true) => Body::Inline(r.get::<_, Option<Vec<u8>>>(16)?.unwrap_or_default()),
-        (None, false) => Body::NotLoaded,
+    let manifest: Option<String> = r.get(16)?;
+    let body = match (blob, manifest, with_data) {
+        (Some(id), _, _) => Body::Blob(id),
+        (None, Some(m), _) => Body::Parts(serde_json::from_str(&m).unwrap_or_default()),
+        (None, None, true) => Body::Inline(r.get::<_, Option<Vec<u8>>>(17)?.unwrap_or_default()),
+        (None, None, false) => Body::NotLoaded,
     };
     Ok(ObjectRecord {
         key: r.get(0)?,
@@ -99,7 +105,20 @@ pub fn get(
         .optional()?)
 }
 
-/// Inserts or replaces `(bucket, key)`. Returns the blob the old version used, which the caller
+/// The blobs a row's body uses (its own blob, or its manifest's part blobs).
+fn blobs_of(blob: Option<String>, manifest: Option<String>) -> Vec<String> {
+    match (blob, manifest) {
+        (Some(b), _) => vec![b],
+        (None, Some(m)) => serde_json::from_str::<Vec<(String, u64)>>(&m)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+/// Inserts or replaces `(bucket, key)`. Returns the blobs the old version used, which the caller
 /// removes once this transaction has committed.
 pub fn put(
     conn: &Connection,
@@ -107,15 +126,21 @@ pub fn put(
     key: &str,
     meta: &ObjectMeta,
     body: &Body,
-) -> Result<Option<String>, DbError> {
-    let old_blob: Option<String> = conn
-        .prepare_cached("SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2")?
-        .query_row(params![bucket, key], |r| r.get(0))
+) -> Result<Vec<String>, DbError> {
+    let old: Vec<String> = conn
+        .prepare_cached("SELECT blob, manifest FROM objects WHERE bucket = ?1 AND key = ?2")?
+        .query_row(params![bucket, key], |r| Ok(blobs_of(r.get(0)?, r.get(1)?)))
         .optional()?
-        .flatten();
-    let (blob, data): (Option<&str>, Option<&[u8]>) = match body {
-        Body::Inline(bytes) => (None, Some(bytes)),
-        Body::Blob(id) => (Some(id), None),
+        .unwrap_or_default();
+    let manifest_json;
+    let (blob, data, manifest): (Option<&str>, Option<&[u8]>, Option<&str>) = match body {
+        Body::Inline(bytes) => (None, Some(bytes), None),
+        Body::Blob(id) => (Some(id), None, None),
+        Body::Parts(parts) => {
+            manifest_json = serde_json::to_string(parts)
+                .map_err(|e| DbError::Corrupt(format!("manifest: {e}")))?;
+            (None, None, Some(manifest_json.as_str()))
+        }
         Body::NotLoaded => return Err(DbError::Corrupt("object stored without a body".into())),
     };
     let meta_json = serde_json::to_string(&meta.meta)
@@ -124,8 +149,9 @@ pub fn put(
     conn.prepare_cached(
         "INSERT INTO objects (bucket, key, size, etag, last_modified, owner, acl, content_type,
              cache_control, content_disposition, content_encoding, content_language, expires,
-             meta, checksum, tagging, blob, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+             meta, checksum, tagging, blob, data, manifest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+             ?19)
          ON CONFLICT(bucket, key) DO UPDATE SET size = excluded.size, etag = excluded.etag,
              last_modified = excluded.last_modified, owner = excluded.owner, acl = excluded.acl,
              content_type = excluded.content_type, cache_control = excluded.cache_control,
@@ -133,7 +159,7 @@ pub fn put(
              content_encoding = excluded.content_encoding,
              content_language = excluded.content_language, expires = excluded.expires,
              meta = excluded.meta, checksum = excluded.checksum, tagging = excluded.tagging,
-             blob = excluded.blob, data = excluded.data",
+             blob = excluded.blob, data = excluded.data, manifest = excluded.manifest",
     )?
     .execute(params![
         bucket,
@@ -154,19 +180,23 @@ pub fn put(
         meta.tagging,
         blob,
         data,
+        manifest,
     ])?;
-    Ok(old_blob.filter(|old| Some(old.as_str()) != blob))
+    let new: Vec<String> = match body {
+        Body::Blob(id) => vec![id.clone()],
+        Body::Parts(parts) => parts.iter().map(|(b, _)| b.clone()).collect(),
+        _ => Vec::new(),
+    };
+    Ok(old.into_iter().filter(|b| !new.contains(b)).collect())
 }
 
-/// Deletes `(bucket, key)`. `None` when there was no such object; otherwise the old blob (if any).
-pub fn delete(
-    conn: &Connection,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<Option<String>>, DbError> {
+/// Deletes `(bucket, key)`. `None` when there was no such object; otherwise the blobs it used.
+pub fn delete(conn: &Connection, bucket: &str, key: &str) -> Result<Option<Vec<String>>, DbError> {
     Ok(conn
-        .prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob")?
-        .query_row(params![bucket, key], |r| r.get::<_, Option<String>>(0))
+        .prepare_cached(
+            "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob, manifest",
+        )?
+        .query_row(params![bucket, key], |r| Ok(blobs_of(r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
@@ -238,11 +268,22 @@ pub fn scan(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Every blob id some row refers to (for the start-up sweep of orphans).
+/// Every blob id some row refers to: objects, manifests and uploaded parts (for the start-up
+/// sweep of orphans).
 pub fn referenced_blobs(conn: &Connection) -> Result<std::collections::HashSet<String>, DbError> {
-    let mut stmt = conn.prepare("SELECT blob FROM objects WHERE blob IS NOT NULL")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut set = std::collections::HashSet::new();
+    let mut stmt = conn.prepare(
+        "SELECT blob, manifest FROM objects WHERE blob IS NOT NULL OR manifest IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| Ok(blobs_of(r.get(0)?, r.get(1)?)))?;
+    for row in rows {
+        set.extend(row?);
+    }
+    let mut stmt = conn.prepare("SELECT blob FROM parts")?;
+    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        set.insert(row?);
+    }
+    Ok(set)
 }
 
 #[cfg(test)]

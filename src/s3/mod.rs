@@ -8,6 +8,7 @@
 mod authn;
 mod bucket;
 mod list;
+mod multipart;
 mod object;
 mod post_object;
 
@@ -21,6 +22,7 @@ use crate::app::AppState;
 use crate::db::buckets::{BucketRecord, Perm};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 pub use authn::Caller;
+pub use multipart::expire_uploads;
 
 /// A parsed S3 request, before authentication.
 pub struct S3Request {
@@ -81,6 +83,13 @@ pub enum Endpoint {
     DeleteObject,
     GetObjectAcl,
     PutObjectAcl,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    ListMultipartUploads,
 }
 
 /// What the caller must be allowed to do on the bucket for an endpoint.
@@ -108,6 +117,7 @@ impl Endpoint {
                 Method::GET if has("acl") => GetBucketAcl,
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::POST if has("delete") => DeleteObjects,
+                Method::GET if has("uploads") => ListMultipartUploads,
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
                     return Err(not_implemented());
                 }
@@ -121,6 +131,14 @@ impl Endpoint {
             (Some(_), Some(_)) => match *m {
                 Method::GET if has("acl") => GetObjectAcl,
                 Method::PUT if has("acl") => PutObjectAcl,
+                Method::POST if has("uploads") => CreateMultipartUpload,
+                Method::POST if has("uploadId") => CompleteMultipartUpload,
+                Method::PUT if has("uploadId") && req.headers.contains_key("x-amz-copy-source") => {
+                    UploadPartCopy
+                }
+                Method::PUT if has("uploadId") => UploadPart,
+                Method::GET if has("uploadId") => ListParts,
+                Method::DELETE if has("uploadId") => AbortMultipartUpload,
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
                     return Err(not_implemented());
                 }
@@ -146,7 +164,16 @@ impl Endpoint {
             ListBuckets | CreateBucket => Access::Service,
             HeadBucket | GetBucketLocation | GetBucketVersioning | ListObjects | ListObjectsV2
             | GetObject | HeadObject | GetObjectAcl => Access::Read,
-            PutObject | CopyObject | DeleteObject | DeleteObjects => Access::Write,
+            ListParts | ListMultipartUploads => Access::Read,
+            PutObject
+            | CopyObject
+            | DeleteObject
+            | DeleteObjects
+            | CreateMultipartUpload
+            | UploadPart
+            | UploadPartCopy
+            | CompleteMultipartUpload
+            | AbortMultipartUpload => Access::Write,
             DeleteBucket | GetBucketAcl | PutBucketAcl | PutObjectAcl => Access::Owner,
         }
     }
@@ -340,6 +367,15 @@ async fn handle(app: AppState, req: Request) -> S3Result<Response> {
         DeleteObject => object::delete_object(&app, &req).await,
         GetObjectAcl => object::get_object_acl(&app, &req, ctx_of(ctx)?).await,
         PutObjectAcl => object::put_object_acl(&app, &req, &caller, body).await,
+        CreateMultipartUpload => multipart::create_multipart_upload(&app, &req, &caller).await,
+        UploadPart => multipart::upload_part(&app, &req, &caller, body).await,
+        UploadPartCopy => multipart::upload_part_copy(&app, &req, &caller).await,
+        CompleteMultipartUpload => {
+            multipart::complete_multipart_upload(&app, &req, &caller, body).await
+        }
+        AbortMultipartUpload => multipart::abort_multipart_upload(&app, &req).await,
+        ListParts => multipart::list_parts(&app, &req).await,
+        ListMultipartUploads => multipart::list_multipart_uploads(&app, &req).await,
     }
 }
 

@@ -3,13 +3,9 @@
 //!
 //! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html> and siblings.
 
-use std::io::SeekFrom;
-
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::bucket::acl_document;
 use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_response};
@@ -105,7 +101,7 @@ pub async fn put_object(
     Ok(res)
 }
 
-fn object_headers(req: &S3Request) -> S3Result<ObjectHeaders> {
+pub(super) fn object_headers(req: &S3Request) -> S3Result<ObjectHeaders> {
     ObjectHeaders::read(
         |name| {
             req.headers
@@ -118,7 +114,9 @@ fn object_headers(req: &S3Request) -> S3Result<ObjectHeaders> {
 
 /// The additional checksum the request asks for: `x-amz-checksum-<alg>` (value in the header) or
 /// `x-amz-sdk-checksum-algorithm` / `x-amz-trailer` (value in the trailer).
-fn requested_checksum(req: &S3Request) -> S3Result<Option<(ChecksumAlgorithm, Option<String>)>> {
+pub(super) fn requested_checksum(
+    req: &S3Request,
+) -> S3Result<Option<(ChecksumAlgorithm, Option<String>)>> {
     for (name, value) in &req.headers {
         if let Some(algo) = ChecksumAlgorithm::from_header_name(name.as_str()) {
             let value = value.to_str().unwrap_or_default();
@@ -145,6 +143,88 @@ pub async fn copy_object(
     caller: &Caller,
     _dest: BucketCtx,
 ) -> S3Result<Response> {
+    let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
+    check_copy_conditions(req, &src)?;
+
+    let replace = match req.header("x-amz-metadata-directive") {
+        None | Some("COPY") => false,
+        Some("REPLACE") => true,
+        Some(other) => {
+            return Err(S3Error::invalid_argument(
+                "Unknown metadata directive.",
+                "x-amz-metadata-directive",
+                other,
+            ));
+        }
+    };
+    if !replace
+        && src_bucket == req.bucket()
+        && src_key == req.key()
+        && req.header("x-amz-storage-class").is_none()
+    {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
+    let owner = caller.access_key().unwrap_or_default().to_owned();
+    let mut meta = if replace {
+        let mut m = object_headers(req)?.into_meta(src.meta.size, src.meta.etag.clone(), owner);
+        m.checksum = src.meta.checksum.clone();
+        m
+    } else {
+        let mut m = src.meta.clone();
+        m.owner = owner;
+        m.acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+        m.last_modified = crate::db::now_millis();
+        m
+    };
+    meta.last_modified = crate::db::now_millis();
+    let staged = match src.body {
+        Stored::Inline(bytes) => Staged::Inline(bytes),
+        body => {
+            let segments = body_segments(&body, 0, src.meta.size);
+            Staged::Temp(
+                app.store
+                    .copy_segments(segments, false)
+                    .await
+                    .map(|(t, _)| t)
+                    .map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            S3Error::no_such_key(&src_key)
+                        } else {
+                            S3Error::internal(e)
+                        }
+                    })?,
+            )
+        }
+    };
+    let last_modified = meta.last_modified;
+    let etag = meta.etag.clone();
+    upload::commit(
+        app,
+        req.bucket(),
+        req.key(),
+        meta,
+        staged,
+        WriteCondition::default(),
+    )
+    .await?;
+    let mut w = XmlWriter::new();
+    w.root("CopyObjectResult");
+    w.elem("LastModified", &iso8601(last_modified));
+    w.elem("ETag", &etag);
+    w.close("CopyObjectResult");
+    Ok(xml_response(w.finish()))
+}
+
+/// The object `x-amz-copy-source` names (`bucket/key`, URL-encoded, optional leading `/`), after
+/// checking the caller may read it.
+pub(super) async fn copy_source(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+) -> S3Result<(String, String, ObjectRecord)> {
     let source = req.header("x-amz-copy-source").unwrap_or_default();
     let decoded = percent_encoding::percent_decode_str(source.split('?').next().unwrap_or(""))
         .decode_utf8_lossy()
@@ -185,73 +265,10 @@ pub async fn copy_object(
     let Some(src) = source_obj else {
         return Err(S3Error::no_such_key(&src_key));
     };
-    check_copy_conditions(req, &src)?;
-
-    let replace = match req.header("x-amz-metadata-directive") {
-        None | Some("COPY") => false,
-        Some("REPLACE") => true,
-        Some(other) => {
-            return Err(S3Error::invalid_argument(
-                "Unknown metadata directive.",
-                "x-amz-metadata-directive",
-                other,
-            ));
-        }
-    };
-    if !replace
-        && src_bucket == req.bucket()
-        && src_key == req.key()
-        && req.header("x-amz-storage-class").is_none()
-    {
-        return Err(S3Error::new(
-            S3ErrorCode::InvalidRequest,
-            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
-        ));
-    }
-    let owner = caller.access_key().unwrap_or_default().to_owned();
-    let mut meta = if replace {
-        let mut m = object_headers(req)?.into_meta(src.meta.size, src.meta.etag.clone(), owner);
-        m.checksum = src.meta.checksum.clone();
-        m
-    } else {
-        let mut m = src.meta.clone();
-        m.owner = owner;
-        m.acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
-        m.last_modified = crate::db::now_millis();
-        m
-    };
-    meta.last_modified = crate::db::now_millis();
-    let staged = match src.body {
-        Stored::Inline(bytes) => Staged::Inline(bytes),
-        Stored::Blob(id) => Staged::Temp(app.store.copy_blob(&id).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                S3Error::no_such_key(&src_key)
-            } else {
-                S3Error::internal(e)
-            }
-        })?),
-        Stored::NotLoaded => return Err(S3Error::internal("source body not loaded")),
-    };
-    let last_modified = meta.last_modified;
-    let etag = meta.etag.clone();
-    upload::commit(
-        app,
-        req.bucket(),
-        req.key(),
-        meta,
-        staged,
-        WriteCondition::default(),
-    )
-    .await?;
-    let mut w = XmlWriter::new();
-    w.root("CopyObjectResult");
-    w.elem("LastModified", &iso8601(last_modified));
-    w.elem("ETag", &etag);
-    w.close("CopyObjectResult");
-    Ok(xml_response(w.finish()))
+    Ok((src_bucket, src_key, src))
 }
 
-fn check_copy_conditions(req: &S3Request, src: &ObjectRecord) -> S3Result<()> {
+pub(super) fn check_copy_conditions(req: &S3Request, src: &ObjectRecord) -> S3Result<()> {
     let failed = |c: &str| S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", c);
     if let Some(m) = req.header("x-amz-copy-source-if-match")
         && !upload::etag_matches(m, &src.meta.etag)
@@ -360,21 +377,15 @@ async fn respond_object(
             let end = (start + len) as usize;
             Body::from(bytes.get(start as usize..end).unwrap_or_default().to_vec())
         }
-        Stored::Blob(id) => {
-            let file = match app.store.open_blob(&id).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Retry),
-                Err(e) => return Ok(Err(S3Error::internal(e))),
-            };
-            let mut file = tokio::fs::File::from_std(file);
-            if start > 0
-                && let Err(e) = file.seek(SeekFrom::Start(start)).await
-            {
-                return Ok(Err(S3Error::internal(e)));
-            }
-            Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 * 1024))
-        }
-        Stored::NotLoaded => Body::empty(),
+        stored => match app
+            .store
+            .stream_segments(body_segments(&stored, start, len))
+            .await
+        {
+            Ok(stream) => Body::from_stream(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Retry),
+            Err(e) => return Ok(Err(S3Error::internal(e))),
+        },
     };
     Ok(Ok((status, headers, body).into_response()))
 }
@@ -532,7 +543,7 @@ fn object_response_headers(
 pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response> {
     let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
     let removed = app.db.write(move |c| objects::delete(c, &b, &k)).await?;
-    if let Some(Some(blob)) = removed {
+    for blob in removed.unwrap_or_default() {
         app.store.remove(blob).await;
     }
     Ok(empty(StatusCode::NO_CONTENT))
@@ -571,7 +582,7 @@ pub async fn delete_objects(
                     out.push(Err(()));
                     continue;
                 }
-                out.push(Ok(objects::delete(c, &bucket, key)?.flatten()));
+                out.push(Ok(objects::delete(c, &bucket, key)?.unwrap_or_default()));
             }
             Ok(out)
         })
@@ -580,8 +591,8 @@ pub async fn delete_objects(
     w.root("DeleteResult");
     for (key, result) in keys.iter().zip(results) {
         match result {
-            Ok(blob) => {
-                if let Some(blob) = blob {
+            Ok(blobs) => {
+                for blob in blobs {
                     app.store.remove(blob).await;
                 }
                 if !quiet {
@@ -635,6 +646,19 @@ pub async fn put_object_acl(
         return Err(S3Error::no_such_key(req.key()));
     }
     Ok(empty(StatusCode::OK))
+}
+
+/// The blob segments holding bytes `start..start + len` of a stored body.
+pub fn body_segments(body: &Stored, start: u64, len: u64) -> Vec<crate::store::Segment> {
+    match body {
+        Stored::Blob(id) => vec![crate::store::Segment {
+            blob: id.clone(),
+            offset: start,
+            len,
+        }],
+        Stored::Parts(parts) => crate::store::segments_of(parts, start, len),
+        Stored::Inline(_) | Stored::NotLoaded => Vec::new(),
+    }
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

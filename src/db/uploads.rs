@@ -1,0 +1,162 @@
+//! Multipart uploads in progress and their parts.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::DbError;
+
+#[derive(Debug, Clone)]
+pub struct UploadRecord {
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub owner: String,
+    pub initiated: i64,
+    /// JSON of the object headers given at Create.
+    pub headers: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartRecord {
+    pub part_number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub blob: String,
+    pub last_modified: i64,
+    pub checksum: Option<String>,
+}
+
+fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
+    Ok(UploadRecord {
+        upload_id: r.get(0)?,
+        bucket: r.get(1)?,
+        key: r.get(2)?,
+        owner: r.get(3)?,
+        initiated: r.get(4)?,
+        headers: r.get(5)?,
+    })
+}
+
+fn part_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartRecord> {
+    Ok(PartRecord {
+        part_number: r.get(0)?,
+        size: r.get::<_, i64>(1)? as u64,
+        etag: r.get(2)?,
+        blob: r.get(3)?,
+        last_modified: r.get(4)?,
+        checksum: r.get(5)?,
+    })
+}
+
+pub fn create(conn: &Connection, u: &UploadRecord) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO uploads (upload_id, bucket, key, owner, initiated, headers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            u.upload_id,
+            u.bucket,
+            u.key,
+            u.owner,
+            u.initiated,
+            u.headers
+        ],
+    )?;
+    Ok(())
+}
+
+/// The upload, if it exists and belongs to `bucket`/`key`.
+pub fn get(
+    conn: &Connection,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<Option<UploadRecord>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT upload_id, bucket, key, owner, initiated, headers FROM uploads
+             WHERE upload_id = ?1 AND bucket = ?2 AND key = ?3",
+        )?
+        .query_row(params![upload_id, bucket, key], upload_from_row)
+        .optional()?)
+}
+
+/// Records a part, replacing one with the same number. Returns the replaced part's blob.
+pub fn put_part(
+    conn: &Connection,
+    upload_id: &str,
+    p: &PartRecord,
+) -> Result<Option<String>, DbError> {
+    let old: Option<String> = conn
+        .prepare_cached("SELECT blob FROM parts WHERE upload_id = ?1 AND part_number = ?2")?
+        .query_row(params![upload_id, p.part_number], |r| r.get(0))
+        .optional()?;
+    conn.prepare_cached(
+        "INSERT INTO parts (upload_id, part_number, size, etag, blob, last_modified, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(upload_id, part_number) DO UPDATE SET size = excluded.size,
+             etag = excluded.etag, blob = excluded.blob, last_modified = excluded.last_modified,
+             checksum = excluded.checksum",
+    )?
+    .execute(params![
+        upload_id,
+        p.part_number,
+        p.size as i64,
+        p.etag,
+        p.blob,
+        p.last_modified,
+        p.checksum
+    ])?;
+    Ok(old)
+}
+
+pub fn parts(
+    conn: &Connection,
+    upload_id: &str,
+    after: u32,
+    limit: usize,
+) -> Result<Vec<PartRecord>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT part_number, size, etag, blob, last_modified, checksum FROM parts
+         WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![upload_id, after, limit as i64], part_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Removes an upload and its parts; returns the part blobs to delete.
+pub fn remove(conn: &Connection, upload_id: &str) -> Result<Vec<String>, DbError> {
+    let blobs = parts(conn, upload_id, 0, usize::MAX >> 1)?
+        .into_iter()
+        .map(|p| p.blob)
+        .collect();
+    conn.execute("DELETE FROM uploads WHERE upload_id = ?1", [upload_id])?;
+    Ok(blobs)
+}
+
+/// Uploads of `bucket` in (key, initiated) order, after the given markers.
+pub fn list(
+    conn: &Connection,
+    bucket: &str,
+    prefix: &str,
+    key_marker: &str,
+    upload_id_marker: &str,
+    limit: usize,
+) -> Result<Vec<UploadRecord>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT upload_id, bucket, key, owner, initiated, headers FROM uploads
+         WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2
+           AND (key > ?3 OR (key = ?3 AND upload_id > ?4))
+         ORDER BY key, initiated, upload_id LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![bucket, prefix, key_marker, upload_id_marker, limit as i64],
+        upload_from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Ids of uploads started before `cutoff` (milliseconds), for the expiry sweep.
+pub fn expired(conn: &Connection, cutoff: i64) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare("SELECT upload_id FROM uploads WHERE initiated < ?1")?;
+    let rows = stmt.query_map([cutoff], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

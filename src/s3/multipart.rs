@@ -1,0 +1,527 @@
+//! Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
+//! AbortMultipartUpload, ListParts and ListMultipartUploads.
+//!
+//! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html>
+//!
+//! Each part is a blob file. Complete writes no bytes: the object row gets a manifest of its part
+//! blobs, committed in one transaction that also checks the part list, so the object appears
+//! whole, atomically, replacing any older version. Parts not named in the list are removed.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use md5::{Digest, Md5};
+use serde::Deserialize;
+
+use super::object::{
+    body_segments, check_copy_conditions, copy_source, object_headers, requested_checksum,
+};
+use super::{Caller, S3Request, empty, iso8601, xml_response};
+use crate::app::AppState;
+use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::db::objects::{self, Body as Stored};
+use crate::db::uploads::{self, PartRecord, UploadRecord};
+use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::store::{Hashes, Staged};
+use crate::upload::{self, Expected, ObjectHeaders};
+use crate::xml::{self, XmlWriter};
+
+/// S3's smallest part, except the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// What Create stored for Complete to apply.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadHeaders {
+    headers: ObjectHeaders,
+    checksum_algorithm: Option<String>,
+}
+
+pub async fn create_multipart_upload(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+) -> S3Result<Response> {
+    let headers = object_headers(req)?;
+    let checksum_algorithm = match req.header("x-amz-checksum-algorithm") {
+        Some(a) => Some(
+            ChecksumAlgorithm::from_name(a)
+                .ok_or_else(|| {
+                    S3Error::invalid_argument(
+                        "Checksum algorithm provided is unsupported.",
+                        "x-amz-checksum-algorithm",
+                        a,
+                    )
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let record = UploadRecord {
+        upload_id: uuid::Uuid::new_v4().simple().to_string(),
+        bucket: req.bucket().to_owned(),
+        key: req.key().to_owned(),
+        owner: caller.access_key().unwrap_or_default().to_owned(),
+        initiated: crate::db::now_millis(),
+        headers: serde_json::to_string(&UploadHeaders {
+            headers,
+            checksum_algorithm: checksum_algorithm.clone(),
+        })
+        .map_err(S3Error::internal)?,
+    };
+    let upload_id = record.upload_id.clone();
+    app.db.write(move |c| uploads::create(c, &record)).await?;
+    let mut w = XmlWriter::new();
+    w.root("InitiateMultipartUploadResult");
+    w.elem("Bucket", req.bucket());
+    w.elem("Key", req.key());
+    w.elem("UploadId", &upload_id);
+    w.close("InitiateMultipartUploadResult");
+    let mut res = xml_response(w.finish());
+    if let Some(a) = checksum_algorithm.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        res.headers_mut().insert("x-amz-checksum-algorithm", a);
+    }
+    Ok(res)
+}
+
+fn part_number(req: &S3Request) -> S3Result<u32> {
+    let raw = req.param("partNumber").unwrap_or_default();
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+                "partNumber",
+                raw,
+            )
+        })
+}
+
+fn no_such_upload(id: &str) -> S3Error {
+    S3Error::code(S3ErrorCode::NoSuchUpload).with("UploadId", id)
+}
+
+async fn load_upload(app: &AppState, req: &S3Request) -> S3Result<UploadRecord> {
+    let id = req.param("uploadId").unwrap_or_default().to_owned();
+    let (b, k, i) = (req.bucket().to_owned(), req.key().to_owned(), id.clone());
+    app.db
+        .read(move |c| uploads::get(c, &b, &k, &i))
+        .await?
+        .ok_or_else(|| no_such_upload(&id))
+}
+
+pub async fn upload_part(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+) -> S3Result<Response> {
+    let number = part_number(req)?;
+    let upload = load_upload(app, req).await?;
+    let mut expected = Expected {
+        md5: upload::parse_content_md5(req.header("content-md5"))?,
+        ..Expected::default()
+    };
+    let algo = requested_checksum(req)?;
+    let upload_body = caller.upload_body(req, body)?;
+    expected.sha256_hex = upload_body.sha256_hex.clone();
+    expected.checksum = algo.clone();
+    let hashes = Hashes::new(
+        expected.sha256_hex.is_some(),
+        algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
+    );
+    let trailer = upload_body.trailer.clone();
+    let ingested = app
+        .store
+        .ingest(upload_body.stream, MAX_PART_SIZE, 0, hashes)
+        .await
+        .map_err(|e| upload::ingest_error(e, MAX_PART_SIZE))?;
+    let trailer_value = match (&trailer, &algo) {
+        (Some(t), Some((a, _))) => t.value(a.header_name()),
+        _ => None,
+    };
+    expected.verify(&ingested, trailer_value.as_deref())?;
+    let temp = match ingested.staged {
+        Staged::Temp(t) => t,
+        Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
+    };
+    let checksum = algo
+        .as_ref()
+        .zip(ingested.digests.checksum.clone())
+        .map(|((a, _), v)| format!("{} {v}", a.as_str()));
+    let etag = upload::etag_of(&ingested.digests.md5);
+    store_part(
+        app,
+        &upload,
+        number,
+        ingested.size,
+        etag.clone(),
+        checksum.clone(),
+        temp,
+    )
+    .await?;
+    let mut res = empty(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    if let Some((name, value)) = checksum.as_deref().and_then(|c| c.split_once(' ')) {
+        let name = format!("x-amz-checksum-{}", name.to_ascii_lowercase());
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            res.headers_mut().insert(n, v);
+        }
+    }
+    Ok(res)
+}
+
+/// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile.
+async fn store_part(
+    app: &AppState,
+    upload: &UploadRecord,
+    number: u32,
+    size: u64,
+    etag: String,
+    checksum: Option<String>,
+    temp: crate::store::TempBlob,
+) -> S3Result<()> {
+    let blob = app.store.persist(temp).await?;
+    let part = PartRecord {
+        part_number: number,
+        size,
+        etag,
+        blob: blob.clone(),
+        last_modified: crate::db::now_millis(),
+        checksum,
+    };
+    let (b, k, id) = (
+        upload.bucket.clone(),
+        upload.key.clone(),
+        upload.upload_id.clone(),
+    );
+    let outcome = app
+        .db
+        .write(move |c| {
+            if uploads::get(c, &b, &k, &id)?.is_none() {
+                return Ok(None);
+            }
+            uploads::put_part(c, &id, &part).map(Some)
+        })
+        .await;
+    match outcome {
+        Ok(Some(old)) => {
+            if let Some(old) = old {
+                app.store.remove(old).await;
+            }
+            Ok(())
+        }
+        Ok(None) => {
+            app.store.remove(blob).await;
+            Err(no_such_upload(&upload.upload_id))
+        }
+        Err(e) => {
+            app.store.remove(blob).await;
+            Err(e.into())
+        }
+    }
+}
+
+pub async fn upload_part_copy(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+) -> S3Result<Response> {
+    let number = part_number(req)?;
+    let upload = load_upload(app, req).await?;
+    let (_, _, src) = copy_source(app, req, caller).await?;
+    check_copy_conditions(req, &src)?;
+    let size = src.meta.size;
+    let (start, len) = match req.header("x-amz-copy-source-range") {
+        None => (0, size),
+        Some(r) => {
+            let bad = || {
+                S3Error::invalid_argument(
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
+                    "x-amz-copy-source-range",
+                    r,
+                )
+            };
+            let (a, b) = r
+                .strip_prefix("bytes=")
+                .and_then(|s| s.split_once('-'))
+                .ok_or_else(bad)?;
+            let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            if a > b || b >= size {
+                return Err(S3Error::code(S3ErrorCode::InvalidRange)
+                    .with("RangeRequested", r)
+                    .with("ActualObjectSize", size.to_string()));
+            }
+            (a, b - a + 1)
+        }
+    };
+    if len > MAX_PART_SIZE {
+        return Err(S3Error::code(S3ErrorCode::EntityTooLarge)
+            .with("ProposedSize", len.to_string())
+            .with("MaxSizeAllowed", MAX_PART_SIZE.to_string()));
+    }
+    let (temp, md5) = match &src.body {
+        Stored::Inline(bytes) => {
+            let slice = bytes
+                .get(start as usize..(start + len) as usize)
+                .unwrap_or_default()
+                .to_vec();
+            let md5: [u8; 16] = Md5::digest(&slice).into();
+            (app.store.stage_bytes(slice).await?, md5)
+        }
+        body => {
+            let (temp, md5) = app
+                .store
+                .copy_segments(body_segments(body, start, len), true)
+                .await?;
+            (temp, md5.unwrap_or_default())
+        }
+    };
+    let etag = upload::etag_of(&md5);
+    store_part(app, &upload, number, len, etag.clone(), None, temp).await?;
+    let mut w = XmlWriter::new();
+    w.root("CopyPartResult");
+    w.elem("LastModified", &iso8601(crate::db::now_millis()));
+    w.elem("ETag", &etag);
+    w.close("CopyPartResult");
+    Ok(xml_response(w.finish()))
+}
+
+#[derive(Debug, Deserialize)]
+struct CompleteMultipartUpload {
+    #[serde(rename = "Part", default)]
+    parts: Vec<CompletedPart>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletedPart {
+    #[serde(rename = "PartNumber")]
+    part_number: u32,
+    #[serde(rename = "ETag")]
+    etag: String,
+}
+
+pub async fn complete_multipart_upload(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+) -> S3Result<Response> {
+    let upload_id = req.param("uploadId").unwrap_or_default().to_owned();
+    let bytes = caller.read_small_body(req, body, 4 * 1024 * 1024).await?;
+    let doc: CompleteMultipartUpload = xml::parse(&bytes)?;
+    if doc.parts.is_empty() {
+        return Err(S3Error::code(S3ErrorCode::MalformedXML));
+    }
+    if doc
+        .parts
+        .windows(2)
+        .any(|w| w[0].part_number >= w[1].part_number)
+    {
+        return Err(S3Error::code(S3ErrorCode::InvalidPartOrder).with("UploadId", &upload_id));
+    }
+    let (b, k, id) = (
+        req.bucket().to_owned(),
+        req.key().to_owned(),
+        upload_id.clone(),
+    );
+    let outcome = app
+        .db
+        .write(
+            move |c| -> Result<S3Result<(String, Vec<String>)>, crate::db::DbError> {
+                let Some(upload) = uploads::get(c, &b, &k, &id)? else {
+                    return Ok(Err(no_such_upload(&id)));
+                };
+                let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
+                let mut manifest = Vec::with_capacity(doc.parts.len());
+                let mut md5s = Md5::new();
+                let last = doc.parts.len() - 1;
+                for (i, want) in doc.parts.iter().enumerate() {
+                    let found = stored.iter().find(|p| p.part_number == want.part_number);
+                    let Some(part) = found
+                        .filter(|p| p.etag.trim_matches('"') == want.etag.trim().trim_matches('"'))
+                    else {
+                        return Ok(Err(S3Error::code(S3ErrorCode::InvalidPart)
+                            .with("UploadId", &id)
+                            .with("PartNumber", want.part_number.to_string())
+                            .with("ETag", &want.etag)));
+                    };
+                    if i < last && part.size < MIN_PART_SIZE {
+                        return Ok(Err(S3Error::code(S3ErrorCode::EntityTooSmall)
+                            .with("ProposedSize", part.size.to_string())
+                            .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
+                            .with("PartNumber", part.part_number.to_string())
+                            .with("ETag", &part.etag)));
+                    }
+                    md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
+                    manifest.push((part.blob.clone(), part.size));
+                }
+                let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), doc.parts.len());
+                let saved: UploadHeaders = serde_json::from_str(&upload.headers)
+                    .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
+                let size = manifest.iter().map(|(_, s)| s).sum();
+                let meta = saved
+                    .headers
+                    .into_meta(size, etag.clone(), upload.owner.clone());
+                let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
+                let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+                garbage.extend(
+                    uploads::remove(c, &id)?
+                        .into_iter()
+                        .filter(|b| !used.contains(b)),
+                );
+                Ok(Ok((etag, garbage)))
+            },
+        )
+        .await?;
+    let (etag, garbage) = outcome?;
+    for blob in garbage {
+        app.store.remove(blob).await;
+    }
+    let mut w = XmlWriter::new();
+    w.root("CompleteMultipartUploadResult");
+    w.elem(
+        "Location",
+        &super::post_object::object_url(app, req, req.bucket(), req.key()),
+    );
+    w.elem("Bucket", req.bucket());
+    w.elem("Key", req.key());
+    w.elem("ETag", &etag);
+    w.close("CompleteMultipartUploadResult");
+    Ok(xml_response(w.finish()))
+}
+
+pub async fn abort_multipart_upload(app: &AppState, req: &S3Request) -> S3Result<Response> {
+    let upload = load_upload(app, req).await?;
+    let id = upload.upload_id.clone();
+    let blobs = app.db.write(move |c| uploads::remove(c, &id)).await?;
+    for blob in blobs {
+        app.store.remove(blob).await;
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn list_parts(app: &AppState, req: &S3Request) -> S3Result<Response> {
+    let upload = load_upload(app, req).await?;
+    let max = req
+        .param("max-parts")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1000)
+        .min(1000);
+    let marker = req
+        .param("part-number-marker")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    let id = upload.upload_id.clone();
+    let mut parts = app
+        .db
+        .read(move |c| uploads::parts(c, &id, marker, max + 1))
+        .await?;
+    let truncated = parts.len() > max;
+    parts.truncate(max);
+    let mut w = XmlWriter::new();
+    w.root("ListPartsResult");
+    w.elem("Bucket", req.bucket());
+    w.elem("Key", req.key());
+    w.elem("UploadId", &upload.upload_id);
+    owner_elems(&mut w, "Initiator", &upload.owner);
+    owner_elems(&mut w, "Owner", &upload.owner);
+    w.elem("StorageClass", "STANDARD");
+    w.elem("PartNumberMarker", &marker.to_string());
+    if let Some(last) = parts.last() {
+        w.elem("NextPartNumberMarker", &last.part_number.to_string());
+    }
+    w.elem("MaxParts", &max.to_string());
+    w.elem("IsTruncated", if truncated { "true" } else { "false" });
+    for p in &parts {
+        w.open("Part");
+        w.elem("PartNumber", &p.part_number.to_string());
+        w.elem("LastModified", &iso8601(p.last_modified));
+        w.elem("ETag", &p.etag);
+        w.elem("Size", &p.size.to_string());
+        if let Some((algo, value)) = p.checksum.as_deref().and_then(|c| c.split_once(' ')) {
+            w.elem(&format!("Checksum{algo}"), value);
+        }
+        w.close("Part");
+    }
+    w.close("ListPartsResult");
+    Ok(xml_response(w.finish()))
+}
+
+pub async fn list_multipart_uploads(app: &AppState, req: &S3Request) -> S3Result<Response> {
+    let max = req
+        .param("max-uploads")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1000)
+        .min(1000);
+    let prefix = req.param("prefix").unwrap_or("").to_owned();
+    let key_marker = req.param("key-marker").unwrap_or("").to_owned();
+    let id_marker = req.param("upload-id-marker").unwrap_or("").to_owned();
+    let bucket = req.bucket().to_owned();
+    let (p, km, im) = (prefix.clone(), key_marker.clone(), id_marker.clone());
+    let mut list = app
+        .db
+        .read(move |c| uploads::list(c, &bucket, &p, &km, &im, max + 1))
+        .await?;
+    let truncated = list.len() > max;
+    list.truncate(max);
+    let mut w = XmlWriter::new();
+    w.root("ListMultipartUploadsResult");
+    w.elem("Bucket", req.bucket());
+    w.elem("KeyMarker", &key_marker);
+    w.elem("UploadIdMarker", &id_marker);
+    if let Some(last) = list.last() {
+        w.elem("NextKeyMarker", &last.key);
+        w.elem("NextUploadIdMarker", &last.upload_id);
+    }
+    w.elem("Prefix", &prefix);
+    w.elem("MaxUploads", &max.to_string());
+    w.elem("IsTruncated", if truncated { "true" } else { "false" });
+    for u in &list {
+        w.open("Upload");
+        w.elem("Key", &u.key);
+        w.elem("UploadId", &u.upload_id);
+        owner_elems(&mut w, "Initiator", &u.owner);
+        owner_elems(&mut w, "Owner", &u.owner);
+        w.elem("StorageClass", "STANDARD");
+        w.elem("Initiated", &iso8601(u.initiated));
+        w.close("Upload");
+    }
+    w.close("ListMultipartUploadsResult");
+    Ok(xml_response(w.finish()))
+}
+
+fn owner_elems(w: &mut XmlWriter, name: &str, owner: &str) {
+    w.open(name);
+    w.elem("ID", owner);
+    w.elem("DisplayName", owner);
+    w.close(name);
+}
+
+/// Aborts uploads started before `cutoff_millis` and removes their parts.
+pub async fn expire_uploads(app: &AppState, cutoff_millis: i64) -> S3Result<usize> {
+    let blobs = app
+        .db
+        .write(move |c| {
+            let mut blobs = Vec::new();
+            let ids = uploads::expired(c, cutoff_millis)?;
+            for id in &ids {
+                blobs.extend(uploads::remove(c, id)?);
+            }
+            Ok((ids.len(), blobs))
+        })
+        .await?;
+    for blob in blobs.1 {
+        app.store.remove(blob).await;
+    }
+    Ok(blobs.0)
+}
