@@ -7,6 +7,7 @@
 //! - `s3`      the S3 REST API: request → `Endpoint` → permission check → thin handler.
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
+//! - `cors`    bucket CORS rules: parse, validate, match, response headers. Pure.
 //! - `upload`  the write pipeline shared by PUT, copy and POST: headers, digests, commit.
 //! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
 //! - `db`      SQLite metadata: migrations, one group-committing writer, pooled readers.
@@ -15,6 +16,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod error;
 pub mod names;

@@ -7,6 +7,7 @@
 
 mod authn;
 mod bucket;
+mod cors;
 mod list;
 mod multipart;
 mod object;
@@ -90,6 +91,9 @@ pub enum Endpoint {
     AbortMultipartUpload,
     ListParts,
     ListMultipartUploads,
+    GetBucketCors,
+    PutBucketCors,
+    DeleteBucketCors,
 }
 
 /// What the caller must be allowed to do on the bucket for an endpoint.
@@ -118,6 +122,9 @@ impl Endpoint {
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::POST if has("delete") => DeleteObjects,
                 Method::GET if has("uploads") => ListMultipartUploads,
+                Method::GET if has("cors") => GetBucketCors,
+                Method::PUT if has("cors") => PutBucketCors,
+                Method::DELETE if has("cors") => DeleteBucketCors,
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
                     return Err(not_implemented());
                 }
@@ -174,7 +181,8 @@ impl Endpoint {
             | UploadPartCopy
             | CompleteMultipartUpload
             | AbortMultipartUpload => Access::Write,
-            DeleteBucket | GetBucketAcl | PutBucketAcl | PutObjectAcl => Access::Owner,
+            DeleteBucket | GetBucketAcl | PutBucketAcl | PutObjectAcl | GetBucketCors
+            | PutBucketCors | DeleteBucketCors => Access::Owner,
         }
     }
 }
@@ -184,8 +192,7 @@ impl Endpoint {
 fn is_unsupported_subresource(name: &str) -> bool {
     matches!(
         name,
-        "cors"
-            | "policy"
+        "policy"
             | "lifecycle"
             | "website"
             | "logging"
@@ -320,6 +327,19 @@ async fn handle(app: AppState, req: Request) -> S3Result<Response> {
         return Err(S3Error::code(S3ErrorCode::NoSuchKey));
     }
     let req = parse_request(&app, parts.method, parts.uri, parts.headers)?;
+    if req.method == Method::OPTIONS {
+        return cors::preflight(&app, &req).await;
+    }
+    let mut res = match route(&app, &req, body).await {
+        Ok(res) => res,
+        Err(err) => err.into_response(),
+    };
+    cors::apply(&app, &req, &mut res).await;
+    Ok(res)
+}
+
+async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response> {
+    let (app, req) = (app.clone(), req);
     if let Some(bucket) = &req.bucket {
         if req.method != Method::PUT || req.key.is_some() {
             // Only CreateBucket reports InvalidBucketName; elsewhere a bad name cannot exist.
@@ -376,6 +396,9 @@ async fn handle(app: AppState, req: Request) -> S3Result<Response> {
         AbortMultipartUpload => multipart::abort_multipart_upload(&app, &req).await,
         ListParts => multipart::list_parts(&app, &req).await,
         ListMultipartUploads => multipart::list_multipart_uploads(&app, &req).await,
+        GetBucketCors => cors::get_bucket_cors(ctx_of(ctx)?).await,
+        PutBucketCors => cors::put_bucket_cors(&app, &req, &caller, body).await,
+        DeleteBucketCors => cors::delete_bucket_cors(&app, &req).await,
     }
 }
 
