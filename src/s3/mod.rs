@@ -339,7 +339,6 @@ async fn handle(app: AppState, req: Request) -> S3Result<Response> {
 }
 
 async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response> {
-    let (app, req) = (app.clone(), req);
     if let Some(bucket) = &req.bucket {
         if req.method != Method::PUT || req.key.is_some() {
             // Only CreateBucket reports InvalidBucketName; elsewhere a bad name cannot exist.
@@ -359,46 +358,46 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         && req.key.is_none()
         && req.query.is_empty()
     {
-        return post_object::post_object(&app, &req, body).await;
+        return post_object::post_object(app, req, body).await;
     }
-    let endpoint = Endpoint::resolve(&req)?;
-    let caller = authn::authenticate(&app, &req).await?;
+    let endpoint = Endpoint::resolve(req)?;
+    let caller = authn::authenticate(app, req).await?;
     let ctx = match endpoint.access() {
         Access::Service => None,
-        access => Some(authorize(&app, &req, &caller, endpoint, access).await?),
+        access => Some(authorize(app, req, &caller, endpoint, access).await?),
     };
     use Endpoint::*;
     match endpoint {
-        ListBuckets => bucket::list_buckets(&app, &caller).await,
-        CreateBucket => bucket::create_bucket(&app, &req, &caller, body).await,
-        DeleteBucket => bucket::delete_bucket(&app, &req).await,
-        HeadBucket => bucket::head_bucket(&app, &req).await,
-        GetBucketLocation => bucket::get_bucket_location(&app).await,
+        ListBuckets => bucket::list_buckets(app, &caller).await,
+        CreateBucket => bucket::create_bucket(app, req, &caller, body).await,
+        DeleteBucket => bucket::delete_bucket(app, req).await,
+        HeadBucket => bucket::head_bucket(app, req).await,
+        GetBucketLocation => bucket::get_bucket_location(app).await,
         GetBucketVersioning => bucket::get_bucket_versioning().await,
-        GetBucketAcl => bucket::get_bucket_acl(&app, &req, ctx_of(ctx)?).await,
-        PutBucketAcl => bucket::put_bucket_acl(&app, &req, &caller, body).await,
-        ListObjects => list::list_objects(&app, &req, false).await,
-        ListObjectsV2 => list::list_objects(&app, &req, true).await,
-        DeleteObjects => object::delete_objects(&app, &req, &caller, body).await,
-        PutObject => object::put_object(&app, &req, &caller, body).await,
-        CopyObject => object::copy_object(&app, &req, &caller, ctx_of(ctx)?).await,
-        GetObject => object::get_object(&app, &req, &caller, ctx_of(ctx)?, true).await,
-        HeadObject => object::get_object(&app, &req, &caller, ctx_of(ctx)?, false).await,
-        DeleteObject => object::delete_object(&app, &req).await,
-        GetObjectAcl => object::get_object_acl(&app, &req, ctx_of(ctx)?).await,
-        PutObjectAcl => object::put_object_acl(&app, &req, &caller, body).await,
-        CreateMultipartUpload => multipart::create_multipart_upload(&app, &req, &caller).await,
-        UploadPart => multipart::upload_part(&app, &req, &caller, body).await,
-        UploadPartCopy => multipart::upload_part_copy(&app, &req, &caller).await,
+        GetBucketAcl => bucket::get_bucket_acl(app, req, ctx_of(ctx)?).await,
+        PutBucketAcl => bucket::put_bucket_acl(app, req, &caller, body).await,
+        ListObjects => list::list_objects(app, req, false).await,
+        ListObjectsV2 => list::list_objects(app, req, true).await,
+        DeleteObjects => object::delete_objects(app, req, &caller, body).await,
+        PutObject => object::put_object(app, req, &caller, body).await,
+        CopyObject => object::copy_object(app, req, &caller, ctx_of(ctx)?).await,
+        GetObject => object::get_object(app, req, &caller, ctx_of(ctx)?, true).await,
+        HeadObject => object::get_object(app, req, &caller, ctx_of(ctx)?, false).await,
+        DeleteObject => object::delete_object(app, req).await,
+        GetObjectAcl => object::get_object_acl(app, req, ctx_of(ctx)?).await,
+        PutObjectAcl => object::put_object_acl(app, req, &caller, body).await,
+        CreateMultipartUpload => multipart::create_multipart_upload(app, req, &caller).await,
+        UploadPart => multipart::upload_part(app, req, &caller, body).await,
+        UploadPartCopy => multipart::upload_part_copy(app, req, &caller).await,
         CompleteMultipartUpload => {
-            multipart::complete_multipart_upload(&app, &req, &caller, body).await
+            multipart::complete_multipart_upload(app, req, &caller, body).await
         }
-        AbortMultipartUpload => multipart::abort_multipart_upload(&app, &req).await,
-        ListParts => multipart::list_parts(&app, &req).await,
-        ListMultipartUploads => multipart::list_multipart_uploads(&app, &req).await,
+        AbortMultipartUpload => multipart::abort_multipart_upload(app, req).await,
+        ListParts => multipart::list_parts(app, req).await,
+        ListMultipartUploads => multipart::list_multipart_uploads(app, req).await,
         GetBucketCors => cors::get_bucket_cors(ctx_of(ctx)?).await,
-        PutBucketCors => cors::put_bucket_cors(&app, &req, &caller, body).await,
-        DeleteBucketCors => cors::delete_bucket_cors(&app, &req).await,
+        PutBucketCors => cors::put_bucket_cors(app, req, &caller, body).await,
+        DeleteBucketCors => cors::delete_bucket_cors(app, req).await,
     }
 }
 
