@@ -172,12 +172,21 @@ fn new_request_id() -> String {
     hex::encode_upper(&bytes[..8])
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Most bytes hyper reads ahead of the handler on one connection. It bounds how much of a
+/// doomed upload is read before postgate answers (a POST past its policy's maximum is refused
+/// at most this far past it), and it must still hold a request's headers.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish (an upload in flight
+/// either completes and commits or is discarded whole) before returning.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
     let db = state.db.clone();
     let sweeper = state.clone();
     let expiry_task = tokio::spawn(async move {
@@ -188,10 +197,39 @@ pub async fn serve(
             sweeper.expire_uploads().await;
         }
     });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(MAX_READ_AHEAD)
+        .header_read_timeout(Duration::from_secs(30))
+        .timer(hyper_util::rt::TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
     expiry_task.abort();
     db.close();
-    result
+    Ok(())
 }
