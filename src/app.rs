@@ -122,11 +122,44 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/-/api/presign/post",
+            axum::routing::post(crate::api::presign_post),
+        )
+        .route("/-/api/openapi.json", get(crate::api::openapi))
+        .layer(api_cors(&state.config.api_cors_origins));
     Router::new()
+        .merge(api)
         .route("/-/health", get(health))
         .fallback(crate::s3::dispatch)
         .layer(middleware::from_fn(request_id_and_errors))
         .with_state(state)
+}
+
+/// CORS for the JSON API: the origins the configuration lists (`api_cors_origins`), or none.
+fn api_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(list)
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("x-amz-date"),
+            axum::http::HeaderName::from_static("x-amz-content-sha256"),
+            axum::http::HeaderName::from_static("x-amz-security-token"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 async fn health(State(_): State<AppState>) -> impl IntoResponse {

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Public base URL used in links and POST `Location`s (default: from the request's Host).
     #[arg(long, env = "POSTGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Origins allowed to call the `/-/api` JSON API from a browser (comma-separated, or `*`).
+    #[arg(long, env = "POSTGATE_API_CORS_ORIGINS", value_delimiter = ',')]
+    pub api_cors_origins: Option<Vec<String>>,
     /// Multipart uploads not completed within this time are aborted (e.g. 7d, 12h).
     #[arg(long, env = "POSTGATE_MULTIPART_EXPIRY", value_parser = crate::units::parse_duration)]
     pub multipart_expiry: Option<std::time::Duration>,
@@ -158,7 +161,10 @@ impl Config {
                 .or(file.public_url)
                 .map(|u| u.trim_end_matches('/').to_owned()),
             admin_key,
-            api_cors_origins: file.api_cors_origins,
+            api_cors_origins: serve
+                .api_cors_origins
+                .clone()
+                .unwrap_or(file.api_cors_origins),
             multipart_expiry: match (serve.multipart_expiry, &file.multipart_expiry) {
                 (Some(d), _) => d,
                 (None, Some(text)) => {

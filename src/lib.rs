@@ -4,6 +4,7 @@
 //! # Layout
 //! - `config`  defaults < TOML file < `POSTGATE_*` env < flags.
 //! - `app`     shared state, router, request ids, the serve loop.
+//! - `api`     the JSON API under `/-/api/` (presigned POST policies for web backends).
 //! - `s3`      the S3 REST API: request → `Endpoint` → permission check → thin handler.
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
@@ -13,6 +14,7 @@
 //! - `db`      SQLite metadata: migrations, one group-committing writer, pooled readers.
 //! - `error`   `S3Error`, the only error that reaches the wire.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -79,6 +79,10 @@ impl Caller {
         self.key.as_ref().map(|k| k.access_key.as_str())
     }
 
+    pub fn key(&self) -> Option<&KeyRecord> {
+        self.key.as_ref()
+    }
+
     pub fn name(&self) -> &str {
         self.key.as_ref().map_or("anonymous", |k| k.name.as_str())
     }

@@ -1,0 +1,266 @@
+//! The JSON API under `/-/api/` that a web app's backend calls: "sign me a POST policy".
+//!
+//! Authentication: a SigV4-signed request (any AWS SDK's request signer works), or
+//! `Authorization: Bearer <access key>:<secret>` for curl. The caller only gets policies for
+//! buckets it may write to. Answers `{"url": ..., "fields": {...}}`, exactly the shape of boto3's
+//! `generate_presigned_post`. Errors are JSON: `{"error": {"code", "message"}}`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::db::keys::KeyRecord;
+use crate::error::{S3Error, S3ErrorCode};
+use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, SigVersion};
+
+/// Largest JSON body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+/// Longest policy lifetime the API issues, as for presigned URLs.
+const MAX_EXPIRES_SECS: u64 = 7 * 86_400;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresignPostRequest {
+    pub bucket: String,
+    /// Exact key; or use `key_prefix`.
+    pub key: Option<String>,
+    /// Any key under this prefix; the form's key is `prefix${filename}`.
+    pub key_prefix: Option<String>,
+    /// Lifetime in seconds (default 3600, at most 7 days).
+    pub expires_in: Option<u64>,
+    pub max_size: Option<u64>,
+    pub min_size: Option<u64>,
+    /// Exact Content-Type.
+    pub content_type: Option<String>,
+    /// Content-Type prefix, such as `image/`.
+    pub content_type_prefix: Option<String>,
+    /// Allowed Content-Types (issued as their common prefix; see `policy::ContentTypeRule`).
+    pub content_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub success_action_status: Option<u16>,
+    pub success_action_redirect: Option<String>,
+    pub acl: Option<String>,
+    /// `v4` (default) or `v2`.
+    pub signature_version: Option<String>,
+}
+
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message)
+    }
+}
+
+impl From<S3Error> for ApiError {
+    fn from(e: S3Error) -> Self {
+        if e.s3_code() == S3ErrorCode::InternalError {
+            tracing::error!(error = %e, "api: internal error");
+        }
+        ApiError::new(
+            e.s3_code().status(),
+            e.s3_code().as_str(),
+            e.message().to_owned(),
+        )
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        S3Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// `POST /-/api/presign/post`
+pub async fn presign_post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| app.config.addr.to_string());
+    let (key, body) = authenticate(&app, parts, body).await?;
+    let input: PresignPostRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::names::validate_bucket(&input.bucket)?;
+    let may_write = may_write(&app, &key, &input.bucket).await?;
+    if !may_write {
+        return Err(S3Error::access_denied().into());
+    }
+    let policy_req = to_policy_request(&input)?;
+    let base = app
+        .config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{host}"));
+    let url = format!("{base}/{}", input.bucket);
+    let post = crate::policy::issue(
+        &policy_req,
+        &key.access_key,
+        &key.secret_key,
+        &app.config.region,
+        &url,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let json = serde_json::to_string(&post).map_err(|e| ApiError::from(S3Error::internal(e)))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// Builds the policy request, checking the combinations the caller may send.
+pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest, ApiError> {
+    let key = match (&input.key, &input.key_prefix) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give key or key_prefix, not both"));
+        }
+        (Some(k), None) => {
+            crate::names::validate_key(k)?;
+            KeySpec::Exact(k.clone())
+        }
+        (None, p) => KeySpec::Prefix(p.clone().unwrap_or_default()),
+    };
+    let content_type = match (
+        &input.content_type,
+        &input.content_type_prefix,
+        &input.content_types,
+    ) {
+        (None, None, None) => None,
+        (Some(t), None, None) => Some(ContentTypeRule::Exact(t.clone())),
+        (None, Some(p), None) => Some(ContentTypeRule::Prefix(p.clone())),
+        (None, None, Some(list)) => Some(ContentTypeRule::OneOf(list.clone())),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give one of content_type, content_type_prefix, content_types",
+            ));
+        }
+    };
+    let expires = input.expires_in.unwrap_or(3600);
+    if expires == 0 || expires > MAX_EXPIRES_SECS {
+        return Err(ApiError::bad_request(
+            "expires_in must be between 1 and 604800 seconds",
+        ));
+    }
+    let sig = match input.signature_version.as_deref() {
+        None | Some("v4") => SigVersion::V4,
+        Some("v2") => SigVersion::V2,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown signature_version {other:?}"
+            )));
+        }
+    };
+    if let Some(acl) = &input.acl {
+        crate::s3::parse_canned_acl(Some(acl))?;
+    }
+    Ok(PostPolicyRequest {
+        bucket: input.bucket.clone(),
+        key,
+        expires_in: std::time::Duration::from_secs(expires),
+        min_size: input.min_size.unwrap_or(0),
+        max_size: input
+            .max_size
+            .unwrap_or(crate::policy::MAX_POST_OBJECT_SIZE),
+        content_type,
+        metadata: input.metadata.clone().into_iter().collect(),
+        success_action_status: input.success_action_status,
+        success_action_redirect: input.success_action_redirect.clone(),
+        acl: input.acl.clone(),
+        sig,
+    })
+}
+
+async fn may_write(app: &AppState, key: &KeyRecord, bucket: &str) -> Result<bool, ApiError> {
+    let (b, who) = (bucket.to_owned(), key.access_key.clone());
+    let found = app
+        .db
+        .read(move |c| crate::db::buckets::get_with_grant(c, &b, &who))
+        .await?;
+    let Some((record, grant)) = found else {
+        return Err(S3Error::no_such_bucket(bucket).into());
+    };
+    Ok(key.is_admin || record.owner == key.access_key || grant.is_some_and(|g| g.can_write()))
+}
+
+/// The caller's key and the request body, from a Bearer token or a SigV4 signature.
+async fn authenticate(
+    app: &AppState,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Result<(KeyRecord, bytes::Bytes), ApiError> {
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    if let Some(token) = bearer {
+        let (ak, sk) = token.split_once(':').ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidToken",
+                "expected Bearer ACCESS:SECRET",
+            )
+        })?;
+        let key = app.find_key(ak).await?;
+        let key = key
+            .filter(|k| crate::auth::secret::ct_eq_str(&k.secret_key, sk))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "InvalidAccessKeyId",
+                    "unknown access key or wrong secret",
+                )
+            })?;
+        let bytes = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|_| ApiError::bad_request("body too large or incomplete"))?;
+        return Ok((key, bytes));
+    }
+    let (key, bytes) = crate::s3::authenticate_request(app, parts, body, MAX_BODY).await?;
+    let key = key.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "AccessDenied",
+            "this API needs a signed request or a Bearer token",
+        )
+    })?;
+    Ok((key, bytes))
+}
+
+/// `GET /-/api/openapi.json`
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../static/openapi.json"),
+    )
+        .into_response()
+}
