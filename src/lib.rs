@@ -9,6 +9,7 @@
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
 //! - `cors`    bucket CORS rules: parse, validate, match, response headers. Pure.
+//! - `ui`      hosted upload pages for shareable upload links (askama templates, static JS/CSS).
 //! - `upload`  the write pipeline shared by PUT, copy and POST: headers, digests, commit.
 //! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
 //! - `db`      SQLite metadata: migrations, one group-committing writer, pooled readers.
@@ -25,6 +26,7 @@ pub mod names;
 pub mod policy;
 pub mod s3;
 pub mod store;
+pub mod ui;
 pub mod units;
 pub mod upload;
 pub mod xml;

@@ -30,6 +30,9 @@ enum Command {
     /// Manage buckets and grants.
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// Manage shareable upload links.
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// Print a signed POST form (`{"url", "fields"}`, like boto3's generate_presigned_post).
     PresignPost(Box<PresignPostArgs>),
 }
@@ -96,6 +99,44 @@ enum KeyCommand {
     Delete { id: String },
 }
 
+#[derive(clap::Args)]
+struct LinkCreateArgs {
+    bucket: String,
+    /// Key prefix the uploads go under.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Largest file (e.g. 100MiB).
+    #[arg(long, default_value = "100MiB", value_parser = postgate::units::parse_size)]
+    max_size: u64,
+    /// How long the link works (e.g. 7d).
+    #[arg(long, default_value = "7d", value_parser = postgate::units::parse_duration)]
+    expires: std::time::Duration,
+    /// How many files the link accepts.
+    #[arg(long)]
+    max_files: Option<u64>,
+    /// Content-Type prefix (`image/`) or comma list the files must have.
+    #[arg(long)]
+    content_type: Option<String>,
+    /// Key that signs the link's uploads (default: the bucket's owner).
+    #[arg(long)]
+    access_key: Option<String>,
+    /// Base URL of the server (default: --public-url, else http://ADDR).
+    #[arg(long)]
+    url: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum LinkCommand {
+    /// Create a link anyone can use to upload into BUCKET; prints its URL.
+    Create(Box<LinkCreateArgs>),
+    /// List links.
+    List,
+    /// Revoke a link by token or id.
+    Revoke { token: String },
+}
+
 #[derive(Subcommand)]
 enum BucketCommand {
     /// Create a bucket owned by KEY (default: the admin key).
@@ -125,6 +166,7 @@ fn main() -> ExitCode {
         Command::Key(cmd) => with_db(&cli.common, |conn| key_command(conn, cmd)),
         Command::Bucket(cmd) => with_db(&cli.common, |conn| bucket_command(conn, cmd)),
         Command::PresignPost(args) => presign_post(&cli.common, *args),
+        Command::Link(cmd) => link_command(&cli.common, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -233,6 +275,83 @@ fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
         time::OffsetDateTime::now_utc(),
     )?;
     println!("{}", serde_json::to_string_pretty(&post)?);
+    Ok(())
+}
+
+fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
+    match cmd {
+        LinkCommand::Create(args) => {
+            let LinkCreateArgs {
+                bucket,
+                prefix,
+                max_size,
+                expires,
+                max_files,
+                content_type,
+                access_key,
+                url,
+                serve,
+            } = *args;
+            let config = Config::resolve(common, &serve)?;
+            let conn = db::open_migrated(&config.db_path())?;
+            let record =
+                db::buckets::get(&conn, &bucket)?.ok_or_else(|| format!("no bucket {bucket}"))?;
+            let signer = match access_key {
+                Some(ak) => {
+                    db::keys::find(&conn, &ak)?.ok_or_else(|| format!("no access key {ak}"))?
+                }
+                None => db::keys::find(&conn, &record.owner)?
+                    .ok_or("the bucket's owner key no longer exists: pass --access-key")?,
+            };
+            if max_size > postgate::policy::MAX_POST_OBJECT_SIZE {
+                return Err("--max-size is above the 5 GiB POST limit".into());
+            }
+            let link = postgate::ui::new_link(
+                &bucket,
+                &prefix,
+                max_size,
+                content_type,
+                max_files,
+                expires,
+                &signer.access_key,
+            );
+            db::links::insert(&conn, &link)?;
+            let base = url
+                .or(config.public_url.clone())
+                .unwrap_or_else(|| format!("http://{}", config.addr));
+            println!("{}/-/u/{}", base.trim_end_matches('/'), link.token);
+        }
+        LinkCommand::List => with_db(common, |conn| {
+            println!(
+                "{:<18} {:<24} {:<10} {:<8} {:<10} EXPIRES",
+                "ID", "BUCKET/PREFIX", "MAX SIZE", "FILES", "STATE"
+            );
+            for l in db::links::list(conn)? {
+                let state = l.unusable().map_or("active", |_| "inactive");
+                let files = match l.max_files {
+                    Some(m) => format!("{}/{m}", l.uploaded_files),
+                    None => l.uploaded_files.to_string(),
+                };
+                println!(
+                    "{:<18} {:<24} {:<10} {:<8} {:<10} {}",
+                    l.id,
+                    format!("{}/{}", l.bucket, l.prefix),
+                    postgate::ui::human_size(l.max_size),
+                    files,
+                    if l.revoked { "revoked" } else { state },
+                    postgate::s3::http_date(l.expires_at)
+                );
+            }
+            Ok(())
+        })?,
+        LinkCommand::Revoke { token } => with_db(common, |conn| {
+            if !db::links::revoke(conn, &token)? {
+                return Err(format!("no link {token}").into());
+            }
+            println!("revoked");
+            Ok(())
+        })?,
+    }
     Ok(())
 }
 

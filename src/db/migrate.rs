@@ -8,6 +8,7 @@ use super::DbError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_multipart.sql"),
+    include_str!("../../migrations/0003_links.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {

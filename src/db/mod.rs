@@ -7,6 +7,7 @@
 
 pub mod buckets;
 pub mod keys;
+pub mod links;
 mod migrate;
 pub mod objects;
 pub mod uploads;

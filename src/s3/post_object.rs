@@ -119,8 +119,62 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
         }
     }
 
-    let headers = form_headers(&fields)?;
-    let algo = form_checksum(&fields)?;
+    // Uploads through a shareable link count against it; a revoked, expired or full link stops
+    // working even for policies it signed earlier.
+    let link = fields.get(crate::ui::LINK_META_FIELD).map(str::to_owned);
+    if let Some(id) = link.clone() {
+        match app
+            .db
+            .write(move |c| crate::db::links::reserve_upload(c, &id))
+            .await?
+        {
+            Some(Ok(())) => {}
+            Some(Err(reason)) => return Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
+            None => {
+                return Err(S3Error::new(
+                    S3ErrorCode::AccessDenied,
+                    "Unknown upload link.",
+                ));
+            }
+        }
+    }
+    let target = Target {
+        bucket: &bucket,
+        key: &key,
+        range,
+        owner: signer.owner(&record),
+    };
+    let result = store_upload(app, req, &fields, target, file).await;
+    if result.is_err()
+        && let Some(id) = link
+    {
+        let _ = app
+            .db
+            .write(move |c| crate::db::links::release_upload(c, &id))
+            .await;
+    }
+    result
+}
+
+/// Where a POST upload goes, once the form is accepted.
+struct Target<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    range: ContentLengthRange,
+    owner: &'a str,
+}
+
+/// Streams the file into the store and commits it; answers as the form asked.
+async fn store_upload(
+    app: &AppState,
+    req: &S3Request,
+    fields: &FormFields,
+    target: Target<'_>,
+    file: multer::Field<'static>,
+) -> S3Result<Response> {
+    let range = target.range;
+    let headers = form_headers(fields)?;
+    let algo = form_checksum(fields)?;
     let expected = Expected {
         checksum: algo.clone(),
         ..Expected::default()
@@ -142,22 +196,22 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
     expected.verify(&ingested, None)?;
 
     let etag = upload::etag_of(&ingested.digests.md5);
-    let owner = signer.owner(&record).to_owned();
-    let mut meta = headers.into_meta(ingested.size, etag.clone(), owner);
+    let mut meta = headers.into_meta(ingested.size, etag.clone(), target.owner.to_owned());
     meta.checksum = algo
         .as_ref()
         .zip(ingested.digests.checksum.clone())
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
+    let (bucket, key) = (target.bucket, target.key);
     upload::commit(
         app,
-        &bucket,
-        &key,
+        bucket,
+        key,
         meta,
         ingested.staged,
         WriteCondition::default(),
     )
     .await?;
-    Ok(success(app, req, &fields, &bucket, &key, &etag))
+    Ok(success(app, req, fields, bucket, key, &etag))
 }
 
 /// Who signed the form, with the policy they signed.

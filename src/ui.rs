@@ -1,0 +1,346 @@
+//! Hosted upload pages under `/-/u/<token>` (shareable upload links) and their static files.
+//!
+//! A link lets anyone holding it upload into one bucket, under one prefix, within the link's
+//! limits. The page carries a POST policy the server signs on the link creator's behalf; the
+//! limits are enforced by that policy (size range, key prefix, content type, expiry), and the
+//! policy also pins `x-amz-meta-upload-link` to the link's public id, so the POST handler can
+//! refuse uploads on a revoked, expired or full link even with a policy issued earlier.
+//! Without JavaScript the page is a plain form that follows `success_action_redirect` to a
+//! "received" page.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::db::links::LinkRecord;
+use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, PresignedPost, SigVersion};
+
+/// Metadata field pinned by every link policy: the link's public id.
+pub const LINK_META_FIELD: &str = "x-amz-meta-upload-link";
+/// A page's policy lives at most this long (or until the link expires, if sooner).
+const POLICY_LIFETIME_SECS: i64 = 3600;
+
+#[derive(Template)]
+#[template(path = "upload.html")]
+struct UploadPage {
+    token: String,
+    bucket: String,
+    prefix: String,
+    max_size: String,
+    max_size_bytes: u64,
+    content_type: Option<String>,
+    content_type_default: String,
+    files_left: Option<u64>,
+    expires: String,
+    form: PresignedPost,
+}
+
+#[derive(Template)]
+#[template(path = "received.html")]
+struct ReceivedPage {
+    bucket: String,
+    key: String,
+    etag: String,
+    back: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    title: String,
+    message: String,
+}
+
+fn render(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    render(
+        status,
+        ErrorPage {
+            title: title.to_owned(),
+            message: message.to_owned(),
+        },
+    )
+}
+
+async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
+    let t = token.to_owned();
+    match app.db.read(move |c| crate::db::links::get(c, &t)).await {
+        Ok(Some(link)) => match link.unusable() {
+            None => Ok(link),
+            Some(reason) => Err(error_page(StatusCode::GONE, "Link unavailable", reason)),
+        },
+        Ok(None) => Err(error_page(
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            "This upload link does not exist. Check that you copied all of it.",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "loading link failed");
+            Err(error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again in a moment.",
+            ))
+        }
+    }
+}
+
+fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if let Some(u) = &app.config.public_url {
+        return u.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| app.config.addr.to_string());
+    format!("http://{host}")
+}
+
+/// Signs the policy a link's page posts with: with `redirect` for the plain form (303 to the
+/// "received" page), without it for the page's script (201 with the `<PostResponse>`).
+async fn link_policy(
+    app: &AppState,
+    link: &LinkRecord,
+    base: &str,
+    redirect: Option<String>,
+) -> Result<PresignedPost, Response> {
+    let status = redirect.is_none().then_some(201);
+    let ak = link.access_key.clone();
+    let key = match app.find_key(&ak).await {
+        Ok(Some(k)) => k,
+        _ => {
+            return Err(error_page(
+                StatusCode::GONE,
+                "Link unavailable",
+                "The key that created this link no longer exists.",
+            ));
+        }
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let remaining_secs = (link.expires_at - crate::db::now_millis()) / 1000;
+    let lifetime = remaining_secs.clamp(1, POLICY_LIFETIME_SECS) as u64;
+    // Without a restriction the browser may still send the file's type (starts-with "").
+    let content_type = Some(match link.content_type.as_deref() {
+        Some(ct) if ct.contains(',') => {
+            ContentTypeRule::OneOf(ct.split(',').map(|s| s.trim().to_owned()).collect())
+        }
+        Some(ct) => ContentTypeRule::Prefix(ct.to_owned()),
+        None => ContentTypeRule::Prefix(String::new()),
+    });
+    let req = PostPolicyRequest {
+        bucket: link.bucket.clone(),
+        key: KeySpec::Prefix(link.prefix.clone()),
+        expires_in: std::time::Duration::from_secs(lifetime),
+        min_size: 0,
+        max_size: link.max_size,
+        content_type,
+        metadata: vec![("upload-link".to_owned(), link.id.clone())],
+        success_action_status: status,
+        success_action_redirect: redirect,
+        acl: None,
+        sig: SigVersion::V4,
+    };
+    let url = format!("{base}/{}", link.bucket);
+    crate::policy::issue(
+        &req,
+        &key.access_key,
+        &key.secret_key,
+        &app.config.region,
+        &url,
+        now,
+    )
+    .map_err(|e| {
+        error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Cannot sign",
+            &e.to_string(),
+        )
+    })
+}
+
+/// `GET /-/u/{token}`
+pub async fn upload_page(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let link = match load_link(&app, &token).await {
+        Ok(l) => l,
+        Err(page) => return page,
+    };
+    let base = base_url(&app, &headers);
+    let redirect = format!("{base}/-/u/{token}/done");
+    let form = match link_policy(&app, &link, &base, Some(redirect)).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let expires = crate::s3::http_date(link.expires_at);
+    let content_type_default = link
+        .content_type
+        .as_deref()
+        .map(|ct| ct.split(',').next().unwrap_or(ct).trim().to_owned())
+        .unwrap_or_default();
+    render(
+        StatusCode::OK,
+        UploadPage {
+            bucket: link.bucket.clone(),
+            prefix: link.prefix.clone(),
+            max_size: human_size(link.max_size),
+            max_size_bytes: link.max_size,
+            content_type: link.content_type.clone(),
+            content_type_default,
+            files_left: link
+                .max_files
+                .map(|m| m.saturating_sub(link.uploaded_files)),
+            expires,
+            form,
+            token,
+        },
+    )
+}
+
+/// `GET /-/u/{token}/policy`: a fresh form for the page's script (JSON, like the API's).
+pub async fn link_policy_json(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let json_error = |status: StatusCode, message: &str| {
+        let body =
+            serde_json::json!({ "error": { "code": "LinkUnavailable", "message": message } });
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    let t = token.clone();
+    let link = match app.db.read(move |c| crate::db::links::get(c, &t)).await {
+        Ok(Some(link)) => link,
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, "This upload link does not exist."),
+        Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "Please try again."),
+    };
+    if let Some(reason) = link.unusable() {
+        return json_error(StatusCode::GONE, reason);
+    }
+    let base = base_url(&app, &headers);
+    match link_policy(&app, &link, &base, None).await {
+        Ok(post) => match serde_json::to_string(&post) {
+            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "Please try again."),
+        },
+        Err(_) => json_error(StatusCode::GONE, "This upload link can no longer be used."),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Received {
+    bucket: Option<String>,
+    key: Option<String>,
+    etag: Option<String>,
+}
+
+/// `GET /-/u/{token}/done`: where the no-JavaScript form lands after a successful upload.
+pub async fn received_page(Path(token): Path<String>, Query(q): Query<Received>) -> Response {
+    render(
+        StatusCode::OK,
+        ReceivedPage {
+            bucket: q.bucket.unwrap_or_default(),
+            key: q.key.unwrap_or_default(),
+            etag: q.etag.unwrap_or_default(),
+            back: Some(format!("/-/u/{token}")),
+        },
+    )
+}
+
+/// `GET /-/static/{file}`: the page's script and stylesheet, compiled into the binary.
+pub async fn static_file(Path(file): Path<String>) -> Response {
+    let (body, content_type) = match file.as_str() {
+        "upload.js" => (
+            include_str!("../static/upload.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "style.css" => (
+            include_str!("../static/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} bytes")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[i])
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// A new link record with a fresh token and public id.
+pub fn new_link(
+    bucket: &str,
+    prefix: &str,
+    max_size: u64,
+    content_type: Option<String>,
+    max_files: Option<u64>,
+    expires_in: std::time::Duration,
+    access_key: &str,
+) -> LinkRecord {
+    let now = crate::db::now_millis();
+    LinkRecord {
+        token: crate::db::links::new_token(),
+        id: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+        max_size,
+        content_type,
+        max_files,
+        uploaded_files: 0,
+        access_key: access_key.to_owned(),
+        created_at: now,
+        expires_at: now + expires_in.as_millis() as i64,
+        revoked: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_naturally() {
+        assert_eq!(human_size(512), "512 bytes");
+        assert_eq!(human_size(100 << 20), "100 MiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
+}
