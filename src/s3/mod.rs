@@ -36,6 +36,8 @@ pub struct S3Request {
     pub query: Vec<(String, String)>,
     /// The resource as SigV2 signs it: `/bucket/key` with the key as sent.
     pub v2_resource: String,
+    /// Whether the bucket came from the Host header (`bucket.DOMAIN`) rather than the path.
+    pub virtual_host: bool,
 }
 
 impl S3Request {
@@ -255,6 +257,7 @@ fn parse_request(
             .map(|c| c.into_owned())
             .map_err(|_| S3Error::new(S3ErrorCode::InvalidArgument, "URI is not valid UTF-8"))
     };
+    let virtual_host = host_bucket.is_some();
     let (bucket, key, v2_resource) = match host_bucket {
         Some(bucket) => {
             let key_raw = raw_path.strip_prefix('/').unwrap_or(raw_path);
@@ -288,6 +291,7 @@ fn parse_request(
         key,
         query,
         v2_resource,
+        virtual_host,
     })
 }
 

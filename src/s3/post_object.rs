@@ -419,9 +419,7 @@ pub fn object_url(app: &AppState, req: &S3Request, bucket: &str, key: &str) -> S
     }
     let host = req.header(header::HOST).unwrap_or("localhost");
     let scheme = req.header("x-forwarded-proto").unwrap_or("http");
-    if req.v2_resource.starts_with(&format!("/{bucket}"))
-        && !req.uri.path().starts_with(&format!("/{bucket}"))
-    {
+    if req.virtual_host {
         format!("{scheme}://{host}/{key}")
     } else {
         format!("{scheme}://{host}/{bucket}/{key}")
