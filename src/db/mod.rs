@@ -13,6 +13,7 @@ pub mod objects;
 pub mod uploads;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::Connection;
@@ -48,6 +49,13 @@ struct DbInner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Opens a connection with the PRAGMAs every connection needs.
@@ -74,16 +82,27 @@ impl Db {
     /// Opens (creating if needed) and migrates the database, then starts the writer thread.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let conn = open_migrated(path)?;
+        // Checkpoints run on their own thread (below), so that copying the WAL into the database
+        // file, and that file's fsync, never sit between a batch and its commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("postgate-db-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| DbError::Corrupt(format!("cannot start writer thread: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let checkpoint_conn = open_connection(path)?;
+        let stop_flag = stop.clone();
+        std::thread::Builder::new()
+            .name("postgate-db-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_flag))
+            .map_err(|e| DbError::Corrupt(format!("cannot start checkpoint thread: {e}")))?;
         Ok(Db {
             inner: Arc::new(DbInner {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
+                stop,
             }),
         })
     }
@@ -141,12 +160,25 @@ impl Db {
 
     /// Stops accepting writes; the writer thread finishes queued jobs and exits.
     pub fn close(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
         self.inner
             .writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
     }
+}
+
+/// Copies committed WAL frames into the database file every so often (PASSIVE: never waits for
+/// readers or the writer), keeping the WAL short without slowing commits.
+fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {

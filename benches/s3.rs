@@ -1,0 +1,1487 @@
+//! End-to-end S3 benchmark of the release `postgate` binary, every figure next to the limit that
+//! bounds it, all measured in the same run on the same machine.
+//!
+//! ```text
+//! cargo bench --bench s3                 # full: 1 s warm-up + 5 s per load case, 1 GiB transfers (~1 min)
+//! cargo bench --bench s3 -- --quick      # smoke test: 0.3 s + 1.5 s per load case, 64 MiB (~15 s)
+//!
+//! flags (after `--`):
+//!   --quick              shorter durations and 64 MiB instead of 1 GiB
+//!   --out PATH           where to write the JSON (default: <target dir>/bench/s3.json, i.e.
+//!                        target/bench/s3.json, or $CARGO_TARGET_DIR/bench/s3.json)
+//!   --postgate PATH      server binary (default: the one cargo built for this bench)
+//!   --keep               keep the scratch directory (<target dir>/bench/run-<pid>) for inspection
+//!   --perf DIR           record `perf record -g` of the server during each server case into
+//!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
+//!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
+//! ```
+//!
+//! The table and `s3.json` list, for each figure, its value, the limit it is compared with, the
+//! ratio, the target and PASS/FAIL. Numbers are only comparable within one run: the limits are
+//! re-measured every time so that a busy or different machine moves both sides together.
+//!
+//! # Limits, and why each is the right yardstick
+//! 1. **Loopback limit** (req/s): a hyper HTTP/1.1 server in a separate process (this binary
+//!    with `--do-nothing-server`) answering every GET with 4 KiB from memory, driven by the very
+//!    same load generator at 64 connections. It is postgate's own HTTP stack (hyper's http1 server
+//!    on a multi-threaded tokio runtime) doing no work, so it is the ceiling for any
+//!    request/response figure: the rest of the gap is postgate's (routing, SigV4, SQLite, disk).
+//!    The same server streams N bytes at `/big/N` (limit 1b), the ceiling for one large transfer
+//!    over loopback.
+//! 2. **Disk limit** (MB/s): `dd if=/dev/zero bs=1M count=1024 conv=fdatasync` in the scratch
+//!    directory, which is on the same filesystem as the server's data directory. A 1 GiB upload
+//!    must land on that disk and be fsync'd before it is acknowledged, so this is its ceiling.
+//! 3. **fsync'd-files floor** (files/s): 64 threads each creating a 4 KiB file and `fdatasync`ing
+//!    it, back to back. This is what a naive "one durable file per object" store achieves at 64
+//!    concurrent uploads; postgate keeps small objects inline in SQLite and group-commits them, so
+//!    4 KiB PUTs must beat this by a wide margin (target ≥ 4×).
+//!
+//! # Server figures (release `postgate serve` as a subprocess, fresh data directory)
+//! 4. PutObject 4 KiB at 64 connections, SigV4 with the real payload hash, distinct keys, every
+//!    answer must be 200 → req/s (target ≥ 4× limit 3), p50/p99 latency. Signatures are
+//!    precomputed with `postgate::auth::sigv4` so the load generator does no crypto while timing.
+//! 5. GetObject 4 KiB at 64 connections over 1024 preloaded keys → req/s (target ≥ 15% of
+//!    limit 1), p99.
+//! 6. PutObject 1 GiB streamed from memory in 1 MiB chunks, `UNSIGNED-PAYLOAD`, Content-Length
+//!    set → MB/s (target ≥ 95% of limit 2). Server peak RSS (VmHWM) on a fresh process, and, as
+//!    the baseline, VmHWM of another fresh process after a single 1 MiB PutObject; both < 32 MiB.
+//! 7. GetObject 1 GiB → MB/s (information, against the loopback stream) and VmHWM of a fresh
+//!    server process (< 32 MiB).
+//!
+//! # Load generator
+//! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
+//! as soon as the previous answer is fully read, for a warm-up then a measured window; only
+//! requests that start and finish inside the window are counted (latencies sorted for p50/p99).
+//!
+//! # Adding a case
+//! Each case is a [`RequestSource`] (builds the n-th request of connection c) plus the expected
+//! status, run by [`run_load`]; single large transfers are a `Request<BenchBody>` given to
+//! [`one_request`]. A "4 KiB POST upload at 64 connections" is a new `RequestSource` that builds a
+//! multipart body with `BenchBody::framed(prefix, chunk, len, suffix)`; a "1 GiB POST upload" is the
+//! same body with a 1 GiB middle part passed to `one_request` (see `figure_big_put`).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use postgate::auth::sigv4;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+const CONNECTIONS: usize = 64;
+const SMALL: usize = 4 * 1024;
+const CHUNK: usize = 1024 * 1024;
+const RSS_LIMIT_MIB: f64 = 32.0;
+const BUCKET: &str = "bench";
+const ACCESS_KEY: &str = "PGBENCHADMIN0000";
+const SECRET_KEY: &str = "pgbench-secret-key-0000000000000000000000";
+const REGION: &str = "us-east-1";
+/// Keys preloaded for the 4 KiB GET case: CONNECTIONS × this.
+const GET_KEYS_PER_CONN: u64 = 16;
+
+// =============================================================================================
+// Options
+
+struct Opts {
+    quick: bool,
+    warmup: Duration,
+    measure: Duration,
+    fsync_secs: Duration,
+    big: u64,
+    /// Precomputed PUT signatures per connection; beyond it the client signs on the fly (counted).
+    put_pool_per_conn: u64,
+    out: Option<PathBuf>,
+    postgate: PathBuf,
+    keep: bool,
+    perf: Option<PathBuf>,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let quick = args.iter().any(|a| a == "--quick");
+        let mut o = Opts {
+            quick,
+            warmup: Duration::from_millis(if quick { 300 } else { 1000 }),
+            measure: Duration::from_millis(if quick { 1500 } else { 5000 }),
+            fsync_secs: Duration::from_millis(if quick { 1000 } else { 3000 }),
+            big: if quick { 64 << 20 } else { 1 << 30 },
+            put_pool_per_conn: if quick { 1024 } else { 4096 },
+            out: None,
+            postgate: PathBuf::from(env!("CARGO_BIN_EXE_postgate")),
+            keep: false,
+            perf: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" | "--bench" => {}
+                "--keep" => o.keep = true,
+                "--perf" => o.perf = it.next().map(PathBuf::from),
+                "--out" => o.out = it.next().map(PathBuf::from),
+                "--postgate" => {
+                    o.postgate = PathBuf::from(it.next().expect("--postgate needs a path"))
+                }
+                other => eprintln!("s3 bench: ignoring unknown argument {other:?}"),
+            }
+        }
+        o
+    }
+
+    fn size_label(&self) -> &'static str {
+        if self.big == 1 << 30 {
+            "1 GiB"
+        } else {
+            "64 MiB"
+        }
+    }
+}
+
+/// `<target>/release/postgate` → `<target>`.
+fn target_dir(postgate: &Path) -> PathBuf {
+    postgate
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+// =============================================================================================
+// Request bodies
+
+/// `prefix`, then `len` bytes made of repeats of `chunk` (each frame at most one chunk, shared,
+/// never copied), then `suffix`. Exact size hint, so hyper sends Content-Length framing.
+/// Multipart POST bodies are `framed(form fields + file header, chunk, len, closing boundary)`.
+pub struct BenchBody {
+    prefix: Option<Bytes>,
+    chunk: Bytes,
+    remaining: u64,
+    suffix: Option<Bytes>,
+    left_total: u64,
+}
+
+impl BenchBody {
+    fn empty() -> Self {
+        Self::framed(Bytes::new(), Bytes::new(), 0, Bytes::new())
+    }
+    fn bytes(b: Bytes) -> Self {
+        let n = b.len() as u64;
+        Self::framed(Bytes::new(), b, n, Bytes::new())
+    }
+    fn repeat(chunk: Bytes, len: u64) -> Self {
+        Self::framed(Bytes::new(), chunk, len, Bytes::new())
+    }
+    fn framed(prefix: Bytes, chunk: Bytes, len: u64, suffix: Bytes) -> Self {
+        assert!(len == 0 || !chunk.is_empty());
+        let left_total = prefix.len() as u64 + len + suffix.len() as u64;
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            chunk,
+            remaining: len,
+            suffix: (!suffix.is_empty()).then_some(suffix),
+            left_total,
+        }
+    }
+    fn len(&self) -> u64 {
+        self.left_total
+    }
+}
+
+impl Body for BenchBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let data = if let Some(p) = this.prefix.take() {
+            p
+        } else if this.remaining > 0 {
+            let n = this.remaining.min(this.chunk.len() as u64) as usize;
+            this.remaining -= n as u64;
+            this.chunk.slice(..n)
+        } else if let Some(s) = this.suffix.take() {
+            s
+        } else {
+            return Poll::Ready(None);
+        };
+        this.left_total -= data.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left_total == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left_total)
+    }
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn pattern(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    Bytes::from(v)
+}
+
+// =============================================================================================
+// SigV4 signing with the crate's own pure functions
+
+const SIGNED_HEADERS: &str = "host;x-amz-content-sha256;x-amz-date";
+
+#[derive(Clone)]
+struct Signer {
+    key: [u8; 32],
+    amz_date: String,
+    scope: String,
+    credential_prefix: String,
+    host: String,
+    signed: Vec<String>,
+}
+
+impl Signer {
+    /// Fixes the request time now: a bench phase lasts far less than the 15-minute skew window.
+    fn new(host: &str) -> Signer {
+        let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
+        let date = &amz_date[..8];
+        let scope = sigv4::scope(date, REGION, "s3");
+        Signer {
+            key: sigv4::signing_key(SECRET_KEY, date, REGION, "s3"),
+            credential_prefix: format!(
+                "{} Credential={ACCESS_KEY}/{scope}, SignedHeaders={SIGNED_HEADERS}, Signature=",
+                sigv4::ALGORITHM
+            ),
+            amz_date,
+            scope,
+            host: host.to_owned(),
+            signed: SIGNED_HEADERS.split(';').map(str::to_owned).collect(),
+        }
+    }
+
+    /// Raw signature of `method path` (no query) with the three signed headers.
+    fn signature(&self, method: &str, path: &str, payload_hash: &str) -> [u8; 32] {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_str(&self.host).unwrap());
+        h.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_str(payload_hash).unwrap(),
+        );
+        h.insert("x-amz-date", HeaderValue::from_str(&self.amz_date).unwrap());
+        let creq = sigv4::canonical_request(
+            method,
+            &sigv4::canonical_uri(path),
+            "",
+            &sigv4::canonical_headers(&self.signed, &h, None),
+            &self.signed,
+            payload_hash,
+        );
+        let sts = sigv4::string_to_sign(&self.amz_date, &self.scope, &creq);
+        let hex_sig = sigv4::sign(&self.key, &sts);
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_sig, &mut out).unwrap();
+        out
+    }
+
+    /// A signed request from a precomputed signature.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        payload_hash: &'static str,
+        sig: &[u8; 32],
+        body: BenchBody,
+    ) -> Request<BenchBody> {
+        let mut auth = String::with_capacity(self.credential_prefix.len() + 64);
+        auth.push_str(&self.credential_prefix);
+        auth.push_str(&hex::encode(sig));
+        let len = body.len();
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("x-amz-content-sha256", payload_hash)
+            .header("x-amz-date", &self.amz_date)
+            .header("authorization", auth);
+        if len > 0 {
+            b = b.header("content-length", len);
+        }
+        b.body(body).unwrap()
+    }
+
+    /// Signs and builds in one go (outside timed loops, or as the pool's fallback).
+    fn signed(
+        &self,
+        method: Method,
+        path: &str,
+        payload_hash: &'static str,
+        body: BenchBody,
+    ) -> Request<BenchBody> {
+        let sig = self.signature(method.as_str(), path, payload_hash);
+        self.request(method, path, payload_hash, &sig, body)
+    }
+}
+
+// =============================================================================================
+// Request sources: one per load case
+
+/// Builds request number `seq` of connection `conn`. One implementation per load case; a POST
+/// upload case is one more of these.
+trait RequestSource: Send + Sync + 'static {
+    fn build(&self, conn: usize, seq: u64) -> Request<BenchBody>;
+}
+
+/// `GET /` on the do-nothing server.
+struct PlainGet {
+    host: String,
+}
+
+impl RequestSource for PlainGet {
+    fn build(&self, _conn: usize, _seq: u64) -> Request<BenchBody> {
+        Request::get("/")
+            .header("host", &self.host)
+            .body(BenchBody::empty())
+            .unwrap()
+    }
+}
+
+/// PutObject of the same 4 KiB body to distinct keys `{prefix}/c{conn}/{seq}`, signed with the
+/// real payload hash. Signatures for the first `per_conn` requests of each connection are
+/// computed before the clock starts.
+struct PutSmall {
+    signer: Signer,
+    prefix: &'static str,
+    body: Bytes,
+    body_hash: &'static str,
+    pool: Vec<Vec<[u8; 32]>>,
+    signed_on_the_fly: AtomicU64,
+}
+
+impl PutSmall {
+    fn new(signer: Signer, prefix: &'static str, per_conn: u64) -> PutSmall {
+        let body = pattern(SMALL, 42);
+        let body_hash: &'static str = Box::leak(sigv4::hex_sha256(&body).into_boxed_str());
+        let mut src = PutSmall {
+            signer,
+            prefix,
+            body,
+            body_hash,
+            pool: Vec::new(),
+            signed_on_the_fly: AtomicU64::new(0),
+        };
+        // Two threads: the machine may only have two cores.
+        let pool: Vec<Vec<[u8; 32]>> = std::thread::scope(|s| {
+            let src = &src;
+            let halves: Vec<_> = (0..2)
+                .map(|t| {
+                    s.spawn(move || {
+                        (0..CONNECTIONS)
+                            .filter(|c| c % 2 == t)
+                            .map(|c| {
+                                let sigs = (0..per_conn)
+                                    .map(|i| {
+                                        src.signer.signature("PUT", &src.path(c, i), src.body_hash)
+                                    })
+                                    .collect::<Vec<_>>();
+                                (c, sigs)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all: Vec<(usize, Vec<[u8; 32]>)> =
+                halves.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            all.sort_by_key(|(c, _)| *c);
+            all.into_iter().map(|(_, v)| v).collect()
+        });
+        src.pool = pool;
+        src
+    }
+
+    fn path(&self, conn: usize, seq: u64) -> String {
+        format!("/{BUCKET}/{}/c{conn:02}/{seq:07}", self.prefix)
+    }
+}
+
+impl RequestSource for PutSmall {
+    fn build(&self, conn: usize, seq: u64) -> Request<BenchBody> {
+        let path = self.path(conn, seq);
+        let body = BenchBody::bytes(self.body.clone());
+        match self.pool[conn].get(seq as usize) {
+            Some(sig) => self
+                .signer
+                .request(Method::PUT, &path, self.body_hash, sig, body),
+            None => {
+                self.signed_on_the_fly.fetch_add(1, Ordering::Relaxed);
+                self.signer.signed(Method::PUT, &path, self.body_hash, body)
+            }
+        }
+    }
+}
+
+/// GetObject over a fixed set of keys, cycling so that all connections spread over all keys.
+struct GetSmall {
+    signer: Signer,
+    keys: Vec<(String, [u8; 32])>,
+}
+
+impl GetSmall {
+    fn new(signer: Signer, paths: Vec<String>) -> GetSmall {
+        let keys = paths
+            .into_iter()
+            .map(|p| {
+                let sig = signer.signature("GET", &p, sigv4::EMPTY_SHA256);
+                (p, sig)
+            })
+            .collect();
+        GetSmall { signer, keys }
+    }
+}
+
+impl RequestSource for GetSmall {
+    fn build(&self, conn: usize, seq: u64) -> Request<BenchBody> {
+        let (path, sig) = &self.keys[(seq as usize * CONNECTIONS + conn) % self.keys.len()];
+        self.signer.request(
+            Method::GET,
+            path,
+            sigv4::EMPTY_SHA256,
+            sig,
+            BenchBody::empty(),
+        )
+    }
+}
+
+// =============================================================================================
+// Load generator
+
+#[derive(Clone, Copy)]
+enum Plan {
+    /// Run until `end`; count only requests that start at or after `measure_start`.
+    Timed {
+        measure_start: Instant,
+        end: Instant,
+    },
+    /// Exactly this many requests per connection, all counted.
+    Count(u64),
+}
+
+#[derive(Default)]
+struct ConnStats {
+    completed: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+    first_error: Option<String>,
+}
+
+struct LoadResult {
+    completed: u64,
+    errors: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    first_error: Option<String>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<BenchBody>;
+
+async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nodelay(true).ok();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Reads the whole body; keeps the first 2 KiB when `keep` (for error reports).
+async fn drain(mut body: Incoming, keep: bool) -> Result<(u64, Vec<u8>), hyper::Error> {
+    let mut n = 0u64;
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            n += data.len() as u64;
+            if keep && kept.len() < 2048 {
+                let take = data.len().min(2048 - kept.len());
+                kept.extend_from_slice(&data[..take]);
+            }
+        }
+    }
+    Ok((n, kept))
+}
+
+async fn connection_loop(
+    mut sender: Sender,
+    conn: usize,
+    source: Arc<dyn RequestSource>,
+    expected: StatusCode,
+    plan: Plan,
+) -> ConnStats {
+    let mut st = ConnStats::default();
+    let mut seq = 0u64;
+    loop {
+        match plan {
+            Plan::Timed { end, .. } if Instant::now() >= end => break,
+            Plan::Count(n) if seq >= n => break,
+            _ => {}
+        }
+        let req = source.build(conn, seq);
+        let what = format!("{} {}", req.method(), req.uri());
+        seq += 1;
+        let t0 = Instant::now();
+        let outcome = async {
+            sender.ready().await?;
+            let res = sender.send_request(req).await?;
+            let status = res.status();
+            let (_, body) = drain(res.into_body(), status != expected).await?;
+            Ok::<_, hyper::Error>((status, body))
+        }
+        .await;
+        let t1 = Instant::now();
+        match outcome {
+            Ok((status, _)) if status == expected => {
+                let counted = match plan {
+                    Plan::Timed { measure_start, end } => t0 >= measure_start && t1 <= end,
+                    Plan::Count(_) => true,
+                };
+                if counted {
+                    st.completed += 1;
+                    st.latencies_us
+                        .push(u32::try_from((t1 - t0).as_micros()).unwrap_or(u32::MAX));
+                }
+            }
+            Ok((status, body)) => {
+                st.errors += 1;
+                st.first_error.get_or_insert_with(|| {
+                    format!("{what}: {status}: {}", String::from_utf8_lossy(&body))
+                });
+            }
+            Err(e) => {
+                // The connection is gone; a load generator that reconnects would hide this.
+                st.errors += 1;
+                st.first_error
+                    .get_or_insert_with(|| format!("{what}: transport error: {e}"));
+                break;
+            }
+        }
+    }
+    st
+}
+
+/// Runs `source` on exactly [`CONNECTIONS`] keep-alive connections, back to back.
+async fn run_load(
+    addr: SocketAddr,
+    source: Arc<dyn RequestSource>,
+    expected: StatusCode,
+    plan_of: impl FnOnce(Instant) -> Plan,
+) -> LoadResult {
+    let mut senders = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        senders.push(connect(addr).await.expect("connecting the load generator"));
+    }
+    let start = Instant::now();
+    let plan = plan_of(start);
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(c, s)| tokio::spawn(connection_loop(s, c, source.clone(), expected, plan)))
+        .collect();
+    let mut all = ConnStats::default();
+    for t in tasks {
+        let st = t.await.expect("connection task panicked");
+        all.completed += st.completed;
+        all.errors += st.errors;
+        all.latencies_us.extend(st.latencies_us);
+        if all.first_error.is_none() {
+            all.first_error = st.first_error;
+        }
+    }
+    let elapsed = match plan {
+        Plan::Timed { measure_start, end } => end - measure_start,
+        Plan::Count(_) => start.elapsed(),
+    };
+    all.latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        let v = &all.latencies_us;
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+        f64::from(v[i]) / 1000.0
+    };
+    LoadResult {
+        completed: all.completed,
+        errors: all.errors,
+        rps: all.completed as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        first_error: all.first_error,
+    }
+}
+
+fn timed(o: &Opts) -> impl FnOnce(Instant) -> Plan + use<> {
+    let (warmup, measure) = (o.warmup, o.measure);
+    move |start| Plan::Timed {
+        measure_start: start + warmup,
+        end: start + warmup + measure,
+    }
+}
+
+struct Transfer {
+    status: StatusCode,
+    received: u64,
+    secs: f64,
+    body: Vec<u8>,
+}
+
+/// One request on a fresh connection, timed from send to the last byte of the answer.
+async fn one_request(addr: SocketAddr, req: Request<BenchBody>) -> Result<Transfer, String> {
+    let mut sender = connect(addr).await?;
+    let t0 = Instant::now();
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = res.status();
+    let (received, body) = drain(res.into_body(), !status.is_success())
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(Transfer {
+        status,
+        received,
+        secs: t0.elapsed().as_secs_f64(),
+        body,
+    })
+}
+
+fn expect_ok(what: &str, t: &Transfer) {
+    assert!(
+        t.status.is_success(),
+        "{what}: {} {}",
+        t.status,
+        String::from_utf8_lossy(&t.body)
+    );
+}
+
+// =============================================================================================
+// Processes: the do-nothing server and postgate
+
+/// Kills the child on drop, so a panicking bench leaves no servers behind.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    log: Option<PathBuf>,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmHWM` (peak RSS since start) and `VmRSS`, in MiB.
+    fn memory_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/<pid>/status");
+        let field = |name: &str| -> f64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map_or(f64::NAN, |kb| kb / 1024.0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    /// SIGTERM (graceful), then SIGKILL after 5 s.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(log) = &self.log {
+            eprintln!(
+                "s3 bench: server did not stop in 5 s, killing it (log: {})",
+                log.display()
+            );
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `--perf DIR`: `perf record -g` attached to the server for the duration of one case.
+struct Perf(Option<Child>);
+
+impl Perf {
+    fn start(o: &Opts, server: &Proc, case: &str) -> Perf {
+        let Some(dir) = &o.perf else {
+            return Perf(None);
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        let child = Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-o"])
+            .arg(dir.join(format!("{case}.data")))
+            .arg("-p")
+            .arg(server.pid().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| eprintln!("s3 bench: cannot run perf: {e}"))
+            .ok();
+        // Let perf attach before the load starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Perf(child)
+    }
+
+    /// SIGINT makes perf write its file and exit.
+    fn stop(self) {
+        if let Some(mut child) = self.0 {
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_do_nothing() -> Proc {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut child = Command::new(exe)
+        .arg("--do-nothing-server")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning the do-nothing server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("reading the do-nothing server's port");
+    let port: u16 = line
+        .trim()
+        .parse()
+        .expect("do-nothing server printed no port");
+    Proc {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        log: None,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `postgate serve` on `data_dir` (created if missing) and waits for `/-/health`.
+async fn spawn_postgate(o: &Opts, data_dir: &Path, tag: &str) -> Proc {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = data_dir.with_extension(format!("{tag}.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(&o.postgate)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--addr")
+        .arg(addr.to_string())
+        .env("POSTGATE_ACCESS_KEY", ACCESS_KEY)
+        .env("POSTGATE_SECRET_KEY", SECRET_KEY)
+        .env_remove("POSTGATE_CONFIG")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", o.postgate.display()));
+    let mut p = Proc {
+        child,
+        addr,
+        log: Some(log.clone()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = Request::get("/-/health")
+            .header("host", addr.to_string())
+            .body(BenchBody::empty())
+            .unwrap();
+        if let Ok(t) = one_request(addr, req).await
+            && t.status == StatusCode::OK
+        {
+            return p;
+        }
+        if let Ok(Some(st)) = p.child.try_wait() {
+            panic!(
+                "postgate exited ({st}) before becoming ready:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "postgate not ready after 20 s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn create_bucket(p: &Proc) -> Signer {
+    let signer = Signer::new(&p.addr.to_string());
+    let req = signer.signed(
+        Method::PUT,
+        &format!("/{BUCKET}"),
+        sigv4::EMPTY_SHA256,
+        BenchBody::empty(),
+    );
+    let t = one_request(p.addr, req).await.expect("CreateBucket");
+    expect_ok("CreateBucket", &t);
+    signer
+}
+
+/// `--do-nothing-server`: postgate's HTTP stack (hyper's HTTP/1.1 server on a multi-threaded
+/// tokio runtime, `TCP_NODELAY`) doing nothing. `GET /` → 4 KiB, `GET /big/{n}` → n bytes
+/// streamed in 1 MiB chunks. Prints its port, serves until killed.
+fn do_nothing_server() {
+    use hyper::service::service_fn;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let small = pattern(SMALL, 7);
+        let chunk = pattern(CHUNK, 8);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        std::io::stdout().flush().unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (small, chunk) = (small.clone(), chunk.clone());
+            let service = service_fn(move |req: Request<Incoming>| {
+                let body = match req.uri().path().strip_prefix("/big/") {
+                    Some(n) => BenchBody::repeat(chunk.clone(), n.parse().unwrap_or(0)),
+                    None => BenchBody::bytes(small.clone()),
+                };
+                std::future::ready(Ok::<_, Infallible>(hyper::Response::new(body)))
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+// =============================================================================================
+// Disk limits
+
+/// `dd … conv=fdatasync`, timed here (dd's own figure is printed alongside for reference).
+fn dd_limit(dir: &Path, bytes: u64) -> (f64, String) {
+    let file = dir.join("dd.bin");
+    let t0 = Instant::now();
+    let out = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .arg("bs=1M")
+        .arg(format!("count={}", bytes >> 20))
+        .arg("conv=fdatasync")
+        .output()
+        .expect("running dd");
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "dd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&file);
+    let dd_says = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned();
+    (bytes as f64 / secs / 1e6, dd_says)
+}
+
+/// 64 threads × (create a 4 KiB file, write, fdatasync, close), for `dur` → files/s. The files
+/// are then unlinked by the same 64 threads, untimed (one thread would need many seconds).
+fn fsync_floor(dir: &Path, dur: Duration) -> f64 {
+    let dir = dir.join("fsync-floor");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = pattern(SMALL, 9);
+    let count = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let written = std::sync::Barrier::new(CONNECTIONS + 1);
+    let t0 = Instant::now();
+    let secs = std::thread::scope(|s| {
+        for t in 0..CONNECTIONS {
+            let (dir, data, count, stop, written) = (&dir, &data, &count, &stop, &written);
+            s.spawn(move || {
+                let name = |i: u64| dir.join(format!("t{t:02}-{i:07}"));
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut f = std::fs::File::create(name(i)).unwrap();
+                    f.write_all(data).unwrap();
+                    f.sync_data().unwrap();
+                    drop(f);
+                    i += 1;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                written.wait();
+                for j in 0..i {
+                    let _ = std::fs::remove_file(name(j));
+                }
+            });
+        }
+        std::thread::sleep(dur);
+        stop.store(true, Ordering::Relaxed);
+        written.wait();
+        // Files finished after `stop` are counted over the time they took too.
+        t0.elapsed().as_secs_f64()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    count.load(Ordering::Relaxed) as f64 / secs
+}
+
+// =============================================================================================
+// Report
+
+enum Target {
+    /// Information only.
+    None,
+    /// value / limit ≥ this.
+    RatioAtLeast(f64),
+    /// value / limit < 1 (the limit is a budget, e.g. 32 MiB of RSS).
+    Below,
+}
+
+struct Row {
+    figure: String,
+    value: f64,
+    unit: &'static str,
+    /// (short name, value) of the limit this figure is compared with.
+    limit: Option<(String, f64)>,
+    target: Target,
+    /// Extra condition for PASS (e.g. "every answer 200"), with its explanation when it fails.
+    must: Option<(bool, String)>,
+    note: String,
+}
+
+impl Row {
+    fn limit(figure: impl Into<String>, value: f64, unit: &'static str, note: String) -> Row {
+        Row {
+            figure: figure.into(),
+            value,
+            unit,
+            limit: None,
+            target: Target::None,
+            must: None,
+            note,
+        }
+    }
+    fn ratio(&self) -> Option<f64> {
+        self.limit.as_ref().map(|(_, l)| self.value / l)
+    }
+    fn pass(&self) -> Option<bool> {
+        let r = self.ratio();
+        let by_target = match self.target {
+            Target::None => None,
+            Target::RatioAtLeast(min) => Some(r.is_some_and(|r| r >= min)),
+            Target::Below => Some(r.is_some_and(|r| r < 1.0)),
+        };
+        match (&self.must, by_target) {
+            (Some((ok, _)), Some(t)) => Some(*ok && t),
+            (Some((ok, _)), None) => Some(*ok),
+            (None, t) => t,
+        }
+    }
+    fn target_text(&self) -> String {
+        match self.target {
+            Target::None => "-".into(),
+            Target::RatioAtLeast(m) => format!(">= {m:.2}x"),
+            Target::Below => "< 1.00x".into(),
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    if v >= 100.0 {
+        let s = format!("{:.0}", v);
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{:<52} {:>16}  {:<34} {:>8}  {:<9} result",
+        "figure", "value", "limit", "ratio", "target"
+    );
+    let _ = writeln!(s, "{}", "-".repeat(132));
+    for r in rows {
+        let value = format!("{} {}", fmt_num(r.value), r.unit);
+        let limit = r
+            .limit
+            .as_ref()
+            .map_or("-".to_owned(), |(n, v)| format!("{n} {}", fmt_num(*v)));
+        let ratio = r.ratio().map_or("-".to_owned(), |x| format!("{x:.3}x"));
+        let result = match r.pass() {
+            None => "info",
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+        };
+        let _ = writeln!(
+            s,
+            "{:<52} {:>16}  {:<34} {:>8}  {:<9} {}",
+            r.figure,
+            value,
+            limit,
+            ratio,
+            r.target_text(),
+            result
+        );
+        if !r.note.is_empty() {
+            let _ = writeln!(s, "    {}", r.note);
+        }
+        if let Some((false, why)) = &r.must {
+            let _ = writeln!(s, "    !! {why}");
+        }
+    }
+    println!("{s}");
+}
+
+fn write_json(path: &Path, o: &Opts, rows: &[Row], machine: serde_json::Value, total_secs: f64) {
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "figure": r.figure,
+                "value": r.value,
+                "unit": r.unit,
+                "limit": r.limit.as_ref().map(|(n, v)| json!({"name": n, "value": v})),
+                "ratio": r.ratio(),
+                "target": r.target_text(),
+                "pass": r.pass(),
+                "must": r.must.as_ref().map(|(ok, why)| json!({"ok": ok, "why": why})),
+                "note": r.note,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "bench": "s3",
+        "quick": o.quick,
+        "connections": CONNECTIONS,
+        "warmup_secs": o.warmup.as_secs_f64(),
+        "measure_secs": o.measure.as_secs_f64(),
+        "big_bytes": o.big,
+        "total_secs": total_secs,
+        "machine": machine,
+        "rows": rows,
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+}
+
+fn machine_state() -> serde_json::Value {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "loadavg": read("/proc/loadavg"),
+    })
+}
+
+// =============================================================================================
+// The run
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--do-nothing-server") {
+        do_nothing_server();
+        return;
+    }
+    let o = Opts::parse(&args);
+    assert!(
+        o.postgate.exists(),
+        "{} not found (cargo builds it for `cargo bench`; or pass --postgate)",
+        o.postgate.display()
+    );
+    let target = target_dir(&o.postgate);
+    let scratch = target
+        .join("bench")
+        .join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| target.join("bench").join("s3.json"));
+    let machine_before = machine_state();
+    eprintln!(
+        "s3 bench: {} mode, server {}, scratch {}, load {}",
+        if o.quick { "quick" } else { "full" },
+        o.postgate.display(),
+        scratch.display(),
+        machine_before["loadavg"]
+    );
+    let t_all = Instant::now();
+
+    // The client gets two workers: the server needs the rest of a small machine.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rt.block_on(run_all(&o, &scratch));
+
+    step("all cases done");
+    let total = t_all.elapsed().as_secs_f64();
+    print_table(&rows);
+    let machine = json!({ "before": machine_before, "after": machine_state() });
+    write_json(&out, &o, &rows, machine.clone(), total);
+    println!(
+        "total {total:.1} s; load average before: {}, after: {}; JSON: {}",
+        machine["before"]["loadavg"],
+        machine["after"]["loadavg"],
+        out.display()
+    );
+    if o.keep {
+        println!("scratch kept: {}", scratch.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+}
+
+fn step(name: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("s3 bench: [{t:6.1} s] {name}");
+}
+
+async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+
+    // --- 1. Loopback limit.
+    step("loopback limit (do-nothing server)");
+    let nothing = spawn_do_nothing();
+    let src = Arc::new(PlainGet {
+        host: nothing.addr.to_string(),
+    });
+    let loopback = run_load(nothing.addr, src, StatusCode::OK, timed(o)).await;
+    assert_eq!(
+        loopback.errors, 0,
+        "do-nothing server: {:?}",
+        loopback.first_error
+    );
+    let req = Request::get(format!("/big/{}", o.big))
+        .header("host", nothing.addr.to_string())
+        .body(BenchBody::empty())
+        .unwrap();
+    let stream = one_request(nothing.addr, req).await.unwrap();
+    expect_ok("do-nothing big GET", &stream);
+    assert_eq!(stream.received, o.big);
+    let loopback_bulk = o.big as f64 / stream.secs / 1e6;
+    nothing.stop();
+    step("  do-nothing server stopped");
+    rows.push(Row::limit(
+        "L1 loopback: do-nothing GET 4 KiB @64 conns",
+        loopback.rps,
+        "req/s",
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms",
+            loopback.p50_ms, loopback.p99_ms
+        ),
+    ));
+    rows.push(Row::limit(
+        format!("L1b loopback: do-nothing GET {} stream", o.size_label()),
+        loopback_bulk,
+        "MB/s",
+        String::new(),
+    ));
+
+    // --- 2. Disk limit; 3. fsync'd-files floor.
+    step("disk limit (dd conv=fdatasync)");
+    let (dd, dd_says) = tokio::task::block_in_place(|| dd_limit(scratch, o.big));
+    rows.push(Row::limit(
+        format!("L2 disk: dd {} bs=1M conv=fdatasync", o.size_label()),
+        dd,
+        "MB/s",
+        format!("dd says: {dd_says}"),
+    ));
+    step("fsync'd-files floor");
+    let floor = tokio::task::block_in_place(|| fsync_floor(scratch, o.fsync_secs));
+    step("  fsync'd-files floor done");
+    rows.push(Row::limit(
+        "L3 disk: 64 thr x (4 KiB file + fdatasync)",
+        floor,
+        "files/s",
+        String::new(),
+    ));
+
+    // --- 4. PutObject 4 KiB; 5. GetObject 4 KiB.
+    figure_small(o, scratch, &mut rows, floor, loopback.rps).await;
+
+    // --- 6. PutObject big, RSS; 7. GetObject big, RSS.
+    figure_big(o, scratch, &mut rows, dd, loopback_bulk).await;
+
+    rows
+}
+
+async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, loopback: f64) {
+    let server = spawn_postgate(o, &scratch.join("small"), "small").await;
+    let signer = create_bucket(&server).await;
+
+    step("PutObject 4 KiB @64 (precomputing signatures)");
+    let t = Instant::now();
+    let put = Arc::new(PutSmall::new(signer.clone(), "put", o.put_pool_per_conn));
+    eprintln!(
+        "s3 bench:   {} signatures in {:.2} s",
+        CONNECTIONS as u64 * o.put_pool_per_conn,
+        t.elapsed().as_secs_f64()
+    );
+    let perf = Perf::start(o, &server, "put-4k");
+    let r = run_load(server.addr, put.clone(), StatusCode::OK, timed(o)).await;
+    perf.stop();
+    let on_the_fly = put.signed_on_the_fly.load(Ordering::Relaxed);
+    let all_ok = r.errors == 0 && r.completed > 0;
+    rows.push(Row {
+        figure: "4 PutObject 4 KiB @64 conns, distinct keys".into(),
+        value: r.rps,
+        unit: "req/s",
+        limit: Some(("L3".into(), floor)),
+        target: Target::RatioAtLeast(4.0),
+        must: Some((
+            all_ok,
+            format!(
+                "{} non-200 answers; first: {}",
+                r.errors,
+                r.first_error.clone().unwrap_or_default()
+            ),
+        )),
+        note: format!(
+            "{} counted, {} errors{}",
+            r.completed,
+            r.errors,
+            if on_the_fly > 0 {
+                format!(", {on_the_fly} requests signed on the fly (pool exhausted)")
+            } else {
+                String::new()
+            }
+        ),
+    });
+    rows.push(Row::limit(
+        "4 PutObject 4 KiB p50 latency",
+        r.p50_ms,
+        "ms",
+        String::new(),
+    ));
+    rows.push(Row::limit(
+        "4 PutObject 4 KiB p99 latency",
+        r.p99_ms,
+        "ms",
+        String::new(),
+    ));
+    drop(put);
+
+    step("GetObject 4 KiB @64 (preloading keys)");
+    let preload = Arc::new(PutSmall::new(signer.clone(), "get", GET_KEYS_PER_CONN));
+    let paths: Vec<String> = (0..CONNECTIONS)
+        .flat_map(|c| (0..GET_KEYS_PER_CONN).map(move |i| (c, i)))
+        .map(|(c, i)| preload.path(c, i))
+        .collect();
+    let pre = run_load(server.addr, preload, StatusCode::OK, |_| {
+        Plan::Count(GET_KEYS_PER_CONN)
+    })
+    .await;
+    assert_eq!(pre.errors, 0, "preloading GET keys: {:?}", pre.first_error);
+    let get = Arc::new(GetSmall::new(Signer::new(&server.addr.to_string()), paths));
+    let perf = Perf::start(o, &server, "get-4k");
+    let r = run_load(server.addr, get, StatusCode::OK, timed(o)).await;
+    perf.stop();
+    rows.push(Row {
+        figure: format!(
+            "5 GetObject 4 KiB @64 conns, {} keys",
+            CONNECTIONS as u64 * GET_KEYS_PER_CONN
+        ),
+        value: r.rps,
+        unit: "req/s",
+        limit: Some(("L1".into(), loopback)),
+        target: Target::RatioAtLeast(0.15),
+        must: Some((
+            r.errors == 0 && r.completed > 0,
+            format!(
+                "{} non-200 answers; first: {}",
+                r.errors,
+                r.first_error.clone().unwrap_or_default()
+            ),
+        )),
+        note: format!("{} counted, p50 {:.2} ms", r.completed, r.p50_ms),
+    });
+    rows.push(Row::limit(
+        "5 GetObject 4 KiB p99 latency",
+        r.p99_ms,
+        "ms",
+        String::new(),
+    ));
+    server.stop();
+    step("  server stopped");
+}
+
+fn rss_row(figure: String, hwm: f64, rss: f64) -> Row {
+    Row {
+        figure,
+        value: hwm,
+        unit: "MiB",
+        limit: Some(("budget".into(), RSS_LIMIT_MIB)),
+        target: Target::Below,
+        must: None,
+        note: format!("VmRSS after: {rss:.1} MiB"),
+    }
+}
+
+async fn figure_big(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64, loopback_bulk: f64) {
+    let label = o.size_label();
+    let chunk = pattern(CHUNK, 11);
+
+    // Baseline: peak RSS of a fresh server after one 1 MiB PutObject.
+    step("VmHWM after 1 MiB PutObject (fresh server)");
+    let server = spawn_postgate(o, &scratch.join("rss-1mib"), "rss").await;
+    let signer = create_bucket(&server).await;
+    let req = signer.signed(
+        Method::PUT,
+        &format!("/{BUCKET}/one-mib"),
+        sigv4::UNSIGNED_PAYLOAD,
+        BenchBody::repeat(chunk.clone(), CHUNK as u64),
+    );
+    let t = one_request(server.addr, req).await.unwrap();
+    expect_ok("PutObject 1 MiB", &t);
+    let (hwm, rss) = server.memory_mib();
+    rows.push(rss_row(
+        "6 server VmHWM, fresh + 1 MiB PutObject".into(),
+        hwm,
+        rss,
+    ));
+    server.stop();
+    step("  server stopped");
+
+    // PutObject big on a fresh server.
+    step(&format!("PutObject {label} (fresh server)"));
+    let dir = scratch.join("big");
+    let server = spawn_postgate(o, &dir, "put").await;
+    let signer = create_bucket(&server).await;
+    let (hwm_idle, _) = server.memory_mib();
+    let path = format!("/{BUCKET}/big-object");
+    let req = signer.signed(
+        Method::PUT,
+        &path,
+        sigv4::UNSIGNED_PAYLOAD,
+        BenchBody::repeat(chunk.clone(), o.big),
+    );
+    let perf = Perf::start(o, &server, "put-big");
+    let t = one_request(server.addr, req).await.unwrap();
+    perf.stop();
+    expect_ok("PutObject big", &t);
+    let (hwm, rss) = server.memory_mib();
+    rows.push(Row {
+        figure: format!("6 PutObject {label}, 1 MiB chunks, UNSIGNED-PAYLOAD"),
+        value: o.big as f64 / t.secs / 1e6,
+        unit: "MB/s",
+        limit: Some(("L2".into(), dd)),
+        target: Target::RatioAtLeast(0.95),
+        must: None,
+        note: format!("{:.2} s", t.secs),
+    });
+    rows.push(rss_row(
+        format!("6 server VmHWM, fresh + PutObject {label}"),
+        hwm,
+        rss,
+    ));
+    rows.last_mut().unwrap().note += &format!("; VmHWM before the upload: {hwm_idle:.1} MiB");
+    server.stop();
+    step("  server stopped");
+
+    // GetObject big on a fresh server process over the same data.
+    step(&format!("GetObject {label} (fresh server)"));
+    let server = spawn_postgate(o, &dir, "get").await;
+    let signer = Signer::new(&server.addr.to_string());
+    let req = signer.signed(Method::GET, &path, sigv4::EMPTY_SHA256, BenchBody::empty());
+    let perf = Perf::start(o, &server, "get-big");
+    let t = one_request(server.addr, req).await.unwrap();
+    perf.stop();
+    expect_ok("GetObject big", &t);
+    assert_eq!(t.received, o.big, "GetObject big: wrong length");
+    let (hwm, rss) = server.memory_mib();
+    rows.push(Row {
+        figure: format!("7 GetObject {label}"),
+        value: o.big as f64 / t.secs / 1e6,
+        unit: "MB/s",
+        limit: Some(("L1b".into(), loopback_bulk)),
+        target: Target::None,
+        must: None,
+        note: format!(
+            "{:.2} s (object likely in page cache: written just before)",
+            t.secs
+        ),
+    });
+    rows.push(rss_row(
+        format!("7 server VmHWM, fresh + GetObject {label}"),
+        hwm,
+        rss,
+    ));
+    server.stop();
+    step("  server stopped");
+}
