@@ -154,6 +154,16 @@ impl BlobStore {
         Ok(store)
     }
 
+    /// A fresh temp file name under `data/tmp`, removed on drop unless persisted.
+    fn new_temp(&self) -> TempBlob {
+        let id = uuid::Uuid::new_v4();
+        TempBlob {
+            id,
+            path: self.tmp.join(id.simple().to_string()),
+            armed: true,
+        }
+    }
+
     /// `data/blobs/ab/cd/<uuid>`: two levels of fan-out keep directories small.
     pub fn path_of(&self, id: &str) -> PathBuf {
         let a = id.get(0..2).unwrap_or("00");
@@ -202,14 +212,8 @@ impl BlobStore {
         };
 
         // Large phase: writer and hasher threads, fed the same refcounted chunks.
-        let id = uuid::Uuid::new_v4();
-        let path = self.tmp.join(id.simple().to_string());
-        let file = std::fs::File::create(&path)?;
-        let temp = TempBlob {
-            id,
-            path,
-            armed: true,
-        };
+        let temp = self.new_temp();
+        let file = std::fs::File::create(&temp.path)?;
         let (wtx, wrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
         let (htx, hrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
         let writer = tokio::task::spawn_blocking(move || write_file(file, wrx));
@@ -279,12 +283,7 @@ impl BlobStore {
         segments: Vec<Segment>,
         hash: bool,
     ) -> io::Result<(TempBlob, Option<[u8; 16]>)> {
-        let new_id = uuid::Uuid::new_v4();
-        let temp = TempBlob {
-            id: new_id,
-            path: self.tmp.join(new_id.simple().to_string()),
-            armed: true,
-        };
+        let temp = self.new_temp();
         let dest = temp.path.clone();
         let store = self.clone();
         let md5 = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 16]>> {
@@ -329,12 +328,7 @@ impl BlobStore {
 
     /// Writes bytes held in memory to a synced temp file (a small multipart part).
     pub async fn stage_bytes(&self, bytes: Vec<u8>) -> io::Result<TempBlob> {
-        let new_id = uuid::Uuid::new_v4();
-        let temp = TempBlob {
-            id: new_id,
-            path: self.tmp.join(new_id.simple().to_string()),
-            armed: true,
-        };
+        let temp = self.new_temp();
         let dest = temp.path.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let mut f = std::fs::File::create(&dest)?;

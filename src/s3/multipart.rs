@@ -14,16 +14,16 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 
 use super::object::{
-    body_segments, check_copy_conditions, copy_source, object_headers, requested_checksum,
+    body_segments, check_copy_conditions, copy_source, object_headers, receive_body,
 };
 use super::{Caller, S3Request, empty, iso8601, xml_response};
 use crate::app::AppState;
-use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::objects::{self, Body as Stored};
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::store::{Hashes, Staged};
-use crate::upload::{self, Expected, ObjectHeaders};
+use crate::store::Staged;
+use crate::upload::{self, ObjectHeaders};
 use crate::xml::{self, XmlWriter};
 
 /// S3's smallest part, except the last.
@@ -122,37 +122,12 @@ pub async fn upload_part(
 ) -> S3Result<Response> {
     let number = part_number(req)?;
     let upload = load_upload(app, req).await?;
-    let mut expected = Expected {
-        md5: upload::parse_content_md5(req.header("content-md5"))?,
-        ..Expected::default()
-    };
-    let algo = requested_checksum(req)?;
-    let upload_body = caller.upload_body(req, body)?;
-    expected.sha256_hex = upload_body.sha256_hex.clone();
-    expected.checksum = algo.clone();
-    let hashes = Hashes::new(
-        expected.sha256_hex.is_some(),
-        algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
-    );
-    let trailer = upload_body.trailer.clone();
-    let ingested = app
-        .store
-        .ingest(upload_body.stream, MAX_PART_SIZE, 0, hashes)
-        .await
-        .map_err(|e| upload::ingest_error(e, MAX_PART_SIZE))?;
-    let trailer_value = match (&trailer, &algo) {
-        (Some(t), Some((a, _))) => t.value(a.header_name()),
-        _ => None,
-    };
-    expected.verify(&ingested, trailer_value.as_deref())?;
+    let (ingested, checksum) = receive_body(app, req, caller, body, MAX_PART_SIZE, 0).await?;
     let temp = match ingested.staged {
         Staged::Temp(t) => t,
         Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
     };
-    let checksum = algo
-        .as_ref()
-        .zip(ingested.digests.checksum.clone())
-        .map(|((a, _), v)| format!("{} {v}", a.as_str()));
+    let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = upload::etag_of(&ingested.digests.md5);
     store_part(
         app,

@@ -24,46 +24,15 @@ pub async fn put_object(
     body: Body,
 ) -> S3Result<Response> {
     let headers = object_headers(req)?;
-    let mut expected = Expected {
-        md5: upload::parse_content_md5(req.header("content-md5"))?,
-        ..Expected::default()
-    };
-    let algo = requested_checksum(req)?;
-    let upload_body = caller.upload_body(req, body)?;
-    expected.sha256_hex = upload_body.sha256_hex.clone();
-    expected.checksum = algo.clone();
-    if req.headers.get(header::CONTENT_LENGTH).is_none() && upload_body.decoded_length.is_none() {
-        return Err(S3Error::code(S3ErrorCode::MissingContentLength));
-    }
-    if let Some(len) = upload_body.decoded_length.or_else(|| {
-        req.header(header::CONTENT_LENGTH)
-            .and_then(|v| v.parse().ok())
-    }) && len > MAX_OBJECT_SIZE
-    {
-        return Err(S3Error::code(S3ErrorCode::EntityTooLarge)
-            .with("ProposedSize", len.to_string())
-            .with("MaxSizeAllowed", MAX_OBJECT_SIZE.to_string()));
-    }
-    let hashes = Hashes::new(
-        expected.sha256_hex.is_some(),
-        algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
-    );
-    let trailer = upload_body.trailer.clone();
-    let ingested = app
-        .store
-        .ingest(
-            upload_body.stream,
-            MAX_OBJECT_SIZE,
-            app.config.inline_max_bytes,
-            hashes,
-        )
-        .await
-        .map_err(|e| upload::ingest_error(e, MAX_OBJECT_SIZE))?;
-    let trailer_value = match (&trailer, &algo) {
-        (Some(t), Some((a, _))) => t.value(a.header_name()),
-        _ => None,
-    };
-    expected.verify(&ingested, trailer_value.as_deref())?;
+    let (ingested, checksum) = receive_body(
+        app,
+        req,
+        caller,
+        body,
+        MAX_OBJECT_SIZE,
+        app.config.inline_max_bytes,
+    )
+    .await?;
 
     let etag = upload::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(
@@ -71,10 +40,7 @@ pub async fn put_object(
         etag.clone(),
         caller.access_key().unwrap_or_default().to_owned(),
     );
-    meta.checksum = algo
-        .as_ref()
-        .zip(ingested.digests.checksum.clone())
-        .map(|((a, _), v)| (a.as_str().to_owned(), v));
+    meta.checksum = checksum;
     let cond = WriteCondition {
         if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
         if_match: req.header(header::IF_MATCH).map(str::to_owned),
@@ -99,6 +65,58 @@ pub async fn put_object(
         );
     }
     Ok(res)
+}
+
+/// Reads a PUT body (PutObject, UploadPart) into the store, checking everything the request
+/// declared: Content-MD5, the signed SHA-256, an additional checksum (in a header or the
+/// aws-chunked trailer), and the size limit. Returns the staged body and the checksum to store.
+pub(super) async fn receive_body(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    body: Body,
+    max: u64,
+    inline_max: usize,
+) -> S3Result<(crate::store::Ingested, Option<(String, String)>)> {
+    let algo = requested_checksum(req)?;
+    let upload_body = caller.upload_body(req, body)?;
+    let expected = Expected {
+        md5: upload::parse_content_md5(req.header("content-md5"))?,
+        sha256_hex: upload_body.sha256_hex.clone(),
+        checksum: algo.clone(),
+    };
+    if req.headers.get(header::CONTENT_LENGTH).is_none() && upload_body.decoded_length.is_none() {
+        return Err(S3Error::code(S3ErrorCode::MissingContentLength));
+    }
+    if let Some(len) = upload_body.decoded_length.or_else(|| {
+        req.header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+    }) && len > max
+    {
+        return Err(S3Error::code(S3ErrorCode::EntityTooLarge)
+            .with("ProposedSize", len.to_string())
+            .with("MaxSizeAllowed", max.to_string()));
+    }
+    let hashes = Hashes::new(
+        expected.sha256_hex.is_some(),
+        algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
+    );
+    let trailer = upload_body.trailer.clone();
+    let ingested = app
+        .store
+        .ingest(upload_body.stream, max, inline_max, hashes)
+        .await
+        .map_err(|e| upload::ingest_error(e, max))?;
+    let trailer_value = match (&trailer, &algo) {
+        (Some(t), Some((a, _))) => t.value(a.header_name()),
+        _ => None,
+    };
+    expected.verify(&ingested, trailer_value.as_deref())?;
+    let checksum = algo
+        .as_ref()
+        .zip(ingested.digests.checksum.clone())
+        .map(|((a, _), v)| (a.as_str().to_owned(), v));
+    Ok((ingested, checksum))
 }
 
 pub(super) fn object_headers(req: &S3Request) -> S3Result<ObjectHeaders> {
