@@ -9,7 +9,7 @@ mod authn;
 mod bucket;
 mod cors;
 mod list;
-mod multipart;
+pub mod multipart;
 mod object;
 mod post_object;
 

@@ -294,74 +294,12 @@ pub async fn complete_multipart_upload(
     let upload_id = req.param("uploadId").unwrap_or_default().to_owned();
     let bytes = caller.read_small_body(req, body, 4 * 1024 * 1024).await?;
     let doc: CompleteMultipartUpload = xml::parse(&bytes)?;
-    if doc.parts.is_empty() {
-        return Err(S3Error::code(S3ErrorCode::MalformedXML));
-    }
-    if doc
+    let parts = doc
         .parts
-        .windows(2)
-        .any(|w| w[0].part_number >= w[1].part_number)
-    {
-        return Err(S3Error::code(S3ErrorCode::InvalidPartOrder).with("UploadId", &upload_id));
-    }
-    let (b, k, id) = (
-        req.bucket().to_owned(),
-        req.key().to_owned(),
-        upload_id.clone(),
-    );
-    let outcome = app
-        .db
-        .write(
-            move |c| -> Result<S3Result<(String, Vec<String>)>, crate::db::DbError> {
-                let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    return Ok(Err(no_such_upload(&id)));
-                };
-                let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
-                let mut manifest = Vec::with_capacity(doc.parts.len());
-                let mut md5s = Md5::new();
-                let last = doc.parts.len() - 1;
-                for (i, want) in doc.parts.iter().enumerate() {
-                    let found = stored.iter().find(|p| p.part_number == want.part_number);
-                    let Some(part) = found
-                        .filter(|p| p.etag.trim_matches('"') == want.etag.trim().trim_matches('"'))
-                    else {
-                        return Ok(Err(S3Error::code(S3ErrorCode::InvalidPart)
-                            .with("UploadId", &id)
-                            .with("PartNumber", want.part_number.to_string())
-                            .with("ETag", &want.etag)));
-                    };
-                    if i < last && part.size < MIN_PART_SIZE {
-                        return Ok(Err(S3Error::code(S3ErrorCode::EntityTooSmall)
-                            .with("ProposedSize", part.size.to_string())
-                            .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
-                            .with("PartNumber", part.part_number.to_string())
-                            .with("ETag", &part.etag)));
-                    }
-                    md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
-                    manifest.push((part.blob.clone(), part.size));
-                }
-                let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), doc.parts.len());
-                let saved: UploadHeaders = serde_json::from_str(&upload.headers)
-                    .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
-                let size = manifest.iter().map(|(_, s)| s).sum();
-                let meta = saved
-                    .headers
-                    .into_meta(size, etag.clone(), upload.owner.clone());
-                let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
-                let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
-                garbage.extend(
-                    uploads::remove(c, &id)?
-                        .into_iter()
-                        .filter(|b| !used.contains(b)),
-                );
-                Ok(Ok((etag, garbage)))
-            },
-        )
-        .await?;
-    let (etag, garbage) = outcome?;
-    for blob in garbage {
-        app.store.remove(blob).await;
-    }
+        .into_iter()
+        .map(|p| (p.part_number, p.etag))
+        .collect();
+    let etag = complete(app, req.bucket(), req.key(), &upload_id, parts, None).await?;
     let mut w = XmlWriter::new();
     w.root("CompleteMultipartUploadResult");
     w.elem(
@@ -375,12 +313,129 @@ pub async fn complete_multipart_upload(
     Ok(xml_response(w.finish()))
 }
 
-pub async fn abort_multipart_upload(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let upload = load_upload(app, req).await?;
-    let id = upload.upload_id.clone();
-    let blobs = app.db.write(move |c| uploads::remove(c, &id)).await?;
+/// Completes an upload from its (part number, ETag) list, in one transaction: checks the list
+/// (order, ETags, part sizes, and the total against `max_size` when given), makes the object
+/// visible with a manifest of the part blobs, and removes what is no longer used. Returns the
+/// object's ETag.
+pub async fn complete(
+    app: &AppState,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<(u32, String)>,
+    max_size: Option<u64>,
+) -> S3Result<String> {
+    if parts.is_empty() {
+        return Err(S3Error::code(S3ErrorCode::MalformedXML));
+    }
+    if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(S3Error::code(S3ErrorCode::InvalidPartOrder).with("UploadId", upload_id));
+    }
+    let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+    let outcome = app
+        .db
+        .write(move |c| -> Result<S3Result<(String, Vec<String>)>, crate::db::DbError> {
+            let Some(upload) = uploads::get(c, &b, &k, &id)? else {
+                return Ok(Err(no_such_upload(&id)));
+            };
+            let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
+            let mut manifest = Vec::with_capacity(parts.len());
+            let mut md5s = Md5::new();
+            let last = parts.len() - 1;
+            for (i, (number, want_etag)) in parts.iter().enumerate() {
+                let found = stored.iter().find(|p| p.part_number == *number);
+                let Some(part) = found.filter(|p| {
+                    p.etag.trim_matches('"') == want_etag.trim().trim_matches('"')
+                }) else {
+                    return Ok(Err(S3Error::code(S3ErrorCode::InvalidPart)
+                        .with("UploadId", &id)
+                        .with("PartNumber", number.to_string())
+                        .with("ETag", want_etag)));
+                };
+                if i < last && part.size < MIN_PART_SIZE {
+                    return Ok(Err(S3Error::code(S3ErrorCode::EntityTooSmall)
+                        .with("ProposedSize", part.size.to_string())
+                        .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
+                        .with("PartNumber", part.part_number.to_string())
+                        .with("ETag", &part.etag)));
+                }
+                md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
+                manifest.push((part.blob.clone(), part.size));
+            }
+            let size: u64 = manifest.iter().map(|(_, s)| s).sum();
+            if let Some(max) = max_size
+                && size > max
+            {
+                return Ok(Err(S3Error::code(S3ErrorCode::EntityTooLarge)
+                    .with("ProposedSize", size.to_string())
+                    .with("MaxSizeAllowed", max.to_string())));
+            }
+            let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
+            let saved: UploadHeaders = serde_json::from_str(&upload.headers)
+                .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
+            let meta = saved.headers.into_meta(size, etag.clone(), upload.owner.clone());
+            let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
+            let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+            garbage.extend(uploads::remove(c, &id)?.into_iter().filter(|b| !used.contains(b)));
+            Ok(Ok((etag, garbage)))
+        })
+        .await?;
+    let (etag, garbage) = outcome?;
+    for blob in garbage {
+        app.store.remove(blob).await;
+    }
+    Ok(etag)
+}
+
+/// Starts a multipart upload for `bucket/key` with the given headers (the upload-link page uses
+/// this; CreateMultipartUpload is the S3 form). Returns the upload id.
+pub async fn create(
+    app: &AppState,
+    bucket: &str,
+    key: &str,
+    owner: &str,
+    headers: ObjectHeaders,
+) -> S3Result<String> {
+    let record = UploadRecord {
+        upload_id: uuid::Uuid::new_v4().simple().to_string(),
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        owner: owner.to_owned(),
+        initiated: crate::db::now_millis(),
+        headers: serde_json::to_string(&UploadHeaders {
+            headers,
+            checksum_algorithm: None,
+        })
+        .map_err(S3Error::internal)?,
+    };
+    let id = record.upload_id.clone();
+    app.db.write(move |c| uploads::create(c, &record)).await?;
+    Ok(id)
+}
+
+/// Aborts an upload and removes its parts. `false` when there was no such upload.
+pub async fn abort(app: &AppState, bucket: &str, key: &str, upload_id: &str) -> S3Result<bool> {
+    let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+    let blobs = app
+        .db
+        .write(move |c| match uploads::get(c, &b, &k, &id)? {
+            Some(_) => uploads::remove(c, &id).map(Some),
+            None => Ok(None),
+        })
+        .await?;
+    let Some(blobs) = blobs else {
+        return Ok(false);
+    };
     for blob in blobs {
         app.store.remove(blob).await;
+    }
+    Ok(true)
+}
+
+pub async fn abort_multipart_upload(app: &AppState, req: &S3Request) -> S3Result<Response> {
+    let id = req.param("uploadId").unwrap_or_default();
+    if !abort(app, req.bucket(), req.key(), id).await? {
+        return Err(no_such_upload(id));
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }

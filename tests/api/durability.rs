@@ -1,0 +1,372 @@
+//! What survives disconnects, concurrency, crashes and restarts; the operator CLI.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::Method;
+use tokio::process::{Child, Command};
+
+use crate::helpers::{
+    ADMIN_AK, ADMIN_SK, Creds, blob_files, md5_hex, pattern, poll_until, req_to, send_partial,
+    spawn_app, spawn_app_in, tmp_files, xml_blocks, xml_tag,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_mid_upload_keeps_previous_version_and_no_temp_file() {
+    let app = spawn_app().await;
+    app.create_bucket("dur").await;
+    let old = pattern(1024 * 1024 + 5, 1);
+    app.put_object("dur", "obj", old.clone()).await;
+
+    let new = pattern(5 * 1024 * 1024, 2);
+    let p = app
+        .req(Method::PUT, "/dur/obj")
+        .unsigned()
+        .body(new.clone())
+        .prepare();
+    let mut s = app.connect().await;
+    send_partial(&mut s, &p, new.len(), new.len() / 2).await;
+    // The upload has spilled to a temp file: the server is mid-upload.
+    assert!(
+        poll_until(Duration::from_secs(10), || !app.tmp_files().is_empty()).await,
+        "upload never reached data/tmp"
+    );
+    // Meanwhile readers see the old version.
+    let mid = app.get("/dur/obj").await;
+    assert!(mid.body[..] == old[..]);
+    drop(s);
+
+    assert!(
+        poll_until(Duration::from_secs(5), || app.tmp_files().is_empty()).await,
+        "temp file left behind: {:?}",
+        app.tmp_files()
+    );
+    let got = app.get("/dur/obj").await;
+    got.assert_status(200);
+    assert_eq!(got.body.len(), old.len());
+    assert!(got.body[..] == old[..]);
+    // Exactly one blob: the old version's.
+    assert_eq!(blob_files(app.data_dir()).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_and_gets_see_whole_versions_only() {
+    let app = spawn_app().await;
+    app.create_bucket("race").await;
+    let bodies: Vec<Vec<u8>> = (0..20).map(|i| pattern(200 * 1024, 100 + i)).collect();
+    let md5s: Vec<String> = bodies.iter().map(|b| md5_hex(b)).collect();
+    app.put_object("race", "k", bodies[0].clone()).await;
+
+    let puts = bodies.iter().map(|b| {
+        let app = &app;
+        async move {
+            app.put("/race/k", b.clone()).await.assert_status(200);
+        }
+    });
+    let gets = (0..4).map(|_| {
+        let (app, md5s) = (&app, &md5s);
+        async move {
+            for _ in 0..10 {
+                let res = app.get("/race/k").await;
+                res.assert_status(200);
+                let have = md5_hex(&res.body);
+                assert_eq!(res.body.len(), 200 * 1024);
+                assert!(md5s.contains(&have), "GET returned a mixed body");
+                assert_eq!(
+                    res.header("etag").unwrap(),
+                    format!("\"{have}\""),
+                    "ETag does not match the body"
+                );
+            }
+        }
+    });
+    let (_, _) = tokio::join!(
+        futures_util::future::join_all(puts),
+        futures_util::future::join_all(gets)
+    );
+    let last = app.get("/race/k").await;
+    assert!(md5s.contains(&md5_hex(&last.body)));
+    // Every replaced blob was removed: one blob left, no temp files.
+    assert!(
+        poll_until(Duration::from_secs(5), || blob_files(app.data_dir()).len()
+            == 1)
+        .await,
+        "{:?}",
+        blob_files(app.data_dir())
+    );
+    assert!(app.tmp_files().is_empty());
+}
+
+/// A `postgate serve` subprocess on `dir`.
+struct Server {
+    child: Child,
+    base: String,
+    host: String,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn start_server(dir: &Path) -> Server {
+    let port = free_port();
+    let host = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--addr")
+        .arg(&host)
+        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
+        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
+        .env("POSTGATE_LOG", "warn")
+        .env_remove("POSTGATE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://{host}"),
+        host,
+        http: reqwest::Client::new(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(res) = server
+            .http
+            .get(format!("{}/-/health", server.base))
+            .send()
+            .await
+            && res.status() == 200
+        {
+            return server;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl Server {
+    fn req(&self, method: Method, path: &str) -> crate::helpers::Req<'_> {
+        req_to(&self.base, &self.host, &self.http, method, path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_upload_then_restart_keeps_old_object_and_sweeps_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path()).await;
+    server
+        .req(Method::PUT, "/crash")
+        .send()
+        .await
+        .assert_status(200);
+    let small = b"small inline object".to_vec();
+    let big = pattern(1024 * 1024 + 3, 7);
+    server
+        .req(Method::PUT, "/crash/small")
+        .body(small.clone())
+        .send()
+        .await
+        .assert_status(200);
+    server
+        .req(Method::PUT, "/crash/big")
+        .body(big.clone())
+        .send()
+        .await
+        .assert_status(200);
+
+    // Overwrite of `big` and a new key, both cut off by SIGKILL mid-body.
+    let huge = pattern(16 * 1024 * 1024, 8);
+    let mut streams = Vec::new();
+    for key in ["/crash/big", "/crash/new"] {
+        let p = server
+            .req(Method::PUT, key)
+            .unsigned()
+            .body(huge.clone())
+            .prepare();
+        let mut s = tokio::net::TcpStream::connect(&server.host).await.unwrap();
+        send_partial(&mut s, &p, huge.len(), 2 * 1024 * 1024).await;
+        streams.push(s);
+    }
+    assert!(
+        poll_until(Duration::from_secs(10), || tmp_files(dir.path()).len() == 2).await,
+        "uploads never reached data/tmp: {:?}",
+        tmp_files(dir.path())
+    );
+    server.child.kill().await.unwrap();
+    drop(streams);
+    assert_eq!(
+        tmp_files(dir.path()).len(),
+        2,
+        "SIGKILL leaves the temp files"
+    );
+
+    // A stray blob nobody refers to, as a crash between rename and commit leaves.
+    let stray_dir = dir.path().join("blobs").join("ab").join("cd");
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    let stray = stray_dir.join("abcd0000-stray-blob");
+    std::fs::write(&stray, b"orphan").unwrap();
+
+    let server = start_server(dir.path()).await;
+    let res = server
+        .http
+        .get(format!("{}/-/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        tmp_files(dir.path()).is_empty(),
+        "{:?}",
+        tmp_files(dir.path())
+    );
+    assert!(!stray.exists(), "stray blob not swept");
+    assert_eq!(blob_files(dir.path()).len(), 1, "only big's blob is left");
+
+    let got = server.req(Method::GET, "/crash/big").send().await;
+    got.assert_status(200);
+    assert!(got.body[..] == big[..]);
+    let got = server.req(Method::GET, "/crash/small").send().await;
+    assert_eq!(&got.body[..], &small[..]);
+    server
+        .req(Method::GET, "/crash/new")
+        .send()
+        .await
+        .assert_error(404, "NoSuchKey");
+}
+
+#[tokio::test]
+async fn start_up_sweep_removes_stray_blobs_and_temp_files_and_keeps_referenced_blobs() {
+    let app = spawn_app().await;
+    app.create_bucket("sweep").await;
+    let data = pattern(200 * 1024, 3);
+    app.put_object("sweep", "keep", data.clone()).await;
+    let dir = app.stop().await;
+
+    let stray_dir = dir.path().join("blobs").join("ab").join("cd");
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    std::fs::write(stray_dir.join("abcd-stray"), b"orphan").unwrap();
+    std::fs::write(dir.path().join("tmp").join("leftover"), b"partial").unwrap();
+    assert_eq!(blob_files(dir.path()).len(), 2);
+
+    let app = spawn_app_in(dir).await;
+    assert!(
+        !stray_dir.join("abcd-stray").exists(),
+        "stray blob not swept"
+    );
+    assert!(app.tmp_files().is_empty());
+    assert_eq!(blob_files(app.data_dir()).len(), 1);
+    let got = app.get("/sweep/keep").await;
+    got.assert_status(200);
+    assert!(got.body[..] == data[..]);
+}
+
+async fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("POSTGATE_ACCESS_KEY")
+        .env_remove("POSTGATE_SECRET_KEY")
+        .env_remove("POSTGATE_CONFIG")
+        .env_remove("POSTGATE_DATA_DIR")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "postgate {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn field(output: &str, label: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} in {output}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn operator_cli_creates_keys_buckets_and_grants_that_the_server_honours() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(dir.path(), &["key", "create", "alice"]).await;
+    let alice = Creds::new(&field(&out, "access key:"), &field(&out, "secret key:"));
+    let out = cli(dir.path(), &["key", "create", "bob"]).await;
+    let bob = Creds::new(&field(&out, "access key:"), &field(&out, "secret key:"));
+    assert_ne!(alice.ak, bob.ak);
+
+    let out = cli(
+        dir.path(),
+        &["bucket", "create", "clibucket", "--owner", &alice.ak],
+    )
+    .await;
+    assert!(out.contains("clibucket"), "{out}");
+    let out = cli(dir.path(), &["bucket", "list"]).await;
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("clibucket"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(&alice.ak), "{row}");
+    cli(
+        dir.path(),
+        &["bucket", "allow", "clibucket", &bob.ak, "read"],
+    )
+    .await;
+    let out = cli(dir.path(), &["key", "list"]).await;
+    assert!(out.contains("alice") && out.contains("bob"), "{out}");
+
+    let app = spawn_app_in(dir).await;
+    // Alice owns the bucket.
+    app.req(Method::PUT, "/clibucket/hello")
+        .creds(&alice)
+        .body("from alice")
+        .send()
+        .await
+        .assert_status(200);
+    let res = app.req(Method::GET, "/").creds(&alice).send().await;
+    let names: Vec<String> = xml_blocks(&res.text(), "Bucket")
+        .iter()
+        .filter_map(|b| xml_tag(b, "Name"))
+        .collect();
+    assert_eq!(names, ["clibucket"]);
+    // Bob may read, not write.
+    let res = app
+        .req(Method::GET, "/clibucket/hello")
+        .creds(&bob)
+        .send()
+        .await;
+    res.assert_status(200);
+    assert_eq!(res.text(), "from alice");
+    app.req(Method::PUT, "/clibucket/bob")
+        .creds(&bob)
+        .body("x")
+        .send()
+        .await
+        .assert_error(403, "AccessDenied");
+    // The CLI refuses unknown keys and buckets.
+    let bad = Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .arg("--data-dir")
+        .arg(app.data_dir())
+        .args(["bucket", "allow", "nosuchbucket", &bob.ak, "read"])
+        .env_remove("POSTGATE_ACCESS_KEY")
+        .env_remove("POSTGATE_SECRET_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+}

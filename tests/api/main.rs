@@ -1,0 +1,10 @@
+mod auth_v2;
+mod auth_v4;
+mod buckets;
+mod cors;
+mod durability;
+mod errors;
+mod helpers;
+mod listing;
+mod objects;
+mod permissions;
