@@ -135,6 +135,22 @@ pub fn router(state: AppState) -> Router {
         .route("/-/u/{token}", get(crate::ui::upload_page))
         .route("/-/u/{token}/policy", get(crate::ui::link_policy_json))
         .route("/-/u/{token}/done", get(crate::ui::received_page))
+        .route(
+            "/-/u/{token}/uploads",
+            axum::routing::post(crate::link_uploads::start),
+        )
+        .route(
+            "/-/u/{token}/uploads/{id}",
+            get(crate::link_uploads::parts).delete(crate::link_uploads::abort),
+        )
+        .route(
+            "/-/u/{token}/uploads/{id}/parts/{n}",
+            get(crate::link_uploads::part_url),
+        )
+        .route(
+            "/-/u/{token}/uploads/{id}/complete",
+            axum::routing::post(crate::link_uploads::complete),
+        )
         .route("/-/static/{file}", get(crate::ui::static_file))
         .fallback(crate::s3::dispatch)
         .layer(middleware::from_fn(request_id_and_errors))

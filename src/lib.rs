@@ -10,6 +10,7 @@
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
 //! - `cors`    bucket CORS rules: parse, validate, match, response headers. Pure.
 //! - `ui`      hosted upload pages for shareable upload links (askama templates, static JS/CSS).
+//! - `link_uploads` the upload page's multipart path for large files (presigned part URLs).
 //! - `upload`  the write pipeline shared by PUT, copy and POST: headers, digests, commit.
 //! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
 //! - `db`      SQLite metadata: migrations, one group-committing writer, pooled readers.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod cors;
 pub mod db;
 pub mod error;
+pub mod link_uploads;
 pub mod names;
 pub mod policy;
 pub mod s3;

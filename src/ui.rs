@@ -30,6 +30,7 @@ struct UploadPage {
     prefix: String,
     max_size: String,
     max_size_bytes: u64,
+    multipart_threshold: u64,
     content_type: Option<String>,
     content_type_default: String,
     files_left: Option<u64>,
@@ -96,7 +97,7 @@ async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> 
     }
 }
 
-fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
+pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(u) = &app.config.public_url {
         return u.clone();
     }
@@ -199,6 +200,7 @@ pub async fn upload_page(
             prefix: link.prefix.clone(),
             max_size: human_size(link.max_size),
             max_size_bytes: link.max_size,
+            multipart_threshold: crate::link_uploads::MULTIPART_THRESHOLD,
             content_type: link.content_type.clone(),
             content_type_default,
             files_left: link

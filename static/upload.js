@@ -10,6 +10,9 @@
   var zone = document.getElementById("drop-zone");
   var typeInput = document.getElementById("content-type");
   var maxSize = Number(form.dataset.maxSize);
+  var multipartAbove = Number(form.dataset.multipartThreshold);
+  var linkBase = form.dataset.policyUrl.replace(/\/policy$/, "");
+  var PARALLEL_PARTS = 4, PART_TRIES = 4;
 
   input.multiple = true;
   input.required = false;
@@ -59,7 +62,7 @@
     return { li: li, bar: bar, status: status };
   }
 
-  function fail(row, file, message) {
+  function fail(row, file, message, again) {
     row.li.classList.add("failed");
     row.status.textContent = message + " ";
     var retry = document.createElement("button");
@@ -68,14 +71,113 @@
     retry.addEventListener("click", function () {
       row.li.classList.remove("failed");
       row.status.textContent = "";
-      send(file, row);
+      (again || send)(file, row);
     });
     row.status.appendChild(retry);
+  }
+
+  function fetchJSON(url, init) {
+    return fetch(url, init || {}).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (body) {
+        if (!r.ok) throw new Error((body.error && body.error.message) || "Request failed (" + r.status + ").");
+        return body;
+      });
+    });
+  }
+
+  function done(row, key, location) {
+    row.bar.value = 100;
+    row.li.classList.add("done");
+    row.status.textContent = "Uploaded as ";
+    var a = document.createElement("a");
+    a.href = location;
+    a.textContent = key;
+    row.status.appendChild(a);
+  }
+
+  // Large files go up in parts (S3 multipart upload through presigned part URLs): a failed part
+  // is retried on its own, and a reloaded page picks up where it stopped (the upload id is kept
+  // in localStorage under the file's name, size and date).
+  function sendMultipart(file, row) {
+    var stateKey = "postgate:" + linkBase + ":" + file.name + ":" + file.size + ":" + file.lastModified;
+    var saved = null;
+    try { saved = JSON.parse(localStorage.getItem(stateKey)); } catch (e) { saved = null; }
+    function begin() {
+      return fetchJSON(linkBase + "/uploads", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ filename: file.name, size: file.size, content_type: file.type || typeInput.value })
+      }).then(function (st) {
+        try { localStorage.setItem(stateKey, JSON.stringify(st)); } catch (e) { /* private mode */ }
+        return { st: st, parts: [] };
+      });
+    }
+    var started = saved
+      ? fetchJSON(linkBase + "/uploads/" + saved.upload_id)
+          .then(function (r) { return { st: saved, parts: r.parts }; })
+          .catch(function () { localStorage.removeItem(stateKey); return begin(); })
+      : begin();
+    row.status.textContent = saved ? "Resuming…" : "Starting…";
+    started.then(function (x) {
+      var st = x.st, size = st.part_size, count = st.part_count;
+      var loaded = new Array(count + 1).fill(0), todo = [];
+      var have = {};
+      x.parts.forEach(function (p) { have[p.part_number] = p.size; });
+      for (var n = 1; n <= count; n++) {
+        var expected = Math.min(size, file.size - (n - 1) * size);
+        if (have[n] === expected) loaded[n] = expected; else todo.push(n);
+      }
+      function progress() {
+        var sum = loaded.reduce(function (a, b) { return a + b; }, 0);
+        row.bar.value = Math.min(99, Math.round((sum / Math.max(file.size, 1)) * 100));
+      }
+      progress();
+      row.status.textContent = "Uploading in " + count + " parts…";
+      function putPart(n, tries) {
+        var blob = file.slice((n - 1) * size, Math.min(n * size, file.size));
+        return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/parts/" + n).then(function (u) {
+          return new Promise(function (resolve, reject) {
+            var xhr = new XMLHttpRequest();
+            xhr.open("PUT", u.url);
+            xhr.upload.onprogress = function (e) { loaded[n] = e.loaded; progress(); };
+            xhr.onload = function () {
+              if (xhr.status === 200) { loaded[n] = blob.size; progress(); resolve(); }
+              else reject(new Error(xmlText(xhr.responseText, "Message") || "Part " + n + " failed (" + xhr.status + ")."));
+            };
+            xhr.onerror = function () { reject(new Error("Network error on part " + n + ".")); };
+            xhr.send(blob);
+          });
+        }).catch(function (e) {
+          loaded[n] = 0;
+          if (tries <= 1) throw e;
+          return new Promise(function (r) { setTimeout(r, 500 * (PART_TRIES - tries + 1)); })
+            .then(function () { return putPart(n, tries - 1); });
+        });
+      }
+      function worker() {
+        var n = todo.shift();
+        if (n === undefined) return Promise.resolve();
+        return putPart(n, PART_TRIES).then(worker);
+      }
+      var workers = [];
+      for (var w = 0; w < PARALLEL_PARTS; w++) workers.push(worker());
+      return Promise.all(workers).then(function () {
+        row.status.textContent = "Finishing…";
+        return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/complete", { method: "POST" });
+      }).then(function (res) {
+        localStorage.removeItem(stateKey);
+        done(row, res.key, res.location);
+      });
+    }).catch(function (e) { fail(row, file, e.message, sendMultipart); });
   }
 
   function send(file, row) {
     if (file.size > maxSize) {
       fail(row, file, "Too large: the limit is " + human(maxSize) + ".");
+      return;
+    }
+    if (multipartAbove && file.size > multipartAbove) {
+      sendMultipart(file, row);
       return;
     }
     row.status.textContent = "Preparing…";
@@ -91,15 +193,8 @@
       };
       xhr.onload = function () {
         if (xhr.status >= 200 && xhr.status < 300) {
-          row.bar.value = 100;
-          row.li.classList.add("done");
-          var location = xmlText(xhr.responseText, "Location") || xhr.getResponseHeader("Location");
-          var key = xmlText(xhr.responseText, "Key") || file.name;
-          row.status.textContent = "Uploaded as ";
-          var a = document.createElement("a");
-          a.href = location;
-          a.textContent = key;
-          row.status.appendChild(a);
+          done(row, xmlText(xhr.responseText, "Key") || file.name,
+            xmlText(xhr.responseText, "Location") || xhr.getResponseHeader("Location"));
         } else {
           fail(row, file, xmlText(xhr.responseText, "Message") || "Upload failed (" + xhr.status + ").");
         }

@@ -181,6 +181,64 @@ fn find_param<'a>(params: &'a [QueryParam], name: &str) -> Option<&'a str> {
         .map(QueryParam::value_str)
 }
 
+/// What a presigned URL is for: the request it allows, and who signs it.
+pub struct Presign<'a> {
+    pub method: &'a str,
+    /// `scheme://host[:port]`, as the client will connect.
+    pub base: &'a str,
+    /// The path, already percent-encoded as it will be sent (`/bucket/key`).
+    pub path: &'a str,
+    /// Extra query parameters, already encoded (`partNumber=1&uploadId=…`), or empty.
+    pub query: &'a str,
+    pub access_key: &'a str,
+    pub secret: &'a str,
+    pub region: &'a str,
+    pub expires_secs: i64,
+    pub now: OffsetDateTime,
+}
+
+/// A SigV4 presigned URL (query authentication, `host` signed, `UNSIGNED-PAYLOAD`): what the
+/// server hands a browser so it can upload a part without the secret.
+pub fn presign_url(p: &Presign<'_>) -> String {
+    let amz_date = format_amz_date(p.now);
+    let scope = scope(&amz_date[..8], p.region, "s3");
+    let mut query = p.query.to_owned();
+    if !query.is_empty() {
+        query.push('&');
+    }
+    query.push_str(&format!(
+        "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={}&X-Amz-Date={amz_date}&X-Amz-Expires={}&X-Amz-SignedHeaders=host",
+        uri_encode(&format!("{}/{scope}", p.access_key), true),
+        p.expires_secs
+    ));
+    let host = p
+        .base
+        .split_once("://")
+        .map_or(p.base, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(host) {
+        headers.insert(http::header::HOST, v);
+    }
+    let signed = vec!["host".to_owned()];
+    let creq = canonical_request(
+        p.method,
+        &canonical_uri(p.path),
+        &canonical_query(&parse_query(&query), true),
+        &canonical_headers(&signed, &headers, None),
+        &signed,
+        UNSIGNED_PAYLOAD,
+    );
+    let sts = string_to_sign(&amz_date, &scope, &creq);
+    let key = signing_key(p.secret, &amz_date[..8], p.region, "s3");
+    format!(
+        "{}{}?{query}&X-Amz-Signature={}",
+        p.base.trim_end_matches('/'),
+        p.path,
+        sign(&key, &sts)
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Canonical request
 

@@ -334,51 +334,59 @@ pub async fn complete(
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let outcome = app
         .db
-        .write(move |c| -> Result<S3Result<(String, Vec<String>)>, crate::db::DbError> {
-            let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(Err(no_such_upload(&id)));
-            };
-            let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
-            let mut manifest = Vec::with_capacity(parts.len());
-            let mut md5s = Md5::new();
-            let last = parts.len() - 1;
-            for (i, (number, want_etag)) in parts.iter().enumerate() {
-                let found = stored.iter().find(|p| p.part_number == *number);
-                let Some(part) = found.filter(|p| {
-                    p.etag.trim_matches('"') == want_etag.trim().trim_matches('"')
-                }) else {
-                    return Ok(Err(S3Error::code(S3ErrorCode::InvalidPart)
-                        .with("UploadId", &id)
-                        .with("PartNumber", number.to_string())
-                        .with("ETag", want_etag)));
+        .write(
+            move |c| -> Result<S3Result<(String, Vec<String>)>, crate::db::DbError> {
+                let Some(upload) = uploads::get(c, &b, &k, &id)? else {
+                    return Ok(Err(no_such_upload(&id)));
                 };
-                if i < last && part.size < MIN_PART_SIZE {
-                    return Ok(Err(S3Error::code(S3ErrorCode::EntityTooSmall)
-                        .with("ProposedSize", part.size.to_string())
-                        .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
-                        .with("PartNumber", part.part_number.to_string())
-                        .with("ETag", &part.etag)));
+                let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
+                let mut manifest = Vec::with_capacity(parts.len());
+                let mut md5s = Md5::new();
+                let last = parts.len() - 1;
+                for (i, (number, want_etag)) in parts.iter().enumerate() {
+                    let found = stored.iter().find(|p| p.part_number == *number);
+                    let Some(part) = found
+                        .filter(|p| p.etag.trim_matches('"') == want_etag.trim().trim_matches('"'))
+                    else {
+                        return Ok(Err(S3Error::code(S3ErrorCode::InvalidPart)
+                            .with("UploadId", &id)
+                            .with("PartNumber", number.to_string())
+                            .with("ETag", want_etag)));
+                    };
+                    if i < last && part.size < MIN_PART_SIZE {
+                        return Ok(Err(S3Error::code(S3ErrorCode::EntityTooSmall)
+                            .with("ProposedSize", part.size.to_string())
+                            .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
+                            .with("PartNumber", part.part_number.to_string())
+                            .with("ETag", &part.etag)));
+                    }
+                    md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
+                    manifest.push((part.blob.clone(), part.size));
                 }
-                md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
-                manifest.push((part.blob.clone(), part.size));
-            }
-            let size: u64 = manifest.iter().map(|(_, s)| s).sum();
-            if let Some(max) = max_size
-                && size > max
-            {
-                return Ok(Err(S3Error::code(S3ErrorCode::EntityTooLarge)
-                    .with("ProposedSize", size.to_string())
-                    .with("MaxSizeAllowed", max.to_string())));
-            }
-            let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
-            let saved: UploadHeaders = serde_json::from_str(&upload.headers)
-                .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
-            let meta = saved.headers.into_meta(size, etag.clone(), upload.owner.clone());
-            let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
-            let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
-            garbage.extend(uploads::remove(c, &id)?.into_iter().filter(|b| !used.contains(b)));
-            Ok(Ok((etag, garbage)))
-        })
+                let size: u64 = manifest.iter().map(|(_, s)| s).sum();
+                if let Some(max) = max_size
+                    && size > max
+                {
+                    return Ok(Err(S3Error::code(S3ErrorCode::EntityTooLarge)
+                        .with("ProposedSize", size.to_string())
+                        .with("MaxSizeAllowed", max.to_string())));
+                }
+                let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
+                let saved: UploadHeaders = serde_json::from_str(&upload.headers)
+                    .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
+                let meta = saved
+                    .headers
+                    .into_meta(size, etag.clone(), upload.owner.clone());
+                let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
+                let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+                garbage.extend(
+                    uploads::remove(c, &id)?
+                        .into_iter()
+                        .filter(|b| !used.contains(b)),
+                );
+                Ok(Ok((etag, garbage)))
+            },
+        )
         .await?;
     let (etag, garbage) = outcome?;
     for blob in garbage {

@@ -546,3 +546,29 @@ def test_revoked_link(browser, browser_nojs, pg, s3, bucket, files):
     assert not browser.find_elements(By.ID, "upload-form")
     for marker in FORBIDDEN_ON_ERROR_PAGES:
         assert marker not in html, f"{marker!r} on the revoked-link page:\n{html}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Large files: the page switches to S3 multipart upload
+
+
+def test_upload_link_page_sends_a_100_mib_file_in_parts(browser, pg, s3, bucket, files):
+    url = pg.create_link(bucket, max_size="200MiB")
+    open_link_page(browser, url)
+    threshold = int(browser.find_element(By.ID, "upload-form").get_attribute("data-multipart-threshold"))
+    data = os.urandom(100 * 1024 * 1024)
+    assert len(data) > threshold
+    path = files("video.bin", data)
+    browser.find_element(By.ID, "file").send_keys(path)
+    rows = settled_rows(browser, 1)
+    assert "done" in rows[0]["classes"], rows[0]
+    assert rows[0]["progress"] == 100, rows[0]
+    assert rows[0]["linkText"] == "in/video.bin", rows[0]
+    head = s3.head_object(Bucket=bucket, Key="in/video.bin")
+    # A multipart object's ETag is "<md5 of the part md5s>-<parts>"; 8 MiB parts make 13.
+    assert head["ETag"].endswith('-13"'), head["ETag"]
+    assert head["ContentLength"] == len(data)
+    got = read_object(s3, bucket, "in/video.bin")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    # Nothing is left half-done: no upload remains open for the bucket.
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

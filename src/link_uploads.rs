@@ -1,0 +1,354 @@
+//! Large files through upload links: the page's multipart path.
+//!
+//! Above a threshold the upload page stops posting a form and uses S3's multipart upload
+//! instead, so a phone on a flaky network loses at most one part, and a reloaded page resumes:
+//! - `POST /-/u/{token}/uploads` `{filename, size, content_type}` starts an upload the link
+//!   allows (size, type, prefix; it counts as one of the link's files) →
+//!   `{key, upload_id, part_size, part_count}`;
+//! - `GET /-/u/{token}/uploads/{id}/parts/{n}` → `{url}`: a presigned `PUT` for part `n`, so the
+//!   browser sends the bytes straight to the S3 API without holding a secret;
+//! - `GET /-/u/{token}/uploads/{id}` → `{parts: [{part_number, etag, size}]}`, to resume;
+//! - `POST /-/u/{token}/uploads/{id}/complete` completes with every uploaded part, in order,
+//!   refusing a total above the link's maximum; `DELETE /-/u/{token}/uploads/{id}` aborts.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::db::links::LinkRecord;
+use crate::error::{S3Error, S3ErrorCode};
+use crate::upload::ObjectHeaders;
+
+/// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
+/// costs little on a phone.
+pub const PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Files above this size take the multipart path on the page.
+pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+const PART_URL_LIFETIME_SECS: i64 = 3600;
+
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn from_s3(e: S3Error) -> Response {
+    if e.s3_code() == S3ErrorCode::InternalError {
+        tracing::error!(error = %e, "link upload failed");
+    }
+    json_error(e.s3_code().status(), e.s3_code().as_str(), e.message())
+}
+
+async fn usable_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
+    let t = token.to_owned();
+    match app.db.read(move |c| crate::db::links::get(c, &t)).await {
+        Ok(Some(link)) => match link.unusable() {
+            None => Ok(link),
+            Some(reason) => Err(json_error(StatusCode::GONE, "LinkUnavailable", reason)),
+        },
+        Ok(None) => Err(json_error(
+            StatusCode::NOT_FOUND,
+            "LinkUnavailable",
+            "This upload link does not exist.",
+        )),
+        Err(e) => Err(from_s3(e.into())),
+    }
+}
+
+/// A link's upload: it must exist under the link's bucket and prefix and carry the link's id.
+async fn link_upload(
+    app: &AppState,
+    link: &LinkRecord,
+    upload_id: &str,
+) -> Result<crate::db::uploads::UploadRecord, Response> {
+    let id = upload_id.to_owned();
+    let bucket = link.bucket.clone();
+    let found = app
+        .db
+        .read(move |c| {
+            Ok(c.query_row(
+                "SELECT key FROM uploads WHERE upload_id = ?1 AND bucket = ?2",
+                rusqlite::params![id, bucket],
+                |r| r.get::<_, String>(0),
+            )
+            .ok())
+        })
+        .await
+        .map_err(|e| from_s3(e.into()))?;
+    let not_found = || {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchUpload",
+            "The specified upload does not exist.",
+        )
+    };
+    let key = found.ok_or_else(not_found)?;
+    let (b, id) = (link.bucket.clone(), upload_id.to_owned());
+    let record = app
+        .db
+        .read(move |c| crate::db::uploads::get(c, &b, &key, &id))
+        .await
+        .map_err(|e| from_s3(e.into()))?
+        .ok_or_else(not_found)?;
+    let marker = format!("\"{}\"", link.id);
+    if !record.key.starts_with(&link.prefix) || !record.headers.contains(&marker) {
+        return Err(not_found());
+    }
+    Ok(record)
+}
+
+#[derive(Deserialize)]
+pub struct StartRequest {
+    filename: String,
+    size: u64,
+    content_type: Option<String>,
+}
+
+/// `POST /-/u/{token}/uploads`
+pub async fn start(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    Json(req): Json<StartRequest>,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    if req.size > link.max_size {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size",
+        );
+    }
+    let content_type = req
+        .content_type
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "binary/octet-stream".to_owned());
+    if let Some(rule) = &link.content_type {
+        let allowed = rule
+            .split(',')
+            .map(str::trim)
+            .any(|prefix| content_type.starts_with(prefix));
+        if !allowed {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                &format!("This link only accepts files of type {rule}."),
+            );
+        }
+    }
+    let name = crate::policy::expand_filename("${filename}", Some(&req.filename));
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Invalid file name.",
+        );
+    }
+    let key = format!("{}{name}", link.prefix);
+    if let Err(e) = crate::names::validate_key(&key) {
+        return from_s3(e);
+    }
+    let id = link.id.clone();
+    match app
+        .db
+        .write(move |c| crate::db::links::reserve_upload(c, &id))
+        .await
+    {
+        Ok(Some(Ok(()))) => {}
+        Ok(Some(Err(reason))) => return json_error(StatusCode::GONE, "LinkUnavailable", reason),
+        Ok(None) => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "LinkUnavailable",
+                "Unknown upload link.",
+            );
+        }
+        Err(e) => return from_s3(e.into()),
+    }
+    let headers = ObjectHeaders {
+        content_type: Some(content_type),
+        meta: vec![("upload-link".to_owned(), link.id.clone())],
+        acl: "private".to_owned(),
+        ..ObjectHeaders::default()
+    };
+    match crate::s3::multipart::create(&app, &link.bucket, &key, &link.access_key, headers).await {
+        Ok(upload_id) => Json(serde_json::json!({
+            "key": key,
+            "upload_id": upload_id,
+            "part_size": PART_SIZE,
+            "part_count": req.size.div_ceil(PART_SIZE).max(1),
+        }))
+        .into_response(),
+        Err(e) => from_s3(e),
+    }
+}
+
+/// `GET /-/u/{token}/uploads/{id}/parts/{n}`
+pub async fn part_url(
+    State(app): State<AppState>,
+    Path((token, upload_id, number)): Path<(String, String, u32)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    let upload = match link_upload(&app, &link, &upload_id).await {
+        Ok(u) => u,
+        Err(res) => return res,
+    };
+    if !(1..=crate::s3::multipart::MAX_PART_NUMBER).contains(&number) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+        );
+    }
+    let Ok(Some(key)) = app.find_key(&link.access_key).await else {
+        return json_error(
+            StatusCode::GONE,
+            "LinkUnavailable",
+            "The key that created this link no longer exists.",
+        );
+    };
+    let base = crate::ui::base_url(&app, &headers);
+    let path = format!(
+        "/{}/{}",
+        link.bucket,
+        crate::auth::sigv4::uri_encode(&upload.key, false)
+    );
+    let query = format!("partNumber={number}&uploadId={upload_id}");
+    let url = crate::auth::sigv4::presign_url(&crate::auth::sigv4::Presign {
+        method: "PUT",
+        base: &base,
+        path: &path,
+        query: &query,
+        access_key: &key.access_key,
+        secret: &key.secret_key,
+        region: &app.config.region,
+        expires_secs: PART_URL_LIFETIME_SECS,
+        now: time::OffsetDateTime::now_utc(),
+    });
+    Json(serde_json::json!({ "url": url })).into_response()
+}
+
+/// `GET /-/u/{token}/uploads/{id}`
+pub async fn parts(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    if let Err(res) = link_upload(&app, &link, &upload_id).await {
+        return res;
+    }
+    let id = upload_id.clone();
+    match app
+        .db
+        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
+        .await
+    {
+        Ok(parts) => Json(serde_json::json!({
+            "parts": parts.iter().map(|p| serde_json::json!({
+                "part_number": p.part_number, "etag": p.etag, "size": p.size,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => from_s3(e.into()),
+    }
+}
+
+/// `POST /-/u/{token}/uploads/{id}/complete`
+pub async fn complete(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    let upload = match link_upload(&app, &link, &upload_id).await {
+        Ok(u) => u,
+        Err(res) => return res,
+    };
+    let id = upload_id.clone();
+    let parts = match app
+        .db
+        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return from_s3(e.into()),
+    };
+    let list = parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
+    match crate::s3::multipart::complete(
+        &app,
+        &link.bucket,
+        &upload.key,
+        &upload_id,
+        list,
+        Some(link.max_size),
+    )
+    .await
+    {
+        Ok(etag) => {
+            let base = crate::ui::base_url(&app, &headers);
+            let location = format!(
+                "{base}/{}/{}",
+                link.bucket,
+                crate::auth::sigv4::uri_encode(&upload.key, false)
+            );
+            Json(serde_json::json!({
+                "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
+            }))
+            .into_response()
+        }
+        Err(e) => from_s3(e),
+    }
+}
+
+/// `DELETE /-/u/{token}/uploads/{id}`
+pub async fn abort(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+) -> Response {
+    let t = token.clone();
+    let link = match app.db.read(move |c| crate::db::links::get(c, &t)).await {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "LinkUnavailable",
+                "This upload link does not exist.",
+            );
+        }
+        Err(e) => return from_s3(e.into()),
+    };
+    let upload = match link_upload(&app, &link, &upload_id).await {
+        Ok(u) => u,
+        Err(res) => return res,
+    };
+    match crate::s3::multipart::abort(&app, &link.bucket, &upload.key, &upload_id).await {
+        Ok(_) => {
+            let id = link.id.clone();
+            let _ = app
+                .db
+                .write(move |c| crate::db::links::release_upload(c, &id))
+                .await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => from_s3(e),
+    }
+}
