@@ -187,6 +187,12 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
         )
         .init();
     let config = Config::resolve(common, args)?;
+    // Every connection, every open upload and every part of a multipart object being read holds a
+    // file descriptor; the usual soft limit of 1024 is far below what a busy server needs.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let addr = config.addr;

@@ -288,13 +288,21 @@ impl BlobStore {
         let store = self.clone();
         let md5 = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 16]>> {
             use std::io::{Read, Seek};
+            // All sources are opened first, so that a newer version committing meanwhile (and
+            // removing these blobs) cannot cut the copy short.
+            let sources = segments
+                .into_iter()
+                .map(|seg| {
+                    let mut src = std::fs::File::open(store.path_of(&seg.blob))?;
+                    src.seek(io::SeekFrom::Start(seg.offset))?;
+                    Ok((src, seg.len))
+                })
+                .collect::<io::Result<Vec<_>>>()?;
             let mut out = std::fs::File::create(&dest)?;
             let mut md5 = hash.then(Md5::new);
             let mut buf = vec![0u8; if hash { 1 << 20 } else { 0 }];
-            for seg in segments {
-                let mut src = std::fs::File::open(store.path_of(&seg.blob))?;
-                src.seek(io::SeekFrom::Start(seg.offset))?;
-                let mut src = src.take(seg.len);
+            for (src, len) in sources {
+                let mut src = src.take(len);
                 let copied = match &mut md5 {
                     None => io::copy(&mut src, &mut out)?,
                     Some(h) => {
@@ -311,7 +319,7 @@ impl BlobStore {
                         n
                     }
                 };
-                if copied != seg.len {
+                if copied != len {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "blob shorter than recorded",
@@ -340,46 +348,44 @@ impl BlobStore {
         Ok(temp)
     }
 
-    /// Streams byte ranges of blobs in order. The first blob is opened before this returns, so a
-    /// blob that vanished (a newer version committed meanwhile) is reported as `NotFound` here
-    /// rather than in the middle of a response.
+    /// Streams byte ranges of blobs in order. Every blob is opened before this returns: a newer
+    /// version may commit while the response is being sent and remove these blobs, and an open
+    /// file stays readable after it is unlinked, so the reader still gets the whole old version.
+    /// A blob already gone (that commit came first) is reported as `NotFound` here, before any
+    /// byte is sent. It costs one file descriptor per part for the length of the response.
     pub async fn stream_segments(
         &self,
         segments: Vec<Segment>,
     ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
-        let mut iter = segments.into_iter();
-        let Some(first) = iter.next() else {
-            return Ok(futures_util::stream::empty().boxed());
-        };
-        let head = self.open_segment(first).await?;
-        let store = self.clone();
-        let rest = futures_util::stream::iter(iter)
-            .then(move |seg| {
-                let store = store.clone();
-                async move { store.open_segment(seg).await }
-            })
-            .map(|opened| match opened {
-                Ok(s) => s.boxed(),
-                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
-            })
-            .flatten();
-        Ok(head.boxed().chain(rest).boxed())
+        let opened = self.open_all(segments).await?;
+        let parts = opened.into_iter().map(|(file, seg)| {
+            use tokio::io::AsyncReadExt;
+            tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file).take(seg.len),
+                256 * 1024,
+            )
+        });
+        Ok(futures_util::stream::iter(parts).flatten().boxed())
     }
 
-    async fn open_segment(
-        &self,
-        seg: Segment,
-    ) -> io::Result<impl Stream<Item = io::Result<Bytes>> + Send + use<>> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let file = self.open_blob(&seg.blob).await?;
-        let mut file = tokio::fs::File::from_std(file);
-        if seg.offset > 0 {
-            file.seek(io::SeekFrom::Start(seg.offset)).await?;
-        }
-        Ok(tokio_util::io::ReaderStream::with_capacity(
-            file.take(seg.len),
-            256 * 1024,
-        ))
+    /// Opens (and positions) the file of every segment, on the blocking pool.
+    async fn open_all(&self, segments: Vec<Segment>) -> io::Result<Vec<(std::fs::File, Segment)>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Seek;
+            segments
+                .into_iter()
+                .map(|seg| {
+                    let mut file = std::fs::File::open(store.path_of(&seg.blob))?;
+                    if seg.offset > 0 {
+                        file.seek(io::SeekFrom::Start(seg.offset))?;
+                    }
+                    Ok((file, seg))
+                })
+                .collect()
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Removes a blob no row refers to any more (after an overwrite or delete has committed).

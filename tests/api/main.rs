@@ -6,5 +6,6 @@ mod durability;
 mod errors;
 mod helpers;
 mod listing;
+mod multipart;
 mod objects;
 mod permissions;
