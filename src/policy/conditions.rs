@@ -378,7 +378,7 @@ pub fn filename_from_content_disposition(header: &str) -> Result<Option<String>,
 }
 
 /// Splits `type; a=b; c="d;e"` into `[("type", ""), ("a", "b"), ("c", "d;e")]`, unquoting
-/// quoted-strings (with `\` escapes).
+/// quoted-strings (`\"` and `\\` escapes; any other backslash is kept).
 fn content_disposition_params(header: &str) -> Vec<(String, String)> {
     let mut params = Vec::new();
     let mut chars = header.chars().peekable();
@@ -402,7 +402,11 @@ fn content_disposition_params(header: &str) -> Vec<(String, String)> {
                 while let Some(c) = chars.next() {
                     match c {
                         '"' => break,
-                        '\\' => value.extend(chars.next()),
+                        // Only `\"` and `\\` are escapes: browsers send other backslashes raw
+                        // (old IE sends `C:\dir\a.txt`), as Werkzeug reads them.
+                        '\\' if matches!(chars.peek(), Some('"' | '\\')) => {
+                            value.extend(chars.next())
+                        }
                         _ => value.push(c),
                     }
                 }
@@ -905,6 +909,11 @@ mod tests {
         assert_eq!(
             get(r#"form-data; name="file"; filename="a;b \"c\".txt""#),
             Ok(Some(r#"a;b "c".txt"#.into()))
+        );
+        // A backslash escapes only `"` and `\`; the raw Windows path old IE sends survives.
+        assert_eq!(
+            get(r#"form-data; name="file"; filename="C:\dir\a\\b.txt""#),
+            Ok(Some(r#"C:\dir\a\b.txt"#.into()))
         );
         // RFC 5987 wins over the ASCII fallback, in either order.
         assert_eq!(

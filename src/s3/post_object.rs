@@ -41,7 +41,42 @@ const KEY_IN_URL: &AsciiSet = &NON_ALPHANUMERIC
 /// its body is read. The margin covers part headers we can only estimate.
 const EARLY_REJECT_MARGIN: u64 = 1024;
 
+/// The most of a refused form's remaining body read (and discarded) before answering. Closing a
+/// connection with unread data makes the kernel reset it, and a client that is still sending
+/// (a browser posting an oversize file) then sees a network error instead of S3's answer; small
+/// remainders are therefore read. Larger ones are not: the answer goes out and the connection
+/// closes, as S3 does.
+const DRAIN_MAX: u64 = 1024 * 1024;
+
 pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response> {
+    let declared = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = read.clone();
+    let mut stream = body.into_data_stream().map_ok(move |chunk| {
+        counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        chunk
+    });
+    let result = post_form(app, req, &mut stream).await;
+    if result.is_err()
+        && let Some(total) = declared
+    {
+        let so_far = read.load(std::sync::atomic::Ordering::Relaxed);
+        if total.saturating_sub(so_far) <= DRAIN_MAX {
+            let drain = async {
+                while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+        }
+    }
+    result
+}
+
+async fn post_form<S>(app: &AppState, req: &S3Request, body: &mut S) -> S3Result<Response>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + Unpin,
+{
     let boundary = req
         .header(header::CONTENT_TYPE)
         .and_then(|ct| multer::parse_boundary(ct).ok())
@@ -57,7 +92,7 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
         return Err(S3Error::no_such_bucket(&bucket));
     };
 
-    let mut form = multer::Multipart::new(body.into_data_stream(), boundary.clone());
+    let mut form = multer::Multipart::new(body, boundary.clone());
     let mut fields = FormFields::new();
     let mut pre_data = 0usize;
     let file = loop {
@@ -104,19 +139,19 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
     let key = fields.get("key").unwrap_or_default().to_owned();
     crate::names::validate_key(&key)?;
 
-    // A body whose length proves the file cannot fit is answered before it is read.
-    if let Some(total) = req
+    // A body whose length proves the file cannot fit is answered before it is read. The same
+    // estimate of the file's size is what a refusal reports as ProposedSize.
+    let size_hint = req
         .header(header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok())
+        .map(|total| total.saturating_sub(pre_data as u64 + boundary.len() as u64 + 8));
+    if let Some(file_at_least) = size_hint
+        && file_at_least > range.max() + EARLY_REJECT_MARGIN
     {
-        let closing = boundary.len() as u64 + 8;
-        let file_at_least = total.saturating_sub(pre_data as u64 + closing);
-        if file_at_least > range.max() + EARLY_REJECT_MARGIN {
-            return Err(size_error(SizeViolation::TooLarge {
-                proposed_size: file_at_least,
-                max_size_allowed: range.max(),
-            }));
-        }
+        return Err(size_error(SizeViolation::TooLarge {
+            proposed_size: file_at_least,
+            max_size_allowed: range.max(),
+        }));
     }
 
     // Uploads through a shareable link count against it; a revoked, expired or full link stops
@@ -143,6 +178,7 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
         key: &key,
         range,
         owner: signer.owner(&record),
+        size_hint,
     };
     let result = store_upload(app, req, &fields, target, file).await;
     if result.is_err()
@@ -162,6 +198,8 @@ struct Target<'a> {
     key: &'a str,
     range: ContentLengthRange,
     owner: &'a str,
+    /// The file's size as `Content-Length` suggests it, when known.
+    size_hint: Option<u64>,
 }
 
 /// Streams the file into the store and commits it; answers as the form asked.
@@ -170,7 +208,7 @@ async fn store_upload(
     req: &S3Request,
     fields: &FormFields,
     target: Target<'_>,
-    file: multer::Field<'static>,
+    file: multer::Field<'_>,
 ) -> S3Result<Response> {
     let range = target.range;
     let headers = form_headers(fields)?;
@@ -187,7 +225,7 @@ async fn store_upload(
         .await
         .map_err(|e| match e {
             crate::store::IngestError::TooLarge { seen } => size_error(SizeViolation::TooLarge {
-                proposed_size: seen,
+                proposed_size: seen.max(target.size_hint.unwrap_or(0)),
                 max_size_allowed: range.max(),
             }),
             other => upload::ingest_error(other, range.max()),
@@ -286,7 +324,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
 }
 
 /// Reads a field before `file`, counting it against the 20 KB pre-data cap.
-async fn read_field(mut field: multer::Field<'static>, pre_data: &mut usize) -> S3Result<String> {
+async fn read_field(mut field: multer::Field<'_>, pre_data: &mut usize) -> S3Result<String> {
     let mut value = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         *pre_data += chunk.len();

@@ -9,3 +9,4 @@ mod listing;
 mod multipart;
 mod objects;
 mod permissions;
+mod post_object;
