@@ -13,6 +13,7 @@ TLS-terminating proxy in front of the server, like the reverse proxy of a real d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -379,3 +380,10 @@ def venv_bin(name: str) -> str:
     if not path.exists():
         pytest.fail(f"{name} is not installed in {Path(sys.executable).parent} (run tests/run.sh)")
     return str(path)
+
+
+def multipart_etag(data: bytes, part_size: int) -> str:
+    """S3's ETag of an object uploaded in parts of `part_size`: md5 of the part md5s, then -N."""
+    parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
+    digest = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    return f'"{digest}-{len(parts)}"'

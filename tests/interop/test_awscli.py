@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import empty_and_delete_bucket, unique_bucket_name, venv_bin
+from conftest import empty_and_delete_bucket, multipart_etag, unique_bucket_name, venv_bin
 
 
 class Aws:
@@ -20,8 +20,8 @@ class Aws:
         self.endpoint = endpoint
         self.ca_bundle = ca_bundle
         config = home / "aws-config"
-        # Single-part uploads until multipart (issue 5) lands; then drop this threshold.
-        config.write_text("[default]\ns3 =\n  multipart_threshold = 64MB\n")
+        # The CLI's own defaults: multipart above 8 MiB, 8 MiB parts, 10 in flight.
+        config.write_text("[default]\n")
         credentials = home / "aws-credentials"
         credentials.write_text("")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BOTO_"))}
@@ -116,6 +116,26 @@ def test_cp_up_and_down(aws, s3, bucket, tmp_path, size):
     assert out.splitlines()[-1].startswith(f"download: s3://{bucket}/dir/up.bin to ")
     assert out.splitlines()[-1].endswith("down.bin")
     assert sha256_file(dst) == sha256_file(src)
+
+
+@pytest.mark.parametrize("over_tls", [False, True], ids=["http", "https"])
+def test_cp_40mib_goes_multipart_and_reads_back(aws, aws_tls, s3, bucket, tmp_path, over_tls):
+    """Above 8 MiB the CLI uploads in 8 MiB parts (aws-chunked with CRC32 trailers over https)
+    and downloads with parallel ranged GETs."""
+    cli = aws_tls if over_tls else aws
+    src = tmp_path / "video.mp4"
+    data = os.urandom(40 * 1024 * 1024)
+    src.write_bytes(data)
+    cli.run("s3", "cp", str(src), f"s3://{bucket}/media/video.mp4")
+    head = s3.head_object(Bucket=bucket, Key="media/video.mp4")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"] == multipart_etag(data, 8 * 1024 * 1024)
+    assert head["ContentType"] == "video/mp4"
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+    dst = tmp_path / "down.mp4"
+    cli.run("s3", "cp", f"s3://{bucket}/media/video.mp4", str(dst))
+    assert sha256_file(dst) == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize("size", [11, 6 * 1024 * 1024])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import urllib.error
 import urllib.request
@@ -14,7 +15,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from conftest import client_config, empty_and_delete_bucket, unique_bucket_name
+from conftest import client_config, empty_and_delete_bucket, multipart_etag, unique_bucket_name
 
 
 def md5_etag(data: bytes) -> str:
@@ -392,9 +393,7 @@ def test_presigned_put_sigv2_wrong_content_type_is_refused(server, bucket):
 # Managed transfers
 
 
-def test_upload_file_download_file_20mib(s3, bucket, tmp_path):
-    # Single-part for now: multipart upload is not implemented yet (issue 5). The 40 MiB
-    # multipart variant (default TransferConfig) comes with the multipart issue.
+def test_upload_file_download_file_20mib_single_part(s3, bucket, tmp_path):
     config = TransferConfig(multipart_threshold=64 * 1024 * 1024)
     src = tmp_path / "src.bin"
     data = os.urandom(20 * 1024 * 1024)
@@ -406,6 +405,77 @@ def test_upload_file_download_file_20mib(s3, bucket, tmp_path):
     dst = tmp_path / "dst.bin"
     s3.download_file(bucket, "big/20mib.bin", str(dst), Config=config)
     assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_upload_file_download_file_40mib_goes_multipart(s3, bucket, tmp_path):
+    """boto3's default TransferConfig: 8 MiB threshold and parts, 10 threads; the download is
+    ranged and parallel too."""
+    src = tmp_path / "src.bin"
+    data = os.urandom(40 * 1024 * 1024)
+    src.write_bytes(data)
+    s3.upload_file(
+        str(src),
+        bucket,
+        "big/40mib.bin",
+        ExtraArgs={"ContentType": "video/mp4", "Metadata": {"camera": "phone"}},
+    )
+    head = s3.head_object(Bucket=bucket, Key="big/40mib.bin")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"] == multipart_etag(data, 8 * 1024 * 1024)
+    assert head["ETag"].endswith('-5"')
+    assert head["ContentType"] == "video/mp4"
+    assert head["Metadata"] == {"camera": "phone"}
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    dst = tmp_path / "dst.bin"
+    s3.download_file(bucket, "big/40mib.bin", str(dst))
+    assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_upload_fileobj_multipart_over_tls_with_checksum_trailers(s3_tls, s3, bucket):
+    """Over https botocore sends each part aws-chunked with a CRC32 trailer."""
+    data = os.urandom(17 * 1024 * 1024)
+    config = TransferConfig(multipart_chunksize=8 * 1024 * 1024)
+    s3_tls.upload_fileobj(io.BytesIO(data), bucket, "big/tls.bin", Config=config)
+    head = s3.head_object(Bucket=bucket, Key="big/tls.bin")
+    assert head["ETag"] == multipart_etag(data, 8 * 1024 * 1024)
+    assert s3.get_object(Bucket=bucket, Key="big/tls.bin")["Body"].read() == data
+
+
+def test_low_level_multipart_calls(s3, bucket):
+    key = "mp/low-level.bin"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="text/plain")
+    uid = upload["UploadId"]
+    first = os.urandom(5 * 1024 * 1024)
+    last = b"tail"
+    e1 = s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=1, Body=first)["ETag"]
+    e2 = s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=2, Body=last)["ETag"]
+    assert e1 == md5_etag(first)
+    listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=uid)["Parts"]
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed] == [
+        (1, e1, len(first)),
+        (2, e2, len(last)),
+    ]
+    uploads = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert [(u["Key"], u["UploadId"]) for u in uploads] == [(key, uid)]
+    with pytest.raises(ClientError) as err:
+        s3.head_object(Bucket=bucket, Key=key)
+    assert err.value.response["Error"]["Code"] == "404"
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
+    )
+    got = s3.get_object(Bucket=bucket, Key=key)
+    assert got["Body"].read() == first + last
+    assert got["ContentType"] == "text/plain"
+
+    doomed = s3.create_multipart_upload(Bucket=bucket, Key="mp/aborted")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="mp/aborted", UploadId=doomed, PartNumber=1, Body=b"x")
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp/aborted", UploadId=doomed)
+    with pytest.raises(ClientError) as err:
+        s3.list_parts(Bucket=bucket, Key="mp/aborted", UploadId=doomed)
+    assert err.value.response["Error"]["Code"] == "NoSuchUpload"
 
 
 # ---------------------------------------------------------------------------------------------
