@@ -1,4 +1,5 @@
-//! The JSON API under `/-/api/` that a web app's backend calls: "sign me a POST policy".
+//! The JSON API under `/-/api/` that a web app's backend calls: "sign me a POST policy"
+//! (`POST /-/api/presign/post`), and "make me a shareable upload link" (`/-/api/links`).
 //!
 //! Authentication: a SigV4-signed request (any AWS SDK's request signer works), or
 //! `Authorization: Bearer <access key>:<secret>` for curl. The caller only gets policies for
@@ -13,13 +14,17 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::db::keys::KeyRecord;
+use crate::db::links::LinkRecord;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, SigVersion};
+use crate::units::{Seconds, Size};
 
 /// Largest JSON body the API reads.
 const MAX_BODY: usize = 64 * 1024;
 /// Longest policy lifetime the API issues, as for presigned URLs.
 const MAX_EXPIRES_SECS: u64 = 7 * 86_400;
+/// Longest lifetime of an upload link (each page load still gets a policy of its own).
+const MAX_LINK_SECS: u64 = 366 * 86_400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,9 +35,9 @@ pub struct PresignPostRequest {
     /// Any key under this prefix; the form's key is `prefix${filename}`.
     pub key_prefix: Option<String>,
     /// Lifetime in seconds (default 3600, at most 7 days).
-    pub expires_in: Option<u64>,
-    pub max_size: Option<u64>,
-    pub min_size: Option<u64>,
+    pub expires_in: Option<Seconds>,
+    pub max_size: Option<Size>,
+    pub min_size: Option<Size>,
     /// Exact Content-Type.
     pub content_type: Option<String>,
     /// Content-Type prefix, such as `image/`.
@@ -102,12 +107,7 @@ impl IntoResponse for ApiError {
 /// `POST /-/api/presign/post`
 pub async fn presign_post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| app.config.addr.to_string());
+    let base = base_url(&app, &parts.headers);
     let (key, body) = authenticate(&app, parts, body).await?;
     let input: PresignPostRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
@@ -117,11 +117,6 @@ pub async fn presign_post(State(app): State<AppState>, req: Request) -> Result<R
         return Err(S3Error::access_denied().into());
     }
     let policy_req = to_policy_request(&input)?;
-    let base = app
-        .config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{host}"));
     let url = format!("{base}/{}", input.bucket);
     let post = crate::policy::issue(
         &policy_req,
@@ -163,7 +158,7 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
             ));
         }
     };
-    let expires = input.expires_in.unwrap_or(3600);
+    let expires = input.expires_in.map_or(3600, |s| s.0);
     if expires == 0 || expires > MAX_EXPIRES_SECS {
         return Err(ApiError::bad_request(
             "expires_in must be between 1 and 604800 seconds",
@@ -185,16 +180,169 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
         bucket: input.bucket.clone(),
         key,
         expires_in: std::time::Duration::from_secs(expires),
-        min_size: input.min_size.unwrap_or(0),
+        min_size: input.min_size.map_or(0, |s| s.0),
         max_size: input
             .max_size
-            .unwrap_or(crate::policy::MAX_POST_OBJECT_SIZE),
+            .map_or(crate::policy::MAX_POST_OBJECT_SIZE, |s| s.0),
         content_type,
         metadata: input.metadata.clone().into_iter().collect(),
         success_action_status: input.success_action_status,
         success_action_redirect: input.success_action_redirect.clone(),
         acl: input.acl.clone(),
         sig,
+    })
+}
+
+/// The server's base URL as clients reach it: `--public-url`, else `http://` + the Host header.
+fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
+    match &app.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| app.config.addr.to_string());
+            format!("http://{host}")
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLinkRequest {
+    pub bucket: String,
+    /// Key prefix the uploads go under (default: the bucket's root).
+    #[serde(default)]
+    pub prefix: String,
+    /// Largest file (default 100 MiB, at most 5 GiB).
+    pub max_size: Option<Size>,
+    /// How long the link works (default 7 days, at most 366 days).
+    pub expires_in: Option<Seconds>,
+    /// How many files the link accepts (default: no limit).
+    pub max_files: Option<u64>,
+    /// Content-Type prefix (`image/`), exact type, or comma-separated list.
+    pub content_type: Option<String>,
+}
+
+/// `POST /-/api/links`: a shareable upload link whose uploads the caller's key signs.
+pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let base = base_url(&app, &parts.headers);
+    let (key, body) = authenticate(&app, parts, body).await?;
+    let input: CreateLinkRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::names::validate_bucket(&input.bucket)?;
+    if !may_write(&app, &key, &input.bucket).await? {
+        return Err(S3Error::access_denied().into());
+    }
+    let max_size = input.max_size.map_or(100 << 20, |s| s.0);
+    if max_size == 0 || max_size > crate::policy::MAX_POST_OBJECT_SIZE {
+        return Err(ApiError::bad_request(
+            "max_size must be between 1 byte and 5 GiB",
+        ));
+    }
+    let expires = input.expires_in.map_or(7 * 86_400, |s| s.0);
+    if expires == 0 || expires > MAX_LINK_SECS {
+        return Err(ApiError::bad_request(
+            "expires_in must be between 1 second and 366 days",
+        ));
+    }
+    if input.max_files == Some(0) {
+        return Err(ApiError::bad_request("max_files must be at least 1"));
+    }
+    if input.prefix.len() > 900 {
+        return Err(ApiError::bad_request("prefix is too long"));
+    }
+    let content_type = input.content_type.filter(|t| !t.trim().is_empty());
+    let link = crate::ui::new_link(
+        &input.bucket,
+        &input.prefix,
+        max_size,
+        content_type,
+        input.max_files,
+        std::time::Duration::from_secs(expires),
+        &key.access_key,
+    );
+    let stored = link.clone();
+    app.db
+        .write(move |c| crate::db::links::insert(c, &stored))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        link_json(&link, &base).to_string(),
+    )
+        .into_response())
+}
+
+/// `GET /-/api/links`: the caller's links (every link for the admin key), oldest first.
+pub async fn list_links(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let base = base_url(&app, &parts.headers);
+    let (key, _) = authenticate(&app, parts, body).await?;
+    let links = app.db.read(crate::db::links::list).await?;
+    let links: Vec<_> = links
+        .iter()
+        .filter(|l| key.is_admin || l.access_key == key.access_key)
+        .map(|l| link_json(l, &base))
+        .collect();
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "links": links }).to_string(),
+    )
+        .into_response())
+}
+
+/// `DELETE /-/api/links/{id}`: revokes one of the caller's links (any link for the admin key).
+pub async fn revoke_link(
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let (key, _) = authenticate(&app, parts, body).await?;
+    let lookup = id.clone();
+    let found = app
+        .db
+        .read(move |c| crate::db::links::get_by_id(c, &lookup))
+        .await?
+        .filter(|l| key.is_admin || l.access_key == key.access_key);
+    let Some(link) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchLink",
+            format!("no upload link {id}"),
+        ));
+    };
+    app.db
+        .write(move |c| crate::db::links::revoke(c, &link.id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn link_json(l: &LinkRecord, base: &str) -> serde_json::Value {
+    let rfc3339 = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+    };
+    serde_json::json!({
+        "id": l.id,
+        "url": format!("{base}/-/u/{}", l.token),
+        "bucket": l.bucket,
+        "prefix": l.prefix,
+        "max_size": l.max_size,
+        "max_files": l.max_files,
+        "uploaded_files": l.uploaded_files,
+        "content_type": l.content_type,
+        "created_at": rfc3339(l.created_at),
+        "expires_at": rfc3339(l.expires_at),
+        "revoked": l.revoked,
+        "active": l.unusable().is_none(),
     })
 }
 

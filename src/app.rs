@@ -127,6 +127,14 @@ pub fn router(state: AppState) -> Router {
             "/-/api/presign/post",
             axum::routing::post(crate::api::presign_post),
         )
+        .route(
+            "/-/api/links",
+            get(crate::api::list_links).post(crate::api::create_link),
+        )
+        .route(
+            "/-/api/links/{id}",
+            axum::routing::delete(crate::api::revoke_link),
+        )
         .route("/-/api/openapi.json", get(crate::api::openapi))
         .layer(api_cors(&state.config.api_cors_origins));
     Router::new()
@@ -171,7 +179,7 @@ fn api_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

@@ -28,14 +28,57 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let mult: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("unknown duration unit in {s:?}")),
     };
+    let secs = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too long"))?;
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// A size in JSON: a number of bytes, or a string such as `"10MiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(Size(n)),
+            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration in JSON: a number of seconds, or a string such as `"7d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Seconds(n)),
+            Raw::Text(t) => parse_duration(&t)
+                .map(|d| Seconds(d.as_secs()))
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -54,5 +97,6 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap().as_secs(), 604_800);
         assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
         assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
     }
 }

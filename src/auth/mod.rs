@@ -78,8 +78,11 @@ pub fn parse_request(uri: &Uri, headers: &HeaderMap) -> Result<Credentials, Auth
         } else if value.starts_with("AWS ") {
             sigv2::V2HeaderAuth::parse(&value).map(Credentials::V2Header)
         } else {
+            // Only the scheme is echoed (AWS echoes the whole value): what follows may be a
+            // credential, such as `Bearer ACCESS:SECRET` sent to an S3 path by mistake.
+            let scheme = value.split_whitespace().next().unwrap_or_default();
             Err(AuthError::UnsupportedAuthorizationType {
-                value: value.into_owned(),
+                value: scheme.to_owned(),
             })
         };
     }
@@ -294,11 +297,11 @@ mod tests {
 
     #[test]
     fn parse_request_rejects_unknown_authorization() {
-        let err = parse_request(&uri("/"), &auth_headers("Bearer token")).unwrap_err();
+        let err = parse_request(&uri("/"), &auth_headers("Bearer AK:secret")).unwrap_err();
         assert_eq!(
             err,
             AuthError::UnsupportedAuthorizationType {
-                value: "Bearer token".to_owned()
+                value: "Bearer".to_owned()
             }
         );
         assert_eq!(err.to_string(), "Unsupported Authorization Type");
