@@ -2,11 +2,12 @@
 //! bounds it, all measured in the same run on the same machine.
 //!
 //! ```text
-//! cargo bench --bench s3                 # full: 1 s warm-up + 5 s per load case, 1 GiB transfers (~1 min)
+//! cargo bench --bench s3                 # full: 1 s warm-up + 5 s per load case, 1 GiB transfers (~1.5 min)
 //! cargo bench --bench s3 -- --quick      # smoke test: 0.3 s + 1.5 s per load case, 64 MiB (~15 s)
 //!
 //! flags (after `--`):
-//!   --quick              shorter durations and 64 MiB instead of 1 GiB
+//!   --quick              shorter durations, 64 MiB instead of 1 GiB, 16 MiB instead of 100 MiB
+//!                        for the oversized POSTs (case 10), fewer trials
 //!   --out PATH           where to write the JSON (default: <target dir>/bench/s3.json, i.e.
 //!                        target/bench/s3.json, or $CARGO_TARGET_DIR/bench/s3.json)
 //!   --postgate PATH      server binary (default: the one cargo built for this bench)
@@ -47,18 +48,37 @@
 //!    the baseline, VmHWM of another fresh process after a single 1 MiB PutObject; both < 32 MiB.
 //! 7. GetObject 1 GiB → MB/s (information, against the loopback stream) and VmHWM of a fresh
 //!    server process (< 32 MiB).
+//! 8. POST Object (browser upload) 4 KiB at 64 connections: a `multipart/form-data` body with the
+//!    fields of one SigV4 POST policy issued by `postgate::policy::issue` (`KeySpec::Prefix`, key
+//!    `post/${filename}`), then `file` under a distinct file name; every answer must be 204 →
+//!    req/s (target ≥ 4× limit 3), p50, and p99 (target < 20 ms).
+//! 9. POST Object 1 GiB (policy max 5 GiB), the file streamed from memory in 1 MiB chunks,
+//!    Content-Length set → MB/s (target ≥ 95% of limit 2) and VmHWM of a fresh server (< 32 MiB).
+//! 10. A 100 MiB file against a policy of at most 1 KiB, over a raw `TcpStream` (client
+//!     `SO_SNDBUF` shrunk) so that exactly what is written is known, 15 trials:
+//!     (a) with Content-Length: from the file part's header written to the status line read
+//!     (median, target < 1 ms; must be EntityTooLarge), the file bytes the client managed to
+//!     write meanwhile, and of those, how many the server process read: written minus the
+//!     client's send queue minus the server's receive queue, both read from `/proc/net/tcp` when
+//!     the status line arrives (exact only while the server's end is still open; it closes
+//!     right after answering). Written bytes mostly sit in kernel buffers; what the server read
+//!     is the read-ahead of its HTTP read buffer while it parsed the fields.
+//!     (b) chunked (no Content-Length), 16 KiB chunks written in lockstep so that at most 32 KiB are
+//!     unread by the server at any time: file bytes the server read past the maximum when it
+//!     answered EntityTooLarge (same arithmetic; worst of 5 trials; target < 64 KiB). The
+//!     window keeps the kernel buffers from hiding the answer; it also caps each server read.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
-//! as soon as the previous answer is fully read, for a warm-up then a measured window; only
-//! requests that start and finish inside the window are counted (latencies sorted for p50/p99).
+//! as soon as the previous answer is fully read, for a warm-up then a measured window; the answers
+//! that complete inside the window are counted (latencies sorted for p50/p99).
 //!
 //! # Adding a case
 //! Each case is a [`RequestSource`] (builds the n-th request of connection c) plus the expected
 //! status, run by [`run_load`]; single large transfers are a `Request<BenchBody>` given to
-//! [`one_request`]. A "4 KiB POST upload at 64 connections" is a new `RequestSource` that builds a
-//! multipart body with `BenchBody::framed(prefix, chunk, len, suffix)`; a "1 GiB POST upload" is the
-//! same body with a 1 GiB middle part passed to `one_request` (see `figure_big_put`).
+//! [`one_request`]. POST uploads frame their multipart body with [`PostForm`] and
+//! `BenchBody::framed(prefix, chunk, len, suffix)` ([`PostSmall`], `figure_post`); requests that
+//! must be written byte by byte use [`raw_post`].
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -78,8 +98,10 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use postgate::auth::sigv4;
+use postgate::policy::{KeySpec, PostPolicyRequest, PresignedPost, SigVersion};
 use serde_json::json;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
 
 const CONNECTIONS: usize = 64;
 const SMALL: usize = 4 * 1024;
@@ -472,6 +494,108 @@ impl RequestSource for GetSmall {
     }
 }
 
+/// A presigned SigV4 POST form (`postgate::policy::issue`, as `generate_presigned_post` would
+/// return it) for `bucket`, valid for an hour, file size in `0..=max_size`.
+fn presign_post(addr: SocketAddr, key: KeySpec, max_size: u64) -> PresignedPost {
+    let req = PostPolicyRequest {
+        bucket: BUCKET.into(),
+        key,
+        expires_in: Duration::from_secs(3600),
+        min_size: 0,
+        max_size,
+        content_type: None,
+        metadata: Vec::new(),
+        success_action_status: None,
+        success_action_redirect: None,
+        acl: None,
+        sig: SigVersion::V4,
+    };
+    postgate::policy::issue(
+        &req,
+        ACCESS_KEY,
+        SECRET_KEY,
+        REGION,
+        &format!("http://{addr}/{BUCKET}"),
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("issuing the POST policy")
+}
+
+/// The `multipart/form-data` framing of a presigned form as a browser sends it: every policy
+/// field, then the `file` part (its header carries the browser's file name), then the file bytes,
+/// then the closing boundary.
+struct PostForm {
+    boundary: String,
+    fields_part: Vec<u8>,
+}
+
+impl PostForm {
+    fn new(post: &PresignedPost) -> PostForm {
+        let boundary = "----postgatebench7MA4YWxkTrZu0gW".to_owned();
+        let mut fields_part = Vec::new();
+        for (name, value) in &post.fields {
+            let _ = write!(
+                fields_part,
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            );
+        }
+        PostForm {
+            boundary,
+            fields_part,
+        }
+    }
+
+    fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    /// Everything before the file's bytes: the fields and the `file` part's header.
+    fn prefix(&self, filename: &str) -> Bytes {
+        let mut v = Vec::with_capacity(self.fields_part.len() + 160);
+        v.extend_from_slice(&self.fields_part);
+        let _ = write!(
+            v,
+            "--{}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n",
+            self.boundary
+        );
+        Bytes::from(v)
+    }
+
+    /// Everything after the file's bytes.
+    fn suffix(&self) -> Bytes {
+        Bytes::from(format!("\r\n--{}--\r\n", self.boundary))
+    }
+
+    /// POST to the bucket URL of `len` file bytes (repeats of `chunk`), Content-Length framing.
+    fn request(&self, host: &str, filename: &str, chunk: Bytes, len: u64) -> Request<BenchBody> {
+        let body = BenchBody::framed(self.prefix(filename), chunk, len, self.suffix());
+        Request::post(format!("/{BUCKET}"))
+            .header("host", host)
+            .header("content-type", self.content_type())
+            .header("content-length", body.len())
+            .body(body)
+            .unwrap()
+    }
+}
+
+/// Browser-style POST Object of the same 4 KiB file under distinct file names
+/// `c{conn}-{seq}.bin`; one `KeySpec::Prefix` policy for all (key `post/${filename}`), signed once
+/// before the clock starts, so the load generator only frames the body.
+struct PostSmall {
+    host: String,
+    form: PostForm,
+    file: Bytes,
+}
+
+impl RequestSource for PostSmall {
+    fn build(&self, conn: usize, seq: u64) -> Request<BenchBody> {
+        let filename = format!("c{conn:02}-{seq:07}.bin");
+        self.form
+            .request(&self.host, &filename, self.file.clone(), SMALL as u64)
+    }
+}
+
 // =============================================================================================
 // Load generator
 
@@ -565,8 +689,11 @@ async fn connection_loop(
         let t1 = Instant::now();
         match outcome {
             Ok((status, _)) if status == expected => {
+                // Throughput counts the answers that complete inside the window (a request that
+                // straddles an edge is work done in both); counting only requests that also
+                // start inside it would drop about one latency per connection at each edge.
                 let counted = match plan {
-                    Plan::Timed { measure_start, end } => t0 >= measure_start && t1 <= end,
+                    Plan::Timed { measure_start, end } => t1 > measure_start && t1 <= end,
                     Plan::Count(_) => true,
                 };
                 if counted {
@@ -687,6 +814,284 @@ fn expect_ok(what: &str, t: &Transfer) {
         t.status,
         String::from_utf8_lossy(&t.body)
     );
+}
+
+// =============================================================================================
+// Raw-socket POSTs (case 10): exactly what is written, and when
+
+/// Requested `SO_SNDBUF` of the raw client sockets (Linux doubles it and enforces a minimum), so
+/// that the client's own kernel buffer holds little of what the server has not read.
+const RAW_SNDBUF: u32 = 4096;
+/// File bytes per write (Content-Length) or per chunk (chunked).
+const RAW_PIECE: usize = 16 * 1024;
+/// Chunked case: the next chunk is written only while at most this many bytes are written but not
+/// yet read by the server process (client send queue + server receive queue).
+const RAW_WINDOW: u64 = 32 * 1024;
+
+/// The two kernel queues of one loopback connection that hold bytes the client wrote and the
+/// server has not read, from `/proc/net/tcp`: `tx_queue` of the client's end (not yet acknowledged
+/// by the server's kernel) and `rx_queue` of the server's end (arrived, not yet read).
+#[derive(Clone, Copy, Debug, Default)]
+struct Queues {
+    client_tx: u64,
+    /// `None` once the server has closed its end (its unread bytes are then discarded).
+    server_rx: Option<u64>,
+}
+
+impl Queues {
+    fn read(client: u16, server: u16) -> Queues {
+        let mut q = Queues::default();
+        let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+            return q;
+        };
+        let port = |a: &str| {
+            a.rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+        };
+        let hex = |v: &str| u64::from_str_radix(v, 16).unwrap_or(0);
+        for line in table.lines().skip(1) {
+            // sl local_address rem_address st tx_queue:rx_queue ...
+            let f: Vec<&str> = line.split_whitespace().take(5).collect();
+            let [_, local, remote, _, queues] = f[..] else {
+                continue;
+            };
+            let (Some(local), Some(remote), Some((tx, rx))) =
+                (port(local), port(remote), queues.split_once(':'))
+            else {
+                continue;
+            };
+            if (local, remote) == (client, server) {
+                q.client_tx = hex(tx);
+            } else if (local, remote) == (server, client) {
+                q.server_rx = Some(hex(rx));
+            }
+        }
+        q
+    }
+
+    /// Bytes written by the client that no process has read yet, if the server's end is open.
+    fn unread(&self) -> Option<u64> {
+        self.server_rx.map(|rx| rx + self.client_tx)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length` of the whole form; the file is written as fast as the socket takes it.
+    Length,
+    /// `Transfer-Encoding: chunked`, [`RAW_PIECE`] file bytes per chunk, at most [`RAW_WINDOW`]
+    /// bytes unread by the server at any time.
+    Chunked,
+}
+
+/// What a raw POST saw. Byte counts are wire bytes after the request head, the fields and the
+/// `file` part header, i.e. the file bytes plus (chunked) the chunk framing.
+struct RawPost {
+    status: u16,
+    answer: String,
+    /// From the last byte of the file part's header written to the status line read.
+    head_to_status: Duration,
+    /// Bytes the client's kernel had accepted when the status line arrived, and both queues then.
+    written: u64,
+    queues: Queues,
+    /// The last sample before the status line with the server's end still open: (written, unread).
+    last_open: Option<(u64, u64)>,
+    sndbuf: u32,
+}
+
+impl RawPost {
+    /// Bounds of the bytes the server process read: exact if the server's end was still open at
+    /// the status line, otherwise between the last open sample and everything not left in the
+    /// client's own send queue.
+    fn server_read(&self) -> (u64, u64) {
+        match self.queues.unread() {
+            Some(unread) => {
+                let r = self.written.saturating_sub(unread);
+                (r, r)
+            }
+            None => (
+                self.last_open.map_or(0, |(w, u)| w.saturating_sub(u)),
+                self.written.saturating_sub(self.queues.client_tx),
+            ),
+        }
+    }
+}
+
+/// File bytes in the first `wire` bytes of [`RAW_PIECE`]-sized chunks (`4000\r\n` … `\r\n`).
+fn chunked_file_bytes(wire: u64) -> u64 {
+    let head = format!("{RAW_PIECE:x}\r\n").len() as u64;
+    let per = head + RAW_PIECE as u64 + 2;
+    (wire / per) * RAW_PIECE as u64 + (wire % per).saturating_sub(head).min(RAW_PIECE as u64)
+}
+
+/// POSTs `form` with a `file_len`-byte file over a raw socket and watches what happens: the
+/// writer stops at the status line (or when the server closes), the reader timestamps it.
+async fn raw_post(
+    addr: SocketAddr,
+    form: &PostForm,
+    file_len: u64,
+    framing: Framing,
+    piece: &Bytes,
+) -> Result<RawPost, String> {
+    let e = |what: &'static str| move |err: std::io::Error| format!("{what}: {err}");
+    let sock = TcpSocket::new_v4().map_err(e("socket"))?;
+    sock.set_send_buffer_size(RAW_SNDBUF)
+        .map_err(e("SO_SNDBUF"))?;
+    let sndbuf = sock.send_buffer_size().map_err(e("SO_SNDBUF"))?;
+    let stream = sock.connect(addr).await.map_err(e("connect"))?;
+    stream.set_nodelay(true).map_err(e("nodelay"))?;
+    let (client_port, server_port) = (stream.local_addr().map_err(e("addr"))?.port(), addr.port());
+    let (mut rd, mut wr) = stream.into_split();
+
+    let prefix = form.prefix("too-big.bin");
+    let suffix = form.suffix();
+    let mut first = format!(
+        "POST /{BUCKET} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {}\r\n",
+        form.content_type()
+    );
+    match framing {
+        Framing::Length => {
+            let total = prefix.len() as u64 + file_len + suffix.len() as u64;
+            let _ = write!(first, "content-length: {total}\r\n\r\n");
+        }
+        Framing::Chunked => {
+            let _ = write!(
+                first,
+                "transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                prefix.len()
+            );
+        }
+    }
+    let mut first = first.into_bytes();
+    first.extend_from_slice(&prefix);
+    if framing == Framing::Chunked {
+        first.extend_from_slice(b"\r\n");
+    }
+    wr.write_all(&first).await.map_err(e("write head"))?;
+    let t0 = Instant::now();
+
+    let written = Arc::new(AtomicU64::new(0));
+    let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(false);
+    let reader = {
+        let written = written.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut tmp = vec![0u8; 16 * 1024];
+            let mut at_status = None;
+            // Until the server closes (it must: the body is unread), at most 10 s.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, rd.read(&mut tmp)).await {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&tmp[..n]);
+                if at_status.is_none() && buf.windows(2).any(|w| w == b"\r\n") {
+                    let t = Instant::now();
+                    let w = written.load(Ordering::SeqCst);
+                    let q = Queues::read(client_port, server_port);
+                    at_status = Some((t, w, q));
+                    let _ = seen_tx.send(true);
+                }
+            }
+            (at_status, buf)
+        })
+    };
+
+    // Writes `buf`, counting every byte the kernel takes; false once the status line is in or
+    // the connection is gone.
+    let mut last_open = None;
+    let mut write_counted = async |buf: &[u8], seen_rx: &mut tokio::sync::watch::Receiver<bool>| {
+        let mut off = 0;
+        while off < buf.len() {
+            if *seen_rx.borrow() {
+                return false;
+            }
+            tokio::select! {
+                biased;
+                _ = seen_rx.changed() => return false,
+                r = wr.write(&buf[off..]) => match r {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => {
+                        off += n;
+                        written.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                },
+            }
+        }
+        true
+    };
+    let mut sent = 0u64;
+    let mut chunk_frame = Vec::with_capacity(RAW_PIECE + 16);
+    'write: while sent < file_len {
+        let n = (file_len - sent).min(RAW_PIECE as u64) as usize;
+        let data: &[u8] = match framing {
+            Framing::Length => &piece[..n],
+            Framing::Chunked => {
+                // Lockstep: wait until the server has read enough of what was sent.
+                loop {
+                    if *seen_rx.borrow() {
+                        break 'write;
+                    }
+                    let q = Queues::read(client_port, server_port);
+                    let Some(unread) = q.unread() else {
+                        break 'write;
+                    };
+                    last_open = Some((written.load(Ordering::SeqCst), unread));
+                    if unread + RAW_PIECE as u64 <= RAW_WINDOW {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = seen_rx.changed() => break 'write,
+                        () = tokio::time::sleep(Duration::from_micros(200)) => {}
+                    }
+                }
+                chunk_frame.clear();
+                let _ = write!(chunk_frame, "{n:x}\r\n");
+                chunk_frame.extend_from_slice(&piece[..n]);
+                chunk_frame.extend_from_slice(b"\r\n");
+                &chunk_frame
+            }
+        };
+        if !write_counted(data, &mut seen_rx).await {
+            break;
+        }
+        sent += n as u64;
+    }
+    if sent == file_len {
+        // The server read the whole file without answering: finish the form properly.
+        let mut tail = suffix.to_vec();
+        if framing == Framing::Chunked {
+            tail = format!("{:x}\r\n", suffix.len()).into_bytes();
+            tail.extend_from_slice(&suffix);
+            tail.extend_from_slice(b"\r\n0\r\n\r\n");
+        }
+        let _ = wr.write_all(&tail).await;
+    }
+    let (at_status, buf) = reader.await.map_err(|e| format!("reader: {e}"))?;
+    drop(wr);
+    let Some((t1, written, queues)) = at_status else {
+        return Err(format!(
+            "no answer; {} bytes written; got {:?}",
+            written.load(Ordering::SeqCst),
+            String::from_utf8_lossy(&buf)
+        ));
+    };
+    let answer = String::from_utf8_lossy(&buf).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok(RawPost {
+        status,
+        answer,
+        head_to_status: t1 - t0,
+        written,
+        queues,
+        last_open,
+        sndbuf,
+    })
 }
 
 // =============================================================================================
@@ -1278,6 +1683,9 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     // --- 6. PutObject big, RSS; 7. GetObject big, RSS.
     figure_big(o, scratch, &mut rows, dd, loopback_bulk).await;
 
+    // --- 8. POST Object 4 KiB; 9. POST Object big, RSS; 10. oversized POSTs.
+    figure_post(o, scratch, &mut rows, floor, dd).await;
+
     rows
 }
 
@@ -1379,6 +1787,296 @@ async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64,
     ));
     server.stop();
     step("  server stopped");
+}
+
+fn must_all(
+    errors: u64,
+    completed: u64,
+    expected: StatusCode,
+    first: Option<&String>,
+) -> (bool, String) {
+    (
+        errors == 0 && completed > 0,
+        format!(
+            "{errors} answers other than {expected}; first: {}",
+            first.cloned().unwrap_or_default()
+        ),
+    )
+}
+
+fn median<T: Copy + Ord>(v: &[T]) -> Option<T> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
+}
+
+/// Figures 8 (POST Object 4 KiB at 64 connections) and 10 (oversized POSTs against a 1 KiB
+/// maximum) on one server, then figure 9 (POST Object big) on a fresh server, with its peak RSS.
+async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, dd: f64) {
+    let server = spawn_postgate(o, &scratch.join("post"), "post").await;
+    let signer = create_bucket(&server).await;
+    let host = server.addr.to_string();
+
+    step("POST Object 4 KiB @64");
+    let post = presign_post(server.addr, KeySpec::Prefix("post/".into()), SMALL as u64);
+    let src = Arc::new(PostSmall {
+        host: host.clone(),
+        form: PostForm::new(&post),
+        file: pattern(SMALL, 43),
+    });
+    let perf = Perf::start(o, &server, "post-4k");
+    let r = run_load(server.addr, src, StatusCode::NO_CONTENT, timed(o)).await;
+    perf.stop();
+    // The uploads really landed under the expanded key.
+    let probe = signer.signed(
+        Method::GET,
+        &format!("/{BUCKET}/post/c00-0000000.bin"),
+        sigv4::EMPTY_SHA256,
+        BenchBody::empty(),
+    );
+    let stored = one_request(server.addr, probe).await.unwrap();
+    let stored_ok = stored.status == StatusCode::OK && stored.received == SMALL as u64;
+    let (ok, mut why) = must_all(
+        r.errors,
+        r.completed,
+        StatusCode::NO_CONTENT,
+        r.first_error.as_ref(),
+    );
+    if !stored_ok {
+        why += &format!(
+            "; GET post/c00-0000000.bin: {} with {} bytes",
+            stored.status, stored.received
+        );
+    }
+    rows.push(Row {
+        figure: "8 POST Object 4 KiB @64 conns, distinct keys".into(),
+        value: r.rps,
+        unit: "req/s",
+        limit: Some(("L3".into(), floor)),
+        target: Target::RatioAtLeast(4.0),
+        must: Some((ok && stored_ok, why)),
+        note: format!(
+            "{} counted, {} errors; multipart form with the SigV4 policy fields, key post/${{filename}}",
+            r.completed, r.errors
+        ),
+    });
+    rows.push(Row::limit(
+        "8 POST Object 4 KiB p50 latency",
+        r.p50_ms,
+        "ms",
+        String::new(),
+    ));
+    rows.push(Row {
+        figure: "8 POST Object 4 KiB p99 latency".into(),
+        value: r.p99_ms,
+        unit: "ms",
+        limit: Some(("budget".into(), 20.0)),
+        target: Target::Below,
+        must: None,
+        note: String::new(),
+    });
+
+    let too_large = figure_post_too_large(o, &server).await;
+    server.stop();
+    step("  server stopped");
+
+    let label = o.size_label();
+    step(&format!("POST Object {label} (fresh server)"));
+    let server = spawn_postgate(o, &scratch.join("post-big"), "post-big").await;
+    create_bucket(&server).await;
+    let post = presign_post(
+        server.addr,
+        KeySpec::Exact("big-post".into()),
+        postgate::policy::MAX_POST_OBJECT_SIZE,
+    );
+    let req = PostForm::new(&post).request(
+        &server.addr.to_string(),
+        "big.bin",
+        pattern(CHUNK, 13),
+        o.big,
+    );
+    let perf = Perf::start(o, &server, "post-big");
+    let t = one_request(server.addr, req).await.unwrap();
+    perf.stop();
+    assert_eq!(
+        t.status,
+        StatusCode::NO_CONTENT,
+        "POST Object big: {}",
+        String::from_utf8_lossy(&t.body)
+    );
+    let (hwm, rss) = server.memory_mib();
+    rows.push(Row {
+        figure: format!("9 POST Object {label}, multipart, Content-Length"),
+        value: o.big as f64 / t.secs / 1e6,
+        unit: "MB/s",
+        limit: Some(("L2".into(), dd)),
+        target: Target::RatioAtLeast(0.95),
+        must: None,
+        note: format!("{:.2} s", t.secs),
+    });
+    rows.push(rss_row(
+        format!("9 server VmHWM, fresh + POST Object {label}"),
+        hwm,
+        rss,
+    ));
+    server.stop();
+    step("  server stopped");
+    rows.extend(too_large);
+}
+
+/// Figure 10: a huge file against a policy of at most 1 KiB, over raw sockets: (a) announced by
+/// Content-Length, answered before the file is read; (b) chunked, answered at the first chunk
+/// past the maximum.
+async fn figure_post_too_large(o: &Opts, server: &Proc) -> Vec<Row> {
+    let mut rows = Vec::new();
+    const MAX: u64 = 1024;
+    let huge: u64 = if o.quick { 16 << 20 } else { 100 << 20 };
+    let huge_label = format!("{} MiB", huge >> 20);
+    let trials = if o.quick { 5 } else { 15 };
+    let form = PostForm::new(&presign_post(
+        server.addr,
+        KeySpec::Exact("too-big".into()),
+        MAX,
+    ));
+    let piece = pattern(RAW_PIECE, 12);
+    let refused = |p: &RawPost| p.status == 400 && p.answer.contains("EntityTooLarge");
+
+    step(&format!("POST {huge_label} vs 1 KiB max, Content-Length"));
+    let mut bad = None;
+    let (mut times, mut written, mut client_q, mut server_q, mut read_hi, mut read_lo) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut sndbuf = 0;
+    for _ in 0..trials {
+        match raw_post(server.addr, &form, huge, Framing::Length, &piece).await {
+            Ok(p) if refused(&p) => {
+                times.push(p.head_to_status);
+                written.push(p.written);
+                client_q.push(p.queues.client_tx);
+                server_q.push(p.queues.server_rx);
+                let (lo, hi) = p.server_read();
+                read_lo.push(lo);
+                read_hi.push(hi);
+                sndbuf = p.sndbuf;
+            }
+            Ok(p) => {
+                bad.get_or_insert(format!(
+                    "{}: {}",
+                    p.status,
+                    p.answer.chars().take(400).collect::<String>()
+                ));
+            }
+            Err(e) => {
+                bad.get_or_insert(e);
+            }
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let open = server_q.iter().filter(|q| q.is_some()).count();
+    rows.push(Row {
+        figure: format!("10a {huge_label} POST, 1 KiB max, length: head->status"),
+        value: median(&times).map_or(f64::NAN, ms),
+        unit: "ms",
+        limit: Some(("budget".into(), 1.0)),
+        target: Target::Below,
+        must: Some((
+            bad.is_none() && !times.is_empty(),
+            format!("not EntityTooLarge: {}", bad.clone().unwrap_or_default()),
+        )),
+        note: format!(
+            "median of {} trials (min {:.3}, max {:.3} ms); from the file part's header written to the status line read",
+            times.len(),
+            times.iter().copied().min().map_or(f64::NAN, ms),
+            times.iter().copied().max().map_or(f64::NAN, ms),
+        ),
+    });
+    rows.push(Row::limit(
+        "10a   file bytes written before the status (median)",
+        median(&written).map_or(f64::NAN, |b| b as f64),
+        "B",
+        format!(
+            "client SO_SNDBUF {sndbuf} B; at the status: client send queue median {} B, server \
+             receive queue median {} B (server end still open in {open} of {} trials)",
+            median(&client_q).unwrap_or(0),
+            median(&server_q.iter().flatten().copied().collect::<Vec<_>>())
+                .map_or("n/a".to_owned(), |b| b.to_string()),
+            server_q.len()
+        ),
+    ));
+    // Exact only where the server's end was still open when the status line arrived (it closes
+    // right after answering, and its unread bytes go with it).
+    let exact: Vec<u64> = read_lo
+        .iter()
+        .zip(&read_hi)
+        .filter(|(lo, hi)| lo == hi)
+        .map(|(lo, _)| *lo)
+        .collect();
+    rows.push(Row {
+        figure: "10a   file bytes the server read before answering".into(),
+        value: exact.iter().copied().max().map_or(f64::NAN, |b| b as f64),
+        unit: "B",
+        limit: None,
+        target: Target::None,
+        must: None,
+        note: format!(
+            "max over the {} of {} trials where the server's end was still open at the status \
+             (written minus both kernel queues); otherwise only <= written minus the client's \
+             send queue: max {} B",
+            exact.len(),
+            read_hi.len(),
+            read_hi.iter().copied().max().unwrap_or(0)
+        ),
+    });
+
+    step(&format!("POST {huge_label} vs 1 KiB max, chunked"));
+    let mut bad = None;
+    let (mut past_hi, mut past_lo, mut written, mut times) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..trials.min(5) {
+        match raw_post(server.addr, &form, huge, Framing::Chunked, &piece).await {
+            Ok(p) if refused(&p) => {
+                let (lo, hi) = p.server_read();
+                past_lo.push(chunked_file_bytes(lo) as i64 - MAX as i64);
+                past_hi.push(chunked_file_bytes(hi) as i64 - MAX as i64);
+                written.push(chunked_file_bytes(p.written));
+                times.push(p.head_to_status);
+            }
+            Ok(p) => {
+                bad.get_or_insert(format!(
+                    "{}: {}",
+                    p.status,
+                    p.answer.chars().take(400).collect::<String>()
+                ));
+            }
+            Err(e) => {
+                bad.get_or_insert(e);
+            }
+        }
+    }
+    rows.push(Row {
+        figure: format!("10b {huge_label} POST, 1 KiB max, chunked: read past max"),
+        value: past_hi
+            .iter()
+            .copied()
+            .max()
+            .map_or(f64::NAN, |b| b as f64 / 1024.0),
+        unit: "KiB",
+        limit: Some(("budget".into(), 64.0)),
+        target: Target::Below,
+        must: Some((
+            bad.is_none() && !past_hi.is_empty(),
+            format!("not EntityTooLarge: {}", bad.unwrap_or_default()),
+        )),
+        note: format!(
+            "worst of {} trials, upper bound (written minus client send queue{}); lower bound {:.1} KiB; \
+             file bytes written at the status: max {:.1} KiB; {RAW_PIECE} B chunks, <= {RAW_WINDOW} B unread \
+             at any time; head->status median {:.2} ms",
+            past_hi.len(),
+            ", minus server receive queue when still open",
+            past_lo.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+            written.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+            median(&times).map_or(f64::NAN, ms),
+        ),
+    });
+    rows
 }
 
 fn rss_row(figure: String, hwm: f64, rss: f64) -> Row {
