@@ -80,11 +80,8 @@ pub fn create(conn: &Connection, name: &str, owner: &str, acl: &str) -> Result<C
 
 pub fn get(conn: &Connection, name: &str) -> Result<Option<BucketRecord>, DbError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM buckets WHERE name = ?1"),
-            [name],
-            from_row,
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM buckets WHERE name = ?1"))?
+        .query_row([name], from_row)
         .optional()?)
 }
 

@@ -82,11 +82,10 @@ pub fn insert(
 
 pub fn find(conn: &Connection, access_key: &str) -> Result<Option<KeyRecord>, DbError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM access_keys WHERE access_key = ?1"),
-            [access_key],
-            from_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM access_keys WHERE access_key = ?1"
+        ))?
+        .query_row([access_key], from_row)
         .optional()?)
 }
 

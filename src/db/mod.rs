@@ -22,7 +22,11 @@ use tokio::sync::oneshot;
 /// How many queued jobs one transaction may take: enough to amortise the fsync, few enough that
 /// a batch's latency stays low.
 const MAX_BATCH: usize = 512;
-const MAX_IDLE_READERS: usize = 8;
+/// Read connections: at most this many reads run at once, each on a connection of its own that
+/// is kept for the next read. A bound, rather than one connection per concurrent request, keeps
+/// connections (and their parsed schema and cached statements) alive under load instead of
+/// opening and closing one per read.
+const READERS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -49,6 +53,7 @@ struct DbInner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
+    read_slots: tokio::sync::Semaphore,
     stop: Arc<AtomicBool>,
 }
 
@@ -102,6 +107,7 @@ impl Db {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
+                read_slots: tokio::sync::Semaphore::new(READERS),
                 stop,
             }),
         })
@@ -137,6 +143,12 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
+        let _slot = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| DbError::WriterGone)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = inner
@@ -149,10 +161,11 @@ impl Db {
                 None => open_connection(&inner.path)?,
             };
             let result = f(&conn);
-            let mut readers = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
-            if readers.len() < MAX_IDLE_READERS {
-                readers.push(conn);
-            }
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
             result
         })
         .await?
