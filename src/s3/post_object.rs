@@ -303,15 +303,16 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
             .with("StringToSign", policy_b64)
             .with("SignatureProvided", provided));
     }
-    let name = bucket.name.clone();
-    let who = access_key.clone();
-    let grant = app
-        .db
-        .read(move |c| crate::db::buckets::get_with_grant(c, &name, &who))
-        .await?
-        .and_then(|(_, g)| g);
-    let may_write =
-        key.is_admin || bucket.owner == access_key || grant.is_some_and(|g| g.can_write());
+    // The admin key and the bucket's owner may write; anyone else needs a grant.
+    let may_write = key.is_admin || bucket.owner == access_key || {
+        let name = bucket.name.clone();
+        let who = access_key.clone();
+        app.db
+            .read(move |c| crate::db::buckets::get_with_grant(c, &name, &who))
+            .await?
+            .and_then(|(_, g)| g)
+            .is_some_and(|g| g.can_write())
+    };
     if !may_write {
         return Err(S3Error::access_denied());
     }
