@@ -93,6 +93,14 @@
     a.href = location;
     a.textContent = key;
     row.status.appendChild(a);
+    // The link counts its files: keep "N more files accepted" true after each upload.
+    var left = document.getElementById("files-left");
+    if (left) {
+      var n = Math.max(0, Number(left.dataset.left) - 1);
+      left.dataset.left = n;
+      left.textContent = n === 0 ? "no more files accepted"
+        : n + " more file" + (n === 1 ? "" : "s") + " accepted";
+    }
   }
 
   // Large files go up in parts (S3 multipart upload through presigned part URLs): a failed part

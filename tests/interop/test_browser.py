@@ -48,7 +48,7 @@ if _missing and not IN_CI:
     )
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -285,9 +285,12 @@ def browser_nojs():
 
 
 def wait_for(driver, condition, what: str):
-    """Waits (at most WAIT_S) until condition(driver) is truthy, returning it."""
+    """Waits (at most WAIT_S) until condition(driver) is truthy, returning it. An element that
+    goes stale while the page navigates (a form being submitted) just means "not yet"."""
     try:
-        return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition)
+        return WebDriverWait(
+            driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+        ).until(condition)
     except TimeoutException:
         pytest.fail(f"timed out after {WAIT_S}s waiting for {what}; page text:\n"
                     + driver.find_element(By.TAG_NAME, "body").text)
@@ -436,6 +439,8 @@ def test_upload_link_page_with_javascript(browser, pg, s3, bucket, files):
         assert by_key[key]["linkHref"] == f"{pg.endpoint}/{bucket}/{key}", by_key[key]
     assert read_object(s3, bucket, "in/first.txt") == first
     assert read_object(s3, bucket, "in/second.bin") == second
+    # The link takes 10 files: the page counts the two it sent.
+    assert browser.find_element(By.ID, "files-left").text == "8 more files accepted"
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / "upload-link.png"))
