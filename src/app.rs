@@ -137,8 +137,35 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/-/api/openapi.json", get(crate::api::openapi))
         .layer(api_cors(&state.config.api_cors_origins));
+    // Uppy's `@uppy/aws-s3` signs through these (see `crate::uppy`); the link is the credential.
+    let uppy = Router::new()
+        .route("/-/u/{token}/s3/params", get(crate::uppy::params))
+        .route(
+            "/-/u/{token}/s3/multipart",
+            axum::routing::post(crate::uppy::create),
+        )
+        .route(
+            "/-/u/{token}/s3/multipart/{id}",
+            get(crate::uppy::list_parts).delete(crate::link_uploads::abort),
+        )
+        .route(
+            "/-/u/{token}/s3/multipart/{id}/complete",
+            axum::routing::post(crate::uppy::complete),
+        )
+        .route(
+            "/-/u/{token}/s3/multipart/{id}/{n}",
+            get(crate::uppy::sign_part),
+        )
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([axum::http::header::CONTENT_TYPE])
+                .max_age(std::time::Duration::from_secs(3600)),
+        );
     Router::new()
         .merge(api)
+        .merge(uppy)
         .route("/-/health", get(health))
         .route("/-/u/{token}", get(crate::ui::upload_page))
         .route("/-/u/{token}/policy", get(crate::ui::link_policy_json))

@@ -24,6 +24,7 @@ pub mod cors;
 pub mod db;
 pub mod error;
 pub mod link_uploads;
+pub mod uppy;
 pub mod names;
 pub mod policy;
 pub mod s3;

@@ -27,9 +27,9 @@ use crate::upload::ObjectHeaders;
 pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 /// Files above this size take the multipart path on the page.
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
-const PART_URL_LIFETIME_SECS: i64 = 3600;
+pub(crate) const PART_URL_LIFETIME_SECS: i64 = 3600;
 
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     (
         status,
@@ -39,14 +39,14 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn from_s3(e: S3Error) -> Response {
+pub(crate) fn from_s3(e: S3Error) -> Response {
     if e.s3_code() == S3ErrorCode::InternalError {
         tracing::error!(error = %e, "link upload failed");
     }
     json_error(e.s3_code().status(), e.s3_code().as_str(), e.message())
 }
 
-async fn usable_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
+pub(crate) async fn usable_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
     let t = token.to_owned();
     match app.db.read(move |c| crate::db::links::get(c, &t)).await {
         Ok(Some(link)) => match link.unusable() {
@@ -63,7 +63,7 @@ async fn usable_link(app: &AppState, token: &str) -> Result<LinkRecord, Response
 }
 
 /// A link's upload: it must exist under the link's bucket and prefix and carry the link's id.
-async fn link_upload(
+pub(crate) async fn link_upload(
     app: &AppState,
     link: &LinkRecord,
     upload_id: &str,
@@ -121,15 +121,74 @@ pub async fn start(
         Ok(l) => l,
         Err(res) => return res,
     };
-    if req.size > link.max_size {
-        return json_error(
+    match begin(&app, &link, &req.filename, Some(req.size), req.content_type).await {
+        Ok((key, upload_id)) => Json(serde_json::json!({
+            "key": key,
+            "upload_id": upload_id,
+            "part_size": PART_SIZE,
+            "part_count": req.size.div_ceil(PART_SIZE).max(1),
+        }))
+        .into_response(),
+        Err(res) => res,
+    }
+}
+
+/// Checks a file against the link (size when known, type, name), counts it as one of the
+/// link's files and creates its multipart upload under the link's prefix. Returns the key and
+/// the upload id.
+pub(crate) async fn begin(
+    app: &AppState,
+    link: &LinkRecord,
+    filename: &str,
+    size: Option<u64>,
+    content_type: Option<String>,
+) -> Result<(String, String), Response> {
+    if size.is_some_and(|s| s > link.max_size) {
+        return Err(json_error(
             StatusCode::BAD_REQUEST,
             "EntityTooLarge",
             "Your proposed upload exceeds the maximum allowed size",
-        );
+        ));
     }
-    let content_type = req
-        .content_type
+    let content_type = allowed_type(link, content_type).map_err(from_s3)?;
+    let key = key_for(link, filename).map_err(from_s3)?;
+    let id = link.id.clone();
+    match app
+        .db
+        .write(move |c| crate::db::links::reserve_upload(c, &id))
+        .await
+    {
+        Ok(Some(Ok(()))) => {}
+        Ok(Some(Err(reason))) => {
+            return Err(json_error(StatusCode::GONE, "LinkUnavailable", reason));
+        }
+        Ok(None) => {
+            return Err(json_error(
+                StatusCode::NOT_FOUND,
+                "LinkUnavailable",
+                "Unknown upload link.",
+            ));
+        }
+        Err(e) => return Err(from_s3(e.into())),
+    }
+    let headers = ObjectHeaders {
+        content_type: Some(content_type),
+        meta: vec![("upload-link".to_owned(), link.id.clone())],
+        acl: "private".to_owned(),
+        ..ObjectHeaders::default()
+    };
+    crate::s3::multipart::create(app, &link.bucket, &key, &link.access_key, headers)
+        .await
+        .map(|upload_id| (key, upload_id))
+        .map_err(from_s3)
+}
+
+/// The file's Content-Type (default `binary/octet-stream`), if the link accepts it.
+pub(crate) fn allowed_type(
+    link: &LinkRecord,
+    content_type: Option<String>,
+) -> Result<String, S3Error> {
+    let content_type = content_type
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "binary/octet-stream".to_owned());
     if let Some(rule) = &link.content_type {
@@ -138,58 +197,27 @@ pub async fn start(
             .map(str::trim)
             .any(|prefix| content_type.starts_with(prefix));
         if !allowed {
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "AccessDenied",
-                &format!("This link only accepts files of type {rule}."),
-            );
+            return Err(S3Error::new(
+                S3ErrorCode::AccessDenied,
+                format!("This link only accepts files of type {rule}."),
+            ));
         }
     }
-    let name = crate::policy::expand_filename("${filename}", Some(&req.filename));
+    Ok(content_type)
+}
+
+/// The key a file gets under the link: the prefix, then the file name's last path segment.
+pub(crate) fn key_for(link: &LinkRecord, filename: &str) -> Result<String, S3Error> {
+    let name = crate::policy::expand_filename("${filename}", Some(filename));
     if name.is_empty() || name.chars().any(char::is_control) {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidArgument",
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidArgument,
             "Invalid file name.",
-        );
+        ));
     }
     let key = format!("{}{name}", link.prefix);
-    if let Err(e) = crate::names::validate_key(&key) {
-        return from_s3(e);
-    }
-    let id = link.id.clone();
-    match app
-        .db
-        .write(move |c| crate::db::links::reserve_upload(c, &id))
-        .await
-    {
-        Ok(Some(Ok(()))) => {}
-        Ok(Some(Err(reason))) => return json_error(StatusCode::GONE, "LinkUnavailable", reason),
-        Ok(None) => {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                "LinkUnavailable",
-                "Unknown upload link.",
-            );
-        }
-        Err(e) => return from_s3(e.into()),
-    }
-    let headers = ObjectHeaders {
-        content_type: Some(content_type),
-        meta: vec![("upload-link".to_owned(), link.id.clone())],
-        acl: "private".to_owned(),
-        ..ObjectHeaders::default()
-    };
-    match crate::s3::multipart::create(&app, &link.bucket, &key, &link.access_key, headers).await {
-        Ok(upload_id) => Json(serde_json::json!({
-            "key": key,
-            "upload_id": upload_id,
-            "part_size": PART_SIZE,
-            "part_count": req.size.div_ceil(PART_SIZE).max(1),
-        }))
-        .into_response(),
-        Err(e) => from_s3(e),
-    }
+    crate::names::validate_key(&key)?;
+    Ok(key)
 }
 
 /// `GET /-/u/{token}/uploads/{id}/parts/{n}`

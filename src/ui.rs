@@ -111,7 +111,7 @@ pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
 
 /// Signs the policy a link's page posts with: with `redirect` for the plain form (303 to the
 /// "received" page), without it for the page's script (201 with the `<PostResponse>`).
-async fn link_policy(
+pub(crate) async fn link_policy(
     app: &AppState,
     link: &LinkRecord,
     base: &str,

@@ -1,0 +1,224 @@
+//! Upload links as the signing endpoint of Uppy's `@uppy/aws-s3` plugin.
+//!
+//! The plugin signs through a "Companion" server: `companionEndpoint: "<link URL>"` makes it call
+//! the routes below, and the files still go straight to the bucket (a POST form for small files,
+//! presigned part `PUT`s for large ones). Every call is checked against the link exactly as the
+//! upload page is (size, type, prefix, expiry, number of files). The link URL is the only
+//! credential, so these routes answer CORS for any origin; the bucket's own CORS configuration
+//! decides whether a page may post to it and read the `ETag`.
+//!
+//! - `GET  s3/params?filename=&type=&metadata[..]=` → `{method, url, fields, headers}`: a POST
+//!   policy for the key `prefix + filename`;
+//! - `POST s3/multipart` `{filename, type, metadata}` → `{key, uploadId, bucket}`;
+//! - `GET  s3/multipart/{uploadId}/{partNumber}?key=` → `{url, expires}`: a presigned `PUT`;
+//! - `GET  s3/multipart/{uploadId}?key=` → `[{PartNumber, Size, ETag}]`;
+//! - `POST s3/multipart/{uploadId}/complete?key=` `{parts: [{PartNumber, ETag}]}` →
+//!   `{location, bucket, key}`;
+//! - `DELETE s3/multipart/{uploadId}?key=` → 204.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::link_uploads::{allowed_type, from_s3, json_error, key_for, link_upload, usable_link};
+
+/// `GET /-/u/{token}/s3/params`
+pub async fn params(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    let Some(filename) = query.get("filename") else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "filename is required.",
+        );
+    };
+    let checked = key_for(&link, filename)
+        .and_then(|key| Ok((key, allowed_type(&link, query.get("type").cloned())?)));
+    let (key, content_type) = match checked {
+        Ok(x) => x,
+        Err(e) => return from_s3(e),
+    };
+    let base = crate::ui::base_url(&app, &headers);
+    let mut post = match crate::ui::link_policy(&app, &link, &base, None).await {
+        Ok(p) => p,
+        Err(_) => {
+            return json_error(
+                StatusCode::GONE,
+                "LinkUnavailable",
+                "This upload link can no longer be used.",
+            );
+        }
+    };
+    // The policy allows any key under the prefix and any type the link accepts; the form names
+    // this file's. Uppy appends `file` to these fields and reports `url + key` as the location.
+    for (name, value) in &mut post.fields {
+        if name == "key" {
+            value.clone_from(&key);
+        }
+    }
+    post.fields.push(("Content-Type".to_owned(), content_type));
+    let fields: serde_json::Map<_, _> = post
+        .fields
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    Json(serde_json::json!({
+        "method": "POST",
+        "url": format!("{}/", post.url),
+        "fields": fields,
+        "headers": {},
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct CreateRequest {
+    filename: String,
+    #[serde(rename = "type")]
+    content_type: Option<String>,
+}
+
+/// `POST /-/u/{token}/s3/multipart`
+pub async fn create(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    Json(req): Json<CreateRequest>,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    // Uppy does not send the size here; Complete refuses a total above the link's maximum.
+    match crate::link_uploads::begin(&app, &link, &req.filename, None, req.content_type).await {
+        Ok((key, upload_id)) => Json(serde_json::json!({
+            "key": key, "uploadId": upload_id, "bucket": link.bucket,
+        }))
+        .into_response(),
+        Err(res) => res,
+    }
+}
+
+/// `GET /-/u/{token}/s3/multipart/{uploadId}/{partNumber}`: the upload page's part URL, with
+/// the expiry Uppy expects next to it.
+pub async fn sign_part(
+    state: State<AppState>,
+    path: Path<(String, String, u32)>,
+    headers: HeaderMap,
+) -> Response {
+    let res = crate::link_uploads::part_url(state, path, headers).await;
+    if res.status() != StatusCode::OK {
+        return res;
+    }
+    let bytes = match axum::body::to_bytes(res.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    json["expires"] = crate::link_uploads::PART_URL_LIFETIME_SECS.into();
+    Json(json).into_response()
+}
+
+/// `GET /-/u/{token}/s3/multipart/{uploadId}`
+pub async fn list_parts(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    if let Err(res) = link_upload(&app, &link, &upload_id).await {
+        return res;
+    }
+    match app
+        .db
+        .read(move |c| crate::db::uploads::parts(c, &upload_id, 0, 10_000))
+        .await
+    {
+        Ok(parts) => Json(
+            parts
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "PartNumber": p.part_number, "Size": p.size, "ETag": p.etag,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => from_s3(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CompleteRequest {
+    parts: Vec<CompletePart>,
+}
+
+#[derive(Deserialize)]
+pub struct CompletePart {
+    #[serde(rename = "PartNumber")]
+    part_number: u32,
+    #[serde(rename = "ETag")]
+    etag: String,
+}
+
+/// `POST /-/u/{token}/s3/multipart/{uploadId}/complete`: completes with the parts Uppy lists,
+/// as S3's CompleteMultipartUpload does, refusing a total above the link's maximum.
+pub async fn complete(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(req): Json<CompleteRequest>,
+) -> Response {
+    let link = match usable_link(&app, &token).await {
+        Ok(l) => l,
+        Err(res) => return res,
+    };
+    let upload = match link_upload(&app, &link, &upload_id).await {
+        Ok(u) => u,
+        Err(res) => return res,
+    };
+    let parts = req
+        .parts
+        .into_iter()
+        .map(|p| (p.part_number, p.etag))
+        .collect();
+    let done = crate::s3::multipart::complete(
+        &app,
+        &link.bucket,
+        &upload.key,
+        &upload_id,
+        parts,
+        Some(link.max_size),
+    )
+    .await;
+    match done {
+        Ok(etag) => {
+            let base = crate::ui::base_url(&app, &headers);
+            let location = format!(
+                "{base}/{}/{}",
+                link.bucket,
+                crate::auth::sigv4::uri_encode(&upload.key, false)
+            );
+            Json(serde_json::json!({
+                "location": location, "bucket": link.bucket, "key": upload.key, "etag": etag,
+            }))
+            .into_response()
+        }
+        Err(e) => from_s3(e),
+    }
+}
