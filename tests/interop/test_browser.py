@@ -3,7 +3,8 @@
 What only a browser can check: CORS as Chromium enforces it (the JSON API's server-wide origins
 and a bucket's CORS rules, seen from a page on another origin), the shareable upload-link page
 with its script (several files, progress bars, S3 error messages, Retry), the same page as a
-plain HTML form with JavaScript disabled (303 to the "received" page), and a revoked link.
+plain HTML form with JavaScript disabled (303 to the "received" page), a revoked link, a
+100 MiB file going up in parts, and Uppy's real bundle (`@uppy/aws-s3`) signing through a link.
 
 The module starts its own postgate (it needs `--api-cors-origins`) and a static file server for
 `tests/interop/browser/` on another port: a different port is a different origin.
@@ -17,7 +18,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -177,7 +180,21 @@ class Postgate:
         return url
 
 
+NODE_MODULES = Path(__file__).resolve().parent / "node" / "node_modules"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves tests/interop/browser/, and /node_modules/ from the Node suite's packages (the
+    real Uppy bundle)."""
+
+    def translate_path(self, path):
+        if path.startswith("/node_modules/"):
+            rel = urllib.parse.unquote(path.split("?", 1)[0]).removeprefix("/node_modules/")
+            target = (NODE_MODULES / rel).resolve()
+            if NODE_MODULES.resolve() in target.parents:
+                return str(target)
+        return super().translate_path(path)
+
     def log_message(self, *args):
         pass
 
@@ -308,9 +325,9 @@ def read_object(s3, bucket: str, key: str) -> bytes:
 # 1. A web app on another origin: the JSON API, then a POST to the bucket
 
 
-def blob_bytes(size: int) -> bytes:
-    """The bytes cross_origin.html builds its Blob from."""
-    return bytes((i * 31 + 7) & 255 for i in range(size))
+def blob_bytes(size: int, mul: int = 31) -> bytes:
+    """The bytes cross_origin.html and uppy.html build their Blobs from."""
+    return bytes((i * mul + 7) & 255 for i in range(size))
 
 
 def run_cross_origin_page(browser, page_origin: str, pg, bucket: str, key: str, size: int):
@@ -576,4 +593,46 @@ def test_upload_link_page_sends_a_100_mib_file_in_parts(browser, pg, s3, bucket,
     got = read_object(s3, bucket, "in/video.bin")
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     # Nothing is left half-done: no upload remains open for the bucket.
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Uppy (@uppy/aws-s3 from the real `uppy` bundle) signing through an upload link
+
+
+def test_uppy_aws_s3_uploads_through_an_upload_link(browser, pages, pg, s3, bucket):
+    if not (NODE_MODULES / "uppy" / "dist" / "uppy.min.js").is_file():
+        pytest.fail("the uppy npm package is missing: run `npm ci` in tests/interop/node")
+    origin = f"http://127.0.0.1:{pages}"
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{
+        "AllowedOrigins": [origin], "AllowedMethods": ["POST", "PUT"], "AllowedHeaders": ["*"],
+    }]})
+    link = pg.create_link(bucket, max_size="20MiB")
+    browser.get(f"{origin}/uppy.html?" + urllib.parse.urlencode({"link": link}))
+    result = wait_for(
+        browser,
+        lambda d: (el := d.find_element(By.ID, "result")).get_attribute("data-state") != "pending"
+        and el,
+        "Uppy to finish",
+    )
+    assert result.get_attribute("data-state") == "done", result.text
+    outcome = json.loads(result.text)
+    assert outcome["failed"] == [], outcome
+    assert sorted(f["name"] for f in outcome["successful"]) == ["large.bin", "small.txt"]
+
+    # Uppy asks for a key from the file name (some versions put a random id in front); the link
+    # puts it under its prefix.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 2, keys
+    small = next(k for k in keys if k.endswith("small.txt"))
+    large = next(k for k in keys if k.endswith("large.bin"))
+    assert small.startswith("in/") and large.startswith("in/"), keys
+    assert read_object(s3, bucket, small) == blob_bytes(1000, 31)
+    assert read_object(s3, bucket, large) == blob_bytes(12 * 1024 * 1024, 17)
+    head = s3.head_object(Bucket=bucket, Key=large)
+    assert re.fullmatch(r'"[0-9a-f]{32}-\d+"', head["ETag"]), head["ETag"]  # multipart
+    assert s3.head_object(Bucket=bucket, Key=small)["ContentType"] == "text/plain"
+    by_name = {f["name"]: f for f in outcome["successful"]}
+    assert by_name["small.txt"]["uploadURL"] == f"{pg.endpoint}/{bucket}/{small}"
+    assert by_name["large.bin"]["uploadURL"] == f"{pg.endpoint}/{bucket}/{large}"
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
