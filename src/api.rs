@@ -17,6 +17,7 @@ use crate::db::keys::KeyRecord;
 use crate::db::links::LinkRecord;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, SigVersion};
+use crate::ui::base_url;
 use crate::units::{Seconds, Size};
 
 /// Largest JSON body the API reads.
@@ -191,21 +192,6 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
         acl: input.acl.clone(),
         sig,
     })
-}
-
-/// The server's base URL as clients reach it: `--public-url`, else `http://` + the Host header.
-fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
-    match &app.config.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .unwrap_or_else(|| app.config.addr.to_string());
-            format!("http://{host}")
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

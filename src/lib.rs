@@ -24,7 +24,6 @@ pub mod cors;
 pub mod db;
 pub mod error;
 pub mod link_uploads;
-pub mod uppy;
 pub mod names;
 pub mod policy;
 pub mod s3;
@@ -32,6 +31,7 @@ pub mod store;
 pub mod ui;
 pub mod units;
 pub mod upload;
+pub mod uppy;
 pub mod xml;
 
 pub use app::{AppState, serve};

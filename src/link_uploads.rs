@@ -333,11 +333,7 @@ pub async fn complete(
     {
         Ok(etag) => {
             let base = crate::ui::base_url(&app, &headers);
-            let location = format!(
-                "{base}/{}/{}",
-                link.bucket,
-                crate::auth::sigv4::uri_encode(&upload.key, false)
-            );
+            let location = crate::ui::object_url(&base, &link.bucket, &upload.key);
             Json(serde_json::json!({
                 "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
             }))

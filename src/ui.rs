@@ -97,9 +97,10 @@ async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> 
     }
 }
 
+/// The server's base URL as clients reach it: `--public-url`, else `http://` + the Host header.
 pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(u) = &app.config.public_url {
-        return u.clone();
+        return u.trim_end_matches('/').to_owned();
     }
     let host = headers
         .get(header::HOST)
@@ -107,6 +108,14 @@ pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| app.config.addr.to_string());
     format!("http://{host}")
+}
+
+/// The URL of an object, path-style under the server's base URL.
+pub fn object_url(base: &str, bucket: &str, key: &str) -> String {
+    format!(
+        "{base}/{bucket}/{}",
+        crate::auth::sigv4::uri_encode(key, false)
+    )
 }
 
 /// Signs the policy a link's page posts with: with `redirect` for the plain form (303 to the
