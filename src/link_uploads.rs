@@ -19,8 +19,10 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::db::links::LinkRecord;
+use crate::db::uploads::{PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::upload::ObjectHeaders;
+use rusqlite::OptionalExtension;
 
 /// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
 /// costs little on a phone.
@@ -67,41 +69,136 @@ pub(crate) async fn link_upload(
     app: &AppState,
     link: &LinkRecord,
     upload_id: &str,
-) -> Result<crate::db::uploads::UploadRecord, Response> {
-    let id = upload_id.to_owned();
-    let bucket = link.bucket.clone();
+) -> Result<UploadRecord, Response> {
+    let (id, bucket) = (upload_id.to_owned(), link.bucket.clone());
     let found = app
         .db
         .read(move |c| {
-            Ok(c.query_row(
-                "SELECT key FROM uploads WHERE upload_id = ?1 AND bucket = ?2",
-                rusqlite::params![id, bucket],
-                |r| r.get::<_, String>(0),
-            )
-            .ok())
+            let key: Option<String> = c
+                .query_row(
+                    "SELECT key FROM uploads WHERE upload_id = ?1 AND bucket = ?2",
+                    rusqlite::params![id, bucket],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match key {
+                Some(key) => crate::db::uploads::get(c, &bucket, &key, &id),
+                None => Ok(None),
+            }
         })
         .await
         .map_err(|e| from_s3(e.into()))?;
-    let not_found = || {
-        json_error(
+    let marker = format!("\"{}\"", link.id);
+    match found {
+        Some(record)
+            if record.key.starts_with(&link.prefix) && record.headers.contains(&marker) =>
+        {
+            Ok(record)
+        }
+        _ => Err(json_error(
             StatusCode::NOT_FOUND,
             "NoSuchUpload",
             "The specified upload does not exist.",
-        )
-    };
-    let key = found.ok_or_else(not_found)?;
-    let (b, id) = (link.bucket.clone(), upload_id.to_owned());
-    let record = app
-        .db
-        .read(move |c| crate::db::uploads::get(c, &b, &key, &id))
-        .await
-        .map_err(|e| from_s3(e.into()))?
-        .ok_or_else(not_found)?;
-    let marker = format!("\"{}\"", link.id);
-    if !record.key.starts_with(&link.prefix) || !record.headers.contains(&marker) {
-        return Err(not_found());
+        )),
     }
-    Ok(record)
+}
+
+/// The usable link behind `token` and its upload `upload_id`.
+pub(crate) async fn open_upload(
+    app: &AppState,
+    token: &str,
+    upload_id: &str,
+) -> Result<(LinkRecord, UploadRecord), Response> {
+    let link = usable_link(app, token).await?;
+    let upload = link_upload(app, &link, upload_id).await?;
+    Ok((link, upload))
+}
+
+/// The parts uploaded so far, in part-number order.
+pub(crate) async fn part_list(
+    app: &AppState,
+    upload_id: &str,
+) -> Result<Vec<PartRecord>, Response> {
+    let id = upload_id.to_owned();
+    app.db
+        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
+        .await
+        .map_err(|e| from_s3(e.into()))
+}
+
+/// A presigned `PUT` URL for part `number` of the link's upload, signed with the link's key.
+pub(crate) async fn sign_part_url(
+    app: &AppState,
+    link: &LinkRecord,
+    upload: &UploadRecord,
+    number: u32,
+    headers: &axum::http::HeaderMap,
+) -> Result<String, Response> {
+    if !(1..=crate::s3::multipart::MAX_PART_NUMBER).contains(&number) {
+        return Err(json_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+        ));
+    }
+    let Ok(Some(key)) = app.find_key(&link.access_key).await else {
+        return Err(json_error(
+            StatusCode::GONE,
+            "LinkUnavailable",
+            "The key that created this link no longer exists.",
+        ));
+    };
+    let base = crate::ui::base_url(app, headers);
+    let path = format!(
+        "/{}/{}",
+        link.bucket,
+        crate::auth::sigv4::uri_encode(&upload.key, false)
+    );
+    let query = format!("partNumber={number}&uploadId={}", upload.upload_id);
+    Ok(crate::auth::sigv4::presign_url(
+        &crate::auth::sigv4::Presign {
+            method: "PUT",
+            base: &base,
+            path: &path,
+            query: &query,
+            access_key: &key.access_key,
+            secret: &key.secret_key,
+            region: &app.config.region,
+            expires_secs: PART_URL_LIFETIME_SECS,
+            now: time::OffsetDateTime::now_utc(),
+        },
+    ))
+}
+
+/// Completes the link's upload from `parts`, refusing a total above the link's maximum; answers
+/// `{bucket, key, etag, location}`.
+pub(crate) async fn finish(
+    app: &AppState,
+    link: &LinkRecord,
+    upload: &UploadRecord,
+    parts: Vec<(u32, String)>,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    let done = crate::s3::multipart::complete(
+        app,
+        &link.bucket,
+        &upload.key,
+        &upload.upload_id,
+        parts,
+        Some(link.max_size),
+    )
+    .await;
+    match done {
+        Ok(etag) => {
+            let base = crate::ui::base_url(app, headers);
+            let location = crate::ui::object_url(&base, &link.bucket, &upload.key);
+            Json(serde_json::json!({
+                "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
+            }))
+            .into_response()
+        }
+        Err(e) => from_s3(e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -226,47 +323,14 @@ pub async fn part_url(
     Path((token, upload_id, number)): Path<(String, String, u32)>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let link = match usable_link(&app, &token).await {
-        Ok(l) => l,
-        Err(res) => return res,
+    let signed = match open_upload(&app, &token, &upload_id).await {
+        Ok((link, upload)) => sign_part_url(&app, &link, &upload, number, &headers).await,
+        Err(res) => Err(res),
     };
-    let upload = match link_upload(&app, &link, &upload_id).await {
-        Ok(u) => u,
-        Err(res) => return res,
-    };
-    if !(1..=crate::s3::multipart::MAX_PART_NUMBER).contains(&number) {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidArgument",
-            "Part number must be an integer between 1 and 10000, inclusive",
-        );
+    match signed {
+        Ok(url) => Json(serde_json::json!({ "url": url })).into_response(),
+        Err(res) => res,
     }
-    let Ok(Some(key)) = app.find_key(&link.access_key).await else {
-        return json_error(
-            StatusCode::GONE,
-            "LinkUnavailable",
-            "The key that created this link no longer exists.",
-        );
-    };
-    let base = crate::ui::base_url(&app, &headers);
-    let path = format!(
-        "/{}/{}",
-        link.bucket,
-        crate::auth::sigv4::uri_encode(&upload.key, false)
-    );
-    let query = format!("partNumber={number}&uploadId={upload_id}");
-    let url = crate::auth::sigv4::presign_url(&crate::auth::sigv4::Presign {
-        method: "PUT",
-        base: &base,
-        path: &path,
-        query: &query,
-        access_key: &key.access_key,
-        secret: &key.secret_key,
-        region: &app.config.region,
-        expires_secs: PART_URL_LIFETIME_SECS,
-        now: time::OffsetDateTime::now_utc(),
-    });
-    Json(serde_json::json!({ "url": url })).into_response()
 }
 
 /// `GET /-/u/{token}/uploads/{id}`
@@ -274,72 +338,36 @@ pub async fn parts(
     State(app): State<AppState>,
     Path((token, upload_id)): Path<(String, String)>,
 ) -> Response {
-    let link = match usable_link(&app, &token).await {
-        Ok(l) => l,
-        Err(res) => return res,
-    };
-    if let Err(res) = link_upload(&app, &link, &upload_id).await {
+    if let Err(res) = open_upload(&app, &token, &upload_id).await {
         return res;
     }
-    let id = upload_id.clone();
-    match app
-        .db
-        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
-        .await
-    {
+    match part_list(&app, &upload_id).await {
         Ok(parts) => Json(serde_json::json!({
             "parts": parts.iter().map(|p| serde_json::json!({
                 "part_number": p.part_number, "etag": p.etag, "size": p.size,
             })).collect::<Vec<_>>()
         }))
         .into_response(),
-        Err(e) => from_s3(e.into()),
+        Err(res) => res,
     }
 }
 
-/// `POST /-/u/{token}/uploads/{id}/complete`
+/// `POST /-/u/{token}/uploads/{id}/complete`: completes with every uploaded part, in order.
 pub async fn complete(
     State(app): State<AppState>,
     Path((token, upload_id)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let link = match usable_link(&app, &token).await {
-        Ok(l) => l,
+    let (link, upload) = match open_upload(&app, &token, &upload_id).await {
+        Ok(x) => x,
         Err(res) => return res,
     };
-    let upload = match link_upload(&app, &link, &upload_id).await {
-        Ok(u) => u,
-        Err(res) => return res,
-    };
-    let id = upload_id.clone();
-    let parts = match app
-        .db
-        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return from_s3(e.into()),
-    };
-    let list = parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
-    match crate::s3::multipart::complete(
-        &app,
-        &link.bucket,
-        &upload.key,
-        &upload_id,
-        list,
-        Some(link.max_size),
-    )
-    .await
-    {
-        Ok(etag) => {
-            let base = crate::ui::base_url(&app, &headers);
-            let location = crate::ui::object_url(&base, &link.bucket, &upload.key);
-            Json(serde_json::json!({
-                "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
-            }))
-            .into_response()
+    match part_list(&app, &upload_id).await {
+        Ok(parts) => {
+            let list = parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
+            finish(&app, &link, &upload, list, &headers).await
         }
-        Err(e) => from_s3(e),
+        Err(res) => res,
     }
 }
 

@@ -25,7 +25,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::link_uploads::{allowed_type, from_s3, json_error, key_for, link_upload, usable_link};
+use crate::link_uploads::{
+    allowed_type, finish, from_s3, json_error, key_for, open_upload, part_list, sign_part_url,
+    usable_link,
+};
 
 /// `GET /-/u/{token}/s3/params`
 pub async fn params(
@@ -111,24 +114,23 @@ pub async fn create(
     }
 }
 
-/// `GET /-/u/{token}/s3/multipart/{uploadId}/{partNumber}`: the upload page's part URL, with
-/// the expiry Uppy expects next to it.
+/// `GET /-/u/{token}/s3/multipart/{uploadId}/{partNumber}`
 pub async fn sign_part(
-    state: State<AppState>,
-    path: Path<(String, String, u32)>,
+    State(app): State<AppState>,
+    Path((token, upload_id, number)): Path<(String, String, u32)>,
     headers: HeaderMap,
 ) -> Response {
-    let res = crate::link_uploads::part_url(state, path, headers).await;
-    if res.status() != StatusCode::OK {
-        return res;
-    }
-    let bytes = match axum::body::to_bytes(res.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let signed = match open_upload(&app, &token, &upload_id).await {
+        Ok((link, upload)) => sign_part_url(&app, &link, &upload, number, &headers).await,
+        Err(res) => Err(res),
     };
-    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    json["expires"] = crate::link_uploads::PART_URL_LIFETIME_SECS.into();
-    Json(json).into_response()
+    match signed {
+        Ok(url) => Json(serde_json::json!({
+            "url": url, "expires": crate::link_uploads::PART_URL_LIFETIME_SECS,
+        }))
+        .into_response(),
+        Err(res) => res,
+    }
 }
 
 /// `GET /-/u/{token}/s3/multipart/{uploadId}`
@@ -136,18 +138,10 @@ pub async fn list_parts(
     State(app): State<AppState>,
     Path((token, upload_id)): Path<(String, String)>,
 ) -> Response {
-    let link = match usable_link(&app, &token).await {
-        Ok(l) => l,
-        Err(res) => return res,
-    };
-    if let Err(res) = link_upload(&app, &link, &upload_id).await {
+    if let Err(res) = open_upload(&app, &token, &upload_id).await {
         return res;
     }
-    match app
-        .db
-        .read(move |c| crate::db::uploads::parts(c, &upload_id, 0, 10_000))
-        .await
-    {
+    match part_list(&app, &upload_id).await {
         Ok(parts) => Json(
             parts
                 .iter()
@@ -159,7 +153,7 @@ pub async fn list_parts(
                 .collect::<Vec<_>>(),
         )
         .into_response(),
-        Err(e) => from_s3(e.into()),
+        Err(res) => res,
     }
 }
 
@@ -184,12 +178,8 @@ pub async fn complete(
     headers: HeaderMap,
     Json(req): Json<CompleteRequest>,
 ) -> Response {
-    let link = match usable_link(&app, &token).await {
-        Ok(l) => l,
-        Err(res) => return res,
-    };
-    let upload = match link_upload(&app, &link, &upload_id).await {
-        Ok(u) => u,
+    let (link, upload) = match open_upload(&app, &token, &upload_id).await {
+        Ok(x) => x,
         Err(res) => return res,
     };
     let parts = req
@@ -197,24 +187,5 @@ pub async fn complete(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let done = crate::s3::multipart::complete(
-        &app,
-        &link.bucket,
-        &upload.key,
-        &upload_id,
-        parts,
-        Some(link.max_size),
-    )
-    .await;
-    match done {
-        Ok(etag) => {
-            let base = crate::ui::base_url(&app, &headers);
-            let location = crate::ui::object_url(&base, &link.bucket, &upload.key);
-            Json(serde_json::json!({
-                "location": location, "bucket": link.bucket, "key": upload.key, "etag": etag,
-            }))
-            .into_response()
-        }
-        Err(e) => from_s3(e),
-    }
+    finish(&app, &link, &upload, parts, &headers).await
 }
