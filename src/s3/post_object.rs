@@ -58,7 +58,7 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
         counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         chunk
     });
-    let result = post_form(app, req, &mut stream).await;
+    let result = post_form(app, req, declared, &mut stream).await;
     if result.is_err()
         && let Some(total) = declared
     {
@@ -73,7 +73,13 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
     result
 }
 
-async fn post_form<S>(app: &AppState, req: &S3Request, body: &mut S) -> S3Result<Response>
+/// `declared`: the request's Content-Length, when it has one.
+async fn post_form<S>(
+    app: &AppState,
+    req: &S3Request,
+    declared: Option<u64>,
+    body: &mut S,
+) -> S3Result<Response>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + Unpin,
 {
@@ -141,10 +147,8 @@ where
 
     // A body whose length proves the file cannot fit is answered before it is read. The same
     // estimate of the file's size is what a refusal reports as ProposedSize.
-    let size_hint = req
-        .header(header::CONTENT_LENGTH)
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|total| total.saturating_sub(pre_data as u64 + boundary.len() as u64 + 8));
+    let size_hint =
+        declared.map(|total| total.saturating_sub(pre_data as u64 + boundary.len() as u64 + 8));
     if let Some(file_at_least) = size_hint
         && file_at_least > range.max() + EARLY_REJECT_MARGIN
     {
