@@ -14,6 +14,8 @@
 //!   --keep               keep the scratch directory (<target dir>/bench/run-<pid>) for inspection
 //!   --perf DIR           record `perf record -g` of the server during each server case into
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
+//!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7,
+//!                        post = 8-10); the limits are always measured
 //!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
 //! ```
 //!
@@ -129,6 +131,7 @@ struct Opts {
     postgate: PathBuf,
     keep: bool,
     perf: Option<PathBuf>,
+    only: Option<Vec<String>>,
 }
 
 impl Opts {
@@ -145,6 +148,7 @@ impl Opts {
             postgate: PathBuf::from(env!("CARGO_BIN_EXE_postgate")),
             keep: false,
             perf: None,
+            only: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -153,6 +157,7 @@ impl Opts {
                 "--keep" => o.keep = true,
                 "--perf" => o.perf = it.next().map(PathBuf::from),
                 "--out" => o.out = it.next().map(PathBuf::from),
+                "--only" => o.only = it.next().map(|g| g.split(',').map(str::to_owned).collect()),
                 "--postgate" => {
                     o.postgate = PathBuf::from(it.next().expect("--postgate needs a path"))
                 }
@@ -160,6 +165,12 @@ impl Opts {
             }
         }
         o
+    }
+
+    fn wants(&self, group: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|g| g == group))
     }
 
     fn size_label(&self) -> &'static str {
@@ -1678,13 +1689,19 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     ));
 
     // --- 4. PutObject 4 KiB; 5. GetObject 4 KiB.
-    figure_small(o, scratch, &mut rows, floor, loopback.rps).await;
+    if o.wants("small") {
+        figure_small(o, scratch, &mut rows, floor, loopback.rps).await;
+    }
 
     // --- 6. PutObject big, RSS; 7. GetObject big, RSS.
-    figure_big(o, scratch, &mut rows, dd, loopback_bulk).await;
+    if o.wants("big") {
+        figure_big(o, scratch, &mut rows, dd, loopback_bulk).await;
+    }
 
     // --- 8. POST Object 4 KiB; 9. POST Object big, RSS; 10. oversized POSTs.
-    figure_post(o, scratch, &mut rows, floor, dd).await;
+    if o.wants("post") {
+        figure_post(o, scratch, &mut rows, floor, dd).await;
+    }
 
     rows
 }
