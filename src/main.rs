@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use postgate::config::{CommonArgs, Config, ServeArgs};
 use postgate::db::{self, buckets::Perm};
 
+/// mimalloc: small requests allocate and free many short-lived buffers across threads, where
+/// glibc's malloc showed up as about 13% of the server's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "postgate",
