@@ -348,6 +348,9 @@ pub struct BucketCtx {
     pub can_read: bool,
     pub can_write: bool,
     pub is_owner: bool,
+    /// For GetObject and HeadObject: the object's row, read in the same database round trip as
+    /// the bucket's (`None` for other operations; `Some(None)` when the key does not exist).
+    pub object: Option<Option<crate::db::objects::ObjectRecord>>,
 }
 
 /// The axum fallback: every S3 request comes through here.
@@ -454,9 +457,24 @@ async fn authorize(
 ) -> S3Result<BucketCtx> {
     let bucket = req.bucket().to_owned();
     let who = caller.access_key().unwrap_or_default().to_owned();
-    let found = app
+    // An object read fetches its row along with the bucket's: one trip to the read pool, not two.
+    let object_key = match endpoint {
+        Endpoint::GetObject => Some((req.key().to_owned(), true)),
+        Endpoint::HeadObject => Some((req.key().to_owned(), false)),
+        _ => None,
+    };
+    let (found, object) = app
         .db
-        .read(move |c| crate::db::buckets::get_with_grant(c, &bucket, &who))
+        .read(move |c| {
+            let found = crate::db::buckets::get_with_grant(c, &bucket, &who)?;
+            let object = match object_key {
+                Some((key, with_body)) if found.is_some() => {
+                    Some(crate::db::objects::get(c, &bucket, &key, with_body)?)
+                }
+                _ => None,
+            };
+            Ok((found, object))
+        })
         .await?;
     let Some((record, grant)) = found else {
         return Err(S3Error::no_such_bucket(req.bucket()));
@@ -481,6 +499,7 @@ async fn authorize(
         can_read,
         can_write,
         is_owner,
+        object,
     })
 }
 

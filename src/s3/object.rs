@@ -306,17 +306,21 @@ pub async fn get_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
-    ctx: BucketCtx,
+    mut ctx: BucketCtx,
     with_body: bool,
 ) -> S3Result<Response> {
     // A blob can vanish between reading its row and opening it when a newer version commits in
     // between; reading the row again then finds that newer version.
     for _ in 0..4 {
-        let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
-        let found = app
-            .db
-            .read(move |c| objects::get(c, &b, &k, with_body))
-            .await?;
+        let found = match ctx.object.take() {
+            Some(prefetched) => prefetched,
+            None => {
+                let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
+                app.db
+                    .read(move |c| objects::get(c, &b, &k, with_body))
+                    .await?
+            }
+        };
         let Some(obj) = found else {
             if !ctx.can_read {
                 return Err(S3Error::access_denied());
