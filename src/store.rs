@@ -12,8 +12,10 @@
 //! before the metadata row commits; `TempBlob`'s `Drop` removes a temp file that never got that
 //! far. Blob names are generated, never derived from a key.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -138,6 +140,52 @@ pub fn segments_of(parts: &[(String, u64)], start: u64, len: u64) -> Vec<Segment
 pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    pins: Arc<Mutex<Pins>>,
+}
+
+/// Blobs that responses and copies are reading, and blobs whose removal waits for them.
+///
+/// A newer version may commit while an older one is being read and remove the older blobs.
+/// A reader pins the blobs of the version it read (after reading its row), so that it can open
+/// them one at a time as it streams: removal of a pinned blob is deferred until the last pin
+/// goes. A blob being removed cannot be pinned (the reader reads the row again and finds the
+/// newer version).
+#[derive(Debug, Default)]
+struct Pins {
+    readers: HashMap<String, usize>,
+    /// Removed (logically): no new pins; unlinked when no reader is left.
+    doomed: HashSet<String>,
+}
+
+/// Holds pins on some blobs; dropping it removes those whose removal was deferred.
+pub struct PinGuard {
+    store: BlobStore,
+    ids: Vec<String>,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let mut unlink = Vec::new();
+        {
+            let mut pins = self.store.pins.lock().unwrap_or_else(|e| e.into_inner());
+            for id in self.ids.drain(..) {
+                if let Some(n) = pins.readers.get_mut(&id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pins.readers.remove(&id);
+                        if pins.doomed.remove(&id) {
+                            unlink.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        for id in unlink {
+            // Removing the last pin is rare and the file is already unreferenced; unlinking
+            // in place keeps the order simple (this runs on whatever thread drops the guard).
+            let _ = std::fs::remove_file(self.store.path_of(&id));
+        }
+    }
 }
 
 enum Msg {
@@ -150,6 +198,7 @@ impl BlobStore {
         let store = BlobStore {
             blobs: data_dir.join("blobs"),
             tmp: data_dir.join("tmp"),
+            pins: Arc::default(),
         };
         std::fs::create_dir_all(&store.blobs)?;
         std::fs::create_dir_all(&store.tmp)?;
@@ -285,25 +334,21 @@ impl BlobStore {
         segments: Vec<Segment>,
         hash: bool,
     ) -> io::Result<(TempBlob, Option<[u8; 16]>)> {
+        // Pinned, so that a newer version committing meanwhile cannot remove the sources.
+        let guard = self.pin(&segments).await?;
         let temp = self.new_temp();
         let dest = temp.path.clone();
         let store = self.clone();
         let md5 = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 16]>> {
             use std::io::{Read, Seek};
-            // All sources are opened first, so that a newer version committing meanwhile (and
-            // removing these blobs) cannot cut the copy short.
-            let sources = segments
-                .into_iter()
-                .map(|seg| {
-                    let mut src = std::fs::File::open(store.path_of(&seg.blob))?;
-                    src.seek(io::SeekFrom::Start(seg.offset))?;
-                    Ok((src, seg.len))
-                })
-                .collect::<io::Result<Vec<_>>>()?;
+            let _pinned = guard;
             let mut out = std::fs::File::create(&dest)?;
             let mut md5 = hash.then(Md5::new);
             let mut buf = vec![0u8; if hash { 1 << 20 } else { 0 }];
-            for (src, len) in sources {
+            for seg in segments {
+                let mut src = std::fs::File::open(store.path_of(&seg.blob))?;
+                src.seek(io::SeekFrom::Start(seg.offset))?;
+                let len = seg.len;
                 let mut src = src.take(len);
                 let copied = match &mut md5 {
                     None => io::copy(&mut src, &mut out)?,
@@ -350,57 +395,96 @@ impl BlobStore {
         Ok(temp)
     }
 
-    /// Streams byte ranges of blobs in order. Every blob is opened before this returns: a newer
-    /// version may commit while the response is being sent and remove these blobs, and an open
-    /// file stays readable after it is unlinked, so the reader still gets the whole old version.
-    /// A blob already gone (that commit came first) is reported as `NotFound` here, before any
-    /// byte is sent. It costs one file descriptor per part for the length of the response.
+    /// Pins every blob of `segments` (see `Pins`), then checks that each still exists. A blob
+    /// already gone or being removed (a newer version committed since its row was read) is
+    /// `NotFound`: the caller reads the row again.
+    async fn pin(&self, segments: &[Segment]) -> io::Result<PinGuard> {
+        let mut ids: Vec<String> = segments.iter().map(|s| s.blob.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        {
+            let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+            if ids.iter().any(|id| pins.doomed.contains(id)) {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "blob removed"));
+            }
+            for id in &ids {
+                *pins.readers.entry(id.clone()).or_default() += 1;
+            }
+        }
+        let guard = PinGuard {
+            store: self.clone(),
+            ids,
+        };
+        let store = self.clone();
+        let check: Vec<PathBuf> = guard.ids.iter().map(|id| store.path_of(id)).collect();
+        tokio::task::spawn_blocking(move || {
+            check
+                .iter()
+                .try_for_each(|path| std::fs::metadata(path).map(drop))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(guard)
+    }
+
+    /// Streams byte ranges of blobs in order. The blobs are pinned before this returns, so a
+    /// newer version committing while the response is sent cannot remove them; each file is
+    /// opened only when the stream reaches it (one descriptor at a time, however many parts).
+    /// A blob already gone is `NotFound` here, before any byte is sent.
     pub async fn stream_segments(
         &self,
         segments: Vec<Segment>,
     ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
-        let opened = self.open_all(segments).await?;
-        let parts = opened.into_iter().map(|(file, seg)| {
-            use tokio::io::AsyncReadExt;
-            tokio_util::io::ReaderStream::with_capacity(
-                tokio::fs::File::from_std(file).take(seg.len),
-                256 * 1024,
-            )
-        });
-        Ok(futures_util::stream::iter(parts).flatten().boxed())
-    }
-
-    /// Opens (and positions) the file of every segment, on the blocking pool.
-    async fn open_all(&self, segments: Vec<Segment>) -> io::Result<Vec<(std::fs::File, Segment)>> {
+        let guard = Arc::new(self.pin(&segments).await?);
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::io::Seek;
-            segments
-                .into_iter()
-                .map(|seg| {
-                    let mut file = std::fs::File::open(store.path_of(&seg.blob))?;
+        let parts = futures_util::stream::iter(segments).then(move |seg| {
+            let path = store.path_of(&seg.blob);
+            let guard = guard.clone();
+            async move {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let opened = async {
+                    let mut file = tokio::fs::File::open(path).await?;
                     if seg.offset > 0 {
-                        file.seek(io::SeekFrom::Start(seg.offset))?;
+                        file.seek(io::SeekFrom::Start(seg.offset)).await?;
                     }
-                    Ok((file, seg))
+                    Ok::<_, io::Error>(file)
+                }
+                .await;
+                let stream = match opened {
+                    Ok(file) => {
+                        tokio_util::io::ReaderStream::with_capacity(file.take(seg.len), 256 * 1024)
+                            .left_stream()
+                    }
+                    Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+                };
+                // The pins last as long as any part is still to be read.
+                stream.map(move |chunk| {
+                    let _ = &guard;
+                    chunk
                 })
-                .collect()
-        })
-        .await
-        .map_err(io::Error::other)?
+            }
+        });
+        Ok(parts.flatten().boxed())
     }
 
     /// Removes a blob no row refers to any more (after an overwrite or delete has committed).
+    /// While a reader has it pinned, the removal waits for that reader.
     pub async fn remove(&self, id: String) {
+        {
+            let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+            let pinned = pins.readers.contains_key(&id);
+            pins.doomed.insert(id.clone());
+            if pinned {
+                return;
+            }
+        }
         let path = self.path_of(&id);
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
-    }
-
-    pub async fn open_blob(&self, id: &str) -> io::Result<std::fs::File> {
-        let path = self.path_of(id);
-        tokio::task::spawn_blocking(move || std::fs::File::open(path))
-            .await
-            .map_err(io::Error::other)?
+        self.pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .doomed
+            .remove(&id);
     }
 
     /// Start-up sweep: every temp file is an upload that never finished; every blob no row
@@ -596,5 +680,69 @@ mod tests {
         };
         let id = store.persist(temp).await.unwrap();
         assert_eq!(std::fs::read(store.path_of(&id)).unwrap(), data);
+    }
+
+    async fn blob(store: &BlobStore, bytes: &[u8]) -> String {
+        let temp = store.stage_bytes(bytes.to_vec()).await.unwrap();
+        store.persist(temp).await.unwrap()
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    async fn collect(mut s: BoxStream<'static, io::Result<Bytes>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    /// A response over many parts holds no descriptor per part: files open as the stream
+    /// reaches them, and the bytes come out in order.
+    #[tokio::test]
+    async fn streaming_many_parts_opens_them_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut segments = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..300u32 {
+            let bytes = format!("part {i};").into_bytes();
+            want.extend_from_slice(&bytes[1..]);
+            segments.push(Segment {
+                blob: blob(&store, &bytes).await,
+                offset: 1,
+                len: bytes.len() as u64 - 1,
+            });
+        }
+        let before = open_fds();
+        let stream = store.stream_segments(segments).await.unwrap();
+        assert!(open_fds() < before + 5, "no file opened per part up front");
+        assert_eq!(collect(stream).await, want);
+    }
+
+    /// Removing a blob a response is reading waits for that response; meanwhile a new reader
+    /// cannot pin it (it reads the row again and finds the newer version).
+    #[tokio::test]
+    async fn removal_of_a_blob_being_read_waits_for_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let (a, b) = (blob(&store, b"first ").await, blob(&store, b"second").await);
+        let seg = |id: &String| Segment {
+            blob: id.clone(),
+            offset: 0,
+            len: 6,
+        };
+        let stream = store.stream_segments(vec![seg(&a), seg(&b)]).await.unwrap();
+        store.remove(a.clone()).await;
+        store.remove(b.clone()).await;
+        assert!(store.path_of(&b).exists(), "removal deferred while read");
+        let again = store.stream_segments(vec![seg(&b)]).await.err().unwrap();
+        assert_eq!(again.kind(), io::ErrorKind::NotFound);
+        assert_eq!(collect(stream).await, b"first second");
+        assert!(!store.path_of(&a).exists() && !store.path_of(&b).exists());
+        let gone = store.stream_segments(vec![seg(&a)]).await.err().unwrap();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
     }
 }
