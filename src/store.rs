@@ -5,7 +5,7 @@
 //! blocking threads work side by side: one writes the bytes, one hashes them (MD5 for the ETag,
 //! plus SHA-256 or an additional checksum when the request asks), so a large upload runs at the
 //! speed of the slower of the two, not their sum. The body's chunks reach both threads in
-//! batches of about 1 MiB, shared (never copied) and written with one `writev`; memory stays
+//! batches of about 512 KiB, shared (never copied) and written with one `writev`; memory stays
 //! bounded by the channel depth (4 batches).
 //! The writer asks the kernel to start writing out each 8 MiB it has written, so the disk is busy
 //! while the body still arrives and the closing fsync is short.
@@ -199,7 +199,7 @@ enum Msg {
 
 /// Chunks are handed over in batches of at least this many bytes: one wake-up of each thread
 /// and one `writev` per batch rather than per network read.
-const BATCH_BYTES: usize = 1024 * 1024;
+const BATCH_BYTES: usize = 512 * 1024;
 
 impl BlobStore {
     pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
