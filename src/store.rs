@@ -182,10 +182,15 @@ impl Drop for PinGuard {
                 }
             }
         }
-        for id in unlink {
-            // Removing the last pin is rare and the file is already unreferenced; unlinking
-            // in place keeps the order simple (this runs on whatever thread drops the guard).
-            let _ = std::fs::remove_file(self.store.path_of(&id));
+        if unlink.is_empty() {
+            return;
+        }
+        let paths: Vec<PathBuf> = unlink.iter().map(|id| self.store.path_of(id)).collect();
+        let remove = move || paths.iter().for_each(|p| drop(std::fs::remove_file(p)));
+        // Usually dropped by a response body on an async worker: unlink on the blocking pool.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }
@@ -777,7 +782,15 @@ mod tests {
         let again = store.stream_segments(vec![seg(&b)]).await.err().unwrap();
         assert_eq!(again.kind(), io::ErrorKind::NotFound);
         assert_eq!(collect(stream).await, b"first second");
-        assert!(!store.path_of(&a).exists() && !store.path_of(&b).exists());
+        // The last reader gone, the deferred removals run (on the blocking pool).
+        let gone = || !store.path_of(&a).exists() && !store.path_of(&b).exists();
+        for _ in 0..200 {
+            if gone() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(gone(), "removed once the reader finished");
         let gone = store.stream_segments(vec![seg(&a)]).await.err().unwrap();
         assert_eq!(gone.kind(), io::ErrorKind::NotFound);
     }
