@@ -101,7 +101,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use postgate::auth::sigv4;
-use postgate::policy::{KeySpec, PostPolicyRequest, PresignedPost, SigVersion};
+use postgate::policy::{KeySpec, PostPolicyRequest, PresignedPost};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
@@ -509,19 +509,7 @@ impl RequestSource for GetSmall {
 /// A presigned SigV4 POST form (`postgate::policy::issue`, as `generate_presigned_post` would
 /// return it) for `bucket`, valid for an hour, file size in `0..=max_size`.
 fn presign_post(addr: SocketAddr, key: KeySpec, max_size: u64) -> PresignedPost {
-    let req = PostPolicyRequest {
-        bucket: BUCKET.into(),
-        key,
-        expires_in: Duration::from_secs(3600),
-        min_size: 0,
-        max_size,
-        content_type: None,
-        metadata: Vec::new(),
-        success_action_status: None,
-        success_action_redirect: None,
-        acl: None,
-        sig: SigVersion::V4,
-    };
+    let req = PostPolicyRequest::new(BUCKET, key, max_size);
     postgate::policy::issue(
         &req,
         ACCESS_KEY,

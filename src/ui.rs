@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::db::links::LinkRecord;
-use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, PresignedPost, SigVersion};
+use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, PresignedPost};
 
 /// Metadata field pinned by every link policy: the link's public id.
 pub const LINK_META_FIELD: &str = "x-amz-meta-upload-link";
@@ -150,17 +150,16 @@ pub(crate) async fn link_policy(
         None => ContentTypeRule::Prefix(String::new()),
     });
     let req = PostPolicyRequest {
-        bucket: link.bucket.clone(),
-        key: KeySpec::Prefix(link.prefix.clone()),
         expires_in: std::time::Duration::from_secs(lifetime),
-        min_size: 0,
-        max_size: link.max_size,
         content_type,
         metadata: vec![("upload-link".to_owned(), link.id.clone())],
         success_action_status: status,
         success_action_redirect: redirect,
-        acl: None,
-        sig: SigVersion::V4,
+        ..PostPolicyRequest::new(
+            link.bucket.clone(),
+            KeySpec::Prefix(link.prefix.clone()),
+            link.max_size,
+        )
     };
     let url = format!("{base}/{}", link.bucket);
     crate::policy::issue(

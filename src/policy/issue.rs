@@ -79,6 +79,26 @@ pub struct PostPolicyRequest {
     pub sig: SigVersion,
 }
 
+impl PostPolicyRequest {
+    /// `generate_presigned_post`'s defaults: valid for one hour, any size up to `max_size`, no
+    /// further conditions, SigV4. Callers set the rest with struct update syntax.
+    pub fn new(bucket: impl Into<String>, key: KeySpec, max_size: u64) -> PostPolicyRequest {
+        PostPolicyRequest {
+            bucket: bucket.into(),
+            key,
+            expires_in: Duration::from_secs(3600),
+            min_size: 0,
+            max_size,
+            content_type: None,
+            metadata: Vec::new(),
+            success_action_status: None,
+            success_action_redirect: None,
+            acl: None,
+            sig: SigVersion::V4,
+        }
+    }
+}
+
 /// A ready-to-use form: POST `fields` (then `file`) to `url`.
 ///
 /// Serialises like boto3's return value: `{"url": …, "fields": {name: value, …}}`, fields in order.
@@ -297,17 +317,12 @@ mod tests {
 
     fn request(sig: SigVersion) -> PostPolicyRequest {
         PostPolicyRequest {
-            bucket: "my-bucket".into(),
-            key: KeySpec::Exact("uploads/report.pdf".into()),
-            expires_in: Duration::from_secs(3600),
-            min_size: 0,
-            max_size: 10 * 1024 * 1024,
-            content_type: None,
-            metadata: Vec::new(),
-            success_action_status: None,
-            success_action_redirect: None,
-            acl: None,
             sig,
+            ..PostPolicyRequest::new(
+                "my-bucket",
+                KeySpec::Exact("uploads/report.pdf".into()),
+                10 * 1024 * 1024,
+            )
         }
     }
 

@@ -39,19 +39,7 @@ async fn app_with_bucket() -> TestApp {
 
 /// A boto3-like request for bucket `B`: exact key, 10 MiB max, one hour, SigV4.
 fn request(key: &str) -> PostPolicyRequest {
-    PostPolicyRequest {
-        bucket: B.to_owned(),
-        key: KeySpec::Exact(key.to_owned()),
-        expires_in: Duration::from_secs(3600),
-        min_size: 0,
-        max_size: 10 * 1024 * 1024,
-        content_type: None,
-        metadata: Vec::new(),
-        success_action_status: None,
-        success_action_redirect: None,
-        acl: None,
-        sig: SigVersion::V4,
-    }
+    PostPolicyRequest::new(B, KeySpec::Exact(key.to_owned()), 10 * 1024 * 1024)
 }
 
 /// The form fields in send order; names compared case-insensitively when edited.
