@@ -455,33 +455,21 @@ impl BlobStore {
         &self,
         segments: Vec<Segment>,
     ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
-        let guard = Arc::new(self.pin(&segments).await?);
+        let guard = self.pin(&segments).await?;
         let store = self.clone();
+        // The closure owns the pins, so they last until the response's stream is dropped.
         let parts = futures_util::stream::iter(segments).then(move |seg| {
+            let _pinned = &guard;
             let path = store.path_of(&seg.blob);
-            let guard = guard.clone();
             async move {
-                use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                let opened = async {
-                    let mut file = tokio::fs::File::open(path).await?;
-                    if seg.offset > 0 {
-                        file.seek(io::SeekFrom::Start(seg.offset)).await?;
-                    }
-                    Ok::<_, io::Error>(file)
-                }
-                .await;
-                let stream = match opened {
+                use tokio::io::AsyncReadExt;
+                match open_at(path, seg.offset).await {
                     Ok(file) => {
                         tokio_util::io::ReaderStream::with_capacity(file.take(seg.len), 256 * 1024)
                             .left_stream()
                     }
                     Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
-                };
-                // The pins last as long as any part is still to be read.
-                stream.map(move |chunk| {
-                    let _ = &guard;
-                    chunk
-                })
+                }
             }
         });
         Ok(parts.flatten().boxed())
@@ -542,6 +530,16 @@ impl BlobStore {
         }
         Ok((temps, orphans))
     }
+}
+
+/// Opens a blob positioned at `offset`.
+async fn open_at(path: PathBuf, offset: u64) -> io::Result<tokio::fs::File> {
+    use tokio::io::AsyncSeekExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    if offset > 0 {
+        file.seek(io::SeekFrom::Start(offset)).await?;
+    }
+    Ok(file)
 }
 
 /// Chunks gathered for one hand-over.
