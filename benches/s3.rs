@@ -51,6 +51,7 @@
 //!    the baseline, VmHWM of another fresh process after a single 1 MiB PutObject; both < 32 MiB.
 //! 7. GetObject 1 GiB → MB/s (information, against the loopback stream) and VmHWM of a fresh
 //!    server process (< 32 MiB).
+//!    Then CopyObject of that object on the same server → MB/s (information, against limit 2).
 //! 8. POST Object (browser upload) 4 KiB at 64 connections: a `multipart/form-data` body with the
 //!    fields of one SigV4 POST policy issued by `postgate::policy::issue` (`KeySpec::Prefix`, key
 //!    `post/${filename}`), then `file` under a distinct file name; every answer must be 204 →
@@ -2169,7 +2170,9 @@ async fn figure_big(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64, loop
     step("  server stopped");
 
     // GetObject big on a fresh server process over the same data.
-    step(&format!("GetObject {label} (fresh server)"));
+    step(&format!(
+        "GetObject {label} (fresh server), then CopyObject"
+    ));
     let server = spawn_postgate(o, &dir, "get").await;
     let signer = Signer::new(&server.addr.to_string());
     let req = signer.signed(Method::GET, &path, sigv4::EMPTY_SHA256, BenchBody::empty());
@@ -2196,6 +2199,27 @@ async fn figure_big(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64, loop
         hwm,
         rss,
     ));
+
+    // CopyObject big on the same server: a copy on disk, fsync'd, no network in the way.
+    let mut req = signer.signed(
+        Method::PUT,
+        &format!("/{BUCKET}/big-copy"),
+        sigv4::EMPTY_SHA256,
+        BenchBody::empty(),
+    );
+    req.headers_mut()
+        .insert("x-amz-copy-source", HeaderValue::from_str(&path).unwrap());
+    let t = one_request(server.addr, req).await.unwrap();
+    expect_ok("CopyObject big", &t);
+    rows.push(Row {
+        figure: format!("7 CopyObject {label} (server-side copy)"),
+        value: o.big as f64 / t.secs / 1e6,
+        unit: "MB/s",
+        limit: Some(("L2".into(), dd)),
+        target: Target::None,
+        must: None,
+        note: format!("{:.2} s", t.secs),
+    });
     server.stop();
     step("  server stopped");
 }
