@@ -657,14 +657,15 @@ impl Writeback {
             && self.flush.as_ref().is_none_or(|f| f.is_finished())
         {
             self.join_flush()?;
-            // A duplicate descriptor shares the open file, so the final fsync covers its work.
-            let file = self.file.try_clone()?;
             self.flushed = self.written;
-            self.flush = Some(
+            // Only a head start for the closing fsync: without a descriptor or a thread to spare,
+            // the upload goes on without it. The duplicate shares the open file with `self.file`.
+            self.flush = self.file.try_clone().ok().and_then(|file| {
                 std::thread::Builder::new()
                     .name("postgate-flush".into())
-                    .spawn(move || file.sync_data())?,
-            );
+                    .spawn(move || file.sync_data())
+                    .ok()
+            });
         }
         Ok(())
     }
