@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::db::keys::KeyRecord;
 use crate::db::{self, Db, DbError};
-use crate::error::ErrorMark;
+use crate::error::{ErrorMark, S3ErrorCode};
 use crate::store::BlobStore;
 
 /// How long a looked-up access key is trusted before it is read again, so that keys the operator
@@ -230,10 +230,14 @@ async fn request_id_and_errors(req: Request, next: Next) -> Response {
     let request_id = new_request_id();
     let mut res = next.run(req).await;
     if let Some(ErrorMark(err)) = res.extensions_mut().remove::<ErrorMark>() {
-        if err.s3_code() == crate::error::S3ErrorCode::InternalError {
-            tracing::error!(%method, %path, error = %err, request_id, "internal error");
-        } else {
-            tracing::debug!(%method, %path, code = err.s3_code().as_str(), "request refused");
+        match err.s3_code() {
+            S3ErrorCode::InternalError => {
+                tracing::error!(%method, %path, error = %err, request_id, "internal error")
+            }
+            S3ErrorCode::XPostgateStorageFull => {
+                tracing::error!(%method, %path, error = %err, request_id, "storage full")
+            }
+            code => tracing::debug!(%method, %path, code = code.as_str(), "request refused"),
         }
         let status = res.status();
         let keep_body = !is_head && status != StatusCode::NOT_MODIFIED;

@@ -79,6 +79,9 @@ codes! {
     ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE, "Please reduce your request rate.";
     SignatureDoesNotMatch => StatusCode::FORBIDDEN, "The request signature we calculated does not match the signature you provided. Check your key and signing method.";
     XAmzContentSHA256Mismatch => StatusCode::BAD_REQUEST, "The provided 'x-amz-content-sha256' header does not match what was computed.";
+    // Not an AWS code (S3 never fills up); the X prefix marks it as postgate's own, as MinIO's
+    // XMinioStorageFull does. 507 is not retried by the SDKs: retrying would not help.
+    XPostgateStorageFull => StatusCode::INSUFFICIENT_STORAGE, "The server has no space left to store this upload. Nothing was stored.";
 }
 
 /// An error as S3 clients see it. `source` is logged, never sent.
@@ -111,6 +114,13 @@ impl S3Error {
     /// The error with AWS's default message for its code.
     pub fn code(code: S3ErrorCode) -> Self {
         S3Error::new(code, code.default_message())
+    }
+
+    /// 507 for a full disk or an exhausted quota, with the cause logged like an internal error's.
+    pub fn storage_full(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let mut err = S3Error::code(S3ErrorCode::XPostgateStorageFull);
+        err.0.source = Some(source.into());
+        err
     }
 
     /// A 500 whose cause is logged but never sent to the client.
@@ -211,13 +221,21 @@ impl IntoResponse for S3Error {
 
 impl From<crate::db::DbError> for S3Error {
     fn from(err: crate::db::DbError) -> Self {
-        S3Error::internal(err)
+        if err.is_disk_full() {
+            S3Error::storage_full(err)
+        } else {
+            S3Error::internal(err)
+        }
     }
 }
 
 impl From<std::io::Error> for S3Error {
     fn from(err: std::io::Error) -> Self {
-        S3Error::internal(err)
+        use std::io::ErrorKind;
+        match err.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => S3Error::storage_full(err),
+            _ => S3Error::internal(err),
+        }
     }
 }
 

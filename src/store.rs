@@ -318,8 +318,12 @@ impl BlobStore {
         let digests = hasher
             .await
             .map_err(|e| IngestError::Io(io::Error::other(e)))?;
-        fed?;
-        written?;
+        match (fed, written) {
+            // A writer that failed (a full disk, say) is why the feed could not hand it more.
+            (Ok(()) | Err(IngestError::Io(_)), Err(e)) => return Err(IngestError::Io(e)),
+            (Err(e), _) => return Err(e),
+            (Ok(()), Ok(())) => {}
+        }
         let digests = digests.ok_or_else(|| io::Error::other("hasher stopped early"))?;
         Ok(Ingested {
             size,

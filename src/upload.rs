@@ -189,7 +189,7 @@ pub fn ingest_error(err: IngestError<S3Error>, max: u64) -> S3Error {
         IngestError::TooLarge { seen } => S3Error::code(S3ErrorCode::EntityTooLarge)
             .with("ProposedSize", seen.to_string())
             .with("MaxSizeAllowed", max.to_string()),
-        IngestError::Io(e) => S3Error::internal(e),
+        IngestError::Io(e) => S3Error::from(e),
     }
 }
 

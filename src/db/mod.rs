@@ -40,6 +40,13 @@ pub enum DbError {
     Join(#[from] tokio::task::JoinError),
 }
 
+impl DbError {
+    /// SQLite could not grow the database or its WAL: the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, DbError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
+}
+
 type Completion = Box<dyn FnOnce(Result<(), DbError>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 

@@ -211,7 +211,7 @@ pub async fn copy_object(
                         if e.kind() == std::io::ErrorKind::NotFound {
                             S3Error::no_such_key(&src_key)
                         } else {
-                            S3Error::internal(e)
+                            S3Error::from(e)
                         }
                     })?,
             )

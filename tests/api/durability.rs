@@ -1,15 +1,18 @@
 //! What survives disconnects, concurrency, crashes and restarts; the operator CLI.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use postgate::policy::{KeySpec, PostPolicyRequest, issue};
 use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+use time::OffsetDateTime;
 use tokio::process::{Child, Command};
 
 use crate::helpers::{
-    ADMIN_AK, ADMIN_SK, Creds, blob_files, md5_hex, pattern, poll_until, req_to, send_partial,
-    spawn_app, spawn_app_in, tmp_files, xml_blocks, xml_tag,
+    ADMIN_AK, ADMIN_SK, Creds, REGION, Resp, blob_files, md5_hex, pattern, poll_until, req_to,
+    send_partial, spawn_app, spawn_app_in, tmp_files, xml_blocks, xml_tag,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,9 +115,28 @@ fn free_port() -> u16 {
 }
 
 async fn start_server(dir: &Path) -> Server {
+    start(Command::new(env!("CARGO_BIN_EXE_postgate")), dir).await
+}
+
+/// `postgate serve` with its data directory on a tmpfs of `size` (`3m`), mounted in a mount
+/// namespace of the server's own (`unshare`; root, or user namespaces, may do that), so that a
+/// test can fill the disk without touching the machine's. The server's files are seen through
+/// `Server::data_dir`.
+async fn start_server_on_tmpfs(dir: &Path, size: &str) -> Server {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" && shift 2 && exec "$@""#)
+        .args(["sh", size])
+        .arg(dir)
+        .arg(env!("CARGO_BIN_EXE_postgate"));
+    start(cmd, dir).await
+}
+
+/// Runs `cmd serve --data-dir dir --addr ...` and waits until it answers its health check.
+async fn start(mut cmd: Command, dir: &Path) -> Server {
     let port = free_port();
     let host = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_postgate"))
+    let child = cmd
         .arg("serve")
         .arg("--data-dir")
         .arg(dir)
@@ -130,7 +152,7 @@ async fn start_server(dir: &Path) -> Server {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let server = Server {
+    let mut server = Server {
         child,
         base: format!("http://{host}"),
         host,
@@ -147,6 +169,9 @@ async fn start_server(dir: &Path) -> Server {
         {
             return server;
         }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("server exited before it was ready: {status}");
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "server did not start"
@@ -159,6 +184,97 @@ impl Server {
     fn req(&self, method: Method, path: &str) -> crate::helpers::Req<'_> {
         req_to(&self.base, &self.host, &self.http, method, path)
     }
+
+    /// `dir` as the server process sees it (in its own mount namespace, if it has one).
+    fn data_dir(&self, dir: &Path) -> PathBuf {
+        let pid = self.child.id().expect("server running");
+        Path::new(&format!("/proc/{pid}/root")).join(dir.strip_prefix("/").unwrap())
+    }
+}
+
+/// A full disk: an upload that does not fit answers 507 `XPostgateStorageFull` and leaves no
+/// object and no temp file; the version it would have replaced stays whole; and with the failed
+/// upload's bytes gone, an upload that fits succeeds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_mid_upload_answers_507_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_on_tmpfs(dir.path(), "3m").await;
+    let seen = server.data_dir(dir.path());
+    server
+        .req(Method::PUT, "/full")
+        .send()
+        .await
+        .assert_status(200);
+    let kept = pattern(1024 * 1024 + 1, 3);
+    server
+        .req(Method::PUT, "/full/kept")
+        .body(kept.clone())
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(blob_files(&seen).len(), 1, "kept is a blob on the tmpfs");
+
+    let too_big = pattern(3 * 1024 * 1024, 4);
+    for key in ["/full/new", "/full/kept"] {
+        let res = server
+            .req(Method::PUT, key)
+            .body(too_big.clone())
+            .send()
+            .await;
+        res.assert_error(507, "XPostgateStorageFull");
+        assert!(
+            poll_until(Duration::from_secs(5), || tmp_files(&seen).is_empty()).await,
+            "temp file left behind: {:?}",
+            tmp_files(&seen)
+        );
+    }
+    // A browser's POST upload takes the same path.
+    let policy = PostPolicyRequest::new("full", KeySpec::Exact("posted".into()), 10 << 20);
+    let url = format!("{}/full", server.base);
+    let signed = issue(
+        &policy,
+        ADMIN_AK,
+        ADMIN_SK,
+        REGION,
+        &url,
+        OffsetDateTime::now_utc(),
+    );
+    let mut form = Form::new();
+    for (name, value) in signed.unwrap().fields {
+        form = form.text(name, value);
+    }
+    let form = form.part("file", Part::bytes(too_big.clone()).file_name("f.bin"));
+    let res = server.http.post(&url).multipart(form).send().await.unwrap();
+    Resp::read(res)
+        .await
+        .assert_error(507, "XPostgateStorageFull");
+    assert!(
+        poll_until(Duration::from_secs(5), || tmp_files(&seen).is_empty()).await,
+        "temp file left behind: {:?}",
+        tmp_files(&seen)
+    );
+    for key in ["/full/new", "/full/posted"] {
+        server
+            .req(Method::GET, key)
+            .send()
+            .await
+            .assert_error(404, "NoSuchKey");
+    }
+    let got = server.req(Method::GET, "/full/kept").send().await;
+    got.assert_status(200);
+    assert!(got.body[..] == kept[..], "the old version changed");
+    assert_eq!(blob_files(&seen).len(), 1);
+
+    let after = pattern(512 * 1024, 5);
+    server
+        .req(Method::PUT, "/full/after")
+        .body(after.clone())
+        .send()
+        .await
+        .assert_status(200);
+    let got = server.req(Method::GET, "/full/after").send().await;
+    got.assert_status(200);
+    assert!(got.body[..] == after[..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
