@@ -192,6 +192,32 @@ impl Server {
     }
 }
 
+/// Bytes free on the filesystem that holds `path` (`statfs` of the path itself: `df` would look
+/// the path up in this process's mount table, not the server's).
+fn free_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("stat")
+        .args(["--file-system", "--format=%a %S"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (blocks, size) = text.trim().split_once(' ').unwrap();
+    blocks.parse::<u64>().unwrap() * size.parse::<u64>().unwrap()
+}
+
+/// Sends until an answer arrives. A server that answers before the body has all arrived, and
+/// closes, can reach a client still writing as a reset instead of the answer; trying again meets
+/// the same answer, since the failed upload left nothing behind.
+async fn answer(mut request: impl FnMut() -> reqwest::RequestBuilder) -> Resp {
+    for _ in 0..5 {
+        match request().send().await {
+            Ok(res) => return Resp::read(res).await,
+            Err(e) => eprintln!("no answer ({e}); sending again"),
+        }
+    }
+    panic!("no answer in 5 tries");
+}
+
 /// A full disk: an upload that does not fit answers 507 `XPostgateStorageFull` and leaves no
 /// object and no temp file; the version it would have replaced stays whole; and with the failed
 /// upload's bytes gone, an upload that fits succeeds again.
@@ -214,13 +240,15 @@ async fn disk_full_mid_upload_answers_507_and_loses_nothing() {
         .assert_status(200);
     assert_eq!(blob_files(&seen).len(), 1, "kept is a blob on the tmpfs");
 
-    let too_big = pattern(3 * 1024 * 1024, 4);
+    // Just past what is free, so that little of the body is left unread when the server answers.
+    let too_big = pattern(free_bytes(&seen) as usize + 256 * 1024, 4);
     for key in ["/full/new", "/full/kept"] {
-        let res = server
-            .req(Method::PUT, key)
-            .body(too_big.clone())
-            .send()
-            .await;
+        let p = server.req(Method::PUT, key).body(too_big.clone()).prepare();
+        let res = answer(|| {
+            let req = server.http.request(p.method.clone(), &p.url);
+            req.headers(p.headers.clone()).body(p.body.clone())
+        })
+        .await;
         res.assert_error(507, "XPostgateStorageFull");
         assert!(
             poll_until(Duration::from_secs(5), || tmp_files(&seen).is_empty()).await,
@@ -239,15 +267,16 @@ async fn disk_full_mid_upload_answers_507_and_loses_nothing() {
         &url,
         OffsetDateTime::now_utc(),
     );
-    let mut form = Form::new();
-    for (name, value) in signed.unwrap().fields {
-        form = form.text(name, value);
-    }
-    let form = form.part("file", Part::bytes(too_big.clone()).file_name("f.bin"));
-    let res = server.http.post(&url).multipart(form).send().await.unwrap();
-    Resp::read(res)
-        .await
-        .assert_error(507, "XPostgateStorageFull");
+    let fields = signed.unwrap().fields;
+    let res = answer(|| {
+        let form = fields.iter().fold(Form::new(), |form, (name, value)| {
+            form.text(name.clone(), value.clone())
+        });
+        let file = Part::bytes(too_big.clone()).file_name("f.bin");
+        server.http.post(&url).multipart(form.part("file", file))
+    })
+    .await;
+    res.assert_error(507, "XPostgateStorageFull");
     assert!(
         poll_until(Duration::from_secs(5), || tmp_files(&seen).is_empty()).await,
         "temp file left behind: {:?}",
