@@ -1,6 +1,7 @@
 //! The running application: shared state, the router and the serve loop.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::db::buckets::{BucketRecord, Perm};
 use crate::db::keys::KeyRecord;
 use crate::db::{self, Db, DbError};
 use crate::error::{ErrorMark, S3ErrorCode};
@@ -25,12 +27,28 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Access key id → (the key, if it exists; when it was read).
 type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
 
+/// Bucket name → (its row; when it was read).
+type BucketMap = HashMap<String, (BucketRecord, Instant)>;
+
+/// Bucket rows as requests see them, so that an upload does not wait on the read pool for a row
+/// that rarely changes. Changes made through this server clear it at once (`write_bucket`); the CLI
+/// does not change existing buckets, and other writers show within `KEY_CACHE_TTL`. Grants are not
+/// cached (`postgate bucket allow` applies at once), nor are missing buckets (one the CLI creates
+/// is usable at once).
+#[derive(Default)]
+struct BucketCache {
+    map: RwLock<BucketMap>,
+    /// Bumped by every change: a read that began before it must not refill the cache.
+    generation: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub store: BlobStore,
     keys: Arc<RwLock<KeyCache>>,
+    buckets: Arc<BucketCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +102,7 @@ impl AppState {
             db,
             store,
             keys: Arc::new(RwLock::new(HashMap::new())),
+            buckets: Arc::default(),
         };
         state.expire_uploads().await;
         Ok((state, generated))
@@ -118,6 +137,62 @@ impl AppState {
         }
         cache.insert(access_key.to_owned(), (rec.clone(), Instant::now()));
         Ok(rec)
+    }
+
+    /// The bucket and the grant `access_key` holds on it. Pass `""` when no grant can matter
+    /// (an anonymous or admin caller); the owner's grant does not matter either. Only when a grant
+    /// can matter is it read, and then always from the database.
+    pub async fn bucket_with_grant(
+        &self,
+        bucket: &str,
+        access_key: &str,
+    ) -> Result<Option<(BucketRecord, Option<Perm>)>, DbError> {
+        if let Some((record, at)) = self
+            .buckets
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bucket)
+            && at.elapsed() < KEY_CACHE_TTL
+            && (access_key.is_empty() || access_key == record.owner)
+        {
+            return Ok(Some((record.clone(), None)));
+        }
+        let generation = self.buckets.generation.load(Ordering::Acquire);
+        let (b, k) = (bucket.to_owned(), access_key.to_owned());
+        let found = self
+            .db
+            .read(move |c| db::buckets::get_with_grant(c, &b, &k))
+            .await?;
+        if let Some((record, _)) = &found {
+            let mut map = self.buckets.map.write().unwrap_or_else(|e| e.into_inner());
+            // A change since the read began may have made it stale: leave it out.
+            if self.buckets.generation.load(Ordering::Acquire) == generation {
+                if map.len() > 10_000 {
+                    map.clear();
+                }
+                map.insert(bucket.to_owned(), (record.clone(), Instant::now()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// A write to buckets (a bucket, its ACL, CORS or grants): the bucket cache forgets everything
+    /// once it is done, whatever its outcome.
+    pub async fn write_bucket<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let result = self.db.write(f).await;
+        self.buckets_changed();
+        result
+    }
+
+    fn buckets_changed(&self) {
+        let mut map = self.buckets.map.write().unwrap_or_else(|e| e.into_inner());
+        self.buckets.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
     }
 }
 

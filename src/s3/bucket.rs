@@ -65,8 +65,7 @@ pub async fn create_bucket(
     let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
     let name = req.bucket().to_owned();
     let created = app
-        .db
-        .write(move |c| buckets::create(c, &name, &owner, &acl))
+        .write_bucket(move |c| buckets::create(c, &name, &owner, &acl))
         .await?;
     match created {
         Created::Created => {
@@ -88,7 +87,7 @@ pub async fn create_bucket(
 
 pub async fn delete_bucket(app: &AppState, req: &S3Request) -> S3Result<Response> {
     let name = req.bucket().to_owned();
-    match app.db.write(move |c| buckets::delete(c, &name)).await? {
+    match app.write_bucket(move |c| buckets::delete(c, &name)).await? {
         Deleted::Deleted => Ok(empty(StatusCode::NO_CONTENT)),
         Deleted::NotEmpty => {
             Err(S3Error::code(S3ErrorCode::BucketNotEmpty).with("BucketName", req.bucket()))
@@ -182,8 +181,7 @@ pub async fn put_bucket_acl(
     }
     let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
     let name = req.bucket().to_owned();
-    app.db
-        .write(move |c| buckets::set_acl(c, &name, &acl))
+    app.write_bucket(move |c| buckets::set_acl(c, &name, &acl))
         .await?;
     Ok(empty(StatusCode::OK))
 }

@@ -38,24 +38,21 @@ pub async fn put_bucket_cors(
     })?;
     let json = serde_json::to_string(&config).map_err(S3Error::internal)?;
     let name = req.bucket().to_owned();
-    app.db
-        .write(move |c| buckets::set_cors(c, &name, Some(&json)))
+    app.write_bucket(move |c| buckets::set_cors(c, &name, Some(&json)))
         .await?;
     Ok(empty(StatusCode::OK))
 }
 
 pub async fn delete_bucket_cors(app: &AppState, req: &S3Request) -> S3Result<Response> {
     let name = req.bucket().to_owned();
-    app.db
-        .write(move |c| buckets::set_cors(c, &name, None))
+    app.write_bucket(move |c| buckets::set_cors(c, &name, None))
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 async fn bucket_cors(app: &AppState, bucket: &str) -> S3Result<Option<Option<CorsConfig>>> {
-    let name = bucket.to_owned();
-    let record = app.db.read(move |c| buckets::get(c, &name)).await?;
-    Ok(record.map(|r| {
+    let found = app.bucket_with_grant(bucket, "").await?;
+    Ok(found.map(|(r, _)| {
         r.cors
             .as_deref()
             .and_then(|json| serde_json::from_str::<CorsConfig>(json).ok())

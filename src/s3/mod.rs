@@ -456,26 +456,32 @@ async fn authorize(
     access: Access,
 ) -> S3Result<BucketCtx> {
     let bucket = req.bucket().to_owned();
-    let who = caller.access_key().unwrap_or_default().to_owned();
-    // An object read fetches its row along with the bucket's: one trip to the read pool, not two.
+    // No grant can matter to the admin key.
+    let who = match caller.is_admin() {
+        true => String::new(),
+        false => caller.access_key().unwrap_or_default().to_owned(),
+    };
     let object_key = match endpoint {
         Endpoint::GetObject => Some((req.key().to_owned(), true)),
         Endpoint::HeadObject => Some((req.key().to_owned(), false)),
         _ => None,
     };
-    let (found, object) = app
-        .db
-        .read(move |c| {
-            let found = crate::db::buckets::get_with_grant(c, &bucket, &who)?;
-            let object = match object_key {
-                Some((key, with_body)) if found.is_some() => {
-                    Some(crate::db::objects::get(c, &bucket, &key, with_body)?)
-                }
-                _ => None,
-            };
-            Ok((found, object))
-        })
-        .await?;
+    let (found, object) = match object_key {
+        None => (app.bucket_with_grant(&bucket, &who).await?, None),
+        // An object read needs its row anyway: one trip to the read pool for both.
+        Some((key, with_body)) => {
+            app.db
+                .read(move |c| {
+                    let found = crate::db::buckets::get_with_grant(c, &bucket, &who)?;
+                    let object = match found {
+                        Some(_) => Some(crate::db::objects::get(c, &bucket, &key, with_body)?),
+                        None => None,
+                    };
+                    Ok((found, object))
+                })
+                .await?
+        }
+    };
     let Some((record, grant)) = found else {
         return Err(S3Error::no_such_bucket(req.bucket()));
     };

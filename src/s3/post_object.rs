@@ -93,8 +93,7 @@ where
             )
         })?;
     let bucket = req.bucket().to_owned();
-    let b = bucket.clone();
-    let Some(record) = app.db.read(move |c| crate::db::buckets::get(c, &b)).await? else {
+    let Some((record, _)) = app.bucket_with_grant(&bucket, "").await? else {
         return Err(S3Error::no_such_bucket(&bucket));
     };
 
@@ -309,10 +308,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     }
     // The admin key and the bucket's owner may write; anyone else needs a grant.
     let may_write = key.is_admin || bucket.owner == access_key || {
-        let name = bucket.name.clone();
-        let who = access_key.clone();
-        app.db
-            .read(move |c| crate::db::buckets::get_with_grant(c, &name, &who))
+        app.bucket_with_grant(&bucket.name, &access_key)
             .await?
             .and_then(|(_, g)| g)
             .is_some_and(|g| g.can_write())

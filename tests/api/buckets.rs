@@ -138,3 +138,63 @@ async fn get_bucket_acl_gives_owner_full_control() {
     );
     assert!(!text.contains("AllUsers"));
 }
+
+/// Requests read bucket rows through a cache; a change made through the server applies to the
+/// very next request: ACL, CORS, deletion and re-creation.
+#[tokio::test]
+async fn bucket_changes_apply_to_the_next_request() {
+    let app = spawn_app().await;
+    app.create_bucket("live").await;
+    app.put_object("live", "k", "v").await;
+    let anonymous_list = || app.req(Method::GET, "/live").anonymous().send();
+
+    anonymous_list().await.assert_error(403, "AccessDenied");
+    let set_acl = |acl: &'static str| {
+        app.req(Method::PUT, "/live")
+            .query("acl")
+            .header("x-amz-acl", acl)
+            .send()
+    };
+    set_acl("public-read").await.assert_status(200);
+    anonymous_list().await.assert_status(200);
+    set_acl("private").await.assert_status(200);
+    anonymous_list().await.assert_error(403, "AccessDenied");
+
+    let preflight = || {
+        app.http
+            .request(Method::OPTIONS, format!("{}/live/k", app.base))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "PUT")
+            .send()
+    };
+    assert_eq!(preflight().await.unwrap().status(), 403);
+    let rules = "<CORSConfiguration><CORSRule><AllowedOrigin>https://app.example</AllowedOrigin>\
+                 <AllowedMethod>PUT</AllowedMethod></CORSRule></CORSConfiguration>";
+    app.req(Method::PUT, "/live")
+        .query("cors")
+        .body(rules)
+        .send()
+        .await
+        .assert_status(200);
+    let res = preflight().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    app.req(Method::DELETE, "/live")
+        .query("cors")
+        .send()
+        .await
+        .assert_status(204);
+    assert_eq!(preflight().await.unwrap().status(), 403);
+
+    app.delete("/live/k").await.assert_status(204);
+    app.delete("/live").await.assert_status(204);
+    app.put("/live/k", "v")
+        .await
+        .assert_error(404, "NoSuchBucket");
+    app.create_bucket("live").await;
+    app.put("/live/k", "again").await.assert_status(200);
+    assert_eq!(&app.get("/live/k").await.body[..], b"again");
+}
