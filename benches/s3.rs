@@ -14,7 +14,7 @@
 //!   --keep               keep the scratch directory (<target dir>/bench/run-<pid>) for inspection
 //!   --perf DIR           record `perf record -g` of the server during each server case into
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
-//!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7,
+//!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
 //!                        post = 8-10); the limits are always measured
 //!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
 //! ```
@@ -51,7 +51,6 @@
 //!    the baseline, VmHWM of another fresh process after a single 1 MiB PutObject; both < 32 MiB.
 //! 7. GetObject 1 GiB → MB/s (information, against the loopback stream) and VmHWM of a fresh
 //!    server process (< 32 MiB).
-//!    Then CopyObject of that object on the same server → MB/s (information, against limit 2).
 //! 8. POST Object (browser upload) 4 KiB at 64 connections: a `multipart/form-data` body with the
 //!    fields of one SigV4 POST policy issued by `postgate::policy::issue` (`KeySpec::Prefix`, key
 //!    `post/${filename}`), then `file` under a distinct file name; every answer must be 204 →
@@ -71,6 +70,8 @@
 //!     unread by the server at any time: file bytes the server read past the maximum when it
 //!     answered EntityTooLarge (same arithmetic; worst of 5 trials; target < 64 KiB). The
 //!     window keeps the kernel buffers from hiding the answer; it also caps each server read.
+//! 11. CopyObject of case 6's object on a fresh server → MB/s (information, against limit 2).
+//!     Last in the run (group `big`), so that the gigabyte it writes cannot slow the cases after it.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
@@ -1703,6 +1704,11 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
         figure_post(o, scratch, &mut rows, floor, dd).await;
     }
 
+    // --- 11. CopyObject big.
+    if o.wants("big") {
+        figure_copy(o, scratch, &mut rows, dd).await;
+    }
+
     rows
 }
 
@@ -2108,6 +2114,38 @@ fn rss_row(figure: String, hwm: f64, rss: f64) -> Row {
     }
 }
 
+/// CopyObject of the object `figure_big` stored, on a fresh server over its data directory: a
+/// copy on disk, fsync'd, with no network in the way.
+async fn figure_copy(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64) {
+    let label = o.size_label();
+    step(&format!("CopyObject {label} (fresh server)"));
+    let server = spawn_postgate(o, &scratch.join("big"), "copy").await;
+    let signer = Signer::new(&server.addr.to_string());
+    let mut req = signer.signed(
+        Method::PUT,
+        &format!("/{BUCKET}/big-copy"),
+        sigv4::EMPTY_SHA256,
+        BenchBody::empty(),
+    );
+    req.headers_mut().insert(
+        "x-amz-copy-source",
+        HeaderValue::from_str(&format!("/{BUCKET}/big-object")).unwrap(),
+    );
+    let t = one_request(server.addr, req).await.unwrap();
+    expect_ok("CopyObject big", &t);
+    rows.push(Row {
+        figure: format!("11 CopyObject {label} (server-side copy)"),
+        value: o.big as f64 / t.secs / 1e6,
+        unit: "MB/s",
+        limit: Some(("L2".into(), dd)),
+        target: Target::None,
+        must: None,
+        note: format!("{:.2} s", t.secs),
+    });
+    server.stop();
+    step("  server stopped");
+}
+
 async fn figure_big(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64, loopback_bulk: f64) {
     let label = o.size_label();
     let chunk = pattern(CHUNK, 11);
@@ -2200,26 +2238,6 @@ async fn figure_big(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64, loop
         rss,
     ));
 
-    // CopyObject big on the same server: a copy on disk, fsync'd, no network in the way.
-    let mut req = signer.signed(
-        Method::PUT,
-        &format!("/{BUCKET}/big-copy"),
-        sigv4::EMPTY_SHA256,
-        BenchBody::empty(),
-    );
-    req.headers_mut()
-        .insert("x-amz-copy-source", HeaderValue::from_str(&path).unwrap());
-    let t = one_request(server.addr, req).await.unwrap();
-    expect_ok("CopyObject big", &t);
-    rows.push(Row {
-        figure: format!("7 CopyObject {label} (server-side copy)"),
-        value: o.big as f64 / t.secs / 1e6,
-        unit: "MB/s",
-        limit: Some(("L2".into(), dd)),
-        target: Target::None,
-        must: None,
-        note: format!("{:.2} s", t.secs),
-    });
     server.stop();
     step("  server stopped");
 }
