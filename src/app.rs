@@ -20,9 +20,9 @@ use crate::db::{self, Db, DbError};
 use crate::error::{ErrorMark, S3ErrorCode};
 use crate::store::BlobStore;
 
-/// How long a looked-up access key is trusted before it is read again, so that keys the operator
-/// deletes with the CLI while the server runs stop working promptly.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long a looked-up access key or bucket row is trusted before it is read again, so that keys
+/// the operator deletes with the CLI while the server runs stop working promptly.
+const CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// Access key id → (the key, if it exists; when it was read).
 type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
@@ -32,7 +32,7 @@ type BucketMap = HashMap<String, (BucketRecord, Instant)>;
 
 /// Bucket rows as requests see them, so that an upload does not wait on the read pool for a row
 /// that rarely changes. Changes made through this server clear it at once (`write_bucket`); the CLI
-/// does not change existing buckets, and other writers show within `KEY_CACHE_TTL`. Grants are not
+/// does not change existing buckets, and other writers show within `CACHE_TTL`. Grants are not
 /// cached (`postgate bucket allow` applies at once), nor are missing buckets (one the CLI creates
 /// is usable at once).
 #[derive(Default)]
@@ -125,7 +125,7 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(access_key)
-            && at.elapsed() < KEY_CACHE_TTL
+            && at.elapsed() < CACHE_TTL
         {
             return Ok(rec.clone());
         }
@@ -153,7 +153,7 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(bucket)
-            && at.elapsed() < KEY_CACHE_TTL
+            && at.elapsed() < CACHE_TTL
             && (access_key.is_empty() || access_key == record.owner)
         {
             return Ok(Some((record.clone(), None)));
