@@ -39,6 +39,9 @@
 //!    it, back to back. This is what a naive "one durable file per object" store achieves at 64
 //!    concurrent uploads; postgate keeps small objects inline in SQLite and group-commits them, so
 //!    4 KiB PUTs must beat this by a wide margin (target ≥ 4×).
+//! 4. **MD5 limit** (MB/s, information): the `md-5` crate over 1 GiB in memory on one core. A
+//!    large upload's ETag is the MD5 of all its bytes, one serial hash, so figures 6 and 9 cannot
+//!    beat it whatever the disk does; their notes give the ratio to it.
 //!
 //! # Server figures (release `postgate serve` as a subprocess, fresh data directory)
 //! 4. PutObject 4 KiB at 64 connections, SigV4 with the real payload hash, distinct keys, every
@@ -1348,6 +1351,23 @@ fn dd_limit(dir: &Path, bytes: u64) -> (f64, String) {
 
 /// 64 threads × (create a 4 KiB file, write, fdatasync, close), for `dur` → files/s. The files
 /// are then unlinked by the same 64 threads, untimed (one thread would need many seconds).
+/// MB/s of MD5 over `bytes` in memory on one core (1 MiB at a time, from cache): the rate no
+/// large upload can beat, since its ETag is this one serial hash of all its bytes.
+fn md5_limit(bytes: u64) -> f64 {
+    use md5::Digest as _;
+    let chunk = pattern(CHUNK, 13);
+    let t0 = Instant::now();
+    let mut hash = md5::Md5::new();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        hash.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    std::hint::black_box(hash.finalize());
+    bytes as f64 / t0.elapsed().as_secs_f64() / 1e6
+}
+
 fn fsync_floor(dir: &Path, dur: Duration) -> f64 {
     let dir = dir.join("fsync-floor");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1689,6 +1709,16 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
         ),
     ));
 
+    // --- L4. MD5 limit: a large upload's ETag is the MD5 of its bytes, one serial hash.
+    step("MD5 limit (one core)");
+    let md5 = tokio::task::block_in_place(|| md5_limit(o.big));
+    rows.push(Row::limit(
+        format!("L4 cpu: MD5 of {} in memory, one core", o.size_label()),
+        md5,
+        "MB/s",
+        "a serial hash every large upload computes: a ceiling for figures 6 and 9 too".into(),
+    ));
+
     // --- 4. PutObject 4 KiB; 5. GetObject 4 KiB.
     if o.wants("small") {
         figure_small(o, scratch, &mut rows, floor, loopback.rps).await;
@@ -1696,12 +1726,12 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
 
     // --- 6. PutObject big, RSS; 7. GetObject big, RSS.
     if o.wants("big") {
-        figure_big(o, scratch, &mut rows, dd, loopback_bulk).await;
+        figure_big(o, scratch, &mut rows, dd, md5, loopback_bulk).await;
     }
 
     // --- 8. POST Object 4 KiB; 9. POST Object big, RSS; 10. oversized POSTs.
     if o.wants("post") {
-        figure_post(o, scratch, &mut rows, floor, dd).await;
+        figure_post(o, scratch, &mut rows, floor, dd, md5).await;
     }
 
     // --- 11. CopyObject big.
@@ -1835,7 +1865,7 @@ fn median<T: Copy + Ord>(v: &[T]) -> Option<T> {
 
 /// Figures 8 (POST Object 4 KiB at 64 connections) and 10 (oversized POSTs against a 1 KiB
 /// maximum) on one server, then figure 9 (POST Object big) on a fresh server, with its peak RSS.
-async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, dd: f64) {
+async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, dd: f64, md5: f64) {
     let server = spawn_postgate(o, &scratch.join("post"), "post").await;
     let signer = create_bucket(&server).await;
     let host = server.addr.to_string();
@@ -1935,7 +1965,11 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
         limit: Some(("L2".into(), dd)),
         target: Target::RatioAtLeast(0.95),
         must: None,
-        note: format!("{:.2} s", t.secs),
+        note: format!(
+            "{:.2} s; {:.2}x of L4",
+            t.secs,
+            o.big as f64 / t.secs / 1e6 / md5
+        ),
     });
     rows.push(rss_row(
         format!("9 server VmHWM, fresh + POST Object {label}"),
@@ -2146,7 +2180,14 @@ async fn figure_copy(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64) {
     step("  server stopped");
 }
 
-async fn figure_big(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64, loopback_bulk: f64) {
+async fn figure_big(
+    o: &Opts,
+    scratch: &Path,
+    rows: &mut Vec<Row>,
+    dd: f64,
+    md5: f64,
+    loopback_bulk: f64,
+) {
     let label = o.size_label();
     let chunk = pattern(CHUNK, 11);
 
@@ -2196,7 +2237,11 @@ async fn figure_big(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64, loop
         limit: Some(("L2".into(), dd)),
         target: Target::RatioAtLeast(0.95),
         must: None,
-        note: format!("{:.2} s", t.secs),
+        note: format!(
+            "{:.2} s; {:.2}x of L4",
+            t.secs,
+            o.big as f64 / t.secs / 1e6 / md5
+        ),
     });
     rows.push(rss_row(
         format!("6 server VmHWM, fresh + PutObject {label}"),
