@@ -97,6 +97,9 @@ impl Db {
         // Checkpoints run on their own thread (below), so that copying the WAL into the database
         // file, and that file's fsync, never sit between a batch and its commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Each job runs in a savepoint; its sub-journal (pages it changes that the batch had
+        // changed before) stays in memory rather than in a temp file.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("postgate-db-writer".into())
@@ -226,7 +229,13 @@ fn run_batch(
     jobs: Vec<Job>,
     completions: &mut Vec<Completion>,
 ) -> Result<(), rusqlite::Error> {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    // Cached statements: these run for every job, and `execute_batch` would parse them each time.
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+    };
+    if let Err(e) = run("BEGIN IMMEDIATE") {
         // Still run the jobs so each caller gets an answer; without a transaction they fail.
         for job in jobs {
             let (_, done) = job(conn);
@@ -235,23 +244,23 @@ fn run_batch(
         return Err(e);
     }
     for job in jobs {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let savepoint = run("SAVEPOINT job");
         // A panicking job must not take the writer down with it: its caller sees `WriterGone`.
         let (ok, done) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)))
             .unwrap_or_else(|_| (false, Box::new(|_| {})));
         if savepoint.is_ok() {
             if ok {
-                let _ = conn.execute_batch("RELEASE job");
+                let _ = run("RELEASE job");
             } else {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                let _ = run("ROLLBACK TO job").and_then(|()| run("RELEASE job"));
             }
         }
         completions.push(done);
     }
-    match conn.execute_batch("COMMIT") {
+    match run("COMMIT") {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run("ROLLBACK");
             Err(e)
         }
     }
