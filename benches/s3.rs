@@ -1958,19 +1958,15 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
         String::from_utf8_lossy(&t.body)
     );
     let (hwm, rss) = server.memory_mib();
-    rows.push(Row {
-        figure: format!("9 POST Object {label}, multipart, Content-Length"),
-        value: o.big as f64 / t.secs / 1e6,
-        unit: "MB/s",
-        limit: Some(("L2".into(), dd)),
-        target: Target::RatioAtLeast(0.95),
-        must: None,
-        note: format!(
-            "{:.2} s; {:.2}x of L4",
-            t.secs,
-            o.big as f64 / t.secs / 1e6 / md5
-        ),
-    });
+    let of_l4 = format!("; {:.2}x of L4", o.big as f64 / t.secs / 1e6 / md5);
+    rows.push(transfer_row(
+        format!("9 POST Object {label}, multipart, Content-Length"),
+        o.big,
+        t.secs,
+        ("L2", dd),
+        Target::RatioAtLeast(0.95),
+        &of_l4,
+    ));
     rows.push(rss_row(
         format!("9 server VmHWM, fresh + POST Object {label}"),
         hwm,
@@ -2136,6 +2132,26 @@ async fn figure_post_too_large(o: &Opts, server: &Proc) -> Vec<Row> {
     rows
 }
 
+/// MB/s of one transfer of `bytes`, against `limit`; the note starts with the seconds it took.
+fn transfer_row(
+    figure: String,
+    bytes: u64,
+    secs: f64,
+    limit: (&str, f64),
+    target: Target,
+    more: &str,
+) -> Row {
+    Row {
+        figure,
+        value: bytes as f64 / secs / 1e6,
+        unit: "MB/s",
+        limit: Some((limit.0.into(), limit.1)),
+        target,
+        must: None,
+        note: format!("{secs:.2} s{more}"),
+    }
+}
+
 fn rss_row(figure: String, hwm: f64, rss: f64) -> Row {
     Row {
         figure,
@@ -2167,15 +2183,14 @@ async fn figure_copy(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64) {
     );
     let t = one_request(server.addr, req).await.unwrap();
     expect_ok("CopyObject big", &t);
-    rows.push(Row {
-        figure: format!("11 CopyObject {label} (server-side copy)"),
-        value: o.big as f64 / t.secs / 1e6,
-        unit: "MB/s",
-        limit: Some(("L2".into(), dd)),
-        target: Target::None,
-        must: None,
-        note: format!("{:.2} s", t.secs),
-    });
+    rows.push(transfer_row(
+        format!("11 CopyObject {label} (server-side copy)"),
+        o.big,
+        t.secs,
+        ("L2", dd),
+        Target::None,
+        "",
+    ));
     server.stop();
     step("  server stopped");
 }
@@ -2230,19 +2245,15 @@ async fn figure_big(
     perf.stop();
     expect_ok("PutObject big", &t);
     let (hwm, rss) = server.memory_mib();
-    rows.push(Row {
-        figure: format!("6 PutObject {label}, 1 MiB chunks, UNSIGNED-PAYLOAD"),
-        value: o.big as f64 / t.secs / 1e6,
-        unit: "MB/s",
-        limit: Some(("L2".into(), dd)),
-        target: Target::RatioAtLeast(0.95),
-        must: None,
-        note: format!(
-            "{:.2} s; {:.2}x of L4",
-            t.secs,
-            o.big as f64 / t.secs / 1e6 / md5
-        ),
-    });
+    let of_l4 = format!("; {:.2}x of L4", o.big as f64 / t.secs / 1e6 / md5);
+    rows.push(transfer_row(
+        format!("6 PutObject {label}, 1 MiB chunks, UNSIGNED-PAYLOAD"),
+        o.big,
+        t.secs,
+        ("L2", dd),
+        Target::RatioAtLeast(0.95),
+        &of_l4,
+    ));
     rows.push(rss_row(
         format!("6 server VmHWM, fresh + PutObject {label}"),
         hwm,
@@ -2265,18 +2276,14 @@ async fn figure_big(
     expect_ok("GetObject big", &t);
     assert_eq!(t.received, o.big, "GetObject big: wrong length");
     let (hwm, rss) = server.memory_mib();
-    rows.push(Row {
-        figure: format!("7 GetObject {label}"),
-        value: o.big as f64 / t.secs / 1e6,
-        unit: "MB/s",
-        limit: Some(("L1b".into(), loopback_bulk)),
-        target: Target::None,
-        must: None,
-        note: format!(
-            "{:.2} s (object likely in page cache: written just before)",
-            t.secs
-        ),
-    });
+    rows.push(transfer_row(
+        format!("7 GetObject {label}"),
+        o.big,
+        t.secs,
+        ("L1b", loopback_bulk),
+        Target::None,
+        " (object likely in page cache: written just before)",
+    ));
     rows.push(rss_row(
         format!("7 server VmHWM, fresh + GetObject {label}"),
         hwm,

@@ -118,15 +118,17 @@ impl S3Error {
 
     /// 507 for a full disk or an exhausted quota, with the cause logged like an internal error's.
     pub fn storage_full(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        let mut err = S3Error::code(S3ErrorCode::XPostgateStorageFull);
-        err.0.source = Some(source.into());
-        err
+        S3Error::caused_by(S3ErrorCode::XPostgateStorageFull, source.into())
     }
 
     /// A 500 whose cause is logged but never sent to the client.
     pub fn internal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        let mut err = S3Error::code(S3ErrorCode::InternalError);
-        err.0.source = Some(source.into());
+        S3Error::caused_by(S3ErrorCode::InternalError, source.into())
+    }
+
+    fn caused_by(code: S3ErrorCode, source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        let mut err = S3Error::code(code);
+        err.0.source = Some(source);
         err
     }
 

@@ -7,8 +7,9 @@
 //! speed of the slower of the two, not their sum. The body's chunks reach both threads in
 //! batches of about 512 KiB, shared (never copied) and written with one `writev`; memory stays
 //! bounded by the channel depth (4 batches).
-//! The writer asks the kernel to start writing out each 8 MiB it has written, so the disk is busy
-//! while the body still arrives and the closing fsync is short.
+//! The writer (`Writeback`) starts the write-out of each 8 MiB as it goes and runs an `fdatasync`
+//! in the background every 32 MiB, so the disk is busy while the body still arrives and the
+//! closing fsync is short. Server-side copies write through it too.
 //!
 //! The temp file is fsynced and renamed into `data/blobs/ab/cd/<uuid>` (the directory fsynced too)
 //! before the metadata row commits; `TempBlob`'s `Drop` removes a temp file that never got that

@@ -185,6 +185,15 @@ impl Server {
         req_to(&self.base, &self.host, &self.http, method, path)
     }
 
+    /// A PUT that must succeed (a bucket when `path` has no key).
+    async fn put_ok(&self, path: &str, body: &[u8]) {
+        self.req(Method::PUT, path)
+            .body(body.to_vec())
+            .send()
+            .await
+            .assert_status(200);
+    }
+
     /// `dir` as the server process sees it (in its own mount namespace, if it has one).
     fn data_dir(&self, dir: &Path) -> PathBuf {
         let pid = self.child.id().expect("server running");
@@ -226,18 +235,9 @@ async fn disk_full_mid_upload_answers_507_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server_on_tmpfs(dir.path(), "3m").await;
     let seen = server.data_dir(dir.path());
-    server
-        .req(Method::PUT, "/full")
-        .send()
-        .await
-        .assert_status(200);
+    server.put_ok("/full", b"").await;
     let kept = pattern(1024 * 1024 + 1, 3);
-    server
-        .req(Method::PUT, "/full/kept")
-        .body(kept.clone())
-        .send()
-        .await
-        .assert_status(200);
+    server.put_ok("/full/kept", &kept).await;
     assert_eq!(blob_files(&seen).len(), 1, "kept is a blob on the tmpfs");
 
     // Just past what is free, so that little of the body is left unread when the server answers.
@@ -295,12 +295,7 @@ async fn disk_full_mid_upload_answers_507_and_loses_nothing() {
     assert_eq!(blob_files(&seen).len(), 1);
 
     let after = pattern(512 * 1024, 5);
-    server
-        .req(Method::PUT, "/full/after")
-        .body(after.clone())
-        .send()
-        .await
-        .assert_status(200);
+    server.put_ok("/full/after", &after).await;
     let got = server.req(Method::GET, "/full/after").send().await;
     got.assert_status(200);
     assert!(got.body[..] == after[..]);
@@ -310,25 +305,11 @@ async fn disk_full_mid_upload_answers_507_and_loses_nothing() {
 async fn kill_9_mid_upload_then_restart_keeps_old_object_and_sweeps_leftovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_server(dir.path()).await;
-    server
-        .req(Method::PUT, "/crash")
-        .send()
-        .await
-        .assert_status(200);
+    server.put_ok("/crash", b"").await;
     let small = b"small inline object".to_vec();
     let big = pattern(1024 * 1024 + 3, 7);
-    server
-        .req(Method::PUT, "/crash/small")
-        .body(small.clone())
-        .send()
-        .await
-        .assert_status(200);
-    server
-        .req(Method::PUT, "/crash/big")
-        .body(big.clone())
-        .send()
-        .await
-        .assert_status(200);
+    server.put_ok("/crash/small", &small).await;
+    server.put_ok("/crash/big", &big).await;
 
     // Overwrite of `big` and a new key, both cut off by SIGKILL mid-body.
     let huge = pattern(16 * 1024 * 1024, 8);
