@@ -731,6 +731,42 @@ pub(crate) fn check_skew(
     Ok(())
 }
 
+/// AWS refuses a SigV4 request whose signature leaves out `host` or any `x-amz-*` header it
+/// carries (403 AccessDenied "There were headers present in the request which were not signed",
+/// `<HeadersNotSigned>` listing them, AWS-recorded for both a missing `host` and an unsigned
+/// `x-amz-acl`). Without this rule, anyone holding a signed request could add `x-amz-acl:
+/// public-read`, `x-amz-meta-*` or `x-amz-copy-source` to it, or replay it on another host.
+///
+/// `x-amz-content-sha256` is exempt in header auth: its value is the last line of the canonical
+/// request, so the signature covers it whether or not `SignedHeaders` names it (this is what
+/// lets generic SigV4 signers, which hash the body without sending the header, call the JSON
+/// API). In a presigned URL the payload line is `UNSIGNED-PAYLOAD` unless the header is signed,
+/// so there it is not exempt.
+fn check_signed_headers(
+    headers: &HeaderMap,
+    signed_headers: &[String],
+    exempt_content_sha256: bool,
+) -> Result<(), AuthError> {
+    let signed = |name: &str| signed_headers.iter().any(|s| s == name);
+    let mut unsigned: Vec<&str> = headers
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|name| name.starts_with("x-amz-"))
+        .filter(|name| !(exempt_content_sha256 && *name == "x-amz-content-sha256"))
+        .filter(|name| !signed(name))
+        .collect();
+    if !signed("host") {
+        unsigned.push("host");
+    }
+    if unsigned.is_empty() {
+        return Ok(());
+    }
+    unsigned.sort_unstable();
+    Err(AuthError::HeadersNotSigned {
+        headers: unsigned.join(", "),
+    })
+}
+
 struct SignedParts<'a> {
     credential: &'a Credential,
     signed_headers: &'a [String],
@@ -796,6 +832,7 @@ pub fn verify_header(
         .ok_or(AuthError::MissingContentSha256)?
         .to_owned();
     let content = ContentSha256::parse(&payload_hash)?;
+    check_signed_headers(req.headers, &auth.signed_headers, true)?;
     let parts = SignedParts {
         credential: &auth.credential,
         signed_headers: &auth.signed_headers,
@@ -843,19 +880,7 @@ pub fn verify_query(
             server_time: format_iso8601(now),
         });
     }
-    let mut unsigned: Vec<&str> = req
-        .headers
-        .keys()
-        .map(http::HeaderName::as_str)
-        .filter(|name| name.starts_with("x-amz-"))
-        .filter(|name| !auth.signed_headers.iter().any(|s| s == name))
-        .collect();
-    if !unsigned.is_empty() {
-        unsigned.sort_unstable();
-        return Err(AuthError::HeadersNotSigned {
-            headers: unsigned.join(", "),
-        });
-    }
+    check_signed_headers(req.headers, &auth.signed_headers, false)?;
     // A presigned URL's body is unsigned, unless the client signed an x-amz-content-sha256.
     let content = match header_str(req.headers, "x-amz-content-sha256") {
         Some(value)
@@ -1182,6 +1207,136 @@ mod tests {
             NOW - Duration::minutes(14),
         )
         .unwrap();
+    }
+
+    /// Signs header-auth `h` over `signed` with the pure functions, as an SDK would.
+    fn sign_header_auth(method: &str, path: &str, signed: &[&str], h: &mut HeaderMap) {
+        let payload = header_str(h, "x-amz-content-sha256")
+            .unwrap_or(EMPTY_SHA256)
+            .to_owned();
+        let signed: Vec<String> = signed.iter().map(|s| (*s).to_owned()).collect();
+        let creq = canonical_request(
+            method,
+            &canonical_uri(path),
+            "",
+            &canonical_headers(&signed, h, None),
+            &signed,
+            &payload,
+        );
+        let sts = string_to_sign(
+            "20130524T000000Z",
+            "20130524/us-east-1/s3/aws4_request",
+            &creq,
+        );
+        let sig = sign(&signing_key(SECRET, "20130524", "us-east-1", "s3"), &sts);
+        let value = authorization(&signed.join(";"), &sig);
+        h.insert("authorization", HeaderValue::from_str(&value).unwrap());
+    }
+
+    #[test]
+    fn header_auth_rejects_unsigned_amz_headers() {
+        // The AWS PUT vector, with an ACL added after signing: AWS refuses the request before
+        // looking at the signature, naming the header.
+        let mut h = headers(&[
+            ("host", "examplebucket.s3.amazonaws.com"),
+            ("x-amz-content-sha256", EMPTY_SHA256),
+            ("x-amz-date", "20130524T000000Z"),
+        ]);
+        let signed = ["host", "x-amz-content-sha256", "x-amz-date"];
+        sign_header_auth("PUT", "/k", &signed, &mut h);
+        check(Method::PUT, "/k", &h, "us-east-1", NOW).unwrap();
+        h.insert("x-amz-acl", HeaderValue::from_static("public-read"));
+        h.insert("x-amz-meta-a", HeaderValue::from_static("1"));
+        h.insert("content-language", HeaderValue::from_static("en")); // not x-amz-*: fine
+        let err = check(Method::PUT, "/k", &h, "us-east-1", NOW).unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::HeadersNotSigned {
+                headers: "x-amz-acl, x-amz-meta-a".to_owned()
+            }
+        );
+        // Signed, the same headers are fine.
+        sign_header_auth(
+            "PUT",
+            "/k",
+            &[
+                "content-language",
+                "host",
+                "x-amz-acl",
+                "x-amz-content-sha256",
+                "x-amz-date",
+                "x-amz-meta-a",
+            ],
+            &mut h,
+        );
+        check(Method::PUT, "/k", &h, "us-east-1", NOW).unwrap();
+    }
+
+    #[test]
+    fn header_auth_requires_host_to_be_signed() {
+        let mut h = headers(&[
+            ("host", "examplebucket.s3.amazonaws.com"),
+            ("x-amz-content-sha256", EMPTY_SHA256),
+            ("x-amz-date", "20130524T000000Z"),
+        ]);
+        sign_header_auth("GET", "/k", &["x-amz-content-sha256", "x-amz-date"], &mut h);
+        let err = check(Method::GET, "/k", &h, "us-east-1", NOW).unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::HeadersNotSigned {
+                headers: "host".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn header_auth_content_sha256_is_covered_without_being_listed() {
+        // Its value is the canonical request's payload line, so leaving it out of
+        // SignedHeaders does not leave it unprotected: changing it breaks the signature.
+        let payload = hex_sha256(b"body");
+        let mut h = headers(&[
+            ("host", "h"),
+            ("x-amz-content-sha256", &payload),
+            ("x-amz-date", "20130524T000000Z"),
+        ]);
+        sign_header_auth("PUT", "/k", &["host", "x-amz-date"], &mut h);
+        let v = check(Method::PUT, "/k", &h, "us-east-1", NOW).unwrap();
+        assert!(matches!(v.payload, Payload::Signed(ref p) if *p == payload));
+        h.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_static(UNSIGNED_PAYLOAD),
+        );
+        let err = check(Method::PUT, "/k", &h, "us-east-1", NOW).unwrap_err();
+        assert!(matches!(err, AuthError::SignatureDoesNotMatch { .. }));
+    }
+
+    #[test]
+    fn presigned_url_requires_host_and_a_signed_content_sha256() {
+        let h = headers(&[("host", "h")]);
+        let url = presign("GET", "/b/k", "", &["x-amz-date"], &h, UNSIGNED_PAYLOAD);
+        let err = check(Method::GET, &url, &h, "us-east-1", NOW).unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::HeadersNotSigned {
+                headers: "host".to_owned()
+            }
+        );
+        // The payload line of a presigned URL is UNSIGNED-PAYLOAD unless the header is signed,
+        // so an unsigned x-amz-content-sha256 is an unsigned header like any other.
+        let mut h = headers(&[("host", "h")]);
+        let url = presign("PUT", "/b/k", "", &["host"], &h, UNSIGNED_PAYLOAD);
+        check(Method::PUT, &url, &h, "us-east-1", NOW).unwrap();
+        h.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_static(EMPTY_SHA256),
+        );
+        let err = check(Method::PUT, &url, &h, "us-east-1", NOW).unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::HeadersNotSigned {
+                headers: "x-amz-content-sha256".to_owned()
+            }
+        );
     }
 
     #[test]
