@@ -347,12 +347,19 @@ async fn authenticate(
     parts: axum::http::request::Parts,
     body: Body,
 ) -> Result<(KeyRecord, bytes::Bytes), ApiError> {
+    // `Bearer` with no token (the server sees `Authorization: Bearer`, trailing space trimmed)
+    // is a malformed token, not an unknown scheme. An empty header goes on to the S3 path,
+    // which refuses it with 403 AccessDenied.
     let bearer = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
+            scheme
+                .eq_ignore_ascii_case("Bearer")
+                .then(|| token.trim().to_owned())
+        });
     if let Some(token) = bearer {
         let (ak, sk) = token.split_once(':').ok_or_else(|| {
             ApiError::new(

@@ -257,6 +257,7 @@ impl From<crate::auth::AuthError> for S3Error {
             | A::V2QueryParametersMissing
             | A::V2InvalidExpires { .. }
             | A::MissingDate
+            | A::EmptyAuthorization
             | A::AnonymousSignedPayload => S3Error::new(C::AccessDenied, message),
             A::HeadersNotSigned { headers } => {
                 S3Error::new(C::AccessDenied, message).with("HeadersNotSigned", headers)

@@ -39,6 +39,10 @@ pub enum AuthError {
     #[error("AWS authentication requires a valid Date or x-amz-date header")]
     MissingDate,
 
+    /// 403 AccessDenied: an `Authorization` header that is empty or only whitespace.
+    #[error("Access Denied")]
+    EmptyAuthorization,
+
     /// 403 AccessDenied: an anonymous request announced a signed streaming payload.
     #[error("Access Denied")]
     AnonymousSignedPayload,

@@ -73,6 +73,12 @@ pub fn parse_request(uri: &Uri, headers: &HeaderMap) -> Result<Credentials, Auth
             return Err(AuthError::MultipleAuthMechanisms);
         }
         let value = String::from_utf8_lossy(value.as_bytes());
+        // An empty header (or only whitespace) claims no scheme at all: S3 answers 403
+        // AccessDenied, not the 400 of an unknown scheme (ceph/s3-tests
+        // `test_object_create_bad_authorization_empty`). It is not taken as anonymous either.
+        if value.trim().is_empty() {
+            return Err(AuthError::EmptyAuthorization);
+        }
         return if value.starts_with("AWS4-") {
             sigv4::V4HeaderAuth::parse(&value).map(Credentials::V4Header)
         } else if value.starts_with("AWS ") {
@@ -293,6 +299,15 @@ mod tests {
             err.to_string()
                 .starts_with("Only one auth mechanism allowed")
         );
+    }
+
+    #[test]
+    fn parse_request_refuses_an_empty_authorization() {
+        for value in ["", " ", "\t  "] {
+            let err = parse_request(&uri("/b/k"), &auth_headers(value)).unwrap_err();
+            assert_eq!(err, AuthError::EmptyAuthorization);
+            assert_eq!(err.to_string(), "Access Denied");
+        }
     }
 
     #[test]
