@@ -194,25 +194,59 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .map_or("", str::trim)
 }
 
-fn build_string_to_sign(req: &RequestView<'_>, date: &str) -> String {
-    let params = parse_query(req.query.unwrap_or(""));
-    string_to_sign(
-        req.method.as_str(),
-        header_str(req.headers, "content-md5"),
-        header_str(req.headers, "content-type"),
-        date,
-        &canonical_amz_headers(req.headers),
-        &canonical_resource(req.v2_resource.unwrap_or(req.path), &params),
-    )
+/// The other spelling of a bucket-level resource: `/bucket` ↔ `/bucket/`. S3 accepts both for
+/// requests on the bucket itself, and clients differ: boto3 (`signature_version="s3"`,
+/// path-style) signs `/bucket/` for `PUT /bucket` and `GET /bucket?prefix=…`, while other
+/// clients sign the path as sent. `None` for the service root and for object resources.
+pub fn bucket_resource_alternative(resource: &str) -> Option<String> {
+    let inner = resource.strip_prefix('/')?;
+    let (bucket, slash) = match inner.strip_suffix('/') {
+        Some(bucket) => (bucket, true),
+        None => (inner, false),
+    };
+    if bucket.is_empty() || bucket.contains('/') {
+        return None;
+    }
+    Some(if slash {
+        format!("/{bucket}")
+    } else {
+        format!("/{bucket}/")
+    })
 }
 
+/// The string to sign over the resource as the request names it, then (for a bucket-level
+/// request) over its other spelling (see [`bucket_resource_alternative`]).
+fn build_strings_to_sign(req: &RequestView<'_>, date: &str) -> Vec<String> {
+    let params = parse_query(req.query.unwrap_or(""));
+    let resource = req.v2_resource.unwrap_or(req.path);
+    let amz_headers = canonical_amz_headers(req.headers);
+    let build = |resource: &str| {
+        string_to_sign(
+            req.method.as_str(),
+            header_str(req.headers, "content-md5"),
+            header_str(req.headers, "content-type"),
+            date,
+            &amz_headers,
+            &canonical_resource(resource, &params),
+        )
+    };
+    let mut out = vec![build(resource)];
+    out.extend(bucket_resource_alternative(resource).map(|alt| build(&alt)));
+    out
+}
+
+/// Accepts the signature if it matches one of `candidates`; a mismatch reports the first (the
+/// resource as the request names it) as the `StringToSign`.
 fn check(
     access_key: &str,
     signature: &str,
-    sts: String,
+    candidates: Vec<String>,
     secret: &SecretKey,
 ) -> Result<Verified, AuthError> {
-    if ct_eq_str(&sign(secret.expose(), &sts), signature) {
+    let matched = candidates
+        .iter()
+        .any(|sts| ct_eq_str(&sign(secret.expose(), sts), signature));
+    if matched {
         Ok(Verified {
             access_key: access_key.to_owned(),
             payload: Payload::Unsigned,
@@ -220,7 +254,7 @@ fn check(
     } else {
         Err(AuthError::SignatureDoesNotMatch {
             access_key: access_key.to_owned(),
-            string_to_sign: sts,
+            string_to_sign: candidates.into_iter().next().unwrap_or_default(),
             signature_provided: signature.to_owned(),
             canonical_request: None,
         })
@@ -243,8 +277,8 @@ pub fn verify_header(
         .or_else(|| parse_amz_date(raw_time))
         .ok_or(AuthError::MissingDate)?;
     check_skew(raw_time, t, now)?;
-    let sts = build_string_to_sign(req, if amz_date.is_empty() { date } else { "" });
-    check(&auth.access_key, &auth.signature, sts, secret)
+    let candidates = build_strings_to_sign(req, if amz_date.is_empty() { date } else { "" });
+    check(&auth.access_key, &auth.signature, candidates, secret)
 }
 
 /// Verifies SigV2 query-string authentication (`Expires` replaces the Date line).
@@ -261,8 +295,8 @@ pub fn verify_query(
             server_time: format_iso8601(now),
         });
     }
-    let sts = build_string_to_sign(req, &auth.expires_raw);
-    check(&auth.access_key, &auth.signature, sts, secret)
+    let candidates = build_strings_to_sign(req, &auth.expires_raw);
+    check(&auth.access_key, &auth.signature, candidates, secret)
 }
 
 #[cfg(test)]
@@ -404,6 +438,86 @@ mod tests {
             datetime!(2007-03-27 19:44:46 UTC),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn bucket_resource_is_accepted_with_or_without_its_slash() {
+        // The AWS list example signs `/johnsmith/`; boto3 path-style sends `GET /johnsmith?…`
+        // with that same signature, and other clients sign `/johnsmith` for it.
+        let h = signed(
+            "Tue, 27 Mar 2007 19:42:41 +0000",
+            "htDYFYduRNen8P9ZfE/s9SuKy0U=",
+            &[],
+        );
+        let at = datetime!(2007-03-27 19:42:41 UTC);
+        let list = "/johnsmith?prefix=photos&max-keys=50&marker=puppy";
+        check(Method::GET, list, "/johnsmith", &h, at).unwrap();
+        check(Method::GET, list, "/johnsmith/", &h, at).unwrap();
+        let date = "Tue, 27 Mar 2007 19:42:41 +0000";
+        let no_slash = sign(
+            SECRET,
+            &string_to_sign("GET", "", "", date, "", "/johnsmith"),
+        );
+        check(
+            Method::GET,
+            list,
+            "/johnsmith/",
+            &signed(date, &no_slash, &[]),
+            at,
+        )
+        .unwrap();
+        // Only the bucket itself has two spellings: not the service root, not an object.
+        assert_eq!(bucket_resource_alternative("/"), None);
+        assert_eq!(bucket_resource_alternative("/b/k"), None);
+        assert_eq!(bucket_resource_alternative("/b/k/"), None);
+        assert_eq!(bucket_resource_alternative("/b").as_deref(), Some("/b/"));
+        assert_eq!(bucket_resource_alternative("/b/").as_deref(), Some("/b"));
+        let object_sig = sign(
+            SECRET,
+            &string_to_sign("GET", "", "", date, "", "/johnsmith/k/"),
+        );
+        let err = check(
+            Method::GET,
+            "/johnsmith/k",
+            "/johnsmith/k",
+            &signed(date, &object_sig, &[]),
+            at,
+        )
+        .unwrap_err();
+        assert!(matches!(err, AuthError::SignatureDoesNotMatch { .. }));
+        // A mismatch reports the string to sign over the resource as the request names it.
+        let Err(AuthError::SignatureDoesNotMatch { string_to_sign, .. }) = check(
+            Method::GET,
+            list,
+            "/johnsmith",
+            &signed(date, "AAAA", &[]),
+            at,
+        ) else {
+            panic!("expected a mismatch");
+        };
+        assert!(string_to_sign.ends_with("\n/johnsmith"));
+    }
+
+    #[test]
+    fn amz_headers_are_signed_by_construction() {
+        // Every x-amz-* header is part of the string to sign: adding one (here an ACL that
+        // would make the object public) to a signed request breaks its signature.
+        let date = "Tue, 27 Mar 2007 21:15:45 +0000";
+        let mut h = signed(
+            date,
+            "MyyxeRY7whkBe+bq8fHCL/2kKUg=",
+            &[("content-type", "image/jpeg"), ("content-length", "94328")],
+        );
+        h.insert("x-amz-acl", HeaderValue::from_static("public-read"));
+        let err = check(
+            Method::PUT,
+            "/photos/puppy.jpg",
+            "/johnsmith/photos/puppy.jpg",
+            &h,
+            datetime!(2007-03-27 21:15:45 UTC),
+        )
+        .unwrap_err();
+        assert!(matches!(err, AuthError::SignatureDoesNotMatch { .. }));
     }
 
     #[test]

@@ -697,3 +697,40 @@ def test_wrong_secret_is_signature_does_not_match(server, bucket):
         unknown.list_objects_v2(Bucket=bucket)
     assert error_of(e) == ("InvalidAccessKeyId", 403)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Signature Version 2 (header auth)
+
+
+def test_sigv2_client_bucket_and_object_calls(server, s3):
+    """boto3 with `signature_version="s3"`, path-style: it signs the resource `/bucket/` for the
+    bucket-level calls (`PUT /bucket`, `GET /bucket?…`), which S3 accepts like `/bucket`."""
+    v2 = boto3.session.Session().client(
+        "s3", endpoint_url=server.endpoint, region_name=server.region,
+        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
+        config=client_config(signature_version="s3"),
+    )
+    sent = capture_requests(v2, "CreateBucket")
+    name = unique_bucket_name()
+    v2.create_bucket(Bucket=name)
+    try:
+        assert sent and sent[0]["authorization"].startswith("AWS ")
+        data = b"signed with sigv2\n" * 50
+        put = v2.put_object(
+            Bucket=name, Key="dir/v2.txt", Body=data, ContentType="text/plain",
+            Metadata={"via": "sigv2"}, ACL="private",
+        )
+        assert put["ETag"] == md5_etag(data)
+        listed = v2.list_objects(Bucket=name, Prefix="dir/")
+        assert [o["Key"] for o in listed["Contents"]] == ["dir/v2.txt"]
+        assert [o["Key"] for o in v2.list_objects_v2(Bucket=name)["Contents"]] == ["dir/v2.txt"]
+        got = v2.get_object(Bucket=name, Key="dir/v2.txt")
+        assert got["Body"].read() == data
+        assert got["ContentType"] == "text/plain"
+        assert got["Metadata"] == {"via": "sigv2"}
+        assert v2.head_bucket(Bucket=name)["ResponseMetadata"]["HTTPStatusCode"] == 200
+        v2.delete_object(Bucket=name, Key="dir/v2.txt")
+        v2.delete_bucket(Bucket=name)
+    finally:
+        empty_and_delete_bucket(s3, name)
