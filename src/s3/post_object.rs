@@ -216,7 +216,10 @@ async fn store_upload(
     let range = target.range;
     let headers = form_headers(fields)?;
     let algo = form_checksum(fields)?;
+    // A `Content-MD5` field is checked as the PUT header is: malformed is InvalidDigest before
+    // the file is read, a mismatch BadDigest after, with nothing stored.
     let expected = Expected {
+        md5: upload::parse_content_md5(fields.get("content-md5"))?,
         checksum: algo.clone(),
         ..Expected::default()
     };
