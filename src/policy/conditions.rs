@@ -7,8 +7,9 @@
 //! # Order of checks in [`Policy::check`]
 //! 1. Expiry (`expiration <= now`) → "Policy expired.".
 //! 2. Conditions in policy order; the first failure is reported, echoed as written.
-//! 3. Fields no condition covers → "Extra input fields: `<name>`" (first such field in form order,
-//!    name lowercased).
+//! 3. Fields no condition covers → "Extra input fields: `<name>`": first `bucket`, which every
+//!    policy must name (the URL bucket is an input even when the form has no `bucket` field),
+//!    then the form's fields in form order, names lowercased.
 //!
 //! Evidence: LocalStack (whose messages are AWS-recorded) checks expiry before conditions. AWS
 //! reported `["eq", "success_action_redirect", …]` (the `$` missing) as a *failed condition* for a
@@ -277,13 +278,23 @@ impl Policy {
                 });
             }
         }
+        let covered = |lower: &str| {
+            self.conditions()
+                .iter()
+                .any(|c| c.field_name() == Some(lower))
+        };
+        // The bucket is an input whether or not the form has a `bucket` field (it is the URL's),
+        // so a policy must name it: AWS refuses a policy without a bucket condition with
+        // "Extra input fields: bucket" (aws/aws-sdk-php#3292). Otherwise a policy signed for
+        // one bucket would upload into any other bucket the key may write to.
+        if !covered("bucket") {
+            return Err(PolicyViolation::ExtraInputField {
+                field_name: "bucket".to_owned(),
+            });
+        }
         for (name, _) in fields.iter() {
             let lower = name.to_ascii_lowercase();
-            let covered = self
-                .conditions()
-                .iter()
-                .any(|c| c.field_name() == Some(lower.as_str()));
-            if !covered && !is_exempt(&lower, sig) {
+            if !covered(&lower) && !is_exempt(&lower, sig) {
                 return Err(PolicyViolation::ExtraInputField { field_name: lower });
             }
         }
@@ -592,12 +603,49 @@ mod tests {
             "Invalid according to Policy: Policy expired."
         );
         // One second earlier it is still valid (expired means expiration <= now).
-        let p = Policy::from_json(r#"{"expiration": "2024-05-24T12:00:01Z", "conditions": []}"#)
-            .unwrap();
+        let p = Policy::from_json(
+            r#"{"expiration": "2024-05-24T12:00:01Z", "conditions": [{"bucket": "b"}]}"#,
+        )
+        .unwrap();
         assert_eq!(
             check(&p, &FormFields::new()),
             Ok(ContentLengthRange::default())
         );
+    }
+
+    #[test]
+    fn a_policy_must_name_its_bucket() {
+        // AWS: "Extra input fields: bucket" for a policy without a bucket condition, whether or
+        // not the form sends a `bucket` field, and before the form's own extra fields.
+        let p = Policy::from_json(
+            r#"{"expiration": "2030-01-01T00:00:00Z", "conditions": [["starts-with", "$key", ""]]}"#,
+        )
+        .unwrap();
+        for f in [form(&[]), form(&[("bucket", "b")]), form(&[("extra", "x")])] {
+            let err = check(&p, &f).unwrap_err();
+            assert_eq!(
+                err,
+                PolicyViolation::ExtraInputField {
+                    field_name: "bucket".to_owned()
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                "Invalid according to Policy: Extra input fields: bucket"
+            );
+        }
+        // Any bucket condition names it: exact, eq or starts-with.
+        for cond in [
+            r#"{"bucket": "b"}"#,
+            r#"["eq", "$bucket", "b"]"#,
+            r#"["starts-with", "$Bucket", ""]"#,
+        ] {
+            let p = Policy::from_json(&format!(
+                r#"{{"expiration": "2030-01-01T00:00:00Z", "conditions": [["starts-with", "$key", ""], {cond}]}}"#
+            ))
+            .unwrap();
+            assert!(check(&p, &form(&[])).is_ok(), "{cond}");
+        }
     }
 
     #[test]

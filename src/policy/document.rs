@@ -44,9 +44,9 @@ pub enum ConditionKind {
     /// `["starts-with", "$field", "prefix"]`: `""` accepts any value of a field that is present.
     StartsWith { field: FieldRef, prefix: String },
     /// `["content-length-range", min, max]`, inclusive. Integers and numeric strings are accepted;
-    /// `None` records a bound that is not a non-negative integer (e.g. `"test"`), which makes the
-    /// condition fail at check time, as AWS does (AWS-recorded
-    /// `["content-length-range", "test", "10"]` → 403 "Policy Condition failed").
+    /// `None` records a bound that is not an integer (e.g. `"test"`), which makes the condition
+    /// fail at check time, as AWS does (AWS-recorded `["content-length-range", "test", "10"]` →
+    /// 403 "Policy Condition failed"). A negative bound is refused when the policy is parsed.
     ContentLengthRange { min: Option<u64>, max: Option<u64> },
 }
 
@@ -271,10 +271,16 @@ impl Condition {
                     }
                 }
             }
-            "content-length-range" => ConditionKind::ContentLengthRange {
-                min: length_bound(first)?,
-                max: length_bound(second)?,
-            },
+            "content-length-range" => {
+                let (min, max) = (length_bound(first)?, length_bound(second)?);
+                // A negative bound is a malformed policy, not a condition that fails: AWS answers
+                // 400 (ceph/s3-tests `test_post_object_invalid_content_length_argument`,
+                // `[-1, 0]`). Numeric strings are read the same way.
+                if [first, second].into_iter().any(is_negative) {
+                    return Err(invalid("content-length-range bounds must not be negative"));
+                }
+                ConditionKind::ContentLengthRange { min, max }
+            }
             _ => return Err(invalid("Unknown condition operator")),
         };
         Ok(Self { kind, text })
@@ -292,6 +298,17 @@ fn length_bound(value: &Value) -> Result<Option<u64>, PolicyDocumentError> {
         }
         _ => None,
     })
+}
+
+/// Whether a `content-length-range` bound is a negative number (`-1` or `"-1"`).
+fn is_negative(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.as_i64().is_some_and(|n| n < 0),
+        Value::String(s) => s
+            .strip_prefix('-')
+            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())),
+        _ => false,
+    }
 }
 
 /// Renders condition elements the way AWS echoes them: JSON values joined by `", "`.
@@ -524,11 +541,33 @@ mod tests {
         );
         // Non-numbers are kept and fail at check time; floats are invalid JSON.
         assert_eq!(
-            range(r#"["content-length-range", "test", -1]"#),
+            range(r#"["content-length-range", "test", "1e3"]"#),
             Ok(ConditionKind::ContentLengthRange {
                 min: None,
                 max: None
             })
+        );
+        // A negative bound makes the policy invalid (400), whether a number or a string.
+        for cond in [
+            r#"["content-length-range", -1, 0]"#,
+            r#"["content-length-range", 0, -5]"#,
+            r#"["content-length-range", "-1", "10"]"#,
+            r#"["content-length-range", "test", -1]"#,
+        ] {
+            assert_eq!(
+                range(cond),
+                Err(PolicyDocumentError::InvalidCondition {
+                    reason: "content-length-range bounds must not be negative",
+                    condition: cond.to_owned(),
+                }),
+                "{cond}"
+            );
+        }
+        assert_eq!(
+            range(r#"["content-length-range", -1, 0]"#)
+                .unwrap_err()
+                .to_string(),
+            r#"Invalid Policy: content-length-range bounds must not be negative: ["content-length-range", -1, 0]"#
         );
         assert_eq!(
             range(r#"["content-length-range", 1.5, 10]"#),

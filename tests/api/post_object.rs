@@ -135,8 +135,9 @@ fn expiration_in(secs: i64) -> String {
 }
 
 /// A SigV4 form (admin key) over a hand-written policy. `conditions` is raw JSON text (so that
-/// escapes, floats and odd spellings reach the server as written); the three SigV4 conditions
-/// are appended. `fields` come first, then the SigV4 fields, `policy` and `x-amz-signature`.
+/// escapes, floats and odd spellings reach the server as written); the bucket condition (for
+/// `B`: every policy must name its bucket) and the three SigV4 conditions are appended.
+/// `fields` come first, then the SigV4 fields, `policy` and `x-amz-signature`.
 fn hand_v4(conditions: &str, fields: &[(&str, &str)]) -> Fields {
     let now = OffsetDateTime::now_utc();
     let date = amz_date(now);
@@ -147,7 +148,7 @@ fn hand_v4(conditions: &str, fields: &[(&str, &str)]) -> Fields {
         ", "
     };
     let json = format!(
-        r#"{{"expiration": "{}", "conditions": [{conditions}{sep}{{"x-amz-algorithm": "AWS4-HMAC-SHA256"}}, {{"x-amz-credential": "{credential}"}}, {{"x-amz-date": "{date}"}}]}}"#,
+        r#"{{"expiration": "{}", "conditions": [{conditions}{sep}{{"bucket": "{B}"}}, {{"x-amz-algorithm": "AWS4-HMAC-SHA256"}}, {{"x-amz-credential": "{credential}"}}, {{"x-amz-date": "{date}"}}]}}"#,
         expiration_in(3600)
     );
     let policy = B64.encode(json);
