@@ -1,3 +1,4 @@
+mod auth_strict;
 mod auth_v2;
 mod auth_v4;
 mod buckets;
