@@ -65,8 +65,11 @@ impl AppState {
     /// generated, its secret (to be printed once).
     pub async fn open(config: Config) -> Result<(AppState, Option<KeyRecord>), StartError> {
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        if crate::store::private_dir(&dir)
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?
+        {
+            tracing::info!(dir = %dir.display(), "made the data directory private (mode 0700)");
+        }
         let store =
             BlobStore::open(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
         let db = Db::open(&config.db_path())?;

@@ -228,7 +228,7 @@ async fn shutdown_signal() {
 
 fn with_db(common: &CommonArgs, f: impl FnOnce(&rusqlite::Connection) -> CliResult) -> CliResult {
     let config = Config::resolve(common, &ServeArgs::default())?;
-    std::fs::create_dir_all(&config.data_dir)?;
+    postgate::store::private_dir(&config.data_dir)?;
     let conn = db::open_migrated(&config.db_path())?;
     f(&conn)
 }
