@@ -85,21 +85,32 @@ impl AppState {
         }
 
         let admin = config.admin_key.clone();
-        let generated = db
+        let (retired, generated) = db
             .write(move |c| match admin {
                 Some((access, secret)) => {
-                    db::keys::insert(c, "admin", &access, &secret, true)?;
-                    Ok(None)
+                    let retired = db::keys::install_admin(c, &access, &secret)?;
+                    Ok((retired, None))
                 }
                 None => match db::keys::find_admin(c)? {
-                    Some(_) => Ok(None),
+                    Some(_) => Ok((Vec::new(), None)),
                     None => {
                         let (access, secret) = db::keys::generate();
-                        Ok(Some(db::keys::insert(c, "admin", &access, &secret, true)?))
+                        db::keys::install_admin(c, &access, &secret)?;
+                        Ok((Vec::new(), db::keys::find(c, &access)?))
                     }
                 },
             })
             .await?;
+        if let Some((new, _)) = &config.admin_key {
+            for old in retired {
+                // Access key ids only: never a secret in the log.
+                tracing::info!(
+                    old_access_key = %old,
+                    new_access_key = %new,
+                    "the configured admin key replaces the previous one, which no longer works"
+                );
+            }
+        }
         let state = AppState {
             config: Arc::new(config),
             db,

@@ -170,6 +170,92 @@ fn cli(data_dir: &Path, args: &[&str]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rotating the admin key
+// ---------------------------------------------------------------------------------------------
+
+const NEW_AK: &str = "PGTESTADMIN000000002";
+const NEW_SK: &str = "rotated-admin-secret/000000000000000000000";
+
+#[tokio::test]
+async fn a_rotated_admin_key_stops_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Creds::admin();
+    let new = Creds::new(NEW_AK, NEW_SK);
+    let srv = start(dir.path(), |_| {}).await;
+    srv.req(Method::PUT, "/kept")
+        .send()
+        .await
+        .assert_status(200);
+    srv.req(Method::PUT, "/kept/a.txt")
+        .body(b"kept".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let token = create_link(&srv.state, "kept").await;
+    // A key the operator made is not an installed admin: it must survive the rotation.
+    let other = Creds::new("PGOTHERKEY0000000001", "other-secret");
+    srv.state
+        .db
+        .write(move |c| postgate::db::keys::insert(c, "other", &other.ak, &other.sk, false))
+        .await
+        .unwrap();
+    srv.stop().await;
+
+    let srv = start(dir.path(), |c| {
+        c.admin_key = Some((NEW_AK.to_owned(), NEW_SK.to_owned()));
+    })
+    .await;
+    srv.req(Method::GET, "/")
+        .creds(&old)
+        .send()
+        .await
+        .assert_error(403, "InvalidAccessKeyId");
+    srv.req(Method::GET, "/kept/a.txt")
+        .creds(&old)
+        .send()
+        .await
+        .assert_error(403, "InvalidAccessKeyId");
+    let res = srv.req(Method::GET, "/").creds(&new).send().await;
+    res.assert_status(200);
+    assert!(res.text().contains("<Name>kept</Name>"), "{}", res.text());
+    let res = srv.req(Method::GET, "/kept/a.txt").creds(&new).send().await;
+    res.assert_status(200);
+    assert_eq!(res.body.as_ref(), b"kept");
+    // What the old key owned is the new key's: the bucket and the link it signed.
+    let bucket = srv
+        .state
+        .db
+        .read(|c| postgate::db::buckets::get(c, "kept"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bucket.owner, NEW_AK);
+    get_with(&srv.base, &format!("/-/u/{token}"), &[])
+        .await
+        .assert_status(200);
+    srv.stop().await;
+
+    let listed = cli(dir.path(), &["key", "list"]);
+    assert!(!listed.contains(ADMIN_AK), "{listed}");
+    let admin_line = listed.lines().find(|l| l.contains(NEW_AK)).unwrap();
+    assert!(admin_line.contains("yes"), "{listed}");
+    let other_line = listed.lines().find(|l| l.contains("PGOTHERKEY")).unwrap();
+    assert!(other_line.contains("no"), "{listed}");
+
+    // Starting again with the same key changes nothing.
+    let srv = start(dir.path(), |c| {
+        c.admin_key = Some((NEW_AK.to_owned(), NEW_SK.to_owned()));
+    })
+    .await;
+    srv.req(Method::GET, "/")
+        .creds(&new)
+        .send()
+        .await
+        .assert_status(200);
+    srv.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The data directory is private
 // ---------------------------------------------------------------------------------------------
 
