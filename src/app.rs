@@ -31,8 +31,8 @@ type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
 type BucketMap = HashMap<String, (BucketRecord, Instant)>;
 
 /// Bucket rows as requests see them, so that an upload does not wait on the read pool for a row
-/// that rarely changes. Changes made through this server clear it at once (`write_bucket`); the CLI
-/// does not change existing buckets, and other writers show within `CACHE_TTL`. Grants are not
+/// that rarely changes. Changes made through this server clear it at once (`write_bucket`);
+/// changes by the CLI (`bucket set`) or another process show within `CACHE_TTL`. Grants are not
 /// cached (`postgate bucket allow` applies at once), nor are missing buckets (one the CLI creates
 /// is usable at once).
 #[derive(Default)]

@@ -152,6 +152,17 @@ enum BucketCommand {
         /// Canned ACL: private, public-read or public-read-write.
         #[arg(long, default_value = "private")]
         acl: String,
+        /// Let browsers run what the bucket serves (HTML, SVG, scripts): no sandbox CSP. Only
+        /// for buckets whose objects are served from an origin of their own.
+        #[arg(long)]
+        active_content: bool,
+    },
+    /// Change an existing bucket's settings.
+    Set {
+        name: String,
+        /// Let browsers run what the bucket serves (`on`), or sandbox it (`off`, the default).
+        #[arg(long, value_parser = ["on", "off"])]
+        active_content: String,
     },
     /// List buckets with their owner and ACL.
     List,
@@ -394,7 +405,12 @@ fn key_command(conn: &rusqlite::Connection, cmd: KeyCommand) -> CliResult {
 
 fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult {
     match cmd {
-        BucketCommand::Create { name, owner, acl } => {
+        BucketCommand::Create {
+            name,
+            owner,
+            acl,
+            active_content,
+        } => {
             postgate::names::validate_bucket(&name).map_err(|e| e.message().to_owned())?;
             if !matches!(
                 acl.as_str(),
@@ -418,11 +434,29 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
                 db::buckets::Created::Created => println!("created bucket {name}"),
                 _ => return Err(format!("bucket {name} already exists").into()),
             }
+            if active_content {
+                db::buckets::set_active_content(conn, &name, true)?;
+                println!("{name} serves active content (no sandbox)");
+            }
+        }
+        BucketCommand::Set {
+            name,
+            active_content,
+        } => {
+            let on = active_content == "on";
+            if !db::buckets::set_active_content(conn, &name, on)? {
+                return Err(format!("no bucket {name}").into());
+            }
+            match on {
+                true => println!("{name} serves active content (no sandbox)"),
+                false => println!("{name} serves active content sandboxed"),
+            }
         }
         BucketCommand::List => {
-            println!("{:<40} {:<22} ACL", "NAME", "OWNER");
+            println!("{:<40} {:<22} {:<18} ACTIVE", "NAME", "OWNER", "ACL");
             for b in db::buckets::list(conn)? {
-                println!("{:<40} {:<22} {}", b.name, b.owner, b.acl);
+                let active = if b.active_content { "on" } else { "off" };
+                println!("{:<40} {:<22} {:<18} {active}", b.name, b.owner, b.acl);
             }
         }
         BucketCommand::Allow { bucket, key, perm } => {

@@ -55,13 +55,45 @@ struct ErrorPage {
 }
 
 fn render(status: StatusCode, page: impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
+    render_uploading_to(status, page, None)
+}
+
+/// Renders a page with headers that keep it to what it needs: its own script and stylesheet,
+/// no frames, nothing sniffed, no token-bearing `Referer` to other sites. A page that uploads
+/// may also send to `base`, the server's configured URL, which need not be the origin the page
+/// was opened on.
+fn render_uploading_to(status: StatusCode, page: impl Template, base: Option<&str>) -> Response {
+    let html = match page.render() {
+        Ok(html) => html,
         Err(e) => {
             tracing::error!(error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
         }
+    };
+    let to = base
+        .and_then(|b| url::Url::parse(b).ok())
+        .map(|u| u.origin())
+        .filter(url::Origin::is_tuple)
+        .map(|o| format!(" {}", o.ascii_serialization()))
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'{to}; form-action 'self'{to}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut res = (status, Html(html)).into_response();
+    let headers = res.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
     }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("same-origin"),
+    );
+    res
 }
 
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
@@ -201,7 +233,7 @@ pub async fn upload_page(
         .as_deref()
         .map(|ct| ct.split(',').next().unwrap_or(ct).trim().to_owned())
         .unwrap_or_default();
-    render(
+    render_uploading_to(
         StatusCode::OK,
         UploadPage {
             bucket: link.bucket.clone(),
@@ -218,6 +250,7 @@ pub async fn upload_page(
             form,
             token,
         },
+        Some(&base),
     )
 }
 

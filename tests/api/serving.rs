@@ -170,6 +170,280 @@ fn cli(data_dir: &Path, args: &[&str]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Uploaded active content is sandboxed
+// ---------------------------------------------------------------------------------------------
+
+const HTML: &[u8] = b"<script>parent.postMessage(localStorage.length, '*')</script>";
+
+async fn public_bucket(app: &TestApp, bucket: &str) {
+    app.req(Method::PUT, &format!("/{bucket}"))
+        .header("x-amz-acl", "public-read-write")
+        .send()
+        .await
+        .assert_status(200);
+}
+
+async fn put_typed(app: &TestApp, bucket: &str, key: &str, content_type: &str, body: &[u8]) {
+    app.req(Method::PUT, &obj(bucket, key))
+        .header("content-type", content_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .assert_status(200);
+}
+
+#[track_caller]
+fn assert_sandboxed(what: &str, res: &Resp) {
+    assert!(res.status < 300, "{what}: {} {}", res.status, res.text());
+    assert_eq!(
+        res.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(
+        res.header("content-security-policy"),
+        Some("sandbox"),
+        "{what}"
+    );
+}
+
+#[track_caller]
+fn assert_not_sandboxed(what: &str, res: &Resp) {
+    assert!(res.status < 300, "{what}: {} {}", res.status, res.text());
+    assert_eq!(
+        res.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(res.header("content-security-policy"), None, "{what}");
+}
+
+#[tokio::test]
+async fn active_types_are_served_sandboxed_and_nothing_is_sniffed() {
+    let app = spawn_app().await;
+    public_bucket(&app, "pub").await;
+    let active = [
+        ("page.html", "text/html"),
+        ("page2.html", "TEXT/HTML; charset=utf-8"),
+        ("x.xhtml", "application/xhtml+xml"),
+        ("img.svg", "image/svg+xml"),
+        ("feed.xml", "text/xml"),
+        ("doc.xml", "application/xml"),
+        ("app.js", "text/javascript"),
+        ("app2.js", "application/javascript"),
+        ("odd", "application/x-unknown-thing"),
+        ("empty-type", ""),
+        ("garbage-type", "not a type"),
+    ];
+    for (key, ct) in active {
+        put_typed(&app, "pub", key, ct, HTML).await;
+        let path = obj("pub", key);
+        // Anonymous reads (the public bucket), HEAD, a range, a signed GET.
+        let get = app.req(Method::GET, &path).anonymous().send().await;
+        assert_eq!(get.body.as_ref(), HTML);
+        assert_sandboxed(&format!("GET {key} ({ct})"), &get);
+        let head = app.req(Method::HEAD, &path).anonymous().send().await;
+        assert_sandboxed(&format!("HEAD {key}"), &head);
+        let ranged = app
+            .req(Method::GET, &path)
+            .anonymous()
+            .header("range", "bytes=0-7")
+            .send()
+            .await;
+        assert_eq!(ranged.status, 206);
+        assert_sandboxed(&format!("ranged GET {key}"), &ranged);
+        assert_sandboxed(&format!("signed GET {key}"), &app.get(&path).await);
+    }
+    // An anonymous POST into the public-read-write bucket, as a stranger would upload it.
+    let form = Form::new()
+        .text("key", "posted.html")
+        .text("Content-Type", "text/html")
+        .part("file", Part::bytes(HTML.to_vec()).file_name("x.html"));
+    let res = reqwest::Client::new()
+        .post(format!("{}/pub", app.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let get = app
+        .req(Method::GET, "/pub/posted.html")
+        .anonymous()
+        .send()
+        .await;
+    assert_eq!(get.header("content-type"), Some("text/html"));
+    assert_sandboxed("posted HTML", &get);
+
+    // Passive types display as they are, still never sniffed.
+    for (key, ct) in [
+        ("a.png", "image/png"),
+        ("a.mp4", "video/mp4"),
+        ("a.txt", "text/plain; charset=utf-8"),
+        ("a.bin", "application/octet-stream"),
+    ] {
+        put_typed(&app, "pub", key, ct, HTML).await;
+        let get = app
+            .req(Method::GET, &obj("pub", key))
+            .anonymous()
+            .send()
+            .await;
+        assert_not_sandboxed(&format!("GET {key} ({ct})"), &get);
+    }
+    // No type given: S3's binary/octet-stream, a download.
+    app.put_object("pub", "untyped", HTML).await;
+    let get = app
+        .req(Method::GET, "/pub/untyped")
+        .anonymous()
+        .send()
+        .await;
+    assert_not_sandboxed("untyped", &get);
+}
+
+#[tokio::test]
+async fn the_type_decided_is_the_one_sent_after_overrides() {
+    let app = spawn_app().await;
+    app.create_bucket("bkt").await;
+    put_typed(&app, "bkt", "a.png", "image/png", HTML).await;
+    put_typed(&app, "bkt", "page.html", "text/html", HTML).await;
+    let creds = Creds::admin();
+    // A presigned URL overriding the type of a PNG to text/html is sandboxed...
+    let url = app.presign_v4(
+        &creds,
+        Method::GET,
+        "/bkt/a.png",
+        "response-content-type=text%2Fhtml",
+        600,
+        time::OffsetDateTime::now_utc(),
+    );
+    let res = app.send_url(Method::GET, &url, Vec::new()).await;
+    assert_eq!(res.header("content-type"), Some("text/html"));
+    assert_sandboxed("presigned GET overridden to text/html", &res);
+    // ... and one overriding HTML to text/plain is not (the browser shows text).
+    let res = app
+        .req(Method::GET, "/bkt/page.html")
+        .query("response-content-type=text%2Fplain")
+        .send()
+        .await;
+    assert_eq!(res.header("content-type"), Some("text/plain"));
+    assert_not_sandboxed("GET overridden to text/plain", &res);
+    let res = app
+        .req(Method::GET, "/bkt/a.png")
+        .query("response-content-type=image%2Fsvg%2Bxml")
+        .send()
+        .await;
+    assert_sandboxed("GET overridden to SVG", &res);
+}
+
+#[tokio::test]
+async fn multipart_objects_are_sandboxed_too() {
+    let app = spawn_app().await;
+    app.create_bucket("bkt").await;
+    let res = app
+        .req(Method::POST, "/bkt/big.html")
+        .query("uploads")
+        .header("content-type", "text/html")
+        .send()
+        .await;
+    res.assert_status(200);
+    let upload_id = xml_tag(&res.text(), "UploadId").unwrap();
+    let part = pattern(5 << 20, 1);
+    let res = app
+        .req(Method::PUT, "/bkt/big.html")
+        .query(&format!("partNumber=1&uploadId={upload_id}"))
+        .body(part)
+        .send()
+        .await;
+    res.assert_status(200);
+    let etag = res.header("etag").unwrap().to_owned();
+    let done = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+    );
+    app.req(Method::POST, "/bkt/big.html")
+        .query(&format!("uploadId={upload_id}"))
+        .body(done)
+        .send()
+        .await
+        .assert_status(200);
+    assert_sandboxed("multipart GET", &app.get("/bkt/big.html").await);
+    let ranged = app
+        .req(Method::GET, "/bkt/big.html")
+        .header("range", "bytes=100-200")
+        .send()
+        .await;
+    assert_sandboxed("multipart ranged GET", &ranged);
+}
+
+#[tokio::test]
+async fn a_bucket_the_operator_opts_out_serves_active_content_as_is() {
+    let app = spawn_app().await;
+    public_bucket(&app, "site").await;
+    put_typed(&app, "site", "index.html", "text/html", HTML).await;
+    let get = || app.req(Method::GET, "/site/index.html").anonymous().send();
+    assert_sandboxed("before opting out", &get().await);
+
+    // The CLI, on the running server's data directory.
+    let out = cli(
+        app.data_dir(),
+        &["bucket", "set", "site", "--active-content", "on"],
+    );
+    assert!(out.contains("site"), "{out}");
+    assert!(cli(app.data_dir(), &["bucket", "list"]).contains(" on"));
+    assert_not_sandboxed("after opting out", &get().await);
+
+    cli(
+        app.data_dir(),
+        &["bucket", "set", "site", "--active-content", "off"],
+    );
+    assert_sandboxed("after opting back in", &get().await);
+
+    // A bucket created with the opt-out.
+    cli(
+        app.data_dir(),
+        &[
+            "bucket",
+            "create",
+            "site2",
+            "--acl",
+            "public-read",
+            "--active-content",
+        ],
+    );
+    put_typed(&app, "site2", "index.html", "text/html", HTML).await;
+    let res = app
+        .req(Method::GET, "/site2/index.html")
+        .anonymous()
+        .send()
+        .await;
+    assert_not_sandboxed("created with --active-content", &res);
+}
+
+#[tokio::test]
+async fn pages_limit_what_they_load_and_where_they_send() {
+    let app = spawn_app().await;
+    app.create_bucket("bkt").await;
+    let token = create_link(&app.state, "bkt").await;
+    for path in [
+        format!("/-/u/{token}"),
+        format!("/-/u/{token}/done?bucket=bkt&key=k&etag=e"),
+        "/-/u/no-such-token".to_owned(),
+    ] {
+        let res = get_with(&app.base, &path, &[]).await;
+        let csp = res.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    }
+    // The upload page may post to the server's configured URL.
+    let res = get_with(&app.base, &format!("/-/u/{token}"), &[]).await;
+    let csp = res.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains(&format!("form-action 'self' {}", app.base)),
+        "{csp}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rotating the admin key
 // ---------------------------------------------------------------------------------------------
 
