@@ -277,8 +277,35 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/-/static/{file}", get(crate::ui::static_file))
         .fallback(crate::s3::dispatch)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forwarded_headers,
+        ))
         .layer(middleware::from_fn(request_id_and_errors))
         .with_state(state)
+}
+
+/// Marks a request whose `X-Forwarded-Proto`/`X-Forwarded-Host` come from a trusted proxy (see
+/// `forwarded_headers`); only `forwarded_headers` sets it, and it removes any a client sent.
+pub(crate) const FROM_TRUSTED_PROXY: &str = "x-postgate-from-trusted-proxy";
+
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` say where a proxy received a request; believed
+/// from anyone, they would let a client have postgate build its URLs (form actions, redirects,
+/// `Location`s) on a host of its choosing. Only a connection from one of the configured
+/// `trusted_proxies` gets the `FROM_TRUSTED_PROXY` mark that makes `ui::base_url` read them.
+/// The headers themselves are left alone: a client may have signed them. The peer's address is
+/// the `ConnectInfo` that `serve` attaches; without one, nothing is trusted.
+async fn forwarded_headers(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    req.headers_mut().remove(FROM_TRUSTED_PROXY);
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    if peer.is_some_and(|ip| app.config.trusted_proxies.iter().any(|n| n.contains(&ip))) {
+        req.headers_mut()
+            .insert(FROM_TRUSTED_PROXY, HeaderValue::from_static("1"));
+    }
+    next.run(req).await
 }
 
 /// CORS for the JSON API: the origins the configuration lists (`api_cors_origins`), or none.
@@ -378,6 +405,15 @@ pub async fn serve(
             sweeper.expire_uploads().await;
         }
     });
+    // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
+    let mut state = state;
+    if let Ok(bound) = listener.local_addr()
+        && bound != state.config.addr
+    {
+        let mut config = (*state.config).clone();
+        config.addr = bound;
+        state.config = Arc::new(config);
+    }
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -388,7 +424,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of file descriptors and the like: wait a little, keep serving.
@@ -399,6 +435,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
+                // The peer's address, for `forwarded_headers` (is it a trusted proxy?).
+                let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    hyper::service::Service::call(&service, req)
+                });
                 let conn = http.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -212,6 +212,7 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let addr = config.addr;
+        let has_public_url = config.public_url.is_some();
         let (state, generated) = postgate::AppState::open(config).await?;
         if let Some(key) = generated {
             // Printed once, like MinIO's root credentials; never logged.
@@ -220,7 +221,17 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
             println!("  secret key: {}", key.secret_key);
         }
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "postgate listening");
+        let bound = listener.local_addr()?;
+        tracing::info!(addr = %bound, "postgate listening");
+        if !bound.ip().is_loopback() && !has_public_url {
+            // Upload pages, redirects and `Location`s then name http://ADDR (never the client's
+            // Host), which clients elsewhere may not reach as such.
+            tracing::warn!(
+                addr = %bound,
+                "listening on a non-loopback address without --public-url: URLs postgate builds \
+                 use http://{bound}; set --public-url to the address clients use"
+            );
+        }
         postgate::serve(listener, state, shutdown_signal()).await?;
         tracing::info!("postgate stopped");
         Ok(())

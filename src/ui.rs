@@ -129,17 +129,46 @@ async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> 
     }
 }
 
-/// The server's base URL as clients reach it: `--public-url`, else `http://` + the Host header.
+/// The server's base URL, from configuration and never from what a client claims (a `Host` of
+/// the attacker's choosing would put the upload form, its signed redirect and every `Location`
+/// on the attacker's host): `--public-url`; else the scheme and host a trusted proxy forwarded
+/// (`app::forwarded_headers` marks its requests); else `http://` + the address the server
+/// listens on.
 pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(u) = &app.config.public_url {
         return u.trim_end_matches('/').to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| app.config.addr.to_string());
-    format!("http://{host}")
+    if let Some(host) = forwarded_host(headers) {
+        return format!("{}://{host}", forwarded_proto(headers).unwrap_or("http"));
+    }
+    format!("http://{}", app.config.addr)
+}
+
+/// The scheme a trusted proxy received the request on (`X-Forwarded-Proto`), if it said.
+pub fn forwarded_proto(headers: &axum::http::HeaderMap) -> Option<&'static str> {
+    let first = trusted_forwarded(headers, "x-forwarded-proto")?;
+    match first.to_ascii_lowercase().as_str() {
+        "https" => Some("https"),
+        "http" => Some("http"),
+        _ => None,
+    }
+}
+
+/// The host a trusted proxy received the request for (`X-Forwarded-Host`), if it is a plain
+/// `host[:port]`.
+fn forwarded_host(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let host = trusted_forwarded(headers, "x-forwarded-host")?;
+    let authority: axum::http::uri::Authority = host.parse().ok()?;
+    (!host.contains('@') && authority.as_str() == host).then_some(host)
+}
+
+/// The first (the client-facing proxy's) value of a comma-separated forwarding header, when a
+/// trusted proxy sent the request.
+fn trusted_forwarded<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(crate::app::FROM_TRUSTED_PROXY)?;
+    let value = headers.get(name)?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then_some(first)
 }
 
 /// The URL of an object, path-style under the server's base URL.

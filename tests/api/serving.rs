@@ -444,6 +444,325 @@ async fn pages_limit_what_they_load_and_where_they_send() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// URLs never come from an untrusted Host or forwarding header
+// ---------------------------------------------------------------------------------------------
+
+/// Everything that builds a URL, asked with `headers` (a forged `Host`, forwarding headers);
+/// returns the answers, each checked by the caller.
+async fn url_answers(srv: &Server, headers: &[(&str, &str)]) -> Vec<(String, Resp)> {
+    let mut out = Vec::new();
+    let token = create_link(&srv.state, "bkt").await;
+    let base = srv.base.as_str();
+
+    // The page (form action, signed redirect) and its JSON policy.
+    let page = get_with(base, &format!("/-/u/{token}"), headers).await;
+    page.assert_status(200);
+    let fields = page_fields(&page.text());
+    out.push(("upload page".to_owned(), page));
+    let policy = get_with(base, &format!("/-/u/{token}/policy"), headers).await;
+    policy.assert_status(200);
+    out.push(("page policy".to_owned(), policy));
+
+    // The page's no-JavaScript form, posted as a browser would: 303 to the signed redirect.
+    let mut fields = fields;
+    fields.push(("Content-Type".to_owned(), "text/plain".to_owned()));
+    let mut req = no_redirects()
+        .post(format!("{base}/bkt"))
+        .multipart(form_of(&fields, b"hello"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let posted = Resp::read(req.send().await.unwrap()).await;
+    assert_eq!(posted.status, 303, "{}", posted.text());
+    out.push(("form POST redirect".to_owned(), posted));
+
+    // A POST answering 201 with <PostResponse><Location> (anonymous, public-read-write).
+    let form = Form::new()
+        .text("key", "anon.txt")
+        .text("success_action_status", "201")
+        .part("file", Part::bytes(b"hi".to_vec()).file_name("anon.txt"));
+    let mut req = no_redirects().post(format!("{base}/bkt")).multipart(form);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let created = Resp::read(req.send().await.unwrap()).await;
+    created.assert_status(201);
+    out.push(("POST 201 Location".to_owned(), created));
+
+    // S3 multipart complete, signed with the forged Host.
+    let host = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map_or(srv.host.as_str(), |(_, v)| *v);
+    let s3 = |method: Method, path: &str| {
+        let mut r = req_to(&srv.base, host, &srv.http, method, path);
+        for (n, v) in headers {
+            if !n.eq_ignore_ascii_case("host") {
+                r = r.header(n, v);
+            }
+        }
+        r
+    };
+    let res = s3(Method::POST, "/bkt/mp.txt")
+        .query("uploads")
+        .send()
+        .await;
+    res.assert_status(200);
+    let upload_id = xml_tag(&res.text(), "UploadId").unwrap();
+    let res = s3(Method::PUT, "/bkt/mp.txt")
+        .query(&format!("partNumber=1&uploadId={upload_id}"))
+        .body(b"part".to_vec())
+        .send()
+        .await;
+    res.assert_status(200);
+    let etag = res.header("etag").unwrap().to_owned();
+    let res = s3(Method::POST, "/bkt/mp.txt")
+        .query(&format!("uploadId={upload_id}"))
+        .body(format!(
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+        ))
+        .send()
+        .await;
+    res.assert_status(200);
+    out.push(("multipart complete Location".to_owned(), res));
+
+    // The page's own multipart path: part URL and completion.
+    let res = send_json(
+        Method::POST,
+        &format!("{base}/-/u/{token}/uploads"),
+        headers,
+        serde_json::json!({"filename": "big.txt", "size": 4, "content_type": "text/plain"}),
+    )
+    .await;
+    res.assert_status(200);
+    let started: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    let id = started["upload_id"].as_str().unwrap().to_owned();
+    let part = get_with(base, &format!("/-/u/{token}/uploads/{id}/parts/1"), headers).await;
+    part.assert_status(200);
+    let url: serde_json::Value = serde_json::from_slice(&part.body).unwrap();
+    // Sent to this server, with the host the URL names (it is signed), wherever that points.
+    let url = url::Url::parse(url["url"].as_str().unwrap()).unwrap();
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap()),
+        None => url.host_str().unwrap().to_owned(),
+    };
+    let put = no_redirects()
+        .put(format!("{base}{}?{}", url.path(), url.query().unwrap()))
+        .header("host", authority)
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    out.push(("link part URL".to_owned(), part));
+    let done = send_json(
+        Method::POST,
+        &format!("{base}/-/u/{token}/uploads/{id}/complete"),
+        headers,
+        serde_json::json!({}),
+    )
+    .await;
+    done.assert_status(200);
+    out.push(("link multipart complete".to_owned(), done));
+
+    // Uppy's routes: the POST params, and a multipart part URL.
+    let params = get_with(
+        base,
+        &format!("/-/u/{token}/s3/params?filename=u.txt&type=text/plain"),
+        headers,
+    )
+    .await;
+    params.assert_status(200);
+    out.push(("uppy params".to_owned(), params));
+    let res = send_json(
+        Method::POST,
+        &format!("{base}/-/u/{token}/s3/multipart"),
+        headers,
+        serde_json::json!({"filename": "u2.txt", "type": "text/plain"}),
+    )
+    .await;
+    res.assert_status(200);
+    let created: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    let id = created["uploadId"].as_str().unwrap();
+    let signed = get_with(base, &format!("/-/u/{token}/s3/multipart/{id}/1"), headers).await;
+    signed.assert_status(200);
+    out.push(("uppy part URL".to_owned(), signed));
+
+    // The JSON API: a presigned POST and a new link's URL.
+    let bearer = format!("Bearer {ADMIN_AK}:{ADMIN_SK}");
+    let mut api_headers = headers.to_vec();
+    api_headers.push(("authorization", bearer.as_str()));
+    let res = send_json(
+        Method::POST,
+        &format!("{base}/-/api/presign/post"),
+        &api_headers,
+        serde_json::json!({"bucket": "bkt", "key_prefix": "x/", "max_size": "1MiB"}),
+    )
+    .await;
+    res.assert_status(200);
+    out.push(("API presigned POST".to_owned(), res));
+    let res = send_json(
+        Method::POST,
+        &format!("{base}/-/api/links"),
+        &api_headers,
+        serde_json::json!({"bucket": "bkt", "prefix": "y/", "max_size": "1MiB", "expires_in": "1h"}),
+    )
+    .await;
+    assert!(res.status < 300, "{}", res.text());
+    out.push(("API link".to_owned(), res));
+    out
+}
+
+async fn server_with_public_bucket(dir: &Path, edit: impl FnOnce(&mut Config)) -> Server {
+    let srv = start(dir, edit).await;
+    srv.req(Method::PUT, "/bkt")
+        .header("x-amz-acl", "public-read-write")
+        .send()
+        .await
+        .assert_status(200);
+    srv
+}
+
+#[tokio::test]
+async fn a_forged_host_never_reaches_a_built_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with_public_bucket(dir.path(), |_| {}).await;
+    let answers = url_answers(&srv, &[("host", EVIL)]).await;
+    for (what, res) in &answers {
+        assert_no_evil(what, res);
+    }
+    // They name the listen address instead.
+    let (_, page) = &answers[0];
+    assert!(
+        page.text()
+            .contains(&format!(r#"action="{}/bkt""#, srv.base)),
+        "{}",
+        page.text()
+    );
+    let (_, redirect) = &answers[2];
+    let to = redirect.header("location").unwrap();
+    assert!(to.starts_with(&format!("{}/-/u/", srv.base)), "{to}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    // Trusts a proxy, but not this client.
+    let srv = server_with_public_bucket(dir.path(), |c| {
+        c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let forged = [("x-forwarded-host", EVIL), ("x-forwarded-proto", "https")];
+    for (what, res) in url_answers(&srv, &forged).await {
+        assert_no_evil(&what, &res);
+        assert!(!res.text().contains("https://"), "{what}: {}", res.text());
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_a_trusted_proxy_are_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with_public_bucket(dir.path(), |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let page_path = format!("/-/u/{}", create_link(&srv.state, "bkt").await);
+    let forwarded = [
+        ("x-forwarded-host", "uploads.example.org"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let page = get_with(&srv.base, &page_path, &forwarded).await;
+    let html = page.text();
+    assert!(
+        html.contains(r#"action="https://uploads.example.org/bkt""#),
+        "{html}"
+    );
+    assert!(
+        html.contains("https://uploads.example.org/-/u/"),
+        "the signed redirect: {html}"
+    );
+    // A forwarded host that is not a plain host[:port] is not used.
+    let odd = get_with(
+        &srv.base,
+        &page_path,
+        &[("x-forwarded-host", "a@b.example/x")],
+    )
+    .await;
+    assert!(!odd.text().contains("b.example"), "{}", odd.text());
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_public_url_wins_over_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with_public_bucket(dir.path(), |c| {
+        c.public_url = Some("https://files.example.net".to_owned());
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let headers = [("host", EVIL), ("x-forwarded-host", EVIL)];
+    for (what, res) in url_answers(&srv, &headers).await {
+        assert_no_evil(&what, &res);
+    }
+    srv.stop().await;
+}
+
+/// Starts the binary on `addr` and returns what it logged once listening (then stops it).
+fn start_log(data_dir: &Path, extra: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("serve")
+        .args(extra)
+        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
+        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
+        .env("NO_COLOR", "1")
+        .env_remove("POSTGATE_CONFIG")
+        .env_remove("POSTGATE_PUBLIC_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("postgate listening") {
+            break;
+        }
+    }
+    // The warning comes right after "listening": give it a moment, then stop the server.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    let rest = child.wait_with_output().unwrap();
+    log.push_str(&String::from_utf8_lossy(&rest.stderr));
+    log
+}
+
+#[tokio::test]
+async fn a_public_address_without_a_public_url_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = start_log(dir.path(), &["--addr", "0.0.0.0:0"]);
+    assert!(log.contains("without --public-url"), "{log}");
+    let log = start_log(
+        dir.path(),
+        &["--addr", "0.0.0.0:0", "--public-url", "https://x.example"],
+    );
+    assert!(!log.contains("without --public-url"), "{log}");
+    let log = start_log(dir.path(), &["--addr", "127.0.0.1:0"]);
+    assert!(!log.contains("without --public-url"), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rotating the admin key
 // ---------------------------------------------------------------------------------------------
 
