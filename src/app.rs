@@ -392,6 +392,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper::body::Incoming;
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
 
@@ -435,9 +437,9 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
-                // The peer's address, for `forwarded_headers` (is it a trusted proxy?).
-                let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                // The peer's address rides on each request (`forwarded_headers` checks it).
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
                     hyper::service::Service::call(&service, req)
                 });
                 let conn = http.serve_connection(TokioIo::new(stream), service);

@@ -37,7 +37,12 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     /// Proxies (IPs or CIDRs, comma-separated) whose `X-Forwarded-Proto`/`X-Forwarded-Host`
     /// are believed; from any other peer those headers are ignored.
-    #[arg(long, env = "POSTGATE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    #[arg(
+        long,
+        env = "POSTGATE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_proxy
+    )]
     pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
     /// Origins allowed to call the `/-/api` JSON API from a browser (comma-separated, or `*`).
     #[arg(long, env = "POSTGATE_API_CORS_ORIGINS", value_delimiter = ',')]
@@ -90,7 +95,7 @@ pub struct Config {
     pub admin_key: Option<(String, String)>,
     pub api_cors_origins: Vec<String>,
     pub multipart_expiry: std::time::Duration,
-    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (see `app::forwarded_headers`).
+    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`app::forwarded_headers`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 

@@ -709,6 +709,34 @@ async fn the_public_url_wins_over_everything() {
     srv.stop().await;
 }
 
+#[tokio::test]
+async fn virtual_host_locations_keep_the_bucket_host_of_the_configured_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server_with_public_bucket(dir.path(), |c| {
+        c.domain = Some("s3.test".to_owned());
+    })
+    .await;
+    let port = srv.host.rsplit_once(':').unwrap().1;
+    let post = |host: String| {
+        let form = Form::new()
+            .text("key", "v.txt")
+            .text("success_action_status", "201")
+            .part("file", Part::bytes(b"v".to_vec()).file_name("v.txt"));
+        no_redirects()
+            .post(format!("{}/", srv.base))
+            .header("host", host)
+            .multipart(form)
+            .send()
+    };
+    let res = Resp::read(post(format!("bkt.s3.test:{port}")).await.unwrap()).await;
+    res.assert_status(201);
+    assert_eq!(
+        res.header("location"),
+        Some(format!("http://bkt.s3.test:{port}/v.txt").as_str())
+    );
+    srv.stop().await;
+}
+
 /// Starts the binary on `addr` and returns what it logged once listening (then stops it).
 fn start_log(data_dir: &Path, extra: &[&str]) -> String {
     use std::io::{BufRead, BufReader};
