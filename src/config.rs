@@ -269,6 +269,23 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let parsed = |s| parse_proxy(s).map(|n| n.to_string());
+        assert_eq!(parsed("127.0.0.1").as_deref(), Ok("127.0.0.1/32"));
+        assert_eq!(parsed(" 10.0.0.0/8 ").as_deref(), Ok("10.0.0.0/8"));
+        assert_eq!(parsed("::1").as_deref(), Ok("::1/128"));
+        assert!(parse_proxy("proxy.example").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "trusted_proxies = [\"192.168.0.0/16\", \"x\"]\n").unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            data_dir: None,
+        };
+        assert!(Config::resolve(&common, &ServeArgs::default()).is_err());
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
