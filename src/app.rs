@@ -31,8 +31,8 @@ type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
 type BucketMap = HashMap<String, (BucketRecord, Instant)>;
 
 /// Bucket rows as requests see them, so that an upload does not wait on the read pool for a row
-/// that rarely changes. Changes made through this server clear it at once (`write_bucket`); the CLI
-/// does not change existing buckets, and other writers show within `CACHE_TTL`. Grants are not
+/// that rarely changes. Changes made through this server clear it at once (`write_bucket`);
+/// changes by the CLI (`bucket set`) or another process show within `CACHE_TTL`. Grants are not
 /// cached (`postgate bucket allow` applies at once), nor are missing buckets (one the CLI creates
 /// is usable at once).
 #[derive(Default)]
@@ -65,8 +65,11 @@ impl AppState {
     /// generated, its secret (to be printed once).
     pub async fn open(config: Config) -> Result<(AppState, Option<KeyRecord>), StartError> {
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        if crate::store::private_dir(&dir)
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?
+        {
+            tracing::info!(dir = %dir.display(), "made the data directory private (mode 0700)");
+        }
         let store =
             BlobStore::open(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
         let db = Db::open(&config.db_path())?;
@@ -82,21 +85,32 @@ impl AppState {
         }
 
         let admin = config.admin_key.clone();
-        let generated = db
+        let (retired, generated) = db
             .write(move |c| match admin {
                 Some((access, secret)) => {
-                    db::keys::insert(c, "admin", &access, &secret, true)?;
-                    Ok(None)
+                    let retired = db::keys::install_admin(c, &access, &secret)?;
+                    Ok((retired, None))
                 }
                 None => match db::keys::find_admin(c)? {
-                    Some(_) => Ok(None),
+                    Some(_) => Ok((Vec::new(), None)),
                     None => {
                         let (access, secret) = db::keys::generate();
-                        Ok(Some(db::keys::insert(c, "admin", &access, &secret, true)?))
+                        db::keys::install_admin(c, &access, &secret)?;
+                        Ok((Vec::new(), db::keys::find(c, &access)?))
                     }
                 },
             })
             .await?;
+        if let Some((new, _)) = &config.admin_key {
+            for old in retired {
+                // Access key ids only: never a secret in the log.
+                tracing::info!(
+                    old_access_key = %old,
+                    new_access_key = %new,
+                    "the configured admin key replaces the previous one, which no longer works"
+                );
+            }
+        }
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -263,8 +277,35 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/-/static/{file}", get(crate::ui::static_file))
         .fallback(crate::s3::dispatch)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forwarded_headers,
+        ))
         .layer(middleware::from_fn(request_id_and_errors))
         .with_state(state)
+}
+
+/// Marks a request whose `X-Forwarded-Proto`/`X-Forwarded-Host` come from a trusted proxy (see
+/// `forwarded_headers`); only `forwarded_headers` sets it, and it removes any a client sent.
+pub(crate) const FROM_TRUSTED_PROXY: &str = "x-postgate-from-trusted-proxy";
+
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` say where a proxy received a request; believed
+/// from anyone, they would let a client have postgate build its URLs (form actions, redirects,
+/// `Location`s) on a host of its choosing. Only a connection from one of the configured
+/// `trusted_proxies` gets the `FROM_TRUSTED_PROXY` mark that makes `ui::base_url` read them.
+/// The headers themselves are left alone: a client may have signed them. The peer's address is
+/// the `ConnectInfo` that `serve` attaches; without one, nothing is trusted.
+async fn forwarded_headers(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    req.headers_mut().remove(FROM_TRUSTED_PROXY);
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    if peer.is_some_and(|ip| app.config.trusted_proxies.iter().any(|n| n.contains(&ip))) {
+        req.headers_mut()
+            .insert(FROM_TRUSTED_PROXY, HeaderValue::from_static("1"));
+    }
+    next.run(req).await
 }
 
 /// CORS for the JSON API: the origins the configuration lists (`api_cors_origins`), or none.
@@ -351,6 +392,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper::body::Incoming;
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
 
@@ -364,6 +407,15 @@ pub async fn serve(
             sweeper.expire_uploads().await;
         }
     });
+    // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
+    let mut state = state;
+    if let Ok(bound) = listener.local_addr()
+        && bound != state.config.addr
+    {
+        let mut config = (*state.config).clone();
+        config.addr = bound;
+        state.config = Arc::new(config);
+    }
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -374,7 +426,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of file descriptors and the like: wait a little, keep serving.
@@ -385,6 +437,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
+                // The peer's address rides on each request (`forwarded_headers` checks it).
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    hyper::service::Service::call(&service, req)
+                });
                 let conn = http.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

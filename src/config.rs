@@ -31,9 +31,19 @@ pub struct ServeArgs {
     /// Objects up to this many bytes are stored inline in SQLite.
     #[arg(long, env = "POSTGATE_INLINE_MAX_BYTES")]
     pub inline_max_bytes: Option<usize>,
-    /// Public base URL used in links and POST `Location`s (default: from the request's Host).
+    /// Public base URL used in pages, links, redirects and `Location`s (default: the forwarded
+    /// host from a trusted proxy, else `http://ADDR`; never the request's Host).
     #[arg(long, env = "POSTGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Proxies (IPs or CIDRs, comma-separated) whose `X-Forwarded-Proto`/`X-Forwarded-Host`
+    /// are believed; from any other peer those headers are ignored.
+    #[arg(
+        long,
+        env = "POSTGATE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_proxy
+    )]
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
     /// Origins allowed to call the `/-/api` JSON API from a browser (comma-separated, or `*`).
     #[arg(long, env = "POSTGATE_API_CORS_ORIGINS", value_delimiter = ',')]
     pub api_cors_origins: Option<Vec<String>>,
@@ -68,6 +78,9 @@ struct FileConfig {
     /// Origins allowed to call the `/-/api` JSON API from a browser.
     #[serde(default)]
     api_cors_origins: Vec<String>,
+    /// Proxies whose forwarded scheme and host are believed.
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -82,6 +95,8 @@ pub struct Config {
     pub admin_key: Option<(String, String)>,
     pub api_cors_origins: Vec<String>,
     pub multipart_expiry: std::time::Duration,
+    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`app::forwarded_headers`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for Config {
@@ -93,6 +108,7 @@ impl std::fmt::Debug for Config {
             .field("domain", &self.domain)
             .field("inline_max_bytes", &self.inline_max_bytes)
             .field("public_url", &self.public_url)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("admin_key", &self.admin_key.as_ref().map(|(a, _)| a))
             .finish_non_exhaustive()
     }
@@ -172,6 +188,15 @@ impl Config {
                 }
                 (None, None) => DEFAULT_MULTIPART_EXPIRY,
             },
+            trusted_proxies: match &serve.trusted_proxies {
+                Some(list) => list.clone(),
+                None => file
+                    .trusted_proxies
+                    .iter()
+                    .map(|p| parse_proxy(p))
+                    .collect::<Result<_, _>>()
+                    .map_err(ConfigError::Invalid)?,
+            },
         };
         if config.region.is_empty() {
             return Err(ConfigError::Invalid("region must not be empty".into()));
@@ -191,12 +216,21 @@ impl Config {
             admin_key: None,
             api_cors_origins: Vec::new(),
             multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
+            trusted_proxies: Vec::new(),
         }
     }
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("postgate.db")
     }
+}
+
+/// A trusted proxy: a network (`10.0.0.0/8`) or one address (`127.0.0.1`, `::1`).
+fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("trusted proxy {s:?} is neither an IP address nor a CIDR network"))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -232,6 +266,23 @@ mod tests {
         assert_eq!(c.addr.port(), 9200);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.inline_max_bytes, DEFAULT_INLINE_MAX_BYTES);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let parsed = |s| parse_proxy(s).map(|n| n.to_string());
+        assert_eq!(parsed("127.0.0.1").as_deref(), Ok("127.0.0.1/32"));
+        assert_eq!(parsed(" 10.0.0.0/8 ").as_deref(), Ok("10.0.0.0/8"));
+        assert_eq!(parsed("::1").as_deref(), Ok("::1/128"));
+        assert!(parse_proxy("proxy.example").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "trusted_proxies = [\"192.168.0.0/16\", \"x\"]\n").unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            data_dir: None,
+        };
+        assert!(Config::resolve(&common, &ServeArgs::default()).is_err());
     }
 
     #[test]

@@ -152,6 +152,17 @@ enum BucketCommand {
         /// Canned ACL: private, public-read or public-read-write.
         #[arg(long, default_value = "private")]
         acl: String,
+        /// Let browsers run what the bucket serves (HTML, SVG, scripts): no sandbox CSP. Only
+        /// for buckets whose objects are served from an origin of their own.
+        #[arg(long)]
+        active_content: bool,
+    },
+    /// Change an existing bucket's settings.
+    Set {
+        name: String,
+        /// Let browsers run what the bucket serves (`on`), or sandbox it (`off`, the default).
+        #[arg(long, value_parser = ["on", "off"])]
+        active_content: String,
     },
     /// List buckets with their owner and ACL.
     List,
@@ -201,6 +212,7 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let addr = config.addr;
+        let has_public_url = config.public_url.is_some();
         let (state, generated) = postgate::AppState::open(config).await?;
         if let Some(key) = generated {
             // Printed once, like MinIO's root credentials; never logged.
@@ -209,7 +221,17 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
             println!("  secret key: {}", key.secret_key);
         }
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "postgate listening");
+        let bound = listener.local_addr()?;
+        tracing::info!(addr = %bound, "postgate listening");
+        if !bound.ip().is_loopback() && !has_public_url {
+            // Upload pages, redirects and `Location`s then name http://ADDR (never the client's
+            // Host), which clients elsewhere may not reach as such.
+            tracing::warn!(
+                addr = %bound,
+                "listening on a non-loopback address without --public-url: URLs postgate builds \
+                 use http://{bound}; set --public-url to the address clients use"
+            );
+        }
         postgate::serve(listener, state, shutdown_signal()).await?;
         tracing::info!("postgate stopped");
         Ok(())
@@ -228,7 +250,7 @@ async fn shutdown_signal() {
 
 fn with_db(common: &CommonArgs, f: impl FnOnce(&rusqlite::Connection) -> CliResult) -> CliResult {
     let config = Config::resolve(common, &ServeArgs::default())?;
-    std::fs::create_dir_all(&config.data_dir)?;
+    postgate::store::private_dir(&config.data_dir)?;
     let conn = db::open_migrated(&config.db_path())?;
     f(&conn)
 }
@@ -394,7 +416,12 @@ fn key_command(conn: &rusqlite::Connection, cmd: KeyCommand) -> CliResult {
 
 fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult {
     match cmd {
-        BucketCommand::Create { name, owner, acl } => {
+        BucketCommand::Create {
+            name,
+            owner,
+            acl,
+            active_content,
+        } => {
             postgate::names::validate_bucket(&name).map_err(|e| e.message().to_owned())?;
             if !matches!(
                 acl.as_str(),
@@ -418,11 +445,29 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
                 db::buckets::Created::Created => println!("created bucket {name}"),
                 _ => return Err(format!("bucket {name} already exists").into()),
             }
+            if active_content {
+                db::buckets::set_active_content(conn, &name, true)?;
+                println!("{name} serves active content (no sandbox)");
+            }
+        }
+        BucketCommand::Set {
+            name,
+            active_content,
+        } => {
+            let on = active_content == "on";
+            if !db::buckets::set_active_content(conn, &name, on)? {
+                return Err(format!("no bucket {name}").into());
+            }
+            match on {
+                true => println!("{name} serves active content (no sandbox)"),
+                false => println!("{name} serves active content sandboxed"),
+            }
         }
         BucketCommand::List => {
-            println!("{:<40} {:<22} ACL", "NAME", "OWNER");
+            println!("{:<40} {:<22} {:<18} ACTIVE", "NAME", "OWNER", "ACL");
             for b in db::buckets::list(conn)? {
-                println!("{:<40} {:<22} {}", b.name, b.owner, b.acl);
+                let active = if b.active_content { "on" } else { "off" };
+                println!("{:<40} {:<22} {:<18} {active}", b.name, b.owner, b.acl);
             }
         }
         BucketCommand::Allow { bucket, key, perm } => {

@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -214,8 +215,8 @@ impl BlobStore {
             tmp: data_dir.join("tmp"),
             pins: Arc::default(),
         };
-        std::fs::create_dir_all(&store.blobs)?;
-        std::fs::create_dir_all(&store.tmp)?;
+        private_dir(&store.blobs)?;
+        private_dir(&store.tmp)?;
         Ok(store)
     }
 
@@ -278,7 +279,7 @@ impl BlobStore {
 
         // Large phase: writer and hasher threads, fed the same refcounted chunks.
         let temp = self.new_temp();
-        let file = std::fs::File::create(&temp.path)?;
+        let file = create_private(&temp.path)?;
         let (wtx, wrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
         let (htx, hrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
         let writer = tokio::task::spawn_blocking(move || write_file(file, wrx));
@@ -341,7 +342,10 @@ impl BlobStore {
         let dest_clone = dest.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let dir = dest_clone.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
             std::fs::rename(&from, &dest_clone)?;
             std::fs::File::open(dir)?.sync_all()
         })
@@ -367,7 +371,7 @@ impl BlobStore {
         let md5 = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 16]>> {
             use std::io::{Read, Seek};
             let _pinned = guard;
-            let mut out = Writeback::new(std::fs::File::create(&dest)?);
+            let mut out = Writeback::new(create_private(&dest)?);
             let mut md5 = hash.then(Md5::new);
             let mut buf = vec![0u8; if hash { 1 << 20 } else { 0 }];
             for seg in segments {
@@ -412,7 +416,7 @@ impl BlobStore {
         let temp = self.new_temp();
         let dest = temp.path.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let mut f = std::fs::File::create(&dest)?;
+            let mut f = create_private(&dest)?;
             f.write_all(&bytes)?;
             f.sync_all()
         })
@@ -536,6 +540,34 @@ impl BlobStore {
         }
         Ok((temps, orphans))
     }
+}
+
+/// Creates `path` (and its missing parents) readable by the server's user only, or takes away
+/// the group's and others' access from an existing one: the data directory holds every secret
+/// key (in the database) and every uploaded file. Returns whether an existing directory was
+/// looser, so the caller can say it tightened it.
+pub fn private_dir(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+    Ok(true)
+}
+
+/// A new file only the server's user may read (blobs and temp files).
+fn create_private(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Opens a blob positioned at `offset`.

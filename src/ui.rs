@@ -55,13 +55,45 @@ struct ErrorPage {
 }
 
 fn render(status: StatusCode, page: impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
+    render_uploading_to(status, page, None)
+}
+
+/// Renders a page with headers that keep it to what it needs: its own script and stylesheet,
+/// no frames, nothing sniffed, no token-bearing `Referer` to other sites. A page that uploads
+/// may also send to `base`, the server's configured URL, which need not be the origin the page
+/// was opened on.
+fn render_uploading_to(status: StatusCode, page: impl Template, base: Option<&str>) -> Response {
+    let html = match page.render() {
+        Ok(html) => html,
         Err(e) => {
             tracing::error!(error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
         }
+    };
+    let to = base
+        .and_then(|b| url::Url::parse(b).ok())
+        .map(|u| u.origin())
+        .filter(url::Origin::is_tuple)
+        .map(|o| format!(" {}", o.ascii_serialization()))
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'{to}; form-action 'self'{to}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut res = (status, Html(html)).into_response();
+    let headers = res.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
     }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("same-origin"),
+    );
+    res
 }
 
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
@@ -97,17 +129,46 @@ async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> 
     }
 }
 
-/// The server's base URL as clients reach it: `--public-url`, else `http://` + the Host header.
+/// The server's base URL, from configuration and never from what a client claims (a `Host` of
+/// the attacker's choosing would put the upload form, its signed redirect and every `Location`
+/// on the attacker's host): `--public-url`; else the scheme and host a trusted proxy forwarded
+/// (`app::forwarded_headers` marks its requests); else `http://` + the address the server
+/// listens on.
 pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(u) = &app.config.public_url {
         return u.trim_end_matches('/').to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| app.config.addr.to_string());
-    format!("http://{host}")
+    if let Some(host) = forwarded_host(headers) {
+        return format!("{}://{host}", forwarded_proto(headers).unwrap_or("http"));
+    }
+    format!("http://{}", app.config.addr)
+}
+
+/// The scheme a trusted proxy received the request on (`X-Forwarded-Proto`), if it said.
+pub fn forwarded_proto(headers: &axum::http::HeaderMap) -> Option<&'static str> {
+    let first = trusted_forwarded(headers, "x-forwarded-proto")?;
+    match first.to_ascii_lowercase().as_str() {
+        "https" => Some("https"),
+        "http" => Some("http"),
+        _ => None,
+    }
+}
+
+/// The host a trusted proxy received the request for (`X-Forwarded-Host`), if it is a plain
+/// `host[:port]`.
+fn forwarded_host(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let host = trusted_forwarded(headers, "x-forwarded-host")?;
+    let authority: axum::http::uri::Authority = host.parse().ok()?;
+    (!host.contains('@') && authority.as_str() == host).then_some(host)
+}
+
+/// The first (the client-facing proxy's) value of a comma-separated forwarding header, when a
+/// trusted proxy sent the request.
+fn trusted_forwarded<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(crate::app::FROM_TRUSTED_PROXY)?;
+    let value = headers.get(name)?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then_some(first)
 }
 
 /// The URL of an object, path-style under the server's base URL.
@@ -201,7 +262,7 @@ pub async fn upload_page(
         .as_deref()
         .map(|ct| ct.split(',').next().unwrap_or(ct).trim().to_owned())
         .unwrap_or_default();
-    render(
+    render_uploading_to(
         StatusCode::OK,
         UploadPage {
             bucket: link.bucket.clone(),
@@ -218,6 +279,7 @@ pub async fn upload_page(
             form,
             token,
         },
+        Some(&base),
     )
 }
 
@@ -293,6 +355,7 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
     )

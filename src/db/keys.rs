@@ -80,6 +80,40 @@ pub fn insert(
     find(conn, access_key)?.ok_or_else(|| DbError::Corrupt("inserted key vanished".into()))
 }
 
+/// Installs the admin key the server starts with (configured, or generated on a first start).
+/// It replaces every admin key an earlier start installed under another id: those are deleted
+/// and what they owned (buckets, links, multipart uploads, objects) passes to the new key, so
+/// that rotating a leaked `POSTGATE_ACCESS_KEY` retires it without orphaning anything. Keys the
+/// operator made with `key create` are not touched. Returns the retired access key ids.
+pub fn install_admin(
+    conn: &Connection,
+    access_key: &str,
+    secret_key: &str,
+) -> Result<Vec<String>, DbError> {
+    let retired: Vec<String> = conn
+        .prepare("SELECT access_key FROM access_keys WHERE startup = 1 AND access_key != ?1")?
+        .query_map([access_key], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    insert(conn, "admin", access_key, secret_key, true)?;
+    conn.execute(
+        "UPDATE access_keys SET startup = 1 WHERE access_key = ?1",
+        [access_key],
+    )?;
+    for old in &retired {
+        for sql in [
+            "UPDATE buckets SET owner = ?2 WHERE owner = ?1",
+            "UPDATE links SET access_key = ?2 WHERE access_key = ?1",
+            "UPDATE uploads SET owner = ?2 WHERE owner = ?1",
+            "UPDATE objects SET owner = ?2 WHERE owner = ?1",
+        ] {
+            conn.execute(sql, params![old, access_key])?;
+        }
+        conn.execute("DELETE FROM grants WHERE access_key = ?1", [old])?;
+        conn.execute("DELETE FROM access_keys WHERE access_key = ?1", [old])?;
+    }
+    Ok(retired)
+}
+
 pub fn find(conn: &Connection, access_key: &str) -> Result<Option<KeyRecord>, DbError> {
     Ok(conn
         .prepare_cached(&format!(

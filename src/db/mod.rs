@@ -38,6 +38,8 @@ pub enum DbError {
     WriterGone,
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("database file: {0}")]
+    File(#[from] std::io::Error),
 }
 
 impl DbError {
@@ -85,9 +87,37 @@ pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
 
 /// Opens the database file and applies pending migrations, for the operator CLI (no server).
 pub fn open_migrated(path: &Path) -> Result<Connection, DbError> {
+    make_private(path)?;
     let mut conn = open_connection(path)?;
     migrate::migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// The database and its `-wal` and `-shm` files hold every secret key: only the server's user may
+/// read them. SQLite gives the `-wal` and `-shm` files the database file's mode, so creating that
+/// file 0600 before SQLite does covers all three; existing looser files are tightened.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // An empty file is a valid new database for SQLite.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                tracing::info!(file = %file.display(), "made the file private (mode 0600)");
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl Db {

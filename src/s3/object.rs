@@ -333,7 +333,8 @@ pub async fn get_object(
         {
             return Err(S3Error::access_denied());
         }
-        match respond_object(req, caller, obj, with_body, app).await {
+        let active_content = ctx.record.active_content;
+        match respond_object(req, caller, obj, with_body, active_content, app).await {
             Err(Retry) => continue,
             Ok(res) => return res,
         }
@@ -348,6 +349,7 @@ async fn respond_object(
     caller: &Caller,
     obj: ObjectRecord,
     with_body: bool,
+    active_content: bool,
     app: &AppState,
 ) -> Result<S3Result<Response>, Retry> {
     let meta = &obj.meta;
@@ -379,6 +381,7 @@ async fn respond_object(
     if let Err(e) = object_response_headers(&mut headers, req, caller, &obj, range.is_none()) {
         return Ok(Err(e));
     }
+    guard_active_content(&mut headers, active_content);
     let (status, start, len) = match range {
         Some((start, end)) => {
             set(
@@ -562,6 +565,56 @@ fn object_response_headers(
     Ok(())
 }
 
+/// Uploaded files come from strangers and are served from the same origin as the upload pages
+/// (whose link tokens live in the page's storage). Every object gets `nosniff`, so a browser
+/// never decides for itself that bytes are HTML or script; and unless the bucket's owner allows
+/// active content, a type a browser would run or render as a document gets
+/// `Content-Security-Policy: sandbox`: it still displays, but without scripts, in an origin of
+/// its own. Decided on the type actually sent, after any `response-content-type` override.
+fn guard_active_content(headers: &mut HeaderMap, active_content: bool) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let sent = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !active_content && !is_passive_type(sent) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+    }
+}
+
+/// Types a browser only displays or downloads: images (except SVG and other XML), audio, video,
+/// fonts, plain text, CSS, CSV, JSON, PDF and opaque bytes. Everything else, including HTML,
+/// XML, scripts and anything empty, unknown or unparseable, may run.
+fn is_passive_type(content_type: Option<&str>) -> bool {
+    let Some(essence) = content_type.and_then(|ct| ct.split(';').next()) else {
+        return false;
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    if !token(kind) || !token(subtype) || subtype.ends_with("+xml") || subtype.contains("xml") {
+        return false;
+    }
+    match kind {
+        "image" | "audio" | "video" | "font" => true,
+        "text" => matches!(subtype, "plain" | "css" | "csv"),
+        "application" => matches!(subtype, "octet-stream" | "json" | "pdf"),
+        "binary" => subtype == "octet-stream",
+        _ => false,
+    }
+}
+
 pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response> {
     let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
     let removed = app.db.write(move |c| objects::delete(c, &b, &k)).await?;
@@ -701,6 +754,42 @@ fn set_named(headers: &mut HeaderMap, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_passive_types_escape_the_sandbox() {
+        for ct in [
+            "image/png",
+            "IMAGE/JPEG",
+            "video/mp4",
+            "text/plain; charset=utf-8",
+            "application/octet-stream",
+            "binary/octet-stream",
+        ] {
+            assert!(is_passive_type(Some(ct)), "{ct}");
+        }
+        for ct in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "application/xhtml+xml",
+            "image/svg+xml",
+            "text/xml",
+            "application/xml",
+            "application/rss+xml",
+            "text/javascript",
+            "application/javascript",
+            "application/ecmascript",
+            "text/x-unknown",
+            "application/x-whatever",
+            "",
+            "html",
+            "image/",
+            "/png",
+            "image/png\"",
+        ] {
+            assert!(!is_passive_type(Some(ct)), "{ct}");
+        }
+        assert!(!is_passive_type(None));
+    }
 
     #[test]
     fn ranges_resolve_as_s3_does() {

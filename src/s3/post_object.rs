@@ -453,19 +453,21 @@ fn set_location(res: &mut Response, location: &str) {
     }
 }
 
-/// The object's absolute URL, in the addressing style the request used.
+/// The object's absolute URL, in the addressing style the request used, built as
+/// `ui::base_url` builds it (never from a client's `Host`). The one exception is a virtual-host
+/// request without `--public-url`: its `Host` matched `bucket.DOMAIN` with the configured
+/// domain and an existing bucket, so it names this server.
 pub fn object_url(app: &AppState, req: &S3Request, bucket: &str, key: &str) -> String {
     let key = utf8_percent_encode(key, KEY_IN_URL);
-    if let Some(base) = &app.config.public_url {
-        return format!("{base}/{bucket}/{key}");
+    if req.virtual_host
+        && app.config.public_url.is_none()
+        && let Some(host) = req.header(header::HOST)
+    {
+        let scheme = crate::ui::forwarded_proto(&req.headers).unwrap_or("http");
+        return format!("{scheme}://{host}/{key}");
     }
-    let host = req.header(header::HOST).unwrap_or("localhost");
-    let scheme = req.header("x-forwarded-proto").unwrap_or("http");
-    if req.virtual_host {
-        format!("{scheme}://{host}/{key}")
-    } else {
-        format!("{scheme}://{host}/{bucket}/{key}")
-    }
+    let base = crate::ui::base_url(app, &req.headers);
+    format!("{base}/{bucket}/{key}")
 }
 
 fn missing_key() -> S3Error {

@@ -11,3 +11,4 @@ mod multipart;
 mod objects;
 mod permissions;
 mod post_object;
+mod serving;
