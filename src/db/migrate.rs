@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_multipart.sql"),
     include_str!("../../migrations/0003_links.sql"),
+    include_str!("../../migrations/0004_link_uploads.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
