@@ -217,7 +217,8 @@ pub struct CreateLinkRequest {
     pub expires_in: Option<Seconds>,
     /// How many files the link accepts (default: no limit).
     pub max_files: Option<u64>,
-    /// Content-Type prefix (`image/`), exact type, or comma-separated list.
+    /// Accepted types, comma-separated, enforced exactly (`LinkRecord::accepts_type`): `image/`
+    /// takes the family, `image/png` exactly that type.
     pub content_type: Option<String>,
 }
 

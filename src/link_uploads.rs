@@ -389,7 +389,7 @@ pub(crate) fn free_key(
 /// condition. Anything else (an anonymous form into a public-write bucket, a form another key
 /// signed) is refused with 403 AccessDenied before the file is read, so that no one can use up a
 /// link by naming it. A form the link signed must also fit the link (prefix, exact type), and
-/// then takes one of its slots; the caller gives it back once if the upload fails.
+/// then takes one of its slots, held by the returned [`FormSlot`] until the file is stored.
 pub(crate) async fn check_form(
     app: &AppState,
     link_id: &str,
@@ -397,7 +397,7 @@ pub(crate) async fn check_form(
     signer: Option<(&str, &crate::policy::Policy)>,
     key: &str,
     content_type: Option<&str>,
-) -> Result<LinkRecord, S3Error> {
+) -> Result<FormSlot, S3Error> {
     let id = link_id.to_owned();
     let link = app
         .db
@@ -437,7 +437,10 @@ pub(crate) async fn check_form(
         .write(move |c| crate::db::links::reserve_upload(c, &id))
         .await?
     {
-        Ok(()) => Ok(link),
+        Ok(()) => Ok(FormSlot {
+            db: app.db.clone(),
+            link_id: Some(link.id),
+        }),
         Err(Refusal::Unusable(reason)) => Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
         Err(Refusal::Unknown) => Err(S3Error::new(
             S3ErrorCode::AccessDenied,
@@ -446,15 +449,46 @@ pub(crate) async fn check_form(
     }
 }
 
-/// Gives back the slot [`check_form`] took, for a form whose upload failed.
-pub(crate) async fn release_form(app: &AppState, link: &LinkRecord) {
-    let id = link.id.clone();
-    if let Err(e) = app
-        .db
+/// The slot a form took on its link ([`check_form`]): [`FormSlot::keep`] once the file is
+/// stored, else it is given back exactly once: by [`FormSlot::release`] on a failed upload, or,
+/// if the request is dropped midway (the client went away), when the guard is dropped.
+pub(crate) struct FormSlot {
+    db: crate::db::Db,
+    link_id: Option<String>,
+}
+
+impl FormSlot {
+    /// The file is stored: the slot is the link's file now.
+    pub(crate) fn keep(mut self) {
+        self.link_id = None;
+    }
+
+    /// The upload failed: gives the slot back before the answer goes out.
+    pub(crate) async fn release(mut self) {
+        if let Some(id) = self.link_id.take() {
+            release_slot(&self.db, id).await;
+        }
+    }
+}
+
+impl Drop for FormSlot {
+    fn drop(&mut self) {
+        if let Some(id) = self.link_id.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let db = self.db.clone();
+            rt.spawn(async move { release_slot(&db, id).await });
+        }
+    }
+}
+
+async fn release_slot(db: &crate::db::Db, link_id: String) {
+    let id = link_id.clone();
+    if let Err(e) = db
         .write(move |c| crate::db::links::release_upload(c, &id))
         .await
     {
-        tracing::error!(error = %e, link = %link.id, "giving back a link slot failed");
+        tracing::error!(error = %e, link = %link_id, "giving back a link slot failed");
     }
 }
 

@@ -119,7 +119,8 @@ struct LinkCreateArgs {
     /// How many files the link accepts.
     #[arg(long)]
     max_files: Option<u64>,
-    /// Content-Type prefix (`image/`) or comma list the files must have.
+    /// Types the files may have, comma-separated: `image/` (or `image/*`) takes the family,
+    /// `image/png` exactly that type.
     #[arg(long)]
     content_type: Option<String>,
     /// Key that signs the link's uploads (default: the bucket's owner).

@@ -159,7 +159,8 @@ where
 
     // A form naming an upload link counts against it only if the link signed it; it must fit the
     // link (prefix, exact type), is create-only, and a revoked, expired or full link stops
-    // working even for policies it signed earlier. The slot is given back if the upload fails.
+    // working even for policies it signed earlier. The slot it takes is given back, once, if the
+    // upload fails or the request is dropped.
     let link = match fields.get(crate::ui::LINK_META_FIELD) {
         Some(id) => {
             let signed = match &signer {
@@ -185,13 +186,20 @@ where
         create_only: link.is_some(),
     };
     let result = store_upload(app, req, &fields, target, file).await;
-    if let (Err(e), Some(link)) = (&result, &link) {
-        crate::link_uploads::release_form(app, link).await;
-        if e.s3_code() == S3ErrorCode::PreconditionFailed {
-            return Err(crate::link_uploads::name_taken(&key));
+    let Some(slot) = link else { return result };
+    match result {
+        Ok(res) => {
+            slot.keep();
+            Ok(res)
+        }
+        Err(e) => {
+            slot.release().await;
+            if e.s3_code() == S3ErrorCode::PreconditionFailed {
+                return Err(crate::link_uploads::name_taken(&key));
+            }
+            Err(e)
         }
     }
-    result
 }
 
 /// Where a POST upload goes, once the form is accepted.

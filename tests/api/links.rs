@@ -959,3 +959,69 @@ async fn link_uploads_never_replace_a_file() {
     assert_eq!(res.status, 412, "{}", res.text());
     assert_eq!(&app.get(&format!("/keep/{key}")).await.body[..], b"theirs");
 }
+
+#[tokio::test]
+async fn a_form_dropped_midway_gives_its_slot_back() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    app.create_bucket("dropped").await;
+    let (id, token) = make_link(
+        &app,
+        serde_json::json!({"bucket": "dropped", "prefix": "in/", "max_files": 1}),
+    )
+    .await;
+    let (url, fields) = link_form(&app, &token, "").await;
+    let mut body = Vec::new();
+    let field = |body: &mut Vec<u8>, name: &str, value: &str| {
+        body.extend_from_slice(
+            format!("--B\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    };
+    for (k, v) in &fields {
+        field(&mut body, k, v);
+    }
+    field(&mut body, "Content-Type", "text/plain");
+    body.extend_from_slice(
+        b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.txt\"\r\n\r\n",
+    );
+    let sent = body.len() + (100 << 10);
+    body.extend(std::iter::repeat_n(b'x', 200 << 10));
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    let path = url.strip_prefix(&app.base).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: {}\r\n\r\n",
+        app.host,
+        body.len()
+    );
+    let mut stream = app.connect().await;
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    stream.flush().await.unwrap();
+    // The slot is taken while the file arrives...
+    let mut taken = false;
+    for _ in 0..100 {
+        if counted(&app, &id).await == 1 {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(taken, "the form took its slot");
+    // ... and given back when the client goes away.
+    drop(stream);
+    let mut back = false;
+    for _ in 0..250 {
+        if counted(&app, &id).await == 0 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(back, "the dropped form gave its slot back");
+    assert!(keys(&app, "dropped").await.is_empty());
+    post_text(&app, &token, "x.txt", b"x")
+        .await
+        .assert_status(201);
+}
