@@ -188,6 +188,17 @@ pub fn abort(conn: &Connection, upload_id: &str) -> Result<Option<Vec<String>>, 
     Ok(Some(blobs))
 }
 
+/// Ids of the unfinished uploads of revoked or expired links (`now` in milliseconds): they can
+/// take no part and never complete.
+pub fn of_closed_links(conn: &Connection, now: i64) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.upload_id FROM uploads u JOIN links l ON l.id = u.link_id
+         WHERE l.revoked OR l.expires_at <= ?1",
+    )?;
+    let rows = stmt.query_map([now], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Ids of the unfinished uploads of a link.
 pub fn of_link(conn: &Connection, link_id: &str) -> Result<Vec<String>, DbError> {
     let mut stmt = conn.prepare_cached("SELECT upload_id FROM uploads WHERE link_id = ?1")?;

@@ -639,14 +639,18 @@ fn owner_elems(w: &mut XmlWriter, name: &str, owner: &str) {
     w.close(name);
 }
 
-/// Aborts uploads started before `cutoff_millis` and removes their parts; a link's upload gives
-/// its slot back, once (an upload a concurrent abort removed first is skipped).
+/// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
+/// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
+/// abort removed first is skipped).
 pub async fn expire_uploads(app: &AppState, cutoff_millis: i64) -> S3Result<usize> {
     let blobs = app
         .db
         .write(move |c| {
             let mut blobs = Vec::new();
-            let ids = uploads::expired(c, cutoff_millis)?;
+            let mut ids = uploads::expired(c, cutoff_millis)?;
+            ids.extend(uploads::of_closed_links(c, crate::db::now_millis())?);
+            ids.sort();
+            ids.dedup();
             let mut aborted = 0;
             for id in &ids {
                 if let Some(b) = uploads::abort(c, id)? {

@@ -608,6 +608,15 @@ async fn an_expired_link_takes_no_part() {
     res.assert_error(403, "AccessDenied");
     assert!(res.text().contains("expired"));
     assert!(blob_files(app.data_dir()).is_empty());
+    // The next sweep aborts the expired link's upload, whatever its age.
+    let swept = postgate::s3::expire_uploads(&app.state, 0).await.unwrap();
+    assert_eq!(swept, 1);
+    let res = app
+        .req(Method::GET, "/expired/in/v.bin")
+        .query(&format!("uploadId={upload}"))
+        .send()
+        .await;
+    res.assert_error(404, "NoSuchUpload");
 }
 
 #[tokio::test]
