@@ -17,7 +17,7 @@
 //! - each file takes one of the link's slots, once: the slot is taken in the transaction that
 //!   creates the upload (or before a form's file is read) and given back only by the statement
 //!   that really removes an unfinished upload (abort, expiry, revocation) or by a refused form;
-//! - only uploads signed for the link count against it (see [`check_form`]);
+//! - only uploads signed for the link count against it (see `check_form`);
 //! - every part is checked against the link when it arrives (open, size left), see
 //!   `s3::multipart::upload_part`;
 //! - types follow [`LinkRecord::accepts_type`];
