@@ -177,6 +177,16 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
     if let Some(acl) = &input.acl {
         crate::s3::parse_canned_acl(Some(acl))?;
     }
+    // `upload-link` marks a form an upload link signed; only the link's own page signs it.
+    if input
+        .metadata
+        .keys()
+        .any(|k| format!("x-amz-meta-{k}").eq_ignore_ascii_case(crate::ui::LINK_META_FIELD))
+    {
+        return Err(ApiError::bad_request(
+            "metadata may not contain upload-link: only an upload link signs that field",
+        ));
+    }
     Ok(PostPolicyRequest {
         bucket: input.bucket.clone(),
         key,
@@ -207,7 +217,8 @@ pub struct CreateLinkRequest {
     pub expires_in: Option<Seconds>,
     /// How many files the link accepts (default: no limit).
     pub max_files: Option<u64>,
-    /// Content-Type prefix (`image/`), exact type, or comma-separated list.
+    /// Accepted types, comma-separated, enforced exactly (`LinkRecord::accepts_type`): `image/`
+    /// takes the family, `image/png` exactly that type.
     pub content_type: Option<String>,
 }
 
@@ -301,9 +312,15 @@ pub async fn revoke_link(
             format!("no upload link {id}"),
         ));
     };
-    app.db
+    // Its unfinished uploads are aborted in the same transaction; their parts are freed here.
+    let blobs = app
+        .db
         .write(move |c| crate::db::links::revoke(c, &link.id))
-        .await?;
+        .await?
+        .unwrap_or_default();
+    for blob in blobs {
+        app.store.remove(blob).await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -4,12 +4,24 @@
 //! instead, so a phone on a flaky network loses at most one part, and a reloaded page resumes:
 //! - `POST /-/u/{token}/uploads` `{filename, size, content_type}` starts an upload the link
 //!   allows (size, type, prefix; it counts as one of the link's files) →
-//!   `{key, upload_id, part_size, part_count}`;
+//!   `{key, upload_id, part_size, part_count}`; the key is the file's name under the link's
+//!   prefix, or `name (2).ext`, `name (3).ext`, ... when that name is taken;
 //! - `GET /-/u/{token}/uploads/{id}/parts/{n}` → `{url}`: a presigned `PUT` for part `n`, so the
 //!   browser sends the bytes straight to the S3 API without holding a secret;
 //! - `GET /-/u/{token}/uploads/{id}` → `{parts: [{part_number, etag, size}]}`, to resume;
 //! - `POST /-/u/{token}/uploads/{id}/complete` completes with every uploaded part, in order,
 //!   refusing a total above the link's maximum; `DELETE /-/u/{token}/uploads/{id}` aborts.
+//!
+//! What a link guarantees, on every path (this page, Uppy's routes, a form posted with the
+//! link's policy, S3 requests on a link's upload):
+//! - each file takes one of the link's slots, once: the slot is taken in the transaction that
+//!   creates the upload (or before a form's file is read) and given back only by the statement
+//!   that really removes an unfinished upload (abort, expiry, revocation) or by a refused form;
+//! - only uploads signed for the link count against it (see `check_form`);
+//! - every part is checked against the link when it arrives (open, size left), see
+//!   `s3::multipart::upload_part`;
+//! - types follow [`LinkRecord::accepts_type`];
+//! - uploads are create-only: a link never replaces an object (412 PreconditionFailed).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -18,11 +30,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::db::links::LinkRecord;
+use crate::db::links::{LinkRecord, Refusal};
 use crate::db::uploads::{PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode};
 use crate::upload::ObjectHeaders;
-use rusqlite::OptionalExtension;
 
 /// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
 /// costs little on a phone.
@@ -48,13 +59,29 @@ pub(crate) fn from_s3(e: S3Error) -> Response {
     json_error(e.s3_code().status(), e.s3_code().as_str(), e.message())
 }
 
+/// The link behind `token`, if it can take a new file (open and not full).
 pub(crate) async fn usable_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
+    let link = find_link(app, token).await?;
+    match link.unusable() {
+        None => Ok(link),
+        Some(reason) => Err(json_error(StatusCode::GONE, "LinkUnavailable", reason)),
+    }
+}
+
+/// The link behind `token`, if it is open (not revoked, not expired). Routes on an upload the
+/// link already counted need no more: a full link lets its uploads finish.
+pub(crate) async fn open_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
+    let link = find_link(app, token).await?;
+    match link.closed() {
+        None => Ok(link),
+        Some(reason) => Err(json_error(StatusCode::GONE, "LinkUnavailable", reason)),
+    }
+}
+
+async fn find_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
     let t = token.to_owned();
     match app.db.read(move |c| crate::db::links::get(c, &t)).await {
-        Ok(Some(link)) => match link.unusable() {
-            None => Ok(link),
-            Some(reason) => Err(json_error(StatusCode::GONE, "LinkUnavailable", reason)),
-        },
+        Ok(Some(link)) => Ok(link),
         Ok(None) => Err(json_error(
             StatusCode::NOT_FOUND,
             "LinkUnavailable",
@@ -64,37 +91,20 @@ pub(crate) async fn usable_link(app: &AppState, token: &str) -> Result<LinkRecor
     }
 }
 
-/// A link's upload: it must exist under the link's bucket and prefix and carry the link's id.
+/// A link's upload: one the link began (its `link_id`), in the link's bucket.
 pub(crate) async fn link_upload(
     app: &AppState,
     link: &LinkRecord,
     upload_id: &str,
 ) -> Result<UploadRecord, Response> {
-    let (id, bucket) = (upload_id.to_owned(), link.bucket.clone());
+    let (id, link_id) = (upload_id.to_owned(), link.id.clone());
     let found = app
         .db
-        .read(move |c| {
-            let key: Option<String> = c
-                .query_row(
-                    "SELECT key FROM uploads WHERE upload_id = ?1 AND bucket = ?2",
-                    rusqlite::params![id, bucket],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match key {
-                Some(key) => crate::db::uploads::get(c, &bucket, &key, &id),
-                None => Ok(None),
-            }
-        })
+        .read(move |c| crate::db::uploads::get_of_link(c, &link_id, &id))
         .await
         .map_err(|e| from_s3(e.into()))?;
-    let marker = format!("\"{}\"", link.id);
     match found {
-        Some(record)
-            if record.key.starts_with(&link.prefix) && record.headers.contains(&marker) =>
-        {
-            Ok(record)
-        }
+        Some(record) if record.bucket == link.bucket => Ok(record),
         _ => Err(json_error(
             StatusCode::NOT_FOUND,
             "NoSuchUpload",
@@ -103,13 +113,13 @@ pub(crate) async fn link_upload(
     }
 }
 
-/// The usable link behind `token` and its upload `upload_id`.
+/// The open link behind `token` and its upload `upload_id`.
 pub(crate) async fn open_upload(
     app: &AppState,
     token: &str,
     upload_id: &str,
 ) -> Result<(LinkRecord, UploadRecord), Response> {
-    let link = usable_link(app, token).await?;
+    let link = open_link(app, token).await?;
     let upload = link_upload(app, &link, upload_id).await?;
     Ok((link, upload))
 }
@@ -170,8 +180,8 @@ pub(crate) async fn sign_part_url(
     ))
 }
 
-/// Completes the link's upload from `parts`, refusing a total above the link's maximum; answers
-/// `{bucket, key, etag, location}`.
+/// Completes the link's upload from `parts` (`s3::multipart::complete` holds it to the link:
+/// open, total within the maximum, key still free); answers `{bucket, key, etag, location}`.
 pub(crate) async fn finish(
     app: &AppState,
     link: &LinkRecord,
@@ -179,15 +189,9 @@ pub(crate) async fn finish(
     parts: Vec<(u32, String)>,
     headers: &axum::http::HeaderMap,
 ) -> Response {
-    let done = crate::s3::multipart::complete(
-        app,
-        &link.bucket,
-        &upload.key,
-        &upload.upload_id,
-        parts,
-        Some(link.max_size),
-    )
-    .await;
+    let done =
+        crate::s3::multipart::complete(app, &link.bucket, &upload.key, &upload.upload_id, parts)
+            .await;
     match done {
         Ok(etag) => {
             let base = crate::ui::base_url(app, headers);
@@ -230,9 +234,9 @@ pub async fn start(
     }
 }
 
-/// Checks a file against the link (size when known, type, name), counts it as one of the
-/// link's files and creates its multipart upload under the link's prefix. Returns the key and
-/// the upload id.
+/// Checks a file against the link (size when known, type, name) and, in one transaction, takes
+/// one of the link's slots, picks a free key for the file under the link's prefix and creates its
+/// multipart upload. Returns the key and the upload id.
 pub(crate) async fn begin(
     app: &AppState,
     link: &LinkRecord,
@@ -248,39 +252,56 @@ pub(crate) async fn begin(
         ));
     }
     let content_type = allowed_type(link, content_type).map_err(from_s3)?;
-    let key = key_for(link, filename).map_err(from_s3)?;
-    let id = link.id.clone();
-    match app
-        .db
-        .write(move |c| crate::db::links::reserve_upload(c, &id))
-        .await
-    {
-        Ok(Some(Ok(()))) => {}
-        Ok(Some(Err(reason))) => {
-            return Err(json_error(StatusCode::GONE, "LinkUnavailable", reason));
-        }
-        Ok(None) => {
-            return Err(json_error(
-                StatusCode::NOT_FOUND,
-                "LinkUnavailable",
-                "Unknown upload link.",
-            ));
-        }
-        Err(e) => return Err(from_s3(e.into())),
-    }
+    let name = file_name(filename).map_err(from_s3)?;
     let headers = ObjectHeaders {
         content_type: Some(content_type),
         meta: vec![("upload-link".to_owned(), link.id.clone())],
         acl: "private".to_owned(),
         ..ObjectHeaders::default()
     };
-    crate::s3::multipart::create(app, &link.bucket, &key, &link.access_key, headers)
-        .await
-        .map(|upload_id| (key, upload_id))
-        .map_err(from_s3)
+    let mut record = crate::s3::multipart::upload_record(
+        &link.bucket,
+        "",
+        &link.access_key,
+        headers,
+        Some(link.id.clone()),
+    )
+    .map_err(from_s3)?;
+    let (bucket, prefix, link_id) = (link.bucket.clone(), link.prefix.clone(), link.id.clone());
+    let created = app
+        .db
+        .write(move |c| {
+            record.key = free_key(c, &bucket, &prefix, &name)?;
+            if let Err(e) = crate::names::validate_key(&record.key) {
+                return Ok(Err(from_s3(e)));
+            }
+            if let Err(refusal) = crate::db::links::reserve_upload(c, &link_id)? {
+                return Ok(Err(refused(refusal)));
+            }
+            crate::db::uploads::create(c, &record)?;
+            Ok(Ok((record.key, record.upload_id)))
+        })
+        .await;
+    match created {
+        Ok(done) => done,
+        Err(e) => Err(from_s3(e.into())),
+    }
 }
 
-/// The file's Content-Type (default `binary/octet-stream`), if the link accepts it.
+/// The JSON answer for a link that refused a new upload.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Unknown => json_error(
+            StatusCode::NOT_FOUND,
+            "LinkUnavailable",
+            "This upload link does not exist.",
+        ),
+        Refusal::Unusable(reason) => json_error(StatusCode::GONE, "LinkUnavailable", reason),
+    }
+}
+
+/// The file's Content-Type (default `binary/octet-stream`), if the link accepts it
+/// ([`LinkRecord::accepts_type`]).
 pub(crate) fn allowed_type(
     link: &LinkRecord,
     content_type: Option<String>,
@@ -288,23 +309,36 @@ pub(crate) fn allowed_type(
     let content_type = content_type
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "binary/octet-stream".to_owned());
-    if let Some(rule) = &link.content_type {
-        let allowed = rule
-            .split(',')
-            .map(str::trim)
-            .any(|prefix| content_type.starts_with(prefix));
-        if !allowed {
-            return Err(S3Error::new(
-                S3ErrorCode::AccessDenied,
-                format!("This link only accepts files of type {rule}."),
-            ));
-        }
+    if !link.accepts_type(&content_type) {
+        return Err(wrong_type(link));
     }
     Ok(content_type)
 }
 
-/// The key a file gets under the link: the prefix, then the file name's last path segment.
-pub(crate) fn key_for(link: &LinkRecord, filename: &str) -> Result<String, S3Error> {
+fn wrong_type(link: &LinkRecord) -> S3Error {
+    S3Error::new(
+        S3ErrorCode::AccessDenied,
+        format!(
+            "This link only accepts files of type {}.",
+            link.content_type.as_deref().unwrap_or_default()
+        ),
+    )
+}
+
+/// The refusal of a link upload whose key is taken: a link never replaces a file.
+pub(crate) fn name_taken(key: &str) -> S3Error {
+    S3Error::new(
+        S3ErrorCode::PreconditionFailed,
+        format!(
+            "A file named {key} already exists, and an upload link never replaces a file. \
+             Rename the file and upload it again."
+        ),
+    )
+    .with("Condition", "If-None-Match")
+}
+
+/// The name a file gets under a link: the file name's last path segment.
+pub(crate) fn file_name(filename: &str) -> Result<String, S3Error> {
     let name = crate::policy::expand_filename("${filename}", Some(filename));
     if name.is_empty() || name.chars().any(char::is_control) {
         return Err(S3Error::new(
@@ -312,9 +346,150 @@ pub(crate) fn key_for(link: &LinkRecord, filename: &str) -> Result<String, S3Err
             "Invalid file name.",
         ));
     }
-    let key = format!("{}{name}", link.prefix);
-    crate::names::validate_key(&key)?;
-    Ok(key)
+    Ok(name)
+}
+
+/// How many numbered names (`name (2).ext` ...) are tried before a random one.
+const NUMBERED_NAMES: u32 = 100;
+
+/// The first key under `prefix` for a file called `name` that no object and no unfinished
+/// upload uses: `name.ext`, then `name (2).ext`, `name (3).ext`, ... Link uploads are
+/// create-only, so a name already taken would only be refused.
+pub(crate) fn free_key(
+    c: &rusqlite::Connection,
+    bucket: &str,
+    prefix: &str,
+    name: &str,
+) -> Result<String, crate::db::DbError> {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
+    let taken = |key: &str| -> Result<bool, crate::db::DbError> {
+        Ok(crate::db::objects::get(c, bucket, key, false)?.is_some()
+            || crate::db::uploads::key_in_progress(c, bucket, key)?)
+    };
+    let first = format!("{prefix}{name}");
+    if !taken(&first)? {
+        return Ok(first);
+    }
+    for n in 2..=NUMBERED_NAMES {
+        let key = format!("{prefix}{stem} ({n}){ext}");
+        if !taken(&key)? {
+            return Ok(key);
+        }
+    }
+    let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    Ok(format!("{prefix}{stem} ({random}){ext}"))
+}
+
+/// A POST form that names upload link `link_id` (field `x-amz-meta-upload-link`): it counts
+/// against the link only if the link signed it, that is, the form is signed with the link's key,
+/// posts to the link's bucket, and its policy pins the field to the link's id with an exact
+/// condition. Anything else (an anonymous form into a public-write bucket, a form another key
+/// signed) is refused with 403 AccessDenied before the file is read, so that no one can use up a
+/// link by naming it. A form the link signed must also fit the link (prefix, exact type), and
+/// then takes one of its slots, held by the returned [`FormSlot`] until the file is stored.
+pub(crate) async fn check_form(
+    app: &AppState,
+    link_id: &str,
+    bucket: &str,
+    signer: Option<(&str, &crate::policy::Policy)>,
+    key: &str,
+    content_type: Option<&str>,
+) -> Result<FormSlot, S3Error> {
+    let id = link_id.to_owned();
+    let link = app
+        .db
+        .read(move |c| crate::db::links::get_by_id(c, &id))
+        .await?;
+    let pinned = |policy: &crate::policy::Policy| {
+        policy.conditions().iter().any(|c| {
+            matches!(c.kind(), crate::policy::ConditionKind::Eq { field, value }
+                if field.name() == Some(crate::ui::LINK_META_FIELD) && value == link_id)
+        })
+    };
+    let signed_for_link = link.as_ref().is_some_and(|l| {
+        l.bucket == bucket
+            && signer.is_some_and(|(ak, policy)| ak == l.access_key && pinned(policy))
+    });
+    let Some(link) = link.filter(|_| signed_for_link) else {
+        return Err(S3Error::new(
+            S3ErrorCode::AccessDenied,
+            format!(
+                "This form names upload link {link_id} ({}) but is not signed for that link.",
+                crate::ui::LINK_META_FIELD
+            ),
+        ));
+    };
+    if !key.starts_with(&link.prefix) {
+        return Err(S3Error::new(
+            S3ErrorCode::AccessDenied,
+            format!("This link only accepts keys under {}.", link.prefix),
+        ));
+    }
+    if !link.accepts_type(content_type.unwrap_or("binary/octet-stream")) {
+        return Err(wrong_type(&link));
+    }
+    let id = link.id.clone();
+    match app
+        .db
+        .write(move |c| crate::db::links::reserve_upload(c, &id))
+        .await?
+    {
+        Ok(()) => Ok(FormSlot {
+            db: app.db.clone(),
+            link_id: Some(link.id),
+        }),
+        Err(Refusal::Unusable(reason)) => Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
+        Err(Refusal::Unknown) => Err(S3Error::new(
+            S3ErrorCode::AccessDenied,
+            "Unknown upload link.",
+        )),
+    }
+}
+
+/// The slot a form took on its link ([`check_form`]): [`FormSlot::keep`] once the file is
+/// stored, else it is given back exactly once: by [`FormSlot::release`] on a failed upload, or,
+/// if the request is dropped midway (the client went away), when the guard is dropped.
+pub(crate) struct FormSlot {
+    db: crate::db::Db,
+    link_id: Option<String>,
+}
+
+impl FormSlot {
+    /// The file is stored: the slot is the link's file now.
+    pub(crate) fn keep(mut self) {
+        self.link_id = None;
+    }
+
+    /// The upload failed: gives the slot back before the answer goes out.
+    pub(crate) async fn release(mut self) {
+        if let Some(id) = self.link_id.take() {
+            release_slot(&self.db, id).await;
+        }
+    }
+}
+
+impl Drop for FormSlot {
+    fn drop(&mut self) {
+        if let Some(id) = self.link_id.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let db = self.db.clone();
+            rt.spawn(async move { release_slot(&db, id).await });
+        }
+    }
+}
+
+async fn release_slot(db: &crate::db::Db, link_id: String) {
+    let id = link_id.clone();
+    if let Err(e) = db
+        .write(move |c| crate::db::links::release_upload(c, &id))
+        .await
+    {
+        tracing::error!(error = %e, link = %link_id, "giving back a link slot failed");
+    }
 }
 
 /// `GET /-/u/{token}/uploads/{id}/parts/{n}`
@@ -371,7 +546,8 @@ pub async fn complete(
     }
 }
 
-/// `DELETE /-/u/{token}/uploads/{id}`
+/// `DELETE /-/u/{token}/uploads/{id}`: of concurrent aborts of one upload, one answers 204 and
+/// gives back the link's slot; the others find no upload (404).
 pub async fn abort(
     State(app): State<AppState>,
     Path((token, upload_id)): Path<(String, String)>,
@@ -393,14 +569,12 @@ pub async fn abort(
         Err(res) => return res,
     };
     match crate::s3::multipart::abort(&app, &link.bucket, &upload.key, &upload_id).await {
-        Ok(_) => {
-            let id = link.id.clone();
-            let _ = app
-                .db
-                .write(move |c| crate::db::links::release_upload(c, &id))
-                .await;
-            StatusCode::NO_CONTENT.into_response()
-        }
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => json_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchUpload",
+            "The specified upload does not exist.",
+        ),
         Err(e) => from_s3(e),
     }
 }

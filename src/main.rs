@@ -119,7 +119,8 @@ struct LinkCreateArgs {
     /// How many files the link accepts.
     #[arg(long)]
     max_files: Option<u64>,
-    /// Content-Type prefix (`image/`) or comma list the files must have.
+    /// Types the files may have, comma-separated: `image/` (or `image/*`) takes the family,
+    /// `image/png` exactly that type.
     #[arg(long)]
     content_type: Option<String>,
     /// Key that signs the link's uploads (default: the bucket's owner).
@@ -377,13 +378,20 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             }
             Ok(())
         })?,
-        LinkCommand::Revoke { token } => with_db(common, |conn| {
-            if !db::links::revoke(conn, &token)? {
-                return Err(format!("no link {token}").into());
+        LinkCommand::Revoke { token } => {
+            // The link's unfinished uploads are aborted with it (one transaction), then their
+            // part files removed; a part still arriving at a running server finds no upload.
+            let config = Config::resolve(common, &ServeArgs::default())?;
+            let conn = db::open_migrated(&config.db_path())?;
+            let tx = conn.unchecked_transaction()?;
+            let blobs = db::links::revoke(&tx, &token)?.ok_or(format!("no link {token}"))?;
+            tx.commit()?;
+            let store = postgate::store::BlobStore::open(&config.data_dir)?;
+            for blob in &blobs {
+                let _ = std::fs::remove_file(store.path_of(blob));
             }
             println!("revoked");
-            Ok(())
-        })?,
+        }
     }
     Ok(())
 }

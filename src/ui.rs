@@ -3,8 +3,10 @@
 //! A link lets anyone holding it upload into one bucket, under one prefix, within the link's
 //! limits. The page carries a POST policy the server signs on the link creator's behalf; the
 //! limits are enforced by that policy (size range, key prefix, content type, expiry), and the
-//! policy also pins `x-amz-meta-upload-link` to the link's public id, so the POST handler can
-//! refuse uploads on a revoked, expired or full link even with a policy issued earlier.
+//! policy also pins `x-amz-meta-upload-link` to the link's public id, so the POST handler knows
+//! the form as the link's (`link_uploads::check_form`): it counts the file, checks its type
+//! against the link's exact list, refuses to replace an object, and refuses uploads on a revoked,
+//! expired or full link even with a policy issued earlier.
 //! Without JavaScript the page is a plain form that follows `success_action_redirect` to a
 //! "received" page.
 
@@ -33,6 +35,8 @@ struct UploadPage {
     multipart_threshold: u64,
     content_type: Option<String>,
     content_type_default: String,
+    /// The policy pins the one type the link takes: the form carries it already.
+    type_in_form: bool,
     files_left: Option<u64>,
     expires: String,
     form: PresignedPost,
@@ -179,13 +183,46 @@ pub fn object_url(base: &str, bucket: &str, key: &str) -> String {
     )
 }
 
+/// One file a policy is signed for (the page's script and Uppy name the file first): its key and
+/// its type, both already checked against the link, are then pinned exactly (`eq`).
+pub(crate) struct ForFile {
+    pub key: String,
+    pub content_type: String,
+}
+
+/// What a link's policy signs for `Content-Type` when the file is not known: the tightest the
+/// policy language allows (`eq` for one exact type, `starts-with` for one family, and for a
+/// list the `starts-with` of its common prefix, since a policy cannot say "one of"). The POST
+/// handler enforces the exact list in every case ([`LinkRecord::accepts_type`]).
+fn link_type_rule(rule: Option<&str>) -> ContentTypeRule {
+    use crate::db::links::TypeEntry;
+    let entries: Vec<TypeEntry> =
+        crate::db::links::type_entries(rule.unwrap_or_default()).collect();
+    match entries[..] {
+        // Without a restriction the browser may still send the file's type (starts-with "").
+        [] => ContentTypeRule::Prefix(String::new()),
+        [TypeEntry::Exact(only)] => ContentTypeRule::Exact(only.to_owned()),
+        [TypeEntry::Family(family)] => ContentTypeRule::Prefix(family.to_owned()),
+        _ => ContentTypeRule::OneOf(
+            entries
+                .iter()
+                .map(|e| match e {
+                    TypeEntry::Family(t) | TypeEntry::Exact(t) => (*t).to_owned(),
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// Signs the policy a link's page posts with: with `redirect` for the plain form (303 to the
-/// "received" page), without it for the page's script (201 with the `<PostResponse>`).
+/// "received" page), without it for the page's script (201 with the `<PostResponse>`); for one
+/// named file (`file`), or for any file under the link's prefix.
 pub(crate) async fn link_policy(
     app: &AppState,
     link: &LinkRecord,
     base: &str,
     redirect: Option<String>,
+    file: Option<ForFile>,
 ) -> Result<PresignedPost, Response> {
     let status = redirect.is_none().then_some(201);
     let ak = link.access_key.clone();
@@ -202,25 +239,23 @@ pub(crate) async fn link_policy(
     let now = time::OffsetDateTime::now_utc();
     let remaining_secs = (link.expires_at - crate::db::now_millis()) / 1000;
     let lifetime = remaining_secs.clamp(1, POLICY_LIFETIME_SECS) as u64;
-    // Without a restriction the browser may still send the file's type (starts-with "").
-    let content_type = Some(match link.content_type.as_deref() {
-        Some(ct) if ct.contains(',') => {
-            ContentTypeRule::OneOf(ct.split(',').map(|s| s.trim().to_owned()).collect())
-        }
-        Some(ct) => ContentTypeRule::Prefix(ct.to_owned()),
-        None => ContentTypeRule::Prefix(String::new()),
-    });
+    let (key_spec, content_type) = match file {
+        Some(f) => (
+            KeySpec::Exact(f.key),
+            ContentTypeRule::Exact(f.content_type),
+        ),
+        None => (
+            KeySpec::Prefix(link.prefix.clone()),
+            link_type_rule(link.content_type.as_deref()),
+        ),
+    };
     let req = PostPolicyRequest {
         expires_in: std::time::Duration::from_secs(lifetime),
-        content_type,
+        content_type: Some(content_type),
         metadata: vec![("upload-link".to_owned(), link.id.clone())],
         success_action_status: status,
         success_action_redirect: redirect,
-        ..PostPolicyRequest::new(
-            link.bucket.clone(),
-            KeySpec::Prefix(link.prefix.clone()),
-            link.max_size,
-        )
+        ..PostPolicyRequest::new(link.bucket.clone(), key_spec, link.max_size)
     };
     let url = format!("{base}/{}", link.bucket);
     crate::policy::issue(
@@ -252,7 +287,7 @@ pub async fn upload_page(
     };
     let base = base_url(&app, &headers);
     let redirect = format!("{base}/-/u/{token}/done");
-    let form = match link_policy(&app, &link, &base, Some(redirect)).await {
+    let form = match link_policy(&app, &link, &base, Some(redirect), None).await {
         Ok(f) => f,
         Err(page) => return page,
     };
@@ -272,6 +307,7 @@ pub async fn upload_page(
             multipart_threshold: crate::link_uploads::MULTIPART_THRESHOLD,
             content_type: link.content_type.clone(),
             content_type_default,
+            type_in_form: form.field("Content-Type").is_some(),
             files_left: link
                 .max_files
                 .map(|m| m.saturating_sub(link.uploaded_files)),
@@ -283,21 +319,25 @@ pub async fn upload_page(
     )
 }
 
-/// `GET /-/u/{token}/policy`: a fresh form for the page's script (JSON, like the API's).
+#[derive(serde::Deserialize)]
+pub struct PolicyQuery {
+    filename: Option<String>,
+    #[serde(rename = "type")]
+    content_type: Option<String>,
+}
+
+/// `GET /-/u/{token}/policy[?filename=&type=]`: a fresh form for the page's script (JSON, like
+/// the API's). With `filename`, the form is for that one file: its type is checked against the
+/// link now (403 JSON if refused) and pinned, and its key is the file's name under the prefix,
+/// or `name (2).ext`, ... when that name is taken (a link never replaces a file).
 pub async fn link_policy_json(
     State(app): State<AppState>,
     Path(token): Path<String>,
+    Query(query): Query<PolicyQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let json_error = |status: StatusCode, message: &str| {
-        let body =
-            serde_json::json!({ "error": { "code": "LinkUnavailable", "message": message } });
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+        crate::link_uploads::json_error(status, "LinkUnavailable", message)
     };
     let t = token.clone();
     let link = match app.db.read(move |c| crate::db::links::get(c, &t)).await {
@@ -308,14 +348,42 @@ pub async fn link_policy_json(
     if let Some(reason) = link.unusable() {
         return json_error(StatusCode::GONE, reason);
     }
+    let file = match query.filename {
+        Some(name) => match for_file(&app, &link, &name, query.content_type).await {
+            Ok(f) => Some(f),
+            Err(res) => return res,
+        },
+        None => None,
+    };
     let base = base_url(&app, &headers);
-    match link_policy(&app, &link, &base, None).await {
+    match link_policy(&app, &link, &base, None, file).await {
         Ok(post) => match serde_json::to_string(&post) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
             Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "Please try again."),
         },
         Err(_) => json_error(StatusCode::GONE, "This upload link can no longer be used."),
     }
+}
+
+/// Checks a named file against the link (name, type) and picks its key: the file's name under
+/// the link's prefix if free, else the first free `name (n).ext`. Errors are JSON answers.
+pub(crate) async fn for_file(
+    app: &AppState,
+    link: &LinkRecord,
+    filename: &str,
+    content_type: Option<String>,
+) -> Result<ForFile, Response> {
+    use crate::link_uploads::{allowed_type, file_name, free_key, from_s3};
+    let content_type = allowed_type(link, content_type).map_err(from_s3)?;
+    let name = file_name(filename).map_err(from_s3)?;
+    let (bucket, prefix) = (link.bucket.clone(), link.prefix.clone());
+    let key = app
+        .db
+        .read(move |c| free_key(c, &bucket, &prefix, &name))
+        .await
+        .map_err(|e| from_s3(e.into()))?;
+    crate::names::validate_key(&key).map_err(from_s3)?;
+    Ok(ForFile { key, content_type })
 }
 
 #[derive(serde::Deserialize)]

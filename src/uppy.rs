@@ -8,7 +8,8 @@
 //! decides whether a page may post to it and read the `ETag`.
 //!
 //! - `GET  s3/params?filename=&type=&metadata[..]=` → `{method, url, fields, headers}`: a POST
-//!   policy for the key `prefix + filename`;
+//!   policy for this file: the key `prefix + filename` (or `name (2).ext`, ... when taken), the
+//!   type pinned after the link's check;
 //! - `POST s3/multipart` `{filename, type, metadata}` → `{key, uploadId, bucket}`;
 //! - `GET  s3/multipart/{uploadId}/{partNumber}?key=` → `{url, expires}`: a presigned `PUT`;
 //! - `GET  s3/multipart/{uploadId}?key=` → `[{PartNumber, Size, ETag}]`;
@@ -25,10 +26,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::link_uploads::{
-    allowed_type, finish, from_s3, json_error, key_for, open_upload, part_list, sign_part_url,
-    usable_link,
-};
+use crate::link_uploads::{finish, json_error, open_upload, part_list, sign_part_url, usable_link};
 
 /// `GET /-/u/{token}/s3/params`
 pub async fn params(
@@ -48,14 +46,15 @@ pub async fn params(
             "filename is required.",
         );
     };
-    let checked = key_for(&link, filename)
-        .and_then(|key| Ok((key, allowed_type(&link, query.get("type").cloned())?)));
-    let (key, content_type) = match checked {
-        Ok(x) => x,
-        Err(e) => return from_s3(e),
+    // The form is for this one file: its type checked against the link and pinned, its key the
+    // file's name under the prefix (or `name (2).ext`, ...: a link never replaces a file).
+    // Uppy appends `file` to these fields and reports `url + key` as the location.
+    let file = match crate::ui::for_file(&app, &link, filename, query.get("type").cloned()).await {
+        Ok(f) => f,
+        Err(res) => return res,
     };
     let base = crate::ui::base_url(&app, &headers);
-    let mut post = match crate::ui::link_policy(&app, &link, &base, None).await {
+    let post = match crate::ui::link_policy(&app, &link, &base, None, Some(file)).await {
         Ok(p) => p,
         Err(_) => {
             return json_error(
@@ -65,14 +64,6 @@ pub async fn params(
             );
         }
     };
-    // The policy allows any key under the prefix and any type the link accepts; the form names
-    // this file's. Uppy appends `file` to these fields and reports `url + key` as the location.
-    for (name, value) in &mut post.fields {
-        if name == "key" {
-            value.clone_from(&key);
-        }
-    }
-    post.fields.push(("Content-Type".to_owned(), content_type));
     let fields: serde_json::Map<_, _> = post
         .fields
         .into_iter()
@@ -171,7 +162,8 @@ pub struct CompletePart {
 }
 
 /// `POST /-/u/{token}/s3/multipart/{uploadId}/complete`: completes with the parts Uppy lists,
-/// as S3's CompleteMultipartUpload does, refusing a total above the link's maximum.
+/// as S3's CompleteMultipartUpload does, refusing a total above the link's maximum and a key
+/// taken meanwhile (412).
 pub async fn complete(
     State(app): State<AppState>,
     Path((token, upload_id)): Path<(String, String)>,

@@ -33,9 +33,15 @@
     return t.value;
   }
 
-  // A fresh policy for each file, so a page left open never posts an expired one.
-  function freshPolicy() {
-    return fetch(form.dataset.policyUrl, { credentials: "same-origin" }).then(function (r) {
+  function fileType(file) { return file.type || typeInput.value; }
+
+  // A fresh policy for each file, so a page left open never posts an expired one. It is signed
+  // for this file: the server checks its type and picks its key (the file's name, or
+  // "name (2).ext" when a file of that name is already there: a link never replaces a file).
+  function freshPolicy(file) {
+    var url = form.dataset.policyUrl + "?filename=" + encodeURIComponent(file.name) +
+      "&type=" + encodeURIComponent(fileType(file));
+    return fetch(url, { credentials: "same-origin" }).then(function (r) {
       return r.json().then(function (body) {
         if (!r.ok) throw new Error((body.error && body.error.message) || "This link can no longer be used.");
         return body;
@@ -114,7 +120,7 @@
       return fetchJSON(linkBase + "/uploads", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ filename: file.name, size: file.size, content_type: file.type || typeInput.value })
+        body: JSON.stringify({ filename: file.name, size: file.size, content_type: fileType(file) })
       }).then(function (st) {
         try { localStorage.setItem(stateKey, JSON.stringify(st)); } catch (e) { /* private mode */ }
         return { st: st, parts: [] };
@@ -179,7 +185,11 @@
     }).catch(function (e) { fail(row, file, e.message, sendMultipart); });
   }
 
-  function send(file, row) {
+  // Tries left when a file of the same name arrives between the policy and the upload (412).
+  var NAME_TRIES = 3;
+
+  function send(file, row, tries) {
+    if (tries === undefined) tries = NAME_TRIES;
     if (file.size > maxSize) {
       fail(row, file, "Too large: the limit is " + human(maxSize) + ".");
       return;
@@ -189,10 +199,10 @@
       return;
     }
     row.status.textContent = "Preparing…";
-    freshPolicy().then(function (policy) {
+    freshPolicy(file).then(function (policy) {
       var data = new FormData();
       Object.keys(policy.fields).forEach(function (k) { data.append(k, policy.fields[k]); });
-      data.append("Content-Type", file.type || typeInput.value);
+      if (!("Content-Type" in policy.fields)) data.append("Content-Type", fileType(file));
       data.append("file", file, file.name);
       var xhr = new XMLHttpRequest();
       xhr.open("POST", policy.url);
@@ -203,6 +213,9 @@
         if (xhr.status >= 200 && xhr.status < 300) {
           done(row, xmlText(xhr.responseText, "Key") || file.name,
             xmlText(xhr.responseText, "Location") || xhr.getResponseHeader("Location"));
+        } else if (xhr.status === 412 && tries > 1) {
+          // Someone took the name first: ask for a policy with the next free name.
+          send(file, row, tries - 1);
         } else {
           fail(row, file, xmlText(xhr.responseText, "Message") || "Upload failed (" + xhr.status + ").");
         }

@@ -43,19 +43,87 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
 }
 
 impl LinkRecord {
-    /// Why the link can no longer be used, if it can't.
-    pub fn unusable(&self) -> Option<&'static str> {
+    /// Why the link is closed (revoked or expired), if it is. A closed link takes nothing more:
+    /// no new upload, no part, no completion.
+    pub fn closed(&self) -> Option<&'static str> {
         if self.revoked {
             Some("This upload link has been revoked.")
         } else if self.expires_at <= now_millis() {
             Some("This upload link has expired.")
-        } else if self.max_files.is_some_and(|m| self.uploaded_files >= m) {
-            Some("This upload link has received all the files it accepts.")
         } else {
             None
         }
     }
+
+    /// Whether every file the link accepts is received or on its way. A full link still lets
+    /// the uploads it counted finish (their parts, their completion).
+    pub fn full(&self) -> bool {
+        self.max_files.is_some_and(|m| self.uploaded_files >= m)
+    }
+
+    /// Why the link cannot take a new file, if it can't: closed, or full.
+    pub fn unusable(&self) -> Option<&'static str> {
+        self.closed().or_else(|| self.full().then_some(FULL))
+    }
+
+    /// Whether the link accepts a file of type `content_type` (a `Content-Type` value).
+    ///
+    /// The one rule for every path (form POST, multipart, Uppy): the link's list is split on
+    /// commas; an entry ending in `/` (or `/*`) is a family and matches any type in it
+    /// (`image/` takes `image/svg+xml`); any other entry must equal the file's media type.
+    /// Comparisons ignore case and the parameters after `;`. A value that is not one
+    /// `type/subtype` media type (such as a comma list) matches nothing. No (or an empty) list:
+    /// any type.
+    pub fn accepts_type(&self, content_type: &str) -> bool {
+        let Some(rule) = &self.content_type else {
+            return true;
+        };
+        if type_entries(rule).next().is_none() {
+            return true;
+        }
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        let valid = media.split_once('/').is_some_and(|(t, s)| {
+            let token = |x: &str| !x.is_empty() && x.bytes().all(is_token_byte);
+            token(t) && token(s)
+        });
+        if !valid {
+            return false;
+        }
+        let media = media.to_ascii_lowercase();
+        type_entries(rule).any(|entry| match entry {
+            TypeEntry::Family(family) => media.starts_with(&family.to_ascii_lowercase()),
+            TypeEntry::Exact(exact) => media == exact.to_ascii_lowercase(),
+        })
+    }
 }
+
+/// One entry of a link's type list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeEntry<'a> {
+    /// `image/` (written `image/` or `image/*`): every type of the family.
+    Family(&'a str),
+    /// `image/png`: exactly this media type.
+    Exact(&'a str),
+}
+
+/// The entries of a link's `content_type` list, in order (empty entries skipped).
+pub fn type_entries(rule: &str) -> impl Iterator<Item = TypeEntry<'_>> {
+    rule.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.strip_suffix('*') {
+            Some(family) if family.ends_with('/') => TypeEntry::Family(family),
+            _ if e.ends_with('/') => TypeEntry::Family(e),
+            _ => TypeEntry::Exact(e),
+        })
+}
+
+/// RFC 9110 `tchar`: the bytes of a media type's type and subtype.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+const FULL: &str = "This upload link has received all the files it accepts.";
 
 /// A random, unguessable token (two UUIDv4s: 244 random bits).
 pub fn new_token() -> String {
@@ -113,38 +181,107 @@ pub fn get_by_id(conn: &Connection, id: &str) -> Result<Option<LinkRecord>, DbEr
         .optional()?)
 }
 
-/// Revokes by token or public id.
-pub fn revoke(conn: &Connection, token_or_id: &str) -> Result<bool, DbError> {
-    Ok(conn.execute(
-        "UPDATE links SET revoked = 1 WHERE token = ?1 OR id = ?1",
-        [token_or_id],
-    )? > 0)
-}
-
-/// Reserves one upload on the link with public id `id`: refused (with the reason) when the link is
-/// revoked, expired or full. `Ok(None)`: no such link.
-pub fn reserve_upload(
-    conn: &Connection,
-    id: &str,
-) -> Result<Option<Result<(), &'static str>>, DbError> {
-    let Some(link) = get_by_id(conn, id)? else {
-        return Ok(None);
-    };
-    if let Some(reason) = link.unusable() {
-        return Ok(Some(Err(reason)));
+/// Revokes by token or public id, and aborts the link's unfinished multipart uploads in the
+/// same transaction (their slots are given back). `None`: no such link; else the part blobs to
+/// delete.
+pub fn revoke(conn: &Connection, token_or_id: &str) -> Result<Option<Vec<String>>, DbError> {
+    let id: Option<String> = conn
+        .query_row(
+            "UPDATE links SET revoked = 1 WHERE token = ?1 OR id = ?1 RETURNING id",
+            [token_or_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else { return Ok(None) };
+    let mut blobs = Vec::new();
+    for upload_id in super::uploads::of_link(conn, &id)? {
+        blobs.extend(super::uploads::abort(conn, &upload_id)?.unwrap_or_default());
     }
-    conn.execute(
-        "UPDATE links SET uploaded_files = uploaded_files + 1 WHERE id = ?1",
-        [id],
-    )?;
-    Ok(Some(Ok(())))
+    Ok(Some(blobs))
 }
 
-/// Gives back a reservation whose upload failed.
+/// Why a link refused a new upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No link has this id.
+    Unknown,
+    /// Revoked, expired or full: the reason, for the person uploading.
+    Unusable(&'static str),
+}
+
+/// Takes one of the link's slots for a new upload, with one conditional `UPDATE`, so that
+/// concurrent uploads can never take more than `max_files` between them. Call it in the same
+/// transaction as the change it pays for (the upload row it creates), or give the slot back with
+/// [`release_upload`] exactly once if that change fails.
+pub fn reserve_upload(conn: &Connection, id: &str) -> Result<Result<(), Refusal>, DbError> {
+    let taken = conn
+        .prepare_cached(
+            "UPDATE links SET uploaded_files = uploaded_files + 1
+             WHERE id = ?1 AND NOT revoked AND expires_at > ?2
+               AND (max_files IS NULL OR uploaded_files < max_files)",
+        )?
+        .execute(params![id, now_millis()])?;
+    if taken == 1 {
+        return Ok(Ok(()));
+    }
+    Ok(Err(match get_by_id(conn, id)? {
+        None => Refusal::Unknown,
+        Some(link) => Refusal::Unusable(link.unusable().unwrap_or(FULL)),
+    }))
+}
+
+/// Gives back one slot: only for an upload that took one and that really ended without a file
+/// (its row deleted by this transaction, or its form refused after the reservation).
 pub fn release_upload(conn: &Connection, id: &str) -> Result<(), DbError> {
-    conn.execute(
-        "UPDATE links SET uploaded_files = max(uploaded_files - 1, 0) WHERE id = ?1",
-        [id],
-    )?;
+    conn.prepare_cached(
+        "UPDATE links SET uploaded_files = uploaded_files - 1 WHERE id = ?1 AND uploaded_files > 0",
+    )?
+    .execute([id])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_types(rule: &str) -> LinkRecord {
+        crate::ui::new_link(
+            "b",
+            "",
+            1,
+            Some(rule.to_owned()),
+            None,
+            std::time::Duration::from_secs(60),
+            "ak",
+        )
+    }
+
+    #[test]
+    fn a_type_list_is_matched_exactly() {
+        let l = with_types("image/png, image/jpeg");
+        assert!(l.accepts_type("image/png"));
+        assert!(l.accepts_type("IMAGE/JPEG; charset=binary"));
+        assert!(!l.accepts_type("image/svg+xml"));
+        assert!(!l.accepts_type("image/pngx"));
+        assert!(!l.accepts_type("text/html"));
+        assert!(!l.accepts_type("image/png,text/html"));
+        assert!(!l.accepts_type(""));
+    }
+
+    #[test]
+    fn a_family_takes_its_members_only() {
+        for rule in ["image/", "image/*"] {
+            let l = with_types(rule);
+            assert!(l.accepts_type("image/svg+xml"), "{rule}");
+            assert!(!l.accepts_type("image/png, text/html"), "{rule}");
+            assert!(!l.accepts_type("imagex/png"), "{rule}");
+            assert!(!l.accepts_type("text/plain"), "{rule}");
+        }
+        let open = LinkRecord {
+            content_type: None,
+            ..with_types("x/")
+        };
+        assert!(open.accepts_type("anything"));
+        assert!(with_types(" , ").accepts_type("text/html"));
+    }
 }

@@ -13,6 +13,8 @@ pub struct UploadRecord {
     pub initiated: i64,
     /// JSON of the object headers given at Create.
     pub headers: String,
+    /// The upload link whose slot this upload holds (`None`: an ordinary S3 upload).
+    pub link_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +35,7 @@ fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
         owner: r.get(3)?,
         initiated: r.get(4)?,
         headers: r.get(5)?,
+        link_id: r.get(6)?,
     })
 }
 
@@ -49,15 +52,16 @@ fn part_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartRecord> {
 
 pub fn create(conn: &Connection, u: &UploadRecord) -> Result<(), DbError> {
     conn.execute(
-        "INSERT INTO uploads (upload_id, bucket, key, owner, initiated, headers)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO uploads (upload_id, bucket, key, owner, initiated, headers, link_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             u.upload_id,
             u.bucket,
             u.key,
             u.owner,
             u.initiated,
-            u.headers
+            u.headers,
+            u.link_id
         ],
     )?;
     Ok(())
@@ -72,7 +76,7 @@ pub fn get(
 ) -> Result<Option<UploadRecord>, DbError> {
     Ok(conn
         .prepare_cached(
-            "SELECT upload_id, bucket, key, owner, initiated, headers FROM uploads
+            "SELECT upload_id, bucket, key, owner, initiated, headers, link_id FROM uploads
              WHERE upload_id = ?1 AND bucket = ?2 AND key = ?3",
         )?
         .query_row(params![upload_id, bucket, key], upload_from_row)
@@ -122,7 +126,8 @@ pub fn parts(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Removes an upload and its parts; returns the part blobs to delete.
+/// Removes a completed upload and its parts; returns the part blobs (the caller keeps those the
+/// new object uses). A link's slot stays taken: it is now the link's file.
 pub fn remove(conn: &Connection, upload_id: &str) -> Result<Vec<String>, DbError> {
     let blobs = parts(conn, upload_id, 0, usize::MAX >> 1)?
         .into_iter()
@@ -142,7 +147,7 @@ pub fn list(
     limit: usize,
 ) -> Result<Vec<UploadRecord>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT upload_id, bucket, key, owner, initiated, headers FROM uploads
+        "SELECT upload_id, bucket, key, owner, initiated, headers, link_id FROM uploads
          WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2
            AND (key > ?3 OR (key = ?3 AND upload_id > ?4))
          ORDER BY key, initiated, upload_id LIMIT ?5",
@@ -159,4 +164,80 @@ pub fn expired(conn: &Connection, cutoff: i64) -> Result<Vec<String>, DbError> {
     let mut stmt = conn.prepare("SELECT upload_id FROM uploads WHERE initiated < ?1")?;
     let rows = stmt.query_map([cutoff], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Aborts an upload: deletes it and its parts and, only if this statement really deleted it,
+/// gives back the link slot it held, in the caller's transaction. Of any number of concurrent
+/// aborts (or an abort racing a completion or the expiry sweep), one finds the row. `None`: no
+/// such upload (any more).
+pub fn abort(conn: &Connection, upload_id: &str) -> Result<Option<Vec<String>>, DbError> {
+    let blobs = parts(conn, upload_id, 0, usize::MAX >> 1)?
+        .into_iter()
+        .map(|p| p.blob)
+        .collect();
+    let deleted: Option<Option<String>> = conn
+        .prepare_cached("DELETE FROM uploads WHERE upload_id = ?1 RETURNING link_id")?
+        .query_row([upload_id], |r| r.get(0))
+        .optional()?;
+    let Some(link_id) = deleted else {
+        return Ok(None);
+    };
+    if let Some(link_id) = link_id {
+        super::links::release_upload(conn, &link_id)?;
+    }
+    Ok(Some(blobs))
+}
+
+/// Ids of the unfinished uploads of revoked or expired links (`now` in milliseconds): they can
+/// take no part and never complete.
+pub fn of_closed_links(conn: &Connection, now: i64) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.upload_id FROM uploads u JOIN links l ON l.id = u.link_id
+         WHERE l.revoked OR l.expires_at <= ?1",
+    )?;
+    let rows = stmt.query_map([now], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Ids of the unfinished uploads of a link.
+pub fn of_link(conn: &Connection, link_id: &str) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT upload_id FROM uploads WHERE link_id = ?1")?;
+    let rows = stmt.query_map([link_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Bytes of an upload's parts other than part `except` (the one being replaced).
+pub fn size_of_other_parts(
+    conn: &Connection,
+    upload_id: &str,
+    except: u32,
+) -> Result<u64, DbError> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(size), 0) FROM parts WHERE upload_id = ?1 AND part_number != ?2",
+        )?
+        .query_row(params![upload_id, except], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// Whether an unfinished upload targets `bucket/key`.
+pub fn key_in_progress(conn: &Connection, bucket: &str, key: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM uploads WHERE bucket = ?1 AND key = ?2 LIMIT 1")?
+        .exists(params![bucket, key])?)
+}
+
+/// The upload `upload_id` if link `link_id` began it.
+pub fn get_of_link(
+    conn: &Connection,
+    link_id: &str,
+    upload_id: &str,
+) -> Result<Option<UploadRecord>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT upload_id, bucket, key, owner, initiated, headers, link_id FROM uploads
+             WHERE upload_id = ?1 AND link_id = ?2",
+        )?
+        .query_row(params![upload_id, link_id], upload_from_row)
+        .optional()?)
 }

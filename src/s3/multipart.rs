@@ -71,6 +71,7 @@ pub async fn create_multipart_upload(
             checksum_algorithm: checksum_algorithm.clone(),
         })
         .map_err(S3Error::internal)?,
+        link_id: None,
     };
     let upload_id = record.upload_id.clone();
     app.db.write(move |c| uploads::create(c, &record)).await?;
@@ -122,7 +123,12 @@ pub async fn upload_part(
 ) -> S3Result<Response> {
     let number = part_number(req)?;
     let upload = load_upload(app, req).await?;
-    let (ingested, checksum) = receive_body(app, req, caller, body, MAX_PART_SIZE, 0).await?;
+    // A link's upload streams no more than the link has left for it.
+    let max = match link_part_budget(app, &upload, number).await? {
+        Some(budget) => budget.min(MAX_PART_SIZE),
+        None => MAX_PART_SIZE,
+    };
+    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0).await?;
     let temp = match ingested.staged {
         Staged::Temp(t) => t,
         Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
@@ -155,7 +161,54 @@ pub async fn upload_part(
     Ok(res)
 }
 
-/// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile.
+/// For the upload of an upload link: the most bytes part `number` may hold (the link's maximum
+/// file size less the upload's other parts). A closed (revoked or expired) link takes no part.
+/// `None`: not a link's upload.
+async fn link_part_budget(
+    app: &AppState,
+    upload: &UploadRecord,
+    number: u32,
+) -> S3Result<Option<u64>> {
+    let Some(link_id) = upload.link_id.clone() else {
+        return Ok(None);
+    };
+    let id = upload.upload_id.clone();
+    let budget = app
+        .db
+        .read(move |c| link_budget(c, &link_id, &id, number))
+        .await??;
+    Ok(Some(budget))
+}
+
+/// [`link_part_budget`]'s check, on a connection (also run again where the part row commits, so
+/// that concurrent parts cannot pass the limit together).
+fn link_budget(
+    c: &rusqlite::Connection,
+    link_id: &str,
+    upload_id: &str,
+    number: u32,
+) -> Result<S3Result<u64>, crate::db::DbError> {
+    let link = crate::db::links::get_by_id(c, link_id)?;
+    let reason = match &link {
+        None => Some("This upload link no longer exists."),
+        Some(l) => l.closed(),
+    };
+    if let Some(reason) = reason {
+        return Ok(Err(S3Error::new(S3ErrorCode::AccessDenied, reason)));
+    }
+    let max = link.map_or(0, |l| l.max_size);
+    let others = uploads::size_of_other_parts(c, upload_id, number)?;
+    Ok(Ok(max.saturating_sub(others)))
+}
+
+fn too_large(size: u64, max: u64) -> S3Error {
+    S3Error::code(S3ErrorCode::EntityTooLarge)
+        .with("ProposedSize", size.to_string())
+        .with("MaxSizeAllowed", max.to_string())
+}
+
+/// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile
+/// (or, for a link's upload, the part no longer fits the link).
 async fn store_part(
     app: &AppState,
     upload: &UploadRecord,
@@ -182,22 +235,31 @@ async fn store_part(
     let outcome = app
         .db
         .write(move |c| {
-            if uploads::get(c, &b, &k, &id)?.is_none() {
-                return Ok(None);
+            let Some(current) = uploads::get(c, &b, &k, &id)? else {
+                return Ok(Err(no_such_upload(&id)));
+            };
+            if let Some(link_id) = &current.link_id {
+                match link_budget(c, link_id, &id, part.part_number)? {
+                    Ok(budget) if part.size > budget => {
+                        return Ok(Err(too_large(part.size, budget)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
             }
-            uploads::put_part(c, &id, &part).map(Some)
+            uploads::put_part(c, &id, &part).map(Ok)
         })
         .await;
     match outcome {
-        Ok(Some(old)) => {
+        Ok(Ok(old)) => {
             if let Some(old) = old {
                 app.store.remove(old).await;
             }
             Ok(())
         }
-        Ok(None) => {
+        Ok(Err(e)) => {
             app.store.remove(blob).await;
-            Err(no_such_upload(&upload.upload_id))
+            Err(e)
         }
         Err(e) => {
             app.store.remove(blob).await;
@@ -239,10 +301,12 @@ pub async fn upload_part_copy(
             (a, b - a + 1)
         }
     };
-    if len > MAX_PART_SIZE {
-        return Err(S3Error::code(S3ErrorCode::EntityTooLarge)
-            .with("ProposedSize", len.to_string())
-            .with("MaxSizeAllowed", MAX_PART_SIZE.to_string()));
+    let max = match link_part_budget(app, &upload, number).await? {
+        Some(budget) => budget.min(MAX_PART_SIZE),
+        None => MAX_PART_SIZE,
+    };
+    if len > max {
+        return Err(too_large(len, max));
     }
     let (temp, md5) = match &src.body {
         Stored::Inline(bytes) => {
@@ -299,7 +363,7 @@ pub async fn complete_multipart_upload(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let etag = complete(app, req.bucket(), req.key(), &upload_id, parts, None).await?;
+    let etag = complete(app, req.bucket(), req.key(), &upload_id, parts).await?;
     let mut w = XmlWriter::new();
     w.root("CompleteMultipartUploadResult");
     w.elem(
@@ -314,16 +378,20 @@ pub async fn complete_multipart_upload(
 }
 
 /// Completes an upload from its (part number, ETag) list, in one transaction: checks the list
-/// (order, ETags, part sizes, and the total against `max_size` when given), makes the object
-/// visible with a manifest of the part blobs, and removes what is no longer used. Returns the
-/// object's ETag.
+/// (order, ETags, part sizes), makes the object visible with a manifest of the part blobs, and
+/// removes what is no longer used. Returns the object's ETag.
+///
+/// An upload link's upload (on every path: the link's routes and S3's own
+/// CompleteMultipartUpload) also needs its link open, a total within the link's maximum, and a
+/// free key: link uploads never replace an object. When the key is taken the upload can never
+/// complete, so it is aborted in the same transaction (its slot and its parts freed) and the
+/// answer is 412 PreconditionFailed.
 pub async fn complete(
     app: &AppState,
     bucket: &str,
     key: &str,
     upload_id: &str,
     parts: Vec<(u32, String)>,
-    max_size: Option<u64>,
 ) -> S3Result<String> {
     if parts.is_empty() {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));
@@ -332,13 +400,34 @@ pub async fn complete(
         return Err(S3Error::code(S3ErrorCode::InvalidPartOrder).with("UploadId", upload_id));
     }
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-    let outcome = app
+    let (outcome, garbage) = app
         .db
         .write(
-            move |c| -> Result<S3Result<(String, Vec<String>)>, crate::db::DbError> {
+            move |c| -> Result<(S3Result<String>, Vec<String>), crate::db::DbError> {
                 let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    return Ok(Err(no_such_upload(&id)));
+                    return Ok((Err(no_such_upload(&id)), Vec::new()));
                 };
+                let mut max_size = None;
+                if let Some(link_id) = &upload.link_id {
+                    let link = crate::db::links::get_by_id(c, link_id)?;
+                    let closed = match &link {
+                        None => Some("This upload link no longer exists."),
+                        Some(l) => l.closed(),
+                    };
+                    if let Some(reason) = closed {
+                        return Ok((
+                            Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
+                            Vec::new(),
+                        ));
+                    }
+                    if objects::get(c, &b, &k, false)?.is_some() {
+                        let blobs = uploads::abort(c, &id)?.unwrap_or_default();
+                        return Ok((Err(crate::link_uploads::name_taken(&k)), blobs));
+                    }
+                    max_size = link.map(|l| l.max_size);
+                }
+                let fail =
+                    |e: S3Error| -> Result<_, crate::db::DbError> { Ok((Err(e), Vec::new())) };
                 let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
                 let mut manifest = Vec::with_capacity(parts.len());
                 let mut md5s = Md5::new();
@@ -348,17 +437,21 @@ pub async fn complete(
                     let Some(part) = found
                         .filter(|p| p.etag.trim_matches('"') == want_etag.trim().trim_matches('"'))
                     else {
-                        return Ok(Err(S3Error::code(S3ErrorCode::InvalidPart)
-                            .with("UploadId", &id)
-                            .with("PartNumber", number.to_string())
-                            .with("ETag", want_etag)));
+                        return fail(
+                            S3Error::code(S3ErrorCode::InvalidPart)
+                                .with("UploadId", &id)
+                                .with("PartNumber", number.to_string())
+                                .with("ETag", want_etag),
+                        );
                     };
                     if i < last && part.size < MIN_PART_SIZE {
-                        return Ok(Err(S3Error::code(S3ErrorCode::EntityTooSmall)
-                            .with("ProposedSize", part.size.to_string())
-                            .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
-                            .with("PartNumber", part.part_number.to_string())
-                            .with("ETag", &part.etag)));
+                        return fail(
+                            S3Error::code(S3ErrorCode::EntityTooSmall)
+                                .with("ProposedSize", part.size.to_string())
+                                .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
+                                .with("PartNumber", part.part_number.to_string())
+                                .with("ETag", &part.etag),
+                        );
                     }
                     md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
                     manifest.push((part.blob.clone(), part.size));
@@ -367,9 +460,11 @@ pub async fn complete(
                 if let Some(max) = max_size
                     && size > max
                 {
-                    return Ok(Err(S3Error::code(S3ErrorCode::EntityTooLarge)
-                        .with("ProposedSize", size.to_string())
-                        .with("MaxSizeAllowed", max.to_string())));
+                    return fail(
+                        S3Error::code(S3ErrorCode::EntityTooLarge)
+                            .with("ProposedSize", size.to_string())
+                            .with("MaxSizeAllowed", max.to_string()),
+                    );
                 }
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
@@ -384,27 +479,27 @@ pub async fn complete(
                         .into_iter()
                         .filter(|b| !used.contains(b)),
                 );
-                Ok(Ok((etag, garbage)))
+                Ok((Ok(etag), garbage))
             },
         )
         .await?;
-    let (etag, garbage) = outcome?;
     for blob in garbage {
         app.store.remove(blob).await;
     }
-    Ok(etag)
+    outcome
 }
 
-/// Starts a multipart upload for `bucket/key` with the given headers (the upload-link page uses
-/// this; CreateMultipartUpload is the S3 form). Returns the upload id.
-pub async fn create(
-    app: &AppState,
+/// A new upload's row for `bucket/key` with the given headers, held by `link_id`'s slot when
+/// given (the upload-link routes use this; CreateMultipartUpload is the S3 form). The caller
+/// inserts it with [`uploads::create`].
+pub fn upload_record(
     bucket: &str,
     key: &str,
     owner: &str,
     headers: ObjectHeaders,
-) -> S3Result<String> {
-    let record = UploadRecord {
+    link_id: Option<String>,
+) -> S3Result<UploadRecord> {
+    Ok(UploadRecord {
         upload_id: uuid::Uuid::new_v4().simple().to_string(),
         bucket: bucket.to_owned(),
         key: key.to_owned(),
@@ -415,19 +510,18 @@ pub async fn create(
             checksum_algorithm: None,
         })
         .map_err(S3Error::internal)?,
-    };
-    let id = record.upload_id.clone();
-    app.db.write(move |c| uploads::create(c, &record)).await?;
-    Ok(id)
+        link_id,
+    })
 }
 
-/// Aborts an upload and removes its parts. `false` when there was no such upload.
+/// Aborts an upload and removes its parts (giving back its link slot, if it held one). `false`
+/// when there was no such upload: of concurrent aborts, exactly one answers `true`.
 pub async fn abort(app: &AppState, bucket: &str, key: &str, upload_id: &str) -> S3Result<bool> {
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let blobs = app
         .db
         .write(move |c| match uploads::get(c, &b, &k, &id)? {
-            Some(_) => uploads::remove(c, &id).map(Some),
+            Some(_) => uploads::abort(c, &id),
             None => Ok(None),
         })
         .await?;
@@ -545,17 +639,26 @@ fn owner_elems(w: &mut XmlWriter, name: &str, owner: &str) {
     w.close(name);
 }
 
-/// Aborts uploads started before `cutoff_millis` and removes their parts.
+/// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
+/// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
+/// abort removed first is skipped).
 pub async fn expire_uploads(app: &AppState, cutoff_millis: i64) -> S3Result<usize> {
     let blobs = app
         .db
         .write(move |c| {
             let mut blobs = Vec::new();
-            let ids = uploads::expired(c, cutoff_millis)?;
+            let mut ids = uploads::expired(c, cutoff_millis)?;
+            ids.extend(uploads::of_closed_links(c, crate::db::now_millis())?);
+            ids.sort();
+            ids.dedup();
+            let mut aborted = 0;
             for id in &ids {
-                blobs.extend(uploads::remove(c, id)?);
+                if let Some(b) = uploads::abort(c, id)? {
+                    blobs.extend(b);
+                    aborted += 1;
+                }
             }
-            Ok((ids.len(), blobs))
+            Ok((aborted, blobs))
         })
         .await?;
     for blob in blobs.1 {

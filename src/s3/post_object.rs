@@ -157,42 +157,49 @@ where
         }));
     }
 
-    // Uploads through a shareable link count against it; a revoked, expired or full link stops
-    // working even for policies it signed earlier.
-    let link = fields.get(crate::ui::LINK_META_FIELD).map(str::to_owned);
-    if let Some(id) = link.clone() {
-        match app
-            .db
-            .write(move |c| crate::db::links::reserve_upload(c, &id))
-            .await?
-        {
-            Some(Ok(())) => {}
-            Some(Err(reason)) => return Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
-            None => {
-                return Err(S3Error::new(
-                    S3ErrorCode::AccessDenied,
-                    "Unknown upload link.",
-                ));
-            }
+    // A form naming an upload link counts against it only if the link signed it; it must fit the
+    // link (prefix, exact type), is create-only, and a revoked, expired or full link stops
+    // working even for policies it signed earlier. The slot it takes is given back, once, if the
+    // upload fails or the request is dropped.
+    let link = match fields.get(crate::ui::LINK_META_FIELD) {
+        Some(id) => {
+            let signed = match &signer {
+                Signer::Key {
+                    access_key, policy, ..
+                } => Some((access_key.as_str(), policy)),
+                Signer::Anonymous => None,
+            };
+            let content_type = fields.get("content-type");
+            Some(
+                crate::link_uploads::check_form(app, id, &bucket, signed, &key, content_type)
+                    .await?,
+            )
         }
-    }
+        None => None,
+    };
     let target = Target {
         bucket: &bucket,
         key: &key,
         range,
         owner: signer.owner(&record),
         size_hint,
+        create_only: link.is_some(),
     };
     let result = store_upload(app, req, &fields, target, file).await;
-    if result.is_err()
-        && let Some(id) = link
-    {
-        let _ = app
-            .db
-            .write(move |c| crate::db::links::release_upload(c, &id))
-            .await;
+    let Some(slot) = link else { return result };
+    match result {
+        Ok(res) => {
+            slot.keep();
+            Ok(res)
+        }
+        Err(e) => {
+            slot.release().await;
+            if e.s3_code() == S3ErrorCode::PreconditionFailed {
+                return Err(crate::link_uploads::name_taken(&key));
+            }
+            Err(e)
+        }
     }
-    result
 }
 
 /// Where a POST upload goes, once the form is accepted.
@@ -203,6 +210,8 @@ struct Target<'a> {
     owner: &'a str,
     /// The file's size as `Content-Length` suggests it, when known.
     size_hint: Option<u64>,
+    /// Refuse (412) rather than replace an existing object: upload-link forms.
+    create_only: bool,
 }
 
 /// Streams the file into the store and commits it; answers as the form asked.
@@ -252,7 +261,10 @@ async fn store_upload(
         key,
         meta,
         ingested.staged,
-        WriteCondition::default(),
+        WriteCondition {
+            if_none_match_any: target.create_only,
+            ..WriteCondition::default()
+        },
     )
     .await?;
     Ok(success(app, req, fields, bucket, key, &etag))

@@ -6,6 +6,7 @@ mod cors;
 mod durability;
 mod errors;
 mod helpers;
+mod links;
 mod listing;
 mod multipart;
 mod objects;

@@ -471,6 +471,40 @@ def test_upload_link_page_with_javascript(browser, pg, s3, bucket, files):
     assert rows[2]["retry"], rows[2]
 
 
+def test_upload_link_page_never_replaces_a_file(browser, pg, s3, bucket, files):
+    """The same file name twice: the page asks the server for a name and the second file is
+    stored beside the first as `name (2).ext` (a link never replaces a file)."""
+    url = pg.create_link(bucket, max_size="1KiB")
+    open_link_page(browser, url)
+    first, second = b"first\n", b"second\n"
+    browser.find_element(By.ID, "file").send_keys(files("same.txt", first))
+    settled_rows(browser, 1)
+    browser.find_element(By.ID, "file").send_keys(files("again/same.txt", second))
+    rows = settled_rows(browser, 2)
+    assert [r["linkText"] for r in rows] == ["in/same.txt", "in/same (2).txt"], rows
+    assert read_object(s3, bucket, "in/same.txt") == first
+    assert read_object(s3, bucket, "in/same (2).txt") == second
+
+
+def test_upload_link_page_holds_files_to_the_links_types(browser, pg, s3, bucket, files):
+    """A link for PNG and JPEG files: the page's SVG is refused with the server's reason, and
+    nothing is stored; a PNG goes through."""
+    out = pg.cli(
+        "link", "create", bucket, "--prefix", "in/", "--max-size", "1KiB",
+        "--content-type", "image/png,image/jpeg", "--expires", "1h", "--url", pg.endpoint,
+    )
+    open_link_page(browser, out.strip().splitlines()[-1])
+    browser.find_element(By.ID, "file").send_keys(files("x.svg", b"<svg/>"))
+    rows = settled_rows(browser, 1)
+    assert "failed" in rows[0]["classes"], rows[0]
+    assert "only accepts files of type image/png,image/jpeg" in rows[0]["status"], rows[0]
+    browser.find_element(By.ID, "file").send_keys(files("x.png", b"\x89PNG"))
+    rows = settled_rows(browser, 2)
+    assert "done" in rows[1]["classes"], rows[1]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["in/x.png"], keys
+
+
 def test_upload_link_page_shows_the_servers_size_error(browser, pg, s3, bucket, files):
     """The page's size check bypassed (as by an old or altered page): the server's policy still
     refuses the file, and the page shows S3's own message."""
