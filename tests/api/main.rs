@@ -5,6 +5,7 @@ mod cors;
 mod durability;
 mod errors;
 mod helpers;
+mod limits;
 mod listing;
 mod multipart;
 mod objects;
