@@ -341,6 +341,31 @@ mod tests {
     }
 
     #[test]
+    fn limits_come_from_the_file_unless_a_flag_sets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "body_timeout = \"5s\"\nshutdown_timeout = \"1m\"\nmax_connections = 10\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            data_dir: None,
+        };
+        let serve = ServeArgs {
+            max_connections: Some(20),
+            ..ServeArgs::default()
+        };
+        let l = Config::resolve(&common, &serve).unwrap().limits;
+        assert_eq!(l.body_timeout, Duration::from_secs(5));
+        assert_eq!(l.shutdown_timeout, Duration::from_secs(60));
+        assert_eq!(l.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(l.connections(1024), 20);
+        assert_eq!(Limits::default().connections(1024), 480);
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");

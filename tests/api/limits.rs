@@ -433,6 +433,26 @@ async fn a_trickling_part_is_request_timeout() {
 }
 
 #[tokio::test]
+async fn a_trickling_complete_multipart_upload_is_request_timeout() {
+    let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
+    let res = app
+        .req(Method::POST, &obj("open", "mpu"))
+        .query("uploads")
+        .send()
+        .await;
+    res.assert_status(200);
+    let id = xml_tag(&res.text(), "UploadId").unwrap();
+    let p = app
+        .req(Method::POST, &obj("open", "mpu"))
+        .query(&format!("uploadId={id}"))
+        .unsigned()
+        .prepare();
+    let (res, took) = trickle(&app, &p, 1000, b"<CompleteMultipartUpload>").await;
+    assert_timed_out(&res, took);
+    app.assert_no_object("mpu").await;
+}
+
+#[tokio::test]
 async fn a_trickling_json_body_is_request_timeout() {
     let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
     let p = app
@@ -513,6 +533,11 @@ async fn headers_that_never_end_are_timed_out() {
         .write_all(b"GET /-/health HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+
+    // A kept-alive connection that sends nothing more is closed too.
+    let mut stream = app.connect().await;
+    health(&app, &mut stream).await.assert_status(200);
     assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
 }
 
