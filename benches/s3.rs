@@ -15,7 +15,7 @@
 //!   --perf DIR           record `perf record -g` of the server during each server case into
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
 //!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
-//!                        post = 8-10); the limits are always measured
+//!                        post = 8-10, slow = 12); the limits are always measured
 //!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
 //! ```
 //!
@@ -75,6 +75,13 @@
 //!     window keeps the kernel buffers from hiding the answer; it also caps each server read.
 //! 11. CopyObject of case 6's object on a fresh server → MB/s (information, against limit 2).
 //!     Last in the run (group `big`), so that the gigabyte it writes cannot slow the cases after it.
+//! 12. Slow connections (group `slow`), on a fresh server with its default limits: 2,000
+//!     connections each send the headers of an upload (half PutObject, half a POST form with its
+//!     fields and the file's part header), then one byte every 5 s, all open at once, while one
+//!     client runs 4 KiB PutObjects back to back. (a) that client's p99 (target < 100 ms; its p99
+//!     alone on the same server in the note); (b) the server's VmRSS growth per slow connection
+//!     (target ≤ 64 KiB); (c) every slow connection must be answered 400 RequestTimeout once the
+//!     body timeout (20 s) has passed.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
@@ -1739,6 +1746,11 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
         figure_copy(o, scratch, &mut rows, dd).await;
     }
 
+    // --- 12. Slow connections beside a normal client.
+    if o.wants("slow") {
+        figure_slow(o, scratch, &mut rows).await;
+    }
+
     rows
 }
 
@@ -2292,4 +2304,240 @@ async fn figure_big(
 
     server.stop();
     step("  server stopped");
+}
+
+// =============================================================================================
+// 12. Slow connections
+
+/// Slow connections held open at once in figure 12.
+const SLOW_CONNECTIONS: usize = 2000;
+/// A slow connection sends one byte this often.
+const SLOW_EVERY: Duration = Duration::from_secs(5);
+/// Budget of the normal client's p99 beside them (figure 12a), ms.
+const SLOW_P99_BUDGET_MS: f64 = 100.0;
+/// Budget of the server's RSS growth per slow connection (figure 12b), KiB.
+const SLOW_RSS_BUDGET_KIB: f64 = 64.0;
+/// The server's default body timeout (`--body-timeout`): a slow connection is answered after it.
+const SLOW_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The request line and headers of `req`, with `content-length: len`, ending in CRLFCRLF.
+fn raw_head(req: &Request<BenchBody>, len: u64) -> Vec<u8> {
+    let mut out = format!("{} {} HTTP/1.1\r\n", req.method(), req.uri()).into_bytes();
+    for (name, value) in req.headers() {
+        if name != http::header::CONTENT_LENGTH {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(format!("content-length: {len}\r\n\r\n").as_bytes());
+    out
+}
+
+/// One slow client: writes `head` (a request's headers, and for a POST its form fields and the
+/// file's part header), then one byte every `SLOW_EVERY`, until the server answers or closes.
+/// Returns the answer's status (None: closed without one) and how long after `head` it came.
+async fn slow_client(
+    addr: SocketAddr,
+    head: Vec<u8>,
+    opened: Arc<AtomicU64>,
+) -> (Option<u16>, Duration) {
+    let mut stream = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("s3 bench: slow connection: {e}");
+            return (None, Duration::ZERO);
+        }
+    };
+    let t0 = Instant::now();
+    if stream.write_all(&head).await.is_err() {
+        return (None, t0.elapsed());
+    }
+    opened.fetch_add(1, Ordering::Relaxed);
+    let (mut rd, mut wr) = stream.split();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + SLOW_EVERY, SLOW_EVERY);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(n) if n > 0 => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(2).any(|w| w == b"\r\n") {
+                        let code = std::str::from_utf8(&got)
+                            .ok()
+                            .and_then(|t| t.split(' ').nth(1))
+                            .and_then(|c| c.parse().ok());
+                        return (code, t0.elapsed());
+                    }
+                }
+                _ => return (None, t0.elapsed()),
+            },
+            _ = tick.tick() => {
+                let _ = wr.write_all(b"x").await;
+            }
+        }
+    }
+}
+
+/// The p-quantile of sorted latencies in µs, in ms.
+fn quantile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    f64::from(sorted_us[i]) / 1000.0
+}
+
+/// One connection of 4 KiB PutObjects back to back for warm-up + measure: (p50, p99, answers
+/// counted, errors and the first of them).
+async fn normal_client(
+    o: &Opts,
+    addr: SocketAddr,
+    put: Arc<PutSmall>,
+) -> (f64, f64, u64, u64, Option<String>) {
+    let sender = connect(addr).await.expect("connecting the normal client");
+    let plan = timed(o)(Instant::now());
+    let mut st = connection_loop(sender, 0, put, StatusCode::OK, plan).await;
+    st.latencies_us.sort_unstable();
+    (
+        quantile_ms(&st.latencies_us, 0.50),
+        quantile_ms(&st.latencies_us, 0.99),
+        st.completed,
+        st.errors,
+        st.first_error,
+    )
+}
+
+/// Figure 12: `SLOW_CONNECTIONS` connections each send the headers of an upload (half PUT, half
+/// POST form with its fields) and then one byte every 5 s, all open at once, while one normal
+/// client runs 4 KiB PutObjects back to back. (a) the normal client's p99 beside them, against
+/// a 100 ms budget (its p99 alone, measured first on the same server, in the note); (b) the
+/// server's RSS growth per slow connection (VmRSS with them open minus before), against 64 KiB;
+/// (c) how many the server answers `400 RequestTimeout` once the default body timeout (20 s)
+/// has passed, and when.
+async fn figure_slow(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
+    // 2,000 client sockets, besides the load generator's.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("s3 bench: cannot raise the open-file limit: {e}");
+    }
+    let server = spawn_postgate(o, &scratch.join("slow"), "slow").await;
+    let signer = create_bucket(&server).await;
+    let put = Arc::new(PutSmall::new(signer.clone(), "normal", 0));
+
+    step("slow connections: the normal client alone");
+    let (p50_alone, p99_alone, n_alone, _, _) = normal_client(o, server.addr, put.clone()).await;
+    let (_, rss_before) = server.memory_mib();
+
+    step(&format!("slow connections: opening {SLOW_CONNECTIONS}"));
+    let post = presign_post(server.addr, KeySpec::Prefix("slow/".into()), 5 << 30);
+    let form = PostForm::new(&post);
+    let host = server.addr.to_string();
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut slow = Vec::with_capacity(SLOW_CONNECTIONS);
+    for i in 0..SLOW_CONNECTIONS {
+        let head = if i % 2 == 0 {
+            let req = signer.signed(
+                Method::PUT,
+                &format!("/{BUCKET}/slow/put-{i:04}"),
+                sigv4::UNSIGNED_PAYLOAD,
+                BenchBody::empty(),
+            );
+            raw_head(&req, 1 << 20)
+        } else {
+            let prefix = form.prefix(&format!("post-{i:04}.bin"));
+            let len = prefix.len() as u64 + (1 << 20) + form.suffix().len() as u64;
+            let req = Request::post(format!("/{BUCKET}"))
+                .header("host", &host)
+                .header("content-type", form.content_type())
+                .body(BenchBody::empty())
+                .unwrap();
+            let mut head = raw_head(&req, len);
+            head.extend_from_slice(&prefix);
+            head
+        };
+        slow.push(tokio::spawn(slow_client(server.addr, head, opened.clone())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (opened.load(Ordering::Relaxed) as usize) < SLOW_CONNECTIONS && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the server read every header and form before its memory is read.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let open_count = opened.load(Ordering::Relaxed);
+    let (_, rss_open) = server.memory_mib();
+
+    step("slow connections: the normal client beside them");
+    let (p50_with, p99_with, n_with, errors, first_error) =
+        normal_client(o, server.addr, put.clone()).await;
+    let (_, rss_after) = server.memory_mib();
+    let answered_early = slow.iter().filter(|t| t.is_finished()).count();
+    let rss_growth_kib = (rss_open.max(rss_after) - rss_before) * 1024.0 / open_count.max(1) as f64;
+
+    step("slow connections: waiting for the body timeout");
+    let mut timeouts = 0usize;
+    let mut latest = Duration::ZERO;
+    let mut other = Vec::new();
+    for t in slow {
+        match t.await.expect("slow client panicked") {
+            (Some(400), after) => {
+                timeouts += 1;
+                latest = latest.max(after);
+            }
+            answer => other.push(answer),
+        }
+    }
+    server.stop();
+
+    rows.push(Row {
+        figure: format!("12a PutObject 4 KiB, 1 client, beside {SLOW_CONNECTIONS} slow connections: p99"),
+        value: p99_with,
+        unit: "ms",
+        limit: Some(("budget".into(), SLOW_P99_BUDGET_MS)),
+        target: Target::Below,
+        must: Some((
+            errors == 0 && n_with > 0 && open_count as usize == SLOW_CONNECTIONS && answered_early == 0,
+            format!(
+                "{errors} errors (first: {}); {open_count} slow connections opened, {answered_early} answered early",
+                first_error.unwrap_or_default()
+            ),
+        )),
+        note: format!(
+            "p50 {p50_with:.2} ms, {n_with} uploads; alone: p50 {p50_alone:.2} ms, p99 {p99_alone:.2} ms, {n_alone} uploads"
+        ),
+    });
+    rows.push(Row {
+        figure: format!("12b server RSS growth per slow connection ({open_count} open)"),
+        value: rss_growth_kib,
+        unit: "KiB",
+        limit: Some(("budget".into(), SLOW_RSS_BUDGET_KIB)),
+        target: Target::Below,
+        must: None,
+        note: format!(
+            "VmRSS {rss_before:.1} MiB before, {rss_open:.1} MiB with them open, {rss_after:.1} MiB after the normal client"
+        ),
+    });
+    rows.push(Row {
+        figure: "12c slow connections answered 400 RequestTimeout".into(),
+        value: timeouts as f64,
+        unit: "conns",
+        limit: None,
+        target: Target::None,
+        must: Some((
+            timeouts == SLOW_CONNECTIONS,
+            format!(
+                "{} not: {:?}",
+                other.len(),
+                other.iter().take(3).collect::<Vec<_>>()
+            ),
+        )),
+        note: format!(
+            "the last {:.1} s after its headers (body timeout {} s, one byte every {} s)",
+            latest.as_secs_f64(),
+            SLOW_BODY_TIMEOUT.as_secs(),
+            SLOW_EVERY.as_secs()
+        ),
+    });
 }

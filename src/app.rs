@@ -279,6 +279,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(crate::s3::dispatch)
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::limits::body_limits,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             forwarded_headers,
         ))
         .layer(middleware::from_fn(request_id_and_errors))
@@ -385,8 +389,13 @@ fn new_request_id() -> String {
 /// at most this far past it), and it must still hold a request's headers.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish (an upload in flight
-/// either completes and commits or is discarded whole) before returning.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for at most
+/// `shutdown_timeout` (an upload in flight either completes and commits or is discarded whole);
+/// connections still open then are dropped, and their uploads discarded whole.
+///
+/// At most `max_connections` connections are served at once: each holds a permit of a semaphore
+/// the accept loop waits on, so further clients wait in the listen backlog instead of taking
+/// descriptors and memory.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -398,6 +407,10 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let db = state.db.clone();
+    let limits = state.config.limits.clone();
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let max_connections = limits.connections(nofile);
+    tracing::debug!(max_connections, "connection limit");
     let sweeper = state.clone();
     let expiry_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -418,12 +431,19 @@ pub async fn serve(
     }
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
+    // Set once the graceful period is over: every connection task drops its connection.
+    let (abort, aborted) = tokio::sync::watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_buf_size(MAX_READ_AHEAD)
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(limits.header_timeout)
         .timer(hyper_util::rt::TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -444,15 +464,31 @@ pub async fn serve(
                 });
                 let conn = http.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
+                let mut aborted = aborted.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = aborted.wait_for(|a| *a) => {}
+                    }
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            after = ?limits.shutdown_timeout,
+            "requests still in flight at shutdown were dropped"
+        );
+        let _ = abort.send(true);
+        // Every connection task gives its permit back once its connection is dropped.
+        let _ = permits.acquire_many(max_connections).await;
+    }
     expiry_task.abort();
     db.close();
     Ok(())

@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 /// Objects up to this size are stored inline in SQLite (see DESIGN.md "Why small objects go
@@ -14,6 +16,16 @@ use serde::Deserialize;
 pub const DEFAULT_INLINE_MAX_BYTES: usize = 64 * 1024;
 
 /// Unfinished multipart uploads are aborted after this long, as an S3 lifecycle rule would.
+/// AWS closes a connection whose body stalls for about 20 s (`RequestTimeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// hyper's default: a request's headers must arrive within 30 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A graceful shutdown waits this long for in-flight requests, below the 90 s after which
+/// systemd kills a service.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub const DEFAULT_MULTIPART_EXPIRY: std::time::Duration =
     std::time::Duration::from_secs(7 * 86_400);
 
@@ -50,6 +62,23 @@ pub struct ServeArgs {
     /// Multipart uploads not completed within this time are aborted (e.g. 7d, 12h).
     #[arg(long, env = "POSTGATE_MULTIPART_EXPIRY", value_parser = crate::units::parse_duration)]
     pub multipart_expiry: Option<std::time::Duration>,
+    // Limits: what one connection or request may cost.
+    /// A request body that brings under 1 KiB within this time (waiting on the client) is
+    /// answered 400 RequestTimeout and its upload discarded.
+    #[arg(long, env = "POSTGATE_BODY_TIMEOUT", value_parser = crate::units::parse_duration)]
+    pub body_timeout: Option<std::time::Duration>,
+    /// A connection must send a request's headers within this time (also the keep-alive idle
+    /// limit).
+    #[arg(long, env = "POSTGATE_HEADER_TIMEOUT", value_parser = crate::units::parse_duration)]
+    pub header_timeout: Option<std::time::Duration>,
+    /// Most connections served at once; more wait to be accepted (default: from the open-file
+    /// limit).
+    #[arg(long, env = "POSTGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// On SIGTERM/Ctrl-C, in-flight requests get this long to finish; then they are dropped
+    /// (their uploads discarded whole).
+    #[arg(long, env = "POSTGATE_SHUTDOWN_TIMEOUT", value_parser = crate::units::parse_duration)]
+    pub shutdown_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -81,6 +110,11 @@ struct FileConfig {
     /// Proxies whose forwarded scheme and host are believed.
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    // Limits.
+    body_timeout: Option<String>,
+    header_timeout: Option<String>,
+    max_connections: Option<u32>,
+    shutdown_timeout: Option<String>,
 }
 
 #[derive(Clone)]
@@ -97,6 +131,74 @@ pub struct Config {
     pub multipart_expiry: std::time::Duration,
     /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`app::forwarded_headers`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub limits: Limits,
+}
+
+/// What one connection or request may cost (see `crate::limits` and `crate::app::serve`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a request body may wait without bringing `limits::MIN_PROGRESS` bytes.
+    pub body_timeout: Duration,
+    /// How long a connection may take to send a request's headers (or sit idle between requests).
+    pub header_timeout: Duration,
+    /// Most connections served at once; `None`: derived from the open-file limit at start.
+    pub max_connections: Option<u32>,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+impl Limits {
+    fn resolve(serve: &ServeArgs, file: &FileConfig) -> Result<Limits, ConfigError> {
+        let duration = |flag: Option<Duration>, text: &Option<String>, default| match (flag, text) {
+            (Some(d), _) => Ok(d),
+            (None, Some(t)) => crate::units::parse_duration(t).map_err(ConfigError::Invalid),
+            (None, None) => Ok(default),
+        };
+        let limits = Limits {
+            body_timeout: duration(serve.body_timeout, &file.body_timeout, DEFAULT_BODY_TIMEOUT)?,
+            header_timeout: duration(
+                serve.header_timeout,
+                &file.header_timeout,
+                DEFAULT_HEADER_TIMEOUT,
+            )?,
+            max_connections: serve.max_connections.or(file.max_connections),
+            shutdown_timeout: duration(
+                serve.shutdown_timeout,
+                &file.shutdown_timeout,
+                DEFAULT_SHUTDOWN_TIMEOUT,
+            )?,
+        };
+        if limits.body_timeout.is_zero() || limits.header_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "body_timeout and header_timeout must be positive".into(),
+            ));
+        }
+        if limits.max_connections == Some(0) {
+            return Err(ConfigError::Invalid(
+                "max_connections must be positive".into(),
+            ));
+        }
+        Ok(limits)
+    }
+
+    /// `max_connections`, or the default for an open-file limit of `nofile`: each connection
+    /// may hold two descriptors (its socket and an upload's temp file), and some are kept for
+    /// the database, the listener and logs.
+    pub fn connections(&self, nofile: u64) -> u32 {
+        self.max_connections
+            .unwrap_or_else(|| (nofile.saturating_sub(64) / 2).clamp(16, 1 << 20) as u32)
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -110,6 +212,7 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("admin_key", &self.admin_key.as_ref().map(|(a, _)| a))
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +239,7 @@ impl Config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
+        let limits = Limits::resolve(serve, &file)?;
         let env_key = std::env::var("POSTGATE_ACCESS_KEY")
             .ok()
             .filter(|s| !s.is_empty());
@@ -197,6 +301,7 @@ impl Config {
                     .collect::<Result<_, _>>()
                     .map_err(ConfigError::Invalid)?,
             },
+            limits,
         };
         if config.region.is_empty() {
             return Err(ConfigError::Invalid("region must not be empty".into()));
@@ -217,6 +322,7 @@ impl Config {
             api_cors_origins: Vec::new(),
             multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
             trusted_proxies: Vec::new(),
+            limits: Limits::default(),
         }
     }
 
@@ -283,6 +389,31 @@ mod tests {
             data_dir: None,
         };
         assert!(Config::resolve(&common, &ServeArgs::default()).is_err());
+    }
+
+    #[test]
+    fn limits_come_from_the_file_unless_a_flag_sets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "body_timeout = \"5s\"\nshutdown_timeout = \"1m\"\nmax_connections = 10\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            data_dir: None,
+        };
+        let serve = ServeArgs {
+            max_connections: Some(20),
+            ..ServeArgs::default()
+        };
+        let l = Config::resolve(&common, &serve).unwrap().limits;
+        assert_eq!(l.body_timeout, Duration::from_secs(5));
+        assert_eq!(l.shutdown_timeout, Duration::from_secs(60));
+        assert_eq!(l.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(l.connections(1024), 20);
+        assert_eq!(Limits::default().connections(1024), 480);
     }
 
     #[test]

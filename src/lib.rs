@@ -15,6 +15,7 @@
 //! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
 //! - `db`      SQLite metadata: migrations, one group-committing writer, pooled readers.
 //! - `error`   `S3Error`, the only error that reaches the wire.
+//! - `limits`  bounded cost per request: body idle timeout, `Connection: close` on unread bodies.
 
 pub mod api;
 pub mod app;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod cors;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod link_uploads;
 pub mod names;
 pub mod policy;

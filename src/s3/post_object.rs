@@ -54,11 +54,19 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
         .and_then(|v| v.parse::<u64>().ok());
     let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = read.clone();
-    let mut stream = body.into_data_stream().map_ok(move |chunk| {
+    let stream = body.into_data_stream().map_ok(move |chunk| {
         counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         chunk
     });
-    let result = post_form(app, req, declared, &mut stream).await;
+    let pre_data = std::sync::Arc::new(PreData::default());
+    let mut stream = PreDataLimit {
+        inner: stream,
+        rest: bytes::Bytes::new(),
+        given: 0,
+        paused: false,
+        shared: pre_data.clone(),
+    };
+    let result = post_form(app, req, declared, &mut stream, &pre_data).await;
     if result.is_err()
         && let Some(total) = declared
     {
@@ -73,12 +81,100 @@ pub async fn post_object(app: &AppState, req: &S3Request, body: Body) -> S3Resul
     result
 }
 
+/// Raw bytes handed to multer before the `file` part starts may exceed `MAX_PRE_DATA` by at most
+/// this much (the piece in which the file's part header ends).
+const PRE_DATA_PIECE: usize = 1024;
+
+/// What the form parser and `PreDataLimit` share.
+#[derive(Default)]
+struct PreData {
+    /// The `file` part has started: bytes pass through unchanged and uncounted.
+    file_started: std::sync::atomic::AtomicBool,
+    /// More than `MAX_PRE_DATA + PRE_DATA_PIECE` raw bytes came before the file.
+    exceeded: std::sync::atomic::AtomicBool,
+}
+
+impl PreData {
+    fn exceeded(&self) -> bool {
+        self.exceeded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The cap on the form data before the file, counted on the raw bytes as they arrive. Until the
+/// file starts, the body is handed to multer in pieces of `PRE_DATA_PIECE` bytes, so that a part
+/// header that never ends, a huge field or thousands of tiny ones are refused once about 21 KiB
+/// have been read, however large the chunks the client sends (multer would otherwise buffer, and
+/// rescan, whatever it is given while looking for the end of a header). From the file on, chunks
+/// pass through as they come, at full speed.
+///
+/// multer reads its stream until it is pending, so each piece is followed by one pending poll
+/// that wakes the task at once: multer then parses what it has, and only asks for more when it
+/// needs more.
+struct PreDataLimit<S> {
+    inner: S,
+    /// The rest of the last chunk read, not yet handed on.
+    rest: bytes::Bytes,
+    /// Raw bytes handed on before the file.
+    given: usize,
+    /// A piece was just handed on: the next poll yields once (see `poll_next`).
+    paused: bool,
+    shared: std::sync::Arc<PreData>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("form data before the file exceeds {MAX_PRE_DATA} bytes")]
+struct PreDataTooLong;
+
+impl<S> futures_util::Stream for PreDataLimit<S>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, axum::Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        use std::task::Poll;
+        let this = self.get_mut();
+        // After the file starts, or once refused (a small remainder may still be drained).
+        if this.shared.file_started.load(Relaxed) || this.shared.exceeded.load(Relaxed) {
+            if !this.rest.is_empty() {
+                return Poll::Ready(Some(Ok(std::mem::take(&mut this.rest))));
+            }
+            return std::pin::Pin::new(&mut this.inner).poll_next(cx);
+        }
+        // multer pulls chunks until the stream is pending: after each piece it is made to parse
+        // what it has (the task is woken at once) before it gets another.
+        if std::mem::take(&mut this.paused) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if this.rest.is_empty() {
+            match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(chunk)) => this.rest = chunk,
+                other => return Poll::Ready(other),
+            }
+        }
+        if this.given >= MAX_PRE_DATA + PRE_DATA_PIECE {
+            this.shared.exceeded.store(true, Relaxed);
+            return Poll::Ready(Some(Err(axum::Error::new(PreDataTooLong))));
+        }
+        let piece = this.rest.split_to(PRE_DATA_PIECE.min(this.rest.len()));
+        this.given += piece.len();
+        this.paused = true;
+        Poll::Ready(Some(Ok(piece)))
+    }
+}
+
 /// `declared`: the request's Content-Length, when it has one.
 async fn post_form<S>(
     app: &AppState,
     req: &S3Request,
     declared: Option<u64>,
     body: &mut S,
+    limit: &PreData,
 ) -> S3Result<Response>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + Unpin,
@@ -104,14 +200,20 @@ where
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break None,
-            Err(e) => return Err(multipart_error(e)),
+            Err(e) => return Err(pre_data_error(limit, e)),
         };
         let name = field.name().unwrap_or_default().to_owned();
         pre_data += part_overhead(&boundary, field.headers());
+        if pre_data > MAX_PRE_DATA {
+            return Err(pre_data_exceeded());
+        }
         if name.eq_ignore_ascii_case("file") {
+            limit
+                .file_started
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             break Some(field);
         }
-        let value = read_field(field, &mut pre_data).await?;
+        let value = read_field(field, &mut pre_data, limit).await?;
         fields.push(name, value);
     };
     let Some(file) = file else {
@@ -340,17 +442,34 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
 }
 
 /// Reads a field before `file`, counting it against the 20 KB pre-data cap.
-async fn read_field(mut field: multer::Field<'_>, pre_data: &mut usize) -> S3Result<String> {
+async fn read_field(
+    mut field: multer::Field<'_>,
+    pre_data: &mut usize,
+    limit: &PreData,
+) -> S3Result<String> {
     let mut value = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = field.chunk().await.map_err(|e| pre_data_error(limit, e))? {
         *pre_data += chunk.len();
         if *pre_data > MAX_PRE_DATA {
-            return Err(S3Error::code(S3ErrorCode::MaxPostPreDataLengthExceeded)
-                .with("MaxPostPreDataLengthBytes", MAX_PRE_DATA.to_string()));
+            return Err(pre_data_exceeded());
         }
         value.extend_from_slice(&chunk);
     }
     Ok(String::from_utf8_lossy(&value).into_owned())
+}
+
+fn pre_data_exceeded() -> S3Error {
+    S3Error::code(S3ErrorCode::MaxPostPreDataLengthExceeded)
+        .with("MaxPostPreDataLengthBytes", MAX_PRE_DATA.to_string())
+}
+
+/// A form error before the file: the raw-byte cap, or what multer found.
+fn pre_data_error(limit: &PreData, err: multer::Error) -> S3Error {
+    if limit.exceeded() {
+        pre_data_exceeded()
+    } else {
+        multipart_error(err)
+    }
 }
 
 /// Bytes a part takes besides its value: the boundary line, its headers and the line breaks.

@@ -6,6 +6,7 @@ mod cors;
 mod durability;
 mod errors;
 mod helpers;
+mod limits;
 mod links;
 mod listing;
 mod multipart;

@@ -1,0 +1,566 @@
+//! Bounded cost per request: `Connection: close` whenever the connection will be closed, the cap
+//! on form data before the file, the body idle timeout, the connection limit and the shutdown bound.
+//! Raw TCP clients, so that what the server reads and when it closes can be seen.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::helpers::*;
+
+/// A server with its limits set by the test.
+struct Server {
+    base: String,
+    host: String,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn server(set: impl FnOnce(&mut postgate::config::Limits)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = postgate::Config::for_data_dir(dir.path());
+    config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
+    set(&mut config.limits);
+    let (state, _) = postgate::AppState::open(config).await.unwrap();
+    state
+        .db
+        .write(|c| postgate::db::buckets::create(c, "open", ADMIN_AK, "public-read-write"))
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(postgate::serve(listener, state, async move {
+        stop_rx.await.ok();
+    }));
+    Server {
+        base: format!("http://{addr}"),
+        host: addr.to_string(),
+        http: reqwest::Client::new(),
+        dir,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Server {
+    fn req(&self, method: Method, path: &str) -> Req<'_> {
+        req_to(&self.base, &self.host, &self.http, method, path)
+    }
+
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(&self.host).await.unwrap()
+    }
+
+    async fn assert_no_object(&self, key: &str) {
+        let res = self.req(Method::GET, &obj("open", key)).send().await;
+        res.assert_error(404, "NoSuchKey");
+    }
+}
+
+/// Reads one HTTP/1.1 response (status line, headers, `Content-Length` body) off `stream`.
+/// A reset after the whole response has arrived does not matter.
+async fn read_response(stream: &mut TcpStream) -> Resp {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(resp) = parse_response(&buf) {
+            return resp;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => panic!(
+                "connection ended before a whole response: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn parse_response(buf: &[u8]) -> Option<Resp> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut headers = HeaderMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (n, v) = line.split_once(':')?;
+        headers.append(
+            HeaderName::from_bytes(n.trim().as_bytes()).unwrap(),
+            HeaderValue::from_str(v.trim()).unwrap(),
+        );
+    }
+    let len: usize = headers
+        .get("content-length")
+        .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+    (buf.len() >= end + len).then(|| Resp {
+        status,
+        headers,
+        body: bytes::Bytes::copy_from_slice(&buf[end..end + len]),
+    })
+}
+
+fn says_close(res: &Resp) -> bool {
+    res.header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection: close
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_error_before_the_body_is_read_says_connection_close() {
+    let app = server(|_| {}).await;
+    app.req(Method::PUT, "/private")
+        .send()
+        .await
+        .assert_status(200);
+    let p = app
+        .req(Method::PUT, &obj("private", "k"))
+        .anonymous()
+        .prepare();
+    let mut stream = app.connect().await;
+    // The server refuses at the headers and never reads the 200 KB body.
+    stream.write_all(&p.head_bytes(200_000)).await.unwrap();
+    stream.write_all(&[b'x'; 1000]).await.unwrap();
+    let res = read_response(&mut stream).await;
+    res.assert_error(403, "AccessDenied");
+    assert!(says_close(&res), "no Connection: close: {:?}", res.headers);
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn a_fully_read_body_keeps_the_connection_for_the_next_request() {
+    let app = server(|_| {}).await;
+    let mut stream = app.connect().await;
+    let body = pattern(100_000, 1);
+    let p = app
+        .req(Method::PUT, &obj("open", "k"))
+        .body(body.clone())
+        .prepare();
+    stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let res = read_response(&mut stream).await;
+    res.assert_status(200);
+    assert!(!says_close(&res));
+
+    // An error found after the whole body was read keeps it too.
+    let p = app
+        .req(Method::PUT, &obj("open", "k2"))
+        .header("content-md5", &content_md5(b"other"))
+        .body(body.clone())
+        .prepare();
+    stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let res = read_response(&mut stream).await;
+    res.assert_error(400, "BadDigest");
+    assert!(!says_close(&res));
+
+    let p = app.req(Method::GET, &obj("open", "k")).prepare();
+    stream.write_all(&p.head_bytes(0)).await.unwrap();
+    let res = read_response(&mut stream).await;
+    res.assert_status(200);
+    assert_eq!(&res.body[..], &body[..]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Form data before the file
+// ---------------------------------------------------------------------------------------------
+
+const BOUNDARY: &str = "limitsboundary";
+
+/// What a client can have written when the server stops reading after about 21 KiB: hyper's
+/// 64 KiB read-ahead plus the kernel's socket buffers on both ends, with room to spare. The server
+/// used to read such forms to tens of MiB before answering.
+const MAX_SENT: usize = 4 << 20;
+
+/// Posts an anonymous form to `open` whose body is `head` followed by `unit` repeated without end
+/// (the declared length is 256 MiB), until the answer arrives. Returns the answer and how many
+/// bytes the client had written by then.
+async fn post_endless(app: &Server, head: &str, unit: &[u8]) -> (Resp, usize) {
+    let declared = 256 << 20;
+    let p = app
+        .req(Method::POST, "/open")
+        .anonymous()
+        .header(
+            "content-type",
+            &format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .prepare();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small send buffer, so that what the client has written is close to what the server read.
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    let stream = socket.connect(app.host.parse().unwrap()).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let unit = unit.repeat((64 * 1024 / unit.len()).max(1));
+    let head_bytes = p.head_bytes(declared);
+    let head = head.as_bytes().to_owned();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&head_bytes).await?;
+        wr.write_all(&head).await?;
+        counter.fetch_add(head.len(), Relaxed);
+        while counter.load(Relaxed) < declared {
+            wr.write_all(&unit).await?;
+            counter.fetch_add(unit.len(), Relaxed);
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let res = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(r) = parse_response(&buf) {
+                return r;
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => panic!("no answer: {:?}", String::from_utf8_lossy(&buf)),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server answered while the client was still sending");
+    writer.abort();
+    let _ = writer.await;
+    (res, sent.load(Relaxed))
+}
+
+fn part_head(name: &str) -> String {
+    format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+}
+
+#[tokio::test]
+async fn a_part_header_that_never_ends_is_refused_early() {
+    let app = server(|_| {}).await;
+    let head = format!(
+        "{}k\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Pad: ",
+        part_head("key")
+    );
+    let (res, sent) = post_endless(&app, &head, b"a").await;
+    res.assert_error(400, "MaxPostPreDataLengthExceeded");
+    assert_eq!(
+        xml_tag(&res.text(), "MaxPostPreDataLengthBytes").as_deref(),
+        Some("20480")
+    );
+    assert!(says_close(&res));
+    assert!(
+        sent < MAX_SENT,
+        "the client sent {sent} bytes before the answer"
+    );
+    app.assert_no_object("k").await;
+}
+
+#[tokio::test]
+async fn a_huge_field_value_is_refused_early() {
+    let app = server(|_| {}).await;
+    let (res, sent) = post_endless(&app, &part_head("key"), b"k").await;
+    res.assert_error(400, "MaxPostPreDataLengthExceeded");
+    assert!(
+        sent < MAX_SENT,
+        "the client sent {sent} bytes before the answer"
+    );
+    assert!(says_close(&res));
+}
+
+#[tokio::test]
+async fn ten_thousand_tiny_fields_are_refused_early() {
+    let app = server(|_| {}).await;
+    let fields: String = (0..10_000)
+        .map(|i| format!("{}{i}\r\n", part_head(&format!("x-ignore-{i}"))))
+        .collect();
+    let head = format!("{}k\r\n{fields}", part_head("key"));
+    let (res, sent) = post_endless(&app, &head, part_head("x-ignore-more").as_bytes()).await;
+    res.assert_error(400, "MaxPostPreDataLengthExceeded");
+    assert!(
+        sent < MAX_SENT,
+        "the client sent {sent} bytes before the answer"
+    );
+    app.assert_no_object("k").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow senders
+// ---------------------------------------------------------------------------------------------
+
+/// The body timeout the slow-sender tests configure.
+const BODY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends `p`'s head declaring `declared` bytes and `burst` at once, then one byte every 200 ms
+/// (far under the 1 KiB a body must bring per timeout) for up to 30 s, and reads the answer.
+/// Returns it with the time it took after the burst.
+async fn trickle(app: &Server, p: &Prepared, declared: usize, burst: &[u8]) -> (Resp, Duration) {
+    let stream = app.connect().await;
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(&p.head_bytes(declared)).await.unwrap();
+    wr.write_all(burst).await.unwrap();
+    let start = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        for _ in 0..150 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let res = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(r) = parse_response(&buf) {
+                return r;
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => panic!("no answer: {:?}", String::from_utf8_lossy(&buf)),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("a trickling body is answered");
+    let took = start.elapsed();
+    writer.abort();
+    (res, took)
+}
+
+#[track_caller]
+fn assert_timed_out(res: &Resp, took: Duration) {
+    res.assert_error(400, "RequestTimeout");
+    assert!(says_close(res), "no Connection: close: {:?}", res.headers);
+    // The body timeout plus room for a slow machine, far below the 30 s the trickle lasts.
+    assert!(took < BODY_TIMEOUT * 8, "answered after {took:?}");
+}
+
+/// Asserts the upload left no temp file behind.
+async fn assert_no_temp_files(app: &Server) {
+    let dir = app.dir.path().to_owned();
+    assert!(
+        poll_until(Duration::from_secs(5), || tmp_files(&dir).is_empty()).await,
+        "temp files left: {:?}",
+        tmp_files(&dir)
+    );
+}
+
+#[tokio::test]
+async fn a_trickling_put_is_request_timeout_and_stores_nothing() {
+    let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
+    let p = app
+        .req(Method::PUT, &obj("open", "slow"))
+        .unsigned()
+        .prepare();
+    // Past the inline threshold first, so that the upload has a temp file to discard.
+    let (res, took) = trickle(&app, &p, 200_000, &pattern(100_000, 1)).await;
+    assert_timed_out(&res, took);
+    app.assert_no_object("slow").await;
+    assert_no_temp_files(&app).await;
+}
+
+#[tokio::test]
+async fn a_trickling_post_is_request_timeout_and_stores_nothing() {
+    let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
+    let p = app
+        .req(Method::POST, "/open")
+        .anonymous()
+        .header(
+            "content-type",
+            &format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .prepare();
+    let mut burst = format!(
+        "{}slow\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n",
+        part_head("key")
+    )
+    .into_bytes();
+    burst.extend_from_slice(&pattern(100_000, 2));
+    let (res, took) = trickle(&app, &p, 300_000, &burst).await;
+    assert_timed_out(&res, took);
+    app.assert_no_object("slow").await;
+    assert_no_temp_files(&app).await;
+
+    // Slow before the file too.
+    let (res, took) = trickle(&app, &p, 300_000, part_head("key").as_bytes()).await;
+    assert_timed_out(&res, took);
+}
+
+#[tokio::test]
+async fn a_trickling_part_is_request_timeout() {
+    let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
+    let res = app
+        .req(Method::POST, &obj("open", "mpu"))
+        .query("uploads")
+        .send()
+        .await;
+    res.assert_status(200);
+    let id = xml_tag(&res.text(), "UploadId").unwrap();
+    let p = app
+        .req(Method::PUT, &obj("open", "mpu"))
+        .query(&format!("partNumber=1&uploadId={id}"))
+        .unsigned()
+        .prepare();
+    let (res, took) = trickle(&app, &p, 6 << 20, &pattern(100_000, 3)).await;
+    assert_timed_out(&res, took);
+    assert_no_temp_files(&app).await;
+    let res = app
+        .req(Method::GET, &obj("open", "mpu"))
+        .query(&format!("uploadId={id}"))
+        .send()
+        .await;
+    res.assert_status(200);
+    assert!(
+        xml_tags(&res.text(), "PartNumber").is_empty(),
+        "{}",
+        res.text()
+    );
+}
+
+#[tokio::test]
+async fn a_trickling_complete_multipart_upload_is_request_timeout() {
+    let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
+    let res = app
+        .req(Method::POST, &obj("open", "mpu"))
+        .query("uploads")
+        .send()
+        .await;
+    res.assert_status(200);
+    let id = xml_tag(&res.text(), "UploadId").unwrap();
+    let p = app
+        .req(Method::POST, &obj("open", "mpu"))
+        .query(&format!("uploadId={id}"))
+        .unsigned()
+        .prepare();
+    let (res, took) = trickle(&app, &p, 1000, b"<CompleteMultipartUpload>").await;
+    assert_timed_out(&res, took);
+    app.assert_no_object("mpu").await;
+}
+
+#[tokio::test]
+async fn a_trickling_json_body_is_request_timeout() {
+    let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
+    let p = app
+        .req(Method::POST, "/-/api/presign/post")
+        .header("content-type", "application/json")
+        .unsigned()
+        .prepare();
+    let (res, took) = trickle(&app, &p, 1000, b"{").await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert!(res.text().contains("\"RequestTimeout\""), "{}", res.text());
+    assert!(says_close(&res));
+    assert!(took < BODY_TIMEOUT * 8, "answered after {took:?}");
+}
+
+#[tokio::test]
+async fn a_body_that_keeps_coming_is_not_timed_out() {
+    // 1 KiB every 400 ms keeps a 1 s timeout at bay: only stalls are refused, not slow links.
+    let app = server(|l| l.body_timeout = BODY_TIMEOUT).await;
+    let body = pattern(8 * 1024, 4);
+    let p = app
+        .req(Method::PUT, &obj("open", "steady"))
+        .unsigned()
+        .prepare();
+    let mut stream = app.connect().await;
+    stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+    for piece in body.chunks(1024) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stream.write_all(piece).await.unwrap();
+    }
+    let res = read_response(&mut stream).await;
+    res.assert_status(200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection limit, header timeout, shutdown
+// ---------------------------------------------------------------------------------------------
+
+/// Sends a health check on `stream` and reads the answer.
+async fn health(app: &Server, stream: &mut TcpStream) -> Resp {
+    let p = app.req(Method::GET, "/-/health").anonymous().prepare();
+    stream.write_all(&p.head_bytes(0)).await.unwrap();
+    read_response(stream).await
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let app = server(|l| l.max_connections = Some(2)).await;
+    let mut a = app.connect().await;
+    let mut b = app.connect().await;
+    health(&app, &mut a).await.assert_status(200);
+    health(&app, &mut b).await.assert_status(200);
+
+    // A third connection is not served while both are open...
+    let mut c = app.connect().await;
+    let p = app.req(Method::GET, "/-/health").anonymous().prepare();
+    c.write_all(&p.head_bytes(0)).await.unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), c.read(&mut byte))
+            .await
+            .is_err(),
+        "a connection past the limit was served"
+    );
+    // ...and is as soon as one closes.
+    drop(a);
+    let res = tokio::time::timeout(Duration::from_secs(10), read_response(&mut c))
+        .await
+        .expect("served once a connection closed");
+    res.assert_status(200);
+    health(&app, &mut b).await.assert_status(200);
+}
+
+#[tokio::test]
+async fn headers_that_never_end_are_timed_out() {
+    let app = server(|l| l.header_timeout = Duration::from_secs(1)).await;
+    let mut stream = app.connect().await;
+    stream
+        .write_all(b"GET /-/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+
+    // A kept-alive connection that sends nothing more is closed too.
+    let mut stream = app.connect().await;
+    health(&app, &mut stream).await.assert_status(200);
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn shutdown_drops_a_stuck_upload_within_its_bound() {
+    let mut app = server(|l| l.shutdown_timeout = Duration::from_secs(1)).await;
+    let p = app
+        .req(Method::PUT, &obj("open", "stuck"))
+        .unsigned()
+        .prepare();
+    let mut stream = app.connect().await;
+    stream.write_all(&p.head_bytes(1 << 20)).await.unwrap();
+    stream.write_all(&pattern(200_000, 5)).await.unwrap();
+    let dir = app.dir.path().to_owned();
+    assert!(poll_until(Duration::from_secs(5), || !tmp_files(&dir).is_empty()).await);
+
+    drop(app.stop.take());
+    tokio::time::timeout(Duration::from_secs(10), &mut app.task)
+        .await
+        .expect("shutdown returned within its bound")
+        .unwrap()
+        .unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    assert_no_temp_files(&app).await;
+    assert!(blob_files(&dir).is_empty());
+}
