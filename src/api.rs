@@ -12,12 +12,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::db::keys::KeyRecord;
 use crate::db::links::LinkRecord;
 use crate::error::{S3Error, S3ErrorCode};
 use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, SigVersion};
-use crate::ui::base_url;
+use crate::state::AppState;
+use crate::state::base_url;
 use crate::units::{Seconds, Size};
 
 /// Largest JSON body the API reads.
@@ -418,4 +418,44 @@ pub async fn openapi() -> Response {
         include_str!("../static/openapi.json"),
     )
         .into_response()
+}
+
+/// The JSON API's routes, under the CORS the configuration allows them.
+pub fn routes(config: &crate::config::Config) -> axum::Router<AppState> {
+    use axum::routing::{delete, get, post};
+    axum::Router::new()
+        .route("/-/api/presign/post", post(presign_post))
+        .route("/-/api/links", get(list_links).post(create_link))
+        .route("/-/api/links/{id}", delete(revoke_link))
+        .route("/-/api/openapi.json", get(openapi))
+        .layer(api_cors(&config.api_cors_origins))
+}
+
+/// CORS for the JSON API: the origins the configuration lists (`api_cors_origins`), or none.
+fn api_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let list: Vec<axum::http::HeaderValue> = origins
+        .iter()
+        .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
+        .collect();
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(list)
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("x-amz-date"),
+            axum::http::HeaderName::from_static("x-amz-content-sha256"),
+            axum::http::HeaderName::from_static("x-amz-security-token"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }

@@ -129,15 +129,15 @@ pub struct Config {
     pub admin_key: Option<(String, String)>,
     pub api_cors_origins: Vec<String>,
     pub multipart_expiry: std::time::Duration,
-    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`app::forwarded_headers`).
+    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`http`'s `forwarded_headers`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
 }
 
-/// What one connection or request may cost (see `crate::limits` and `crate::app::serve`).
+/// What one connection or request may cost (see `crate::http::limits` and `crate::http::serve`).
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// How long a request body may wait without bringing `limits::MIN_PROGRESS` bytes.
+    /// How long a request body may wait without bringing `http::limits::MIN_PROGRESS` bytes.
     pub body_timeout: Duration,
     /// How long a connection may take to send a request's headers (or sit idle between requests).
     pub header_timeout: Duration,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::xml::XmlWriter;
+use crate::xml::{MalformedXml, XmlWriter};
 
 macro_rules! codes {
     ($($name:ident => $status:expr, $msg:expr;)*) => {
@@ -242,6 +242,12 @@ impl From<std::io::Error> for S3Error {
     }
 }
 
+impl From<MalformedXml> for S3Error {
+    fn from(_: MalformedXml) -> Self {
+        S3Error::code(S3ErrorCode::MalformedXML)
+    }
+}
+
 impl From<crate::auth::AuthError> for S3Error {
     fn from(err: crate::auth::AuthError) -> Self {
         use crate::auth::AuthError as A;
@@ -360,5 +366,18 @@ impl From<crate::auth::checksum::ChecksumError> for S3Error {
             E::Mismatch { .. } => S3Error::new(S3ErrorCode::BadDigest, message),
             _ => S3Error::new(S3ErrorCode::InvalidRequest, message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_body_is_malformed_xml() {
+        let err: S3Error = crate::xml::parse::<crate::xml::Delete>(b"<Delete><Object>")
+            .unwrap_err()
+            .into();
+        assert_eq!(err.s3_code(), S3ErrorCode::MalformedXML);
     }
 }

@@ -18,17 +18,18 @@
 //! - `limits`  bounded cost per request: body idle timeout, `Connection: close` on unread bodies.
 
 pub mod api;
-pub mod app;
 pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod db;
 pub mod error;
-pub mod limits;
+pub mod http;
 pub mod link_uploads;
 pub mod names;
+pub mod objects;
 pub mod policy;
 pub mod s3;
+pub mod state;
 pub mod store;
 pub mod ui;
 pub mod units;
@@ -36,5 +37,6 @@ pub mod upload;
 pub mod uppy;
 pub mod xml;
 
-pub use app::{AppState, serve};
 pub use config::Config;
+pub use http::serve;
+pub use state::AppState;

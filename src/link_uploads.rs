@@ -29,10 +29,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::db::links::{LinkRecord, Refusal};
 use crate::db::uploads::{PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode};
+use crate::state::AppState;
 use crate::upload::ObjectHeaders;
 
 /// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
@@ -158,7 +158,7 @@ pub(crate) async fn sign_part_url(
             "The key that created this link no longer exists.",
         ));
     };
-    let base = crate::ui::base_url(app, headers);
+    let base = crate::state::base_url(app, headers);
     let path = format!(
         "/{}/{}",
         link.bucket,
@@ -194,8 +194,8 @@ pub(crate) async fn finish(
             .await;
     match done {
         Ok(etag) => {
-            let base = crate::ui::base_url(app, headers);
-            let location = crate::ui::object_url(&base, &link.bucket, &upload.key);
+            let base = crate::state::base_url(app, headers);
+            let location = crate::state::object_url(&base, &link.bucket, &upload.key);
             Json(serde_json::json!({
                 "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
             }))

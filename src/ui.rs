@@ -15,9 +15,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::db::links::LinkRecord;
 use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, PresignedPost};
+use crate::state::{AppState, base_url};
 
 /// Metadata field pinned by every link policy: the link's public id.
 pub const LINK_META_FIELD: &str = "x-amz-meta-upload-link";
@@ -131,56 +131,6 @@ async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> 
             ))
         }
     }
-}
-
-/// The server's base URL, from configuration and never from what a client claims (a `Host` of
-/// the attacker's choosing would put the upload form, its signed redirect and every `Location`
-/// on the attacker's host): `--public-url`; else the scheme and host a trusted proxy forwarded
-/// (`app::forwarded_headers` marks its requests); else `http://` + the address the server
-/// listens on.
-pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
-    if let Some(u) = &app.config.public_url {
-        return u.trim_end_matches('/').to_owned();
-    }
-    if let Some(host) = forwarded_host(headers) {
-        return format!("{}://{host}", forwarded_proto(headers).unwrap_or("http"));
-    }
-    format!("http://{}", app.config.addr)
-}
-
-/// The scheme a trusted proxy received the request on (`X-Forwarded-Proto`), if it said.
-pub fn forwarded_proto(headers: &axum::http::HeaderMap) -> Option<&'static str> {
-    let first = trusted_forwarded(headers, "x-forwarded-proto")?;
-    match first.to_ascii_lowercase().as_str() {
-        "https" => Some("https"),
-        "http" => Some("http"),
-        _ => None,
-    }
-}
-
-/// The host a trusted proxy received the request for (`X-Forwarded-Host`), if it is a plain
-/// `host[:port]`.
-fn forwarded_host(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let host = trusted_forwarded(headers, "x-forwarded-host")?;
-    let authority: axum::http::uri::Authority = host.parse().ok()?;
-    (!host.contains('@') && authority.as_str() == host).then_some(host)
-}
-
-/// The first (the client-facing proxy's) value of a comma-separated forwarding header, when a
-/// trusted proxy sent the request.
-fn trusted_forwarded<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(crate::app::FROM_TRUSTED_PROXY)?;
-    let value = headers.get(name)?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    (!first.is_empty()).then_some(first)
-}
-
-/// The URL of an object, path-style under the server's base URL.
-pub fn object_url(base: &str, bucket: &str, key: &str) -> String {
-    format!(
-        "{base}/{bucket}/{}",
-        crate::auth::sigv4::uri_encode(key, false)
-    )
 }
 
 /// One file a policy is signed for (the page's script and Uppy name the file first): its key and
@@ -472,6 +422,29 @@ pub fn new_link(
         expires_at: now + expires_in.as_millis() as i64,
         revoked: false,
     }
+}
+
+/// The upload link's routes: its page, its policy, its multipart path and its static files.
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/-/u/{token}", get(upload_page))
+        .route("/-/u/{token}/policy", get(link_policy_json))
+        .route("/-/u/{token}/done", get(received_page))
+        .route("/-/u/{token}/uploads", post(crate::link_uploads::start))
+        .route(
+            "/-/u/{token}/uploads/{id}",
+            get(crate::link_uploads::parts).delete(crate::link_uploads::abort),
+        )
+        .route(
+            "/-/u/{token}/uploads/{id}/parts/{n}",
+            get(crate::link_uploads::part_url),
+        )
+        .route(
+            "/-/u/{token}/uploads/{id}/complete",
+            post(crate::link_uploads::complete),
+        )
+        .route("/-/static/{file}", get(static_file))
 }
 
 #[cfg(test)]

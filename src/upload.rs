@@ -11,10 +11,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::app::AppState;
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::objects::{self, Body, ObjectMeta};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::state::AppState;
 use crate::store::{IngestError, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.

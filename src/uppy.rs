@@ -25,8 +25,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::link_uploads::{finish, json_error, open_upload, part_list, sign_part_url, usable_link};
+use crate::state::AppState;
 
 /// `GET /-/u/{token}/s3/params`
 pub async fn params(
@@ -53,7 +53,7 @@ pub async fn params(
         Ok(f) => f,
         Err(res) => return res,
     };
-    let base = crate::ui::base_url(&app, &headers);
+    let base = crate::state::base_url(&app, &headers);
     let post = match crate::ui::link_policy(&app, &link, &base, None, Some(file)).await {
         Ok(p) => p,
         Err(_) => {
@@ -180,4 +180,26 @@ pub async fn complete(
         .map(|p| (p.part_number, p.etag))
         .collect();
     finish(&app, &link, &upload, parts, &headers).await
+}
+
+/// Uppy's `@uppy/aws-s3` signs through these; the link is the credential, so any origin may call.
+pub fn routes() -> axum::Router<AppState> {
+    use axum::http::Method;
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/-/u/{token}/s3/params", get(params))
+        .route("/-/u/{token}/s3/multipart", post(create))
+        .route(
+            "/-/u/{token}/s3/multipart/{id}",
+            get(list_parts).delete(crate::link_uploads::abort),
+        )
+        .route("/-/u/{token}/s3/multipart/{id}/complete", post(complete))
+        .route("/-/u/{token}/s3/multipart/{id}/{n}", get(sign_part))
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([axum::http::header::CONTENT_TYPE])
+                .max_age(std::time::Duration::from_secs(3600)),
+        )
 }

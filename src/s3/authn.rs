@@ -7,11 +7,11 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::S3Request;
-use crate::app::AppState;
 use crate::auth::chunked::{AwsChunked, AwsChunkedOptions, Trailers};
 use crate::auth::{self, AuthError, Payload, RequestView, SecretKey};
 use crate::db::keys::KeyRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::state::AppState;
 
 /// An authenticated (or anonymous) caller and how its body must be read.
 pub struct Caller {

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::{BucketCtx, Caller, S3Request, empty, iso8601, xml_response};
-use crate::app::AppState;
 use crate::db::buckets::{self, Created, Deleted};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::state::AppState;
 use crate::xml::{self, XmlWriter};
 
 /// Request bodies of bucket-level calls are small XML documents.

@@ -8,10 +8,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
 use super::{BucketCtx, Caller, S3Request, empty, xml_response};
-use crate::app::AppState;
 use crate::cors::{CorsConfig, CorsError};
 use crate::db::buckets;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::state::AppState;
 
 pub async fn get_bucket_cors(ctx: BucketCtx) -> S3Result<Response> {
     let config = ctx

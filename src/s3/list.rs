@@ -12,9 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{S3Request, iso8601, xml_response};
-use crate::app::AppState;
 use crate::db::objects::{self, ListEntry, prefix_successor};
 use crate::error::{S3Error, S3Result};
+use crate::state::AppState;
 use crate::xml::XmlWriter;
 
 const MAX_KEYS: usize = 1000;

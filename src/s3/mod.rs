@@ -19,11 +19,10 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
-use crate::app::AppState;
 use crate::db::buckets::{BucketRecord, Perm};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::state::AppState;
 pub use authn::Caller;
-pub use multipart::expire_uploads;
 
 /// A parsed S3 request, before authentication.
 pub struct S3Request {

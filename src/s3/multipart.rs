@@ -17,11 +17,11 @@ use super::object::{
     body_segments, check_copy_conditions, copy_source, object_headers, receive_body,
 };
 use super::{Caller, S3Request, empty, iso8601, xml_response};
-use crate::app::AppState;
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::objects::{self, Body as Stored};
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::state::AppState;
 use crate::store::Staged;
 use crate::upload::{self, ObjectHeaders};
 use crate::xml::{self, XmlWriter};
@@ -637,32 +637,4 @@ fn owner_elems(w: &mut XmlWriter, name: &str, owner: &str) {
     w.elem("ID", owner);
     w.elem("DisplayName", owner);
     w.close(name);
-}
-
-/// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
-/// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
-/// abort removed first is skipped).
-pub async fn expire_uploads(app: &AppState, cutoff_millis: i64) -> S3Result<usize> {
-    let blobs = app
-        .db
-        .write(move |c| {
-            let mut blobs = Vec::new();
-            let mut ids = uploads::expired(c, cutoff_millis)?;
-            ids.extend(uploads::of_closed_links(c, crate::db::now_millis())?);
-            ids.sort();
-            ids.dedup();
-            let mut aborted = 0;
-            for id in &ids {
-                if let Some(b) = uploads::abort(c, id)? {
-                    blobs.extend(b);
-                    aborted += 1;
-                }
-            }
-            Ok((aborted, blobs))
-        })
-        .await?;
-    for blob in blobs.1 {
-        app.store.remove(blob).await;
-    }
-    Ok(blobs.0)
 }

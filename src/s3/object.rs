@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::bucket::acl_document;
 use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_response};
-use crate::app::AppState;
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::state::AppState;
 use crate::store::{Hashes, Staged};
 use crate::upload::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::xml::{self, XmlWriter};

@@ -15,7 +15,6 @@ use futures_util::TryStreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{S3Request, empty};
-use crate::app::AppState;
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::buckets::BucketRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
@@ -23,6 +22,7 @@ use crate::policy::{
     self, ContentLengthRange, FormFields, PolicyDocumentError, PolicyViolation, PostAuth,
     PostAuthError, SizeViolation, SuccessActionStatus,
 };
+use crate::state::AppState;
 use crate::store::Hashes;
 use crate::upload::{self, Expected, ObjectHeaders, WriteCondition};
 
@@ -594,10 +594,10 @@ pub fn object_url(app: &AppState, req: &S3Request, bucket: &str, key: &str) -> S
         && app.config.public_url.is_none()
         && let Some(host) = req.header(header::HOST)
     {
-        let scheme = crate::ui::forwarded_proto(&req.headers).unwrap_or("http");
+        let scheme = crate::state::forwarded_proto(&req.headers).unwrap_or("http");
         return format!("{scheme}://{host}/{key}");
     }
-    let base = crate::ui::base_url(app, &req.headers);
+    let base = crate::state::base_url(app, &req.headers);
     format!("{base}/{bucket}/{key}")
 }
 

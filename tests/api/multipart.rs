@@ -880,13 +880,15 @@ async fn expiry_sweep_aborts_old_uploads_and_removes_their_parts() {
     assert_eq!(blob_files(app.data_dir()).len(), 3);
 
     // A cutoff before the uploads began touches nothing.
-    let n = postgate::s3::expire_uploads(&app.state, 0).await.unwrap();
+    let n = postgate::objects::multipart::expire(&app.state.db, &app.state.store, 0)
+        .await
+        .unwrap();
     assert_eq!(n, 0);
     assert_eq!(blob_files(app.data_dir()).len(), 3);
     assert_eq!(list_uploads(&app, "mpu", "").await.len(), 2);
 
     let far_future = (OffsetDateTime::now_utc().unix_timestamp() + 365 * 86_400) * 1000;
-    let n = postgate::s3::expire_uploads(&app.state, far_future)
+    let n = postgate::objects::multipart::expire(&app.state.db, &app.state.store, far_future)
         .await
         .unwrap();
     assert_eq!(n, 2);

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::app::AppState;
 use crate::error::{S3Error, S3ErrorCode};
+use crate::state::AppState;
 
 /// A body must bring at least this many bytes within each `body_timeout` of waiting, or end.
 /// A plain "no byte for N seconds" rule would let a client that trickles one byte every few

@@ -1,0 +1,152 @@
+//! The edge: the router (the only place that imports every area), the middleware every request
+//! passes, and the serve loop. Each area exports its `routes()`; S3 is the fallback, since its
+//! paths are any bucket and key outside the reserved `/-/` prefix.
+
+pub mod limits;
+mod middleware;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware as layer;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::api::routes(&state.config))
+        .merge(crate::uppy::routes())
+        .merge(crate::ui::routes())
+        .route("/-/health", get(health))
+        .fallback(crate::s3::dispatch)
+        .layer(layer::from_fn_with_state(
+            state.clone(),
+            limits::body_limits,
+        ))
+        .layer(layer::from_fn_with_state(
+            state.clone(),
+            middleware::forwarded_headers,
+        ))
+        .layer(layer::from_fn(middleware::request_id_and_errors))
+        .with_state(state)
+}
+
+async fn health(State(_): State<AppState>) -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Most bytes hyper reads ahead of the handler on one connection. It bounds how much of a
+/// doomed upload is read before postgate answers (a POST past its policy's maximum is refused
+/// at most this far past it), and it must still hold a request's headers.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for at most
+/// `shutdown_timeout` (an upload in flight either completes and commits or is discarded whole);
+/// connections still open then are dropped, and their uploads discarded whole.
+///
+/// At most `max_connections` connections are served at once: each holds a permit of a semaphore
+/// the accept loop waits on, so further clients wait in the listen backlog instead of taking
+/// descriptors and memory.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    let db = state.db.clone();
+    let limits = state.config.limits.clone();
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let max_connections = limits.connections(nofile);
+    tracing::debug!(max_connections, "connection limit");
+    let sweeper = state.clone();
+    let expiry_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            sweeper.expire_uploads().await;
+        }
+    });
+    // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
+    let mut state = state;
+    if let Ok(bound) = listener.local_addr()
+        && bound != state.config.addr
+    {
+        let mut config = (*state.config).clone();
+        config.addr = bound;
+        state.config = Arc::new(config);
+    }
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
+    // Set once the graceful period is over: every connection task drops its connection.
+    let (abort, aborted) = tokio::sync::watch::channel(false);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(MAX_READ_AHEAD)
+        .header_read_timeout(limits.header_timeout)
+        .timer(hyper_util::rt::TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                // The peer's address rides on each request (`forwarded_headers` checks it).
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    hyper::service::Service::call(&service, req)
+                });
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                let mut aborted = aborted.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = aborted.wait_for(|a| *a) => {}
+                    }
+                    drop(permit);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            after = ?limits.shutdown_timeout,
+            "requests still in flight at shutdown were dropped"
+        );
+        let _ = abort.send(true);
+        // Every connection task gives its permit back once its connection is dropped.
+        let _ = permits.acquire_many(max_connections).await;
+    }
+    expiry_task.abort();
+    db.close();
+    Ok(())
+}

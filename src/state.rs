@@ -1,0 +1,259 @@
+//! The state every request shares: the configuration, the database, the blob store, and the
+//! short-lived caches of access keys and bucket rows in front of them. It imports no handler: the
+//! areas (`s3`, `links`, `api`) take it as their axum state, and `http` builds the router over it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::db::buckets::{BucketRecord, Perm};
+use crate::db::keys::KeyRecord;
+use crate::db::{self, Db, DbError};
+use crate::store::BlobStore;
+
+/// How long a looked-up access key or bucket row is trusted before it is read again, so that keys
+/// the operator deletes with the CLI while the server runs stop working promptly.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Access key id → (the key, if it exists; when it was read).
+type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
+
+/// Bucket name → (its row; when it was read).
+type BucketMap = HashMap<String, (BucketRecord, Instant)>;
+
+/// Bucket rows as requests see them, so that an upload does not wait on the read pool for a row
+/// that rarely changes. Changes made through this server clear it at once (`write_bucket`);
+/// changes by the CLI (`bucket set`) or another process show within `CACHE_TTL`. Grants are not
+/// cached (`postgate bucket allow` applies at once), nor are missing buckets (one the CLI creates
+/// is usable at once).
+#[derive(Default)]
+struct BucketCache {
+    map: RwLock<BucketMap>,
+    /// Bumped by every change: a read that began before it must not refill the cache.
+    generation: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub store: BlobStore,
+    keys: Arc<RwLock<KeyCache>>,
+    buckets: Arc<BucketCache>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+}
+
+impl AppState {
+    /// Opens the data directory: creates it, migrates the database, sweeps what a crash left
+    /// behind and makes sure an admin key exists. Returns the state and, when a new admin key was
+    /// generated, its secret (to be printed once).
+    pub async fn open(config: Config) -> Result<(AppState, Option<KeyRecord>), StartError> {
+        let dir = config.data_dir.clone();
+        if crate::store::private_dir(&dir)
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?
+        {
+            tracing::info!(dir = %dir.display(), "made the data directory private (mode 0700)");
+        }
+        let store =
+            BlobStore::open(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        let db = Db::open(&config.db_path())?;
+
+        let referenced = db.read(db::objects::referenced_blobs).await?;
+        let sweep_store = store.clone();
+        match tokio::task::spawn_blocking(move || sweep_store.sweep(&referenced)).await {
+            Ok(Ok((temps, orphans))) if temps + orphans > 0 => {
+                tracing::info!(temps, orphans, "swept leftovers of interrupted uploads")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "start-up sweep failed"),
+            _ => {}
+        }
+
+        let admin = config.admin_key.clone();
+        let (retired, generated) = db
+            .write(move |c| match admin {
+                Some((access, secret)) => {
+                    let retired = db::keys::install_admin(c, &access, &secret)?;
+                    Ok((retired, None))
+                }
+                None => match db::keys::find_admin(c)? {
+                    Some(_) => Ok((Vec::new(), None)),
+                    None => {
+                        let (access, secret) = db::keys::generate();
+                        db::keys::install_admin(c, &access, &secret)?;
+                        Ok((Vec::new(), db::keys::find(c, &access)?))
+                    }
+                },
+            })
+            .await?;
+        if let Some((new, _)) = &config.admin_key {
+            for old in retired {
+                // Access key ids only: never a secret in the log.
+                tracing::info!(
+                    old_access_key = %old,
+                    new_access_key = %new,
+                    "the configured admin key replaces the previous one, which no longer works"
+                );
+            }
+        }
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            store,
+            keys: Arc::new(RwLock::new(HashMap::new())),
+            buckets: Arc::default(),
+        };
+        state.expire_uploads().await;
+        Ok((state, generated))
+    }
+
+    /// Aborts multipart uploads older than the configured expiry.
+    pub async fn expire_uploads(&self) {
+        let expiry = self.config.multipart_expiry.as_millis() as i64;
+        let cutoff = db::now_millis() - expiry;
+        match crate::objects::multipart::expire(&self.db, &self.store, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "aborted expired multipart uploads"),
+            Err(e) => tracing::warn!(error = %e, "multipart expiry failed"),
+        }
+    }
+
+    /// Looks up an access key, through a short-lived cache.
+    pub async fn find_key(&self, access_key: &str) -> Result<Option<KeyRecord>, DbError> {
+        if let Some((rec, at)) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(access_key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(rec.clone());
+        }
+        let owned = access_key.to_owned();
+        let rec = self.db.read(move |c| db::keys::find(c, &owned)).await?;
+        let mut cache = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(access_key.to_owned(), (rec.clone(), Instant::now()));
+        Ok(rec)
+    }
+
+    /// The bucket and the grant `access_key` holds on it. Pass `""` when no grant can matter
+    /// (an anonymous or admin caller); the owner's grant does not matter either. Only when a grant
+    /// can matter is it read, and then always from the database.
+    pub async fn bucket_with_grant(
+        &self,
+        bucket: &str,
+        access_key: &str,
+    ) -> Result<Option<(BucketRecord, Option<Perm>)>, DbError> {
+        if let Some((record, at)) = self
+            .buckets
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bucket)
+            && at.elapsed() < CACHE_TTL
+            && (access_key.is_empty() || access_key == record.owner)
+        {
+            return Ok(Some((record.clone(), None)));
+        }
+        let generation = self.buckets.generation.load(Ordering::Acquire);
+        let (b, k) = (bucket.to_owned(), access_key.to_owned());
+        let found = self
+            .db
+            .read(move |c| db::buckets::get_with_grant(c, &b, &k))
+            .await?;
+        if let Some((record, _)) = &found {
+            let mut map = self.buckets.map.write().unwrap_or_else(|e| e.into_inner());
+            // A change since the read began may have made it stale: leave it out.
+            if self.buckets.generation.load(Ordering::Acquire) == generation {
+                if map.len() > 10_000 {
+                    map.clear();
+                }
+                map.insert(bucket.to_owned(), (record.clone(), Instant::now()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// A write to buckets (a bucket, its ACL, CORS or grants): the bucket cache forgets everything
+    /// once it is done, whatever its outcome.
+    pub async fn write_bucket<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let result = self.db.write(f).await;
+        self.buckets_changed();
+        result
+    }
+
+    fn buckets_changed(&self) {
+        let mut map = self.buckets.map.write().unwrap_or_else(|e| e.into_inner());
+        self.buckets.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
+    }
+}
+
+/// Marks a request whose `X-Forwarded-Proto`/`X-Forwarded-Host` come from a trusted proxy (see
+/// `http`'s `forwarded_headers`); only `http`'s `forwarded_headers` sets it, and it removes any a client sent.
+pub(crate) const FROM_TRUSTED_PROXY: &str = "x-postgate-from-trusted-proxy";
+
+/// The server's base URL, from configuration and never from what a client claims (a `Host` of
+/// the attacker's choosing would put the upload form, its signed redirect and every `Location`
+/// on the attacker's host): `--public-url`; else the scheme and host a trusted proxy forwarded
+/// (`http`'s `forwarded_headers` marks its requests); else `http://` + the address the server
+/// listens on.
+pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if let Some(u) = &app.config.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    if let Some(host) = forwarded_host(headers) {
+        return format!("{}://{host}", forwarded_proto(headers).unwrap_or("http"));
+    }
+    format!("http://{}", app.config.addr)
+}
+
+/// The scheme a trusted proxy received the request on (`X-Forwarded-Proto`), if it said.
+pub fn forwarded_proto(headers: &axum::http::HeaderMap) -> Option<&'static str> {
+    let first = trusted_forwarded(headers, "x-forwarded-proto")?;
+    match first.to_ascii_lowercase().as_str() {
+        "https" => Some("https"),
+        "http" => Some("http"),
+        _ => None,
+    }
+}
+
+/// The host a trusted proxy received the request for (`X-Forwarded-Host`), if it is a plain
+/// `host[:port]`.
+fn forwarded_host(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let host = trusted_forwarded(headers, "x-forwarded-host")?;
+    let authority: axum::http::uri::Authority = host.parse().ok()?;
+    (!host.contains('@') && authority.as_str() == host).then_some(host)
+}
+
+/// The first (the client-facing proxy's) value of a comma-separated forwarding header, when a
+/// trusted proxy sent the request.
+fn trusted_forwarded<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(FROM_TRUSTED_PROXY)?;
+    let value = headers.get(name)?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then_some(first)
+}
+
+/// The URL of an object, path-style under the server's base URL.
+pub fn object_url(base: &str, bucket: &str, key: &str) -> String {
+    format!(
+        "{base}/{bucket}/{}",
+        crate::auth::sigv4::uri_encode(key, false)
+    )
+}
