@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::db::keys::KeyRecord;
 use crate::db::links::LinkRecord;
-use crate::error::{S3Error, S3ErrorCode};
+use crate::error::S3Error;
 use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, SigVersion};
 use crate::state::AppState;
 use crate::state::base_url;
@@ -54,56 +54,8 @@ pub struct PresignPostRequest {
     pub signature_version: Option<String>,
 }
 
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message)
-    }
-}
-
-impl From<S3Error> for ApiError {
-    fn from(e: S3Error) -> Self {
-        if e.s3_code() == S3ErrorCode::InternalError {
-            tracing::error!(error = %e, "api: internal error");
-        }
-        ApiError::new(
-            e.s3_code().status(),
-            e.s3_code().as_str(),
-            e.message().to_owned(),
-        )
-    }
-}
-
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        S3Error::from(e).into()
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
-    }
-}
+/// The JSON API's errors: the `/-/` routes' one JSON shape.
+pub type ApiError = crate::error::JsonError;
 
 /// `POST /-/api/presign/post`
 pub async fn presign_post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -181,7 +133,7 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
     if input
         .metadata
         .keys()
-        .any(|k| format!("x-amz-meta-{k}").eq_ignore_ascii_case(crate::ui::LINK_META_FIELD))
+        .any(|k| format!("x-amz-meta-{k}").eq_ignore_ascii_case(crate::links::LINK_META_FIELD))
     {
         return Err(ApiError::bad_request(
             "metadata may not contain upload-link: only an upload link signs that field",
@@ -252,7 +204,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         return Err(ApiError::bad_request("prefix is too long"));
     }
     let content_type = input.content_type.filter(|t| !t.trim().is_empty());
-    let link = crate::ui::new_link(
+    let link = crate::links::new_link(
         &input.bucket,
         &input.prefix,
         max_size,

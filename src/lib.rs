@@ -24,17 +24,15 @@ pub mod cors;
 pub mod db;
 pub mod error;
 pub mod http;
-pub mod link_uploads;
+pub mod links;
 pub mod names;
 pub mod objects;
 pub mod policy;
 pub mod s3;
 pub mod state;
 pub mod store;
-pub mod ui;
 pub mod units;
 pub mod upload;
-pub mod uppy;
 pub mod xml;
 
 pub use config::Config;

@@ -340,7 +340,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             if max_size > postgate::policy::MAX_POST_OBJECT_SIZE {
                 return Err("--max-size is above the 5 GiB POST limit".into());
             }
-            let link = postgate::ui::new_link(
+            let link = postgate::links::new_link(
                 &bucket,
                 &prefix,
                 max_size,
@@ -370,7 +370,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                     "{:<18} {:<24} {:<10} {:<8} {:<10} {}",
                     l.id,
                     format!("{}/{}", l.bucket, l.prefix),
-                    postgate::ui::human_size(l.max_size),
+                    postgate::links::human_size(l.max_size),
                     files,
                     if l.revoked { "revoked" } else { state },
                     postgate::s3::http_date(l.expires_at)

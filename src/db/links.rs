@@ -1,4 +1,5 @@
-//! Shareable upload links.
+//! Shareable upload links: their rows. Their rules (open, full, accepted types) are in
+//! `crate::links::link`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -41,89 +42,6 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
         revoked: r.get(11)?,
     })
 }
-
-impl LinkRecord {
-    /// Why the link is closed (revoked or expired), if it is. A closed link takes nothing more:
-    /// no new upload, no part, no completion.
-    pub fn closed(&self) -> Option<&'static str> {
-        if self.revoked {
-            Some("This upload link has been revoked.")
-        } else if self.expires_at <= now_millis() {
-            Some("This upload link has expired.")
-        } else {
-            None
-        }
-    }
-
-    /// Whether every file the link accepts is received or on its way. A full link still lets
-    /// the uploads it counted finish (their parts, their completion).
-    pub fn full(&self) -> bool {
-        self.max_files.is_some_and(|m| self.uploaded_files >= m)
-    }
-
-    /// Why the link cannot take a new file, if it can't: closed, or full.
-    pub fn unusable(&self) -> Option<&'static str> {
-        self.closed().or_else(|| self.full().then_some(FULL))
-    }
-
-    /// Whether the link accepts a file of type `content_type` (a `Content-Type` value).
-    ///
-    /// The one rule for every path (form POST, multipart, Uppy): the link's list is split on
-    /// commas; an entry ending in `/` (or `/*`) is a family and matches any type in it
-    /// (`image/` takes `image/svg+xml`); any other entry must equal the file's media type.
-    /// Comparisons ignore case and the parameters after `;`. A value that is not one
-    /// `type/subtype` media type (such as a comma list) matches nothing. No (or an empty) list:
-    /// any type.
-    pub fn accepts_type(&self, content_type: &str) -> bool {
-        let Some(rule) = &self.content_type else {
-            return true;
-        };
-        if type_entries(rule).next().is_none() {
-            return true;
-        }
-        let media = content_type.split(';').next().unwrap_or_default().trim();
-        let valid = media.split_once('/').is_some_and(|(t, s)| {
-            let token = |x: &str| !x.is_empty() && x.bytes().all(is_token_byte);
-            token(t) && token(s)
-        });
-        if !valid {
-            return false;
-        }
-        let media = media.to_ascii_lowercase();
-        type_entries(rule).any(|entry| match entry {
-            TypeEntry::Family(family) => media.starts_with(&family.to_ascii_lowercase()),
-            TypeEntry::Exact(exact) => media == exact.to_ascii_lowercase(),
-        })
-    }
-}
-
-/// One entry of a link's type list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TypeEntry<'a> {
-    /// `image/` (written `image/` or `image/*`): every type of the family.
-    Family(&'a str),
-    /// `image/png`: exactly this media type.
-    Exact(&'a str),
-}
-
-/// The entries of a link's `content_type` list, in order (empty entries skipped).
-pub fn type_entries(rule: &str) -> impl Iterator<Item = TypeEntry<'_>> {
-    rule.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|e| match e.strip_suffix('*') {
-            Some(family) if family.ends_with('/') => TypeEntry::Family(family),
-            _ if e.ends_with('/') => TypeEntry::Family(e),
-            _ => TypeEntry::Exact(e),
-        })
-}
-
-/// RFC 9110 `tchar`: the bytes of a media type's type and subtype.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-const FULL: &str = "This upload link has received all the files it accepts.";
 
 /// A random, unguessable token (two UUIDv4s: 244 random bits).
 pub fn new_token() -> String {
@@ -200,20 +118,22 @@ pub fn revoke(conn: &Connection, token_or_id: &str) -> Result<Option<Vec<String>
     Ok(Some(blobs))
 }
 
-/// Why a link refused a new upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+/// What became of a request for one of a link's slots.
+#[derive(Debug, Clone)]
+pub enum Reservation {
+    /// The slot is taken: the change it pays for may go ahead.
+    Taken,
     /// No link has this id.
     Unknown,
-    /// Revoked, expired or full: the reason, for the person uploading.
-    Unusable(&'static str),
+    /// The link is revoked, expired or full (`links::Link` says which, for the person uploading).
+    Refused(LinkRecord),
 }
 
 /// Takes one of the link's slots for a new upload, with one conditional `UPDATE`, so that
 /// concurrent uploads can never take more than `max_files` between them. Call it in the same
 /// transaction as the change it pays for (the upload row it creates), or give the slot back with
 /// [`release_upload`] exactly once if that change fails.
-pub fn reserve_upload(conn: &Connection, id: &str) -> Result<Result<(), Refusal>, DbError> {
+pub fn reserve_upload(conn: &Connection, id: &str) -> Result<Reservation, DbError> {
     let taken = conn
         .prepare_cached(
             "UPDATE links SET uploaded_files = uploaded_files + 1
@@ -222,12 +142,12 @@ pub fn reserve_upload(conn: &Connection, id: &str) -> Result<Result<(), Refusal>
         )?
         .execute(params![id, now_millis()])?;
     if taken == 1 {
-        return Ok(Ok(()));
+        return Ok(Reservation::Taken);
     }
-    Ok(Err(match get_by_id(conn, id)? {
-        None => Refusal::Unknown,
-        Some(link) => Refusal::Unusable(link.unusable().unwrap_or(FULL)),
-    }))
+    Ok(match get_by_id(conn, id)? {
+        None => Reservation::Unknown,
+        Some(link) => Reservation::Refused(link),
+    })
 }
 
 /// Gives back one slot: only for an upload that took one and that really ended without a file
@@ -238,50 +158,4 @@ pub fn release_upload(conn: &Connection, id: &str) -> Result<(), DbError> {
     )?
     .execute([id])?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_types(rule: &str) -> LinkRecord {
-        crate::ui::new_link(
-            "b",
-            "",
-            1,
-            Some(rule.to_owned()),
-            None,
-            std::time::Duration::from_secs(60),
-            "ak",
-        )
-    }
-
-    #[test]
-    fn a_type_list_is_matched_exactly() {
-        let l = with_types("image/png, image/jpeg");
-        assert!(l.accepts_type("image/png"));
-        assert!(l.accepts_type("IMAGE/JPEG; charset=binary"));
-        assert!(!l.accepts_type("image/svg+xml"));
-        assert!(!l.accepts_type("image/pngx"));
-        assert!(!l.accepts_type("text/html"));
-        assert!(!l.accepts_type("image/png,text/html"));
-        assert!(!l.accepts_type(""));
-    }
-
-    #[test]
-    fn a_family_takes_its_members_only() {
-        for rule in ["image/", "image/*"] {
-            let l = with_types(rule);
-            assert!(l.accepts_type("image/svg+xml"), "{rule}");
-            assert!(!l.accepts_type("image/png, text/html"), "{rule}");
-            assert!(!l.accepts_type("imagex/png"), "{rule}");
-            assert!(!l.accepts_type("text/plain"), "{rule}");
-        }
-        let open = LinkRecord {
-            content_type: None,
-            ..with_types("x/")
-        };
-        assert!(open.accepts_type("anything"));
-        assert!(with_types(" , ").accepts_type("text/html"));
-    }
 }

@@ -161,7 +161,8 @@ pub async fn body_limits(State(app): State<AppState>, req: Request, next: Next) 
     if state.timed_out.load(Ordering::Relaxed) {
         res = if own_route {
             let code = S3ErrorCode::RequestTimeout;
-            crate::link_uploads::json_error(code.status(), code.as_str(), code.default_message())
+            crate::error::JsonError::new(code.status(), code.as_str(), code.default_message())
+                .into_response()
         } else {
             S3Error::code(S3ErrorCode::RequestTimeout).into_response()
         };

@@ -21,8 +21,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::api::routes(&state.config))
-        .merge(crate::uppy::routes())
-        .merge(crate::ui::routes())
+        .merge(crate::links::routes())
         .route("/-/health", get(health))
         .fallback(crate::s3::dispatch)
         .layer(layer::from_fn_with_state(

@@ -422,7 +422,7 @@ pub async fn complete(
                     }
                     if objects::get(c, &b, &k, false)?.is_some() {
                         let blobs = uploads::abort(c, &id)?.unwrap_or_default();
-                        return Ok((Err(crate::link_uploads::name_taken(&k)), blobs));
+                        return Ok((Err(crate::links::link::name_taken(&k)), blobs));
                     }
                     max_size = link.map(|l| l.max_size);
                 }

@@ -263,7 +263,7 @@ where
     // link (prefix, exact type), is create-only, and a revoked, expired or full link stops
     // working even for policies it signed earlier. The slot it takes is given back, once, if the
     // upload fails or the request is dropped.
-    let link = match fields.get(crate::ui::LINK_META_FIELD) {
+    let link = match fields.get(crate::links::LINK_META_FIELD) {
         Some(id) => {
             let signed = match &signer {
                 Signer::Key {
@@ -273,7 +273,7 @@ where
             };
             let content_type = fields.get("content-type");
             Some(
-                crate::link_uploads::check_form(app, id, &bucket, signed, &key, content_type)
+                crate::links::link::check_form(app, id, &bucket, signed, &key, content_type)
                     .await?,
             )
         }
@@ -297,7 +297,7 @@ where
         Err(e) => {
             slot.release().await;
             if e.s3_code() == S3ErrorCode::PreconditionFailed {
-                return Err(crate::link_uploads::name_taken(&key));
+                return Err(crate::links::link::name_taken(&key));
             }
             Err(e)
         }

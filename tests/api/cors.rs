@@ -425,7 +425,7 @@ async fn create_link(
     bucket: &str,
     max_files: Option<u64>,
 ) -> postgate::db::links::LinkRecord {
-    let link = postgate::ui::new_link(
+    let link = postgate::links::new_link(
         bucket,
         "in/",
         16,
@@ -786,7 +786,7 @@ async fn uppy_link(
     max_size: u64,
     content_type: Option<&str>,
 ) -> String {
-    let link = postgate::ui::new_link(
+    let link = postgate::links::new_link(
         bucket,
         "up/",
         max_size,

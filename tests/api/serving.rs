@@ -96,7 +96,7 @@ async fn send_json(
 
 /// A link into `bucket` under `in/`, signed by the admin key; returns its token.
 async fn create_link(state: &postgate::AppState, bucket: &str) -> String {
-    let link = postgate::ui::new_link(
+    let link = postgate::links::new_link(
         bucket,
         "in/",
         10 << 20,

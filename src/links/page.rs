@@ -4,7 +4,7 @@
 //! limits. The page carries a POST policy the server signs on the link creator's behalf; the
 //! limits are enforced by that policy (size range, key prefix, content type, expiry), and the
 //! policy also pins `x-amz-meta-upload-link` to the link's public id, so the POST handler knows
-//! the form as the link's (`link_uploads::check_form`): it counts the file, checks its type
+//! the form as the link's (`link::check_form`): it counts the file, checks its type
 //! against the link's exact list, refuses to replace an object, and refuses uploads on a revoked,
 //! expired or full link even with a policy issued earlier.
 //! Without JavaScript the page is a plain form that follows `success_action_redirect` to a
@@ -15,12 +15,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::link::{self, Need, Unavailable};
 use crate::db::links::LinkRecord;
+use crate::error::JsonError;
 use crate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, PresignedPost};
 use crate::state::{AppState, base_url};
 
-/// Metadata field pinned by every link policy: the link's public id.
-pub const LINK_META_FIELD: &str = "x-amz-meta-upload-link";
 /// A page's policy lives at most this long (or until the link expires, if sooner).
 const POLICY_LIFETIME_SECS: i64 = 3600;
 
@@ -110,27 +110,26 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     )
 }
 
+/// The link behind `token`, if it can take a new file; else the page that says why.
 async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
-    let t = token.to_owned();
-    match app.db.read(move |c| crate::db::links::get(c, &t)).await {
-        Ok(Some(link)) => match link.unusable() {
-            None => Ok(link),
-            Some(reason) => Err(error_page(StatusCode::GONE, "Link unavailable", reason)),
-        },
-        Ok(None) => Err(error_page(
-            StatusCode::NOT_FOUND,
-            "Link not found",
-            "This upload link does not exist. Check that you copied all of it.",
-        )),
-        Err(e) => {
-            tracing::error!(error = %e, "loading link failed");
-            Err(error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "Please try again in a moment.",
-            ))
-        }
-    }
+    link::load(app, token, Need::Usable)
+        .await
+        .map_err(|why| match why {
+            Unavailable::Closed(reason) => error_page(StatusCode::GONE, "Link unavailable", reason),
+            Unavailable::Unknown => error_page(
+                StatusCode::NOT_FOUND,
+                "Link not found",
+                "This upload link does not exist. Check that you copied all of it.",
+            ),
+            Unavailable::Failed(e) => {
+                tracing::error!(error = %e, "loading link failed");
+                error_page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "Please try again in a moment.",
+                )
+            }
+        })
 }
 
 /// One file a policy is signed for (the page's script and Uppy name the file first): its key and
@@ -145,9 +144,8 @@ pub(crate) struct ForFile {
 /// list the `starts-with` of its common prefix, since a policy cannot say "one of"). The POST
 /// handler enforces the exact list in every case ([`LinkRecord::accepts_type`]).
 fn link_type_rule(rule: Option<&str>) -> ContentTypeRule {
-    use crate::db::links::TypeEntry;
-    let entries: Vec<TypeEntry> =
-        crate::db::links::type_entries(rule.unwrap_or_default()).collect();
+    use link::TypeEntry;
+    let entries: Vec<TypeEntry> = link::type_entries(rule.unwrap_or_default()).collect();
     match entries[..] {
         // Without a restriction the browser may still send the file's type (starts-with "").
         [] => ContentTypeRule::Prefix(String::new()),
@@ -252,9 +250,9 @@ pub async fn upload_page(
         UploadPage {
             bucket: link.bucket.clone(),
             prefix: link.prefix.clone(),
-            max_size: human_size(link.max_size),
+            max_size: link::human_size(link.max_size),
             max_size_bytes: link.max_size,
-            multipart_threshold: crate::link_uploads::MULTIPART_THRESHOLD,
+            multipart_threshold: super::multipart::MULTIPART_THRESHOLD,
             content_type: link.content_type.clone(),
             content_type_default,
             type_in_form: form.field("Content-Type").is_some(),
@@ -286,22 +284,25 @@ pub async fn link_policy_json(
     Query(query): Query<PolicyQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let json_error = |status: StatusCode, message: &str| {
-        crate::link_uploads::json_error(status, "LinkUnavailable", message)
+    let link = match link::load(&app, &token, Need::Usable).await {
+        Ok(link) => link,
+        // The page's script shows the message: no database detail in it.
+        Err(Unavailable::Failed(_)) => {
+            return JsonError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "LinkUnavailable",
+                "Please try again.",
+            )
+            .into_response();
+        }
+        Err(why) => return JsonError::from(why).into_response(),
     };
-    let t = token.clone();
-    let link = match app.db.read(move |c| crate::db::links::get(c, &t)).await {
-        Ok(Some(link)) => link,
-        Ok(None) => return json_error(StatusCode::NOT_FOUND, "This upload link does not exist."),
-        Err(_) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, "Please try again."),
-    };
-    if let Some(reason) = link.unusable() {
-        return json_error(StatusCode::GONE, reason);
-    }
+    let json_error =
+        |status, message| JsonError::new(status, "LinkUnavailable", message).into_response();
     let file = match query.filename {
         Some(name) => match for_file(&app, &link, &name, query.content_type).await {
             Ok(f) => Some(f),
-            Err(res) => return res,
+            Err(e) => return e.into_response(),
         },
         None => None,
     };
@@ -322,17 +323,16 @@ pub(crate) async fn for_file(
     link: &LinkRecord,
     filename: &str,
     content_type: Option<String>,
-) -> Result<ForFile, Response> {
-    use crate::link_uploads::{allowed_type, file_name, free_key, from_s3};
-    let content_type = allowed_type(link, content_type).map_err(from_s3)?;
-    let name = file_name(filename).map_err(from_s3)?;
+) -> Result<ForFile, JsonError> {
+    use super::link::{allowed_type, file_name, free_key};
+    let content_type = allowed_type(link, content_type)?;
+    let name = file_name(filename)?;
     let (bucket, prefix) = (link.bucket.clone(), link.prefix.clone());
     let key = app
         .db
         .read(move |c| free_key(c, &bucket, &prefix, &name))
-        .await
-        .map_err(|e| from_s3(e.into()))?;
-    crate::names::validate_key(&key).map_err(from_s3)?;
+        .await?;
+    crate::names::validate_key(&key)?;
     Ok(ForFile { key, content_type })
 }
 
@@ -360,11 +360,11 @@ pub async fn received_page(Path(token): Path<String>, Query(q): Query<Received>)
 pub async fn static_file(Path(file): Path<String>) -> Response {
     let (body, content_type) = match file.as_str() {
         "upload.js" => (
-            include_str!("../static/upload.js"),
+            include_str!("../../static/upload.js"),
             "text/javascript; charset=utf-8",
         ),
         "style.css" => (
-            include_str!("../static/style.css"),
+            include_str!("../../static/style.css"),
             "text/css; charset=utf-8",
         ),
         _ => return (StatusCode::NOT_FOUND, "not found").into_response(),
@@ -378,83 +378,4 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
-}
-
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} bytes")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[i])
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
-
-/// A new link record with a fresh token and public id.
-pub fn new_link(
-    bucket: &str,
-    prefix: &str,
-    max_size: u64,
-    content_type: Option<String>,
-    max_files: Option<u64>,
-    expires_in: std::time::Duration,
-    access_key: &str,
-) -> LinkRecord {
-    let now = crate::db::now_millis();
-    LinkRecord {
-        token: crate::db::links::new_token(),
-        id: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
-        bucket: bucket.to_owned(),
-        prefix: prefix.to_owned(),
-        max_size,
-        content_type,
-        max_files,
-        uploaded_files: 0,
-        access_key: access_key.to_owned(),
-        created_at: now,
-        expires_at: now + expires_in.as_millis() as i64,
-        revoked: false,
-    }
-}
-
-/// The upload link's routes: its page, its policy, its multipart path and its static files.
-pub fn routes() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
-    axum::Router::new()
-        .route("/-/u/{token}", get(upload_page))
-        .route("/-/u/{token}/policy", get(link_policy_json))
-        .route("/-/u/{token}/done", get(received_page))
-        .route("/-/u/{token}/uploads", post(crate::link_uploads::start))
-        .route(
-            "/-/u/{token}/uploads/{id}",
-            get(crate::link_uploads::parts).delete(crate::link_uploads::abort),
-        )
-        .route(
-            "/-/u/{token}/uploads/{id}/parts/{n}",
-            get(crate::link_uploads::part_url),
-        )
-        .route(
-            "/-/u/{token}/uploads/{id}/complete",
-            post(crate::link_uploads::complete),
-        )
-        .route("/-/static/{file}", get(static_file))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_naturally() {
-        assert_eq!(human_size(512), "512 bytes");
-        assert_eq!(human_size(100 << 20), "100 MiB");
-        assert_eq!(human_size(1536), "1.5 KiB");
-    }
 }

@@ -25,7 +25,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::link_uploads::{finish, json_error, open_upload, part_list, sign_part_url, usable_link};
+use super::link::{self, Need};
+use super::multipart::{self, finish, open_upload, part_list, sign_part_url};
+use super::page;
+use crate::error::JsonError;
 use crate::state::AppState;
 
 /// `GET /-/u/{token}/s3/params`
@@ -34,48 +37,39 @@ pub async fn params(
     Path(token): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Response {
-    let link = match usable_link(&app, &token).await {
-        Ok(l) => l,
-        Err(res) => return res,
-    };
+) -> Result<Response, JsonError> {
+    let link = link::load(&app, &token, Need::Usable).await?;
     let Some(filename) = query.get("filename") else {
-        return json_error(
+        return Err(JsonError::new(
             StatusCode::BAD_REQUEST,
             "InvalidArgument",
             "filename is required.",
-        );
+        ));
     };
     // The form is for this one file: its type checked against the link and pinned, its key the
     // file's name under the prefix (or `name (2).ext`, ...: a link never replaces a file).
     // Uppy appends `file` to these fields and reports `url + key` as the location.
-    let file = match crate::ui::for_file(&app, &link, filename, query.get("type").cloned()).await {
-        Ok(f) => f,
-        Err(res) => return res,
-    };
+    let file = page::for_file(&app, &link, filename, query.get("type").cloned()).await?;
     let base = crate::state::base_url(&app, &headers);
-    let post = match crate::ui::link_policy(&app, &link, &base, None, Some(file)).await {
-        Ok(p) => p,
-        Err(_) => {
-            return json_error(
-                StatusCode::GONE,
-                "LinkUnavailable",
-                "This upload link can no longer be used.",
-            );
-        }
+    let Ok(post) = page::link_policy(&app, &link, &base, None, Some(file)).await else {
+        return Err(JsonError::new(
+            StatusCode::GONE,
+            "LinkUnavailable",
+            "This upload link can no longer be used.",
+        ));
     };
     let fields: serde_json::Map<_, _> = post
         .fields
         .into_iter()
         .map(|(k, v)| (k, serde_json::Value::String(v)))
         .collect();
-    Json(serde_json::json!({
+    Ok(Json(serde_json::json!({
         "method": "POST",
         "url": format!("{}/", post.url),
         "fields": fields,
         "headers": {},
     }))
-    .into_response()
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -90,19 +84,15 @@ pub async fn create(
     State(app): State<AppState>,
     Path(token): Path<String>,
     Json(req): Json<CreateRequest>,
-) -> Response {
-    let link = match usable_link(&app, &token).await {
-        Ok(l) => l,
-        Err(res) => return res,
-    };
+) -> Result<Response, JsonError> {
+    let link = link::load(&app, &token, Need::Usable).await?;
     // Uppy does not send the size here; Complete refuses a total above the link's maximum.
-    match crate::link_uploads::begin(&app, &link, &req.filename, None, req.content_type).await {
-        Ok((key, upload_id)) => Json(serde_json::json!({
-            "key": key, "uploadId": upload_id, "bucket": link.bucket,
-        }))
-        .into_response(),
-        Err(res) => res,
-    }
+    let (key, upload_id) =
+        multipart::begin(&app, &link, &req.filename, None, req.content_type).await?;
+    Ok(Json(serde_json::json!({
+        "key": key, "uploadId": upload_id, "bucket": link.bucket,
+    }))
+    .into_response())
 }
 
 /// `GET /-/u/{token}/s3/multipart/{uploadId}/{partNumber}`
@@ -110,42 +100,33 @@ pub async fn sign_part(
     State(app): State<AppState>,
     Path((token, upload_id, number)): Path<(String, String, u32)>,
     headers: HeaderMap,
-) -> Response {
-    let signed = match open_upload(&app, &token, &upload_id).await {
-        Ok((link, upload)) => sign_part_url(&app, &link, &upload, number, &headers).await,
-        Err(res) => Err(res),
-    };
-    match signed {
-        Ok(url) => Json(serde_json::json!({
-            "url": url, "expires": crate::link_uploads::PART_URL_LIFETIME_SECS,
-        }))
-        .into_response(),
-        Err(res) => res,
-    }
+) -> Result<Response, JsonError> {
+    let (link, upload) = open_upload(&app, &token, &upload_id).await?;
+    let url = sign_part_url(&app, &link, &upload, number, &headers).await?;
+    Ok(Json(serde_json::json!({
+        "url": url, "expires": multipart::PART_URL_LIFETIME_SECS,
+    }))
+    .into_response())
 }
 
 /// `GET /-/u/{token}/s3/multipart/{uploadId}`
 pub async fn list_parts(
     State(app): State<AppState>,
     Path((token, upload_id)): Path<(String, String)>,
-) -> Response {
-    if let Err(res) = open_upload(&app, &token, &upload_id).await {
-        return res;
-    }
-    match part_list(&app, &upload_id).await {
-        Ok(parts) => Json(
-            parts
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "PartNumber": p.part_number, "Size": p.size, "ETag": p.etag,
-                    })
+) -> Result<Response, JsonError> {
+    open_upload(&app, &token, &upload_id).await?;
+    let parts = part_list(&app, &upload_id).await?;
+    Ok(Json(
+        parts
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "PartNumber": p.part_number, "Size": p.size, "ETag": p.etag,
                 })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(res) => res,
-    }
+            })
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -169,11 +150,8 @@ pub async fn complete(
     Path((token, upload_id)): Path<(String, String)>,
     headers: HeaderMap,
     Json(req): Json<CompleteRequest>,
-) -> Response {
-    let (link, upload) = match open_upload(&app, &token, &upload_id).await {
-        Ok(x) => x,
-        Err(res) => return res,
-    };
+) -> Result<Response, JsonError> {
+    let (link, upload) = open_upload(&app, &token, &upload_id).await?;
     let parts = req
         .parts
         .into_iter()
@@ -191,7 +169,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/-/u/{token}/s3/multipart", post(create))
         .route(
             "/-/u/{token}/s3/multipart/{id}",
-            get(list_parts).delete(crate::link_uploads::abort),
+            get(list_parts).delete(multipart::abort),
         )
         .route("/-/u/{token}/s3/multipart/{id}/complete", post(complete))
         .route("/-/u/{token}/s3/multipart/{id}/{n}", get(sign_part))

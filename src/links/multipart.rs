@@ -1,0 +1,286 @@
+//! Large files through upload links: the page's multipart path.
+//!
+//! Above a threshold the upload page stops posting a form and uses S3's multipart upload
+//! instead, so a phone on a flaky network loses at most one part, and a reloaded page resumes:
+//! - `POST /-/u/{token}/uploads` `{filename, size, content_type}` starts an upload the link
+//!   allows (size, type, prefix; it counts as one of the link's files) →
+//!   `{key, upload_id, part_size, part_count}`; the key is the file's name under the link's
+//!   prefix, or `name (2).ext`, `name (3).ext`, ... when that name is taken;
+//! - `GET /-/u/{token}/uploads/{id}/parts/{n}` → `{url}`: a presigned `PUT` for part `n`, so the
+//!   browser sends the bytes straight to the S3 API without holding a secret;
+//! - `GET /-/u/{token}/uploads/{id}` → `{parts: [{part_number, etag, size}]}`, to resume;
+//! - `POST /-/u/{token}/uploads/{id}/complete` completes with every uploaded part, in order,
+//!   refusing a total above the link's maximum; `DELETE /-/u/{token}/uploads/{id}` aborts.
+//!
+//! What a link guarantees, on every path (this page, Uppy's routes, a form posted with the
+//! link's policy, S3 requests on a link's upload):
+//! - each file takes one of the link's slots, once: the slot is taken in the transaction that
+//!   creates the upload (or before a form's file is read) and given back only by the statement
+//!   that really removes an unfinished upload (abort, expiry, revocation) or by a refused form;
+//! - only uploads signed for the link count against it (see `link::check_form`);
+//! - every part is checked against the link when it arrives (open, size left), see
+//!   `s3::multipart::upload_part`;
+//! - types follow `LinkRecord::accepts_type` (in `link`);
+//! - uploads are create-only: a link never replaces an object (412 PreconditionFailed).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::link::{self, Need, allowed_type, file_name, free_key};
+use crate::db::links::LinkRecord;
+use crate::db::uploads::{PartRecord, UploadRecord};
+use crate::error::JsonError;
+use crate::state::AppState;
+use crate::upload::ObjectHeaders;
+
+/// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
+/// costs little on a phone.
+pub const PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Files above this size take the multipart path on the page.
+pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+pub(crate) const PART_URL_LIFETIME_SECS: i64 = 3600;
+
+/// A link's upload: one the link began (its `link_id`), in the link's bucket.
+pub(crate) async fn link_upload(
+    app: &AppState,
+    link: &LinkRecord,
+    upload_id: &str,
+) -> Result<UploadRecord, JsonError> {
+    let (id, link_id) = (upload_id.to_owned(), link.id.clone());
+    let found = app
+        .db
+        .read(move |c| crate::db::uploads::get_of_link(c, &link_id, &id))
+        .await?;
+    match found {
+        Some(record) if record.bucket == link.bucket => Ok(record),
+        _ => Err(JsonError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchUpload",
+            "The specified upload does not exist.",
+        )),
+    }
+}
+
+/// The open link behind `token` and its upload `upload_id`.
+pub(crate) async fn open_upload(
+    app: &AppState,
+    token: &str,
+    upload_id: &str,
+) -> Result<(LinkRecord, UploadRecord), JsonError> {
+    let link = link::load(app, token, Need::Open).await?;
+    let upload = link_upload(app, &link, upload_id).await?;
+    Ok((link, upload))
+}
+
+/// The parts uploaded so far, in part-number order.
+pub(crate) async fn part_list(
+    app: &AppState,
+    upload_id: &str,
+) -> Result<Vec<PartRecord>, JsonError> {
+    let id = upload_id.to_owned();
+    app.db
+        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
+        .await
+        .map_err(JsonError::from)
+}
+
+/// A presigned `PUT` URL for part `number` of the link's upload, signed with the link's key.
+pub(crate) async fn sign_part_url(
+    app: &AppState,
+    link: &LinkRecord,
+    upload: &UploadRecord,
+    number: u32,
+    headers: &axum::http::HeaderMap,
+) -> Result<String, JsonError> {
+    if !(1..=crate::s3::multipart::MAX_PART_NUMBER).contains(&number) {
+        return Err(JsonError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+        ));
+    }
+    let Ok(Some(key)) = app.find_key(&link.access_key).await else {
+        return Err(JsonError::new(
+            StatusCode::GONE,
+            "LinkUnavailable",
+            "The key that created this link no longer exists.",
+        ));
+    };
+    let base = crate::state::base_url(app, headers);
+    let path = format!(
+        "/{}/{}",
+        link.bucket,
+        crate::auth::sigv4::uri_encode(&upload.key, false)
+    );
+    let query = format!("partNumber={number}&uploadId={}", upload.upload_id);
+    Ok(crate::auth::sigv4::presign_url(
+        &crate::auth::sigv4::Presign {
+            method: "PUT",
+            base: &base,
+            path: &path,
+            query: &query,
+            access_key: &key.access_key,
+            secret: &key.secret_key,
+            region: &app.config.region,
+            expires_secs: PART_URL_LIFETIME_SECS,
+            now: time::OffsetDateTime::now_utc(),
+        },
+    ))
+}
+
+/// Completes the link's upload from `parts` (`s3::multipart::complete` holds it to the link:
+/// open, total within the maximum, key still free); answers `{bucket, key, etag, location}`.
+pub(crate) async fn finish(
+    app: &AppState,
+    link: &LinkRecord,
+    upload: &UploadRecord,
+    parts: Vec<(u32, String)>,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, JsonError> {
+    let etag =
+        crate::s3::multipart::complete(app, &link.bucket, &upload.key, &upload.upload_id, parts)
+            .await?;
+    let base = crate::state::base_url(app, headers);
+    let location = crate::state::object_url(&base, &link.bucket, &upload.key);
+    Ok(Json(serde_json::json!({
+        "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct StartRequest {
+    filename: String,
+    size: u64,
+    content_type: Option<String>,
+}
+
+/// `POST /-/u/{token}/uploads`
+pub async fn start(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    Json(req): Json<StartRequest>,
+) -> Result<Response, JsonError> {
+    let link = link::load(&app, &token, Need::Usable).await?;
+    let (key, upload_id) =
+        begin(&app, &link, &req.filename, Some(req.size), req.content_type).await?;
+    Ok(Json(serde_json::json!({
+        "key": key,
+        "upload_id": upload_id,
+        "part_size": PART_SIZE,
+        "part_count": req.size.div_ceil(PART_SIZE).max(1),
+    }))
+    .into_response())
+}
+
+/// Checks a file against the link (size when known, type, name) and, in one transaction, takes
+/// one of the link's slots, picks a free key for the file under the link's prefix and creates its
+/// multipart upload. Returns the key and the upload id.
+pub(crate) async fn begin(
+    app: &AppState,
+    link: &LinkRecord,
+    filename: &str,
+    size: Option<u64>,
+    content_type: Option<String>,
+) -> Result<(String, String), JsonError> {
+    if size.is_some_and(|s| s > link.max_size) {
+        return Err(JsonError::new(
+            StatusCode::BAD_REQUEST,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size",
+        ));
+    }
+    let content_type = allowed_type(link, content_type)?;
+    let name = file_name(filename)?;
+    let headers = ObjectHeaders {
+        content_type: Some(content_type),
+        meta: vec![("upload-link".to_owned(), link.id.clone())],
+        acl: "private".to_owned(),
+        ..ObjectHeaders::default()
+    };
+    let mut record = crate::s3::multipart::upload_record(
+        &link.bucket,
+        "",
+        &link.access_key,
+        headers,
+        Some(link.id.clone()),
+    )?;
+    let (bucket, prefix, link_id) = (link.bucket.clone(), link.prefix.clone(), link.id.clone());
+    let created = app
+        .db
+        .write(move |c| {
+            record.key = free_key(c, &bucket, &prefix, &name)?;
+            if let Err(e) = crate::names::validate_key(&record.key) {
+                return Ok(Err(JsonError::from(e)));
+            }
+            let reservation = crate::db::links::reserve_upload(c, &link_id)?;
+            if let Some(refused) = link::refusal(&reservation) {
+                return Ok(Err(refused.into()));
+            }
+            crate::db::uploads::create(c, &record)?;
+            Ok(Ok((record.key, record.upload_id)))
+        })
+        .await;
+    created?
+}
+
+/// `GET /-/u/{token}/uploads/{id}/parts/{n}`
+pub async fn part_url(
+    State(app): State<AppState>,
+    Path((token, upload_id, number)): Path<(String, String, u32)>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, JsonError> {
+    let (link, upload) = open_upload(&app, &token, &upload_id).await?;
+    let url = sign_part_url(&app, &link, &upload, number, &headers).await?;
+    Ok(Json(serde_json::json!({ "url": url })).into_response())
+}
+
+/// `GET /-/u/{token}/uploads/{id}`
+pub async fn parts(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+) -> Result<Response, JsonError> {
+    open_upload(&app, &token, &upload_id).await?;
+    let parts = part_list(&app, &upload_id).await?;
+    Ok(Json(serde_json::json!({
+        "parts": parts.iter().map(|p| serde_json::json!({
+            "part_number": p.part_number, "etag": p.etag, "size": p.size,
+        })).collect::<Vec<_>>()
+    }))
+    .into_response())
+}
+
+/// `POST /-/u/{token}/uploads/{id}/complete`: completes with every uploaded part, in order.
+pub async fn complete(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, JsonError> {
+    let (link, upload) = open_upload(&app, &token, &upload_id).await?;
+    let parts = part_list(&app, &upload_id).await?;
+    let list = parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
+    finish(&app, &link, &upload, list, &headers).await
+}
+
+/// `DELETE /-/u/{token}/uploads/{id}`: of concurrent aborts of one upload, one answers 204 and
+/// gives back the link's slot; the others find no upload (404). A closed or full link may
+/// still abort its uploads.
+pub async fn abort(
+    State(app): State<AppState>,
+    Path((token, upload_id)): Path<(String, String)>,
+) -> Result<Response, JsonError> {
+    let link = link::load(&app, &token, Need::Exists).await?;
+    let upload = link_upload(&app, &link, &upload_id).await?;
+    if crate::s3::multipart::abort(&app, &link.bucket, &upload.key, &upload_id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(JsonError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchUpload",
+            "The specified upload does not exist.",
+        ))
+    }
+}
