@@ -127,7 +127,7 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
         }
     };
     if let Some(acl) = &input.acl {
-        crate::s3::parse_canned_acl(Some(acl))?;
+        crate::objects::write::parse_canned_acl(Some(acl))?;
     }
     // `upload-link` marks a form an upload link signed; only the link's own page signs it.
     if input
@@ -307,7 +307,11 @@ async fn may_write(app: &AppState, key: &KeyRecord, bucket: &str) -> Result<bool
     let Some((record, grant)) = found else {
         return Err(S3Error::no_such_bucket(bucket).into());
     };
-    Ok(key.is_admin || record.owner == key.access_key || grant.is_some_and(|g| g.can_write()))
+    let who = crate::objects::access::Who {
+        is_admin: key.is_admin,
+        access_key: Some(&key.access_key),
+    };
+    Ok(crate::objects::access::may_write(who, &record, grant))
 }
 
 /// The caller's key and the request body, from a Bearer token or a SigV4 signature.

@@ -155,6 +155,22 @@ impl S3Error {
         S3Error::code(S3ErrorCode::NoSuchBucket).with("BucketName", bucket)
     }
 
+    pub fn no_such_upload(upload_id: &str) -> Self {
+        S3Error::code(S3ErrorCode::NoSuchUpload).with("UploadId", upload_id)
+    }
+
+    /// The refusal of a link upload whose key is taken: a link never replaces a file.
+    pub fn link_name_taken(key: &str) -> Self {
+        S3Error::new(
+            S3ErrorCode::PreconditionFailed,
+            format!(
+                "A file named {key} already exists, and an upload link never replaces a file. \
+                 Rename the file and upload it again."
+            ),
+        )
+        .with("Condition", "If-None-Match")
+    }
+
     pub fn no_such_key(key: &str) -> Self {
         S3Error::code(S3ErrorCode::NoSuchKey).with("Key", key)
     }

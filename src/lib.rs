@@ -32,7 +32,6 @@ pub mod s3;
 pub mod state;
 pub mod store;
 pub mod units;
-pub mod upload;
 pub mod xml;
 
 pub use config::Config;

@@ -234,18 +234,6 @@ fn wrong_type(link: &LinkRecord) -> S3Error {
     )
 }
 
-/// The refusal of a link upload whose key is taken: a link never replaces a file.
-pub(crate) fn name_taken(key: &str) -> S3Error {
-    S3Error::new(
-        S3ErrorCode::PreconditionFailed,
-        format!(
-            "A file named {key} already exists, and an upload link never replaces a file. \
-             Rename the file and upload it again."
-        ),
-    )
-    .with("Condition", "If-None-Match")
-}
-
 /// The name a file gets under a link: the file name's last path segment.
 pub(crate) fn file_name(filename: &str) -> Result<String, S3Error> {
     let name = crate::policy::expand_filename("${filename}", Some(filename));

@@ -33,8 +33,8 @@ use super::link::{self, Need, allowed_type, file_name, free_key};
 use crate::db::links::LinkRecord;
 use crate::db::uploads::{PartRecord, UploadRecord};
 use crate::error::JsonError;
+use crate::objects::write::ObjectHeaders;
 use crate::state::AppState;
-use crate::upload::ObjectHeaders;
 
 /// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
 /// costs little on a phone.
@@ -95,7 +95,7 @@ pub(crate) async fn sign_part_url(
     number: u32,
     headers: &axum::http::HeaderMap,
 ) -> Result<String, JsonError> {
-    if !(1..=crate::s3::multipart::MAX_PART_NUMBER).contains(&number) {
+    if !(1..=crate::objects::multipart::MAX_PART_NUMBER).contains(&number) {
         return Err(JsonError::new(
             StatusCode::BAD_REQUEST,
             "InvalidArgument",
@@ -140,9 +140,15 @@ pub(crate) async fn finish(
     parts: Vec<(u32, String)>,
     headers: &axum::http::HeaderMap,
 ) -> Result<Response, JsonError> {
-    let etag =
-        crate::s3::multipart::complete(app, &link.bucket, &upload.key, &upload.upload_id, parts)
-            .await?;
+    let etag = crate::objects::multipart::complete(
+        &app.db,
+        &app.store,
+        &link.bucket,
+        &upload.key,
+        &upload.upload_id,
+        parts,
+    )
+    .await?;
     let base = crate::state::base_url(app, headers);
     let location = crate::state::object_url(&base, &link.bucket, &upload.key);
     Ok(Json(serde_json::json!({
@@ -201,11 +207,12 @@ pub(crate) async fn begin(
         acl: "private".to_owned(),
         ..ObjectHeaders::default()
     };
-    let mut record = crate::s3::multipart::upload_record(
+    let mut record = crate::objects::multipart::upload_record(
         &link.bucket,
         "",
         &link.access_key,
         headers,
+        None,
         Some(link.id.clone()),
     )?;
     let (bucket, prefix, link_id) = (link.bucket.clone(), link.prefix.clone(), link.id.clone());
@@ -274,7 +281,9 @@ pub async fn abort(
 ) -> Result<Response, JsonError> {
     let link = link::load(&app, &token, Need::Exists).await?;
     let upload = link_upload(&app, &link, &upload_id).await?;
-    if crate::s3::multipart::abort(&app, &link.bucket, &upload.key, &upload_id).await? {
+    if crate::objects::multipart::abort(&app.db, &app.store, &link.bucket, &upload.key, &upload_id)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(JsonError::new(

@@ -239,7 +239,9 @@ pub async fn upload_page(
         Ok(f) => f,
         Err(page) => return page,
     };
-    let expires = crate::s3::http_date(link.expires_at);
+    let expires = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(link.expires_at.max(0) as u64),
+    );
     let content_type_default = link
         .content_type
         .as_deref()

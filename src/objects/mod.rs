@@ -1,4 +1,6 @@
 //! The core: what every entry point (S3 REST, POST forms, upload links, the JSON API) does to
 //! objects, as functions over the database and the blob store. It knows nothing about HTTP.
 
+pub mod access;
 pub mod multipart;
+pub mod write;

@@ -62,7 +62,7 @@ pub async fn create_bucket(
     if !body.iter().all(u8::is_ascii_whitespace) {
         let _: xml::CreateBucketConfiguration = xml::parse(&body)?;
     }
-    let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+    let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
     let name = req.bucket().to_owned();
     let created = app
         .write_bucket(move |c| buckets::create(c, &name, &owner, &acl))
@@ -179,7 +179,7 @@ pub async fn put_bucket_acl(
             "Only canned ACLs (x-amz-acl) are supported",
         ));
     }
-    let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+    let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
     let name = req.bucket().to_owned();
     app.write_bucket(move |c| buckets::set_acl(c, &name, &acl))
         .await?;

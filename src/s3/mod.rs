@@ -19,8 +19,9 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 
-use crate::db::buckets::{BucketRecord, Perm};
+use crate::db::buckets::BucketRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::access;
 use crate::state::AppState;
 pub use authn::Caller;
 
@@ -484,10 +485,14 @@ async fn authorize(
     let Some((record, grant)) = found else {
         return Err(S3Error::no_such_bucket(req.bucket()));
     };
-    let is_owner = caller.is_admin() || caller.access_key() == Some(record.owner.as_str());
-    let public_read = record.acl == "public-read" || record.acl == "public-read-write";
-    let can_read = is_owner || grant.is_some_and(Perm::can_read) || public_read;
-    let can_write = is_owner || grant.is_some_and(Perm::can_write);
+    let who = access::Who {
+        is_admin: caller.is_admin(),
+        access_key: caller.access_key(),
+    };
+    let is_owner = access::is_owner(who, &record);
+    let public_read = access::is_public_read(&record);
+    let can_read = access::may_read(who, &record, grant);
+    let can_write = access::may_write(who, &record, grant);
     let allowed = match access {
         Access::Service => true,
         // Anonymous object reads are decided per object (its ACL may be public-read).
@@ -516,25 +521,6 @@ pub fn empty(status: axum::http::StatusCode) -> Response {
 /// An XML response body.
 pub fn xml_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/xml")], body).into_response()
-}
-
-/// Canned ACLs postgate stores. `x-amz-acl` values outside this list are refused.
-pub fn parse_canned_acl(value: Option<&str>) -> S3Result<String> {
-    match value {
-        None => Ok("private".into()),
-        Some(v @ ("private" | "public-read" | "public-read-write")) => Ok(v.to_owned()),
-        Some(
-            "authenticated-read"
-            | "aws-exec-read"
-            | "bucket-owner-read"
-            | "bucket-owner-full-control",
-        ) => Ok("private".into()),
-        Some(other) => Err(S3Error::invalid_argument(
-            "Invalid canned ACL",
-            "x-amz-acl",
-            other,
-        )),
-    }
 }
 
 /// ISO 8601 with milliseconds, as S3 lists timestamps.

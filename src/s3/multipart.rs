@@ -18,26 +18,14 @@ use super::object::{
 };
 use super::{Caller, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
-use crate::db::objects::{self, Body as Stored};
+use crate::db::objects::Body as Stored;
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::multipart::{self, MAX_PART_NUMBER, MAX_PART_SIZE, abort, complete};
+use crate::objects::write;
 use crate::state::AppState;
 use crate::store::Staged;
-use crate::upload::{self, ObjectHeaders};
 use crate::xml::{self, XmlWriter};
-
-/// S3's smallest part, except the last.
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-/// S3's largest part.
-pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-pub const MAX_PART_NUMBER: u32 = 10_000;
-
-/// What Create stored for Complete to apply.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct UploadHeaders {
-    headers: ObjectHeaders,
-    checksum_algorithm: Option<String>,
-}
 
 pub async fn create_multipart_upload(
     app: &AppState,
@@ -60,19 +48,14 @@ pub async fn create_multipart_upload(
         ),
         None => None,
     };
-    let record = UploadRecord {
-        upload_id: uuid::Uuid::new_v4().simple().to_string(),
-        bucket: req.bucket().to_owned(),
-        key: req.key().to_owned(),
-        owner: caller.access_key().unwrap_or_default().to_owned(),
-        initiated: crate::db::now_millis(),
-        headers: serde_json::to_string(&UploadHeaders {
-            headers,
-            checksum_algorithm: checksum_algorithm.clone(),
-        })
-        .map_err(S3Error::internal)?,
-        link_id: None,
-    };
+    let record = multipart::upload_record(
+        req.bucket(),
+        req.key(),
+        caller.access_key().unwrap_or_default(),
+        headers,
+        checksum_algorithm.clone(),
+        None,
+    )?;
     let upload_id = record.upload_id.clone();
     app.db.write(move |c| uploads::create(c, &record)).await?;
     let mut w = XmlWriter::new();
@@ -102,17 +85,13 @@ fn part_number(req: &S3Request) -> S3Result<u32> {
         })
 }
 
-fn no_such_upload(id: &str) -> S3Error {
-    S3Error::code(S3ErrorCode::NoSuchUpload).with("UploadId", id)
-}
-
 async fn load_upload(app: &AppState, req: &S3Request) -> S3Result<UploadRecord> {
     let id = req.param("uploadId").unwrap_or_default().to_owned();
     let (b, k, i) = (req.bucket().to_owned(), req.key().to_owned(), id.clone());
     app.db
         .read(move |c| uploads::get(c, &b, &k, &i))
         .await?
-        .ok_or_else(|| no_such_upload(&id))
+        .ok_or_else(|| S3Error::no_such_upload(&id))
 }
 
 pub async fn upload_part(
@@ -134,7 +113,7 @@ pub async fn upload_part(
         Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
     };
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
-    let etag = upload::etag_of(&ingested.digests.md5);
+    let etag = write::etag_of(&ingested.digests.md5);
     store_part(
         app,
         &upload,
@@ -236,7 +215,7 @@ async fn store_part(
         .db
         .write(move |c| {
             let Some(current) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(Err(no_such_upload(&id)));
+                return Ok(Err(S3Error::no_such_upload(&id)));
             };
             if let Some(link_id) = &current.link_id {
                 match link_budget(c, link_id, &id, part.part_number)? {
@@ -325,7 +304,7 @@ pub async fn upload_part_copy(
             (temp, md5.unwrap_or_default())
         }
     };
-    let etag = upload::etag_of(&md5);
+    let etag = write::etag_of(&md5);
     store_part(app, &upload, number, len, etag.clone(), None, temp).await?;
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
@@ -363,7 +342,15 @@ pub async fn complete_multipart_upload(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let etag = complete(app, req.bucket(), req.key(), &upload_id, parts).await?;
+    let etag = complete(
+        &app.db,
+        &app.store,
+        req.bucket(),
+        req.key(),
+        &upload_id,
+        parts,
+    )
+    .await?;
     let mut w = XmlWriter::new();
     w.root("CompleteMultipartUploadResult");
     w.elem(
@@ -377,167 +364,10 @@ pub async fn complete_multipart_upload(
     Ok(xml_response(w.finish()))
 }
 
-/// Completes an upload from its (part number, ETag) list, in one transaction: checks the list
-/// (order, ETags, part sizes), makes the object visible with a manifest of the part blobs, and
-/// removes what is no longer used. Returns the object's ETag.
-///
-/// An upload link's upload (on every path: the link's routes and S3's own
-/// CompleteMultipartUpload) also needs its link open, a total within the link's maximum, and a
-/// free key: link uploads never replace an object. When the key is taken the upload can never
-/// complete, so it is aborted in the same transaction (its slot and its parts freed) and the
-/// answer is 412 PreconditionFailed.
-pub async fn complete(
-    app: &AppState,
-    bucket: &str,
-    key: &str,
-    upload_id: &str,
-    parts: Vec<(u32, String)>,
-) -> S3Result<String> {
-    if parts.is_empty() {
-        return Err(S3Error::code(S3ErrorCode::MalformedXML));
-    }
-    if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(S3Error::code(S3ErrorCode::InvalidPartOrder).with("UploadId", upload_id));
-    }
-    let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-    let (outcome, garbage) = app
-        .db
-        .write(
-            move |c| -> Result<(S3Result<String>, Vec<String>), crate::db::DbError> {
-                let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    return Ok((Err(no_such_upload(&id)), Vec::new()));
-                };
-                let mut max_size = None;
-                if let Some(link_id) = &upload.link_id {
-                    let link = crate::db::links::get_by_id(c, link_id)?;
-                    let closed = match &link {
-                        None => Some("This upload link no longer exists."),
-                        Some(l) => l.closed(),
-                    };
-                    if let Some(reason) = closed {
-                        return Ok((
-                            Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
-                            Vec::new(),
-                        ));
-                    }
-                    if objects::get(c, &b, &k, false)?.is_some() {
-                        let blobs = uploads::abort(c, &id)?.unwrap_or_default();
-                        return Ok((Err(crate::links::link::name_taken(&k)), blobs));
-                    }
-                    max_size = link.map(|l| l.max_size);
-                }
-                let fail =
-                    |e: S3Error| -> Result<_, crate::db::DbError> { Ok((Err(e), Vec::new())) };
-                let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
-                let mut manifest = Vec::with_capacity(parts.len());
-                let mut md5s = Md5::new();
-                let last = parts.len() - 1;
-                for (i, (number, want_etag)) in parts.iter().enumerate() {
-                    let found = stored.iter().find(|p| p.part_number == *number);
-                    let Some(part) = found
-                        .filter(|p| p.etag.trim_matches('"') == want_etag.trim().trim_matches('"'))
-                    else {
-                        return fail(
-                            S3Error::code(S3ErrorCode::InvalidPart)
-                                .with("UploadId", &id)
-                                .with("PartNumber", number.to_string())
-                                .with("ETag", want_etag),
-                        );
-                    };
-                    if i < last && part.size < MIN_PART_SIZE {
-                        return fail(
-                            S3Error::code(S3ErrorCode::EntityTooSmall)
-                                .with("ProposedSize", part.size.to_string())
-                                .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
-                                .with("PartNumber", part.part_number.to_string())
-                                .with("ETag", &part.etag),
-                        );
-                    }
-                    md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
-                    manifest.push((part.blob.clone(), part.size));
-                }
-                let size: u64 = manifest.iter().map(|(_, s)| s).sum();
-                if let Some(max) = max_size
-                    && size > max
-                {
-                    return fail(
-                        S3Error::code(S3ErrorCode::EntityTooLarge)
-                            .with("ProposedSize", size.to_string())
-                            .with("MaxSizeAllowed", max.to_string()),
-                    );
-                }
-                let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
-                let saved: UploadHeaders = serde_json::from_str(&upload.headers)
-                    .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
-                let meta = saved
-                    .headers
-                    .into_meta(size, etag.clone(), upload.owner.clone());
-                let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
-                let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
-                garbage.extend(
-                    uploads::remove(c, &id)?
-                        .into_iter()
-                        .filter(|b| !used.contains(b)),
-                );
-                Ok((Ok(etag), garbage))
-            },
-        )
-        .await?;
-    for blob in garbage {
-        app.store.remove(blob).await;
-    }
-    outcome
-}
-
-/// A new upload's row for `bucket/key` with the given headers, held by `link_id`'s slot when
-/// given (the upload-link routes use this; CreateMultipartUpload is the S3 form). The caller
-/// inserts it with [`uploads::create`].
-pub fn upload_record(
-    bucket: &str,
-    key: &str,
-    owner: &str,
-    headers: ObjectHeaders,
-    link_id: Option<String>,
-) -> S3Result<UploadRecord> {
-    Ok(UploadRecord {
-        upload_id: uuid::Uuid::new_v4().simple().to_string(),
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        owner: owner.to_owned(),
-        initiated: crate::db::now_millis(),
-        headers: serde_json::to_string(&UploadHeaders {
-            headers,
-            checksum_algorithm: None,
-        })
-        .map_err(S3Error::internal)?,
-        link_id,
-    })
-}
-
-/// Aborts an upload and removes its parts (giving back its link slot, if it held one). `false`
-/// when there was no such upload: of concurrent aborts, exactly one answers `true`.
-pub async fn abort(app: &AppState, bucket: &str, key: &str, upload_id: &str) -> S3Result<bool> {
-    let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-    let blobs = app
-        .db
-        .write(move |c| match uploads::get(c, &b, &k, &id)? {
-            Some(_) => uploads::abort(c, &id),
-            None => Ok(None),
-        })
-        .await?;
-    let Some(blobs) = blobs else {
-        return Ok(false);
-    };
-    for blob in blobs {
-        app.store.remove(blob).await;
-    }
-    Ok(true)
-}
-
 pub async fn abort_multipart_upload(app: &AppState, req: &S3Request) -> S3Result<Response> {
     let id = req.param("uploadId").unwrap_or_default();
-    if !abort(app, req.bucket(), req.key(), id).await? {
-        return Err(no_such_upload(id));
+    if !abort(&app.db, &app.store, req.bucket(), req.key(), id).await? {
+        return Err(S3Error::no_such_upload(id));
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }

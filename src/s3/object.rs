@@ -12,9 +12,9 @@ use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_respons
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::state::AppState;
 use crate::store::{Hashes, Staged};
-use crate::upload::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::xml::{self, XmlWriter};
 
 pub async fn put_object(
@@ -34,7 +34,7 @@ pub async fn put_object(
     )
     .await?;
 
-    let etag = upload::etag_of(&ingested.digests.md5);
+    let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(
         ingested.size,
         etag.clone(),
@@ -45,8 +45,9 @@ pub async fn put_object(
         if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
         if_match: req.header(header::IF_MATCH).map(str::to_owned),
     };
-    upload::commit(
-        app,
+    write::commit(
+        &app.db,
+        &app.store,
         req.bucket(),
         req.key(),
         meta.clone(),
@@ -81,7 +82,7 @@ pub(super) async fn receive_body(
     let algo = requested_checksum(req)?;
     let upload_body = caller.upload_body(req, body)?;
     let expected = Expected {
-        md5: upload::parse_content_md5(req.header("content-md5"))?,
+        md5: write::parse_content_md5(req.header("content-md5"))?,
         sha256_hex: upload_body.sha256_hex.clone(),
         checksum: algo.clone(),
     };
@@ -106,7 +107,7 @@ pub(super) async fn receive_body(
         .store
         .ingest(upload_body.stream, max, inline_max, hashes)
         .await
-        .map_err(|e| upload::ingest_error(e, max))?;
+        .map_err(|e| write::ingest_error(e, max))?;
     let trailer_value = match (&trailer, &algo) {
         (Some(t), Some((a, _))) => t.value(a.header_name()),
         _ => None,
@@ -193,7 +194,7 @@ pub async fn copy_object(
     } else {
         let mut m = src.meta.clone();
         m.owner = owner;
-        m.acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+        m.acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
         m.last_modified = crate::db::now_millis();
         m
     };
@@ -219,8 +220,9 @@ pub async fn copy_object(
     };
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
-    upload::commit(
-        app,
+    write::commit(
+        &app.db,
+        &app.store,
         req.bucket(),
         req.key(),
         meta,
@@ -289,12 +291,12 @@ pub(super) async fn copy_source(
 pub(super) fn check_copy_conditions(req: &S3Request, src: &ObjectRecord) -> S3Result<()> {
     let failed = |c: &str| S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", c);
     if let Some(m) = req.header("x-amz-copy-source-if-match")
-        && !upload::etag_matches(m, &src.meta.etag)
+        && !write::etag_matches(m, &src.meta.etag)
     {
         return Err(failed("x-amz-copy-source-If-Match"));
     }
     if let Some(m) = req.header("x-amz-copy-source-if-none-match")
-        && upload::etag_matches(m, &src.meta.etag)
+        && write::etag_matches(m, &src.meta.etag)
     {
         return Err(failed("x-amz-copy-source-If-None-Match"));
     }
@@ -429,7 +431,7 @@ fn evaluate_conditions(
         Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
     };
     if let Some(m) = req.header(header::IF_MATCH) {
-        if !upload::etag_matches(m, etag) {
+        if !write::etag_matches(m, etag) {
             return Ok(Some(StatusCode::PRECONDITION_FAILED));
         }
     } else if let Some(since) = date(header::IF_UNMODIFIED_SINCE)
@@ -438,7 +440,7 @@ fn evaluate_conditions(
         return Ok(Some(StatusCode::PRECONDITION_FAILED));
     }
     if let Some(m) = req.header(header::IF_NONE_MATCH) {
-        if upload::etag_matches(m, etag) {
+        if write::etag_matches(m, etag) {
             return Ok(Some(StatusCode::NOT_MODIFIED));
         }
     } else if let Some(since) = date(header::IF_MODIFIED_SINCE)
@@ -631,7 +633,7 @@ pub async fn delete_objects(
     body: Body,
 ) -> S3Result<Response> {
     let bytes = caller.read_small_body(req, body, 2 * 1024 * 1024).await?;
-    if let Some(md5) = upload::parse_content_md5(req.header("content-md5"))? {
+    if let Some(md5) = write::parse_content_md5(req.header("content-md5"))? {
         let got: [u8; 16] = {
             use md5::Digest;
             md5::Md5::digest(&bytes).into()
@@ -711,7 +713,7 @@ pub async fn put_object_acl(
             "Only canned ACLs (x-amz-acl) are supported",
         ));
     }
-    let acl = super::parse_canned_acl(req.header("x-amz-acl"))?;
+    let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
     let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
     if !app
         .db

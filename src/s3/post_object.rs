@@ -18,13 +18,14 @@ use super::{S3Request, empty};
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::buckets::BucketRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::access;
+use crate::objects::write::{self, Expected, ObjectHeaders, WriteCondition};
 use crate::policy::{
     self, ContentLengthRange, FormFields, PolicyDocumentError, PolicyViolation, PostAuth,
     PostAuthError, SizeViolation, SuccessActionStatus,
 };
 use crate::state::AppState;
 use crate::store::Hashes;
-use crate::upload::{self, Expected, ObjectHeaders, WriteCondition};
 
 /// AWS's cap on the form data before the file (fields plus their part headers).
 pub const MAX_PRE_DATA: usize = 20 * 1024;
@@ -297,7 +298,7 @@ where
         Err(e) => {
             slot.release().await;
             if e.s3_code() == S3ErrorCode::PreconditionFailed {
-                return Err(crate::links::link::name_taken(&key));
+                return Err(S3Error::link_name_taken(&key));
             }
             Err(e)
         }
@@ -330,7 +331,7 @@ async fn store_upload(
     // A `Content-MD5` field is checked as the PUT header is: malformed is InvalidDigest before
     // the file is read, a mismatch BadDigest after, with nothing stored.
     let expected = Expected {
-        md5: upload::parse_content_md5(fields.get("content-md5"))?,
+        md5: write::parse_content_md5(fields.get("content-md5"))?,
         checksum: algo.clone(),
         ..Expected::default()
     };
@@ -345,20 +346,21 @@ async fn store_upload(
                 proposed_size: seen.max(target.size_hint.unwrap_or(0)),
                 max_size_allowed: range.max(),
             }),
-            other => upload::ingest_error(other, range.max()),
+            other => write::ingest_error(other, range.max()),
         })?;
     range.check(ingested.size).map_err(size_error)?;
     expected.verify(&ingested, None)?;
 
-    let etag = upload::etag_of(&ingested.digests.md5);
+    let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(ingested.size, etag.clone(), target.owner.to_owned());
     meta.checksum = algo
         .as_ref()
         .zip(ingested.digests.checksum.clone())
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
     let (bucket, key) = (target.bucket, target.key);
-    upload::commit(
-        app,
+    write::commit(
+        &app.db,
+        &app.store,
         bucket,
         key,
         meta,
@@ -424,13 +426,18 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
             .with("SignatureProvided", provided));
     }
     // The admin key and the bucket's owner may write; anyone else needs a grant.
-    let may_write = key.is_admin || bucket.owner == access_key || {
-        app.bucket_with_grant(&bucket.name, &access_key)
-            .await?
-            .and_then(|(_, g)| g)
-            .is_some_and(|g| g.can_write())
+    let who = access::Who {
+        is_admin: key.is_admin,
+        access_key: Some(&access_key),
     };
-    if !may_write {
+    let grant = match access::is_owner(who, bucket) {
+        true => None,
+        false => app
+            .bucket_with_grant(&bucket.name, &access_key)
+            .await?
+            .and_then(|(_, g)| g),
+    };
+    if !access::may_write(who, bucket, grant) {
         return Err(S3Error::access_denied());
     }
     let policy = policy::Policy::from_base64(policy_b64).map_err(policy_document_error)?;

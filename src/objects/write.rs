@@ -1,4 +1,4 @@
-//! The upload pipeline shared by PutObject, CopyObject and POST uploads: the object's headers as
+//! Writing an object, for every entry point (PutObject, CopyObject, POST forms): the object's headers as
 //! S3 stores them, the checks on what arrived (Content-MD5, SHA-256, additional checksums), and the
 //! commit that makes a staged body visible.
 //!
@@ -12,10 +12,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::auth::checksum::ChecksumAlgorithm;
+use crate::db::Db;
 use crate::db::objects::{self, Body, ObjectMeta};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::state::AppState;
-use crate::store::{IngestError, Ingested, Staged};
+use crate::store::{BlobStore, IngestError, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -79,7 +79,7 @@ impl ObjectHeaders {
             content_language: get("content-language"),
             expires: get("expires"),
             meta,
-            acl: crate::s3::parse_canned_acl(get("x-amz-acl").as_deref())?,
+            acl: parse_canned_acl(get("x-amz-acl").as_deref())?,
             tagging: get("x-amz-tagging"),
         })
     }
@@ -193,6 +193,25 @@ pub fn ingest_error(err: IngestError<S3Error>, max: u64) -> S3Error {
     }
 }
 
+/// Canned ACLs postgate stores. `x-amz-acl` values outside this list are refused.
+pub fn parse_canned_acl(value: Option<&str>) -> S3Result<String> {
+    match value {
+        None => Ok("private".into()),
+        Some(v @ ("private" | "public-read" | "public-read-write")) => Ok(v.to_owned()),
+        Some(
+            "authenticated-read"
+            | "aws-exec-read"
+            | "bucket-owner-read"
+            | "bucket-owner-full-control",
+        ) => Ok("private".into()),
+        Some(other) => Err(S3Error::invalid_argument(
+            "Invalid canned ACL",
+            "x-amz-acl",
+            other,
+        )),
+    }
+}
+
 /// A condition the current version must meet for a write to go ahead (conditional PUT).
 #[derive(Debug, Clone, Default)]
 pub struct WriteCondition {
@@ -202,64 +221,112 @@ pub struct WriteCondition {
     pub if_match: Option<String>,
 }
 
+/// Why a write did not go ahead (`error.rs` gives each its S3 answer).
+#[derive(Debug)]
+pub enum WriteError {
+    /// The condition the write carried failed: the header that failed (`If-None-Match` or
+    /// `If-Match`).
+    PreconditionFailed(&'static str),
+    /// `If-Match` on a key that has no object.
+    NoSuchKey(String),
+    /// The bucket went away while the body was being received.
+    NoSuchBucket(String),
+    /// Storage or the database failed.
+    Failed(S3Error),
+}
+
+impl From<crate::db::DbError> for WriteError {
+    fn from(e: crate::db::DbError) -> Self {
+        WriteError::Failed(e.into())
+    }
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        WriteError::Failed(e.into())
+    }
+}
+
+/// S3's answer to each refusal (kept beside the type: `error.rs` is below the core).
+impl From<WriteError> for S3Error {
+    fn from(err: WriteError) -> Self {
+        use WriteError as W;
+        match err {
+            W::PreconditionFailed(condition) => {
+                S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", condition)
+            }
+            W::NoSuchKey(key) => S3Error::no_such_key(&key),
+            W::NoSuchBucket(bucket) => S3Error::no_such_bucket(&bucket),
+            W::Failed(e) => e,
+        }
+    }
+}
+
+/// What a write found when it came to commit.
+enum Found {
+    Committed(Vec<String>),
+    Refused(WriteError),
+}
+
 /// Makes a staged body the current version of `bucket/key`, atomically, and removes what the old
 /// version used. On any failure the new bytes are removed and the old version stays.
 pub async fn commit(
-    app: &AppState,
+    db: &Db,
+    store: &BlobStore,
     bucket: &str,
     key: &str,
     meta: ObjectMeta,
     staged: Staged,
     cond: WriteCondition,
-) -> S3Result<()> {
+) -> Result<(), WriteError> {
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
-        Staged::Temp(temp) => Body::Blob(app.store.persist(temp).await?),
+        Staged::Temp(temp) => Body::Blob(store.persist(temp).await?),
     };
     let new_blob = match &body {
         Body::Blob(id) => Some(id.clone()),
         _ => None,
     };
     let (b, k) = (bucket.to_owned(), key.to_owned());
-    let outcome = app
-        .db
+    let outcome = db
         .write(move |c| {
             if cond.if_none_match_any || cond.if_match.is_some() {
                 let current = objects::get(c, &b, &k, false)?;
-                match (&current, &cond.if_match) {
-                    (Some(_), _) if cond.if_none_match_any => return Ok(Err("If-None-Match")),
-                    (None, Some(_)) => return Ok(Err("NoSuchKey")),
-                    (Some(cur), Some(want)) if !etag_matches(want, &cur.meta.etag) => {
-                        return Ok(Err("If-Match"));
+                let refused = match (&current, &cond.if_match) {
+                    (Some(_), _) if cond.if_none_match_any => {
+                        Some(WriteError::PreconditionFailed("If-None-Match"))
                     }
-                    _ => {}
+                    (None, Some(_)) => Some(WriteError::NoSuchKey(k.clone())),
+                    (Some(cur), Some(want)) if !etag_matches(want, &cur.meta.etag) => {
+                        Some(WriteError::PreconditionFailed("If-Match"))
+                    }
+                    _ => None,
+                };
+                if let Some(refused) = refused {
+                    return Ok(Found::Refused(refused));
                 }
             }
             if crate::db::buckets::get(c, &b)?.is_none() {
-                return Ok(Err("NoSuchBucket"));
+                return Ok(Found::Refused(WriteError::NoSuchBucket(b.clone())));
             }
-            objects::put(c, &b, &k, &meta, &body).map(Ok)
+            objects::put(c, &b, &k, &meta, &body).map(Found::Committed)
         })
         .await;
     match outcome {
-        Ok(Ok(old)) => {
+        Ok(Found::Committed(old)) => {
             for blob in old {
-                app.store.remove(blob).await;
+                store.remove(blob).await;
             }
             Ok(())
         }
         other => {
             if let Some(id) = new_blob {
-                app.store.remove(id).await;
+                store.remove(id).await;
             }
             match other {
-                Ok(Err("NoSuchKey")) => Err(S3Error::no_such_key(key)),
-                Ok(Err("NoSuchBucket")) => Err(S3Error::no_such_bucket(bucket)),
-                Ok(Err(condition)) => {
-                    Err(S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", condition))
-                }
+                Ok(Found::Refused(refused)) => Err(refused),
                 Err(e) => Err(e.into()),
-                Ok(Ok(_)) => unreachable!("handled above"),
+                Ok(Found::Committed(_)) => unreachable!("handled above"),
             }
         }
     }
