@@ -65,8 +65,10 @@ impl S3Request {
     }
 }
 
-/// Every operation postgate answers, named as AWS names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Every operation postgate answers, named as AWS names them, with the parameters the request
+/// carries for it besides the bucket and key (which `S3Request` holds), parsed once here so that
+/// no handler reads the query again. `Endpoint::access` is each one's permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     ListBuckets,
     CreateBucket,
@@ -87,15 +89,49 @@ pub enum Endpoint {
     GetObjectAcl,
     PutObjectAcl,
     CreateMultipartUpload,
-    UploadPart,
-    UploadPartCopy,
-    CompleteMultipartUpload,
-    AbortMultipartUpload,
-    ListParts,
+    UploadPart {
+        upload_id: String,
+        part_number: PartNumber,
+    },
+    UploadPartCopy {
+        upload_id: String,
+        part_number: PartNumber,
+    },
+    CompleteMultipartUpload {
+        upload_id: String,
+    },
+    AbortMultipartUpload {
+        upload_id: String,
+    },
+    ListParts {
+        upload_id: String,
+    },
     ListMultipartUploads,
     GetBucketCors,
     PutBucketCors,
     DeleteBucketCors,
+}
+
+/// `partNumber` as the request sent it. It is checked (an integer from 1 to 10000) by the
+/// handler, after authentication and the permission check, so that a caller who may not write
+/// learns nothing more than AccessDenied, as before the endpoint carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartNumber(pub String);
+
+impl PartNumber {
+    pub fn get(&self) -> S3Result<u32> {
+        self.0
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=crate::objects::multipart::MAX_PART_NUMBER).contains(n))
+            .ok_or_else(|| {
+                S3Error::invalid_argument(
+                    "Part number must be an integer between 1 and 10000, inclusive",
+                    "partNumber",
+                    &self.0,
+                )
+            })
+    }
 }
 
 /// What the caller must be allowed to do on the bucket for an endpoint.
@@ -114,6 +150,8 @@ impl Endpoint {
         use Endpoint::*;
         let m = &req.method;
         let has = |p: &str| req.has_param(p);
+        let upload_id = || req.param("uploadId").unwrap_or_default().to_owned();
+        let part_number = || PartNumber(req.param("partNumber").unwrap_or_default().to_owned());
         let ep = match (&req.bucket, &req.key) {
             (None, _) if *m == Method::GET => ListBuckets,
             (None, _) => return Err(not_implemented()),
@@ -141,13 +179,25 @@ impl Endpoint {
                 Method::GET if has("acl") => GetObjectAcl,
                 Method::PUT if has("acl") => PutObjectAcl,
                 Method::POST if has("uploads") => CreateMultipartUpload,
-                Method::POST if has("uploadId") => CompleteMultipartUpload,
+                Method::POST if has("uploadId") => CompleteMultipartUpload {
+                    upload_id: upload_id(),
+                },
                 Method::PUT if has("uploadId") && req.headers.contains_key("x-amz-copy-source") => {
-                    UploadPartCopy
+                    UploadPartCopy {
+                        upload_id: upload_id(),
+                        part_number: part_number(),
+                    }
                 }
-                Method::PUT if has("uploadId") => UploadPart,
-                Method::GET if has("uploadId") => ListParts,
-                Method::DELETE if has("uploadId") => AbortMultipartUpload,
+                Method::PUT if has("uploadId") => UploadPart {
+                    upload_id: upload_id(),
+                    part_number: part_number(),
+                },
+                Method::GET if has("uploadId") => ListParts {
+                    upload_id: upload_id(),
+                },
+                Method::DELETE if has("uploadId") => AbortMultipartUpload {
+                    upload_id: upload_id(),
+                },
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
                     return Err(not_implemented());
                 }
@@ -167,22 +217,22 @@ impl Endpoint {
         Ok(ep)
     }
 
-    pub fn access(self) -> Access {
+    pub fn access(&self) -> Access {
         use Endpoint::*;
         match self {
             ListBuckets | CreateBucket => Access::Service,
             HeadBucket | GetBucketLocation | GetBucketVersioning | ListObjects | ListObjectsV2
             | GetObject | HeadObject | GetObjectAcl => Access::Read,
-            ListParts | ListMultipartUploads => Access::Read,
+            ListParts { .. } | ListMultipartUploads => Access::Read,
             PutObject
             | CopyObject
             | DeleteObject
             | DeleteObjects
             | CreateMultipartUpload
-            | UploadPart
-            | UploadPartCopy
-            | CompleteMultipartUpload
-            | AbortMultipartUpload => Access::Write,
+            | UploadPart { .. }
+            | UploadPartCopy { .. }
+            | CompleteMultipartUpload { .. }
+            | AbortMultipartUpload { .. } => Access::Write,
             DeleteBucket | GetBucketAcl | PutBucketAcl | PutObjectAcl | GetBucketCors
             | PutBucketCors | DeleteBucketCors => Access::Owner,
         }
@@ -233,13 +283,13 @@ fn not_implemented() -> S3Error {
 
 /// Splits host and path into bucket and key.
 fn parse_request(
-    app: &AppState,
+    domain: Option<&str>,
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> S3Result<S3Request> {
     let raw_path = uri.path();
-    let host_bucket = app.config.domain.as_deref().and_then(|domain| {
+    let host_bucket = domain.and_then(|domain| {
         let host = headers.get(header::HOST)?.to_str().ok()?;
         let host = host.rsplit_once(':').map_or(host, |(h, p)| {
             if p.bytes().all(|b| b.is_ascii_digit()) {
@@ -331,11 +381,21 @@ pub async fn authenticate_request(
         if let Ok(v) = axum::http::HeaderValue::from_str(&hash) {
             headers.insert("x-amz-content-sha256", v);
         }
-        let req = parse_request(app, parts.method, parts.uri, headers)?;
+        let req = parse_request(
+            app.config.domain.as_deref(),
+            parts.method,
+            parts.uri,
+            headers,
+        )?;
         let caller = authn::authenticate(app, &req).await?;
         return Ok((caller.key().cloned(), bytes));
     }
-    let req = parse_request(app, parts.method, parts.uri, headers)?;
+    let req = parse_request(
+        app.config.domain.as_deref(),
+        parts.method,
+        parts.uri,
+        headers,
+    )?;
     let caller = authn::authenticate(app, &req).await?;
     let bytes = caller.read_small_body(&req, body, limit).await?;
     Ok((caller.key().cloned(), bytes))
@@ -366,7 +426,12 @@ async fn handle(app: AppState, req: Request) -> S3Result<Response> {
     if parts.uri.path().starts_with("/-/") {
         return Err(S3Error::code(S3ErrorCode::NoSuchKey));
     }
-    let req = parse_request(&app, parts.method, parts.uri, parts.headers)?;
+    let req = parse_request(
+        app.config.domain.as_deref(),
+        parts.method,
+        parts.uri,
+        parts.headers,
+    )?;
     if req.method == Method::OPTIONS {
         return cors::preflight(&app, &req).await;
     }
@@ -404,7 +469,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
     let caller = authn::authenticate(app, req).await?;
     let ctx = match endpoint.access() {
         Access::Service => None,
-        access => Some(authorize(app, req, &caller, endpoint, access).await?),
+        access => Some(authorize(app, req, &caller, &endpoint, access).await?),
     };
     use Endpoint::*;
     match endpoint {
@@ -427,13 +492,21 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         GetObjectAcl => object::get_object_acl(app, req, ctx_of(ctx)?).await,
         PutObjectAcl => object::put_object_acl(app, req, &caller, body).await,
         CreateMultipartUpload => multipart::create_multipart_upload(app, req, &caller).await,
-        UploadPart => multipart::upload_part(app, req, &caller, body).await,
-        UploadPartCopy => multipart::upload_part_copy(app, req, &caller).await,
-        CompleteMultipartUpload => {
-            multipart::complete_multipart_upload(app, req, &caller, body).await
+        UploadPart {
+            upload_id,
+            part_number,
+        } => multipart::upload_part(app, req, &caller, body, &upload_id, &part_number).await,
+        UploadPartCopy {
+            upload_id,
+            part_number,
+        } => multipart::upload_part_copy(app, req, &caller, &upload_id, &part_number).await,
+        CompleteMultipartUpload { upload_id } => {
+            multipart::complete_multipart_upload(app, req, &caller, body, &upload_id).await
         }
-        AbortMultipartUpload => multipart::abort_multipart_upload(app, req).await,
-        ListParts => multipart::list_parts(app, req).await,
+        AbortMultipartUpload { upload_id } => {
+            multipart::abort_multipart_upload(app, req, &upload_id).await
+        }
+        ListParts { upload_id } => multipart::list_parts(app, req, &upload_id).await,
         ListMultipartUploads => multipart::list_multipart_uploads(app, req).await,
         GetBucketCors => cors::get_bucket_cors(ctx_of(ctx)?).await,
         PutBucketCors => cors::put_bucket_cors(app, req, &caller, body).await,
@@ -452,7 +525,7 @@ async fn authorize(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
-    endpoint: Endpoint,
+    endpoint: &Endpoint,
     access: Access,
 ) -> S3Result<BucketCtx> {
     let bucket = req.bucket().to_owned();
@@ -537,4 +610,165 @@ pub fn iso8601(millis: i64) -> String {
 pub fn http_date(millis: i64) -> String {
     let secs = (millis / 1000).max(0) as u64;
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Request headers in a test: (name, value) pairs.
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+
+    fn resolve(method: &str, target: &str, headers: Headers) -> S3Result<Endpoint> {
+        resolve_on(None, method, target, headers).map(|(_, e)| e)
+    }
+
+    fn resolve_on(
+        domain: Option<&str>,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> S3Result<(S3Request, Endpoint)> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let req = parse_request(domain, method, target.parse().unwrap(), map)?;
+        let endpoint = Endpoint::resolve(&req)?;
+        Ok((req, endpoint))
+    }
+
+    /// The request shapes of AWS's API reference for each operation postgate implements
+    /// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_Operations_Amazon_Simple_Storage_Service.html>),
+    /// path-style: method, path and query, and the header that tells a copy from a write.
+    #[test]
+    fn aws_request_shapes_resolve_to_their_operation() {
+        use Endpoint::*;
+        let copy = [("x-amz-copy-source", "/src/key")];
+        let upload = || "abc".to_owned();
+        let part = |n: &str| PartNumber(n.to_owned());
+        let table: Vec<(&str, &str, Headers, Endpoint)> = vec![
+            ("GET", "/", &[], ListBuckets),
+            ("PUT", "/b", &[], CreateBucket),
+            ("DELETE", "/b", &[], DeleteBucket),
+            ("HEAD", "/b", &[], HeadBucket),
+            ("GET", "/b?location", &[], GetBucketLocation),
+            ("GET", "/b?versioning", &[], GetBucketVersioning),
+            ("GET", "/b?acl", &[], GetBucketAcl),
+            ("PUT", "/b?acl", &[], PutBucketAcl),
+            ("GET", "/b", &[], ListObjects),
+            ("GET", "/b?prefix=a&delimiter=/", &[], ListObjects),
+            ("GET", "/b?list-type=2&prefix=a", &[], ListObjectsV2),
+            ("POST", "/b?delete", &[], DeleteObjects),
+            ("GET", "/b?uploads", &[], ListMultipartUploads),
+            ("GET", "/b?cors", &[], GetBucketCors),
+            ("PUT", "/b?cors", &[], PutBucketCors),
+            ("DELETE", "/b?cors", &[], DeleteBucketCors),
+            ("PUT", "/b/k", &[], PutObject),
+            ("PUT", "/b/k", &copy, CopyObject),
+            ("GET", "/b/k", &[], GetObject),
+            ("HEAD", "/b/k", &[], HeadObject),
+            ("DELETE", "/b/k", &[], DeleteObject),
+            ("GET", "/b/k?acl", &[], GetObjectAcl),
+            ("PUT", "/b/k?acl", &[], PutObjectAcl),
+            ("POST", "/b/k?uploads", &[], CreateMultipartUpload),
+            (
+                "PUT",
+                "/b/k?partNumber=2&uploadId=abc",
+                &[],
+                UploadPart {
+                    upload_id: upload(),
+                    part_number: part("2"),
+                },
+            ),
+            (
+                "PUT",
+                "/b/k?partNumber=3&uploadId=abc",
+                &copy,
+                UploadPartCopy {
+                    upload_id: upload(),
+                    part_number: part("3"),
+                },
+            ),
+            (
+                "POST",
+                "/b/k?uploadId=abc",
+                &[],
+                CompleteMultipartUpload {
+                    upload_id: upload(),
+                },
+            ),
+            (
+                "DELETE",
+                "/b/k?uploadId=abc",
+                &[],
+                AbortMultipartUpload {
+                    upload_id: upload(),
+                },
+            ),
+            (
+                "GET",
+                "/b/k?uploadId=abc&max-parts=10",
+                &[],
+                ListParts {
+                    upload_id: upload(),
+                },
+            ),
+        ];
+        for (method, target, headers, want) in table {
+            let got = resolve(method, target, headers)
+                .unwrap_or_else(|e| panic!("{method} {target}: {e}"));
+            assert_eq!(got, want, "{method} {target}");
+        }
+    }
+
+    #[test]
+    fn each_operation_carries_its_permission() {
+        use Endpoint::*;
+        let id = || "abc".to_owned();
+        for (endpoint, access) in [
+            (ListBuckets, Access::Service),
+            (CreateBucket, Access::Service),
+            (GetObject, Access::Read),
+            (ListParts { upload_id: id() }, Access::Read),
+            (PutObject, Access::Write),
+            (AbortMultipartUpload { upload_id: id() }, Access::Write),
+            (PutBucketCors, Access::Owner),
+            (PutObjectAcl, Access::Owner),
+            (DeleteBucket, Access::Owner),
+        ] {
+            assert_eq!(endpoint.access(), access, "{endpoint:?}");
+        }
+    }
+
+    #[test]
+    fn part_numbers_are_checked_by_the_handler() {
+        assert_eq!(PartNumber("10000".into()).get().unwrap(), 10000);
+        for bad in ["0", "10001", "", "x"] {
+            let err = PartNumber(bad.into()).get().unwrap_err();
+            assert_eq!(err.s3_code(), S3ErrorCode::InvalidArgument, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shapes_postgate_does_not_implement_are_refused() {
+        let code = |m, t| resolve(m, t, &[]).unwrap_err().s3_code();
+        assert_eq!(code("GET", "/b?policy"), S3ErrorCode::NotImplemented);
+        assert_eq!(code("PUT", "/b/k?tagging"), S3ErrorCode::NotImplemented);
+        assert_eq!(code("POST", "/b/k"), S3ErrorCode::MethodNotAllowed);
+        assert_eq!(code("PATCH", "/b/k"), S3ErrorCode::NotImplemented);
+    }
+
+    #[test]
+    fn virtual_host_requests_take_the_bucket_from_the_host() {
+        let host = [("host", "photos.s3.example.com:9000")];
+        let (req, endpoint) =
+            resolve_on(Some("s3.example.com"), "GET", "/a%20b.jpg", &host).unwrap();
+        assert_eq!((req.bucket(), req.key()), ("photos", "a b.jpg"));
+        assert_eq!(endpoint, Endpoint::GetObject);
+    }
 }

@@ -16,12 +16,12 @@ use serde::Deserialize;
 use super::object::{
     body_segments, check_copy_conditions, copy_source, object_headers, receive_body,
 };
-use super::{Caller, S3Request, empty, iso8601, xml_response};
+use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::objects::Body as Stored;
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::multipart::{self, MAX_PART_NUMBER, MAX_PART_SIZE, abort, complete};
+use crate::objects::multipart::{self, MAX_PART_SIZE, abort, complete};
 use crate::objects::write;
 use crate::state::AppState;
 use crate::store::Staged;
@@ -71,22 +71,8 @@ pub async fn create_multipart_upload(
     Ok(res)
 }
 
-fn part_number(req: &S3Request) -> S3Result<u32> {
-    let raw = req.param("partNumber").unwrap_or_default();
-    raw.parse::<u32>()
-        .ok()
-        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or_else(|| {
-            S3Error::invalid_argument(
-                "Part number must be an integer between 1 and 10000, inclusive",
-                "partNumber",
-                raw,
-            )
-        })
-}
-
-async fn load_upload(app: &AppState, req: &S3Request) -> S3Result<UploadRecord> {
-    let id = req.param("uploadId").unwrap_or_default().to_owned();
+async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<UploadRecord> {
+    let id = upload_id.to_owned();
     let (b, k, i) = (req.bucket().to_owned(), req.key().to_owned(), id.clone());
     app.db
         .read(move |c| uploads::get(c, &b, &k, &i))
@@ -99,9 +85,11 @@ pub async fn upload_part(
     req: &S3Request,
     caller: &Caller,
     body: Body,
+    upload_id: &str,
+    part_number: &PartNumber,
 ) -> S3Result<Response> {
-    let number = part_number(req)?;
-    let upload = load_upload(app, req).await?;
+    let number = part_number.get()?;
+    let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
     let max = match link_part_budget(app, &upload, number).await? {
         Some(budget) => budget.min(MAX_PART_SIZE),
@@ -251,9 +239,11 @@ pub async fn upload_part_copy(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
+    upload_id: &str,
+    part_number: &PartNumber,
 ) -> S3Result<Response> {
-    let number = part_number(req)?;
-    let upload = load_upload(app, req).await?;
+    let number = part_number.get()?;
+    let upload = load_upload(app, req, upload_id).await?;
     let (_, _, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
     let size = src.meta.size;
@@ -333,8 +323,8 @@ pub async fn complete_multipart_upload(
     req: &S3Request,
     caller: &Caller,
     body: Body,
+    upload_id: &str,
 ) -> S3Result<Response> {
-    let upload_id = req.param("uploadId").unwrap_or_default().to_owned();
     let bytes = caller.read_small_body(req, body, 4 * 1024 * 1024).await?;
     let doc: CompleteMultipartUpload = xml::parse(&bytes)?;
     let parts = doc
@@ -347,7 +337,7 @@ pub async fn complete_multipart_upload(
         &app.store,
         req.bucket(),
         req.key(),
-        &upload_id,
+        upload_id,
         parts,
     )
     .await?;
@@ -364,16 +354,19 @@ pub async fn complete_multipart_upload(
     Ok(xml_response(w.finish()))
 }
 
-pub async fn abort_multipart_upload(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let id = req.param("uploadId").unwrap_or_default();
+pub async fn abort_multipart_upload(
+    app: &AppState,
+    req: &S3Request,
+    id: &str,
+) -> S3Result<Response> {
     if !abort(&app.db, &app.store, req.bucket(), req.key(), id).await? {
         return Err(S3Error::no_such_upload(id));
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-pub async fn list_parts(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let upload = load_upload(app, req).await?;
+pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<Response> {
+    let upload = load_upload(app, req, upload_id).await?;
     let max = req
         .param("max-parts")
         .and_then(|v| v.parse::<usize>().ok())
