@@ -13,6 +13,8 @@ use std::sync::Arc;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::policy::{PostAuthError, SizeViolation};
+use crate::store::IngestError;
 use crate::xml::{MalformedXml, XmlWriter};
 
 macro_rules! codes {
@@ -155,6 +157,17 @@ impl S3Error {
         S3Error::code(S3ErrorCode::NoSuchBucket).with("BucketName", bucket)
     }
 
+    /// Maps a failure to receive a body (`max`: the most it may hold) to S3's answer.
+    pub fn from_ingest(err: IngestError<S3Error>, max: u64) -> S3Error {
+        match err {
+            IngestError::Body(e) => e,
+            IngestError::TooLarge { seen } => S3Error::code(S3ErrorCode::EntityTooLarge)
+                .with("ProposedSize", seen.to_string())
+                .with("MaxSizeAllowed", max.to_string()),
+            IngestError::Io(e) => S3Error::from(e),
+        }
+    }
+
     pub fn no_such_upload(upload_id: &str) -> Self {
         S3Error::code(S3ErrorCode::NoSuchUpload).with("UploadId", upload_id)
     }
@@ -254,6 +267,74 @@ impl From<std::io::Error> for S3Error {
         match err.kind() {
             ErrorKind::StorageFull | ErrorKind::QuotaExceeded => S3Error::storage_full(err),
             _ => S3Error::internal(err),
+        }
+    }
+}
+
+/// A multipart form that multer could not read: a body cut short, or a malformed form.
+impl From<multer::Error> for S3Error {
+    fn from(err: multer::Error) -> Self {
+        match err {
+            multer::Error::StreamReadFailed(_) => S3Error::code(S3ErrorCode::IncompleteBody),
+            _ => S3Error::code(S3ErrorCode::MalformedPOSTRequest),
+        }
+    }
+}
+
+/// A POST file outside its policy's `content-length-range`.
+impl From<SizeViolation> for S3Error {
+    fn from(err: SizeViolation) -> Self {
+        match err {
+            SizeViolation::TooLarge {
+                proposed_size,
+                max_size_allowed,
+            } => S3Error::code(S3ErrorCode::EntityTooLarge)
+                .with("ProposedSize", proposed_size.to_string())
+                .with("MaxSizeAllowed", max_size_allowed.to_string()),
+            SizeViolation::TooSmall {
+                proposed_size,
+                min_size_allowed,
+            } => S3Error::code(S3ErrorCode::EntityTooSmall)
+                .with("ProposedSize", proposed_size.to_string())
+                .with("MinSizeAllowed", min_size_allowed.to_string()),
+        }
+    }
+}
+
+/// A POST form that breaks a condition of its policy.
+impl From<crate::policy::PolicyViolation> for S3Error {
+    fn from(err: crate::policy::PolicyViolation) -> Self {
+        let mut e = S3Error::new(S3ErrorCode::AccessDenied, err.to_string());
+        if let Some(field) = err.field_name() {
+            e = e.with("FieldName", field);
+        }
+        if let Some(cond) = err.condition() {
+            e = e.with("Condition", cond);
+        }
+        e
+    }
+}
+
+/// A POST policy that is not a valid policy document.
+impl From<crate::policy::PolicyDocumentError> for S3Error {
+    fn from(err: crate::policy::PolicyDocumentError) -> Self {
+        let mut e = S3Error::new(S3ErrorCode::InvalidPolicyDocument, err.to_string());
+        if let Some(cond) = err.condition() {
+            e = e.with("Condition", cond);
+        }
+        e
+    }
+}
+
+/// A POST form whose signature fields are missing or inconsistent.
+impl From<PostAuthError> for S3Error {
+    fn from(err: PostAuthError) -> Self {
+        match err {
+            PostAuthError::PolicyWithoutSignature => S3Error::access_denied(),
+            other => {
+                let name = other.argument_name().unwrap_or_default();
+                S3Error::invalid_argument(other.to_string(), name, "")
+            }
         }
     }
 }

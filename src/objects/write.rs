@@ -15,7 +15,7 @@ use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
 use crate::db::objects::{self, Body, ObjectMeta};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::store::{BlobStore, IngestError, Ingested, Staged};
+use crate::store::{BlobStore, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -179,17 +179,6 @@ impl Expected {
             }
         }
         Ok(())
-    }
-}
-
-/// Maps an ingest failure to S3's answer.
-pub fn ingest_error(err: IngestError<S3Error>, max: u64) -> S3Error {
-    match err {
-        IngestError::Body(e) => e,
-        IngestError::TooLarge { seen } => S3Error::code(S3ErrorCode::EntityTooLarge)
-            .with("ProposedSize", seen.to_string())
-            .with("MaxSizeAllowed", max.to_string()),
-        IngestError::Io(e) => S3Error::from(e),
     }
 }
 

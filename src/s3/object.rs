@@ -107,7 +107,7 @@ pub(super) async fn receive_body(
         .store
         .ingest(upload_body.stream, max, inline_max, hashes)
         .await
-        .map_err(|e| write::ingest_error(e, max))?;
+        .map_err(|e| S3Error::from_ingest(e, max))?;
     let trailer_value = match (&trailer, &algo) {
         (Some(t), Some((a, _))) => t.value(a.header_name()),
         _ => None,

@@ -21,8 +21,7 @@ use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::access;
 use crate::objects::write::{self, Expected, ObjectHeaders, WriteCondition};
 use crate::policy::{
-    self, ContentLengthRange, FormFields, PolicyDocumentError, PolicyViolation, PostAuth,
-    PostAuthError, SizeViolation, SuccessActionStatus,
+    self, ContentLengthRange, FormFields, PostAuth, SizeViolation, SuccessActionStatus,
 };
 use crate::state::AppState;
 use crate::store::Hashes;
@@ -241,7 +240,7 @@ where
     let range = match &signer {
         Signer::Key { policy, sig, .. } => policy
             .check(&fields, &bucket, time::OffsetDateTime::now_utc(), *sig)
-            .map_err(policy_violation)?,
+            .map_err(S3Error::from)?,
         Signer::Anonymous => ContentLengthRange::default(),
     };
     let key = fields.get("key").unwrap_or_default().to_owned();
@@ -254,7 +253,7 @@ where
     if let Some(file_at_least) = size_hint
         && file_at_least > range.max() + EARLY_REJECT_MARGIN
     {
-        return Err(size_error(SizeViolation::TooLarge {
+        return Err(S3Error::from(SizeViolation::TooLarge {
             proposed_size: file_at_least,
             max_size_allowed: range.max(),
         }));
@@ -336,19 +335,21 @@ async fn store_upload(
         ..Expected::default()
     };
     let hashes = Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
-    let stream = file.map_err(multipart_error);
+    let stream = file.map_err(S3Error::from);
     let ingested = app
         .store
         .ingest(stream, range.max(), app.config.inline_max_bytes, hashes)
         .await
         .map_err(|e| match e {
-            crate::store::IngestError::TooLarge { seen } => size_error(SizeViolation::TooLarge {
-                proposed_size: seen.max(target.size_hint.unwrap_or(0)),
-                max_size_allowed: range.max(),
-            }),
-            other => write::ingest_error(other, range.max()),
+            crate::store::IngestError::TooLarge { seen } => {
+                S3Error::from(SizeViolation::TooLarge {
+                    proposed_size: seen.max(target.size_hint.unwrap_or(0)),
+                    max_size_allowed: range.max(),
+                })
+            }
+            other => S3Error::from_ingest(other, range.max()),
         })?;
-    range.check(ingested.size).map_err(size_error)?;
+    range.check(ingested.size).map_err(S3Error::from)?;
     expected.verify(&ingested, None)?;
 
     let etag = write::etag_of(&ingested.digests.md5);
@@ -395,7 +396,7 @@ impl Signer {
 
 /// Signature (in AWS's order: fields, key, signature, then the policy document) and permission.
 async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -> S3Result<Signer> {
-    let auth = policy::parse_post_auth(fields, &app.config.region).map_err(post_auth_error)?;
+    let auth = policy::parse_post_auth(fields, &app.config.region).map_err(S3Error::from)?;
     let (access_key, sig) = match &auth {
         PostAuth::Anonymous => {
             // Without a policy only a public-write bucket takes uploads, as S3 does.
@@ -440,7 +441,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     if !access::may_write(who, bucket, grant) {
         return Err(S3Error::access_denied());
     }
-    let policy = policy::Policy::from_base64(policy_b64).map_err(policy_document_error)?;
+    let policy = policy::Policy::from_base64(policy_b64).map_err(S3Error::from)?;
     Ok(Signer::Key {
         access_key,
         policy,
@@ -475,7 +476,7 @@ fn pre_data_error(limit: &PreData, err: multer::Error) -> S3Error {
     if limit.exceeded() {
         pre_data_exceeded()
     } else {
-        multipart_error(err)
+        S3Error::from(err)
     }
 }
 
@@ -614,57 +615,4 @@ fn missing_key() -> S3Error {
         "key",
         "",
     )
-}
-
-fn multipart_error(err: multer::Error) -> S3Error {
-    match err {
-        multer::Error::StreamReadFailed(_) => S3Error::code(S3ErrorCode::IncompleteBody),
-        _ => S3Error::code(S3ErrorCode::MalformedPOSTRequest),
-    }
-}
-
-fn size_error(err: SizeViolation) -> S3Error {
-    match err {
-        SizeViolation::TooLarge {
-            proposed_size,
-            max_size_allowed,
-        } => S3Error::code(S3ErrorCode::EntityTooLarge)
-            .with("ProposedSize", proposed_size.to_string())
-            .with("MaxSizeAllowed", max_size_allowed.to_string()),
-        SizeViolation::TooSmall {
-            proposed_size,
-            min_size_allowed,
-        } => S3Error::code(S3ErrorCode::EntityTooSmall)
-            .with("ProposedSize", proposed_size.to_string())
-            .with("MinSizeAllowed", min_size_allowed.to_string()),
-    }
-}
-
-fn policy_violation(err: PolicyViolation) -> S3Error {
-    let mut e = S3Error::new(S3ErrorCode::AccessDenied, err.to_string());
-    if let Some(field) = err.field_name() {
-        e = e.with("FieldName", field);
-    }
-    if let Some(cond) = err.condition() {
-        e = e.with("Condition", cond);
-    }
-    e
-}
-
-fn policy_document_error(err: PolicyDocumentError) -> S3Error {
-    let mut e = S3Error::new(S3ErrorCode::InvalidPolicyDocument, err.to_string());
-    if let Some(cond) = err.condition() {
-        e = e.with("Condition", cond);
-    }
-    e
-}
-
-fn post_auth_error(err: PostAuthError) -> S3Error {
-    match err {
-        PostAuthError::PolicyWithoutSignature => S3Error::access_denied(),
-        other => {
-            let name = other.argument_name().unwrap_or_default();
-            S3Error::invalid_argument(other.to_string(), name, "")
-        }
-    }
 }
