@@ -2,20 +2,23 @@
 //! phone, with signed POST policies, CORS and hosted upload pages.
 //!
 //! # Layout
-//! - `config`  defaults < TOML file < `POSTGATE_*` env < flags.
-//! - `app`     shared state, router, request ids, the serve loop.
-//! - `api`     the JSON API under `/-/api/` (presigned POST policies for web backends).
-//! - `s3`      the S3 REST API: request → `Endpoint` → permission check → thin handler.
+//! Imports run one way: `http` → (`s3` | `links` | `api`) → `objects` → (`store` | `db`); the
+//! pure modules are leaves. `tests/architecture.rs` checks it; `docs/ARCHITECTURE.md` is the tour.
+//! - `http`    the router (the only module that imports every area), middleware (request ids,
+//!   S3 error bodies, forwarded headers, body limits), the serve loop.
+//! - `state`   `AppState`: configuration, database, blob store, key and bucket caches; public URLs.
+//! - `s3`      the S3 REST API: request → typed `Endpoint` → permission check → thin handler.
+//! - `links`   upload links: the link and its rules, its page, its multipart and Uppy routes.
+//! - `api`     the JSON API under `/-/api/` (presigned POST policies, links).
+//! - `objects` the core: write, multipart, the one permission check; no HTTP in it.
+//! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
+//! - `db`      SQLite metadata: every SQL statement, migrations, one group-committing writer.
+//! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
 //! - `cors`    bucket CORS rules: parse, validate, match, response headers. Pure.
-//! - `ui`      hosted upload pages for shareable upload links (askama templates, static JS/CSS).
-//! - `link_uploads` the upload page's multipart path for large files (presigned part URLs).
-//! - `upload`  the write pipeline shared by PUT, copy and POST: headers, digests, commit.
-//! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
-//! - `db`      SQLite metadata: migrations, one group-committing writer, pooled readers.
-//! - `error`   `S3Error`, the only error that reaches the wire.
-//! - `limits`  bounded cost per request: body idle timeout, `Connection: close` on unread bodies.
+//! - `config`, `names`, `units`, `xml`: configuration; bucket and key names; sizes and
+//!   durations; S3's XML.
 
 pub mod api;
 pub mod auth;

@@ -131,8 +131,9 @@ pub(crate) async fn sign_part_url(
     ))
 }
 
-/// Completes the link's upload from `parts` (`s3::multipart::complete` holds it to the link:
-/// open, total within the maximum, key still free); answers `{bucket, key, etag, location}`.
+/// Completes the link's upload from `parts` (`objects::multipart::complete` holds it to the
+/// link: open, total within the maximum, key still free); answers `{bucket, key, etag,
+/// location}`.
 pub(crate) async fn finish(
     app: &AppState,
     link: &LinkRecord,

@@ -593,7 +593,7 @@ fn set_location(res: &mut Response, location: &str) {
 }
 
 /// The object's absolute URL, in the addressing style the request used, built as
-/// `ui::base_url` builds it (never from a client's `Host`). The one exception is a virtual-host
+/// `state::base_url` builds it (never from a client's `Host`). The one exception is a virtual-host
 /// request without `--public-url`: its `Host` matched `bucket.DOMAIN` with the configured
 /// domain and an existing bucket, so it names this server.
 pub fn object_url(app: &AppState, req: &S3Request, bucket: &str, key: &str) -> String {
