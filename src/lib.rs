@@ -10,7 +10,7 @@
 //! - `s3`      the S3 REST API: request → typed `Endpoint` → permission check → thin handler.
 //! - `links`   upload links: the link and its rules, its page, its multipart and Uppy routes.
 //! - `api`     the JSON API under `/-/api/` (presigned POST policies, links).
-//! - `objects` the core: write, multipart, the one permission check; no HTTP in it.
+//! - `objects` the core: write, multipart, list, delete, the one permission check; no HTTP.
 //! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
 //! - `db`      SQLite metadata: every SQL statement, migrations, one group-committing writer.
 //! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').

@@ -2,5 +2,7 @@
 //! objects, as functions over the database and the blob store. It knows nothing about HTTP.
 
 pub mod access;
+pub mod delete;
+pub mod list;
 pub mod multipart;
 pub mod write;

@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{S3Request, iso8601, xml_response};
-use crate::db::objects::{self, ListEntry, prefix_successor};
 use crate::error::{S3Error, S3Result};
+use crate::objects::list::{self, Item};
 use crate::state::AppState;
 use crate::xml::XmlWriter;
 
@@ -27,16 +27,6 @@ const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~')
     .remove(b'/');
-
-enum Item {
-    Object(ListEntry),
-    Prefix(String),
-}
-
-struct Page {
-    items: Vec<Item>,
-    truncated: bool,
-}
 
 pub async fn list_objects(app: &AppState, req: &S3Request, v2: bool) -> S3Result<Response> {
     let prefix = req.param("prefix").unwrap_or("").to_owned();
@@ -75,10 +65,7 @@ pub async fn list_objects(app: &AppState, req: &S3Request, v2: bool) -> S3Result
 
     let bucket = req.bucket().to_owned();
     let (p, d, m) = (prefix.clone(), delimiter.clone(), marker.clone());
-    let page = app
-        .db
-        .read(move |c| scan_page(c, &bucket, &p, &d, m.as_deref(), max_keys))
-        .await?;
+    let page = list::page(&app.db, bucket, p, d, m, max_keys).await?;
 
     let enc = |s: &str| -> String {
         if url_encode {
@@ -165,94 +152,6 @@ fn decode_token(token: &str) -> S3Result<String> {
                 token,
             )
         })
-}
-
-/// Reads up to `max_keys` items after `marker` under `prefix`, rolling keys up at `delimiter`.
-fn scan_page(
-    conn: &rusqlite::Connection,
-    bucket: &str,
-    prefix: &str,
-    delimiter: &str,
-    marker: Option<&str>,
-    max_keys: usize,
-) -> Result<Page, crate::db::DbError> {
-    let until = if prefix.is_empty() {
-        None
-    } else {
-        prefix_successor(prefix)
-    };
-    // Start at whichever is later: the prefix (inclusive) or the marker (exclusive).
-    let (mut from, mut exclusive) = match marker {
-        Some(m) if m >= prefix => (m.to_owned(), true),
-        _ => (prefix.to_owned(), false),
-    };
-    let mut items = Vec::new();
-    const BATCH: usize = 1000;
-    loop {
-        if items.len() == max_keys {
-            let more = objects::scan(conn, bucket, &from, exclusive, until.as_deref(), 1)?;
-            return Ok(Page {
-                truncated: !more.is_empty() && max_keys > 0,
-                items,
-            });
-        }
-        let rows = objects::scan(conn, bucket, &from, exclusive, until.as_deref(), BATCH)?;
-        if rows.is_empty() {
-            return Ok(Page {
-                items,
-                truncated: false,
-            });
-        }
-        let fetched = rows.len();
-        let mut jumped = false;
-        for row in rows {
-            let Some(rest) = row.key.strip_prefix(prefix) else {
-                return Ok(Page {
-                    items,
-                    truncated: false,
-                });
-            };
-            let rolled = (!delimiter.is_empty())
-                .then(|| rest.find(delimiter))
-                .flatten()
-                .map(|i| row.key[..prefix.len() + i + delimiter.len()].to_owned());
-            match rolled {
-                Some(cp) => {
-                    // Continue after every key under this common prefix.
-                    match prefix_successor(&cp) {
-                        Some(next) => {
-                            from = next;
-                            exclusive = false;
-                        }
-                        None => {
-                            from = cp.clone();
-                            exclusive = true;
-                        }
-                    }
-                    // A prefix at or before the marker was returned on an earlier page.
-                    if marker.is_none_or(|m| cp.as_str() > m) {
-                        items.push(Item::Prefix(cp));
-                    }
-                    jumped = true;
-                    break;
-                }
-                None => {
-                    from = row.key.clone();
-                    exclusive = true;
-                    items.push(Item::Object(row));
-                    if items.len() == max_keys {
-                        break;
-                    }
-                }
-            }
-        }
-        if !jumped && items.len() < max_keys && fetched < BATCH {
-            return Ok(Page {
-                items,
-                truncated: false,
-            });
-        }
-    }
 }
 
 #[cfg(test)]

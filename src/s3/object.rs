@@ -12,6 +12,7 @@ use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_respons
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::delete;
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::state::AppState;
 use crate::store::{Hashes, Staged};
@@ -618,11 +619,7 @@ fn is_passive_type(content_type: Option<&str>) -> bool {
 }
 
 pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
-    let removed = app.db.write(move |c| objects::delete(c, &b, &k)).await?;
-    for blob in removed.unwrap_or_default() {
-        app.store.remove(blob).await;
-    }
+    delete::one(&app.db, &app.store, req.bucket(), req.key()).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -648,37 +645,19 @@ pub async fn delete_objects(
     }
     let quiet = doc.quiet.unwrap_or(false);
     let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
-    let bucket = req.bucket().to_owned();
-    let keys_for_db = keys.clone();
-    let results = app
-        .db
-        .write(move |c| {
-            let mut out = Vec::with_capacity(keys_for_db.len());
-            for key in &keys_for_db {
-                if crate::names::validate_key(key).is_err() {
-                    out.push(Err(()));
-                    continue;
-                }
-                out.push(Ok(objects::delete(c, &bucket, key)?.unwrap_or_default()));
-            }
-            Ok(out)
-        })
-        .await?;
+    let results = delete::many(&app.db, &app.store, req.bucket(), keys.clone()).await?;
     let mut w = XmlWriter::new();
     w.root("DeleteResult");
     for (key, result) in keys.iter().zip(results) {
         match result {
-            Ok(blobs) => {
-                for blob in blobs {
-                    app.store.remove(blob).await;
-                }
+            Ok(()) => {
                 if !quiet {
                     w.open("Deleted");
                     w.elem("Key", key);
                     w.close("Deleted");
                 }
             }
-            Err(()) => {
+            Err(delete::InvalidKey) => {
                 w.open("Error");
                 w.elem("Key", key);
                 w.elem("Code", "KeyTooLongError");

@@ -1,0 +1,55 @@
+//! Deleting objects: the row goes in one transaction, then the blobs it used.
+
+use crate::db::{Db, DbError, objects};
+use crate::store::BlobStore;
+
+/// A key DeleteObjects named that cannot be an object's (S3 answers it per key, not for the
+/// whole request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidKey;
+
+/// Deletes `bucket/key` if it exists (S3's DeleteObject succeeds either way).
+pub async fn one(db: &Db, store: &BlobStore, bucket: &str, key: &str) -> Result<(), DbError> {
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    let removed = db.write(move |c| objects::delete(c, &b, &k)).await?;
+    for blob in removed.unwrap_or_default() {
+        store.remove(blob).await;
+    }
+    Ok(())
+}
+
+/// Deletes each of `keys` in one transaction; one outcome per key, in order.
+pub async fn many(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    keys: Vec<String>,
+) -> Result<Vec<Result<(), InvalidKey>>, DbError> {
+    let bucket = bucket.to_owned();
+    let results = db
+        .write(move |c| {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in &keys {
+                if crate::names::validate_key(key).is_err() {
+                    out.push(Err(InvalidKey));
+                    continue;
+                }
+                out.push(Ok(objects::delete(c, &bucket, key)?.unwrap_or_default()));
+            }
+            Ok(out)
+        })
+        .await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for result in results {
+        outcomes.push(match result {
+            Ok(blobs) => {
+                for blob in blobs {
+                    store.remove(blob).await;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        });
+    }
+    Ok(outcomes)
+}
