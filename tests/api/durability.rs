@@ -662,3 +662,83 @@ async fn kill_9_mid_link_form_gives_the_slot_back_at_restart() {
         .status();
     assert_eq!(status, 410, "a full link refuses more files");
 }
+
+/// A full disk under concurrency: 16 uploads at once into a tmpfs that holds about half of them.
+/// Each is stored whole or answered 507 `XPostgateStorageFull`; nothing partial is left (no temp
+/// file, no blob without its object); once the stored objects are deleted, the server takes
+/// uploads again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_uploads_into_a_full_disk_are_whole_or_507_and_the_server_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_on_tmpfs(dir.path(), "10m").await;
+    let seen = server.data_dir(dir.path());
+    server.put_ok("/conc", b"").await;
+    let bodies: Vec<Vec<u8>> = (0..16).map(|i| pattern(1024 * 1024, 100 + i)).collect();
+
+    let uploads = bodies.iter().enumerate().map(|(i, body)| {
+        let server = &server;
+        async move {
+            let p = server
+                .req(Method::PUT, &format!("/conc/k{i}"))
+                .body(body.clone())
+                .prepare();
+            answer(|| {
+                let req = server.http.request(p.method.clone(), &p.url);
+                req.headers(p.headers.clone()).body(p.body.clone())
+            })
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(uploads).await;
+    let mut stored = Vec::new();
+    for (i, res) in answers.iter().enumerate() {
+        match res.status {
+            200 => stored.push(i),
+            _ => res.assert_error(507, "XPostgateStorageFull"),
+        }
+    }
+    assert!(
+        !stored.is_empty() && stored.len() < 16,
+        "the disk holds some of the uploads, not all: {} stored",
+        stored.len()
+    );
+    assert!(
+        poll_until(Duration::from_secs(5), || tmp_files(&seen).is_empty()).await,
+        "temp files left behind: {:?}",
+        tmp_files(&seen)
+    );
+    for (i, body) in bodies.iter().enumerate() {
+        let got = server.req(Method::GET, &format!("/conc/k{i}")).send().await;
+        if stored.contains(&i) {
+            got.assert_status(200);
+            assert!(got.body[..] == body[..], "k{i} is whole");
+        } else {
+            got.assert_error(404, "NoSuchKey");
+        }
+    }
+    assert!(
+        poll_until(Duration::from_secs(5), || blob_files(&seen).len()
+            == stored.len())
+        .await,
+        "{} blobs for {} objects",
+        blob_files(&seen).len(),
+        stored.len()
+    );
+
+    // Space freed: uploads succeed again, without a restart.
+    for i in &stored {
+        server
+            .req(Method::DELETE, &format!("/conc/k{i}"))
+            .send()
+            .await
+            .assert_status(204);
+    }
+    for (i, body) in bodies.iter().take(4).enumerate() {
+        server.put_ok(&format!("/conc/again{i}"), body).await;
+        let got = server
+            .req(Method::GET, &format!("/conc/again{i}"))
+            .send()
+            .await;
+        assert!(got.body[..] == body[..]);
+    }
+}
