@@ -12,6 +12,11 @@
 //!   objects uploaded through it plus its unfinished multipart uploads.
 //! - [`check_objects`]: every key reads back as one of the states the log allows (see
 //!   [`KeyLog::allowed`]): byte for byte, with its ETag, `Content-Type` and `x-amz-meta-wid`.
+//!
+//! To use it from another harness: `#[path = "../api/helpers.rs"] mod helpers;` and
+//! `#[path = "../crash/invariants.rs"] mod invariants;` at the crate root; record each write with
+//! `WriteLog::record` (start from `WriteLog::tick` before sending), then after the restart run
+//! `check_store(data_dir)` and `check_objects(...)`. See `main.rs` for the crash loop using it.
 
 #![allow(dead_code)]
 
