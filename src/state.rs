@@ -77,6 +77,16 @@ impl AppState {
             _ => {}
         }
 
+        // Form uploads a killed server left between taking their link's slot and storing (or
+        // refusing) the file: the slot stays taken only if the file was stored.
+        let released = db.write(db::links::settle_form_slots).await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "gave back link slots of form uploads that never finished"
+            );
+        }
+
         let admin = config.admin_key.clone();
         let (retired, generated) = db
             .write(move |c| match admin {

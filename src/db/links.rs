@@ -159,3 +159,61 @@ pub fn release_upload(conn: &Connection, id: &str) -> Result<(), DbError> {
     .execute([id])?;
     Ok(())
 }
+
+/// Takes a slot for a form upload of `bucket/key` ([`reserve_upload`]) and records it in
+/// `link_form_slots`, so that a crash before the file is stored or refused cannot leak it (see
+/// [`settle_form_slots`]). Returns the record's id, for [`end_form_slot`], or the
+/// reservation that was not [`Reservation::Taken`].
+pub fn reserve_form(
+    conn: &Connection,
+    link_id: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<Result<String, Reservation>, DbError> {
+    let reservation = reserve_upload(conn, link_id)?;
+    if !matches!(reservation, Reservation::Taken) {
+        return Ok(Err(reservation));
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    conn.prepare_cached(
+        "INSERT INTO link_form_slots (id, link_id, bucket, key, taken_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, link_id, bucket, key, now_millis()])?;
+    Ok(Ok(id))
+}
+
+/// Ends a form's slot record: `stored`, the slot stays taken (the file is the link's); else it is
+/// given back. Only the call that deletes the record acts, so a slot is given back at most once.
+pub fn end_form_slot(conn: &Connection, slot: &str, stored: bool) -> Result<(), DbError> {
+    let link_id: Option<String> = conn
+        .prepare_cached("DELETE FROM link_form_slots WHERE id = ?1 RETURNING link_id")?
+        .query_row([slot], |r| r.get(0))
+        .optional()?;
+    if let (Some(link_id), false) = (link_id, stored) {
+        release_upload(conn, &link_id)?;
+    }
+    Ok(())
+}
+
+/// At start-up: the form slots a killed server left open. A slot whose file was stored (an object
+/// at its key, carrying its link's id, written since the slot was taken) stays taken; any other
+/// is given back. Returns how many were given back.
+pub fn settle_form_slots(conn: &Connection) -> Result<usize, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT s.id, EXISTS (
+             SELECT 1 FROM objects o, json_each(o.meta) m
+             WHERE o.bucket = s.bucket AND o.key = s.key AND o.last_modified >= s.taken_at
+               AND json_extract(m.value, '$[0]') = 'upload-link'
+               AND json_extract(m.value, '$[1]') = s.link_id)
+         FROM link_form_slots s",
+    )?;
+    let slots = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut released = 0;
+    for (id, stored) in slots {
+        end_form_slot(conn, &id, stored)?;
+        released += usize::from(!stored);
+    }
+    Ok(released)
+}

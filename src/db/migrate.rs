@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_links.sql"),
     include_str!("../../migrations/0004_link_uploads.sql"),
     include_str!("../../migrations/0005_bucket_active_content.sql"),
+    include_str!("../../migrations/0006_link_form_slots.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {

@@ -27,6 +27,8 @@ const MAX_BATCH: usize = 512;
 /// connections (and their parsed schema and cached statements) alive under load instead of
 /// opening and closing one per read.
 const READERS: usize = 8;
+/// A WAL longer than this is emptied by the next checkpoint (see `checkpoint_loop`).
+const WAL_TRUNCATE_AT: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -138,9 +140,12 @@ impl Db {
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoint_conn = open_connection(path)?;
         let stop_flag = stop.clone();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
         std::thread::Builder::new()
             .name("postgate-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, stop_flag))
+            .spawn(move || checkpoint_loop(checkpoint_conn, wal, stop_flag))
             .map_err(|e| DbError::Corrupt(format!("cannot start checkpoint thread: {e}")))?;
         Ok(Db {
             inner: Arc::new(DbInner {
@@ -224,10 +229,18 @@ impl Db {
 
 /// Copies committed WAL frames into the database file every so often (PASSIVE: never waits for
 /// readers or the writer), keeping the WAL short without slowing commits.
-fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
+///
+/// Under reads that never pause, PASSIVE alone starves: it copies the frames, but SQLite starts
+/// the WAL over only when no reader holds a snapshot in it, so the file grows without bound (a
+/// soak of mixed traffic took it past 200 MiB in a minute). Past [`WAL_TRUNCATE_AT`] the
+/// checkpoint is TRUNCATE instead: it waits for the readers of the moment (short: no read holds a
+/// connection while a body streams), briefly holding writers back, and empties the file.
+fn checkpoint_loop(conn: Connection, wal: PathBuf, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        let long = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_AT);
+        let mode = if long { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
             tracing::debug!(error = %e, "checkpoint skipped");
         }
     }
@@ -300,4 +313,63 @@ fn run_batch(
 pub fn now_millis() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readers that always overlap (one of them holds a snapshot at every moment) starve PASSIVE
+    /// checkpoints; the WAL must still be emptied once it passes `WAL_TRUNCATE_AT`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_reads_that_never_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::open(&path).unwrap();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)")?))
+            .await
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2u64)
+            .map(|i| {
+                let (path, stop) = (path.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let conn = open_connection(&path).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(15 * i));
+                    while !stop.load(Ordering::Relaxed) {
+                        conn.execute_batch("BEGIN").unwrap();
+                        conn.query_row("SELECT count(*) FROM t", [], |_| Ok(()))
+                            .unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(30));
+                        conn.execute_batch("COMMIT").unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let mut longest = 0;
+        for i in 0..(3 * WAL_TRUNCATE_AT / (1 << 20)) as i64 {
+            db.write(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO t VALUES (?1, zeroblob(1048576))",
+                    [i % 8],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+            // At a pace the checkpoints keep up with: only starvation can make the WAL grow.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            longest = longest.max(wal_len());
+        }
+        stop.store(true, Ordering::Relaxed);
+        readers.into_iter().for_each(|r| r.join().unwrap());
+        assert!(
+            longest < 2 * WAL_TRUNCATE_AT,
+            "the WAL grew to {} MiB",
+            longest >> 20
+        );
+    }
 }

@@ -328,64 +328,77 @@ pub(crate) async fn check_form(
     if !link.accepts_type(content_type.unwrap_or("binary/octet-stream")) {
         return Err(wrong_type(&link));
     }
-    let id = link.id.clone();
-    let reservation = app
+    let (id, b, k) = (link.id.clone(), bucket.to_owned(), key.to_owned());
+    let reserved = app
         .db
-        .write(move |c| crate::db::links::reserve_upload(c, &id))
+        .write(move |c| crate::db::links::reserve_form(c, &id, &b, &k))
         .await?;
-    match refusal(&reservation) {
-        None => Ok(FormSlot {
+    match reserved {
+        Ok(slot) => Ok(FormSlot {
             db: app.db.clone(),
-            link_id: Some(link.id),
+            slot: Some(slot),
         }),
-        Some(Unavailable::Closed(reason)) => Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
-        Some(_) => Err(S3Error::new(
-            S3ErrorCode::AccessDenied,
-            "Unknown upload link.",
-        )),
+        Err(reservation) => match refusal(&reservation) {
+            Some(Unavailable::Closed(reason)) => {
+                Err(S3Error::new(S3ErrorCode::AccessDenied, reason))
+            }
+            _ => Err(S3Error::new(
+                S3ErrorCode::AccessDenied,
+                "Unknown upload link.",
+            )),
+        },
     }
 }
 
 /// The slot a form took on its link ([`check_form`]): [`FormSlot::keep`] once the file is
 /// stored, else it is given back exactly once: by [`FormSlot::release`] on a failed upload, or,
-/// if the request is dropped midway (the client went away), when the guard is dropped.
+/// if the request is dropped midway (the client went away), when the guard is dropped. The slot
+/// is recorded in `link_form_slots` until then, so that if the server dies first, start-up
+/// settles it ([`crate::db::links::settle_form_slots`]).
 pub(crate) struct FormSlot {
     db: crate::db::Db,
-    link_id: Option<String>,
+    /// The `link_form_slots` record.
+    slot: Option<String>,
 }
 
 impl FormSlot {
-    /// The file is stored: the slot is the link's file now.
+    /// The file is stored: the slot is the link's file now. Its record is dropped in the
+    /// background (if the server dies first, start-up finds the file and keeps the slot).
     pub(crate) fn keep(mut self) {
-        self.link_id = None;
+        if let Some(slot) = self.slot.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let db = self.db.clone();
+            rt.spawn(async move { end_slot(&db, slot, true).await });
+        }
     }
 
     /// The upload failed: gives the slot back before the answer goes out.
     pub(crate) async fn release(mut self) {
-        if let Some(id) = self.link_id.take() {
-            release_slot(&self.db, id).await;
+        if let Some(slot) = self.slot.take() {
+            end_slot(&self.db, slot, false).await;
         }
     }
 }
 
 impl Drop for FormSlot {
     fn drop(&mut self) {
-        if let Some(id) = self.link_id.take()
+        if let Some(slot) = self.slot.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let db = self.db.clone();
-            rt.spawn(async move { release_slot(&db, id).await });
+            rt.spawn(async move { end_slot(&db, slot, false).await });
         }
     }
 }
 
-async fn release_slot(db: &crate::db::Db, link_id: String) {
-    let id = link_id.clone();
+async fn end_slot(db: &crate::db::Db, slot: String, stored: bool) {
+    let id = slot.clone();
     if let Err(e) = db
-        .write(move |c| crate::db::links::release_upload(c, &id))
+        .write(move |c| crate::db::links::end_form_slot(c, &id, stored))
         .await
     {
-        tracing::error!(error = %e, link = %link_id, "giving back a link slot failed");
+        tracing::error!(error = %e, slot = %slot, "ending a link form's slot failed");
     }
 }
 

@@ -496,3 +496,249 @@ async fn operator_cli_creates_keys_buckets_and_grants_that_the_server_honours() 
         .unwrap();
     assert!(!bad.status.success());
 }
+
+impl Server {
+    /// A JSON API call as the admin: (status, JSON).
+    async fn api(&self, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {ADMIN_AK}:{ADMIN_SK}"))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// `uploaded_files` of link `id`, from the links API.
+    async fn link_count(&self, id: &str) -> u64 {
+        let (status, json) = self.api(Method::GET, "/-/api/links", "").await;
+        assert_eq!(status, 200);
+        json["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == id)
+            .unwrap()["uploaded_files"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// The link page's form (`/-/u/{token}/policy`) with a text file `name`, as a raw
+    /// `multipart/form-data` request: (request head, body).
+    async fn link_form(&self, token: &str, name: &str, file: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let res = self
+            .http
+            .get(format!("{}/-/u/{token}/policy", self.base))
+            .send()
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        let boundary = "----crashformboundary";
+        let mut body = Vec::new();
+        let mut fields: Vec<(String, String)> = json["fields"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        fields.push(("Content-Type".into(), "text/plain".into()));
+        for (k, v) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: text/plain\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let path = url::Url::parse(json["url"].as_str().unwrap())
+            .unwrap()
+            .path()
+            .to_owned();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: multipart/form-data; boundary={boundary}\r\n\
+             content-length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        (head.into_bytes(), body)
+    }
+}
+
+/// A form upload through a link takes the link's slot before its file is read. A server killed
+/// before the file is stored must not keep that slot: after the restart the link counts no file
+/// and takes one (a one-file link); a file that was stored before a kill keeps its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_link_form_gives_the_slot_back_at_restart() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path()).await;
+    server.put_ok("/linked", b"").await;
+    let (status, json) = server
+        .api(
+            Method::POST,
+            "/-/api/links",
+            r#"{"bucket": "linked", "prefix": "in/", "max_files": 1}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{json}");
+    let id = json["id"].as_str().unwrap().to_owned();
+    let token = json["url"]
+        .as_str()
+        .unwrap()
+        .rsplit_once("/-/u/")
+        .unwrap()
+        .1
+        .to_owned();
+
+    // Half of a 2 MiB file, then SIGKILL while the server waits for the rest.
+    let file = pattern(2 * 1024 * 1024, 11);
+    let (head, body) = server.link_form(&token, "cut.txt", &file).await;
+    let mut s = tokio::net::TcpStream::connect(&server.host).await.unwrap();
+    s.write_all(&head).await.unwrap();
+    s.write_all(&body[..body.len() / 2]).await.unwrap();
+    s.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.link_count(&id).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the form never took its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().await.unwrap();
+    drop(s);
+
+    let mut server = start_server(dir.path()).await;
+    assert_eq!(
+        server.link_count(&id).await,
+        0,
+        "the killed upload's slot is given back"
+    );
+    server
+        .req(Method::GET, "/linked/in/cut.txt")
+        .send()
+        .await
+        .assert_error(404, "NoSuchKey");
+
+    // The link takes its one file; stored, it keeps its slot across another kill.
+    let (head, body) = server.link_form(&token, "whole.txt", b"whole file").await;
+    let mut s = tokio::net::TcpStream::connect(&server.host).await.unwrap();
+    s.write_all(&head).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut answer)
+        .await
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 2"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    server.child.kill().await.unwrap();
+    let server = start_server(dir.path()).await;
+    assert_eq!(server.link_count(&id).await, 1);
+    let got = server.req(Method::GET, "/linked/in/whole.txt").send().await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], b"whole file");
+    let status = server
+        .http
+        .get(format!("{}/-/u/{token}/policy", server.base))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 410, "a full link refuses more files");
+}
+
+/// A full disk under concurrency: 16 uploads at once into a tmpfs that holds about half of them.
+/// Each is stored whole or answered 507 `XPostgateStorageFull`; nothing partial is left (no temp
+/// file, no blob without its object); once the stored objects are deleted, the server takes
+/// uploads again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_uploads_into_a_full_disk_are_whole_or_507_and_the_server_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_on_tmpfs(dir.path(), "10m").await;
+    let seen = server.data_dir(dir.path());
+    server.put_ok("/conc", b"").await;
+    let bodies: Vec<Vec<u8>> = (0..16).map(|i| pattern(1024 * 1024, 100 + i)).collect();
+
+    let uploads = bodies.iter().enumerate().map(|(i, body)| {
+        let server = &server;
+        async move {
+            let p = server
+                .req(Method::PUT, &format!("/conc/k{i}"))
+                .body(body.clone())
+                .prepare();
+            answer(|| {
+                let req = server.http.request(p.method.clone(), &p.url);
+                req.headers(p.headers.clone()).body(p.body.clone())
+            })
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(uploads).await;
+    let mut stored = Vec::new();
+    for (i, res) in answers.iter().enumerate() {
+        match res.status {
+            200 => stored.push(i),
+            _ => res.assert_error(507, "XPostgateStorageFull"),
+        }
+    }
+    assert!(
+        !stored.is_empty() && stored.len() < 16,
+        "the disk holds some of the uploads, not all: {} stored",
+        stored.len()
+    );
+    assert!(
+        poll_until(Duration::from_secs(5), || tmp_files(&seen).is_empty()).await,
+        "temp files left behind: {:?}",
+        tmp_files(&seen)
+    );
+    for (i, body) in bodies.iter().enumerate() {
+        let got = server.req(Method::GET, &format!("/conc/k{i}")).send().await;
+        if stored.contains(&i) {
+            got.assert_status(200);
+            assert!(got.body[..] == body[..], "k{i} is whole");
+        } else {
+            got.assert_error(404, "NoSuchKey");
+        }
+    }
+    assert!(
+        poll_until(Duration::from_secs(5), || blob_files(&seen).len()
+            == stored.len())
+        .await,
+        "{} blobs for {} objects",
+        blob_files(&seen).len(),
+        stored.len()
+    );
+
+    // Space freed: uploads succeed again, without a restart.
+    for i in &stored {
+        server
+            .req(Method::DELETE, &format!("/conc/k{i}"))
+            .send()
+            .await
+            .assert_status(204);
+    }
+    for (i, body) in bodies.iter().take(4).enumerate() {
+        server.put_ok(&format!("/conc/again{i}"), body).await;
+        let got = server
+            .req(Method::GET, &format!("/conc/again{i}"))
+            .send()
+            .await;
+        assert!(got.body[..] == body[..]);
+    }
+}

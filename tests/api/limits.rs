@@ -564,3 +564,93 @@ async fn shutdown_drops_a_stuck_upload_within_its_bound() {
     assert_no_temp_files(&app).await;
     assert!(blob_files(&dir).is_empty());
 }
+
+/// Overload: ten times more clients than the connection limit, all at once. The excess waits to
+/// be accepted (nothing is refused or dropped), every upload is stored whole, and the clients that
+/// were admitted first keep being served promptly on their open connections meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_more_clients_than_the_limit_wait_and_the_admitted_keep_being_served() {
+    const LIMIT: usize = 4;
+    const ADMITTED: usize = 2;
+    let app = server(|l| l.max_connections = Some(LIMIT as u32)).await;
+
+    // Two admitted clients on kept-alive connections, uploading in a loop until the crowd is done.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut admitted = Vec::new();
+    for c in 0..ADMITTED {
+        let mut stream = app.connect().await;
+        health(&app, &mut stream).await.assert_status(200);
+        let (app_base, app_host, done) = (app.base.clone(), app.host.clone(), done.clone());
+        admitted.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let (mut served, mut slowest) = (0usize, Duration::ZERO);
+            while !done.load(Relaxed) {
+                let body = pattern(10_000, (c * 1000 + served) as u64);
+                let key = format!("admitted-{c}-{served}");
+                let p = req_to(&app_base, &app_host, &http, Method::PUT, &obj("open", &key))
+                    .body(body)
+                    .prepare();
+                let started = tokio::time::Instant::now();
+                stream.write_all(&p.head_bytes(p.body.len())).await.unwrap();
+                stream.write_all(&p.body).await.unwrap();
+                read_response(&mut stream).await.assert_status(200);
+                slowest = slowest.max(started.elapsed());
+                served += 1;
+            }
+            (served, slowest)
+        }));
+    }
+
+    // The crowd: 10x the limit, each on a connection of its own, all at once.
+    let crowd = (0..10 * LIMIT).map(|i| {
+        let app = &app;
+        async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let body = pattern(100_000, 50_000 + i as u64);
+            let p = req_to(
+                &app.base,
+                &app.host,
+                &http,
+                Method::PUT,
+                &obj("open", &format!("crowd-{i}")),
+            )
+            .body(body.clone())
+            .prepare();
+            let res = http
+                .request(p.method, &p.url)
+                .headers(p.headers)
+                .body(p.body)
+                .send()
+                .await
+                .expect("a waiting client is served, not dropped");
+            assert_eq!(res.status(), 200, "crowd-{i}");
+            body
+        }
+    });
+    let bodies = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(crowd),
+    )
+    .await
+    .expect("every waiting client was served");
+    done.store(true, Relaxed);
+    for (c, task) in admitted.into_iter().enumerate() {
+        let (served, slowest) = task.await.unwrap();
+        assert!(served > 0, "admitted client {c} was served nothing");
+        assert!(
+            slowest < Duration::from_secs(2),
+            "admitted client {c} waited {slowest:?} for an answer"
+        );
+    }
+    for (i, body) in bodies.iter().enumerate() {
+        let got = app
+            .req(Method::GET, &obj("open", &format!("crowd-{i}")))
+            .send()
+            .await;
+        got.assert_status(200);
+        assert!(got.body[..] == body[..], "crowd-{i} stored whole");
+    }
+}
