@@ -13,4 +13,5 @@ mod multipart;
 mod objects;
 mod permissions;
 mod post_object;
+mod powerloss;
 mod serving;
