@@ -457,6 +457,21 @@ fn check_disk(disk: &Path, scratch: &Path) -> std::collections::HashSet<String> 
     referenced
 }
 
+/// fsyncs every file and directory under `dir`, as the kernel's writeback would in time: the
+/// next iteration starts from a disk that holds everything, and leftovers the start-up sweep
+/// removed (without syncing their directories) do not pile up from one cut to the next.
+fn sync_everything(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sync_everything(&path);
+        } else {
+            std::fs::File::open(&path).unwrap().sync_all().unwrap();
+        }
+    }
+    std::fs::File::open(dir).unwrap().sync_all().unwrap();
+}
+
 /// (blob, size) of every blob the database refers to: single-blob objects, the parts of
 /// multipart objects (`manifest`), and the parts of uploads in progress.
 fn blob_sizes(conn: &rusqlite::Connection) -> Vec<(String, u64)> {
@@ -648,6 +663,7 @@ async fn run(iterations: usize, seed: u64) {
             crate::helpers::tmp_files(&seen).is_empty(),
             "temp files after the sweep"
         );
+        sync_everything(&seen);
         totals.0 += answered;
         totals.1 += model.values().filter(|s| s.acked.is_some()).count();
         eprintln!(
