@@ -461,15 +461,21 @@ fn check_disk(disk: &Path, scratch: &Path) -> std::collections::HashSet<String> 
 /// next iteration starts from a disk that holds everything, and leftovers the start-up sweep
 /// removed (without syncing their directories) do not pile up from one cut to the next.
 fn sync_everything(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
+    // A blob the server removes meanwhile (an aborted upload's part) is skipped.
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
         let path = entry.unwrap().path();
         if path.is_dir() {
             sync_everything(&path);
-        } else {
-            std::fs::File::open(&path).unwrap().sync_all().unwrap();
+        } else if let Ok(file) = std::fs::File::open(&path) {
+            file.sync_all().unwrap();
         }
     }
-    std::fs::File::open(dir).unwrap().sync_all().unwrap();
+    if let Ok(dir) = std::fs::File::open(dir) {
+        dir.sync_all().unwrap();
+    }
 }
 
 /// (blob, size) of every blob the database refers to: single-blob objects, the parts of
@@ -505,8 +511,8 @@ fn blob_sizes(conn: &rusqlite::Connection) -> Vec<(String, u64)> {
 
 /// After the restart: each key holds its last acknowledged version or one of the unanswered
 /// writes after it, whole, with its ETag; no other key exists. Settles the model on what is
-/// there.
-async fn check_keys(conn: &Conn, model: &mut HashMap<String, KeyState>) {
+/// there, and aborts the multipart uploads left in progress; returns how many.
+async fn check_keys(conn: &Conn, model: &mut HashMap<String, KeyState>) -> usize {
     for (key, state) in model.iter_mut() {
         let p = conn.req(Method::GET, &format!("/{BUCKET}/{key}")).prepare();
         let sent = conn
@@ -585,6 +591,24 @@ async fn check_keys(conn: &Conn, model: &mut HashMap<String, KeyState>) {
             "unexpected key {key}"
         );
     }
+    // Multipart uploads the cut interrupted can still be aborted (which frees their parts).
+    let uploads = conn
+        .req(Method::GET, &format!("/{BUCKET}"))
+        .query("uploads")
+        .send()
+        .await;
+    uploads.assert_status(200);
+    let in_progress = crate::helpers::xml_blocks(&uploads.text(), "Upload");
+    for upload in &in_progress {
+        let key = xml_tag(upload, "Key").unwrap();
+        let id = xml_tag(upload, "UploadId").unwrap();
+        conn.req(Method::DELETE, &format!("/{BUCKET}/{key}"))
+            .query(&format!("uploadId={id}"))
+            .send()
+            .await
+            .assert_status(204);
+    }
+    in_progress.len()
 }
 
 async fn run(iterations: usize, seed: u64) {
@@ -651,7 +675,6 @@ async fn run(iterations: usize, seed: u64) {
         let referenced = check_disk(&disk, &scratch);
 
         machine = Machine::start(&crashfs, &disk, &mnt).await;
-        check_keys(&machine.conn, &mut model).await;
         // The start-up sweep has run: exactly the referenced blobs are left, no temp file.
         let seen = machine.seen(&mnt);
         let blobs: std::collections::HashSet<String> = blob_files(&seen)
@@ -663,12 +686,14 @@ async fn run(iterations: usize, seed: u64) {
             crate::helpers::tmp_files(&seen).is_empty(),
             "temp files after the sweep"
         );
+        let aborted = check_keys(&machine.conn, &mut model).await;
         sync_everything(&seen);
         totals.0 += answered;
         totals.1 += model.values().filter(|s| s.acked.is_some()).count();
         eprintln!(
             "powerloss: iteration {}/{iterations}: cut at {at:?} after {answered} acknowledged \
-             writes; {} objects, {} blobs checked",
+             writes; {} objects, {} blobs checked, {aborted} interrupted multipart uploads \
+             aborted",
             i + 1,
             model.values().filter(|s| s.acked.is_some()).count(),
             blobs.len()
