@@ -11,7 +11,8 @@
 //! in the background every 32 MiB, so the disk is busy while the body still arrives and the
 //! closing fsync is short. Server-side copies write through it too.
 //!
-//! The temp file is fsynced and renamed into `data/blobs/ab/cd/<uuid>` (the directory fsynced too)
+//! The temp file is fsynced and renamed into `data/blobs/ab/cd/<uuid>` (`cd` fsynced, and `ab` and
+//! `blobs` the first time a new fan-out directory is made)
 //! before the metadata row commits; `TempBlob`'s `Drop` removes a temp file that never got that
 //! far. Blob names are generated, never derived from a key.
 
@@ -145,6 +146,8 @@ pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
     pins: Arc<Mutex<Pins>>,
+    /// Fan-out directories (`blobs/ab/cd`) whose own names this process has made durable.
+    durable_dirs: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 /// Blobs that responses and copies are reading, and blobs whose removal waits for them.
@@ -214,9 +217,12 @@ impl BlobStore {
             blobs: data_dir.join("blobs"),
             tmp: data_dir.join("tmp"),
             pins: Arc::default(),
+            durable_dirs: Arc::default(),
         };
         private_dir(&store.blobs)?;
         private_dir(&store.tmp)?;
+        // Their names in the data directory, in case they were just created.
+        sync_dir(data_dir)?;
         Ok(store)
     }
 
@@ -340,6 +346,7 @@ impl BlobStore {
         let dest = self.path_of(&id);
         let from = temp.path.clone();
         let dest_clone = dest.clone();
+        let (blobs, durable_dirs) = (self.blobs.clone(), self.durable_dirs.clone());
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let dir = dest_clone.parent().unwrap_or(Path::new("."));
             std::fs::DirBuilder::new()
@@ -347,7 +354,23 @@ impl BlobStore {
                 .mode(0o700)
                 .create(dir)?;
             std::fs::rename(&from, &dest_clone)?;
-            std::fs::File::open(dir)?.sync_all()
+            sync_dir(dir)?;
+            // A new `ab/cd` is an entry of `ab`, a new `ab` one of `blobs`: syncing `cd` does
+            // not make them durable (fsync(2)). Once per directory and process; a concurrent
+            // persist that finds the directory not yet marked syncs the parents itself.
+            let known = durable_dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(dir);
+            if !known {
+                sync_dir(dir.parent().unwrap_or(&blobs))?;
+                sync_dir(&blobs)?;
+                durable_dirs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(dir.to_owned());
+            }
+            Ok(())
         })
         .await
         .map_err(io::Error::other)??;
@@ -558,6 +581,11 @@ pub fn private_dir(path: &Path) -> io::Result<bool> {
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
     Ok(true)
+}
+
+/// Makes the entries of directory `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A new file only the server's user may read (blobs and temp files).

@@ -15,5 +15,6 @@ mod multipart;
 mod objects;
 mod permissions;
 mod post_object;
+mod powerloss;
 mod serving;
 mod uppy;
