@@ -24,6 +24,8 @@ pub mod config;
 pub mod cors;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod link_uploads;
 pub mod names;

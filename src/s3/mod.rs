@@ -24,6 +24,8 @@ use crate::db::buckets::{BucketRecord, Perm};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 pub use authn::Caller;
 pub use multipart::expire_uploads;
+/// Reached by the fuzz targets through [`crate::fuzzing`].
+pub(crate) use {multipart::CompleteMultipartUpload, object::parse_range, post_object::check_form};
 
 /// A parsed S3 request, before authentication.
 pub struct S3Request {
