@@ -4,9 +4,12 @@
 #   fuzz/run.sh short [TARGET...]          every target for $FUZZ_SHORT_SECS (20) seconds, as CI
 #                                          does; exits non-zero on any crash, hang or memory blow-up
 #   fuzz/run.sh long CPU_SECONDS [TARGET...]  each target, one after the other, at nice 19, until it
-#                                          has used CPU_SECONDS of CPU time (restarted on its own
-#                                          corpus until then); prints CPU time, executions, corpus
-#                                          and coverage per target
+#                                          has used CPU_SECONDS of CPU time (a shared machine makes
+#                                          wall time meaningless); a new run continues from the
+#                                          corpus of the last
+#
+# Both print, per target: CPU seconds, executions, coverage (cov: edges, ft: features), corpus
+# (entries/bytes) and peak RSS, and write them to fuzz/runs/summary-<mode>.txt.
 #
 # Limits on every input: -timeout (a hang), -rss_limit_mb and -malloc_limit_mb (no single
 # allocation may exceed 32 MB, where inputs are at most 16 KiB). New inputs go to
@@ -59,15 +62,36 @@ max_len() {
 	esac
 }
 
-# One libFuzzer run of target $1 for at most $2 seconds; appends "cpu_seconds" to $3.
+# Runs target $1 once: for $2 seconds of wall time (short), or (long) until the fuzzer has used
+# $2 seconds of CPU time, when it is interrupted (libFuzzer then prints its final stats and
+# exits 72). Its CPU time goes to runs/$1/time, its output to $3.
 run_once() {
-	local target=$1 secs=$2 log=$3
+	local target=$1 secs=$2 log=$3 wall=$2 rc=0
 	mkdir -p "runs/$target/corpus" "artifacts/$target" "corpus/$target"
+	[ "$mode" = long ] && wall=0 # no wall-clock limit: the watchdog below stops it
 	"${nice[@]}" /usr/bin/time -f "%U %S" -o "runs/$target/time" \
 		"$bin/$target" "runs/$target/corpus" "corpus/$target" \
-		-max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=32 \
+		-max_total_time="$wall" -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=32 \
 		-max_len="$(max_len "$target")" -print_final_stats=1 \
-		-artifact_prefix="artifacts/$target/" >>"$log" 2>&1
+		-artifact_prefix="artifacts/$target/" >>"$log" 2>&1 &
+	local timer=$!
+	if [ "$mode" = long ]; then
+		local tick fuzzer used
+		tick=$(getconf CLK_TCK)
+		sleep 1
+		fuzzer=$(pgrep -P "$timer" | head -1)
+		while kill -0 "$timer" 2>/dev/null; do
+			used=$(awk -v t="$tick" '{print int(($14 + $15) / t)}' "/proc/$fuzzer/stat" 2>/dev/null || echo 0)
+			if [ "$used" -ge "$secs" ]; then
+				kill -INT "$fuzzer" 2>/dev/null || true
+				break
+			fi
+			sleep 5
+		done
+	fi
+	wait "$timer" || rc=$?
+	[ $rc = 72 ] && rc=0 # interrupted by the watchdog
+	return $rc
 }
 
 status=0
@@ -78,21 +102,8 @@ for target in "${targets[@]}"; do
 	: >"$log"
 	cpu=0
 	ok=1
-	if [ "$mode" = short ]; then
-		run_once "$target" "$budget" "$log" || ok=0
-		cpu=$(tail -1 "runs/$target/time" | awk '{print $1 + $2}')
-	else
-		# Restart until the CPU budget is spent: the machine may be shared, so wall time says
-		# little about how much fuzzing was done.
-		while awk -v c="$cpu" -v b="$budget" 'BEGIN { exit !(b - c >= 5) }'; do
-			left=$(awk -v c="$cpu" -v b="$budget" 'BEGIN { printf "%d", b - c }')
-			run_once "$target" "$left" "$log" || {
-				ok=0
-				break
-			}
-			cpu=$(tail -1 "runs/$target/time" | awk -v c="$cpu" '{print c + $1 + $2}')
-		done
-	fi
+	run_once "$target" "$budget" "$log" || ok=0
+	cpu=$(tail -1 "runs/$target/time" | awk '{print $1 + $2}')
 	execs=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$log" | awk '{s += $2} END {print s + 0}' || true)
 	last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
 	cov=$(grep -oE 'cov: [0-9]+' <<<"$last" | awk '{print $2}' || true)
