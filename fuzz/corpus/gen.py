@@ -17,6 +17,11 @@ as seeds, in each target's input format (see the doc comment of each target):
 
 Run from the repository root: /work/main/.venv/bin/python fuzz/corpus/gen.py
 The seeds are written under fuzz/corpus/<target>/, named after a digest of their content.
+
+sigv4_differential/ is not made here: its input is a structure (fuzz_targets/sigv4_differential.rs)
+that the target signs itself. Its seeds are a set-cover merge of a long run's corpus:
+  fuzz/target/x86_64-unknown-linux-gnu/release/sigv4_differential -set_cover_merge=1 \
+      fuzz/corpus/sigv4_differential fuzz/runs/sigv4_differential/corpus
 """
 
 from __future__ import annotations
