@@ -26,6 +26,8 @@ pub mod config;
 pub mod cors;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod links;
 pub mod names;

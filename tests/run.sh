@@ -9,7 +9,8 @@
 # "summary: N passed, N failed".
 #
 # Environment: PYTHON (default python3) makes the venv; PYTEST_ARGS is passed to pytest
-# (e.g. PYTEST_ARGS="-k awscli"); SKIP_RUST=1 skips the Rust tests.
+# (e.g. PYTEST_ARGS="-k awscli"); SKIP_RUST=1 skips the Rust tests, SKIP_FUZZ=1 the fuzz
+# targets' short run (fuzz/run.sh short).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,6 +94,21 @@ if [[ "${SKIP_RUST:-0}" != 1 ]]; then
     failed=$((failed + f))
     if [[ $rc -ne 0 ]]; then
         failures+=("rust tests (exit $rc)")
+        [[ $f -gt 0 ]] || failed=$((failed + 1)) # a build error counts as a failure too
+    fi
+fi
+
+# Fuzzing, short mode (fuzz/run.sh): every target for 20 s; each target counts as one test.
+if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
+    step "fuzz/run.sh short"
+    rc=0
+    bash fuzz/run.sh short 2>&1 | tee "$LOGS/fuzz.log" || rc=$?
+    p=$({ grep -cE '^[a-z0-9_]+ +ok cpu_s=' "$LOGS/fuzz.log" || true; })
+    f=$({ grep -cE '^[a-z0-9_]+ +FAIL cpu_s=' "$LOGS/fuzz.log" || true; })
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [[ $rc -ne 0 ]]; then
+        failures+=("fuzz targets (exit $rc)")
         [[ $f -gt 0 ]] || failed=$((failed + 1)) # a build error counts as a failure too
     fi
 fi

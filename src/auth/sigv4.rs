@@ -778,37 +778,52 @@ struct SignedParts<'a> {
 
 /// Recomputes the signature and compares it in constant time. Returns the signing key so the
 /// caller can build a [`ChunkSigner`].
+///
+/// The path is tried in two forms. SDKs sign the path exactly as they send it (botocore's S3
+/// signer, the JS and Rust SDKs with S3's settings: no normalisation, no second encoding); for
+/// the usual encoding that is [`canonical_uri`]'s form, which also accepts a client that
+/// encoded more or less than it signed. A client that sent another encoding of the same key
+/// (`%2F` in a key, lowercase hex, `!` or `(` left as is) signed its own bytes: the path as
+/// sent is then tried too. Both name the same key, the one the server acts on.
 fn check_signature(
     parts: &SignedParts<'_>,
     req: &RequestView<'_>,
     secret: &SecretKey,
 ) -> Result<[u8; 32], AuthError> {
     let params = parse_query(req.query.unwrap_or(""));
-    let creq = canonical_request(
-        req.method.as_str(),
-        &canonical_uri(req.path),
-        &canonical_query(&params, parts.presigned),
-        &canonical_headers(parts.signed_headers, req.headers, req.authority),
-        parts.signed_headers,
-        &parts.payload_hash,
-    );
-    let sts = string_to_sign(&parts.amz_date, &parts.credential.scope(), &creq);
+    let query = canonical_query(&params, parts.presigned);
+    let headers = canonical_headers(parts.signed_headers, req.headers, req.authority);
     let key = signing_key(
         secret.expose(),
         &parts.credential.date,
         &parts.credential.region,
         &parts.credential.service,
     );
-    if ct_eq_str(&sign(&key, &sts), parts.signature) {
-        Ok(key)
-    } else {
-        Err(AuthError::SignatureDoesNotMatch {
-            access_key: parts.credential.access_key.clone(),
-            string_to_sign: sts,
-            signature_provided: parts.signature.to_owned(),
-            canonical_request: Some(creq),
-        })
+    let canonical = canonical_uri(req.path);
+    let as_sent = (!req.path.is_empty() && req.path != canonical).then_some(req.path);
+    let mut first = None;
+    for path in std::iter::once(canonical.as_str()).chain(as_sent) {
+        let creq = canonical_request(
+            req.method.as_str(),
+            path,
+            &query,
+            &headers,
+            parts.signed_headers,
+            &parts.payload_hash,
+        );
+        let sts = string_to_sign(&parts.amz_date, &parts.credential.scope(), &creq);
+        if ct_eq_str(&sign(&key, &sts), parts.signature) {
+            return Ok(key);
+        }
+        first.get_or_insert((sts, creq));
     }
+    let (sts, creq) = first.unwrap_or_default();
+    Err(AuthError::SignatureDoesNotMatch {
+        access_key: parts.credential.access_key.clone(),
+        string_to_sign: sts,
+        signature_provided: parts.signature.to_owned(),
+        canonical_request: Some(creq),
+    })
 }
 
 /// Verifies `Authorization: AWS4-HMAC-SHA256 …`.
@@ -969,6 +984,44 @@ mod tests {
         let creds = parse_request(&uri, h)?;
         let req = RequestView::new(&method, &uri, h);
         verify(&creds, &req, &secret(), region, now)
+    }
+
+    /// Found by the differential fuzz target (fuzz/fuzz_targets/sigv4_differential.rs): the
+    /// `aws-sigv4` crate, with S3's settings, signs the path as sent, here a key `X-Amz/` whose
+    /// slash the client encoded. The minimised input, signed by that crate.
+    #[test]
+    fn path_signed_as_sent_with_an_encoded_slash() {
+        let h = headers(&[
+            ("host", "127.0.0.1:9000"),
+            ("x-amz-date", "20200101T000000Z"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAFUZZEXAMPLE00001/20200101/us-east-1/s3/aws4_request, \
+                 SignedHeaders=host;x-amz-content-sha256;x-amz-date, \
+                 Signature=2847cee3dc0f61debb4f4cd88be204533274efce2b37df4c2488f75f1f35dd41",
+            ),
+            ("x-amz-content-sha256", EMPTY_SHA256),
+        ]);
+        let uri: Uri = "/fuzzbucket/X-Amz%2F/".parse().unwrap();
+        let creds = parse_request(&uri, &h).unwrap();
+        let secret = SecretKey::new("fuzzSecretKey/0123456789abcdefghijklmnopq".to_owned());
+        let now = datetime!(2020-01-01 00:00:00 UTC);
+        let req = RequestView::new(&Method::PUT, &uri, &h);
+        verify(&creds, &req, &secret, "us-east-1", now).unwrap();
+        // Another path is still refused, in either form.
+        for other in [
+            "/fuzzbucket/X-Amz%2F",
+            "/fuzzbucket/X-Amz//",
+            "/fuzzbucket/X-Amz%2f/",
+        ] {
+            let uri: Uri = other.parse().unwrap();
+            let req = RequestView::new(&Method::PUT, &uri, &h);
+            let err = verify(&creds, &req, &secret, "us-east-1", now).unwrap_err();
+            assert!(
+                matches!(err, AuthError::SignatureDoesNotMatch { .. }),
+                "{other}"
+            );
+        }
     }
 
     // -- AWS vectors: "Signature Calculations for the Authorization Header: Transferring Payload

@@ -24,6 +24,8 @@ use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::access;
 use crate::state::AppState;
 pub use authn::Caller;
+/// Reached by the fuzz targets through [`crate::fuzzing`].
+pub(crate) use {multipart::CompleteMultipartUpload, object::parse_range, post_object::check_form};
 
 /// A parsed S3 request, before authentication.
 pub struct S3Request {

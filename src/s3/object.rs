@@ -455,7 +455,7 @@ fn evaluate_conditions(
 /// A single `bytes=` range, resolved against `size` to inclusive `(start, end)`. Syntax S3 does not
 /// understand (several ranges, other units) is ignored, as S3 ignores it; an unsatisfiable range is
 /// 416 InvalidRange.
-fn parse_range(value: &str, size: u64) -> S3Result<Option<(u64, u64)>> {
+pub(crate) fn parse_range(value: &str, size: u64) -> S3Result<Option<(u64, u64)>> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };

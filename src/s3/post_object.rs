@@ -194,47 +194,8 @@ where
     };
 
     let mut form = multer::Multipart::new(body, boundary.clone());
-    let mut fields = FormFields::new();
-    let mut pre_data = 0usize;
-    let file = loop {
-        let field = match form.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break None,
-            Err(e) => return Err(pre_data_error(limit, e)),
-        };
-        let name = field.name().unwrap_or_default().to_owned();
-        pre_data += part_overhead(&boundary, field.headers());
-        if pre_data > MAX_PRE_DATA {
-            return Err(pre_data_exceeded());
-        }
-        if name.eq_ignore_ascii_case("file") {
-            limit
-                .file_started
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            break Some(field);
-        }
-        let value = read_field(field, &mut pre_data, limit).await?;
-        fields.push(name, value);
-    };
-    let Some(file) = file else {
-        if fields.get("key").is_none() {
-            return Err(missing_key());
-        }
-        return Err(S3Error::code(
-            S3ErrorCode::IncorrectNumberOfFilesInPostRequest,
-        ));
-    };
-    if fields.get("key").is_none() {
-        return Err(missing_key());
-    }
-
-    let filename = match file.headers().get(header::CONTENT_DISPOSITION) {
-        Some(cd) => {
-            policy::filename_from_content_disposition(&String::from_utf8_lossy(cd.as_bytes()))
-                .map_err(|e| S3Error::invalid_argument(e.to_string(), "file", ""))?
-        }
-        None => None,
-    };
+    let (fields, file, pre_data) = read_form(&mut form, &boundary, limit).await?;
+    let filename = file_name(&file)?;
     let signer = authorize(app, &fields, &record).await?;
     let fields = fields.expand_filename(filename.as_deref());
     let range = match &signer {
@@ -302,6 +263,126 @@ where
             Err(e)
         }
     }
+}
+
+/// Reads the form up to the `file` part: the fields before it, in order, the part itself and
+/// the pre-data counted so far. A form without `key` or without `file` is refused here, as S3
+/// does (missing `key` first).
+async fn read_form<'r>(
+    form: &mut multer::Multipart<'r>,
+    boundary: &str,
+    limit: &PreData,
+) -> S3Result<(FormFields, multer::Field<'r>, usize)> {
+    let mut fields = FormFields::new();
+    let mut pre_data = 0usize;
+    let file = loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break None,
+            Err(e) => return Err(pre_data_error(limit, e)),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        pre_data += part_overhead(boundary, field.headers());
+        if pre_data > MAX_PRE_DATA {
+            return Err(pre_data_exceeded());
+        }
+        if name.eq_ignore_ascii_case("file") {
+            limit
+                .file_started
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            break Some(field);
+        }
+        let value = read_field(field, &mut pre_data, limit).await?;
+        fields.push(name, value);
+    };
+    if fields.get("key").is_none() {
+        return Err(missing_key());
+    }
+    let Some(file) = file else {
+        return Err(S3Error::code(
+            S3ErrorCode::IncorrectNumberOfFilesInPostRequest,
+        ));
+    };
+    Ok((fields, file, pre_data))
+}
+
+/// The file name of the `file` part's `Content-Disposition`, for `${filename}`.
+fn file_name(file: &multer::Field<'_>) -> S3Result<Option<String>> {
+    match file.headers().get(header::CONTENT_DISPOSITION) {
+        Some(cd) => {
+            policy::filename_from_content_disposition(&String::from_utf8_lossy(cd.as_bytes()))
+                .map_err(|e| S3Error::invalid_argument(e.to_string(), "file", ""))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Fuzzing entry point (`fuzz/`, reached through `crate::fuzzing::post_form`): the part of
+/// [`post_object`] that needs no server, on a body delivered in `chunks` as a network might
+/// split it. The same pre-data cap and form reading, `${filename}`, the signature (checked
+/// against `secret` whatever access key the form names), the policy decode and conditions at
+/// `now`, key validation, the stored headers, `Content-MD5` and checksum fields, then the file,
+/// read while it stays within the policy's maximum and `max_file`. Returns the file's size
+/// when the form would be stored.
+pub(crate) async fn check_form(
+    content_type: &str,
+    chunks: Vec<bytes::Bytes>,
+    bucket: &str,
+    secret: &str,
+    now: time::OffsetDateTime,
+    max_file: u64,
+) -> S3Result<u64> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| S3Error::code(S3ErrorCode::PreconditionFailed))?;
+    let shared = std::sync::Arc::new(PreData::default());
+    let stream = PreDataLimit {
+        inner: futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>)),
+        rest: bytes::Bytes::new(),
+        given: 0,
+        paused: false,
+        shared: shared.clone(),
+    };
+    let mut form = multer::Multipart::new(stream, boundary.clone());
+    let (fields, mut file, _) = read_form(&mut form, &boundary, &shared).await?;
+    let filename = file_name(&file)?;
+    let auth = policy::parse_post_auth(&fields, "us-east-1").map_err(S3Error::from)?;
+    let policy_b64 = fields.get("policy").unwrap_or_default();
+    let expanded = fields.expand_filename(filename.as_deref());
+    let range = match auth.sig_version() {
+        None => ContentLengthRange::default(),
+        Some(sig) => {
+            if !auth.verify(secret, policy_b64) {
+                return Err(S3Error::code(S3ErrorCode::SignatureDoesNotMatch));
+            }
+            let policy = policy::Policy::from_base64(policy_b64).map_err(S3Error::from)?;
+            policy
+                .check(&expanded, bucket, now, sig)
+                .map_err(S3Error::from)?
+        }
+    };
+    let fields = expanded;
+    crate::names::validate_key(fields.get("key").unwrap_or_default())?;
+    form_headers(&fields)?;
+    form_checksum(&fields)?;
+    write::parse_content_md5(fields.get("content-md5"))?;
+    let _ = policy::redirect_location(
+        fields.get("success_action_redirect").unwrap_or_default(),
+        bucket,
+        fields.get("key").unwrap_or_default(),
+        "\"etag\"",
+    );
+    let mut size = 0u64;
+    while let Some(chunk) = file.chunk().await.map_err(S3Error::from)? {
+        size += chunk.len() as u64;
+        if size > range.max().min(max_file) {
+            return Err(S3Error::from(SizeViolation::TooLarge {
+                proposed_size: size,
+                max_size_allowed: range.max(),
+            }));
+        }
+    }
+    range.check(size).map_err(S3Error::from)?;
+    Ok(size)
 }
 
 /// Where a POST upload goes, once the form is accepted.
