@@ -197,12 +197,20 @@ fn main() -> ExitCode {
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POSTGATE_LOG")
-                .unwrap_or_else(|_| "postgate=info".into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTGATE_LOG")
+        .unwrap_or_else(|_| "postgate=info".into());
+    // `POSTGATE_LOG_FORMAT=json`: one JSON object per line (fields flattened), for log shippers.
+    match std::env::var("POSTGATE_LOG_FORMAT").as_deref() {
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .init(),
+        Ok("text") | Err(_) => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        Ok(other) => {
+            return Err(format!("POSTGATE_LOG_FORMAT: expected text or json, got {other:?}").into());
+        }
+    }
     let config = Config::resolve(common, args)?;
     // Every connection, every open upload and every part of a multipart object being read holds a
     // file descriptor; the usual soft limit of 1024 is far below what a busy server needs.
