@@ -417,6 +417,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ready_min_free_is_a_size_or_a_share() {
+        assert_eq!(MinFree::parse("1GiB"), Ok(MinFree::Bytes(1 << 30)));
+        assert_eq!(MinFree::parse("5%"), Ok(MinFree::Percent(5.0)));
+        assert_eq!(MinFree::Percent(5.0).bytes(1000), 50);
+        assert!(MinFree::parse("150%").is_err());
+        assert!(MinFree::parse("lots").is_err());
+    }
+
+    #[test]
     fn file_values_fill_what_flags_leave_unset() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");

@@ -215,6 +215,8 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
             .with_env_filter(filter)
             .init(),
         Ok("text") | Err(_) => tracing_subscriber::fmt()
+            // Colours for a terminal only, not for a file or journald.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_writer(writer)
             .with_env_filter(filter)
             .init(),

@@ -22,6 +22,7 @@ struct Server {
     host: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
+    state: postgate::AppState,
     _stop: oneshot::Sender<()>,
 }
 
@@ -35,7 +36,7 @@ async fn server_with(configure: impl FnOnce(&mut postgate::Config)) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(postgate::serve(listener, state, async move {
+    tokio::spawn(postgate::serve(listener, state.clone(), async move {
         stop_rx.await.ok();
     }));
     Server {
@@ -43,6 +44,7 @@ async fn server_with(configure: impl FnOnce(&mut postgate::Config)) -> Server {
         host: addr.to_string(),
         http: reqwest::Client::new(),
         dir,
+        state,
         _stop: stop,
     }
 }
@@ -235,6 +237,66 @@ async fn metrics_count_a_known_workload_exactly() {
     assert_eq!(sample(&after, "postgate_multipart_uploads_open"), 1.0);
     // The scrapes count under their own name.
     assert!(requests(&after, "metrics", "2xx") >= 2.0);
+}
+
+#[tokio::test]
+async fn link_uploads_are_counted_once_stored() {
+    let s = server_with(|_| {}).await;
+    s.send(Method::PUT, "/lnk", Vec::new())
+        .await
+        .assert_status(200);
+    let link = postgate::links::new_link(
+        "lnk",
+        "in/",
+        16,
+        None,
+        None,
+        Duration::from_secs(3600),
+        ADMIN_AK,
+    );
+    let l = link.clone();
+    s.state
+        .db
+        .write(move |c| postgate::db::links::insert(c, &l))
+        .await
+        .unwrap();
+    let policy = s
+        .get_plain(&format!("/-/u/{}/policy", link.token), None)
+        .await;
+    policy.assert_status(200);
+    let json: serde_json::Value = serde_json::from_slice(&policy.body).unwrap();
+    let url = json["url"].as_str().unwrap();
+    let post = |name: &'static str, body: Vec<u8>| {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in json["fields"].as_object().unwrap() {
+            form = form.text(k.clone(), v.as_str().unwrap().to_owned());
+        }
+        form = form.text("Content-Type", "text/plain");
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(body).file_name(name),
+        );
+        let req = s.http.post(url).multipart(form);
+        async move { Resp::read(req.send().await.unwrap()).await }
+    };
+    for name in ["a.txt", "b.txt"] {
+        let res = post(name, b"abc".to_vec()).await;
+        assert!(res.status < 400, "{} {}", res.status, res.text());
+    }
+    post("big.txt", vec![b'x'; 100])
+        .await
+        .assert_error(400, "EntityTooLarge");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = s.get_plain("/-/metrics", None).await.text();
+    assert_eq!(sample(&text, "postgate_link_uploads_total"), 2.0, "{text}");
+    assert_eq!(requests(&text, "link_page", "2xx"), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "postgate_post_refusals_total{code=\"EntityTooLarge\"}"
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
