@@ -283,6 +283,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_sizes: Histogram
         for done in completions.drain(..) {
             done(match &outcome {
                 Ok(()) => Ok(()),
+                // SQLite's own failures keep their code, so that a full disk at COMMIT is still
+                // `is_disk_full` (507) for every caller of the batch.
+                Err(rusqlite::Error::SqliteFailure(code, message)) => Err(DbError::Sqlite(
+                    rusqlite::Error::SqliteFailure(*code, message.clone()),
+                )),
                 Err(e) => Err(DbError::Corrupt(format!("commit failed: {e}"))),
             });
         }

@@ -2,8 +2,10 @@
 //! middleware), `/-/metrics`, `/-/ready` and `/-/health`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -11,7 +13,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
 
 use crate::error::{ErrorCodeMark, JsonError};
 use crate::state::AppState;
@@ -39,11 +41,8 @@ pub(super) async fn access(State(app): State<AppState>, req: Request, next: Next
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
     let req = req.map(|body| {
-        Body::new(body.map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            frame
+        Body::new(Counted::new(body, move |n| {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
         }))
     });
     let method = req.method().clone();
@@ -69,16 +68,53 @@ pub(super) async fn access(State(app): State<AppState>, req: Request, next: Next
         sent: 0,
     };
     res.map(|body| {
-        Body::new(body.map_frame(move |frame| {
+        Body::new(Counted::new(body, move |n| {
             // The whole `Done` moves into the closure (not just its `sent` field): it is dropped,
             // and logs, with the body.
             let done = &mut done;
-            if let Some(data) = frame.data_ref() {
-                done.sent += data.len() as u64;
-            }
-            frame
+            done.sent += n as u64;
         }))
     })
+}
+
+/// A body that reports the length of each data frame that passes, and keeps the inner body's
+/// size hint and end (so that hyper still sends `Content-Length` where it did).
+struct Counted<F> {
+    inner: Body,
+    seen: F,
+}
+
+impl<F: FnMut(usize)> Counted<F> {
+    fn new(inner: Body, seen: F) -> Self {
+        Counted { inner, seen }
+    }
+}
+
+impl<F: FnMut(usize) + Unpin> axum::body::HttpBody for Counted<F> {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll
+            && let Some(data) = frame.data_ref()
+        {
+            (this.seen)(data.len());
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Names the `/-/` routes for the `operation` label; S3 requests are named by the S3 handler.
