@@ -200,12 +200,17 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTGATE_LOG")
         .unwrap_or_else(|_| "postgate=info".into());
     // Lines go to stdout from a thread of their own (the access log writes one per request);
-    // none is dropped (`lossy(false)`): past 128k queued lines, logging waits. The guard
-    // flushes what is queued when `serve` returns.
+    // none is dropped (`lossy(false)`): past 128k queued lines, logging waits. That thread
+    // writes all the lines queued at once through a buffer and flushes when the queue is empty,
+    // so a busy server makes one write(2) per batch of lines, not per line. The guard flushes
+    // what is queued when `serve` returns.
     let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("postgate-log")
-        .finish(std::io::stdout());
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     // `POSTGATE_LOG_FORMAT=json`: one JSON object per line (fields flattened), for log shippers.
     match std::env::var("POSTGATE_LOG_FORMAT").as_deref() {
         Ok("json") => tracing_subscriber::fmt()
