@@ -15,7 +15,7 @@
 //!   --perf DIR           record `perf record -g` of the server during each server case into
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
 //!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
-//!                        post = 8-10, slow = 12); the limits are always measured
+//!                        post = 8-10, slow = 12, ops = 13); the limits are always measured
 //!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
 //! ```
 //!
@@ -82,6 +82,10 @@
 //!     alone on the same server in the note); (b) the server's VmRSS growth per slow connection
 //!     (target ≤ 64 KiB); (c) every slow connection must be answered 400 RequestTimeout once the
 //!     body timeout (20 s) has passed.
+//! 13. What watching costs (group `ops`): PutObject 4 KiB @64 on fresh servers, one with the
+//!     JSON access log on (info, to its log file) and `/-/metrics` scraped every second, one with
+//!     the access log filtered out and no scrapes; two alternating rounds, best of each; the
+//!     watched rate must be ≥ 95% of the other.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
@@ -1235,6 +1239,11 @@ fn free_port() -> u16 {
 
 /// Starts `postgate serve` on `data_dir` (created if missing) and waits for `/-/health`.
 async fn spawn_postgate(o: &Opts, data_dir: &Path, tag: &str) -> Proc {
+    spawn_postgate_with(o, data_dir, tag, &[]).await
+}
+
+/// `spawn_postgate` with extra environment variables (e.g. `POSTGATE_LOG`).
+async fn spawn_postgate_with(o: &Opts, data_dir: &Path, tag: &str, env: &[(&str, &str)]) -> Proc {
     std::fs::create_dir_all(data_dir).unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let log = data_dir.with_extension(format!("{tag}.log"));
@@ -1248,6 +1257,7 @@ async fn spawn_postgate(o: &Opts, data_dir: &Path, tag: &str) -> Proc {
         .env("POSTGATE_ACCESS_KEY", ACCESS_KEY)
         .env("POSTGATE_SECRET_KEY", SECRET_KEY)
         .env_remove("POSTGATE_CONFIG")
+        .envs(env.iter().copied())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
         .spawn()
@@ -1731,6 +1741,11 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
         figure_small(o, scratch, &mut rows, floor, loopback.rps).await;
     }
 
+    // --- 13. Small uploads with the access log and metrics on, and off.
+    if o.wants("ops") {
+        figure_ops(o, scratch, &mut rows).await;
+    }
+
     // --- 6. PutObject big, RSS; 7. GetObject big, RSS.
     if o.wants("big") {
         figure_big(o, scratch, &mut rows, dd, md5, loopback_bulk).await;
@@ -1752,6 +1767,114 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     }
 
     rows
+}
+
+/// Figure 13: what watching costs. PutObject 4 KiB @64 on two fresh servers in turn: one writes
+/// an access-log line per request (JSON, info level, to its log file) and is scraped at
+/// `/-/metrics` every second; the other has the access log off
+/// (`POSTGATE_LOG=postgate=info,postgate::access=off`) and is never scraped. Two rounds each,
+/// alternating, best of each (a shared machine's noise hits both sides); the watched rate must be
+/// within 5% of the other (target ≥ 0.95).
+async fn figure_ops(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
+    /// Counts the requests built (= sent, but for the few in flight at the end).
+    struct Counted(PutSmall, AtomicU64);
+    impl RequestSource for Counted {
+        fn build(&self, conn: usize, seq: u64) -> Request<BenchBody> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.build(conn, seq)
+        }
+    }
+    /// The server's CPU time (user + system) so far, in seconds.
+    fn cpu_secs(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+    let mut best = [0.0f64; 2];
+    let mut cpu_per_req = [f64::MAX; 2];
+    let mut errors = 0;
+    for round in 0..2 {
+        for (i, watched) in [true, false].into_iter().enumerate() {
+            let tag = format!("ops-{}-{round}", if watched { "on" } else { "off" });
+            let env: &[(&str, &str)] = if watched {
+                &[
+                    ("POSTGATE_LOG", "postgate=info"),
+                    ("POSTGATE_LOG_FORMAT", "json"),
+                ]
+            } else {
+                &[("POSTGATE_LOG", "postgate=info,postgate::access=off")]
+            };
+            let server = spawn_postgate_with(o, &scratch.join(&tag), &tag, env).await;
+            let signer = create_bucket(&server).await;
+            step(&format!("PutObject 4 KiB @64, {tag}"));
+            let put = Arc::new(Counted(
+                PutSmall::new(signer, "ops", o.put_pool_per_conn),
+                AtomicU64::new(0),
+            ));
+            let addr = server.addr;
+            let cpu_before = cpu_secs(server.pid());
+            let scraper = watched.then(|| {
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let req = Request::get("/-/metrics")
+                            .header("host", addr.to_string())
+                            .body(BenchBody::empty())
+                            .unwrap();
+                        let _ = one_request(addr, req).await;
+                    }
+                })
+            });
+            let r = run_load(server.addr, put.clone(), StatusCode::OK, timed(o)).await;
+            if let Some(s) = scraper {
+                s.abort();
+            }
+            let sent = put.1.load(Ordering::Relaxed).max(1) as f64;
+            let cpu_us = (cpu_secs(server.pid()) - cpu_before) / sent * 1e6;
+            errors += r.errors;
+            best[i] = best[i].max(r.rps);
+            cpu_per_req[i] = cpu_per_req[i].min(cpu_us);
+            eprintln!(
+                "s3 bench:   {tag}: {:.0} req/s, server CPU {cpu_us:.1} µs/request",
+                r.rps
+            );
+            server.stop();
+        }
+    }
+    rows.push(Row {
+        figure: "13 PutObject 4 KiB @64, access log + metrics on".into(),
+        value: best[0],
+        unit: "req/s",
+        limit: Some(("13off".into(), best[1])),
+        target: Target::RatioAtLeast(0.95),
+        must: Some((errors == 0, format!("{errors} non-200 answers"))),
+        note: format!(
+            "best of 2 alternating rounds each; off (access log filtered out, no scrapes): {:.0} req/s",
+            best[1]
+        ),
+    });
+    // The rate moves with whatever else the machine runs; the server's CPU time per request does
+    // not, and on a machine where postgate is CPU-bound the rate is its inverse.
+    rows.push(Row {
+        figure: "13 server CPU per PutObject 4 KiB, on vs off".into(),
+        value: cpu_per_req[1],
+        unit: "µs",
+        limit: Some(("13on".into(), cpu_per_req[0])),
+        target: Target::RatioAtLeast(0.95),
+        must: None,
+        note: format!(
+            "off {:.1} µs / on {:.1} µs (lowest of 2 rounds each): the rate with watching on is this ratio of the rate without",
+            cpu_per_req[1], cpu_per_req[0]
+        ),
+    });
 }
 
 async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, loopback: f64) {

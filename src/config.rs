@@ -79,7 +79,45 @@ pub struct ServeArgs {
     /// (their uploads discarded whole).
     #[arg(long, env = "POSTGATE_SHUTDOWN_TIMEOUT", value_parser = crate::units::parse_duration)]
     pub shutdown_timeout: Option<std::time::Duration>,
+    // Operations.
+    /// Bearer token `GET /-/metrics` requires (`Authorization: Bearer TOKEN`); unset: open.
+    #[arg(long, env = "POSTGATE_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+    /// `GET /-/ready` answers 503 when the data directory has less free space than this: a size
+    /// (`1GiB`) or a share of the filesystem (`5%`). Default 1GiB.
+    #[arg(long, env = "POSTGATE_READY_MIN_FREE", value_parser = MinFree::parse)]
+    pub ready_min_free: Option<MinFree>,
 }
+
+/// The free space below which the server is not ready for uploads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    Bytes(u64),
+    /// A percentage of the filesystem's size.
+    Percent(f64),
+}
+
+impl MinFree {
+    pub fn parse(text: &str) -> Result<MinFree, String> {
+        match text.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(MinFree::Percent(p)),
+                _ => Err(format!("expected a percentage from 0 to 100, got {text:?}")),
+            },
+            None => crate::units::parse_size(text).map(MinFree::Bytes),
+        }
+    }
+
+    /// The threshold in bytes on a filesystem of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            MinFree::Bytes(b) => b,
+            MinFree::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+pub const DEFAULT_READY_MIN_FREE: MinFree = MinFree::Bytes(1 << 30);
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CommonArgs {
@@ -115,6 +153,9 @@ struct FileConfig {
     header_timeout: Option<String>,
     max_connections: Option<u32>,
     shutdown_timeout: Option<String>,
+    // Operations.
+    metrics_token: Option<String>,
+    ready_min_free: Option<String>,
 }
 
 #[derive(Clone)]
@@ -132,6 +173,10 @@ pub struct Config {
     /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`http`'s `forwarded_headers`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
+    /// Bearer token for `/-/metrics`; `None`: the route is open.
+    pub metrics_token: Option<String>,
+    /// `/-/ready` fails below this much free space in the data directory.
+    pub ready_min_free: MinFree,
 }
 
 /// What one connection or request may cost (see `crate::http::limits` and `crate::http::serve`).
@@ -213,6 +258,11 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("admin_key", &self.admin_key.as_ref().map(|(a, _)| a))
             .field("limits", &self.limits)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
+            .field("ready_min_free", &self.ready_min_free)
             .finish_non_exhaustive()
     }
 }
@@ -302,6 +352,16 @@ impl Config {
                     .map_err(ConfigError::Invalid)?,
             },
             limits,
+            metrics_token: serve
+                .metrics_token
+                .clone()
+                .or(file.metrics_token)
+                .filter(|t| !t.is_empty()),
+            ready_min_free: match (serve.ready_min_free, &file.ready_min_free) {
+                (Some(m), _) => m,
+                (None, Some(text)) => MinFree::parse(text).map_err(ConfigError::Invalid)?,
+                (None, None) => DEFAULT_READY_MIN_FREE,
+            },
         };
         if config.region.is_empty() {
             return Err(ConfigError::Invalid("region must not be empty".into()));
@@ -323,6 +383,8 @@ impl Config {
             multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            metrics_token: None,
+            ready_min_free: DEFAULT_READY_MIN_FREE,
         }
     }
 
@@ -353,6 +415,15 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_min_free_is_a_size_or_a_share() {
+        assert_eq!(MinFree::parse("1GiB"), Ok(MinFree::Bytes(1 << 30)));
+        assert_eq!(MinFree::parse("5%"), Ok(MinFree::Percent(5.0)));
+        assert_eq!(MinFree::Percent(5.0).bytes(1000), 50);
+        assert!(MinFree::parse("150%").is_err());
+        assert!(MinFree::parse("lots").is_err());
+    }
 
     #[test]
     fn file_values_fill_what_flags_leave_unset() {

@@ -517,14 +517,21 @@ impl From<crate::db::DbError> for JsonError {
 impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (
+        let mut res = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        res.extensions_mut().insert(ErrorCodeMark(self.code));
+        res
     }
 }
+
+/// The error code a response carries (S3's or a `/-/` route's), left on the response for the
+/// access log and the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCodeMark(pub &'static str);
 
 #[cfg(test)]
 mod tests {

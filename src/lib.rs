@@ -36,6 +36,7 @@ pub mod policy;
 pub mod s3;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod units;
 pub mod xml;
 

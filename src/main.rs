@@ -197,12 +197,40 @@ fn main() -> ExitCode {
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POSTGATE_LOG")
-                .unwrap_or_else(|_| "postgate=info".into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTGATE_LOG")
+        .unwrap_or_else(|_| "postgate=info".into());
+    // Lines go to stdout from a thread of their own (the access log writes one per request);
+    // none is dropped (`lossy(false)`): past 128k queued lines, logging waits. That thread
+    // writes all the lines queued at once through a buffer and flushes when the queue is empty,
+    // so a busy server makes one write(2) per batch of lines, not per line. The guard flushes
+    // what is queued when `serve` returns.
+    let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("postgate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    // `POSTGATE_LOG_FORMAT=json`: one JSON object per line (fields flattened), for log shippers.
+    match std::env::var("POSTGATE_LOG_FORMAT").as_deref() {
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .with_env_filter(filter)
+            .init(),
+        Ok("text") | Err(_) => tracing_subscriber::fmt()
+            // Colours for a terminal only, not for a file or journald.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(writer)
+            .with_env_filter(filter)
+            .init(),
+        Ok(other) => {
+            return Err(
+                format!("POSTGATE_LOG_FORMAT: expected text or json, got {other:?}").into(),
+            );
+        }
+    }
     let config = Config::resolve(common, args)?;
     // Every connection, every open upload and every part of a multipart object being read holds a
     // file descriptor; the usual soft limit of 1024 is far below what a busy server needs.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub store: BlobStore,
+    /// The `/-/metrics` registry, one per server.
+    pub metrics: Arc<crate::telemetry::Metrics>,
     keys: Arc<RwLock<KeyCache>>,
     buckets: Arc<BucketCache>,
 }
@@ -114,15 +116,36 @@ impl AppState {
                 );
             }
         }
+        let metrics = Arc::new(crate::telemetry::Metrics::new(db.batch_sizes()));
         let state = AppState {
             config: Arc::new(config),
             db,
             store,
+            metrics,
             keys: Arc::new(RwLock::new(HashMap::new())),
             buckets: Arc::default(),
         };
         state.expire_uploads().await;
         Ok((state, generated))
+    }
+
+    /// The values `/-/metrics` reads at scrape time: open multipart uploads (from SQLite), free
+    /// space in the data directory, and the WAL's size.
+    pub async fn scrape(&self) -> crate::telemetry::Scrape {
+        let open = self.db.read(db::uploads::count_open).await;
+        if let Err(e) = &open {
+            tracing::warn!(error = %e, "metrics: cannot count open multipart uploads");
+        }
+        crate::telemetry::Scrape {
+            multipart_uploads_open: open.unwrap_or(0),
+            disk_free_bytes: crate::telemetry::free_bytes(&self.config.data_dir).unwrap_or(0),
+            wal_bytes: std::fs::metadata(self.db.wal_path()).map_or(0, |m| m.len()),
+        }
+    }
+
+    /// A durable write through the group-committing writer (`/-/ready`).
+    pub async fn probe_write(&self) -> Result<(), DbError> {
+        self.db.write(db::touch_ready_probe).await
     }
 
     /// Aborts multipart uploads older than the configured expiry.

@@ -16,13 +16,35 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Entry points for the fuzz targets in fuzz/: they reach private parsers of the S3 area.
     ("fuzzing", &["error", "s3", "xml"]),
     // The edge: the router is the only place that imports every area.
-    ("http", &["api", "config", "error", "links", "s3", "state"]),
+    (
+        "http",
+        &[
+            "api",
+            "config",
+            "error",
+            "links",
+            "s3",
+            "state",
+            "telemetry",
+        ],
+    ),
     // The areas: each speaks one protocol and calls the core.
     (
         "s3",
         &[
-            "auth", "config", "cors", "db", "error", "names", "objects", "policy", "state",
-            "store", "units", "xml",
+            "auth",
+            "config",
+            "cors",
+            "db",
+            "error",
+            "names",
+            "objects",
+            "policy",
+            "state",
+            "store",
+            "telemetry",
+            "units",
+            "xml",
             // A form posted with a link's policy, and the parts of a link's upload, are held to
             // the link's rules (`links::link`); links never import s3.
             "links",
@@ -31,7 +53,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "links",
         &[
-            "auth", "config", "db", "error", "names", "objects", "policy", "state", "store",
+            "auth",
+            "config",
+            "db",
+            "error",
+            "names",
+            "objects",
+            "policy",
+            "state",
+            "store",
+            "telemetry",
             "units",
         ],
     ),
@@ -47,7 +78,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Shared state: the database, the store and caches; imports no area.
     (
         "state",
-        &["auth", "config", "db", "error", "objects", "store"],
+        &[
+            "auth",
+            "config",
+            "db",
+            "error",
+            "objects",
+            "store",
+            "telemetry",
+        ],
     ),
     // The core: knows nothing of HTTP, areas or routing.
     (
@@ -67,6 +106,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("xml", &[]),
     ("config", &["units"]),
     ("units", &[]),
+    // What handlers note for the access log, and the metrics registry: imports nothing.
+    ("telemetry", &[]),
 ];
 
 /// Rooms that may not mention `axum` at all: the core and what lies under it.

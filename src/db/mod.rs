@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
@@ -66,6 +67,8 @@ struct DbInner {
     readers: Mutex<Vec<Connection>>,
     read_slots: tokio::sync::Semaphore,
     stop: Arc<AtomicBool>,
+    /// Jobs per group commit, observed by the writer thread (served by `/-/metrics`).
+    batch_sizes: Histogram,
 }
 
 impl Drop for DbInner {
@@ -133,9 +136,13 @@ impl Db {
         // changed before) stays in memory rather than in a temp file.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let batch_sizes = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
+        );
+        let observed = batch_sizes.clone();
         std::thread::Builder::new()
             .name("postgate-db-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, observed))
             .map_err(|e| DbError::Corrupt(format!("cannot start writer thread: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoint_conn = open_connection(path)?;
@@ -154,6 +161,7 @@ impl Db {
                 readers: Mutex::new(Vec::new()),
                 read_slots: tokio::sync::Semaphore::new(READERS),
                 stop,
+                batch_sizes,
             }),
         })
     }
@@ -216,6 +224,19 @@ impl Db {
         .await?
     }
 
+    /// The histogram of jobs per group commit (1 to `MAX_BATCH`), for the metrics registry.
+    pub fn batch_sizes(&self) -> Histogram {
+        self.inner.batch_sizes.clone()
+    }
+
+    /// The database file's write-ahead log (its size is a metric: a WAL that keeps growing
+    /// means checkpoints are starved).
+    pub fn wal_path(&self) -> PathBuf {
+        let mut wal = self.inner.path.as_os_str().to_owned();
+        wal.push("-wal");
+        PathBuf::from(wal)
+    }
+
     /// Stops accepting writes; the writer thread finishes queued jobs and exits.
     pub fn close(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
@@ -247,7 +268,7 @@ fn checkpoint_loop(conn: Connection, wal: PathBuf, stop: Arc<AtomicBool>) {
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_sizes: Histogram) {
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -257,10 +278,16 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        batch_sizes.observe(jobs.len() as f64);
         let outcome = run_batch(&conn, jobs, &mut completions);
         for done in completions.drain(..) {
             done(match &outcome {
                 Ok(()) => Ok(()),
+                // SQLite's own failures keep their code, so that a full disk at COMMIT is still
+                // `is_disk_full` (507) for every caller of the batch.
+                Err(rusqlite::Error::SqliteFailure(code, message)) => Err(DbError::Sqlite(
+                    rusqlite::Error::SqliteFailure(*code, message.clone()),
+                )),
                 Err(e) => Err(DbError::Corrupt(format!("commit failed: {e}"))),
             });
         }
@@ -307,6 +334,14 @@ fn run_batch(
             Err(e)
         }
     }
+}
+
+/// Rewrites the one row of `ready_probe`: the write `/-/ready` sends through the writer to learn
+/// that SQLite still accepts (and fsyncs) a commit.
+pub fn touch_ready_probe(conn: &Connection) -> Result<(), DbError> {
+    conn.prepare_cached("INSERT OR REPLACE INTO ready_probe (id, checked_at) VALUES (1, ?1)")?
+        .execute([now_millis()])?;
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch, the unit every timestamp column uses.

@@ -241,3 +241,8 @@ pub fn get_of_link(
         .query_row(params![upload_id, link_id], upload_from_row)
         .optional()?)
 }
+
+/// How many multipart uploads are open (started, neither completed nor aborted), for `/-/metrics`.
+pub fn count_open(conn: &Connection) -> Result<u64, DbError> {
+    Ok(conn.query_row("SELECT count(*) FROM uploads", [], |r| r.get::<_, i64>(0))? as u64)
+}

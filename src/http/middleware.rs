@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{ErrorMark, S3ErrorCode};
+use crate::error::{ErrorCodeMark, ErrorMark, S3ErrorCode};
 use crate::state::AppState;
 
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` say where a proxy received a request; believed
@@ -62,6 +62,8 @@ pub(super) async fn request_id_and_errors(req: Request, next: Next) -> Response 
         } else {
             res.headers_mut().remove(header::CONTENT_TYPE);
         }
+        res.extensions_mut()
+            .insert(ErrorCodeMark(err.s3_code().as_str()));
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-amz-request-id", v.clone());

@@ -4,6 +4,7 @@
 
 pub mod limits;
 mod middleware;
+mod ops;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::routes(&state.config))
         .merge(crate::links::routes())
         .route("/-/health", get(health))
+        .route("/-/ready", get(ops::ready))
+        .route("/-/metrics", get(ops::metrics))
         .fallback(crate::s3::dispatch)
         .layer(layer::from_fn_with_state(
             state.clone(),
@@ -33,9 +36,11 @@ pub fn router(state: AppState) -> Router {
             middleware::forwarded_headers,
         ))
         .layer(layer::from_fn(middleware::request_id_and_errors))
+        .layer(layer::from_fn_with_state(state.clone(), ops::access))
         .with_state(state)
 }
 
+/// Liveness only: the process answers HTTP. Readiness (database and disk) is `/-/ready`.
 async fn health(State(_): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }

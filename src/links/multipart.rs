@@ -141,6 +141,11 @@ pub(crate) async fn finish(
     parts: Vec<(u32, String)>,
     headers: &axum::http::HeaderMap,
 ) -> Result<Response, JsonError> {
+    crate::telemetry::note(|t| {
+        t.bucket = Some(link.bucket.clone());
+        t.key = Some(upload.key.clone());
+        t.link_upload = true;
+    });
     let etag = crate::objects::multipart::complete(
         &app.db,
         &app.store,

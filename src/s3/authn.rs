@@ -52,6 +52,9 @@ pub async fn authenticate(app: &AppState, req: &S3Request) -> S3Result<Caller> {
             payload: auth::anonymous_payload(&req.headers)?,
         });
     };
+    // The access key id, as claimed, for the access log (before verification: a refused
+    // signature is worth seeing next to the key it claimed).
+    crate::telemetry::note(|t| t.access_key = Some(access_key.to_owned()));
     let Some(record) = app.find_key(access_key).await? else {
         return Err(AuthError::InvalidAccessKeyId {
             access_key: access_key.to_owned(),

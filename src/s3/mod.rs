@@ -148,6 +148,42 @@ pub enum Access {
 }
 
 impl Endpoint {
+    /// The operation's name as AWS gives it: the `operation` label of `/-/metrics` and the
+    /// access log.
+    pub fn name(&self) -> &'static str {
+        use Endpoint::*;
+        match self {
+            ListBuckets => "ListBuckets",
+            CreateBucket => "CreateBucket",
+            DeleteBucket => "DeleteBucket",
+            HeadBucket => "HeadBucket",
+            GetBucketLocation => "GetBucketLocation",
+            GetBucketVersioning => "GetBucketVersioning",
+            GetBucketAcl => "GetBucketAcl",
+            PutBucketAcl => "PutBucketAcl",
+            ListObjects => "ListObjects",
+            ListObjectsV2 => "ListObjectsV2",
+            DeleteObjects => "DeleteObjects",
+            PutObject => "PutObject",
+            CopyObject => "CopyObject",
+            GetObject => "GetObject",
+            HeadObject => "HeadObject",
+            DeleteObject => "DeleteObject",
+            GetObjectAcl => "GetObjectAcl",
+            PutObjectAcl => "PutObjectAcl",
+            CreateMultipartUpload => "CreateMultipartUpload",
+            UploadPart { .. } => "UploadPart",
+            UploadPartCopy { .. } => "UploadPartCopy",
+            CompleteMultipartUpload { .. } => "CompleteMultipartUpload",
+            AbortMultipartUpload { .. } => "AbortMultipartUpload",
+            ListParts { .. } => "ListParts",
+            ListMultipartUploads => "ListMultipartUploads",
+            GetBucketCors => "GetBucketCors",
+            PutBucketCors => "PutBucketCors",
+            DeleteBucketCors => "DeleteBucketCors",
+        }
+    }
+
     fn resolve(req: &S3Request) -> S3Result<Endpoint> {
         use Endpoint::*;
         let m = &req.method;
@@ -434,7 +470,12 @@ async fn handle(app: AppState, req: Request) -> S3Result<Response> {
         parts.uri,
         parts.headers,
     )?;
+    crate::telemetry::note(|t| {
+        t.bucket = req.bucket.clone();
+        t.key = req.key.clone();
+    });
     if req.method == Method::OPTIONS {
+        crate::telemetry::note(|t| t.operation = Some("PreflightRequest"));
         return cors::preflight(&app, &req).await;
     }
     let mut res = match route(&app, &req, body).await {
@@ -465,9 +506,11 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         && req.key.is_none()
         && req.query.is_empty()
     {
+        crate::telemetry::note(|t| t.operation = Some("PostObject"));
         return post_object::post_object(app, req, body).await;
     }
     let endpoint = Endpoint::resolve(req)?;
+    crate::telemetry::note(|t| t.operation = Some(endpoint.name()));
     let caller = authn::authenticate(app, req).await?;
     let ctx = match endpoint.access() {
         Access::Service => None,

@@ -250,6 +250,7 @@ where
     };
     let result = store_upload(app, req, &fields, target, file).await;
     let Some(slot) = link else { return result };
+    crate::telemetry::note(|t| t.link_upload = true);
     match result {
         Ok(res) => {
             slot.keep();
@@ -491,6 +492,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
             other.sig_version().unwrap_or(policy::SigVersion::V4),
         ),
     };
+    crate::telemetry::note(|t| t.access_key = Some(access_key.clone()));
     let Some(key) = app.find_key(&access_key).await? else {
         return Err(
             S3Error::code(S3ErrorCode::InvalidAccessKeyId).with("AWSAccessKeyId", access_key)

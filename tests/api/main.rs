@@ -13,6 +13,7 @@ mod links;
 mod listing;
 mod multipart;
 mod objects;
+mod ops;
 mod permissions;
 mod post_object;
 mod powerloss;

@@ -1,0 +1,242 @@
+//! What an operator watches: the Prometheus registry behind `/-/metrics`, and what each request
+//! tells its access-log line.
+//!
+//! A leaf: the areas only *note* what they learn while handling a request (its operation, bucket
+//! and key, the signer's access key, that it stored a link's upload) on the request's [`Trace`],
+//! reached through a task-local that `http`'s access middleware sets around the request; that
+//! middleware counts, times and logs once the response body has been sent. Each server has its
+//! own registry (several run in one test process), so nothing here is global.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of the request counter: the operation and the status class (`2xx`, `4xx`, ...).
+type OpStatus = [(&'static str, &'static str); 2];
+/// One label: the operation, or a refusal's S3 error code.
+type One = [(&'static str, &'static str); 1];
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms to ~16 s: a cached small GET to a large upload's body.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The metrics of one server. Counters and histograms are updated as requests end; the gauges
+/// that describe the disk and the database are read at scrape time (`render`).
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<OpStatus, Counter>,
+    durations: Family<One, Histogram, fn() -> Histogram>,
+    bytes_received: Counter,
+    bytes_sent: Counter,
+    uploads_in_flight: Gauge,
+    post_refusals: Family<One, Counter>,
+    link_uploads: Counter,
+    multipart_open: Gauge,
+    disk_free: Gauge,
+    wal_size: Gauge,
+}
+
+/// What the gauges read at scrape time show.
+pub struct Scrape {
+    pub multipart_uploads_open: u64,
+    pub disk_free_bytes: u64,
+    pub wal_bytes: u64,
+}
+
+impl Metrics {
+    /// A registry with every postgate metric; `batch_sizes` is the database writer's histogram
+    /// of jobs per group commit (`db::Db::batch_sizes`).
+    pub fn new(batch_sizes: Histogram) -> Metrics {
+        let mut registry = Registry::with_prefix("postgate");
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            uploads_in_flight: Gauge::default(),
+            post_refusals: Family::default(),
+            link_uploads: Counter::default(),
+            multipart_open: Gauge::default(),
+            disk_free: Gauge::default(),
+            wal_size: Gauge::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by operation and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to the end of its response body, by operation",
+            m.durations.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Request body bytes received",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Response body bytes sent",
+            m.bytes_sent.clone(),
+        );
+        registry.register(
+            "uploads_in_flight",
+            "PUT and POST requests whose body is being received",
+            m.uploads_in_flight.clone(),
+        );
+        registry.register(
+            "post_refusals",
+            "Browser POST uploads refused, by S3 error code",
+            m.post_refusals.clone(),
+        );
+        registry.register(
+            "link_uploads",
+            "Files stored through upload links (forms and multipart)",
+            m.link_uploads.clone(),
+        );
+        registry.register(
+            "multipart_uploads_open",
+            "Multipart uploads started and not yet completed or aborted",
+            m.multipart_open.clone(),
+        );
+        registry.register(
+            "data_dir_free_bytes",
+            "Bytes available to postgate on the data directory's filesystem",
+            m.disk_free.clone(),
+        );
+        registry.register(
+            "sqlite_wal_bytes",
+            "Size of the SQLite write-ahead log",
+            m.wal_size.clone(),
+        );
+        registry.register(
+            "db_commit_batch_size",
+            "Writes committed together by one SQLite transaction (group commit)",
+            batch_sizes,
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition (OpenMetrics, which Prometheus reads), with the scrape-time gauges set.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.multipart_open
+            .set(gauge(scrape.multipart_uploads_open));
+        self.disk_free.set(gauge(scrape.disk_free_bytes));
+        self.wal_size.set(gauge(scrape.wal_bytes));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// An upload body started arriving; the returned guard counts it until dropped.
+    pub fn upload_started(self: &Arc<Self>) -> InFlight {
+        self.uploads_in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    /// Counts one finished request.
+    pub fn record(&self, done: &Finished) {
+        let operation = done.operation;
+        self.requests
+            .get_or_create(&[
+                ("operation", operation),
+                ("status", status_class(done.status)),
+            ])
+            .inc();
+        self.durations
+            .get_or_create(&[("operation", operation)])
+            .observe(done.seconds);
+        self.bytes_received.inc_by(done.bytes_in);
+        self.bytes_sent.inc_by(done.bytes_out);
+        if operation == "PostObject"
+            && let Some(code) = done.error_code
+        {
+            self.post_refusals.get_or_create(&[("code", code)]).inc();
+        }
+        if done.link_upload && done.status < 400 {
+            self.link_uploads.inc();
+        }
+    }
+}
+
+/// Holds one count of `uploads_in_flight`.
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.uploads_in_flight.dec();
+    }
+}
+
+/// A request as it ended, for the metrics.
+pub struct Finished {
+    pub operation: &'static str,
+    pub status: u16,
+    pub error_code: Option<&'static str>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub seconds: f64,
+    pub link_upload: bool,
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// What the handlers learn about a request that its access-log line and metrics need.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    /// The S3 operation as AWS names it (`PutObject`, `PostObject`, ...) or the `/-/` route's name.
+    pub operation: Option<&'static str>,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    /// The signer's access key id (never its secret, never the signature).
+    pub access_key: Option<String>,
+    /// The request stored a file through an upload link.
+    pub link_upload: bool,
+}
+
+pub type SharedTrace = Arc<Mutex<Trace>>;
+
+tokio::task_local! {
+    static TRACE: SharedTrace;
+}
+
+/// Runs `f` (a request's handling) with `trace` as the request's trace.
+pub async fn traced<F: std::future::Future>(trace: SharedTrace, f: F) -> F::Output {
+    TRACE.scope(trace, f).await
+}
+
+/// Notes something about the current request; outside a traced request (the CLI, a background
+/// task) it does nothing.
+pub fn note(f: impl FnOnce(&mut Trace)) {
+    let _ = TRACE.try_with(|t| f(&mut t.lock().unwrap_or_else(|e| e.into_inner())));
+}
+
+/// Bytes available to an unprivileged user on the filesystem holding `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Its total size, for a threshold given as a percentage.
+pub fn total_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_blocks.saturating_mul(s.f_frsize))
+}
