@@ -1,4 +1,5 @@
-// postgate upload page: several files at once, a progress bar each, retry on failure.
+// postgate upload page: choose files (previews, refused files explained before any byte is
+// sent), remove, upload with a progress bar each, cancel, pause/resume large files, retry.
 // Without JavaScript the page is a plain form that posts one file and follows
 // success_action_redirect; this script takes over that form when it runs.
 (function () {
@@ -7,19 +8,34 @@
   if (!form || !window.XMLHttpRequest || !window.FormData) return;
   var list = document.getElementById("files");
   var input = document.getElementById("file");
+  var camera = document.getElementById("camera");
   var zone = document.getElementById("drop-zone");
-  var typeInput = document.getElementById("content-type");
+  var submit = document.getElementById("submit");
+  var summary = document.getElementById("summary");
   var maxSize = Number(form.dataset.maxSize);
   var multipartAbove = Number(form.dataset.multipartThreshold);
+  var types = (form.dataset.types || "").split(",")
+    .map(function (t) { return t.trim().toLowerCase(); }).filter(Boolean);
+  var publicRead = form.dataset.public === "true";
   var linkBase = form.dataset.policyUrl.replace(/\/policy$/, "");
+  var touch = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
   var PARALLEL_PARTS = 4, PART_TRIES = 4;
+  var entries = [];
 
   input.multiple = true;
   input.required = false;
+  // The drop zone is the one control; the native picker stays for the no-script form only.
+  input.parentNode.classList.add("visually-hidden");
+  input.tabIndex = -1;
+  input.setAttribute("aria-hidden", "true");
   zone.hidden = false;
+  document.getElementById("drop-help").textContent = touch
+    ? "Tap to choose files"
+    : "Drop files here, or press Enter to choose files.";
+  if (camera && touch) document.getElementById("camera-row").hidden = false;
 
   function human(n) {
-    var units = ["B", "KiB", "MiB", "GiB"], i = 0;
+    var units = ["bytes", "KiB", "MiB", "GiB"], i = 0;
     while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
     return (i ? n.toFixed(1) : n) + " " + units[i];
   }
@@ -33,25 +49,76 @@
     return t.value;
   }
 
-  function fileType(file) { return file.type || typeInput.value; }
+  // The file's own type; the server decides the key and checks the type again.
+  function fileType(file) { return file.type || "binary/octet-stream"; }
 
-  // A fresh policy for each file, so a page left open never posts an expired one. It is signed
-  // for this file: the server checks its type and picks its key (the file's name, or
-  // "name (2).ext" when a file of that name is already there: a link never replaces a file).
-  function freshPolicy(file) {
-    var url = form.dataset.policyUrl + "?filename=" + encodeURIComponent(file.name) +
-      "&type=" + encodeURIComponent(fileType(file));
-    return fetch(url, { credentials: "same-origin" }).then(function (r) {
-      return r.json().then(function (body) {
-        if (!r.ok) throw new Error((body.error && body.error.message) || "This link can no longer be used.");
-        return body;
-      });
+  // The link's rule (links::link accepts_type): `image/` or `image/*` is a family, anything
+  // else an exact type; no list takes anything.
+  function accepts(type) {
+    if (!types.length) return true;
+    type = (type || "").split(";")[0].trim().toLowerCase();
+    if (!type) return false;
+    return types.some(function (e) {
+      if (/\/\*$/.test(e)) e = e.slice(0, -1);
+      return /\/$/.test(e) ? type.indexOf(e) === 0 : type === e;
     });
   }
 
+  // "images", "PDF files", "images or PDF files": the link's types in words.
+  function typeWords() {
+    var families = { image: "images", video: "videos", audio: "audio files", text: "text files" };
+    var words = types.map(function (e) {
+      var parts = e.replace(/\*$/, "").split("/");
+      if (!parts[1]) return families[parts[0]] || parts[0] + " files";
+      return parts[1].replace(/^x-/, "").toUpperCase() + " files";
+    });
+    return words.length > 1
+      ? words.slice(0, -1).join(", ") + " or " + words[words.length - 1]
+      : words[0];
+  }
+
+  // Why the page will not send this file, in a sentence, or "" if it may go.
+  function refusal(file) {
+    if (file.size > maxSize) {
+      return "Too large: \u201c" + file.name + "\u201d is " + human(file.size) +
+        ", and this link takes files up to " + human(maxSize) + ".";
+    }
+    if (!accepts(file.type)) {
+      return "Not sent: this link only takes " + typeWords() + ", and \u201c" + file.name +
+        "\u201d is not one.";
+    }
+    return "";
+  }
+
+  function button(text, onClick) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "small";
+    b.textContent = text;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  // A row: a thumbnail (images, drawn from the chosen file, never uploaded first) or an icon
+  // with the file's extension, the name and size, a progress bar, a status and one action.
   function addRow(file) {
     var li = document.createElement("li");
     li.className = "file";
+    if (/^image\//.test(file.type) && window.URL && URL.createObjectURL) {
+      var img = document.createElement("img");
+      img.className = "thumb";
+      img.alt = "";
+      img.src = URL.createObjectURL(file);
+      img.addEventListener("load", function () { URL.revokeObjectURL(img.src); });
+      li.appendChild(img);
+    } else {
+      var icon = document.createElement("span");
+      icon.className = "icon";
+      icon.setAttribute("aria-hidden", "true");
+      var ext = /\.([A-Za-z0-9]{1,4})$/.exec(file.name);
+      icon.textContent = ext ? ext[1].toUpperCase() : "FILE";
+      li.appendChild(icon);
+    }
     var name = document.createElement("span");
     name.className = "name";
     name.textContent = file.name + " (" + human(file.size) + ")";
@@ -61,25 +128,72 @@
     bar.setAttribute("aria-label", "Upload progress of " + file.name);
     var status = document.createElement("span");
     status.className = "status";
+    status.setAttribute("aria-live", "polite");
+    var actions = document.createElement("span");
+    actions.className = "actions";
     li.appendChild(name);
     li.appendChild(bar);
     li.appendChild(status);
+    li.appendChild(actions);
     list.appendChild(li);
-    return { li: li, bar: bar, status: status };
+    return { li: li, bar: bar, status: status, actions: actions };
   }
 
-  function fail(row, file, message, again) {
-    row.li.classList.add("failed");
+  function setAction(row, buttons) {
+    row.actions.textContent = "";
+    (buttons || []).forEach(function (b) { row.actions.appendChild(b); });
+  }
+
+  function setState(entry, state) {
+    ["ready", "sending", "paused", "done", "failed", "cancelled"].forEach(function (c) {
+      entry.row.li.classList.toggle(c, c === state);
+    });
+    entry.state = state;
+    refresh();
+  }
+
+  // The Upload button counts the files ready to go; the summary says what arrived and what next.
+  function refresh() {
+    var count = function (s) { return entries.filter(function (e) { return e.state === s; }).length; };
+    var ready = count("ready"), busy = count("sending") + count("paused"), done = count("done");
+    submit.textContent = ready ? "Upload " + ready + " file" + (ready === 1 ? "" : "s") : "Upload";
+    submit.disabled = !ready;
+    if (!ready && !busy && done) {
+      summary.textContent = done + " file" + (done === 1 ? "" : "s") + " received. " +
+        "You can close this page, or choose more files to send.";
+      summary.classList.add("ok");
+    } else {
+      summary.textContent = "";
+      summary.classList.remove("ok");
+    }
+  }
+
+  function fail(entry, message, again) {
+    var row = entry.row;
     row.status.textContent = message + " ";
-    var retry = document.createElement("button");
-    retry.type = "button";
-    retry.textContent = "Retry";
-    retry.addEventListener("click", function () {
-      row.li.classList.remove("failed");
+    var retry = button("Retry", function () {
       row.status.textContent = "";
-      (again || send)(file, row);
+      (again || send)(entry);
     });
     row.status.appendChild(retry);
+    setAction(row, [removeButton(entry)]);
+    setState(entry, "failed");
+  }
+
+  function removeButton(entry) {
+    return button("Remove", function () {
+      entries.splice(entries.indexOf(entry), 1);
+      entry.row.li.remove();
+      refresh();
+      zone.focus();
+    });
+  }
+
+  function cancelled(entry) {
+    entry.row.status.textContent = "Cancelled: nothing was kept.";
+    entry.row.bar.value = 0;
+    setAction(entry.row, [removeButton(entry)]);
+    setState(entry, "cancelled");
   }
 
   function fetchJSON(url, init) {
@@ -91,14 +205,34 @@
     });
   }
 
-  function done(row, key, location) {
+  // A fresh policy for each file, so a page left open never posts an expired one. It is signed
+  // for this file: the server checks its type and picks its key (the file's name, or
+  // "name (2).ext" when a file of that name is already there: a link never replaces a file).
+  function freshPolicy(file) {
+    return fetchJSON(form.dataset.policyUrl + "?filename=" + encodeURIComponent(file.name) +
+      "&type=" + encodeURIComponent(fileType(file)), { credentials: "same-origin" });
+  }
+
+  // Arrived: a link only when the uploader may open it (a public-read bucket), else the name
+  // and size the server keeps.
+  function done(entry, key, location) {
+    var row = entry.row;
     row.bar.value = 100;
-    row.li.classList.add("done");
-    row.status.textContent = "Uploaded as ";
-    var a = document.createElement("a");
-    a.href = location;
-    a.textContent = key;
-    row.status.appendChild(a);
+    row.li.dataset.key = key;
+    row.status.textContent = "Received as ";
+    if (publicRead && location) {
+      var a = document.createElement("a");
+      a.href = location;
+      a.textContent = key;
+      row.status.appendChild(a);
+    } else {
+      var b = document.createElement("strong");
+      b.textContent = key;
+      row.status.appendChild(b);
+      row.status.appendChild(document.createTextNode(" (" + human(entry.file.size) + ")"));
+    }
+    setAction(row, []);
+    setState(entry, "done");
     // The link counts its files: keep "N more files accepted" true after each upload.
     var left = document.getElementById("files-left");
     if (left) {
@@ -110,20 +244,45 @@
   }
 
   // Large files go up in parts (S3 multipart upload through presigned part URLs): a failed part
-  // is retried on its own, and a reloaded page picks up where it stopped (the upload id is kept
-  // in localStorage under the file's name, size and date).
-  function sendMultipart(file, row) {
+  // is retried on its own with a growing pause, Pause stops the parts in flight and Resume (or a
+  // reloaded page: the upload id is kept in localStorage under the file's name, size and date)
+  // asks the server which parts it has and sends the rest; Cancel aborts the upload on the server.
+  function sendMultipart(entry) {
+    var file = entry.file, row = entry.row;
     var stateKey = "postgate:" + linkBase + ":" + file.name + ":" + file.size + ":" + file.lastModified;
-    var saved = null;
+    var saved = null, st = null, xhrs = [], stop = "";
     try { saved = JSON.parse(localStorage.getItem(stateKey)); } catch (e) { saved = null; }
+    function halt(why) {
+      stop = why;
+      xhrs.forEach(function (x) { x.abort(); });
+    }
+    function pauseButton() {
+      return button("Pause", function () {
+        halt("pause");
+        row.status.textContent = "Paused.";
+        setAction(row, [button("Resume", function () { sendMultipart(entry); }), cancelButton()]);
+        setState(entry, "paused");
+      });
+    }
+    function cancelButton() {
+      return button("Cancel", function () {
+        halt("cancel");
+        var id = (st || saved || {}).upload_id;
+        try { localStorage.removeItem(stateKey); } catch (e) { /* private mode */ }
+        if (id) fetch(linkBase + "/uploads/" + id, { method: "DELETE" }).catch(function () {});
+        cancelled(entry);
+      });
+    }
+    setAction(row, [pauseButton(), cancelButton()]);
+    setState(entry, "sending");
     function begin() {
       return fetchJSON(linkBase + "/uploads", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ filename: file.name, size: file.size, content_type: fileType(file) })
-      }).then(function (st) {
-        try { localStorage.setItem(stateKey, JSON.stringify(st)); } catch (e) { /* private mode */ }
-        return { st: st, parts: [] };
+      }).then(function (s) {
+        try { localStorage.setItem(stateKey, JSON.stringify(s)); } catch (e) { /* private mode */ }
+        return { st: s, parts: [] };
       });
     }
     var started = saved
@@ -133,7 +292,9 @@
       : begin();
     row.status.textContent = saved ? "Resuming…" : "Starting…";
     started.then(function (x) {
-      var st = x.st, size = st.part_size, count = st.part_count;
+      st = x.st;
+      if (stop) throw new Error(stop);
+      var size = st.part_size, count = st.part_count;
       var loaded = new Array(count + 1).fill(0), todo = [];
       var have = {};
       x.parts.forEach(function (p) { have[p.part_number] = p.size; });
@@ -151,7 +312,9 @@
         var blob = file.slice((n - 1) * size, Math.min(n * size, file.size));
         return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/parts/" + n).then(function (u) {
           return new Promise(function (resolve, reject) {
+            if (stop) { reject(new Error(stop)); return; }
             var xhr = new XMLHttpRequest();
+            xhrs.push(xhr);
             xhr.open("PUT", u.url);
             xhr.upload.onprogress = function (e) { loaded[n] = e.loaded; progress(); };
             xhr.onload = function () {
@@ -159,84 +322,112 @@
               else reject(new Error(xmlText(xhr.responseText, "Message") || "Part " + n + " failed (" + xhr.status + ")."));
             };
             xhr.onerror = function () { reject(new Error("Network error on part " + n + ".")); };
+            xhr.onabort = function () { reject(new Error(stop || "abort")); };
             xhr.send(blob);
           });
         }).catch(function (e) {
           loaded[n] = 0;
-          if (tries <= 1) throw e;
-          return new Promise(function (r) { setTimeout(r, 500 * (PART_TRIES - tries + 1)); })
+          if (stop || tries <= 1) throw e;
+          return new Promise(function (r) { setTimeout(r, 500 * Math.pow(2, PART_TRIES - tries)); })
             .then(function () { return putPart(n, tries - 1); });
         });
       }
       function worker() {
         var n = todo.shift();
-        if (n === undefined) return Promise.resolve();
+        if (n === undefined || stop) return Promise.resolve();
         return putPart(n, PART_TRIES).then(worker);
       }
       var workers = [];
       for (var w = 0; w < PARALLEL_PARTS; w++) workers.push(worker());
       return Promise.all(workers).then(function () {
+        if (stop) throw new Error(stop);
         row.status.textContent = "Finishing…";
+        setAction(row, []);
         return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/complete", { method: "POST" });
       }).then(function (res) {
         localStorage.removeItem(stateKey);
-        done(row, res.key, res.location);
+        done(entry, res.key, res.location);
       });
-    }).catch(function (e) { fail(row, file, e.message, sendMultipart); });
+    }).catch(function (e) {
+      if (!stop) fail(entry, e.message, sendMultipart);
+    });
   }
 
   // Tries left when a file of the same name arrives between the policy and the upload (412).
   var NAME_TRIES = 3;
 
-  function send(file, row, tries) {
+  function send(entry, tries) {
+    var file = entry.file, row = entry.row;
     if (tries === undefined) tries = NAME_TRIES;
-    if (file.size > maxSize) {
-      fail(row, file, "Too large: the limit is " + human(maxSize) + ".");
-      return;
-    }
     if (multipartAbove && file.size > multipartAbove) {
-      sendMultipart(file, row);
+      sendMultipart(entry);
       return;
     }
+    var xhr = null, stopped = false;
+    setAction(row, [button("Cancel", function () {
+      stopped = true;
+      if (xhr) xhr.abort();
+      cancelled(entry);
+    })]);
+    setState(entry, "sending");
     row.status.textContent = "Preparing…";
     freshPolicy(file).then(function (policy) {
+      if (stopped) return;
       var data = new FormData();
       Object.keys(policy.fields).forEach(function (k) { data.append(k, policy.fields[k]); });
       if (!("Content-Type" in policy.fields)) data.append("Content-Type", fileType(file));
       data.append("file", file, file.name);
-      var xhr = new XMLHttpRequest();
+      xhr = new XMLHttpRequest();
       xhr.open("POST", policy.url);
       xhr.upload.onprogress = function (e) {
         if (e.lengthComputable) row.bar.value = Math.round((e.loaded / e.total) * 100);
       };
       xhr.onload = function () {
         if (xhr.status >= 200 && xhr.status < 300) {
-          done(row, xmlText(xhr.responseText, "Key") || file.name,
+          done(entry, xmlText(xhr.responseText, "Key") || file.name,
             xmlText(xhr.responseText, "Location") || xhr.getResponseHeader("Location"));
         } else if (xhr.status === 412 && tries > 1) {
           // Someone took the name first: ask for a policy with the next free name.
-          send(file, row, tries - 1);
+          send(entry, tries - 1);
         } else {
-          fail(row, file, xmlText(xhr.responseText, "Message") || "Upload failed (" + xhr.status + ").");
+          fail(entry, xmlText(xhr.responseText, "Message") || "Upload failed (" + xhr.status + ").");
         }
       };
-      xhr.onerror = function () { fail(row, file, "Network error."); };
+      xhr.onerror = function () { fail(entry, "Network error."); };
       row.status.textContent = "Uploading…";
       xhr.send(data);
-    }).catch(function (e) { fail(row, file, e.message); });
+    }).catch(function (e) { if (!stopped) fail(entry, e.message); });
   }
 
-  function start(files) {
-    Array.prototype.forEach.call(files, function (f) { send(f, addRow(f)); });
+  // Chosen files are listed first (a preview each, Remove); those the link cannot take are
+  // refused here, before any byte is sent, with the reason.
+  function choose(files) {
+    Array.prototype.forEach.call(files, function (file) {
+      var entry = { file: file, row: addRow(file), state: "" };
+      entries.push(entry);
+      var why = refusal(file);
+      if (why) {
+        entry.row.status.textContent = why;
+        entry.row.li.classList.add("refused");
+        setAction(entry.row, [removeButton(entry)]);
+        setState(entry, "failed");
+      } else {
+        entry.row.status.textContent = "Ready to upload.";
+        setAction(entry.row, [removeButton(entry)]);
+        setState(entry, "ready");
+      }
+    });
   }
 
   form.addEventListener("submit", function (e) {
     e.preventDefault();
-    start(input.files);
-    input.value = "";
+    entries.filter(function (x) { return x.state === "ready"; }).forEach(function (x) { send(x); });
   });
-  input.addEventListener("change", function () {
-    if (input.files.length) { start(input.files); input.value = ""; }
+  [input, camera].forEach(function (el) {
+    if (!el) return;
+    el.addEventListener("change", function () {
+      if (el.files.length) { choose(el.files); el.value = ""; }
+    });
   });
   zone.addEventListener("click", function () { input.click(); });
   zone.addEventListener("keydown", function (e) {
@@ -247,6 +438,7 @@
   zone.addEventListener("drop", function (e) {
     e.preventDefault();
     zone.classList.remove("over");
-    start(e.dataTransfer.files);
+    choose(e.dataTransfer.files);
   });
+  refresh();
 })();

@@ -37,9 +37,36 @@ struct UploadPage {
     content_type_default: String,
     /// The policy pins the one type the link takes: the form carries it already.
     type_in_form: bool,
+    /// The picker's `accept`: the link's types, families written `image/*` (empty: any).
+    accept: String,
+    /// Every type the link takes is an image: phones may offer the camera (`capture`).
+    images_only: bool,
+    /// Anyone may read what arrives (a public-read bucket): the page may link to it.
+    public_read: bool,
     files_left: Option<u64>,
     expires: String,
     form: PresignedPost,
+}
+
+/// The picker's `accept` for a link's type list, and whether every entry is an image type.
+fn accept_for(rule: Option<&str>) -> (String, bool) {
+    use link::TypeEntry;
+    let entries: Vec<TypeEntry> = link::type_entries(rule.unwrap_or_default()).collect();
+    let accept = entries
+        .iter()
+        .map(|e| match e {
+            TypeEntry::Family(f) => format!("{f}*"),
+            TypeEntry::Exact(t) => (*t).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let images = !entries.is_empty()
+        && entries.iter().all(|e| match e {
+            TypeEntry::Family(t) | TypeEntry::Exact(t) => {
+                t.to_ascii_lowercase().starts_with("image/")
+            }
+        });
+    (accept, images)
 }
 
 #[derive(Template)]
@@ -81,7 +108,7 @@ fn render_uploading_to(status: StatusCode, page: impl Template, base: Option<&st
         .map(|o| format!(" {}", o.ascii_serialization()))
         .unwrap_or_default();
     let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
          connect-src 'self'{to}; form-action 'self'{to}; frame-ancestors 'none'; base-uri 'none'"
     );
     let mut res = (status, Html(html)).into_response();
@@ -247,9 +274,17 @@ pub async fn upload_page(
         .as_deref()
         .map(|ct| ct.split(',').next().unwrap_or(ct).trim().to_owned())
         .unwrap_or_default();
+    let (accept, images_only) = accept_for(link.content_type.as_deref());
+    let public_read = matches!(
+        app.bucket_with_grant(&link.bucket, "").await,
+        Ok(Some((b, _))) if crate::objects::access::is_public_read(&b)
+    );
     render_uploading_to(
         StatusCode::OK,
         UploadPage {
+            accept,
+            images_only,
+            public_read,
             bucket: link.bucket.clone(),
             prefix: link.prefix.clone(),
             max_size: link::human_size(link.max_size),

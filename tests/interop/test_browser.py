@@ -410,6 +410,7 @@ def file_rows(driver) -> list[dict]:
             progress: li.querySelector('progress').value,
             name: li.querySelector('.name').textContent,
             status: li.querySelector('.status').textContent,
+            key: li.dataset.key || null,
             linkText: a ? a.textContent : null,
             linkHref: a ? a.href : null,
             retry: !!li.querySelector('.status button'),
@@ -436,6 +437,12 @@ def open_link_page(driver, url: str):
              "upload.js to take over the form")
 
 
+def upload(driver, *paths: str):
+    """Chooses files (the page lists them, with a preview each) and presses Upload."""
+    driver.find_element(By.ID, "file").send_keys("\n".join(paths))
+    driver.find_element(By.ID, "submit").click()
+
+
 def test_upload_link_page_with_javascript(browser, pg, s3, bucket, files):
     url = pg.create_link(bucket, max_size="1KiB")
     open_link_page(browser, url)
@@ -444,16 +451,19 @@ def test_upload_link_page_with_javascript(browser, pg, s3, bucket, files):
 
     first, second = b"first file\n" * 20, os.urandom(700)
     paths = [files("first.txt", first), files("second.bin", second)]
-    browser.find_element(By.ID, "file").send_keys("\n".join(paths))
+    upload(browser, *paths)
     rows = settled_rows(browser, 2)
     for row in rows:
         assert "done" in row["classes"], row
         assert "failed" not in row["classes"], row
         assert row["progress"] == 100, row
-    by_key = {row["linkText"]: row for row in rows}
+    by_key = {row["key"]: row for row in rows}
     assert set(by_key) == {"in/first.txt", "in/second.bin"}, rows
+    # A private bucket: the uploader could not open a link to the file, so there is none.
     for key in by_key:
-        assert by_key[key]["linkHref"] == f"{pg.endpoint}/{bucket}/{key}", by_key[key]
+        assert by_key[key]["linkHref"] is None, by_key[key]
+        assert f"Received as {key}" in by_key[key]["status"], by_key[key]
+    assert browser.find_element(By.ID, "summary").text.startswith("2 files received."), rows
     assert read_object(s3, bucket, "in/first.txt") == first
     assert read_object(s3, bucket, "in/second.bin") == second
     # The link takes 10 files: the page counts the two it sent.
@@ -468,7 +478,8 @@ def test_upload_link_page_with_javascript(browser, pg, s3, bucket, files):
     rows = settled_rows(browser, 3)
     assert "failed" in rows[2]["classes"] and "done" not in rows[2]["classes"], rows[2]
     assert "Too large" in rows[2]["status"], rows[2]
-    assert rows[2]["retry"], rows[2]
+    assert not rows[2]["retry"], rows[2]
+    assert browser.find_element(By.ID, "submit").get_property("disabled")
 
 
 def test_upload_link_page_never_replaces_a_file(browser, pg, s3, bucket, files):
@@ -477,28 +488,30 @@ def test_upload_link_page_never_replaces_a_file(browser, pg, s3, bucket, files):
     url = pg.create_link(bucket, max_size="1KiB")
     open_link_page(browser, url)
     first, second = b"first\n", b"second\n"
-    browser.find_element(By.ID, "file").send_keys(files("same.txt", first))
+    upload(browser, files("same.txt", first))
     settled_rows(browser, 1)
-    browser.find_element(By.ID, "file").send_keys(files("again/same.txt", second))
+    upload(browser, files("again/same.txt", second))
     rows = settled_rows(browser, 2)
-    assert [r["linkText"] for r in rows] == ["in/same.txt", "in/same (2).txt"], rows
+    assert [r["key"] for r in rows] == ["in/same.txt", "in/same (2).txt"], rows
     assert read_object(s3, bucket, "in/same.txt") == first
     assert read_object(s3, bucket, "in/same (2).txt") == second
 
 
 def test_upload_link_page_holds_files_to_the_links_types(browser, pg, s3, bucket, files):
-    """A link for PNG and JPEG files: the page's SVG is refused with the server's reason, and
-    nothing is stored; a PNG goes through."""
+    """A link for PNG and JPEG files: the picker offers only those, the page refuses an SVG
+    before sending it, and nothing is stored; a PNG goes through."""
     out = pg.cli(
         "link", "create", bucket, "--prefix", "in/", "--max-size", "1KiB",
         "--content-type", "image/png,image/jpeg", "--expires", "1h", "--url", pg.endpoint,
     )
     open_link_page(browser, out.strip().splitlines()[-1])
-    browser.find_element(By.ID, "file").send_keys(files("x.svg", b"<svg/>"))
+    picker = browser.find_element(By.ID, "file")
+    assert picker.get_attribute("accept") == "image/png,image/jpeg"
+    picker.send_keys(files("x.svg", b"<svg/>"))
     rows = settled_rows(browser, 1)
     assert "failed" in rows[0]["classes"], rows[0]
-    assert "only accepts files of type image/png,image/jpeg" in rows[0]["status"], rows[0]
-    browser.find_element(By.ID, "file").send_keys(files("x.png", b"\x89PNG"))
+    assert "this link only takes PNG files or JPEG files" in rows[0]["status"], rows[0]
+    upload(browser, files("x.png", b"\x89PNG"))
     rows = settled_rows(browser, 2)
     assert "done" in rows[1]["classes"], rows[1]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
@@ -523,7 +536,7 @@ def test_upload_link_page_shows_the_servers_size_error(browser, pg, s3, bucket, 
     finally:
         browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
                                 {"identifier": script["identifier"]})
-    browser.find_element(By.ID, "file").send_keys(files("big.bin", os.urandom(2048)))
+    upload(browser, files("big.bin", os.urandom(2048)))
     [row] = settled_rows(browser, 1)
     assert "Too large" not in row["status"], "the page's own check was not bypassed"
     assert "failed" in row["classes"] and "done" not in row["classes"], row
@@ -575,7 +588,7 @@ def test_revoked_link(browser, browser_nojs, pg, s3, bucket, files):
     assert "revoked" in pg.cli("link", "revoke", token)
 
     # The script asks for a fresh policy per file and shows why there is none.
-    browser.find_element(By.ID, "file").send_keys(files("late.txt", b"too late"))
+    upload(browser, files("late.txt", b"too late"))
     [row] = settled_rows(browser, 1)
     assert "failed" in row["classes"], row
     assert "revoked" in row["status"], row
@@ -615,11 +628,11 @@ def test_upload_link_page_sends_a_100_mib_file_in_parts(browser, pg, s3, bucket,
     data = os.urandom(100 * 1024 * 1024)
     assert len(data) > threshold
     path = files("video.bin", data)
-    browser.find_element(By.ID, "file").send_keys(path)
+    upload(browser, path)
     rows = settled_rows(browser, 1)
     assert "done" in rows[0]["classes"], rows[0]
     assert rows[0]["progress"] == 100, rows[0]
-    assert rows[0]["linkText"] == "in/video.bin", rows[0]
+    assert rows[0]["key"] == "in/video.bin", rows[0]
     head = s3.head_object(Bucket=bucket, Key="in/video.bin")
     # A multipart object's ETag is "<md5 of the part md5s>-<parts>"; 8 MiB parts make 13.
     assert head["ETag"].endswith('-13"'), head["ETag"]
@@ -670,3 +683,102 @@ def test_uppy_aws_s3_uploads_through_an_upload_link(browser, pages, pg, s3, buck
     assert by_name["small.txt"]["uploadURL"] == f"{pg.endpoint}/{bucket}/{small}"
     assert by_name["large.bin"]["uploadURL"] == f"{pg.endpoint}/{bucket}/{large}"
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The page on a phone and on a desktop: previews, refusals before sending, remove, done
+
+
+def png_bytes(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real PNG (one colour), so the page's thumbnail can be drawn from it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    # Noise in the low bits keeps the file from compressing to nothing (it has to take time
+    # on a throttled connection).
+    raw = b"".join(b"\x00" + bytes(
+        (c ^ ((x * 7 + y * 13) & 15)) for x in range(width) for c in rgb) for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("screen", ["phone", "desktop"])
+def test_upload_link_page_previews_refuses_removes_and_uploads(screen, browser, pg, s3, bucket, files):
+    phone = screen == "phone"
+    if phone:
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+    try:
+        out = pg.cli(
+            "link", "create", bucket, "--prefix", "in/", "--max-size", "1MiB",
+            "--content-type", "image/", "--expires", "1h", "--url", pg.endpoint,
+        )
+        open_link_page(browser, out.strip().splitlines()[-1])
+        picker = browser.find_element(By.ID, "file")
+        assert picker.get_attribute("accept") == "image/*"
+        help_text = browser.find_element(By.ID, "drop-help").text
+        assert help_text == ("Tap to choose files" if phone
+                             else "Drop files here, or press Enter to choose files."), help_text
+        # On a touch screen, an image-only link offers the camera too.
+        assert browser.find_element(By.ID, "camera-row").is_displayed() == phone
+        assert not browser.find_elements(By.CSS_SELECTOR, "input[name=Content-Type]:not([type=hidden])")
+
+        red, blue = png_bytes(120, 80, (200, 30, 30)), png_bytes(80, 120, (30, 30, 200))
+        pdf = b"%PDF-1.4\n% not an image\n"
+        picker.send_keys("\n".join([files("red.png", red), files("blue.png", blue),
+                                    files("notes.pdf", pdf)]))
+        rows = wait_for(browser, lambda d: len(r := file_rows(d)) == 3 and r, "3 chosen files")
+        assert "ready" in rows[0]["classes"] and "ready" in rows[1]["classes"], rows
+        assert "failed" in rows[2]["classes"], rows[2]
+        assert "this link only takes images" in rows[2]["status"], rows[2]
+        # Thumbnails drawn from the chosen files (blob: URLs), an icon for the PDF.
+        thumbs = wait_for(browser, lambda d: d.execute_script("""
+            var imgs = Array.from(document.querySelectorAll('#files img.thumb'));
+            return imgs.length === 2 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; })
+              && imgs.map(function (i) { return [i.src.slice(0, 5), i.naturalWidth]; });
+        """), "two thumbnails")
+        assert thumbs == [["blob:", 120], ["blob:", 80]], thumbs
+        assert browser.find_element(By.CSS_SELECTOR, "#files li:nth-child(3) .icon").text == "PDF"
+        assert browser.find_element(By.ID, "submit").text == "Upload 2 files"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        if phone:
+            assert browser.save_screenshot(str(SCREENSHOTS / "phone-1-chosen.png"))
+
+        # Remove the blue one before uploading; upload the red one over a slow connection.
+        # (A script click: chromedriver's own click waits forever under touch emulation.)
+        browser.execute_script("arguments[0].click()", browser.find_element(
+            By.CSS_SELECTOR, "#files li:nth-child(2) .actions button"))
+        assert len(file_rows(browser)) == 2
+        assert browser.find_element(By.ID, "submit").text == "Upload 1 file"
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 100, "downloadThroughput": 200_000,
+            "uploadThroughput": 10_000})
+        try:
+            browser.execute_script("arguments[0].click()", browser.find_element(By.ID, "submit"))
+            wait_for(browser, lambda d: "sending" in file_rows(d)[0]["classes"]
+                     and 0 < file_rows(d)[0]["progress"] < 100, "the upload under way")
+            if phone:
+                assert browser.save_screenshot(str(SCREENSHOTS / "phone-2-uploading.png"))
+            rows = settled_rows(browser, 2)
+        finally:
+            browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+                "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        assert "done" in rows[0]["classes"], rows[0]
+        assert rows[0]["key"] == "in/red.png" and rows[0]["linkHref"] is None, rows[0]
+        summary = browser.find_element(By.ID, "summary").text
+        assert summary.startswith("1 file received."), summary
+        if phone:
+            assert browser.save_screenshot(str(SCREENSHOTS / "phone-3-done.png"))
+        # Byte for byte what was chosen; nothing of the removed image or the refused PDF.
+        assert read_object(s3, bucket, "in/red.png") == red
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+        assert keys == ["in/red.png"], keys
+    finally:
+        if phone:
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+            browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
