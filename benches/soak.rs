@@ -8,9 +8,16 @@
 //! ```text
 //! cargo bench --bench soak                       # 2 minutes
 //! cargo bench --bench soak -- --minutes 30       # long mode
+//! cargo test --bench soak -- --minutes 2 --p99-report-only   # CI: the unoptimised build
 //! flags: --minutes N, --workers N (default 8), --idle N (1000), --slow N (200),
-//!        --every N (print one table row per N seconds; default 1, or 30 from 10 minutes on)
+//!        --every N (print one table row per N seconds; default 1, or 30 from 10 minutes on),
+//!        --p99-report-only (print the p99 against its target without failing on it)
 //! ```
+//!
+//! It fails (exit 1) on any failed request, on RSS or descriptors growing past 1.5x the first
+//! minute's maximum (plus slack), on a WAL above 64 MiB, and on the p99 target unless
+//! `--p99-report-only`: CI runs the unoptimised build on a shared runner, where the p99 says more
+//! about the runner than about postgate; the release build on a quiet machine is the measurement.
 //!
 //! Mixed traffic: each worker keeps 32 keys of its own and, back to back, PUTs 4 KiB or 64 KiB–1 MiB
 //! bodies (some aws-chunked), POSTs browser forms signed with a policy, copies, reads and deletes
@@ -34,6 +41,8 @@ use tokio::net::TcpStream;
 
 const BUCKET: &str = "soak";
 const P99_TARGET_MS: f64 = 50.0;
+/// The WAL must stay under this through the run (a bounded WAL: checkpoints keep up).
+const WAL_LIMIT_KIB: f64 = 64.0 * 1024.0;
 /// The server's default body timeout.
 const BODY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -43,6 +52,7 @@ struct Opts {
     idle: usize,
     slow: usize,
     every: Option<u64>,
+    p99_gate: bool,
 }
 
 fn opts() -> Opts {
@@ -52,9 +62,14 @@ fn opts() -> Opts {
         idle: 1000,
         slow: 200,
         every: None,
+        p99_gate: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        if a == "--p99-report-only" {
+            o.p99_gate = false;
+            continue;
+        }
         let mut val = || {
             it.next()
                 .expect("flag value")
@@ -599,12 +614,14 @@ async fn run(o: Opts) {
     for f in stats.first_failures.lock().unwrap().iter() {
         println!("failure: {f}");
     }
-    let bounded = rss.2 <= rss.1 * 1.5 + 16.0 && fds.2 <= fds.1 * 1.5 + 64.0;
+    let bounded =
+        rss.2 <= rss.1 * 1.5 + 16.0 && fds.2 <= fds.1 * 1.5 + 64.0 && wal.2 < WAL_LIMIT_KIB;
     println!(
-        "bounded (max over the run within 1.5x of the first minute's max, plus slack): {}",
+        "bounded (RSS and fds within 1.5x of the first minute's max plus slack, WAL < 64 MiB): {}",
         if bounded { "PASS" } else { "FAIL" }
     );
-    if failed > 0 || p99 >= P99_TARGET_MS || !bounded {
+    let p99_failed = o.p99_gate && p99 >= P99_TARGET_MS;
+    if failed > 0 || p99_failed || !bounded {
         std::process::exit(1);
     }
 }
