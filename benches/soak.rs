@@ -28,7 +28,6 @@
 mod helpers;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -438,44 +437,17 @@ fn main() {
 async fn run(o: Opts) {
     let scratch = tempfile::tempdir().unwrap();
     let data: PathBuf = scratch.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--addr")
-        .arg(&host)
-        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
-        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
-        .env("POSTGATE_LOG", "error")
-        .env_remove("POSTGATE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let host = format!("127.0.0.1:{}", helpers::free_port());
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"));
+    helpers::serve_args(&mut cmd, &data, &host, "error");
+    let mut child = cmd.kill_on_drop(true).spawn().unwrap();
     let pid = child.id().unwrap();
     let t = Arc::new(Target {
         base: format!("http://{host}"),
         host: host.clone(),
         http: reqwest::Client::new(),
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while t
-        .http
-        .get(format!("{}/-/health", t.base))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    helpers::wait_ready(&t.http, &t.base, &mut child, Duration::from_secs(20)).await;
     let (status, _) = send(
         &t.http,
         req_to(
