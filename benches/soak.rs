@@ -107,6 +107,8 @@ impl Stats {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut f = self.first_failures.lock().unwrap();
         if f.len() < 10 {
+            // Also at once, so a long run shows what failed and when.
+            eprintln!("failure: {what}");
             f.push(what);
         }
     }
