@@ -447,7 +447,7 @@ def test_upload_link_page_with_javascript(browser, pg, s3, bucket, files):
     url = pg.create_link(bucket, max_size="1KiB")
     open_link_page(browser, url)
     assert browser.find_element(By.ID, "drop-zone").is_displayed()
-    assert "1 KiB" in browser.find_element(By.CSS_SELECTOR, "p.limits").text
+    assert "1 KiB" in browser.find_element(By.CSS_SELECTOR, ".limits").text
 
     first, second = b"first file\n" * 20, os.urandom(700)
     paths = [files("first.txt", first), files("second.bin", second)]
