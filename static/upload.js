@@ -51,10 +51,13 @@
     var time = document.querySelector("#expiry time");
     var at = time && Date.parse(time.getAttribute("datetime"));
     if (!at || !window.Intl || !Intl.RelativeTimeFormat || !Intl.DateTimeFormat) return;
-    var secs = (at - Date.now()) / 1000, abs = Math.abs(secs);
-    var unit = abs < 3600 ? ["minute", 60] : abs < 86400 ? ["hour", 3600] : ["day", 86400];
-    var rel = new Intl.RelativeTimeFormat(lang, { numeric: "auto" });
-    time.textContent = rel.format(Math.round(secs / unit[1]), unit[0]);
+    // The largest unit that still reads as a whole number: "in 1 hour", not "in 60 minutes";
+    // always a number ("in 1 day"): a rounded day is not always the calendar's "tomorrow".
+    var secs = (at - Date.now()) / 1000, value = Math.round(secs / 60), unit = "minute";
+    if (Math.abs(value) >= 60) { value = Math.round(secs / 3600); unit = "hour"; }
+    if (Math.abs(value) >= 24) { value = Math.round(secs / 86400); unit = "day"; }
+    var rel = new Intl.RelativeTimeFormat(lang, { numeric: "always" });
+    time.textContent = rel.format(value, unit);
     time.title = new Intl.DateTimeFormat(lang, { dateStyle: "full", timeStyle: "short" })
       .format(new Date(at));
   }
