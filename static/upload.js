@@ -24,7 +24,8 @@
   var plurals = window.Intl && Intl.PluralRules ? new Intl.PluralRules(lang) : null;
   var linkBase = form.dataset.policyUrl.replace(/\/policy$/, "");
   var touch = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
-  var PARALLEL_PARTS = 4, PART_TRIES = 4;
+  // A part is tried up to PART_TRIES times, pausing 0.5, 1, 2, 4, 8 s between tries.
+  var PARALLEL_PARTS = 4, PART_TRIES = 6;
   var entries = [];
 
   // T("key", {name: value}): the text of key with its {name}s filled in.
@@ -273,6 +274,30 @@
     }
   }
 
+  // Waits `ms` before a retry; offline (a phone in a tunnel), first waits to be back online, so
+  // the tries are not spent while nothing can go through.
+  function backoff(ms) {
+    return new Promise(function (resolve) {
+      function later() {
+        window.removeEventListener("online", later);
+        setTimeout(resolve, ms);
+      }
+      if (navigator.onLine === false) window.addEventListener("online", later);
+      else later();
+    });
+  }
+
+  // call() again after a network failure (fetch's TypeError: nothing was answered), with the
+  // parts' pauses; an answer from the server (an Error with its message) is final.
+  function withRetries(call, tries) {
+    if (tries === undefined) tries = PART_TRIES;
+    return call().catch(function (e) {
+      if (!(e instanceof TypeError) || tries <= 1) throw e;
+      return backoff(500 * Math.pow(2, PART_TRIES - tries))
+        .then(function () { return withRetries(call, tries - 1); });
+    });
+  }
+
   // Large files go up in parts (S3 multipart upload through presigned part URLs): a failed part
   // is retried on its own with a growing pause, Pause stops the parts in flight and Resume (or a
   // reloaded page: the upload id is kept in localStorage under the file's name, size and date)
@@ -358,7 +383,7 @@
         }).catch(function (e) {
           loaded[n] = 0;
           if (stop || tries <= 1) throw e;
-          return new Promise(function (r) { setTimeout(r, 500 * Math.pow(2, PART_TRIES - tries)); })
+          return backoff(500 * Math.pow(2, PART_TRIES - tries))
             .then(function () { return putPart(n, tries - 1); });
         });
       }
@@ -373,7 +398,9 @@
         if (stop) throw new Error(stop);
         row.status.textContent = T("status.finishing");
         setAction(row, []);
-        return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/complete", { method: "POST" });
+        return withRetries(function () {
+          return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/complete", { method: "POST" });
+        });
       }).then(function (res) {
         localStorage.removeItem(stateKey);
         done(entry, res.key, res.location);

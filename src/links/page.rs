@@ -405,16 +405,21 @@ pub async fn link_policy_json(
     Query(query): Query<PolicyQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    let t = Tr::from_headers(&headers);
     let link = match link::load(&app, &token, Need::Usable).await {
         Ok(link) => link,
-        // The page's script shows the message: no database detail in it.
+        // The page's script shows the message (in the page's language): no database detail.
         Err(Unavailable::Failed(_)) => {
             return JsonError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "LinkUnavailable",
-                "Please try again.",
+                t.get("error.failed_text"),
             )
             .into_response();
+        }
+        Err(Unavailable::Closed(reason)) => {
+            return JsonError::new(StatusCode::GONE, "LinkUnavailable", t.from_english(reason))
+                .into_response();
         }
         Err(why) => return JsonError::from(why).into_response(),
     };
@@ -428,7 +433,7 @@ pub async fn link_policy_json(
         None => None,
     };
     let base = base_url(&app, &headers);
-    match link_policy(&app, Tr::from_headers(&headers), &link, &base, None, file).await {
+    match link_policy(&app, t, &link, &base, None, file).await {
         Ok(post) => match serde_json::to_string(&post) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
             Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "Please try again."),

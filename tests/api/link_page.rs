@@ -428,6 +428,17 @@ async fn the_page_speaks_the_visitors_language() {
     let (status, _, html) = page_in(&app, &link.token, Some("fr")).await;
     assert_eq!(status, 410);
     assert!(html.contains("Lien indisponible") && html.contains("Ce lien d’envoi a été révoqué."));
+    // The page's script asks for a policy per file: the refusal it shows is French too.
+    let res = app
+        .http
+        .get(format!("{}/-/u/{}/policy", app.base, link.token))
+        .header("accept-language", "fr")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 410);
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(json["error"]["message"], "Ce lien d’envoi a été révoqué.");
     let (status, _, html) = page_in(&app, "no-such-token", Some("fr-FR")).await;
     assert_eq!(status, 404);
     assert!(html.contains("Ce lien d’envoi n’existe pas."), "{html}");

@@ -1106,3 +1106,53 @@ def test_multipart_upload_cancel_aborts_it_on_the_server(browser, pg_parts, file
     [row] = settled_rows(browser, 1)
     assert "done" in row["classes"], row
     assert read_object(s3, bucket, "in/small.txt") == b"after the cancel"
+
+
+def test_multipart_upload_retries_after_a_dropped_connection(browser, pg_parts, files):
+    """A bad connection: part 2's first two requests are lost (their XHRs fail as a dropped
+    connection does), and so is the first request that completes the upload (as fetch fails
+    offline). The page tries again after a growing pause, asks nothing of the person (no Retry),
+    and the file arrives whole."""
+    pg = pg_parts
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    url = pg.create_link(bucket, max_size="20MiB")
+    data = os.urandom(12 * 1024 * 1024)
+    open_link_page(browser, url)
+    browser.execute_script("""
+        localStorage.clear();
+        var open = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;
+        window.__dropped = 0;
+        XMLHttpRequest.prototype.open = function (m, u) { this.__url = u; return open.apply(this, arguments); };
+        XMLHttpRequest.prototype.send = function () {
+          if (/[?&]partNumber=2&/.test(this.__url) && window.__dropped < 2) {
+            window.__dropped++;
+            var x = this;
+            setTimeout(function () { x.onerror(new ProgressEvent('error')); }, 50);
+            return;
+          }
+          return send.apply(this, arguments);
+        };
+        var fetch0 = window.fetch;
+        window.__lostCompletes = 0;
+        window.fetch = function (url) {
+          if (String(url).endsWith('/complete') && window.__lostCompletes < 1) {
+            window.__lostCompletes++;
+            return Promise.reject(new TypeError('Failed to fetch'));
+          }
+          return fetch0.apply(this, arguments);
+        };
+    """)
+    with throttled(browser, 3_000_000):
+        upload(browser, files("clip.bin", data))
+        [row] = wait_for(browser, lambda d: (r := file_rows(d)) and {"done", "failed"} & set(r[0]["classes"]) and r,
+                         "the upload to finish")
+    assert "done" in row["classes"], row["status"]
+    assert not row["retry"], row
+    assert browser.execute_script("return [window.__dropped, window.__lostCompletes]") == [2, 1]
+    got = read_object(s3, bucket, "in/clip.bin")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert s3.head_object(Bucket=bucket, Key="in/clip.bin")["ETag"].endswith('-3"')
