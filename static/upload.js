@@ -340,10 +340,16 @@
         return { st: s, parts: [] };
       });
     }
+    // A saved upload the server no longer has (completed, aborted, expired) starts afresh; a
+    // network failure while asking is tried again rather than losing the parts already sent.
     var started = saved
-      ? fetchJSON(linkBase + "/uploads/" + saved.upload_id)
+      ? withRetries(function () { return fetchJSON(linkBase + "/uploads/" + saved.upload_id); })
           .then(function (r) { return { st: saved, parts: r.parts }; })
-          .catch(function () { localStorage.removeItem(stateKey); return begin(); })
+          .catch(function (e) {
+            if (e instanceof TypeError) throw e;
+            localStorage.removeItem(stateKey);
+            return begin();
+          })
       : begin();
     row.status.textContent = T(saved ? "status.resuming" : "status.starting");
     started.then(function (x) {
