@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the S3 API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage access keys.
     #[command(subcommand)]
     Key(KeyCommand),

@@ -51,7 +51,16 @@ pub async fn params(
     // Uppy appends `file` to these fields and reports `url + key` as the location.
     let file = page::for_file(&app, &link, filename, query.get("type").cloned()).await?;
     let base = crate::state::base_url(&app, &headers);
-    let Ok(post) = page::link_policy(&app, &link, &base, None, Some(file)).await else {
+    let Ok(post) = page::link_policy(
+        &app,
+        super::i18n::Tr::english(),
+        &link,
+        &base,
+        None,
+        Some(file),
+    )
+    .await
+    else {
         return Err(JsonError::new(
             StatusCode::GONE,
             "LinkUnavailable",
