@@ -481,8 +481,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     let auth = policy::parse_post_auth(fields, &app.config.region).map_err(S3Error::from)?;
     let (access_key, sig) = match &auth {
         PostAuth::Anonymous => {
-            // Without a policy only a public-write bucket takes uploads, as S3 does.
-            if bucket.acl != "public-read-write" {
+            if !access::may_post_anonymously(bucket) {
                 return Err(S3Error::access_denied());
             }
             return Ok(Signer::Anonymous);
