@@ -356,7 +356,13 @@ async fn authenticate(
             .map_err(|_| ApiError::bad_request("body too large or incomplete"))?;
         return Ok((key, bytes));
     }
-    let (key, bytes) = crate::s3::authenticate_request(app, parts, body, MAX_BODY).await?;
+    let Some(SignatureCheck(check)) = parts.extensions.get::<SignatureCheck>().copied() else {
+        return Err(S3Error::internal(
+            "the JSON API's routes were built without a signature check",
+        )
+        .into());
+    };
+    let (key, bytes) = check(app.clone(), parts, body, MAX_BODY).await?;
     let key = key.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -377,13 +383,35 @@ pub async fn openapi() -> Response {
 }
 
 /// The JSON API's routes, under the CORS the configuration allows them.
-pub fn routes(config: &crate::config::Config) -> axum::Router<AppState> {
+/// How the JSON API checks a signed request: S3's own check (`s3::authenticate_request`: the
+/// caller's key, if any, and the body read up to a limit with its signed hash verified). The
+/// router hands it in, so that the API shares S3's authentication without importing the S3
+/// area.
+pub type CheckSignature = fn(
+    AppState,
+    axum::http::request::Parts,
+    Body,
+    usize,
+) -> futures_util::future::BoxFuture<
+    'static,
+    Result<(Option<KeyRecord>, bytes::Bytes), S3Error>,
+>;
+
+/// The signature check, as the routes' requests carry it (an extension).
+#[derive(Clone, Copy)]
+struct SignatureCheck(CheckSignature);
+
+pub fn routes(
+    config: &crate::config::Config,
+    check_signature: CheckSignature,
+) -> axum::Router<AppState> {
     use axum::routing::{delete, get, post};
     axum::Router::new()
         .route("/-/api/presign/post", post(presign_post))
         .route("/-/api/links", get(list_links).post(create_link))
         .route("/-/api/links/{id}", delete(revoke_link))
         .route("/-/api/openapi.json", get(openapi))
+        .layer(axum::Extension(SignatureCheck(check_signature)))
         .layer(api_cors(&config.api_cors_origins))
 }
 
