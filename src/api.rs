@@ -417,29 +417,16 @@ pub fn routes(
 
 /// CORS for the JSON API: the origins the configuration lists (`api_cors_origins`), or none.
 fn api_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let list: Vec<axum::http::HeaderValue> = origins
-        .iter()
-        .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
-        .collect();
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(list)
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([
-            axum::http::Method::GET,
-            axum::http::Method::POST,
-            axum::http::Method::DELETE,
-        ])
-        .allow_headers([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderName::from_static("x-amz-date"),
-            axum::http::HeaderName::from_static("x-amz-content-sha256"),
-            axum::http::HeaderName::from_static("x-amz-security-token"),
-        ])
-        .max_age(std::time::Duration::from_secs(600))
+    use axum::http::{HeaderName, header};
+    crate::cors::layer::routes(
+        crate::cors::layer::Origins::Listed(origins),
+        &[
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-amz-date"),
+            HeaderName::from_static("x-amz-content-sha256"),
+            HeaderName::from_static("x-amz-security-token"),
+        ],
+        std::time::Duration::from_secs(600),
+    )
 }

@@ -55,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "auth",
             "config",
+            "cors",
             "db",
             "error",
             "names",
@@ -71,8 +72,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         // The JSON API checks signatures as S3 does, with the check the router hands it
         // (`api::CheckSignature`): it does not import the S3 area.
         &[
-            "auth", "config", "db", "error", "links", "names", "objects", "policy", "state",
-            "units",
+            "auth", "config", "cors", "db", "error", "links", "names", "objects", "policy",
+            "state", "units",
         ],
     ),
     // Shared state: the database, the store and caches; imports no area.
@@ -104,7 +105,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Pure leaves.
     ("auth", &["names", "units"]),
     ("policy", &["auth", "names", "units"]),
-    ("cors", &["xml"]),
+    // CORS in one room: bucket rules (pure), their answers on S3 paths, the `/-/` routes' layer.
+    ("cors", &["error", "xml"]),
     ("names", &[]),
     ("xml", &[]),
     ("config", &["units"]),
