@@ -264,15 +264,8 @@ pub async fn revoke_link(
             format!("no upload link {id}"),
         ));
     };
-    // Its unfinished uploads are aborted in the same transaction; their parts are freed here.
-    let blobs = app
-        .db
-        .write(move |c| crate::db::links::revoke(c, &link.id))
-        .await?
-        .unwrap_or_default();
-    for blob in blobs {
-        app.store.remove(blob).await;
-    }
+    // Its unfinished uploads are aborted in the same transaction; their parts are freed too.
+    crate::objects::link::revoke(&app.db, &app.store, &link.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -4,7 +4,8 @@
 //! `links::link`, which builds on this one.
 
 use crate::db::links::LinkRecord;
-use crate::db::now_millis;
+use crate::db::{Db, DbError, now_millis};
+use crate::store::BlobStore;
 
 impl LinkRecord {
     /// Why the link is closed (revoked or expired), if it is. A closed link takes nothing more:
@@ -26,4 +27,18 @@ pub fn closed(link: Option<&LinkRecord>) -> Option<&'static str> {
         None => Some("This upload link no longer exists."),
         Some(l) => l.closed(),
     }
+}
+
+/// Revokes link `id`: its unfinished uploads are aborted in the same transaction, then their
+/// parts removed.
+pub async fn revoke(db: &Db, store: &BlobStore, id: &str) -> Result<(), DbError> {
+    let id = id.to_owned();
+    let blobs = db
+        .write(move |c| crate::db::links::revoke(c, &id))
+        .await?
+        .unwrap_or_default();
+    for blob in blobs {
+        store.remove(blob).await;
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
 use crate::objects::error::{Error, Result};
 use crate::objects::write::ObjectHeaders;
-use crate::store::{BlobStore, TempBlob};
+use crate::store::{BlobStore, Staged};
 
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
 /// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
@@ -245,14 +245,14 @@ fn link_budget(
     Ok(Ok(max.saturating_sub(others)))
 }
 
-/// A part as it arrived, staged in a temp blob.
+/// A part as it arrived, staged (a part is always stored as a blob of its own).
 pub struct NewPart {
     pub number: u32,
     pub size: u64,
     pub etag: String,
     /// `"<ALGORITHM> <value>"`, the additional checksum to list.
     pub checksum: Option<String>,
-    pub temp: TempBlob,
+    pub body: Staged,
 }
 
 /// Persists a part's blob and records it, replacing an earlier part of the same number, unless
@@ -264,7 +264,11 @@ pub async fn store_part(
     upload: &UploadRecord,
     part: NewPart,
 ) -> Result<()> {
-    let blob = store.persist(part.temp).await?;
+    let temp = match part.body {
+        Staged::Temp(t) => t,
+        Staged::Inline(bytes) => store.stage_bytes(bytes).await?,
+    };
+    let blob = store.persist(temp).await?;
     let record = PartRecord {
         part_number: part.number,
         size: part.size,

@@ -15,7 +15,10 @@ use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
 use crate::db::objects::{self, Body, ObjectMeta};
 use crate::objects::error::{Error, Result};
-use crate::store::{BlobStore, Ingested, Staged};
+use crate::store::BlobStore;
+/// The store's values a write's caller handles (what to hash, what arrived, where it is staged),
+/// so that the areas reach the store only through the core.
+pub use crate::store::{Hashes, IngestError, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -198,6 +201,23 @@ pub struct WriteCondition {
     pub if_none_match_any: bool,
     /// `If-Match: "etag"`: only if the current version has this ETag.
     pub if_match: Option<String>,
+}
+
+/// Receives a body into the store (in memory up to `inline_max` bytes, else a synced temp blob),
+/// refusing it past `max` bytes and computing the digests `hashes` asks for: the first step of
+/// every write (PutObject, UploadPart, a POST form's file), before [`Expected::verify`] and
+/// [`commit`].
+pub async fn receive<S, E>(
+    store: &BlobStore,
+    body: S,
+    max: u64,
+    inline_max: usize,
+    hashes: Hashes,
+) -> std::result::Result<Ingested, IngestError<E>>
+where
+    S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
+{
+    store.ingest(body, max, inline_max, hashes).await
 }
 
 /// What a write found when it came to commit.

@@ -21,7 +21,6 @@ use crate::objects::copy;
 use crate::objects::multipart::{self, NewPart, abort, complete};
 use crate::objects::write;
 use crate::state::AppState;
-use crate::store::Staged;
 use crate::xml::{self, XmlWriter};
 
 pub async fn create_multipart_upload(
@@ -85,10 +84,6 @@ pub async fn upload_part(
     // A link's upload streams no more than the link has left for it.
     let max = multipart::part_budget(&app.db, &upload, number).await?;
     let (ingested, checksum) = receive_body(app, req, caller, body, max, 0).await?;
-    let temp = match ingested.staged {
-        Staged::Temp(t) => t,
-        Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
-    };
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
     let part = NewPart {
@@ -96,7 +91,7 @@ pub async fn upload_part(
         size: ingested.size,
         etag: etag.clone(),
         checksum: checksum.clone(),
-        temp,
+        body: ingested.staged,
     };
     multipart::store_part(&app.db, &app.store, &upload, part).await?;
     let mut res = empty(StatusCode::OK);
@@ -161,7 +156,7 @@ pub async fn upload_part_copy(
         size: len,
         etag: etag.clone(),
         checksum: None,
-        temp,
+        body: write::Staged::Temp(temp),
     };
     multipart::store_part(&app.db, &app.store, &upload, part).await?;
     let mut w = XmlWriter::new();

@@ -15,7 +15,6 @@ use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::objects::{copy, delete};
 use crate::state::AppState;
-use crate::store::Hashes;
 use crate::xml::{self, XmlWriter};
 
 pub async fn put_object(
@@ -79,7 +78,7 @@ pub(super) async fn receive_body(
     body: Body,
     max: u64,
     inline_max: usize,
-) -> S3Result<(crate::store::Ingested, Option<(String, String)>)> {
+) -> S3Result<(write::Ingested, Option<(String, String)>)> {
     let algo = requested_checksum(req)?;
     let upload_body = caller.upload_body(req, body)?;
     let expected = Expected {
@@ -99,14 +98,12 @@ pub(super) async fn receive_body(
             .with("ProposedSize", len.to_string())
             .with("MaxSizeAllowed", max.to_string()));
     }
-    let hashes = Hashes::new(
+    let hashes = write::Hashes::new(
         expected.sha256_hex.is_some(),
         algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
     );
     let trailer = upload_body.trailer.clone();
-    let ingested = app
-        .store
-        .ingest(upload_body.stream, max, inline_max, hashes)
+    let ingested = write::receive(&app.store, upload_body.stream, max, inline_max, hashes)
         .await
         .map_err(|e| S3Error::from_ingest(e, max))?;
     let trailer_value = match (&trailer, &algo) {
@@ -363,11 +360,7 @@ async fn respond_object(
             let end = (start + len) as usize;
             Body::from(bytes.get(start as usize..end).unwrap_or_default().to_vec())
         }
-        stored => match app
-            .store
-            .stream_segments(crate::objects::read::segments(&stored, start, len))
-            .await
-        {
+        stored => match crate::objects::read::stream(&app.store, &stored, start, len).await {
             Ok(stream) => Body::from_stream(stream),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Retry),
             Err(e) => return Ok(Err(S3Error::internal(e))),
