@@ -71,6 +71,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "auth", "config", "db", "error", "links", "names", "objects", "policy", "state",
             "units",
+            // Notes the bucket, key, signer and link of its requests for the access log.
+            "telemetry",
             // The JSON API authenticates SigV4 requests as S3 does (`s3::authenticate_request`).
             "s3",
         ],
