@@ -64,6 +64,10 @@ pub async fn presign_post(State(app): State<AppState>, req: Request) -> Result<R
     let (key, body) = authenticate(&app, parts, body).await?;
     let input: PresignPostRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::telemetry::note(|t| {
+        t.bucket = Some(input.bucket.clone());
+        t.key = input.key.clone().or(input.key_prefix.clone());
+    });
     crate::names::validate_bucket(&input.bucket)?;
     let may_write = may_write(&app, &key, &input.bucket).await?;
     if !may_write {
@@ -181,6 +185,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     let (key, body) = authenticate(&app, parts, body).await?;
     let input: CreateLinkRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::telemetry::note(|t| t.bucket = Some(input.bucket.clone()));
     crate::names::validate_bucket(&input.bucket)?;
     if !may_write(&app, &key, &input.bucket).await? {
         return Err(S3Error::access_denied().into());
@@ -217,6 +222,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     app.db
         .write(move |c| crate::db::links::insert(c, &stored))
         .await?;
+    crate::telemetry::note(|t| t.link = Some(link.id.clone()));
     Ok((
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
@@ -251,6 +257,7 @@ pub async fn revoke_link(
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let (key, _) = authenticate(&app, parts, body).await?;
+    crate::telemetry::note(|t| t.link = Some(id.clone()));
     let lookup = id.clone();
     let found = app
         .db
@@ -264,6 +271,7 @@ pub async fn revoke_link(
             format!("no upload link {id}"),
         ));
     };
+    crate::telemetry::note(|t| t.bucket = Some(link.bucket.clone()));
     // Its unfinished uploads are aborted in the same transaction; their parts are freed too.
     crate::objects::link::revoke(&app.db, &app.store, &link.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -334,6 +342,8 @@ async fn authenticate(
                 "expected Bearer ACCESS:SECRET",
             )
         })?;
+        // The access key id as claimed, for the access log (never the secret).
+        crate::telemetry::note(|t| t.access_key = Some(ak.to_owned()));
         let key = app.find_key(ak).await?;
         let key = key
             .filter(|k| crate::auth::secret::ct_eq_str(&k.secret_key, sk))

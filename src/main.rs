@@ -297,7 +297,7 @@ fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
         .url
         .clone()
         .or(config.public_url.clone())
-        .unwrap_or_else(|| format!("http://{}", config.addr));
+        .unwrap_or_else(|| config.listen_url());
     let content_type = args.content_type.as_deref().map(|ct| {
         if ct.contains(',') {
             ContentTypeRule::OneOf(ct.split(',').map(|s| s.trim().to_owned()).collect())
@@ -380,7 +380,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             db::links::insert(&conn, &link)?;
             let base = url
                 .or(config.public_url.clone())
-                .unwrap_or_else(|| format!("http://{}", config.addr));
+                .unwrap_or_else(|| config.listen_url());
             println!("{}/-/u/{}", base.trim_end_matches('/'), link.token);
         }
         LinkCommand::List => with_db(common, |conn| {

@@ -73,6 +73,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "auth", "config", "cors", "db", "error", "links", "names", "objects", "policy",
             "state", "units",
+            // Notes the bucket, key, signer and link of its requests for the access log.
+            "telemetry",
         ],
     ),
     // Shared state: the database, the store and caches; imports no area.

@@ -45,6 +45,13 @@ pub async fn load(app: &AppState, token: &str, need: Need) -> Result<LinkRecord,
         Ok(None) => return Err(Unavailable::Unknown),
         Err(e) => return Err(Unavailable::Failed(e)),
     };
+    // Every link route's access-log line names the link, its bucket and the key that signs
+    // its uploads.
+    crate::telemetry::note(|t| {
+        t.link = Some(link.id.clone());
+        t.bucket = Some(link.bucket.clone());
+        t.access_key = Some(link.access_key.clone());
+    });
     let refusal = match need {
         Need::Exists => None,
         Need::Open => link.closed(),
@@ -284,6 +291,7 @@ pub(crate) async fn check_form(
     key: &str,
     content_type: Option<&str>,
 ) -> Result<FormSlot, S3Error> {
+    crate::telemetry::note(|t| t.link = Some(link_id.to_owned()));
     let id = link_id.to_owned();
     let link = app
         .db

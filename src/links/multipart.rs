@@ -50,7 +50,10 @@ pub(crate) async fn link_upload(
         .read(move |c| crate::db::uploads::get_of_link(c, &link_id, &id))
         .await?;
     match found {
-        Some(record) if record.bucket == link.bucket => Ok(record),
+        Some(record) if record.bucket == link.bucket => {
+            crate::telemetry::note(|t| t.key = Some(record.key.clone()));
+            Ok(record)
+        }
         _ => Err(JsonError::new(
             StatusCode::NOT_FOUND,
             "NoSuchUpload",
@@ -234,7 +237,9 @@ pub(crate) async fn begin(
             Ok(Ok((record.key, record.upload_id)))
         })
         .await;
-    created?
+    let (key, upload_id) = created??;
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
+    Ok((key, upload_id))
 }
 
 /// `GET /-/u/{token}/uploads/{id}/parts/{n}`

@@ -204,6 +204,7 @@ where
         Signer::Anonymous => ContentLengthRange::default(),
     };
     let key = fields.get("key").unwrap_or_default().to_owned();
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
     crate::names::validate_key(&key)?;
 
     // A body whose length proves the file cannot fit is answered before it is read. The same
