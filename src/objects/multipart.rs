@@ -7,7 +7,7 @@ use crate::db::objects::{self, Body as Stored};
 use crate::db::uploads::{self, UploadRecord};
 use crate::db::{self, Db, DbError};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::write::ObjectHeaders;
+use crate::objects::write::{ObjectHeaders, WriteCondition};
 use crate::store::BlobStore;
 
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
@@ -67,6 +67,37 @@ pub async fn complete(
     upload_id: &str,
     parts: Vec<(u32, String)>,
 ) -> S3Result<String> {
+    complete_if(
+        db,
+        store,
+        bucket,
+        key,
+        upload_id,
+        parts,
+        WriteCondition::default(),
+    )
+    .await
+}
+
+/// [`complete`] with S3's conditional write (`If-None-Match: *`, `If-Match`), checked against
+/// the current version in the completing transaction; a refused completion leaves the upload as
+/// it was, so the client may retry or abort.
+///
+/// A completion repeated after it succeeded (a client retrying after a lost answer) finds no
+/// upload; S3 then answers 200 with the same ETag while the object is the one that completion
+/// made (recorded against AWS in adobe/S3Mock#2586 and minio/minio#13318; moto follows it). The
+/// part list identifies that object: its multipart ETag is the MD5 of the listed part MD5s, so
+/// the retry is answered from the current object when its ETag is the one the list describes,
+/// and is NoSuchUpload otherwise (the object was replaced, or the upload never completed).
+pub async fn complete_if(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<(u32, String)>,
+    cond: WriteCondition,
+) -> S3Result<String> {
     if parts.is_empty() {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));
     }
@@ -78,8 +109,17 @@ pub async fn complete(
         .write(
             move |c| -> Result<(S3Result<String>, Vec<String>), crate::db::DbError> {
                 let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    return Ok((Err(S3Error::no_such_upload(&id)), Vec::new()));
+                    let current = objects::get(c, &b, &k, false)?;
+                    let done = multipart_etag(&parts)
+                        .filter(|etag| current.is_some_and(|o| o.meta.etag == *etag));
+                    return Ok((done.ok_or_else(|| S3Error::no_such_upload(&id)), Vec::new()));
                 };
+                if cond.if_none_match_any || cond.if_match.is_some() {
+                    let current = objects::get(c, &b, &k, false)?;
+                    if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
+                        return Ok((Err(refused.into()), Vec::new()));
+                    }
+                }
                 let mut max_size = None;
                 if let Some(link_id) = &upload.link_id {
                     let link = crate::db::links::get_by_id(c, link_id)?;
@@ -160,6 +200,24 @@ pub async fn complete(
         store.remove(blob).await;
     }
     outcome
+}
+
+/// The ETag S3 gives the object completed from `parts`: the MD5 of the parts' binary MD5s, then
+/// `-` and the number of parts. `None` when an ETag in the list is not an MD5.
+fn multipart_etag(parts: &[(u32, String)]) -> Option<String> {
+    let mut md5s = Md5::new();
+    for (_, etag) in parts {
+        let md5 = hex::decode(etag.trim().trim_matches('"')).ok()?;
+        if md5.len() != 16 {
+            return None;
+        }
+        md5s.update(md5);
+    }
+    Some(format!(
+        "\"{}-{}\"",
+        hex::encode(md5s.finalize()),
+        parts.len()
+    ))
 }
 
 /// A new upload's row for `bucket/key` with the given headers, held by `link_id`'s slot when

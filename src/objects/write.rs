@@ -210,6 +210,22 @@ pub struct WriteCondition {
     pub if_match: Option<String>,
 }
 
+impl WriteCondition {
+    /// Checks the condition against the current version (`None`: the key has no object).
+    pub fn check(&self, current: Option<&ObjectMeta>, key: &str) -> Result<(), WriteError> {
+        match (current, &self.if_match) {
+            (Some(_), _) if self.if_none_match_any => {
+                Err(WriteError::PreconditionFailed("If-None-Match"))
+            }
+            (None, Some(_)) => Err(WriteError::NoSuchKey(key.to_owned())),
+            (Some(cur), Some(want)) if !etag_matches(want, &cur.etag) => {
+                Err(WriteError::PreconditionFailed("If-Match"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Why a write did not go ahead (`error.rs` gives each its S3 answer).
 #[derive(Debug)]
 pub enum WriteError {
@@ -281,17 +297,7 @@ pub async fn commit(
         .write(move |c| {
             if cond.if_none_match_any || cond.if_match.is_some() {
                 let current = objects::get(c, &b, &k, false)?;
-                let refused = match (&current, &cond.if_match) {
-                    (Some(_), _) if cond.if_none_match_any => {
-                        Some(WriteError::PreconditionFailed("If-None-Match"))
-                    }
-                    (None, Some(_)) => Some(WriteError::NoSuchKey(k.clone())),
-                    (Some(cur), Some(want)) if !etag_matches(want, &cur.meta.etag) => {
-                        Some(WriteError::PreconditionFailed("If-Match"))
-                    }
-                    _ => None,
-                };
-                if let Some(refused) = refused {
+                if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
                     return Ok(Found::Refused(refused));
                 }
             }

@@ -25,6 +25,7 @@ pub async fn put_object(
     body: Body,
 ) -> S3Result<Response> {
     let headers = object_headers(req)?;
+    let cond = write_condition(req)?;
     let (ingested, checksum) = receive_body(
         app,
         req,
@@ -42,10 +43,6 @@ pub async fn put_object(
         caller.access_key().unwrap_or_default().to_owned(),
     );
     meta.checksum = checksum;
-    let cond = WriteCondition {
-        if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
-        if_match: req.header(header::IF_MATCH).map(str::to_owned),
-    };
     write::commit(
         &app.db,
         &app.store,
@@ -67,6 +64,23 @@ pub async fn put_object(
         );
     }
     Ok(res)
+}
+
+/// S3's conditional write headers (PutObject, CompleteMultipartUpload): `If-None-Match: *` and
+/// `If-Match: <etag>`. S3 takes no other `If-None-Match` value on a write: 501 NotImplemented.
+pub(super) fn write_condition(req: &S3Request) -> S3Result<WriteCondition> {
+    let if_none_match = req.header(header::IF_NONE_MATCH).map(str::trim);
+    if if_none_match.is_some_and(|v| v != "*") {
+        return Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "A header you provided implies functionality that is not implemented",
+        )
+        .with("Header", "If-None-Match"));
+    }
+    Ok(WriteCondition {
+        if_none_match_any: if_none_match.is_some(),
+        if_match: req.header(header::IF_MATCH).map(str::to_owned),
+    })
 }
 
 /// Reads a PUT body (PutObject, UploadPart) into the store, checking everything the request
@@ -277,6 +291,10 @@ pub(super) async fn copy_source(
     let Some((src_record, grant)) = bucket_row else {
         return Err(S3Error::no_such_bucket(&src_bucket));
     };
+    super::check_expected_owner(
+        req.header("x-amz-source-expected-bucket-owner"),
+        &src_record.owner,
+    )?;
     let can_read = caller.is_admin()
         || caller.access_key() == Some(src_record.owner.as_str())
         || grant.is_some_and(|g| g.can_read());
@@ -289,19 +307,40 @@ pub(super) async fn copy_source(
     Ok((src_bucket, src_key, src))
 }
 
+/// The `x-amz-copy-source-if-*` conditions on the source, each failing with 412, in S3's order:
+/// a true `if-match` overrides a false `if-unmodified-since`, and a false `if-none-match`
+/// (the ETag matches) fails even when `if-modified-since` is true. Unparseable dates are ignored.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html#API_CopyObject_RequestSyntax>
 pub(super) fn check_copy_conditions(req: &S3Request, src: &ObjectRecord) -> S3Result<()> {
     let failed = |c: &str| S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", c);
-    if let Some(m) = req.header("x-amz-copy-source-if-match")
-        && !write::etag_matches(m, &src.meta.etag)
+    let modified_secs = src.meta.last_modified / 1000;
+    let date = |name: &str| header_date_secs(req, name);
+    if let Some(m) = req.header("x-amz-copy-source-if-match") {
+        if !write::etag_matches(m, &src.meta.etag) {
+            return Err(failed("x-amz-copy-source-If-Match"));
+        }
+    } else if let Some(since) = date("x-amz-copy-source-if-unmodified-since")
+        && modified_secs > since
     {
-        return Err(failed("x-amz-copy-source-If-Match"));
+        return Err(failed("x-amz-copy-source-If-Unmodified-Since"));
     }
-    if let Some(m) = req.header("x-amz-copy-source-if-none-match")
-        && write::etag_matches(m, &src.meta.etag)
+    if let Some(m) = req.header("x-amz-copy-source-if-none-match") {
+        if write::etag_matches(m, &src.meta.etag) {
+            return Err(failed("x-amz-copy-source-If-None-Match"));
+        }
+    } else if let Some(since) = date("x-amz-copy-source-if-modified-since")
+        && modified_secs <= since
     {
-        return Err(failed("x-amz-copy-source-If-None-Match"));
+        return Err(failed("x-amz-copy-source-If-Modified-Since"));
     }
     Ok(())
+}
+
+/// An HTTP-date header as Unix seconds (`None` when absent or unparseable, which S3 ignores).
+fn header_date_secs(req: &S3Request, name: &str) -> Option<i64> {
+    let t = httpdate::parse_http_date(req.header(name)?).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
 }
 
 /// GetObject and HeadObject (`with_body` false).
@@ -373,26 +412,43 @@ async fn respond_object(
             Err(S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", "If-Match"))
         });
     }
-    let range = match req.header(header::RANGE) {
-        Some(r) => match parse_range(r, meta.size) {
-            Ok(range) => range,
+    let part = match requested_part(req, &obj) {
+        Ok(part) => part,
+        Err(e) => return Ok(Err(e)),
+    };
+    let range = match (&part, req.header(header::RANGE)) {
+        (Some(_), Some(_)) => {
+            return Ok(Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter",
+            )));
+        }
+        (Some(part), None) => part.range,
+        (None, Some(r)) => match parse_range(r, meta.size) {
+            Ok(range) => range.map(|(start, end)| (start, end + 1 - start)),
             Err(e) => return Ok(Err(e)),
         },
-        None => None,
+        (None, None) => None,
     };
     let mut headers = HeaderMap::new();
     if let Err(e) = object_response_headers(&mut headers, req, caller, &obj, range.is_none()) {
         return Ok(Err(e));
     }
     guard_active_content(&mut headers, active_content);
+    if let Some(count) = part.and_then(|p| p.count) {
+        set_named(&mut headers, "x-amz-mp-parts-count", &count.to_string());
+    }
     let (status, start, len) = match range {
-        Some((start, end)) => {
-            set(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &format!("bytes {start}-{end}/{}", meta.size),
-            );
-            (StatusCode::PARTIAL_CONTENT, start, end + 1 - start)
+        Some((start, len)) => {
+            if len > 0 {
+                let end = start + len - 1;
+                set(
+                    &mut headers,
+                    header::CONTENT_RANGE,
+                    &format!("bytes {start}-{end}/{}", meta.size),
+                );
+            }
+            (StatusCode::PARTIAL_CONTENT, start, len)
         }
         None => (StatusCode::OK, 0, meta.size),
     };
@@ -418,6 +474,45 @@ async fn respond_object(
     Ok(Ok((status, headers, body).into_response()))
 }
 
+/// The part a GetObject/HeadObject `partNumber` selects.
+struct PartRead {
+    /// `(start, len)` of the part's bytes; `None`: the whole object (part 1 of an object that was
+    /// not uploaded in parts).
+    range: Option<(u64, u64)>,
+    /// How many parts the object has (`x-amz-mp-parts-count`), for a multipart object.
+    count: Option<usize>,
+}
+
+/// `partNumber` on a read: the n-th part of a completed multipart upload (in the order the
+/// completion listed them), or, as S3 answers for an object uploaded whole, part 1 is the whole
+/// object. A number past the last part is 416 InvalidPartNumber.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax>
+fn requested_part(req: &S3Request, obj: &ObjectRecord) -> S3Result<Option<PartRead>> {
+    let Some(raw) = req.param("partNumber") else {
+        return Ok(None);
+    };
+    let n = super::PartNumber(raw.to_owned()).get()? as usize;
+    let beyond = || S3Error::code(S3ErrorCode::InvalidPartNumber).with("PartNumberRequested", raw);
+    match &obj.body {
+        Stored::Parts(parts) => {
+            let Some((_, len)) = parts.get(n - 1) else {
+                return Err(beyond());
+            };
+            let start = parts[..n - 1].iter().map(|(_, size)| size).sum();
+            Ok(Some(PartRead {
+                range: Some((start, *len)),
+                count: Some(parts.len()),
+            }))
+        }
+        _ if n == 1 => Ok(Some(PartRead {
+            range: None,
+            count: None,
+        })),
+        _ => Err(beyond()),
+    }
+}
+
 /// RFC 7232 order, as S3 applies it: If-Match, then If-Unmodified-Since (only without If-Match)
 /// fail with 412; If-None-Match, then If-Modified-Since (only without If-None-Match) give 304.
 fn evaluate_conditions(
@@ -426,11 +521,7 @@ fn evaluate_conditions(
     last_modified: i64,
 ) -> S3Result<Option<StatusCode>> {
     let modified_secs = last_modified / 1000;
-    let date = |name: HeaderName| -> Option<i64> {
-        let v = req.header(name)?;
-        let t = httpdate::parse_http_date(v).ok()?;
-        Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
-    };
+    let date = |name: HeaderName| header_date_secs(req, name.as_str());
     if let Some(m) = req.header(header::IF_MATCH) {
         if !write::etag_matches(m, etag) {
             return Ok(Some(StatusCode::PRECONDITION_FAILED));
