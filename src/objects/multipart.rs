@@ -3,6 +3,7 @@
 
 use md5::{Digest, Md5};
 
+use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::objects::{self, Body as Stored};
 use crate::db::uploads::{self, UploadRecord};
 use crate::db::{self, Db, DbError};
@@ -77,6 +78,15 @@ pub async fn complete(
         WriteCondition::default(),
     )
     .await
+    .map(|done| done.etag)
+}
+
+/// What a completion made: the object's ETag and its additional checksum, if any.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub etag: String,
+    /// (`CRC32`|`CRC32C`|`SHA1`|`SHA256`, composite value `<base64>-<parts>`).
+    pub checksum: Option<(String, String)>,
 }
 
 /// [`complete`] with S3's conditional write (`If-None-Match: *`, `If-Match`), checked against
@@ -97,7 +107,7 @@ pub async fn complete_if(
     upload_id: &str,
     parts: Vec<(u32, String)>,
     cond: WriteCondition,
-) -> S3Result<String> {
+) -> S3Result<Completed> {
     if parts.is_empty() {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));
     }
@@ -107,11 +117,15 @@ pub async fn complete_if(
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let (outcome, garbage) = db
         .write(
-            move |c| -> Result<(S3Result<String>, Vec<String>), crate::db::DbError> {
+            move |c| -> Result<(S3Result<Completed>, Vec<String>), crate::db::DbError> {
                 let Some(upload) = uploads::get(c, &b, &k, &id)? else {
                     let current = objects::get(c, &b, &k, false)?;
-                    let done = multipart_etag(&parts)
-                        .filter(|etag| current.is_some_and(|o| o.meta.etag == *etag));
+                    let done = multipart_etag(&parts).and_then(|etag| {
+                        current.filter(|o| o.meta.etag == etag).map(|o| Completed {
+                            etag,
+                            checksum: o.meta.checksum,
+                        })
+                    });
                     return Ok((done.ok_or_else(|| S3Error::no_such_upload(&id)), Vec::new()));
                 };
                 if cond.if_none_match_any || cond.if_match.is_some() {
@@ -143,6 +157,7 @@ pub async fn complete_if(
                     |e: S3Error| -> Result<_, crate::db::DbError> { Ok((Err(e), Vec::new())) };
                 let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
                 let mut manifest = Vec::with_capacity(parts.len());
+                let mut part_checksums = Vec::with_capacity(parts.len());
                 let mut md5s = Md5::new();
                 let last = parts.len() - 1;
                 for (i, (number, want_etag)) in parts.iter().enumerate() {
@@ -166,6 +181,7 @@ pub async fn complete_if(
                                 .with("ETag", &part.etag),
                         );
                     }
+                    part_checksums.push(part.checksum.clone());
                     md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
                     manifest.push((part.blob.clone(), part.size));
                 }
@@ -182,9 +198,14 @@ pub async fn complete_if(
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
                     .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
-                let meta = saved
+                let mut meta = saved
                     .headers
                     .into_meta(size, etag.clone(), upload.owner.clone());
+                meta.checksum = saved
+                    .checksum_algorithm
+                    .as_deref()
+                    .and_then(|algo| composite_checksum(algo, &part_checksums));
+                let checksum = meta.checksum.clone();
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
                 garbage.extend(
@@ -192,7 +213,7 @@ pub async fn complete_if(
                         .into_iter()
                         .filter(|b| !used.contains(b)),
                 );
-                Ok((Ok(etag), garbage))
+                Ok((Ok(Completed { etag, checksum }), garbage))
             },
         )
         .await?;
@@ -200,6 +221,34 @@ pub async fn complete_if(
         store.remove(blob).await;
     }
     outcome
+}
+
+/// The checksum S3 gives a multipart object created with `x-amz-checksum-algorithm`: the
+/// algorithm over the concatenated binary checksums of the parts, base64, then `-` and the
+/// number of parts (a "COMPOSITE" checksum). `None` when a part was sent without a checksum of
+/// that algorithm, and for CRC64NVME, which S3 only gives as a full-object checksum.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html#large-object-checksums>
+fn composite_checksum(algo: &str, parts: &[Option<String>]) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let algorithm = ChecksumAlgorithm::from_name(algo)?;
+    if algorithm == ChecksumAlgorithm::Crc64Nvme {
+        return None;
+    }
+    let mut summer = algorithm.checksummer();
+    for part in parts {
+        let (part_algo, value) = part.as_deref()?.split_once(' ')?;
+        if ChecksumAlgorithm::from_name(part_algo) != Some(algorithm) {
+            return None;
+        }
+        summer.update(
+            &base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()?,
+        );
+    }
+    let value = format!("{}-{}", summer.finish(), parts.len());
+    Some((algorithm.as_str().to_owned(), value))
 }
 
 /// The ETag S3 gives the object completed from `parts`: the MD5 of the parts' binary MD5s, then

@@ -332,7 +332,7 @@ pub async fn complete_multipart_upload(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let etag = complete_if(
+    let done = complete_if(
         &app.db,
         &app.store,
         req.bucket(),
@@ -350,7 +350,11 @@ pub async fn complete_multipart_upload(
     );
     w.elem("Bucket", req.bucket());
     w.elem("Key", req.key());
-    w.elem("ETag", &etag);
+    w.elem("ETag", &done.etag);
+    if let Some((algo, value)) = &done.checksum {
+        w.elem(&format!("Checksum{algo}"), value);
+        w.elem("ChecksumType", "COMPOSITE");
+    }
     w.close("CompleteMultipartUploadResult");
     Ok(xml_response(w.finish()))
 }

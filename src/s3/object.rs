@@ -634,7 +634,12 @@ fn object_response_headers(
             &format!("x-amz-checksum-{}", algo.to_ascii_lowercase()),
             value,
         );
-        set_named(headers, "x-amz-checksum-type", "FULL_OBJECT");
+        // A multipart object's checksum is of its parts' checksums: `<base64>-<parts>`.
+        let kind = match value.contains('-') {
+            true => "COMPOSITE",
+            false => "FULL_OBJECT",
+        };
+        set_named(headers, "x-amz-checksum-type", kind);
     }
     // Presigned and signed GETs may override response headers; anonymous ones may not.
     let overrides = [

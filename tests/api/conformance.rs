@@ -717,3 +717,57 @@ async fn part_checksums_are_verified_and_listed() {
     assert_eq!(xml_tags(&xml, "ChecksumCRC32C"), [value], "{xml}");
     assert_eq!(xml_tags(&xml, "PartNumber"), ["1"], "{xml}");
 }
+
+/// A multipart upload created with `x-amz-checksum-algorithm` whose parts all carry that
+/// checksum gets S3's composite checksum (the checksum of the parts' checksums, `-<parts>`),
+/// returned by CompleteMultipartUpload and by GET with checksum mode, typed COMPOSITE
+/// (user guide "Using part-level checksums for multipart uploads"; API reference
+/// CompleteMultipartUpload `ChecksumCRC32`, `ChecksumType`).
+#[tokio::test]
+async fn multipart_checksum_is_the_composite_of_the_part_checksums() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for algo in [ChecksumAlgorithm::Crc32, ChecksumAlgorithm::Sha256] {
+        let app = app().await;
+        let res = app
+            .req(Method::POST, &obj(B, "cm"))
+            .query("uploads")
+            .header("x-amz-checksum-algorithm", algo.as_str())
+            .send()
+            .await;
+        let id = xml_tag(&res.text(), "UploadId").unwrap();
+        let bodies = [pattern(5 * MIB, 7), b"last part".to_vec()];
+        let mut etags = Vec::new();
+        let mut raw = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let value = crate::helpers::checksum(algo, body);
+            raw.extend(b64.decode(&value).unwrap());
+            let res = app
+                .req(Method::PUT, &obj(B, "cm"))
+                .query(&format!("partNumber={}&uploadId={id}", i + 1))
+                .header(algo.header_name(), &value)
+                .body(body.clone())
+                .send()
+                .await;
+            res.assert_status(200);
+            etags.push(res.header("etag").unwrap().to_owned());
+        }
+        let want = format!("{}-2", crate::helpers::checksum(algo, &raw));
+        let res = complete_with(&app, "cm", &id, &[(1, &etags[0]), (2, &etags[1])], &[]).await;
+        res.assert_status(200);
+        let xml = res.text();
+        let tag = format!("Checksum{}", algo.as_str());
+        assert_eq!(xml_tag(&xml, &tag), Some(want.clone()), "{xml}");
+        assert_eq!(xml_tag(&xml, "ChecksumType").as_deref(), Some("COMPOSITE"));
+        let res = get_with(
+            &app,
+            Method::HEAD,
+            "cm",
+            "",
+            &[("x-amz-checksum-mode", "ENABLED")],
+        )
+        .await;
+        assert_eq!(res.header(algo.header_name()), Some(want.as_str()));
+        assert_eq!(res.header("x-amz-checksum-type"), Some("COMPOSITE"));
+    }
+}
