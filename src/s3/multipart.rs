@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::object::{
     body_segments, check_copy_conditions, copy_source, object_headers, receive_body,
+    refuse_unsupported_write_headers,
 };
 use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
@@ -32,6 +33,7 @@ pub async fn create_multipart_upload(
     req: &S3Request,
     caller: &Caller,
 ) -> S3Result<Response> {
+    refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
     let checksum_algorithm = match req.header("x-amz-checksum-algorithm") {
         Some(a) => Some(
@@ -89,6 +91,7 @@ pub async fn upload_part(
     part_number: &PartNumber,
 ) -> S3Result<Response> {
     let number = part_number.get()?;
+    refuse_unsupported_write_headers(req)?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
     let max = match link_part_budget(app, &upload, number).await? {

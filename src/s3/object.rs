@@ -24,6 +24,7 @@ pub async fn put_object(
     caller: &Caller,
     body: Body,
 ) -> S3Result<Response> {
+    refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
     let cond = write_condition(req)?;
     let (ingested, checksum) = receive_body(
@@ -64,6 +65,56 @@ pub async fn put_object(
         );
     }
     Ok(res)
+}
+
+/// Write headers that ask for something postgate does not do, refused before the body is read
+/// rather than ignored, since the client relies on them: SSE-C and KMS encryption (the object
+/// would be stored and served unencrypted, without the key) are 501 NotImplemented; Object Lock
+/// retention and legal holds (the object would stay deletable) are 400 InvalidRequest, S3's
+/// answer on a bucket without Object Lock. SSE-S3 (`AES256`) is accepted: encryption at rest is
+/// the data disk's.
+pub(super) fn refuse_unsupported_write_headers(req: &S3Request) -> S3Result<()> {
+    let not_implemented = |header: &str| {
+        S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "A header you provided implies functionality that is not implemented",
+        )
+        .with("Header", header)
+    };
+    match req.header("x-amz-server-side-encryption") {
+        None | Some("AES256") => {}
+        Some("aws:kms" | "aws:kms:dsse") => {
+            return Err(not_implemented("x-amz-server-side-encryption"));
+        }
+        Some(other) => {
+            return Err(S3Error::invalid_argument(
+                "The encryption method specified is not supported",
+                "x-amz-server-side-encryption",
+                other,
+            ));
+        }
+    }
+    for header in [
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-copy-source-server-side-encryption-customer-algorithm",
+    ] {
+        if req.headers.contains_key(header) {
+            return Err(not_implemented(header));
+        }
+    }
+    for header in [
+        "x-amz-object-lock-mode",
+        "x-amz-object-lock-retain-until-date",
+        "x-amz-object-lock-legal-hold",
+    ] {
+        if req.headers.contains_key(header) {
+            return Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "Bucket is missing Object Lock Configuration",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// S3's conditional write headers (PutObject, CompleteMultipartUpload): `If-None-Match: *` and
@@ -177,6 +228,7 @@ pub async fn copy_object(
     caller: &Caller,
     _dest: BucketCtx,
 ) -> S3Result<Response> {
+    refuse_unsupported_write_headers(req)?;
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
 

@@ -771,3 +771,60 @@ async fn multipart_checksum_is_the_composite_of_the_part_checksums() {
         assert_eq!(res.header("x-amz-checksum-type"), Some("COMPOSITE"));
     }
 }
+
+/// Write headers a client relies on and postgate cannot honour are refused, never ignored:
+/// SSE-C and SSE-KMS 501 NotImplemented, Object Lock 400 InvalidRequest (S3's answer on a bucket
+/// without Object Lock); SSE-S3 (`AES256`) is accepted (API reference PutObject,
+/// "x-amz-server-side-encryption*", "x-amz-object-lock-*").
+#[tokio::test]
+async fn encryption_and_object_lock_headers_are_refused_not_ignored() {
+    let app = app().await;
+    let cases: [(&str, &str, u16, &str); 5] = [
+        (
+            "x-amz-server-side-encryption",
+            "aws:kms",
+            501,
+            "NotImplemented",
+        ),
+        (
+            "x-amz-server-side-encryption",
+            "rot13",
+            400,
+            "InvalidArgument",
+        ),
+        (
+            "x-amz-server-side-encryption-customer-algorithm",
+            "AES256",
+            501,
+            "NotImplemented",
+        ),
+        (
+            "x-amz-object-lock-mode",
+            "COMPLIANCE",
+            400,
+            "InvalidRequest",
+        ),
+        ("x-amz-object-lock-legal-hold", "ON", 400, "InvalidRequest"),
+    ];
+    for (name, value, status, code) in cases {
+        app.req(Method::PUT, &obj(B, "enc"))
+            .header(name, value)
+            .body("secret")
+            .send()
+            .await
+            .assert_error(status, code);
+        app.req(Method::POST, &obj(B, "enc"))
+            .query("uploads")
+            .header(name, value)
+            .send()
+            .await
+            .assert_error(status, code);
+        app.get(&obj(B, "enc")).await.assert_error(404, "NoSuchKey");
+    }
+    app.req(Method::PUT, &obj(B, "enc"))
+        .header("x-amz-server-side-encryption", "AES256")
+        .body("at rest")
+        .send()
+        .await
+        .assert_status(200);
+}
