@@ -367,6 +367,14 @@ pub async fn abort_multipart_upload(
     req: &S3Request,
     id: &str,
 ) -> S3Result<Response> {
+    if req.headers.contains_key("x-amz-if-match-initiated-time") {
+        // A conditional abort postgate does not check: refused rather than ignored.
+        return Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "Conditional aborts are not implemented by postgate.",
+        )
+        .with("Header", "x-amz-if-match-initiated-time"));
+    }
     if !abort(&app.db, &app.store, req.bucket(), req.key(), id).await? {
         return Err(S3Error::no_such_upload(id));
     }

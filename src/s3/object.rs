@@ -766,7 +766,31 @@ fn is_passive_type(content_type: Option<&str>) -> bool {
     }
 }
 
+/// Conditional deletes (S3, 2024: `If-Match`, `x-amz-if-match-last-modified-time`,
+/// `x-amz-if-match-size`) are not checked by postgate: refused with 501 rather than ignored,
+/// since ignoring one would delete an object the client meant to keep.
+fn refuse_conditional_delete(
+    present: impl IntoIterator<Item = (&'static str, bool)>,
+) -> S3Result<()> {
+    match present.into_iter().find(|(_, set)| *set) {
+        Some((header, _)) => Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "Conditional deletes are not implemented by postgate.",
+        )
+        .with("Header", header)),
+        None => Ok(()),
+    }
+}
+
 pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response> {
+    refuse_conditional_delete(
+        [
+            "if-match",
+            "x-amz-if-match-last-modified-time",
+            "x-amz-if-match-size",
+        ]
+        .map(|h| (h, req.headers.contains_key(h))),
+    )?;
     delete::one(&app.db, &app.store, req.bucket(), req.key()).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -791,6 +815,13 @@ pub async fn delete_objects(
     if doc.objects.is_empty() || doc.objects.len() > 1000 {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));
     }
+    refuse_conditional_delete(doc.objects.iter().flat_map(|o| {
+        [
+            ("ETag", o.etag.is_some()),
+            ("LastModifiedTime", o.last_modified_time.is_some()),
+            ("Size", o.size.is_some()),
+        ]
+    }))?;
     let quiet = doc.quiet.unwrap_or(false);
     let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
     let results = delete::many(&app.db, &app.store, req.bucket(), keys.clone()).await?;

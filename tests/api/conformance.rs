@@ -828,3 +828,55 @@ async fn encryption_and_object_lock_headers_are_refused_not_ignored() {
         .await
         .assert_status(200);
 }
+
+/// Conditional deletes and aborts (S3, 2024) are not checked by postgate, so they are refused
+/// with 501 rather than ignored: ignoring one would delete what the client meant to keep
+/// (API reference DeleteObject "If-Match", DeleteObjects `<ETag>`, AbortMultipartUpload
+/// "x-amz-if-match-initiated-time").
+#[tokio::test]
+async fn conditional_deletes_are_refused_not_ignored() {
+    let app = app().await;
+    let etag = app.put_object(B, "keep", "kept").await;
+    for (name, value) in [
+        ("if-match", etag.as_str()),
+        ("x-amz-if-match-size", "4"),
+        (
+            "x-amz-if-match-last-modified-time",
+            "Tue, 01 Dec 2026 00:00:00 GMT",
+        ),
+    ] {
+        app.req(Method::DELETE, &obj(B, "keep"))
+            .header(name, value)
+            .send()
+            .await
+            .assert_error(501, "NotImplemented");
+    }
+    let body = format!(
+        "<Delete><Object><Key>keep</Key><ETag>{}</ETag></Object></Delete>",
+        etag.replace('"', "&quot;")
+    );
+    app.req(Method::POST, &format!("/{B}"))
+        .query("delete")
+        .header("content-md5", &crate::helpers::content_md5(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .assert_error(501, "NotImplemented");
+    assert_eq!(app.get(&obj(B, "keep")).await.text(), "kept");
+
+    let id = create(&app, "up").await;
+    app.req(Method::DELETE, &obj(B, "up"))
+        .query(&format!("uploadId={id}"))
+        .header(
+            "x-amz-if-match-initiated-time",
+            "Tue, 01 Dec 2026 00:00:00 GMT",
+        )
+        .send()
+        .await
+        .assert_error(501, "NotImplemented");
+    app.req(Method::GET, &obj(B, "up"))
+        .query(&format!("uploadId={id}"))
+        .send()
+        .await
+        .assert_status(200);
+}
