@@ -802,6 +802,8 @@ mod tests {
             ("PUT", "/b/k", &copy, CopyObject),
             ("GET", "/b/k", &[], GetObject),
             ("HEAD", "/b/k", &[], HeadObject),
+            ("GET", "/b/k?partNumber=2", &[], GetObject),
+            ("HEAD", "/b/k?partNumber=2", &[], HeadObject),
             ("DELETE", "/b/k", &[], DeleteObject),
             ("GET", "/b/k?acl", &[], GetObjectAcl),
             ("PUT", "/b/k?acl", &[], PutObjectAcl),
@@ -891,6 +893,11 @@ mod tests {
         assert_eq!(code("PUT", "/b/k?tagging"), S3ErrorCode::NotImplemented);
         assert_eq!(code("POST", "/b/k"), S3ErrorCode::MethodNotAllowed);
         assert_eq!(code("PATCH", "/b/k"), S3ErrorCode::NotImplemented);
+        assert_eq!(code("PUT", "/b/k?partNumber=1"), S3ErrorCode::NotImplemented);
+        let message = |m, t| resolve(m, t, &[]).unwrap_err().message().to_owned();
+        assert!(message("DELETE", "/b?policy").contains("DeleteBucketPolicy"));
+        assert!(message("GET", "/b/k?partNumber=1&tagging").contains("GetObjectTagging"));
+        assert!(message("PUT", "/b?tagging").contains("PutBucketTagging"));
     }
 
     #[test]
