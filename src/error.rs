@@ -74,6 +74,7 @@ codes! {
     NoSuchBucket => StatusCode::NOT_FOUND, "The specified bucket does not exist";
     NoSuchCORSConfiguration => StatusCode::NOT_FOUND, "The CORS configuration does not exist";
     NoSuchKey => StatusCode::NOT_FOUND, "The specified key does not exist.";
+    NoSuchVersion => StatusCode::NOT_FOUND, "The specified version does not exist.";
     NoSuchUpload => StatusCode::NOT_FOUND, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.";
     NotImplemented => StatusCode::NOT_IMPLEMENTED, "A header you provided implies functionality that is not implemented";
     NotModified => StatusCode::NOT_MODIFIED, "Not Modified";

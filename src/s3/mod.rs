@@ -893,7 +893,10 @@ mod tests {
         assert_eq!(code("PUT", "/b/k?tagging"), S3ErrorCode::NotImplemented);
         assert_eq!(code("POST", "/b/k"), S3ErrorCode::MethodNotAllowed);
         assert_eq!(code("PATCH", "/b/k"), S3ErrorCode::NotImplemented);
-        assert_eq!(code("PUT", "/b/k?partNumber=1"), S3ErrorCode::NotImplemented);
+        assert_eq!(
+            code("PUT", "/b/k?partNumber=1"),
+            S3ErrorCode::NotImplemented
+        );
         let message = |m, t| resolve(m, t, &[]).unwrap_err().message().to_owned();
         assert!(message("DELETE", "/b?policy").contains("DeleteBucketPolicy"));
         assert!(message("GET", "/b/k?partNumber=1&tagging").contains("GetObjectTagging"));

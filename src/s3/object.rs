@@ -313,6 +313,15 @@ pub(super) async fn copy_source(
     caller: &Caller,
 ) -> S3Result<(String, String, ObjectRecord)> {
     let source = req.header("x-amz-copy-source").unwrap_or_default();
+    let version = source
+        .split_once('?')
+        .map(|(_, q)| super::parse_query(q))
+        .and_then(|q| {
+            q.into_iter()
+                .find(|(k, _)| k == "versionId")
+                .map(|(_, v)| v)
+        });
+    check_version_id(version.as_deref())?;
     let decoded = percent_encoding::percent_decode_str(source.split('?').next().unwrap_or(""))
         .decode_utf8_lossy()
         .into_owned();
@@ -464,6 +473,9 @@ async fn respond_object(
             Err(S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", "If-Match"))
         });
     }
+    if let Err(e) = check_version_id(req.param("versionId")) {
+        return Ok(Err(e));
+    }
     let part = match requested_part(req, &obj) {
         Ok(part) => part,
         Err(e) => return Ok(Err(e)),
@@ -524,6 +536,16 @@ async fn respond_object(
         },
     };
     Ok(Ok((status, headers, body).into_response()))
+}
+
+/// `versionId` on a read or a copy source. postgate keeps no versions: an object's only version
+/// is S3's `null` version (as in a bucket that never had versioning), and any other id is 404
+/// NoSuchVersion rather than silently the current object.
+fn check_version_id(version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        None | Some("null") => Ok(()),
+        Some(other) => Err(S3Error::code(S3ErrorCode::NoSuchVersion).with("VersionId", other)),
+    }
 }
 
 /// The part a GetObject/HeadObject `partNumber` selects.

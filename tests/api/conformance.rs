@@ -880,3 +880,36 @@ async fn conditional_deletes_are_refused_not_ignored() {
         .await
         .assert_status(200);
 }
+
+/// postgate keeps no versions: `versionId=null` (S3's id of the only version in a bucket that
+/// never had versioning) reads the object; any other id is 404 NoSuchVersion, never silently the
+/// current object (API reference GetObject "versionId", CopyObject "x-amz-copy-source").
+#[tokio::test]
+async fn version_ids_other_than_null_are_no_such_version() {
+    let app = app().await;
+    app.put_object(B, "v", "current").await;
+    let res = get_with(&app, Method::GET, "v", "versionId=null", &[]).await;
+    res.assert_status(200);
+    assert_eq!(res.text(), "current");
+    get_with(
+        &app,
+        Method::GET,
+        "v",
+        "versionId=3HL4kqtJlcpXroDTDmJ-rmSpXd3dIbrHY",
+        &[],
+    )
+    .await
+    .assert_error(404, "NoSuchVersion");
+    let res = get_with(&app, Method::HEAD, "v", "versionId=abc", &[]).await;
+    assert_eq!(res.status, 404);
+    app.req(Method::PUT, &obj(B, "v2"))
+        .header("x-amz-copy-source", &format!("/{B}/v?versionId=abc"))
+        .send()
+        .await
+        .assert_error(404, "NoSuchVersion");
+    app.req(Method::PUT, &obj(B, "v2"))
+        .header("x-amz-copy-source", &format!("/{B}/v?versionId=null"))
+        .send()
+        .await
+        .assert_status(200);
+}
