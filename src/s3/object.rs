@@ -266,6 +266,18 @@ pub async fn copy_object(
         m
     };
     meta.last_modified = crate::db::now_millis();
+    // Tags have their own directive, independent of the metadata's.
+    meta.tagging = match req.header("x-amz-tagging-directive") {
+        None | Some("COPY") => src.meta.tagging.clone(),
+        Some("REPLACE") => req.header("x-amz-tagging").map(str::to_owned),
+        Some(other) => {
+            return Err(S3Error::invalid_argument(
+                "Unknown tagging directive.",
+                "x-amz-tagging-directive",
+                other,
+            ));
+        }
+    };
     let staged = match src.body {
         Stored::Inline(bytes) => Staged::Inline(bytes),
         body => {

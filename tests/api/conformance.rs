@@ -913,3 +913,46 @@ async fn version_ids_other_than_null_are_no_such_version() {
         .await
         .assert_status(200);
 }
+
+/// CopyObject's tags follow `x-amz-tagging-directive` (COPY by default, REPLACE takes
+/// `x-amz-tagging`), whatever the metadata directive (API reference CopyObject
+/// "x-amz-tagging-directive").
+#[tokio::test]
+async fn copy_tags_follow_the_tagging_directive() {
+    let app = app().await;
+    app.req(Method::PUT, &obj(B, "src"))
+        .header("x-amz-tagging", "a=1&b=2")
+        .body("tagged")
+        .send()
+        .await
+        .assert_status(200);
+    let tag_count = |key: &'static str| {
+        let app = &app;
+        async move {
+            let res = app.head(&obj(B, key)).await;
+            res.header("x-amz-tagging-count").map(str::to_owned)
+        }
+    };
+    copy_with(&app, "t1", &[("x-amz-metadata-directive", "REPLACE")])
+        .await
+        .assert_status(200);
+    assert_eq!(tag_count("t1").await.as_deref(), Some("2"));
+    copy_with(
+        &app,
+        "t2",
+        &[
+            ("x-amz-tagging-directive", "REPLACE"),
+            ("x-amz-tagging", "c=3"),
+        ],
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(tag_count("t2").await.as_deref(), Some("1"));
+    copy_with(&app, "t3", &[("x-amz-tagging-directive", "REPLACE")])
+        .await
+        .assert_status(200);
+    assert_eq!(tag_count("t3").await, None);
+    copy_with(&app, "t4", &[("x-amz-tagging-directive", "MOVE")])
+        .await
+        .assert_error(400, "InvalidArgument");
+}
