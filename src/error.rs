@@ -58,6 +58,7 @@ codes! {
     InvalidBucketName => StatusCode::BAD_REQUEST, "The specified bucket is not valid.";
     InvalidDigest => StatusCode::BAD_REQUEST, "The Content-MD5 you specified was invalid.";
     InvalidPart => StatusCode::BAD_REQUEST, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.";
+    InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE, "The requested partnumber is not satisfiable";
     InvalidPartOrder => StatusCode::BAD_REQUEST, "The list of parts was not in ascending order. Parts must be ordered by part number.";
     InvalidPolicyDocument => StatusCode::BAD_REQUEST, "The content of the form does not meet the conditions specified in the policy document.";
     InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE, "The requested range is not satisfiable";
@@ -73,6 +74,7 @@ codes! {
     NoSuchBucket => StatusCode::NOT_FOUND, "The specified bucket does not exist";
     NoSuchCORSConfiguration => StatusCode::NOT_FOUND, "The CORS configuration does not exist";
     NoSuchKey => StatusCode::NOT_FOUND, "The specified key does not exist.";
+    NoSuchVersion => StatusCode::NOT_FOUND, "The specified version does not exist.";
     NoSuchUpload => StatusCode::NOT_FOUND, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.";
     NotImplemented => StatusCode::NOT_IMPLEMENTED, "A header you provided implies functionality that is not implemented";
     NotModified => StatusCode::NOT_MODIFIED, "Not Modified";

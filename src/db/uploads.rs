@@ -137,7 +137,9 @@ pub fn remove(conn: &Connection, upload_id: &str) -> Result<Vec<String>, DbError
     Ok(blobs)
 }
 
-/// Uploads of `bucket` in (key, initiated) order, after the given markers.
+/// Uploads of `bucket` in (key, initiated) order, after the given markers, as S3 pages them:
+/// keys after `key_marker`; with an `upload_id_marker`, also the uploads of `key_marker` itself
+/// that come after that upload (by initiation, or by id if that upload is gone).
 pub fn list(
     conn: &Connection,
     bucket: &str,
@@ -146,14 +148,27 @@ pub fn list(
     upload_id_marker: &str,
     limit: usize,
 ) -> Result<Vec<UploadRecord>, DbError> {
+    let marker_initiated: Option<i64> = conn
+        .prepare_cached("SELECT initiated FROM uploads WHERE upload_id = ?1")?
+        .query_row([upload_id_marker], |r| r.get(0))
+        .optional()?;
     let mut stmt = conn.prepare_cached(
         "SELECT upload_id, bucket, key, owner, initiated, headers, link_id FROM uploads
          WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2
-           AND (key > ?3 OR (key = ?3 AND upload_id > ?4))
+           AND (key > ?3 OR (key = ?3 AND ?4 != '' AND CASE WHEN ?6 IS NULL
+                THEN upload_id > ?4
+                ELSE initiated > ?6 OR (initiated = ?6 AND upload_id > ?4) END))
          ORDER BY key, initiated, upload_id LIMIT ?5",
     )?;
     let rows = stmt.query_map(
-        params![bucket, prefix, key_marker, upload_id_marker, limit as i64],
+        params![
+            bucket,
+            prefix,
+            key_marker,
+            upload_id_marker,
+            limit as i64,
+            marker_initiated
+        ],
         upload_from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)

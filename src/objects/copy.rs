@@ -14,8 +14,15 @@ use crate::store::{BlobStore, Staged, TempBlob};
 
 /// The object at `bucket/key` with its body, for a copy by `who`. Reading a copy's source needs
 /// the bucket's owner (or the admin) or a key granted read: a public-read ACL lets anyone
-/// download, not copy.
-pub async fn source(db: &Db, who: Who<'_>, bucket: &str, key: &str) -> Result<ObjectRecord> {
+/// download, not copy. `expected_owner` (`x-amz-source-expected-bucket-owner`), when given, must
+/// be the source bucket's owner.
+pub async fn source(
+    db: &Db,
+    who: Who<'_>,
+    expected_owner: Option<&str>,
+    bucket: &str,
+    key: &str,
+) -> Result<ObjectRecord> {
     let grantee = who.access_key.unwrap_or_default().to_owned();
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let (bucket_row, object) = db
@@ -29,6 +36,9 @@ pub async fn source(db: &Db, who: Who<'_>, bucket: &str, key: &str) -> Result<Ob
     let Some((record, grant)) = bucket_row else {
         return Err(Error::NoSuchBucket(bucket.to_owned()));
     };
+    if expected_owner.is_some_and(|owner| owner.trim() != record.owner) {
+        return Err(Error::AccessDenied);
+    }
     if !(access::is_owner(who, &record) || grant.is_some_and(Perm::can_read)) {
         return Err(Error::AccessDenied);
     }

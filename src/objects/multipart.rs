@@ -3,11 +3,12 @@
 
 use md5::{Digest, Md5};
 
+use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::objects::{self, Body as Stored};
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
 use crate::objects::error::{Error, Result};
-use crate::objects::write::ObjectHeaders;
+use crate::objects::write::{ObjectHeaders, WriteCondition};
 use crate::store::{BlobStore, Staged};
 
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
@@ -71,6 +72,46 @@ pub async fn complete(
     upload_id: &str,
     parts: Vec<(u32, String)>,
 ) -> Result<String> {
+    complete_if(
+        db,
+        store,
+        bucket,
+        key,
+        upload_id,
+        parts,
+        WriteCondition::default(),
+    )
+    .await
+    .map(|done| done.etag)
+}
+
+/// What a completion made: the object's ETag and its additional checksum, if any.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub etag: String,
+    /// (`CRC32`|`CRC32C`|`SHA1`|`SHA256`, composite value `<base64>-<parts>`).
+    pub checksum: Option<(String, String)>,
+}
+
+/// [`complete`] with S3's conditional write (`If-None-Match: *`, `If-Match`), checked against
+/// the current version in the completing transaction; a refused completion leaves the upload as
+/// it was, so the client may retry or abort.
+///
+/// A completion repeated after it succeeded (a client retrying after a lost answer) finds no
+/// upload; S3 then answers 200 with the same ETag while the object is the one that completion
+/// made (recorded against AWS in adobe/S3Mock#2586 and minio/minio#13318; moto follows it). The
+/// part list identifies that object: its multipart ETag is the MD5 of the listed part MD5s, so
+/// the retry is answered from the current object when its ETag is the one the list describes,
+/// and is NoSuchUpload otherwise (the object was replaced, or the upload never completed).
+pub async fn complete_if(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<(u32, String)>,
+    cond: WriteCondition,
+) -> Result<Completed> {
     if parts.is_empty() {
         return Err(Error::NoParts);
     }
@@ -82,10 +123,23 @@ pub async fn complete(
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let (outcome, garbage) = db
         .write(
-            move |c| -> std::result::Result<(Result<String>, Vec<String>), DbError> {
+            move |c| -> std::result::Result<(Result<Completed>, Vec<String>), DbError> {
                 let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    return Ok((Err(Error::NoSuchUpload(id)), Vec::new()));
+                    let current = objects::get(c, &b, &k, false)?;
+                    let done = multipart_etag(&parts).and_then(|etag| {
+                        current.filter(|o| o.meta.etag == etag).map(|o| Completed {
+                            etag,
+                            checksum: o.meta.checksum,
+                        })
+                    });
+                    return Ok((done.ok_or(Error::NoSuchUpload(id)), Vec::new()));
                 };
+                if cond.if_none_match_any || cond.if_match.is_some() {
+                    let current = objects::get(c, &b, &k, false)?;
+                    if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
+                        return Ok((Err(refused), Vec::new()));
+                    }
+                }
                 let mut max_size = None;
                 if let Some(link_id) = &upload.link_id {
                     let link = crate::db::links::get_by_id(c, link_id)?;
@@ -102,6 +156,7 @@ pub async fn complete(
                     |e: Error| -> std::result::Result<_, DbError> { Ok((Err(e), Vec::new())) };
                 let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
                 let mut manifest = Vec::with_capacity(parts.len());
+                let mut part_checksums = Vec::with_capacity(parts.len());
                 let mut md5s = Md5::new();
                 let last = parts.len() - 1;
                 for (i, (number, want_etag)) in parts.iter().enumerate() {
@@ -123,6 +178,7 @@ pub async fn complete(
                             etag: part.etag.clone(),
                         });
                     }
+                    part_checksums.push(part.checksum.clone());
                     md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
                     manifest.push((part.blob.clone(), part.size));
                 }
@@ -135,9 +191,14 @@ pub async fn complete(
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
                     .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
-                let meta = saved
+                let mut meta = saved
                     .headers
                     .into_meta(size, etag.clone(), upload.owner.clone());
+                meta.checksum = saved
+                    .checksum_algorithm
+                    .as_deref()
+                    .and_then(|algo| composite_checksum(algo, &part_checksums));
+                let checksum = meta.checksum.clone();
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
                 garbage.extend(
@@ -145,7 +206,7 @@ pub async fn complete(
                         .into_iter()
                         .filter(|b| !used.contains(b)),
                 );
-                Ok((Ok(etag), garbage))
+                Ok((Ok(Completed { etag, checksum }), garbage))
             },
         )
         .await?;
@@ -153,6 +214,52 @@ pub async fn complete(
         store.remove(blob).await;
     }
     outcome
+}
+
+/// The checksum S3 gives a multipart object created with `x-amz-checksum-algorithm`: the
+/// algorithm over the concatenated binary checksums of the parts, base64, then `-` and the
+/// number of parts (a "COMPOSITE" checksum). `None` when a part was sent without a checksum of
+/// that algorithm, and for CRC64NVME, which S3 only gives as a full-object checksum.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html#large-object-checksums>
+fn composite_checksum(algo: &str, parts: &[Option<String>]) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let algorithm = ChecksumAlgorithm::from_name(algo)?;
+    if algorithm == ChecksumAlgorithm::Crc64Nvme {
+        return None;
+    }
+    let mut summer = algorithm.checksummer();
+    for part in parts {
+        let (part_algo, value) = part.as_deref()?.split_once(' ')?;
+        if ChecksumAlgorithm::from_name(part_algo) != Some(algorithm) {
+            return None;
+        }
+        summer.update(
+            &base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()?,
+        );
+    }
+    let value = format!("{}-{}", summer.finish(), parts.len());
+    Some((algorithm.as_str().to_owned(), value))
+}
+
+/// The ETag S3 gives the object completed from `parts`: the MD5 of the parts' binary MD5s, then
+/// `-` and the number of parts. `None` when an ETag in the list is not an MD5.
+fn multipart_etag(parts: &[(u32, String)]) -> Option<String> {
+    let mut md5s = Md5::new();
+    for (_, etag) in parts {
+        let md5 = hex::decode(etag.trim().trim_matches('"')).ok()?;
+        if md5.len() != 16 {
+            return None;
+        }
+        md5s.update(md5);
+    }
+    Some(format!(
+        "\"{}-{}\"",
+        hex::encode(md5s.finalize()),
+        parts.len()
+    ))
 }
 
 /// A new upload's row for `bucket/key` with the given headers, held by `link_id`'s slot when

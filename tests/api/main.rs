@@ -2,6 +2,7 @@ mod auth_strict;
 mod auth_v2;
 mod auth_v4;
 mod buckets;
+mod conformance;
 mod cors;
 mod durability;
 mod errors;
