@@ -17,6 +17,7 @@
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
 //! - `cors`    bucket CORS rules: parse, validate, match, response headers. Pure.
+//! - `sniff`   an upload's type from its first bytes, checked against the declared one. Pure.
 //! - `config`, `names`, `units`, `xml`: configuration; bucket and key names; sizes and
 //!   durations; S3's XML.
 
@@ -34,6 +35,7 @@ pub mod names;
 pub mod objects;
 pub mod policy;
 pub mod s3;
+pub mod sniff;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -40,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "names",
             "objects",
             "policy",
+            "sniff",
             "state",
             "store",
             "telemetry",
@@ -91,21 +92,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The core: knows nothing of HTTP, areas or routing.
     (
         "objects",
-        &["auth", "config", "db", "error", "names", "store", "units"],
+        &[
+            "auth", "config", "db", "error", "names", "sniff", "store", "units",
+        ],
     ),
     // Storage.
     ("db", &["config", "names", "units"]),
-    ("store", &["auth", "config", "units"]),
+    ("store", &["auth", "config", "sniff", "units"]),
     // Errors: every mapping to S3 errors, from the layers below the core.
-    ("error", &["auth", "db", "policy", "store", "xml"]),
+    ("error", &["auth", "db", "policy", "sniff", "store", "xml"]),
     // Pure leaves.
     ("auth", &["names", "units"]),
-    ("policy", &["auth", "names", "units"]),
+    ("policy", &["auth", "names", "sniff", "units"]),
     ("cors", &["xml"]),
     ("names", &["error"]),
     ("xml", &[]),
     ("config", &["units"]),
     ("units", &[]),
+    // What an upload's first bytes are, and whether they match the declared type.
+    ("sniff", &[]),
     // What handlers note for the access log, and the metrics registry: imports nothing.
     ("telemetry", &[]),
 ];

@@ -123,6 +123,7 @@ pub fn new_link(
         created_at: now,
         expires_at: now + expires_in.as_millis() as i64,
         revoked: false,
+        verify_type: false,
     }
 }
 
@@ -337,6 +338,7 @@ pub(crate) async fn check_form(
         Ok(slot) => Ok(FormSlot {
             db: app.db.clone(),
             slot: Some(slot),
+            verify_type: link.verify_type,
         }),
         Err(reservation) => match refusal(&reservation) {
             Some(Unavailable::Closed(reason)) => {
@@ -359,6 +361,8 @@ pub(crate) struct FormSlot {
     db: crate::db::Db,
     /// The `link_form_slots` record.
     slot: Option<String>,
+    /// The link demands that its files' bytes match their declared type.
+    pub(crate) verify_type: bool,
 }
 
 impl FormSlot {

@@ -59,6 +59,9 @@ pub struct UploadHeaders {
 /// free key: link uploads never replace an object. When the key is taken the upload can never
 /// complete, so it is aborted in the same transaction (its slot and its parts freed) and the
 /// answer is 412 PreconditionFailed.
+///
+/// When the bucket or the upload's link verifies types, the first part's bytes must match the
+/// declared type (`sniff::check`), or 400 `XPostgateContentMismatch` and no object.
 pub async fn complete(
     db: &Db,
     store: &BlobStore,
@@ -81,6 +84,9 @@ pub async fn complete(
                     return Ok((Err(S3Error::no_such_upload(&id)), Vec::new()));
                 };
                 let mut max_size = None;
+                // Types are verified when the bucket or the upload's link asks for it.
+                let mut verify_type =
+                    crate::db::buckets::get(c, &b)?.is_some_and(|r| r.verify_type);
                 if let Some(link_id) = &upload.link_id {
                     let link = crate::db::links::get_by_id(c, link_id)?;
                     let closed = match &link {
@@ -97,12 +103,14 @@ pub async fn complete(
                         let blobs = uploads::abort(c, &id)?.unwrap_or_default();
                         return Ok((Err(S3Error::link_name_taken(&k)), blobs));
                     }
+                    verify_type |= link.as_ref().is_some_and(|l| l.verify_type);
                     max_size = link.map(|l| l.max_size);
                 }
                 let fail =
                     |e: S3Error| -> Result<_, crate::db::DbError> { Ok((Err(e), Vec::new())) };
                 let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
                 let mut manifest = Vec::with_capacity(parts.len());
+                let mut detected_type = None;
                 let mut md5s = Md5::new();
                 let last = parts.len() - 1;
                 for (i, (number, want_etag)) in parts.iter().enumerate() {
@@ -126,6 +134,9 @@ pub async fn complete(
                                 .with("ETag", &part.etag),
                         );
                     }
+                    if i == 0 {
+                        detected_type = part.detected_type.clone();
+                    }
                     md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
                     manifest.push((part.blob.clone(), part.size));
                 }
@@ -142,9 +153,20 @@ pub async fn complete(
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
                     .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
-                let meta = saved
+                let mut meta = saved
                     .headers
                     .into_meta(size, etag.clone(), upload.owner.clone());
+                // The object's first bytes are its first part's: whatever part arrived when,
+                // they are checked here before the object exists.
+                if verify_type
+                    && let Err(m) = crate::sniff::check(
+                        meta.content_type.as_deref().unwrap_or_default(),
+                        detected_type.as_deref(),
+                    )
+                {
+                    return fail(S3Error::content_mismatch(&m));
+                }
+                meta.detected_type = detected_type;
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
                 garbage.extend(

@@ -100,6 +100,7 @@ impl ObjectHeaders {
             meta: self.meta,
             checksum: None,
             tagging: self.tagging,
+            detected_type: None,
         }
     }
 }

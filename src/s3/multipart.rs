@@ -23,6 +23,7 @@ use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::multipart::{self, MAX_PART_SIZE, abort, complete};
 use crate::objects::write;
+use crate::sniff::Sniffer;
 use crate::state::AppState;
 use crate::store::Staged;
 use crate::xml::{self, XmlWriter};
@@ -80,6 +81,7 @@ async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Resu
         .ok_or_else(|| S3Error::no_such_upload(&id))
 }
 
+/// `verify_type`: the bucket demands that uploads' bytes match their declared type.
 pub async fn upload_part(
     app: &AppState,
     req: &S3Request,
@@ -87,6 +89,7 @@ pub async fn upload_part(
     body: Body,
     upload_id: &str,
     part_number: &PartNumber,
+    verify_type: bool,
 ) -> S3Result<Response> {
     let number = part_number.get()?;
     let upload = load_upload(app, req, upload_id).await?;
@@ -95,23 +98,22 @@ pub async fn upload_part(
         Some(budget) => budget.min(MAX_PART_SIZE),
         None => MAX_PART_SIZE,
     };
-    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0).await?;
+    let sniff = part_sniffer(app, &upload, number, verify_type).await?;
+    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0, sniff).await?;
     let temp = match ingested.staged {
         Staged::Temp(t) => t,
         Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
     };
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
-    store_part(
-        app,
-        &upload,
+    let part = NewPart {
         number,
-        ingested.size,
-        etag.clone(),
-        checksum.clone(),
-        temp,
-    )
-    .await?;
+        size: ingested.size,
+        etag: etag.clone(),
+        checksum: checksum.clone(),
+        detected_type: ingested.detected.map(str::to_owned),
+    };
+    store_part(app, &upload, part, temp).await?;
     let mut res = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, v);
@@ -126,6 +128,35 @@ pub async fn upload_part(
         }
     }
     Ok(res)
+}
+
+/// What a part's first bytes are checked against: every part's type is detected (the first
+/// part's becomes the object's); part 1's must match the upload's declared type when the bucket
+/// or the upload's link verifies types. Complete checks the first part again, whichever it is.
+async fn part_sniffer(
+    app: &AppState,
+    upload: &UploadRecord,
+    number: u32,
+    bucket_verifies: bool,
+) -> S3Result<Sniffer> {
+    if number != 1 {
+        return Ok(Sniffer::detect_only());
+    }
+    let verify = bucket_verifies
+        || match upload.link_id.clone() {
+            Some(id) => app
+                .db
+                .read(move |c| crate::db::links::get_by_id(c, &id))
+                .await?
+                .is_some_and(|l| l.verify_type),
+            None => false,
+        };
+    if !verify {
+        return Ok(Sniffer::detect_only());
+    }
+    let saved: multipart::UploadHeaders =
+        serde_json::from_str(&upload.headers).map_err(S3Error::internal)?;
+    Ok(Sniffer::new(saved.headers.content_type.as_deref(), true))
 }
 
 /// For the upload of an upload link: the most bytes part `number` may hold (the link's maximum
@@ -174,25 +205,32 @@ fn too_large(size: u64, max: u64) -> S3Error {
         .with("MaxSizeAllowed", max.to_string())
 }
 
+/// A part received, before it is recorded.
+struct NewPart {
+    number: u32,
+    size: u64,
+    etag: String,
+    checksum: Option<String>,
+    detected_type: Option<String>,
+}
+
 /// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile
 /// (or, for a link's upload, the part no longer fits the link).
 async fn store_part(
     app: &AppState,
     upload: &UploadRecord,
-    number: u32,
-    size: u64,
-    etag: String,
-    checksum: Option<String>,
+    new: NewPart,
     temp: crate::store::TempBlob,
 ) -> S3Result<()> {
     let blob = app.store.persist(temp).await?;
     let part = PartRecord {
-        part_number: number,
-        size,
-        etag,
+        part_number: new.number,
+        size: new.size,
+        etag: new.etag,
         blob: blob.clone(),
         last_modified: crate::db::now_millis(),
-        checksum,
+        checksum: new.checksum,
+        detected_type: new.detected_type,
     };
     let (b, k, id) = (
         upload.bucket.clone(),
@@ -277,6 +315,11 @@ pub async fn upload_part_copy(
     if len > max {
         return Err(too_large(len, max));
     }
+    // The copied bytes were detected when the source was stored; a range from its start keeps
+    // the source's type.
+    let detected_type = (start == 0)
+        .then(|| src.meta.detected_type.clone())
+        .flatten();
     let (temp, md5) = match &src.body {
         Stored::Inline(bytes) => {
             let slice = bytes
@@ -295,7 +338,14 @@ pub async fn upload_part_copy(
         }
     };
     let etag = write::etag_of(&md5);
-    store_part(app, &upload, number, len, etag.clone(), None, temp).await?;
+    let part = NewPart {
+        number,
+        size: len,
+        etag: etag.clone(),
+        checksum: None,
+        detected_type,
+    };
+    store_part(app, &upload, part, temp).await?;
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
     w.elem("LastModified", &iso8601(crate::db::now_millis()));

@@ -14,17 +14,21 @@ use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::delete;
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
+use crate::sniff::Sniffer;
 use crate::state::AppState;
 use crate::store::{Hashes, Staged};
 use crate::xml::{self, XmlWriter};
 
+/// `verify_type`: the bucket demands that the bytes match the declared Content-Type.
 pub async fn put_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
     body: Body,
+    verify_type: bool,
 ) -> S3Result<Response> {
     let headers = object_headers(req)?;
+    let sniff = Sniffer::new(headers.content_type.as_deref(), verify_type);
     let (ingested, checksum) = receive_body(
         app,
         req,
@@ -32,6 +36,7 @@ pub async fn put_object(
         body,
         MAX_OBJECT_SIZE,
         app.config.inline_max_bytes,
+        sniff,
     )
     .await?;
 
@@ -42,6 +47,7 @@ pub async fn put_object(
         caller.access_key().unwrap_or_default().to_owned(),
     );
     meta.checksum = checksum;
+    meta.detected_type = ingested.detected.map(str::to_owned);
     let cond = WriteCondition {
         if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
         if_match: req.header(header::IF_MATCH).map(str::to_owned),
@@ -59,6 +65,9 @@ pub async fn put_object(
 
     let mut res = empty(StatusCode::OK);
     set(res.headers_mut(), header::ETAG, &etag);
+    if let Some(found) = &meta.detected_type {
+        set_named(res.headers_mut(), "x-postgate-detected-type", found);
+    }
     if let Some((algo, value)) = &meta.checksum {
         set_named(
             res.headers_mut(),
@@ -71,7 +80,8 @@ pub async fn put_object(
 
 /// Reads a PUT body (PutObject, UploadPart) into the store, checking everything the request
 /// declared: Content-MD5, the signed SHA-256, an additional checksum (in a header or the
-/// aws-chunked trailer), and the size limit. Returns the staged body and the checksum to store.
+/// aws-chunked trailer), the size limit, and (`sniff`) the type of the first bytes. Returns the
+/// staged body and the checksum to store.
 pub(super) async fn receive_body(
     app: &AppState,
     req: &S3Request,
@@ -79,6 +89,7 @@ pub(super) async fn receive_body(
     body: Body,
     max: u64,
     inline_max: usize,
+    sniff: Sniffer,
 ) -> S3Result<(crate::store::Ingested, Option<(String, String)>)> {
     let algo = requested_checksum(req)?;
     let upload_body = caller.upload_body(req, body)?;
@@ -106,7 +117,7 @@ pub(super) async fn receive_body(
     let trailer = upload_body.trailer.clone();
     let ingested = app
         .store
-        .ingest(upload_body.stream, max, inline_max, hashes)
+        .ingest(upload_body.stream, max, inline_max, hashes, sniff)
         .await
         .map_err(|e| S3Error::from_ingest(e, max))?;
     let trailer_value = match (&trailer, &algo) {
@@ -161,7 +172,7 @@ pub async fn copy_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
-    _dest: BucketCtx,
+    dest: BucketCtx,
 ) -> S3Result<Response> {
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
@@ -191,6 +202,7 @@ pub async fn copy_object(
     let mut meta = if replace {
         let mut m = object_headers(req)?.into_meta(src.meta.size, src.meta.etag.clone(), owner);
         m.checksum = src.meta.checksum.clone();
+        m.detected_type = src.meta.detected_type.clone();
         m
     } else {
         let mut m = src.meta.clone();
@@ -200,6 +212,15 @@ pub async fn copy_object(
         m
     };
     meta.last_modified = crate::db::now_millis();
+    // A bucket that verifies types holds copies to it too: the bytes are the source's, detected
+    // when it was stored; the type is the one the copy will have.
+    if dest.record.verify_type {
+        crate::sniff::check(
+            meta.content_type.as_deref().unwrap_or_default(),
+            meta.detected_type.as_deref(),
+        )
+        .map_err(|m| S3Error::content_mismatch(&m))?;
+    }
     let staged = match src.body {
         Stored::Inline(bytes) => Staged::Inline(bytes),
         body => {
@@ -531,6 +552,10 @@ fn object_response_headers(
     if let Some(tags) = &m.tagging {
         let count = tags.split('&').filter(|t| !t.is_empty()).count();
         set_named(headers, "x-amz-tagging-count", &count.to_string());
+    }
+    // What the first bytes showed at upload, whatever the declared Content-Type says.
+    if let Some(found) = &m.detected_type {
+        set_named(headers, "x-postgate-detected-type", found);
     }
     if whole
         && req

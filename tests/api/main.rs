@@ -18,4 +18,5 @@ mod permissions;
 mod post_object;
 mod powerloss;
 mod serving;
+mod typecheck;
 mod uppy;
