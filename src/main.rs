@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the S3 API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage access keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -476,7 +476,7 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
             acl,
             active_content,
         } => {
-            postgate::names::validate_bucket(&name).map_err(|e| e.message().to_owned())?;
+            postgate::names::validate_bucket(&name).map_err(|e| e.to_string())?;
             if !matches!(
                 acl.as_str(),
                 "private" | "public-read" | "public-read-write"

@@ -10,22 +10,17 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use md5::{Digest, Md5};
 use serde::Deserialize;
 
-use super::object::{
-    body_segments, check_copy_conditions, copy_source, object_headers, receive_body,
-};
+use super::object::{check_copy_conditions, copy_source, object_headers, receive_body};
 use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
-use crate::db::objects::Body as Stored;
-use crate::db::uploads::{self, PartRecord, UploadRecord};
+use crate::db::uploads::{self, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::multipart::{self, MAX_PART_SIZE, abort, complete};
+use crate::objects::copy;
+use crate::objects::multipart::{self, NewPart, abort, complete};
 use crate::objects::write;
-use crate::sniff::Sniffer;
 use crate::state::AppState;
-use crate::store::Staged;
 use crate::xml::{self, XmlWriter};
 
 pub async fn create_multipart_upload(
@@ -73,12 +68,7 @@ pub async fn create_multipart_upload(
 }
 
 async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<UploadRecord> {
-    let id = upload_id.to_owned();
-    let (b, k, i) = (req.bucket().to_owned(), req.key().to_owned(), id.clone());
-    app.db
-        .read(move |c| uploads::get(c, &b, &k, &i))
-        .await?
-        .ok_or_else(|| S3Error::no_such_upload(&id))
+    Ok(multipart::get(&app.db, req.bucket(), req.key(), upload_id).await?)
 }
 
 /// `verify_type`: the bucket demands that uploads' bytes match their declared type.
@@ -94,16 +84,9 @@ pub async fn upload_part(
     let number = part_number.get()?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
-    let max = match link_part_budget(app, &upload, number).await? {
-        Some(budget) => budget.min(MAX_PART_SIZE),
-        None => MAX_PART_SIZE,
-    };
-    let sniff = part_sniffer(app, &upload, number, verify_type).await?;
+    let max = multipart::part_budget(&app.db, &upload, number).await?;
+    let sniff = multipart::part_sniffer(&app.db, &upload, number, verify_type).await?;
     let (ingested, checksum) = receive_body(app, req, caller, body, max, 0, sniff).await?;
-    let temp = match ingested.staged {
-        Staged::Temp(t) => t,
-        Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
-    };
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
     let part = NewPart {
@@ -112,8 +95,9 @@ pub async fn upload_part(
         etag: etag.clone(),
         checksum: checksum.clone(),
         detected_type: ingested.detected.map(str::to_owned),
+        body: ingested.staged,
     };
-    store_part(app, &upload, part, temp).await?;
+    multipart::store_part(&app.db, &app.store, &upload, part).await?;
     let mut res = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, v);
@@ -128,149 +112,6 @@ pub async fn upload_part(
         }
     }
     Ok(res)
-}
-
-/// What a part's first bytes are checked against: every part's type is detected (the first
-/// part's becomes the object's); part 1's must match the upload's declared type when the bucket
-/// or the upload's link verifies types. Complete checks the first part again, whichever it is.
-async fn part_sniffer(
-    app: &AppState,
-    upload: &UploadRecord,
-    number: u32,
-    bucket_verifies: bool,
-) -> S3Result<Sniffer> {
-    if number != 1 {
-        return Ok(Sniffer::detect_only());
-    }
-    let verify = bucket_verifies
-        || match upload.link_id.clone() {
-            Some(id) => app
-                .db
-                .read(move |c| crate::db::links::get_by_id(c, &id))
-                .await?
-                .is_some_and(|l| l.verify_type),
-            None => false,
-        };
-    if !verify {
-        return Ok(Sniffer::detect_only());
-    }
-    let saved: multipart::UploadHeaders =
-        serde_json::from_str(&upload.headers).map_err(S3Error::internal)?;
-    Ok(Sniffer::new(saved.headers.content_type.as_deref(), true))
-}
-
-/// For the upload of an upload link: the most bytes part `number` may hold (the link's maximum
-/// file size less the upload's other parts). A closed (revoked or expired) link takes no part.
-/// `None`: not a link's upload.
-async fn link_part_budget(
-    app: &AppState,
-    upload: &UploadRecord,
-    number: u32,
-) -> S3Result<Option<u64>> {
-    let Some(link_id) = upload.link_id.clone() else {
-        return Ok(None);
-    };
-    let id = upload.upload_id.clone();
-    let budget = app
-        .db
-        .read(move |c| link_budget(c, &link_id, &id, number))
-        .await??;
-    Ok(Some(budget))
-}
-
-/// [`link_part_budget`]'s check, on a connection (also run again where the part row commits, so
-/// that concurrent parts cannot pass the limit together).
-fn link_budget(
-    c: &rusqlite::Connection,
-    link_id: &str,
-    upload_id: &str,
-    number: u32,
-) -> Result<S3Result<u64>, crate::db::DbError> {
-    let link = crate::db::links::get_by_id(c, link_id)?;
-    let reason = match &link {
-        None => Some("This upload link no longer exists."),
-        Some(l) => l.closed(),
-    };
-    if let Some(reason) = reason {
-        return Ok(Err(S3Error::new(S3ErrorCode::AccessDenied, reason)));
-    }
-    let max = link.map_or(0, |l| l.max_size);
-    let others = uploads::size_of_other_parts(c, upload_id, number)?;
-    Ok(Ok(max.saturating_sub(others)))
-}
-
-fn too_large(size: u64, max: u64) -> S3Error {
-    S3Error::code(S3ErrorCode::EntityTooLarge)
-        .with("ProposedSize", size.to_string())
-        .with("MaxSizeAllowed", max.to_string())
-}
-
-/// A part received, before it is recorded.
-struct NewPart {
-    number: u32,
-    size: u64,
-    etag: String,
-    checksum: Option<String>,
-    detected_type: Option<String>,
-}
-
-/// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile
-/// (or, for a link's upload, the part no longer fits the link).
-async fn store_part(
-    app: &AppState,
-    upload: &UploadRecord,
-    new: NewPart,
-    temp: crate::store::TempBlob,
-) -> S3Result<()> {
-    let blob = app.store.persist(temp).await?;
-    let part = PartRecord {
-        part_number: new.number,
-        size: new.size,
-        etag: new.etag,
-        blob: blob.clone(),
-        last_modified: crate::db::now_millis(),
-        checksum: new.checksum,
-        detected_type: new.detected_type,
-    };
-    let (b, k, id) = (
-        upload.bucket.clone(),
-        upload.key.clone(),
-        upload.upload_id.clone(),
-    );
-    let outcome = app
-        .db
-        .write(move |c| {
-            let Some(current) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(Err(S3Error::no_such_upload(&id)));
-            };
-            if let Some(link_id) = &current.link_id {
-                match link_budget(c, link_id, &id, part.part_number)? {
-                    Ok(budget) if part.size > budget => {
-                        return Ok(Err(too_large(part.size, budget)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Ok(Err(e)),
-                }
-            }
-            uploads::put_part(c, &id, &part).map(Ok)
-        })
-        .await;
-    match outcome {
-        Ok(Ok(old)) => {
-            if let Some(old) = old {
-                app.store.remove(old).await;
-            }
-            Ok(())
-        }
-        Ok(Err(e)) => {
-            app.store.remove(blob).await;
-            Err(e)
-        }
-        Err(e) => {
-            app.store.remove(blob).await;
-            Err(e.into())
-        }
-    }
 }
 
 pub async fn upload_part_copy(
@@ -308,35 +149,16 @@ pub async fn upload_part_copy(
             (a, b - a + 1)
         }
     };
-    let max = match link_part_budget(app, &upload, number).await? {
-        Some(budget) => budget.min(MAX_PART_SIZE),
-        None => MAX_PART_SIZE,
-    };
+    let max = multipart::part_budget(&app.db, &upload, number).await?;
     if len > max {
-        return Err(too_large(len, max));
+        return Err(crate::objects::Error::TooLarge { size: len, max }.into());
     }
     // The copied bytes were detected when the source was stored; a range from its start keeps
     // the source's type.
     let detected_type = (start == 0)
         .then(|| src.meta.detected_type.clone())
         .flatten();
-    let (temp, md5) = match &src.body {
-        Stored::Inline(bytes) => {
-            let slice = bytes
-                .get(start as usize..(start + len) as usize)
-                .unwrap_or_default()
-                .to_vec();
-            let md5: [u8; 16] = Md5::digest(&slice).into();
-            (app.store.stage_bytes(slice).await?, md5)
-        }
-        body => {
-            let (temp, md5) = app
-                .store
-                .copy_segments(body_segments(body, start, len), true)
-                .await?;
-            (temp, md5.unwrap_or_default())
-        }
-    };
+    let (temp, md5) = copy::range(&app.store, &src, start, len).await?;
     let etag = write::etag_of(&md5);
     let part = NewPart {
         number,
@@ -344,8 +166,9 @@ pub async fn upload_part_copy(
         etag: etag.clone(),
         checksum: None,
         detected_type,
+        body: write::Staged::Temp(temp),
     };
-    store_part(app, &upload, part, temp).await?;
+    multipart::store_part(&app.db, &app.store, &upload, part).await?;
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
     w.elem("LastModified", &iso8601(crate::db::now_millis()));

@@ -25,7 +25,6 @@ use crate::policy::{
 };
 use crate::sniff::Sniffer;
 use crate::state::AppState;
-use crate::store::Hashes;
 
 /// AWS's cap on the form data before the file (fields plus their part headers).
 pub const MAX_PRE_DATA: usize = 20 * 1024;
@@ -428,28 +427,25 @@ async fn store_upload(
         checksum: algo.clone(),
         ..Expected::default()
     };
-    let hashes = Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let hashes = write::Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
     let sniff = Sniffer::new(headers.content_type.as_deref(), target.verify_type);
     let stream = file.map_err(S3Error::from);
-    let ingested = app
-        .store
-        .ingest(
-            stream,
-            range.max(),
-            app.config.inline_max_bytes,
-            hashes,
-            sniff,
-        )
-        .await
-        .map_err(|e| match e {
-            crate::store::IngestError::TooLarge { seen } => {
-                S3Error::from(SizeViolation::TooLarge {
-                    proposed_size: seen.max(target.size_hint.unwrap_or(0)),
-                    max_size_allowed: range.max(),
-                })
-            }
-            other => S3Error::from_ingest(other, range.max()),
-        })?;
+    let ingested = write::receive(
+        &app.store,
+        stream,
+        range.max(),
+        app.config.inline_max_bytes,
+        hashes,
+        sniff,
+    )
+    .await
+    .map_err(|e| match e {
+        write::IngestError::TooLarge { seen } => S3Error::from(SizeViolation::TooLarge {
+            proposed_size: seen.max(target.size_hint.unwrap_or(0)),
+            max_size_allowed: range.max(),
+        }),
+        other => S3Error::from_ingest(other, range.max()),
+    })?;
     range.check(ingested.size).map_err(S3Error::from)?;
     expected.verify(&ingested, None)?;
 
@@ -507,8 +503,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     let auth = policy::parse_post_auth(fields, &app.config.region).map_err(S3Error::from)?;
     let (access_key, sig) = match &auth {
         PostAuth::Anonymous => {
-            // Without a policy only a public-write bucket takes uploads, as S3 does.
-            if bucket.acl != "public-read-write" {
+            if !access::may_post_anonymously(bucket) {
                 return Err(S3Error::access_denied());
             }
             return Ok(Signer::Anonymous);
