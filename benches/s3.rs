@@ -15,7 +15,8 @@
 //!   --perf DIR           record `perf record -g` of the server during each server case into
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
 //!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
-//!                        post = 8-10, slow = 12, ops = 13); the limits are always measured
+//!                        post = 8-10, slow = 12, ops = 13, typecheck = 14); the limits are
+//!                        always measured
 //!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
 //! ```
 //!
@@ -87,6 +88,12 @@
 //!     every second under load, one with the access log filtered out and no scrapes; 3
 //!     repetitions of on/off/off/on slices twice (order alternating), a ratio on/off each; the median
 //!     ratio must be ≥ 0.95 (every ratio is in the note), and the servers' CPU per request too.
+//! 14. What type checks cost (group `typecheck`): one server, POST Object 4 KiB @64 in two
+//!     alternating rounds, a plain form (the type is detected and recorded, as on every upload)
+//!     and a form whose policy asks for verification (`x-postgate-verify-type: on`, a PNG declared
+//!     `image/png`); best of each, the verified rate must be ≥ 95% of the plain one. Then one
+//!     verified POST of 1 GiB (64 MiB quick) against L2. Detection itself is always on: compare
+//!     rows 8 and 9 with an older binary's (`--postgate`) to see what it costs against none.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
@@ -526,7 +533,11 @@ impl RequestSource for GetSmall {
 /// A presigned SigV4 POST form (`postgate::policy::issue`, as `generate_presigned_post` would
 /// return it) for `bucket`, valid for an hour, file size in `0..=max_size`.
 fn presign_post(addr: SocketAddr, key: KeySpec, max_size: u64) -> PresignedPost {
-    let req = PostPolicyRequest::new(BUCKET, key, max_size);
+    presign_post_with(addr, PostPolicyRequest::new(BUCKET, key, max_size))
+}
+
+/// [`presign_post`] of a request built by the caller.
+fn presign_post_with(addr: SocketAddr, req: PostPolicyRequest) -> PresignedPost {
     postgate::policy::issue(
         &req,
         ACCESS_KEY,
@@ -1757,6 +1768,11 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
         figure_post(o, scratch, &mut rows, floor, dd, md5).await;
     }
 
+    // --- 14. Type checks: verification on vs off, small and big POSTs.
+    if o.wants("typecheck") {
+        figure_typecheck(o, scratch, &mut rows, dd).await;
+    }
+
     // --- 11. CopyObject big.
     if o.wants("big") {
         figure_copy(o, scratch, &mut rows, dd).await;
@@ -2219,6 +2235,93 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
     server.stop();
     step("  server stopped");
     rows.extend(too_large);
+}
+
+/// Figure 14: what type checks cost. One server; POST Object 4 KiB @64 in two alternating
+/// rounds: a plain form (detection only, as every upload) and a form whose policy asks for
+/// verification with a PNG declared `image/png` (detection, then the check); best of each.
+/// Then one verified big POST, against L2.
+async fn figure_typecheck(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, dd: f64) {
+    let server = spawn_postgate(o, &scratch.join("typecheck"), "typecheck").await;
+    create_bucket(&server).await;
+    let host = server.addr.to_string();
+    // A PNG's signature, then filler: what a verified `image/png` upload must start with.
+    let png = |len: usize| {
+        let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        v.extend_from_slice(&pattern(len - v.len(), 44));
+        Bytes::from(v)
+    };
+    let verified = |key: KeySpec, max: u64| {
+        presign_post_with(
+            server.addr,
+            PostPolicyRequest {
+                content_type: Some(postgate::policy::ContentTypeRule::Exact("image/png".into())),
+                verify_type: true,
+                ..PostPolicyRequest::new(BUCKET, key, max)
+            },
+        )
+    };
+    let plain = presign_post(server.addr, KeySpec::Prefix("plain/".into()), SMALL as u64);
+    let checked = verified(KeySpec::Prefix("checked/".into()), SMALL as u64);
+    let (mut best, mut failures) = ([0.0f64; 2], Vec::new());
+    for round in 0..2 {
+        for (i, (tag, post)) in [("plain", &plain), ("verified", &checked)]
+            .into_iter()
+            .enumerate()
+        {
+            step(&format!("POST Object 4 KiB @64, {tag}, round {round}"));
+            let src = Arc::new(PostSmall {
+                host: host.clone(),
+                form: PostForm::new(post),
+                file: png(SMALL),
+            });
+            let r = run_load(server.addr, src, StatusCode::NO_CONTENT, timed(o)).await;
+            best[i] = best[i].max(r.rps);
+            if r.errors > 0 {
+                failures.push(format!("{tag}: {:?}", r.first_error));
+            }
+        }
+    }
+    rows.push(Row::limit(
+        "14 POST Object 4 KiB @64, type detected (best of 2)",
+        best[0],
+        "req/s",
+        "plain form: the type is detected and recorded, not checked".into(),
+    ));
+    rows.push(Row {
+        figure: "14 POST Object 4 KiB @64, type verified (best of 2)".into(),
+        value: best[1],
+        unit: "req/s",
+        limit: Some(("detected".into(), best[0])),
+        target: Target::RatioAtLeast(0.95),
+        must: Some((failures.is_empty(), failures.join("; "))),
+        note: "policy with x-postgate-verify-type: on, a PNG declared image/png".into(),
+    });
+
+    let label = o.size_label();
+    step(&format!("POST Object {label}, type verified"));
+    let post = verified(
+        KeySpec::Exact("big-checked".into()),
+        postgate::policy::MAX_POST_OBJECT_SIZE,
+    );
+    let req = PostForm::new(&post).request(&host, "big.png", png(CHUNK), o.big);
+    let t = one_request(server.addr, req).await.unwrap();
+    assert_eq!(
+        t.status,
+        StatusCode::NO_CONTENT,
+        "POST Object big, verified: {}",
+        String::from_utf8_lossy(&t.body)
+    );
+    rows.push(transfer_row(
+        format!("14 POST Object {label}, type verified"),
+        o.big,
+        t.secs,
+        ("L2", dd),
+        Target::RatioAtLeast(0.95),
+        "; compare with row 9",
+    ));
+    server.stop();
+    step("  server stopped");
 }
 
 /// Figure 10: a huge file against a policy of at most 1 KiB, over raw sockets: (a) announced by

@@ -52,6 +52,10 @@ pub struct PresignPostRequest {
     pub acl: Option<String>,
     /// `v4` (default) or `v2`.
     pub signature_version: Option<String>,
+    /// The file's bytes must match its declared Content-Type: adds the field and condition
+    /// `x-postgate-verify-type: on`.
+    #[serde(default)]
+    pub verify_type: bool,
 }
 
 /// The JSON API's errors: the `/-/` routes' one JSON shape.
@@ -157,6 +161,7 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
         success_action_redirect: input.success_action_redirect.clone(),
         acl: input.acl.clone(),
         sig,
+        verify_type: input.verify_type,
     })
 }
 
@@ -176,6 +181,9 @@ pub struct CreateLinkRequest {
     /// Accepted types, comma-separated, enforced exactly (`LinkRecord::accepts_type`): `image/`
     /// takes the family, `image/png` exactly that type.
     pub content_type: Option<String>,
+    /// The files' bytes must match their declared type (`sniff::check`).
+    #[serde(default)]
+    pub verify_type: bool,
 }
 
 /// `POST /-/api/links`: a shareable upload link whose uploads the caller's key signs.
@@ -209,7 +217,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         return Err(ApiError::bad_request("prefix is too long"));
     }
     let content_type = input.content_type.filter(|t| !t.trim().is_empty());
-    let link = crate::links::new_link(
+    let mut link = crate::links::new_link(
         &input.bucket,
         &input.prefix,
         max_size,
@@ -218,6 +226,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         std::time::Duration::from_secs(expires),
         &key.access_key,
     );
+    link.verify_type = input.verify_type;
     let stored = link.clone();
     app.db
         .write(move |c| crate::db::links::insert(c, &stored))
@@ -299,6 +308,7 @@ fn link_json(l: &LinkRecord, base: &str) -> serde_json::Value {
         "expires_at": rfc3339(l.expires_at),
         "revoked": l.revoked,
         "active": l.unusable().is_none(),
+        "verify_type": l.verify_type,
     })
 }
 

@@ -87,6 +87,8 @@ codes! {
     // Not an AWS code (S3 never fills up); the X prefix marks it as postgate's own, as MinIO's
     // XMinioStorageFull does. 507 is not retried by the SDKs: retrying would not help.
     XPostgateStorageFull => StatusCode::INSUFFICIENT_STORAGE, "The server has no space left to store this upload. Nothing was stored.";
+    // postgate's own too: the bytes are not the type the upload declared (verification on).
+    XPostgateContentMismatch => StatusCode::BAD_REQUEST, "The file's content does not match its declared Content-Type. Nothing was stored.";
 }
 
 /// An error as S3 clients see it. `source` is logged, never sent.
@@ -167,7 +169,15 @@ impl S3Error {
                 .with("ProposedSize", seen.to_string())
                 .with("MaxSizeAllowed", max.to_string()),
             IngestError::Io(e) => S3Error::from(e),
+            IngestError::Mismatch(m) => S3Error::content_mismatch(&m),
         }
+    }
+
+    /// An upload whose bytes are not the type it declared (`sniff::check`): 400, naming both.
+    pub fn content_mismatch(m: &crate::sniff::Mismatch) -> Self {
+        S3Error::new(S3ErrorCode::XPostgateContentMismatch, m.message())
+            .with("DeclaredType", &m.declared)
+            .with("DetectedType", m.detected.as_deref().unwrap_or("unknown"))
     }
 
     pub fn no_such_upload(upload_id: &str) -> Self {
@@ -336,6 +346,7 @@ impl From<crate::objects::Error> for S3Error {
                 C::BadDigest,
                 format!("The {algorithm} you specified did not match the calculated checksum."),
             ),
+            E::ContentMismatch(m) => S3Error::content_mismatch(&m),
             E::InvalidCannedAcl(value) => {
                 S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)
             }

@@ -78,6 +78,10 @@ struct PresignPostArgs {
     /// Signature version: v4 (default) or v2.
     #[arg(long, default_value = "v4", value_parser = ["v4", "v2"])]
     sig: String,
+    /// The file's bytes must match its declared Content-Type (field and condition
+    /// `x-postgate-verify-type: on`).
+    #[arg(long)]
+    verify_type: bool,
     /// Access key to sign with (default: the admin key).
     #[arg(long)]
     access_key: Option<String>,
@@ -123,6 +127,10 @@ struct LinkCreateArgs {
     /// `image/png` exactly that type.
     #[arg(long)]
     content_type: Option<String>,
+    /// Refuse files whose bytes do not match their declared type (an HTML page sent as
+    /// `image/png`, an executable as `application/pdf`), before anything is stored.
+    #[arg(long)]
+    verify_type: bool,
     /// Key that signs the link's uploads (default: the bucket's owner).
     #[arg(long)]
     access_key: Option<String>,
@@ -164,6 +172,13 @@ enum BucketCommand {
         /// Let browsers run what the bucket serves (`on`), or sandbox it (`off`, the default).
         #[arg(long, value_parser = ["on", "off"])]
         active_content: String,
+    },
+    /// Refuse uploads to BUCKET (PUT, POST, multipart, copies) whose bytes do not match their
+    /// declared Content-Type (`on`), or only record the detected type (`off`, the default).
+    VerifyType {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
     /// List buckets with their owner and ACL.
     List,
@@ -326,6 +341,7 @@ fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
         } else {
             SigVersion::V4
         },
+        verify_type: args.verify_type,
     };
     let url = format!("{}/{}", base.trim_end_matches('/'), args.bucket);
     let post = postgate::policy::issue(
@@ -350,6 +366,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 expires,
                 max_files,
                 content_type,
+                verify_type,
                 access_key,
                 url,
                 serve,
@@ -368,7 +385,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             if max_size > postgate::policy::MAX_POST_OBJECT_SIZE {
                 return Err("--max-size is above the 5 GiB POST limit".into());
             }
-            let link = postgate::links::new_link(
+            let mut link = postgate::links::new_link(
                 &bucket,
                 &prefix,
                 max_size,
@@ -377,6 +394,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 expires,
                 &signer.access_key,
             );
+            link.verify_type = verify_type;
             db::links::insert(&conn, &link)?;
             let base = url
                 .or(config.public_url.clone())
@@ -497,6 +515,16 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
             match on {
                 true => println!("{name} serves active content (no sandbox)"),
                 false => println!("{name} serves active content sandboxed"),
+            }
+        }
+        BucketCommand::VerifyType { name, state } => {
+            let on = state == "on";
+            if !db::buckets::set_verify_type(conn, &name, on)? {
+                return Err(format!("no bucket {name}").into());
+            }
+            match on {
+                true => println!("{name} refuses uploads whose bytes do not match their type"),
+                false => println!("{name} records uploads' detected types without refusing"),
             }
         }
         BucketCommand::List => {

@@ -41,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "names",
             "objects",
             "policy",
+            "sniff",
             "state",
             "telemetry",
             "units",
@@ -93,25 +94,29 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The core: knows nothing of HTTP, areas, routing or S3's error codes (see NEVER).
     (
         "objects",
-        &["auth", "config", "db", "names", "store", "units"],
+        &["auth", "config", "db", "names", "sniff", "store", "units"],
     ),
     // Storage.
     ("db", &["config", "names", "units"]),
-    ("store", &["auth", "config", "units"]),
+    ("store", &["auth", "config", "sniff", "units"]),
     // Errors: every mapping to S3 errors, from the core and the layers below it.
     (
         "error",
-        &["auth", "db", "names", "objects", "policy", "store", "xml"],
+        &[
+            "auth", "db", "names", "objects", "policy", "sniff", "store", "xml",
+        ],
     ),
     // Pure leaves.
     ("auth", &["names", "units"]),
-    ("policy", &["auth", "names", "units"]),
+    ("policy", &["auth", "names", "sniff", "units"]),
     // CORS in one room: bucket rules (pure), their answers on S3 paths, the `/-/` routes' layer.
     ("cors", &["error", "xml"]),
     ("names", &[]),
     ("xml", &[]),
     ("config", &["units"]),
     ("units", &[]),
+    // What an upload's first bytes are, and whether they match the declared type.
+    ("sniff", &[]),
     // What handlers note for the access log, and the metrics registry: imports nothing.
     ("telemetry", &[]),
 ];

@@ -20,11 +20,13 @@ pub struct LinkRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked: bool,
+    /// Its files' bytes must match their declared type (`--verify-type`, `sniff::check`).
+    pub verify_type: bool,
 }
 
 const COLUMNS: &str =
     "token, id, bucket, prefix, max_size, content_type, max_files, uploaded_files,
-    access_key, created_at, expires_at, revoked";
+    access_key, created_at, expires_at, revoked, verify_type";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
     Ok(LinkRecord {
@@ -40,6 +42,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
         created_at: r.get(9)?,
         expires_at: r.get(10)?,
         revoked: r.get(11)?,
+        verify_type: r.get(12)?,
     })
 }
 
@@ -55,8 +58,8 @@ pub fn new_token() -> String {
 pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO links (token, id, bucket, prefix, max_size, content_type, max_files,
-             uploaded_files, access_key, created_at, expires_at, revoked)
-         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0)",
+             uploaded_files, access_key, created_at, expires_at, revoked, verify_type)
+         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0, ?11)",
         params![
             l.token,
             l.bucket,
@@ -67,7 +70,8 @@ pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
             l.access_key,
             l.created_at,
             l.expires_at,
-            l.id
+            l.id,
+            l.verify_type
         ],
     )?;
     Ok(())

@@ -25,6 +25,9 @@ pub struct PartRecord {
     pub blob: String,
     pub last_modified: i64,
     pub checksum: Option<String>,
+    /// The type the part's first bytes showed (`sniff::detect`): the object's, for the first
+    /// part of a completed upload.
+    pub detected_type: Option<String>,
 }
 
 fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
@@ -47,6 +50,7 @@ fn part_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartRecord> {
         blob: r.get(3)?,
         last_modified: r.get(4)?,
         checksum: r.get(5)?,
+        detected_type: r.get(6)?,
     })
 }
 
@@ -94,11 +98,12 @@ pub fn put_part(
         .query_row(params![upload_id, p.part_number], |r| r.get(0))
         .optional()?;
     conn.prepare_cached(
-        "INSERT INTO parts (upload_id, part_number, size, etag, blob, last_modified, checksum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO parts (upload_id, part_number, size, etag, blob, last_modified, checksum,
+             detected_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(upload_id, part_number) DO UPDATE SET size = excluded.size,
              etag = excluded.etag, blob = excluded.blob, last_modified = excluded.last_modified,
-             checksum = excluded.checksum",
+             checksum = excluded.checksum, detected_type = excluded.detected_type",
     )?
     .execute(params![
         upload_id,
@@ -107,7 +112,8 @@ pub fn put_part(
         p.etag,
         p.blob,
         p.last_modified,
-        p.checksum
+        p.checksum,
+        p.detected_type
     ])?;
     Ok(old)
 }
@@ -119,7 +125,7 @@ pub fn parts(
     limit: usize,
 ) -> Result<Vec<PartRecord>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT part_number, size, etag, blob, last_modified, checksum FROM parts
+        "SELECT part_number, size, etag, blob, last_modified, checksum, detected_type FROM parts
          WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![upload_id, after, limit as i64], part_from_row)?;

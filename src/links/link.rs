@@ -130,6 +130,7 @@ pub fn new_link(
         created_at: now,
         expires_at: now + expires_in.as_millis() as i64,
         revoked: false,
+        verify_type: false,
     }
 }
 
@@ -334,6 +335,7 @@ pub(crate) async fn check_form(
         Ok(slot) => Ok(FormSlot {
             db: app.db.clone(),
             slot: Some(slot),
+            verify_type: link.verify_type,
         }),
         Err(reservation) => match refusal(&reservation) {
             Some(Unavailable::Closed(reason)) => {
@@ -356,6 +358,8 @@ pub(crate) struct FormSlot {
     db: crate::db::Db,
     /// The `link_form_slots` record.
     slot: Option<String>,
+    /// The link demands that its files' bytes match their declared type.
+    pub(crate) verify_type: bool,
 }
 
 impl FormSlot {

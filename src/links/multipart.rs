@@ -130,8 +130,8 @@ pub(crate) async fn sign_part_url(
 }
 
 /// Completes the link's upload from `parts` (`objects::multipart::complete` holds it to the
-/// link: open, total within the maximum, key still free); answers `{bucket, key, etag,
-/// location}`.
+/// link: open, total within the maximum, key still free, bytes of the declared type if the link
+/// verifies types); answers `{bucket, key, etag, location, detected_type}`.
 pub(crate) async fn finish(
     app: &AppState,
     link: &LinkRecord,
@@ -155,8 +155,17 @@ pub(crate) async fn finish(
     .await?;
     let base = crate::state::base_url(app, headers);
     let location = crate::state::object_url(&base, &link.bucket, &upload.key);
+    // What the file's first bytes showed, as now recorded with it (a link never replaces a file,
+    // so the row read is the one just committed).
+    let (b, k) = (link.bucket.clone(), upload.key.clone());
+    let detected_type = app
+        .db
+        .read(move |c| crate::db::objects::get(c, &b, &k, false))
+        .await?
+        .and_then(|o| o.meta.detected_type);
     Ok(Json(serde_json::json!({
         "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
+        "detected_type": detected_type,
     }))
     .into_response())
 }

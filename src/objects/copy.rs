@@ -45,6 +45,16 @@ pub async fn source(
     object.ok_or_else(|| Error::NoSuchKey(key.to_owned()))
 }
 
+/// For a bucket that verifies types, which holds copies to it too: the bytes are the source's,
+/// detected when it was stored (`meta.detected_type`); the type is the one the copy will have.
+pub fn check_type(meta: &ObjectMeta) -> Result<()> {
+    crate::sniff::check(
+        meta.content_type.as_deref().unwrap_or_default(),
+        meta.detected_type.as_deref(),
+    )
+    .map_err(Error::ContentMismatch)
+}
+
 /// CopyObject's work: `src` (read from `src_key`) becomes `bucket/key` with `meta`. Blobs are
 /// copied, not shared, so either object can be replaced or deleted alone.
 pub async fn object(

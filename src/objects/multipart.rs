@@ -9,6 +9,7 @@ use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
 use crate::objects::error::{Error, Result};
 use crate::objects::write::{ObjectHeaders, WriteCondition};
+use crate::sniff::Sniffer;
 use crate::store::{BlobStore, Staged};
 
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
@@ -64,6 +65,9 @@ pub struct UploadHeaders {
 /// free key: link uploads never replace an object. When the key is taken the upload can never
 /// complete, so it is aborted in the same transaction (its slot and its parts freed) and the
 /// answer is 412 PreconditionFailed.
+///
+/// When the bucket or the upload's link verifies types, the first part's bytes must match the
+/// declared type (`sniff::check`), or 400 `XPostgateContentMismatch` and no object.
 pub async fn complete(
     db: &Db,
     store: &BlobStore,
@@ -141,6 +145,9 @@ pub async fn complete_if(
                     }
                 }
                 let mut max_size = None;
+                // Types are verified when the bucket or the upload's link asks for it.
+                let mut verify_type =
+                    crate::db::buckets::get(c, &b)?.is_some_and(|r| r.verify_type);
                 if let Some(link_id) = &upload.link_id {
                     let link = crate::db::links::get_by_id(c, link_id)?;
                     if let Some(reason) = super::link::closed(link.as_ref()) {
@@ -150,6 +157,7 @@ pub async fn complete_if(
                         let blobs = uploads::abort(c, &id)?.unwrap_or_default();
                         return Ok((Err(Error::LinkNameTaken(k)), blobs));
                     }
+                    verify_type |= link.as_ref().is_some_and(|l| l.verify_type);
                     max_size = link.map(|l| l.max_size);
                 }
                 let fail =
@@ -157,6 +165,7 @@ pub async fn complete_if(
                 let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
                 let mut manifest = Vec::with_capacity(parts.len());
                 let mut part_checksums = Vec::with_capacity(parts.len());
+                let mut detected_type = None;
                 let mut md5s = Md5::new();
                 let last = parts.len() - 1;
                 for (i, (number, want_etag)) in parts.iter().enumerate() {
@@ -179,6 +188,9 @@ pub async fn complete_if(
                         });
                     }
                     part_checksums.push(part.checksum.clone());
+                    if i == 0 {
+                        detected_type = part.detected_type.clone();
+                    }
                     md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
                     manifest.push((part.blob.clone(), part.size));
                 }
@@ -199,6 +211,17 @@ pub async fn complete_if(
                     .as_deref()
                     .and_then(|algo| composite_checksum(algo, &part_checksums));
                 let checksum = meta.checksum.clone();
+                // The object's first bytes are its first part's: whatever part arrived when,
+                // they are checked here before the object exists.
+                if verify_type
+                    && let Err(m) = crate::sniff::check(
+                        meta.content_type.as_deref().unwrap_or_default(),
+                        detected_type.as_deref(),
+                    )
+                {
+                    return fail(Error::ContentMismatch(m));
+                }
+                meta.detected_type = detected_type;
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
                 garbage.extend(
@@ -352,6 +375,34 @@ fn link_budget(
     Ok(Ok(max.saturating_sub(others)))
 }
 
+/// What a part's first bytes are checked against: every part's type is detected (the first
+/// part's becomes the object's); part 1's must match the upload's declared type when the bucket
+/// or the upload's link verifies types. Complete checks the first part again, whichever it is.
+pub async fn part_sniffer(
+    db: &Db,
+    upload: &UploadRecord,
+    number: u32,
+    bucket_verifies: bool,
+) -> Result<Sniffer> {
+    if number != 1 {
+        return Ok(Sniffer::detect_only());
+    }
+    let verify = bucket_verifies
+        || match upload.link_id.clone() {
+            Some(id) => db
+                .read(move |c| crate::db::links::get_by_id(c, &id))
+                .await?
+                .is_some_and(|l| l.verify_type),
+            None => false,
+        };
+    if !verify {
+        return Ok(Sniffer::detect_only());
+    }
+    let saved: UploadHeaders = serde_json::from_str(&upload.headers)
+        .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
+    Ok(Sniffer::new(saved.headers.content_type.as_deref(), true))
+}
+
 /// A part as it arrived, staged (a part is always stored as a blob of its own).
 pub struct NewPart {
     pub number: u32,
@@ -359,6 +410,8 @@ pub struct NewPart {
     pub etag: String,
     /// `"<ALGORITHM> <value>"`, the additional checksum to list.
     pub checksum: Option<String>,
+    /// The type its first bytes show (`sniff::detect`).
+    pub detected_type: Option<String>,
     pub body: Staged,
 }
 
@@ -383,6 +436,7 @@ pub async fn store_part(
         blob: blob.clone(),
         last_modified: crate::db::now_millis(),
         checksum: part.checksum,
+        detected_type: part.detected_type,
     };
     let (b, k, id) = (
         upload.bucket.clone(),

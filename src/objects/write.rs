@@ -101,6 +101,7 @@ impl ObjectHeaders {
             meta: self.meta,
             checksum: None,
             tagging: self.tagging,
+            detected_type: None,
         }
     }
 }
@@ -222,18 +223,20 @@ impl WriteCondition {
 /// Receives a body into the store (in memory up to `inline_max` bytes, else a synced temp blob),
 /// refusing it past `max` bytes and computing the digests `hashes` asks for: the first step of
 /// every write (PutObject, UploadPart, a POST form's file), before [`Expected::verify`] and
-/// [`commit`].
+/// [`commit`]. `sniff` sees the first bytes as they pass (the detected type, or a mismatch
+/// that stops the body when verification is on).
 pub async fn receive<S, E>(
     store: &BlobStore,
     body: S,
     max: u64,
     inline_max: usize,
     hashes: Hashes,
+    sniff: crate::sniff::Sniffer,
 ) -> std::result::Result<Ingested, IngestError<E>>
 where
     S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
 {
-    store.ingest(body, max, inline_max, hashes).await
+    store.ingest(body, max, inline_max, hashes, sniff).await
 }
 
 /// What a write found when it came to commit.

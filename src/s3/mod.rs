@@ -589,6 +589,9 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         Access::Service => None,
         access => Some(authorize(app, req, &caller, &endpoint, access).await?),
     };
+    // The bucket demands that uploads' bytes match their declared type (PUT and parts here;
+    // POST forms and multipart completion read the setting themselves).
+    let verify_type = ctx.as_ref().is_some_and(|c| c.record.verify_type);
     use Endpoint::*;
     match endpoint {
         ListBuckets => bucket::list_buckets(app, &caller).await,
@@ -602,7 +605,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         ListObjects => list::list_objects(app, req, false).await,
         ListObjectsV2 => list::list_objects(app, req, true).await,
         DeleteObjects => object::delete_objects(app, req, &caller, body).await,
-        PutObject => object::put_object(app, req, &caller, body).await,
+        PutObject => object::put_object(app, req, &caller, body, verify_type).await,
         CopyObject => object::copy_object(app, req, &caller, ctx_of(ctx)?).await,
         GetObject => object::get_object(app, req, &caller, ctx_of(ctx)?, true).await,
         HeadObject => object::get_object(app, req, &caller, ctx_of(ctx)?, false).await,
@@ -613,7 +616,10 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         UploadPart {
             upload_id,
             part_number,
-        } => multipart::upload_part(app, req, &caller, body, &upload_id, &part_number).await,
+        } => {
+            let (id, n) = (&upload_id, &part_number);
+            multipart::upload_part(app, req, &caller, body, id, n, verify_type).await
+        }
         UploadPartCopy {
             upload_id,
             part_number,

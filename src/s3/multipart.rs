@@ -75,6 +75,7 @@ async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Resu
     Ok(multipart::get(&app.db, req.bucket(), req.key(), upload_id).await?)
 }
 
+/// `verify_type`: the bucket demands that uploads' bytes match their declared type.
 pub async fn upload_part(
     app: &AppState,
     req: &S3Request,
@@ -82,13 +83,15 @@ pub async fn upload_part(
     body: Body,
     upload_id: &str,
     part_number: &PartNumber,
+    verify_type: bool,
 ) -> S3Result<Response> {
     let number = part_number.get()?;
     refuse_unsupported_write_headers(req)?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
     let max = multipart::part_budget(&app.db, &upload, number).await?;
-    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0).await?;
+    let sniff = multipart::part_sniffer(&app.db, &upload, number, verify_type).await?;
+    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0, sniff).await?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
     let part = NewPart {
@@ -96,6 +99,7 @@ pub async fn upload_part(
         size: ingested.size,
         etag: etag.clone(),
         checksum: checksum.clone(),
+        detected_type: ingested.detected.map(str::to_owned),
         body: ingested.staged,
     };
     multipart::store_part(&app.db, &app.store, &upload, part).await?;
@@ -154,6 +158,11 @@ pub async fn upload_part_copy(
     if len > max {
         return Err(crate::objects::Error::TooLarge { size: len, max }.into());
     }
+    // The copied bytes were detected when the source was stored; a range from its start keeps
+    // the source's type.
+    let detected_type = (start == 0)
+        .then(|| src.meta.detected_type.clone())
+        .flatten();
     let (temp, md5) = copy::range(&app.store, &src, start, len).await?;
     let etag = write::etag_of(&md5);
     let part = NewPart {
@@ -161,6 +170,7 @@ pub async fn upload_part_copy(
         size: len,
         etag: etag.clone(),
         checksum: None,
+        detected_type,
         body: write::Staged::Temp(temp),
     };
     multipart::store_part(&app.db, &app.store, &upload, part).await?;

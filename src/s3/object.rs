@@ -14,18 +14,22 @@ use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::objects::{copy, delete};
+use crate::sniff::Sniffer;
 use crate::state::AppState;
 use crate::xml::{self, XmlWriter};
 
+/// `verify_type`: the bucket demands that the bytes match the declared Content-Type.
 pub async fn put_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
     body: Body,
+    verify_type: bool,
 ) -> S3Result<Response> {
     refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
     let cond = write_condition(req)?;
+    let sniff = Sniffer::new(headers.content_type.as_deref(), verify_type);
     let (ingested, checksum) = receive_body(
         app,
         req,
@@ -33,6 +37,7 @@ pub async fn put_object(
         body,
         MAX_OBJECT_SIZE,
         app.config.inline_max_bytes,
+        sniff,
     )
     .await?;
 
@@ -43,6 +48,7 @@ pub async fn put_object(
         caller.access_key().unwrap_or_default().to_owned(),
     );
     meta.checksum = checksum;
+    meta.detected_type = ingested.detected.map(str::to_owned);
     write::commit(
         &app.db,
         &app.store,
@@ -56,6 +62,9 @@ pub async fn put_object(
 
     let mut res = empty(StatusCode::OK);
     set(res.headers_mut(), header::ETAG, &etag);
+    if let Some(found) = &meta.detected_type {
+        set_named(res.headers_mut(), "x-postgate-detected-type", found);
+    }
     if let Some((algo, value)) = &meta.checksum {
         set_named(
             res.headers_mut(),
@@ -135,7 +144,8 @@ pub(super) fn write_condition(req: &S3Request) -> S3Result<WriteCondition> {
 
 /// Reads a PUT body (PutObject, UploadPart) into the store, checking everything the request
 /// declared: Content-MD5, the signed SHA-256, an additional checksum (in a header or the
-/// aws-chunked trailer), and the size limit. Returns the staged body and the checksum to store.
+/// aws-chunked trailer), the size limit, and (`sniff`) the type of the first bytes. Returns the
+/// staged body and the checksum to store.
 pub(super) async fn receive_body(
     app: &AppState,
     req: &S3Request,
@@ -143,6 +153,7 @@ pub(super) async fn receive_body(
     body: Body,
     max: u64,
     inline_max: usize,
+    sniff: Sniffer,
 ) -> S3Result<(write::Ingested, Option<(String, String)>)> {
     let algo = requested_checksum(req)?;
     let upload_body = caller.upload_body(req, body)?;
@@ -168,9 +179,16 @@ pub(super) async fn receive_body(
         algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
     );
     let trailer = upload_body.trailer.clone();
-    let ingested = write::receive(&app.store, upload_body.stream, max, inline_max, hashes)
-        .await
-        .map_err(|e| S3Error::from_ingest(e, max))?;
+    let ingested = write::receive(
+        &app.store,
+        upload_body.stream,
+        max,
+        inline_max,
+        hashes,
+        sniff,
+    )
+    .await
+    .map_err(|e| S3Error::from_ingest(e, max))?;
     let trailer_value = match (&trailer, &algo) {
         (Some(t), Some((a, _))) => t.value(a.header_name()),
         _ => None,
@@ -223,7 +241,7 @@ pub async fn copy_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
-    _dest: BucketCtx,
+    dest: BucketCtx,
 ) -> S3Result<Response> {
     refuse_unsupported_write_headers(req)?;
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
@@ -254,6 +272,7 @@ pub async fn copy_object(
     let mut meta = if replace {
         let mut m = object_headers(req)?.into_meta(src.meta.size, src.meta.etag.clone(), owner);
         m.checksum = src.meta.checksum.clone();
+        m.detected_type = src.meta.detected_type.clone();
         m
     } else {
         let mut m = src.meta.clone();
@@ -275,6 +294,10 @@ pub async fn copy_object(
             ));
         }
     };
+    // A bucket that verifies types holds copies to it too.
+    if dest.record.verify_type {
+        copy::check_type(&meta)?;
+    }
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
     copy::object(
@@ -657,6 +680,10 @@ fn object_response_headers(
     if let Some(tags) = &m.tagging {
         let count = tags.split('&').filter(|t| !t.is_empty()).count();
         set_named(headers, "x-amz-tagging-count", &count.to_string());
+    }
+    // What the first bytes showed at upload, whatever the declared Content-Type says.
+    if let Some(found) = &m.detected_type {
+        set_named(headers, "x-postgate-detected-type", found);
     }
     if whole
         && req

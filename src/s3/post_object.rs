@@ -23,6 +23,7 @@ use crate::objects::write::{self, Expected, ObjectHeaders, WriteCondition};
 use crate::policy::{
     self, ContentLengthRange, FormFields, PostAuth, SizeViolation, SuccessActionStatus,
 };
+use crate::sniff::Sniffer;
 use crate::state::AppState;
 
 /// AWS's cap on the form data before the file (fields plus their part headers).
@@ -240,6 +241,14 @@ where
         }
         None => None,
     };
+    // Verification, opt-in three ways: the bucket's setting, the link's, or the form's field
+    // (which a signed policy covers like any other: a policy that pins it to `on` cannot be
+    // posted without it).
+    let verify_type = record.verify_type
+        || link.as_ref().is_some_and(|l| l.verify_type)
+        || fields
+            .get(crate::sniff::VERIFY_TYPE_FIELD)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"));
     let target = Target {
         bucket: &bucket,
         key: &key,
@@ -247,6 +256,7 @@ where
         owner: signer.owner(&record),
         size_hint,
         create_only: link.is_some(),
+        verify_type,
     };
     let result = store_upload(app, req, &fields, target, file).await;
     let Some(slot) = link else { return result };
@@ -396,6 +406,8 @@ struct Target<'a> {
     size_hint: Option<u64>,
     /// Refuse (412) rather than replace an existing object: upload-link forms.
     create_only: bool,
+    /// The file's bytes must match its declared Content-Type (`sniff::check`).
+    verify_type: bool,
 }
 
 /// Streams the file into the store and commits it; answers as the form asked.
@@ -417,6 +429,7 @@ async fn store_upload(
         ..Expected::default()
     };
     let hashes = write::Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let sniff = Sniffer::new(headers.content_type.as_deref(), target.verify_type);
     let stream = file.map_err(S3Error::from);
     let ingested = write::receive(
         &app.store,
@@ -424,6 +437,7 @@ async fn store_upload(
         range.max(),
         app.config.inline_max_bytes,
         hashes,
+        sniff,
     )
     .await
     .map_err(|e| match e {
@@ -438,11 +452,13 @@ async fn store_upload(
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(ingested.size, etag.clone(), target.owner.to_owned());
+    meta.detected_type = ingested.detected.map(str::to_owned);
     meta.checksum = algo
         .as_ref()
         .zip(ingested.digests.checksum.clone())
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
     let (bucket, key) = (target.bucket, target.key);
+    let detected = meta.detected_type.clone();
     write::commit(
         &app.db,
         &app.store,
@@ -456,7 +472,12 @@ async fn store_upload(
         },
     )
     .await?;
-    Ok(success(app, req, fields, bucket, key, &etag))
+    let mut res = success(app, req, fields, bucket, key, &etag);
+    // What the first bytes showed, for the page or app that posted the form.
+    if let Some(v) = detected.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        res.headers_mut().insert("x-postgate-detected-type", v);
+    }
+    Ok(res)
 }
 
 /// Who signed the form, with the policy they signed.

@@ -20,4 +20,5 @@ mod post_object;
 mod powerloss;
 mod serving;
 mod tls;
+mod typecheck;
 mod uppy;
