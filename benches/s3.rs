@@ -15,7 +15,12 @@
 //!   --perf DIR           record `perf record -g` of the server during each server case into
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
 //!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
-//!                        post = 8-10, slow = 12, ops = 13); the limits are always measured
+//!                        post = 8-10, slow = 12, ops = 13; and, only when named here: uploads = 14,
+//!                        wal = 15, idle = 16); the limits are always measured
+//!   --uploads N, --upload-mib M, --upload-rate B   figure 14: N uploads of M MiB at B bytes/s each
+//!                        (default 100, 64 (8 with --quick), 2000000)
+//!   --wal-secs S         figure 15's duration (default 60, 10 with --quick)
+//!   --idle N             figure 16's idle connections (default 10000, 2000 with --quick)
 //!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
 //! ```
 //!
@@ -86,6 +91,9 @@
 //!     JSON access log on (info, to its log file) and `/-/metrics` scraped every second, one with
 //!     the access log filtered out and no scrapes; two alternating rounds, best of each; the
 //!     watched rate must be ≥ 95% of the other.
+//! 14. to 16. Many phones at once (groups `uploads`, `wal`, `idle`; `s3/phones.rs`): memory per
+//!     slow upload in flight and after the burst, the WAL under sustained 4 KiB writes, memory per
+//!     idle keep-alive connection.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
@@ -122,6 +130,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
+#[path = "s3/phones.rs"]
+mod phones;
+
 const CONNECTIONS: usize = 64;
 const SMALL: usize = 4 * 1024;
 const CHUNK: usize = 1024 * 1024;
@@ -149,6 +160,14 @@ struct Opts {
     keep: bool,
     perf: Option<PathBuf>,
     only: Option<Vec<String>>,
+    /// Figure 14: slow uploads at once, their size (MiB) and each one's pace (bytes/s).
+    uploads: usize,
+    upload_mib: u64,
+    upload_rate: u64,
+    /// Figure 15: how long the WAL run lasts.
+    wal_secs: u64,
+    /// Figure 16: idle keep-alive connections held.
+    idle: usize,
 }
 
 impl Opts {
@@ -166,6 +185,15 @@ impl Opts {
             keep: false,
             perf: None,
             only: None,
+            uploads: 100,
+            upload_mib: if quick { 8 } else { 64 },
+            upload_rate: 2_000_000,
+            wal_secs: if quick { 10 } else { 60 },
+            idle: if quick { 2000 } else { 10_000 },
+        };
+        let num = |v: Option<&String>| -> u64 {
+            v.and_then(|v| v.parse().ok())
+                .expect("this flag needs a whole number")
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -175,6 +203,11 @@ impl Opts {
                 "--perf" => o.perf = it.next().map(PathBuf::from),
                 "--out" => o.out = it.next().map(PathBuf::from),
                 "--only" => o.only = it.next().map(|g| g.split(',').map(str::to_owned).collect()),
+                "--uploads" => o.uploads = num(it.next()) as usize,
+                "--upload-mib" => o.upload_mib = num(it.next()),
+                "--upload-rate" => o.upload_rate = num(it.next()),
+                "--wal-secs" => o.wal_secs = num(it.next()),
+                "--idle" => o.idle = num(it.next()) as usize,
                 "--postgate" => {
                     o.postgate = PathBuf::from(it.next().expect("--postgate needs a path"))
                 }
@@ -188,6 +221,13 @@ impl Opts {
         self.only
             .as_ref()
             .is_none_or(|only| only.iter().any(|g| g == group))
+    }
+
+    /// Groups run only when named in `--only`.
+    fn asks(&self, group: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_some_and(|only| only.iter().any(|g| g == group))
     }
 
     fn size_label(&self) -> &'static str {
@@ -1764,6 +1804,18 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     // --- 12. Slow connections beside a normal client.
     if o.wants("slow") {
         figure_slow(o, scratch, &mut rows).await;
+    }
+
+    // --- 14-16. Many phones: slow uploads, the WAL under sustained writes, idle connections.
+    // Not in a plain run (minutes, gigabytes of disk): asked for with `--only`.
+    if o.asks("uploads") {
+        phones::figure_uploads(o, scratch, &mut rows).await;
+    }
+    if o.asks("wal") {
+        phones::figure_wal(o, scratch, &mut rows, loopback.rps).await;
+    }
+    if o.asks("idle") {
+        phones::figure_idle(o, scratch, &mut rows).await;
     }
 
     rows
