@@ -15,8 +15,12 @@
 //!   --perf DIR           record `perf record -g` of the server during each server case into
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
 //!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
-//!                        post = 8-10, slow = 12, ops = 13, typecheck = 14); the limits are
-//!                        always measured
+//!                        post = 8-10, slow = 12, ops = 13, typecheck = 14; and, only when named
+//!                        here: uploads = 15, wal = 16, idle = 17); the limits are always measured
+//!   --uploads N, --upload-mib M, --upload-rate B   figure 15: N uploads of M MiB at B bytes/s each
+//!                        (default 100, 64 (8 with --quick), 2000000)
+//!   --wal-secs S         figure 16's duration (default 60, 10 with --quick)
+//!   --idle N             figure 17's idle connections (default 10000, 2000 with --quick)
 //!   --do-nothing-server  internal: run the do-nothing HTTP server and print its port
 //! ```
 //!
@@ -94,6 +98,9 @@
 //!     `image/png`); best of each, the verified rate must be ≥ 95% of the plain one. Then one
 //!     verified POST of 1 GiB (64 MiB quick) against L2. Detection itself is always on: compare
 //!     rows 8 and 9 with an older binary's (`--postgate`) to see what it costs against none.
+//! 15. to 17. Many phones at once (groups `uploads`, `wal`, `idle`; `s3/phones.rs`): memory per
+//!     slow upload in flight and after the burst, the WAL under sustained 4 KiB writes, memory per
+//!     idle keep-alive connection.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
@@ -130,6 +137,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
+#[path = "s3/phones.rs"]
+mod phones;
+
 const CONNECTIONS: usize = 64;
 const SMALL: usize = 4 * 1024;
 const CHUNK: usize = 1024 * 1024;
@@ -157,6 +167,14 @@ struct Opts {
     keep: bool,
     perf: Option<PathBuf>,
     only: Option<Vec<String>>,
+    /// Figure 15: slow uploads at once, their size (MiB) and each one's pace (bytes/s).
+    uploads: usize,
+    upload_mib: u64,
+    upload_rate: u64,
+    /// Figure 16: how long the WAL run lasts.
+    wal_secs: u64,
+    /// Figure 17: idle keep-alive connections held.
+    idle: usize,
 }
 
 impl Opts {
@@ -174,6 +192,15 @@ impl Opts {
             keep: false,
             perf: None,
             only: None,
+            uploads: 100,
+            upload_mib: if quick { 8 } else { 64 },
+            upload_rate: 2_000_000,
+            wal_secs: if quick { 10 } else { 60 },
+            idle: if quick { 2000 } else { 10_000 },
+        };
+        let num = |v: Option<&String>| -> u64 {
+            v.and_then(|v| v.parse().ok())
+                .expect("this flag needs a whole number")
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -183,6 +210,11 @@ impl Opts {
                 "--perf" => o.perf = it.next().map(PathBuf::from),
                 "--out" => o.out = it.next().map(PathBuf::from),
                 "--only" => o.only = it.next().map(|g| g.split(',').map(str::to_owned).collect()),
+                "--uploads" => o.uploads = num(it.next()) as usize,
+                "--upload-mib" => o.upload_mib = num(it.next()),
+                "--upload-rate" => o.upload_rate = num(it.next()),
+                "--wal-secs" => o.wal_secs = num(it.next()),
+                "--idle" => o.idle = num(it.next()) as usize,
                 "--postgate" => {
                     o.postgate = PathBuf::from(it.next().expect("--postgate needs a path"))
                 }
@@ -196,6 +228,13 @@ impl Opts {
         self.only
             .as_ref()
             .is_none_or(|only| only.iter().any(|g| g == group))
+    }
+
+    /// Groups run only when named in `--only`.
+    fn asks(&self, group: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_some_and(|only| only.iter().any(|g| g == group))
     }
 
     fn size_label(&self) -> &'static str {
@@ -1781,6 +1820,18 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     // --- 12. Slow connections beside a normal client.
     if o.wants("slow") {
         figure_slow(o, scratch, &mut rows).await;
+    }
+
+    // --- 15-17. Many phones: slow uploads, the WAL under sustained writes, idle connections.
+    // Not in a plain run (minutes, gigabytes of disk): asked for with `--only`.
+    if o.asks("uploads") {
+        phones::figure_uploads(o, scratch, &mut rows).await;
+    }
+    if o.asks("wal") {
+        phones::figure_wal(o, scratch, &mut rows, loopback.rps).await;
+    }
+    if o.asks("idle") {
+        phones::figure_idle(o, scratch, &mut rows).await;
     }
 
     rows

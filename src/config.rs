@@ -325,12 +325,14 @@ impl Limits {
         Ok(limits)
     }
 
-    /// `max_connections`, or the default for an open-file limit of `nofile`: each connection
-    /// may hold two descriptors (its socket and an upload's temp file), and some are kept for
-    /// the database, the listener and logs.
+    /// `max_connections`, or the default for an open-file limit of `nofile`: 64 descriptors are
+    /// kept for the database, the listener and logs; of the rest, three quarters go to
+    /// connections (a socket each: most of a busy server's connections are idle keep-alives or
+    /// small requests) and a quarter to the files that large uploads and reads open beside
+    /// their socket. With the usual hard limit of 20,000, 14,952 connections.
     pub fn connections(&self, nofile: u64) -> u32 {
         self.max_connections
-            .unwrap_or_else(|| (nofile.saturating_sub(64) / 2).clamp(16, 1 << 20) as u32)
+            .unwrap_or_else(|| (nofile.saturating_sub(64) / 4 * 3).clamp(16, 1 << 20) as u32)
     }
 }
 
@@ -623,7 +625,8 @@ mod tests {
         assert_eq!(l.shutdown_timeout, Duration::from_secs(60));
         assert_eq!(l.header_timeout, DEFAULT_HEADER_TIMEOUT);
         assert_eq!(l.connections(1024), 20);
-        assert_eq!(Limits::default().connections(1024), 480);
+        assert_eq!(Limits::default().connections(1024), 720);
+        assert_eq!(Limits::default().connections(20_000), 14_952);
     }
 
     #[test]

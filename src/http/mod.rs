@@ -82,9 +82,15 @@ pub async fn serve(
 
     let db = state.db.clone();
     let limits = state.config.limits.clone();
-    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    // Every connection is a descriptor: the soft open-file limit goes up to the hard one (a
+    // default soft limit of 1,024 would cap a server of thousands of phones), and the
+    // connection cap is derived from what was granted.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+        rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+    });
     let max_connections = limits.connections(nofile);
-    tracing::debug!(max_connections, "connection limit");
+    tracing::info!(max_connections, nofile, "connection limit");
     let tls = match &state.config.tls {
         Some(files) => Some(Arc::new(tls::Tls::load(files)?)),
         None => None,
