@@ -172,6 +172,10 @@ pub struct CreateLinkRequest {
     /// Accepted types, comma-separated, enforced exactly (`LinkRecord::accepts_type`): `image/`
     /// takes the family, `image/png` exactly that type.
     pub content_type: Option<String>,
+    /// Files uploaded through the link expire this long after their upload (default: never).
+    pub expire_objects_after: Option<Seconds>,
+    /// The most bytes all the link's files may take together (default: no limit).
+    pub max_total_size: Option<Size>,
 }
 
 /// `POST /-/api/links`: a shareable upload link whose uploads the caller's key signs.
@@ -203,8 +207,18 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     if input.prefix.len() > 900 {
         return Err(ApiError::bad_request("prefix is too long"));
     }
+    if input.expire_objects_after.is_some_and(|s| s.0 == 0) {
+        return Err(ApiError::bad_request(
+            "expire_objects_after must be at least 1 second",
+        ));
+    }
+    if input.max_total_size.is_some_and(|s| s.0 == 0) {
+        return Err(ApiError::bad_request(
+            "max_total_size must be at least 1 byte",
+        ));
+    }
     let content_type = input.content_type.filter(|t| !t.trim().is_empty());
-    let link = crate::links::new_link(
+    let mut link = crate::links::new_link(
         &input.bucket,
         &input.prefix,
         max_size,
@@ -213,6 +227,8 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         std::time::Duration::from_secs(expires),
         &key.access_key,
     );
+    link.expire_objects_after = input.expire_objects_after.map(|s| s.0 as i64 * 1000);
+    link.max_total_size = input.max_total_size.map(|s| s.0);
     let stored = link.clone();
     app.db
         .write(move |c| crate::db::links::insert(c, &stored))
@@ -297,6 +313,9 @@ fn link_json(l: &LinkRecord, base: &str) -> serde_json::Value {
         "created_at": rfc3339(l.created_at),
         "expires_at": rfc3339(l.expires_at),
         "revoked": l.revoked,
+        "expire_objects_after": l.expire_objects_after.map(|ms| ms / 1000),
+        "max_total_size": l.max_total_size,
+        "uploaded_bytes": l.uploaded_bytes,
         "active": l.unusable().is_none(),
     })
 }

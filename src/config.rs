@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Multipart uploads not completed within this time are aborted (e.g. 7d, 12h).
     #[arg(long, env = "POSTGATE_MULTIPART_EXPIRY", value_parser = crate::units::parse_duration)]
     pub multipart_expiry: Option<std::time::Duration>,
+    /// Testing only: a lifecycle "day" lasts this many seconds (and is not rounded to midnight
+    /// UTC), as Ceph's `rgw_lc_debug_interval`.
+    #[arg(long, env = "POSTGATE_LIFECYCLE_DEBUG_DAY_SECS", hide = true)]
+    pub lifecycle_debug_day_secs: Option<u64>,
     // Limits: what one connection or request may cost.
     /// A request body that brings under 1 KiB within this time (waiting on the client) is
     /// answered 400 RequestTimeout and its upload discarded.
@@ -170,6 +174,8 @@ pub struct Config {
     pub admin_key: Option<(String, String)>,
     pub api_cors_origins: Vec<String>,
     pub multipart_expiry: std::time::Duration,
+    /// Testing only: the length of a lifecycle "day" (`None`: S3's days, rounded to midnight UTC).
+    pub lifecycle_debug_day: Option<Duration>,
     /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`http`'s `forwarded_headers`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
@@ -342,6 +348,10 @@ impl Config {
                 }
                 (None, None) => DEFAULT_MULTIPART_EXPIRY,
             },
+            lifecycle_debug_day: serve
+                .lifecycle_debug_day_secs
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
             trusted_proxies: match &serve.trusted_proxies {
                 Some(list) => list.clone(),
                 None => file
@@ -381,6 +391,7 @@ impl Config {
             admin_key: None,
             api_cors_origins: Vec::new(),
             multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
+            lifecycle_debug_day: None,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             metrics_token: None,

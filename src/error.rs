@@ -72,6 +72,7 @@ codes! {
     MissingContentLength => StatusCode::LENGTH_REQUIRED, "You must provide the Content-Length HTTP header.";
     NoSuchBucket => StatusCode::NOT_FOUND, "The specified bucket does not exist";
     NoSuchCORSConfiguration => StatusCode::NOT_FOUND, "The CORS configuration does not exist";
+    NoSuchLifecycleConfiguration => StatusCode::NOT_FOUND, "The lifecycle configuration does not exist";
     NoSuchKey => StatusCode::NOT_FOUND, "The specified key does not exist.";
     NoSuchUpload => StatusCode::NOT_FOUND, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.";
     NotImplemented => StatusCode::NOT_IMPLEMENTED, "A header you provided implies functionality that is not implemented";
@@ -84,6 +85,9 @@ codes! {
     XAmzContentSHA256Mismatch => StatusCode::BAD_REQUEST, "The provided 'x-amz-content-sha256' header does not match what was computed.";
     // Not an AWS code (S3 never fills up); the X prefix marks it as postgate's own, as MinIO's
     // XMinioStorageFull does. 507 is not retried by the SDKs: retrying would not help.
+    // postgate's own, as MinIO's XMinioAdminBucketQuotaExceeded (400): the upload does not fit a
+    // bucket's quota or a link's total; nothing was stored.
+    XPostgateQuotaExceeded => StatusCode::BAD_REQUEST, "Bucket quota exceeded. Nothing was stored.";
     XPostgateStorageFull => StatusCode::INSUFFICIENT_STORAGE, "The server has no space left to store this upload. Nothing was stored.";
 }
 

@@ -123,6 +123,9 @@ pub fn new_link(
         created_at: now,
         expires_at: now + expires_in.as_millis() as i64,
         revoked: false,
+        expire_objects_after: None,
+        max_total_size: None,
+        uploaded_bytes: 0,
     }
 }
 

@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod delete;
+pub mod lifecycle;
 pub mod list;
 pub mod multipart;
+pub mod quota;
 pub mod write;

@@ -139,6 +139,15 @@ pub async fn complete(
                             .with("MaxSizeAllowed", max.to_string()),
                     );
                 }
+                if let Err(e) = crate::objects::quota::settle_completion(
+                    c,
+                    &b,
+                    &k,
+                    size,
+                    upload.link_id.as_deref(),
+                )? {
+                    return fail(e.into());
+                }
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
                     .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
@@ -147,6 +156,9 @@ pub async fn complete(
                     .into_meta(size, etag.clone(), upload.owner.clone());
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+                if let Some(link_id) = &upload.link_id {
+                    crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
+                }
                 garbage.extend(
                     uploads::remove(c, &id)?
                         .into_iter()

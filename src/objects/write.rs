@@ -15,6 +15,7 @@ use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
 use crate::db::objects::{self, Body, ObjectMeta};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::quota::{Hold, settle_object};
 use crate::store::{BlobStore, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.
@@ -220,6 +221,8 @@ pub enum WriteError {
     NoSuchKey(String),
     /// The bucket went away while the body was being received.
     NoSuchBucket(String),
+    /// The new version does not fit the bucket's quota or its link's total.
+    QuotaExceeded(crate::db::quota::Exceeded),
     /// Storage or the database failed.
     Failed(S3Error),
 }
@@ -246,6 +249,7 @@ impl From<WriteError> for S3Error {
             }
             W::NoSuchKey(key) => S3Error::no_such_key(&key),
             W::NoSuchBucket(bucket) => S3Error::no_such_bucket(&bucket),
+            W::QuotaExceeded(e) => e.into(),
             W::Failed(e) => e,
         }
     }
@@ -268,6 +272,34 @@ pub async fn commit(
     staged: Staged,
     cond: WriteCondition,
 ) -> Result<(), WriteError> {
+    commit_reserved(
+        db,
+        store,
+        bucket,
+        key,
+        meta,
+        staged,
+        cond,
+        &mut Hold::none(),
+    )
+    .await
+}
+
+/// [`commit`] for a write that holds room under a quota ([`crate::objects::quota`]): the limits
+/// are checked again in the commit's transaction, which also drops the reservation (and, for a
+/// link's file, counts it against the link and gives it the link's expiry time).
+#[allow(clippy::too_many_arguments)]
+pub async fn commit_reserved(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    meta: ObjectMeta,
+    staged: Staged,
+    cond: WriteCondition,
+    hold: &mut Hold,
+) -> Result<(), WriteError> {
+    let reservation = hold.id().map(str::to_owned);
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
         Staged::Temp(temp) => Body::Blob(store.persist(temp).await?),
@@ -295,14 +327,25 @@ pub async fn commit(
                     return Ok(Found::Refused(refused));
                 }
             }
-            if crate::db::buckets::get(c, &b)?.is_none() {
+            let Some(record) = crate::db::buckets::get(c, &b)? else {
                 return Ok(Found::Refused(WriteError::NoSuchBucket(b.clone())));
+            };
+            let settled =
+                settle_object(c, record.quota, &b, &k, meta.size, reservation.as_deref())?;
+            let link_id = match settled {
+                Ok(link_id) => link_id,
+                Err(e) => return Ok(Found::Refused(WriteError::QuotaExceeded(e))),
+            };
+            let old = objects::put(c, &b, &k, &meta, &body)?;
+            if let Some(link_id) = link_id {
+                crate::objects::lifecycle::apply_link_expiry(c, &link_id, &b, &k)?;
             }
-            objects::put(c, &b, &k, &meta, &body).map(Found::Committed)
+            Ok(Found::Committed(old))
         })
         .await;
     match outcome {
         Ok(Found::Committed(old)) => {
+            std::mem::replace(hold, Hold::none()).settled();
             for blob in old {
                 store.remove(blob).await;
             }

@@ -95,7 +95,16 @@ pub async fn upload_part(
         Some(budget) => budget.min(MAX_PART_SIZE),
         None => MAX_PART_SIZE,
     };
-    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0).await?;
+    let quota = super::object::bucket_quota(app, req.bucket()).await?;
+    let size = super::object::declared_size(req);
+    let mut hold = match size {
+        // Refused as EntityTooLarge by `receive_body`.
+        crate::objects::quota::Size::Exact(n) if n > max => crate::objects::quota::Hold::none(),
+        size => crate::objects::quota::reserve_part(&app.db, quota, &upload, number, size).await?,
+    };
+    let (ingested, checksum) = receive_body(app, req, caller, body, hold.limit(max), 0)
+        .await
+        .map_err(|e| hold.explain(e, max))?;
     let temp = match ingested.staged {
         Staged::Temp(t) => t,
         Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
@@ -110,6 +119,7 @@ pub async fn upload_part(
         etag.clone(),
         checksum.clone(),
         temp,
+        &mut hold,
     )
     .await?;
     let mut res = empty(StatusCode::OK);
@@ -175,7 +185,8 @@ fn too_large(size: u64, max: u64) -> S3Error {
 }
 
 /// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile
-/// (or, for a link's upload, the part no longer fits the link).
+/// (or, for a link's upload, the part no longer fits the link; or it no longer fits a quota).
+#[allow(clippy::too_many_arguments)]
 async fn store_part(
     app: &AppState,
     upload: &UploadRecord,
@@ -184,7 +195,9 @@ async fn store_part(
     etag: String,
     checksum: Option<String>,
     temp: crate::store::TempBlob,
+    hold: &mut crate::objects::quota::Hold,
 ) -> S3Result<()> {
+    let reservation = hold.id().map(str::to_owned);
     let blob = app.store.persist(temp).await?;
     let part = PartRecord {
         part_number: number,
@@ -214,11 +227,22 @@ async fn store_part(
                     Err(e) => return Ok(Err(e)),
                 }
             }
+            let settled = crate::objects::quota::settle_part(
+                c,
+                &current,
+                part.part_number,
+                part.size,
+                reservation.as_deref(),
+            )?;
+            if let Err(e) = settled {
+                return Ok(Err(e.into()));
+            }
             uploads::put_part(c, &id, &part).map(Ok)
         })
         .await;
     match outcome {
         Ok(Ok(old)) => {
+            std::mem::replace(hold, crate::objects::quota::Hold::none()).settled();
             if let Some(old) = old {
                 app.store.remove(old).await;
             }
@@ -277,6 +301,15 @@ pub async fn upload_part_copy(
     if len > max {
         return Err(too_large(len, max));
     }
+    let quota = super::object::bucket_quota(app, req.bucket()).await?;
+    let mut hold = crate::objects::quota::reserve_part(
+        &app.db,
+        quota,
+        &upload,
+        number,
+        crate::objects::quota::Size::Exact(len),
+    )
+    .await?;
     let (temp, md5) = match &src.body {
         Stored::Inline(bytes) => {
             let slice = bytes
@@ -295,7 +328,17 @@ pub async fn upload_part_copy(
         }
     };
     let etag = write::etag_of(&md5);
-    store_part(app, &upload, number, len, etag.clone(), None, temp).await?;
+    store_part(
+        app,
+        &upload,
+        number,
+        len,
+        etag.clone(),
+        None,
+        temp,
+        &mut hold,
+    )
+    .await?;
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
     w.elem("LastModified", &iso8601(crate::db::now_millis()));

@@ -13,6 +13,7 @@ use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::delete;
+use crate::objects::quota::{self, Hold, Size};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::state::AppState;
 use crate::store::{Hashes, Staged};
@@ -25,15 +26,17 @@ pub async fn put_object(
     body: Body,
 ) -> S3Result<Response> {
     let headers = object_headers(req)?;
+    let mut hold = reserve_put(app, req).await?;
     let (ingested, checksum) = receive_body(
         app,
         req,
         caller,
         body,
-        MAX_OBJECT_SIZE,
+        hold.limit(MAX_OBJECT_SIZE),
         app.config.inline_max_bytes,
     )
-    .await?;
+    .await
+    .map_err(|e| hold.explain(e, MAX_OBJECT_SIZE))?;
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(
@@ -46,7 +49,7 @@ pub async fn put_object(
         if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
         if_match: req.header(header::IF_MATCH).map(str::to_owned),
     };
-    write::commit(
+    write::commit_reserved(
         &app.db,
         &app.store,
         req.bucket(),
@@ -54,6 +57,7 @@ pub async fn put_object(
         meta.clone(),
         ingested.staged,
         cond,
+        &mut hold,
     )
     .await?;
 
@@ -67,6 +71,50 @@ pub async fn put_object(
         );
     }
     Ok(res)
+}
+
+/// Holds room for a PutObject's body under the bucket's quota, before it is read.
+async fn reserve_put(app: &AppState, req: &S3Request) -> S3Result<Hold> {
+    let size = declared_size(req);
+    if matches!(size, Size::Exact(n) if n > MAX_OBJECT_SIZE) {
+        // Refused as EntityTooLarge by `receive_body`.
+        return Ok(Hold::none());
+    }
+    let quota = bucket_quota(app, req.bucket()).await?;
+    quota::reserve_object(&app.db, quota, req.bucket(), req.key(), size, None).await
+}
+
+/// The bucket's quota, from its (cached) record: buckets without one take no reservation.
+pub(super) async fn bucket_quota(
+    app: &AppState,
+    bucket: &str,
+) -> S3Result<crate::db::quota::Quota> {
+    Ok(app
+        .bucket_with_grant(bucket, "")
+        .await?
+        .map(|(record, _)| record.quota)
+        .unwrap_or_default())
+}
+
+/// What a PUT body will bring, from its headers: exact when the length of the object's bytes
+/// is declared (`x-amz-decoded-content-length`, or `Content-Length` of a plain body), an upper
+/// bound when only the framed length of an aws-chunked body is.
+pub(super) fn declared_size(req: &S3Request) -> Size {
+    let number = |name: &str| req.header(name).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = number("x-amz-decoded-content-length") {
+        return Size::Exact(n);
+    }
+    let chunked = req
+        .header("x-amz-content-sha256")
+        .is_some_and(|v| v.starts_with("STREAMING-"))
+        || req
+            .header(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.contains("aws-chunked"));
+    match number("content-length") {
+        Some(n) if !chunked => Size::Exact(n),
+        Some(n) => Size::AtMost(n),
+        None => Size::AtMost(u64::MAX),
+    }
 }
 
 /// Reads a PUT body (PutObject, UploadPart) into the store, checking everything the request
@@ -161,7 +209,7 @@ pub async fn copy_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
-    _dest: BucketCtx,
+    dest: BucketCtx,
 ) -> S3Result<Response> {
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
@@ -200,6 +248,15 @@ pub async fn copy_object(
         m
     };
     meta.last_modified = crate::db::now_millis();
+    let mut hold = quota::reserve_object(
+        &app.db,
+        dest.record.quota,
+        req.bucket(),
+        req.key(),
+        Size::Exact(meta.size),
+        None,
+    )
+    .await?;
     let staged = match src.body {
         Stored::Inline(bytes) => Staged::Inline(bytes),
         body => {
@@ -221,7 +278,7 @@ pub async fn copy_object(
     };
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
-    write::commit(
+    write::commit_reserved(
         &app.db,
         &app.store,
         req.bucket(),
@@ -229,6 +286,7 @@ pub async fn copy_object(
         meta,
         staged,
         WriteCondition::default(),
+        &mut hold,
     )
     .await?;
     let mut w = XmlWriter::new();

@@ -18,8 +18,8 @@ use super::{S3Request, empty};
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::buckets::BucketRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::access;
 use crate::objects::write::{self, Expected, ObjectHeaders, WriteCondition};
+use crate::objects::{access, quota};
 use crate::policy::{
     self, ContentLengthRange, FormFields, PostAuth, SizeViolation, SuccessActionStatus,
 };
@@ -247,6 +247,10 @@ where
         owner: signer.owner(&record),
         size_hint,
         create_only: link.is_some(),
+        quota: record.quota,
+        link_id: link
+            .as_ref()
+            .and_then(|_| fields.get(crate::links::LINK_META_FIELD)),
     };
     let result = store_upload(app, req, &fields, target, file).await;
     let Some(slot) = link else { return result };
@@ -396,6 +400,9 @@ struct Target<'a> {
     size_hint: Option<u64>,
     /// Refuse (412) rather than replace an existing object: upload-link forms.
     create_only: bool,
+    /// The bucket's quota, and the upload link the form counts against (its total).
+    quota: crate::db::quota::Quota,
+    link_id: Option<&'a str>,
 }
 
 /// Streams the file into the store and commits it; answers as the form asked.
@@ -417,18 +424,38 @@ async fn store_upload(
         ..Expected::default()
     };
     let hashes = Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    // The file's size is only bounded (by the body's length and the policy): the room held
+    // under a quota is what may come, and the file is read against the room there is.
+    let bound = target.size_hint.map_or(range.max(), |hint| {
+        (hint + EARLY_REJECT_MARGIN).min(range.max())
+    });
+    let mut hold = quota::reserve_object(
+        &app.db,
+        target.quota,
+        target.bucket,
+        target.key,
+        quota::Size::AtMost(bound),
+        target.link_id,
+    )
+    .await?;
     let stream = file.map_err(S3Error::from);
     let ingested = app
         .store
-        .ingest(stream, range.max(), app.config.inline_max_bytes, hashes)
+        .ingest(
+            stream,
+            hold.limit(range.max()),
+            app.config.inline_max_bytes,
+            hashes,
+        )
         .await
         .map_err(|e| match e {
-            crate::store::IngestError::TooLarge { seen } => {
+            crate::store::IngestError::TooLarge { seen } => hold.explain(
                 S3Error::from(SizeViolation::TooLarge {
                     proposed_size: seen.max(target.size_hint.unwrap_or(0)),
                     max_size_allowed: range.max(),
-                })
-            }
+                }),
+                range.max(),
+            ),
             other => S3Error::from_ingest(other, range.max()),
         })?;
     range.check(ingested.size).map_err(S3Error::from)?;
@@ -441,7 +468,7 @@ async fn store_upload(
         .zip(ingested.digests.checksum.clone())
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
     let (bucket, key) = (target.bucket, target.key);
-    write::commit(
+    write::commit_reserved(
         &app.db,
         &app.store,
         bucket,
@@ -452,6 +479,7 @@ async fn store_upload(
             if_none_match_any: target.create_only,
             ..WriteCondition::default()
         },
+        &mut hold,
     )
     .await?;
     Ok(success(app, req, fields, bucket, key, &etag))
