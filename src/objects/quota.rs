@@ -302,3 +302,24 @@ pub fn settle_completion(
     }
     Ok(Ok(()))
 }
+
+/// Before a multipart upload begins (S3's CreateMultipartUpload, a link page's or Uppy's start):
+/// refuses at once an upload that could never complete, a new key past the quota of objects or
+/// a declared `size` past the room left, instead of after its parts are sent.
+pub fn check_new_upload(
+    c: &Connection,
+    bucket: &str,
+    key: &str,
+    link_id: Option<&str>,
+    size: Option<u64>,
+) -> Result<Result<(), Exceeded>, DbError> {
+    let old = quota::current_size(c, bucket, key)?;
+    let claim = Claim {
+        bucket,
+        link_id,
+        bytes: size,
+        replaces: old.unwrap_or(0),
+        new_object: old.is_none(),
+    };
+    Ok(quota::room(c, &claim, None)?.map(|_| ()))
+}

@@ -57,7 +57,21 @@ pub async fn create_multipart_upload(
         None,
     )?;
     let upload_id = record.upload_id.clone();
-    app.db.write(move |c| uploads::create(c, &record)).await?;
+    app.db
+        .write(move |c| {
+            let fits = crate::objects::quota::check_new_upload(
+                c,
+                &record.bucket,
+                &record.key,
+                None,
+                None,
+            )?;
+            if let Err(e) = fits {
+                return Ok(Err(S3Error::from(e)));
+            }
+            uploads::create(c, &record).map(Ok)
+        })
+        .await??;
     let mut w = XmlWriter::new();
     w.root("InitiateMultipartUploadResult");
     w.elem("Bucket", req.bucket());

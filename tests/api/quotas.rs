@@ -245,6 +245,9 @@ async fn multipart_parts_and_completions_are_held_to_the_quota() {
     set_quota(&app, "qmp", Some(7 * MIB as u64), Some(1)).await;
     let path = obj("qmp", "big");
     let id = create_upload(&app, "qmp", "big").await;
+    // Begun while the bucket has no object yet; it completes last.
+    let path2 = obj("qmp", "second");
+    let id2 = create_upload(&app, "qmp", "second").await;
     let p1 = upload_part(&app, &path, &id, 1, vec![1; 5 * MIB]).await;
     p1.assert_status(200);
     // Unfinished parts count: 5 MiB stored, 3 MiB more does not fit.
@@ -294,12 +297,16 @@ async fn multipart_parts_and_completions_are_held_to_the_quota() {
     assert_eq!(usage(&app, "qmp").await.bytes, 7 * MIB as u64);
     // The quota of objects holds at completion: a second key does not fit.
     set_quota(&app, "qmp", Some(100 * MIB as u64), Some(1)).await;
-    let path2 = obj("qmp", "second");
-    let id2 = create_upload(&app, "qmp", "second").await;
     let p = upload_part(&app, &path2, &id2, 1, vec![3; 10]).await;
     p.assert_status(200);
     let etag = p.header("etag").unwrap().to_owned();
     complete(path2.clone(), id2.clone(), vec![etag])
+        .await
+        .assert_error(400, QUOTA);
+    // A new upload that could never complete is refused when it begins.
+    app.req(Method::POST, &obj("qmp", "third"))
+        .query("uploads")
+        .send()
         .await
         .assert_error(400, QUOTA);
     app.get(&path2).await.assert_error(404, "NoSuchKey");
@@ -388,7 +395,7 @@ async fn a_links_total_holds_on_its_forms_and_its_parts() {
     let (res, json) = link_json(
         &app,
         &format!("/-/u/{token}/uploads"),
-        Some(serde_json::json!({"filename": "c.bin", "size": 4 * MIB, "content_type": "application/octet-stream"})),
+        Some(serde_json::json!({"filename": "c.bin", "size": 3 * MIB, "content_type": "application/octet-stream"})),
     )
     .await;
     res.assert_status(200);
@@ -447,6 +454,15 @@ async fn a_links_total_holds_on_its_forms_and_its_parts() {
     post_to_link(&app, &token, "d.txt", 1)
         .await
         .assert_error(400, QUOTA);
+    // The page's multipart start declares the size: refused at once.
+    let (res, json) = link_json(
+        &app,
+        &format!("/-/u/{token}/uploads"),
+        Some(serde_json::json!({"filename": "e.bin", "size": 1, "content_type": "application/octet-stream"})),
+    )
+    .await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(json["error"]["code"], QUOTA);
     assert_eq!(reservations(&app).await, 0);
 }
 
