@@ -647,6 +647,42 @@ def test_conditional_get(s3, bucket):
 
 
 # ---------------------------------------------------------------------------------------------
+# Lifecycle
+
+
+def test_bucket_lifecycle_round_trip(s3, bucket):
+    """put/get/delete_bucket_lifecycle_configuration as boto3 sends them (with its Content-MD5
+    or flexible checksum), and the errors it parses."""
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert error_of(e) == ("NoSuchLifecycleConfiguration", 404)
+    rules = [
+        {"ID": "tmp", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled",
+         "Expiration": {"Days": 3}},
+        {"ID": "uploads", "Filter": {"Prefix": ""}, "Status": "Enabled",
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}},
+        {"ID": "dated", "Prefix": "old/", "Status": "Disabled",
+         "Expiration": {"Date": "2030-01-01T00:00:00Z"}},
+    ]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    got = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [r["ID"] for r in got] == ["tmp", "uploads", "dated"]
+    assert got[0]["Filter"] == {"Prefix": "tmp/"} and got[0]["Expiration"] == {"Days": 3}
+    assert got[1]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert got[2]["Prefix"] == "old/" and got[2]["Status"] == "Disabled"
+    assert got[2]["Expiration"]["Date"].year == 2030
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+            {"ID": "tagged", "Filter": {"Tag": {"Key": "a", "Value": "b"}}, "Status": "Enabled",
+             "Expiration": {"Days": 1}}]})
+    assert error_of(e) == ("NotImplemented", 501)
+    s3.delete_bucket_lifecycle(Bucket=bucket)
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert error_of(e) == ("NoSuchLifecycleConfiguration", 404)
+
+
+# ---------------------------------------------------------------------------------------------
 # ACLs and anonymous access
 
 
