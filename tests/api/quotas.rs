@@ -510,3 +510,48 @@ async fn the_cli_sets_shows_and_clears_a_quota() {
     );
     app.put_object("qcli", "big", vec![b'b'; 1000]).await;
 }
+
+/// Forms bring a size known only as a bound: 16 at once into a link whose total fits 10 never
+/// store more than 10, and what the link and the bucket count is what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_forms_cannot_overshoot_a_links_total() {
+    let app = spawn_app().await;
+    app.create_bucket("qforms").await;
+    const SIZE: usize = 100 << 10;
+    let (id, token) = make_link(
+        &app,
+        serde_json::json!({"bucket": "qforms", "prefix": "in/", "max_total_size": 10 * SIZE}),
+    )
+    .await;
+    let posts = (0..16).map(|i| {
+        let (app, token) = (&app, token.clone());
+        async move { post_to_link(app, &token, &format!("f{i}.txt"), SIZE).await }
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let stored = answers.iter().filter(|r| r.status < 300).count();
+    for r in answers.iter().filter(|r| r.status >= 300) {
+        r.assert_error(400, QUOTA);
+    }
+    assert!((1..=10).contains(&stored), "{stored} stored");
+    assert_eq!(
+        listed(&app, "qforms").await,
+        (stored, (stored * SIZE) as u64)
+    );
+    let link_id = id.clone();
+    let uploaded: i64 = app
+        .state
+        .db
+        .read(move |c| {
+            Ok(c.query_row(
+                "SELECT uploaded_bytes FROM links WHERE id = ?1",
+                [&link_id],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(uploaded as usize, stored * SIZE);
+    assert_eq!(blob_files(app.data_dir()).len(), stored);
+    assert_eq!(reservations(&app).await, 0);
+    eprintln!("{stored} of 16 concurrent forms stored under a total that fits 10");
+}
