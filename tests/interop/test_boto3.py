@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import os
+import subprocess
 import urllib.error
 import urllib.request
 import zlib
@@ -15,7 +16,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from conftest import client_config, empty_and_delete_bucket, multipart_etag, unique_bucket_name
+from conftest import _binary, client_config, empty_and_delete_bucket, multipart_etag, unique_bucket_name
 
 
 def md5_etag(data: bytes) -> str:
@@ -680,6 +681,32 @@ def test_bucket_lifecycle_round_trip(s3, bucket):
     with pytest.raises(ClientError) as e:
         s3.get_bucket_lifecycle_configuration(Bucket=bucket)
     assert error_of(e) == ("NoSuchLifecycleConfiguration", 404)
+
+
+def test_quota_refusal_is_a_client_error_and_stores_nothing(server, s3, bucket):
+    """A bucket quota set with `postgate bucket quota` on the running server's data directory:
+    boto3 sees 400 XPostgateQuotaExceeded (not retried), and nothing is stored."""
+    def quota(*args):
+        out = subprocess.run(
+            [str(_binary()), "--data-dir", str(server.data_dir),
+             "bucket", "quota", bucket, *args],
+            capture_output=True, text=True, timeout=30,
+            env={k: v for k, v in os.environ.items() if not k.startswith("POSTGATE_")},
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    quota("--max-size", "1KiB")
+    try:
+        s3.put_object(Bucket=bucket, Key="fits", Body=b"a" * 1000)
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket=bucket, Key="over", Body=b"b" * 100)
+        assert error_of(e) == ("XPostgateQuotaExceeded", 400)
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket=bucket, Key="over")
+        assert "1000 bytes in 1 objects" in quota()
+    finally:
+        quota("--clear")
 
 
 # ---------------------------------------------------------------------------------------------
