@@ -280,15 +280,8 @@ pub async fn revoke_link(
             format!("no upload link {id}"),
         ));
     };
-    // Its unfinished uploads are aborted in the same transaction; their parts are freed here.
-    let blobs = app
-        .db
-        .write(move |c| crate::db::links::revoke(c, &link.id))
-        .await?
-        .unwrap_or_default();
-    for blob in blobs {
-        app.store.remove(blob).await;
-    }
+    // Its unfinished uploads are aborted in the same transaction; their parts are freed too.
+    crate::objects::link::revoke(&app.db, &app.store, &link.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -375,7 +368,13 @@ async fn authenticate(
             .map_err(|_| ApiError::bad_request("body too large or incomplete"))?;
         return Ok((key, bytes));
     }
-    let (key, bytes) = crate::s3::authenticate_request(app, parts, body, MAX_BODY).await?;
+    let Some(SignatureCheck(check)) = parts.extensions.get::<SignatureCheck>().copied() else {
+        return Err(S3Error::internal(
+            "the JSON API's routes were built without a signature check",
+        )
+        .into());
+    };
+    let (key, bytes) = check(app.clone(), parts, body, MAX_BODY).await?;
     let key = key.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -396,41 +395,50 @@ pub async fn openapi() -> Response {
 }
 
 /// The JSON API's routes, under the CORS the configuration allows them.
-pub fn routes(config: &crate::config::Config) -> axum::Router<AppState> {
+/// How the JSON API checks a signed request: S3's own check (`s3::authenticate_request`: the
+/// caller's key, if any, and the body read up to a limit with its signed hash verified). The
+/// router hands it in, so that the API shares S3's authentication without importing the S3
+/// area.
+pub type CheckSignature = fn(
+    AppState,
+    axum::http::request::Parts,
+    Body,
+    usize,
+) -> futures_util::future::BoxFuture<
+    'static,
+    Result<(Option<KeyRecord>, bytes::Bytes), S3Error>,
+>;
+
+/// The signature check, as the routes' requests carry it (an extension).
+#[derive(Clone, Copy)]
+struct SignatureCheck(CheckSignature);
+
+pub fn routes(
+    config: &crate::config::Config,
+    check_signature: CheckSignature,
+) -> axum::Router<AppState> {
     use axum::routing::{delete, get, post};
     axum::Router::new()
         .route("/-/api/presign/post", post(presign_post))
         .route("/-/api/links", get(list_links).post(create_link))
         .route("/-/api/links/{id}", delete(revoke_link))
         .route("/-/api/openapi.json", get(openapi))
+        .layer(axum::Extension(SignatureCheck(check_signature)))
         .layer(api_cors(&config.api_cors_origins))
 }
 
 /// CORS for the JSON API: the origins the configuration lists (`api_cors_origins`), or none.
 fn api_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let list: Vec<axum::http::HeaderValue> = origins
-        .iter()
-        .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
-        .collect();
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(list)
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([
-            axum::http::Method::GET,
-            axum::http::Method::POST,
-            axum::http::Method::DELETE,
-        ])
-        .allow_headers([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderName::from_static("x-amz-date"),
-            axum::http::HeaderName::from_static("x-amz-content-sha256"),
-            axum::http::HeaderName::from_static("x-amz-security-token"),
-        ])
-        .max_age(std::time::Duration::from_secs(600))
+    use axum::http::{HeaderName, header};
+    crate::cors::layer::routes(
+        crate::cors::layer::Origins::Listed(origins),
+        &[
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-amz-date"),
+            HeaderName::from_static("x-amz-content-sha256"),
+            HeaderName::from_static("x-amz-security-token"),
+        ],
+        std::time::Duration::from_secs(600),
+    )
 }

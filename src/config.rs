@@ -29,6 +29,12 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MULTIPART_EXPIRY: std::time::Duration =
     std::time::Duration::from_secs(7 * 86_400);
 
+/// The upload page's part size: large enough for S3's 5 MiB minimum, small enough that a lost
+/// part costs little on a phone.
+pub const DEFAULT_LINK_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Files above this size take the upload page's multipart path.
+pub const DEFAULT_LINK_MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -66,6 +72,12 @@ pub struct ServeArgs {
     /// UTC), as Ceph's `rgw_lc_debug_interval`.
     #[arg(long, env = "POSTGATE_LIFECYCLE_DEBUG_DAY_SECS", hide = true)]
     pub lifecycle_debug_day_secs: Option<u64>,
+    /// Upload page: files above this size go up in parts (at least 5MiB; default 64MiB).
+    #[arg(long, env = "POSTGATE_LINK_MULTIPART_THRESHOLD", value_parser = crate::units::parse_size)]
+    pub link_multipart_threshold: Option<u64>,
+    /// Upload page: the size of each part (5MiB to 5GiB, S3's part limits; default 8MiB).
+    #[arg(long, env = "POSTGATE_LINK_PART_SIZE", value_parser = crate::units::parse_size)]
+    pub link_part_size: Option<u64>,
     // Limits: what one connection or request may cost.
     /// A request body that brings under 1 KiB within this time (waiting on the client) is
     /// answered 400 RequestTimeout and its upload discarded.
@@ -144,6 +156,8 @@ struct FileConfig {
     inline_max_bytes: Option<usize>,
     public_url: Option<String>,
     multipart_expiry: Option<String>,
+    link_multipart_threshold: Option<String>,
+    link_part_size: Option<String>,
     access_key: Option<String>,
     secret_key: Option<String>,
     /// Origins allowed to call the `/-/api` JSON API from a browser.
@@ -176,6 +190,8 @@ pub struct Config {
     pub multipart_expiry: std::time::Duration,
     /// Testing only: the length of a lifecycle "day" (`None`: S3's days, rounded to midnight UTC).
     pub lifecycle_debug_day: Option<Duration>,
+    /// The upload page's multipart path: above which size, and in parts of what size.
+    pub link_uploads: LinkUploads,
     /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`http`'s `forwarded_headers`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
@@ -183,6 +199,58 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// `/-/ready` fails below this much free space in the data directory.
     pub ready_min_free: MinFree,
+}
+
+/// How the upload page sends large files (`links::multipart`).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkUploads {
+    /// Files above this many bytes go up in parts.
+    pub multipart_threshold: u64,
+    /// Each part's size (the last may be smaller).
+    pub part_size: u64,
+}
+
+impl Default for LinkUploads {
+    fn default() -> Self {
+        LinkUploads {
+            multipart_threshold: DEFAULT_LINK_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_LINK_PART_SIZE,
+        }
+    }
+}
+
+impl LinkUploads {
+    fn resolve(serve: &ServeArgs, file: &FileConfig) -> Result<LinkUploads, ConfigError> {
+        let size = |flag: Option<u64>, text: &Option<String>, default| match (flag, text) {
+            (Some(s), _) => Ok(s),
+            (None, Some(t)) => crate::units::parse_size(t).map_err(ConfigError::Invalid),
+            (None, None) => Ok(default),
+        };
+        // S3's part limits (`objects::multipart::{MIN,MAX}_PART_SIZE`; config imports no core).
+        let (min, max) = (5 << 20, 5 << 30);
+        let uploads = LinkUploads {
+            multipart_threshold: size(
+                serve.link_multipart_threshold,
+                &file.link_multipart_threshold,
+                DEFAULT_LINK_MULTIPART_THRESHOLD,
+            )?,
+            part_size: size(
+                serve.link_part_size,
+                &file.link_part_size,
+                DEFAULT_LINK_PART_SIZE,
+            )?,
+        };
+        // Below S3's part minimum every part but the last would be refused at completion; a
+        // smaller threshold would send small files the slow way for nothing.
+        if !(min..=max).contains(&uploads.part_size) || uploads.multipart_threshold < min {
+            return Err(ConfigError::Invalid(format!(
+                "link_part_size must be from 5MiB to 5GiB and link_multipart_threshold at least \
+                 5MiB (got {} and {})",
+                uploads.part_size, uploads.multipart_threshold
+            )));
+        }
+        Ok(uploads)
+    }
 }
 
 /// What one connection or request may cost (see `crate::http::limits` and `crate::http::serve`).
@@ -296,6 +364,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let limits = Limits::resolve(serve, &file)?;
+        let link_uploads = LinkUploads::resolve(serve, &file)?;
         let env_key = std::env::var("POSTGATE_ACCESS_KEY")
             .ok()
             .filter(|s| !s.is_empty());
@@ -352,6 +421,7 @@ impl Config {
                 .lifecycle_debug_day_secs
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
+            link_uploads,
             trusted_proxies: match &serve.trusted_proxies {
                 Some(list) => list.clone(),
                 None => file
@@ -392,6 +462,7 @@ impl Config {
             api_cors_origins: Vec::new(),
             multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
             lifecycle_debug_day: None,
+            link_uploads: LinkUploads::default(),
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             metrics_token: None,
@@ -426,6 +497,33 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pages_part_size_keeps_to_s3s_part_limits() {
+        let with = |threshold: Option<u64>, part: Option<u64>| {
+            let serve = ServeArgs {
+                link_multipart_threshold: threshold,
+                link_part_size: part,
+                ..ServeArgs::default()
+            };
+            LinkUploads::resolve(&serve, &FileConfig::default())
+                .map(|l| (l.multipart_threshold, l.part_size))
+        };
+        assert_eq!(with(None, None).unwrap(), (64 << 20, 8 << 20));
+        assert_eq!(
+            with(Some(5 << 20), Some(5 << 20)).unwrap(),
+            (5 << 20, 5 << 20)
+        );
+        assert!(with(None, Some((5 << 20) - 1)).is_err());
+        assert!(with(None, Some((5 << 30) + 1)).is_err());
+        assert!(with(Some(1 << 20), None).is_err());
+        let file = FileConfig {
+            link_part_size: Some("6MiB".into()),
+            ..FileConfig::default()
+        };
+        let l = LinkUploads::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(l.part_size, 6 << 20);
+    }
 
     #[test]
     fn ready_min_free_is_a_size_or_a_share() {

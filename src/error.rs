@@ -275,6 +275,117 @@ impl From<std::io::Error> for S3Error {
     }
 }
 
+/// The core's refusals and failures, as S3 answers them.
+/// A write that does not fit a bucket's quota or a link's total (postgate's own code).
+impl From<crate::db::quota::Exceeded> for S3Error {
+    fn from(e: crate::db::quota::Exceeded) -> Self {
+        use crate::db::quota::Exceeded;
+        let (what, max) = match e {
+            Exceeded::BucketSize { max } => ("the bucket's quota of bytes", max),
+            Exceeded::BucketObjects { max } => ("the bucket's quota of objects", max),
+            Exceeded::LinkTotal { max } => ("the upload link's total size", max),
+        };
+        S3Error::new(
+            S3ErrorCode::XPostgateQuotaExceeded,
+            format!("This upload would exceed {what} ({max}). Nothing was stored."),
+        )
+        .with("Limit", max.to_string())
+    }
+}
+
+impl From<crate::objects::Error> for S3Error {
+    fn from(err: crate::objects::Error) -> Self {
+        use crate::objects::Error as E;
+        use S3ErrorCode as C;
+        match err {
+            E::PreconditionFailed(condition) => {
+                S3Error::code(C::PreconditionFailed).with("Condition", condition)
+            }
+            E::NoSuchKey(key) => S3Error::no_such_key(&key),
+            E::NoSuchBucket(bucket) => S3Error::no_such_bucket(&bucket),
+            E::NoSuchUpload(id) => S3Error::no_such_upload(&id),
+            E::AccessDenied => S3Error::access_denied(),
+            E::NoParts => S3Error::code(C::MalformedXML),
+            E::InvalidPartOrder { upload_id } => {
+                S3Error::code(C::InvalidPartOrder).with("UploadId", upload_id)
+            }
+            E::InvalidPart {
+                upload_id,
+                part_number,
+                etag,
+            } => S3Error::code(C::InvalidPart)
+                .with("UploadId", upload_id)
+                .with("PartNumber", part_number.to_string())
+                .with("ETag", etag),
+            E::PartTooSmall {
+                size,
+                min,
+                part_number,
+                etag,
+            } => S3Error::code(C::EntityTooSmall)
+                .with("ProposedSize", size.to_string())
+                .with("MinSizeAllowed", min.to_string())
+                .with("PartNumber", part_number.to_string())
+                .with("ETag", etag),
+            E::TooLarge { size, max } => S3Error::code(C::EntityTooLarge)
+                .with("ProposedSize", size.to_string())
+                .with("MaxSizeAllowed", max.to_string()),
+            E::LinkClosed(reason) => S3Error::new(C::AccessDenied, reason),
+            E::LinkNameTaken(key) => S3Error::link_name_taken(&key),
+            E::QuotaExceeded(e) => e.into(),
+            E::QuotaRoomPassed => S3Error::new(
+                C::XPostgateQuotaExceeded,
+                "This upload does not fit the space left under the quota. Nothing was stored.",
+            ),
+            E::MetadataTooLarge(size) => S3Error::code(C::MetadataTooLarge)
+                .with(
+                    "MaxSizeAllowed",
+                    crate::objects::write::MAX_USER_METADATA.to_string(),
+                )
+                .with("Size", size.to_string()),
+            E::InvalidStorageClass(class) => {
+                S3Error::code(C::InvalidStorageClass).with("StorageClassRequested", class)
+            }
+            E::InvalidDigest(value) => S3Error::code(C::InvalidDigest).with("Content-MD5", value),
+            E::BadDigest {
+                expected,
+                calculated,
+            } => S3Error::code(C::BadDigest)
+                .with("ExpectedDigest", expected)
+                .with("CalculatedDigest", calculated),
+            E::Sha256Mismatch { client, computed } => S3Error::code(C::XAmzContentSHA256Mismatch)
+                .with("ClientComputedContentSHA256", client)
+                .with("S3ComputedContentSHA256", computed),
+            E::ChecksumMismatch(algorithm) => S3Error::new(
+                C::BadDigest,
+                format!("The {algorithm} you specified did not match the calculated checksum."),
+            ),
+            E::InvalidCannedAcl(value) => {
+                S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)
+            }
+            E::Db(e) => e.into(),
+            E::Io(e) => e.into(),
+            E::Encode(e) => S3Error::internal(e),
+        }
+    }
+}
+
+/// A bucket name or key S3 refuses.
+impl From<crate::names::NameError> for S3Error {
+    fn from(err: crate::names::NameError) -> Self {
+        use crate::names::NameError as N;
+        match err {
+            N::InvalidBucketName(name) => {
+                S3Error::code(S3ErrorCode::InvalidBucketName).with("BucketName", name)
+            }
+            N::EmptyKey => S3Error::invalid_argument("A key must be specified", "key", ""),
+            N::KeyTooLong(size) => S3Error::code(S3ErrorCode::KeyTooLongError)
+                .with("MaxSizeAllowed", crate::names::MAX_KEY_BYTES.to_string())
+                .with("Size", size.to_string()),
+        }
+    }
+}
+
 /// A multipart form that multer could not read: a body cut short, or a malformed form.
 impl From<multer::Error> for S3Error {
     fn from(err: multer::Error) -> Self {
@@ -512,6 +623,18 @@ impl From<S3Error> for JsonError {
     }
 }
 
+impl From<crate::objects::Error> for JsonError {
+    fn from(e: crate::objects::Error) -> Self {
+        S3Error::from(e).into()
+    }
+}
+
+impl From<crate::names::NameError> for JsonError {
+    fn from(e: crate::names::NameError) -> Self {
+        S3Error::from(e).into()
+    }
+}
+
 impl From<crate::db::DbError> for JsonError {
     fn from(e: crate::db::DbError) -> Self {
         S3Error::from(e).into()
@@ -540,6 +663,17 @@ pub struct ErrorCodeMark(pub &'static str);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_answer_s3_codes() {
+        use crate::names::{validate_bucket, validate_key};
+        let err = S3Error::from(validate_bucket("a_b").unwrap_err());
+        assert_eq!(err.s3_code(), S3ErrorCode::InvalidBucketName);
+        let err = S3Error::from(validate_key(&"k".repeat(1025)).unwrap_err());
+        assert_eq!(err.s3_code(), S3ErrorCode::KeyTooLongError);
+        let err = S3Error::from(validate_key("").unwrap_err());
+        assert_eq!(err.s3_code(), S3ErrorCode::InvalidArgument);
+    }
 
     #[test]
     fn malformed_body_is_malformed_xml() {

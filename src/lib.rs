@@ -16,7 +16,8 @@
 //! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
-//! - `cors`    bucket CORS rules: parse, validate, match, response headers. Pure.
+//! - `cors`    CORS: bucket rules (parse, validate, match; pure), their answers on S3 paths,
+//!   and the one layer of the `/-/` routes.
 //! - `config`, `names`, `units`, `xml`: configuration; bucket and key names; sizes and
 //!   durations; S3's XML.
 

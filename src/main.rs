@@ -481,7 +481,7 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
             acl,
             active_content,
         } => {
-            postgate::names::validate_bucket(&name).map_err(|e| e.message().to_owned())?;
+            postgate::names::validate_bucket(&name).map_err(|e| e.to_string())?;
             if !matches!(
                 acl.as_str(),
                 "private" | "public-read" | "public-read-write"

@@ -21,7 +21,14 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(crate::api::routes(&state.config))
+        .merge(crate::api::routes(
+            &state.config,
+            |app, parts, body, limit| {
+                Box::pin(
+                    async move { crate::s3::authenticate_request(&app, parts, body, limit).await },
+                )
+            },
+        ))
         .merge(crate::links::routes())
         .route("/-/health", get(health))
         .route("/-/ready", get(ops::ready))

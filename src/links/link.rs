@@ -5,8 +5,8 @@
 
 use axum::http::StatusCode;
 
+use crate::db::DbError;
 use crate::db::links::{LinkRecord, Reservation};
-use crate::db::{DbError, now_millis};
 use crate::error::{JsonError, S3Error, S3ErrorCode};
 use crate::state::AppState;
 
@@ -129,19 +129,8 @@ pub fn new_link(
     }
 }
 
+/// `closed()`, the rule the core also enforces, is defined in `objects::link`.
 impl LinkRecord {
-    /// Why the link is closed (revoked or expired), if it is. A closed link takes nothing more:
-    /// no new upload, no part, no completion.
-    pub fn closed(&self) -> Option<&'static str> {
-        if self.revoked {
-            Some("This upload link has been revoked.")
-        } else if self.expires_at <= now_millis() {
-            Some("This upload link has expired.")
-        } else {
-            None
-        }
-    }
-
     /// Whether every file the link accepts is received or on its way. A full link still lets
     /// the uploads it counted finish (their parts, their completion).
     pub fn full(&self) -> bool {

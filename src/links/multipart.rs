@@ -36,11 +36,6 @@ use crate::error::JsonError;
 use crate::objects::write::ObjectHeaders;
 use crate::state::AppState;
 
-/// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
-/// costs little on a phone.
-pub const PART_SIZE: u64 = 8 * 1024 * 1024;
-/// Files above this size take the multipart path on the page.
-pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 pub(crate) const PART_URL_LIFETIME_SECS: i64 = 3600;
 
 /// A link's upload: one the link began (its `link_id`), in the link's bucket.
@@ -179,11 +174,13 @@ pub async fn start(
     let link = link::load(&app, &token, Need::Usable).await?;
     let (key, upload_id) =
         begin(&app, &link, &req.filename, Some(req.size), req.content_type).await?;
+    // The part size is the server's setting (`--link-part-size`), told to the page here.
+    let part_size = app.config.link_uploads.part_size;
     Ok(Json(serde_json::json!({
         "key": key,
         "upload_id": upload_id,
-        "part_size": PART_SIZE,
-        "part_count": req.size.div_ceil(PART_SIZE).max(1),
+        "part_size": part_size,
+        "part_count": req.size.div_ceil(part_size).max(1),
     }))
     .into_response())
 }

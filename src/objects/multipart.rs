@@ -4,16 +4,21 @@
 use md5::{Digest, Md5};
 
 use crate::db::objects::{self, Body as Stored};
-use crate::db::uploads::{self, UploadRecord};
+use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
-use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::error::{Error, Result};
+use crate::objects::quota::Hold;
 use crate::objects::write::ObjectHeaders;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, Staged};
 
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
 /// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
 /// abort removed first is skipped). Returns how many it aborted.
-pub async fn expire(db: &Db, store: &BlobStore, cutoff_millis: i64) -> Result<usize, DbError> {
+pub async fn expire(
+    db: &Db,
+    store: &BlobStore,
+    cutoff_millis: i64,
+) -> std::result::Result<usize, DbError> {
     let (aborted, blobs) = db
         .write(move |c| {
             let mut blobs = Vec::new();
@@ -66,41 +71,36 @@ pub async fn complete(
     key: &str,
     upload_id: &str,
     parts: Vec<(u32, String)>,
-) -> S3Result<String> {
+) -> Result<String> {
     if parts.is_empty() {
-        return Err(S3Error::code(S3ErrorCode::MalformedXML));
+        return Err(Error::NoParts);
     }
     if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(S3Error::code(S3ErrorCode::InvalidPartOrder).with("UploadId", upload_id));
+        return Err(Error::InvalidPartOrder {
+            upload_id: upload_id.to_owned(),
+        });
     }
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let (outcome, garbage) = db
         .write(
-            move |c| -> Result<(S3Result<String>, Vec<String>), crate::db::DbError> {
+            move |c| -> std::result::Result<(Result<String>, Vec<String>), DbError> {
                 let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    return Ok((Err(S3Error::no_such_upload(&id)), Vec::new()));
+                    return Ok((Err(Error::NoSuchUpload(id)), Vec::new()));
                 };
                 let mut max_size = None;
                 if let Some(link_id) = &upload.link_id {
                     let link = crate::db::links::get_by_id(c, link_id)?;
-                    let closed = match &link {
-                        None => Some("This upload link no longer exists."),
-                        Some(l) => l.closed(),
-                    };
-                    if let Some(reason) = closed {
-                        return Ok((
-                            Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
-                            Vec::new(),
-                        ));
+                    if let Some(reason) = super::link::closed(link.as_ref()) {
+                        return Ok((Err(Error::LinkClosed(reason)), Vec::new()));
                     }
                     if objects::get(c, &b, &k, false)?.is_some() {
                         let blobs = uploads::abort(c, &id)?.unwrap_or_default();
-                        return Ok((Err(S3Error::link_name_taken(&k)), blobs));
+                        return Ok((Err(Error::LinkNameTaken(k)), blobs));
                     }
                     max_size = link.map(|l| l.max_size);
                 }
                 let fail =
-                    |e: S3Error| -> Result<_, crate::db::DbError> { Ok((Err(e), Vec::new())) };
+                    |e: Error| -> std::result::Result<_, DbError> { Ok((Err(e), Vec::new())) };
                 let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
                 let mut manifest = Vec::with_capacity(parts.len());
                 let mut md5s = Md5::new();
@@ -110,21 +110,19 @@ pub async fn complete(
                     let Some(part) = found
                         .filter(|p| p.etag.trim_matches('"') == want_etag.trim().trim_matches('"'))
                     else {
-                        return fail(
-                            S3Error::code(S3ErrorCode::InvalidPart)
-                                .with("UploadId", &id)
-                                .with("PartNumber", number.to_string())
-                                .with("ETag", want_etag),
-                        );
+                        return fail(Error::InvalidPart {
+                            upload_id: id.clone(),
+                            part_number: *number,
+                            etag: want_etag.clone(),
+                        });
                     };
                     if i < last && part.size < MIN_PART_SIZE {
-                        return fail(
-                            S3Error::code(S3ErrorCode::EntityTooSmall)
-                                .with("ProposedSize", part.size.to_string())
-                                .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
-                                .with("PartNumber", part.part_number.to_string())
-                                .with("ETag", &part.etag),
-                        );
+                        return fail(Error::PartTooSmall {
+                            size: part.size,
+                            min: MIN_PART_SIZE,
+                            part_number: part.part_number,
+                            etag: part.etag.clone(),
+                        });
                     }
                     md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
                     manifest.push((part.blob.clone(), part.size));
@@ -133,11 +131,7 @@ pub async fn complete(
                 if let Some(max) = max_size
                     && size > max
                 {
-                    return fail(
-                        S3Error::code(S3ErrorCode::EntityTooLarge)
-                            .with("ProposedSize", size.to_string())
-                            .with("MaxSizeAllowed", max.to_string()),
-                    );
+                    return fail(Error::TooLarge { size, max });
                 }
                 if let Err(e) = crate::objects::quota::settle_completion(
                     c,
@@ -146,11 +140,11 @@ pub async fn complete(
                     size,
                     upload.link_id.as_deref(),
                 )? {
-                    return fail(e.into());
+                    return fail(Error::QuotaExceeded(e));
                 }
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
-                    .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
+                    .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
                 let meta = saved
                     .headers
                     .into_meta(size, etag.clone(), upload.owner.clone());
@@ -184,7 +178,7 @@ pub fn upload_record(
     headers: ObjectHeaders,
     checksum_algorithm: Option<String>,
     link_id: Option<String>,
-) -> S3Result<UploadRecord> {
+) -> Result<UploadRecord> {
     Ok(UploadRecord {
         upload_id: uuid::Uuid::new_v4().simple().to_string(),
         bucket: bucket.to_owned(),
@@ -195,7 +189,7 @@ pub fn upload_record(
             headers,
             checksum_algorithm,
         })
-        .map_err(S3Error::internal)?,
+        .map_err(Error::Encode)?,
         link_id,
     })
 }
@@ -208,7 +202,7 @@ pub async fn abort(
     bucket: &str,
     key: &str,
     upload_id: &str,
-) -> S3Result<bool> {
+) -> Result<bool> {
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let blobs = db
         .write(move |c| match uploads::get(c, &b, &k, &id)? {
@@ -223,4 +217,132 @@ pub async fn abort(
         store.remove(blob).await;
     }
     Ok(true)
+}
+
+/// The upload `upload_id` of `bucket/key`, else `NoSuchUpload`.
+pub async fn get(db: &Db, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord> {
+    let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+    db.read(move |c| uploads::get(c, &b, &k, &id))
+        .await?
+        .ok_or_else(|| Error::NoSuchUpload(upload_id.to_owned()))
+}
+
+/// The most bytes part `number` of `upload` may hold: S3's part limit, and for the upload of an
+/// upload link the link's maximum file size less the upload's other parts. A closed (revoked or
+/// expired) link takes no part.
+pub async fn part_budget(db: &Db, upload: &UploadRecord, number: u32) -> Result<u64> {
+    let Some(link_id) = upload.link_id.clone() else {
+        return Ok(MAX_PART_SIZE);
+    };
+    let id = upload.upload_id.clone();
+    let budget = db
+        .read(move |c| link_budget(c, &link_id, &id, number))
+        .await??;
+    Ok(budget.min(MAX_PART_SIZE))
+}
+
+/// [`part_budget`]'s check of a link's upload, on a connection (also run again where the part
+/// row commits, so that concurrent parts cannot pass the limit together).
+fn link_budget(
+    c: &rusqlite::Connection,
+    link_id: &str,
+    upload_id: &str,
+    number: u32,
+) -> std::result::Result<Result<u64>, DbError> {
+    let link = crate::db::links::get_by_id(c, link_id)?;
+    if let Some(reason) = super::link::closed(link.as_ref()) {
+        return Ok(Err(Error::LinkClosed(reason)));
+    }
+    let max = link.map_or(0, |l| l.max_size);
+    let others = uploads::size_of_other_parts(c, upload_id, number)?;
+    Ok(Ok(max.saturating_sub(others)))
+}
+
+/// A part as it arrived, staged (a part is always stored as a blob of its own).
+pub struct NewPart {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    /// `"<ALGORITHM> <value>"`, the additional checksum to list.
+    pub checksum: Option<String>,
+    pub body: Staged,
+}
+
+/// Persists a part's blob and records it, replacing an earlier part of the same number, unless
+/// the upload was completed or aborted meanwhile (or, for a link's upload, the part no longer
+/// fits the link; or it no longer fits a quota: the record settles the room `hold` keeps). On a
+/// refusal the part's bytes are removed.
+pub async fn store_part(
+    db: &Db,
+    store: &BlobStore,
+    upload: &UploadRecord,
+    part: NewPart,
+    hold: &mut Hold,
+) -> Result<()> {
+    let reservation = hold.id().map(str::to_owned);
+    let temp = match part.body {
+        Staged::Temp(t) => t,
+        Staged::Inline(bytes) => store.stage_bytes(bytes).await?,
+    };
+    let blob = store.persist(temp).await?;
+    let record = PartRecord {
+        part_number: part.number,
+        size: part.size,
+        etag: part.etag,
+        blob: blob.clone(),
+        last_modified: crate::db::now_millis(),
+        checksum: part.checksum,
+    };
+    let (b, k, id) = (
+        upload.bucket.clone(),
+        upload.key.clone(),
+        upload.upload_id.clone(),
+    );
+    let outcome = db
+        .write(move |c| {
+            let Some(current) = uploads::get(c, &b, &k, &id)? else {
+                return Ok(Err(Error::NoSuchUpload(id)));
+            };
+            if let Some(link_id) = &current.link_id {
+                match link_budget(c, link_id, &id, record.part_number)? {
+                    Ok(max) if record.size > max => {
+                        return Ok(Err(Error::TooLarge {
+                            size: record.size,
+                            max,
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            let settled = crate::objects::quota::settle_part(
+                c,
+                &current,
+                record.part_number,
+                record.size,
+                reservation.as_deref(),
+            )?;
+            if let Err(e) = settled {
+                return Ok(Err(Error::QuotaExceeded(e)));
+            }
+            uploads::put_part(c, &id, &record).map(Ok)
+        })
+        .await;
+    match outcome {
+        Ok(Ok(old)) => {
+            std::mem::replace(hold, Hold::none()).settled();
+            if let Some(old) = old {
+                store.remove(old).await;
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            store.remove(blob).await;
+            Err(e)
+        }
+        Err(e) => {
+            store.remove(blob).await;
+            Err(e.into())
+        }
+    }
 }

@@ -15,7 +15,7 @@
 
 use crate::db::quota::{self, Claim, Exceeded, Quota};
 use crate::db::{Db, DbError};
-use crate::error::{S3Error, S3ErrorCode};
+use crate::objects::error::Error;
 use rusqlite::Connection;
 
 /// What a write will bring, as far as it is known before its body is read.
@@ -63,16 +63,10 @@ impl Hold {
         self.cap.map_or(max, |cap| cap.min(max))
     }
 
-    /// Maps a body refused as too large (read against [`Hold::limit`]`(max)`) to the quota's
-    /// error when it was the quota, not `max`, that it passed.
-    pub fn explain(&self, err: S3Error, max: u64) -> S3Error {
-        if err.s3_code() == S3ErrorCode::EntityTooLarge && self.limit(max) < max {
-            return S3Error::new(
-                S3ErrorCode::XPostgateQuotaExceeded,
-                "This upload does not fit the space left under the quota. Nothing was stored.",
-            );
-        }
-        err
+    /// For a body refused as too large (read against [`Hold::limit`]`(max)`): the quota's
+    /// refusal when it was the quota, not `max`, that the body passed.
+    pub fn passed(&self, max: u64) -> Option<Error> {
+        (self.limit(max) < max).then_some(Error::QuotaRoomPassed)
     }
 }
 
@@ -90,21 +84,6 @@ impl Drop for Hold {
     }
 }
 
-impl From<Exceeded> for S3Error {
-    fn from(e: Exceeded) -> Self {
-        let (what, max) = match e {
-            Exceeded::BucketSize { max } => ("the bucket's quota of bytes", max),
-            Exceeded::BucketObjects { max } => ("the bucket's quota of objects", max),
-            Exceeded::LinkTotal { max } => ("the upload link's total size", max),
-        };
-        S3Error::new(
-            S3ErrorCode::XPostgateQuotaExceeded,
-            format!("This upload would exceed {what} ({max}). Nothing was stored."),
-        )
-        .with("Limit", max.to_string())
-    }
-}
-
 /// Holds room for a new version of `bucket/key` of `size`, when a limit applies: the bucket's
 /// `quota` (from its record, so that buckets without one cost nothing here), or the `link_id` it
 /// comes through (link uploads always hold a reservation: the commit learns the link from it).
@@ -115,7 +94,7 @@ pub async fn reserve_object(
     key: &str,
     size: Size,
     link_id: Option<&str>,
-) -> Result<Hold, S3Error> {
+) -> Result<Hold, Error> {
     if !bucket_quota.is_set() && link_id.is_none() {
         return Ok(Hold::none());
     }
@@ -136,7 +115,8 @@ pub async fn reserve_object(
             };
             hold(c, &claim, size)
         })
-        .await??;
+        .await?
+        .map_err(Error::QuotaExceeded)?;
     Ok(Hold {
         db: Some(db.clone()),
         id: Some(held.0),
@@ -151,7 +131,7 @@ pub async fn reserve_part(
     upload: &crate::db::uploads::UploadRecord,
     number: u32,
     size: Size,
-) -> Result<Hold, S3Error> {
+) -> Result<Hold, Error> {
     if !bucket_quota.is_set() && upload.link_id.is_none() {
         return Ok(Hold::none());
     }
@@ -172,7 +152,8 @@ pub async fn reserve_part(
             };
             hold(c, &claim, size)
         })
-        .await??;
+        .await?
+        .map_err(Error::QuotaExceeded)?;
     Ok(Hold {
         db: Some(db.clone()),
         id: Some(held.0),
@@ -192,10 +173,10 @@ fn hold(
     c: &Connection,
     claim: &Claim<'_>,
     size: Size,
-) -> Result<Result<(String, Option<u64>), S3Error>, DbError> {
+) -> Result<Result<(String, Option<u64>), Exceeded>, DbError> {
     let most = match quota::room(c, claim, None)? {
         Ok(most) => most,
-        Err(e) => return Ok(Err(e.into())),
+        Err(e) => return Ok(Err(e)),
     };
     // A bounded size holds what may come, within the room there is; without a byte limit the
     // bytes held do not matter.

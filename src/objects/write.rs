@@ -14,9 +14,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
 use crate::db::objects::{self, Body, ObjectMeta};
-use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::error::{Error, Result};
 use crate::objects::quota::{Hold, settle_object};
-use crate::store::{BlobStore, Ingested, Staged};
+use crate::store::BlobStore;
+/// The store's values a write's caller handles (what to hash, what arrived, where it is staged),
+/// so that the areas reach the store only through the core.
+pub use crate::store::{Hashes, IngestError, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -43,7 +46,7 @@ impl ObjectHeaders {
     pub fn read<'a>(
         get: impl Fn(&str) -> Option<String>,
         names: impl Iterator<Item = &'a str>,
-    ) -> S3Result<ObjectHeaders> {
+    ) -> Result<ObjectHeaders> {
         let mut meta: Vec<(String, String)> = Vec::new();
         for name in names {
             let lower = name.to_ascii_lowercase();
@@ -56,9 +59,7 @@ impl ObjectHeaders {
         }
         let meta_size: usize = meta.iter().map(|(n, v)| n.len() + v.len()).sum();
         if meta_size > MAX_USER_METADATA {
-            return Err(S3Error::code(S3ErrorCode::MetadataTooLarge)
-                .with("MaxSizeAllowed", MAX_USER_METADATA.to_string())
-                .with("Size", meta_size.to_string()));
+            return Err(Error::MetadataTooLarge(meta_size));
         }
         if let Some(class) = get("x-amz-storage-class") {
             check_storage_class(&class)?;
@@ -106,7 +107,7 @@ impl ObjectHeaders {
 }
 
 /// AWS's storage classes are accepted (every object is stored the same way); others refused.
-pub fn check_storage_class(class: &str) -> S3Result<()> {
+pub fn check_storage_class(class: &str) -> Result<()> {
     const KNOWN: &[&str] = &[
         "STANDARD",
         "REDUCED_REDUNDANCY",
@@ -123,18 +124,18 @@ pub fn check_storage_class(class: &str) -> S3Result<()> {
     if KNOWN.contains(&class) {
         Ok(())
     } else {
-        Err(S3Error::code(S3ErrorCode::InvalidStorageClass).with("StorageClassRequested", class))
+        Err(Error::InvalidStorageClass(class.to_owned()))
     }
 }
 
 /// `Content-MD5`: base64 of 16 bytes, else `InvalidDigest`.
-pub fn parse_content_md5(value: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+pub fn parse_content_md5(value: Option<&str>) -> Result<Option<[u8; 16]>> {
     let Some(v) = value else { return Ok(None) };
     B64.decode(v.trim())
         .ok()
         .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
         .map(Some)
-        .ok_or_else(|| S3Error::code(S3ErrorCode::InvalidDigest).with("Content-MD5", v))
+        .ok_or_else(|| Error::InvalidDigest(v.to_owned()))
 }
 
 /// What the client said the bytes must hash to.
@@ -148,33 +149,29 @@ pub struct Expected {
 
 impl Expected {
     /// Compares an upload's digests with what the client declared.
-    pub fn verify(&self, got: &Ingested, trailer_value: Option<&str>) -> S3Result<()> {
+    pub fn verify(&self, got: &Ingested, trailer_value: Option<&str>) -> Result<()> {
         if let Some(md5) = self.md5
             && md5 != got.digests.md5
         {
-            return Err(S3Error::code(S3ErrorCode::BadDigest)
-                .with("ExpectedDigest", B64.encode(md5))
-                .with("CalculatedDigest", B64.encode(got.digests.md5)));
+            return Err(Error::BadDigest {
+                expected: B64.encode(md5),
+                calculated: B64.encode(got.digests.md5),
+            });
         }
         if let (Some(want), Some(have)) = (&self.sha256_hex, &got.digests.sha256)
             && !want.eq_ignore_ascii_case(&hex::encode(have))
         {
-            return Err(S3Error::code(S3ErrorCode::XAmzContentSHA256Mismatch)
-                .with("ClientComputedContentSHA256", want.clone())
-                .with("S3ComputedContentSHA256", hex::encode(have)));
+            return Err(Error::Sha256Mismatch {
+                client: want.clone(),
+                computed: hex::encode(have),
+            });
         }
         if let Some((algo, declared)) = &self.checksum {
             let want = declared.as_deref().or(trailer_value);
             let have = got.digests.checksum.as_deref().unwrap_or_default();
             match want {
                 Some(want) if want != have => {
-                    return Err(S3Error::new(
-                        S3ErrorCode::BadDigest,
-                        format!(
-                            "The {} you specified did not match the calculated checksum.",
-                            algo.as_str()
-                        ),
-                    ));
+                    return Err(Error::ChecksumMismatch(algo.as_str()));
                 }
                 _ => {}
             }
@@ -184,7 +181,7 @@ impl Expected {
 }
 
 /// Canned ACLs postgate stores. `x-amz-acl` values outside this list are refused.
-pub fn parse_canned_acl(value: Option<&str>) -> S3Result<String> {
+pub fn parse_canned_acl(value: Option<&str>) -> Result<String> {
     match value {
         None => Ok("private".into()),
         Some(v @ ("private" | "public-read" | "public-read-write")) => Ok(v.to_owned()),
@@ -194,11 +191,7 @@ pub fn parse_canned_acl(value: Option<&str>) -> S3Result<String> {
             | "bucket-owner-read"
             | "bucket-owner-full-control",
         ) => Ok("private".into()),
-        Some(other) => Err(S3Error::invalid_argument(
-            "Invalid canned ACL",
-            "x-amz-acl",
-            other,
-        )),
+        Some(other) => Err(Error::InvalidCannedAcl(other.to_owned())),
     }
 }
 
@@ -211,54 +204,27 @@ pub struct WriteCondition {
     pub if_match: Option<String>,
 }
 
-/// Why a write did not go ahead (`error.rs` gives each its S3 answer).
-#[derive(Debug)]
-pub enum WriteError {
-    /// The condition the write carried failed: the header that failed (`If-None-Match` or
-    /// `If-Match`).
-    PreconditionFailed(&'static str),
-    /// `If-Match` on a key that has no object.
-    NoSuchKey(String),
-    /// The bucket went away while the body was being received.
-    NoSuchBucket(String),
-    /// The new version does not fit the bucket's quota or its link's total.
-    QuotaExceeded(crate::db::quota::Exceeded),
-    /// Storage or the database failed.
-    Failed(S3Error),
-}
-
-impl From<crate::db::DbError> for WriteError {
-    fn from(e: crate::db::DbError) -> Self {
-        WriteError::Failed(e.into())
-    }
-}
-
-impl From<std::io::Error> for WriteError {
-    fn from(e: std::io::Error) -> Self {
-        WriteError::Failed(e.into())
-    }
-}
-
-/// S3's answer to each refusal (kept beside the type: `error.rs` is below the core).
-impl From<WriteError> for S3Error {
-    fn from(err: WriteError) -> Self {
-        use WriteError as W;
-        match err {
-            W::PreconditionFailed(condition) => {
-                S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", condition)
-            }
-            W::NoSuchKey(key) => S3Error::no_such_key(&key),
-            W::NoSuchBucket(bucket) => S3Error::no_such_bucket(&bucket),
-            W::QuotaExceeded(e) => e.into(),
-            W::Failed(e) => e,
-        }
-    }
+/// Receives a body into the store (in memory up to `inline_max` bytes, else a synced temp blob),
+/// refusing it past `max` bytes and computing the digests `hashes` asks for: the first step of
+/// every write (PutObject, UploadPart, a POST form's file), before [`Expected::verify`] and
+/// [`commit`].
+pub async fn receive<S, E>(
+    store: &BlobStore,
+    body: S,
+    max: u64,
+    inline_max: usize,
+    hashes: Hashes,
+) -> std::result::Result<Ingested, IngestError<E>>
+where
+    S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
+{
+    store.ingest(body, max, inline_max, hashes).await
 }
 
 /// What a write found when it came to commit.
 enum Found {
     Committed(Vec<String>),
-    Refused(WriteError),
+    Refused(Error),
 }
 
 /// Makes a staged body the current version of `bucket/key`, atomically, and removes what the old
@@ -271,7 +237,7 @@ pub async fn commit(
     meta: ObjectMeta,
     staged: Staged,
     cond: WriteCondition,
-) -> Result<(), WriteError> {
+) -> Result<()> {
     commit_reserved(
         db,
         store,
@@ -298,7 +264,7 @@ pub async fn commit_reserved(
     staged: Staged,
     cond: WriteCondition,
     hold: &mut Hold,
-) -> Result<(), WriteError> {
+) -> Result<()> {
     let reservation = hold.id().map(str::to_owned);
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
@@ -315,11 +281,11 @@ pub async fn commit_reserved(
                 let current = objects::get(c, &b, &k, false)?;
                 let refused = match (&current, &cond.if_match) {
                     (Some(_), _) if cond.if_none_match_any => {
-                        Some(WriteError::PreconditionFailed("If-None-Match"))
+                        Some(Error::PreconditionFailed("If-None-Match"))
                     }
-                    (None, Some(_)) => Some(WriteError::NoSuchKey(k.clone())),
+                    (None, Some(_)) => Some(Error::NoSuchKey(k.clone())),
                     (Some(cur), Some(want)) if !etag_matches(want, &cur.meta.etag) => {
-                        Some(WriteError::PreconditionFailed("If-Match"))
+                        Some(Error::PreconditionFailed("If-Match"))
                     }
                     _ => None,
                 };
@@ -328,13 +294,13 @@ pub async fn commit_reserved(
                 }
             }
             let Some(record) = crate::db::buckets::get(c, &b)? else {
-                return Ok(Found::Refused(WriteError::NoSuchBucket(b.clone())));
+                return Ok(Found::Refused(Error::NoSuchBucket(b.clone())));
             };
             let settled =
                 settle_object(c, record.quota, &b, &k, meta.size, reservation.as_deref())?;
             let link_id = match settled {
                 Ok(link_id) => link_id,
-                Err(e) => return Ok(Found::Refused(WriteError::QuotaExceeded(e))),
+                Err(e) => return Ok(Found::Refused(Error::QuotaExceeded(e))),
             };
             let old = objects::put(c, &b, &k, &meta, &body)?;
             if let Some(link_id) = link_id {

@@ -10,21 +10,17 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use md5::{Digest, Md5};
 use serde::Deserialize;
 
-use super::object::{
-    body_segments, check_copy_conditions, copy_source, object_headers, receive_body,
-};
+use super::object::{check_copy_conditions, copy_source, object_headers, receive_body};
 use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
-use crate::db::objects::Body as Stored;
-use crate::db::uploads::{self, PartRecord, UploadRecord};
+use crate::db::uploads::{self, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::multipart::{self, MAX_PART_SIZE, abort, complete};
+use crate::objects::multipart::{self, NewPart, abort, complete};
 use crate::objects::write;
+use crate::objects::{copy, quota};
 use crate::state::AppState;
-use crate::store::Staged;
 use crate::xml::{self, XmlWriter};
 
 pub async fn create_multipart_upload(
@@ -86,12 +82,7 @@ pub async fn create_multipart_upload(
 }
 
 async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<UploadRecord> {
-    let id = upload_id.to_owned();
-    let (b, k, i) = (req.bucket().to_owned(), req.key().to_owned(), id.clone());
-    app.db
-        .read(move |c| uploads::get(c, &b, &k, &i))
-        .await?
-        .ok_or_else(|| S3Error::no_such_upload(&id))
+    Ok(multipart::get(&app.db, req.bucket(), req.key(), upload_id).await?)
 }
 
 pub async fn upload_part(
@@ -105,37 +96,27 @@ pub async fn upload_part(
     let number = part_number.get()?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
-    let max = match link_part_budget(app, &upload, number).await? {
-        Some(budget) => budget.min(MAX_PART_SIZE),
-        None => MAX_PART_SIZE,
-    };
+    let max = multipart::part_budget(&app.db, &upload, number).await?;
     let quota = super::object::bucket_quota(app, req.bucket()).await?;
     let size = super::object::declared_size(req);
     let mut hold = match size {
         // Refused as EntityTooLarge by `receive_body`.
-        crate::objects::quota::Size::Exact(n) if n > max => crate::objects::quota::Hold::none(),
-        size => crate::objects::quota::reserve_part(&app.db, quota, &upload, number, size).await?,
+        quota::Size::Exact(n) if n > max => quota::Hold::none(),
+        size => quota::reserve_part(&app.db, quota, &upload, number, size).await?,
     };
     let (ingested, checksum) = receive_body(app, req, caller, body, hold.limit(max), 0)
         .await
-        .map_err(|e| hold.explain(e, max))?;
-    let temp = match ingested.staged {
-        Staged::Temp(t) => t,
-        Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
-    };
+        .map_err(|e| super::object::quota_passed(&hold, e, max))?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
-    store_part(
-        app,
-        &upload,
+    let part = NewPart {
         number,
-        ingested.size,
-        etag.clone(),
-        checksum.clone(),
-        temp,
-        &mut hold,
-    )
-    .await?;
+        size: ingested.size,
+        etag: etag.clone(),
+        checksum: checksum.clone(),
+        body: ingested.staged,
+    };
+    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     let mut res = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, v);
@@ -150,127 +131,6 @@ pub async fn upload_part(
         }
     }
     Ok(res)
-}
-
-/// For the upload of an upload link: the most bytes part `number` may hold (the link's maximum
-/// file size less the upload's other parts). A closed (revoked or expired) link takes no part.
-/// `None`: not a link's upload.
-async fn link_part_budget(
-    app: &AppState,
-    upload: &UploadRecord,
-    number: u32,
-) -> S3Result<Option<u64>> {
-    let Some(link_id) = upload.link_id.clone() else {
-        return Ok(None);
-    };
-    let id = upload.upload_id.clone();
-    let budget = app
-        .db
-        .read(move |c| link_budget(c, &link_id, &id, number))
-        .await??;
-    Ok(Some(budget))
-}
-
-/// [`link_part_budget`]'s check, on a connection (also run again where the part row commits, so
-/// that concurrent parts cannot pass the limit together).
-fn link_budget(
-    c: &rusqlite::Connection,
-    link_id: &str,
-    upload_id: &str,
-    number: u32,
-) -> Result<S3Result<u64>, crate::db::DbError> {
-    let link = crate::db::links::get_by_id(c, link_id)?;
-    let reason = match &link {
-        None => Some("This upload link no longer exists."),
-        Some(l) => l.closed(),
-    };
-    if let Some(reason) = reason {
-        return Ok(Err(S3Error::new(S3ErrorCode::AccessDenied, reason)));
-    }
-    let max = link.map_or(0, |l| l.max_size);
-    let others = uploads::size_of_other_parts(c, upload_id, number)?;
-    Ok(Ok(max.saturating_sub(others)))
-}
-
-fn too_large(size: u64, max: u64) -> S3Error {
-    S3Error::code(S3ErrorCode::EntityTooLarge)
-        .with("ProposedSize", size.to_string())
-        .with("MaxSizeAllowed", max.to_string())
-}
-
-/// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile
-/// (or, for a link's upload, the part no longer fits the link; or it no longer fits a quota).
-#[allow(clippy::too_many_arguments)]
-async fn store_part(
-    app: &AppState,
-    upload: &UploadRecord,
-    number: u32,
-    size: u64,
-    etag: String,
-    checksum: Option<String>,
-    temp: crate::store::TempBlob,
-    hold: &mut crate::objects::quota::Hold,
-) -> S3Result<()> {
-    let reservation = hold.id().map(str::to_owned);
-    let blob = app.store.persist(temp).await?;
-    let part = PartRecord {
-        part_number: number,
-        size,
-        etag,
-        blob: blob.clone(),
-        last_modified: crate::db::now_millis(),
-        checksum,
-    };
-    let (b, k, id) = (
-        upload.bucket.clone(),
-        upload.key.clone(),
-        upload.upload_id.clone(),
-    );
-    let outcome = app
-        .db
-        .write(move |c| {
-            let Some(current) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(Err(S3Error::no_such_upload(&id)));
-            };
-            if let Some(link_id) = &current.link_id {
-                match link_budget(c, link_id, &id, part.part_number)? {
-                    Ok(budget) if part.size > budget => {
-                        return Ok(Err(too_large(part.size, budget)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Ok(Err(e)),
-                }
-            }
-            let settled = crate::objects::quota::settle_part(
-                c,
-                &current,
-                part.part_number,
-                part.size,
-                reservation.as_deref(),
-            )?;
-            if let Err(e) = settled {
-                return Ok(Err(e.into()));
-            }
-            uploads::put_part(c, &id, &part).map(Ok)
-        })
-        .await;
-    match outcome {
-        Ok(Ok(old)) => {
-            std::mem::replace(hold, crate::objects::quota::Hold::none()).settled();
-            if let Some(old) = old {
-                app.store.remove(old).await;
-            }
-            Ok(())
-        }
-        Ok(Err(e)) => {
-            app.store.remove(blob).await;
-            Err(e)
-        }
-        Err(e) => {
-            app.store.remove(blob).await;
-            Err(e.into())
-        }
-    }
 }
 
 pub async fn upload_part_copy(
@@ -308,51 +168,23 @@ pub async fn upload_part_copy(
             (a, b - a + 1)
         }
     };
-    let max = match link_part_budget(app, &upload, number).await? {
-        Some(budget) => budget.min(MAX_PART_SIZE),
-        None => MAX_PART_SIZE,
-    };
+    let max = multipart::part_budget(&app.db, &upload, number).await?;
     if len > max {
-        return Err(too_large(len, max));
+        return Err(crate::objects::Error::TooLarge { size: len, max }.into());
     }
     let quota = super::object::bucket_quota(app, req.bucket()).await?;
-    let mut hold = crate::objects::quota::reserve_part(
-        &app.db,
-        quota,
-        &upload,
-        number,
-        crate::objects::quota::Size::Exact(len),
-    )
-    .await?;
-    let (temp, md5) = match &src.body {
-        Stored::Inline(bytes) => {
-            let slice = bytes
-                .get(start as usize..(start + len) as usize)
-                .unwrap_or_default()
-                .to_vec();
-            let md5: [u8; 16] = Md5::digest(&slice).into();
-            (app.store.stage_bytes(slice).await?, md5)
-        }
-        body => {
-            let (temp, md5) = app
-                .store
-                .copy_segments(body_segments(body, start, len), true)
-                .await?;
-            (temp, md5.unwrap_or_default())
-        }
-    };
+    let mut hold =
+        quota::reserve_part(&app.db, quota, &upload, number, quota::Size::Exact(len)).await?;
+    let (temp, md5) = copy::range(&app.store, &src, start, len).await?;
     let etag = write::etag_of(&md5);
-    store_part(
-        app,
-        &upload,
+    let part = NewPart {
         number,
-        len,
-        etag.clone(),
-        None,
-        temp,
-        &mut hold,
-    )
-    .await?;
+        size: len,
+        etag: etag.clone(),
+        checksum: None,
+        body: write::Staged::Temp(temp),
+    };
+    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
     w.elem("LastModified", &iso8601(crate::db::now_millis()));

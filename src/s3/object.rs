@@ -12,11 +12,10 @@ use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_respons
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::delete;
 use crate::objects::quota::{self, Hold, Size};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
+use crate::objects::{copy, delete};
 use crate::state::AppState;
-use crate::store::{Hashes, Staged};
 use crate::xml::{self, XmlWriter};
 
 pub async fn put_object(
@@ -36,7 +35,7 @@ pub async fn put_object(
         app.config.inline_max_bytes,
     )
     .await
-    .map_err(|e| hold.explain(e, MAX_OBJECT_SIZE))?;
+    .map_err(|e| quota_passed(&hold, e, MAX_OBJECT_SIZE))?;
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(
@@ -81,7 +80,16 @@ async fn reserve_put(app: &AppState, req: &S3Request) -> S3Result<Hold> {
         return Ok(Hold::none());
     }
     let quota = bucket_quota(app, req.bucket()).await?;
-    quota::reserve_object(&app.db, quota, req.bucket(), req.key(), size, None).await
+    Ok(quota::reserve_object(&app.db, quota, req.bucket(), req.key(), size, None).await?)
+}
+
+/// A body refused as too large (read against [`Hold::limit`]`(max)`): the quota's refusal when
+/// it was the quota, not `max`, that it passed.
+pub(super) fn quota_passed(hold: &Hold, err: S3Error, max: u64) -> S3Error {
+    match hold.passed(max) {
+        Some(refusal) if err.s3_code() == S3ErrorCode::EntityTooLarge => refusal.into(),
+        _ => err,
+    }
 }
 
 /// The bucket's quota, from its (cached) record: buckets without one take no reservation.
@@ -127,7 +135,7 @@ pub(super) async fn receive_body(
     body: Body,
     max: u64,
     inline_max: usize,
-) -> S3Result<(crate::store::Ingested, Option<(String, String)>)> {
+) -> S3Result<(write::Ingested, Option<(String, String)>)> {
     let algo = requested_checksum(req)?;
     let upload_body = caller.upload_body(req, body)?;
     let expected = Expected {
@@ -147,14 +155,12 @@ pub(super) async fn receive_body(
             .with("ProposedSize", len.to_string())
             .with("MaxSizeAllowed", max.to_string()));
     }
-    let hashes = Hashes::new(
+    let hashes = write::Hashes::new(
         expected.sha256_hex.is_some(),
         algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
     );
     let trailer = upload_body.trailer.clone();
-    let ingested = app
-        .store
-        .ingest(upload_body.stream, max, inline_max, hashes)
+    let ingested = write::receive(&app.store, upload_body.stream, max, inline_max, hashes)
         .await
         .map_err(|e| S3Error::from_ingest(e, max))?;
     let trailer_value = match (&trailer, &algo) {
@@ -170,14 +176,14 @@ pub(super) async fn receive_body(
 }
 
 pub(super) fn object_headers(req: &S3Request) -> S3Result<ObjectHeaders> {
-    ObjectHeaders::read(
+    Ok(ObjectHeaders::read(
         |name| {
             req.headers
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         },
         req.headers.keys().map(HeaderName::as_str),
-    )
+    )?)
 }
 
 /// The additional checksum the request asks for: `x-amz-checksum-<alg>` (value in the header) or
@@ -257,35 +263,16 @@ pub async fn copy_object(
         None,
     )
     .await?;
-    let staged = match src.body {
-        Stored::Inline(bytes) => Staged::Inline(bytes),
-        body => {
-            let segments = body_segments(&body, 0, src.meta.size);
-            Staged::Temp(
-                app.store
-                    .copy_segments(segments, false)
-                    .await
-                    .map(|(t, _)| t)
-                    .map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            S3Error::no_such_key(&src_key)
-                        } else {
-                            S3Error::from(e)
-                        }
-                    })?,
-            )
-        }
-    };
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
-    write::commit_reserved(
+    copy::object(
         &app.db,
         &app.store,
+        &src_key,
+        src,
         req.bucket(),
         req.key(),
         meta,
-        staged,
-        WriteCondition::default(),
         &mut hold,
     )
     .await?;
@@ -320,30 +307,7 @@ pub(super) async fn copy_source(
         ));
     };
     let (src_bucket, src_key) = (src_bucket.to_owned(), src_key.to_owned());
-    // Reading the source needs read permission on its bucket.
-    let who = caller.access_key().unwrap_or_default().to_owned();
-    let (sb, sk) = (src_bucket.clone(), src_key.clone());
-    let (bucket_row, source_obj) = app
-        .db
-        .read(move |c| {
-            Ok((
-                crate::db::buckets::get_with_grant(c, &sb, &who)?,
-                objects::get(c, &sb, &sk, true)?,
-            ))
-        })
-        .await?;
-    let Some((src_record, grant)) = bucket_row else {
-        return Err(S3Error::no_such_bucket(&src_bucket));
-    };
-    let can_read = caller.is_admin()
-        || caller.access_key() == Some(src_record.owner.as_str())
-        || grant.is_some_and(|g| g.can_read());
-    if !can_read {
-        return Err(S3Error::access_denied());
-    }
-    let Some(src) = source_obj else {
-        return Err(S3Error::no_such_key(&src_key));
-    };
+    let src = copy::source(&app.db, caller.who(), &src_bucket, &src_key).await?;
     Ok((src_bucket, src_key, src))
 }
 
@@ -463,11 +427,7 @@ async fn respond_object(
             let end = (start + len) as usize;
             Body::from(bytes.get(start as usize..end).unwrap_or_default().to_vec())
         }
-        stored => match app
-            .store
-            .stream_segments(body_segments(&stored, start, len))
-            .await
-        {
+        stored => match crate::objects::read::stream(&app.store, &stored, start, len).await {
             Ok(stream) => Body::from_stream(stream),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Retry),
             Err(e) => return Ok(Err(S3Error::internal(e))),
@@ -760,19 +720,6 @@ pub async fn put_object_acl(
         return Err(S3Error::no_such_key(req.key()));
     }
     Ok(empty(StatusCode::OK))
-}
-
-/// The blob segments holding bytes `start..start + len` of a stored body.
-pub fn body_segments(body: &Stored, start: u64, len: u64) -> Vec<crate::store::Segment> {
-    match body {
-        Stored::Blob(id) => vec![crate::store::Segment {
-            blob: id.clone(),
-            offset: start,
-            len,
-        }],
-        Stored::Parts(parts) => crate::store::segments_of(parts, start, len),
-        Stored::Inline(_) | Stored::NotLoaded => Vec::new(),
-    }
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -24,7 +24,6 @@ use crate::policy::{
     self, ContentLengthRange, FormFields, PostAuth, SizeViolation, SuccessActionStatus,
 };
 use crate::state::AppState;
-use crate::store::Hashes;
 
 /// AWS's cap on the form data before the file (fields plus their part headers).
 pub const MAX_PRE_DATA: usize = 20 * 1024;
@@ -423,7 +422,7 @@ async fn store_upload(
         checksum: algo.clone(),
         ..Expected::default()
     };
-    let hashes = Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let hashes = write::Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
     // The file's size is only bounded (by the body's length and the policy): the room held
     // under a quota is what may come, and the file is read against the room there is.
     let bound = target.size_hint.map_or(range.max(), |hint| {
@@ -439,25 +438,26 @@ async fn store_upload(
     )
     .await?;
     let stream = file.map_err(S3Error::from);
-    let ingested = app
-        .store
-        .ingest(
-            stream,
-            hold.limit(range.max()),
-            app.config.inline_max_bytes,
-            hashes,
-        )
-        .await
-        .map_err(|e| match e {
-            crate::store::IngestError::TooLarge { seen } => hold.explain(
+    let ingested = write::receive(
+        &app.store,
+        stream,
+        hold.limit(range.max()),
+        app.config.inline_max_bytes,
+        hashes,
+    )
+    .await
+    .map_err(|e| match e {
+        write::IngestError::TooLarge { seen } => hold
+            .passed(range.max())
+            .map(S3Error::from)
+            .unwrap_or_else(|| {
                 S3Error::from(SizeViolation::TooLarge {
                     proposed_size: seen.max(target.size_hint.unwrap_or(0)),
                     max_size_allowed: range.max(),
-                }),
-                range.max(),
-            ),
-            other => S3Error::from_ingest(other, range.max()),
-        })?;
+                })
+            }),
+        other => S3Error::from_ingest(other, range.max()),
+    })?;
     range.check(ingested.size).map_err(S3Error::from)?;
     expected.verify(&ingested, None)?;
 
@@ -509,8 +509,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     let auth = policy::parse_post_auth(fields, &app.config.region).map_err(S3Error::from)?;
     let (access_key, sig) = match &auth {
         PostAuth::Anonymous => {
-            // Without a policy only a public-write bucket takes uploads, as S3 does.
-            if bucket.acl != "public-read-write" {
+            if !access::may_post_anonymously(bucket) {
                 return Err(S3Error::access_denied());
             }
             return Ok(Signer::Anonymous);
