@@ -52,6 +52,10 @@ pub struct PresignPostRequest {
     pub acl: Option<String>,
     /// `v4` (default) or `v2`.
     pub signature_version: Option<String>,
+    /// The file's bytes must match its declared Content-Type: adds the field and condition
+    /// `x-postgate-verify-type: on`.
+    #[serde(default)]
+    pub verify_type: bool,
 }
 
 /// The JSON API's errors: the `/-/` routes' one JSON shape.
@@ -64,6 +68,10 @@ pub async fn presign_post(State(app): State<AppState>, req: Request) -> Result<R
     let (key, body) = authenticate(&app, parts, body).await?;
     let input: PresignPostRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::telemetry::note(|t| {
+        t.bucket = Some(input.bucket.clone());
+        t.key = input.key.clone().or(input.key_prefix.clone());
+    });
     crate::names::validate_bucket(&input.bucket)?;
     let may_write = may_write(&app, &key, &input.bucket).await?;
     if !may_write {
@@ -153,6 +161,7 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
         success_action_redirect: input.success_action_redirect.clone(),
         acl: input.acl.clone(),
         sig,
+        verify_type: input.verify_type,
     })
 }
 
@@ -172,6 +181,9 @@ pub struct CreateLinkRequest {
     /// Accepted types, comma-separated, enforced exactly (`LinkRecord::accepts_type`): `image/`
     /// takes the family, `image/png` exactly that type.
     pub content_type: Option<String>,
+    /// The files' bytes must match their declared type (`sniff::check`).
+    #[serde(default)]
+    pub verify_type: bool,
     /// Files uploaded through the link expire this long after their upload (default: never).
     pub expire_objects_after: Option<Seconds>,
     /// The most bytes all the link's files may take together (default: no limit).
@@ -185,6 +197,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     let (key, body) = authenticate(&app, parts, body).await?;
     let input: CreateLinkRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::telemetry::note(|t| t.bucket = Some(input.bucket.clone()));
     crate::names::validate_bucket(&input.bucket)?;
     if !may_write(&app, &key, &input.bucket).await? {
         return Err(S3Error::access_denied().into());
@@ -227,12 +240,14 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         std::time::Duration::from_secs(expires),
         &key.access_key,
     );
+    link.verify_type = input.verify_type;
     link.expire_objects_after = input.expire_objects_after.map(|s| s.0 as i64 * 1000);
     link.max_total_size = input.max_total_size.map(|s| s.0);
     let stored = link.clone();
     app.db
         .write(move |c| crate::db::links::insert(c, &stored))
         .await?;
+    crate::telemetry::note(|t| t.link = Some(link.id.clone()));
     Ok((
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
@@ -267,6 +282,7 @@ pub async fn revoke_link(
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let (key, _) = authenticate(&app, parts, body).await?;
+    crate::telemetry::note(|t| t.link = Some(id.clone()));
     let lookup = id.clone();
     let found = app
         .db
@@ -280,6 +296,7 @@ pub async fn revoke_link(
             format!("no upload link {id}"),
         ));
     };
+    crate::telemetry::note(|t| t.bucket = Some(link.bucket.clone()));
     // Its unfinished uploads are aborted in the same transaction; their parts are freed too.
     crate::objects::link::revoke(&app.db, &app.store, &link.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -310,6 +327,7 @@ fn link_json(l: &LinkRecord, base: &str) -> serde_json::Value {
         "max_total_size": l.max_total_size,
         "uploaded_bytes": l.uploaded_bytes,
         "active": l.unusable().is_none(),
+        "verify_type": l.verify_type,
     })
 }
 
@@ -353,6 +371,8 @@ async fn authenticate(
                 "expected Bearer ACCESS:SECRET",
             )
         })?;
+        // The access key id as claimed, for the access log (never the secret).
+        crate::telemetry::note(|t| t.access_key = Some(ak.to_owned()));
         let key = app.find_key(ak).await?;
         let key = key
             .filter(|k| crate::auth::secret::ct_eq_str(&k.secret_key, sk))

@@ -103,6 +103,21 @@ pub struct ServeArgs {
     /// (`1GiB`) or a share of the filesystem (`5%`). Default 1GiB.
     #[arg(long, env = "POSTGATE_READY_MIN_FREE", value_parser = MinFree::parse)]
     pub ready_min_free: Option<MinFree>,
+    // TLS.
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`. Re-read on
+    /// SIGHUP, so a renewed certificate needs no restart.
+    #[arg(long, env = "POSTGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "POSTGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The certificate chain and key files of native TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The free space below which the server is not ready for uploads.
@@ -174,6 +189,9 @@ struct FileConfig {
     // Operations.
     metrics_token: Option<String>,
     ready_min_free: Option<String>,
+    // TLS.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -199,6 +217,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// `/-/ready` fails below this much free space in the data directory.
     pub ready_min_free: MinFree,
+    /// Native TLS: `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// How the upload page sends large files (`links::multipart`).
@@ -337,6 +357,7 @@ impl std::fmt::Debug for Config {
                 &self.metrics_token.as_ref().map(|_| "<set>"),
             )
             .field("ready_min_free", &self.ready_min_free)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -442,6 +463,18 @@ impl Config {
                 (None, Some(text)) => MinFree::parse(text).map_err(ConfigError::Invalid)?,
                 (None, None) => DEFAULT_READY_MIN_FREE,
             },
+            tls: match (
+                serve.tls_cert.clone().or(file.tls_cert),
+                serve.tls_key.clone().or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "tls_cert and tls_key must be set together".into(),
+                    ));
+                }
+            },
         };
         if config.region.is_empty() {
             return Err(ConfigError::Invalid("region must not be empty".into()));
@@ -467,7 +500,15 @@ impl Config {
             limits: Limits::default(),
             metrics_token: None,
             ready_min_free: DEFAULT_READY_MIN_FREE,
+            tls: None,
         }
+    }
+
+    /// The base URL when neither `public_url` nor a trusted proxy names one: the address the
+    /// server listens on, `https://` when it serves TLS itself.
+    pub fn listen_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn db_path(&self) -> PathBuf {

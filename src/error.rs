@@ -58,6 +58,7 @@ codes! {
     InvalidBucketName => StatusCode::BAD_REQUEST, "The specified bucket is not valid.";
     InvalidDigest => StatusCode::BAD_REQUEST, "The Content-MD5 you specified was invalid.";
     InvalidPart => StatusCode::BAD_REQUEST, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.";
+    InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE, "The requested partnumber is not satisfiable";
     InvalidPartOrder => StatusCode::BAD_REQUEST, "The list of parts was not in ascending order. Parts must be ordered by part number.";
     InvalidPolicyDocument => StatusCode::BAD_REQUEST, "The content of the form does not meet the conditions specified in the policy document.";
     InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE, "The requested range is not satisfiable";
@@ -74,6 +75,7 @@ codes! {
     NoSuchCORSConfiguration => StatusCode::NOT_FOUND, "The CORS configuration does not exist";
     NoSuchLifecycleConfiguration => StatusCode::NOT_FOUND, "The lifecycle configuration does not exist";
     NoSuchKey => StatusCode::NOT_FOUND, "The specified key does not exist.";
+    NoSuchVersion => StatusCode::NOT_FOUND, "The specified version does not exist.";
     NoSuchUpload => StatusCode::NOT_FOUND, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.";
     NotImplemented => StatusCode::NOT_IMPLEMENTED, "A header you provided implies functionality that is not implemented";
     NotModified => StatusCode::NOT_MODIFIED, "Not Modified";
@@ -89,6 +91,8 @@ codes! {
     // bucket's quota or a link's total; nothing was stored.
     XPostgateQuotaExceeded => StatusCode::BAD_REQUEST, "Bucket quota exceeded. Nothing was stored.";
     XPostgateStorageFull => StatusCode::INSUFFICIENT_STORAGE, "The server has no space left to store this upload. Nothing was stored.";
+    // postgate's own too: the bytes are not the type the upload declared (verification on).
+    XPostgateContentMismatch => StatusCode::BAD_REQUEST, "The file's content does not match its declared Content-Type. Nothing was stored.";
 }
 
 /// An error as S3 clients see it. `source` is logged, never sent.
@@ -169,7 +173,15 @@ impl S3Error {
                 .with("ProposedSize", seen.to_string())
                 .with("MaxSizeAllowed", max.to_string()),
             IngestError::Io(e) => S3Error::from(e),
+            IngestError::Mismatch(m) => S3Error::content_mismatch(&m),
         }
+    }
+
+    /// An upload whose bytes are not the type it declared (`sniff::check`): 400, naming both.
+    pub fn content_mismatch(m: &crate::sniff::Mismatch) -> Self {
+        S3Error::new(S3ErrorCode::XPostgateContentMismatch, m.message())
+            .with("DeclaredType", &m.declared)
+            .with("DetectedType", m.detected.as_deref().unwrap_or("unknown"))
     }
 
     pub fn no_such_upload(upload_id: &str) -> Self {
@@ -360,6 +372,7 @@ impl From<crate::objects::Error> for S3Error {
                 C::BadDigest,
                 format!("The {algorithm} you specified did not match the calculated checksum."),
             ),
+            E::ContentMismatch(m) => S3Error::content_mismatch(&m),
             E::InvalidCannedAcl(value) => {
                 S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)
             }

@@ -18,6 +18,7 @@
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
 //! - `cors`    CORS: bucket rules (parse, validate, match; pure), their answers on S3 paths,
 //!   and the one layer of the `/-/` routes.
+//! - `sniff`   an upload's type from its first bytes, checked against the declared one. Pure.
 //! - `config`, `names`, `units`, `xml`: configuration; bucket and key names; sizes and
 //!   durations; S3's XML.
 
@@ -35,6 +36,7 @@ pub mod names;
 pub mod objects;
 pub mod policy;
 pub mod s3;
+pub mod sniff;
 pub mod state;
 pub mod store;
 pub mod telemetry;

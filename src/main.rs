@@ -78,6 +78,10 @@ struct PresignPostArgs {
     /// Signature version: v4 (default) or v2.
     #[arg(long, default_value = "v4", value_parser = ["v4", "v2"])]
     sig: String,
+    /// The file's bytes must match its declared Content-Type (field and condition
+    /// `x-postgate-verify-type: on`).
+    #[arg(long)]
+    verify_type: bool,
     /// Access key to sign with (default: the admin key).
     #[arg(long)]
     access_key: Option<String>,
@@ -123,6 +127,10 @@ struct LinkCreateArgs {
     /// `image/png` exactly that type.
     #[arg(long)]
     content_type: Option<String>,
+    /// Refuse files whose bytes do not match their declared type (an HTML page sent as
+    /// `image/png`, an executable as `application/pdf`), before anything is stored.
+    #[arg(long)]
+    verify_type: bool,
     /// Key that signs the link's uploads (default: the bucket's owner).
     #[arg(long)]
     access_key: Option<String>,
@@ -170,6 +178,13 @@ enum BucketCommand {
         /// Let browsers run what the bucket serves (`on`), or sandbox it (`off`, the default).
         #[arg(long, value_parser = ["on", "off"])]
         active_content: String,
+    },
+    /// Refuse uploads to BUCKET (PUT, POST, multipart, copies) whose bytes do not match their
+    /// declared Content-Type (`on`), or only record the detected type (`off`, the default).
+    VerifyType {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
     /// List buckets with their owner and ACL.
     List,
@@ -316,7 +331,7 @@ fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
         .url
         .clone()
         .or(config.public_url.clone())
-        .unwrap_or_else(|| format!("http://{}", config.addr));
+        .unwrap_or_else(|| config.listen_url());
     let content_type = args.content_type.as_deref().map(|ct| {
         if ct.contains(',') {
             ContentTypeRule::OneOf(ct.split(',').map(|s| s.trim().to_owned()).collect())
@@ -345,6 +360,7 @@ fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
         } else {
             SigVersion::V4
         },
+        verify_type: args.verify_type,
     };
     let url = format!("{}/{}", base.trim_end_matches('/'), args.bucket);
     let post = postgate::policy::issue(
@@ -369,6 +385,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 expires,
                 max_files,
                 content_type,
+                verify_type,
                 access_key,
                 expire_objects_after,
                 max_total_size,
@@ -398,12 +415,13 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 expires,
                 &signer.access_key,
             );
+            link.verify_type = verify_type;
             link.expire_objects_after = expire_objects_after.map(|d| d.as_millis() as i64);
             link.max_total_size = max_total_size;
             db::links::insert(&conn, &link)?;
             let base = url
                 .or(config.public_url.clone())
-                .unwrap_or_else(|| format!("http://{}", config.addr));
+                .unwrap_or_else(|| config.listen_url());
             println!("{}/-/u/{}", base.trim_end_matches('/'), link.token);
         }
         LinkCommand::List => with_db(common, |conn| {
@@ -520,6 +538,16 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
             match on {
                 true => println!("{name} serves active content (no sandbox)"),
                 false => println!("{name} serves active content sandboxed"),
+            }
+        }
+        BucketCommand::VerifyType { name, state } => {
+            let on = state == "on";
+            if !db::buckets::set_verify_type(conn, &name, on)? {
+                return Err(format!("no bucket {name}").into());
+            }
+            match on {
+                true => println!("{name} refuses uploads whose bytes do not match their type"),
+                false => println!("{name} records uploads' detected types without refusing"),
             }
         }
         BucketCommand::List => {

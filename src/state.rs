@@ -279,8 +279,8 @@ pub(crate) const FROM_TRUSTED_PROXY: &str = "x-postgate-from-trusted-proxy";
 /// The server's base URL, from configuration and never from what a client claims (a `Host` of
 /// the attacker's choosing would put the upload form, its signed redirect and every `Location`
 /// on the attacker's host): `--public-url`; else the scheme and host a trusted proxy forwarded
-/// (`http`'s `forwarded_headers` marks its requests); else `http://` + the address the server
-/// listens on.
+/// (`http`'s `forwarded_headers` marks its requests); else `http://` (`https://` with native
+/// TLS) + the address the server listens on.
 pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(u) = &app.config.public_url {
         return u.trim_end_matches('/').to_owned();
@@ -288,7 +288,7 @@ pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(host) = forwarded_host(headers) {
         return format!("{}://{host}", forwarded_proto(headers).unwrap_or("http"));
     }
-    format!("http://{}", app.config.addr)
+    app.config.listen_url()
 }
 
 /// The scheme a trusted proxy received the request on (`X-Forwarded-Proto`), if it said.

@@ -41,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "names",
             "objects",
             "policy",
+            "sniff",
             "state",
             "telemetry",
             "units",
@@ -71,8 +72,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
         // The JSON API checks signatures as S3 does, with the check the router hands it
         // (`api::CheckSignature`): it does not import the S3 area.
         &[
-            "auth", "config", "cors", "db", "error", "links", "names", "objects", "policy",
-            "state", "units",
+            "auth",
+            "config",
+            "cors",
+            "db",
+            "error",
+            "links",
+            "names",
+            "objects",
+            "policy",
+            "state",
+            "units",
+            // Notes the bucket, key, signer and link of its requests for the access log.
+            "telemetry",
         ],
     ),
     // Shared state: the database, the store and caches; imports no area.
@@ -91,25 +103,29 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The core: knows nothing of HTTP, areas, routing or S3's error codes (see NEVER).
     (
         "objects",
-        &["auth", "config", "db", "names", "store", "units"],
+        &["auth", "config", "db", "names", "sniff", "store", "units"],
     ),
     // Storage.
     ("db", &["config", "names", "units"]),
-    ("store", &["auth", "config", "units"]),
+    ("store", &["auth", "config", "sniff", "units"]),
     // Errors: every mapping to S3 errors, from the core and the layers below it.
     (
         "error",
-        &["auth", "db", "names", "objects", "policy", "store", "xml"],
+        &[
+            "auth", "db", "names", "objects", "policy", "sniff", "store", "xml",
+        ],
     ),
     // Pure leaves.
     ("auth", &["names", "units"]),
-    ("policy", &["auth", "names", "units"]),
+    ("policy", &["auth", "names", "sniff", "units"]),
     // CORS in one room: bucket rules (pure), their answers on S3 paths, the `/-/` routes' layer.
     ("cors", &["error", "xml"]),
     ("names", &[]),
     ("xml", &[]),
     ("config", &["units"]),
     ("units", &[]),
+    // What an upload's first bytes are, and whether they match the declared type.
+    ("sniff", &[]),
     // What handlers note for the access log, and the metrics registry: imports nothing.
     ("telemetry", &[]),
 ];

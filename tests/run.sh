@@ -31,9 +31,10 @@ if [[ ! -x "$PY" ]] || ! "$PY" -c 'import sys' 2>/dev/null; then
     "${PYTHON:-python3}" -m venv "$VENV" || die "cannot create the venv"
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-# selenium drives headless Chromium in test_browser.py.
-"$PY" -m pip install -q --upgrade boto3 awscli minio pytest selenium || die "pip install failed"
-"$PY" -m pip list --format=freeze 2>/dev/null | grep -iE '^(boto3|botocore|awscli|minio|pytest|selenium)==' | tr '\n' ' '
+# selenium drives headless Chromium in test_browser.py; awscrt gives botocore the CRC32C and
+# CRC64NVME checksums (test_conformance.py).
+"$PY" -m pip install -q --upgrade boto3 awscli minio pytest selenium awscrt || die "pip install failed"
+"$PY" -m pip list --format=freeze 2>/dev/null | grep -iE '^(boto3|botocore|awscli|minio|pytest|selenium|awscrt)==' | tr '\n' ' '
 echo
 
 NODE_DIR="$ROOT/tests/interop/node"

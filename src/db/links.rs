@@ -20,6 +20,8 @@ pub struct LinkRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked: bool,
+    /// Its files' bytes must match their declared type (`--verify-type`, `sniff::check`).
+    pub verify_type: bool,
     /// Files uploaded through the link expire this many milliseconds after their upload.
     pub expire_objects_after: Option<i64>,
     /// The most bytes the link's files may take together.
@@ -30,8 +32,8 @@ pub struct LinkRecord {
 
 const COLUMNS: &str =
     "token, id, bucket, prefix, max_size, content_type, max_files, uploaded_files,
-    access_key, created_at, expires_at, revoked, expire_objects_after, max_total_size,
-    uploaded_bytes";
+    access_key, created_at, expires_at, revoked, verify_type, expire_objects_after,
+    max_total_size, uploaded_bytes";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
     Ok(LinkRecord {
@@ -47,9 +49,10 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
         created_at: r.get(9)?,
         expires_at: r.get(10)?,
         revoked: r.get(11)?,
-        expire_objects_after: r.get(12)?,
-        max_total_size: r.get::<_, Option<i64>>(13)?.map(|n| n as u64),
-        uploaded_bytes: r.get::<_, i64>(14)?.max(0) as u64,
+        verify_type: r.get(12)?,
+        expire_objects_after: r.get(13)?,
+        max_total_size: r.get::<_, Option<i64>>(14)?.map(|n| n as u64),
+        uploaded_bytes: r.get::<_, i64>(15)?.max(0) as u64,
     })
 }
 
@@ -65,9 +68,9 @@ pub fn new_token() -> String {
 pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO links (token, id, bucket, prefix, max_size, content_type, max_files,
-             uploaded_files, access_key, created_at, expires_at, revoked, expire_objects_after,
-             max_total_size)
-         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0, ?11, ?12)",
+             uploaded_files, access_key, created_at, expires_at, revoked, verify_type,
+             expire_objects_after, max_total_size)
+         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0, ?11, ?12, ?13)",
         params![
             l.token,
             l.bucket,
@@ -79,6 +82,7 @@ pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
             l.created_at,
             l.expires_at,
             l.id,
+            l.verify_type,
             l.expire_objects_after,
             l.max_total_size.map(|n| n as i64)
         ],

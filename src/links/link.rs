@@ -45,6 +45,13 @@ pub async fn load(app: &AppState, token: &str, need: Need) -> Result<LinkRecord,
         Ok(None) => return Err(Unavailable::Unknown),
         Err(e) => return Err(Unavailable::Failed(e)),
     };
+    // Every link route's access-log line names the link, its bucket and the key that signs
+    // its uploads.
+    crate::telemetry::note(|t| {
+        t.link = Some(link.id.clone());
+        t.bucket = Some(link.bucket.clone());
+        t.access_key = Some(link.access_key.clone());
+    });
     let refusal = match need {
         Need::Exists => None,
         Need::Open => link.closed(),
@@ -123,6 +130,7 @@ pub fn new_link(
         created_at: now,
         expires_at: now + expires_in.as_millis() as i64,
         revoked: false,
+        verify_type: false,
         expire_objects_after: None,
         max_total_size: None,
         uploaded_bytes: 0,
@@ -287,6 +295,7 @@ pub(crate) async fn check_form(
     key: &str,
     content_type: Option<&str>,
 ) -> Result<FormSlot, S3Error> {
+    crate::telemetry::note(|t| t.link = Some(link_id.to_owned()));
     let id = link_id.to_owned();
     let link = app
         .db
@@ -329,6 +338,7 @@ pub(crate) async fn check_form(
         Ok(slot) => Ok(FormSlot {
             db: app.db.clone(),
             slot: Some(slot),
+            verify_type: link.verify_type,
         }),
         Err(reservation) => match refusal(&reservation) {
             Some(Unavailable::Closed(reason)) => {
@@ -351,6 +361,8 @@ pub(crate) struct FormSlot {
     db: crate::db::Db,
     /// The `link_form_slots` record.
     slot: Option<String>,
+    /// The link demands that its files' bytes match their declared type.
+    pub(crate) verify_type: bool,
 }
 
 impl FormSlot {

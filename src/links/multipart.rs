@@ -50,7 +50,10 @@ pub(crate) async fn link_upload(
         .read(move |c| crate::db::uploads::get_of_link(c, &link_id, &id))
         .await?;
     match found {
-        Some(record) if record.bucket == link.bucket => Ok(record),
+        Some(record) if record.bucket == link.bucket => {
+            crate::telemetry::note(|t| t.key = Some(record.key.clone()));
+            Ok(record)
+        }
         _ => Err(JsonError::new(
             StatusCode::NOT_FOUND,
             "NoSuchUpload",
@@ -127,8 +130,8 @@ pub(crate) async fn sign_part_url(
 }
 
 /// Completes the link's upload from `parts` (`objects::multipart::complete` holds it to the
-/// link: open, total within the maximum, key still free); answers `{bucket, key, etag,
-/// location}`.
+/// link: open, total within the maximum, key still free, bytes of the declared type if the link
+/// verifies types); answers `{bucket, key, etag, location, detected_type}`.
 pub(crate) async fn finish(
     app: &AppState,
     link: &LinkRecord,
@@ -152,8 +155,17 @@ pub(crate) async fn finish(
     .await?;
     let base = crate::state::base_url(app, headers);
     let location = crate::state::object_url(&base, &link.bucket, &upload.key);
+    // What the file's first bytes showed, as now recorded with it (a link never replaces a file,
+    // so the row read is the one just committed).
+    let (b, k) = (link.bucket.clone(), upload.key.clone());
+    let detected_type = app
+        .db
+        .read(move |c| crate::db::objects::get(c, &b, &k, false))
+        .await?
+        .and_then(|o| o.meta.detected_type);
     Ok(Json(serde_json::json!({
         "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
+        "detected_type": detected_type,
     }))
     .into_response())
 }
@@ -243,7 +255,9 @@ pub(crate) async fn begin(
             Ok(Ok((record.key, record.upload_id)))
         })
         .await;
-    created?
+    let (key, upload_id) = created??;
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
+    Ok((key, upload_id))
 }
 
 /// `GET /-/u/{token}/uploads/{id}/parts/{n}`

@@ -459,6 +459,7 @@ pub(crate) async fn for_file(
         .read(move |c| free_key(c, &bucket, &prefix, &name))
         .await?;
     crate::names::validate_key(&key)?;
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
     Ok(ForFile { key, content_type })
 }
 

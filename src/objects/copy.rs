@@ -15,8 +15,15 @@ use crate::store::{BlobStore, Staged, TempBlob};
 
 /// The object at `bucket/key` with its body, for a copy by `who`. Reading a copy's source needs
 /// the bucket's owner (or the admin) or a key granted read: a public-read ACL lets anyone
-/// download, not copy.
-pub async fn source(db: &Db, who: Who<'_>, bucket: &str, key: &str) -> Result<ObjectRecord> {
+/// download, not copy. `expected_owner` (`x-amz-source-expected-bucket-owner`), when given, must
+/// be the source bucket's owner.
+pub async fn source(
+    db: &Db,
+    who: Who<'_>,
+    expected_owner: Option<&str>,
+    bucket: &str,
+    key: &str,
+) -> Result<ObjectRecord> {
     let grantee = who.access_key.unwrap_or_default().to_owned();
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let (bucket_row, object) = db
@@ -30,10 +37,23 @@ pub async fn source(db: &Db, who: Who<'_>, bucket: &str, key: &str) -> Result<Ob
     let Some((record, grant)) = bucket_row else {
         return Err(Error::NoSuchBucket(bucket.to_owned()));
     };
+    if expected_owner.is_some_and(|owner| owner.trim() != record.owner) {
+        return Err(Error::AccessDenied);
+    }
     if !(access::is_owner(who, &record) || grant.is_some_and(Perm::can_read)) {
         return Err(Error::AccessDenied);
     }
     object.ok_or_else(|| Error::NoSuchKey(key.to_owned()))
+}
+
+/// For a bucket that verifies types, which holds copies to it too: the bytes are the source's,
+/// detected when it was stored (`meta.detected_type`); the type is the one the copy will have.
+pub fn check_type(meta: &ObjectMeta) -> Result<()> {
+    crate::sniff::check(
+        meta.content_type.as_deref().unwrap_or_default(),
+        meta.detected_type.as_deref(),
+    )
+    .map_err(Error::ContentMismatch)
 }
 
 /// CopyObject's work: `src` (read from `src_key`) becomes `bucket/key` with `meta`, settling the

@@ -56,6 +56,9 @@ pub enum Error {
     Sha256Mismatch { client: String, computed: String },
     /// The body's additional checksum differs from the declared one: the algorithm's name.
     ChecksumMismatch(&'static str),
+    /// The upload's first bytes are not the type it declared (verification on: a link, a
+    /// policy or the bucket asks for it).
+    ContentMismatch(crate::sniff::Mismatch),
     /// The write does not fit the bucket's quota or its link's total.
     QuotaExceeded(crate::db::quota::Exceeded),
     /// A body read against the room left under a quota ([`crate::objects::quota::Hold::limit`])

@@ -102,6 +102,7 @@ impl ObjectHeaders {
             meta: self.meta,
             checksum: None,
             tagging: self.tagging,
+            detected_type: None,
         }
     }
 }
@@ -204,21 +205,39 @@ pub struct WriteCondition {
     pub if_match: Option<String>,
 }
 
+impl WriteCondition {
+    /// Checks the condition against the current version (`None`: the key has no object).
+    pub fn check(&self, current: Option<&ObjectMeta>, key: &str) -> Result<()> {
+        match (current, &self.if_match) {
+            (Some(_), _) if self.if_none_match_any => {
+                Err(Error::PreconditionFailed("If-None-Match"))
+            }
+            (None, Some(_)) => Err(Error::NoSuchKey(key.to_owned())),
+            (Some(cur), Some(want)) if !etag_matches(want, &cur.etag) => {
+                Err(Error::PreconditionFailed("If-Match"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Receives a body into the store (in memory up to `inline_max` bytes, else a synced temp blob),
 /// refusing it past `max` bytes and computing the digests `hashes` asks for: the first step of
 /// every write (PutObject, UploadPart, a POST form's file), before [`Expected::verify`] and
-/// [`commit`].
+/// [`commit`]. `sniff` sees the first bytes as they pass (the detected type, or a mismatch
+/// that stops the body when verification is on).
 pub async fn receive<S, E>(
     store: &BlobStore,
     body: S,
     max: u64,
     inline_max: usize,
     hashes: Hashes,
+    sniff: crate::sniff::Sniffer,
 ) -> std::result::Result<Ingested, IngestError<E>>
 where
     S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
 {
-    store.ingest(body, max, inline_max, hashes).await
+    store.ingest(body, max, inline_max, hashes, sniff).await
 }
 
 /// What a write found when it came to commit.
@@ -279,17 +298,7 @@ pub async fn commit_reserved(
         .write(move |c| {
             if cond.if_none_match_any || cond.if_match.is_some() {
                 let current = objects::get(c, &b, &k, false)?;
-                let refused = match (&current, &cond.if_match) {
-                    (Some(_), _) if cond.if_none_match_any => {
-                        Some(Error::PreconditionFailed("If-None-Match"))
-                    }
-                    (None, Some(_)) => Some(Error::NoSuchKey(k.clone())),
-                    (Some(cur), Some(want)) if !etag_matches(want, &cur.meta.etag) => {
-                        Some(Error::PreconditionFailed("If-Match"))
-                    }
-                    _ => None,
-                };
-                if let Some(refused) = refused {
+                if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
                     return Ok(Found::Refused(refused));
                 }
             }

@@ -12,12 +12,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::object::{check_copy_conditions, copy_source, object_headers, receive_body};
+use super::object::{
+    check_copy_conditions, copy_source, object_headers, receive_body,
+    refuse_unsupported_write_headers,
+};
 use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::uploads::{self, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::multipart::{self, NewPart, abort, complete};
+use crate::objects::multipart::{self, NewPart, abort, complete_if};
 use crate::objects::write;
 use crate::objects::{copy, quota};
 use crate::state::AppState;
@@ -28,6 +31,7 @@ pub async fn create_multipart_upload(
     req: &S3Request,
     caller: &Caller,
 ) -> S3Result<Response> {
+    refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
     let checksum_algorithm = match req.header("x-amz-checksum-algorithm") {
         Some(a) => Some(
@@ -85,6 +89,7 @@ async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Resu
     Ok(multipart::get(&app.db, req.bucket(), req.key(), upload_id).await?)
 }
 
+/// `verify_type`: the bucket demands that uploads' bytes match their declared type.
 pub async fn upload_part(
     app: &AppState,
     req: &S3Request,
@@ -92,11 +97,14 @@ pub async fn upload_part(
     body: Body,
     upload_id: &str,
     part_number: &PartNumber,
+    verify_type: bool,
 ) -> S3Result<Response> {
     let number = part_number.get()?;
+    refuse_unsupported_write_headers(req)?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
     let max = multipart::part_budget(&app.db, &upload, number).await?;
+    let sniff = multipart::part_sniffer(&app.db, &upload, number, verify_type).await?;
     let quota = super::object::bucket_quota(app, req.bucket()).await?;
     let size = super::object::declared_size(req);
     let mut hold = match size {
@@ -104,7 +112,7 @@ pub async fn upload_part(
         quota::Size::Exact(n) if n > max => quota::Hold::none(),
         size => quota::reserve_part(&app.db, quota, &upload, number, size).await?,
     };
-    let (ingested, checksum) = receive_body(app, req, caller, body, hold.limit(max), 0)
+    let (ingested, checksum) = receive_body(app, req, caller, body, hold.limit(max), 0, sniff)
         .await
         .map_err(|e| super::object::quota_passed(&hold, e, max))?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
@@ -114,6 +122,7 @@ pub async fn upload_part(
         size: ingested.size,
         etag: etag.clone(),
         checksum: checksum.clone(),
+        detected_type: ingested.detected.map(str::to_owned),
         body: ingested.staged,
     };
     multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
@@ -175,6 +184,11 @@ pub async fn upload_part_copy(
     let quota = super::object::bucket_quota(app, req.bucket()).await?;
     let mut hold =
         quota::reserve_part(&app.db, quota, &upload, number, quota::Size::Exact(len)).await?;
+    // The copied bytes were detected when the source was stored; a range from its start keeps
+    // the source's type.
+    let detected_type = (start == 0)
+        .then(|| src.meta.detected_type.clone())
+        .flatten();
     let (temp, md5) = copy::range(&app.store, &src, start, len).await?;
     let etag = write::etag_of(&md5);
     let part = NewPart {
@@ -182,6 +196,7 @@ pub async fn upload_part_copy(
         size: len,
         etag: etag.clone(),
         checksum: None,
+        detected_type,
         body: write::Staged::Temp(temp),
     };
     multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
@@ -221,13 +236,14 @@ pub async fn complete_multipart_upload(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let etag = complete(
+    let done = complete_if(
         &app.db,
         &app.store,
         req.bucket(),
         req.key(),
         upload_id,
         parts,
+        super::object::write_condition(req)?,
     )
     .await?;
     let mut w = XmlWriter::new();
@@ -238,7 +254,11 @@ pub async fn complete_multipart_upload(
     );
     w.elem("Bucket", req.bucket());
     w.elem("Key", req.key());
-    w.elem("ETag", &etag);
+    w.elem("ETag", &done.etag);
+    if let Some((algo, value)) = &done.checksum {
+        w.elem(&format!("Checksum{algo}"), value);
+        w.elem("ChecksumType", "COMPOSITE");
+    }
     w.close("CompleteMultipartUploadResult");
     Ok(xml_response(w.finish()))
 }
@@ -248,6 +268,14 @@ pub async fn abort_multipart_upload(
     req: &S3Request,
     id: &str,
 ) -> S3Result<Response> {
+    if req.headers.contains_key("x-amz-if-match-initiated-time") {
+        // A conditional abort postgate does not check: refused rather than ignored.
+        return Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "Conditional aborts are not implemented by postgate.",
+        )
+        .with("Header", "x-amz-if-match-initiated-time"));
+    }
     if !abort(&app.db, &app.store, req.bucket(), req.key(), id).await? {
         return Err(S3Error::no_such_upload(id));
     }
@@ -256,15 +284,17 @@ pub async fn abort_multipart_upload(
 
 pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<Response> {
     let upload = load_upload(app, req, upload_id).await?;
-    let max = req
-        .param("max-parts")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1000)
-        .min(1000);
-    let marker = req
-        .param("part-number-marker")
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(0);
+    let max = list_limit(req, "max-parts")?;
+    let marker = match req.param("part-number-marker") {
+        None => 0,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            S3Error::invalid_argument(
+                "Provided part-number-marker not an integer or within integer range",
+                "part-number-marker",
+                v,
+            )
+        })?,
+    };
     let id = upload.upload_id.clone();
     let mut parts = app
         .db
@@ -301,47 +331,163 @@ pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3R
     Ok(xml_response(w.finish()))
 }
 
+/// ListMultipartUploads: uploads in (key, initiation) order under `prefix`, after
+/// `key-marker`/`upload-id-marker`, with keys rolled up into `CommonPrefixes` at `delimiter`
+/// (each common prefix counts once toward `max-uploads`), and `encoding-type=url`.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html>
 pub async fn list_multipart_uploads(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let max = req
-        .param("max-uploads")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1000)
-        .min(1000);
+    let max = list_limit(req, "max-uploads")?;
+    let url_encode = super::list::url_encoding(req)?;
+    let enc = |s: &str| super::list::encode_if(url_encode, s);
     let prefix = req.param("prefix").unwrap_or("").to_owned();
+    let delimiter = req.param("delimiter").unwrap_or("").to_owned();
     let key_marker = req.param("key-marker").unwrap_or("").to_owned();
-    let id_marker = req.param("upload-id-marker").unwrap_or("").to_owned();
+    // Without a key marker S3 ignores the upload-id marker.
+    let id_marker = match key_marker.is_empty() {
+        true => String::new(),
+        false => req.param("upload-id-marker").unwrap_or("").to_owned(),
+    };
     let bucket = req.bucket().to_owned();
-    let (p, km, im) = (prefix.clone(), key_marker.clone(), id_marker.clone());
-    let mut list = app
+    let (p, d, km, im) = (
+        prefix.clone(),
+        delimiter.clone(),
+        key_marker.clone(),
+        id_marker.clone(),
+    );
+    let (items, truncated) = app
         .db
-        .read(move |c| uploads::list(c, &bucket, &p, &km, &im, max + 1))
+        .read(move |c| upload_page(c, &bucket, &p, &d, &km, &im, max))
         .await?;
-    let truncated = list.len() > max;
-    list.truncate(max);
     let mut w = XmlWriter::new();
     w.root("ListMultipartUploadsResult");
     w.elem("Bucket", req.bucket());
-    w.elem("KeyMarker", &key_marker);
+    w.elem("KeyMarker", &enc(&key_marker));
     w.elem("UploadIdMarker", &id_marker);
-    if let Some(last) = list.last() {
-        w.elem("NextKeyMarker", &last.key);
-        w.elem("NextUploadIdMarker", &last.upload_id);
+    match items.last() {
+        Some(UploadItem::Upload(last)) => {
+            w.elem("NextKeyMarker", &enc(&last.key));
+            w.elem("NextUploadIdMarker", &last.upload_id);
+        }
+        Some(UploadItem::Prefix(cp)) => {
+            w.elem("NextKeyMarker", &enc(cp));
+            w.elem("NextUploadIdMarker", "");
+        }
+        None => {}
     }
-    w.elem("Prefix", &prefix);
+    w.elem("Prefix", &enc(&prefix));
+    if !delimiter.is_empty() {
+        w.elem("Delimiter", &enc(&delimiter));
+    }
+    if url_encode {
+        w.elem("EncodingType", "url");
+    }
     w.elem("MaxUploads", &max.to_string());
     w.elem("IsTruncated", if truncated { "true" } else { "false" });
-    for u in &list {
-        w.open("Upload");
-        w.elem("Key", &u.key);
-        w.elem("UploadId", &u.upload_id);
-        owner_elems(&mut w, "Initiator", &u.owner);
-        owner_elems(&mut w, "Owner", &u.owner);
-        w.elem("StorageClass", "STANDARD");
-        w.elem("Initiated", &iso8601(u.initiated));
-        w.close("Upload");
+    for item in &items {
+        if let UploadItem::Upload(u) = item {
+            w.open("Upload");
+            w.elem("Key", &enc(&u.key));
+            w.elem("UploadId", &u.upload_id);
+            owner_elems(&mut w, "Initiator", &u.owner);
+            owner_elems(&mut w, "Owner", &u.owner);
+            w.elem("StorageClass", "STANDARD");
+            w.elem("Initiated", &iso8601(u.initiated));
+            w.close("Upload");
+        }
+    }
+    for item in &items {
+        if let UploadItem::Prefix(cp) = item {
+            w.open("CommonPrefixes");
+            w.elem("Prefix", &enc(cp));
+            w.close("CommonPrefixes");
+        }
     }
     w.close("ListMultipartUploadsResult");
     Ok(xml_response(w.finish()))
+}
+
+/// `max-uploads` / `max-parts`: an integer from 0, at most 1000 (larger asks get 1000, as S3
+/// gives); anything else is InvalidArgument.
+fn list_limit(req: &S3Request, name: &'static str) -> S3Result<usize> {
+    match req.param(name) {
+        None => Ok(1000),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| n.min(1000) as usize)
+            .ok_or_else(|| {
+                S3Error::invalid_argument(
+                    format!("Provided {name} not an integer or within integer range"),
+                    name,
+                    v,
+                )
+            }),
+    }
+}
+
+/// One entry of a ListMultipartUploads page.
+enum UploadItem {
+    Upload(UploadRecord),
+    Prefix(String),
+}
+
+/// Up to `max` entries after the markers, and whether more follow.
+fn upload_page(
+    c: &rusqlite::Connection,
+    bucket: &str,
+    prefix: &str,
+    delimiter: &str,
+    key_marker: &str,
+    id_marker: &str,
+    max: usize,
+) -> Result<(Vec<UploadItem>, bool), crate::db::DbError> {
+    const BATCH: usize = 1000;
+    let (mut km, mut im) = (key_marker.to_owned(), id_marker.to_owned());
+    let mut items: Vec<UploadItem> = Vec::new();
+    loop {
+        if items.len() == max {
+            let more = !uploads::list(c, bucket, prefix, &km, &im, 1)?.is_empty();
+            return Ok((items, more && max > 0));
+        }
+        let rows = uploads::list(c, bucket, prefix, &km, &im, BATCH)?;
+        let fetched = rows.len();
+        let mut jumped = false;
+        for row in rows {
+            let rest = &row.key[prefix.len()..];
+            let rolled = (!delimiter.is_empty())
+                .then(|| rest.find(delimiter))
+                .flatten()
+                .map(|i| row.key[..prefix.len() + i + delimiter.len()].to_owned());
+            match rolled {
+                Some(cp) => {
+                    // Continue after every key under this common prefix (no key goes past
+                    // the prefix followed by the last code point).
+                    km = format!("{cp}{}", char::MAX);
+                    im.clear();
+                    let seen = matches!(items.last(), Some(UploadItem::Prefix(p)) if *p == cp);
+                    // A prefix at or before the key marker was on an earlier page.
+                    if !seen && cp.as_str() > key_marker {
+                        items.push(UploadItem::Prefix(cp));
+                    }
+                    jumped = true;
+                    break;
+                }
+                None => {
+                    km = row.key.clone();
+                    im = row.upload_id.clone();
+                    items.push(UploadItem::Upload(row));
+                    if items.len() == max {
+                        break;
+                    }
+                }
+            }
+        }
+        if fetched == 0 || (!jumped && items.len() < max && fetched < BATCH) {
+            return Ok((items, false));
+        }
+    }
 }
 
 fn owner_elems(w: &mut XmlWriter, name: &str, owner: &str) {

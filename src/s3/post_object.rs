@@ -23,6 +23,7 @@ use crate::objects::{access, quota};
 use crate::policy::{
     self, ContentLengthRange, FormFields, PostAuth, SizeViolation, SuccessActionStatus,
 };
+use crate::sniff::Sniffer;
 use crate::state::AppState;
 
 /// AWS's cap on the form data before the file (fields plus their part headers).
@@ -204,6 +205,7 @@ where
         Signer::Anonymous => ContentLengthRange::default(),
     };
     let key = fields.get("key").unwrap_or_default().to_owned();
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
     crate::names::validate_key(&key)?;
 
     // A body whose length proves the file cannot fit is answered before it is read. The same
@@ -239,6 +241,14 @@ where
         }
         None => None,
     };
+    // Verification, opt-in three ways: the bucket's setting, the link's, or the form's field
+    // (which a signed policy covers like any other: a policy that pins it to `on` cannot be
+    // posted without it).
+    let verify_type = record.verify_type
+        || link.as_ref().is_some_and(|l| l.verify_type)
+        || fields
+            .get(crate::sniff::VERIFY_TYPE_FIELD)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"));
     let target = Target {
         bucket: &bucket,
         key: &key,
@@ -250,6 +260,7 @@ where
         link_id: link
             .as_ref()
             .and_then(|_| fields.get(crate::links::LINK_META_FIELD)),
+        verify_type,
     };
     let result = store_upload(app, req, &fields, target, file).await;
     let Some(slot) = link else { return result };
@@ -402,6 +413,8 @@ struct Target<'a> {
     /// The bucket's quota, and the upload link the form counts against (its total).
     quota: crate::db::quota::Quota,
     link_id: Option<&'a str>,
+    /// The file's bytes must match its declared Content-Type (`sniff::check`).
+    verify_type: bool,
 }
 
 /// Streams the file into the store and commits it; answers as the form asked.
@@ -423,6 +436,7 @@ async fn store_upload(
         ..Expected::default()
     };
     let hashes = write::Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let sniff = Sniffer::new(headers.content_type.as_deref(), target.verify_type);
     // The file's size is only bounded (by the body's length and the policy): the room held
     // under a quota is what may come, and the file is read against the room there is.
     let bound = target.size_hint.map_or(range.max(), |hint| {
@@ -444,6 +458,7 @@ async fn store_upload(
         hold.limit(range.max()),
         app.config.inline_max_bytes,
         hashes,
+        sniff,
     )
     .await
     .map_err(|e| match e {
@@ -463,11 +478,13 @@ async fn store_upload(
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(ingested.size, etag.clone(), target.owner.to_owned());
+    meta.detected_type = ingested.detected.map(str::to_owned);
     meta.checksum = algo
         .as_ref()
         .zip(ingested.digests.checksum.clone())
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
     let (bucket, key) = (target.bucket, target.key);
+    let detected = meta.detected_type.clone();
     write::commit_reserved(
         &app.db,
         &app.store,
@@ -482,7 +499,12 @@ async fn store_upload(
         &mut hold,
     )
     .await?;
-    Ok(success(app, req, fields, bucket, key, &etag))
+    let mut res = success(app, req, fields, bucket, key, &etag);
+    // What the first bytes showed, for the page or app that posted the form.
+    if let Some(v) = detected.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        res.headers_mut().insert("x-postgate-detected-type", v);
+    }
+    Ok(res)
 }
 
 /// Who signed the form, with the policy they signed.

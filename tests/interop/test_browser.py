@@ -520,6 +520,28 @@ def test_upload_link_page_holds_files_to_the_links_types(browser, pg, s3, bucket
     assert keys == ["in/x.png"], keys
 
 
+def test_upload_link_page_shows_a_type_check_refusal(browser, pg, s3, bucket, files):
+    """A link that verifies types: an HTML page named photo.png (Chromium declares image/png from
+    the name) is refused by the server from its first bytes, the page shows why, and nothing is
+    stored; a real PNG goes through and its detected type is recorded."""
+    out = pg.cli(
+        "link", "create", bucket, "--prefix", "in/", "--max-size", "1KiB", "--verify-type",
+        "--expires", "1h", "--url", pg.endpoint,
+    )
+    open_link_page(browser, out.strip().splitlines()[-1])
+    upload(browser, files("photo.png", b"<!DOCTYPE html><script>alert(1)</script>"))
+    [row] = settled_rows(browser, 1)
+    assert "failed" in row["classes"] and "done" not in row["classes"], row
+    assert "text/html, not image/png" in row["status"], row
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="in/")
+
+    upload(browser, files("real.png", png_bytes(2, 2, (200, 10, 10))))
+    rows = settled_rows(browser, 2)
+    assert "done" in rows[1]["classes"], rows[1]
+    head = s3.head_object(Bucket=bucket, Key="in/real.png")
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-postgate-detected-type"] == "image/png"
+
+
 def test_upload_link_page_shows_the_servers_size_error(browser, pg, s3, bucket, files):
     """The page's size check bypassed (as by an old or altered page): the server's policy still
     refuses the file, and the page shows S3's own message."""
