@@ -184,6 +184,10 @@ pub struct CreateLinkRequest {
     /// The files' bytes must match their declared type (`sniff::check`).
     #[serde(default)]
     pub verify_type: bool,
+    /// Files uploaded through the link expire this long after their upload (default: never).
+    pub expire_objects_after: Option<Seconds>,
+    /// The most bytes all the link's files may take together (default: no limit).
+    pub max_total_size: Option<Size>,
 }
 
 /// `POST /-/api/links`: a shareable upload link whose uploads the caller's key signs.
@@ -216,6 +220,16 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     if input.prefix.len() > 900 {
         return Err(ApiError::bad_request("prefix is too long"));
     }
+    if input.expire_objects_after.is_some_and(|s| s.0 == 0) {
+        return Err(ApiError::bad_request(
+            "expire_objects_after must be at least 1 second",
+        ));
+    }
+    if input.max_total_size.is_some_and(|s| s.0 == 0) {
+        return Err(ApiError::bad_request(
+            "max_total_size must be at least 1 byte",
+        ));
+    }
     let content_type = input.content_type.filter(|t| !t.trim().is_empty());
     let mut link = crate::links::new_link(
         &input.bucket,
@@ -227,6 +241,8 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         &key.access_key,
     );
     link.verify_type = input.verify_type;
+    link.expire_objects_after = input.expire_objects_after.map(|s| s.0 as i64 * 1000);
+    link.max_total_size = input.max_total_size.map(|s| s.0);
     let stored = link.clone();
     app.db
         .write(move |c| crate::db::links::insert(c, &stored))
@@ -307,6 +323,9 @@ fn link_json(l: &LinkRecord, base: &str) -> serde_json::Value {
         "created_at": rfc3339(l.created_at),
         "expires_at": rfc3339(l.expires_at),
         "revoked": l.revoked,
+        "expire_objects_after": l.expire_objects_after.map(|ms| ms / 1000),
+        "max_total_size": l.max_total_size,
+        "uploaded_bytes": l.uploaded_bytes,
         "active": l.unusable().is_none(),
         "verify_type": l.verify_type,
     })

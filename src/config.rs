@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Multipart uploads not completed within this time are aborted (e.g. 7d, 12h).
     #[arg(long, env = "POSTGATE_MULTIPART_EXPIRY", value_parser = crate::units::parse_duration)]
     pub multipart_expiry: Option<std::time::Duration>,
+    /// Testing only: a lifecycle "day" lasts this many seconds (and is not rounded to midnight
+    /// UTC), as Ceph's `rgw_lc_debug_interval`.
+    #[arg(long, env = "POSTGATE_LIFECYCLE_DEBUG_DAY_SECS", hide = true)]
+    pub lifecycle_debug_day_secs: Option<u64>,
     /// Upload page: files above this size go up in parts (at least 5MiB; default 64MiB).
     #[arg(long, env = "POSTGATE_LINK_MULTIPART_THRESHOLD", value_parser = crate::units::parse_size)]
     pub link_multipart_threshold: Option<u64>,
@@ -202,6 +206,8 @@ pub struct Config {
     pub admin_key: Option<(String, String)>,
     pub api_cors_origins: Vec<String>,
     pub multipart_expiry: std::time::Duration,
+    /// Testing only: the length of a lifecycle "day" (`None`: S3's days, rounded to midnight UTC).
+    pub lifecycle_debug_day: Option<Duration>,
     /// The upload page's multipart path: above which size, and in parts of what size.
     pub link_uploads: LinkUploads,
     /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`http`'s `forwarded_headers`).
@@ -434,6 +440,10 @@ impl Config {
                 }
                 (None, None) => DEFAULT_MULTIPART_EXPIRY,
             },
+            lifecycle_debug_day: serve
+                .lifecycle_debug_day_secs
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
             link_uploads,
             trusted_proxies: match &serve.trusted_proxies {
                 Some(list) => list.clone(),
@@ -486,6 +496,7 @@ impl Config {
             admin_key: None,
             api_cors_origins: Vec::new(),
             multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
+            lifecycle_debug_day: None,
             link_uploads: LinkUploads::default(),
             trusted_proxies: Vec::new(),
             limits: Limits::default(),

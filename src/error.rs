@@ -73,6 +73,7 @@ codes! {
     MissingContentLength => StatusCode::LENGTH_REQUIRED, "You must provide the Content-Length HTTP header.";
     NoSuchBucket => StatusCode::NOT_FOUND, "The specified bucket does not exist";
     NoSuchCORSConfiguration => StatusCode::NOT_FOUND, "The CORS configuration does not exist";
+    NoSuchLifecycleConfiguration => StatusCode::NOT_FOUND, "The lifecycle configuration does not exist";
     NoSuchKey => StatusCode::NOT_FOUND, "The specified key does not exist.";
     NoSuchVersion => StatusCode::NOT_FOUND, "The specified version does not exist.";
     NoSuchUpload => StatusCode::NOT_FOUND, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.";
@@ -86,6 +87,9 @@ codes! {
     XAmzContentSHA256Mismatch => StatusCode::BAD_REQUEST, "The provided 'x-amz-content-sha256' header does not match what was computed.";
     // Not an AWS code (S3 never fills up); the X prefix marks it as postgate's own, as MinIO's
     // XMinioStorageFull does. 507 is not retried by the SDKs: retrying would not help.
+    // postgate's own, as MinIO's XMinioAdminBucketQuotaExceeded (400): the upload does not fit a
+    // bucket's quota or a link's total; nothing was stored.
+    XPostgateQuotaExceeded => StatusCode::BAD_REQUEST, "Bucket quota exceeded. Nothing was stored.";
     XPostgateStorageFull => StatusCode::INSUFFICIENT_STORAGE, "The server has no space left to store this upload. Nothing was stored.";
     // postgate's own too: the bytes are not the type the upload declared (verification on).
     XPostgateContentMismatch => StatusCode::BAD_REQUEST, "The file's content does not match its declared Content-Type. Nothing was stored.";
@@ -284,6 +288,23 @@ impl From<std::io::Error> for S3Error {
 }
 
 /// The core's refusals and failures, as S3 answers them.
+/// A write that does not fit a bucket's quota or a link's total (postgate's own code).
+impl From<crate::db::quota::Exceeded> for S3Error {
+    fn from(e: crate::db::quota::Exceeded) -> Self {
+        use crate::db::quota::Exceeded;
+        let (what, max) = match e {
+            Exceeded::BucketSize { max } => ("the bucket's quota of bytes", max),
+            Exceeded::BucketObjects { max } => ("the bucket's quota of objects", max),
+            Exceeded::LinkTotal { max } => ("the upload link's total size", max),
+        };
+        S3Error::new(
+            S3ErrorCode::XPostgateQuotaExceeded,
+            format!("This upload would exceed {what} ({max}). Nothing was stored."),
+        )
+        .with("Limit", max.to_string())
+    }
+}
+
 impl From<crate::objects::Error> for S3Error {
     fn from(err: crate::objects::Error) -> Self {
         use crate::objects::Error as E;
@@ -323,6 +344,11 @@ impl From<crate::objects::Error> for S3Error {
                 .with("MaxSizeAllowed", max.to_string()),
             E::LinkClosed(reason) => S3Error::new(C::AccessDenied, reason),
             E::LinkNameTaken(key) => S3Error::link_name_taken(&key),
+            E::QuotaExceeded(e) => e.into(),
+            E::QuotaRoomPassed => S3Error::new(
+                C::XPostgateQuotaExceeded,
+                "This upload does not fit the space left under the quota. Nothing was stored.",
+            ),
             E::MetadataTooLarge(size) => S3Error::code(C::MetadataTooLarge)
                 .with(
                     "MaxSizeAllowed",

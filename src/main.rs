@@ -134,6 +134,12 @@ struct LinkCreateArgs {
     /// Key that signs the link's uploads (default: the bucket's owner).
     #[arg(long)]
     access_key: Option<String>,
+    /// Files uploaded through the link expire this long after their upload (e.g. 30d).
+    #[arg(long, value_parser = postgate::units::parse_duration)]
+    expire_objects_after: Option<std::time::Duration>,
+    /// The most bytes all the link's files may take together (e.g. 1GiB).
+    #[arg(long, value_parser = postgate::units::parse_size)]
+    max_total_size: Option<u64>,
     /// Base URL of the server (default: --public-url, else http://ADDR).
     #[arg(long)]
     url: Option<String>,
@@ -182,6 +188,19 @@ enum BucketCommand {
     },
     /// List buckets with their owner and ACL.
     List,
+    /// Set, show or clear BUCKET's quota: uploads that would pass it are refused.
+    Quota {
+        bucket: String,
+        /// The most bytes the bucket's objects (and unfinished uploads) may take (e.g. 10GiB).
+        #[arg(long, value_parser = postgate::units::parse_size)]
+        max_size: Option<u64>,
+        /// The most objects the bucket may hold.
+        #[arg(long)]
+        max_objects: Option<u64>,
+        /// Remove the quota.
+        #[arg(long, conflicts_with_all = ["max_size", "max_objects"])]
+        clear: bool,
+    },
     /// Let KEY read, write or read and write BUCKET.
     Allow {
         bucket: String,
@@ -368,6 +387,8 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 content_type,
                 verify_type,
                 access_key,
+                expire_objects_after,
+                max_total_size,
                 url,
                 serve,
             } = *args;
@@ -395,6 +416,8 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 &signer.access_key,
             );
             link.verify_type = verify_type;
+            link.expire_objects_after = expire_objects_after.map(|d| d.as_millis() as i64);
+            link.max_total_size = max_total_size;
             db::links::insert(&conn, &link)?;
             let base = url
                 .or(config.public_url.clone())
@@ -534,6 +557,12 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
                 println!("{:<40} {:<22} {:<18} {active}", b.name, b.owner, b.acl);
             }
         }
+        BucketCommand::Quota {
+            bucket,
+            max_size,
+            max_objects,
+            clear,
+        } => bucket_quota(conn, &bucket, max_size, max_objects, clear)?,
         BucketCommand::Allow { bucket, key, perm } => {
             let perm = Perm::parse(&perm).ok_or("perm must be read, write or readwrite")?;
             if db::keys::find(conn, &key)?.is_none() {
@@ -545,5 +574,52 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
             println!("{key} may now {} {bucket}", perm.as_str());
         }
     }
+    Ok(())
+}
+
+/// `postgate bucket quota`: sets the limits given (keeping the other), clears them, or shows the
+/// quota and what the bucket uses. A running server applies a change within seconds (its bucket
+/// cache), and at once to every commit.
+fn bucket_quota(
+    conn: &rusqlite::Connection,
+    bucket: &str,
+    max_size: Option<u64>,
+    max_objects: Option<u64>,
+    clear: bool,
+) -> CliResult {
+    let record = db::buckets::get(conn, bucket)?.ok_or_else(|| format!("no bucket {bucket}"))?;
+    let limit = |n: Option<u64>, human: fn(u64) -> String| n.map_or("none".to_owned(), human);
+    if clear || max_size.is_some() || max_objects.is_some() {
+        let quota = match clear {
+            true => db::quota::Quota::default(),
+            false => db::quota::Quota {
+                max_size: max_size.or(record.quota.max_size),
+                max_objects: max_objects.or(record.quota.max_objects),
+            },
+        };
+        db::quota::set(conn, bucket, quota)?;
+        println!(
+            "{bucket}: max size {}, max objects {}",
+            limit(quota.max_size, postgate::links::human_size),
+            limit(quota.max_objects, |n| n.to_string())
+        );
+        return Ok(());
+    }
+    let used = db::quota::usage(conn, bucket, None)?;
+    println!(
+        "max size:    {}",
+        limit(record.quota.max_size, postgate::links::human_size)
+    );
+    println!(
+        "max objects: {}",
+        limit(record.quota.max_objects, |n| n.to_string())
+    );
+    println!(
+        "used:        {} in {} objects, {} in unfinished uploads, {} reserved",
+        postgate::links::human_size(used.bytes),
+        used.objects,
+        postgate::links::human_size(used.part_bytes),
+        postgate::links::human_size(used.reserved_bytes)
+    );
     Ok(())
 }

@@ -89,6 +89,15 @@ impl AppState {
             );
         }
 
+        // Quota reservations of uploads a killed server left: none of them is still running.
+        let dropped = db.write(db::quota::clear_reservations).await?;
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "dropped the quota reservations of unfinished uploads"
+            );
+        }
+
         let admin = config.admin_key.clone();
         let (retired, generated) = db
             .write(move |c| match admin {
@@ -156,6 +165,32 @@ impl AppState {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "aborted expired multipart uploads"),
             Err(e) => tracing::warn!(error = %e, "multipart expiry failed"),
+        }
+    }
+
+    /// How often the lifecycle sweeper runs.
+    pub fn lifecycle_interval(&self) -> std::time::Duration {
+        crate::objects::lifecycle::interval(self.config.lifecycle_debug_day)
+    }
+
+    /// Applies lifecycle rules and objects' own expiry times once (`objects::lifecycle`).
+    pub async fn sweep_lifecycle(&self) -> crate::objects::lifecycle::Swept {
+        let day = self.config.lifecycle_debug_day;
+        match crate::objects::lifecycle::sweep(&self.db, &self.store, day).await {
+            Ok(swept) => {
+                if swept != Default::default() {
+                    tracing::info!(
+                        objects = swept.objects,
+                        uploads = swept.uploads,
+                        "lifecycle: removed expired objects and aborted stale uploads"
+                    );
+                }
+                swept
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lifecycle sweep failed");
+                Default::default()
+            }
         }
     }
 

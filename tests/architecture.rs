@@ -72,8 +72,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         // The JSON API checks signatures as S3 does, with the check the router hands it
         // (`api::CheckSignature`): it does not import the S3 area.
         &[
-            "auth", "config", "cors", "db", "error", "links", "names", "objects", "policy",
-            "state", "units",
+            "auth",
+            "config",
+            "cors",
+            "db",
+            "error",
+            "links",
+            "names",
+            "objects",
+            "policy",
+            "state",
+            "units",
             // Notes the bucket, key, signer and link of its requests for the access log.
             "telemetry",
         ],

@@ -17,6 +17,10 @@ pub struct BucketRecord {
     /// Every upload's bytes must match its declared Content-Type (`sniff::check`): PUT, POST,
     /// multipart. Off unless the operator turns it on (`postgate bucket verify-type`).
     pub verify_type: bool,
+    /// The lifecycle rules (JSON of `objects::lifecycle::Rules`), if any.
+    pub lifecycle: Option<String>,
+    /// The bucket's quota (`postgate bucket quota`).
+    pub quota: super::quota::Quota,
 }
 
 /// What a non-owner key may do on a bucket, as granted by `postgate bucket allow`.
@@ -51,7 +55,8 @@ impl Perm {
     }
 }
 
-const COLUMNS: &str = "name, owner, acl, cors, created_at, active_content, verify_type";
+const COLUMNS: &str = "name, owner, acl, cors, created_at, active_content, verify_type,
+    lifecycle, quota_max_size, quota_max_objects";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRecord> {
     Ok(BucketRecord {
@@ -62,6 +67,11 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRecord> {
         created_at: r.get(4)?,
         active_content: r.get(5)?,
         verify_type: r.get(6)?,
+        lifecycle: r.get(7)?,
+        quota: super::quota::Quota {
+            max_size: r.get::<_, Option<i64>>(8)?.map(|n| n as u64),
+            max_objects: r.get::<_, Option<i64>>(9)?.map(|n| n as u64),
+        },
     })
 }
 
@@ -101,13 +111,13 @@ pub fn get_with_grant(
 ) -> Result<Option<(BucketRecord, Option<Perm>)>, DbError> {
     let mut stmt = conn.prepare_cached(
         "SELECT b.name, b.owner, b.acl, b.cors, b.created_at, b.active_content, b.verify_type,
-             g.perm
+             b.lifecycle, b.quota_max_size, b.quota_max_objects, g.perm
          FROM buckets b LEFT JOIN grants g ON g.bucket = b.name AND g.access_key = ?2
          WHERE b.name = ?1",
     )?;
     Ok(stmt
         .query_row(params![name, access_key], |r| {
-            let perm: Option<String> = r.get(7)?;
+            let perm: Option<String> = r.get(10)?;
             Ok((from_row(r)?, perm.as_deref().and_then(Perm::parse)))
         })
         .optional()?)
@@ -122,7 +132,8 @@ pub fn list(conn: &Connection) -> Result<Vec<BucketRecord>, DbError> {
 /// Buckets `access_key` owns or holds a grant on.
 pub fn list_visible(conn: &Connection, access_key: &str) -> Result<Vec<BucketRecord>, DbError> {
     let mut stmt = conn.prepare(
-        "SELECT name, owner, acl, cors, created_at, active_content, verify_type FROM buckets
+        "SELECT name, owner, acl, cors, created_at, active_content, verify_type, lifecycle,
+             quota_max_size, quota_max_objects FROM buckets
          WHERE owner = ?1 OR name IN (SELECT bucket FROM grants WHERE access_key = ?1)
          ORDER BY name",
     )?;

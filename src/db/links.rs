@@ -22,11 +22,18 @@ pub struct LinkRecord {
     pub revoked: bool,
     /// Its files' bytes must match their declared type (`--verify-type`, `sniff::check`).
     pub verify_type: bool,
+    /// Files uploaded through the link expire this many milliseconds after their upload.
+    pub expire_objects_after: Option<i64>,
+    /// The most bytes the link's files may take together.
+    pub max_total_size: Option<u64>,
+    /// Bytes of the files stored through the link so far.
+    pub uploaded_bytes: u64,
 }
 
 const COLUMNS: &str =
     "token, id, bucket, prefix, max_size, content_type, max_files, uploaded_files,
-    access_key, created_at, expires_at, revoked, verify_type";
+    access_key, created_at, expires_at, revoked, verify_type, expire_objects_after,
+    max_total_size, uploaded_bytes";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
     Ok(LinkRecord {
@@ -43,6 +50,9 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
         expires_at: r.get(10)?,
         revoked: r.get(11)?,
         verify_type: r.get(12)?,
+        expire_objects_after: r.get(13)?,
+        max_total_size: r.get::<_, Option<i64>>(14)?.map(|n| n as u64),
+        uploaded_bytes: r.get::<_, i64>(15)?.max(0) as u64,
     })
 }
 
@@ -58,8 +68,9 @@ pub fn new_token() -> String {
 pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO links (token, id, bucket, prefix, max_size, content_type, max_files,
-             uploaded_files, access_key, created_at, expires_at, revoked, verify_type)
-         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0, ?11)",
+             uploaded_files, access_key, created_at, expires_at, revoked, verify_type,
+             expire_objects_after, max_total_size)
+         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0, ?11, ?12, ?13)",
         params![
             l.token,
             l.bucket,
@@ -71,7 +82,9 @@ pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
             l.created_at,
             l.expires_at,
             l.id,
-            l.verify_type
+            l.verify_type,
+            l.expire_objects_after,
+            l.max_total_size.map(|n| n as i64)
         ],
     )?;
     Ok(())
@@ -130,7 +143,7 @@ pub enum Reservation {
     /// No link has this id.
     Unknown,
     /// The link is revoked, expired or full (`links::Link` says which, for the person uploading).
-    Refused(LinkRecord),
+    Refused(Box<LinkRecord>),
 }
 
 /// Takes one of the link's slots for a new upload, with one conditional `UPDATE`, so that
@@ -150,7 +163,7 @@ pub fn reserve_upload(conn: &Connection, id: &str) -> Result<Reservation, DbErro
     }
     Ok(match get_by_id(conn, id)? {
         None => Reservation::Unknown,
-        Some(link) => Reservation::Refused(link),
+        Some(link) => Reservation::Refused(Box::new(link)),
     })
 }
 

@@ -7,9 +7,11 @@
 
 pub mod buckets;
 pub mod keys;
+pub mod lifecycle;
 pub mod links;
 mod migrate;
 pub mod objects;
+pub mod quota;
 pub mod uploads;
 
 use std::path::{Path, PathBuf};

@@ -110,7 +110,7 @@ pub fn get(
 }
 
 /// The blobs a row's body uses (its own blob, or its manifest's part blobs).
-fn blobs_of(blob: Option<String>, manifest: Option<String>) -> Vec<String> {
+pub(super) fn blobs_of(blob: Option<String>, manifest: Option<String>) -> Vec<String> {
     match (blob, manifest) {
         (Some(b), _) => vec![b],
         (None, Some(m)) => serde_json::from_str::<Vec<(String, u64)>>(&m)
@@ -164,7 +164,7 @@ pub fn put(
              content_language = excluded.content_language, expires = excluded.expires,
              meta = excluded.meta, checksum = excluded.checksum, tagging = excluded.tagging,
              blob = excluded.blob, data = excluded.data, manifest = excluded.manifest,
-             detected_type = excluded.detected_type",
+             detected_type = excluded.detected_type, expires_at = NULL",
     )?
     .execute(params![
         bucket,

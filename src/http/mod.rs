@@ -109,6 +109,16 @@ pub async fn serve(
             sweeper.expire_uploads().await;
         }
     });
+    let lifecycle = state.clone();
+    let lifecycle_task = tokio::spawn(async move {
+        let every = lifecycle.lifecycle_interval();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            lifecycle.sweep_lifecycle().await;
+        }
+    });
     // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
     let mut state = state;
     if let Ok(bound) = listener.local_addr()
@@ -200,6 +210,7 @@ pub async fn serve(
         let _ = permits.acquire_many(max_connections).await;
     }
     expiry_task.abort();
+    lifecycle_task.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
     }

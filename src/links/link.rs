@@ -131,6 +131,9 @@ pub fn new_link(
         expires_at: now + expires_in.as_millis() as i64,
         revoked: false,
         verify_type: false,
+        expire_objects_after: None,
+        max_total_size: None,
+        uploaded_bytes: 0,
     }
 }
 

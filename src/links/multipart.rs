@@ -238,6 +238,15 @@ pub(crate) async fn begin(
             if let Err(e) = crate::names::validate_key(&record.key) {
                 return Ok(Err(JsonError::from(e)));
             }
+            if let Err(e) = crate::objects::quota::check_new_upload(
+                c,
+                &bucket,
+                &record.key,
+                Some(&link_id),
+                size,
+            )? {
+                return Ok(Err(JsonError::from(crate::error::S3Error::from(e))));
+            }
             let reservation = crate::db::links::reserve_upload(c, &link_id)?;
             if let Some(refused) = link::refusal(&reservation) {
                 return Ok(Err(refused.into()));

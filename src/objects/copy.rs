@@ -8,6 +8,7 @@ use crate::db::buckets::Perm;
 use crate::db::objects::{Body, ObjectMeta, ObjectRecord};
 use crate::objects::access::{self, Who};
 use crate::objects::error::{Error, Result};
+use crate::objects::quota::Hold;
 use crate::objects::read::segments;
 use crate::objects::write::{self, WriteCondition};
 use crate::store::{BlobStore, Staged, TempBlob};
@@ -55,8 +56,10 @@ pub fn check_type(meta: &ObjectMeta) -> Result<()> {
     .map_err(Error::ContentMismatch)
 }
 
-/// CopyObject's work: `src` (read from `src_key`) becomes `bucket/key` with `meta`. Blobs are
-/// copied, not shared, so either object can be replaced or deleted alone.
+/// CopyObject's work: `src` (read from `src_key`) becomes `bucket/key` with `meta`, settling the
+/// room `hold` keeps under the bucket's quota. Blobs are copied, not shared, so either object
+/// can be replaced or deleted alone.
+#[allow(clippy::too_many_arguments)]
 pub async fn object(
     db: &Db,
     store: &BlobStore,
@@ -65,6 +68,7 @@ pub async fn object(
     bucket: &str,
     key: &str,
     meta: ObjectMeta,
+    hold: &mut Hold,
 ) -> Result<()> {
     let staged = match src.body {
         Body::Inline(bytes) => Staged::Inline(bytes),
@@ -83,7 +87,7 @@ pub async fn object(
                 })?,
         ),
     };
-    write::commit(
+    write::commit_reserved(
         db,
         store,
         bucket,
@@ -91,6 +95,7 @@ pub async fn object(
         meta,
         staged,
         WriteCondition::default(),
+        hold,
     )
     .await
 }

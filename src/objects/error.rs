@@ -59,6 +59,11 @@ pub enum Error {
     /// The upload's first bytes are not the type it declared (verification on: a link, a
     /// policy or the bucket asks for it).
     ContentMismatch(crate::sniff::Mismatch),
+    /// The write does not fit the bucket's quota or its link's total.
+    QuotaExceeded(crate::db::quota::Exceeded),
+    /// A body read against the room left under a quota ([`crate::objects::quota::Hold::limit`])
+    /// passed it.
+    QuotaRoomPassed,
     /// An `x-amz-acl` value postgate does not know.
     InvalidCannedAcl(String),
     /// The database failed.

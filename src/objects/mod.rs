@@ -6,9 +6,11 @@ pub mod access;
 pub mod copy;
 pub mod delete;
 pub mod error;
+pub mod lifecycle;
 pub mod link;
 pub mod list;
 pub mod multipart;
+pub mod quota;
 pub mod read;
 pub mod write;
 

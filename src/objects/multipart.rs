@@ -8,6 +8,7 @@ use crate::db::objects::{self, Body as Stored};
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
 use crate::objects::error::{Error, Result};
+use crate::objects::quota::Hold;
 use crate::objects::write::{ObjectHeaders, WriteCondition};
 use crate::sniff::Sniffer;
 use crate::store::{BlobStore, Staged};
@@ -222,8 +223,21 @@ pub async fn complete_if(
                     return fail(Error::ContentMismatch(m));
                 }
                 meta.detected_type = detected_type;
+                // Settled last: it counts the bytes against the upload's link.
+                if let Err(e) = crate::objects::quota::settle_completion(
+                    c,
+                    &b,
+                    &k,
+                    size,
+                    upload.link_id.as_deref(),
+                )? {
+                    return fail(Error::QuotaExceeded(e));
+                }
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+                if let Some(link_id) = &upload.link_id {
+                    crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
+                }
                 garbage.extend(
                     uploads::remove(c, &id)?
                         .into_iter()
@@ -417,13 +431,16 @@ pub struct NewPart {
 
 /// Persists a part's blob and records it, replacing an earlier part of the same number, unless
 /// the upload was completed or aborted meanwhile (or, for a link's upload, the part no longer
-/// fits the link). On a refusal the part's bytes are removed.
+/// fits the link; or it no longer fits a quota: the record settles the room `hold` keeps). On a
+/// refusal the part's bytes are removed.
 pub async fn store_part(
     db: &Db,
     store: &BlobStore,
     upload: &UploadRecord,
     part: NewPart,
+    hold: &mut Hold,
 ) -> Result<()> {
+    let reservation = hold.id().map(str::to_owned);
     let temp = match part.body {
         Staged::Temp(t) => t,
         Staged::Inline(bytes) => store.stage_bytes(bytes).await?,
@@ -460,11 +477,22 @@ pub async fn store_part(
                     Err(e) => return Ok(Err(e)),
                 }
             }
+            let settled = crate::objects::quota::settle_part(
+                c,
+                &current,
+                record.part_number,
+                record.size,
+                reservation.as_deref(),
+            )?;
+            if let Err(e) = settled {
+                return Ok(Err(Error::QuotaExceeded(e)));
+            }
             uploads::put_part(c, &id, &record).map(Ok)
         })
         .await;
     match outcome {
         Ok(Ok(old)) => {
+            std::mem::replace(hold, Hold::none()).settled();
             if let Some(old) = old {
                 store.remove(old).await;
             }

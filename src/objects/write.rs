@@ -15,6 +15,7 @@ use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
 use crate::db::objects::{self, Body, ObjectMeta};
 use crate::objects::error::{Error, Result};
+use crate::objects::quota::{Hold, settle_object};
 use crate::store::BlobStore;
 /// The store's values a write's caller handles (what to hash, what arrived, where it is staged),
 /// so that the areas reach the store only through the core.
@@ -256,6 +257,34 @@ pub async fn commit(
     staged: Staged,
     cond: WriteCondition,
 ) -> Result<()> {
+    commit_reserved(
+        db,
+        store,
+        bucket,
+        key,
+        meta,
+        staged,
+        cond,
+        &mut Hold::none(),
+    )
+    .await
+}
+
+/// [`commit`] for a write that holds room under a quota ([`crate::objects::quota`]): the limits
+/// are checked again in the commit's transaction, which also drops the reservation (and, for a
+/// link's file, counts it against the link and gives it the link's expiry time).
+#[allow(clippy::too_many_arguments)]
+pub async fn commit_reserved(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    meta: ObjectMeta,
+    staged: Staged,
+    cond: WriteCondition,
+    hold: &mut Hold,
+) -> Result<()> {
+    let reservation = hold.id().map(str::to_owned);
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
         Staged::Temp(temp) => Body::Blob(store.persist(temp).await?),
@@ -273,14 +302,25 @@ pub async fn commit(
                     return Ok(Found::Refused(refused));
                 }
             }
-            if crate::db::buckets::get(c, &b)?.is_none() {
+            let Some(record) = crate::db::buckets::get(c, &b)? else {
                 return Ok(Found::Refused(Error::NoSuchBucket(b.clone())));
+            };
+            let settled =
+                settle_object(c, record.quota, &b, &k, meta.size, reservation.as_deref())?;
+            let link_id = match settled {
+                Ok(link_id) => link_id,
+                Err(e) => return Ok(Found::Refused(Error::QuotaExceeded(e))),
+            };
+            let old = objects::put(c, &b, &k, &meta, &body)?;
+            if let Some(link_id) = link_id {
+                crate::objects::lifecycle::apply_link_expiry(c, &link_id, &b, &k)?;
             }
-            objects::put(c, &b, &k, &meta, &body).map(Found::Committed)
+            Ok(Found::Committed(old))
         })
         .await;
     match outcome {
         Ok(Found::Committed(old)) => {
+            std::mem::replace(hold, Hold::none()).settled();
             for blob in old {
                 store.remove(blob).await;
             }

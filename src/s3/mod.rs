@@ -8,6 +8,7 @@
 mod authn;
 mod bucket;
 mod cors;
+mod lifecycle;
 mod list;
 pub mod multipart;
 mod object;
@@ -112,6 +113,9 @@ pub enum Endpoint {
     GetBucketCors,
     PutBucketCors,
     DeleteBucketCors,
+    GetBucketLifecycleConfiguration,
+    PutBucketLifecycleConfiguration,
+    DeleteBucketLifecycle,
 }
 
 /// `partNumber` as the request sent it. It is checked (an integer from 1 to 10000) by the
@@ -181,6 +185,9 @@ impl Endpoint {
             GetBucketCors => "GetBucketCors",
             PutBucketCors => "PutBucketCors",
             DeleteBucketCors => "DeleteBucketCors",
+            GetBucketLifecycleConfiguration => "GetBucketLifecycleConfiguration",
+            PutBucketLifecycleConfiguration => "PutBucketLifecycleConfiguration",
+            DeleteBucketLifecycle => "DeleteBucketLifecycle",
         }
     }
 
@@ -203,6 +210,9 @@ impl Endpoint {
                 Method::GET if has("cors") => GetBucketCors,
                 Method::PUT if has("cors") => PutBucketCors,
                 Method::DELETE if has("cors") => DeleteBucketCors,
+                Method::GET if has("lifecycle") => GetBucketLifecycleConfiguration,
+                Method::PUT if has("lifecycle") => PutBucketLifecycleConfiguration,
+                Method::DELETE if has("lifecycle") => DeleteBucketLifecycle,
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
                     return Err(not_implemented_operation(req));
                 }
@@ -288,6 +298,9 @@ impl Endpoint {
             | AbortMultipartUpload { .. } => Access::Write,
             DeleteBucket | GetBucketAcl | PutBucketAcl | PutObjectAcl | GetBucketCors
             | PutBucketCors | DeleteBucketCors => Access::Owner,
+            GetBucketLifecycleConfiguration
+            | PutBucketLifecycleConfiguration
+            | DeleteBucketLifecycle => Access::Owner,
         }
     }
 }
@@ -635,6 +648,11 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         GetBucketCors => cors::get_bucket_cors(ctx_of(ctx)?).await,
         PutBucketCors => cors::put_bucket_cors(app, req, &caller, body).await,
         DeleteBucketCors => cors::delete_bucket_cors(app, req).await,
+        GetBucketLifecycleConfiguration => lifecycle::get_bucket_lifecycle(ctx_of(ctx)?).await,
+        PutBucketLifecycleConfiguration => {
+            lifecycle::put_bucket_lifecycle(app, req, &caller, body).await
+        }
+        DeleteBucketLifecycle => lifecycle::delete_bucket_lifecycle(app, req).await,
     }
 }
 
@@ -804,6 +822,9 @@ mod tests {
             ("GET", "/b?cors", &[], GetBucketCors),
             ("PUT", "/b?cors", &[], PutBucketCors),
             ("DELETE", "/b?cors", &[], DeleteBucketCors),
+            ("GET", "/b?lifecycle", &[], GetBucketLifecycleConfiguration),
+            ("PUT", "/b?lifecycle", &[], PutBucketLifecycleConfiguration),
+            ("DELETE", "/b?lifecycle", &[], DeleteBucketLifecycle),
             ("PUT", "/b/k", &[], PutObject),
             ("PUT", "/b/k", &copy, CopyObject),
             ("GET", "/b/k", &[], GetObject),
@@ -876,6 +897,9 @@ mod tests {
             (PutObject, Access::Write),
             (AbortMultipartUpload { upload_id: id() }, Access::Write),
             (PutBucketCors, Access::Owner),
+            (PutBucketLifecycleConfiguration, Access::Owner),
+            (GetBucketLifecycleConfiguration, Access::Owner),
+            (DeleteBucketLifecycle, Access::Owner),
             (PutObjectAcl, Access::Owner),
             (DeleteBucket, Access::Owner),
         ] {

@@ -20,9 +20,9 @@ use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::uploads::{self, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::copy;
 use crate::objects::multipart::{self, NewPart, abort, complete_if};
 use crate::objects::write;
+use crate::objects::{copy, quota};
 use crate::state::AppState;
 use crate::xml::{self, XmlWriter};
 
@@ -57,7 +57,21 @@ pub async fn create_multipart_upload(
         None,
     )?;
     let upload_id = record.upload_id.clone();
-    app.db.write(move |c| uploads::create(c, &record)).await?;
+    app.db
+        .write(move |c| {
+            let fits = crate::objects::quota::check_new_upload(
+                c,
+                &record.bucket,
+                &record.key,
+                None,
+                None,
+            )?;
+            if let Err(e) = fits {
+                return Ok(Err(S3Error::from(e)));
+            }
+            uploads::create(c, &record).map(Ok)
+        })
+        .await??;
     let mut w = XmlWriter::new();
     w.root("InitiateMultipartUploadResult");
     w.elem("Bucket", req.bucket());
@@ -91,7 +105,16 @@ pub async fn upload_part(
     // A link's upload streams no more than the link has left for it.
     let max = multipart::part_budget(&app.db, &upload, number).await?;
     let sniff = multipart::part_sniffer(&app.db, &upload, number, verify_type).await?;
-    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0, sniff).await?;
+    let quota = super::object::bucket_quota(app, req.bucket()).await?;
+    let size = super::object::declared_size(req);
+    let mut hold = match size {
+        // Refused as EntityTooLarge by `receive_body`.
+        quota::Size::Exact(n) if n > max => quota::Hold::none(),
+        size => quota::reserve_part(&app.db, quota, &upload, number, size).await?,
+    };
+    let (ingested, checksum) = receive_body(app, req, caller, body, hold.limit(max), 0, sniff)
+        .await
+        .map_err(|e| super::object::quota_passed(&hold, e, max))?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
     let part = NewPart {
@@ -102,7 +125,7 @@ pub async fn upload_part(
         detected_type: ingested.detected.map(str::to_owned),
         body: ingested.staged,
     };
-    multipart::store_part(&app.db, &app.store, &upload, part).await?;
+    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     let mut res = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, v);
@@ -158,6 +181,9 @@ pub async fn upload_part_copy(
     if len > max {
         return Err(crate::objects::Error::TooLarge { size: len, max }.into());
     }
+    let quota = super::object::bucket_quota(app, req.bucket()).await?;
+    let mut hold =
+        quota::reserve_part(&app.db, quota, &upload, number, quota::Size::Exact(len)).await?;
     // The copied bytes were detected when the source was stored; a range from its start keeps
     // the source's type.
     let detected_type = (start == 0)
@@ -173,7 +199,7 @@ pub async fn upload_part_copy(
         detected_type,
         body: write::Staged::Temp(temp),
     };
-    multipart::store_part(&app.db, &app.store, &upload, part).await?;
+    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
     w.elem("LastModified", &iso8601(crate::db::now_millis()));

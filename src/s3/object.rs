@@ -12,6 +12,7 @@ use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_respons
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::objects::quota::{self, Hold, Size};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::objects::{copy, delete};
 use crate::sniff::Sniffer;
@@ -30,16 +31,18 @@ pub async fn put_object(
     let headers = object_headers(req)?;
     let cond = write_condition(req)?;
     let sniff = Sniffer::new(headers.content_type.as_deref(), verify_type);
+    let mut hold = reserve_put(app, req).await?;
     let (ingested, checksum) = receive_body(
         app,
         req,
         caller,
         body,
-        MAX_OBJECT_SIZE,
+        hold.limit(MAX_OBJECT_SIZE),
         app.config.inline_max_bytes,
         sniff,
     )
-    .await?;
+    .await
+    .map_err(|e| quota_passed(&hold, e, MAX_OBJECT_SIZE))?;
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(
@@ -49,7 +52,7 @@ pub async fn put_object(
     );
     meta.checksum = checksum;
     meta.detected_type = ingested.detected.map(str::to_owned);
-    write::commit(
+    write::commit_reserved(
         &app.db,
         &app.store,
         req.bucket(),
@@ -57,6 +60,7 @@ pub async fn put_object(
         meta.clone(),
         ingested.staged,
         cond,
+        &mut hold,
     )
     .await?;
 
@@ -73,6 +77,59 @@ pub async fn put_object(
         );
     }
     Ok(res)
+}
+
+/// Holds room for a PutObject's body under the bucket's quota, before it is read.
+async fn reserve_put(app: &AppState, req: &S3Request) -> S3Result<Hold> {
+    let size = declared_size(req);
+    if matches!(size, Size::Exact(n) if n > MAX_OBJECT_SIZE) {
+        // Refused as EntityTooLarge by `receive_body`.
+        return Ok(Hold::none());
+    }
+    let quota = bucket_quota(app, req.bucket()).await?;
+    Ok(quota::reserve_object(&app.db, quota, req.bucket(), req.key(), size, None).await?)
+}
+
+/// A body refused as too large (read against [`Hold::limit`]`(max)`): the quota's refusal when
+/// it was the quota, not `max`, that it passed.
+pub(super) fn quota_passed(hold: &Hold, err: S3Error, max: u64) -> S3Error {
+    match hold.passed(max) {
+        Some(refusal) if err.s3_code() == S3ErrorCode::EntityTooLarge => refusal.into(),
+        _ => err,
+    }
+}
+
+/// The bucket's quota, from its (cached) record: buckets without one take no reservation.
+pub(super) async fn bucket_quota(
+    app: &AppState,
+    bucket: &str,
+) -> S3Result<crate::db::quota::Quota> {
+    Ok(app
+        .bucket_with_grant(bucket, "")
+        .await?
+        .map(|(record, _)| record.quota)
+        .unwrap_or_default())
+}
+
+/// What a PUT body will bring, from its headers: exact when the length of the object's bytes
+/// is declared (`x-amz-decoded-content-length`, or `Content-Length` of a plain body), an upper
+/// bound when only the framed length of an aws-chunked body is.
+pub(super) fn declared_size(req: &S3Request) -> Size {
+    let number = |name: &str| req.header(name).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = number("x-amz-decoded-content-length") {
+        return Size::Exact(n);
+    }
+    let chunked = req
+        .header("x-amz-content-sha256")
+        .is_some_and(|v| v.starts_with("STREAMING-"))
+        || req
+            .header(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.contains("aws-chunked"));
+    match number("content-length") {
+        Some(n) if !chunked => Size::Exact(n),
+        Some(n) => Size::AtMost(n),
+        None => Size::AtMost(u64::MAX),
+    }
 }
 
 /// Write headers that ask for something postgate does not do, refused before the body is read
@@ -298,6 +355,15 @@ pub async fn copy_object(
     if dest.record.verify_type {
         copy::check_type(&meta)?;
     }
+    let mut hold = quota::reserve_object(
+        &app.db,
+        dest.record.quota,
+        req.bucket(),
+        req.key(),
+        Size::Exact(meta.size),
+        None,
+    )
+    .await?;
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
     copy::object(
@@ -308,6 +374,7 @@ pub async fn copy_object(
         req.bucket(),
         req.key(),
         meta,
+        &mut hold,
     )
     .await?;
     let mut w = XmlWriter::new();

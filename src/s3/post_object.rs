@@ -18,8 +18,8 @@ use super::{S3Request, empty};
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::buckets::BucketRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::access;
 use crate::objects::write::{self, Expected, ObjectHeaders, WriteCondition};
+use crate::objects::{access, quota};
 use crate::policy::{
     self, ContentLengthRange, FormFields, PostAuth, SizeViolation, SuccessActionStatus,
 };
@@ -256,6 +256,10 @@ where
         owner: signer.owner(&record),
         size_hint,
         create_only: link.is_some(),
+        quota: record.quota,
+        link_id: link
+            .as_ref()
+            .and_then(|_| fields.get(crate::links::LINK_META_FIELD)),
         verify_type,
     };
     let result = store_upload(app, req, &fields, target, file).await;
@@ -406,6 +410,9 @@ struct Target<'a> {
     size_hint: Option<u64>,
     /// Refuse (412) rather than replace an existing object: upload-link forms.
     create_only: bool,
+    /// The bucket's quota, and the upload link the form counts against (its total).
+    quota: crate::db::quota::Quota,
+    link_id: Option<&'a str>,
     /// The file's bytes must match its declared Content-Type (`sniff::check`).
     verify_type: bool,
 }
@@ -430,21 +437,40 @@ async fn store_upload(
     };
     let hashes = write::Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
     let sniff = Sniffer::new(headers.content_type.as_deref(), target.verify_type);
+    // The file's size is only bounded (by the body's length and the policy): the room held
+    // under a quota is what may come, and the file is read against the room there is.
+    let bound = target.size_hint.map_or(range.max(), |hint| {
+        (hint + EARLY_REJECT_MARGIN).min(range.max())
+    });
+    let mut hold = quota::reserve_object(
+        &app.db,
+        target.quota,
+        target.bucket,
+        target.key,
+        quota::Size::AtMost(bound),
+        target.link_id,
+    )
+    .await?;
     let stream = file.map_err(S3Error::from);
     let ingested = write::receive(
         &app.store,
         stream,
-        range.max(),
+        hold.limit(range.max()),
         app.config.inline_max_bytes,
         hashes,
         sniff,
     )
     .await
     .map_err(|e| match e {
-        write::IngestError::TooLarge { seen } => S3Error::from(SizeViolation::TooLarge {
-            proposed_size: seen.max(target.size_hint.unwrap_or(0)),
-            max_size_allowed: range.max(),
-        }),
+        write::IngestError::TooLarge { seen } => hold
+            .passed(range.max())
+            .map(S3Error::from)
+            .unwrap_or_else(|| {
+                S3Error::from(SizeViolation::TooLarge {
+                    proposed_size: seen.max(target.size_hint.unwrap_or(0)),
+                    max_size_allowed: range.max(),
+                })
+            }),
         other => S3Error::from_ingest(other, range.max()),
     })?;
     range.check(ingested.size).map_err(S3Error::from)?;
@@ -459,7 +485,7 @@ async fn store_upload(
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
     let (bucket, key) = (target.bucket, target.key);
     let detected = meta.detected_type.clone();
-    write::commit(
+    write::commit_reserved(
         &app.db,
         &app.store,
         bucket,
@@ -470,6 +496,7 @@ async fn store_upload(
             if_none_match_any: target.create_only,
             ..WriteCondition::default()
         },
+        &mut hold,
     )
     .await?;
     let mut res = success(app, req, fields, bucket, key, &etag);

@@ -577,12 +577,7 @@ async fn unimplemented_operations_are_501_naming_the_operation() {
     app.put_object(B, "k", "x").await;
     let cases = [
         (Method::GET, format!("/{B}"), "policy", "GetBucketPolicy"),
-        (
-            Method::PUT,
-            format!("/{B}"),
-            "lifecycle",
-            "PutBucketLifecycleConfiguration",
-        ),
+        (Method::PUT, format!("/{B}"), "website", "PutBucketWebsite"),
         (
             Method::GET,
             format!("/{B}"),
