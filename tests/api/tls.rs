@@ -278,7 +278,11 @@ async fn sighup_reloads_the_certificate_for_new_connections_only() {
         assert!(Instant::now() < deadline, "no reload: {}", proc.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(proc.log().contains("reloaded the TLS certificate"));
+    // The line follows the swap (and logging is buffered): wait for it too.
+    while !proc.log().contains("reloaded the TLS certificate") {
+        assert!(Instant::now() < deadline, "no reload line: {}", proc.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The connection opened before the reload goes on, with the session it negotiated.
     assert!(health_on(&mut old).await);
     assert_eq!(peer_leaf(&old), first);
