@@ -384,7 +384,18 @@ async fn slow_conn(t: Arc<Target>, n: usize, stats: Arc<Stats>, stop: Arc<Atomic
                             stats.slow_reset.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
-                        _ => { stats.fail("slow upload closed early without an answer".into()); break; }
+                        other => {
+                            let how = match other {
+                                Ok(_) => "closed".to_owned(),
+                                Err(e) => format!("{:?}", e.kind()),
+                            };
+                            stats.fail(format!(
+                                "slow upload {how} after {:.1} s without an answer ({} bytes of it)",
+                                opened.elapsed().as_secs_f64(),
+                                got.len()
+                            ));
+                            break;
+                        }
                     }
                 }
                 _ = tick.tick() => {

@@ -283,7 +283,7 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
             println!("  access key: {}", key.access_key);
             println!("  secret key: {}", key.secret_key);
         }
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = postgate::http::listen(addr)?;
         let bound = listener.local_addr()?;
         tracing::info!(addr = %bound, "postgate listening");
         if !bound.ip().is_loopback() && !has_public_url {

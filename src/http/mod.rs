@@ -58,6 +58,27 @@ async fn health(State(_): State<AppState>) -> impl IntoResponse {
 /// at most this far past it), and it must still hold a request's headers.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
+/// Binds `addr` with a listen backlog as deep as the kernel allows (`net.core.somaxconn`, at
+/// least 1,024): a burst of connections (a class of phones opening the page at once, a
+/// reconnect storm after a proxy restart) then waits in the queue while the accept loop catches
+/// up, instead of overflowing it. An overflowing queue falls back to SYN cookies, and a cookie
+/// that fails its check later resets a connection the client already believed open.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let backlog = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1024)
+        .clamp(1024, 65_535);
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish for at most
 /// `shutdown_timeout` (an upload in flight either completes and commits or is discarded whole);
 /// connections still open then are dropped, and their uploads discarded whole.

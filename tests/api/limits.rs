@@ -698,3 +698,52 @@ async fn open_file_limit_is_raised_and_idle_connections_do_not_lock_out_new_clie
     assert_eq!(res.status, 200);
     drop(idle);
 }
+
+/// A burst of connections deeper than the usual listen backlog (1,024) arriving before the
+/// server accepts any: every one waits in the queue `postgate::http::listen` makes and is
+/// answered once serving starts. With a 1,024 queue the rest overflow into SYN cookies and wait
+/// on retransmissions or are reset.
+#[tokio::test]
+async fn a_burst_of_connections_waits_in_the_listen_queue() {
+    const BURST: usize = 1500;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        somaxconn > BURST,
+        "net.core.somaxconn is {somaxconn}: this test needs a queue deeper than {BURST}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = postgate::Config::for_data_dir(dir.path());
+    config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
+    let (state, _) = postgate::AppState::open(config).await.unwrap();
+    let listener = postgate::http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    // Nobody accepts yet: every handshake the kernel completes sits in the queue.
+    let mut streams = Vec::with_capacity(BURST);
+    for _ in 0..BURST {
+        let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&host))
+            .await
+            .expect("the handshake completes while the queue has room")
+            .unwrap();
+        s.write_all(b"GET /-/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        streams.push(s);
+    }
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(postgate::serve(listener, state, async move {
+        stop_rx.await.ok();
+    }));
+    let answered = futures_util::future::join_all(streams.into_iter().map(|mut s| async move {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        matches!(read, Ok(Ok(_))) && got.starts_with(b"HTTP/1.1 200")
+    }))
+    .await;
+    let ok = answered.iter().filter(|a| **a).count();
+    assert_eq!(ok, BURST, "connections answered within 5 s of serving");
+    drop(stop);
+}
