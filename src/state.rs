@@ -42,6 +42,8 @@ pub struct AppState {
     pub store: BlobStore,
     /// The `/-/metrics` registry, one per server.
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Who wants which object event (webhooks), and the delivery worker's wake-up.
+    pub events: crate::events::Notifier,
     keys: Arc<RwLock<KeyCache>>,
     buckets: Arc<BucketCache>,
 }
@@ -117,11 +119,16 @@ impl AppState {
             }
         }
         let metrics = Arc::new(crate::telemetry::Metrics::new(db.batch_sizes()));
+        // Events committed before a crash and not yet delivered go out now.
+        let events = crate::events::Notifier::new(&config);
+        events.reload(&db).await?;
+        events.start(db.clone(), metrics.clone());
         let state = AppState {
             config: Arc::new(config),
             db,
             store,
             metrics,
+            events,
             keys: Arc::new(RwLock::new(HashMap::new())),
             buckets: Arc::default(),
         };
@@ -136,8 +143,10 @@ impl AppState {
         if let Err(e) = &open {
             tracing::warn!(error = %e, "metrics: cannot count open multipart uploads");
         }
+        let pending = self.db.read(db::events::pending).await;
         crate::telemetry::Scrape {
             multipart_uploads_open: open.unwrap_or(0),
+            events_pending: pending.unwrap_or(0),
             disk_free_bytes: crate::telemetry::free_bytes(&self.config.data_dir).unwrap_or(0),
             wal_bytes: std::fs::metadata(self.db.wal_path()).map_or(0, |m| m.len()),
         }

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_bucket_active_content.sql"),
     include_str!("../../migrations/0006_link_form_slots.sql"),
     include_str!("../../migrations/0007_ready_probe.sql"),
+    include_str!("../../migrations/0008_events.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {

@@ -66,6 +66,7 @@ pub async fn complete(
     key: &str,
     upload_id: &str,
     parts: Vec<(u32, String)>,
+    origin: crate::events::Origin,
 ) -> S3Result<String> {
     if parts.is_empty() {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));
@@ -147,6 +148,9 @@ pub async fn complete(
                     .into_meta(size, etag.clone(), upload.owner.clone());
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+                origin
+                    .with_link(upload.link_id.clone())
+                    .created(c, &b, &k, &meta)?;
                 garbage.extend(
                     uploads::remove(c, &id)?
                         .into_iter()

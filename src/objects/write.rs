@@ -258,7 +258,9 @@ enum Found {
 }
 
 /// Makes a staged body the current version of `bucket/key`, atomically, and removes what the old
-/// version used. On any failure the new bytes are removed and the old version stays.
+/// version used. On any failure the new bytes are removed and the old version stays. The event
+/// `origin` describes is recorded in the same transaction (when a target wants it).
+#[allow(clippy::too_many_arguments)]
 pub async fn commit(
     db: &Db,
     store: &BlobStore,
@@ -267,6 +269,7 @@ pub async fn commit(
     meta: ObjectMeta,
     staged: Staged,
     cond: WriteCondition,
+    origin: crate::events::Origin,
 ) -> Result<(), WriteError> {
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
@@ -298,7 +301,9 @@ pub async fn commit(
             if crate::db::buckets::get(c, &b)?.is_none() {
                 return Ok(Found::Refused(WriteError::NoSuchBucket(b.clone())));
             }
-            objects::put(c, &b, &k, &meta, &body).map(Found::Committed)
+            let old = objects::put(c, &b, &k, &meta, &body)?;
+            origin.created(c, &b, &k, &meta)?;
+            Ok(Found::Committed(old))
         })
         .await;
     match outcome {

@@ -10,6 +10,7 @@ mod bucket;
 mod cors;
 mod list;
 pub mod multipart;
+mod notification;
 mod object;
 mod post_object;
 
@@ -112,6 +113,8 @@ pub enum Endpoint {
     GetBucketCors,
     PutBucketCors,
     DeleteBucketCors,
+    GetBucketNotificationConfiguration,
+    PutBucketNotificationConfiguration,
 }
 
 /// `partNumber` as the request sent it. It is checked (an integer from 1 to 10000) by the
@@ -181,6 +184,8 @@ impl Endpoint {
             GetBucketCors => "GetBucketCors",
             PutBucketCors => "PutBucketCors",
             DeleteBucketCors => "DeleteBucketCors",
+            GetBucketNotificationConfiguration => "GetBucketNotificationConfiguration",
+            PutBucketNotificationConfiguration => "PutBucketNotificationConfiguration",
         }
     }
 
@@ -203,6 +208,8 @@ impl Endpoint {
                 Method::GET if has("cors") => GetBucketCors,
                 Method::PUT if has("cors") => PutBucketCors,
                 Method::DELETE if has("cors") => DeleteBucketCors,
+                Method::GET if has("notification") => GetBucketNotificationConfiguration,
+                Method::PUT if has("notification") => PutBucketNotificationConfiguration,
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
                     return Err(not_implemented());
                 }
@@ -273,6 +280,9 @@ impl Endpoint {
             | AbortMultipartUpload { .. } => Access::Write,
             DeleteBucket | GetBucketAcl | PutBucketAcl | PutObjectAcl | GetBucketCors
             | PutBucketCors | DeleteBucketCors => Access::Owner,
+            GetBucketNotificationConfiguration | PutBucketNotificationConfiguration => {
+                Access::Owner
+            }
         }
     }
 }
@@ -286,7 +296,6 @@ fn is_unsupported_subresource(name: &str) -> bool {
             | "lifecycle"
             | "website"
             | "logging"
-            | "notification"
             | "replication"
             | "encryption"
             | "tagging"
@@ -533,7 +542,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         CopyObject => object::copy_object(app, req, &caller, ctx_of(ctx)?).await,
         GetObject => object::get_object(app, req, &caller, ctx_of(ctx)?, true).await,
         HeadObject => object::get_object(app, req, &caller, ctx_of(ctx)?, false).await,
-        DeleteObject => object::delete_object(app, req).await,
+        DeleteObject => object::delete_object(app, req, &caller).await,
         GetObjectAcl => object::get_object_acl(app, req, ctx_of(ctx)?).await,
         PutObjectAcl => object::put_object_acl(app, req, &caller, body).await,
         CreateMultipartUpload => multipart::create_multipart_upload(app, req, &caller).await,
@@ -556,6 +565,8 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         GetBucketCors => cors::get_bucket_cors(ctx_of(ctx)?).await,
         PutBucketCors => cors::put_bucket_cors(app, req, &caller, body).await,
         DeleteBucketCors => cors::delete_bucket_cors(app, req).await,
+        GetBucketNotificationConfiguration => notification::get(app, req).await,
+        PutBucketNotificationConfiguration => notification::put(app, req, &caller, body).await,
     }
 }
 
@@ -713,6 +724,18 @@ mod tests {
             ("GET", "/b?cors", &[], GetBucketCors),
             ("PUT", "/b?cors", &[], PutBucketCors),
             ("DELETE", "/b?cors", &[], DeleteBucketCors),
+            (
+                "GET",
+                "/b?notification",
+                &[],
+                GetBucketNotificationConfiguration,
+            ),
+            (
+                "PUT",
+                "/b?notification",
+                &[],
+                PutBucketNotificationConfiguration,
+            ),
             ("PUT", "/b/k", &[], PutObject),
             ("PUT", "/b/k", &copy, CopyObject),
             ("GET", "/b/k", &[], GetObject),
@@ -783,6 +806,8 @@ mod tests {
             (PutObject, Access::Write),
             (AbortMultipartUpload { upload_id: id() }, Access::Write),
             (PutBucketCors, Access::Owner),
+            (PutBucketNotificationConfiguration, Access::Owner),
+            (GetBucketNotificationConfiguration, Access::Owner),
             (PutObjectAcl, Access::Owner),
             (DeleteBucket, Access::Owner),
         ] {

@@ -332,6 +332,10 @@ pub async fn complete_multipart_upload(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
+    let origin = app.events.origin(
+        crate::events::Kind::CompleteMultipartUpload,
+        caller.principal(),
+    );
     let etag = complete(
         &app.db,
         &app.store,
@@ -339,6 +343,7 @@ pub async fn complete_multipart_upload(
         req.key(),
         upload_id,
         parts,
+        origin,
     )
     .await?;
     let mut w = XmlWriter::new();

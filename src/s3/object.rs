@@ -12,6 +12,7 @@ use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_respons
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::events::Kind;
 use crate::objects::delete;
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::state::AppState;
@@ -46,6 +47,7 @@ pub async fn put_object(
         if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
         if_match: req.header(header::IF_MATCH).map(str::to_owned),
     };
+    let origin = app.events.origin(Kind::Put, caller.principal());
     write::commit(
         &app.db,
         &app.store,
@@ -54,6 +56,7 @@ pub async fn put_object(
         meta.clone(),
         ingested.staged,
         cond,
+        origin,
     )
     .await?;
 
@@ -221,6 +224,7 @@ pub async fn copy_object(
     };
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
+    let origin = app.events.origin(Kind::Copy, caller.principal());
     write::commit(
         &app.db,
         &app.store,
@@ -229,6 +233,7 @@ pub async fn copy_object(
         meta,
         staged,
         WriteCondition::default(),
+        origin,
     )
     .await?;
     let mut w = XmlWriter::new();
@@ -618,8 +623,9 @@ fn is_passive_type(content_type: Option<&str>) -> bool {
     }
 }
 
-pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    delete::one(&app.db, &app.store, req.bucket(), req.key()).await?;
+pub async fn delete_object(app: &AppState, req: &S3Request, caller: &Caller) -> S3Result<Response> {
+    let origin = app.events.origin(Kind::Delete, caller.principal());
+    delete::one(&app.db, &app.store, req.bucket(), req.key(), origin).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -645,7 +651,8 @@ pub async fn delete_objects(
     }
     let quiet = doc.quiet.unwrap_or(false);
     let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
-    let results = delete::many(&app.db, &app.store, req.bucket(), keys.clone()).await?;
+    let origin = app.events.origin(Kind::Delete, caller.principal());
+    let results = delete::many(&app.db, &app.store, req.bucket(), keys.clone(), origin).await?;
     let mut w = XmlWriter::new();
     w.root("DeleteResult");
     for (key, result) in keys.iter().zip(results) {

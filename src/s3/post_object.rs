@@ -247,6 +247,14 @@ where
         owner: signer.owner(&record),
         size_hint,
         create_only: link.is_some(),
+        origin: app
+            .events
+            .origin(crate::events::Kind::Post, signer.principal())
+            .with_link(
+                link.is_some()
+                    .then(|| fields.get(crate::links::LINK_META_FIELD).map(str::to_owned))
+                    .flatten(),
+            ),
     };
     let result = store_upload(app, req, &fields, target, file).await;
     let Some(slot) = link else { return result };
@@ -396,6 +404,8 @@ struct Target<'a> {
     size_hint: Option<u64>,
     /// Refuse (412) rather than replace an existing object: upload-link forms.
     create_only: bool,
+    /// The event this upload makes (who signed, through which link).
+    origin: crate::events::Origin,
 }
 
 /// Streams the file into the store and commits it; answers as the form asked.
@@ -452,6 +462,7 @@ async fn store_upload(
             if_none_match_any: target.create_only,
             ..WriteCondition::default()
         },
+        target.origin,
     )
     .await?;
     Ok(success(app, req, fields, bucket, key, &etag))
@@ -468,6 +479,14 @@ enum Signer {
 }
 
 impl Signer {
+    /// The event's `principalId`: the signing key, or `anonymous`.
+    fn principal(&self) -> &str {
+        match self {
+            Signer::Key { access_key, .. } => access_key,
+            Signer::Anonymous => "anonymous",
+        }
+    }
+
     fn owner<'a>(&'a self, bucket: &'a BucketRecord) -> &'a str {
         match self {
             Signer::Key { access_key, .. } => access_key,
