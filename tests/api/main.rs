@@ -5,6 +5,7 @@ mod buckets;
 mod cors;
 mod durability;
 mod errors;
+mod events;
 mod helpers;
 mod json_api;
 mod limits;
