@@ -8,9 +8,16 @@
 //! ```text
 //! cargo bench --bench soak                       # 2 minutes
 //! cargo bench --bench soak -- --minutes 30       # long mode
+//! cargo test --bench soak -- --minutes 2 --p99-report-only   # CI: the unoptimised build
 //! flags: --minutes N, --workers N (default 8), --idle N (1000), --slow N (200),
-//!        --every N (print one table row per N seconds; default 1, or 30 from 10 minutes on)
+//!        --every N (print one table row per N seconds; default 1, or 30 from 10 minutes on),
+//!        --p99-report-only (print the p99 against its target without failing on it)
 //! ```
+//!
+//! It fails (exit 1) on any failed request, on RSS or descriptors growing past 1.5x the first
+//! minute's maximum (plus slack), on a WAL above 64 MiB, and on the p99 target unless
+//! `--p99-report-only`: CI runs the unoptimised build on a shared runner, where the p99 says more
+//! about the runner than about postgate; the release build on a quiet machine is the measurement.
 //!
 //! Mixed traffic: each worker keeps 32 keys of its own and, back to back, PUTs 4 KiB or 64 KiB–1 MiB
 //! bodies (some aws-chunked), POSTs browser forms signed with a policy, copies, reads and deletes
@@ -21,7 +28,6 @@
 mod helpers;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +40,8 @@ use tokio::net::TcpStream;
 
 const BUCKET: &str = "soak";
 const P99_TARGET_MS: f64 = 50.0;
+/// The WAL must stay under this through the run (a bounded WAL: checkpoints keep up).
+const WAL_LIMIT_KIB: f64 = 64.0 * 1024.0;
 /// The server's default body timeout.
 const BODY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -43,6 +51,7 @@ struct Opts {
     idle: usize,
     slow: usize,
     every: Option<u64>,
+    p99_gate: bool,
 }
 
 fn opts() -> Opts {
@@ -52,9 +61,14 @@ fn opts() -> Opts {
         idle: 1000,
         slow: 200,
         every: None,
+        p99_gate: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        if a == "--p99-report-only" {
+            o.p99_gate = false;
+            continue;
+        }
         let mut val = || {
             it.next()
                 .expect("flag value")
@@ -93,6 +107,8 @@ impl Stats {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut f = self.first_failures.lock().unwrap();
         if f.len() < 10 {
+            // Also at once, so a long run shows what failed and when.
+            eprintln!("failure: {what}");
             f.push(what);
         }
     }
@@ -423,44 +439,17 @@ fn main() {
 async fn run(o: Opts) {
     let scratch = tempfile::tempdir().unwrap();
     let data: PathBuf = scratch.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--addr")
-        .arg(&host)
-        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
-        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
-        .env("POSTGATE_LOG", "error")
-        .env_remove("POSTGATE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let host = format!("127.0.0.1:{}", helpers::free_port());
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"));
+    helpers::serve_args(&mut cmd, &data, &host, "error");
+    let mut child = cmd.kill_on_drop(true).spawn().unwrap();
     let pid = child.id().unwrap();
     let t = Arc::new(Target {
         base: format!("http://{host}"),
         host: host.clone(),
         http: reqwest::Client::new(),
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while t
-        .http
-        .get(format!("{}/-/health", t.base))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    helpers::wait_ready(&t.http, &t.base, &mut child, Duration::from_secs(20)).await;
     let (status, _) = send(
         &t.http,
         req_to(
@@ -599,12 +588,14 @@ async fn run(o: Opts) {
     for f in stats.first_failures.lock().unwrap().iter() {
         println!("failure: {f}");
     }
-    let bounded = rss.2 <= rss.1 * 1.5 + 16.0 && fds.2 <= fds.1 * 1.5 + 64.0;
+    let bounded =
+        rss.2 <= rss.1 * 1.5 + 16.0 && fds.2 <= fds.1 * 1.5 + 64.0 && wal.2 < WAL_LIMIT_KIB;
     println!(
-        "bounded (max over the run within 1.5x of the first minute's max, plus slack): {}",
+        "bounded (RSS and fds within 1.5x of the first minute's max plus slack, WAL < 64 MiB): {}",
         if bounded { "PASS" } else { "FAIL" }
     );
-    if failed > 0 || p99 >= P99_TARGET_MS || !bounded {
+    let p99_failed = o.p99_gate && p99 >= P99_TARGET_MS;
+    if failed > 0 || p99_failed || !bounded {
         std::process::exit(1);
     }
 }

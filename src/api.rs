@@ -52,6 +52,10 @@ pub struct PresignPostRequest {
     pub acl: Option<String>,
     /// `v4` (default) or `v2`.
     pub signature_version: Option<String>,
+    /// The file's bytes must match its declared Content-Type: adds the field and condition
+    /// `x-postgate-verify-type: on`.
+    #[serde(default)]
+    pub verify_type: bool,
 }
 
 /// The JSON API's errors: the `/-/` routes' one JSON shape.
@@ -64,6 +68,10 @@ pub async fn presign_post(State(app): State<AppState>, req: Request) -> Result<R
     let (key, body) = authenticate(&app, parts, body).await?;
     let input: PresignPostRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::telemetry::note(|t| {
+        t.bucket = Some(input.bucket.clone());
+        t.key = input.key.clone().or(input.key_prefix.clone());
+    });
     crate::names::validate_bucket(&input.bucket)?;
     let may_write = may_write(&app, &key, &input.bucket).await?;
     if !may_write {
@@ -153,6 +161,7 @@ pub fn to_policy_request(input: &PresignPostRequest) -> Result<PostPolicyRequest
         success_action_redirect: input.success_action_redirect.clone(),
         acl: input.acl.clone(),
         sig,
+        verify_type: input.verify_type,
     })
 }
 
@@ -174,6 +183,13 @@ pub struct CreateLinkRequest {
     pub content_type: Option<String>,
     /// The declared webhook target (by name, never a URL) told of every upload through the link.
     pub webhook: Option<String>,
+    /// The files' bytes must match their declared type (`sniff::check`).
+    #[serde(default)]
+    pub verify_type: bool,
+    /// Files uploaded through the link expire this long after their upload (default: never).
+    pub expire_objects_after: Option<Seconds>,
+    /// The most bytes all the link's files may take together (default: no limit).
+    pub max_total_size: Option<Size>,
 }
 
 /// `POST /-/api/links`: a shareable upload link whose uploads the caller's key signs.
@@ -183,6 +199,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     let (key, body) = authenticate(&app, parts, body).await?;
     let input: CreateLinkRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    crate::telemetry::note(|t| t.bucket = Some(input.bucket.clone()));
     crate::names::validate_bucket(&input.bucket)?;
     if !may_write(&app, &key, &input.bucket).await? {
         return Err(S3Error::access_denied().into());
@@ -205,6 +222,16 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     if input.prefix.len() > 900 {
         return Err(ApiError::bad_request("prefix is too long"));
     }
+    if input.expire_objects_after.is_some_and(|s| s.0 == 0) {
+        return Err(ApiError::bad_request(
+            "expire_objects_after must be at least 1 second",
+        ));
+    }
+    if input.max_total_size.is_some_and(|s| s.0 == 0) {
+        return Err(ApiError::bad_request(
+            "max_total_size must be at least 1 byte",
+        ));
+    }
     let content_type = input.content_type.filter(|t| !t.trim().is_empty());
     // Only a target the operator declared: a caller of this API must not make the server POST
     // to an address of its choosing.
@@ -216,7 +243,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
             )));
         }
     }
-    let link = crate::links::new_link(
+    let mut link = crate::links::new_link(
         &input.bucket,
         &input.prefix,
         max_size,
@@ -225,6 +252,9 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         std::time::Duration::from_secs(expires),
         &key.access_key,
     );
+    link.verify_type = input.verify_type;
+    link.expire_objects_after = input.expire_objects_after.map(|s| s.0 as i64 * 1000);
+    link.max_total_size = input.max_total_size.map(|s| s.0);
     let stored = link.clone();
     let webhook = input.webhook.clone();
     app.db
@@ -241,6 +271,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     }
     let mut json = link_json(&link, &base);
     json["webhook"] = serde_json::json!(input.webhook);
+    crate::telemetry::note(|t| t.link = Some(link.id.clone()));
     Ok((
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
@@ -279,6 +310,7 @@ pub async fn revoke_link(
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let (key, _) = authenticate(&app, parts, body).await?;
+    crate::telemetry::note(|t| t.link = Some(id.clone()));
     let lookup = id.clone();
     let found = app
         .db
@@ -292,15 +324,9 @@ pub async fn revoke_link(
             format!("no upload link {id}"),
         ));
     };
-    // Its unfinished uploads are aborted in the same transaction; their parts are freed here.
-    let blobs = app
-        .db
-        .write(move |c| crate::db::links::revoke(c, &link.id))
-        .await?
-        .unwrap_or_default();
-    for blob in blobs {
-        app.store.remove(blob).await;
-    }
+    crate::telemetry::note(|t| t.bucket = Some(link.bucket.clone()));
+    // Its unfinished uploads are aborted in the same transaction; their parts are freed too.
+    crate::objects::link::revoke(&app.db, &app.store, &link.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -325,7 +351,11 @@ fn link_json(l: &LinkRecord, base: &str) -> serde_json::Value {
         "created_at": rfc3339(l.created_at),
         "expires_at": rfc3339(l.expires_at),
         "revoked": l.revoked,
+        "expire_objects_after": l.expire_objects_after.map(|ms| ms / 1000),
+        "max_total_size": l.max_total_size,
+        "uploaded_bytes": l.uploaded_bytes,
         "active": l.unusable().is_none(),
+        "verify_type": l.verify_type,
     })
 }
 
@@ -369,6 +399,8 @@ async fn authenticate(
                 "expected Bearer ACCESS:SECRET",
             )
         })?;
+        // The access key id as claimed, for the access log (never the secret).
+        crate::telemetry::note(|t| t.access_key = Some(ak.to_owned()));
         let key = app.find_key(ak).await?;
         let key = key
             .filter(|k| crate::auth::secret::ct_eq_str(&k.secret_key, sk))
@@ -384,7 +416,13 @@ async fn authenticate(
             .map_err(|_| ApiError::bad_request("body too large or incomplete"))?;
         return Ok((key, bytes));
     }
-    let (key, bytes) = crate::s3::authenticate_request(app, parts, body, MAX_BODY).await?;
+    let Some(SignatureCheck(check)) = parts.extensions.get::<SignatureCheck>().copied() else {
+        return Err(S3Error::internal(
+            "the JSON API's routes were built without a signature check",
+        )
+        .into());
+    };
+    let (key, bytes) = check(app.clone(), parts, body, MAX_BODY).await?;
     let key = key.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -453,7 +491,28 @@ pub async fn openapi() -> Response {
 }
 
 /// The JSON API's routes, under the CORS the configuration allows them.
-pub fn routes(config: &crate::config::Config) -> axum::Router<AppState> {
+/// How the JSON API checks a signed request: S3's own check (`s3::authenticate_request`: the
+/// caller's key, if any, and the body read up to a limit with its signed hash verified). The
+/// router hands it in, so that the API shares S3's authentication without importing the S3
+/// area.
+pub type CheckSignature = fn(
+    AppState,
+    axum::http::request::Parts,
+    Body,
+    usize,
+) -> futures_util::future::BoxFuture<
+    'static,
+    Result<(Option<KeyRecord>, bytes::Bytes), S3Error>,
+>;
+
+/// The signature check, as the routes' requests carry it (an extension).
+#[derive(Clone, Copy)]
+struct SignatureCheck(CheckSignature);
+
+pub fn routes(
+    config: &crate::config::Config,
+    check_signature: CheckSignature,
+) -> axum::Router<AppState> {
     use axum::routing::{delete, get, post};
     axum::Router::new()
         .route("/-/api/presign/post", post(presign_post))
@@ -462,34 +521,22 @@ pub fn routes(config: &crate::config::Config) -> axum::Router<AppState> {
         .route("/-/api/events", get(list_events))
         .route("/-/api/events/{id}/retry", post(retry_event))
         .route("/-/api/openapi.json", get(openapi))
+        .layer(axum::Extension(SignatureCheck(check_signature)))
         .layer(api_cors(&config.api_cors_origins))
 }
 
 /// CORS for the JSON API: the origins the configuration lists (`api_cors_origins`), or none.
 fn api_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let list: Vec<axum::http::HeaderValue> = origins
-        .iter()
-        .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
-        .collect();
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(list)
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([
-            axum::http::Method::GET,
-            axum::http::Method::POST,
-            axum::http::Method::DELETE,
-        ])
-        .allow_headers([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderName::from_static("x-amz-date"),
-            axum::http::HeaderName::from_static("x-amz-content-sha256"),
-            axum::http::HeaderName::from_static("x-amz-security-token"),
-        ])
-        .max_age(std::time::Duration::from_secs(600))
+    use axum::http::{HeaderName, header};
+    crate::cors::layer::routes(
+        crate::cors::layer::Origins::Listed(origins),
+        &[
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-amz-date"),
+            HeaderName::from_static("x-amz-content-sha256"),
+            HeaderName::from_static("x-amz-security-token"),
+        ],
+        std::time::Duration::from_secs(600),
+    )
 }

@@ -29,6 +29,12 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MULTIPART_EXPIRY: std::time::Duration =
     std::time::Duration::from_secs(7 * 86_400);
 
+/// The upload page's part size: large enough for S3's 5 MiB minimum, small enough that a lost
+/// part costs little on a phone.
+pub const DEFAULT_LINK_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Files above this size take the upload page's multipart path.
+pub const DEFAULT_LINK_MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -62,6 +68,16 @@ pub struct ServeArgs {
     /// Multipart uploads not completed within this time are aborted (e.g. 7d, 12h).
     #[arg(long, env = "POSTGATE_MULTIPART_EXPIRY", value_parser = crate::units::parse_duration)]
     pub multipart_expiry: Option<std::time::Duration>,
+    /// Testing only: a lifecycle "day" lasts this many seconds (and is not rounded to midnight
+    /// UTC), as Ceph's `rgw_lc_debug_interval`.
+    #[arg(long, env = "POSTGATE_LIFECYCLE_DEBUG_DAY_SECS", hide = true)]
+    pub lifecycle_debug_day_secs: Option<u64>,
+    /// Upload page: files above this size go up in parts (at least 5MiB; default 64MiB).
+    #[arg(long, env = "POSTGATE_LINK_MULTIPART_THRESHOLD", value_parser = crate::units::parse_size)]
+    pub link_multipart_threshold: Option<u64>,
+    /// Upload page: the size of each part (5MiB to 5GiB, S3's part limits; default 8MiB).
+    #[arg(long, env = "POSTGATE_LINK_PART_SIZE", value_parser = crate::units::parse_size)]
+    pub link_part_size: Option<u64>,
     // Limits: what one connection or request may cost.
     /// A request body that brings under 1 KiB within this time (waiting on the client) is
     /// answered 400 RequestTimeout and its upload discarded.
@@ -95,6 +111,21 @@ pub struct ServeArgs {
     /// The first retry's wait (each next one doubles); for tests.
     #[arg(long, hide = true, value_parser = crate::units::parse_duration)]
     pub event_retry_min: Option<Duration>,
+    // TLS.
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`. Re-read on
+    /// SIGHUP, so a renewed certificate needs no restart.
+    #[arg(long, env = "POSTGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "POSTGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The certificate chain and key files of native TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The free space below which the server is not ready for uploads.
@@ -172,6 +203,8 @@ struct FileConfig {
     inline_max_bytes: Option<usize>,
     public_url: Option<String>,
     multipart_expiry: Option<String>,
+    link_multipart_threshold: Option<String>,
+    link_part_size: Option<String>,
     access_key: Option<String>,
     secret_key: Option<String>,
     /// Origins allowed to call the `/-/api` JSON API from a browser.
@@ -193,6 +226,9 @@ struct FileConfig {
     /// Webhook targets (`[[webhook]]` with `name`, `url`, `secret`).
     #[serde(default)]
     webhook: Vec<Webhook>,
+    // TLS.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -207,6 +243,10 @@ pub struct Config {
     pub admin_key: Option<(String, String)>,
     pub api_cors_origins: Vec<String>,
     pub multipart_expiry: std::time::Duration,
+    /// Testing only: the length of a lifecycle "day" (`None`: S3's days, rounded to midnight UTC).
+    pub lifecycle_debug_day: Option<Duration>,
+    /// The upload page's multipart path: above which size, and in parts of what size.
+    pub link_uploads: LinkUploads,
     /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` are believed (`http`'s `forwarded_headers`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
@@ -220,6 +260,60 @@ pub struct Config {
     pub event_retry_min: Duration,
     /// Webhook targets from the configuration file.
     pub webhooks: Vec<Webhook>,
+    /// Native TLS: `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// How the upload page sends large files (`links::multipart`).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkUploads {
+    /// Files above this many bytes go up in parts.
+    pub multipart_threshold: u64,
+    /// Each part's size (the last may be smaller).
+    pub part_size: u64,
+}
+
+impl Default for LinkUploads {
+    fn default() -> Self {
+        LinkUploads {
+            multipart_threshold: DEFAULT_LINK_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_LINK_PART_SIZE,
+        }
+    }
+}
+
+impl LinkUploads {
+    fn resolve(serve: &ServeArgs, file: &FileConfig) -> Result<LinkUploads, ConfigError> {
+        let size = |flag: Option<u64>, text: &Option<String>, default| match (flag, text) {
+            (Some(s), _) => Ok(s),
+            (None, Some(t)) => crate::units::parse_size(t).map_err(ConfigError::Invalid),
+            (None, None) => Ok(default),
+        };
+        // S3's part limits (`objects::multipart::{MIN,MAX}_PART_SIZE`; config imports no core).
+        let (min, max) = (5 << 20, 5 << 30);
+        let uploads = LinkUploads {
+            multipart_threshold: size(
+                serve.link_multipart_threshold,
+                &file.link_multipart_threshold,
+                DEFAULT_LINK_MULTIPART_THRESHOLD,
+            )?,
+            part_size: size(
+                serve.link_part_size,
+                &file.link_part_size,
+                DEFAULT_LINK_PART_SIZE,
+            )?,
+        };
+        // Below S3's part minimum every part but the last would be refused at completion; a
+        // smaller threshold would send small files the slow way for nothing.
+        if !(min..=max).contains(&uploads.part_size) || uploads.multipart_threshold < min {
+            return Err(ConfigError::Invalid(format!(
+                "link_part_size must be from 5MiB to 5GiB and link_multipart_threshold at least \
+                 5MiB (got {} and {})",
+                uploads.part_size, uploads.multipart_threshold
+            )));
+        }
+        Ok(uploads)
+    }
 }
 
 /// What one connection or request may cost (see `crate::http::limits` and `crate::http::serve`).
@@ -280,12 +374,14 @@ impl Limits {
         Ok(limits)
     }
 
-    /// `max_connections`, or the default for an open-file limit of `nofile`: each connection
-    /// may hold two descriptors (its socket and an upload's temp file), and some are kept for
-    /// the database, the listener and logs.
+    /// `max_connections`, or the default for an open-file limit of `nofile`: 64 descriptors are
+    /// kept for the database, the listener and logs; of the rest, three quarters go to
+    /// connections (a socket each: most of a busy server's connections are idle keep-alives or
+    /// small requests) and a quarter to the files that large uploads and reads open beside
+    /// their socket. With the usual hard limit of 20,000, 14,952 connections.
     pub fn connections(&self, nofile: u64) -> u32 {
         self.max_connections
-            .unwrap_or_else(|| (nofile.saturating_sub(64) / 2).clamp(16, 1 << 20) as u32)
+            .unwrap_or_else(|| (nofile.saturating_sub(64) / 4 * 3).clamp(16, 1 << 20) as u32)
     }
 }
 
@@ -311,6 +407,7 @@ impl std::fmt::Debug for Config {
                 "webhooks",
                 &self.webhooks.iter().map(|w| &w.name).collect::<Vec<_>>(),
             )
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -338,6 +435,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let limits = Limits::resolve(serve, &file)?;
+        let link_uploads = LinkUploads::resolve(serve, &file)?;
         let env_key = std::env::var("POSTGATE_ACCESS_KEY")
             .ok()
             .filter(|s| !s.is_empty());
@@ -390,6 +488,11 @@ impl Config {
                 }
                 (None, None) => DEFAULT_MULTIPART_EXPIRY,
             },
+            lifecycle_debug_day: serve
+                .lifecycle_debug_day_secs
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
+            link_uploads,
             trusted_proxies: match &serve.trusted_proxies {
                 Some(list) => list.clone(),
                 None => file
@@ -419,6 +522,18 @@ impl Config {
             },
             event_retry_min: serve.event_retry_min.unwrap_or(DEFAULT_EVENT_RETRY_MIN),
             webhooks: file.webhook,
+            tls: match (
+                serve.tls_cert.clone().or(file.tls_cert),
+                serve.tls_key.clone().or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "tls_cert and tls_key must be set together".into(),
+                    ));
+                }
+            },
         };
         for w in &config.webhooks {
             let name_ok = (1..=64).contains(&w.name.len())
@@ -450,6 +565,8 @@ impl Config {
             admin_key: None,
             api_cors_origins: Vec::new(),
             multipart_expiry: DEFAULT_MULTIPART_EXPIRY,
+            lifecycle_debug_day: None,
+            link_uploads: LinkUploads::default(),
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             metrics_token: None,
@@ -457,7 +574,15 @@ impl Config {
             event_max_age: DEFAULT_EVENT_MAX_AGE,
             event_retry_min: DEFAULT_EVENT_RETRY_MIN,
             webhooks: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// The base URL when neither `public_url` nor a trusted proxy names one: the address the
+    /// server listens on, `https://` when it serves TLS itself.
+    pub fn listen_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -487,6 +612,33 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pages_part_size_keeps_to_s3s_part_limits() {
+        let with = |threshold: Option<u64>, part: Option<u64>| {
+            let serve = ServeArgs {
+                link_multipart_threshold: threshold,
+                link_part_size: part,
+                ..ServeArgs::default()
+            };
+            LinkUploads::resolve(&serve, &FileConfig::default())
+                .map(|l| (l.multipart_threshold, l.part_size))
+        };
+        assert_eq!(with(None, None).unwrap(), (64 << 20, 8 << 20));
+        assert_eq!(
+            with(Some(5 << 20), Some(5 << 20)).unwrap(),
+            (5 << 20, 5 << 20)
+        );
+        assert!(with(None, Some((5 << 20) - 1)).is_err());
+        assert!(with(None, Some((5 << 30) + 1)).is_err());
+        assert!(with(Some(1 << 20), None).is_err());
+        let file = FileConfig {
+            link_part_size: Some("6MiB".into()),
+            ..FileConfig::default()
+        };
+        let l = LinkUploads::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(l.part_size, 6 << 20);
+    }
 
     #[test]
     fn ready_min_free_is_a_size_or_a_share() {
@@ -556,7 +708,8 @@ mod tests {
         assert_eq!(l.shutdown_timeout, Duration::from_secs(60));
         assert_eq!(l.header_timeout, DEFAULT_HEADER_TIMEOUT);
         assert_eq!(l.connections(1024), 20);
-        assert_eq!(Limits::default().connections(1024), 480);
+        assert_eq!(Limits::default().connections(1024), 720);
+        assert_eq!(Limits::default().connections(20_000), 14_952);
     }
 
     #[test]

@@ -58,6 +58,7 @@ codes! {
     InvalidBucketName => StatusCode::BAD_REQUEST, "The specified bucket is not valid.";
     InvalidDigest => StatusCode::BAD_REQUEST, "The Content-MD5 you specified was invalid.";
     InvalidPart => StatusCode::BAD_REQUEST, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.";
+    InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE, "The requested partnumber is not satisfiable";
     InvalidPartOrder => StatusCode::BAD_REQUEST, "The list of parts was not in ascending order. Parts must be ordered by part number.";
     InvalidPolicyDocument => StatusCode::BAD_REQUEST, "The content of the form does not meet the conditions specified in the policy document.";
     InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE, "The requested range is not satisfiable";
@@ -72,7 +73,9 @@ codes! {
     MissingContentLength => StatusCode::LENGTH_REQUIRED, "You must provide the Content-Length HTTP header.";
     NoSuchBucket => StatusCode::NOT_FOUND, "The specified bucket does not exist";
     NoSuchCORSConfiguration => StatusCode::NOT_FOUND, "The CORS configuration does not exist";
+    NoSuchLifecycleConfiguration => StatusCode::NOT_FOUND, "The lifecycle configuration does not exist";
     NoSuchKey => StatusCode::NOT_FOUND, "The specified key does not exist.";
+    NoSuchVersion => StatusCode::NOT_FOUND, "The specified version does not exist.";
     NoSuchUpload => StatusCode::NOT_FOUND, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.";
     NotImplemented => StatusCode::NOT_IMPLEMENTED, "A header you provided implies functionality that is not implemented";
     NotModified => StatusCode::NOT_MODIFIED, "Not Modified";
@@ -84,7 +87,12 @@ codes! {
     XAmzContentSHA256Mismatch => StatusCode::BAD_REQUEST, "The provided 'x-amz-content-sha256' header does not match what was computed.";
     // Not an AWS code (S3 never fills up); the X prefix marks it as postgate's own, as MinIO's
     // XMinioStorageFull does. 507 is not retried by the SDKs: retrying would not help.
+    // postgate's own, as MinIO's XMinioAdminBucketQuotaExceeded (400): the upload does not fit a
+    // bucket's quota or a link's total; nothing was stored.
+    XPostgateQuotaExceeded => StatusCode::BAD_REQUEST, "Bucket quota exceeded. Nothing was stored.";
     XPostgateStorageFull => StatusCode::INSUFFICIENT_STORAGE, "The server has no space left to store this upload. Nothing was stored.";
+    // postgate's own too: the bytes are not the type the upload declared (verification on).
+    XPostgateContentMismatch => StatusCode::BAD_REQUEST, "The file's content does not match its declared Content-Type. Nothing was stored.";
 }
 
 /// An error as S3 clients see it. `source` is logged, never sent.
@@ -165,7 +173,15 @@ impl S3Error {
                 .with("ProposedSize", seen.to_string())
                 .with("MaxSizeAllowed", max.to_string()),
             IngestError::Io(e) => S3Error::from(e),
+            IngestError::Mismatch(m) => S3Error::content_mismatch(&m),
         }
+    }
+
+    /// An upload whose bytes are not the type it declared (`sniff::check`): 400, naming both.
+    pub fn content_mismatch(m: &crate::sniff::Mismatch) -> Self {
+        S3Error::new(S3ErrorCode::XPostgateContentMismatch, m.message())
+            .with("DeclaredType", &m.declared)
+            .with("DetectedType", m.detected.as_deref().unwrap_or("unknown"))
     }
 
     pub fn no_such_upload(upload_id: &str) -> Self {
@@ -267,6 +283,118 @@ impl From<std::io::Error> for S3Error {
         match err.kind() {
             ErrorKind::StorageFull | ErrorKind::QuotaExceeded => S3Error::storage_full(err),
             _ => S3Error::internal(err),
+        }
+    }
+}
+
+/// The core's refusals and failures, as S3 answers them.
+/// A write that does not fit a bucket's quota or a link's total (postgate's own code).
+impl From<crate::db::quota::Exceeded> for S3Error {
+    fn from(e: crate::db::quota::Exceeded) -> Self {
+        use crate::db::quota::Exceeded;
+        let (what, max) = match e {
+            Exceeded::BucketSize { max } => ("the bucket's quota of bytes", max),
+            Exceeded::BucketObjects { max } => ("the bucket's quota of objects", max),
+            Exceeded::LinkTotal { max } => ("the upload link's total size", max),
+        };
+        S3Error::new(
+            S3ErrorCode::XPostgateQuotaExceeded,
+            format!("This upload would exceed {what} ({max}). Nothing was stored."),
+        )
+        .with("Limit", max.to_string())
+    }
+}
+
+impl From<crate::objects::Error> for S3Error {
+    fn from(err: crate::objects::Error) -> Self {
+        use crate::objects::Error as E;
+        use S3ErrorCode as C;
+        match err {
+            E::PreconditionFailed(condition) => {
+                S3Error::code(C::PreconditionFailed).with("Condition", condition)
+            }
+            E::NoSuchKey(key) => S3Error::no_such_key(&key),
+            E::NoSuchBucket(bucket) => S3Error::no_such_bucket(&bucket),
+            E::NoSuchUpload(id) => S3Error::no_such_upload(&id),
+            E::AccessDenied => S3Error::access_denied(),
+            E::NoParts => S3Error::code(C::MalformedXML),
+            E::InvalidPartOrder { upload_id } => {
+                S3Error::code(C::InvalidPartOrder).with("UploadId", upload_id)
+            }
+            E::InvalidPart {
+                upload_id,
+                part_number,
+                etag,
+            } => S3Error::code(C::InvalidPart)
+                .with("UploadId", upload_id)
+                .with("PartNumber", part_number.to_string())
+                .with("ETag", etag),
+            E::PartTooSmall {
+                size,
+                min,
+                part_number,
+                etag,
+            } => S3Error::code(C::EntityTooSmall)
+                .with("ProposedSize", size.to_string())
+                .with("MinSizeAllowed", min.to_string())
+                .with("PartNumber", part_number.to_string())
+                .with("ETag", etag),
+            E::TooLarge { size, max } => S3Error::code(C::EntityTooLarge)
+                .with("ProposedSize", size.to_string())
+                .with("MaxSizeAllowed", max.to_string()),
+            E::LinkClosed(reason) => S3Error::new(C::AccessDenied, reason),
+            E::LinkNameTaken(key) => S3Error::link_name_taken(&key),
+            E::QuotaExceeded(e) => e.into(),
+            E::QuotaRoomPassed => S3Error::new(
+                C::XPostgateQuotaExceeded,
+                "This upload does not fit the space left under the quota. Nothing was stored.",
+            ),
+            E::MetadataTooLarge(size) => S3Error::code(C::MetadataTooLarge)
+                .with(
+                    "MaxSizeAllowed",
+                    crate::objects::write::MAX_USER_METADATA.to_string(),
+                )
+                .with("Size", size.to_string()),
+            E::InvalidStorageClass(class) => {
+                S3Error::code(C::InvalidStorageClass).with("StorageClassRequested", class)
+            }
+            E::InvalidDigest(value) => S3Error::code(C::InvalidDigest).with("Content-MD5", value),
+            E::BadDigest {
+                expected,
+                calculated,
+            } => S3Error::code(C::BadDigest)
+                .with("ExpectedDigest", expected)
+                .with("CalculatedDigest", calculated),
+            E::Sha256Mismatch { client, computed } => S3Error::code(C::XAmzContentSHA256Mismatch)
+                .with("ClientComputedContentSHA256", client)
+                .with("S3ComputedContentSHA256", computed),
+            E::ChecksumMismatch(algorithm) => S3Error::new(
+                C::BadDigest,
+                format!("The {algorithm} you specified did not match the calculated checksum."),
+            ),
+            E::ContentMismatch(m) => S3Error::content_mismatch(&m),
+            E::InvalidCannedAcl(value) => {
+                S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)
+            }
+            E::Db(e) => e.into(),
+            E::Io(e) => e.into(),
+            E::Encode(e) => S3Error::internal(e),
+        }
+    }
+}
+
+/// A bucket name or key S3 refuses.
+impl From<crate::names::NameError> for S3Error {
+    fn from(err: crate::names::NameError) -> Self {
+        use crate::names::NameError as N;
+        match err {
+            N::InvalidBucketName(name) => {
+                S3Error::code(S3ErrorCode::InvalidBucketName).with("BucketName", name)
+            }
+            N::EmptyKey => S3Error::invalid_argument("A key must be specified", "key", ""),
+            N::KeyTooLong(size) => S3Error::code(S3ErrorCode::KeyTooLongError)
+                .with("MaxSizeAllowed", crate::names::MAX_KEY_BYTES.to_string())
+                .with("Size", size.to_string()),
         }
     }
 }
@@ -508,6 +636,18 @@ impl From<S3Error> for JsonError {
     }
 }
 
+impl From<crate::objects::Error> for JsonError {
+    fn from(e: crate::objects::Error) -> Self {
+        S3Error::from(e).into()
+    }
+}
+
+impl From<crate::names::NameError> for JsonError {
+    fn from(e: crate::names::NameError) -> Self {
+        S3Error::from(e).into()
+    }
+}
+
 impl From<crate::db::DbError> for JsonError {
     fn from(e: crate::db::DbError) -> Self {
         S3Error::from(e).into()
@@ -536,6 +676,17 @@ pub struct ErrorCodeMark(pub &'static str);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_answer_s3_codes() {
+        use crate::names::{validate_bucket, validate_key};
+        let err = S3Error::from(validate_bucket("a_b").unwrap_err());
+        assert_eq!(err.s3_code(), S3ErrorCode::InvalidBucketName);
+        let err = S3Error::from(validate_key(&"k".repeat(1025)).unwrap_err());
+        assert_eq!(err.s3_code(), S3ErrorCode::KeyTooLongError);
+        let err = S3Error::from(validate_key("").unwrap_err());
+        assert_eq!(err.s3_code(), S3ErrorCode::InvalidArgument);
+    }
 
     #[test]
     fn malformed_body_is_malformed_xml() {

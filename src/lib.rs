@@ -19,7 +19,9 @@
 //! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
 //! - `policy`  POST policies: parse, evaluate, sign, issue. Pure.
-//! - `cors`    bucket CORS rules: parse, validate, match, response headers. Pure.
+//! - `cors`    CORS: bucket rules (parse, validate, match; pure), their answers on S3 paths,
+//!   and the one layer of the `/-/` routes.
+//! - `sniff`   an upload's type from its first bytes, checked against the declared one. Pure.
 //! - `config`, `names`, `units`, `xml`: configuration; bucket and key names; sizes and
 //!   durations; S3's XML.
 
@@ -38,6 +40,7 @@ pub mod names;
 pub mod objects;
 pub mod policy;
 pub mod s3;
+pub mod sniff;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -84,6 +84,10 @@ struct PresignPostArgs {
     /// Signature version: v4 (default) or v2.
     #[arg(long, default_value = "v4", value_parser = ["v4", "v2"])]
     sig: String,
+    /// The file's bytes must match its declared Content-Type (field and condition
+    /// `x-postgate-verify-type: on`).
+    #[arg(long)]
+    verify_type: bool,
     /// Access key to sign with (default: the admin key).
     #[arg(long)]
     access_key: Option<String>,
@@ -161,9 +165,19 @@ struct LinkCreateArgs {
     /// `image/png` exactly that type.
     #[arg(long)]
     content_type: Option<String>,
+    /// Refuse files whose bytes do not match their declared type (an HTML page sent as
+    /// `image/png`, an executable as `application/pdf`), before anything is stored.
+    #[arg(long)]
+    verify_type: bool,
     /// Key that signs the link's uploads (default: the bucket's owner).
     #[arg(long)]
     access_key: Option<String>,
+    /// Files uploaded through the link expire this long after their upload (e.g. 30d).
+    #[arg(long, value_parser = postgate::units::parse_duration)]
+    expire_objects_after: Option<std::time::Duration>,
+    /// The most bytes all the link's files may take together (e.g. 1GiB).
+    #[arg(long, value_parser = postgate::units::parse_size)]
+    max_total_size: Option<u64>,
     /// Base URL of the server (default: --public-url, else http://ADDR).
     #[arg(long)]
     url: Option<String>,
@@ -206,8 +220,28 @@ enum BucketCommand {
         #[arg(long, value_parser = ["on", "off"])]
         active_content: String,
     },
+    /// Refuse uploads to BUCKET (PUT, POST, multipart, copies) whose bytes do not match their
+    /// declared Content-Type (`on`), or only record the detected type (`off`, the default).
+    VerifyType {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// List buckets with their owner and ACL.
     List,
+    /// Set, show or clear BUCKET's quota: uploads that would pass it are refused.
+    Quota {
+        bucket: String,
+        /// The most bytes the bucket's objects (and unfinished uploads) may take (e.g. 10GiB).
+        #[arg(long, value_parser = postgate::units::parse_size)]
+        max_size: Option<u64>,
+        /// The most objects the bucket may hold.
+        #[arg(long)]
+        max_objects: Option<u64>,
+        /// Remove the quota.
+        #[arg(long, conflicts_with_all = ["max_size", "max_objects"])]
+        clear: bool,
+    },
     /// Let KEY read, write or read and write BUCKET.
     Allow {
         bucket: String,
@@ -340,7 +374,7 @@ fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
         .url
         .clone()
         .or(config.public_url.clone())
-        .unwrap_or_else(|| format!("http://{}", config.addr));
+        .unwrap_or_else(|| config.listen_url());
     let content_type = args.content_type.as_deref().map(|ct| {
         if ct.contains(',') {
             ContentTypeRule::OneOf(ct.split(',').map(|s| s.trim().to_owned()).collect())
@@ -369,6 +403,7 @@ fn presign_post(common: &CommonArgs, args: PresignPostArgs) -> CliResult {
         } else {
             SigVersion::V4
         },
+        verify_type: args.verify_type,
     };
     let url = format!("{}/{}", base.trim_end_matches('/'), args.bucket);
     let post = postgate::policy::issue(
@@ -393,7 +428,10 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 expires,
                 max_files,
                 content_type,
+                verify_type,
                 access_key,
+                expire_objects_after,
+                max_total_size,
                 url,
                 webhook,
                 serve,
@@ -412,7 +450,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             if max_size > postgate::policy::MAX_POST_OBJECT_SIZE {
                 return Err("--max-size is above the 5 GiB POST limit".into());
             }
-            let link = postgate::links::new_link(
+            let mut link = postgate::links::new_link(
                 &bucket,
                 &prefix,
                 max_size,
@@ -421,6 +459,9 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 expires,
                 &signer.access_key,
             );
+            link.verify_type = verify_type;
+            link.expire_objects_after = expire_objects_after.map(|d| d.as_millis() as i64);
+            link.max_total_size = max_total_size;
             if let Some(name) = &webhook {
                 let declared = config.webhooks.iter().any(|w| &w.name == name)
                     || db::events::webhooks(&conn)?.iter().any(|w| &w.name == name);
@@ -436,7 +477,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             }
             let base = url
                 .or(config.public_url.clone())
-                .unwrap_or_else(|| format!("http://{}", config.addr));
+                .unwrap_or_else(|| config.listen_url());
             println!("{}/-/u/{}", base.trim_end_matches('/'), link.token);
         }
         LinkCommand::List => with_db(common, |conn| {
@@ -594,7 +635,7 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
             acl,
             active_content,
         } => {
-            postgate::names::validate_bucket(&name).map_err(|e| e.message().to_owned())?;
+            postgate::names::validate_bucket(&name).map_err(|e| e.to_string())?;
             if !matches!(
                 acl.as_str(),
                 "private" | "public-read" | "public-read-write"
@@ -635,6 +676,16 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
                 false => println!("{name} serves active content sandboxed"),
             }
         }
+        BucketCommand::VerifyType { name, state } => {
+            let on = state == "on";
+            if !db::buckets::set_verify_type(conn, &name, on)? {
+                return Err(format!("no bucket {name}").into());
+            }
+            match on {
+                true => println!("{name} refuses uploads whose bytes do not match their type"),
+                false => println!("{name} records uploads' detected types without refusing"),
+            }
+        }
         BucketCommand::List => {
             println!("{:<40} {:<22} {:<18} ACTIVE", "NAME", "OWNER", "ACL");
             for b in db::buckets::list(conn)? {
@@ -642,6 +693,12 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
                 println!("{:<40} {:<22} {:<18} {active}", b.name, b.owner, b.acl);
             }
         }
+        BucketCommand::Quota {
+            bucket,
+            max_size,
+            max_objects,
+            clear,
+        } => bucket_quota(conn, &bucket, max_size, max_objects, clear)?,
         BucketCommand::Allow { bucket, key, perm } => {
             let perm = Perm::parse(&perm).ok_or("perm must be read, write or readwrite")?;
             if db::keys::find(conn, &key)?.is_none() {
@@ -653,5 +710,52 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
             println!("{key} may now {} {bucket}", perm.as_str());
         }
     }
+    Ok(())
+}
+
+/// `postgate bucket quota`: sets the limits given (keeping the other), clears them, or shows the
+/// quota and what the bucket uses. A running server applies a change within seconds (its bucket
+/// cache), and at once to every commit.
+fn bucket_quota(
+    conn: &rusqlite::Connection,
+    bucket: &str,
+    max_size: Option<u64>,
+    max_objects: Option<u64>,
+    clear: bool,
+) -> CliResult {
+    let record = db::buckets::get(conn, bucket)?.ok_or_else(|| format!("no bucket {bucket}"))?;
+    let limit = |n: Option<u64>, human: fn(u64) -> String| n.map_or("none".to_owned(), human);
+    if clear || max_size.is_some() || max_objects.is_some() {
+        let quota = match clear {
+            true => db::quota::Quota::default(),
+            false => db::quota::Quota {
+                max_size: max_size.or(record.quota.max_size),
+                max_objects: max_objects.or(record.quota.max_objects),
+            },
+        };
+        db::quota::set(conn, bucket, quota)?;
+        println!(
+            "{bucket}: max size {}, max objects {}",
+            limit(quota.max_size, postgate::links::human_size),
+            limit(quota.max_objects, |n| n.to_string())
+        );
+        return Ok(());
+    }
+    let used = db::quota::usage(conn, bucket, None)?;
+    println!(
+        "max size:    {}",
+        limit(record.quota.max_size, postgate::links::human_size)
+    );
+    println!(
+        "max objects: {}",
+        limit(record.quota.max_objects, |n| n.to_string())
+    );
+    println!(
+        "used:        {} in {} objects, {} in unfinished uploads, {} reserved",
+        postgate::links::human_size(used.bytes),
+        used.objects,
+        postgate::links::human_size(used.part_bytes),
+        postgate::links::human_size(used.reserved_bytes)
+    );
     Ok(())
 }

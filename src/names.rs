@@ -4,13 +4,34 @@
 //! Keys are any UTF-8 up to 1024 bytes; they are data stored in SQLite, never filesystem paths, so
 //! `../`, `//`, spaces and emoji are ordinary keys.
 
-use crate::error::{S3Error, S3ErrorCode};
-
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// A name S3 refuses (`error.rs` gives each its S3 answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    /// The bucket name breaks S3's rules.
+    InvalidBucketName(String),
+    /// An empty key.
+    EmptyKey,
+    /// A key longer than [`MAX_KEY_BYTES`]: its length.
+    KeyTooLong(usize),
+}
+
+impl std::fmt::Display for NameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameError::InvalidBucketName(_) => f.write_str("The specified bucket is not valid."),
+            NameError::EmptyKey => f.write_str("A key must be specified"),
+            NameError::KeyTooLong(_) => f.write_str("Your key is too long"),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
 
 /// Checks a bucket name against S3's rules (3-63 characters of `a-z 0-9 . -`, starting and ending
 /// with a letter or digit, no `..`, not an IP address, none of the reserved prefixes/suffixes).
-pub fn validate_bucket(name: &str) -> Result<(), S3Error> {
+pub fn validate_bucket(name: &str) -> Result<(), NameError> {
     let bytes = name.as_bytes();
     let ok = (3..=63).contains(&bytes.len())
         && bytes
@@ -29,22 +50,16 @@ pub fn validate_bucket(name: &str) -> Result<(), S3Error> {
     if ok {
         Ok(())
     } else {
-        Err(S3Error::code(S3ErrorCode::InvalidBucketName).with("BucketName", name))
+        Err(NameError::InvalidBucketName(name.to_owned()))
     }
 }
 
-pub fn validate_key(key: &str) -> Result<(), S3Error> {
+pub fn validate_key(key: &str) -> Result<(), NameError> {
     if key.is_empty() {
-        return Err(S3Error::invalid_argument(
-            "A key must be specified",
-            "key",
-            "",
-        ));
+        return Err(NameError::EmptyKey);
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(S3Error::code(S3ErrorCode::KeyTooLongError)
-            .with("MaxSizeAllowed", MAX_KEY_BYTES.to_string())
-            .with("Size", key.len().to_string()));
+        return Err(NameError::KeyTooLong(key.len()));
     }
     Ok(())
 }
@@ -72,7 +87,7 @@ mod tests {
             "a.-b",
         ] {
             let err = validate_bucket(bad).unwrap_err();
-            assert_eq!(err.s3_code(), S3ErrorCode::InvalidBucketName, "{bad}");
+            assert_eq!(err, NameError::InvalidBucketName(bad.to_owned()), "{bad}");
         }
     }
 
@@ -89,8 +104,8 @@ mod tests {
             assert!(validate_key(ok).is_ok(), "{ok}");
         }
         assert_eq!(
-            validate_key(&"k".repeat(1025)).unwrap_err().s3_code(),
-            S3ErrorCode::KeyTooLongError
+            validate_key(&"k".repeat(1025)).unwrap_err(),
+            NameError::KeyTooLong(1025)
         );
     }
 }

@@ -17,6 +17,9 @@ use crate::store::BlobStore;
 /// the operator deletes with the CLI while the server runs stop working promptly.
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// The principal of the lifecycle sweeper's events (S3 names its own service).
+const LIFECYCLE_PRINCIPAL: &str = "postgate:lifecycle";
+
 /// Access key id → (the key, if it exists; when it was read).
 type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
 
@@ -88,6 +91,15 @@ impl AppState {
             tracing::info!(
                 released,
                 "gave back link slots of form uploads that never finished"
+            );
+        }
+
+        // Quota reservations of uploads a killed server left: none of them is still running.
+        let dropped = db.write(db::quota::clear_reservations).await?;
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "dropped the quota reservations of unfinished uploads"
             );
         }
 
@@ -165,6 +177,43 @@ impl AppState {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "aborted expired multipart uploads"),
             Err(e) => tracing::warn!(error = %e, "multipart expiry failed"),
+        }
+    }
+
+    /// How often the lifecycle sweeper runs.
+    pub fn lifecycle_interval(&self) -> std::time::Duration {
+        crate::objects::lifecycle::interval(self.config.lifecycle_debug_day)
+    }
+
+    /// Who the lifecycle sweeper's deletions are announced as (`LifecycleExpiration:Delete`, by
+    /// postgate itself, as S3 names its lifecycle service).
+    pub fn lifecycle_origin(&self) -> crate::events::Origin {
+        self.events.origin(
+            crate::events::Kind::LifecycleExpiration,
+            LIFECYCLE_PRINCIPAL,
+        )
+    }
+
+    /// Applies lifecycle rules and objects' own expiry times once (`objects::lifecycle`).
+    pub async fn sweep_lifecycle(&self) -> crate::objects::lifecycle::Swept {
+        let day = self.config.lifecycle_debug_day;
+        match crate::objects::lifecycle::sweep(&self.db, &self.store, day, &self.lifecycle_origin())
+            .await
+        {
+            Ok(swept) => {
+                if swept != Default::default() {
+                    tracing::info!(
+                        objects = swept.objects,
+                        uploads = swept.uploads,
+                        "lifecycle: removed expired objects and aborted stale uploads"
+                    );
+                }
+                swept
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lifecycle sweep failed");
+                Default::default()
+            }
         }
     }
 
@@ -253,8 +302,8 @@ pub(crate) const FROM_TRUSTED_PROXY: &str = "x-postgate-from-trusted-proxy";
 /// The server's base URL, from configuration and never from what a client claims (a `Host` of
 /// the attacker's choosing would put the upload form, its signed redirect and every `Location`
 /// on the attacker's host): `--public-url`; else the scheme and host a trusted proxy forwarded
-/// (`http`'s `forwarded_headers` marks its requests); else `http://` + the address the server
-/// listens on.
+/// (`http`'s `forwarded_headers` marks its requests); else `http://` (`https://` with native
+/// TLS) + the address the server listens on.
 pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(u) = &app.config.public_url {
         return u.trim_end_matches('/').to_owned();
@@ -262,7 +311,7 @@ pub fn base_url(app: &AppState, headers: &axum::http::HeaderMap) -> String {
     if let Some(host) = forwarded_host(headers) {
         return format!("{}://{host}", forwarded_proto(headers).unwrap_or("http"));
     }
-    format!("http://{}", app.config.addr)
+    app.config.listen_url()
 }
 
 /// The scheme a trusted proxy received the request on (`X-Forwarded-Proto`), if it said.

@@ -42,6 +42,9 @@ pub enum IngestError<E> {
     TooLarge { seen: u64 },
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+    /// The first bytes are not what the upload declared (verification on): nothing is kept.
+    #[error("{0}")]
+    Mismatch(crate::sniff::Mismatch),
 }
 
 /// The digests an upload is checked against.
@@ -92,6 +95,8 @@ impl Hashes {
 pub struct Ingested {
     pub size: u64,
     pub digests: Digests,
+    /// The type the first bytes show ([`crate::sniff::detect`]).
+    pub detected: Option<&'static str>,
     pub staged: Staged,
 }
 
@@ -245,13 +250,15 @@ impl BlobStore {
 
     /// Reads `body` to its end: inline when it stays within `inline_max` bytes, otherwise into a
     /// synced temp file. Fails with `TooLarge` at the first chunk that takes it past `max_size`,
-    /// without reading further.
+    /// without reading further. `sniff` sees the first bytes as they pass; a `Mismatch` it
+    /// reports stops the body there, and what was written is removed.
     pub async fn ingest<S, E>(
         &self,
         mut body: S,
         max_size: u64,
         inline_max: usize,
         mut hashes: Hashes,
+        mut sniff: crate::sniff::Sniffer,
     ) -> Result<Ingested, IngestError<E>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -265,6 +272,7 @@ impl BlobStore {
                     return Ok(Ingested {
                         size,
                         digests: hashes.finish(),
+                        detected: sniff.finish().map_err(IngestError::Mismatch)?,
                         staged: Staged::Inline(buf),
                     });
                 }
@@ -274,6 +282,7 @@ impl BlobStore {
                     if size > max_size {
                         return Err(IngestError::TooLarge { seen: size });
                     }
+                    sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
                     if size as usize > inline_max {
                         break chunk;
                     }
@@ -305,6 +314,7 @@ impl BlobStore {
                 if size > max_size {
                     return Err(IngestError::TooLarge { seen: size });
                 }
+                sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
                 batch.push(chunk);
                 if batch.bytes >= BATCH_BYTES {
                     send_both(&wtx, &htx, batch.take()).await?;
@@ -313,11 +323,14 @@ impl BlobStore {
             if batch.bytes > 0 {
                 send_both(&wtx, &htx, batch.take()).await?;
             }
+            let detected = std::mem::take(&mut sniff)
+                .finish()
+                .map_err(IngestError::Mismatch)?;
             let _ = wtx.send(Msg::Finish).await;
             let _ = htx.send(Msg::Finish).await;
-            Ok(())
+            Ok(detected)
         };
-        let fed: Result<(), IngestError<E>> = feed.await;
+        let fed: Result<Option<&'static str>, IngestError<E>> = feed.await;
         drop(wtx);
         drop(htx);
         let written = writer
@@ -326,16 +339,17 @@ impl BlobStore {
         let digests = hasher
             .await
             .map_err(|e| IngestError::Io(io::Error::other(e)))?;
-        match (fed, written) {
+        let detected = match (fed, written) {
             // A writer that failed (a full disk, say) is why the feed could not hand it more.
-            (Ok(()) | Err(IngestError::Io(_)), Err(e)) => return Err(IngestError::Io(e)),
+            (Ok(_) | Err(IngestError::Io(_)), Err(e)) => return Err(IngestError::Io(e)),
             (Err(e), _) => return Err(e),
-            (Ok(()), Ok(())) => {}
-        }
+            (Ok(detected), Ok(())) => detected,
+        };
         let digests = digests.ok_or_else(|| io::Error::other("hasher stopped early"))?;
         Ok(Ingested {
             size,
             digests,
+            detected,
             staged: Staged::Temp(temp),
         })
     }
@@ -823,6 +837,7 @@ mod tests {
                 u64::MAX,
                 64 << 10,
                 Hashes::new(false, None),
+                crate::sniff::Sniffer::detect_only(),
             )
             .await
             .unwrap();

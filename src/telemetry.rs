@@ -232,6 +232,8 @@ pub struct Trace {
     pub key: Option<String>,
     /// The signer's access key id (never its secret, never the signature).
     pub access_key: Option<String>,
+    /// The upload link the request used (its id, never its token: the token is the credential).
+    pub link: Option<String>,
     /// The request stored a file through an upload link.
     pub link_upload: bool,
     /// The peer's address (an event's `sourceIPAddress`).

@@ -95,6 +95,13 @@ pub struct DeleteObject {
     pub key: String,
     #[serde(rename = "VersionId", default)]
     pub _version_id: Option<String>,
+    /// A conditional delete of this object (S3, 2024): refused, as postgate does not check it.
+    #[serde(rename = "ETag", default)]
+    pub etag: Option<String>,
+    #[serde(rename = "LastModifiedTime", default)]
+    pub last_modified_time: Option<String>,
+    #[serde(rename = "Size", default)]
+    pub size: Option<String>,
 }
 
 /// `<CreateBucketConfiguration>`: accepted and checked for well-formedness; the location is ours.

@@ -17,10 +17,52 @@
   var types = (form.dataset.types || "").split(",")
     .map(function (t) { return t.trim().toLowerCase(); }).filter(Boolean);
   var publicRead = form.dataset.public === "true";
+  var lang = document.documentElement.lang || "en";
+  // The page's words (templates/i18n/<lang>.json, English under them), sent by the server.
+  var words = {};
+  try { words = JSON.parse(form.dataset.i18n || "{}"); } catch (e) { words = {}; }
+  var plurals = window.Intl && Intl.PluralRules ? new Intl.PluralRules(lang) : null;
   var linkBase = form.dataset.policyUrl.replace(/\/policy$/, "");
   var touch = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
-  var PARALLEL_PARTS = 4, PART_TRIES = 4;
+  // A part is tried up to PART_TRIES times, pausing 0.5, 1, 2, 4, 8 s between tries.
+  var PARALLEL_PARTS = 4, PART_TRIES = 6;
   var entries = [];
+
+  // T("key", {name: value}): the text of key with its {name}s filled in.
+  function T(key, args) {
+    var text = typeof words[key] === "string" ? words[key] : key;
+    return text.replace(/\{(\w+)\}/g, function (m, name) {
+      return args && name in args ? String(args[name]) : m;
+    });
+  }
+
+  // N("key", n, args): the plural form of key for n, by the language's rule.
+  function N(key, n, args) {
+    var forms = words[key] || {};
+    var form = plurals ? plurals.select(n) : (n === 1 ? "one" : "other");
+    var text = forms[form] || forms.other || key;
+    var all = { n: n };
+    Object.keys(args || {}).forEach(function (k) { all[k] = args[k]; });
+    return text.replace(/\{(\w+)\}/g, function (m, name) { return name in all ? String(all[name]) : m; });
+  }
+
+  // The expiry in the visitor's words and time zone ("expires in 2 days"), the exact local date
+  // in the <time>'s title; the server wrote it in UTC for a page without script.
+  function showExpiry() {
+    var time = document.querySelector("#expiry time");
+    var at = time && Date.parse(time.getAttribute("datetime"));
+    if (!at || !window.Intl || !Intl.RelativeTimeFormat || !Intl.DateTimeFormat) return;
+    // The largest unit that still reads as a whole number: "in 1 hour", not "in 60 minutes";
+    // always a number ("in 1 day"): a rounded day is not always the calendar's "tomorrow".
+    var secs = (at - Date.now()) / 1000, value = Math.round(secs / 60), unit = "minute";
+    if (Math.abs(value) >= 60) { value = Math.round(secs / 3600); unit = "hour"; }
+    if (Math.abs(value) >= 24) { value = Math.round(secs / 86400); unit = "day"; }
+    var rel = new Intl.RelativeTimeFormat(lang, { numeric: "always" });
+    time.textContent = rel.format(value, unit);
+    time.title = new Intl.DateTimeFormat(lang, { dateStyle: "full", timeStyle: "short" })
+      .format(new Date(at));
+  }
+  showExpiry();
 
   input.multiple = true;
   input.required = false;
@@ -29,15 +71,16 @@
   input.tabIndex = -1;
   input.setAttribute("aria-hidden", "true");
   zone.hidden = false;
-  document.getElementById("drop-help").textContent = touch
-    ? "Tap to choose files"
-    : "Drop files here, or press Enter to choose files.";
+  document.getElementById("drop-help").textContent = T(touch ? "drop.touch" : "drop.keyboard");
   if (camera && touch) document.getElementById("camera-row").hidden = false;
 
+  // A size in the page's language ("1.5 MiB", "1,5 MiB").
   function human(n) {
-    var units = ["bytes", "KiB", "MiB", "GiB"], i = 0;
+    var units = [T("unit.bytes"), "KiB", "MiB", "GiB"], i = 0;
     while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return (i ? n.toFixed(1) : n) + " " + units[i];
+    var digits = { maximumFractionDigits: i ? 1 : 0, minimumFractionDigits: i ? 1 : 0 };
+    return (window.Intl ? new Intl.NumberFormat(lang, digits).format(n) : n.toFixed(i ? 1 : 0)) +
+      " " + units[i];
   }
 
   // Text of an S3 XML error element, if present.
@@ -64,28 +107,16 @@
     });
   }
 
-  // "images", "PDF files", "images or PDF files": the link's types in words.
-  function typeWords() {
-    var families = { image: "images", video: "videos", audio: "audio files", text: "text files" };
-    var words = types.map(function (e) {
-      var parts = e.replace(/\*$/, "").split("/");
-      if (!parts[1]) return families[parts[0]] || parts[0] + " files";
-      return parts[1].replace(/^x-/, "").toUpperCase() + " files";
-    });
-    return words.length > 1
-      ? words.slice(0, -1).join(", ") + " or " + words[words.length - 1]
-      : words[0];
-  }
+  // "images", "PDF files", "images or PDF files": the link's types in words (the server's).
+  var typeWords = form.dataset.typeWords || "";
 
   // Why the page will not send this file, in a sentence, or "" if it may go.
   function refusal(file) {
     if (file.size > maxSize) {
-      return "Too large: \u201c" + file.name + "\u201d is " + human(file.size) +
-        ", and this link takes files up to " + human(maxSize) + ".";
+      return T("refused.size", { name: file.name, size: human(file.size), max: human(maxSize) });
     }
     if (!accepts(file.type)) {
-      return "Not sent: this link only takes " + typeWords() + ", and \u201c" + file.name +
-        "\u201d is not one.";
+      return T("refused.type", { name: file.name, types: typeWords });
     }
     return "";
   }
@@ -125,7 +156,7 @@
     var bar = document.createElement("progress");
     bar.max = 100;
     bar.value = 0;
-    bar.setAttribute("aria-label", "Upload progress of " + file.name);
+    bar.setAttribute("aria-label", T("progress_of", { name: file.name }));
     var status = document.createElement("span");
     status.className = "status";
     status.setAttribute("aria-live", "polite");
@@ -156,11 +187,10 @@
   function refresh() {
     var count = function (s) { return entries.filter(function (e) { return e.state === s; }).length; };
     var ready = count("ready"), busy = count("sending") + count("paused"), done = count("done");
-    submit.textContent = ready ? "Upload " + ready + " file" + (ready === 1 ? "" : "s") : "Upload";
+    submit.textContent = ready ? N("upload_n", ready) : T("upload");
     submit.disabled = !ready;
     if (!ready && !busy && done) {
-      summary.textContent = done + " file" + (done === 1 ? "" : "s") + " received. " +
-        "You can close this page, or choose more files to send.";
+      summary.textContent = N("summary.done", done) + " " + T("summary.next");
       summary.classList.add("ok");
     } else {
       summary.textContent = "";
@@ -171,7 +201,7 @@
   function fail(entry, message, again) {
     var row = entry.row;
     row.status.textContent = message + " ";
-    var retry = button("Retry", function () {
+    var retry = button(T("retry"), function () {
       row.status.textContent = "";
       (again || send)(entry);
     });
@@ -181,7 +211,7 @@
   }
 
   function removeButton(entry) {
-    return button("Remove", function () {
+    return button(T("remove"), function () {
       entries.splice(entries.indexOf(entry), 1);
       entry.row.li.remove();
       refresh();
@@ -190,7 +220,7 @@
   }
 
   function cancelled(entry) {
-    entry.row.status.textContent = "Cancelled: nothing was kept.";
+    entry.row.status.textContent = T("status.cancelled");
     entry.row.bar.value = 0;
     setAction(entry.row, [removeButton(entry)]);
     setState(entry, "cancelled");
@@ -199,7 +229,7 @@
   function fetchJSON(url, init) {
     return fetch(url, init || {}).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (body) {
-        if (!r.ok) throw new Error((body.error && body.error.message) || "Request failed (" + r.status + ").");
+        if (!r.ok) throw new Error((body.error && body.error.message) || T("error.request", { status: r.status }));
         return body;
       });
     });
@@ -219,7 +249,8 @@
     var row = entry.row;
     row.bar.value = 100;
     row.li.dataset.key = key;
-    row.status.textContent = "Received as ";
+    var received = T("status.received").split("{key}");
+    row.status.textContent = received[0];
     if (publicRead && location) {
       var a = document.createElement("a");
       a.href = location;
@@ -231,6 +262,7 @@
       row.status.appendChild(b);
       row.status.appendChild(document.createTextNode(" (" + human(entry.file.size) + ")"));
     }
+    if (received[1]) row.status.appendChild(document.createTextNode(received[1]));
     setAction(row, []);
     setState(entry, "done");
     // The link counts its files: keep "N more files accepted" true after each upload.
@@ -238,9 +270,32 @@
     if (left) {
       var n = Math.max(0, Number(left.dataset.left) - 1);
       left.dataset.left = n;
-      left.textContent = n === 0 ? "no more files accepted"
-        : n + " more file" + (n === 1 ? "" : "s") + " accepted";
+      left.textContent = n === 0 ? T("files_left_none") : N("files_left", n);
     }
+  }
+
+  // Waits `ms` before a retry; offline (a phone in a tunnel), first waits to be back online, so
+  // the tries are not spent while nothing can go through.
+  function backoff(ms) {
+    return new Promise(function (resolve) {
+      function later() {
+        window.removeEventListener("online", later);
+        setTimeout(resolve, ms);
+      }
+      if (navigator.onLine === false) window.addEventListener("online", later);
+      else later();
+    });
+  }
+
+  // call() again after a network failure (fetch's TypeError: nothing was answered), with the
+  // parts' pauses; an answer from the server (an Error with its message) is final.
+  function withRetries(call, tries) {
+    if (tries === undefined) tries = PART_TRIES;
+    return call().catch(function (e) {
+      if (!(e instanceof TypeError) || tries <= 1) throw e;
+      return backoff(500 * Math.pow(2, PART_TRIES - tries))
+        .then(function () { return withRetries(call, tries - 1); });
+    });
   }
 
   // Large files go up in parts (S3 multipart upload through presigned part URLs): a failed part
@@ -257,15 +312,15 @@
       xhrs.forEach(function (x) { x.abort(); });
     }
     function pauseButton() {
-      return button("Pause", function () {
+      return button(T("pause"), function () {
         halt("pause");
-        row.status.textContent = "Paused.";
-        setAction(row, [button("Resume", function () { sendMultipart(entry); }), cancelButton()]);
+        row.status.textContent = T("status.paused");
+        setAction(row, [button(T("resume"), function () { sendMultipart(entry); }), cancelButton()]);
         setState(entry, "paused");
       });
     }
     function cancelButton() {
-      return button("Cancel", function () {
+      return button(T("cancel"), function () {
         halt("cancel");
         var id = (st || saved || {}).upload_id;
         try { localStorage.removeItem(stateKey); } catch (e) { /* private mode */ }
@@ -285,12 +340,18 @@
         return { st: s, parts: [] };
       });
     }
+    // A saved upload the server no longer has (completed, aborted, expired) starts afresh; a
+    // network failure while asking is tried again rather than losing the parts already sent.
     var started = saved
-      ? fetchJSON(linkBase + "/uploads/" + saved.upload_id)
+      ? withRetries(function () { return fetchJSON(linkBase + "/uploads/" + saved.upload_id); })
           .then(function (r) { return { st: saved, parts: r.parts }; })
-          .catch(function () { localStorage.removeItem(stateKey); return begin(); })
+          .catch(function (e) {
+            if (e instanceof TypeError) throw e;
+            localStorage.removeItem(stateKey);
+            return begin();
+          })
       : begin();
-    row.status.textContent = saved ? "Resuming…" : "Starting…";
+    row.status.textContent = T(saved ? "status.resuming" : "status.starting");
     started.then(function (x) {
       st = x.st;
       if (stop) throw new Error(stop);
@@ -307,7 +368,7 @@
         row.bar.value = Math.min(99, Math.round((sum / Math.max(file.size, 1)) * 100));
       }
       progress();
-      row.status.textContent = "Uploading in " + count + " parts…";
+      row.status.textContent = N("status.parts", count);
       function putPart(n, tries) {
         var blob = file.slice((n - 1) * size, Math.min(n * size, file.size));
         return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/parts/" + n).then(function (u) {
@@ -319,16 +380,16 @@
             xhr.upload.onprogress = function (e) { loaded[n] = e.loaded; progress(); };
             xhr.onload = function () {
               if (xhr.status === 200) { loaded[n] = blob.size; progress(); resolve(); }
-              else reject(new Error(xmlText(xhr.responseText, "Message") || "Part " + n + " failed (" + xhr.status + ")."));
+              else reject(new Error(xmlText(xhr.responseText, "Message") || T("error.part", { n: n, status: xhr.status })));
             };
-            xhr.onerror = function () { reject(new Error("Network error on part " + n + ".")); };
+            xhr.onerror = function () { reject(new Error(T("error.network_part", { n: n }))); };
             xhr.onabort = function () { reject(new Error(stop || "abort")); };
             xhr.send(blob);
           });
         }).catch(function (e) {
           loaded[n] = 0;
           if (stop || tries <= 1) throw e;
-          return new Promise(function (r) { setTimeout(r, 500 * Math.pow(2, PART_TRIES - tries)); })
+          return backoff(500 * Math.pow(2, PART_TRIES - tries))
             .then(function () { return putPart(n, tries - 1); });
         });
       }
@@ -341,9 +402,11 @@
       for (var w = 0; w < PARALLEL_PARTS; w++) workers.push(worker());
       return Promise.all(workers).then(function () {
         if (stop) throw new Error(stop);
-        row.status.textContent = "Finishing…";
+        row.status.textContent = T("status.finishing");
         setAction(row, []);
-        return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/complete", { method: "POST" });
+        return withRetries(function () {
+          return fetchJSON(linkBase + "/uploads/" + st.upload_id + "/complete", { method: "POST" });
+        });
       }).then(function (res) {
         localStorage.removeItem(stateKey);
         done(entry, res.key, res.location);
@@ -364,13 +427,13 @@
       return;
     }
     var xhr = null, stopped = false;
-    setAction(row, [button("Cancel", function () {
+    setAction(row, [button(T("cancel"), function () {
       stopped = true;
       if (xhr) xhr.abort();
       cancelled(entry);
     })]);
     setState(entry, "sending");
-    row.status.textContent = "Preparing…";
+    row.status.textContent = T("status.preparing");
     freshPolicy(file).then(function (policy) {
       if (stopped) return;
       var data = new FormData();
@@ -390,11 +453,11 @@
           // Someone took the name first: ask for a policy with the next free name.
           send(entry, tries - 1);
         } else {
-          fail(entry, xmlText(xhr.responseText, "Message") || "Upload failed (" + xhr.status + ").");
+          fail(entry, xmlText(xhr.responseText, "Message") || T("error.upload", { status: xhr.status }));
         }
       };
-      xhr.onerror = function () { fail(entry, "Network error."); };
-      row.status.textContent = "Uploading…";
+      xhr.onerror = function () { fail(entry, T("error.network")); };
+      row.status.textContent = T("status.uploading");
       xhr.send(data);
     }).catch(function (e) { if (!stopped) fail(entry, e.message); });
   }
@@ -412,7 +475,7 @@
         setAction(entry.row, [removeButton(entry)]);
         setState(entry, "failed");
       } else {
-        entry.row.status.textContent = "Ready to upload.";
+        entry.row.status.textContent = T("status.ready");
         setAction(entry.row, [removeButton(entry)]);
         setState(entry, "ready");
       }

@@ -10,7 +10,7 @@
 #
 # Environment: PYTHON (default python3) makes the venv; PYTEST_ARGS is passed to pytest
 # (e.g. PYTEST_ARGS="-k awscli"); SKIP_RUST=1 skips the Rust tests, SKIP_FUZZ=1 the fuzz
-# targets' short run (fuzz/run.sh short).
+# targets' short run (fuzz/run.sh short), SKIP_SOAK=1 the 2-minute soak (benches/soak.rs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,9 +31,10 @@ if [[ ! -x "$PY" ]] || ! "$PY" -c 'import sys' 2>/dev/null; then
     "${PYTHON:-python3}" -m venv "$VENV" || die "cannot create the venv"
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-# selenium drives headless Chromium in test_browser.py.
-"$PY" -m pip install -q --upgrade boto3 awscli minio pytest selenium || die "pip install failed"
-"$PY" -m pip list --format=freeze 2>/dev/null | grep -iE '^(boto3|botocore|awscli|minio|pytest|selenium)==' | tr '\n' ' '
+# selenium drives headless Chromium in test_browser.py; awscrt gives botocore the CRC32C and
+# CRC64NVME checksums (test_conformance.py).
+"$PY" -m pip install -q --upgrade boto3 awscli minio pytest selenium awscrt || die "pip install failed"
+"$PY" -m pip list --format=freeze 2>/dev/null | grep -iE '^(boto3|botocore|awscli|minio|pytest|selenium|awscrt)==' | tr '\n' ' '
 echo
 
 NODE_DIR="$ROOT/tests/interop/node"
@@ -95,6 +96,19 @@ if [[ "${SKIP_RUST:-0}" != 1 ]]; then
     if [[ $rc -ne 0 ]]; then
         failures+=("rust tests (exit $rc)")
         [[ $f -gt 0 ]] || failed=$((failed + 1)) # a build error counts as a failure too
+    fi
+fi
+
+# Soak, CI mode: 2 minutes of mixed traffic beside 1,000 idle and 200 slow connections, on the
+# unoptimised build; fails on any failed request or on RSS, descriptors or WAL not staying
+# bounded; prints the p99 against its target without gating on it (benches/soak.rs says why).
+if [[ "${SKIP_SOAK:-0}" != 1 ]]; then
+    step "soak (cargo test --bench soak -- --minutes 2 --p99-report-only)"
+    if cargo test --bench soak -- --minutes 2 --every 10 --p99-report-only 2>&1 | tee "$LOGS/soak.log"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("soak")
     fi
 fi
 

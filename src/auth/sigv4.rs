@@ -80,6 +80,57 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     hmac_sha256(&k_service, b"aws4_request")
 }
 
+/// The most signing keys [`cached_signing_key`] keeps (one per access key, region and service in
+/// use on a day: a handful in practice).
+const SIGNING_KEYS_MAX: usize = 64;
+
+/// A signing key derived earlier, with what it was derived from.
+struct CachedKey {
+    secret: Box<str>,
+    date: Box<str>,
+    region: Box<str>,
+    service: Box<str>,
+    key: [u8; 32],
+}
+
+/// Signing keys derived lately. A key holds for a whole day, and deriving it is four HMACs
+/// (16 SHA-256 blocks): more than hashing a request's canonical form and signing it together,
+/// and, without this, done again for every request.
+static SIGNING_KEYS: std::sync::Mutex<Vec<CachedKey>> = std::sync::Mutex::new(Vec::new());
+
+/// [`signing_key`], from a small process-wide cache (the oldest entry goes when it is full).
+/// Secrets are compared in constant time.
+pub fn cached_signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let found = |keys: &[CachedKey]| {
+        keys.iter()
+            .find(|k| {
+                &*k.date == date
+                    && &*k.region == region
+                    && &*k.service == service
+                    && ct_eq_str(&k.secret, secret)
+            })
+            .map(|k| k.key)
+    };
+    if let Some(key) = found(&SIGNING_KEYS.lock().unwrap_or_else(|e| e.into_inner())) {
+        return key;
+    }
+    let key = signing_key(secret, date, region, service);
+    let mut keys = SIGNING_KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    if found(&keys).is_none() {
+        if keys.len() >= SIGNING_KEYS_MAX {
+            keys.remove(0);
+        }
+        keys.push(CachedKey {
+            secret: secret.into(),
+            date: date.into(),
+            region: region.into(),
+            service: service.into(),
+            key,
+        });
+    }
+    key
+}
+
 /// Lowercase hex `HMAC-SHA256(key, string_to_sign)`: the signature.
 pub fn sign(key: &[u8; 32], string_to_sign: &str) -> String {
     hex::encode(hmac_sha256(key, string_to_sign.as_bytes()))
@@ -793,7 +844,7 @@ fn check_signature(
     let params = parse_query(req.query.unwrap_or(""));
     let query = canonical_query(&params, parts.presigned);
     let headers = canonical_headers(parts.signed_headers, req.headers, req.authority);
-    let key = signing_key(
+    let key = cached_signing_key(
         secret.expose(),
         &parts.credential.date,
         &parts.credential.region,
@@ -944,6 +995,39 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+
+    #[test]
+    fn cached_signing_keys_are_the_derived_ones() {
+        let derived = signing_key(SECRET, "20130524", "us-east-1", "s3");
+        for _ in 0..2 {
+            assert_eq!(
+                cached_signing_key(SECRET, "20130524", "us-east-1", "s3"),
+                derived
+            );
+        }
+        // Any part that differs is another key, never the cached one.
+        for (secret, date, region, service) in [
+            ("another secret", "20130524", "us-east-1", "s3"),
+            (SECRET, "20130525", "us-east-1", "s3"),
+            (SECRET, "20130524", "eu-west-1", "s3"),
+            (SECRET, "20130524", "us-east-1", "sts"),
+        ] {
+            assert_eq!(
+                cached_signing_key(secret, date, region, service),
+                signing_key(secret, date, region, service)
+            );
+            assert_ne!(cached_signing_key(secret, date, region, service), derived);
+        }
+        // Past the bound, the oldest goes and keys stay right.
+        for day in 0..2 * SIGNING_KEYS_MAX {
+            let date = format!("2013{:04}", 101 + day);
+            assert_eq!(
+                cached_signing_key(SECRET, &date, "us-east-1", "s3"),
+                signing_key(SECRET, &date, "us-east-1", "s3")
+            );
+        }
+        assert!(SIGNING_KEYS.lock().unwrap().len() <= SIGNING_KEYS_MAX);
+    }
     use crate::auth::{Credentials, parse_request, verify};
 
     // The AWS documentation's example credentials.

@@ -14,6 +14,13 @@ pub struct BucketRecord {
     /// The owner lets browsers run what this bucket serves: no `Content-Security-Policy: sandbox`
     /// on HTML, SVG, XML or scripts (see `s3::object`). Off unless the operator turns it on.
     pub active_content: bool,
+    /// Every upload's bytes must match its declared Content-Type (`sniff::check`): PUT, POST,
+    /// multipart. Off unless the operator turns it on (`postgate bucket verify-type`).
+    pub verify_type: bool,
+    /// The lifecycle rules (JSON of `objects::lifecycle::Rules`), if any.
+    pub lifecycle: Option<String>,
+    /// The bucket's quota (`postgate bucket quota`).
+    pub quota: super::quota::Quota,
 }
 
 /// What a non-owner key may do on a bucket, as granted by `postgate bucket allow`.
@@ -48,7 +55,8 @@ impl Perm {
     }
 }
 
-const COLUMNS: &str = "name, owner, acl, cors, created_at, active_content";
+const COLUMNS: &str = "name, owner, acl, cors, created_at, active_content, verify_type,
+    lifecycle, quota_max_size, quota_max_objects";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRecord> {
     Ok(BucketRecord {
@@ -58,6 +66,12 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRecord> {
         cors: r.get(3)?,
         created_at: r.get(4)?,
         active_content: r.get(5)?,
+        verify_type: r.get(6)?,
+        lifecycle: r.get(7)?,
+        quota: super::quota::Quota {
+            max_size: r.get::<_, Option<i64>>(8)?.map(|n| n as u64),
+            max_objects: r.get::<_, Option<i64>>(9)?.map(|n| n as u64),
+        },
     })
 }
 
@@ -96,13 +110,14 @@ pub fn get_with_grant(
     access_key: &str,
 ) -> Result<Option<(BucketRecord, Option<Perm>)>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT b.name, b.owner, b.acl, b.cors, b.created_at, b.active_content, g.perm
+        "SELECT b.name, b.owner, b.acl, b.cors, b.created_at, b.active_content, b.verify_type,
+             b.lifecycle, b.quota_max_size, b.quota_max_objects, g.perm
          FROM buckets b LEFT JOIN grants g ON g.bucket = b.name AND g.access_key = ?2
          WHERE b.name = ?1",
     )?;
     Ok(stmt
         .query_row(params![name, access_key], |r| {
-            let perm: Option<String> = r.get(6)?;
+            let perm: Option<String> = r.get(10)?;
             Ok((from_row(r)?, perm.as_deref().and_then(Perm::parse)))
         })
         .optional()?)
@@ -117,7 +132,8 @@ pub fn list(conn: &Connection) -> Result<Vec<BucketRecord>, DbError> {
 /// Buckets `access_key` owns or holds a grant on.
 pub fn list_visible(conn: &Connection, access_key: &str) -> Result<Vec<BucketRecord>, DbError> {
     let mut stmt = conn.prepare(
-        "SELECT name, owner, acl, cors, created_at, active_content FROM buckets
+        "SELECT name, owner, acl, cors, created_at, active_content, verify_type, lifecycle,
+             quota_max_size, quota_max_objects FROM buckets
          WHERE owner = ?1 OR name IN (SELECT bucket FROM grants WHERE access_key = ?1)
          ORDER BY name",
     )?;
@@ -176,6 +192,15 @@ pub fn set_acl(conn: &Connection, bucket: &str, acl: &str) -> Result<bool, DbErr
 pub fn set_active_content(conn: &Connection, bucket: &str, on: bool) -> Result<bool, DbError> {
     Ok(conn.execute(
         "UPDATE buckets SET active_content = ?2 WHERE name = ?1",
+        params![bucket, on],
+    )? > 0)
+}
+
+/// Whether every upload's bytes must match its declared type
+/// (`postgate bucket verify-type NAME on|off`).
+pub fn set_verify_type(conn: &Connection, bucket: &str, on: bool) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE buckets SET verify_type = ?2 WHERE name = ?1",
         params![bucket, on],
     )? > 0)
 }

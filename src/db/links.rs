@@ -20,11 +20,20 @@ pub struct LinkRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked: bool,
+    /// Its files' bytes must match their declared type (`--verify-type`, `sniff::check`).
+    pub verify_type: bool,
+    /// Files uploaded through the link expire this many milliseconds after their upload.
+    pub expire_objects_after: Option<i64>,
+    /// The most bytes the link's files may take together.
+    pub max_total_size: Option<u64>,
+    /// Bytes of the files stored through the link so far.
+    pub uploaded_bytes: u64,
 }
 
 const COLUMNS: &str =
     "token, id, bucket, prefix, max_size, content_type, max_files, uploaded_files,
-    access_key, created_at, expires_at, revoked";
+    access_key, created_at, expires_at, revoked, verify_type, expire_objects_after,
+    max_total_size, uploaded_bytes";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
     Ok(LinkRecord {
@@ -40,6 +49,10 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRecord> {
         created_at: r.get(9)?,
         expires_at: r.get(10)?,
         revoked: r.get(11)?,
+        verify_type: r.get(12)?,
+        expire_objects_after: r.get(13)?,
+        max_total_size: r.get::<_, Option<i64>>(14)?.map(|n| n as u64),
+        uploaded_bytes: r.get::<_, i64>(15)?.max(0) as u64,
     })
 }
 
@@ -55,8 +68,9 @@ pub fn new_token() -> String {
 pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO links (token, id, bucket, prefix, max_size, content_type, max_files,
-             uploaded_files, access_key, created_at, expires_at, revoked)
-         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0)",
+             uploaded_files, access_key, created_at, expires_at, revoked, verify_type,
+             expire_objects_after, max_total_size)
+         VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 0, ?11, ?12, ?13)",
         params![
             l.token,
             l.bucket,
@@ -67,7 +81,10 @@ pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
             l.access_key,
             l.created_at,
             l.expires_at,
-            l.id
+            l.id,
+            l.verify_type,
+            l.expire_objects_after,
+            l.max_total_size.map(|n| n as i64)
         ],
     )?;
     Ok(())
@@ -126,7 +143,7 @@ pub enum Reservation {
     /// No link has this id.
     Unknown,
     /// The link is revoked, expired or full (`links::Link` says which, for the person uploading).
-    Refused(LinkRecord),
+    Refused(Box<LinkRecord>),
 }
 
 /// Takes one of the link's slots for a new upload, with one conditional `UPDATE`, so that
@@ -146,7 +163,7 @@ pub fn reserve_upload(conn: &Connection, id: &str) -> Result<Reservation, DbErro
     }
     Ok(match get_by_id(conn, id)? {
         None => Reservation::Unknown,
-        Some(link) => Reservation::Refused(link),
+        Some(link) => Reservation::Refused(Box::new(link)),
     })
 }
 

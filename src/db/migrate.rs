@@ -13,7 +13,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_bucket_active_content.sql"),
     include_str!("../../migrations/0006_link_form_slots.sql"),
     include_str!("../../migrations/0007_ready_probe.sql"),
-    include_str!("../../migrations/0008_events.sql"),
+    include_str!("../../migrations/0009_detected_type.sql"),
+    include_str!("../../migrations/0010_lifecycle_quotas.sql"),
+    include_str!("../../migrations/0011_events.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
@@ -51,6 +53,74 @@ mod tests {
             .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// A database at version 9 (0001..0007, 0009, 0010: what postgate had before events) gains
+    /// the events tables and keeps its objects.
+    #[test]
+    fn a_version_9_database_migrates_forward_to_events() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        conn.execute_batch(
+            "INSERT INTO buckets (name, owner, created_at) VALUES ('b', 'AK', 0);
+             INSERT INTO objects (bucket, key, size, etag, last_modified, owner, detected_type)
+                 VALUES ('b', 'x', 1, '', 0, 'AK', 'image/png');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM webhooks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        let t: String = conn
+            .query_row("SELECT detected_type FROM objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(t, "image/png");
+    }
+
+    /// 0010 counts what existing buckets hold, and from then on the triggers keep the count
+    /// through inserts, overwrites (upserts) and deletes.
+    #[test]
+    fn bucket_usage_starts_from_existing_objects_and_follows_changes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.execute_batch(
+            "INSERT INTO buckets (name, owner, created_at) VALUES ('b', 'AK', 0), ('e', 'AK', 0);
+             INSERT INTO objects (bucket, key, size, etag, last_modified, owner)
+                 VALUES ('b', 'x', 10, '', 0, 'AK'), ('b', 'y', 5, '', 0, 'AK');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let usage = |conn: &Connection, b: &str| -> (i64, i64) {
+            conn.query_row(
+                "SELECT bytes, objects FROM bucket_usage WHERE bucket = ?1",
+                [b],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap_or((0, 0))
+        };
+        assert_eq!(usage(&conn, "b"), (15, 2));
+        conn.execute_batch(
+            "INSERT INTO objects (bucket, key, size, etag, last_modified, owner)
+                 VALUES ('e', 'z', 7, '', 0, 'AK');
+             INSERT INTO objects (bucket, key, size, etag, last_modified, owner)
+                 VALUES ('b', 'x', 3, '', 0, 'AK')
+                 ON CONFLICT(bucket, key) DO UPDATE SET size = excluded.size;
+             DELETE FROM objects WHERE key = 'y';",
+        )
+        .unwrap();
+        assert_eq!(usage(&conn, "b"), (3, 1));
+        assert_eq!(usage(&conn, "e"), (7, 1));
     }
 
     /// 0004 finds the uploads a link page began before `uploads.link_id` existed: the link's id

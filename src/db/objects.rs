@@ -39,6 +39,9 @@ pub struct ObjectMeta {
     pub checksum: Option<(String, String)>,
     /// URL-encoded tag set (`a=1&b=2`), as `x-amz-tagging` carries it.
     pub tagging: Option<String>,
+    /// The type the first bytes showed at upload (`sniff::detect`); `None` when nothing was
+    /// recognised, or for objects stored before detection existed.
+    pub detected_type: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +54,7 @@ pub struct ObjectRecord {
 const META_COLUMNS: &str =
     "key, size, etag, last_modified, owner, acl, content_type, cache_control,
     content_disposition, content_encoding, content_language, expires, meta, checksum, tagging, blob,
-    manifest";
+    manifest, detected_type";
 
 fn from_row(r: &rusqlite::Row<'_>, with_data: bool) -> rusqlite::Result<ObjectRecord> {
     let meta_json: String = r.get(12)?;
@@ -61,7 +64,7 @@ fn from_row(r: &rusqlite::Row<'_>, with_data: bool) -> rusqlite::Result<ObjectRe
     let body = match (blob, manifest, with_data) {
         (Some(id), _, _) => Body::Blob(id),
         (None, Some(m), _) => Body::Parts(serde_json::from_str(&m).unwrap_or_default()),
-        (None, None, true) => Body::Inline(r.get::<_, Option<Vec<u8>>>(17)?.unwrap_or_default()),
+        (None, None, true) => Body::Inline(r.get::<_, Option<Vec<u8>>>(18)?.unwrap_or_default()),
         (None, None, false) => Body::NotLoaded,
     };
     Ok(ObjectRecord {
@@ -82,6 +85,7 @@ fn from_row(r: &rusqlite::Row<'_>, with_data: bool) -> rusqlite::Result<ObjectRe
             checksum: checksum
                 .and_then(|c| c.split_once(' ').map(|(a, v)| (a.to_owned(), v.to_owned()))),
             tagging: r.get(14)?,
+            detected_type: r.get(17)?,
         },
         body,
     })
@@ -106,7 +110,7 @@ pub fn get(
 }
 
 /// The blobs a row's body uses (its own blob, or its manifest's part blobs).
-fn blobs_of(blob: Option<String>, manifest: Option<String>) -> Vec<String> {
+pub(super) fn blobs_of(blob: Option<String>, manifest: Option<String>) -> Vec<String> {
     match (blob, manifest) {
         (Some(b), _) => vec![b],
         (None, Some(m)) => serde_json::from_str::<Vec<(String, u64)>>(&m)
@@ -149,9 +153,9 @@ pub fn put(
     conn.prepare_cached(
         "INSERT INTO objects (bucket, key, size, etag, last_modified, owner, acl, content_type,
              cache_control, content_disposition, content_encoding, content_language, expires,
-             meta, checksum, tagging, blob, data, manifest)
+             meta, checksum, tagging, blob, data, manifest, detected_type)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-             ?19)
+             ?19, ?20)
          ON CONFLICT(bucket, key) DO UPDATE SET size = excluded.size, etag = excluded.etag,
              last_modified = excluded.last_modified, owner = excluded.owner, acl = excluded.acl,
              content_type = excluded.content_type, cache_control = excluded.cache_control,
@@ -159,7 +163,8 @@ pub fn put(
              content_encoding = excluded.content_encoding,
              content_language = excluded.content_language, expires = excluded.expires,
              meta = excluded.meta, checksum = excluded.checksum, tagging = excluded.tagging,
-             blob = excluded.blob, data = excluded.data, manifest = excluded.manifest",
+             blob = excluded.blob, data = excluded.data, manifest = excluded.manifest,
+             detected_type = excluded.detected_type, expires_at = NULL",
     )?
     .execute(params![
         bucket,
@@ -181,6 +186,7 @@ pub fn put(
         blob,
         data,
         manifest,
+        meta.detected_type,
     ])?;
     let new: Vec<String> = match body {
         Body::Blob(id) => vec![id.clone()],

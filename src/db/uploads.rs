@@ -25,6 +25,9 @@ pub struct PartRecord {
     pub blob: String,
     pub last_modified: i64,
     pub checksum: Option<String>,
+    /// The type the part's first bytes showed (`sniff::detect`): the object's, for the first
+    /// part of a completed upload.
+    pub detected_type: Option<String>,
 }
 
 fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
@@ -47,6 +50,7 @@ fn part_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartRecord> {
         blob: r.get(3)?,
         last_modified: r.get(4)?,
         checksum: r.get(5)?,
+        detected_type: r.get(6)?,
     })
 }
 
@@ -94,11 +98,12 @@ pub fn put_part(
         .query_row(params![upload_id, p.part_number], |r| r.get(0))
         .optional()?;
     conn.prepare_cached(
-        "INSERT INTO parts (upload_id, part_number, size, etag, blob, last_modified, checksum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO parts (upload_id, part_number, size, etag, blob, last_modified, checksum,
+             detected_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(upload_id, part_number) DO UPDATE SET size = excluded.size,
              etag = excluded.etag, blob = excluded.blob, last_modified = excluded.last_modified,
-             checksum = excluded.checksum",
+             checksum = excluded.checksum, detected_type = excluded.detected_type",
     )?
     .execute(params![
         upload_id,
@@ -107,7 +112,8 @@ pub fn put_part(
         p.etag,
         p.blob,
         p.last_modified,
-        p.checksum
+        p.checksum,
+        p.detected_type
     ])?;
     Ok(old)
 }
@@ -119,7 +125,7 @@ pub fn parts(
     limit: usize,
 ) -> Result<Vec<PartRecord>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT part_number, size, etag, blob, last_modified, checksum FROM parts
+        "SELECT part_number, size, etag, blob, last_modified, checksum, detected_type FROM parts
          WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![upload_id, after, limit as i64], part_from_row)?;
@@ -137,7 +143,9 @@ pub fn remove(conn: &Connection, upload_id: &str) -> Result<Vec<String>, DbError
     Ok(blobs)
 }
 
-/// Uploads of `bucket` in (key, initiated) order, after the given markers.
+/// Uploads of `bucket` in (key, initiated) order, after the given markers, as S3 pages them:
+/// keys after `key_marker`; with an `upload_id_marker`, also the uploads of `key_marker` itself
+/// that come after that upload (by initiation, or by id if that upload is gone).
 pub fn list(
     conn: &Connection,
     bucket: &str,
@@ -146,14 +154,27 @@ pub fn list(
     upload_id_marker: &str,
     limit: usize,
 ) -> Result<Vec<UploadRecord>, DbError> {
+    let marker_initiated: Option<i64> = conn
+        .prepare_cached("SELECT initiated FROM uploads WHERE upload_id = ?1")?
+        .query_row([upload_id_marker], |r| r.get(0))
+        .optional()?;
     let mut stmt = conn.prepare_cached(
         "SELECT upload_id, bucket, key, owner, initiated, headers, link_id FROM uploads
          WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2
-           AND (key > ?3 OR (key = ?3 AND upload_id > ?4))
+           AND (key > ?3 OR (key = ?3 AND ?4 != '' AND CASE WHEN ?6 IS NULL
+                THEN upload_id > ?4
+                ELSE initiated > ?6 OR (initiated = ?6 AND upload_id > ?4) END))
          ORDER BY key, initiated, upload_id LIMIT ?5",
     )?;
     let rows = stmt.query_map(
-        params![bucket, prefix, key_marker, upload_id_marker, limit as i64],
+        params![
+            bucket,
+            prefix,
+            key_marker,
+            upload_id_marker,
+            limit as i64,
+            marker_initiated
+        ],
         upload_from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -18,6 +18,8 @@ pub enum Kind {
     Copy,
     CompleteMultipartUpload,
     Delete,
+    /// A lifecycle rule's or an object's own expiry removed it (the sweeper).
+    LifecycleExpiration,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             Kind::Copy => "ObjectCreated:Copy",
             Kind::CompleteMultipartUpload => "ObjectCreated:CompleteMultipartUpload",
             Kind::Delete => "ObjectRemoved:Delete",
+            Kind::LifecycleExpiration => "LifecycleExpiration:Delete",
         }
     }
 }
@@ -57,6 +60,10 @@ pub fn record(
         object["eTag"] = json!(meta.etag.trim_matches('"'));
         if let Some(ct) = &meta.content_type {
             object["contentType"] = json!(ct);
+        }
+        // postgate's own: the type the upload's first bytes showed (`sniff`).
+        if let Some(detected) = &meta.detected_type {
+            object["detectedType"] = json!(detected);
         }
         let user: serde_json::Map<String, Value> = meta
             .meta

@@ -269,7 +269,11 @@ impl Origin {
 
     /// Records that `bucket/key` was removed. Call inside the transaction that removes it.
     pub fn removed(&self, c: &Connection, bucket: &str, key: &str) -> Result<(), DbError> {
-        self.record(c, Kind::Delete, bucket, key, None)
+        let kind = match self.kind {
+            Kind::LifecycleExpiration => Kind::LifecycleExpiration,
+            _ => Kind::Delete,
+        };
+        self.record(c, kind, bucket, key, None)
     }
 
     fn record(

@@ -5,6 +5,7 @@
 pub mod limits;
 mod middleware;
 mod ops;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,14 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(crate::api::routes(&state.config))
+        .merge(crate::api::routes(
+            &state.config,
+            |app, parts, body, limit| {
+                Box::pin(
+                    async move { crate::s3::authenticate_request(&app, parts, body, limit).await },
+                )
+            },
+        ))
         .merge(crate::links::routes())
         .route("/-/health", get(health))
         .route("/-/ready", get(ops::ready))
@@ -57,6 +65,10 @@ const MAX_READ_AHEAD: usize = 64 * 1024;
 /// At most `max_connections` connections are served at once: each holds a permit of a semaphore
 /// the accept loop waits on, so further clients wait in the listen backlog instead of taking
 /// descriptors and memory.
+///
+/// With `config.tls`, every connection is TLS: its handshake runs in the connection's own task
+/// (a slow client holds its permit, not the accept loop) and must finish within the header
+/// timeout; SIGHUP reloads the certificate (`tls`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -66,12 +78,28 @@ pub async fn serve(
     use hyper::body::Incoming;
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
+    use tokio_util::either::Either;
 
     let db = state.db.clone();
     let limits = state.config.limits.clone();
-    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    // Every connection is a descriptor: the soft open-file limit goes up to the hard one (a
+    // default soft limit of 1,024 would cap a server of thousands of phones), and the
+    // connection cap is derived from what was granted.
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+        rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+    });
     let max_connections = limits.connections(nofile);
-    tracing::debug!(max_connections, "connection limit");
+    tracing::info!(max_connections, nofile, "connection limit");
+    let tls = match &state.config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::load(files)?)),
+        None => None,
+    };
+    let reloader = match &tls {
+        Some(tls) => Some(tls.reload_on_sighup()?),
+        None => None,
+    };
+    let acceptor = tls.as_ref().map(|t| t.acceptor());
     let sweeper = state.clone();
     let expiry_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -79,6 +107,16 @@ pub async fn serve(
         loop {
             tick.tick().await;
             sweeper.expire_uploads().await;
+        }
+    });
+    let lifecycle = state.clone();
+    let lifecycle_task = tokio::spawn(async move {
+        let every = lifecycle.lifecycle_interval();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            lifecycle.sweep_lifecycle().await;
         }
     });
     // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
@@ -123,10 +161,31 @@ pub async fn serve(
                     req.extensions_mut().insert(ConnectInfo(peer));
                     hyper::service::Service::call(&service, req)
                 });
-                let conn = http.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let http = http.clone();
+                let acceptor = acceptor.clone();
+                let header_timeout = limits.header_timeout;
                 let mut aborted = aborted.clone();
                 tokio::spawn(async move {
+                    let stream = match acceptor {
+                        None => Either::Left(stream),
+                        Some(acceptor) => {
+                            let handshake =
+                                tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                            tokio::select! {
+                                done = handshake => match done {
+                                    Ok(Ok(tls)) => Either::Right(tls),
+                                    Ok(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => return,
+                                },
+                                _ = aborted.wait_for(|a| *a) => return,
+                            }
+                        }
+                    };
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::select! {
                         _ = conn => {}
                         _ = aborted.wait_for(|a| *a) => {}
@@ -151,6 +210,10 @@ pub async fn serve(
         let _ = permits.acquire_many(max_connections).await;
     }
     expiry_task.abort();
+    lifecycle_task.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     db.close();
     Ok(())
 }

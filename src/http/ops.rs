@@ -167,8 +167,8 @@ impl Drop for Done {
             seconds: elapsed.as_secs_f64(),
             link_upload: trace.link_upload,
         });
-        // Bucket, key and access key id only: never the query (a presigned URL's signature),
-        // never a header.
+        // Bucket, key, access key id and link id only: never the query (a presigned URL's
+        // signature), never a header, never a link's token (the path is not logged).
         tracing::info!(
             target: ACCESS_TARGET,
             request_id = self.request_id.as_str(),
@@ -183,6 +183,7 @@ impl Drop for Done {
             bytes_out = self.sent,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             access_key = trace.access_key.as_deref().unwrap_or_default(),
+            link = trace.link.as_deref().unwrap_or_default(),
             "request"
         );
     }

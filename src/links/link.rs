@@ -5,8 +5,8 @@
 
 use axum::http::StatusCode;
 
+use crate::db::DbError;
 use crate::db::links::{LinkRecord, Reservation};
-use crate::db::{DbError, now_millis};
 use crate::error::{JsonError, S3Error, S3ErrorCode};
 use crate::state::AppState;
 
@@ -45,6 +45,13 @@ pub async fn load(app: &AppState, token: &str, need: Need) -> Result<LinkRecord,
         Ok(None) => return Err(Unavailable::Unknown),
         Err(e) => return Err(Unavailable::Failed(e)),
     };
+    // Every link route's access-log line names the link, its bucket and the key that signs
+    // its uploads.
+    crate::telemetry::note(|t| {
+        t.link = Some(link.id.clone());
+        t.bucket = Some(link.bucket.clone());
+        t.access_key = Some(link.access_key.clone());
+    });
     let refusal = match need {
         Need::Exists => None,
         Need::Open => link.closed(),
@@ -123,22 +130,15 @@ pub fn new_link(
         created_at: now,
         expires_at: now + expires_in.as_millis() as i64,
         revoked: false,
+        verify_type: false,
+        expire_objects_after: None,
+        max_total_size: None,
+        uploaded_bytes: 0,
     }
 }
 
+/// `closed()`, the rule the core also enforces, is defined in `objects::link`.
 impl LinkRecord {
-    /// Why the link is closed (revoked or expired), if it is. A closed link takes nothing more:
-    /// no new upload, no part, no completion.
-    pub fn closed(&self) -> Option<&'static str> {
-        if self.revoked {
-            Some("This upload link has been revoked.")
-        } else if self.expires_at <= now_millis() {
-            Some("This upload link has expired.")
-        } else {
-            None
-        }
-    }
-
     /// Whether every file the link accepts is received or on its way. A full link still lets
     /// the uploads it counted finish (their parts, their completion).
     pub fn full(&self) -> bool {
@@ -295,6 +295,7 @@ pub(crate) async fn check_form(
     key: &str,
     content_type: Option<&str>,
 ) -> Result<FormSlot, S3Error> {
+    crate::telemetry::note(|t| t.link = Some(link_id.to_owned()));
     let id = link_id.to_owned();
     let link = app
         .db
@@ -337,6 +338,7 @@ pub(crate) async fn check_form(
         Ok(slot) => Ok(FormSlot {
             db: app.db.clone(),
             slot: Some(slot),
+            verify_type: link.verify_type,
         }),
         Err(reservation) => match refusal(&reservation) {
             Some(Unavailable::Closed(reason)) => {
@@ -359,6 +361,8 @@ pub(crate) struct FormSlot {
     db: crate::db::Db,
     /// The `link_form_slots` record.
     slot: Option<String>,
+    /// The link demands that its files' bytes match their declared type.
+    pub(crate) verify_type: bool,
 }
 
 impl FormSlot {

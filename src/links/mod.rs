@@ -10,6 +10,7 @@
 //!
 //! Errors on these routes are JSON (`crate::error::JsonError`); the page itself answers HTML.
 
+pub mod i18n;
 pub mod link;
 pub mod multipart;
 pub mod page;

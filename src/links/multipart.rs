@@ -36,11 +36,6 @@ use crate::error::JsonError;
 use crate::objects::write::ObjectHeaders;
 use crate::state::AppState;
 
-/// Part size the page uses: large enough for S3's 5 MiB minimum, small enough that a lost part
-/// costs little on a phone.
-pub const PART_SIZE: u64 = 8 * 1024 * 1024;
-/// Files above this size take the multipart path on the page.
-pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 pub(crate) const PART_URL_LIFETIME_SECS: i64 = 3600;
 
 /// A link's upload: one the link began (its `link_id`), in the link's bucket.
@@ -55,7 +50,10 @@ pub(crate) async fn link_upload(
         .read(move |c| crate::db::uploads::get_of_link(c, &link_id, &id))
         .await?;
     match found {
-        Some(record) if record.bucket == link.bucket => Ok(record),
+        Some(record) if record.bucket == link.bucket => {
+            crate::telemetry::note(|t| t.key = Some(record.key.clone()));
+            Ok(record)
+        }
         _ => Err(JsonError::new(
             StatusCode::NOT_FOUND,
             "NoSuchUpload",
@@ -132,8 +130,8 @@ pub(crate) async fn sign_part_url(
 }
 
 /// Completes the link's upload from `parts` (`objects::multipart::complete` holds it to the
-/// link: open, total within the maximum, key still free); answers `{bucket, key, etag,
-/// location}`.
+/// link: open, total within the maximum, key still free, bytes of the declared type if the link
+/// verifies types); answers `{bucket, key, etag, location, detected_type}`.
 pub(crate) async fn finish(
     app: &AppState,
     link: &LinkRecord,
@@ -162,8 +160,17 @@ pub(crate) async fn finish(
     .await?;
     let base = crate::state::base_url(app, headers);
     let location = crate::state::object_url(&base, &link.bucket, &upload.key);
+    // What the file's first bytes showed, as now recorded with it (a link never replaces a file,
+    // so the row read is the one just committed).
+    let (b, k) = (link.bucket.clone(), upload.key.clone());
+    let detected_type = app
+        .db
+        .read(move |c| crate::db::objects::get(c, &b, &k, false))
+        .await?
+        .and_then(|o| o.meta.detected_type);
     Ok(Json(serde_json::json!({
         "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
+        "detected_type": detected_type,
     }))
     .into_response())
 }
@@ -184,11 +191,13 @@ pub async fn start(
     let link = link::load(&app, &token, Need::Usable).await?;
     let (key, upload_id) =
         begin(&app, &link, &req.filename, Some(req.size), req.content_type).await?;
+    // The part size is the server's setting (`--link-part-size`), told to the page here.
+    let part_size = app.config.link_uploads.part_size;
     Ok(Json(serde_json::json!({
         "key": key,
         "upload_id": upload_id,
-        "part_size": PART_SIZE,
-        "part_count": req.size.div_ceil(PART_SIZE).max(1),
+        "part_size": part_size,
+        "part_count": req.size.div_ceil(part_size).max(1),
     }))
     .into_response())
 }
@@ -234,6 +243,15 @@ pub(crate) async fn begin(
             if let Err(e) = crate::names::validate_key(&record.key) {
                 return Ok(Err(JsonError::from(e)));
             }
+            if let Err(e) = crate::objects::quota::check_new_upload(
+                c,
+                &bucket,
+                &record.key,
+                Some(&link_id),
+                size,
+            )? {
+                return Ok(Err(JsonError::from(crate::error::S3Error::from(e))));
+            }
             let reservation = crate::db::links::reserve_upload(c, &link_id)?;
             if let Some(refused) = link::refusal(&reservation) {
                 return Ok(Err(refused.into()));
@@ -242,7 +260,9 @@ pub(crate) async fn begin(
             Ok(Ok((record.key, record.upload_id)))
         })
         .await;
-    created?
+    let (key, upload_id) = created??;
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
+    Ok((key, upload_id))
 }
 
 /// `GET /-/u/{token}/uploads/{id}/parts/{n}`

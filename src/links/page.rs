@@ -15,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::i18n::Tr;
 use super::link::{self, Need, Unavailable};
 use crate::db::links::LinkRecord;
 use crate::error::JsonError;
@@ -27,6 +28,7 @@ const POLICY_LIFETIME_SECS: i64 = 3600;
 #[derive(Template)]
 #[template(path = "upload.html")]
 struct UploadPage {
+    t: Tr,
     token: String,
     bucket: String,
     prefix: String,
@@ -34,6 +36,8 @@ struct UploadPage {
     max_size_bytes: u64,
     multipart_threshold: u64,
     content_type: Option<String>,
+    /// The link's types in words ("images or PDF files"), for the page and its script.
+    type_words: Option<String>,
     content_type_default: String,
     /// The policy pins the one type the link takes: the form carries it already.
     type_in_form: bool,
@@ -44,8 +48,43 @@ struct UploadPage {
     /// Anyone may read what arrives (a public-read bucket): the page may link to it.
     public_read: bool,
     files_left: Option<u64>,
-    expires: String,
+    /// "3 more files accepted", in the page's language.
+    files_left_text: String,
+    /// "This link expires " / "." around the `<time>` element, in the page's language.
+    expires_before: String,
+    expires_after: String,
+    /// The expiry as RFC 3339 (`<time datetime>`, read by the script) and in words, UTC.
+    expires_iso: String,
+    expires_exact: String,
+    /// Every word the script writes, in the page's language (JSON).
+    script_words: String,
     form: PresignedPost,
+}
+
+/// The link's types in words ("images or PDF files"), or `None` for a link that takes any type.
+fn type_words(t: &Tr, rule: Option<&str>) -> Option<String> {
+    use link::TypeEntry;
+    let words: Vec<String> = link::type_entries(rule.unwrap_or_default())
+        .map(|e| match e {
+            TypeEntry::Family(f) => {
+                let family = f.trim_end_matches('/').to_ascii_lowercase();
+                match family.as_str() {
+                    "image" | "video" | "audio" | "text" => t.get(&format!("types.{family}")),
+                    _ => t.fmt("types.files", &[("name", &family)]),
+                }
+            }
+            TypeEntry::Exact(exact) => {
+                let sub = exact.rsplit('/').next().unwrap_or(exact);
+                let sub = sub.strip_prefix("x-").unwrap_or(sub).to_ascii_uppercase();
+                t.fmt("types.files", &[("name", &sub)])
+            }
+        })
+        .collect();
+    match &words[..] {
+        [] => None,
+        [one] => Some(one.clone()),
+        [init @ .., last] => Some(t.fmt("types.or", &[("list", &init.join(", ")), ("last", last)])),
+    }
 }
 
 /// The picker's `accept` for a link's type list, and whether every entry is an image type.
@@ -72,6 +111,7 @@ fn accept_for(rule: Option<&str>) -> (String, bool) {
 #[derive(Template)]
 #[template(path = "received.html")]
 struct ReceivedPage {
+    t: Tr,
     bucket: String,
     key: String,
     etag: String,
@@ -81,19 +121,25 @@ struct ReceivedPage {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
+    t: Tr,
     title: String,
     message: String,
 }
 
-fn render(status: StatusCode, page: impl Template) -> Response {
-    render_uploading_to(status, page, None)
+fn render(status: StatusCode, t: Tr, page: impl Template) -> Response {
+    render_uploading_to(status, t, page, None)
 }
 
 /// Renders a page with headers that keep it to what it needs: its own script and stylesheet,
 /// no frames, nothing sniffed, no token-bearing `Referer` to other sites. A page that uploads
 /// may also send to `base`, the server's configured URL, which need not be the origin the page
 /// was opened on.
-fn render_uploading_to(status: StatusCode, page: impl Template, base: Option<&str>) -> Response {
+fn render_uploading_to(
+    status: StatusCode,
+    t: Tr,
+    page: impl Template,
+    base: Option<&str>,
+) -> Response {
     let html = match page.render() {
         Ok(html) => html,
         Err(e) => {
@@ -124,36 +170,53 @@ fn render_uploading_to(status: StatusCode, page: impl Template, base: Option<&st
         header::REFERRER_POLICY,
         header::HeaderValue::from_static("same-origin"),
     );
+    // The words follow the request's Accept-Language: caches keep one page per language.
+    headers.insert(
+        header::CONTENT_LANGUAGE,
+        header::HeaderValue::from_static(t.lang),
+    );
+    headers.insert(
+        header::VARY,
+        header::HeaderValue::from_static("Accept-Language"),
+    );
     res
 }
 
-fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+/// An error page in the visitor's language: `title` and `message` are keys, or (a link's
+/// closed reason) English text with a translation.
+fn error_page(status: StatusCode, t: Tr, title: &str, message: &str) -> Response {
     render(
         status,
+        t,
         ErrorPage {
-            title: title.to_owned(),
-            message: message.to_owned(),
+            t,
+            title: t.get(title),
+            message: t.from_english(&t.get(message)),
         },
     )
 }
 
 /// The link behind `token`, if it can take a new file; else the page that says why.
-async fn load_link(app: &AppState, token: &str) -> Result<LinkRecord, Response> {
+async fn load_link(app: &AppState, token: &str, t: Tr) -> Result<LinkRecord, Response> {
     link::load(app, token, Need::Usable)
         .await
         .map_err(|why| match why {
-            Unavailable::Closed(reason) => error_page(StatusCode::GONE, "Link unavailable", reason),
+            Unavailable::Closed(reason) => {
+                error_page(StatusCode::GONE, t, "error.unavailable", reason)
+            }
             Unavailable::Unknown => error_page(
                 StatusCode::NOT_FOUND,
-                "Link not found",
-                "This upload link does not exist. Check that you copied all of it.",
+                t,
+                "error.not_found",
+                "error.not_found_text",
             ),
             Unavailable::Failed(e) => {
                 tracing::error!(error = %e, "loading link failed");
                 error_page(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong",
-                    "Please try again in a moment.",
+                    t,
+                    "error.failed",
+                    "error.failed_text",
                 )
             }
         })
@@ -194,6 +257,7 @@ fn link_type_rule(rule: Option<&str>) -> ContentTypeRule {
 /// named file (`file`), or for any file under the link's prefix.
 pub(crate) async fn link_policy(
     app: &AppState,
+    t: Tr,
     link: &LinkRecord,
     base: &str,
     redirect: Option<String>,
@@ -206,8 +270,9 @@ pub(crate) async fn link_policy(
         _ => {
             return Err(error_page(
                 StatusCode::GONE,
-                "Link unavailable",
-                "The key that created this link no longer exists.",
+                t,
+                "error.unavailable",
+                "error.key_gone",
             ));
         }
     };
@@ -244,7 +309,8 @@ pub(crate) async fn link_policy(
     .map_err(|e| {
         error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Cannot sign",
+            t,
+            "error.sign",
             &e.to_string(),
         )
     })
@@ -256,19 +322,29 @@ pub async fn upload_page(
     Path(token): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let link = match load_link(&app, &token).await {
+    let t = Tr::from_headers(&headers);
+    let link = match load_link(&app, &token, t).await {
         Ok(l) => l,
         Err(page) => return page,
     };
     let base = base_url(&app, &headers);
     let redirect = format!("{base}/-/u/{token}/done");
-    let form = match link_policy(&app, &link, &base, Some(redirect), None).await {
+    let form = match link_policy(&app, t, &link, &base, Some(redirect), None).await {
         Ok(f) => f,
         Err(page) => return page,
     };
-    let expires = httpdate::fmt_http_date(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(link.expires_at.max(0) as u64),
-    );
+    let files_left = link
+        .max_files
+        .map(|m| m.saturating_sub(link.uploaded_files));
+    let expires_at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(link.expires_at.max(0) as i128 * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let expires_iso = expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let sentence = t.get("expires");
+    let (expires_before, expires_after) = sentence.split_once("{when}").unwrap_or((&sentence, ""));
+    let expires_exact = t.fmt("expires_on", &[("date", &t.date_utc(expires_at))]);
     let content_type_default = link
         .content_type
         .as_deref()
@@ -281,7 +357,15 @@ pub async fn upload_page(
     );
     render_uploading_to(
         StatusCode::OK,
+        t,
         UploadPage {
+            t,
+            type_words: type_words(&t, link.content_type.as_deref()),
+            expires_before: expires_before.to_owned(),
+            expires_after: expires_after.to_owned(),
+            expires_iso,
+            expires_exact,
+            script_words: t.script_words(),
             accept,
             images_only,
             public_read,
@@ -289,14 +373,14 @@ pub async fn upload_page(
             prefix: link.prefix.clone(),
             max_size: link::human_size(link.max_size),
             max_size_bytes: link.max_size,
-            multipart_threshold: super::multipart::MULTIPART_THRESHOLD,
+            multipart_threshold: app.config.link_uploads.multipart_threshold,
             content_type: link.content_type.clone(),
             content_type_default,
             type_in_form: form.field("Content-Type").is_some(),
-            files_left: link
-                .max_files
-                .map(|m| m.saturating_sub(link.uploaded_files)),
-            expires,
+            files_left,
+            files_left_text: files_left
+                .map(|n| t.count("files_left", n))
+                .unwrap_or_default(),
             form,
             token,
         },
@@ -321,16 +405,21 @@ pub async fn link_policy_json(
     Query(query): Query<PolicyQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    let t = Tr::from_headers(&headers);
     let link = match link::load(&app, &token, Need::Usable).await {
         Ok(link) => link,
-        // The page's script shows the message: no database detail in it.
+        // The page's script shows the message (in the page's language): no database detail.
         Err(Unavailable::Failed(_)) => {
             return JsonError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "LinkUnavailable",
-                "Please try again.",
+                t.get("error.failed_text"),
             )
             .into_response();
+        }
+        Err(Unavailable::Closed(reason)) => {
+            return JsonError::new(StatusCode::GONE, "LinkUnavailable", t.from_english(reason))
+                .into_response();
         }
         Err(why) => return JsonError::from(why).into_response(),
     };
@@ -344,7 +433,7 @@ pub async fn link_policy_json(
         None => None,
     };
     let base = base_url(&app, &headers);
-    match link_policy(&app, &link, &base, None, file).await {
+    match link_policy(&app, t, &link, &base, None, file).await {
         Ok(post) => match serde_json::to_string(&post) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
             Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "Please try again."),
@@ -370,6 +459,7 @@ pub(crate) async fn for_file(
         .read(move |c| free_key(c, &bucket, &prefix, &name))
         .await?;
     crate::names::validate_key(&key)?;
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
     Ok(ForFile { key, content_type })
 }
 
@@ -381,10 +471,17 @@ pub struct Received {
 }
 
 /// `GET /-/u/{token}/done`: where the no-JavaScript form lands after a successful upload.
-pub async fn received_page(Path(token): Path<String>, Query(q): Query<Received>) -> Response {
+pub async fn received_page(
+    Path(token): Path<String>,
+    Query(q): Query<Received>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let t = Tr::from_headers(&headers);
     render(
         StatusCode::OK,
+        t,
         ReceivedPage {
+            t,
             bucket: q.bucket.unwrap_or_default(),
             key: q.key.unwrap_or_default(),
             etag: q.etag.unwrap_or_default(),

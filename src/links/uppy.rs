@@ -51,7 +51,16 @@ pub async fn params(
     // Uppy appends `file` to these fields and reports `url + key` as the location.
     let file = page::for_file(&app, &link, filename, query.get("type").cloned()).await?;
     let base = crate::state::base_url(&app, &headers);
-    let Ok(post) = page::link_policy(&app, &link, &base, None, Some(file)).await else {
+    let Ok(post) = page::link_policy(
+        &app,
+        super::i18n::Tr::english(),
+        &link,
+        &base,
+        None,
+        Some(file),
+    )
+    .await
+    else {
         return Err(JsonError::new(
             StatusCode::GONE,
             "LinkUnavailable",
@@ -162,7 +171,6 @@ pub async fn complete(
 
 /// Uppy's `@uppy/aws-s3` signs through these; the link is the credential, so any origin may call.
 pub fn routes() -> axum::Router<AppState> {
-    use axum::http::Method;
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/-/u/{token}/s3/params", get(params))
@@ -173,11 +181,9 @@ pub fn routes() -> axum::Router<AppState> {
         )
         .route("/-/u/{token}/s3/multipart/{id}/complete", post(complete))
         .route("/-/u/{token}/s3/multipart/{id}/{n}", get(sign_part))
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods([Method::GET, Method::POST, Method::DELETE])
-                .allow_headers([axum::http::header::CONTENT_TYPE])
-                .max_age(std::time::Duration::from_secs(3600)),
-        )
+        .layer(crate::cors::layer::routes(
+            crate::cors::layer::Origins::Any,
+            &[axum::http::header::CONTENT_TYPE],
+            std::time::Duration::from_secs(3600),
+        ))
 }

@@ -28,8 +28,13 @@ pub fn may_read(who: Who<'_>, bucket: &BucketRecord, grant: Option<Perm>) -> boo
 }
 
 /// Writing objects: the owner or a key granted write. The one anonymous write is a POST form
-/// without a policy into a public-read-write bucket, as S3 allows (decided in `s3::post_object`,
-/// before any key is involved).
+/// without a policy, [`may_post_anonymously`].
 pub fn may_write(who: Who<'_>, bucket: &BucketRecord, grant: Option<Perm>) -> bool {
     is_owner(who, bucket) || grant.is_some_and(Perm::can_write)
+}
+
+/// A browser POST form without a policy (no signature, no key): only a public-read-write
+/// bucket takes it, as S3 does. Every other anonymous write is refused.
+pub fn may_post_anonymously(bucket: &BucketRecord) -> bool {
+    bucket.acl == "public-read-write"
 }

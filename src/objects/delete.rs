@@ -74,3 +74,33 @@ pub async fn many(
     }
     Ok(outcomes)
 }
+
+/// Deletes each (bucket, key) whose current version is still `expired` (the lifecycle
+/// sweeper's batch), in one transaction with their events (`origin`'s, `LifecycleExpiration:Delete`);
+/// then the blobs they used. Returns how many it deleted.
+pub async fn expired(
+    db: &Db,
+    store: &BlobStore,
+    found: Vec<(String, String)>,
+    expired: crate::db::lifecycle::Expired,
+    origin: Origin,
+) -> Result<usize, DbError> {
+    let removed = db
+        .write(move |c| {
+            let mut removed = Vec::new();
+            for (bucket, key) in &found {
+                if let Some(blobs) = crate::db::lifecycle::delete_expired(c, bucket, key, expired)?
+                {
+                    origin.removed(c, bucket, key)?;
+                    removed.push(blobs);
+                }
+            }
+            Ok(removed)
+        })
+        .await?;
+    let n = removed.len();
+    for blob in removed.into_iter().flatten() {
+        store.remove(blob).await;
+    }
+    Ok(n)
+}

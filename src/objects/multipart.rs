@@ -3,17 +3,24 @@
 
 use md5::{Digest, Md5};
 
+use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::objects::{self, Body as Stored};
-use crate::db::uploads::{self, UploadRecord};
+use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
-use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::write::ObjectHeaders;
-use crate::store::BlobStore;
+use crate::objects::error::{Error, Result};
+use crate::objects::quota::Hold;
+use crate::objects::write::{ObjectHeaders, WriteCondition};
+use crate::sniff::Sniffer;
+use crate::store::{BlobStore, Staged};
 
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
 /// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
 /// abort removed first is skipped). Returns how many it aborted.
-pub async fn expire(db: &Db, store: &BlobStore, cutoff_millis: i64) -> Result<usize, DbError> {
+pub async fn expire(
+    db: &Db,
+    store: &BlobStore,
+    cutoff_millis: i64,
+) -> std::result::Result<usize, DbError> {
     let (aborted, blobs) = db
         .write(move |c| {
             let mut blobs = Vec::new();
@@ -59,6 +66,9 @@ pub struct UploadHeaders {
 /// free key: link uploads never replace an object. When the key is taken the upload can never
 /// complete, so it is aborted in the same transaction (its slot and its parts freed) and the
 /// answer is 412 PreconditionFailed.
+///
+/// When the bucket or the upload's link verifies types, the first part's bytes must match the
+/// declared type (`sniff::check`), or 400 `XPostgateContentMismatch` and no object.
 pub async fn complete(
     db: &Db,
     store: &BlobStore,
@@ -67,43 +77,100 @@ pub async fn complete(
     upload_id: &str,
     parts: Vec<(u32, String)>,
     origin: crate::events::Origin,
-) -> S3Result<String> {
+) -> Result<String> {
+    complete_if(
+        db,
+        store,
+        bucket,
+        key,
+        upload_id,
+        parts,
+        WriteCondition::default(),
+        origin,
+    )
+    .await
+    .map(|done| done.etag)
+}
+
+/// What a completion made: the object's ETag and its additional checksum, if any.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub etag: String,
+    /// (`CRC32`|`CRC32C`|`SHA1`|`SHA256`, composite value `<base64>-<parts>`).
+    pub checksum: Option<(String, String)>,
+}
+
+/// [`complete`] with S3's conditional write (`If-None-Match: *`, `If-Match`), checked against
+/// the current version in the completing transaction; a refused completion leaves the upload as
+/// it was, so the client may retry or abort.
+///
+/// A completion repeated after it succeeded (a client retrying after a lost answer) finds no
+/// upload; S3 then answers 200 with the same ETag while the object is the one that completion
+/// made (recorded against AWS in adobe/S3Mock#2586 and minio/minio#13318; moto follows it). The
+/// part list identifies that object: its multipart ETag is the MD5 of the listed part MD5s, so
+/// the retry is answered from the current object when its ETag is the one the list describes,
+/// and is NoSuchUpload otherwise (the object was replaced, or the upload never completed).
+#[allow(clippy::too_many_arguments)]
+pub async fn complete_if(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<(u32, String)>,
+    cond: WriteCondition,
+    origin: crate::events::Origin,
+) -> Result<Completed> {
     if parts.is_empty() {
-        return Err(S3Error::code(S3ErrorCode::MalformedXML));
+        return Err(Error::NoParts);
     }
     if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(S3Error::code(S3ErrorCode::InvalidPartOrder).with("UploadId", upload_id));
+        return Err(Error::InvalidPartOrder {
+            upload_id: upload_id.to_owned(),
+        });
     }
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let (outcome, garbage) = db
         .write(
-            move |c| -> Result<(S3Result<String>, Vec<String>), crate::db::DbError> {
+            move |c| -> std::result::Result<(Result<Completed>, Vec<String>), DbError> {
                 let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    return Ok((Err(S3Error::no_such_upload(&id)), Vec::new()));
+                    let current = objects::get(c, &b, &k, false)?;
+                    let done = multipart_etag(&parts).and_then(|etag| {
+                        current.filter(|o| o.meta.etag == etag).map(|o| Completed {
+                            etag,
+                            checksum: o.meta.checksum,
+                        })
+                    });
+                    return Ok((done.ok_or(Error::NoSuchUpload(id)), Vec::new()));
                 };
+                if cond.if_none_match_any || cond.if_match.is_some() {
+                    let current = objects::get(c, &b, &k, false)?;
+                    if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
+                        return Ok((Err(refused), Vec::new()));
+                    }
+                }
                 let mut max_size = None;
+                // Types are verified when the bucket or the upload's link asks for it.
+                let mut verify_type =
+                    crate::db::buckets::get(c, &b)?.is_some_and(|r| r.verify_type);
                 if let Some(link_id) = &upload.link_id {
                     let link = crate::db::links::get_by_id(c, link_id)?;
-                    let closed = match &link {
-                        None => Some("This upload link no longer exists."),
-                        Some(l) => l.closed(),
-                    };
-                    if let Some(reason) = closed {
-                        return Ok((
-                            Err(S3Error::new(S3ErrorCode::AccessDenied, reason)),
-                            Vec::new(),
-                        ));
+                    if let Some(reason) = super::link::closed(link.as_ref()) {
+                        return Ok((Err(Error::LinkClosed(reason)), Vec::new()));
                     }
                     if objects::get(c, &b, &k, false)?.is_some() {
                         let blobs = uploads::abort(c, &id)?.unwrap_or_default();
-                        return Ok((Err(S3Error::link_name_taken(&k)), blobs));
+                        return Ok((Err(Error::LinkNameTaken(k)), blobs));
                     }
+                    verify_type |= link.as_ref().is_some_and(|l| l.verify_type);
                     max_size = link.map(|l| l.max_size);
                 }
                 let fail =
-                    |e: S3Error| -> Result<_, crate::db::DbError> { Ok((Err(e), Vec::new())) };
+                    |e: Error| -> std::result::Result<_, DbError> { Ok((Err(e), Vec::new())) };
                 let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
                 let mut manifest = Vec::with_capacity(parts.len());
+                let mut part_checksums = Vec::with_capacity(parts.len());
+                let mut detected_type = None;
                 let mut md5s = Md5::new();
                 let last = parts.len() - 1;
                 for (i, (number, want_etag)) in parts.iter().enumerate() {
@@ -111,21 +178,23 @@ pub async fn complete(
                     let Some(part) = found
                         .filter(|p| p.etag.trim_matches('"') == want_etag.trim().trim_matches('"'))
                     else {
-                        return fail(
-                            S3Error::code(S3ErrorCode::InvalidPart)
-                                .with("UploadId", &id)
-                                .with("PartNumber", number.to_string())
-                                .with("ETag", want_etag),
-                        );
+                        return fail(Error::InvalidPart {
+                            upload_id: id.clone(),
+                            part_number: *number,
+                            etag: want_etag.clone(),
+                        });
                     };
                     if i < last && part.size < MIN_PART_SIZE {
-                        return fail(
-                            S3Error::code(S3ErrorCode::EntityTooSmall)
-                                .with("ProposedSize", part.size.to_string())
-                                .with("MinSizeAllowed", MIN_PART_SIZE.to_string())
-                                .with("PartNumber", part.part_number.to_string())
-                                .with("ETag", &part.etag),
-                        );
+                        return fail(Error::PartTooSmall {
+                            size: part.size,
+                            min: MIN_PART_SIZE,
+                            part_number: part.part_number,
+                            etag: part.etag.clone(),
+                        });
+                    }
+                    part_checksums.push(part.checksum.clone());
+                    if i == 0 {
+                        detected_type = part.detected_type.clone();
                     }
                     md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
                     manifest.push((part.blob.clone(), part.size));
@@ -134,20 +203,45 @@ pub async fn complete(
                 if let Some(max) = max_size
                     && size > max
                 {
-                    return fail(
-                        S3Error::code(S3ErrorCode::EntityTooLarge)
-                            .with("ProposedSize", size.to_string())
-                            .with("MaxSizeAllowed", max.to_string()),
-                    );
+                    return fail(Error::TooLarge { size, max });
                 }
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
-                    .map_err(|e| crate::db::DbError::Corrupt(format!("upload headers: {e}")))?;
-                let meta = saved
+                    .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
+                let mut meta = saved
                     .headers
                     .into_meta(size, etag.clone(), upload.owner.clone());
+                meta.checksum = saved
+                    .checksum_algorithm
+                    .as_deref()
+                    .and_then(|algo| composite_checksum(algo, &part_checksums));
+                let checksum = meta.checksum.clone();
+                // The object's first bytes are its first part's: whatever part arrived when,
+                // they are checked here before the object exists.
+                if verify_type
+                    && let Err(m) = crate::sniff::check(
+                        meta.content_type.as_deref().unwrap_or_default(),
+                        detected_type.as_deref(),
+                    )
+                {
+                    return fail(Error::ContentMismatch(m));
+                }
+                meta.detected_type = detected_type;
+                // Settled last: it counts the bytes against the upload's link.
+                if let Err(e) = crate::objects::quota::settle_completion(
+                    c,
+                    &b,
+                    &k,
+                    size,
+                    upload.link_id.as_deref(),
+                )? {
+                    return fail(Error::QuotaExceeded(e));
+                }
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
                 let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+                if let Some(link_id) = &upload.link_id {
+                    crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
+                }
                 origin
                     .with_link(upload.link_id.clone())
                     .created(c, &b, &k, &meta)?;
@@ -156,7 +250,7 @@ pub async fn complete(
                         .into_iter()
                         .filter(|b| !used.contains(b)),
                 );
-                Ok((Ok(etag), garbage))
+                Ok((Ok(Completed { etag, checksum }), garbage))
             },
         )
         .await?;
@@ -164,6 +258,52 @@ pub async fn complete(
         store.remove(blob).await;
     }
     outcome
+}
+
+/// The checksum S3 gives a multipart object created with `x-amz-checksum-algorithm`: the
+/// algorithm over the concatenated binary checksums of the parts, base64, then `-` and the
+/// number of parts (a "COMPOSITE" checksum). `None` when a part was sent without a checksum of
+/// that algorithm, and for CRC64NVME, which S3 only gives as a full-object checksum.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html#large-object-checksums>
+fn composite_checksum(algo: &str, parts: &[Option<String>]) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let algorithm = ChecksumAlgorithm::from_name(algo)?;
+    if algorithm == ChecksumAlgorithm::Crc64Nvme {
+        return None;
+    }
+    let mut summer = algorithm.checksummer();
+    for part in parts {
+        let (part_algo, value) = part.as_deref()?.split_once(' ')?;
+        if ChecksumAlgorithm::from_name(part_algo) != Some(algorithm) {
+            return None;
+        }
+        summer.update(
+            &base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()?,
+        );
+    }
+    let value = format!("{}-{}", summer.finish(), parts.len());
+    Some((algorithm.as_str().to_owned(), value))
+}
+
+/// The ETag S3 gives the object completed from `parts`: the MD5 of the parts' binary MD5s, then
+/// `-` and the number of parts. `None` when an ETag in the list is not an MD5.
+fn multipart_etag(parts: &[(u32, String)]) -> Option<String> {
+    let mut md5s = Md5::new();
+    for (_, etag) in parts {
+        let md5 = hex::decode(etag.trim().trim_matches('"')).ok()?;
+        if md5.len() != 16 {
+            return None;
+        }
+        md5s.update(md5);
+    }
+    Some(format!(
+        "\"{}-{}\"",
+        hex::encode(md5s.finalize()),
+        parts.len()
+    ))
 }
 
 /// A new upload's row for `bucket/key` with the given headers, held by `link_id`'s slot when
@@ -176,7 +316,7 @@ pub fn upload_record(
     headers: ObjectHeaders,
     checksum_algorithm: Option<String>,
     link_id: Option<String>,
-) -> S3Result<UploadRecord> {
+) -> Result<UploadRecord> {
     Ok(UploadRecord {
         upload_id: uuid::Uuid::new_v4().simple().to_string(),
         bucket: bucket.to_owned(),
@@ -187,7 +327,7 @@ pub fn upload_record(
             headers,
             checksum_algorithm,
         })
-        .map_err(S3Error::internal)?,
+        .map_err(Error::Encode)?,
         link_id,
     })
 }
@@ -200,7 +340,7 @@ pub async fn abort(
     bucket: &str,
     key: &str,
     upload_id: &str,
-) -> S3Result<bool> {
+) -> Result<bool> {
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let blobs = db
         .write(move |c| match uploads::get(c, &b, &k, &id)? {
@@ -215,4 +355,163 @@ pub async fn abort(
         store.remove(blob).await;
     }
     Ok(true)
+}
+
+/// The upload `upload_id` of `bucket/key`, else `NoSuchUpload`.
+pub async fn get(db: &Db, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord> {
+    let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+    db.read(move |c| uploads::get(c, &b, &k, &id))
+        .await?
+        .ok_or_else(|| Error::NoSuchUpload(upload_id.to_owned()))
+}
+
+/// The most bytes part `number` of `upload` may hold: S3's part limit, and for the upload of an
+/// upload link the link's maximum file size less the upload's other parts. A closed (revoked or
+/// expired) link takes no part.
+pub async fn part_budget(db: &Db, upload: &UploadRecord, number: u32) -> Result<u64> {
+    let Some(link_id) = upload.link_id.clone() else {
+        return Ok(MAX_PART_SIZE);
+    };
+    let id = upload.upload_id.clone();
+    let budget = db
+        .read(move |c| link_budget(c, &link_id, &id, number))
+        .await??;
+    Ok(budget.min(MAX_PART_SIZE))
+}
+
+/// [`part_budget`]'s check of a link's upload, on a connection (also run again where the part
+/// row commits, so that concurrent parts cannot pass the limit together).
+fn link_budget(
+    c: &rusqlite::Connection,
+    link_id: &str,
+    upload_id: &str,
+    number: u32,
+) -> std::result::Result<Result<u64>, DbError> {
+    let link = crate::db::links::get_by_id(c, link_id)?;
+    if let Some(reason) = super::link::closed(link.as_ref()) {
+        return Ok(Err(Error::LinkClosed(reason)));
+    }
+    let max = link.map_or(0, |l| l.max_size);
+    let others = uploads::size_of_other_parts(c, upload_id, number)?;
+    Ok(Ok(max.saturating_sub(others)))
+}
+
+/// What a part's first bytes are checked against: every part's type is detected (the first
+/// part's becomes the object's); part 1's must match the upload's declared type when the bucket
+/// or the upload's link verifies types. Complete checks the first part again, whichever it is.
+pub async fn part_sniffer(
+    db: &Db,
+    upload: &UploadRecord,
+    number: u32,
+    bucket_verifies: bool,
+) -> Result<Sniffer> {
+    if number != 1 {
+        return Ok(Sniffer::detect_only());
+    }
+    let verify = bucket_verifies
+        || match upload.link_id.clone() {
+            Some(id) => db
+                .read(move |c| crate::db::links::get_by_id(c, &id))
+                .await?
+                .is_some_and(|l| l.verify_type),
+            None => false,
+        };
+    if !verify {
+        return Ok(Sniffer::detect_only());
+    }
+    let saved: UploadHeaders = serde_json::from_str(&upload.headers)
+        .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
+    Ok(Sniffer::new(saved.headers.content_type.as_deref(), true))
+}
+
+/// A part as it arrived, staged (a part is always stored as a blob of its own).
+pub struct NewPart {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    /// `"<ALGORITHM> <value>"`, the additional checksum to list.
+    pub checksum: Option<String>,
+    /// The type its first bytes show (`sniff::detect`).
+    pub detected_type: Option<String>,
+    pub body: Staged,
+}
+
+/// Persists a part's blob and records it, replacing an earlier part of the same number, unless
+/// the upload was completed or aborted meanwhile (or, for a link's upload, the part no longer
+/// fits the link; or it no longer fits a quota: the record settles the room `hold` keeps). On a
+/// refusal the part's bytes are removed.
+pub async fn store_part(
+    db: &Db,
+    store: &BlobStore,
+    upload: &UploadRecord,
+    part: NewPart,
+    hold: &mut Hold,
+) -> Result<()> {
+    let reservation = hold.id().map(str::to_owned);
+    let temp = match part.body {
+        Staged::Temp(t) => t,
+        Staged::Inline(bytes) => store.stage_bytes(bytes).await?,
+    };
+    let blob = store.persist(temp).await?;
+    let record = PartRecord {
+        part_number: part.number,
+        size: part.size,
+        etag: part.etag,
+        blob: blob.clone(),
+        last_modified: crate::db::now_millis(),
+        checksum: part.checksum,
+        detected_type: part.detected_type,
+    };
+    let (b, k, id) = (
+        upload.bucket.clone(),
+        upload.key.clone(),
+        upload.upload_id.clone(),
+    );
+    let outcome = db
+        .write(move |c| {
+            let Some(current) = uploads::get(c, &b, &k, &id)? else {
+                return Ok(Err(Error::NoSuchUpload(id)));
+            };
+            if let Some(link_id) = &current.link_id {
+                match link_budget(c, link_id, &id, record.part_number)? {
+                    Ok(max) if record.size > max => {
+                        return Ok(Err(Error::TooLarge {
+                            size: record.size,
+                            max,
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            let settled = crate::objects::quota::settle_part(
+                c,
+                &current,
+                record.part_number,
+                record.size,
+                reservation.as_deref(),
+            )?;
+            if let Err(e) = settled {
+                return Ok(Err(Error::QuotaExceeded(e)));
+            }
+            uploads::put_part(c, &id, &record).map(Ok)
+        })
+        .await;
+    match outcome {
+        Ok(Ok(old)) => {
+            std::mem::replace(hold, Hold::none()).settled();
+            if let Some(old) = old {
+                store.remove(old).await;
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            store.remove(blob).await;
+            Err(e)
+        }
+        Err(e) => {
+            store.remove(blob).await;
+            Err(e.into())
+        }
+    }
 }

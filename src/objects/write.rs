@@ -14,8 +14,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
 use crate::db::objects::{self, Body, ObjectMeta};
-use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::store::{BlobStore, Ingested, Staged};
+use crate::objects::error::{Error, Result};
+use crate::objects::quota::{Hold, settle_object};
+use crate::store::BlobStore;
+/// The store's values a write's caller handles (what to hash, what arrived, where it is staged),
+/// so that the areas reach the store only through the core.
+pub use crate::store::{Hashes, IngestError, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -42,7 +46,7 @@ impl ObjectHeaders {
     pub fn read<'a>(
         get: impl Fn(&str) -> Option<String>,
         names: impl Iterator<Item = &'a str>,
-    ) -> S3Result<ObjectHeaders> {
+    ) -> Result<ObjectHeaders> {
         let mut meta: Vec<(String, String)> = Vec::new();
         for name in names {
             let lower = name.to_ascii_lowercase();
@@ -55,9 +59,7 @@ impl ObjectHeaders {
         }
         let meta_size: usize = meta.iter().map(|(n, v)| n.len() + v.len()).sum();
         if meta_size > MAX_USER_METADATA {
-            return Err(S3Error::code(S3ErrorCode::MetadataTooLarge)
-                .with("MaxSizeAllowed", MAX_USER_METADATA.to_string())
-                .with("Size", meta_size.to_string()));
+            return Err(Error::MetadataTooLarge(meta_size));
         }
         if let Some(class) = get("x-amz-storage-class") {
             check_storage_class(&class)?;
@@ -100,12 +102,13 @@ impl ObjectHeaders {
             meta: self.meta,
             checksum: None,
             tagging: self.tagging,
+            detected_type: None,
         }
     }
 }
 
 /// AWS's storage classes are accepted (every object is stored the same way); others refused.
-pub fn check_storage_class(class: &str) -> S3Result<()> {
+pub fn check_storage_class(class: &str) -> Result<()> {
     const KNOWN: &[&str] = &[
         "STANDARD",
         "REDUCED_REDUNDANCY",
@@ -122,18 +125,18 @@ pub fn check_storage_class(class: &str) -> S3Result<()> {
     if KNOWN.contains(&class) {
         Ok(())
     } else {
-        Err(S3Error::code(S3ErrorCode::InvalidStorageClass).with("StorageClassRequested", class))
+        Err(Error::InvalidStorageClass(class.to_owned()))
     }
 }
 
 /// `Content-MD5`: base64 of 16 bytes, else `InvalidDigest`.
-pub fn parse_content_md5(value: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+pub fn parse_content_md5(value: Option<&str>) -> Result<Option<[u8; 16]>> {
     let Some(v) = value else { return Ok(None) };
     B64.decode(v.trim())
         .ok()
         .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
         .map(Some)
-        .ok_or_else(|| S3Error::code(S3ErrorCode::InvalidDigest).with("Content-MD5", v))
+        .ok_or_else(|| Error::InvalidDigest(v.to_owned()))
 }
 
 /// What the client said the bytes must hash to.
@@ -147,33 +150,29 @@ pub struct Expected {
 
 impl Expected {
     /// Compares an upload's digests with what the client declared.
-    pub fn verify(&self, got: &Ingested, trailer_value: Option<&str>) -> S3Result<()> {
+    pub fn verify(&self, got: &Ingested, trailer_value: Option<&str>) -> Result<()> {
         if let Some(md5) = self.md5
             && md5 != got.digests.md5
         {
-            return Err(S3Error::code(S3ErrorCode::BadDigest)
-                .with("ExpectedDigest", B64.encode(md5))
-                .with("CalculatedDigest", B64.encode(got.digests.md5)));
+            return Err(Error::BadDigest {
+                expected: B64.encode(md5),
+                calculated: B64.encode(got.digests.md5),
+            });
         }
         if let (Some(want), Some(have)) = (&self.sha256_hex, &got.digests.sha256)
             && !want.eq_ignore_ascii_case(&hex::encode(have))
         {
-            return Err(S3Error::code(S3ErrorCode::XAmzContentSHA256Mismatch)
-                .with("ClientComputedContentSHA256", want.clone())
-                .with("S3ComputedContentSHA256", hex::encode(have)));
+            return Err(Error::Sha256Mismatch {
+                client: want.clone(),
+                computed: hex::encode(have),
+            });
         }
         if let Some((algo, declared)) = &self.checksum {
             let want = declared.as_deref().or(trailer_value);
             let have = got.digests.checksum.as_deref().unwrap_or_default();
             match want {
                 Some(want) if want != have => {
-                    return Err(S3Error::new(
-                        S3ErrorCode::BadDigest,
-                        format!(
-                            "The {} you specified did not match the calculated checksum.",
-                            algo.as_str()
-                        ),
-                    ));
+                    return Err(Error::ChecksumMismatch(algo.as_str()));
                 }
                 _ => {}
             }
@@ -183,7 +182,7 @@ impl Expected {
 }
 
 /// Canned ACLs postgate stores. `x-amz-acl` values outside this list are refused.
-pub fn parse_canned_acl(value: Option<&str>) -> S3Result<String> {
+pub fn parse_canned_acl(value: Option<&str>) -> Result<String> {
     match value {
         None => Ok("private".into()),
         Some(v @ ("private" | "public-read" | "public-read-write")) => Ok(v.to_owned()),
@@ -193,11 +192,7 @@ pub fn parse_canned_acl(value: Option<&str>) -> S3Result<String> {
             | "bucket-owner-read"
             | "bucket-owner-full-control",
         ) => Ok("private".into()),
-        Some(other) => Err(S3Error::invalid_argument(
-            "Invalid canned ACL",
-            "x-amz-acl",
-            other,
-        )),
+        Some(other) => Err(Error::InvalidCannedAcl(other.to_owned())),
     }
 }
 
@@ -210,51 +205,45 @@ pub struct WriteCondition {
     pub if_match: Option<String>,
 }
 
-/// Why a write did not go ahead (`error.rs` gives each its S3 answer).
-#[derive(Debug)]
-pub enum WriteError {
-    /// The condition the write carried failed: the header that failed (`If-None-Match` or
-    /// `If-Match`).
-    PreconditionFailed(&'static str),
-    /// `If-Match` on a key that has no object.
-    NoSuchKey(String),
-    /// The bucket went away while the body was being received.
-    NoSuchBucket(String),
-    /// Storage or the database failed.
-    Failed(S3Error),
-}
-
-impl From<crate::db::DbError> for WriteError {
-    fn from(e: crate::db::DbError) -> Self {
-        WriteError::Failed(e.into())
-    }
-}
-
-impl From<std::io::Error> for WriteError {
-    fn from(e: std::io::Error) -> Self {
-        WriteError::Failed(e.into())
-    }
-}
-
-/// S3's answer to each refusal (kept beside the type: `error.rs` is below the core).
-impl From<WriteError> for S3Error {
-    fn from(err: WriteError) -> Self {
-        use WriteError as W;
-        match err {
-            W::PreconditionFailed(condition) => {
-                S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", condition)
+impl WriteCondition {
+    /// Checks the condition against the current version (`None`: the key has no object).
+    pub fn check(&self, current: Option<&ObjectMeta>, key: &str) -> Result<()> {
+        match (current, &self.if_match) {
+            (Some(_), _) if self.if_none_match_any => {
+                Err(Error::PreconditionFailed("If-None-Match"))
             }
-            W::NoSuchKey(key) => S3Error::no_such_key(&key),
-            W::NoSuchBucket(bucket) => S3Error::no_such_bucket(&bucket),
-            W::Failed(e) => e,
+            (None, Some(_)) => Err(Error::NoSuchKey(key.to_owned())),
+            (Some(cur), Some(want)) if !etag_matches(want, &cur.etag) => {
+                Err(Error::PreconditionFailed("If-Match"))
+            }
+            _ => Ok(()),
         }
     }
+}
+
+/// Receives a body into the store (in memory up to `inline_max` bytes, else a synced temp blob),
+/// refusing it past `max` bytes and computing the digests `hashes` asks for: the first step of
+/// every write (PutObject, UploadPart, a POST form's file), before [`Expected::verify`] and
+/// [`commit`]. `sniff` sees the first bytes as they pass (the detected type, or a mismatch
+/// that stops the body when verification is on).
+pub async fn receive<S, E>(
+    store: &BlobStore,
+    body: S,
+    max: u64,
+    inline_max: usize,
+    hashes: Hashes,
+    sniff: crate::sniff::Sniffer,
+) -> std::result::Result<Ingested, IngestError<E>>
+where
+    S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
+{
+    store.ingest(body, max, inline_max, hashes, sniff).await
 }
 
 /// What a write found when it came to commit.
 enum Found {
     Committed(Vec<String>),
-    Refused(WriteError),
+    Refused(Error),
 }
 
 /// Makes a staged body the current version of `bucket/key`, atomically, and removes what the old
@@ -270,7 +259,37 @@ pub async fn commit(
     staged: Staged,
     cond: WriteCondition,
     origin: crate::events::Origin,
-) -> Result<(), WriteError> {
+) -> Result<()> {
+    commit_reserved(
+        db,
+        store,
+        bucket,
+        key,
+        meta,
+        staged,
+        cond,
+        &mut Hold::none(),
+        origin,
+    )
+    .await
+}
+
+/// [`commit`] for a write that holds room under a quota ([`crate::objects::quota`]): the limits
+/// are checked again in the commit's transaction, which also drops the reservation (and, for a
+/// link's file, counts it against the link and gives it the link's expiry time).
+#[allow(clippy::too_many_arguments)]
+pub async fn commit_reserved(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    meta: ObjectMeta,
+    staged: Staged,
+    cond: WriteCondition,
+    hold: &mut Hold,
+    origin: crate::events::Origin,
+) -> Result<()> {
+    let reservation = hold.id().map(str::to_owned);
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
         Staged::Temp(temp) => Body::Blob(store.persist(temp).await?),
@@ -284,30 +303,33 @@ pub async fn commit(
         .write(move |c| {
             if cond.if_none_match_any || cond.if_match.is_some() {
                 let current = objects::get(c, &b, &k, false)?;
-                let refused = match (&current, &cond.if_match) {
-                    (Some(_), _) if cond.if_none_match_any => {
-                        Some(WriteError::PreconditionFailed("If-None-Match"))
-                    }
-                    (None, Some(_)) => Some(WriteError::NoSuchKey(k.clone())),
-                    (Some(cur), Some(want)) if !etag_matches(want, &cur.meta.etag) => {
-                        Some(WriteError::PreconditionFailed("If-Match"))
-                    }
-                    _ => None,
-                };
-                if let Some(refused) = refused {
+                if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
                     return Ok(Found::Refused(refused));
                 }
             }
-            if crate::db::buckets::get(c, &b)?.is_none() {
-                return Ok(Found::Refused(WriteError::NoSuchBucket(b.clone())));
-            }
+            let Some(record) = crate::db::buckets::get(c, &b)? else {
+                return Ok(Found::Refused(Error::NoSuchBucket(b.clone())));
+            };
+            let settled =
+                settle_object(c, record.quota, &b, &k, meta.size, reservation.as_deref())?;
+            let link_id = match settled {
+                Ok(link_id) => link_id,
+                Err(e) => return Ok(Found::Refused(Error::QuotaExceeded(e))),
+            };
             let old = objects::put(c, &b, &k, &meta, &body)?;
-            origin.created(c, &b, &k, &meta)?;
+            if let Some(link_id) = &link_id {
+                crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
+            }
+            origin
+                .clone()
+                .with_link(link_id)
+                .created(c, &b, &k, &meta)?;
             Ok(Found::Committed(old))
         })
         .await;
     match outcome {
         Ok(Found::Committed(old)) => {
+            std::mem::replace(hold, Hold::none()).settled();
             for blob in old {
                 store.remove(blob).await;
             }

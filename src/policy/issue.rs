@@ -77,6 +77,9 @@ pub struct PostPolicyRequest {
     /// A canned ACL (`private`, `public-read`, …).
     pub acl: Option<String>,
     pub sig: SigVersion,
+    /// Adds the field and exact condition `x-postgate-verify-type: on`: the file's bytes must
+    /// match its declared Content-Type.
+    pub verify_type: bool,
 }
 
 impl PostPolicyRequest {
@@ -95,6 +98,7 @@ impl PostPolicyRequest {
             success_action_redirect: None,
             acl: None,
             sig: SigVersion::V4,
+            verify_type: false,
         }
     }
 }
@@ -223,6 +227,9 @@ pub fn issue(
     }
     if let Some(acl) = &req.acl {
         exact("acl", acl, &mut fields);
+    }
+    if req.verify_type {
+        exact(crate::sniff::VERIFY_TYPE_FIELD, "on", &mut fields);
     }
     if let Some(prefix) = starts_with {
         conditions.push(json!(["starts-with", "$Content-Type", prefix]));

@@ -28,7 +28,7 @@ use time::macros::format_description;
 
 use super::SigVersion;
 use super::conditions::FormFields;
-use crate::auth::sigv4::signing_key;
+use crate::auth::sigv4::cached_signing_key;
 
 /// The only SigV4 algorithm S3 accepts in `x-amz-algorithm`.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -266,7 +266,7 @@ fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
 
 /// The SigV4 POST signature: `hex(HMAC-SHA256(signing_key(secret, date, region, "s3"), policy))`.
 pub fn sign_v4(secret: &str, date_yyyymmdd: &str, region: &str, policy_b64: &str) -> String {
-    let mut mac = hmac_sha256(&signing_key(secret, date_yyyymmdd, region, "s3"));
+    let mut mac = hmac_sha256(&cached_signing_key(secret, date_yyyymmdd, region, "s3"));
     mac.update(policy_b64.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -282,7 +282,7 @@ pub fn verify_v4(
     let Ok(provided) = hex::decode(provided_hex) else {
         return false;
     };
-    let mut mac = hmac_sha256(&signing_key(secret, date_yyyymmdd, region, "s3"));
+    let mut mac = hmac_sha256(&cached_signing_key(secret, date_yyyymmdd, region, "s3"));
     mac.update(policy_b64.as_bytes());
     mac.verify_slice(&provided).is_ok()
 }

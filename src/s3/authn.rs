@@ -103,6 +103,14 @@ impl Caller {
         self.key.is_some()
     }
 
+    /// The caller as the core's permission check sees it.
+    pub fn who(&self) -> crate::objects::access::Who<'_> {
+        crate::objects::access::Who {
+            is_admin: self.is_admin(),
+            access_key: self.access_key(),
+        }
+    }
+
     /// The body as a stream of payload bytes, decoded from aws-chunked when the signature says
     /// so. Hash checks the signature implies are left to the caller (see `UploadBody`).
     pub fn upload_body(&self, req: &S3Request, body: Body) -> S3Result<UploadBody> {

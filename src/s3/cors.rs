@@ -1,10 +1,9 @@
-//! Bucket CORS over HTTP: Put/Get/DeleteBucketCors, preflight `OPTIONS` (answered before any
-//! signature check, since browsers send it without credentials), and the CORS headers every
-//! response to a cross-origin request carries, errors and POST uploads included: a 204 without
-//! them makes a browser report a failure for a file that was stored.
+//! Bucket CORS, the S3 operations: Put/Get/DeleteBucketCors store and read a bucket's rules.
+//! Preflights and the headers of actual requests are answered by `cors::bucket` from the rules
+//! read here.
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::{BucketCtx, Caller, S3Request, empty, xml_response};
@@ -50,7 +49,7 @@ pub async fn delete_bucket_cors(app: &AppState, req: &S3Request) -> S3Result<Res
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-async fn bucket_cors(app: &AppState, bucket: &str) -> S3Result<Option<Option<CorsConfig>>> {
+async fn bucket_cors(app: &AppState, bucket: &str) -> S3Result<crate::cors::bucket::Found> {
     let found = app.bucket_with_grant(bucket, "").await?;
     Ok(found.map(|(r, _)| {
         r.cors
@@ -59,97 +58,26 @@ async fn bucket_cors(app: &AppState, bucket: &str) -> S3Result<Option<Option<Cor
     }))
 }
 
-fn forbidden(message: &'static str, req: &S3Request, resource_type: &str) -> S3Error {
-    S3Error::new(S3ErrorCode::AccessForbidden, message)
-        .with(
-            "Method",
-            req.header("access-control-request-method")
-                .unwrap_or_default(),
-        )
-        .with("ResourceType", resource_type)
-}
-
-fn requested_headers(req: &S3Request) -> Vec<&str> {
-    req.header("access-control-request-headers")
-        .map(|h| {
-            h.split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Answers a preflight `OPTIONS` from the bucket's rules, as S3 does.
+/// Answers a preflight `OPTIONS` from the bucket's rules (`cors::bucket::preflight`).
 pub async fn preflight(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let Some(origin) = req.header(header::ORIGIN) else {
-        return Err(S3Error::new(
-            S3ErrorCode::BadRequest,
-            "Insufficient information. Origin request header needed.",
-        ));
-    };
-    let Some(method) = req.header("access-control-request-method") else {
-        return Err(S3Error::new(
-            S3ErrorCode::BadRequest,
-            "Invalid Access-Control-Request-Method: null",
-        ));
-    };
-    let resource_type = if req.key.is_some() {
-        "OBJECT"
-    } else {
-        "BUCKET"
-    };
-    let Some(bucket) = req.bucket.as_deref() else {
-        return Err(forbidden(
-            "CORSResponse: Bucket not found",
-            req,
-            resource_type,
-        ));
-    };
-    let config = match bucket_cors(app, bucket).await? {
-        None => return Err(forbidden("CORSResponse: Bucket not found", req, "BUCKET")),
-        Some(None) => {
-            return Err(forbidden(
-                "CORSResponse: CORS is not enabled for this bucket.",
-                req,
-                resource_type,
-            ));
-        }
-        Some(Some(config)) => config,
-    };
-    let headers = requested_headers(req);
-    let Some(rule) = config.find(origin, method, &headers) else {
-        return Err(S3Error::code(S3ErrorCode::AccessForbidden)
-            .with("Method", method)
-            .with("ResourceType", resource_type));
-    };
-    let mut res = empty(StatusCode::OK);
-    for (name, value) in crate::cors::response_headers(rule, origin, Some(&headers)) {
-        set(&mut res, name, &value);
-    }
-    Ok(res)
+    crate::cors::bucket::preflight(
+        &req.headers,
+        req.bucket.as_deref(),
+        req.key.is_some(),
+        |bucket| async move { bucket_cors(app, &bucket).await },
+    )
+    .await
 }
 
-/// Adds CORS headers to the response of a cross-origin request whose bucket has a matching rule.
-/// A request whose origin matches nothing still succeeds, just without CORS headers.
+/// Adds the bucket's CORS headers to the response of a cross-origin request
+/// (`cors::bucket::apply`).
 pub async fn apply(app: &AppState, req: &S3Request, res: &mut Response) {
-    let (Some(origin), Some(bucket)) = (req.header(header::ORIGIN), req.bucket.as_deref()) else {
-        return;
-    };
-    let Ok(Some(Some(config))) = bucket_cors(app, bucket).await else {
-        return;
-    };
-    if let Some(rule) = config.find(origin, req.method.as_str(), &[]) {
-        for (name, value) in crate::cors::response_headers(rule, origin, None) {
-            if name != "access-control-allow-methods" {
-                set(res, name, &value);
-            }
-        }
-    }
-}
-
-fn set(res: &mut Response, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        res.headers_mut().insert(HeaderName::from_static(name), v);
-    }
+    crate::cors::bucket::apply(
+        &req.headers,
+        &req.method,
+        req.bucket.as_deref(),
+        res,
+        |bucket| async move { bucket_cors(app, &bucket).await },
+    )
+    .await
 }

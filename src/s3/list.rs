@@ -42,17 +42,7 @@ pub async fn list_objects(app: &AppState, req: &S3Request, v2: bool) -> S3Result
         })? as usize,
     }
     .min(MAX_KEYS);
-    let url_encode = match req.param("encoding-type") {
-        None => false,
-        Some("url") => true,
-        Some(other) => {
-            return Err(S3Error::invalid_argument(
-                "Invalid Encoding Method specified in Request",
-                "encoding-type",
-                other,
-            ));
-        }
-    };
+    let url_encode = url_encoding(req)?;
     let token = req.param("continuation-token");
     let marker: Option<String> = if v2 {
         match token {
@@ -67,15 +57,7 @@ pub async fn list_objects(app: &AppState, req: &S3Request, v2: bool) -> S3Result
     let (p, d, m) = (prefix.clone(), delimiter.clone(), marker.clone());
     let page = list::page(&app.db, bucket, p, d, m, max_keys).await?;
 
-    let enc = |s: &str| -> String {
-        if url_encode {
-            utf8_percent_encode(s, URL_ENCODE)
-                .to_string()
-                .replace("%20", "+")
-        } else {
-            s.to_owned()
-        }
-    };
+    let enc = |s: &str| encode_if(url_encode, s);
     let fetch_owner = !v2 || req.param("fetch-owner") == Some("true");
     let mut w = XmlWriter::new();
     w.root("ListBucketResult");
@@ -138,6 +120,30 @@ pub async fn list_objects(app: &AppState, req: &S3Request, v2: bool) -> S3Result
     }
     w.close("ListBucketResult");
     Ok(xml_response(w.finish()))
+}
+
+/// `encoding-type`: `url` or absent; anything else is InvalidArgument (every listing).
+pub(super) fn url_encoding(req: &S3Request) -> S3Result<bool> {
+    match req.param("encoding-type") {
+        None => Ok(false),
+        Some("url") => Ok(true),
+        Some(other) => Err(S3Error::invalid_argument(
+            "Invalid Encoding Method specified in Request",
+            "encoding-type",
+            other,
+        )),
+    }
+}
+
+/// A key or prefix as a listing sends it: URL-encoded with `encoding-type=url`.
+pub(super) fn encode_if(url_encode: bool, s: &str) -> String {
+    if url_encode {
+        utf8_percent_encode(s, URL_ENCODE)
+            .to_string()
+            .replace("%20", "+")
+    } else {
+        s.to_owned()
+    }
 }
 
 fn decode_token(token: &str) -> S3Result<String> {

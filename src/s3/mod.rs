@@ -8,6 +8,7 @@
 mod authn;
 mod bucket;
 mod cors;
+mod lifecycle;
 mod list;
 pub mod multipart;
 mod notification;
@@ -115,6 +116,9 @@ pub enum Endpoint {
     DeleteBucketCors,
     GetBucketNotificationConfiguration,
     PutBucketNotificationConfiguration,
+    GetBucketLifecycleConfiguration,
+    PutBucketLifecycleConfiguration,
+    DeleteBucketLifecycle,
 }
 
 /// `partNumber` as the request sent it. It is checked (an integer from 1 to 10000) by the
@@ -186,6 +190,9 @@ impl Endpoint {
             DeleteBucketCors => "DeleteBucketCors",
             GetBucketNotificationConfiguration => "GetBucketNotificationConfiguration",
             PutBucketNotificationConfiguration => "PutBucketNotificationConfiguration",
+            GetBucketLifecycleConfiguration => "GetBucketLifecycleConfiguration",
+            PutBucketLifecycleConfiguration => "PutBucketLifecycleConfiguration",
+            DeleteBucketLifecycle => "DeleteBucketLifecycle",
         }
     }
 
@@ -210,8 +217,11 @@ impl Endpoint {
                 Method::DELETE if has("cors") => DeleteBucketCors,
                 Method::GET if has("notification") => GetBucketNotificationConfiguration,
                 Method::PUT if has("notification") => PutBucketNotificationConfiguration,
+                Method::GET if has("lifecycle") => GetBucketLifecycleConfiguration,
+                Method::PUT if has("lifecycle") => PutBucketLifecycleConfiguration,
+                Method::DELETE if has("lifecycle") => DeleteBucketLifecycle,
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
-                    return Err(not_implemented());
+                    return Err(not_implemented_operation(req));
                 }
                 Method::GET if req.param("list-type") == Some("2") => ListObjectsV2,
                 Method::GET => ListObjects,
@@ -243,8 +253,23 @@ impl Endpoint {
                 Method::DELETE if has("uploadId") => AbortMultipartUpload {
                     upload_id: upload_id(),
                 },
+                // `partNumber` alone on a read selects one part of the object (the handler
+                // reads it).
+                Method::GET | Method::HEAD
+                    if has("partNumber")
+                        && !req
+                            .query
+                            .iter()
+                            .any(|(k, _)| k != "partNumber" && is_unsupported_subresource(k)) =>
+                {
+                    if *m == Method::GET {
+                        GetObject
+                    } else {
+                        HeadObject
+                    }
+                }
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
-                    return Err(not_implemented());
+                    return Err(not_implemented_operation(req));
                 }
                 Method::PUT if req.headers.contains_key("x-amz-copy-source") => CopyObject,
                 Method::PUT => PutObject,
@@ -283,6 +308,9 @@ impl Endpoint {
             GetBucketNotificationConfiguration | PutBucketNotificationConfiguration => {
                 Access::Owner
             }
+            GetBucketLifecycleConfiguration
+            | PutBucketLifecycleConfiguration
+            | DeleteBucketLifecycle => Access::Owner,
         }
     }
 }
@@ -319,6 +347,64 @@ fn is_unsupported_subresource(name: &str) -> bool {
             | "publicAccessBlock"
             | "attributes"
     )
+}
+
+/// The AWS operation a request for a sub-resource postgate does not implement would be, so
+/// that the 501 says what is missing (`None` for shapes S3 itself does not have).
+fn unimplemented_operation(req: &S3Request) -> Option<&'static str> {
+    let object = req.key.is_some();
+    let verb = match req.method {
+        Method::GET => 0,
+        Method::PUT => 1,
+        Method::DELETE => 2,
+        Method::POST => 3,
+        _ => return None,
+    };
+    // (sub-resource, on an object, [GET, PUT, DELETE, POST]).
+    #[rustfmt::skip]
+    const TABLE: &[(&str, bool, [&str; 4])] = &[
+        ("policy", false, ["GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy", ""]),
+        ("lifecycle", false, ["GetBucketLifecycleConfiguration", "PutBucketLifecycleConfiguration", "DeleteBucketLifecycle", ""]),
+        ("website", false, ["GetBucketWebsite", "PutBucketWebsite", "DeleteBucketWebsite", ""]),
+        ("logging", false, ["GetBucketLogging", "PutBucketLogging", "", ""]),
+        ("notification", false, ["GetBucketNotificationConfiguration", "PutBucketNotificationConfiguration", "", ""]),
+        ("replication", false, ["GetBucketReplication", "PutBucketReplication", "DeleteBucketReplication", ""]),
+        ("encryption", false, ["GetBucketEncryption", "PutBucketEncryption", "DeleteBucketEncryption", ""]),
+        ("tagging", false, ["GetBucketTagging", "PutBucketTagging", "DeleteBucketTagging", ""]),
+        ("tagging", true, ["GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging", ""]),
+        ("object-lock", false, ["GetObjectLockConfiguration", "PutObjectLockConfiguration", "", ""]),
+        ("retention", true, ["GetObjectRetention", "PutObjectRetention", "", ""]),
+        ("legal-hold", true, ["GetObjectLegalHold", "PutObjectLegalHold", "", ""]),
+        ("versions", false, ["ListObjectVersions", "", "", ""]),
+        ("restore", true, ["", "", "", "RestoreObject"]),
+        ("select", true, ["", "", "", "SelectObjectContent"]),
+        ("torrent", true, ["GetObjectTorrent", "", "", ""]),
+        ("accelerate", false, ["GetBucketAccelerateConfiguration", "PutBucketAccelerateConfiguration", "", ""]),
+        ("requestPayment", false, ["GetBucketRequestPayment", "PutBucketRequestPayment", "", ""]),
+        ("analytics", false, ["GetBucketAnalyticsConfiguration", "PutBucketAnalyticsConfiguration", "DeleteBucketAnalyticsConfiguration", ""]),
+        ("metrics", false, ["GetBucketMetricsConfiguration", "PutBucketMetricsConfiguration", "DeleteBucketMetricsConfiguration", ""]),
+        ("inventory", false, ["GetBucketInventoryConfiguration", "PutBucketInventoryConfiguration", "DeleteBucketInventoryConfiguration", ""]),
+        ("intelligent-tiering", false, ["GetBucketIntelligentTieringConfiguration", "PutBucketIntelligentTieringConfiguration", "DeleteBucketIntelligentTieringConfiguration", ""]),
+        ("ownershipControls", false, ["GetBucketOwnershipControls", "PutBucketOwnershipControls", "DeleteBucketOwnershipControls", ""]),
+        ("publicAccessBlock", false, ["GetPublicAccessBlock", "PutPublicAccessBlock", "DeletePublicAccessBlock", ""]),
+        ("attributes", true, ["GetObjectAttributes", "", "", ""]),
+    ];
+    TABLE
+        .iter()
+        .find(|(name, on_object, _)| *on_object == object && req.has_param(name))
+        .map(|(_, _, ops)| ops[verb])
+        .filter(|op| !op.is_empty())
+}
+
+/// 501 NotImplemented naming the AWS operation when the request is one postgate lacks.
+fn not_implemented_operation(req: &S3Request) -> S3Error {
+    match unimplemented_operation(req) {
+        Some(op) => S3Error::new(
+            S3ErrorCode::NotImplemented,
+            format!("{op} is not implemented by postgate."),
+        ),
+        None => not_implemented(),
+    }
 }
 
 fn not_implemented() -> S3Error {
@@ -525,6 +611,9 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         Access::Service => None,
         access => Some(authorize(app, req, &caller, &endpoint, access).await?),
     };
+    // The bucket demands that uploads' bytes match their declared type (PUT and parts here;
+    // POST forms and multipart completion read the setting themselves).
+    let verify_type = ctx.as_ref().is_some_and(|c| c.record.verify_type);
     use Endpoint::*;
     match endpoint {
         ListBuckets => bucket::list_buckets(app, &caller).await,
@@ -538,7 +627,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         ListObjects => list::list_objects(app, req, false).await,
         ListObjectsV2 => list::list_objects(app, req, true).await,
         DeleteObjects => object::delete_objects(app, req, &caller, body).await,
-        PutObject => object::put_object(app, req, &caller, body).await,
+        PutObject => object::put_object(app, req, &caller, body, verify_type).await,
         CopyObject => object::copy_object(app, req, &caller, ctx_of(ctx)?).await,
         GetObject => object::get_object(app, req, &caller, ctx_of(ctx)?, true).await,
         HeadObject => object::get_object(app, req, &caller, ctx_of(ctx)?, false).await,
@@ -549,7 +638,10 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         UploadPart {
             upload_id,
             part_number,
-        } => multipart::upload_part(app, req, &caller, body, &upload_id, &part_number).await,
+        } => {
+            let (id, n) = (&upload_id, &part_number);
+            multipart::upload_part(app, req, &caller, body, id, n, verify_type).await
+        }
         UploadPartCopy {
             upload_id,
             part_number,
@@ -567,6 +659,11 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         DeleteBucketCors => cors::delete_bucket_cors(app, req).await,
         GetBucketNotificationConfiguration => notification::get(app, req).await,
         PutBucketNotificationConfiguration => notification::put(app, req, &caller, body).await,
+        GetBucketLifecycleConfiguration => lifecycle::get_bucket_lifecycle(ctx_of(ctx)?).await,
+        PutBucketLifecycleConfiguration => {
+            lifecycle::put_bucket_lifecycle(app, req, &caller, body).await
+        }
+        DeleteBucketLifecycle => lifecycle::delete_bucket_lifecycle(app, req).await,
     }
 }
 
@@ -614,6 +711,7 @@ async fn authorize(
     let Some((record, grant)) = found else {
         return Err(S3Error::no_such_bucket(req.bucket()));
     };
+    check_expected_owner(req.header("x-amz-expected-bucket-owner"), &record.owner)?;
     let who = access::Who {
         is_admin: caller.is_admin(),
         access_key: caller.access_key(),
@@ -640,6 +738,17 @@ async fn authorize(
         is_owner,
         object,
     })
+}
+
+/// `x-amz-expected-bucket-owner` (and `x-amz-source-expected-bucket-owner` for a copy's source):
+/// a client's guard against writing to or reading from a bucket someone else owns. postgate's
+/// owner ID is the owning key's access key id, as GetBucketAcl and ListBuckets show it; any other
+/// value is 403 AccessDenied, as S3 answers a mismatch.
+pub(crate) fn check_expected_owner(expected: Option<&str>, owner: &str) -> S3Result<()> {
+    match expected {
+        Some(expected) if expected.trim() != owner => Err(S3Error::access_denied()),
+        _ => Ok(()),
+    }
 }
 
 /// A response with an empty body and the given status.
@@ -736,10 +845,15 @@ mod tests {
                 &[],
                 PutBucketNotificationConfiguration,
             ),
+            ("GET", "/b?lifecycle", &[], GetBucketLifecycleConfiguration),
+            ("PUT", "/b?lifecycle", &[], PutBucketLifecycleConfiguration),
+            ("DELETE", "/b?lifecycle", &[], DeleteBucketLifecycle),
             ("PUT", "/b/k", &[], PutObject),
             ("PUT", "/b/k", &copy, CopyObject),
             ("GET", "/b/k", &[], GetObject),
             ("HEAD", "/b/k", &[], HeadObject),
+            ("GET", "/b/k?partNumber=2", &[], GetObject),
+            ("HEAD", "/b/k?partNumber=2", &[], HeadObject),
             ("DELETE", "/b/k", &[], DeleteObject),
             ("GET", "/b/k?acl", &[], GetObjectAcl),
             ("PUT", "/b/k?acl", &[], PutObjectAcl),
@@ -808,6 +922,9 @@ mod tests {
             (PutBucketCors, Access::Owner),
             (PutBucketNotificationConfiguration, Access::Owner),
             (GetBucketNotificationConfiguration, Access::Owner),
+            (PutBucketLifecycleConfiguration, Access::Owner),
+            (GetBucketLifecycleConfiguration, Access::Owner),
+            (DeleteBucketLifecycle, Access::Owner),
             (PutObjectAcl, Access::Owner),
             (DeleteBucket, Access::Owner),
         ] {
@@ -831,6 +948,14 @@ mod tests {
         assert_eq!(code("PUT", "/b/k?tagging"), S3ErrorCode::NotImplemented);
         assert_eq!(code("POST", "/b/k"), S3ErrorCode::MethodNotAllowed);
         assert_eq!(code("PATCH", "/b/k"), S3ErrorCode::NotImplemented);
+        assert_eq!(
+            code("PUT", "/b/k?partNumber=1"),
+            S3ErrorCode::NotImplemented
+        );
+        let message = |m, t| resolve(m, t, &[]).unwrap_err().message().to_owned();
+        assert!(message("DELETE", "/b?policy").contains("DeleteBucketPolicy"));
+        assert!(message("GET", "/b/k?partNumber=1&tagging").contains("GetObjectTagging"));
+        assert!(message("PUT", "/b?tagging").contains("PutBucketTagging"));
     }
 
     #[test]

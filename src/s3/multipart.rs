@@ -10,21 +10,20 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use md5::{Digest, Md5};
 use serde::Deserialize;
 
 use super::object::{
-    body_segments, check_copy_conditions, copy_source, object_headers, receive_body,
+    check_copy_conditions, copy_source, object_headers, receive_body,
+    refuse_unsupported_write_headers,
 };
 use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::ChecksumAlgorithm;
-use crate::db::objects::Body as Stored;
-use crate::db::uploads::{self, PartRecord, UploadRecord};
+use crate::db::uploads::{self, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::multipart::{self, MAX_PART_SIZE, abort, complete};
+use crate::objects::multipart::{self, NewPart, abort, complete_if};
 use crate::objects::write;
+use crate::objects::{copy, quota};
 use crate::state::AppState;
-use crate::store::Staged;
 use crate::xml::{self, XmlWriter};
 
 pub async fn create_multipart_upload(
@@ -32,6 +31,7 @@ pub async fn create_multipart_upload(
     req: &S3Request,
     caller: &Caller,
 ) -> S3Result<Response> {
+    refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
     let checksum_algorithm = match req.header("x-amz-checksum-algorithm") {
         Some(a) => Some(
@@ -57,7 +57,21 @@ pub async fn create_multipart_upload(
         None,
     )?;
     let upload_id = record.upload_id.clone();
-    app.db.write(move |c| uploads::create(c, &record)).await?;
+    app.db
+        .write(move |c| {
+            let fits = crate::objects::quota::check_new_upload(
+                c,
+                &record.bucket,
+                &record.key,
+                None,
+                None,
+            )?;
+            if let Err(e) = fits {
+                return Ok(Err(S3Error::from(e)));
+            }
+            uploads::create(c, &record).map(Ok)
+        })
+        .await??;
     let mut w = XmlWriter::new();
     w.root("InitiateMultipartUploadResult");
     w.elem("Bucket", req.bucket());
@@ -72,14 +86,10 @@ pub async fn create_multipart_upload(
 }
 
 async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<UploadRecord> {
-    let id = upload_id.to_owned();
-    let (b, k, i) = (req.bucket().to_owned(), req.key().to_owned(), id.clone());
-    app.db
-        .read(move |c| uploads::get(c, &b, &k, &i))
-        .await?
-        .ok_or_else(|| S3Error::no_such_upload(&id))
+    Ok(multipart::get(&app.db, req.bucket(), req.key(), upload_id).await?)
 }
 
+/// `verify_type`: the bucket demands that uploads' bytes match their declared type.
 pub async fn upload_part(
     app: &AppState,
     req: &S3Request,
@@ -87,31 +97,35 @@ pub async fn upload_part(
     body: Body,
     upload_id: &str,
     part_number: &PartNumber,
+    verify_type: bool,
 ) -> S3Result<Response> {
     let number = part_number.get()?;
+    refuse_unsupported_write_headers(req)?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
-    let max = match link_part_budget(app, &upload, number).await? {
-        Some(budget) => budget.min(MAX_PART_SIZE),
-        None => MAX_PART_SIZE,
+    let max = multipart::part_budget(&app.db, &upload, number).await?;
+    let sniff = multipart::part_sniffer(&app.db, &upload, number, verify_type).await?;
+    let quota = super::object::bucket_quota(app, req.bucket()).await?;
+    let size = super::object::declared_size(req);
+    let mut hold = match size {
+        // Refused as EntityTooLarge by `receive_body`.
+        quota::Size::Exact(n) if n > max => quota::Hold::none(),
+        size => quota::reserve_part(&app.db, quota, &upload, number, size).await?,
     };
-    let (ingested, checksum) = receive_body(app, req, caller, body, max, 0).await?;
-    let temp = match ingested.staged {
-        Staged::Temp(t) => t,
-        Staged::Inline(bytes) => app.store.stage_bytes(bytes).await?,
-    };
+    let (ingested, checksum) = receive_body(app, req, caller, body, hold.limit(max), 0, sniff)
+        .await
+        .map_err(|e| super::object::quota_passed(&hold, e, max))?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
-    store_part(
-        app,
-        &upload,
+    let part = NewPart {
         number,
-        ingested.size,
-        etag.clone(),
-        checksum.clone(),
-        temp,
-    )
-    .await?;
+        size: ingested.size,
+        etag: etag.clone(),
+        checksum: checksum.clone(),
+        detected_type: ingested.detected.map(str::to_owned),
+        body: ingested.staged,
+    };
+    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     let mut res = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, v);
@@ -126,113 +140,6 @@ pub async fn upload_part(
         }
     }
     Ok(res)
-}
-
-/// For the upload of an upload link: the most bytes part `number` may hold (the link's maximum
-/// file size less the upload's other parts). A closed (revoked or expired) link takes no part.
-/// `None`: not a link's upload.
-async fn link_part_budget(
-    app: &AppState,
-    upload: &UploadRecord,
-    number: u32,
-) -> S3Result<Option<u64>> {
-    let Some(link_id) = upload.link_id.clone() else {
-        return Ok(None);
-    };
-    let id = upload.upload_id.clone();
-    let budget = app
-        .db
-        .read(move |c| link_budget(c, &link_id, &id, number))
-        .await??;
-    Ok(Some(budget))
-}
-
-/// [`link_part_budget`]'s check, on a connection (also run again where the part row commits, so
-/// that concurrent parts cannot pass the limit together).
-fn link_budget(
-    c: &rusqlite::Connection,
-    link_id: &str,
-    upload_id: &str,
-    number: u32,
-) -> Result<S3Result<u64>, crate::db::DbError> {
-    let link = crate::db::links::get_by_id(c, link_id)?;
-    let reason = match &link {
-        None => Some("This upload link no longer exists."),
-        Some(l) => l.closed(),
-    };
-    if let Some(reason) = reason {
-        return Ok(Err(S3Error::new(S3ErrorCode::AccessDenied, reason)));
-    }
-    let max = link.map_or(0, |l| l.max_size);
-    let others = uploads::size_of_other_parts(c, upload_id, number)?;
-    Ok(Ok(max.saturating_sub(others)))
-}
-
-fn too_large(size: u64, max: u64) -> S3Error {
-    S3Error::code(S3ErrorCode::EntityTooLarge)
-        .with("ProposedSize", size.to_string())
-        .with("MaxSizeAllowed", max.to_string())
-}
-
-/// Persists a part's blob and records it, unless the upload was completed or aborted meanwhile
-/// (or, for a link's upload, the part no longer fits the link).
-async fn store_part(
-    app: &AppState,
-    upload: &UploadRecord,
-    number: u32,
-    size: u64,
-    etag: String,
-    checksum: Option<String>,
-    temp: crate::store::TempBlob,
-) -> S3Result<()> {
-    let blob = app.store.persist(temp).await?;
-    let part = PartRecord {
-        part_number: number,
-        size,
-        etag,
-        blob: blob.clone(),
-        last_modified: crate::db::now_millis(),
-        checksum,
-    };
-    let (b, k, id) = (
-        upload.bucket.clone(),
-        upload.key.clone(),
-        upload.upload_id.clone(),
-    );
-    let outcome = app
-        .db
-        .write(move |c| {
-            let Some(current) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(Err(S3Error::no_such_upload(&id)));
-            };
-            if let Some(link_id) = &current.link_id {
-                match link_budget(c, link_id, &id, part.part_number)? {
-                    Ok(budget) if part.size > budget => {
-                        return Ok(Err(too_large(part.size, budget)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Ok(Err(e)),
-                }
-            }
-            uploads::put_part(c, &id, &part).map(Ok)
-        })
-        .await;
-    match outcome {
-        Ok(Ok(old)) => {
-            if let Some(old) = old {
-                app.store.remove(old).await;
-            }
-            Ok(())
-        }
-        Ok(Err(e)) => {
-            app.store.remove(blob).await;
-            Err(e)
-        }
-        Err(e) => {
-            app.store.remove(blob).await;
-            Err(e.into())
-        }
-    }
 }
 
 pub async fn upload_part_copy(
@@ -270,32 +177,29 @@ pub async fn upload_part_copy(
             (a, b - a + 1)
         }
     };
-    let max = match link_part_budget(app, &upload, number).await? {
-        Some(budget) => budget.min(MAX_PART_SIZE),
-        None => MAX_PART_SIZE,
-    };
+    let max = multipart::part_budget(&app.db, &upload, number).await?;
     if len > max {
-        return Err(too_large(len, max));
+        return Err(crate::objects::Error::TooLarge { size: len, max }.into());
     }
-    let (temp, md5) = match &src.body {
-        Stored::Inline(bytes) => {
-            let slice = bytes
-                .get(start as usize..(start + len) as usize)
-                .unwrap_or_default()
-                .to_vec();
-            let md5: [u8; 16] = Md5::digest(&slice).into();
-            (app.store.stage_bytes(slice).await?, md5)
-        }
-        body => {
-            let (temp, md5) = app
-                .store
-                .copy_segments(body_segments(body, start, len), true)
-                .await?;
-            (temp, md5.unwrap_or_default())
-        }
-    };
+    let quota = super::object::bucket_quota(app, req.bucket()).await?;
+    let mut hold =
+        quota::reserve_part(&app.db, quota, &upload, number, quota::Size::Exact(len)).await?;
+    // The copied bytes were detected when the source was stored; a range from its start keeps
+    // the source's type.
+    let detected_type = (start == 0)
+        .then(|| src.meta.detected_type.clone())
+        .flatten();
+    let (temp, md5) = copy::range(&app.store, &src, start, len).await?;
     let etag = write::etag_of(&md5);
-    store_part(app, &upload, number, len, etag.clone(), None, temp).await?;
+    let part = NewPart {
+        number,
+        size: len,
+        etag: etag.clone(),
+        checksum: None,
+        detected_type,
+        body: write::Staged::Temp(temp),
+    };
+    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
     w.elem("LastModified", &iso8601(crate::db::now_millis()));
@@ -336,13 +240,14 @@ pub async fn complete_multipart_upload(
         crate::events::Kind::CompleteMultipartUpload,
         caller.principal(),
     );
-    let etag = complete(
+    let done = complete_if(
         &app.db,
         &app.store,
         req.bucket(),
         req.key(),
         upload_id,
         parts,
+        super::object::write_condition(req)?,
         origin,
     )
     .await?;
@@ -354,7 +259,11 @@ pub async fn complete_multipart_upload(
     );
     w.elem("Bucket", req.bucket());
     w.elem("Key", req.key());
-    w.elem("ETag", &etag);
+    w.elem("ETag", &done.etag);
+    if let Some((algo, value)) = &done.checksum {
+        w.elem(&format!("Checksum{algo}"), value);
+        w.elem("ChecksumType", "COMPOSITE");
+    }
     w.close("CompleteMultipartUploadResult");
     Ok(xml_response(w.finish()))
 }
@@ -364,6 +273,14 @@ pub async fn abort_multipart_upload(
     req: &S3Request,
     id: &str,
 ) -> S3Result<Response> {
+    if req.headers.contains_key("x-amz-if-match-initiated-time") {
+        // A conditional abort postgate does not check: refused rather than ignored.
+        return Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "Conditional aborts are not implemented by postgate.",
+        )
+        .with("Header", "x-amz-if-match-initiated-time"));
+    }
     if !abort(&app.db, &app.store, req.bucket(), req.key(), id).await? {
         return Err(S3Error::no_such_upload(id));
     }
@@ -372,15 +289,17 @@ pub async fn abort_multipart_upload(
 
 pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<Response> {
     let upload = load_upload(app, req, upload_id).await?;
-    let max = req
-        .param("max-parts")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1000)
-        .min(1000);
-    let marker = req
-        .param("part-number-marker")
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(0);
+    let max = list_limit(req, "max-parts")?;
+    let marker = match req.param("part-number-marker") {
+        None => 0,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            S3Error::invalid_argument(
+                "Provided part-number-marker not an integer or within integer range",
+                "part-number-marker",
+                v,
+            )
+        })?,
+    };
     let id = upload.upload_id.clone();
     let mut parts = app
         .db
@@ -417,47 +336,163 @@ pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3R
     Ok(xml_response(w.finish()))
 }
 
+/// ListMultipartUploads: uploads in (key, initiation) order under `prefix`, after
+/// `key-marker`/`upload-id-marker`, with keys rolled up into `CommonPrefixes` at `delimiter`
+/// (each common prefix counts once toward `max-uploads`), and `encoding-type=url`.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html>
 pub async fn list_multipart_uploads(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let max = req
-        .param("max-uploads")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1000)
-        .min(1000);
+    let max = list_limit(req, "max-uploads")?;
+    let url_encode = super::list::url_encoding(req)?;
+    let enc = |s: &str| super::list::encode_if(url_encode, s);
     let prefix = req.param("prefix").unwrap_or("").to_owned();
+    let delimiter = req.param("delimiter").unwrap_or("").to_owned();
     let key_marker = req.param("key-marker").unwrap_or("").to_owned();
-    let id_marker = req.param("upload-id-marker").unwrap_or("").to_owned();
+    // Without a key marker S3 ignores the upload-id marker.
+    let id_marker = match key_marker.is_empty() {
+        true => String::new(),
+        false => req.param("upload-id-marker").unwrap_or("").to_owned(),
+    };
     let bucket = req.bucket().to_owned();
-    let (p, km, im) = (prefix.clone(), key_marker.clone(), id_marker.clone());
-    let mut list = app
+    let (p, d, km, im) = (
+        prefix.clone(),
+        delimiter.clone(),
+        key_marker.clone(),
+        id_marker.clone(),
+    );
+    let (items, truncated) = app
         .db
-        .read(move |c| uploads::list(c, &bucket, &p, &km, &im, max + 1))
+        .read(move |c| upload_page(c, &bucket, &p, &d, &km, &im, max))
         .await?;
-    let truncated = list.len() > max;
-    list.truncate(max);
     let mut w = XmlWriter::new();
     w.root("ListMultipartUploadsResult");
     w.elem("Bucket", req.bucket());
-    w.elem("KeyMarker", &key_marker);
+    w.elem("KeyMarker", &enc(&key_marker));
     w.elem("UploadIdMarker", &id_marker);
-    if let Some(last) = list.last() {
-        w.elem("NextKeyMarker", &last.key);
-        w.elem("NextUploadIdMarker", &last.upload_id);
+    match items.last() {
+        Some(UploadItem::Upload(last)) => {
+            w.elem("NextKeyMarker", &enc(&last.key));
+            w.elem("NextUploadIdMarker", &last.upload_id);
+        }
+        Some(UploadItem::Prefix(cp)) => {
+            w.elem("NextKeyMarker", &enc(cp));
+            w.elem("NextUploadIdMarker", "");
+        }
+        None => {}
     }
-    w.elem("Prefix", &prefix);
+    w.elem("Prefix", &enc(&prefix));
+    if !delimiter.is_empty() {
+        w.elem("Delimiter", &enc(&delimiter));
+    }
+    if url_encode {
+        w.elem("EncodingType", "url");
+    }
     w.elem("MaxUploads", &max.to_string());
     w.elem("IsTruncated", if truncated { "true" } else { "false" });
-    for u in &list {
-        w.open("Upload");
-        w.elem("Key", &u.key);
-        w.elem("UploadId", &u.upload_id);
-        owner_elems(&mut w, "Initiator", &u.owner);
-        owner_elems(&mut w, "Owner", &u.owner);
-        w.elem("StorageClass", "STANDARD");
-        w.elem("Initiated", &iso8601(u.initiated));
-        w.close("Upload");
+    for item in &items {
+        if let UploadItem::Upload(u) = item {
+            w.open("Upload");
+            w.elem("Key", &enc(&u.key));
+            w.elem("UploadId", &u.upload_id);
+            owner_elems(&mut w, "Initiator", &u.owner);
+            owner_elems(&mut w, "Owner", &u.owner);
+            w.elem("StorageClass", "STANDARD");
+            w.elem("Initiated", &iso8601(u.initiated));
+            w.close("Upload");
+        }
+    }
+    for item in &items {
+        if let UploadItem::Prefix(cp) = item {
+            w.open("CommonPrefixes");
+            w.elem("Prefix", &enc(cp));
+            w.close("CommonPrefixes");
+        }
     }
     w.close("ListMultipartUploadsResult");
     Ok(xml_response(w.finish()))
+}
+
+/// `max-uploads` / `max-parts`: an integer from 0, at most 1000 (larger asks get 1000, as S3
+/// gives); anything else is InvalidArgument.
+fn list_limit(req: &S3Request, name: &'static str) -> S3Result<usize> {
+    match req.param(name) {
+        None => Ok(1000),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| n.min(1000) as usize)
+            .ok_or_else(|| {
+                S3Error::invalid_argument(
+                    format!("Provided {name} not an integer or within integer range"),
+                    name,
+                    v,
+                )
+            }),
+    }
+}
+
+/// One entry of a ListMultipartUploads page.
+enum UploadItem {
+    Upload(UploadRecord),
+    Prefix(String),
+}
+
+/// Up to `max` entries after the markers, and whether more follow.
+fn upload_page(
+    c: &rusqlite::Connection,
+    bucket: &str,
+    prefix: &str,
+    delimiter: &str,
+    key_marker: &str,
+    id_marker: &str,
+    max: usize,
+) -> Result<(Vec<UploadItem>, bool), crate::db::DbError> {
+    const BATCH: usize = 1000;
+    let (mut km, mut im) = (key_marker.to_owned(), id_marker.to_owned());
+    let mut items: Vec<UploadItem> = Vec::new();
+    loop {
+        if items.len() == max {
+            let more = !uploads::list(c, bucket, prefix, &km, &im, 1)?.is_empty();
+            return Ok((items, more && max > 0));
+        }
+        let rows = uploads::list(c, bucket, prefix, &km, &im, BATCH)?;
+        let fetched = rows.len();
+        let mut jumped = false;
+        for row in rows {
+            let rest = &row.key[prefix.len()..];
+            let rolled = (!delimiter.is_empty())
+                .then(|| rest.find(delimiter))
+                .flatten()
+                .map(|i| row.key[..prefix.len() + i + delimiter.len()].to_owned());
+            match rolled {
+                Some(cp) => {
+                    // Continue after every key under this common prefix (no key goes past
+                    // the prefix followed by the last code point).
+                    km = format!("{cp}{}", char::MAX);
+                    im.clear();
+                    let seen = matches!(items.last(), Some(UploadItem::Prefix(p)) if *p == cp);
+                    // A prefix at or before the key marker was on an earlier page.
+                    if !seen && cp.as_str() > key_marker {
+                        items.push(UploadItem::Prefix(cp));
+                    }
+                    jumped = true;
+                    break;
+                }
+                None => {
+                    km = row.key.clone();
+                    im = row.upload_id.clone();
+                    items.push(UploadItem::Upload(row));
+                    if items.len() == max {
+                        break;
+                    }
+                }
+            }
+        }
+        if fetched == 0 || (!jumped && items.len() < max && fetched < BATCH) {
+            return Ok((items, false));
+        }
+    }
 }
 
 fn owner_elems(w: &mut XmlWriter, name: &str, owner: &str) {

@@ -13,28 +13,37 @@ use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::events::Kind;
-use crate::objects::delete;
+use crate::objects::quota::{self, Hold, Size};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
+use crate::objects::{copy, delete};
+use crate::sniff::Sniffer;
 use crate::state::AppState;
-use crate::store::{Hashes, Staged};
 use crate::xml::{self, XmlWriter};
 
+/// `verify_type`: the bucket demands that the bytes match the declared Content-Type.
 pub async fn put_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
     body: Body,
+    verify_type: bool,
 ) -> S3Result<Response> {
+    refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
+    let cond = write_condition(req)?;
+    let sniff = Sniffer::new(headers.content_type.as_deref(), verify_type);
+    let mut hold = reserve_put(app, req).await?;
     let (ingested, checksum) = receive_body(
         app,
         req,
         caller,
         body,
-        MAX_OBJECT_SIZE,
+        hold.limit(MAX_OBJECT_SIZE),
         app.config.inline_max_bytes,
+        sniff,
     )
-    .await?;
+    .await
+    .map_err(|e| quota_passed(&hold, e, MAX_OBJECT_SIZE))?;
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(
@@ -43,12 +52,9 @@ pub async fn put_object(
         caller.access_key().unwrap_or_default().to_owned(),
     );
     meta.checksum = checksum;
-    let cond = WriteCondition {
-        if_none_match_any: req.header(header::IF_NONE_MATCH).map(str::trim) == Some("*"),
-        if_match: req.header(header::IF_MATCH).map(str::to_owned),
-    };
+    meta.detected_type = ingested.detected.map(str::to_owned);
     let origin = app.events.origin(Kind::Put, caller.principal());
-    write::commit(
+    write::commit_reserved(
         &app.db,
         &app.store,
         req.bucket(),
@@ -56,12 +62,16 @@ pub async fn put_object(
         meta.clone(),
         ingested.staged,
         cond,
+        &mut hold,
         origin,
     )
     .await?;
 
     let mut res = empty(StatusCode::OK);
     set(res.headers_mut(), header::ETAG, &etag);
+    if let Some(found) = &meta.detected_type {
+        set_named(res.headers_mut(), "x-postgate-detected-type", found);
+    }
     if let Some((algo, value)) = &meta.checksum {
         set_named(
             res.headers_mut(),
@@ -72,9 +82,130 @@ pub async fn put_object(
     Ok(res)
 }
 
+/// Holds room for a PutObject's body under the bucket's quota, before it is read.
+async fn reserve_put(app: &AppState, req: &S3Request) -> S3Result<Hold> {
+    let size = declared_size(req);
+    if matches!(size, Size::Exact(n) if n > MAX_OBJECT_SIZE) {
+        // Refused as EntityTooLarge by `receive_body`.
+        return Ok(Hold::none());
+    }
+    let quota = bucket_quota(app, req.bucket()).await?;
+    Ok(quota::reserve_object(&app.db, quota, req.bucket(), req.key(), size, None).await?)
+}
+
+/// A body refused as too large (read against [`Hold::limit`]`(max)`): the quota's refusal when
+/// it was the quota, not `max`, that it passed.
+pub(super) fn quota_passed(hold: &Hold, err: S3Error, max: u64) -> S3Error {
+    match hold.passed(max) {
+        Some(refusal) if err.s3_code() == S3ErrorCode::EntityTooLarge => refusal.into(),
+        _ => err,
+    }
+}
+
+/// The bucket's quota, from its (cached) record: buckets without one take no reservation.
+pub(super) async fn bucket_quota(
+    app: &AppState,
+    bucket: &str,
+) -> S3Result<crate::db::quota::Quota> {
+    Ok(app
+        .bucket_with_grant(bucket, "")
+        .await?
+        .map(|(record, _)| record.quota)
+        .unwrap_or_default())
+}
+
+/// What a PUT body will bring, from its headers: exact when the length of the object's bytes
+/// is declared (`x-amz-decoded-content-length`, or `Content-Length` of a plain body), an upper
+/// bound when only the framed length of an aws-chunked body is.
+pub(super) fn declared_size(req: &S3Request) -> Size {
+    let number = |name: &str| req.header(name).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = number("x-amz-decoded-content-length") {
+        return Size::Exact(n);
+    }
+    let chunked = req
+        .header("x-amz-content-sha256")
+        .is_some_and(|v| v.starts_with("STREAMING-"))
+        || req
+            .header(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.contains("aws-chunked"));
+    match number("content-length") {
+        Some(n) if !chunked => Size::Exact(n),
+        Some(n) => Size::AtMost(n),
+        None => Size::AtMost(u64::MAX),
+    }
+}
+
+/// Write headers that ask for something postgate does not do, refused before the body is read
+/// rather than ignored, since the client relies on them: SSE-C and KMS encryption (the object
+/// would be stored and served unencrypted, without the key) are 501 NotImplemented; Object Lock
+/// retention and legal holds (the object would stay deletable) are 400 InvalidRequest, S3's
+/// answer on a bucket without Object Lock. SSE-S3 (`AES256`) is accepted: encryption at rest is
+/// the data disk's.
+pub(super) fn refuse_unsupported_write_headers(req: &S3Request) -> S3Result<()> {
+    let not_implemented = |header: &str| {
+        S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "A header you provided implies functionality that is not implemented",
+        )
+        .with("Header", header)
+    };
+    match req.header("x-amz-server-side-encryption") {
+        None | Some("AES256") => {}
+        Some("aws:kms" | "aws:kms:dsse") => {
+            return Err(not_implemented("x-amz-server-side-encryption"));
+        }
+        Some(other) => {
+            return Err(S3Error::invalid_argument(
+                "The encryption method specified is not supported",
+                "x-amz-server-side-encryption",
+                other,
+            ));
+        }
+    }
+    for header in [
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-copy-source-server-side-encryption-customer-algorithm",
+    ] {
+        if req.headers.contains_key(header) {
+            return Err(not_implemented(header));
+        }
+    }
+    for header in [
+        "x-amz-object-lock-mode",
+        "x-amz-object-lock-retain-until-date",
+        "x-amz-object-lock-legal-hold",
+    ] {
+        if req.headers.contains_key(header) {
+            return Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "Bucket is missing Object Lock Configuration",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// S3's conditional write headers (PutObject, CompleteMultipartUpload): `If-None-Match: *` and
+/// `If-Match: <etag>`. S3 takes no other `If-None-Match` value on a write: 501 NotImplemented.
+pub(super) fn write_condition(req: &S3Request) -> S3Result<WriteCondition> {
+    let if_none_match = req.header(header::IF_NONE_MATCH).map(str::trim);
+    if if_none_match.is_some_and(|v| v != "*") {
+        return Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "A header you provided implies functionality that is not implemented",
+        )
+        .with("Header", "If-None-Match"));
+    }
+    Ok(WriteCondition {
+        if_none_match_any: if_none_match.is_some(),
+        if_match: req.header(header::IF_MATCH).map(str::to_owned),
+    })
+}
+
 /// Reads a PUT body (PutObject, UploadPart) into the store, checking everything the request
 /// declared: Content-MD5, the signed SHA-256, an additional checksum (in a header or the
-/// aws-chunked trailer), and the size limit. Returns the staged body and the checksum to store.
+/// aws-chunked trailer), the size limit, and (`sniff`) the type of the first bytes. Returns the
+/// staged body and the checksum to store.
 pub(super) async fn receive_body(
     app: &AppState,
     req: &S3Request,
@@ -82,7 +213,8 @@ pub(super) async fn receive_body(
     body: Body,
     max: u64,
     inline_max: usize,
-) -> S3Result<(crate::store::Ingested, Option<(String, String)>)> {
+    sniff: Sniffer,
+) -> S3Result<(write::Ingested, Option<(String, String)>)> {
     let algo = requested_checksum(req)?;
     let upload_body = caller.upload_body(req, body)?;
     let expected = Expected {
@@ -102,16 +234,21 @@ pub(super) async fn receive_body(
             .with("ProposedSize", len.to_string())
             .with("MaxSizeAllowed", max.to_string()));
     }
-    let hashes = Hashes::new(
+    let hashes = write::Hashes::new(
         expected.sha256_hex.is_some(),
         algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
     );
     let trailer = upload_body.trailer.clone();
-    let ingested = app
-        .store
-        .ingest(upload_body.stream, max, inline_max, hashes)
-        .await
-        .map_err(|e| S3Error::from_ingest(e, max))?;
+    let ingested = write::receive(
+        &app.store,
+        upload_body.stream,
+        max,
+        inline_max,
+        hashes,
+        sniff,
+    )
+    .await
+    .map_err(|e| S3Error::from_ingest(e, max))?;
     let trailer_value = match (&trailer, &algo) {
         (Some(t), Some((a, _))) => t.value(a.header_name()),
         _ => None,
@@ -125,14 +262,14 @@ pub(super) async fn receive_body(
 }
 
 pub(super) fn object_headers(req: &S3Request) -> S3Result<ObjectHeaders> {
-    ObjectHeaders::read(
+    Ok(ObjectHeaders::read(
         |name| {
             req.headers
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         },
         req.headers.keys().map(HeaderName::as_str),
-    )
+    )?)
 }
 
 /// The additional checksum the request asks for: `x-amz-checksum-<alg>` (value in the header) or
@@ -164,8 +301,9 @@ pub async fn copy_object(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
-    _dest: BucketCtx,
+    dest: BucketCtx,
 ) -> S3Result<Response> {
+    refuse_unsupported_write_headers(req)?;
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
 
@@ -194,6 +332,7 @@ pub async fn copy_object(
     let mut meta = if replace {
         let mut m = object_headers(req)?.into_meta(src.meta.size, src.meta.etag.clone(), owner);
         m.checksum = src.meta.checksum.clone();
+        m.detected_type = src.meta.detected_type.clone();
         m
     } else {
         let mut m = src.meta.clone();
@@ -203,36 +342,43 @@ pub async fn copy_object(
         m
     };
     meta.last_modified = crate::db::now_millis();
-    let staged = match src.body {
-        Stored::Inline(bytes) => Staged::Inline(bytes),
-        body => {
-            let segments = body_segments(&body, 0, src.meta.size);
-            Staged::Temp(
-                app.store
-                    .copy_segments(segments, false)
-                    .await
-                    .map(|(t, _)| t)
-                    .map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            S3Error::no_such_key(&src_key)
-                        } else {
-                            S3Error::from(e)
-                        }
-                    })?,
-            )
+    // Tags have their own directive, independent of the metadata's.
+    meta.tagging = match req.header("x-amz-tagging-directive") {
+        None | Some("COPY") => src.meta.tagging.clone(),
+        Some("REPLACE") => req.header("x-amz-tagging").map(str::to_owned),
+        Some(other) => {
+            return Err(S3Error::invalid_argument(
+                "Unknown tagging directive.",
+                "x-amz-tagging-directive",
+                other,
+            ));
         }
     };
+    // A bucket that verifies types holds copies to it too.
+    if dest.record.verify_type {
+        copy::check_type(&meta)?;
+    }
+    let mut hold = quota::reserve_object(
+        &app.db,
+        dest.record.quota,
+        req.bucket(),
+        req.key(),
+        Size::Exact(meta.size),
+        None,
+    )
+    .await?;
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
     let origin = app.events.origin(Kind::Copy, caller.principal());
-    write::commit(
+    copy::object(
         &app.db,
         &app.store,
+        &src_key,
+        src,
         req.bucket(),
         req.key(),
         meta,
-        staged,
-        WriteCondition::default(),
+        &mut hold,
         origin,
     )
     .await?;
@@ -252,6 +398,15 @@ pub(super) async fn copy_source(
     caller: &Caller,
 ) -> S3Result<(String, String, ObjectRecord)> {
     let source = req.header("x-amz-copy-source").unwrap_or_default();
+    let version = source
+        .split_once('?')
+        .map(|(_, q)| super::parse_query(q))
+        .and_then(|q| {
+            q.into_iter()
+                .find(|(k, _)| k == "versionId")
+                .map(|(_, v)| v)
+        });
+    check_version_id(version.as_deref())?;
     let decoded = percent_encoding::percent_decode_str(source.split('?').next().unwrap_or(""))
         .decode_utf8_lossy()
         .into_owned();
@@ -267,46 +422,46 @@ pub(super) async fn copy_source(
         ));
     };
     let (src_bucket, src_key) = (src_bucket.to_owned(), src_key.to_owned());
-    // Reading the source needs read permission on its bucket.
-    let who = caller.access_key().unwrap_or_default().to_owned();
-    let (sb, sk) = (src_bucket.clone(), src_key.clone());
-    let (bucket_row, source_obj) = app
-        .db
-        .read(move |c| {
-            Ok((
-                crate::db::buckets::get_with_grant(c, &sb, &who)?,
-                objects::get(c, &sb, &sk, true)?,
-            ))
-        })
-        .await?;
-    let Some((src_record, grant)) = bucket_row else {
-        return Err(S3Error::no_such_bucket(&src_bucket));
-    };
-    let can_read = caller.is_admin()
-        || caller.access_key() == Some(src_record.owner.as_str())
-        || grant.is_some_and(|g| g.can_read());
-    if !can_read {
-        return Err(S3Error::access_denied());
-    }
-    let Some(src) = source_obj else {
-        return Err(S3Error::no_such_key(&src_key));
-    };
+    // The source's owner may be asserted, like the destination's.
+    let expected_owner = req.header("x-amz-source-expected-bucket-owner");
+    let src = copy::source(&app.db, caller.who(), expected_owner, &src_bucket, &src_key).await?;
     Ok((src_bucket, src_key, src))
 }
 
+/// The `x-amz-copy-source-if-*` conditions on the source, each failing with 412, in S3's order:
+/// a true `if-match` overrides a false `if-unmodified-since`, and a false `if-none-match`
+/// (the ETag matches) fails even when `if-modified-since` is true. Unparseable dates are ignored.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html#API_CopyObject_RequestSyntax>
 pub(super) fn check_copy_conditions(req: &S3Request, src: &ObjectRecord) -> S3Result<()> {
     let failed = |c: &str| S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", c);
-    if let Some(m) = req.header("x-amz-copy-source-if-match")
-        && !write::etag_matches(m, &src.meta.etag)
+    let modified_secs = src.meta.last_modified / 1000;
+    let date = |name: &str| header_date_secs(req, name);
+    if let Some(m) = req.header("x-amz-copy-source-if-match") {
+        if !write::etag_matches(m, &src.meta.etag) {
+            return Err(failed("x-amz-copy-source-If-Match"));
+        }
+    } else if let Some(since) = date("x-amz-copy-source-if-unmodified-since")
+        && modified_secs > since
     {
-        return Err(failed("x-amz-copy-source-If-Match"));
+        return Err(failed("x-amz-copy-source-If-Unmodified-Since"));
     }
-    if let Some(m) = req.header("x-amz-copy-source-if-none-match")
-        && write::etag_matches(m, &src.meta.etag)
+    if let Some(m) = req.header("x-amz-copy-source-if-none-match") {
+        if write::etag_matches(m, &src.meta.etag) {
+            return Err(failed("x-amz-copy-source-If-None-Match"));
+        }
+    } else if let Some(since) = date("x-amz-copy-source-if-modified-since")
+        && modified_secs <= since
     {
-        return Err(failed("x-amz-copy-source-If-None-Match"));
+        return Err(failed("x-amz-copy-source-If-Modified-Since"));
     }
     Ok(())
+}
+
+/// An HTTP-date header as Unix seconds (`None` when absent or unparseable, which S3 ignores).
+fn header_date_secs(req: &S3Request, name: &str) -> Option<i64> {
+    let t = httpdate::parse_http_date(req.header(name)?).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
 }
 
 /// GetObject and HeadObject (`with_body` false).
@@ -378,26 +533,46 @@ async fn respond_object(
             Err(S3Error::code(S3ErrorCode::PreconditionFailed).with("Condition", "If-Match"))
         });
     }
-    let range = match req.header(header::RANGE) {
-        Some(r) => match parse_range(r, meta.size) {
-            Ok(range) => range,
+    if let Err(e) = check_version_id(req.param("versionId")) {
+        return Ok(Err(e));
+    }
+    let part = match requested_part(req, &obj) {
+        Ok(part) => part,
+        Err(e) => return Ok(Err(e)),
+    };
+    let range = match (&part, req.header(header::RANGE)) {
+        (Some(_), Some(_)) => {
+            return Ok(Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter",
+            )));
+        }
+        (Some(part), None) => part.range,
+        (None, Some(r)) => match parse_range(r, meta.size) {
+            Ok(range) => range.map(|(start, end)| (start, end + 1 - start)),
             Err(e) => return Ok(Err(e)),
         },
-        None => None,
+        (None, None) => None,
     };
     let mut headers = HeaderMap::new();
     if let Err(e) = object_response_headers(&mut headers, req, caller, &obj, range.is_none()) {
         return Ok(Err(e));
     }
     guard_active_content(&mut headers, active_content);
+    if let Some(count) = part.and_then(|p| p.count) {
+        set_named(&mut headers, "x-amz-mp-parts-count", &count.to_string());
+    }
     let (status, start, len) = match range {
-        Some((start, end)) => {
-            set(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &format!("bytes {start}-{end}/{}", meta.size),
-            );
-            (StatusCode::PARTIAL_CONTENT, start, end + 1 - start)
+        Some((start, len)) => {
+            if len > 0 {
+                let end = start + len - 1;
+                set(
+                    &mut headers,
+                    header::CONTENT_RANGE,
+                    &format!("bytes {start}-{end}/{}", meta.size),
+                );
+            }
+            (StatusCode::PARTIAL_CONTENT, start, len)
         }
         None => (StatusCode::OK, 0, meta.size),
     };
@@ -410,17 +585,62 @@ async fn respond_object(
             let end = (start + len) as usize;
             Body::from(bytes.get(start as usize..end).unwrap_or_default().to_vec())
         }
-        stored => match app
-            .store
-            .stream_segments(body_segments(&stored, start, len))
-            .await
-        {
+        stored => match crate::objects::read::stream(&app.store, &stored, start, len).await {
             Ok(stream) => Body::from_stream(stream),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Retry),
             Err(e) => return Ok(Err(S3Error::internal(e))),
         },
     };
     Ok(Ok((status, headers, body).into_response()))
+}
+
+/// `versionId` on a read or a copy source. postgate keeps no versions: an object's only version
+/// is S3's `null` version (as in a bucket that never had versioning), and any other id is 404
+/// NoSuchVersion rather than silently the current object.
+fn check_version_id(version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        None | Some("null") => Ok(()),
+        Some(other) => Err(S3Error::code(S3ErrorCode::NoSuchVersion).with("VersionId", other)),
+    }
+}
+
+/// The part a GetObject/HeadObject `partNumber` selects.
+struct PartRead {
+    /// `(start, len)` of the part's bytes; `None`: the whole object (part 1 of an object that was
+    /// not uploaded in parts).
+    range: Option<(u64, u64)>,
+    /// How many parts the object has (`x-amz-mp-parts-count`), for a multipart object.
+    count: Option<usize>,
+}
+
+/// `partNumber` on a read: the n-th part of a completed multipart upload (in the order the
+/// completion listed them), or, as S3 answers for an object uploaded whole, part 1 is the whole
+/// object. A number past the last part is 416 InvalidPartNumber.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax>
+fn requested_part(req: &S3Request, obj: &ObjectRecord) -> S3Result<Option<PartRead>> {
+    let Some(raw) = req.param("partNumber") else {
+        return Ok(None);
+    };
+    let n = super::PartNumber(raw.to_owned()).get()? as usize;
+    let beyond = || S3Error::code(S3ErrorCode::InvalidPartNumber).with("PartNumberRequested", raw);
+    match &obj.body {
+        Stored::Parts(parts) => {
+            let Some((_, len)) = parts.get(n - 1) else {
+                return Err(beyond());
+            };
+            let start = parts[..n - 1].iter().map(|(_, size)| size).sum();
+            Ok(Some(PartRead {
+                range: Some((start, *len)),
+                count: Some(parts.len()),
+            }))
+        }
+        _ if n == 1 => Ok(Some(PartRead {
+            range: None,
+            count: None,
+        })),
+        _ => Err(beyond()),
+    }
 }
 
 /// RFC 7232 order, as S3 applies it: If-Match, then If-Unmodified-Since (only without If-Match)
@@ -431,11 +651,7 @@ fn evaluate_conditions(
     last_modified: i64,
 ) -> S3Result<Option<StatusCode>> {
     let modified_secs = last_modified / 1000;
-    let date = |name: HeaderName| -> Option<i64> {
-        let v = req.header(name)?;
-        let t = httpdate::parse_http_date(v).ok()?;
-        Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
-    };
+    let date = |name: HeaderName| header_date_secs(req, name.as_str());
     if let Some(m) = req.header(header::IF_MATCH) {
         if !write::etag_matches(m, etag) {
             return Ok(Some(StatusCode::PRECONDITION_FAILED));
@@ -537,6 +753,10 @@ fn object_response_headers(
         let count = tags.split('&').filter(|t| !t.is_empty()).count();
         set_named(headers, "x-amz-tagging-count", &count.to_string());
     }
+    // What the first bytes showed at upload, whatever the declared Content-Type says.
+    if let Some(found) = &m.detected_type {
+        set_named(headers, "x-postgate-detected-type", found);
+    }
     if whole
         && req
             .header("x-amz-checksum-mode")
@@ -548,7 +768,12 @@ fn object_response_headers(
             &format!("x-amz-checksum-{}", algo.to_ascii_lowercase()),
             value,
         );
-        set_named(headers, "x-amz-checksum-type", "FULL_OBJECT");
+        // A multipart object's checksum is of its parts' checksums: `<base64>-<parts>`.
+        let kind = match value.contains('-') {
+            true => "COMPOSITE",
+            false => "FULL_OBJECT",
+        };
+        set_named(headers, "x-amz-checksum-type", kind);
     }
     // Presigned and signed GETs may override response headers; anonymous ones may not.
     let overrides = [
@@ -623,7 +848,31 @@ fn is_passive_type(content_type: Option<&str>) -> bool {
     }
 }
 
+/// Conditional deletes (S3, 2024: `If-Match`, `x-amz-if-match-last-modified-time`,
+/// `x-amz-if-match-size`) are not checked by postgate: refused with 501 rather than ignored,
+/// since ignoring one would delete an object the client meant to keep.
+fn refuse_conditional_delete(
+    present: impl IntoIterator<Item = (&'static str, bool)>,
+) -> S3Result<()> {
+    match present.into_iter().find(|(_, set)| *set) {
+        Some((header, _)) => Err(S3Error::new(
+            S3ErrorCode::NotImplemented,
+            "Conditional deletes are not implemented by postgate.",
+        )
+        .with("Header", header)),
+        None => Ok(()),
+    }
+}
+
 pub async fn delete_object(app: &AppState, req: &S3Request, caller: &Caller) -> S3Result<Response> {
+    refuse_conditional_delete(
+        [
+            "if-match",
+            "x-amz-if-match-last-modified-time",
+            "x-amz-if-match-size",
+        ]
+        .map(|h| (h, req.headers.contains_key(h))),
+    )?;
     let origin = app.events.origin(Kind::Delete, caller.principal());
     delete::one(&app.db, &app.store, req.bucket(), req.key(), origin).await?;
     Ok(empty(StatusCode::NO_CONTENT))
@@ -649,6 +898,13 @@ pub async fn delete_objects(
     if doc.objects.is_empty() || doc.objects.len() > 1000 {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));
     }
+    refuse_conditional_delete(doc.objects.iter().flat_map(|o| {
+        [
+            ("ETag", o.etag.is_some()),
+            ("LastModifiedTime", o.last_modified_time.is_some()),
+            ("Size", o.size.is_some()),
+        ]
+    }))?;
     let quiet = doc.quiet.unwrap_or(false);
     let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
     let origin = app.events.origin(Kind::Delete, caller.principal());
@@ -709,19 +965,6 @@ pub async fn put_object_acl(
         return Err(S3Error::no_such_key(req.key()));
     }
     Ok(empty(StatusCode::OK))
-}
-
-/// The blob segments holding bytes `start..start + len` of a stored body.
-pub fn body_segments(body: &Stored, start: u64, len: u64) -> Vec<crate::store::Segment> {
-    match body {
-        Stored::Blob(id) => vec![crate::store::Segment {
-            blob: id.clone(),
-            offset: start,
-            len,
-        }],
-        Stored::Parts(parts) => crate::store::segments_of(parts, start, len),
-        Stored::Inline(_) | Stored::NotLoaded => Vec::new(),
-    }
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -18,13 +18,13 @@ use super::{S3Request, empty};
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::buckets::BucketRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::access;
 use crate::objects::write::{self, Expected, ObjectHeaders, WriteCondition};
+use crate::objects::{access, quota};
 use crate::policy::{
     self, ContentLengthRange, FormFields, PostAuth, SizeViolation, SuccessActionStatus,
 };
+use crate::sniff::Sniffer;
 use crate::state::AppState;
-use crate::store::Hashes;
 
 /// AWS's cap on the form data before the file (fields plus their part headers).
 pub const MAX_PRE_DATA: usize = 20 * 1024;
@@ -205,6 +205,7 @@ where
         Signer::Anonymous => ContentLengthRange::default(),
     };
     let key = fields.get("key").unwrap_or_default().to_owned();
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
     crate::names::validate_key(&key)?;
 
     // A body whose length proves the file cannot fit is answered before it is read. The same
@@ -240,6 +241,14 @@ where
         }
         None => None,
     };
+    // Verification, opt-in three ways: the bucket's setting, the link's, or the form's field
+    // (which a signed policy covers like any other: a policy that pins it to `on` cannot be
+    // posted without it).
+    let verify_type = record.verify_type
+        || link.as_ref().is_some_and(|l| l.verify_type)
+        || fields
+            .get(crate::sniff::VERIFY_TYPE_FIELD)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("on"));
     let target = Target {
         bucket: &bucket,
         key: &key,
@@ -255,6 +264,11 @@ where
                     .then(|| fields.get(crate::links::LINK_META_FIELD).map(str::to_owned))
                     .flatten(),
             ),
+        quota: record.quota,
+        link_id: link
+            .as_ref()
+            .and_then(|_| fields.get(crate::links::LINK_META_FIELD)),
+        verify_type,
     };
     let result = store_upload(app, req, &fields, target, file).await;
     let Some(slot) = link else { return result };
@@ -406,6 +420,11 @@ struct Target<'a> {
     create_only: bool,
     /// The event this upload makes (who signed, through which link).
     origin: crate::events::Origin,
+    /// The bucket's quota, and the upload link the form counts against (its total).
+    quota: crate::db::quota::Quota,
+    link_id: Option<&'a str>,
+    /// The file's bytes must match its declared Content-Type (`sniff::check`).
+    verify_type: bool,
 }
 
 /// Streams the file into the store and commits it; answers as the form asked.
@@ -426,32 +445,57 @@ async fn store_upload(
         checksum: algo.clone(),
         ..Expected::default()
     };
-    let hashes = Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let hashes = write::Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let sniff = Sniffer::new(headers.content_type.as_deref(), target.verify_type);
+    // The file's size is only bounded (by the body's length and the policy): the room held
+    // under a quota is what may come, and the file is read against the room there is.
+    let bound = target.size_hint.map_or(range.max(), |hint| {
+        (hint + EARLY_REJECT_MARGIN).min(range.max())
+    });
+    let mut hold = quota::reserve_object(
+        &app.db,
+        target.quota,
+        target.bucket,
+        target.key,
+        quota::Size::AtMost(bound),
+        target.link_id,
+    )
+    .await?;
     let stream = file.map_err(S3Error::from);
-    let ingested = app
-        .store
-        .ingest(stream, range.max(), app.config.inline_max_bytes, hashes)
-        .await
-        .map_err(|e| match e {
-            crate::store::IngestError::TooLarge { seen } => {
+    let ingested = write::receive(
+        &app.store,
+        stream,
+        hold.limit(range.max()),
+        app.config.inline_max_bytes,
+        hashes,
+        sniff,
+    )
+    .await
+    .map_err(|e| match e {
+        write::IngestError::TooLarge { seen } => hold
+            .passed(range.max())
+            .map(S3Error::from)
+            .unwrap_or_else(|| {
                 S3Error::from(SizeViolation::TooLarge {
                     proposed_size: seen.max(target.size_hint.unwrap_or(0)),
                     max_size_allowed: range.max(),
                 })
-            }
-            other => S3Error::from_ingest(other, range.max()),
-        })?;
+            }),
+        other => S3Error::from_ingest(other, range.max()),
+    })?;
     range.check(ingested.size).map_err(S3Error::from)?;
     expected.verify(&ingested, None)?;
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(ingested.size, etag.clone(), target.owner.to_owned());
+    meta.detected_type = ingested.detected.map(str::to_owned);
     meta.checksum = algo
         .as_ref()
         .zip(ingested.digests.checksum.clone())
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
     let (bucket, key) = (target.bucket, target.key);
-    write::commit(
+    let detected = meta.detected_type.clone();
+    write::commit_reserved(
         &app.db,
         &app.store,
         bucket,
@@ -462,10 +506,16 @@ async fn store_upload(
             if_none_match_any: target.create_only,
             ..WriteCondition::default()
         },
+        &mut hold,
         target.origin,
     )
     .await?;
-    Ok(success(app, req, fields, bucket, key, &etag))
+    let mut res = success(app, req, fields, bucket, key, &etag);
+    // What the first bytes showed, for the page or app that posted the form.
+    if let Some(v) = detected.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        res.headers_mut().insert("x-postgate-detected-type", v);
+    }
+    Ok(res)
 }
 
 /// Who signed the form, with the policy they signed.
@@ -500,8 +550,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     let auth = policy::parse_post_auth(fields, &app.config.region).map_err(S3Error::from)?;
     let (access_key, sig) = match &auth {
         PostAuth::Anonymous => {
-            // Without a policy only a public-write bucket takes uploads, as S3 does.
-            if bucket.acl != "public-read-write" {
+            if !access::may_post_anonymously(bucket) {
                 return Err(S3Error::access_denied());
             }
             return Ok(Signer::Anonymous);

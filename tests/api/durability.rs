@@ -1,18 +1,18 @@
 //! What survives disconnects, concurrency, crashes and restarts; the operator CLI.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use postgate::policy::{KeySpec, PostPolicyRequest, issue};
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use time::OffsetDateTime;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::helpers::{
-    ADMIN_AK, ADMIN_SK, Creds, REGION, Resp, blob_files, md5_hex, pattern, poll_until, req_to,
-    send_partial, spawn_app, spawn_app_in, tmp_files, xml_blocks, xml_tag,
+    ADMIN_AK, ADMIN_SK, Creds, REGION, Resp, ServerProcess, blob_files, md5_hex, pattern,
+    poll_until, req_to, send_partial, spawn_app, spawn_app_in, start_process, tmp_files,
+    xml_blocks, xml_tag,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,17 +102,7 @@ async fn concurrent_puts_and_gets_see_whole_versions_only() {
 }
 
 /// A `postgate serve` subprocess on `dir`.
-struct Server {
-    child: Child,
-    base: String,
-    host: String,
-    http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+type Server = ServerProcess;
 
 async fn start_server(dir: &Path) -> Server {
     start(Command::new(env!("CARGO_BIN_EXE_postgate")), dir).await
@@ -133,51 +123,8 @@ async fn start_server_on_tmpfs(dir: &Path, size: &str) -> Server {
 }
 
 /// Runs `cmd serve --data-dir dir --addr ...` and waits until it answers its health check.
-async fn start(mut cmd: Command, dir: &Path) -> Server {
-    let port = free_port();
-    let host = format!("127.0.0.1:{port}");
-    let child = cmd
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--addr")
-        .arg(&host)
-        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
-        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
-        .env("POSTGATE_LOG", "warn")
-        .env_remove("POSTGATE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut server = Server {
-        child,
-        base: format!("http://{host}"),
-        host,
-        http: reqwest::Client::new(),
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(res) = server
-            .http
-            .get(format!("{}/-/health", server.base))
-            .send()
-            .await
-            && res.status() == 200
-        {
-            return server;
-        }
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("server exited before it was ready: {status}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+async fn start(cmd: Command, dir: &Path) -> Server {
+    start_process(cmd, dir, "warn", Duration::from_secs(20)).await
 }
 
 impl Server {

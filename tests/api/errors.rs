@@ -66,7 +66,7 @@ async fn no_such_key_is_404_with_key() {
 #[tokio::test]
 async fn unknown_sub_resource_is_not_implemented() {
     let app = app_with_bucket().await;
-    for q in ["lifecycle", "policy", "website", "tagging"] {
+    for q in ["replication", "policy", "website", "tagging"] {
         app.req(Method::GET, "/errs")
             .query(q)
             .send()

@@ -720,3 +720,90 @@ async fn kill_9_between_commit_and_delivery_still_delivers_after_restart() {
     assert_eq!(got[0].record()["s3"]["object"]["key"], "acked");
     assert_eq!(got[0].record()["s3"]["object"]["eTag"], md5_hex(b"durable"));
 }
+
+/// The lifecycle sweeper's deletions are events too, under S3's name for them
+/// (`LifecycleExpiration:Delete`), in the sweep's own transaction; `s3:ObjectRemoved:*` does not
+/// ask for them (as in S3), `s3:LifecycleExpiration:*` does. A created object's record carries
+/// the type its bytes showed (`detectedType`).
+#[tokio::test]
+async fn expiry_by_the_lifecycle_sweeper_sends_lifecycle_expiration_delete() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    declare(&app, "hook", &receiver.url).await;
+    app.create_bucket("evlc").await;
+    let xml = notification_xml(
+        "arn:postgate:sqs::hook:webhook",
+        &[
+            "s3:ObjectCreated:*",
+            "s3:ObjectRemoved:*",
+            "s3:LifecycleExpiration:*",
+        ],
+        None,
+    );
+    app.req(Method::PUT, "/evlc")
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    let rules = r#"<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Rule><ID>tmp</ID><Filter><Prefix>tmp/</Prefix></Filter><Status>Enabled</Status>
+    <Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>"#;
+    app.req(Method::PUT, "/evlc")
+        .query("lifecycle")
+        .header("content-md5", &content_md5(rules.as_bytes()))
+        .body(rules.to_owned())
+        .send()
+        .await
+        .assert_status(200);
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.extend_from_slice(&[0; 64]);
+    app.put_object("evlc", "tmp/a.png", png).await;
+    let day = Duration::from_millis(300);
+    tokio::time::sleep(day + Duration::from_millis(100)).await;
+    let swept = postgate::objects::lifecycle::sweep(
+        &app.state.db,
+        &app.state.store,
+        Some(day),
+        &app.state.lifecycle_origin(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept.objects, 1);
+    let got = receiver.wait_for(2).await;
+    let created = got[0].record();
+    assert_eq!(created["eventName"], "ObjectCreated:Put");
+    assert_eq!(created["s3"]["object"]["detectedType"], "image/png");
+    let expired = got[1].record();
+    assert_eq!(expired["eventName"], "LifecycleExpiration:Delete");
+    assert_eq!(expired["s3"]["object"]["key"], "tmp/a.png");
+    assert!(expired["s3"]["object"].get("size").is_none());
+
+    // A bucket that asks for removals only hears of DeleteObject, not of expiry.
+    let only_removed = bucket_with_receiver(&app, "evlc2").await;
+    app.req(Method::PUT, "/evlc2")
+        .query("lifecycle")
+        .header("content-md5", &content_md5(rules.as_bytes()))
+        .body(rules.to_owned())
+        .send()
+        .await
+        .assert_status(200);
+    app.put_object("evlc2", "tmp/b", b"b".to_vec()).await;
+    tokio::time::sleep(day + Duration::from_millis(100)).await;
+    let swept = postgate::objects::lifecycle::sweep(
+        &app.state.db,
+        &app.state.store,
+        Some(day),
+        &app.state.lifecycle_origin(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept.objects, 1);
+    app.put_object("evlc2", "after", b"x".to_vec()).await;
+    let got = only_removed.wait_for(2).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|r| r.record()["eventName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ObjectCreated:Put", "ObjectCreated:Put"]);
+}

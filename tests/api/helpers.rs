@@ -801,3 +801,85 @@ pub async fn send_partial(
     stream.write_all(&p.body[..send]).await.unwrap();
     stream.flush().await.unwrap();
 }
+
+/// A free port on 127.0.0.1 for a server started as a process of its own.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Adds `serve --data-dir DIR --addr HOST` and the admin key to `cmd`: the `postgate` binary, or a
+/// wrapper (`unshare`, crashfs) whose last words run it. For the tests that kill the server (the
+/// durability tests, the crash loop, the power-loss test) and the soak, which run it as a process.
+pub fn serve_args(cmd: &mut tokio::process::Command, dir: &Path, host: &str, log: &str) {
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--addr")
+        .arg(host)
+        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
+        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
+        .env("POSTGATE_LOG", log)
+        .env_remove("POSTGATE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+}
+
+/// Waits until the server at `base` answers its health check; panics if `child` exits first or
+/// `within` passes.
+pub async fn wait_ready(
+    http: &reqwest::Client,
+    base: &str,
+    child: &mut tokio::process::Child,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(res) = http.get(format!("{base}/-/health")).send().await
+            && res.status() == 200
+        {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("server exited before it was ready: {status}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A `postgate serve` process of its own, with a client for it.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+    pub host: String,
+    pub http: reqwest::Client,
+}
+
+/// Starts `cmd` (see `serve_args`) on `dir` at a free port, its stderr shown, killed on drop, and
+/// waits until it is ready.
+pub async fn start_process(
+    mut cmd: tokio::process::Command,
+    dir: &Path,
+    log: &str,
+    within: Duration,
+) -> ServerProcess {
+    let host = format!("127.0.0.1:{}", free_port());
+    serve_args(&mut cmd, dir, &host, log);
+    let child = cmd
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut server = ServerProcess {
+        child,
+        base: format!("http://{host}"),
+        host,
+        http: reqwest::Client::new(),
+    };
+    wait_ready(&server.http, &server.base, &mut server.child, within).await;
+    server
+}

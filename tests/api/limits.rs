@@ -654,3 +654,47 @@ async fn ten_times_more_clients_than_the_limit_wait_and_the_admitted_keep_being_
         assert!(got.body[..] == body[..], "crowd-{i} stored whole");
     }
 }
+
+/// The open-file limit is raised to its maximum at start, and the connection cap is derived from
+/// what was granted: a server started under a soft limit of 1,024 (the usual default) holds
+/// 3,000 idle keep-alive connections (6,000 descriptors in this one process) and still serves a
+/// new client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_file_limit_is_raised_and_idle_connections_do_not_lock_out_new_clients() {
+    use rlimit::Resource;
+    let (_, hard) = Resource::NOFILE.get().unwrap();
+    if hard < 8192 {
+        eprintln!("skipped: the hard open-file limit ({hard}) is too low for 3,000 connections");
+        return;
+    }
+    Resource::NOFILE.set(1024, hard).unwrap();
+    let s = server(|_| {}).await;
+    // The serve loop raises the limit as it starts.
+    assert!(
+        poll_until(Duration::from_secs(10), || Resource::NOFILE
+            .get()
+            .is_ok_and(|(soft, _)| soft == hard))
+        .await,
+        "the soft open-file limit stayed at {:?}",
+        Resource::NOFILE.get()
+    );
+    let mut idle = Vec::with_capacity(3000);
+    for _ in 0..3000 {
+        let mut c = s.connect().await;
+        c.write_all(format!("GET /-/health HTTP/1.1\r\nhost: {}\r\n\r\n", s.host).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut c).await.status, 200);
+        idle.push(c);
+    }
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.req(Method::PUT, &obj("open", "after-idle"))
+            .body(b"still served".to_vec())
+            .send(),
+    )
+    .await
+    .expect("a new client waited behind idle connections");
+    assert_eq!(res.status, 200);
+    drop(idle);
+}

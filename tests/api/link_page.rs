@@ -360,3 +360,233 @@ async fn links_api_checks_permission_ownership_and_input() {
     assert_eq!(res.status, 404);
     assert_eq!(json["error"]["code"], "NoSuchBucket");
 }
+
+/// The page at `/-/u/{token}` with an `Accept-Language` header (or none): status, headers, HTML.
+async fn page_in(
+    app: &TestApp,
+    token: &str,
+    lang: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = app.http.get(format!("{}/-/u/{token}", app.base));
+    if let Some(l) = lang {
+        req = req.header("accept-language", l);
+    }
+    let res = req.send().await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    (status, headers, res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_page_speaks_the_visitors_language() {
+    let app = spawn_app().await;
+    app.create_bucket("langs").await;
+    let link = create_link(&app, "langs", Some(3)).await;
+
+    // French first, by quality, and a regional tag falls back to its language.
+    for header in [
+        "fr-CA",
+        "de-DE, fr;q=0.8, en;q=0.5",
+        "en;q=0.3, fr-BE;q=0.9",
+    ] {
+        let (status, headers, html) = page_in(&app, &link.token, Some(header)).await;
+        assert_eq!(status, 200, "{header}");
+        assert!(html.contains("<html lang=\"fr\">"), "{header}");
+        assert_eq!(headers["content-language"], "fr");
+        assert!(
+            headers["vary"]
+                .to_str()
+                .unwrap()
+                .contains("Accept-Language")
+        );
+        assert!(html.contains("<h1>Envoyer des fichiers</h1>"), "{header}");
+        assert!(html.contains("3 fichiers de plus acceptés"));
+        assert!(html.contains(">Envoyer</button>"));
+        assert!(html.contains("Ce lien expire "));
+        assert!(!html.contains("Upload files") && !html.contains("more files accepted"));
+        // The script's words, French, in the form (HTML-escaped JSON).
+        let i18n = html.split("data-i18n=\"").nth(1).unwrap();
+        let i18n = i18n.split('"').next().unwrap().replace("&#34;", "\"");
+        let words: serde_json::Value = serde_json::from_str(&i18n).unwrap();
+        assert_eq!(words["status.cancelled"], "Annulé : rien n’a été conservé.");
+        assert_eq!(words["upload_n"]["other"], "Envoyer {n} fichiers");
+    }
+    // Nothing it speaks (or no header): English.
+    for header in [None, Some("de, es;q=0.5"), Some("fr;q=0, de")] {
+        let (_, headers, html) = page_in(&app, &link.token, header).await;
+        assert!(html.contains("<html lang=\"en\">"), "{header:?}");
+        assert_eq!(headers["content-language"], "en");
+        assert!(html.contains("<h1>Upload files</h1>") && html.contains("3 more files accepted"));
+    }
+
+    // Error pages too: a revoked link, an unknown one, the no-script "received" page.
+    let token = link.token.clone();
+    app.state
+        .db
+        .write(move |c| postgate::db::links::revoke(c, &token))
+        .await
+        .unwrap();
+    let (status, _, html) = page_in(&app, &link.token, Some("fr")).await;
+    assert_eq!(status, 410);
+    assert!(html.contains("Lien indisponible") && html.contains("Ce lien d’envoi a été révoqué."));
+    // The page's script asks for a policy per file: the refusal it shows is French too.
+    let res = app
+        .http
+        .get(format!("{}/-/u/{}/policy", app.base, link.token))
+        .header("accept-language", "fr")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 410);
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(json["error"]["message"], "Ce lien d’envoi a été révoqué.");
+    let (status, _, html) = page_in(&app, "no-such-token", Some("fr-FR")).await;
+    assert_eq!(status, 404);
+    assert!(html.contains("Ce lien d’envoi n’existe pas."), "{html}");
+    let res = app
+        .http
+        .get(format!(
+            "{}/-/u/{}/done?bucket=b&key=k&etag=e",
+            app.base, link.token
+        ))
+        .header("accept-language", "fr")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.text().await.unwrap().contains("<h1>Fichier reçu</h1>"));
+}
+
+#[tokio::test]
+async fn the_expiry_is_a_time_element_with_a_utc_fallback() {
+    let app = spawn_app().await;
+    app.create_bucket("times").await;
+    let link = create_link(&app, "times", None).await;
+    let at = time::OffsetDateTime::from_unix_timestamp(link.expires_at / 1000).unwrap();
+    let iso = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (_, _, html) = page_in(&app, &link.token, None).await;
+    // The exact instant for the script (which shows it in the visitor's zone and words), and
+    // the date in words, UTC, for a page without script.
+    let datetime = html
+        .split("<time datetime=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a <time datetime> on the page");
+    let parsed =
+        time::OffsetDateTime::parse(datetime, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    assert_eq!(
+        parsed.unix_timestamp(),
+        at.unix_timestamp(),
+        "{datetime} vs {}",
+        iso(at)
+    );
+    let months = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let words = format!(
+        "on {} {} {}, {:02}:{:02} UTC",
+        at.day(),
+        months[u8::from(at.month()) as usize - 1],
+        at.year(),
+        at.hour(),
+        at.minute()
+    );
+    assert!(
+        html.contains(&format!(
+            "This link expires <time datetime=\"{datetime}\" title=\"{words}\">{words}</time>."
+        )),
+        "{html}"
+    );
+    assert!(!html.contains("GMT"));
+}
+
+/// A server whose page sends files above `threshold` in parts of `part_size` (the
+/// `--link-multipart-threshold` and `--link-part-size` settings): its base URL and state.
+async fn spawn_with_link_parts(
+    threshold: u64,
+    part_size: u64,
+) -> (
+    String,
+    postgate::AppState,
+    tempfile::TempDir,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = postgate::Config::for_data_dir(dir.path());
+    config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
+    config.link_uploads = postgate::config::LinkUploads {
+        multipart_threshold: threshold,
+        part_size,
+    };
+    let (state, _) = postgate::AppState::open(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(postgate::serve(listener, state.clone(), async move {
+        stop_rx.await.ok();
+    }));
+    (base, state, dir, stop)
+}
+
+#[tokio::test]
+async fn the_pages_multipart_threshold_and_part_size_are_settings() {
+    let (base, state, _dir, _stop) = spawn_with_link_parts(5 << 20, 5 << 20).await;
+    let http = reqwest::Client::new();
+    let host = base.trim_start_matches("http://").to_owned();
+    req_to(&base, &host, &http, reqwest::Method::PUT, "/parts")
+        .send()
+        .await
+        .assert_status(200);
+    let mut link = postgate::links::new_link(
+        "parts",
+        "in/",
+        20 << 20,
+        None,
+        Some(2),
+        std::time::Duration::from_secs(3600),
+        ADMIN_AK,
+    );
+    link.max_size = 20 << 20;
+    let l = link.clone();
+    state
+        .db
+        .write(move |c| postgate::db::links::insert(c, &l))
+        .await
+        .unwrap();
+    let html = http
+        .get(format!("{base}/-/u/{}", link.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("data-multipart-threshold=\"5242880\""),
+        "{html}"
+    );
+    let body = serde_json::json!({"filename": "v.bin", "size": 12 << 20, "content_type": "application/octet-stream"});
+    let res = http
+        .post(format!("{base}/-/u/{}/uploads", link.token))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let started: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(started["part_size"], 5 << 20, "{started}");
+    assert_eq!(started["part_count"], 3, "{started}");
+}

@@ -514,3 +514,175 @@ async fn json_logs_carry_one_access_line_per_request_without_secrets() {
     assert!(!all.contains(&signature), "a signature is in the log");
     assert!(!all.contains("Signature="), "a query string is in the log");
 }
+
+/// The access-log line of the request whose response carried `res`'s request id.
+async fn access_line(proc: &Proc, res: &Resp) -> serde_json::Value {
+    let id = res.header("x-amz-request-id").unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = log_lines(proc)
+            .into_iter()
+            .find(|l| l["target"] == "postgate::access" && l["request_id"] == id.as_str())
+        {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "no access line for {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn link_uppy_and_api_routes_log_bucket_key_signer_and_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{host}");
+    let proc = spawn_binary(dir.path(), &host).await;
+    let http = reqwest::Client::new();
+    req_to(&base, &host, &http, Method::PUT, "/linklog")
+        .send()
+        .await
+        .assert_status(200);
+    let bearer = format!("Bearer {ADMIN_AK}:{ADMIN_SK}");
+    let call = |method: Method, path: &str, auth: bool, body: Option<serde_json::Value>| {
+        let mut req = http.request(method, format!("{base}{path}"));
+        if auth {
+            req = req.header("authorization", &bearer);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        async move { Resp::read(req.send().await.unwrap()).await }
+    };
+
+    // JSON API: the caller's key and the bucket; the new link's id.
+    let created = call(
+        Method::POST,
+        "/-/api/links",
+        true,
+        Some(serde_json::json!({"bucket": "linklog", "prefix": "in/"})),
+    )
+    .await;
+    created.assert_status(201);
+    let link: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+    let id = link["id"].as_str().unwrap().to_owned();
+    let token = link["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let line = access_line(&proc, &created).await;
+    assert_eq!(line["operation"], "api");
+    assert_eq!(line["bucket"], "linklog");
+    assert_eq!(line["access_key"], ADMIN_AK);
+    assert_eq!(line["link"], id.as_str());
+    let policy = call(
+        Method::POST,
+        "/-/api/presign/post",
+        true,
+        Some(serde_json::json!({"bucket": "linklog", "key": "api/k.txt"})),
+    )
+    .await;
+    policy.assert_status(200);
+    let line = access_line(&proc, &policy).await;
+    assert_eq!(
+        (&line["bucket"], &line["key"], &line["access_key"]),
+        (&"linklog".into(), &"api/k.txt".into(), &ADMIN_AK.into())
+    );
+
+    // The page: the link, its bucket, the key that signs its uploads.
+    let page = call(Method::GET, &format!("/-/u/{token}"), false, None).await;
+    page.assert_status(200);
+    let line = access_line(&proc, &page).await;
+    assert_eq!(line["operation"], "link_page");
+    assert_eq!(line["link"], id.as_str());
+    assert_eq!(line["bucket"], "linklog");
+    assert_eq!(line["access_key"], ADMIN_AK);
+
+    // The page's multipart route: the key chosen for the file.
+    let started = call(
+        Method::POST,
+        &format!("/-/u/{token}/uploads"),
+        false,
+        Some(serde_json::json!({"filename": "big.bin", "size": 10, "content_type": "application/octet-stream"})),
+    )
+    .await;
+    started.assert_status(200);
+    let upload: serde_json::Value = serde_json::from_slice(&started.body).unwrap();
+    let line = access_line(&proc, &started).await;
+    assert_eq!(line["operation"], "link_multipart");
+    assert_eq!(line["key"], "in/big.bin");
+    assert_eq!(line["link"], id.as_str());
+    assert_eq!(line["access_key"], ADMIN_AK);
+    let upload_id = upload["upload_id"].as_str().unwrap();
+    let aborted = call(
+        Method::DELETE,
+        &format!("/-/u/{token}/uploads/{upload_id}"),
+        false,
+        None,
+    )
+    .await;
+    aborted.assert_status(204);
+    let line = access_line(&proc, &aborted).await;
+    assert_eq!(
+        (&line["key"], &line["link"]),
+        (&"in/big.bin".into(), &id.as_str().into())
+    );
+
+    // Uppy's routes, then the form Uppy posts: the key, the signer and the link on both.
+    let params = call(
+        Method::GET,
+        &format!("/-/u/{token}/s3/params?filename=u.txt&type=text%2Fplain"),
+        false,
+        None,
+    )
+    .await;
+    params.assert_status(200);
+    let line = access_line(&proc, &params).await;
+    assert_eq!(line["operation"], "uppy");
+    assert_eq!(line["key"], "in/u.txt");
+    assert_eq!(line["bucket"], "linklog");
+    assert_eq!(line["link"], id.as_str());
+    assert_eq!(line["access_key"], ADMIN_AK);
+    let params: serde_json::Value = serde_json::from_slice(&params.body).unwrap();
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in params["fields"].as_object().unwrap() {
+        form = form.text(k.clone(), v.as_str().unwrap().to_owned());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("blob"),
+    );
+    let posted = Resp::read(
+        http.post(params["url"].as_str().unwrap())
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    posted.assert_status(201);
+    let line = access_line(&proc, &posted).await;
+    assert_eq!(line["operation"], "PostObject");
+    assert_eq!(line["bucket"], "linklog");
+    assert_eq!(line["key"], "in/u.txt");
+    assert_eq!(line["access_key"], ADMIN_AK);
+    assert_eq!(line["link"], id.as_str());
+
+    // Revoking names the link and its bucket.
+    let revoked = call(Method::DELETE, &format!("/-/api/links/{id}"), true, None).await;
+    assert!(revoked.status < 300, "{}", revoked.text());
+    let line = access_line(&proc, &revoked).await;
+    assert_eq!(
+        (&line["link"], &line["bucket"]),
+        (&id.as_str().into(), &"linklog".into())
+    );
+
+    // The token is the link's credential: it is never logged.
+    let all = std::fs::read_to_string(&proc.log).unwrap();
+    assert!(!all.contains(&token), "a link token is in the log");
+    assert!(!all.contains(ADMIN_SK), "the secret key is in the log");
+}

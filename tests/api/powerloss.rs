@@ -27,7 +27,10 @@ use reqwest::multipart::{Form, Part};
 use time::OffsetDateTime;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{ADMIN_AK, ADMIN_SK, REGION, blob_files, md5_hex, pattern, req_to, xml_tag};
+use crate::helpers::{
+    ADMIN_AK, ADMIN_SK, REGION, blob_files, free_port, md5_hex, pattern, req_to, serve_args,
+    wait_ready, xml_tag,
+};
 
 const BUCKET: &str = "powerloss";
 const WORKERS: usize = 3;
@@ -123,36 +126,18 @@ fn crashfs_bin() -> PathBuf {
     dir.join("target/release/crashfs")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 impl Machine {
     async fn start(crashfs: &Path, disk: &Path, mnt: &Path) -> Machine {
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private"])
+        let host = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private"])
             .arg(crashfs)
             .arg(disk)
             .arg(mnt)
             .arg("--")
-            .arg(env!("CARGO_BIN_EXE_postgate"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(mnt)
-            .arg("--addr")
-            .arg(&host)
-            .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
-            .env("POSTGATE_SECRET_KEY", ADMIN_SK)
-            .env("POSTGATE_LOG", "error")
-            .env_remove("POSTGATE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .arg(env!("CARGO_BIN_EXE_postgate"));
+        serve_args(&mut cmd, mnt, &host, "error");
+        let child = cmd.stderr(Stdio::inherit()).spawn().unwrap();
         let conn = Arc::new(Conn {
             base: format!("http://{host}"),
             host,
@@ -162,27 +147,14 @@ impl Machine {
                 .unwrap(),
         });
         let mut m = Machine { child, conn };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(res) = m
-                .conn
-                .http
-                .get(format!("{}/-/health", m.conn.base))
-                .send()
-                .await
-                && res.status() == 200
-            {
-                return m;
-            }
-            if let Some(status) = m.child.try_wait().unwrap() {
-                panic!("server (or crashfs) exited before it was ready: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_ready(
+            &m.conn.http,
+            &m.conn.base,
+            &mut m.child,
+            Duration::from_secs(30),
+        )
+        .await;
+        m
     }
 
     fn signal(&self, sig: &str) {

@@ -13,7 +13,6 @@ mod invariants;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 use postgate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, issue};
 use reqwest::Method;
 use time::OffsetDateTime;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use helpers::{
     ADMIN_AK, ADMIN_SK, Payload, Prepared, REGION, Resp, obj, req_to, xml_blocks, xml_tag,
@@ -58,59 +57,11 @@ impl Rng {
 }
 
 /// A `postgate serve` process on the data directory.
-struct Server {
-    child: Child,
-    base: String,
-    host: String,
-    http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+type Server = helpers::ServerProcess;
 
 async fn start_server(dir: &Path) -> Server {
-    let host = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_postgate"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--addr")
-        .arg(&host)
-        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
-        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
-        .env("POSTGATE_LOG", "error")
-        .env_remove("POSTGATE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut server = Server {
-        child,
-        base: format!("http://{host}"),
-        host,
-        http: reqwest::Client::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = server
-            .http
-            .get(format!("{}/-/health", server.base))
-            .send()
-            .await
-            && res.status() == 200
-        {
-            return server;
-        }
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("server exited before it was ready: {status}");
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cmd = Command::new(env!("CARGO_BIN_EXE_postgate"));
+    helpers::start_process(cmd, dir, "error", Duration::from_secs(30)).await
 }
 
 impl Server {

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import os
+import subprocess
 import urllib.error
 import urllib.request
 import zlib
@@ -15,7 +16,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from conftest import client_config, empty_and_delete_bucket, multipart_etag, unique_bucket_name
+from conftest import _binary, client_config, empty_and_delete_bucket, multipart_etag, unique_bucket_name
 
 
 def md5_etag(data: bytes) -> str:
@@ -644,6 +645,68 @@ def test_conditional_get(s3, bucket):
         s3.get_object(Bucket=bucket, Key="c", IfMatch='"0000"')
     assert error_of(e) == ("PreconditionFailed", 412)
     assert s3.get_object(Bucket=bucket, Key="c", IfMatch=put["ETag"])["Body"].read() == b"cond"
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle
+
+
+def test_bucket_lifecycle_round_trip(s3, bucket):
+    """put/get/delete_bucket_lifecycle_configuration as boto3 sends them (with its Content-MD5
+    or flexible checksum), and the errors it parses."""
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert error_of(e) == ("NoSuchLifecycleConfiguration", 404)
+    rules = [
+        {"ID": "tmp", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled",
+         "Expiration": {"Days": 3}},
+        {"ID": "uploads", "Filter": {"Prefix": ""}, "Status": "Enabled",
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}},
+        {"ID": "dated", "Prefix": "old/", "Status": "Disabled",
+         "Expiration": {"Date": "2030-01-01T00:00:00Z"}},
+    ]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    got = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [r["ID"] for r in got] == ["tmp", "uploads", "dated"]
+    assert got[0]["Filter"] == {"Prefix": "tmp/"} and got[0]["Expiration"] == {"Days": 3}
+    assert got[1]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert got[2]["Prefix"] == "old/" and got[2]["Status"] == "Disabled"
+    assert got[2]["Expiration"]["Date"].year == 2030
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+            {"ID": "tagged", "Filter": {"Tag": {"Key": "a", "Value": "b"}}, "Status": "Enabled",
+             "Expiration": {"Days": 1}}]})
+    assert error_of(e) == ("NotImplemented", 501)
+    s3.delete_bucket_lifecycle(Bucket=bucket)
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket)
+    assert error_of(e) == ("NoSuchLifecycleConfiguration", 404)
+
+
+def test_quota_refusal_is_a_client_error_and_stores_nothing(server, s3, bucket):
+    """A bucket quota set with `postgate bucket quota` on the running server's data directory:
+    boto3 sees 400 XPostgateQuotaExceeded (not retried), and nothing is stored."""
+    def quota(*args):
+        out = subprocess.run(
+            [str(_binary()), "--data-dir", str(server.data_dir),
+             "bucket", "quota", bucket, *args],
+            capture_output=True, text=True, timeout=30,
+            env={k: v for k, v in os.environ.items() if not k.startswith("POSTGATE_")},
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    quota("--max-size", "1KiB")
+    try:
+        s3.put_object(Bucket=bucket, Key="fits", Body=b"a" * 1000)
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket=bucket, Key="over", Body=b"b" * 100)
+        assert error_of(e) == ("XPostgateQuotaExceeded", 400)
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket=bucket, Key="over")
+        assert "1000 bytes in 1 objects" in quota()
+    finally:
+        quota("--clear")
 
 
 # ---------------------------------------------------------------------------------------------

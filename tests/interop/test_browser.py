@@ -15,6 +15,8 @@ them). Without them the module is skipped, except under CI, where that is a fail
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import functools
 import hashlib
 import http.server
@@ -91,7 +93,7 @@ def _binary() -> Path:
 class Postgate:
     """One postgate process with its own data directory; also runs the operator commands."""
 
-    def __init__(self, root: Path, api_origins: list[str]):
+    def __init__(self, root: Path, api_origins: list[str], extra: tuple[str, ...] = ()):
         self.binary = _binary()
         self.data_dir = root / "data"
         self.log_path = root / "server.log"
@@ -113,7 +115,7 @@ class Postgate:
                         str(self.binary), "serve",
                         "--data-dir", str(self.data_dir),
                         "--addr", self.endpoint.removeprefix("http://"),
-                        "--api-cors-origins", ",".join(api_origins),
+                        "--api-cors-origins", ",".join(api_origins), *extra,
                     ],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=self.env, cwd=root,
@@ -447,7 +449,7 @@ def test_upload_link_page_with_javascript(browser, pg, s3, bucket, files):
     url = pg.create_link(bucket, max_size="1KiB")
     open_link_page(browser, url)
     assert browser.find_element(By.ID, "drop-zone").is_displayed()
-    assert "1 KiB" in browser.find_element(By.CSS_SELECTOR, "p.limits").text
+    assert "1 KiB" in browser.find_element(By.CSS_SELECTOR, ".limits").text
 
     first, second = b"first file\n" * 20, os.urandom(700)
     paths = [files("first.txt", first), files("second.bin", second)]
@@ -516,6 +518,28 @@ def test_upload_link_page_holds_files_to_the_links_types(browser, pg, s3, bucket
     assert "done" in rows[1]["classes"], rows[1]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert keys == ["in/x.png"], keys
+
+
+def test_upload_link_page_shows_a_type_check_refusal(browser, pg, s3, bucket, files):
+    """A link that verifies types: an HTML page named photo.png (Chromium declares image/png from
+    the name) is refused by the server from its first bytes, the page shows why, and nothing is
+    stored; a real PNG goes through and its detected type is recorded."""
+    out = pg.cli(
+        "link", "create", bucket, "--prefix", "in/", "--max-size", "1KiB", "--verify-type",
+        "--expires", "1h", "--url", pg.endpoint,
+    )
+    open_link_page(browser, out.strip().splitlines()[-1])
+    upload(browser, files("photo.png", b"<!DOCTYPE html><script>alert(1)</script>"))
+    [row] = settled_rows(browser, 1)
+    assert "failed" in row["classes"] and "done" not in row["classes"], row
+    assert "text/html, not image/png" in row["status"], row
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="in/")
+
+    upload(browser, files("real.png", png_bytes(2, 2, (200, 10, 10))))
+    rows = settled_rows(browser, 2)
+    assert "done" in rows[1]["classes"], rows[1]
+    head = s3.head_object(Bucket=bucket, Key="in/real.png")
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-postgate-detected-type"] == "image/png"
 
 
 def test_upload_link_page_shows_the_servers_size_error(browser, pg, s3, bucket, files):
@@ -705,14 +729,90 @@ def png_bytes(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("screen", ["phone", "desktop"])
-def test_upload_link_page_previews_refuses_removes_and_uploads(screen, browser, pg, s3, bucket, files):
+AXE = NODE_MODULES / "axe-core" / "axe.min.js"
+
+
+def assert_accessible(driver, state: str):
+    """axe-core (npm) run in the page as it is now: no violation of any rule it checks (WCAG
+    A/AA, contrast included, and its best practices)."""
+    if not AXE.is_file():
+        pytest.fail("the axe-core npm package is missing: run `npm ci` in tests/interop/node")
+    if not driver.execute_script("return !!window.axe"):
+        driver.execute_script(AXE.read_text())
+    violations = driver.execute_async_script("""
+        var done = arguments[arguments.length - 1];
+        axe.run(document, { resultTypes: ['violations'] }).then(function (r) {
+          done(r.violations.map(function (v) {
+            return { id: v.id, help: v.help, nodes: v.nodes.map(function (n) {
+              return n.target.join(' ') + ': ' + n.failureSummary; }) };
+          }));
+        }, function (e) { done([{ id: 'axe-error', help: String(e) }]); });
+    """)
+    assert violations == [], f"axe-core, state {state!r}:\n{json.dumps(violations, indent=1)}"
+
+
+def assert_no_horizontal_overflow(driver, width: int):
+    scroll = driver.execute_script("return document.documentElement.scrollWidth")
+    wide = driver.execute_script("""
+        return Array.from(document.querySelectorAll('body *')).filter(function (e) {
+          return e.getBoundingClientRect().right > arguments[0];
+        }).map(function (e) { return e.tagName + '#' + e.id + '.' + e.className + ' ' +
+          Math.round(e.getBoundingClientRect().right); });
+    """.replace("arguments[0]", str(width)))
+    assert scroll <= width, f"the page is {scroll}px wide on a {width}px screen: {wide}"
+
+
+@contextlib.contextmanager
+def screen_size(driver, screen: str):
+    """Phone (390x844, touch) or desktop (the window's own size) for the block."""
     phone = screen == "phone"
     if phone:
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
-        browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+        driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
     try:
+        yield phone
+    finally:
+        if phone:
+            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+            driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
+
+
+@contextlib.contextmanager
+def throttled(driver, upload_bytes_per_s: int):
+    """A slow upload link (Chromium's network emulation) for the block."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 50, "downloadThroughput": -1,
+        "uploadThroughput": upload_bytes_per_s})
+    try:
+        yield
+    finally:
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
+
+def click(driver, element):
+    # A script click: chromedriver's own click waits forever under touch emulation.
+    driver.execute_script("arguments[0].click()", element)
+
+
+def row_button(driver, index: int, text: str):
+    """The button labelled `text` in the index-th file row (1-based)."""
+    for b in driver.find_elements(By.CSS_SELECTOR, f"#files li:nth-child({index}) button"):
+        if b.text == text:
+            return b
+    pytest.fail(f"no {text!r} button in row {index}: {file_rows(driver)}")
+
+
+@pytest.mark.parametrize("screen", ["phone", "desktop"])
+def test_upload_link_page_previews_refuses_cancels_and_uploads(screen, browser, pg, s3, bucket, files):
+    """The issue's scenario: two images and a PDF through an image-only link. The PDF is refused
+    in the page, the images show previews; a third image is removed before sending, one is
+    cancelled during its upload, the other arrives byte for byte. axe-core finds nothing in any
+    state (chosen, uploading, done, a refused file), and nothing is wider than a phone."""
+    with screen_size(browser, screen) as phone:
+        width = 390 if phone else browser.execute_script("return window.innerWidth")
         out = pg.cli(
             "link", "create", bucket, "--prefix", "in/", "--max-size", "1MiB",
             "--content-type", "image/", "--expires", "1h", "--url", pg.endpoint,
@@ -726,59 +826,355 @@ def test_upload_link_page_previews_refuses_removes_and_uploads(screen, browser, 
         # On a touch screen, an image-only link offers the camera too.
         assert browser.find_element(By.ID, "camera-row").is_displayed() == phone
         assert not browser.find_elements(By.CSS_SELECTOR, "input[name=Content-Type]:not([type=hidden])")
+        assert_accessible(browser, "opened")
 
         red, blue = png_bytes(120, 80, (200, 30, 30)), png_bytes(80, 120, (30, 30, 200))
+        green = png_bytes(60, 60, (30, 160, 30))
         pdf = b"%PDF-1.4\n% not an image\n"
-        picker.send_keys("\n".join([files("red.png", red), files("blue.png", blue),
-                                    files("notes.pdf", pdf)]))
-        rows = wait_for(browser, lambda d: len(r := file_rows(d)) == 3 and r, "3 chosen files")
-        assert "ready" in rows[0]["classes"] and "ready" in rows[1]["classes"], rows
-        assert "failed" in rows[2]["classes"], rows[2]
-        assert "this link only takes images" in rows[2]["status"], rows[2]
+        picker.send_keys("\n".join([files("red.png", red), files("green.png", green),
+                                    files("blue.png", blue), files("notes.pdf", pdf)]))
+        rows = wait_for(browser, lambda d: len(r := file_rows(d)) == 4 and r, "4 chosen files")
+        assert all("ready" in r["classes"] for r in rows[:3]), rows
+        assert "failed" in rows[3]["classes"], rows[3]
+        assert "this link only takes images" in rows[3]["status"], rows[3]
         # Thumbnails drawn from the chosen files (blob: URLs), an icon for the PDF.
         thumbs = wait_for(browser, lambda d: d.execute_script("""
             var imgs = Array.from(document.querySelectorAll('#files img.thumb'));
-            return imgs.length === 2 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; })
+            return imgs.length === 3 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; })
               && imgs.map(function (i) { return [i.src.slice(0, 5), i.naturalWidth]; });
-        """), "two thumbnails")
-        assert thumbs == [["blob:", 120], ["blob:", 80]], thumbs
-        assert browser.find_element(By.CSS_SELECTOR, "#files li:nth-child(3) .icon").text == "PDF"
+        """), "three thumbnails")
+        assert thumbs == [["blob:", 120], ["blob:", 60], ["blob:", 80]], thumbs
+        assert browser.find_element(By.CSS_SELECTOR, "#files li:nth-child(4) .icon").text == "PDF"
+        assert browser.find_element(By.ID, "submit").text == "Upload 3 files"
+
+        # Remove the green one before uploading.
+        click(browser, row_button(browser, 2, "Remove"))
+        assert [r["name"].split(" ")[0] for r in file_rows(browser)] == ["red.png", "blue.png", "notes.pdf"]
         assert browser.find_element(By.ID, "submit").text == "Upload 2 files"
+        assert_accessible(browser, "chosen (one refused)")
+        assert_no_horizontal_overflow(browser, width)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         if phone:
             assert browser.save_screenshot(str(SCREENSHOTS / "phone-1-chosen.png"))
 
-        # Remove the blue one before uploading; upload the red one over a slow connection.
-        # (A script click: chromedriver's own click waits forever under touch emulation.)
-        browser.execute_script("arguments[0].click()", browser.find_element(
-            By.CSS_SELECTOR, "#files li:nth-child(2) .actions button"))
-        assert len(file_rows(browser)) == 2
-        assert browser.find_element(By.ID, "submit").text == "Upload 1 file"
-        browser.execute_cdp_cmd("Network.enable", {})
-        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
-            "offline": False, "latency": 100, "downloadThroughput": 200_000,
-            "uploadThroughput": 10_000})
-        try:
-            browser.execute_script("arguments[0].click()", browser.find_element(By.ID, "submit"))
-            wait_for(browser, lambda d: "sending" in file_rows(d)[0]["classes"]
-                     and 0 < file_rows(d)[0]["progress"] < 100, "the upload under way")
+        # Upload both images over a slow connection; cancel the blue one on its way.
+        with throttled(browser, 12_000):
+            click(browser, browser.find_element(By.ID, "submit"))
+            wait_for(browser, lambda d: all("sending" in r["classes"] and r["progress"] > 0
+                                            for r in file_rows(d)[:2]), "both uploads under way")
+            click(browser, row_button(browser, 2, "Cancel"))
+            rows = file_rows(browser)
+            assert "cancelled" in rows[1]["classes"], rows[1]
+            assert rows[1]["status"] == "Cancelled: nothing was kept.", rows[1]
+            assert "sending" in rows[0]["classes"], rows[0]
+            assert_accessible(browser, "uploading")
+            assert_no_horizontal_overflow(browser, width)
             if phone:
                 assert browser.save_screenshot(str(SCREENSHOTS / "phone-2-uploading.png"))
-            rows = settled_rows(browser, 2)
-        finally:
-            browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
-                "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
-        assert "done" in rows[0]["classes"], rows[0]
+            wait_for(browser, lambda d: "done" in file_rows(d)[0]["classes"], "the red image to arrive")
+        rows = file_rows(browser)
         assert rows[0]["key"] == "in/red.png" and rows[0]["linkHref"] is None, rows[0]
+        assert "cancelled" in rows[1]["classes"] and "failed" in rows[2]["classes"], rows
         summary = browser.find_element(By.ID, "summary").text
         assert summary.startswith("1 file received."), summary
+        assert_accessible(browser, "done")
+        assert_no_horizontal_overflow(browser, width)
         if phone:
             assert browser.save_screenshot(str(SCREENSHOTS / "phone-3-done.png"))
-        # Byte for byte what was chosen; nothing of the removed image or the refused PDF.
+        # Byte for byte what was chosen; nothing of the removed, cancelled or refused files.
         assert read_object(s3, bucket, "in/red.png") == red
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
         assert keys == ["in/red.png"], keys
+
+
+def test_upload_link_page_error_state_is_accessible(browser, pg, s3, bucket, files):
+    """A failed upload (the server refuses it: the link was revoked after the page opened) with
+    its Retry button: still no axe-core violation, in light and dark colours."""
+    url = pg.create_link(bucket, max_size="1KiB")
+    open_link_page(browser, url)
+    pg.cli("link", "revoke", url.rsplit("/", 1)[1])
+    upload(browser, files("late.txt", b"too late"))
+    [row] = settled_rows(browser, 1)
+    assert "failed" in row["classes"] and row["retry"], row
+    assert_accessible(browser, "error")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        assert_accessible(browser, "error, dark")
     finally:
-        if phone:
-            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-            browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_upload_link_page_by_keyboard_with_visible_focus_light_and_dark(browser, pg, s3, bucket, files):
+    """Tab reaches every control in order, each shows a visible focus ring; Enter on the drop
+    zone opens the picker and Enter on Upload sends. Dark mode has its own colours and passes
+    axe-core's contrast rules."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    url = pg.create_link(bucket, max_size="1KiB")
+    open_link_page(browser, url)
+    browser.find_element(By.ID, "file").send_keys(
+        "\n".join([files("a.txt", b"first"), files("b.txt", b"second")]))
+    wait_for(browser, lambda d: len(file_rows(d)) == 2, "2 chosen files")
+    browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    focus_js = """
+        var el = document.activeElement, cs = getComputedStyle(el);
+        return { id: el.id, text: el.textContent.trim(), tag: el.tagName,
+                 ring: cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2 };
+    """
+    seen = []
+    for _ in range(6):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        seen.append(browser.execute_script(focus_js))
+    order = [f["id"] or f["text"] for f in seen]
+    assert order[:4] == ["drop-zone", "submit", "Remove", "Remove"], seen
+    assert all(f["ring"] for f in seen[:4]), seen
+    # Enter on the drop zone opens the file picker (the native dialog is replaced by a marker).
+    browser.execute_script("""
+        document.getElementById('file').click = function () { window.__picker = true; };
+        document.getElementById('drop-zone').focus();
+    """)
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    assert browser.execute_script("return window.__picker === true")
+    # Enter on Upload sends both.
+    browser.execute_script("document.getElementById('submit').focus()")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    rows = settled_rows(browser, 2)
+    assert all("done" in r["classes"] for r in rows), rows
+    assert read_object(s3, bucket, "in/a.txt") == b"first"
+
+    colours = "return [getComputedStyle(document.body).backgroundColor, " \
+              "getComputedStyle(document.getElementById('submit')).backgroundColor]"
+    light = browser.execute_script(colours)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        dark = browser.execute_script(colours)
+        assert dark[0] != light[0], (light, dark)
+        assert_accessible(browser, "done, dark")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOTS / "desktop-dark-done.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_upload_link_page_in_french_with_the_expiry_in_local_time(browser, pg, s3, bucket, files):
+    """Accept-Language fr-CA: every word French (the server's and the script's), the expiry in
+    the visitor's words and time zone (Tokyo here), the exact date in the <time>'s title."""
+    import zoneinfo
+
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Accept-Language": "fr-CA,fr;q=0.9"}})
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
+    try:
+        with screen_size(browser, "phone"):
+            out = pg.cli(
+                "link", "create", bucket, "--prefix", "in/", "--max-size", "1MiB",
+                "--content-type", "image/", "--max-files", "5", "--expires", "2d",
+                "--url", pg.endpoint,
+            )
+            open_link_page(browser, out.strip().splitlines()[-1])
+            assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "fr"
+            assert browser.find_element(By.TAG_NAME, "h1").text == "Envoyer des fichiers"
+            assert browser.find_element(By.ID, "drop-help").text == "Touchez pour choisir des fichiers"
+            expiry = browser.find_element(By.ID, "expiry")
+            assert expiry.text == "Ce lien expire dans 2 jours.", expiry.text
+            time_el = expiry.find_element(By.TAG_NAME, "time")
+            at = datetime.datetime.fromisoformat(time_el.get_attribute("datetime"))
+            local = at.astimezone(zoneinfo.ZoneInfo("Asia/Tokyo"))
+            title = time_el.get_attribute("title")
+            assert f"{local.hour:02d}:{local.minute:02d}" in title and str(local.year) in title, title
+            assert "UTC" not in title, title
+
+            red = png_bytes(40, 40, (200, 30, 30))
+            browser.find_element(By.ID, "file").send_keys(
+                "\n".join([files("rouge.png", red), files("notes.pdf", b"%PDF-1.4\n")]))
+            rows = wait_for(browser, lambda d: len(r := file_rows(d)) == 2 and r, "2 chosen files")
+            assert rows[0]["status"] == "Prêt à envoyer.", rows
+            assert "ce lien n’accepte que des images" in rows[1]["status"], rows
+            assert browser.find_element(By.ID, "submit").text == "Envoyer 1 fichier"
+            assert_accessible(browser, "french, chosen")
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            assert browser.save_screenshot(str(SCREENSHOTS / "phone-fr-chosen.png"))
+            click(browser, browser.find_element(By.ID, "submit"))
+            wait_for(browser, lambda d: "done" in file_rows(d)[0]["classes"], "the upload")
+            rows = file_rows(browser)
+            assert rows[0]["status"].startswith("Reçu sous le nom in/rouge.png"), rows
+            assert browser.find_element(By.ID, "summary").text.startswith("1 fichier reçu."), rows
+            assert browser.find_element(By.ID, "files-left").text == "4 fichiers de plus acceptés"
+            assert_accessible(browser, "french, done")
+            assert browser.save_screenshot(str(SCREENSHOTS / "phone-fr-done.png"))
+            assert read_object(s3, bucket, "in/rouge.png") == red
+    finally:
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+        browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ""})
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Multipart from the page: pause, resume (also after the page is reopened), cancel
+
+
+@pytest.fixture(scope="module")
+def pg_parts(pages, tmp_path_factory):
+    """A server whose page sends files above 5 MiB in 5 MiB parts (S3's minimum part size)."""
+    srv = Postgate(tmp_path_factory.mktemp("postgate-parts"), [f"http://127.0.0.1:{pages}"],
+                   ("--link-multipart-threshold", "5MiB", "--link-part-size", "5MiB"))
+    yield srv
+    srv.stop()
+
+
+def status_log(driver):
+    """Records every status text the first file row shows from now on (window.__statuses)."""
+    driver.execute_script("""
+        window.__statuses = [];
+        new MutationObserver(function () {
+          var s = document.querySelector('#files li .status');
+          if (s && window.__statuses[window.__statuses.length - 1] !== s.textContent)
+            window.__statuses.push(s.textContent);
+        }).observe(document.getElementById('files'), { subtree: true, childList: true, characterData: true });
+    """)
+
+
+def test_multipart_upload_pauses_resumes_and_resumes_after_reopening(browser, pg_parts, files):
+    """12 MiB in three 5 MiB parts over a slow link: Pause stops it with a part stored, Resume
+    goes on; paused again, the page is reopened and the same file chosen again: it resumes the
+    same upload (no new one) and the object is byte for byte the file."""
+    pg = pg_parts
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    url = pg.create_link(bucket, max_size="20MiB", max_files=2)
+    data = os.urandom(12 * 1024 * 1024)
+    path = files("film.bin", data)
+
+    def uploads():
+        return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+    def stored_parts(upload_id):
+        return s3.list_parts(Bucket=bucket, Key="in/film.bin", UploadId=upload_id).get("Parts", [])
+
+    open_link_page(browser, url)
+    browser.execute_script("localStorage.clear()")
+    with throttled(browser, 1_500_000):
+        upload(browser, path)
+        wait_for(browser, lambda d: len(uploads()) == 1, "the multipart upload to start")
+        upload_id = uploads()[0]["UploadId"]
+        # The smallest part (the last, 2 MiB) arrives first; pause once one part is stored.
+        wait_for(browser, lambda d: stored_parts(upload_id), "a first part")
+        click(browser, row_button(browser, 1, "Pause"))
+        wait_for(browser, lambda d: "paused" in file_rows(d)[0]["classes"], "the paused state")
+        assert file_rows(browser)[0]["status"] == "Paused.", file_rows(browser)
+        kept = {p["PartNumber"] for p in stored_parts(upload_id)}
+        assert kept and kept != {1, 2, 3}, kept
+        assert_accessible(browser, "paused")
+
+        # Resume: the upload goes on, then pause it again.
+        click(browser, row_button(browser, 1, "Resume"))
+        wait_for(browser, lambda d: "sending" in file_rows(d)[0]["classes"], "resumed")
+        time.sleep(0.5)
+        click(browser, row_button(browser, 1, "Pause"))
+        wait_for(browser, lambda d: "paused" in file_rows(d)[0]["classes"], "paused again")
+        assert [u["UploadId"] for u in uploads()] == [upload_id]
+
+        # The page is closed and reopened: choosing the same file resumes the same upload.
+        open_link_page(browser, url)
+        status_log(browser)
+        upload(browser, path)
+        [row] = wait_for(browser, lambda d: (r := file_rows(d)) and "done" in r[0]["classes"] and r,
+                         "the resumed upload to finish")
+    statuses = browser.execute_script("return window.__statuses")
+    assert "Resuming…" in statuses, statuses
+    assert row["key"] == "in/film.bin", row
+    assert uploads() == []
+    head = s3.head_object(Bucket=bucket, Key="in/film.bin")
+    assert head["ETag"].endswith('-3"'), head["ETag"]
+    got = read_object(s3, bucket, "in/film.bin")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    # One file counted: the link (2 files) has one left.
+    open_link_page(browser, url)
+    assert browser.find_element(By.ID, "files-left").text == "1 more file accepted"
+
+
+def test_multipart_upload_cancel_aborts_it_on_the_server(browser, pg_parts, files):
+    """Cancel during a multipart upload: the server aborts it (no upload left, nothing stored)
+    and the link gets its slot back (a one-file link takes another file)."""
+    pg = pg_parts
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    url = pg.create_link(bucket, max_size="20MiB", max_files=1)
+    open_link_page(browser, url)
+    browser.execute_script("localStorage.clear()")
+    with throttled(browser, 1_000_000):
+        upload(browser, files("big.bin", os.urandom(12 * 1024 * 1024)))
+        wait_for(browser, lambda d: s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
+                 "the multipart upload to start")
+        wait_for(browser, lambda d: file_rows(d)[0]["progress"] > 0, "bytes on their way")
+        click(browser, row_button(browser, 1, "Cancel"))
+    [row] = file_rows(browser)
+    assert "cancelled" in row["classes"], row
+    wait_for(browser, lambda d: not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
+             "the upload to be aborted on the server")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    # The slot is back: the one-file link still takes a file.
+    open_link_page(browser, url)
+    assert browser.find_element(By.ID, "files-left").text == "1 more file accepted"
+    upload(browser, files("small.txt", b"after the cancel"))
+    [row] = settled_rows(browser, 1)
+    assert "done" in row["classes"], row
+    assert read_object(s3, bucket, "in/small.txt") == b"after the cancel"
+
+
+def test_multipart_upload_retries_after_a_dropped_connection(browser, pg_parts, files):
+    """A bad connection: part 2's first two requests are lost (their XHRs fail as a dropped
+    connection does), and so is the first request that completes the upload (as fetch fails
+    offline). The page tries again after a growing pause, asks nothing of the person (no Retry),
+    and the file arrives whole."""
+    pg = pg_parts
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    url = pg.create_link(bucket, max_size="20MiB")
+    data = os.urandom(12 * 1024 * 1024)
+    open_link_page(browser, url)
+    browser.execute_script("""
+        localStorage.clear();
+        var open = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;
+        window.__dropped = 0;
+        XMLHttpRequest.prototype.open = function (m, u) { this.__url = u; return open.apply(this, arguments); };
+        XMLHttpRequest.prototype.send = function () {
+          if (/[?&]partNumber=2&/.test(this.__url) && window.__dropped < 2) {
+            window.__dropped++;
+            var x = this;
+            setTimeout(function () { x.onerror(new ProgressEvent('error')); }, 50);
+            return;
+          }
+          return send.apply(this, arguments);
+        };
+        var fetch0 = window.fetch;
+        window.__lostCompletes = 0;
+        window.fetch = function (url) {
+          if (String(url).endsWith('/complete') && window.__lostCompletes < 1) {
+            window.__lostCompletes++;
+            return Promise.reject(new TypeError('Failed to fetch'));
+          }
+          return fetch0.apply(this, arguments);
+        };
+    """)
+    with throttled(browser, 3_000_000):
+        upload(browser, files("clip.bin", data))
+        [row] = wait_for(browser, lambda d: (r := file_rows(d)) and {"done", "failed"} & set(r[0]["classes"]) and r,
+                         "the upload to finish")
+    assert "done" in row["classes"], row["status"]
+    assert not row["retry"], row
+    assert browser.execute_script("return [window.__dropped, window.__lostCompletes]") == [2, 1]
+    got = read_object(s3, bucket, "in/clip.bin")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert s3.head_object(Bucket=bucket, Key="in/clip.bin")["ETag"].endswith('-3"')

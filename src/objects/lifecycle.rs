@@ -1,0 +1,222 @@
+//! Object expiry: a bucket's lifecycle rules (S3's `Expiration` and
+//! `AbortIncompleteMultipartUpload`), objects' own expiry times (set by upload links with
+//! `expire_objects_after`), and the sweeper that applies both.
+//!
+//! The sweeper works in bounded batches: it reads up to [`BATCH`] candidates on the read pool,
+//! deletes them in one write transaction (each delete conditional on the version it chose, so
+//! an object rewritten meanwhile stays), removes their blobs as DeleteObject does, and yields
+//! before the next batch, so uploads queued on the writer never wait behind a long sweep.
+//!
+//! Days are S3's: an object expires at the first midnight UTC at least `Days` days after it was
+//! last modified (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/lifecycle-expire-general-considerations.html>).
+//! For tests, a debug "day" can be made a few seconds long (as Ceph's `rgw_lc_debug_interval`),
+//! and then no rounding applies.
+
+use crate::events::Origin;
+use std::time::Duration;
+
+use crate::db::lifecycle::{self as rows, Expired};
+use crate::db::{self, Db, DbError};
+use crate::store::BlobStore;
+
+/// Rows per write transaction.
+pub const BATCH: usize = 500;
+const DAY_MS: i64 = 86_400_000;
+
+/// A bucket's lifecycle configuration, as stored (JSON) and as the S3 area renders it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rules {
+    pub rules: Vec<Rule>,
+}
+
+/// One rule: which objects (a key prefix) and what happens to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rule {
+    pub id: Option<String>,
+    pub enabled: bool,
+    pub prefix: String,
+    /// The prefix came in `<Filter>` (rendered back there) rather than as the legacy `<Prefix>`.
+    pub in_filter: bool,
+    pub expiration_days: Option<u32>,
+    /// `Expiration/Date`, as given (ISO 8601, midnight UTC), and in milliseconds.
+    pub expiration_date: Option<(String, i64)>,
+    pub abort_incomplete_days: Option<u32>,
+}
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub objects: usize,
+    pub uploads: usize,
+}
+
+/// The time at or before which an object (or upload) `days` days old at `now` was last
+/// modified (begun), under S3's rounding (`day`: `None`) or a debug day of that length.
+pub fn cutoff(now: i64, days: u32, day: Option<Duration>) -> i64 {
+    match day {
+        Some(len) => now - i64::from(days) * len.as_millis() as i64,
+        // Expires at ceil_to_midnight(t + days), which is <= now exactly when
+        // t + days <= floor_to_midnight(now).
+        None => now - now.rem_euclid(DAY_MS) - i64::from(days) * DAY_MS,
+    }
+}
+
+/// Applies objects' own expiry times and every bucket's lifecycle rules once.
+/// Each deletion records its `LifecycleExpiration:Delete` event through `origin` (the sweeper's,
+/// [`crate::events::Kind::LifecycleExpiration`]) in the deleting transaction.
+pub async fn sweep(
+    db: &Db,
+    store: &BlobStore,
+    day: Option<Duration>,
+    origin: &Origin,
+) -> Result<Swept, DbError> {
+    let now = db::now_millis();
+    let mut swept = Swept::default();
+    loop {
+        let found = db.read(move |c| rows::expiring(c, now, BATCH)).await?;
+        let n = found.len();
+        swept.objects += delete_batch(db, store, found, Expired::ExpiresBy(now), origin).await?;
+        if n < BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for (bucket, json) in db.read(rows::with_rules).await? {
+        let Ok(config) = serde_json::from_str::<Rules>(&json) else {
+            tracing::warn!(%bucket, "unreadable lifecycle rules skipped");
+            continue;
+        };
+        for rule in config.rules.iter().filter(|r| r.enabled) {
+            let expire_by = match (rule.expiration_days, &rule.expiration_date) {
+                (Some(days), _) => Some(cutoff(now, days, day)),
+                (None, Some((_, date))) if *date <= now => Some(i64::MAX),
+                _ => None,
+            };
+            if let Some(by) = expire_by {
+                swept.objects +=
+                    expire_prefix(db, store, &bucket, &rule.prefix, by, origin).await?;
+            }
+            if let Some(days) = rule.abort_incomplete_days {
+                let by = cutoff(now, days, day);
+                swept.uploads += abort_prefix(db, store, &bucket, &rule.prefix, by).await?;
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Deletes the objects of `bucket` under `prefix` last modified at or before `by`.
+async fn expire_prefix(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    prefix: &str,
+    by: i64,
+    origin: &Origin,
+) -> Result<usize, DbError> {
+    let mut after = String::new();
+    let mut deleted = 0;
+    loop {
+        let (b, p, a) = (bucket.to_owned(), prefix.to_owned(), after.clone());
+        let keys = db
+            .read(move |c| rows::modified_by(c, &b, &p, &a, by, BATCH))
+            .await?;
+        let n = keys.len();
+        if let Some(last) = keys.last() {
+            after = last.clone();
+        }
+        let found = keys.into_iter().map(|k| (bucket.to_owned(), k)).collect();
+        deleted += delete_batch(db, store, found, Expired::ModifiedBy(by), origin).await?;
+        if n < BATCH {
+            return Ok(deleted);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Deletes each (bucket, key) whose current version is still `expired`, in one transaction,
+/// through the core's delete (blobs removed once it commits).
+async fn delete_batch(
+    db: &Db,
+    store: &BlobStore,
+    found: Vec<(String, String)>,
+    expired: Expired,
+    origin: &Origin,
+) -> Result<usize, DbError> {
+    if found.is_empty() {
+        return Ok(0);
+    }
+    super::delete::expired(db, store, found, expired, origin.clone()).await
+}
+
+/// Aborts the unfinished uploads of `bucket` under `prefix` begun at or before `by`.
+async fn abort_prefix(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    prefix: &str,
+    by: i64,
+) -> Result<usize, DbError> {
+    let mut aborted = 0;
+    loop {
+        let (b, p) = (bucket.to_owned(), prefix.to_owned());
+        let (n, blobs) = db
+            .write(move |c| {
+                let ids = rows::stale_uploads(c, &b, &p, by, BATCH)?;
+                let mut blobs = Vec::new();
+                for id in &ids {
+                    blobs.extend(db::uploads::abort(c, id)?.unwrap_or_default());
+                }
+                Ok((ids.len(), blobs))
+            })
+            .await?;
+        aborted += n;
+        for blob in blobs {
+            store.remove(blob).await;
+        }
+        if n < BATCH {
+            return Ok(aborted);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// In the transaction that stores a file uploaded through link `link_id`: gives the object the
+/// expiry time the link sets, if it sets one.
+pub fn apply_link_expiry(
+    c: &rusqlite::Connection,
+    link_id: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<(), DbError> {
+    if let Some(at) = rows::link_object_expiry(c, link_id, db::now_millis())? {
+        rows::set_object_expiry(c, bucket, key, at)?;
+    }
+    Ok(())
+}
+
+/// How often the sweeper runs: every 10 minutes (per-object expiry times are kept within that),
+/// or twice per debug day.
+pub fn interval(day: Option<Duration>) -> Duration {
+    match day {
+        Some(len) => (len / 2).max(Duration::from_millis(100)),
+        None => Duration::from_secs(600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_round_to_midnight_utc_as_s3_does() {
+        // 2026-03-10T15:00:00Z; an object of 2026-03-09T10:00Z with Days=1 expires at
+        // 2026-03-11T00:00Z: not yet. One of 2026-03-08T23:00Z expires 2026-03-10T00:00Z.
+        let now = 1_773_154_800_000;
+        let by = cutoff(now, 1, None);
+        assert_eq!(by, 1_773_100_800_000 - DAY_MS);
+        assert!(1_773_050_400_000 > by);
+        assert!(1_773_010_800_000 <= by);
+        assert_eq!(cutoff(10_000, 2, Some(Duration::from_secs(3))), 4_000);
+    }
+}

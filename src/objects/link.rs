@@ -1,0 +1,44 @@
+//! What the core holds an upload link's uploads to on every path (S3's UploadPart and
+//! CompleteMultipartUpload, the link's own routes): a closed link takes no part and no
+//! completion. The link's other rules (full, accepted types, file names) belong to its area,
+//! `links::link`, which builds on this one.
+
+use crate::db::links::LinkRecord;
+use crate::db::{Db, DbError, now_millis};
+use crate::store::BlobStore;
+
+impl LinkRecord {
+    /// Why the link is closed (revoked or expired), if it is. A closed link takes nothing more:
+    /// no new upload, no part, no completion.
+    pub fn closed(&self) -> Option<&'static str> {
+        if self.revoked {
+            Some("This upload link has been revoked.")
+        } else if self.expires_at <= now_millis() {
+            Some("This upload link has expired.")
+        } else {
+            None
+        }
+    }
+}
+
+/// Why an upload held by a link (`None`: the link was deleted) can go no further, if it can't.
+pub fn closed(link: Option<&LinkRecord>) -> Option<&'static str> {
+    match link {
+        None => Some("This upload link no longer exists."),
+        Some(l) => l.closed(),
+    }
+}
+
+/// Revokes link `id`: its unfinished uploads are aborted in the same transaction, then their
+/// parts removed.
+pub async fn revoke(db: &Db, store: &BlobStore, id: &str) -> Result<(), DbError> {
+    let id = id.to_owned();
+    let blobs = db
+        .write(move |c| crate::db::links::revoke(c, &id))
+        .await?
+        .unwrap_or_default();
+    for blob in blobs {
+        store.remove(blob).await;
+    }
+    Ok(())
+}

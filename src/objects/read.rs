@@ -1,0 +1,33 @@
+//! Reading a stored body: where its bytes lie in the blob store, and a stream of them.
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::db::objects::Body;
+use crate::store::{BlobStore, Segment, segments_of};
+
+/// Bytes `start..start + len` of a body stored in blobs (not inline), as a stream. The blobs are
+/// pinned until the stream is dropped, so a newer version committing meanwhile cannot remove
+/// them. `NotFound`: a newer version removed them before the stream opened (read the row again).
+pub async fn stream(
+    store: &BlobStore,
+    body: &Body,
+    start: u64,
+    len: u64,
+) -> std::io::Result<BoxStream<'static, std::io::Result<Bytes>>> {
+    store.stream_segments(segments(body, start, len)).await
+}
+
+/// The blob segments holding bytes `start..start + len` of a stored body (none for a body
+/// stored inline in its row).
+pub fn segments(body: &Body, start: u64, len: u64) -> Vec<Segment> {
+    match body {
+        Body::Blob(id) => vec![Segment {
+            blob: id.clone(),
+            offset: start,
+            len,
+        }],
+        Body::Parts(parts) => segments_of(parts, start, len),
+        Body::Inline(_) | Body::NotLoaded => Vec::new(),
+    }
+}
