@@ -287,12 +287,13 @@
     });
   }
 
-  // call() again after a network failure (fetch's TypeError: nothing was answered), with the
-  // parts' pauses; an answer from the server (an Error with its message) is final.
+  // call() again after a network failure (fetch's TypeError: nothing was answered) or an error
+  // marked `transient` (a 5xx or 429 answer), with the parts' pauses; any other answer from the
+  // server (an Error with its message) is final.
   function withRetries(call, tries) {
     if (tries === undefined) tries = PART_TRIES;
     return call().catch(function (e) {
-      if (!(e instanceof TypeError) || tries <= 1) throw e;
+      if (!(e instanceof TypeError || e.transient) || tries <= 1) throw e;
       return backoff(500 * Math.pow(2, PART_TRIES - tries))
         .then(function () { return withRetries(call, tries - 1); });
     });
@@ -419,6 +420,10 @@
   // Tries left when a file of the same name arrives between the policy and the upload (412).
   var NAME_TRIES = 3;
 
+  // A file below the multipart threshold goes up in one form POST with the link's policy. A lost
+  // request or a 5xx/429 answer is tried again like a part (same pauses, waiting to be back
+  // online, Cancel still stops it); a refusal (4xx) is final. Retry is offered once the tries
+  // are spent.
   function send(entry, tries) {
     var file = entry.file, row = entry.row;
     if (tries === undefined) tries = NAME_TRIES;
@@ -433,33 +438,57 @@
       cancelled(entry);
     })]);
     setState(entry, "sending");
-    row.status.textContent = T("status.preparing");
-    freshPolicy(file).then(function (policy) {
+    // One try: a fresh policy (the one of a try before may have expired during the pauses), then
+    // the POST. A lost request or a 5xx/429 answer rejects as retryable; any other answer
+    // resolves with the finished request, for the caller to judge.
+    function attempt() {
+      if (stopped) return Promise.reject(new Error("cancel"));
+      row.bar.value = 0;
+      row.status.textContent = T("status.preparing");
+      return freshPolicy(file).then(function (policy) {
+        return new Promise(function (resolve, reject) {
+          if (stopped) { reject(new Error("cancel")); return; }
+          var data = new FormData();
+          Object.keys(policy.fields).forEach(function (k) { data.append(k, policy.fields[k]); });
+          if (!("Content-Type" in policy.fields)) data.append("Content-Type", fileType(file));
+          data.append("file", file, file.name);
+          xhr = new XMLHttpRequest();
+          xhr.open("POST", policy.url);
+          xhr.upload.onprogress = function (e) {
+            if (e.lengthComputable) row.bar.value = Math.round((e.loaded / e.total) * 100);
+          };
+          var x = xhr;
+          x.onload = function () {
+            if (x.status >= 500 || x.status === 429) {
+              var e = new Error(xmlText(x.responseText, "Message") || T("error.upload", { status: x.status }));
+              e.transient = true;
+              row.bar.value = 0;
+              reject(e);
+            } else resolve(x);
+          };
+          x.onerror = function () { row.bar.value = 0; reject(new TypeError(T("error.network"))); };
+          x.onabort = function () { reject(new Error("cancel")); };
+          row.status.textContent = T("status.uploading");
+          x.send(data);
+        });
+      });
+    }
+    withRetries(attempt).then(function (x) {
       if (stopped) return;
-      var data = new FormData();
-      Object.keys(policy.fields).forEach(function (k) { data.append(k, policy.fields[k]); });
-      if (!("Content-Type" in policy.fields)) data.append("Content-Type", fileType(file));
-      data.append("file", file, file.name);
-      xhr = new XMLHttpRequest();
-      xhr.open("POST", policy.url);
-      xhr.upload.onprogress = function (e) {
-        if (e.lengthComputable) row.bar.value = Math.round((e.loaded / e.total) * 100);
-      };
-      xhr.onload = function () {
-        if (xhr.status >= 200 && xhr.status < 300) {
-          done(entry, xmlText(xhr.responseText, "Key") || file.name,
-            xmlText(xhr.responseText, "Location") || xhr.getResponseHeader("Location"));
-        } else if (xhr.status === 412 && tries > 1) {
-          // Someone took the name first: ask for a policy with the next free name.
-          send(entry, tries - 1);
-        } else {
-          fail(entry, xmlText(xhr.responseText, "Message") || T("error.upload", { status: xhr.status }));
-        }
-      };
-      xhr.onerror = function () { fail(entry, T("error.network")); };
-      row.status.textContent = T("status.uploading");
-      xhr.send(data);
-    }).catch(function (e) { if (!stopped) fail(entry, e.message); });
+      if (x.status >= 200 && x.status < 300) {
+        done(entry, xmlText(x.responseText, "Key") || file.name,
+          xmlText(x.responseText, "Location") || x.getResponseHeader("Location"));
+      } else if (x.status === 412 && tries > 1) {
+        // Someone took the name first: ask for a policy with the next free name.
+        send(entry, tries - 1);
+      } else {
+        fail(entry, xmlText(x.responseText, "Message") || T("error.upload", { status: x.status }));
+      }
+    }).catch(function (e) {
+      if (stopped) return;
+      row.bar.value = 0;
+      fail(entry, e.message);
+    });
   }
 
   // Chosen files are listed first (a preview each, Remove); those the link cannot take are

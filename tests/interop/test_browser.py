@@ -1178,3 +1178,97 @@ def test_multipart_upload_retries_after_a_dropped_connection(browser, pg_parts, 
     got = read_object(s3, bucket, "in/clip.bin")
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert s3.head_object(Bucket=bucket, Key="in/clip.bin")["ETag"].endswith('-3"')
+
+
+# The page's POSTs counted; the first `lose` (arguments[0]) fail as a dropped connection does;
+# with arguments[1], each POST carries a wrong signature (the server refuses it).
+LOSE_POSTS = """
+    var open = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;
+    window.__posts = 0;
+    window.__lose = arguments[0];
+    var badSignature = arguments[1];
+    XMLHttpRequest.prototype.open = function (m) { this.__method = m; return open.apply(this, arguments); };
+    XMLHttpRequest.prototype.send = function (body) {
+      if (this.__method === 'POST') {
+        window.__posts++;
+        if (badSignature && body instanceof FormData) body.set('x-amz-signature', '0'.repeat(64));
+        if (window.__lose > 0) {
+          window.__lose--;
+          var x = this;
+          setTimeout(function () { x.onerror(new ProgressEvent('error')); }, 50);
+          return;
+        }
+      }
+      return send.apply(this, arguments);
+    };
+"""
+
+
+def test_single_request_upload_retries_after_a_dropped_connection(browser, pg_parts, files):
+    """A file sent in one form POST (below the multipart threshold) whose first two POSTs are
+    lost: the page asks for a fresh policy and tries again after a pause, without a Retry
+    button, and the file arrives whole."""
+    pg = pg_parts
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    url = pg.create_link(bucket, max_size="1MiB")
+    data = os.urandom(200 * 1024)
+    open_link_page(browser, url)
+    browser.execute_script(LOSE_POSTS, 2)
+    upload(browser, files("note.bin", data))
+    [row] = wait_for(browser, lambda d: (r := file_rows(d)) and {"done", "failed"} & set(r[0]["classes"]) and r,
+                     "the upload to finish")
+    assert "done" in row["classes"], row["status"]
+    assert not row["retry"], row
+    assert browser.execute_script("return [window.__posts, window.__lose]") == [3, 0]
+    assert read_object(s3, bucket, "in/note.bin") == data
+
+
+def test_single_request_upload_refusal_is_not_retried(browser, pg_parts, files):
+    """A 4xx refusal (here SignatureDoesNotMatch: the POST's signature is spoiled in the page)
+    is final: one POST only, the server's sentence shown, and the Retry button offered."""
+    pg = pg_parts
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    url = pg.create_link(bucket, max_size="1MiB")
+    open_link_page(browser, url)
+    browser.execute_script(LOSE_POSTS, 0, True)
+    upload(browser, files("note.bin", os.urandom(64 * 1024)))
+    [row] = wait_for(browser, lambda d: (r := file_rows(d)) and {"done", "failed"} & set(r[0]["classes"]) and r,
+                     "the upload to be refused")
+    assert "failed" in row["classes"], row
+    assert row["retry"], row
+    time.sleep(2)  # a retry would have gone by now (the first pause is 0.5 s)
+    assert browser.execute_script("return window.__posts") == 1
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+def test_single_request_upload_cancel_during_the_pause(browser, pg_parts, files):
+    """Every POST lost: Cancel pressed while the page waits before its next try stops the
+    tries (no further POST), and nothing is stored."""
+    pg = pg_parts
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    url = pg.create_link(bucket, max_size="1MiB")
+    open_link_page(browser, url)
+    browser.execute_script(LOSE_POSTS, 100)
+    upload(browser, files("note.bin", os.urandom(64 * 1024)))
+    # The third try comes 1.5 s after the first: cancel once two have been lost.
+    wait_for(browser, lambda d: d.execute_script("return window.__posts") >= 2, "two lost POSTs")
+    click(browser, row_button(browser, 1, "Cancel"))
+    [row] = file_rows(browser)
+    assert "cancelled" in row["classes"], row
+    posts = browser.execute_script("return window.__posts")
+    time.sleep(5)  # the next pauses are 1 and 2 s
+    assert browser.execute_script("return window.__posts") == posts
+    assert "cancelled" in file_rows(browser)[0]["classes"]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
