@@ -2292,6 +2292,8 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
         note: String::new(),
     });
 
+    rows.push(figure_post_with_webhook(o, &server, &scratch.join("post"), r.rps).await);
+
     let too_large = figure_post_too_large(o, &server).await;
     server.stop();
     step("  server stopped");
@@ -2338,6 +2340,91 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
     server.stop();
     step("  server stopped");
     rows.extend(too_large);
+}
+
+/// Figure 8w: the same 4 KiB POST load on the same server once every upload is wanted by a
+/// webhook target (a bucket notification for `s3:ObjectCreated:*`): the outbox row is written in
+/// the upload's own transaction and delivered by the worker afterwards, so the rate should stay
+/// within 10% of the run without a target (`without`). The receiver is a local server answering
+/// 204; every event must arrive.
+async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, without: f64) -> Row {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    step("POST Object 4 KiB @64, webhook target configured");
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", receiver.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |_body: axum::body::Bytes| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async { StatusCode::NO_CONTENT }
+        }),
+    );
+    let receiver_task = tokio::spawn(async move { axum::serve(receiver, app).await });
+    // Declared as `postgate webhook add` and PutBucketNotificationConfiguration would store
+    // them; the server reads them again within 5 s.
+    let conn = postgate::db::open_migrated(&data_dir.join("postgate.db")).unwrap();
+    postgate::db::events::put_webhook(
+        &conn,
+        &postgate::db::events::WebhookRecord {
+            name: "bench".into(),
+            url: hook_url,
+            secret: "bench-secret".into(),
+        },
+    )
+    .unwrap();
+    let config = postgate::events::rules::NotificationConfig {
+        queues: vec![postgate::events::rules::QueueRule {
+            id: "bench".into(),
+            target: "bench".into(),
+            events: vec!["s3:ObjectCreated:*".into()],
+            prefix: Some("hook/".into()),
+            suffix: None,
+        }],
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    postgate::db::events::set_notification(&conn, BUCKET, Some(&json)).unwrap();
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let post = presign_post(server.addr, KeySpec::Prefix("hook/".into()), SMALL as u64);
+    let src = Arc::new(PostSmall {
+        host: server.addr.to_string(),
+        form: PostForm::new(&post),
+        file: pattern(SMALL, 44),
+    });
+    let perf = Perf::start(o, server, "post-4k-webhook");
+    let r = run_load(server.addr, src, StatusCode::NO_CONTENT, timed(o)).await;
+    perf.stop();
+    // Every upload's event reaches the receiver (at least once).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.load(Ordering::Relaxed) < r.completed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = received.load(Ordering::Relaxed);
+    receiver_task.abort();
+    let (ok, mut why) = must_all(
+        r.errors,
+        r.completed,
+        StatusCode::NO_CONTENT,
+        r.first_error.as_ref(),
+    );
+    if delivered < r.completed {
+        why += &format!("; {delivered} of {} events delivered", r.completed);
+    }
+    Row {
+        figure: "8w POST Object 4 KiB @64 conns, webhook target configured".into(),
+        value: r.rps,
+        unit: "req/s",
+        limit: Some(("8 without".into(), without)),
+        target: Target::RatioAtLeast(0.9),
+        must: Some((ok && delivered >= r.completed, why)),
+        note: format!(
+            "{} counted, {} errors, {delivered} events delivered; same server as 8, keys hook/*",
+            r.completed, r.errors
+        ),
+    }
 }
 
 /// Figure 14: what type checks cost. One server; POST Object 4 KiB @64 in two alternating

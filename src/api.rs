@@ -181,6 +181,8 @@ pub struct CreateLinkRequest {
     /// Accepted types, comma-separated, enforced exactly (`LinkRecord::accepts_type`): `image/`
     /// takes the family, `image/png` exactly that type.
     pub content_type: Option<String>,
+    /// The declared webhook target (by name, never a URL) told of every upload through the link.
+    pub webhook: Option<String>,
     /// The files' bytes must match their declared type (`sniff::check`).
     #[serde(default)]
     pub verify_type: bool,
@@ -231,6 +233,16 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
         ));
     }
     let content_type = input.content_type.filter(|t| !t.trim().is_empty());
+    // Only a target the operator declared: a caller of this API must not make the server POST
+    // to an address of its choosing.
+    if let Some(name) = &input.webhook {
+        app.events.reload(&app.db).await?;
+        if app.events.target(name).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "webhook {name:?} is not a webhook target declared on this server"
+            )));
+        }
+    }
     let mut link = crate::links::new_link(
         &input.bucket,
         &input.prefix,
@@ -244,14 +256,26 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     link.expire_objects_after = input.expire_objects_after.map(|s| s.0 as i64 * 1000);
     link.max_total_size = input.max_total_size.map(|s| s.0);
     let stored = link.clone();
+    let webhook = input.webhook.clone();
     app.db
-        .write(move |c| crate::db::links::insert(c, &stored))
+        .write(move |c| {
+            crate::db::links::insert(c, &stored)?;
+            match &webhook {
+                Some(name) => crate::db::events::set_link_webhook(c, &stored.id, name),
+                None => Ok(()),
+            }
+        })
         .await?;
+    if input.webhook.is_some() {
+        app.events.reload(&app.db).await?;
+    }
+    let mut json = link_json(&link, &base);
+    json["webhook"] = serde_json::json!(input.webhook);
     crate::telemetry::note(|t| t.link = Some(link.id.clone()));
     Ok((
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
-        link_json(&link, &base).to_string(),
+        json.to_string(),
     )
         .into_response())
 }
@@ -265,7 +289,11 @@ pub async fn list_links(State(app): State<AppState>, req: Request) -> Result<Res
     let links: Vec<_> = links
         .iter()
         .filter(|l| key.is_admin || l.access_key == key.access_key)
-        .map(|l| link_json(l, &base))
+        .map(|l| {
+            let mut json = link_json(l, &base);
+            json["webhook"] = serde_json::json!(app.events.link_target(&l.id));
+            json
+        })
         .collect();
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
@@ -405,6 +433,54 @@ async fn authenticate(
     Ok((key, bytes))
 }
 
+/// `GET /-/api/events[?failed=1]`: the newest event deliveries (admin only).
+pub async fn list_events(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let failed = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "failed" || p == "failed=1" || p == "failed=true")
+    });
+    let (parts, body) = req.into_parts();
+    let (key, _) = authenticate(&app, parts, body).await?;
+    if !key.is_admin {
+        return Err(S3Error::access_denied().into());
+    }
+    let list = app
+        .db
+        .read(move |c| crate::db::events::list(c, failed, 1000))
+        .await?;
+    let events: Vec<_> = list.iter().map(crate::events::delivery_json).collect();
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "events": events }).to_string(),
+    )
+        .into_response())
+}
+
+/// `POST /-/api/events/{id}/retry`: puts a delivery back in the queue now (admin only).
+pub async fn retry_event(
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let (key, _) = authenticate(&app, parts, body).await?;
+    if !key.is_admin {
+        return Err(S3Error::access_denied().into());
+    }
+    if !app
+        .db
+        .write(move |c| crate::db::events::retry(c, id))
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchEvent",
+            format!("no event delivery {id}"),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `GET /-/api/openapi.json`
 pub async fn openapi() -> Response {
     (
@@ -442,6 +518,8 @@ pub fn routes(
         .route("/-/api/presign/post", post(presign_post))
         .route("/-/api/links", get(list_links).post(create_link))
         .route("/-/api/links/{id}", delete(revoke_link))
+        .route("/-/api/events", get(list_events))
+        .route("/-/api/events/{id}/retry", post(retry_event))
         .route("/-/api/openapi.json", get(openapi))
         .layer(axum::Extension(SignatureCheck(check_signature)))
         .layer(api_cors(&config.api_cors_origins))

@@ -103,6 +103,14 @@ pub struct ServeArgs {
     /// (`1GiB`) or a share of the filesystem (`5%`). Default 1GiB.
     #[arg(long, env = "POSTGATE_READY_MIN_FREE", value_parser = MinFree::parse)]
     pub ready_min_free: Option<MinFree>,
+    // Events.
+    /// An event delivery that keeps failing is retried for this long, then marked dead
+    /// (default 24h).
+    #[arg(long, env = "POSTGATE_EVENT_MAX_AGE", value_parser = crate::units::parse_duration)]
+    pub event_max_age: Option<Duration>,
+    /// The first retry's wait (each next one doubles); for tests.
+    #[arg(long, hide = true, value_parser = crate::units::parse_duration)]
+    pub event_retry_min: Option<Duration>,
     // TLS.
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`. Re-read on
     /// SIGHUP, so a renewed certificate needs no restart.
@@ -148,6 +156,30 @@ impl MinFree {
     }
 }
 
+/// An event delivery that keeps failing is retried for this long, then marked dead.
+pub const DEFAULT_EVENT_MAX_AGE: Duration = Duration::from_secs(86_400);
+/// The first retry of a failed delivery waits about this long; each next one twice as long.
+pub const DEFAULT_EVENT_RETRY_MIN: Duration = Duration::from_secs(1);
+
+/// A webhook target declared in the configuration file (`[[webhook]]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
 pub const DEFAULT_READY_MIN_FREE: MinFree = MinFree::Bytes(1 << 30);
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -189,6 +221,11 @@ struct FileConfig {
     // Operations.
     metrics_token: Option<String>,
     ready_min_free: Option<String>,
+    // Events.
+    event_max_age: Option<String>,
+    /// Webhook targets (`[[webhook]]` with `name`, `url`, `secret`).
+    #[serde(default)]
+    webhook: Vec<Webhook>,
     // TLS.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -217,6 +254,12 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// `/-/ready` fails below this much free space in the data directory.
     pub ready_min_free: MinFree,
+    /// How long a failing event delivery is retried.
+    pub event_max_age: Duration,
+    /// The first retry's wait.
+    pub event_retry_min: Duration,
+    /// Webhook targets from the configuration file.
+    pub webhooks: Vec<Webhook>,
     /// Native TLS: `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -359,6 +402,11 @@ impl std::fmt::Debug for Config {
                 &self.metrics_token.as_ref().map(|_| "<set>"),
             )
             .field("ready_min_free", &self.ready_min_free)
+            .field("event_max_age", &self.event_max_age)
+            .field(
+                "webhooks",
+                &self.webhooks.iter().map(|w| &w.name).collect::<Vec<_>>(),
+            )
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -465,6 +513,15 @@ impl Config {
                 (None, Some(text)) => MinFree::parse(text).map_err(ConfigError::Invalid)?,
                 (None, None) => DEFAULT_READY_MIN_FREE,
             },
+            event_max_age: match (serve.event_max_age, &file.event_max_age) {
+                (Some(d), _) => d,
+                (None, Some(text)) => {
+                    crate::units::parse_duration(text).map_err(ConfigError::Invalid)?
+                }
+                (None, None) => DEFAULT_EVENT_MAX_AGE,
+            },
+            event_retry_min: serve.event_retry_min.unwrap_or(DEFAULT_EVENT_RETRY_MIN),
+            webhooks: file.webhook,
             tls: match (
                 serve.tls_cert.clone().or(file.tls_cert),
                 serve.tls_key.clone().or(file.tls_key),
@@ -478,6 +535,18 @@ impl Config {
                 }
             },
         };
+        for w in &config.webhooks {
+            let name_ok = (1..=64).contains(&w.name.len())
+                && w.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok || url::Url::parse(&w.url).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook {:?}: the name must be 1-64 of A-Z a-z 0-9 - _ and the url absolute",
+                    w.name
+                )));
+            }
+        }
         if config.region.is_empty() {
             return Err(ConfigError::Invalid("region must not be empty".into()));
         }
@@ -502,6 +571,9 @@ impl Config {
             limits: Limits::default(),
             metrics_token: None,
             ready_min_free: DEFAULT_READY_MIN_FREE,
+            event_max_age: DEFAULT_EVENT_MAX_AGE,
+            event_retry_min: DEFAULT_EVENT_RETRY_MIN,
+            webhooks: Vec::new(),
             tls: None,
         }
     }

@@ -11,6 +11,9 @@
 //! - `links`   upload links: the link and its rules, its page, its multipart and Uppy routes.
 //! - `api`     the JSON API under `/-/api/` (presigned POST policies, links).
 //! - `objects` the core: write, multipart, list, delete, the one permission check; no HTTP.
+//! - `events`  object events: the S3 event format, who wants which (bucket notifications, link
+//!   webhooks, cached), the outbox the core writes in the object's transaction, the signed
+//!   delivery worker.
 //! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
 //! - `db`      SQLite metadata: every SQL statement, migrations, one group-committing writer.
 //! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').
@@ -28,6 +31,7 @@ pub mod config;
 pub mod cors;
 pub mod db;
 pub mod error;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -38,6 +38,12 @@ enum Command {
     /// Manage shareable upload links.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Manage webhook targets (what bucket notifications and links may send events to).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// See and retry event deliveries.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Print a signed POST form (`{"url", "fields"}`, like boto3's generate_presigned_post).
     PresignPost(Box<PresignPostArgs>),
 }
@@ -99,6 +105,38 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Subcommand)]
+enum WebhookCommand {
+    /// Declare (or replace) a target; buckets name it `arn:postgate:sqs::NAME:webhook`.
+    Add {
+        name: String,
+        /// Where events are POSTed.
+        #[arg(long)]
+        url: String,
+        /// Signs every delivery (HMAC-SHA256; see the README's verifier).
+        #[arg(long, env = "POSTGATE_WEBHOOK_SECRET")]
+        secret: String,
+    },
+    /// List targets (secrets are not shown).
+    List,
+    /// Remove a target; its pending deliveries die at their next attempt.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// The newest deliveries.
+    List {
+        /// Only dead deliveries and those being retried.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value = "50")]
+        limit: usize,
+    },
+    /// Put a delivery back in the queue now (a running server sends it within a second).
+    Retry { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum KeyCommand {
     /// Create an access key and print its id and secret.
     Create { name: String },
@@ -143,6 +181,9 @@ struct LinkCreateArgs {
     /// Base URL of the server (default: --public-url, else http://ADDR).
     #[arg(long)]
     url: Option<String>,
+    /// Webhook target (declared with `webhook add` or in the config file) told of every upload.
+    #[arg(long)]
+    webhook: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -218,6 +259,8 @@ fn main() -> ExitCode {
         Command::Bucket(cmd) => with_db(&cli.common, |conn| bucket_command(conn, cmd)),
         Command::PresignPost(args) => presign_post(&cli.common, *args),
         Command::Link(cmd) => link_command(&cli.common, cmd),
+        Command::Webhook(cmd) => webhook_command(&cli.common, cmd),
+        Command::Events(cmd) => with_db(&cli.common, |conn| events_command(conn, cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -390,6 +433,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 expire_objects_after,
                 max_total_size,
                 url,
+                webhook,
                 serve,
             } = *args;
             let config = Config::resolve(common, &serve)?;
@@ -418,7 +462,19 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             link.verify_type = verify_type;
             link.expire_objects_after = expire_objects_after.map(|d| d.as_millis() as i64);
             link.max_total_size = max_total_size;
+            if let Some(name) = &webhook {
+                let declared = config.webhooks.iter().any(|w| &w.name == name)
+                    || db::events::webhooks(&conn)?.iter().any(|w| &w.name == name);
+                if !declared {
+                    return Err(
+                        format!("no webhook target {name}: add it with `webhook add`").into(),
+                    );
+                }
+            }
             db::links::insert(&conn, &link)?;
+            if let Some(name) = &webhook {
+                db::events::set_link_webhook(&conn, &link.id, name)?;
+            }
             let base = url
                 .or(config.public_url.clone())
                 .unwrap_or_else(|| config.listen_url());
@@ -460,6 +516,86 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                 let _ = std::fs::remove_file(store.path_of(blob));
             }
             println!("revoked");
+        }
+    }
+    Ok(())
+}
+
+fn webhook_command(common: &CommonArgs, cmd: WebhookCommand) -> CliResult {
+    let config = Config::resolve(common, &ServeArgs::default())?;
+    let conn = db::open_migrated(&config.db_path())?;
+    match cmd {
+        WebhookCommand::Add { name, url, secret } => {
+            if !postgate::events::rules::valid_target_name(&name) {
+                return Err("the name must be 1-64 of A-Z a-z 0-9 - _".into());
+            }
+            let parsed = url::Url::parse(&url).map_err(|e| format!("--url: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err("--url must be http:// or https://".into());
+            }
+            if secret.is_empty() {
+                return Err("--secret must not be empty".into());
+            }
+            db::events::put_webhook(
+                &conn,
+                &db::events::WebhookRecord {
+                    name: name.clone(),
+                    url,
+                    secret,
+                },
+            )?;
+            println!("{}", postgate::events::rules::arn_of(&name));
+        }
+        WebhookCommand::List => {
+            println!("{:<24} {:<44} URL", "NAME", "ARN");
+            let stored = db::events::webhooks(&conn)?;
+            let all = stored.iter().map(|w| (&w.name, &w.url, "")).chain(
+                config
+                    .webhooks
+                    .iter()
+                    .map(|w| (&w.name, &w.url, " (config file)")),
+            );
+            for (name, url, from) in all {
+                let arn = postgate::events::rules::arn_of(name);
+                println!("{name:<24} {arn:<44} {url}{from}");
+            }
+        }
+        WebhookCommand::Remove { name } => {
+            if !db::events::remove_webhook(&conn, &name)? {
+                return Err(format!("no webhook target {name}").into());
+            }
+            println!("removed webhook target {name}");
+        }
+    }
+    Ok(())
+}
+
+fn events_command(conn: &rusqlite::Connection, cmd: EventsCommand) -> CliResult {
+    match cmd {
+        EventsCommand::List { failed, limit } => {
+            println!(
+                "{:<8} {:<40} {:<16} {:<10} {:<8} OBJECT / LAST ERROR",
+                "ID", "EVENT", "TARGET", "STATE", "TRIES"
+            );
+            for d in db::events::list(conn, failed, limit)? {
+                println!(
+                    "{:<8} {:<40} {:<16} {:<10} {:<8} {}/{}{}",
+                    d.id,
+                    d.event_name,
+                    d.target,
+                    d.state,
+                    d.attempts,
+                    d.bucket,
+                    d.key,
+                    d.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                );
+            }
+        }
+        EventsCommand::Retry { id } => {
+            if !db::events::retry(conn, id)? {
+                return Err(format!("no event delivery {id}").into());
+            }
+            println!("delivery {id} queued again");
         }
     }
     Ok(())

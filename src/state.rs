@@ -17,6 +17,9 @@ use crate::store::BlobStore;
 /// the operator deletes with the CLI while the server runs stop working promptly.
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// The principal of the lifecycle sweeper's events (S3 names its own service).
+const LIFECYCLE_PRINCIPAL: &str = "postgate:lifecycle";
+
 /// Access key id → (the key, if it exists; when it was read).
 type KeyCache = HashMap<String, (Option<KeyRecord>, Instant)>;
 
@@ -42,6 +45,8 @@ pub struct AppState {
     pub store: BlobStore,
     /// The `/-/metrics` registry, one per server.
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Who wants which object event (webhooks), and the delivery worker's wake-up.
+    pub events: crate::events::Notifier,
     keys: Arc<RwLock<KeyCache>>,
     buckets: Arc<BucketCache>,
 }
@@ -126,11 +131,16 @@ impl AppState {
             }
         }
         let metrics = Arc::new(crate::telemetry::Metrics::new(db.batch_sizes()));
+        // Events committed before a crash and not yet delivered go out now.
+        let events = crate::events::Notifier::new(&config);
+        events.reload(&db).await?;
+        events.start(db.clone(), metrics.clone());
         let state = AppState {
             config: Arc::new(config),
             db,
             store,
             metrics,
+            events,
             keys: Arc::new(RwLock::new(HashMap::new())),
             buckets: Arc::default(),
         };
@@ -145,8 +155,10 @@ impl AppState {
         if let Err(e) = &open {
             tracing::warn!(error = %e, "metrics: cannot count open multipart uploads");
         }
+        let pending = self.db.read(db::events::pending).await;
         crate::telemetry::Scrape {
             multipart_uploads_open: open.unwrap_or(0),
+            events_pending: pending.unwrap_or(0),
             disk_free_bytes: crate::telemetry::free_bytes(&self.config.data_dir).unwrap_or(0),
             wal_bytes: std::fs::metadata(self.db.wal_path()).map_or(0, |m| m.len()),
         }
@@ -173,10 +185,21 @@ impl AppState {
         crate::objects::lifecycle::interval(self.config.lifecycle_debug_day)
     }
 
+    /// Who the lifecycle sweeper's deletions are announced as (`LifecycleExpiration:Delete`, by
+    /// postgate itself, as S3 names its lifecycle service).
+    pub fn lifecycle_origin(&self) -> crate::events::Origin {
+        self.events.origin(
+            crate::events::Kind::LifecycleExpiration,
+            LIFECYCLE_PRINCIPAL,
+        )
+    }
+
     /// Applies lifecycle rules and objects' own expiry times once (`objects::lifecycle`).
     pub async fn sweep_lifecycle(&self) -> crate::objects::lifecycle::Swept {
         let day = self.config.lifecycle_debug_day;
-        match crate::objects::lifecycle::sweep(&self.db, &self.store, day).await {
+        match crate::objects::lifecycle::sweep(&self.db, &self.store, day, &self.lifecycle_origin())
+            .await
+        {
             Ok(swept) => {
                 if swept != Default::default() {
                     tracing::info!(

@@ -38,6 +38,8 @@ pub struct Metrics {
     post_refusals: Family<One, Counter>,
     link_uploads: Counter,
     multipart_open: Gauge,
+    event_deliveries: Family<One, Counter>,
+    events_pending: Gauge,
     disk_free: Gauge,
     wal_size: Gauge,
 }
@@ -45,6 +47,8 @@ pub struct Metrics {
 /// What the gauges read at scrape time show.
 pub struct Scrape {
     pub multipart_uploads_open: u64,
+    /// Event deliveries waiting in the outbox (new or being retried).
+    pub events_pending: u64,
     pub disk_free_bytes: u64,
     pub wal_bytes: u64,
 }
@@ -64,6 +68,8 @@ impl Metrics {
             post_refusals: Family::default(),
             link_uploads: Counter::default(),
             multipart_open: Gauge::default(),
+            event_deliveries: Family::default(),
+            events_pending: Gauge::default(),
             disk_free: Gauge::default(),
             wal_size: Gauge::default(),
         };
@@ -108,6 +114,16 @@ impl Metrics {
             m.multipart_open.clone(),
         );
         registry.register(
+            "event_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, failed: retried later, dead)",
+            m.event_deliveries.clone(),
+        );
+        registry.register(
+            "events_pending",
+            "Webhook deliveries waiting in the outbox",
+            m.events_pending.clone(),
+        );
+        registry.register(
             "data_dir_free_bytes",
             "Bytes available to postgate on the data directory's filesystem",
             m.disk_free.clone(),
@@ -130,12 +146,20 @@ impl Metrics {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.multipart_open
             .set(gauge(scrape.multipart_uploads_open));
+        self.events_pending.set(gauge(scrape.events_pending));
         self.disk_free.set(gauge(scrape.disk_free_bytes));
         self.wal_size.set(gauge(scrape.wal_bytes));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts one webhook delivery attempt: `delivered`, `failed` (retried later) or `dead`.
+    pub fn event_delivery(&self, outcome: &'static str) {
+        self.event_deliveries
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
     }
 
     /// An upload body started arriving; the returned guard counts it until dropped.
@@ -212,6 +236,8 @@ pub struct Trace {
     pub link: Option<String>,
     /// The request stored a file through an upload link.
     pub link_upload: bool,
+    /// The peer's address (an event's `sourceIPAddress`).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 pub type SharedTrace = Arc<Mutex<Trace>>;
@@ -229,6 +255,13 @@ pub async fn traced<F: std::future::Future>(trace: SharedTrace, f: F) -> F::Outp
 /// task) it does nothing.
 pub fn note(f: impl FnOnce(&mut Trace)) {
     let _ = TRACE.try_with(|t| f(&mut t.lock().unwrap_or_else(|e| e.into_inner())));
+}
+
+/// Reads the current request's trace; `None` outside a traced request.
+pub fn read<R>(f: impl FnOnce(&Trace) -> R) -> Option<R> {
+    TRACE
+        .try_with(|t| f(&t.lock().unwrap_or_else(|e| e.into_inner())))
+        .ok()
 }
 
 /// Bytes available to an unprivileged user on the filesystem holding `dir`.

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_ready_probe.sql"),
     include_str!("../../migrations/0009_detected_type.sql"),
     include_str!("../../migrations/0010_lifecycle_quotas.sql"),
+    include_str!("../../migrations/0011_events.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
@@ -52,6 +53,36 @@ mod tests {
             .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// A database at version 9 (0001..0007, 0009, 0010: what postgate had before events) gains
+    /// the events tables and keeps its objects.
+    #[test]
+    fn a_version_9_database_migrates_forward_to_events() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        conn.execute_batch(
+            "INSERT INTO buckets (name, owner, created_at) VALUES ('b', 'AK', 0);
+             INSERT INTO objects (bucket, key, size, etag, last_modified, owner, detected_type)
+                 VALUES ('b', 'x', 1, '', 0, 'AK', 'image/png');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM webhooks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        let t: String = conn
+            .query_row("SELECT detected_type FROM objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(t, "image/png");
     }
 
     /// 0010 counts what existing buckets hold, and from then on the triggers keep the count

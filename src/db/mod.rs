@@ -6,6 +6,7 @@
 //! answer always means durable. Readers run on tokio's blocking pool, never on async workers.
 
 pub mod buckets;
+pub mod events;
 pub mod keys;
 pub mod lifecycle;
 pub mod links;

@@ -47,6 +47,7 @@ pub(super) async fn access(State(app): State<AppState>, req: Request, next: Next
     });
     let method = req.method().clone();
     let trace = SharedTrace::default();
+    trace.lock().unwrap_or_else(|e| e.into_inner()).source_ip = peer.map(|p| p.ip().to_canonical());
     let res = crate::telemetry::traced(trace.clone(), next.run(req)).await;
     drop(in_flight);
     let mut done = Done {

@@ -144,6 +144,10 @@ pub(crate) async fn finish(
         t.key = Some(upload.key.clone());
         t.link_upload = true;
     });
+    let origin = app.events.origin(
+        crate::events::Kind::CompleteMultipartUpload,
+        &link.access_key,
+    );
     let etag = crate::objects::multipart::complete(
         &app.db,
         &app.store,
@@ -151,6 +155,7 @@ pub(crate) async fn finish(
         &upload.key,
         &upload.upload_id,
         parts,
+        origin,
     )
     .await?;
     let base = crate::state::base_url(app, headers);

@@ -57,7 +57,7 @@ pub fn check_type(meta: &ObjectMeta) -> Result<()> {
 }
 
 /// CopyObject's work: `src` (read from `src_key`) becomes `bucket/key` with `meta`, settling the
-/// room `hold` keeps under the bucket's quota. Blobs are copied, not shared, so either object
+/// room `hold` keeps under the bucket's quota and recording `origin`'s event. Blobs are copied, not shared, so either object
 /// can be replaced or deleted alone.
 #[allow(clippy::too_many_arguments)]
 pub async fn object(
@@ -69,6 +69,7 @@ pub async fn object(
     key: &str,
     meta: ObjectMeta,
     hold: &mut Hold,
+    origin: crate::events::Origin,
 ) -> Result<()> {
     let staged = match src.body {
         Body::Inline(bytes) => Staged::Inline(bytes),
@@ -96,6 +97,7 @@ pub async fn object(
         staged,
         WriteCondition::default(),
         hold,
+        origin,
     )
     .await
 }

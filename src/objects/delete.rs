@@ -1,6 +1,7 @@
 //! Deleting objects: the row goes in one transaction, then the blobs it used.
 
 use crate::db::{Db, DbError, objects};
+use crate::events::Origin;
 use crate::store::BlobStore;
 
 /// A key DeleteObjects named that cannot be an object's (S3 answers it per key, not for the
@@ -8,10 +9,25 @@ use crate::store::BlobStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidKey;
 
-/// Deletes `bucket/key` if it exists (S3's DeleteObject succeeds either way).
-pub async fn one(db: &Db, store: &BlobStore, bucket: &str, key: &str) -> Result<(), DbError> {
+/// Deletes `bucket/key` if it exists (S3's DeleteObject succeeds either way). A removal records
+/// its event (when a target wants it) in the same transaction.
+pub async fn one(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    origin: Origin,
+) -> Result<(), DbError> {
     let (b, k) = (bucket.to_owned(), key.to_owned());
-    let removed = db.write(move |c| objects::delete(c, &b, &k)).await?;
+    let removed = db
+        .write(move |c| {
+            let removed = objects::delete(c, &b, &k)?;
+            if removed.is_some() {
+                origin.removed(c, &b, &k)?;
+            }
+            Ok(removed)
+        })
+        .await?;
     for blob in removed.unwrap_or_default() {
         store.remove(blob).await;
     }
@@ -24,6 +40,7 @@ pub async fn many(
     store: &BlobStore,
     bucket: &str,
     keys: Vec<String>,
+    origin: Origin,
 ) -> Result<Vec<Result<(), InvalidKey>>, DbError> {
     let bucket = bucket.to_owned();
     let results = db
@@ -34,7 +51,11 @@ pub async fn many(
                     out.push(Err(InvalidKey));
                     continue;
                 }
-                out.push(Ok(objects::delete(c, &bucket, key)?.unwrap_or_default()));
+                let removed = objects::delete(c, &bucket, key)?;
+                if removed.is_some() {
+                    origin.removed(c, &bucket, key)?;
+                }
+                out.push(Ok(removed.unwrap_or_default()));
             }
             Ok(out)
         })
@@ -55,12 +76,14 @@ pub async fn many(
 }
 
 /// Deletes each (bucket, key) whose current version is still `expired` (the lifecycle
-/// sweeper's batch), in one transaction; then the blobs they used. Returns how many it deleted.
+/// sweeper's batch), in one transaction with their events (`origin`'s, `LifecycleExpiration:Delete`);
+/// then the blobs they used. Returns how many it deleted.
 pub async fn expired(
     db: &Db,
     store: &BlobStore,
     found: Vec<(String, String)>,
     expired: crate::db::lifecycle::Expired,
+    origin: Origin,
 ) -> Result<usize, DbError> {
     let removed = db
         .write(move |c| {
@@ -68,6 +91,7 @@ pub async fn expired(
             for (bucket, key) in &found {
                 if let Some(blobs) = crate::db::lifecycle::delete_expired(c, bucket, key, expired)?
                 {
+                    origin.removed(c, bucket, key)?;
                     removed.push(blobs);
                 }
             }

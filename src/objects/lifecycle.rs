@@ -12,6 +12,7 @@
 //! For tests, a debug "day" can be made a few seconds long (as Ceph's `rgw_lc_debug_interval`),
 //! and then no rounding applies.
 
+use crate::events::Origin;
 use std::time::Duration;
 
 use crate::db::lifecycle::{self as rows, Expired};
@@ -61,13 +62,20 @@ pub fn cutoff(now: i64, days: u32, day: Option<Duration>) -> i64 {
 }
 
 /// Applies objects' own expiry times and every bucket's lifecycle rules once.
-pub async fn sweep(db: &Db, store: &BlobStore, day: Option<Duration>) -> Result<Swept, DbError> {
+/// Each deletion records its `LifecycleExpiration:Delete` event through `origin` (the sweeper's,
+/// [`crate::events::Kind::LifecycleExpiration`]) in the deleting transaction.
+pub async fn sweep(
+    db: &Db,
+    store: &BlobStore,
+    day: Option<Duration>,
+    origin: &Origin,
+) -> Result<Swept, DbError> {
     let now = db::now_millis();
     let mut swept = Swept::default();
     loop {
         let found = db.read(move |c| rows::expiring(c, now, BATCH)).await?;
         let n = found.len();
-        swept.objects += delete_batch(db, store, found, Expired::ExpiresBy(now)).await?;
+        swept.objects += delete_batch(db, store, found, Expired::ExpiresBy(now), origin).await?;
         if n < BATCH {
             break;
         }
@@ -85,7 +93,8 @@ pub async fn sweep(db: &Db, store: &BlobStore, day: Option<Duration>) -> Result<
                 _ => None,
             };
             if let Some(by) = expire_by {
-                swept.objects += expire_prefix(db, store, &bucket, &rule.prefix, by).await?;
+                swept.objects +=
+                    expire_prefix(db, store, &bucket, &rule.prefix, by, origin).await?;
             }
             if let Some(days) = rule.abort_incomplete_days {
                 let by = cutoff(now, days, day);
@@ -103,6 +112,7 @@ async fn expire_prefix(
     bucket: &str,
     prefix: &str,
     by: i64,
+    origin: &Origin,
 ) -> Result<usize, DbError> {
     let mut after = String::new();
     let mut deleted = 0;
@@ -116,7 +126,7 @@ async fn expire_prefix(
             after = last.clone();
         }
         let found = keys.into_iter().map(|k| (bucket.to_owned(), k)).collect();
-        deleted += delete_batch(db, store, found, Expired::ModifiedBy(by)).await?;
+        deleted += delete_batch(db, store, found, Expired::ModifiedBy(by), origin).await?;
         if n < BATCH {
             return Ok(deleted);
         }
@@ -131,11 +141,12 @@ async fn delete_batch(
     store: &BlobStore,
     found: Vec<(String, String)>,
     expired: Expired,
+    origin: &Origin,
 ) -> Result<usize, DbError> {
     if found.is_empty() {
         return Ok(0);
     }
-    super::delete::expired(db, store, found, expired).await
+    super::delete::expired(db, store, found, expired, origin.clone()).await
 }
 
 /// Aborts the unfinished uploads of `bucket` under `prefix` begun at or before `by`.

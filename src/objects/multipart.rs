@@ -76,6 +76,7 @@ pub async fn complete(
     key: &str,
     upload_id: &str,
     parts: Vec<(u32, String)>,
+    origin: crate::events::Origin,
 ) -> Result<String> {
     complete_if(
         db,
@@ -85,6 +86,7 @@ pub async fn complete(
         upload_id,
         parts,
         WriteCondition::default(),
+        origin,
     )
     .await
     .map(|done| done.etag)
@@ -108,6 +110,7 @@ pub struct Completed {
 /// part list identifies that object: its multipart ETag is the MD5 of the listed part MD5s, so
 /// the retry is answered from the current object when its ETag is the one the list describes,
 /// and is NoSuchUpload otherwise (the object was replaced, or the upload never completed).
+#[allow(clippy::too_many_arguments)]
 pub async fn complete_if(
     db: &Db,
     store: &BlobStore,
@@ -116,6 +119,7 @@ pub async fn complete_if(
     upload_id: &str,
     parts: Vec<(u32, String)>,
     cond: WriteCondition,
+    origin: crate::events::Origin,
 ) -> Result<Completed> {
     if parts.is_empty() {
         return Err(Error::NoParts);
@@ -238,6 +242,9 @@ pub async fn complete_if(
                 if let Some(link_id) = &upload.link_id {
                     crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
                 }
+                origin
+                    .with_link(upload.link_id.clone())
+                    .created(c, &b, &k, &meta)?;
                 garbage.extend(
                     uploads::remove(c, &id)?
                         .into_iter()

@@ -247,7 +247,9 @@ enum Found {
 }
 
 /// Makes a staged body the current version of `bucket/key`, atomically, and removes what the old
-/// version used. On any failure the new bytes are removed and the old version stays.
+/// version used. On any failure the new bytes are removed and the old version stays. The event
+/// `origin` describes is recorded in the same transaction (when a target wants it).
+#[allow(clippy::too_many_arguments)]
 pub async fn commit(
     db: &Db,
     store: &BlobStore,
@@ -256,6 +258,7 @@ pub async fn commit(
     meta: ObjectMeta,
     staged: Staged,
     cond: WriteCondition,
+    origin: crate::events::Origin,
 ) -> Result<()> {
     commit_reserved(
         db,
@@ -266,6 +269,7 @@ pub async fn commit(
         staged,
         cond,
         &mut Hold::none(),
+        origin,
     )
     .await
 }
@@ -283,6 +287,7 @@ pub async fn commit_reserved(
     staged: Staged,
     cond: WriteCondition,
     hold: &mut Hold,
+    origin: crate::events::Origin,
 ) -> Result<()> {
     let reservation = hold.id().map(str::to_owned);
     let body = match staged {
@@ -312,9 +317,13 @@ pub async fn commit_reserved(
                 Err(e) => return Ok(Found::Refused(Error::QuotaExceeded(e))),
             };
             let old = objects::put(c, &b, &k, &meta, &body)?;
-            if let Some(link_id) = link_id {
-                crate::objects::lifecycle::apply_link_expiry(c, &link_id, &b, &k)?;
+            if let Some(link_id) = &link_id {
+                crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
             }
+            origin
+                .clone()
+                .with_link(link_id)
+                .created(c, &b, &k, &meta)?;
             Ok(Found::Committed(old))
         })
         .await;

@@ -78,6 +78,11 @@ pub async fn authenticate(app: &AppState, req: &S3Request) -> S3Result<Caller> {
 }
 
 impl Caller {
+    /// Who an event names as `userIdentity.principalId`: the access key, or `anonymous`.
+    pub fn principal(&self) -> &str {
+        self.access_key().unwrap_or("anonymous")
+    }
+
     pub fn access_key(&self) -> Option<&str> {
         self.key.as_ref().map(|k| k.access_key.as_str())
     }

@@ -11,6 +11,7 @@ mod cors;
 mod lifecycle;
 mod list;
 pub mod multipart;
+mod notification;
 mod object;
 mod post_object;
 
@@ -113,6 +114,8 @@ pub enum Endpoint {
     GetBucketCors,
     PutBucketCors,
     DeleteBucketCors,
+    GetBucketNotificationConfiguration,
+    PutBucketNotificationConfiguration,
     GetBucketLifecycleConfiguration,
     PutBucketLifecycleConfiguration,
     DeleteBucketLifecycle,
@@ -185,6 +188,8 @@ impl Endpoint {
             GetBucketCors => "GetBucketCors",
             PutBucketCors => "PutBucketCors",
             DeleteBucketCors => "DeleteBucketCors",
+            GetBucketNotificationConfiguration => "GetBucketNotificationConfiguration",
+            PutBucketNotificationConfiguration => "PutBucketNotificationConfiguration",
             GetBucketLifecycleConfiguration => "GetBucketLifecycleConfiguration",
             PutBucketLifecycleConfiguration => "PutBucketLifecycleConfiguration",
             DeleteBucketLifecycle => "DeleteBucketLifecycle",
@@ -210,6 +215,8 @@ impl Endpoint {
                 Method::GET if has("cors") => GetBucketCors,
                 Method::PUT if has("cors") => PutBucketCors,
                 Method::DELETE if has("cors") => DeleteBucketCors,
+                Method::GET if has("notification") => GetBucketNotificationConfiguration,
+                Method::PUT if has("notification") => PutBucketNotificationConfiguration,
                 Method::GET if has("lifecycle") => GetBucketLifecycleConfiguration,
                 Method::PUT if has("lifecycle") => PutBucketLifecycleConfiguration,
                 Method::DELETE if has("lifecycle") => DeleteBucketLifecycle,
@@ -298,6 +305,9 @@ impl Endpoint {
             | AbortMultipartUpload { .. } => Access::Write,
             DeleteBucket | GetBucketAcl | PutBucketAcl | PutObjectAcl | GetBucketCors
             | PutBucketCors | DeleteBucketCors => Access::Owner,
+            GetBucketNotificationConfiguration | PutBucketNotificationConfiguration => {
+                Access::Owner
+            }
             GetBucketLifecycleConfiguration
             | PutBucketLifecycleConfiguration
             | DeleteBucketLifecycle => Access::Owner,
@@ -314,7 +324,6 @@ fn is_unsupported_subresource(name: &str) -> bool {
             | "lifecycle"
             | "website"
             | "logging"
-            | "notification"
             | "replication"
             | "encryption"
             | "tagging"
@@ -622,7 +631,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         CopyObject => object::copy_object(app, req, &caller, ctx_of(ctx)?).await,
         GetObject => object::get_object(app, req, &caller, ctx_of(ctx)?, true).await,
         HeadObject => object::get_object(app, req, &caller, ctx_of(ctx)?, false).await,
-        DeleteObject => object::delete_object(app, req).await,
+        DeleteObject => object::delete_object(app, req, &caller).await,
         GetObjectAcl => object::get_object_acl(app, req, ctx_of(ctx)?).await,
         PutObjectAcl => object::put_object_acl(app, req, &caller, body).await,
         CreateMultipartUpload => multipart::create_multipart_upload(app, req, &caller).await,
@@ -648,6 +657,8 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         GetBucketCors => cors::get_bucket_cors(ctx_of(ctx)?).await,
         PutBucketCors => cors::put_bucket_cors(app, req, &caller, body).await,
         DeleteBucketCors => cors::delete_bucket_cors(app, req).await,
+        GetBucketNotificationConfiguration => notification::get(app, req).await,
+        PutBucketNotificationConfiguration => notification::put(app, req, &caller, body).await,
         GetBucketLifecycleConfiguration => lifecycle::get_bucket_lifecycle(ctx_of(ctx)?).await,
         PutBucketLifecycleConfiguration => {
             lifecycle::put_bucket_lifecycle(app, req, &caller, body).await
@@ -822,6 +833,18 @@ mod tests {
             ("GET", "/b?cors", &[], GetBucketCors),
             ("PUT", "/b?cors", &[], PutBucketCors),
             ("DELETE", "/b?cors", &[], DeleteBucketCors),
+            (
+                "GET",
+                "/b?notification",
+                &[],
+                GetBucketNotificationConfiguration,
+            ),
+            (
+                "PUT",
+                "/b?notification",
+                &[],
+                PutBucketNotificationConfiguration,
+            ),
             ("GET", "/b?lifecycle", &[], GetBucketLifecycleConfiguration),
             ("PUT", "/b?lifecycle", &[], PutBucketLifecycleConfiguration),
             ("DELETE", "/b?lifecycle", &[], DeleteBucketLifecycle),
@@ -897,6 +920,8 @@ mod tests {
             (PutObject, Access::Write),
             (AbortMultipartUpload { upload_id: id() }, Access::Write),
             (PutBucketCors, Access::Owner),
+            (PutBucketNotificationConfiguration, Access::Owner),
+            (GetBucketNotificationConfiguration, Access::Owner),
             (PutBucketLifecycleConfiguration, Access::Owner),
             (GetBucketLifecycleConfiguration, Access::Owner),
             (DeleteBucketLifecycle, Access::Owner),

@@ -236,6 +236,10 @@ pub async fn complete_multipart_upload(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
+    let origin = app.events.origin(
+        crate::events::Kind::CompleteMultipartUpload,
+        caller.principal(),
+    );
     let done = complete_if(
         &app.db,
         &app.store,
@@ -244,6 +248,7 @@ pub async fn complete_multipart_upload(
         upload_id,
         parts,
         super::object::write_condition(req)?,
+        origin,
     )
     .await?;
     let mut w = XmlWriter::new();

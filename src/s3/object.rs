@@ -12,6 +12,7 @@ use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_respons
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::events::Kind;
 use crate::objects::quota::{self, Hold, Size};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::objects::{copy, delete};
@@ -52,6 +53,7 @@ pub async fn put_object(
     );
     meta.checksum = checksum;
     meta.detected_type = ingested.detected.map(str::to_owned);
+    let origin = app.events.origin(Kind::Put, caller.principal());
     write::commit_reserved(
         &app.db,
         &app.store,
@@ -61,6 +63,7 @@ pub async fn put_object(
         ingested.staged,
         cond,
         &mut hold,
+        origin,
     )
     .await?;
 
@@ -366,6 +369,7 @@ pub async fn copy_object(
     .await?;
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
+    let origin = app.events.origin(Kind::Copy, caller.principal());
     copy::object(
         &app.db,
         &app.store,
@@ -375,6 +379,7 @@ pub async fn copy_object(
         req.key(),
         meta,
         &mut hold,
+        origin,
     )
     .await?;
     let mut w = XmlWriter::new();
@@ -859,7 +864,7 @@ fn refuse_conditional_delete(
     }
 }
 
-pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response> {
+pub async fn delete_object(app: &AppState, req: &S3Request, caller: &Caller) -> S3Result<Response> {
     refuse_conditional_delete(
         [
             "if-match",
@@ -868,7 +873,8 @@ pub async fn delete_object(app: &AppState, req: &S3Request) -> S3Result<Response
         ]
         .map(|h| (h, req.headers.contains_key(h))),
     )?;
-    delete::one(&app.db, &app.store, req.bucket(), req.key()).await?;
+    let origin = app.events.origin(Kind::Delete, caller.principal());
+    delete::one(&app.db, &app.store, req.bucket(), req.key(), origin).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -901,7 +907,8 @@ pub async fn delete_objects(
     }))?;
     let quiet = doc.quiet.unwrap_or(false);
     let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
-    let results = delete::many(&app.db, &app.store, req.bucket(), keys.clone()).await?;
+    let origin = app.events.origin(Kind::Delete, caller.principal());
+    let results = delete::many(&app.db, &app.store, req.bucket(), keys.clone(), origin).await?;
     let mut w = XmlWriter::new();
     w.root("DeleteResult");
     for (key, result) in keys.iter().zip(results) {

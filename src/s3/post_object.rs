@@ -256,6 +256,14 @@ where
         owner: signer.owner(&record),
         size_hint,
         create_only: link.is_some(),
+        origin: app
+            .events
+            .origin(crate::events::Kind::Post, signer.principal())
+            .with_link(
+                link.is_some()
+                    .then(|| fields.get(crate::links::LINK_META_FIELD).map(str::to_owned))
+                    .flatten(),
+            ),
         quota: record.quota,
         link_id: link
             .as_ref()
@@ -410,6 +418,8 @@ struct Target<'a> {
     size_hint: Option<u64>,
     /// Refuse (412) rather than replace an existing object: upload-link forms.
     create_only: bool,
+    /// The event this upload makes (who signed, through which link).
+    origin: crate::events::Origin,
     /// The bucket's quota, and the upload link the form counts against (its total).
     quota: crate::db::quota::Quota,
     link_id: Option<&'a str>,
@@ -497,6 +507,7 @@ async fn store_upload(
             ..WriteCondition::default()
         },
         &mut hold,
+        target.origin,
     )
     .await?;
     let mut res = success(app, req, fields, bucket, key, &etag);
@@ -518,6 +529,14 @@ enum Signer {
 }
 
 impl Signer {
+    /// The event's `principalId`: the signing key, or `anonymous`.
+    fn principal(&self) -> &str {
+        match self {
+            Signer::Key { access_key, .. } => access_key,
+            Signer::Anonymous => "anonymous",
+        }
+    }
+
     fn owner<'a>(&'a self, bucket: &'a BucketRecord) -> &'a str {
         match self {
             Signer::Key { access_key, .. } => access_key,

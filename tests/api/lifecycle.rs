@@ -30,9 +30,14 @@ async fn put_rules(app: &TestApp, bucket: &str, xml: &str) -> Resp {
 
 /// One sweep with a "day" of `day` (the hidden `--lifecycle-debug-day-secs`).
 async fn sweep(app: &TestApp, day: Duration) -> postgate::objects::lifecycle::Swept {
-    postgate::objects::lifecycle::sweep(&app.state.db, &app.state.store, Some(day))
-        .await
-        .unwrap()
+    postgate::objects::lifecycle::sweep(
+        &app.state.db,
+        &app.state.store,
+        Some(day),
+        &app.state.lifecycle_origin(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -209,8 +214,9 @@ async fn a_large_sweep_goes_in_batches_without_stalling_uploads() {
     put_rules(&app, "lcmany", RULES).await.assert_status(200);
     let sweeper = {
         let (db, store) = (app.state.db.clone(), app.state.store.clone());
+        let origin = app.state.lifecycle_origin();
         tokio::spawn(async move {
-            postgate::objects::lifecycle::sweep(&db, &store, Some(Duration::from_secs(1)))
+            postgate::objects::lifecycle::sweep(&db, &store, Some(Duration::from_secs(1)), &origin)
                 .await
                 .unwrap()
         })

@@ -6,6 +6,7 @@ mod conformance;
 mod cors;
 mod durability;
 mod errors;
+mod events;
 mod helpers;
 mod json_api;
 mod lifecycle;

@@ -809,3 +809,48 @@ def test_sigv2_client_bucket_and_object_calls(server, s3):
         v2.delete_bucket(Bucket=name)
     finally:
         empty_and_delete_bucket(s3, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bucket notifications (webhook targets the operator declared, named by postgate's ARN)
+
+
+def test_bucket_notification_configuration_round_trip(s3, bucket, server):
+    import subprocess
+
+    from conftest import _binary
+
+    subprocess.run(
+        [str(_binary()), "--data-dir", str(server.data_dir), "webhook", "add", "boto",
+         "--url", "http://127.0.0.1:9/hook", "--secret", "s3cr3t"],
+        check=True, capture_output=True,
+    )
+    arn = "arn:postgate:sqs::boto:webhook"
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={"QueueConfigurations": [{
+            "Id": "uploads", "QueueArn": arn,
+            "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "in/"},
+                                               {"Name": "suffix", "Value": ".jpg"}]}},
+        }]},
+    )
+    got = s3.get_bucket_notification_configuration(Bucket=bucket)
+    (queue,) = got["QueueConfigurations"]
+    assert queue["Id"] == "uploads" and queue["QueueArn"] == arn
+    assert queue["Events"] == ["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"]
+    rules = {r["Name"].lower(): r["Value"] for r in queue["Filter"]["Key"]["FilterRules"]}
+    assert rules == {"prefix": "in/", "suffix": ".jpg"}
+
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={"QueueConfigurations": [{
+                "QueueArn": "arn:aws:sqs:us-east-1:123456789012:elsewhere",
+                "Events": ["s3:ObjectCreated:*"],
+            }]},
+        )
+    assert error_of(e) == ("InvalidArgument", 400)
+
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    assert "QueueConfigurations" not in s3.get_bucket_notification_configuration(Bucket=bucket)

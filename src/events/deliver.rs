@@ -1,0 +1,209 @@
+//! The delivery worker: POSTs each pending delivery to its target as JSON, signed, at least once,
+//! in order per object key; a failure is retried with exponential backoff and jitter until the
+//! delivery is older than the configured maximum age, then it is dead (`postgate events retry`
+//! puts it back).
+//!
+//! Signature: `X-Postgate-Timestamp: <unix seconds>` and
+//! `X-Postgate-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`. A receiver
+//! recomputes it over the raw body, compares in constant time, and refuses a timestamp far from
+//! its clock (a replay).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::{Notifier, message};
+use crate::db::Db;
+use crate::db::events::{self, Delivery, Outcome};
+
+pub const TIMESTAMP_HEADER: &str = "x-postgate-timestamp";
+pub const SIGNATURE_HEADER: &str = "x-postgate-signature";
+/// The delivery's id: the same on every retry, so a receiver can drop a duplicate.
+const DELIVERY_HEADER: &str = "x-postgate-delivery";
+
+/// Deliveries sent at once (different keys; a key's are in order).
+const BATCH: usize = 32;
+/// The outbox is read this often even without a wake-up (one arrives with each new event).
+const POLL: Duration = Duration::from_millis(250);
+/// One attempt's limit: connect, send, and the receiver's answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Delivered rows are kept this long for `events list`, then pruned.
+const KEEP_DELIVERED_MS: i64 = 7 * 86_400 * 1000;
+
+/// `v1=<hex>`: the HMAC-SHA256 of `"<timestamp>.<body>"` with the target's secret.
+pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub(super) struct Worker {
+    notifier: Notifier,
+    db: Db,
+    metrics: Arc<crate::telemetry::Metrics>,
+    client: reqwest::Client,
+}
+
+impl Worker {
+    pub(super) fn new(
+        notifier: Notifier,
+        db: Db,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Worker {
+        let client = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .connect_timeout(ATTEMPT_TIMEOUT)
+            // A redirect would send the signed event somewhere the operator did not declare.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("postgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the webhook HTTP client builds");
+        Worker {
+            notifier,
+            db,
+            metrics,
+            client,
+        }
+    }
+
+    pub(super) async fn run(self) {
+        let mut last_prune = 0;
+        loop {
+            let now = crate::db::now_millis();
+            let due = match self.db.read(move |c| events::due(c, now, BATCH)).await {
+                Ok(due) => due,
+                Err(crate::db::DbError::WriterGone) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the event outbox");
+                    Vec::new()
+                }
+            };
+            if due.is_empty() {
+                tokio::select! {
+                    _ = self.notifier.inner.wake.notified() => {
+                        // Let the transaction that woke us commit before reading.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                if now - last_prune > 3_600_000 {
+                    last_prune = now;
+                    let before = now - KEEP_DELIVERED_MS;
+                    let _ = self.db.write(move |c| events::prune(c, before)).await;
+                }
+                continue;
+            }
+            let attempts = due.iter().map(|d| self.attempt(d));
+            let outcomes: Vec<(i64, Outcome)> = futures_util::future::join_all(attempts)
+                .await
+                .into_iter()
+                .zip(&due)
+                .map(|(o, d)| (d.id, o))
+                .collect();
+            for (_, outcome) in &outcomes {
+                self.metrics.event_delivery(match outcome {
+                    Outcome::Delivered => "delivered",
+                    Outcome::Retry { .. } => "failed",
+                    Outcome::Dead { .. } => "dead",
+                });
+            }
+            let written = self
+                .db
+                .write(move |c| {
+                    for (id, outcome) in &outcomes {
+                        events::record_outcome(c, *id, outcome)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = written {
+                if matches!(e, crate::db::DbError::WriterGone) {
+                    return;
+                }
+                tracing::warn!(error = %e, "could not record delivery outcomes");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// One attempt at one delivery.
+    async fn attempt(&self, d: &Delivery) -> Outcome {
+        let error = match self.notifier.target(&d.target) {
+            None => format!("no webhook target named {}", d.target),
+            Some(target) => {
+                let body = message::body(&d.record, &d.configuration_id, d.event_id);
+                let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+                let sent = self
+                    .client
+                    .post(&target.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(TIMESTAMP_HEADER, timestamp.to_string())
+                    .header(SIGNATURE_HEADER, sign(&target.secret, timestamp, &body))
+                    .header(DELIVERY_HEADER, d.id.to_string())
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(res) if res.status().is_success() => return Outcome::Delivered,
+                    Ok(res) => format!("the receiver answered {}", res.status().as_u16()),
+                    // Without the URL: it may hold a token.
+                    Err(e) => format!("could not deliver: {}", e.without_url()),
+                }
+            }
+        };
+        let now = crate::db::now_millis();
+        let max_age = self.notifier.inner.max_age.as_millis() as i64;
+        if now - d.since >= max_age {
+            tracing::warn!(delivery = d.id, target = %d.target, %error, "event delivery gave up");
+            return Outcome::Dead { error };
+        }
+        let wait = backoff(self.notifier.inner.retry_min, d.attempts);
+        tracing::debug!(delivery = d.id, target = %d.target, %error, ?wait, "event delivery failed");
+        Outcome::Retry {
+            error,
+            next_at: (now + wait.as_millis() as i64).min(d.since + max_age),
+        }
+    }
+}
+
+/// `min · 2^attempts`, at most [`MAX_BACKOFF`], with "equal jitter" (between half and all of
+/// it) so that the retries of many failed deliveries spread out.
+fn backoff(min: Duration, attempts: u32) -> Duration {
+    let full = min
+        .saturating_mul(1u32 << attempts.min(20))
+        .min(MAX_BACKOFF);
+    let random = uuid::Uuid::new_v4().as_u128() as u64;
+    let jitter = (full.as_millis() as u64 / 2).max(1);
+    full - Duration::from_millis(random % jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_cover_timestamp_and_body() {
+        let s = sign("secret", 1700000000, "{}");
+        assert!(s.starts_with("v1=") && s.len() == 3 + 64);
+        assert_ne!(s, sign("secret", 1700000001, "{}"));
+        assert_ne!(s, sign("secret", 1700000000, "{ }"));
+        assert_ne!(s, sign("other", 1700000000, "{}"));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let min = Duration::from_secs(1);
+        for attempts in 0..30 {
+            let full = min.saturating_mul(1 << attempts.min(20)).min(MAX_BACKOFF);
+            let b = backoff(min, attempts);
+            assert!(b <= full && b >= full / 2, "{attempts}: {b:?}");
+        }
+    }
+}

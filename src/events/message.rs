@@ -1,0 +1,193 @@
+//! The event message, in S3's format so that code written for S3 (Lambda handlers, SQS
+//! consumers) or MinIO parses it unchanged: `{"Records": [record]}`, eventVersion 2.1.
+//!
+//! Spec: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html>.
+//! postgate adds, as MinIO does, `s3.object.contentType` and `s3.object.userMetadata`
+//! (`X-Amz-Meta-*`), and its own `postgate.linkId` for a link's uploads: extra keys that S3's
+//! parsers ignore.
+
+use serde_json::{Value, json};
+
+use crate::db::objects::ObjectMeta;
+
+/// What happened, in the event's own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Put,
+    Post,
+    Copy,
+    CompleteMultipartUpload,
+    Delete,
+    /// A lifecycle rule's or an object's own expiry removed it (the sweeper).
+    LifecycleExpiration,
+}
+
+impl Kind {
+    /// The `eventName`, without S3's `s3:` configuration prefix.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            Kind::Put => "ObjectCreated:Put",
+            Kind::Post => "ObjectCreated:Post",
+            Kind::Copy => "ObjectCreated:Copy",
+            Kind::CompleteMultipartUpload => "ObjectCreated:CompleteMultipartUpload",
+            Kind::Delete => "ObjectRemoved:Delete",
+            Kind::LifecycleExpiration => "LifecycleExpiration:Delete",
+        }
+    }
+}
+
+/// Who caused a change, and from where.
+pub struct Actor<'a> {
+    pub principal: &'a str,
+    pub source_ip: &'a str,
+    pub link_id: Option<&'a str>,
+}
+
+/// One record, without the fields that depend on the target and the row
+/// (`s3.configurationId` and `s3.object.sequencer`, filled by [`body`]).
+pub fn record(
+    region: &str,
+    kind: Kind,
+    actor: &Actor<'_>,
+    bucket: &str,
+    bucket_owner: &str,
+    key: &str,
+    meta: Option<&ObjectMeta>,
+) -> Value {
+    let mut object = json!({ "key": encode_key(key) });
+    if let Some(meta) = meta {
+        object["size"] = json!(meta.size);
+        object["eTag"] = json!(meta.etag.trim_matches('"'));
+        if let Some(ct) = &meta.content_type {
+            object["contentType"] = json!(ct);
+        }
+        // postgate's own: the type the upload's first bytes showed (`sniff`).
+        if let Some(detected) = &meta.detected_type {
+            object["detectedType"] = json!(detected);
+        }
+        let user: serde_json::Map<String, Value> = meta
+            .meta
+            .iter()
+            .map(|(n, v)| (format!("X-Amz-Meta-{}", title_case(n)), json!(v)))
+            .collect();
+        object["userMetadata"] = Value::Object(user);
+    }
+    let mut record = json!({
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": region,
+        "eventTime": event_time(),
+        "eventName": kind.event_name(),
+        "userIdentity": { "principalId": actor.principal },
+        "requestParameters": { "sourceIPAddress": actor.source_ip },
+        "responseElements": { "x-amz-request-id": "", "x-amz-id-2": "" },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "",
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": { "principalId": bucket_owner },
+                "arn": format!("arn:aws:s3:::{bucket}"),
+            },
+            "object": object,
+        },
+    });
+    if let Some(link) = actor.link_id {
+        record["postgate"] = json!({ "linkId": link });
+    }
+    record
+}
+
+/// Now, in ISO 8601 with milliseconds, as S3 writes `eventTime`.
+fn event_time() -> String {
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(f)
+        .unwrap_or_default()
+}
+
+/// The body POSTed to a target: the stored record with its configuration id and sequencer.
+pub fn body(record: &str, configuration_id: &str, event_id: i64) -> String {
+    let mut record: Value = serde_json::from_str(record).unwrap_or(Value::Null);
+    if let Some(s3) = record.get_mut("s3") {
+        s3["configurationId"] = json!(configuration_id);
+        if let Some(object) = s3.get_mut("object") {
+            object["sequencer"] = json!(sequencer(event_id));
+        }
+    }
+    json!({ "Records": [record] }).to_string()
+}
+
+/// S3's sequencer: a hex string that grows with every change of a key. Fixed width, so that
+/// comparing two as strings orders them too.
+pub fn sequencer(event_id: i64) -> String {
+    format!("{:016X}", event_id)
+}
+
+/// The key as S3 writes it in events: form-URL-encoded (a space is `+`), slashes kept.
+pub fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(|segment| url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `cms-id` → `Cms-Id`, the header spelling MinIO's `userMetadata` uses.
+fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_as_s3_does() {
+        assert_eq!(encode_key("a b/c+d.jpg"), "a+b/c%2Bd.jpg");
+        assert_eq!(encode_key("photos/été.png"), "photos/%C3%A9t%C3%A9.png");
+        assert_eq!(encode_key("x*y_z-1.txt"), "x*y_z-1.txt");
+    }
+
+    #[test]
+    fn a_body_carries_the_target_fields() {
+        let actor = Actor {
+            principal: "AK",
+            source_ip: "127.0.0.1",
+            link_id: Some("L1"),
+        };
+        let meta = ObjectMeta {
+            size: 3,
+            etag: "\"abc\"".into(),
+            meta: vec![("cms-id".into(), "7".into())],
+            ..ObjectMeta::default()
+        };
+        let r = record(
+            "us-east-1",
+            Kind::Post,
+            &actor,
+            "b",
+            "O",
+            "k 1",
+            Some(&meta),
+        );
+        let body: Value = serde_json::from_str(&body(&r.to_string(), "cfg", 255)).unwrap();
+        let r = &body["Records"][0];
+        assert_eq!(r["eventName"], "ObjectCreated:Post");
+        assert_eq!(r["s3"]["configurationId"], "cfg");
+        assert_eq!(r["s3"]["object"]["key"], "k+1");
+        assert_eq!(r["s3"]["object"]["eTag"], "abc");
+        assert_eq!(r["s3"]["object"]["sequencer"], "00000000000000FF");
+        assert_eq!(r["s3"]["object"]["userMetadata"]["X-Amz-Meta-Cms-Id"], "7");
+        assert_eq!(r["postgate"]["linkId"], "L1");
+    }
+}

@@ -1,0 +1,323 @@
+//! Events and webhooks: what the core writes to the outbox when an object is created or removed,
+//! and the worker that delivers it.
+//!
+//! - [`Notifier`] holds, in memory, who wants which event: the declared webhook targets, each
+//!   bucket's notification configuration, each link's webhook. The core asks it inside the
+//!   transaction that changes the object, so an upload no target wants costs a hash lookup and
+//!   no SQL; one that is wanted inserts its outbox rows in that same transaction (an
+//!   acknowledged upload always has its event, a refused one never).
+//! - [`Origin`] is what an entry point tells the core about a change: what kind (PUT, POST, ...),
+//!   who, from where, through which link.
+//! - `deliver` is the worker: it POSTs each pending delivery, signed, retries with backoff, and
+//!   records the outcome.
+//!
+//! Imports the database and the leaves only; the core (`objects`) imports this room.
+
+mod deliver;
+pub mod message;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::config::Config;
+use crate::db::objects::ObjectMeta;
+use crate::db::{Db, DbError};
+pub use deliver::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+pub use message::Kind;
+use rules::NotificationConfig;
+
+/// How often the cache is read again, so that what the CLI changes (another process) applies
+/// within this time. Changes made through this server apply at once.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// A webhook target: where to POST, and the secret that signs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Rules {
+    targets: HashMap<String, Target>,
+    buckets: HashMap<String, NotificationConfig>,
+    /// Link id → target name.
+    links: HashMap<String, String>,
+}
+
+/// Who wants which event, cached; and the worker's wake-up. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rules: RwLock<Arc<Rules>>,
+    /// Targets from the configuration file; they win over a stored one of the same name.
+    configured: Vec<Target>,
+    region: String,
+    wake: tokio::sync::Notify,
+    max_age: Duration,
+    retry_min: Duration,
+}
+
+impl Notifier {
+    pub fn new(config: &Config) -> Notifier {
+        let configured = config
+            .webhooks
+            .iter()
+            .map(|w| Target {
+                name: w.name.clone(),
+                url: w.url.clone(),
+                secret: w.secret.clone(),
+            })
+            .collect();
+        Notifier {
+            inner: Arc::new(Inner {
+                rules: RwLock::new(Arc::new(Rules::default())),
+                configured,
+                region: config.region.clone(),
+                wake: tokio::sync::Notify::new(),
+                max_age: config.event_max_age,
+                retry_min: config.event_retry_min,
+            }),
+        }
+    }
+
+    /// Reads targets, bucket configurations and link webhooks again.
+    pub async fn reload(&self, db: &Db) -> Result<(), DbError> {
+        let (stored, buckets, links) = db
+            .read(|c| {
+                Ok((
+                    crate::db::events::webhooks(c)?,
+                    crate::db::events::notifications(c)?,
+                    crate::db::events::link_webhooks(c)?,
+                ))
+            })
+            .await?;
+        let mut targets: HashMap<String, Target> = stored
+            .into_iter()
+            .map(|w| {
+                let t = Target {
+                    name: w.name,
+                    url: w.url,
+                    secret: w.secret,
+                };
+                (t.name.clone(), t)
+            })
+            .collect();
+        for t in &self.inner.configured {
+            targets.insert(t.name.clone(), t.clone());
+        }
+        let buckets = buckets
+            .into_iter()
+            .filter_map(|(b, json)| Some((b, serde_json::from_str(&json).ok()?)))
+            .collect();
+        let rules = Rules {
+            targets,
+            buckets,
+            links: links.into_iter().collect(),
+        };
+        *self.inner.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        Ok(())
+    }
+
+    fn rules(&self) -> Arc<Rules> {
+        self.inner
+            .rules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The declared target of that name.
+    pub fn target(&self, name: &str) -> Option<Target> {
+        self.rules().targets.get(name).cloned()
+    }
+
+    /// The target an upload link's uploads are announced to.
+    pub fn link_target(&self, link_id: &str) -> Option<String> {
+        self.rules().links.get(link_id).cloned()
+    }
+
+    /// Every declared target, by name.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut all: Vec<Target> = self.rules().targets.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// What an entry point tells the core about the change it asks for.
+    pub fn origin(&self, kind: Kind, principal: &str) -> Origin {
+        let source_ip = crate::telemetry::read(|t| t.source_ip)
+            .flatten()
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        Origin {
+            notifier: self.clone(),
+            kind,
+            principal: principal.to_owned(),
+            source_ip,
+            link_id: None,
+        }
+    }
+
+    /// (target, configuration id) for every destination that wants this change. Only memory:
+    /// a bucket without a configuration and an upload without a link webhook return at once.
+    fn destinations(
+        &self,
+        bucket: &str,
+        key: &str,
+        kind: Kind,
+        link_id: Option<&str>,
+    ) -> Vec<(String, String)> {
+        let rules = self.rules();
+        let mut out = Vec::new();
+        if let Some(config) = rules.buckets.get(bucket) {
+            for q in config.matching(kind.event_name(), key) {
+                out.push((q.target.clone(), q.id.clone()));
+            }
+        }
+        if let Some(target) = link_id.and_then(|id| rules.links.get(id)) {
+            out.push((
+                target.clone(),
+                format!("postgate-link-{}", link_id.unwrap_or("")),
+            ));
+        }
+        out.dedup();
+        out
+    }
+
+    /// Starts the delivery worker and the cache's periodic reload. Never blocks an upload: the
+    /// worker only reads the outbox and records outcomes, each in a transaction of its own.
+    pub fn start(&self, db: Db, metrics: Arc<crate::telemetry::Metrics>) {
+        let (notifier, reload_db) = (self.clone(), db.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RELOAD_EVERY).await;
+                if let Err(e) = notifier.reload(&reload_db).await {
+                    tracing::warn!(error = %e, "could not reload webhook configuration");
+                }
+            }
+        });
+        let worker = deliver::Worker::new(self.clone(), db, metrics);
+        tokio::spawn(worker.run());
+    }
+}
+
+/// A delivery as the operator sees it (`events list`, `GET /-/api/events`).
+pub fn delivery_json(d: &crate::db::events::Delivery) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id,
+        "event": d.event_name,
+        "bucket": d.bucket,
+        "key": d.key,
+        "target": d.target,
+        "state": d.state,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "created_at": d.created_at,
+        "next_attempt_at": (d.state == "pending").then_some(d.next_at),
+    })
+}
+
+/// An entry point's account of a change, handed to the core, which records the event (if any
+/// target wants it) in the change's own transaction.
+#[derive(Clone)]
+pub struct Origin {
+    notifier: Notifier,
+    kind: Kind,
+    principal: String,
+    source_ip: String,
+    link_id: Option<String>,
+}
+
+impl Origin {
+    /// The change is an upload link's (the core knows it from the upload's row, a form from
+    /// the link it checked).
+    pub fn with_link(mut self, link_id: Option<String>) -> Origin {
+        if link_id.is_some() {
+            self.link_id = link_id;
+        }
+        self
+    }
+
+    /// Records that `bucket/key` now holds `meta`. Call inside the transaction that stores it.
+    pub fn created(
+        &self,
+        c: &Connection,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+    ) -> Result<(), DbError> {
+        self.record(c, self.kind, bucket, key, Some(meta))
+    }
+
+    /// Records that `bucket/key` was removed. Call inside the transaction that removes it.
+    pub fn removed(&self, c: &Connection, bucket: &str, key: &str) -> Result<(), DbError> {
+        let kind = match self.kind {
+            Kind::LifecycleExpiration => Kind::LifecycleExpiration,
+            _ => Kind::Delete,
+        };
+        self.record(c, kind, bucket, key, None)
+    }
+
+    fn record(
+        &self,
+        c: &Connection,
+        kind: Kind,
+        bucket: &str,
+        key: &str,
+        meta: Option<&ObjectMeta>,
+    ) -> Result<(), DbError> {
+        let targets = self
+            .notifier
+            .destinations(bucket, key, kind, self.link_id.as_deref());
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let owner = crate::db::buckets::get(c, bucket)?
+            .map(|b| b.owner)
+            .unwrap_or_default();
+        let actor = message::Actor {
+            principal: &self.principal,
+            source_ip: &self.source_ip,
+            link_id: self.link_id.as_deref(),
+        };
+        let record = message::record(
+            &self.notifier.inner.region,
+            kind,
+            &actor,
+            bucket,
+            &owner,
+            key,
+            meta,
+        );
+        crate::db::events::insert(
+            c,
+            bucket,
+            key,
+            kind.event_name(),
+            &record.to_string(),
+            &targets,
+        )?;
+        // The worker reads after this transaction commits; a wake-up that comes too early is
+        // caught by its next poll.
+        self.notifier.inner.wake.notify_one();
+        Ok(())
+    }
+}

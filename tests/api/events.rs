@@ -1,0 +1,809 @@
+//! Events and webhooks over real HTTP: a receiver on 127.0.0.1 (a small axum server in the test)
+//! gets each operation's S3 event, signed; a receiver that is down, or answers 500, still gets
+//! every event; a refused upload makes none; bucket notification configuration through S3's API.
+
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::Method;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::helpers::*;
+
+const SECRET: &str = "whsec-test-0123456789";
+
+/// One request the receiver answered 2xx.
+#[derive(Clone, Debug)]
+struct Received {
+    timestamp: String,
+    signature: String,
+    body: String,
+    json: Value,
+}
+
+impl Received {
+    fn record(&self) -> &Value {
+        &self.json["Records"][0]
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: answers `status` and keeps what it answered 2xx.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        Receiver::on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn on(listener: TcpListener) -> Receiver {
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (g, s, h) = (got.clone(), status.clone(), hits.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (g, s, h) = (g.clone(), s.clone(), h.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let status = s.load(Ordering::SeqCst);
+                    if status < 300 {
+                        let header = |n: &str| {
+                            headers
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        g.lock().unwrap().push(Received {
+                            timestamp: header("x-postgate-timestamp"),
+                            signature: header("x-postgate-signature"),
+                            json: serde_json::from_str(&body).unwrap_or_default(),
+                            body,
+                        });
+                    }
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            url,
+            got,
+            status,
+            hits,
+            task,
+        }
+    }
+
+    /// Waits (up to 20 s) until `n` events arrived; returns them in arrival order.
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} events arrived: {got:#?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Declares target `name` → `url` the way `postgate webhook add` does (in the same database).
+async fn declare(app: &TestApp, name: &str, url: &str) {
+    let w = postgate::db::events::WebhookRecord {
+        name: name.into(),
+        url: url.into(),
+        secret: SECRET.into(),
+    };
+    app.state
+        .db
+        .write(move |c| postgate::db::events::put_webhook(c, &w))
+        .await
+        .unwrap();
+}
+
+fn notification_xml(arn: &str, events: &[&str], prefix: Option<&str>) -> String {
+    let events: String = events
+        .iter()
+        .map(|e| format!("<Event>{e}</Event>"))
+        .collect();
+    let filter = prefix
+        .map(|p| {
+            format!(
+                "<Filter><S3Key><FilterRule><Name>prefix</Name><Value>{p}</Value></FilterRule>\
+                 </S3Key></Filter>"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<NotificationConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+         <QueueConfiguration><Id>cfg1</Id><Queue>{arn}</Queue>{events}{filter}</QueueConfiguration>\
+         </NotificationConfiguration>"
+    )
+}
+
+/// A bucket whose every create and remove goes to a fresh receiver through target `hook`.
+async fn bucket_with_receiver(app: &TestApp, bucket: &str) -> Receiver {
+    let receiver = Receiver::start().await;
+    declare(app, "hook", &receiver.url).await;
+    app.create_bucket(bucket).await;
+    let xml = notification_xml(
+        "arn:postgate:sqs::hook:webhook",
+        &["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+        None,
+    );
+    app.req(Method::PUT, &format!("/{bucket}"))
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    receiver
+}
+
+async fn api(app: &TestApp, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let res = app
+        .http
+        .request(method, format!("{}{path}", app.base))
+        .header("authorization", format!("Bearer {ADMIN_AK}:{ADMIN_SK}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// Posts a file with `policy` (the presign API's or a link's `{url, fields}`).
+async fn post_with(app: &TestApp, policy: &Value, extra: &[(&str, &str)], data: &[u8]) -> Resp {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in policy["fields"].as_object().unwrap() {
+        form = form.text(k.clone(), v.as_str().unwrap().to_owned());
+    }
+    for (k, v) in extra {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(data.to_vec()).file_name("f.txt"),
+    );
+    let url = policy["url"].as_str().unwrap();
+    Resp::read(app.http.post(url).multipart(form).send().await.unwrap()).await
+}
+
+async fn deliveries(app: &TestApp) -> usize {
+    app.state
+        .db
+        .read(|c| postgate::db::events::list(c, false, 1000))
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn every_operation_sends_its_s3_event_with_the_right_fields() {
+    let app = spawn_app().await;
+    let receiver = bucket_with_receiver(&app, "evs").await;
+
+    // PutObject, with a key S3 would encode.
+    app.req(Method::PUT, "/evs/a%20b+c.txt")
+        .header("x-amz-meta-cms-id", "42")
+        .body(b"hello".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    // CopyObject.
+    app.req(Method::PUT, "/evs/copy.txt")
+        .header("x-amz-copy-source", "/evs/a%20b+c.txt")
+        .send()
+        .await
+        .assert_status(200);
+    // A browser POST, with the form's metadata.
+    let (status, policy) = api(
+        &app,
+        Method::POST,
+        "/-/api/presign/post",
+        serde_json::json!({"bucket": "evs", "key": "form.txt", "metadata": {"album": "x"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{policy}");
+    post_with(&app, &policy, &[], b"posted")
+        .await
+        .assert_status(204);
+    // CompleteMultipartUpload.
+    let created = app
+        .req(Method::POST, "/evs/big.bin")
+        .query("uploads")
+        .send()
+        .await;
+    created.assert_status(200);
+    let upload_id = xml_tag(&created.text(), "UploadId").unwrap();
+    let part = app
+        .req(Method::PUT, "/evs/big.bin")
+        .query(&format!("partNumber=1&uploadId={upload_id}"))
+        .body(b"part-one".to_vec())
+        .send()
+        .await;
+    part.assert_status(200);
+    let etag = part.header("etag").unwrap().to_owned();
+    app.req(Method::POST, "/evs/big.bin")
+        .query(&format!("uploadId={upload_id}"))
+        .body(format!(
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part>\
+             </CompleteMultipartUpload>"
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    // DeleteObject and DeleteObjects.
+    app.delete("/evs/copy.txt").await.assert_status(204);
+    app.req(Method::POST, "/evs")
+        .query("delete")
+        .body(
+            "<Delete><Object><Key>form.txt</Key></Object><Object><Key>none</Key></Object></Delete>",
+        )
+        .send()
+        .await
+        .assert_status(200);
+
+    let got = receiver.wait_for(6).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|r| r.record()["eventName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ObjectCreated:Put",
+            "ObjectCreated:Copy",
+            "ObjectCreated:Post",
+            "ObjectCreated:CompleteMultipartUpload",
+            "ObjectRemoved:Delete",
+            "ObjectRemoved:Delete",
+        ]
+    );
+    let put = got[0].record();
+    assert_eq!(put["eventVersion"], "2.1");
+    assert_eq!(put["eventSource"], "aws:s3");
+    assert_eq!(put["awsRegion"], REGION);
+    assert!(put["eventTime"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(put["userIdentity"]["principalId"], ADMIN_AK);
+    assert_eq!(put["requestParameters"]["sourceIPAddress"], "127.0.0.1");
+    assert_eq!(put["s3"]["configurationId"], "cfg1");
+    assert_eq!(put["s3"]["bucket"]["name"], "evs");
+    assert_eq!(put["s3"]["bucket"]["arn"], "arn:aws:s3:::evs");
+    assert_eq!(put["s3"]["object"]["key"], "a+b%2Bc.txt");
+    assert_eq!(put["s3"]["object"]["size"], 5);
+    assert_eq!(put["s3"]["object"]["eTag"], md5_hex(b"hello"));
+    assert_eq!(
+        put["s3"]["object"]["userMetadata"]["X-Amz-Meta-Cms-Id"],
+        "42"
+    );
+    let post = got[2].record();
+    assert_eq!(post["s3"]["object"]["key"], "form.txt");
+    assert_eq!(
+        post["s3"]["object"]["userMetadata"]["X-Amz-Meta-Album"],
+        "x"
+    );
+    let mpu = got[3].record();
+    assert_eq!(mpu["s3"]["object"]["size"], 8);
+    assert!(
+        mpu["s3"]["object"]["eTag"]
+            .as_str()
+            .unwrap()
+            .ends_with("-1")
+    );
+    let removed = got[4].record();
+    assert_eq!(removed["s3"]["object"]["key"], "copy.txt");
+    assert!(removed["s3"]["object"].get("size").is_none());
+    assert_eq!(got[5].record()["s3"]["object"]["key"], "form.txt");
+    // Sequencers: same width, growing.
+    let seq: Vec<&str> = got
+        .iter()
+        .map(|r| r.record()["s3"]["object"]["sequencer"].as_str().unwrap())
+        .collect();
+    assert!(
+        seq.windows(2)
+            .all(|w| w[0].len() == w[1].len() && w[0] < w[1]),
+        "{seq:?}"
+    );
+    // Every delivery is signed over "<timestamp>.<body>" with the target's secret.
+    for r in &got {
+        let ts: i64 = r.timestamp.parse().unwrap();
+        assert_eq!(r.signature, postgate::events::sign(SECRET, ts, &r.body));
+    }
+}
+
+#[tokio::test]
+async fn filters_pick_the_events_and_keys_and_unknown_arns_are_refused() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    declare(&app, "hook", &receiver.url).await;
+    app.create_bucket("flt").await;
+    // An ARN no target has: S3's InvalidArgument, nothing stored.
+    app.req(Method::PUT, "/flt")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::nobody:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_error(400, "InvalidArgument");
+    app.req(Method::PUT, "/flt")
+        .query("notification")
+        .body(notification_xml(
+            "arn:aws:sqs:us-east-1:123456789012:queue",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_error(400, "InvalidArgument");
+    let xml = notification_xml(
+        "arn:postgate:sqs::hook:webhook",
+        &["s3:ObjectCreated:Put"],
+        Some("img/"),
+    );
+    app.req(Method::PUT, "/flt")
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    let got = app
+        .req(Method::GET, "/flt")
+        .query("notification")
+        .send()
+        .await;
+    got.assert_status(200);
+    let text = got.text();
+    assert_eq!(
+        xml_tag(&text, "Queue").as_deref(),
+        Some("arn:postgate:sqs::hook:webhook")
+    );
+    assert_eq!(
+        xml_tag(&text, "Event").as_deref(),
+        Some("s3:ObjectCreated:Put")
+    );
+    assert_eq!(xml_tag(&text, "Value").as_deref(), Some("img/"));
+
+    app.put_object("flt", "doc/a.txt", b"no".to_vec()).await;
+    app.put_object("flt", "img/a.png", b"yes".to_vec()).await;
+    app.delete("/flt/img/a.png").await.assert_status(204);
+    let got = receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 1);
+    assert_eq!(got[0].record()["s3"]["object"]["key"], "img/a.png");
+    assert_eq!(
+        deliveries(&app).await,
+        1,
+        "unwanted changes write no outbox row"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_upload_makes_no_event() {
+    let app = spawn_app().await;
+    let receiver = bucket_with_receiver(&app, "ref").await;
+    let (_, policy) = api(
+        &app,
+        Method::POST,
+        "/-/api/presign/post",
+        serde_json::json!({"bucket": "ref", "key": "small.txt", "max_size": 3}),
+    )
+    .await;
+    let res = post_with(&app, &policy, &[], b"far too large").await;
+    res.assert_error(400, "EntityTooLarge");
+    // A conditional PUT that fails is refused too.
+    app.put_object("ref", "k", b"1".to_vec()).await;
+    app.req(Method::PUT, "/ref/k")
+        .header("if-none-match", "*")
+        .body(b"2".to_vec())
+        .send()
+        .await
+        .assert_error(412, "PreconditionFailed");
+    receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "only the stored PUT: {got:#?}");
+    assert_eq!(got[0].record()["s3"]["object"]["key"], "k");
+    assert_eq!(deliveries(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_receiver_answering_500_gets_retries_until_it_accepts() {
+    let app = spawn_app().await;
+    let receiver = bucket_with_receiver(&app, "r500").await;
+    receiver.status.store(500, Ordering::SeqCst);
+    app.put_object("r500", "k", b"x".to_vec()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while receiver.hits.load(Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no retry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, list) = api(&app, Method::GET, "/-/api/events?failed=1", Value::Null).await;
+    assert_eq!(status, 200);
+    let failed = &list["events"][0];
+    assert_eq!(failed["state"], "pending");
+    assert!(failed["attempts"].as_u64().unwrap() >= 1);
+    assert!(failed["last_error"].as_str().unwrap().contains("500"));
+    receiver.status.store(200, Ordering::SeqCst);
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].record()["s3"]["object"]["key"], "k");
+    let metrics = app
+        .http
+        .get(format!("{}/-/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("postgate_event_deliveries_total{outcome=\"failed\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("postgate_event_deliveries_total{outcome=\"delivered\"} 1"));
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_then_up_gets_every_event_in_order() {
+    let app = spawn_app().await;
+    // A port nobody listens on yet.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    declare(&app, "hook", &format!("http://{addr}/hook")).await;
+    app.create_bucket("down").await;
+    app.req(Method::PUT, "/down")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::hook:webhook",
+            &["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    for i in 0..3 {
+        app.put_object("down", "same", vec![b'a' + i; 3]).await;
+        app.put_object("down", &format!("other-{i}"), b"o".to_vec())
+            .await;
+    }
+    app.delete("/down/same").await.assert_status(204);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let receiver = Receiver::on(TcpListener::bind(addr).await.unwrap());
+    let got = receiver.wait_for(7).await;
+    let same: Vec<(String, Value)> = got
+        .iter()
+        .map(|r| r.record())
+        .filter(|r| r["s3"]["object"]["key"] == "same")
+        .map(|r| {
+            (
+                r["eventName"].as_str().unwrap().to_owned(),
+                r["s3"]["object"]["eTag"].clone(),
+            )
+        })
+        .collect();
+    let etags: Vec<Value> = (0..3u8)
+        .map(|i| Value::from(md5_hex(&[b'a' + i; 3])))
+        .collect();
+    assert_eq!(
+        same,
+        vec![
+            ("ObjectCreated:Put".to_owned(), etags[0].clone()),
+            ("ObjectCreated:Put".to_owned(), etags[1].clone()),
+            ("ObjectCreated:Put".to_owned(), etags[2].clone()),
+            ("ObjectRemoved:Delete".to_owned(), Value::Null),
+        ],
+        "one key's events arrive in order"
+    );
+    receiver.task.abort();
+}
+
+#[tokio::test]
+async fn a_links_webhook_hears_of_its_uploads_and_only_a_declared_target_may_be_named() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    declare(&app, "cms", &receiver.url).await;
+    app.create_bucket("lnk").await;
+    // A free URL, or a name nobody declared, is refused: no request forgery through the API.
+    for bad in ["http://169.254.169.254/latest", "nobody"] {
+        let (status, json) = api(
+            &app,
+            Method::POST,
+            "/-/api/links",
+            serde_json::json!({"bucket": "lnk", "webhook": bad}),
+        )
+        .await;
+        assert_eq!(status, 400, "{json}");
+    }
+    let (status, link) = api(
+        &app,
+        Method::POST,
+        "/-/api/links",
+        serde_json::json!({"bucket": "lnk", "prefix": "in/", "webhook": "cms"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{link}");
+    assert_eq!(link["webhook"], "cms");
+    let url = link["url"].as_str().unwrap();
+    let token = url.rsplit('/').next().unwrap();
+    let res = app
+        .http
+        .get(format!("{}/-/u/{token}/policy", app.base))
+        .send()
+        .await
+        .unwrap();
+    let policy: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    post_with(
+        &app,
+        &policy,
+        &[("Content-Type", "text/plain")],
+        b"from the link",
+    )
+    .await
+    .assert_status(201);
+    // An upload to the bucket that is not the link's: no event (the bucket has no configuration).
+    app.put_object("lnk", "in/direct.txt", b"d".to_vec()).await;
+    let got = receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 1);
+    let r = got[0].record();
+    assert_eq!(r["eventName"], "ObjectCreated:Post");
+    assert_eq!(r["postgate"]["linkId"], link["id"]);
+    assert!(
+        r["s3"]["object"]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("in/")
+    );
+    let (_, links) = api(&app, Method::GET, "/-/api/links", Value::Null).await;
+    assert_eq!(links["links"][0]["webhook"], "cms");
+}
+
+/// The README's Python verifier, run as a receiver would: it accepts a real delivery, and
+/// refuses a tampered body, a wrong secret and a stale timestamp.
+#[tokio::test]
+async fn the_documented_python_verifier_accepts_deliveries_and_refuses_forgeries() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```python\n# verify_postgate.py")
+        .expect("the README has the Python verifier");
+    let code = &readme[start + "```python\n".len()..];
+    let code = &code[..code.find("```").unwrap()];
+    let python = std::path::Path::new("/work/main/.venv/bin/python");
+    let python = if python.exists() {
+        python.to_str().unwrap()
+    } else {
+        "python3"
+    };
+
+    let app = spawn_app().await;
+    let receiver = bucket_with_receiver(&app, "ver").await;
+    app.put_object("ver", "k", b"v".to_vec()).await;
+    let got = receiver.wait_for(1).await.remove(0);
+    let check = |secret: &str, timestamp: &str, body: &str| {
+        let script = format!(
+            "{code}\nimport sys\nprint(verify(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].encode()))"
+        );
+        let out = std::process::Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .args([secret, timestamp, &got.signature, body])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(check(SECRET, &got.timestamp, &got.body), "True");
+    let tampered = got.body.replace("\"k\"", "\"evil\"");
+    assert_ne!(tampered, got.body);
+    assert_eq!(check(SECRET, &got.timestamp, &tampered), "False");
+    assert_eq!(check("wrong-secret", &got.timestamp, &got.body), "False");
+    let stale = (got.timestamp.parse::<i64>().unwrap() - 3600).to_string();
+    assert_eq!(check(SECRET, &stale, &got.body), "False");
+}
+
+/// `postgate serve` as a process (so that it can be killed with SIGKILL), with `config` as its
+/// configuration file; waits for its health check.
+async fn start_server(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    port: u16,
+) -> tokio::process::Child {
+    let host = format!("127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .args(["serve", "--addr", &host, "--event-retry-min", "1s"])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(config)
+        .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
+        .env("POSTGATE_SECRET_KEY", ADMIN_SK)
+        .env("POSTGATE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(res) = reqwest::get(format!("http://{host}/-/health")).await
+            && res.status() == 200
+        {
+            return child;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "server exited");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An upload acknowledged just before a kill -9, while its receiver is down, is delivered after
+/// the restart: the event was committed with the object.
+#[tokio::test]
+async fn kill_9_between_commit_and_delivery_still_delivers_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let hook_addr = free();
+    let config = dir.path().join("postgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[webhook]]\nname = \"hook\"\nurl = \"http://{hook_addr}/hook\"\nsecret = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let port = free().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let host = format!("127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut server = start_server(&data, &config, port).await;
+    let req = |m: Method, p: &str| req_to(&base, &host, &http, m, p);
+    req(Method::PUT, "/crash").send().await.assert_status(200);
+    req(Method::PUT, "/crash")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::hook:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    req(Method::PUT, "/crash/acked")
+        .body(b"durable".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    server.kill().await.unwrap();
+
+    let receiver = Receiver::on(TcpListener::bind(hook_addr).await.unwrap());
+    let _server = start_server(&data, &config, port).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].record()["s3"]["object"]["key"], "acked");
+    assert_eq!(got[0].record()["s3"]["object"]["eTag"], md5_hex(b"durable"));
+}
+
+/// The lifecycle sweeper's deletions are events too, under S3's name for them
+/// (`LifecycleExpiration:Delete`), in the sweep's own transaction; `s3:ObjectRemoved:*` does not
+/// ask for them (as in S3), `s3:LifecycleExpiration:*` does. A created object's record carries
+/// the type its bytes showed (`detectedType`).
+#[tokio::test]
+async fn expiry_by_the_lifecycle_sweeper_sends_lifecycle_expiration_delete() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    declare(&app, "hook", &receiver.url).await;
+    app.create_bucket("evlc").await;
+    let xml = notification_xml(
+        "arn:postgate:sqs::hook:webhook",
+        &[
+            "s3:ObjectCreated:*",
+            "s3:ObjectRemoved:*",
+            "s3:LifecycleExpiration:*",
+        ],
+        None,
+    );
+    app.req(Method::PUT, "/evlc")
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    let rules = r#"<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Rule><ID>tmp</ID><Filter><Prefix>tmp/</Prefix></Filter><Status>Enabled</Status>
+    <Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>"#;
+    app.req(Method::PUT, "/evlc")
+        .query("lifecycle")
+        .header("content-md5", &content_md5(rules.as_bytes()))
+        .body(rules.to_owned())
+        .send()
+        .await
+        .assert_status(200);
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.extend_from_slice(&[0; 64]);
+    app.put_object("evlc", "tmp/a.png", png).await;
+    let day = Duration::from_millis(300);
+    tokio::time::sleep(day + Duration::from_millis(100)).await;
+    let swept = postgate::objects::lifecycle::sweep(
+        &app.state.db,
+        &app.state.store,
+        Some(day),
+        &app.state.lifecycle_origin(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept.objects, 1);
+    let got = receiver.wait_for(2).await;
+    let created = got[0].record();
+    assert_eq!(created["eventName"], "ObjectCreated:Put");
+    assert_eq!(created["s3"]["object"]["detectedType"], "image/png");
+    let expired = got[1].record();
+    assert_eq!(expired["eventName"], "LifecycleExpiration:Delete");
+    assert_eq!(expired["s3"]["object"]["key"], "tmp/a.png");
+    assert!(expired["s3"]["object"].get("size").is_none());
+
+    // A bucket that asks for removals only hears of DeleteObject, not of expiry.
+    let only_removed = bucket_with_receiver(&app, "evlc2").await;
+    app.req(Method::PUT, "/evlc2")
+        .query("lifecycle")
+        .header("content-md5", &content_md5(rules.as_bytes()))
+        .body(rules.to_owned())
+        .send()
+        .await
+        .assert_status(200);
+    app.put_object("evlc2", "tmp/b", b"b".to_vec()).await;
+    tokio::time::sleep(day + Duration::from_millis(100)).await;
+    let swept = postgate::objects::lifecycle::sweep(
+        &app.state.db,
+        &app.state.store,
+        Some(day),
+        &app.state.lifecycle_origin(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept.objects, 1);
+    app.put_object("evlc2", "after", b"x".to_vec()).await;
+    let got = only_removed.wait_for(2).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|r| r.record()["eventName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ObjectCreated:Put", "ObjectCreated:Put"]);
+}
