@@ -97,12 +97,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(proc: subprocess.Popen, endpoint: str, deadline: float) -> bool:
+def _wait_ok(url: str, proc: subprocess.Popen, deadline: float, context=None) -> bool:
+    """Polls `url` until it answers 200 (True), `proc` exits or `deadline` passes (False)."""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(f"{endpoint}/-/health", timeout=1) as res:
+            with urllib.request.urlopen(url, timeout=1, context=context) as res:
                 if res.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -156,7 +157,7 @@ def server(tmp_path_factory) -> Server:
             cwd=root,
         )
         log.close()
-        if _wait_healthy(proc, endpoint, time.monotonic() + HEALTH_TIMEOUT_S):
+        if _wait_ok(f"{endpoint}/-/health", proc, time.monotonic() + HEALTH_TIMEOUT_S):
             break
         _stop(proc)
     else:

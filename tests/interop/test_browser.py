@@ -24,8 +24,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -39,6 +37,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from conftest import _binary, _free_port, _stop, _wait_ok
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -76,20 +75,6 @@ TOO_LARGE = "Your proposed upload exceeds the maximum allowed size"
 # Servers
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _binary() -> Path:
-    env = os.environ.get("POSTGATE_BIN")
-    path = Path(env) if env else REPO / "target" / "debug" / "postgate"
-    if not path.is_file():
-        pytest.fail(f"postgate binary not found at {path}: run `cargo build` (or set POSTGATE_BIN)")
-    return path
-
-
 class Postgate:
     """One postgate process with its own data directory; also runs the operator commands."""
 
@@ -120,34 +105,14 @@ class Postgate:
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=self.env, cwd=root,
                 )
-            if self._wait_healthy(time.monotonic() + WAIT_S):
+            if _wait_ok(f"{self.endpoint}/-/health", self.process, time.monotonic() + WAIT_S):
                 return
             self.stop()
         pytest.fail(f"postgate did not become healthy within {WAIT_S}s; its log:\n"
                     + self.log_text())
 
-    def _wait_healthy(self, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/-/health", timeout=1) as res:
-                    if res.status == 200:
-                        return True
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        return False
-
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        _stop(self.process)
 
     # The conftest's failure hook attaches these to a failing test's report.
     def log_text(self, start: int = 0) -> str:

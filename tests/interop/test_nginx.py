@@ -19,8 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -34,6 +32,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from conftest import _binary, _free_port, _stop, _wait_ok
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
@@ -53,20 +52,6 @@ if not os.path.exists(NGINX) and not IN_CI:
                 allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _binary() -> Path:
-    env = os.environ.get("POSTGATE_BIN")
-    path = Path(env) if env else REPO / "target" / "debug" / "postgate"
-    if not path.is_file():
-        pytest.fail(f"postgate binary not found at {path}: run `cargo build` (or set POSTGATE_BIN)")
-    return path
-
-
 def readme_block(heading: str, lang: str) -> str:
     """The first fenced `lang` block under the README's `### heading`."""
     text = README.read_text()
@@ -82,32 +67,6 @@ def substitute(text: str, replacements: dict[str, str]) -> str:
         assert old in text, f"the README's block no longer contains {old!r}"
         text = text.replace(old, new)
     return text
-
-
-def _wait_url(url: str, proc: subprocess.Popen, context=None) -> bool:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1, context=context) as res:
-                if res.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 class Stack:
@@ -130,7 +89,8 @@ class Stack:
                  "--addr", f"127.0.0.1:{self.pg_port}", "--trusted-proxies", "127.0.0.1"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
             )
-        if not _wait_url(f"http://127.0.0.1:{self.pg_port}/-/health", self.postgate):
+        if not _wait_ok(f"http://127.0.0.1:{self.pg_port}/-/health", self.postgate,
+                        time.monotonic() + WAIT_S):
             self.stop()
             pytest.fail("postgate did not start:\n" + self.log_text())
         self.port = _free_port()
@@ -185,7 +145,8 @@ http {{
              str(prefix / "logs" / "error.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
-        if not _wait_url(f"{self.endpoint}/-/health", self.nginx, self.ssl_context()):
+        if not _wait_ok(f"{self.endpoint}/-/health", self.nginx, time.monotonic() + WAIT_S,
+                        self.ssl_context()):
             self.stop()
             pytest.fail("nginx did not start:\n" + (prefix / "logs" / "error.log").read_text())
 
