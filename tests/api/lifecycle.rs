@@ -357,3 +357,66 @@ async fn files_uploaded_through_an_expiring_link_expire() {
         .await
         .assert_status(200);
 }
+
+/// A stranger's configuration is bounded as S3 bounds it: 1,000 rules are taken (and swept),
+/// 1,001 are refused, and so is a body over 1 MiB; a refused configuration leaves the stored one
+/// as it was.
+#[tokio::test]
+async fn a_configuration_is_bounded_to_a_thousand_rules_and_a_mebibyte() {
+    let app = spawn_app().await;
+    app.create_bucket("lcmany").await;
+    let rules = |n: usize, pad: usize| {
+        let mut xml = String::from(
+            r#"<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
+        );
+        for i in 0..n {
+            xml.push_str(&format!(
+                "<Rule><ID>r{i}</ID><Filter><Prefix>p{i}/{}</Prefix></Filter><Status>Enabled</Status>\
+                 <Expiration><Days>1</Days></Expiration></Rule>",
+                "x".repeat(pad)
+            ));
+        }
+        xml.push_str("</LifecycleConfiguration>");
+        xml
+    };
+    put_rules(&app, "lcmany", &rules(1000, 0))
+        .await
+        .assert_status(200);
+    for i in [0, 499, 999] {
+        app.put_object("lcmany", &format!("p{i}/old"), b"expires".to_vec())
+            .await;
+    }
+    app.put_object("lcmany", "elsewhere/kept", b"stays".to_vec())
+        .await;
+    // Every rule applies: a "day" later the three matching objects are gone, the other stays.
+    let day = Duration::from_millis(400);
+    tokio::time::sleep(day + Duration::from_millis(100)).await;
+    assert_eq!(sweep(&app, day).await.objects, 3);
+    for i in [0, 499, 999] {
+        app.get(&obj("lcmany", &format!("p{i}/old")))
+            .await
+            .assert_error(404, "NoSuchKey");
+    }
+    app.get(&obj("lcmany", "elsewhere/kept"))
+        .await
+        .assert_status(200);
+
+    put_rules(&app, "lcmany", &rules(1001, 0))
+        .await
+        .assert_error(400, "MalformedXML");
+    // 1,000 rules with long prefixes: over 1 MiB of XML.
+    let big = rules(1000, 1100);
+    assert!(big.len() > 1024 * 1024);
+    put_rules(&app, "lcmany", &big)
+        .await
+        .assert_error(400, "MalformedXML");
+    let got = app
+        .req(Method::GET, "/lcmany")
+        .query("lifecycle")
+        .send()
+        .await;
+    got.assert_status(200);
+    let ids = xml_tags(&got.text(), "ID");
+    assert_eq!(ids.len(), 1000);
+    assert_eq!(ids[999], "r999");
+}
