@@ -396,3 +396,75 @@ async fn public_urls_are_https_when_tls_is_on() {
     );
     assert!(!page.text().contains("http://"), "{}", page.text());
 }
+
+/// Strangers that open TCP connections and never finish the TLS handshake (nothing sent, or a
+/// ClientHello cut short) hold a connection slot for at most the header timeout: with 96 of
+/// them against a cap of 16 connections, every one is closed by the server and a real client
+/// that came after them is still served.
+#[tokio::test]
+async fn half_open_tls_handshakes_are_cut_and_cannot_starve_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    ca.issue(1, &dir.path().join("cert.pem"), &dir.path().join("key.pem"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let proc = spawn_tls(
+        dir.path(),
+        &addr,
+        &ca,
+        &["--header-timeout", "1s", "--max-connections", "16"],
+    )
+    .await;
+    let started = Instant::now();
+    let mut stallers = Vec::new();
+    for i in 0..96 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 1 {
+            // A TLS record header announcing a 512-byte handshake message, then silence.
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .await
+                .unwrap();
+        }
+        stallers.push(s);
+    }
+    let client = tokio::spawn({
+        let addr = addr.clone();
+        let config = ca.client_config();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let mut conn = TlsConnector::from(Arc::new(config))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            health_on(&mut conn).await
+        }
+    });
+    // Every staller is closed by the server: its read ends (EOF or reset), none hangs.
+    let closed = futures_util::future::join_all(stallers.into_iter().map(|mut s| async move {
+        let mut b = [0u8; 64];
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }))
+    .await;
+    assert!(
+        closed.iter().all(|c| *c),
+        "a half-open handshake was never cut"
+    );
+    // 96 stallers, 16 at a time, 1 s each: about 6 s; far from "never".
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), client)
+            .await
+            .expect("the real client was served")
+            .unwrap(),
+        "the real client got its health answer: {}",
+        proc.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
