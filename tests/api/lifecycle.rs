@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::helpers::*;
+use crate::linkkit::{api, link_form, make_link, post_form};
 
 const RULES: &str = r#"<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
   <Rule><ID>tmp</ID><Filter><Prefix>tmp/</Prefix></Filter><Status>Enabled</Status>
@@ -285,60 +286,44 @@ async fn the_background_sweeper_applies_the_rules() {
     task.await.unwrap().unwrap();
 }
 
-async fn make_link(app: &TestApp, spec: serde_json::Value) -> serde_json::Value {
-    let res = Resp::read(
-        app.http
-            .post(format!("{}/-/api/links", app.base))
-            .header("authorization", format!("Bearer {ADMIN_AK}:{ADMIN_SK}"))
-            .body(spec.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    res.assert_status(201);
-    serde_json::from_slice(&res.body).unwrap()
-}
-
 #[tokio::test]
 async fn files_uploaded_through_an_expiring_link_expire() {
     let app = spawn_app().await;
     app.create_bucket("lclink").await;
-    let link = make_link(
+    let (id, token) = make_link(
         &app,
         serde_json::json!({"bucket": "lclink", "prefix": "in/", "expire_objects_after": 1}),
     )
     .await;
-    assert_eq!(link["expire_objects_after"].as_u64(), Some(1));
-    let token = link["url"]
-        .as_str()
-        .unwrap()
-        .rsplit_once("/-/u/")
-        .unwrap()
-        .1;
-    let policy = Resp::read(
-        app.http
-            .get(format!("{}/-/u/{token}/policy", app.base))
-            .send()
-            .await
-            .unwrap(),
+    let (_, links) = api(
+        &app,
+        Method::GET,
+        "/-/api/links",
+        (ADMIN_AK, ADMIN_SK),
+        serde_json::Value::Null,
     )
     .await;
-    let json: serde_json::Value = serde_json::from_slice(&policy.body).unwrap();
-    let post = |name: &str| {
-        let mut form = reqwest::multipart::Form::new();
-        for (k, v) in json["fields"].as_object().unwrap() {
-            form = form.text(k.clone(), v.as_str().unwrap().to_owned());
-        }
-        form = form.text("Content-Type", "text/plain").part(
-            "file",
-            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name(name.to_owned()),
-        );
-        let req = app.http.post(json["url"].as_str().unwrap()).multipart(form);
-        async move { Resp::read(req.send().await.unwrap()).await }
-    };
-    assert!(post("a.txt").await.status < 300);
-    assert!(post("b.txt").await.status < 300);
+    let link = links["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(link["expire_objects_after"].as_u64(), Some(1));
+    let (url, fields) = link_form(&app, &token, "").await;
+    for name in ["a.txt", "b.txt"] {
+        let res = post_form(
+            &app,
+            &url,
+            &fields,
+            &[("Content-Type", "text/plain")],
+            name,
+            b"hello",
+        )
+        .await;
+        assert!(res.status < 300, "{name}: {}", res.status);
+    }
     // An object not uploaded through the link, and one of its files replaced by a plain PUT,
     // have no expiry of their own.
     app.put_object("lclink", "in/mine.txt", b"m".to_vec()).await;

@@ -12,6 +12,7 @@ mod json_api;
 mod lifecycle;
 mod limits;
 mod link_page;
+mod linkkit;
 mod links;
 mod listing;
 mod multipart;

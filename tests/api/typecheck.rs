@@ -6,6 +6,7 @@
 use reqwest::Method;
 
 use crate::helpers::*;
+use crate::linkkit::{make_link, post_form};
 
 /// The first bytes of a PNG (signature and IHDR): what `image/png` must start with.
 const PNG: &[u8] =
@@ -42,15 +43,6 @@ fn json(res: &Resp) -> serde_json::Value {
     serde_json::from_slice(&res.body).unwrap_or(serde_json::Value::Null)
 }
 
-/// A link made through the JSON API: (public id, token).
-async fn make_link(app: &TestApp, spec: serde_json::Value) -> (String, String) {
-    let res = api(app, Method::POST, "/-/api/links", spec).await;
-    res.assert_status(201);
-    let j = json(&res);
-    let token = j["url"].as_str().unwrap().rsplit_once("/-/u/").unwrap().1;
-    (j["id"].as_str().unwrap().to_owned(), token.to_owned())
-}
-
 /// The link as the links API shows it.
 async fn link_json(app: &TestApp, id: &str) -> serde_json::Value {
     let res = api(app, Method::GET, "/-/api/links", serde_json::Value::Null).await;
@@ -73,29 +65,6 @@ async fn call(app: &TestApp, method: Method, path: &str, body: Option<serde_json
             .body(b.to_string());
     }
     Resp::read(req.send().await.unwrap()).await
-}
-
-/// Posts `fields`, then `extra`, then the file named `name`, to `url`.
-async fn post_form(
-    app: &TestApp,
-    url: &str,
-    fields: &[(String, String)],
-    extra: &[(&str, &str)],
-    name: &str,
-    body: &[u8],
-) -> Resp {
-    let mut form = reqwest::multipart::Form::new();
-    for (k, v) in fields {
-        form = form.text(k.clone(), v.clone());
-    }
-    for (k, v) in extra {
-        form = form.text(k.to_string(), v.to_string());
-    }
-    form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(body.to_vec()).file_name(name.to_owned()),
-    );
-    Resp::read(app.http.post(url).multipart(form).send().await.unwrap()).await
 }
 
 /// Posts a file through the link's page form, declaring `content_type`.
