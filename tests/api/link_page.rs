@@ -1,6 +1,7 @@
 //! Upload links: their hosted page, and the links API that creates, lists and revokes them.
 
 use crate::helpers::*;
+use crate::linkkit::{link_form, post_form};
 
 async fn create_link(
     app: &TestApp,
@@ -25,24 +26,6 @@ async fn create_link(
     link
 }
 
-async fn link_form(app: &TestApp, token: &str) -> (String, Vec<(String, String)>) {
-    let res = app
-        .http
-        .get(format!("{}/-/u/{token}/policy", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    let fields = json["fields"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    (json["url"].as_str().unwrap().to_owned(), fields)
-}
-
 async fn post_link(
     app: &TestApp,
     url: &str,
@@ -50,16 +33,15 @@ async fn post_link(
     name: &str,
     body: &[u8],
 ) -> Resp {
-    let mut form = reqwest::multipart::Form::new();
-    for (k, v) in fields {
-        form = form.text(k.clone(), v.clone());
-    }
-    form = form.text("Content-Type", "text/plain");
-    form = form.part(
-        "file",
-        reqwest::multipart::Part::bytes(body.to_vec()).file_name(name.to_owned()),
-    );
-    Resp::read(app.http.post(url).multipart(form).send().await.unwrap()).await
+    post_form(
+        app,
+        url,
+        fields,
+        &[("Content-Type", "text/plain")],
+        name,
+        body,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -78,7 +60,7 @@ async fn upload_link_page_renders_and_enforces_its_limits() {
     assert!(html.contains("<form id=\"upload-form\"") && html.contains("name=\"policy\""));
     assert!(html.contains("2 more files accepted"));
 
-    let (url, fields) = link_form(&app, &link.token).await;
+    let (url, fields) = link_form(&app, &link.token, "").await;
     post_link(&app, &url, &fields, "a.txt", b"one")
         .await
         .assert_status(201);
@@ -110,7 +92,7 @@ async fn revoked_and_unknown_links_show_a_clear_page() {
     let app = spawn_app().await;
     app.create_bucket("revoked").await;
     let link = create_link(&app, "revoked", None).await;
-    let (url, fields) = link_form(&app, &link.token).await;
+    let (url, fields) = link_form(&app, &link.token, "").await;
     let token = link.token.clone();
     app.state
         .db
@@ -195,7 +177,7 @@ async fn links_api_creates_a_link_that_uploads_lists_it_and_revokes_it() {
     // The link's limits are the policy's: size and type refused, then one file stored.
     let page = app.http.get(url).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let (post_url, fields) = link_form(&app, token).await;
+    let (post_url, fields) = link_form(&app, token, "").await;
     post_link(&app, &post_url, &fields, "big.txt", &[b'x'; 1025])
         .await
         .assert_error(400, "EntityTooLarge");
