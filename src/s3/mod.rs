@@ -616,7 +616,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
     let verify_type = ctx.as_ref().is_some_and(|c| c.record.verify_type);
     use Endpoint::*;
     match endpoint {
-        ListBuckets => bucket::list_buckets(app, &caller).await,
+        ListBuckets => bucket::list_buckets(app, req, &caller).await,
         CreateBucket => bucket::create_bucket(app, req, &caller, body).await,
         DeleteBucket => bucket::delete_bucket(app, req).await,
         HeadBucket => bucket::head_bucket(app, req).await,

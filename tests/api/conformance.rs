@@ -951,3 +951,71 @@ async fn copy_tags_follow_the_tagging_directive() {
         .await
         .assert_error(400, "InvalidArgument");
 }
+
+// ---------------------------------------------------------------------------------------------
+// ListBuckets: prefix, max-buckets, continuation-token, bucket-region (2024)
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html
+// ---------------------------------------------------------------------------------------------
+
+async fn list_buckets(app: &TestApp, query: &str) -> Resp {
+    app.req(Method::GET, "/").query(query).send().await
+}
+
+/// `prefix` filters, `max-buckets` pages and a `ContinuationToken` is answered while more
+/// buckets remain; following it lists each bucket once. `Prefix` is echoed, each bucket names
+/// its `BucketRegion`, and another `bucket-region` lists nothing.
+#[tokio::test]
+async fn list_buckets_pages_by_prefix_max_buckets_and_continuation_token() {
+    let app = app().await;
+    for name in ["lb-a", "lb-b", "lb-c", "lb-d", "lb-e", "other-x"] {
+        app.create_bucket(name).await;
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = String::from("prefix=lb-&max-buckets=2");
+        if let Some(t) = &token {
+            q.push_str(&format!("&continuation-token={t}"));
+        }
+        let res = list_buckets(&app, &q).await;
+        res.assert_status(200);
+        let text = res.text();
+        assert_eq!(xml_tag(&text, "Prefix").as_deref(), Some("lb-"), "{text}");
+        let names = xml_tags(&text, "Name");
+        assert!(names.len() <= 2, "{text}");
+        assert_eq!(
+            xml_tags(&text, "BucketRegion"),
+            vec![crate::helpers::REGION; names.len()]
+        );
+        seen.extend(names);
+        pages += 1;
+        token = xml_tag(&text, "ContinuationToken");
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["lb-a", "lb-b", "lb-c", "lb-d", "lb-e"]);
+    assert_eq!(pages, 3);
+
+    // Without parameters: every bucket, no token, no Prefix element.
+    let all = list_buckets(&app, "").await.text();
+    assert_eq!(xml_tags(&all, "Name").len(), 7, "{all}");
+    assert_eq!(xml_tag(&all, "ContinuationToken"), None);
+    assert_eq!(xml_tag(&all, "Prefix"), None);
+
+    let here = list_buckets(&app, &format!("bucket-region={}", crate::helpers::REGION)).await;
+    assert_eq!(xml_tags(&here.text(), "Name").len(), 7);
+    let elsewhere = list_buckets(&app, "bucket-region=eu-west-3").await;
+    elsewhere.assert_status(200);
+    assert!(xml_tags(&elsewhere.text(), "Name").is_empty());
+
+    for bad in ["0", "10001", "-1", "x"] {
+        list_buckets(&app, &format!("max-buckets={bad}"))
+            .await
+            .assert_error(400, "InvalidArgument");
+    }
+    list_buckets(&app, "continuation-token=%25%25")
+        .await
+        .assert_error(400, "InvalidArgument");
+}

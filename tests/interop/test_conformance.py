@@ -75,6 +75,35 @@ def test_list_multipart_uploads_with_delimiter(s3, bucket):
     assert seen == ["a.bin", "photos/", "videos/"]
 
 
+# ListBuckets: Prefix, MaxBuckets, ContinuationToken, BucketRegion (2024)
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html
+
+
+def test_list_buckets_pages_by_prefix(s3, server):
+    prefix = f"lb{os.urandom(4).hex()}-"
+    names = [f"{prefix}{i}" for i in range(5)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    try:
+        first = s3.list_buckets(MaxBuckets=2, Prefix=prefix)
+        assert [b["Name"] for b in first["Buckets"]] == names[:2]
+        assert first["Prefix"] == prefix
+        assert first["ContinuationToken"]
+        assert {b["BucketRegion"] for b in first["Buckets"]} == {server.region}
+        seen = []
+        pages = s3.get_paginator("list_buckets").paginate(
+            Prefix=prefix, PaginationConfig={"PageSize": 2}
+        )
+        for page in pages:
+            seen += [b["Name"] for b in page["Buckets"]]
+        assert seen == names
+        other = "eu-west-3" if server.region != "eu-west-3" else "us-west-2"
+        assert s3.list_buckets(Prefix=prefix, BucketRegion=other)["Buckets"] == []
+    finally:
+        for name in names:
+            s3.delete_bucket(Bucket=name)
+
+
 # GetObject / HeadObject PartNumber
 # https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html (partNumber, PartsCount)
 
