@@ -1019,3 +1019,199 @@ async fn list_buckets_pages_by_prefix_max_buckets_and_continuation_token() {
         .await
         .assert_error(400, "InvalidArgument");
 }
+
+// ---------------------------------------------------------------------------------------------
+// CompleteMultipartUpload: x-amz-mp-object-size, full-object checksums (2024/2025)
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
+// https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+// ---------------------------------------------------------------------------------------------
+
+/// An upload created with `headers`, its two parts (5 MiB, then 1000 bytes) sent with their
+/// `algo` checksums. Returns (upload id, part ETags, whole bytes).
+async fn checksummed_upload(
+    app: &TestApp,
+    key: &str,
+    algo: Option<ChecksumAlgorithm>,
+    headers: &[(&str, &str)],
+) -> (String, Vec<String>, Vec<u8>) {
+    let mut req = app.req(Method::POST, &obj(B, key)).query("uploads");
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    let res = req.send().await;
+    res.assert_status(200);
+    let id = xml_tag(&res.text(), "UploadId").unwrap();
+    let bodies = [pattern(5 * MIB, 11), pattern(1000, 12)];
+    let mut etags = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut req = app
+            .req(Method::PUT, &obj(B, key))
+            .query(&format!("partNumber={}&uploadId={id}", i + 1))
+            .body(body.clone());
+        if let Some(algo) = algo {
+            req = req.header(algo.header_name(), &crate::helpers::checksum(algo, body));
+        }
+        let res = req.send().await;
+        res.assert_status(200);
+        etags.push(res.header("etag").unwrap().to_owned());
+    }
+    (id, etags, bodies.concat())
+}
+
+async fn complete_parts(
+    app: &TestApp,
+    key: &str,
+    id: &str,
+    etags: &[String],
+    headers: &[(&str, &str)],
+) -> Resp {
+    let parts: Vec<(u32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u32 + 1, e.as_str()))
+        .collect();
+    complete_with(app, key, id, &parts, headers).await
+}
+
+/// `x-amz-mp-object-size` must be the parts' total: another size is 400 InvalidRequest
+/// (API reference CompleteMultipartUpload, "x-amz-mp-object-size") and completes nothing, the
+/// upload stays to retry with the right size; a malformed one is InvalidArgument.
+#[tokio::test]
+async fn complete_checks_x_amz_mp_object_size() {
+    let app = app().await;
+    let (id, etags, data) = checksummed_upload(&app, "sz", None, &[]).await;
+    let total = data.len().to_string();
+    let wrong = (data.len() + 1).to_string();
+    complete_parts(&app, "sz", &id, &etags, &[("x-amz-mp-object-size", &wrong)])
+        .await
+        .assert_error(400, "InvalidRequest");
+    complete_parts(&app, "sz", &id, &etags, &[("x-amz-mp-object-size", "lots")])
+        .await
+        .assert_error(400, "InvalidArgument");
+    app.head(&obj(B, "sz")).await.assert_status(404);
+    complete_parts(&app, "sz", &id, &etags, &[("x-amz-mp-object-size", &total)])
+        .await
+        .assert_status(200);
+    assert_eq!(app.get(&obj(B, "sz")).await.body, data);
+}
+
+/// FULL_OBJECT uploads (CRC32, CRC32C with `x-amz-checksum-type: FULL_OBJECT`, CRC64NVME by
+/// default): the object's checksum is the CRC of its whole bytes, combined from the parts'
+/// CRCs; the completion's declared value is verified (another value BadDigest, nothing
+/// completed), answered in the result and on HEAD/GET with checksum mode, typed FULL_OBJECT.
+#[tokio::test]
+async fn full_object_checksums_are_combined_verified_and_returned() {
+    let app = app().await;
+    let cases = [
+        (ChecksumAlgorithm::Crc32, Some("FULL_OBJECT")),
+        (ChecksumAlgorithm::Crc32c, Some("FULL_OBJECT")),
+        (ChecksumAlgorithm::Crc64Nvme, None),
+        (ChecksumAlgorithm::Crc64Nvme, Some("FULL_OBJECT")),
+    ];
+    for (i, (algo, kind)) in cases.into_iter().enumerate() {
+        let key = format!("fo{i}");
+        let mut create = vec![("x-amz-checksum-algorithm", algo.as_str())];
+        create.extend(kind.map(|k| ("x-amz-checksum-type", k)));
+        let (id, etags, data) = checksummed_upload(&app, &key, Some(algo), &create).await;
+        let whole = crate::helpers::checksum(algo, &data);
+        let wrong = crate::helpers::checksum(algo, b"other bytes");
+        let mut declared = vec![(algo.header_name(), wrong.as_str())];
+        declared.extend(kind.map(|k| ("x-amz-checksum-type", k)));
+        complete_parts(&app, &key, &id, &etags, &declared)
+            .await
+            .assert_error(400, "BadDigest");
+        app.head(&obj(B, &key)).await.assert_status(404);
+        declared[0].1 = &whole;
+        let res = complete_parts(&app, &key, &id, &etags, &declared).await;
+        res.assert_status(200);
+        let xml = res.text();
+        let tag = format!("Checksum{}", algo.as_str());
+        assert_eq!(xml_tag(&xml, &tag), Some(whole.clone()), "{key}: {xml}");
+        assert_eq!(
+            xml_tag(&xml, "ChecksumType").as_deref(),
+            Some("FULL_OBJECT")
+        );
+        for method in [Method::HEAD, Method::GET] {
+            let res = get_with(
+                &app,
+                method,
+                &key,
+                "",
+                &[("x-amz-checksum-mode", "ENABLED")],
+            )
+            .await;
+            assert_eq!(
+                res.header(algo.header_name()),
+                Some(whole.as_str()),
+                "{key}"
+            );
+            assert_eq!(res.header("x-amz-checksum-type"), Some("FULL_OBJECT"));
+        }
+    }
+    // Without a declared value the object still gets its full-object CRC64NVME.
+    let algo = ChecksumAlgorithm::Crc64Nvme;
+    let create = [("x-amz-checksum-algorithm", "CRC64NVME")];
+    let (id, etags, data) = checksummed_upload(&app, "nvme", Some(algo), &create).await;
+    let res = complete_parts(&app, "nvme", &id, &etags, &[]).await;
+    res.assert_status(200);
+    let head = get_with(
+        &app,
+        Method::HEAD,
+        "nvme",
+        "",
+        &[("x-amz-checksum-mode", "ENABLED")],
+    )
+    .await;
+    let whole = crate::helpers::checksum(algo, &data);
+    assert_eq!(head.header(algo.header_name()), Some(whole.as_str()));
+}
+
+/// The checksum type is the upload's: CreateMultipartUpload refuses a type its algorithm
+/// cannot have (InvalidRequest), and a completion declaring another type than the upload's is
+/// BadDigest (API reference CompleteMultipartUpload, "x-amz-checksum-type"); a whole-object
+/// value of another algorithm is InvalidRequest. None of them completes.
+#[tokio::test]
+async fn checksum_type_and_algorithm_must_match_the_upload() {
+    let app = app().await;
+    for (algo, kind) in [("SHA256", "FULL_OBJECT"), ("CRC64NVME", "COMPOSITE")] {
+        app.req(Method::POST, &obj(B, "t"))
+            .query("uploads")
+            .header("x-amz-checksum-algorithm", algo)
+            .header("x-amz-checksum-type", kind)
+            .send()
+            .await
+            .assert_error(400, "InvalidRequest");
+    }
+    let algo = ChecksumAlgorithm::Crc32;
+    let create = [("x-amz-checksum-algorithm", "CRC32")];
+    let (id, etags, data) = checksummed_upload(&app, "t", Some(algo), &create).await;
+    let whole = crate::helpers::checksum(algo, &data);
+    complete_parts(
+        &app,
+        "t",
+        &id,
+        &etags,
+        &[
+            ("x-amz-checksum-type", "FULL_OBJECT"),
+            ("x-amz-checksum-crc32", &whole),
+        ],
+    )
+    .await
+    .assert_error(400, "BadDigest");
+    let other = crate::helpers::checksum(ChecksumAlgorithm::Crc32c, &data);
+    complete_parts(&app, "t", &id, &etags, &[("x-amz-checksum-crc32c", &other)])
+        .await
+        .assert_error(400, "InvalidRequest");
+    app.head(&obj(B, "t")).await.assert_status(404);
+    // A composite upload still has its whole-object CRC checked when one is declared.
+    let wrong = crate::helpers::checksum(algo, b"x");
+    complete_parts(&app, "t", &id, &etags, &[("x-amz-checksum-crc32", &wrong)])
+        .await
+        .assert_error(400, "BadDigest");
+    let res = complete_parts(&app, "t", &id, &etags, &[("x-amz-checksum-crc32", &whole)]).await;
+    res.assert_status(200);
+    assert_eq!(
+        xml_tag(&res.text(), "ChecksumType").as_deref(),
+        Some("COMPOSITE")
+    );
+}

@@ -230,3 +230,61 @@ def test_multipart_flexible_checksums(s3, bucket, algorithm):
     got = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert got["Body"].read() == b"".join(bodies)
     assert got[f"Checksum{algorithm}"] == done[f"Checksum{algorithm}"]
+
+
+# Full-object checksums and x-amz-mp-object-size on CompleteMultipartUpload
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
+
+
+def multipart_file(tmp_path, size=11 * MIB):
+    from boto3.s3.transfer import TransferConfig
+
+    data = os.urandom(size)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(data)
+    return data, str(path), TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+
+
+def test_upload_file_crc64nvme_is_the_full_object_crc(s3, bucket, tmp_path):
+    needs_crt()
+    from awscrt import checksums
+
+    data, path, config = multipart_file(tmp_path)
+    s3.upload_file(path, bucket, "nvme.bin", Config=config, ExtraArgs={"ChecksumAlgorithm": "CRC64NVME"})
+    head = s3.head_object(Bucket=bucket, Key="nvme.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == b64(checksums.crc64nvme(data).to_bytes(8, "big"))
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket=bucket, Key="nvme.bin", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data  # botocore checks the full-object value as it reads
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C"])
+def test_upload_file_with_a_full_object_checksum_and_size(s3, bucket, tmp_path, algorithm):
+    needs_crt()
+    from awscrt import checksums
+
+    data, path, config = multipart_file(tmp_path)
+    crc = {"CRC32": checksums.crc32, "CRC32C": checksums.crc32c}[algorithm](data)
+    whole = b64(crc.to_bytes(4, "big"))
+    # s3transfer sends the value on the completion with x-amz-checksum-type: FULL_OBJECT.
+    s3.upload_file(
+        path, bucket, "full.bin", Config=config,
+        ExtraArgs={f"Checksum{algorithm}": whole, "MpuObjectSize": len(data)},
+    )
+    head = s3.head_object(Bucket=bucket, Key="full.bin", ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == whole
+    assert head["ChecksumType"] == "FULL_OBJECT"
+
+    wrong = b64((crc ^ 1).to_bytes(4, "big"))
+    with pytest.raises(Exception) as e:
+        s3.upload_file(path, bucket, "bad.bin", Config=config, ExtraArgs={f"Checksum{algorithm}": wrong})
+    assert "BadDigest" in str(e.value)
+    with pytest.raises(Exception) as e:
+        s3.upload_file(
+            path, bucket, "bad.bin", Config=config,
+            ExtraArgs={f"Checksum{algorithm}": whole, "MpuObjectSize": len(data) + 1},
+        )
+    assert "InvalidRequest" in str(e.value)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="bad.bin")
