@@ -304,6 +304,20 @@ pub async fn copy_object(
     dest: BucketCtx,
 ) -> S3Result<Response> {
     refuse_unsupported_write_headers(req)?;
+    // The copy's checksum, computed over its bytes as they are copied (API reference
+    // CopyObject, "x-amz-checksum-algorithm"); without it the source's is kept.
+    let checksum = req
+        .header("x-amz-checksum-algorithm")
+        .map(|a| {
+            ChecksumAlgorithm::from_name(a).ok_or_else(|| {
+                S3Error::invalid_argument(
+                    "Checksum algorithm provided is unsupported.",
+                    "x-amz-checksum-algorithm",
+                    a,
+                )
+            })
+        })
+        .transpose()?;
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
 
@@ -370,7 +384,7 @@ pub async fn copy_object(
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
     let origin = app.events.origin(Kind::Copy, caller.principal());
-    copy::object(
+    let stored = copy::object(
         &app.db,
         &app.store,
         &src_key,
@@ -378,6 +392,7 @@ pub async fn copy_object(
         req.bucket(),
         req.key(),
         meta,
+        checksum,
         &mut hold,
         origin,
     )
@@ -386,6 +401,13 @@ pub async fn copy_object(
     w.root("CopyObjectResult");
     w.elem("LastModified", &iso8601(last_modified));
     w.elem("ETag", &etag);
+    if let Some((algo, value)) = &stored {
+        w.elem(&format!("Checksum{algo}"), value);
+        w.elem(
+            "ChecksumType",
+            crate::auth::checksum::ChecksumType::of_value(value).as_str(),
+        );
+    }
     w.close("CopyObjectResult");
     Ok(xml_response(w.finish()))
 }

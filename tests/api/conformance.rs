@@ -1215,3 +1215,67 @@ async fn checksum_type_and_algorithm_must_match_the_upload() {
         Some("COMPOSITE")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// CopyObject x-amz-checksum-algorithm
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html
+// ---------------------------------------------------------------------------------------------
+
+/// `x-amz-checksum-algorithm` on CopyObject gives the copy a checksum of that algorithm over
+/// its bytes (small sources held inline and large ones in blobs alike), in place of the
+/// source's: answered in `CopyObjectResult` and on HEAD with checksum mode. An unknown
+/// algorithm is InvalidArgument and copies nothing.
+#[tokio::test]
+async fn copy_object_checksum_algorithm_checksums_the_copy() {
+    let app = app().await;
+    for (i, data) in [b"small source".to_vec(), pattern(3 * MIB, 21)]
+        .into_iter()
+        .enumerate()
+    {
+        app.req(Method::PUT, &obj(B, "src"))
+            .header(
+                "x-amz-checksum-crc32",
+                &crate::helpers::checksum(ChecksumAlgorithm::Crc32, &data),
+            )
+            .body(data.clone())
+            .send()
+            .await
+            .assert_status(200);
+        for algo in [
+            ChecksumAlgorithm::Crc32c,
+            ChecksumAlgorithm::Sha256,
+            ChecksumAlgorithm::Crc64Nvme,
+        ] {
+            let dest = format!("copy{i}-{}", algo.as_str());
+            let res = copy_with(&app, &dest, &[("x-amz-checksum-algorithm", algo.as_str())]).await;
+            res.assert_status(200);
+            let want = crate::helpers::checksum(algo, &data);
+            let xml = res.text();
+            let tag = format!("Checksum{}", algo.as_str());
+            assert_eq!(xml_tag(&xml, &tag), Some(want.clone()), "{xml}");
+            assert_eq!(
+                xml_tag(&xml, "ChecksumType").as_deref(),
+                Some("FULL_OBJECT")
+            );
+            let head = get_with(
+                &app,
+                Method::HEAD,
+                &dest,
+                "",
+                &[("x-amz-checksum-mode", "ENABLED")],
+            )
+            .await;
+            assert_eq!(
+                head.header(algo.header_name()),
+                Some(want.as_str()),
+                "{dest}"
+            );
+            assert_eq!(head.header("x-amz-checksum-crc32"), None, "{dest}");
+            assert_eq!(app.get(&obj(B, &dest)).await.body, data);
+        }
+    }
+    copy_with(&app, "bad", &[("x-amz-checksum-algorithm", "MD5")])
+        .await
+        .assert_error(400, "InvalidArgument");
+    app.head(&obj(B, "bad")).await.assert_status(404);
+}

@@ -288,3 +288,25 @@ def test_upload_file_with_a_full_object_checksum_and_size(s3, bucket, tmp_path, 
     assert "InvalidRequest" in str(e.value)
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="bad.bin")
+
+
+# CopyObject ChecksumAlgorithm
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html
+
+
+@pytest.mark.parametrize("algorithm", ["SHA256", "CRC32C"])
+def test_copy_object_with_checksum_algorithm(s3, bucket, algorithm):
+    if algorithm == "CRC32C":
+        needs_crt()
+    data = os.urandom(300_000)
+    s3.put_object(Bucket=bucket, Key="src", Body=data)
+    done = s3.copy_object(
+        Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, ChecksumAlgorithm=algorithm
+    )
+    value = done["CopyObjectResult"][f"Checksum{algorithm}"]
+    if algorithm == "SHA256":
+        assert value == b64(hashlib.sha256(data).digest())
+    head = s3.head_object(Bucket=bucket, Key="dst", ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == value
+    got = s3.get_object(Bucket=bucket, Key="dst", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data
