@@ -1279,3 +1279,107 @@ async fn copy_object_checksum_algorithm_checksums_the_copy() {
         .assert_error(400, "InvalidArgument");
     app.head(&obj(B, "bad")).await.assert_status(404);
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostObject checksum fields
+// https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html (fields "as the same PUT
+// headers"), https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+// ---------------------------------------------------------------------------------------------
+
+/// A form's `x-amz-checksum-<alg>` field is verified against the file (BadDigest, nothing
+/// stored) and `x-amz-checksum-algorithm` alone has the checksum computed; either way it is
+/// stored, answered on the POST's answer and on HEAD with checksum mode. Both need a policy
+/// condition like any field (403 AccessDenied without), and two value fields or an algorithm
+/// that is not the value's are InvalidRequest.
+#[tokio::test]
+async fn post_form_checksum_fields_are_verified_stored_and_covered_by_the_policy() {
+    use crate::post_object::{ANY_KEY, app_with_bucket, hand_v4, post};
+    let pb = crate::post_object::B;
+    let app = app_with_bucket().await;
+    let data = b"posted with a checksum";
+    let head = |key: &str| {
+        app.req(Method::HEAD, &obj(pb, key))
+            .header("x-amz-checksum-mode", "ENABLED")
+            .send()
+    };
+    for algo in ChecksumAlgorithm::ALL {
+        let value = crate::helpers::checksum(algo, data);
+        let name = algo.header_name();
+        // The value field.
+        let key = format!("v-{}", algo.as_str());
+        let cond = format!(r#"{ANY_KEY}, {{"{name}": "{value}"}}"#);
+        let res = post(
+            &app,
+            &hand_v4(&cond, &[("key", &key), (name, &value)]),
+            data,
+        )
+        .await;
+        res.assert_status(204);
+        assert_eq!(res.header(name), Some(value.as_str()));
+        assert_eq!(res.header("x-amz-checksum-type"), Some("FULL_OBJECT"));
+        assert_eq!(head(&key).await.header(name), Some(value.as_str()));
+        let wrong = crate::helpers::checksum(algo, b"other bytes");
+        let cond = format!(r#"{ANY_KEY}, {{"{name}": "{wrong}"}}"#);
+        let bad = format!("{key}-bad");
+        post(
+            &app,
+            &hand_v4(&cond, &[("key", &bad), (name, &wrong)]),
+            data,
+        )
+        .await
+        .assert_error(400, "BadDigest");
+        app.head(&obj(pb, &bad)).await.assert_status(404);
+        // The algorithm field alone.
+        let key = format!("a-{}", algo.as_str());
+        let cond = format!(
+            r#"{ANY_KEY}, {{"x-amz-checksum-algorithm": "{}"}}"#,
+            algo.as_str()
+        );
+        let fields = [
+            ("key", key.as_str()),
+            ("x-amz-checksum-algorithm", algo.as_str()),
+        ];
+        let res = post(&app, &hand_v4(&cond, &fields), data).await;
+        res.assert_status(204);
+        assert_eq!(res.header(name), Some(value.as_str()));
+        assert_eq!(head(&key).await.header(name), Some(value.as_str()));
+    }
+    // Not in the policy: refused like any uncovered field.
+    let value = crate::helpers::checksum(ChecksumAlgorithm::Crc32, data);
+    for fields in [
+        [("key", "u1"), ("x-amz-checksum-crc32", value.as_str())],
+        [("key", "u2"), ("x-amz-checksum-algorithm", "CRC32")],
+    ] {
+        post(&app, &hand_v4(ANY_KEY, &fields), data)
+            .await
+            .assert_error(403, "AccessDenied");
+        app.head(&obj(pb, fields[0].1)).await.assert_status(404);
+    }
+    // Two values, or an algorithm that is not the value's.
+    let sha = crate::helpers::checksum(ChecksumAlgorithm::Sha256, data);
+    let crc32 = format!(r#"{{"x-amz-checksum-crc32": "{value}"}}"#);
+    let cases = [
+        (
+            format!(r#"{ANY_KEY}, {crc32}, {{"x-amz-checksum-sha256": "{sha}"}}"#),
+            [
+                ("key", "m1"),
+                ("x-amz-checksum-crc32", &value),
+                ("x-amz-checksum-sha256", &sha),
+            ],
+        ),
+        (
+            format!(r#"{ANY_KEY}, {crc32}, {{"x-amz-checksum-algorithm": "SHA256"}}"#),
+            [
+                ("key", "m2"),
+                ("x-amz-checksum-crc32", &value),
+                ("x-amz-checksum-algorithm", "SHA256"),
+            ],
+        ),
+    ];
+    for (cond, fields) in cases {
+        post(&app, &hand_v4(&cond, &fields), data)
+            .await
+            .assert_error(400, "InvalidRequest");
+        app.head(&obj(pb, fields[0].1)).await.assert_status(404);
+    }
+}

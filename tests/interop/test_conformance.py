@@ -310,3 +310,36 @@ def test_copy_object_with_checksum_algorithm(s3, bucket, algorithm):
     assert head[f"Checksum{algorithm}"] == value
     got = s3.get_object(Bucket=bucket, Key="dst", ChecksumMode="ENABLED")
     assert got["Body"].read() == data
+
+
+# PostObject checksum fields
+# https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
+
+
+def test_presigned_post_with_checksum_fields(server, s3, bucket):
+    from test_post_forms import error_code, post_form, signer
+
+    data = os.urandom(50_000)
+    sha = b64(hashlib.sha256(data).digest())
+    v4 = signer(server, "s3v4")
+    for key, fields in [
+        ("by-value", {"x-amz-checksum-sha256": sha}),
+        ("by-algorithm", {"x-amz-checksum-algorithm": "SHA256"}),
+    ]:
+        post = v4.generate_presigned_post(
+            bucket, key, Fields=fields, Conditions=[dict([kv]) for kv in fields.items()]
+        )
+        status, headers, _ = post_form(post["url"], post["fields"], "f.bin", data)
+        assert status == 204
+        assert headers["x-amz-checksum-sha256"] == sha
+        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == sha
+
+    wrong = b64(hashlib.sha256(b"other").digest())
+    post = v4.generate_presigned_post(
+        bucket, "bad", Fields={"x-amz-checksum-sha256": wrong}, Conditions=[{"x-amz-checksum-sha256": wrong}]
+    )
+    status, _, body = post_form(post["url"], post["fields"], "f.bin", data)
+    assert (status, error_code(body)) == (400, "BadDigest")
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="bad")
