@@ -493,6 +493,7 @@ pub async fn get_object(
     caller: &Caller,
     mut ctx: BucketCtx,
     with_body: bool,
+    part: Option<&super::PartNumber>,
 ) -> S3Result<Response> {
     // A blob can vanish between reading its row and opening it when a newer version commits in
     // between; reading the row again then finds that newer version.
@@ -519,7 +520,7 @@ pub async fn get_object(
             return Err(S3Error::access_denied());
         }
         let active_content = ctx.record.active_content;
-        match respond_object(req, caller, obj, with_body, active_content, app).await {
+        match respond_object(req, caller, obj, with_body, part, active_content, app).await {
             Err(Retry) => continue,
             Ok(res) => return res,
         }
@@ -534,6 +535,7 @@ async fn respond_object(
     caller: &Caller,
     obj: ObjectRecord,
     with_body: bool,
+    part: Option<&super::PartNumber>,
     active_content: bool,
     app: &AppState,
 ) -> Result<S3Result<Response>, Retry> {
@@ -558,7 +560,7 @@ async fn respond_object(
     if let Err(e) = check_version_id(req.param("versionId")) {
         return Ok(Err(e));
     }
-    let part = match requested_part(req, &obj) {
+    let part = match requested_part(part, &obj) {
         Ok(part) => part,
         Err(e) => return Ok(Err(e)),
     };
@@ -640,12 +642,16 @@ struct PartRead {
 /// object. A number past the last part is 416 InvalidPartNumber.
 ///
 /// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax>
-fn requested_part(req: &S3Request, obj: &ObjectRecord) -> S3Result<Option<PartRead>> {
-    let Some(raw) = req.param("partNumber") else {
+fn requested_part(
+    part: Option<&super::PartNumber>,
+    obj: &ObjectRecord,
+) -> S3Result<Option<PartRead>> {
+    let Some(part) = part else {
         return Ok(None);
     };
-    let n = super::PartNumber(raw.to_owned()).get()? as usize;
-    let beyond = || S3Error::code(S3ErrorCode::InvalidPartNumber).with("PartNumberRequested", raw);
+    let n = part.get()? as usize;
+    let beyond =
+        || S3Error::code(S3ErrorCode::InvalidPartNumber).with("PartNumberRequested", &part.0);
     match &obj.body {
         Stored::Parts(parts) => {
             let Some((_, len)) = parts.get(n - 1) else {
