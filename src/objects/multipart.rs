@@ -61,6 +61,19 @@ pub struct UploadHeaders {
     pub checksum_type: Option<String>,
 }
 
+/// The checksum algorithm and type an upload was created with (ListParts answers them), `None`
+/// for an upload created without one.
+pub fn upload_checksum(upload: &UploadRecord) -> Option<(ChecksumAlgorithm, ChecksumType)> {
+    let saved: UploadHeaders = serde_json::from_str(&upload.headers).ok()?;
+    let algo = ChecksumAlgorithm::from_name(saved.checksum_algorithm.as_deref()?)?;
+    let kind = saved
+        .checksum_type
+        .as_deref()
+        .and_then(ChecksumType::from_name)
+        .unwrap_or(algo.default_type());
+    Some((algo, kind))
+}
+
 /// What a CompleteMultipartUpload declares about the object it makes, checked in the
 /// completing transaction: a mismatch completes nothing and leaves the upload to retry.
 #[derive(Debug, Clone, Default)]

@@ -403,6 +403,10 @@ pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3R
     }
     w.elem("MaxParts", &max.to_string());
     w.elem("IsTruncated", if truncated { "true" } else { "false" });
+    if let Some((algo, kind)) = multipart::upload_checksum(&upload) {
+        w.elem("ChecksumAlgorithm", algo.as_str());
+        w.elem("ChecksumType", kind.as_str());
+    }
     for p in &parts {
         w.open("Part");
         w.elem("PartNumber", &p.part_number.to_string());

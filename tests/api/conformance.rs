@@ -1113,6 +1113,21 @@ async fn full_object_checksums_are_combined_verified_and_returned() {
         let mut create = vec![("x-amz-checksum-algorithm", algo.as_str())];
         create.extend(kind.map(|k| ("x-amz-checksum-type", k)));
         let (id, etags, data) = checksummed_upload(&app, &key, Some(algo), &create).await;
+        // ListParts names the upload's algorithm and type (API reference ListParts).
+        let listed = app
+            .req(Method::GET, &obj(B, &key))
+            .query(&format!("uploadId={id}"))
+            .send()
+            .await
+            .text();
+        assert_eq!(
+            xml_tag(&listed, "ChecksumAlgorithm").as_deref(),
+            Some(algo.as_str())
+        );
+        assert_eq!(
+            xml_tag(&listed, "ChecksumType").as_deref(),
+            Some("FULL_OBJECT")
+        );
         let whole = crate::helpers::checksum(algo, &data);
         let wrong = crate::helpers::checksum(algo, b"other bytes");
         let mut declared = vec![(algo.header_name(), wrong.as_str())];
