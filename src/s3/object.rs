@@ -922,6 +922,16 @@ pub async fn delete_objects(
             return Err(S3Error::code(S3ErrorCode::BadDigest));
         }
     }
+    // SDKs send an additional checksum of the body instead of Content-MD5 (API reference
+    // DeleteObjects, "x-amz-checksum-*"): verified as on PutObject, nothing deleted on a
+    // mismatch.
+    for algo in ChecksumAlgorithm::ALL {
+        if let Some(value) = req.header(algo.header_name()) {
+            let mut summer = algo.checksummer();
+            summer.update(&bytes);
+            crate::auth::checksum::verify_value(algo, value, &summer.finish())?;
+        }
+    }
     let doc: xml::Delete = xml::parse(&bytes)?;
     if doc.objects.is_empty() || doc.objects.len() > 1000 {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));

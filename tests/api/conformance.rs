@@ -1398,3 +1398,40 @@ async fn post_form_checksum_fields_are_verified_stored_and_covered_by_the_policy
         app.head(&obj(pb, fields[0].1)).await.assert_status(404);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// DeleteObjects x-amz-checksum-*
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html
+// ---------------------------------------------------------------------------------------------
+
+/// DeleteObjects' body checksum in `x-amz-checksum-<alg>` (what SDKs send in place of
+/// Content-MD5) is verified: another value is BadDigest and deletes nothing, a malformed one
+/// InvalidRequest; the right one deletes.
+#[tokio::test]
+async fn delete_objects_verifies_the_body_checksum() {
+    let app = app().await;
+    app.put_object(B, "d", "x").await;
+    let body = "<Delete><Object><Key>d</Key></Object></Delete>";
+    let send = |name: &'static str, value: String| {
+        app.req(Method::POST, &format!("/{B}"))
+            .query("delete")
+            .header(name, &value)
+            .body(body)
+            .send()
+    };
+    for algo in ChecksumAlgorithm::ALL {
+        let wrong = crate::helpers::checksum(algo, b"another body");
+        send(algo.header_name(), wrong)
+            .await
+            .assert_error(400, "BadDigest");
+    }
+    send("x-amz-checksum-crc32", "nope".into())
+        .await
+        .assert_error(400, "InvalidRequest");
+    assert_eq!(app.get(&obj(B, "d")).await.text(), "x");
+    let right = crate::helpers::checksum(ChecksumAlgorithm::Crc64Nvme, body.as_bytes());
+    send("x-amz-checksum-crc64nvme", right)
+        .await
+        .assert_status(200);
+    app.head(&obj(B, "d")).await.assert_status(404);
+}
