@@ -372,6 +372,38 @@ impl From<crate::objects::Error> for S3Error {
                 C::BadDigest,
                 format!("The {algorithm} you specified did not match the calculated checksum."),
             ),
+            // CompleteMultipartUpload: S3 answers these as documented on the operation's page.
+            E::ObjectSizeMismatch { declared, actual } => S3Error::new(
+                C::InvalidRequest,
+                format!(
+                    "The provided x-amz-mp-object-size ({declared}) does not match the size \
+                     of the object's parts ({actual})."
+                ),
+            ),
+            E::ChecksumTypeMismatch { declared, upload } => S3Error::new(
+                C::BadDigest,
+                format!(
+                    "The upload was created using the {} checksum type; the complete request \
+                     declared {declared}.",
+                    upload.unwrap_or("no")
+                ),
+            ),
+            E::ChecksumAlgorithmMismatch { upload, declared } => S3Error::new(
+                C::InvalidRequest,
+                format!(
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual \
+                     checksum Type: {}",
+                    upload.to_ascii_lowercase(),
+                    declared.to_ascii_lowercase()
+                ),
+            ),
+            E::ChecksumUnverifiable(algorithm) => S3Error::new(
+                C::InvalidRequest,
+                format!(
+                    "The {algorithm} checksum of the whole object cannot be verified: a part \
+                     was uploaded without a {algorithm} checksum."
+                ),
+            ),
             E::ContentMismatch(m) => S3Error::content_mismatch(&m),
             E::InvalidCannedAcl(value) => {
                 S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)

@@ -393,31 +393,32 @@ impl BlobStore {
     }
 
     /// Copies byte ranges of blobs, in order, into one new synced temp file (CopyObject,
-    /// UploadPartCopy). Without `hash`, `std::io::copy` between files lets the kernel move the
-    /// bytes (`copy_file_range`); with it, they are read once to compute the MD5 a new ETag needs.
+    /// UploadPartCopy). Without `hashes`, `std::io::copy` between files lets the kernel move the
+    /// bytes (`copy_file_range`); with them, the bytes are read once to compute the MD5 a new
+    /// ETag needs, or the checksum a copy asks for.
     pub async fn copy_segments(
         &self,
         segments: Vec<Segment>,
-        hash: bool,
-    ) -> io::Result<(TempBlob, Option<[u8; 16]>)> {
+        hashes: Option<Hashes>,
+    ) -> io::Result<(TempBlob, Option<Digests>)> {
         // Pinned, so that a newer version committing meanwhile cannot remove the sources.
         let guard = self.pin(&segments).await?;
         let temp = self.new_temp();
         let dest = temp.path.clone();
         let store = self.clone();
-        let md5 = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 16]>> {
+        let digests = tokio::task::spawn_blocking(move || -> io::Result<Option<Digests>> {
             use std::io::{Read, Seek};
             let _pinned = guard;
             let mut out = Writeback::new(create_private(&dest)?);
-            let mut md5 = hash.then(Md5::new);
-            let mut buf = vec![0u8; if hash { 1 << 20 } else { 0 }];
+            let mut hashes = hashes;
+            let mut buf = vec![0u8; if hashes.is_some() { 1 << 20 } else { 0 }];
             for seg in segments {
                 let mut src = std::fs::File::open(store.path_of(&seg.blob))?;
                 src.seek(io::SeekFrom::Start(seg.offset))?;
                 let mut src = src.take(seg.len);
                 let mut copied = 0u64;
                 loop {
-                    let got = match &mut md5 {
+                    let got = match &mut hashes {
                         // A window at a time, so that write-out starts as the copy goes.
                         None => io::copy(&mut (&mut src).take(WRITEBACK_WINDOW), &mut out.file)?,
                         Some(h) => {
@@ -441,11 +442,11 @@ impl BlobStore {
                 }
             }
             out.finish()?;
-            Ok(md5.map(|h| h.finalize().into()))
+            Ok(hashes.map(Hashes::finish))
         })
         .await
         .map_err(io::Error::other)??;
-        Ok((temp, md5))
+        Ok((temp, digests))
     }
 
     /// Writes bytes held in memory to a synced temp file (a small multipart part).
@@ -875,7 +876,9 @@ mod tests {
                     len: len as u64,
                 },
             ];
-            let (temp, md5) = store.copy_segments(segments, hash).await.unwrap();
+            let hashes = hash.then(|| Hashes::new(false, None));
+            let (temp, digests) = store.copy_segments(segments, hashes).await.unwrap();
+            let md5 = digests.map(|d| d.md5);
             assert_eq!(md5, hash.then(|| <[u8; 16]>::from(Md5::digest(&want))));
             let id = store.persist(temp).await.unwrap();
             assert_eq!(std::fs::read(store.path_of(&id)).unwrap(), want);

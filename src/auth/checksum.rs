@@ -83,6 +83,91 @@ impl ChecksumAlgorithm {
     }
 }
 
+/// `x-amz-checksum-type`: how a multipart object's checksum is made from its parts' checksums.
+/// COMPOSITE is the algorithm over the concatenated part checksums (value `<base64>-<parts>`);
+/// FULL_OBJECT is the checksum of the whole object's bytes, which for the CRCs follows from the
+/// parts' CRCs and sizes alone (see [`combine_crcs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumType {
+    Composite,
+    FullObject,
+}
+
+impl ChecksumType {
+    /// Parses `COMPOSITE` or `FULL_OBJECT` (any case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim() {
+            n if n.eq_ignore_ascii_case("COMPOSITE") => Some(Self::Composite),
+            n if n.eq_ignore_ascii_case("FULL_OBJECT") => Some(Self::FullObject),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Composite => "COMPOSITE",
+            Self::FullObject => "FULL_OBJECT",
+        }
+    }
+
+    /// The type of a stored object checksum: composite values end in `-<parts>` (base64 has no
+    /// `-`), anything else is of the whole object.
+    pub fn of_value(value: &str) -> Self {
+        match value.contains('-') {
+            true => Self::Composite,
+            false => Self::FullObject,
+        }
+    }
+}
+
+impl ChecksumAlgorithm {
+    /// The type a multipart upload gets when CreateMultipartUpload names none: CRC64NVME is
+    /// only ever full-object, the others composite.
+    pub fn default_type(self) -> ChecksumType {
+        match self {
+            Self::Crc64Nvme => ChecksumType::FullObject,
+            _ => ChecksumType::Composite,
+        }
+    }
+
+    /// Whether S3 allows this type with this algorithm: CRC32 and CRC32C take both, CRC64NVME
+    /// only FULL_OBJECT, SHA-1 and SHA-256 only COMPOSITE (a hash cannot be combined).
+    pub fn allows(self, kind: ChecksumType) -> bool {
+        match self {
+            Self::Crc32 | Self::Crc32c => true,
+            Self::Crc64Nvme => kind == ChecksumType::FullObject,
+            Self::Sha1 | Self::Sha256 => kind == ChecksumType::Composite,
+        }
+    }
+}
+
+/// The full-object CRC of bytes made of consecutive pieces, from each piece's CRC (base64, as
+/// stored) and length, with the CRC combine operation: no byte is read again. `None` for the
+/// hashes, for no piece, or for a value that is not base64 of the algorithm's digest.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html#Full-object-checksums>
+pub fn combine_crcs(algo: ChecksumAlgorithm, pieces: &[(&str, u64)]) -> Option<String> {
+    use crc_fast::CrcAlgorithm;
+    let crc = match algo {
+        ChecksumAlgorithm::Crc32 => CrcAlgorithm::Crc32IsoHdlc,
+        ChecksumAlgorithm::Crc32c => CrcAlgorithm::Crc32Iscsi,
+        ChecksumAlgorithm::Crc64Nvme => CrcAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256 => return None,
+    };
+    let decode = |value: &str| -> Option<u64> {
+        let bytes = BASE64.decode(value.trim()).ok()?;
+        (bytes.len() == algo.digest_len())
+            .then(|| bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    };
+    let (first, rest) = pieces.split_first()?;
+    let mut whole = decode(first.0)?;
+    for (value, len) in rest {
+        whole = crc_fast::checksum_combine(crc, whole, decode(value)?, *len);
+    }
+    let bytes = whole.to_be_bytes();
+    Some(BASE64.encode(&bytes[8 - algo.digest_len()..]))
+}
+
 /// Errors about checksum values. No HTTP in here: `error.rs` maps each variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChecksumError {
@@ -282,6 +367,32 @@ mod tests {
         assert_eq!(
             ChecksumAlgorithm::from_name("crc64nvme"),
             Some(ChecksumAlgorithm::Crc64Nvme)
+        );
+    }
+
+    #[test]
+    fn combined_crcs_equal_the_crc_of_the_whole() {
+        let data = b"The quick brown fox jumps over the lazy dog, then again and again.";
+        for algo in [
+            ChecksumAlgorithm::Crc32,
+            ChecksumAlgorithm::Crc32c,
+            ChecksumAlgorithm::Crc64Nvme,
+        ] {
+            let (a, rest) = data.split_at(7);
+            let (b, c) = rest.split_at(30);
+            let values: Vec<String> = [a, b, c].iter().map(|p| checksum(algo, p)).collect();
+            let pieces: Vec<(&str, u64)> = values
+                .iter()
+                .zip([a, b, c])
+                .map(|(v, p)| (v.as_str(), p.len() as u64))
+                .collect();
+            assert_eq!(combine_crcs(algo, &pieces), Some(checksum(algo, data)));
+            assert_eq!(combine_crcs(algo, &pieces[..1]), Some(values[0].clone()));
+        }
+        assert_eq!(combine_crcs(ChecksumAlgorithm::Sha256, &[("x", 1)]), None);
+        assert_eq!(
+            combine_crcs(ChecksumAlgorithm::Crc32, &[("AAAAAAAAAAA=", 1)]),
+            None
         );
     }
 

@@ -3,6 +3,7 @@
 
 use md5::{Digest, Md5};
 
+use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
 use crate::db::buckets::Perm;
 use crate::db::objects::{Body, ObjectMeta, ObjectRecord};
@@ -11,7 +12,7 @@ use crate::objects::error::{Error, Result};
 use crate::objects::quota::Hold;
 use crate::objects::read::segments;
 use crate::objects::write::{self, WriteCondition};
-use crate::store::{BlobStore, Staged, TempBlob};
+use crate::store::{BlobStore, Hashes, Staged, TempBlob};
 
 /// The object at `bucket/key` with its body, for a copy by `who`. Reading a copy's source needs
 /// the bucket's owner (or the admin) or a key granted read: a public-read ACL lets anyone
@@ -59,6 +60,10 @@ pub fn check_type(meta: &ObjectMeta) -> Result<()> {
 /// CopyObject's work: `src` (read from `src_key`) becomes `bucket/key` with `meta`, settling the
 /// room `hold` keeps under the bucket's quota and recording `origin`'s event. Blobs are copied, not shared, so either object
 /// can be replaced or deleted alone.
+///
+/// With `checksum` (CopyObject's `x-amz-checksum-algorithm`), the copy's checksum is that
+/// algorithm over its bytes, computed as they are copied, in place of `meta`'s. Returns the
+/// copy's checksum, as stored.
 #[allow(clippy::too_many_arguments)]
 pub async fn object(
     db: &Db,
@@ -67,17 +72,35 @@ pub async fn object(
     src: ObjectRecord,
     bucket: &str,
     key: &str,
-    meta: ObjectMeta,
+    mut meta: ObjectMeta,
+    checksum: Option<ChecksumAlgorithm>,
     hold: &mut Hold,
     origin: crate::events::Origin,
-) -> Result<()> {
+) -> Result<Option<(String, String)>> {
+    let computed =
+        |value: Option<String>| checksum.zip(value).map(|(a, v)| (a.as_str().to_owned(), v));
     let staged = match src.body {
-        Body::Inline(bytes) => Staged::Inline(bytes),
+        Body::Inline(bytes) => {
+            if let Some(algo) = checksum {
+                let mut summer = algo.checksummer();
+                summer.update(&bytes);
+                meta.checksum = computed(Some(summer.finish()));
+            }
+            Staged::Inline(bytes)
+        }
         body => Staged::Temp(
             store
-                .copy_segments(segments(&body, 0, src.meta.size), false)
+                .copy_segments(
+                    segments(&body, 0, src.meta.size),
+                    checksum.map(|a| Hashes::new(false, Some(a.checksummer()))),
+                )
                 .await
-                .map(|(t, _)| t)
+                .map(|(t, digests)| {
+                    if checksum.is_some() {
+                        meta.checksum = computed(digests.and_then(|d| d.checksum));
+                    }
+                    t
+                })
                 .map_err(|e| {
                     // The source was replaced or deleted while being copied.
                     if e.kind() == std::io::ErrorKind::NotFound {
@@ -88,6 +111,7 @@ pub async fn object(
                 })?,
         ),
     };
+    let stored = meta.checksum.clone();
     write::commit_reserved(
         db,
         store,
@@ -99,7 +123,8 @@ pub async fn object(
         hold,
         origin,
     )
-    .await
+    .await?;
+    Ok(stored)
 }
 
 /// UploadPartCopy's bytes: `len` bytes of `src` from `start`, in a temp blob, with their MD5.
@@ -119,10 +144,10 @@ pub async fn range(
             (store.stage_bytes(slice).await?, md5)
         }
         body => {
-            let (temp, md5) = store
-                .copy_segments(segments(body, start, len), true)
+            let (temp, digests) = store
+                .copy_segments(segments(body, start, len), Some(Hashes::new(false, None)))
                 .await?;
-            (temp, md5.unwrap_or_default())
+            (temp, digests.map(|d| d.md5).unwrap_or_default())
         }
     })
 }

@@ -56,6 +56,21 @@ pub enum Error {
     Sha256Mismatch { client: String, computed: String },
     /// The body's additional checksum differs from the declared one: the algorithm's name.
     ChecksumMismatch(&'static str),
+    /// A completion's `x-amz-mp-object-size` is not the parts' total.
+    ObjectSizeMismatch { declared: u64, actual: u64 },
+    /// A completion's `x-amz-checksum-type` is not the upload's (`None`: the upload has none).
+    ChecksumTypeMismatch {
+        declared: &'static str,
+        upload: Option<&'static str>,
+    },
+    /// A completion declared a checksum of another algorithm than the upload's.
+    ChecksumAlgorithmMismatch {
+        upload: &'static str,
+        declared: &'static str,
+    },
+    /// A declared whole-object checksum that the parts cannot verify (a part without that CRC,
+    /// or a hash): the algorithm's name.
+    ChecksumUnverifiable(&'static str),
     /// The upload's first bytes are not the type it declared (verification on: a link, a
     /// policy or the bucket asks for it).
     ContentMismatch(crate::sniff::Mismatch),

@@ -3,7 +3,7 @@
 
 use md5::{Digest, Md5};
 
-use crate::auth::checksum::ChecksumAlgorithm;
+use crate::auth::checksum::{ChecksumAlgorithm, ChecksumType};
 use crate::db::objects::{self, Body as Stored};
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
@@ -55,6 +55,35 @@ pub const MAX_PART_NUMBER: u32 = 10_000;
 pub struct UploadHeaders {
     pub headers: ObjectHeaders,
     pub checksum_algorithm: Option<String>,
+    /// `COMPOSITE` or `FULL_OBJECT`; absent in uploads created before it was kept, which
+    /// then get the algorithm's default type.
+    #[serde(default)]
+    pub checksum_type: Option<String>,
+}
+
+/// The checksum algorithm and type an upload was created with (ListParts answers them), `None`
+/// for an upload created without one.
+pub fn upload_checksum(upload: &UploadRecord) -> Option<(ChecksumAlgorithm, ChecksumType)> {
+    let saved: UploadHeaders = serde_json::from_str(&upload.headers).ok()?;
+    let algo = ChecksumAlgorithm::from_name(saved.checksum_algorithm.as_deref()?)?;
+    let kind = saved
+        .checksum_type
+        .as_deref()
+        .and_then(ChecksumType::from_name)
+        .unwrap_or(algo.default_type());
+    Some((algo, kind))
+}
+
+/// What a CompleteMultipartUpload declares about the object it makes, checked in the
+/// completing transaction: a mismatch completes nothing and leaves the upload to retry.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    /// `x-amz-mp-object-size`: the object's total size.
+    pub object_size: Option<u64>,
+    /// `x-amz-checksum-type`: must be the type the upload was created with.
+    pub checksum_type: Option<ChecksumType>,
+    /// `x-amz-checksum-<crc>` without a `-<parts>` suffix: the CRC of the whole object.
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
 }
 
 /// Completes an upload from its (part number, ETag) list, in one transaction: checks the list
@@ -86,6 +115,7 @@ pub async fn complete(
         upload_id,
         parts,
         WriteCondition::default(),
+        Declared::default(),
         origin,
     )
     .await
@@ -96,7 +126,8 @@ pub async fn complete(
 #[derive(Debug, Clone)]
 pub struct Completed {
     pub etag: String,
-    /// (`CRC32`|`CRC32C`|`SHA1`|`SHA256`, composite value `<base64>-<parts>`).
+    /// (`CRC32`|`CRC32C`|`CRC64NVME`|`SHA1`|`SHA256`, composite value `<base64>-<parts>` or
+    /// full-object value).
     pub checksum: Option<(String, String)>,
 }
 
@@ -110,6 +141,11 @@ pub struct Completed {
 /// part list identifies that object: its multipart ETag is the MD5 of the listed part MD5s, so
 /// the retry is answered from the current object when its ETag is the one the list describes,
 /// and is NoSuchUpload otherwise (the object was replaced, or the upload never completed).
+///
+/// `declared` is checked against what the parts make (see [`Declared`]): another size is
+/// `ObjectSizeMismatch`, another checksum type `ChecksumTypeMismatch`, another full-object CRC
+/// `ChecksumMismatch`. An upload of type FULL_OBJECT (CRC64NVME always) gets the CRC of its
+/// whole bytes, combined from its parts' CRCs and sizes.
 #[allow(clippy::too_many_arguments)]
 pub async fn complete_if(
     db: &Db,
@@ -119,6 +155,7 @@ pub async fn complete_if(
     upload_id: &str,
     parts: Vec<(u32, String)>,
     cond: WriteCondition,
+    declared: Declared,
     origin: crate::events::Origin,
 ) -> Result<Completed> {
     if parts.is_empty() {
@@ -192,7 +229,7 @@ pub async fn complete_if(
                             etag: part.etag.clone(),
                         });
                     }
-                    part_checksums.push(part.checksum.clone());
+                    part_checksums.push((part.checksum.clone(), part.size));
                     if i == 0 {
                         detected_type = part.detected_type.clone();
                     }
@@ -205,16 +242,47 @@ pub async fn complete_if(
                 {
                     return fail(Error::TooLarge { size, max });
                 }
+                if let Some(declared_size) = declared.object_size
+                    && declared_size != size
+                {
+                    return fail(Error::ObjectSizeMismatch {
+                        declared: declared_size,
+                        actual: size,
+                    });
+                }
                 let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
                 let saved: UploadHeaders = serde_json::from_str(&upload.headers)
                     .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
                 let mut meta = saved
                     .headers
                     .into_meta(size, etag.clone(), upload.owner.clone());
-                meta.checksum = saved
+                let algorithm = saved
                     .checksum_algorithm
                     .as_deref()
-                    .and_then(|algo| composite_checksum(algo, &part_checksums));
+                    .and_then(ChecksumAlgorithm::from_name);
+                let kind = saved
+                    .checksum_type
+                    .as_deref()
+                    .and_then(ChecksumType::from_name)
+                    .or(algorithm.map(ChecksumAlgorithm::default_type));
+                if let Some(want) = declared.checksum_type
+                    && Some(want) != kind
+                {
+                    return fail(Error::ChecksumTypeMismatch {
+                        declared: want.as_str(),
+                        upload: kind.map(ChecksumType::as_str),
+                    });
+                }
+                if let Err(e) = verify_declared_checksum(&declared, algorithm, &part_checksums) {
+                    return fail(e);
+                }
+                meta.checksum = match (algorithm, kind) {
+                    (Some(a), Some(ChecksumType::FullObject)) => {
+                        full_crc(a, &part_checksums).map(|v| (a.as_str().to_owned(), v))
+                    }
+                    (Some(a), _) => composite_checksum(a, &part_checksums),
+                    (None, _) => None,
+                };
                 let checksum = meta.checksum.clone();
                 // The object's first bytes are its first part's: whatever part arrived when,
                 // they are checked here before the object exists.
@@ -266,14 +334,16 @@ pub async fn complete_if(
 /// that algorithm, and for CRC64NVME, which S3 only gives as a full-object checksum.
 ///
 /// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html#large-object-checksums>
-fn composite_checksum(algo: &str, parts: &[Option<String>]) -> Option<(String, String)> {
+fn composite_checksum(
+    algorithm: ChecksumAlgorithm,
+    parts: &[(Option<String>, u64)],
+) -> Option<(String, String)> {
     use base64::Engine as _;
-    let algorithm = ChecksumAlgorithm::from_name(algo)?;
     if algorithm == ChecksumAlgorithm::Crc64Nvme {
         return None;
     }
     let mut summer = algorithm.checksummer();
-    for part in parts {
+    for (part, _) in parts {
         let (part_algo, value) = part.as_deref()?.split_once(' ')?;
         if ChecksumAlgorithm::from_name(part_algo) != Some(algorithm) {
             return None;
@@ -286,6 +356,46 @@ fn composite_checksum(algo: &str, parts: &[Option<String>]) -> Option<(String, S
     }
     let value = format!("{}-{}", summer.finish(), parts.len());
     Some((algorithm.as_str().to_owned(), value))
+}
+
+/// The CRC of the whole object from its parts' `algo` CRCs and sizes; `None` when a part was
+/// uploaded without one (or `algo` is a hash).
+fn full_crc(algo: ChecksumAlgorithm, parts: &[(Option<String>, u64)]) -> Option<String> {
+    let pieces = parts
+        .iter()
+        .map(|(checksum, size)| {
+            let (part_algo, value) = checksum.as_deref()?.split_once(' ')?;
+            (ChecksumAlgorithm::from_name(part_algo) == Some(algo)).then_some((value, *size))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    crate::auth::checksum::combine_crcs(algo, &pieces)
+}
+
+/// Checks the full-object checksum the completion declared against the one the parts' CRCs
+/// give, whatever the upload's type: a checksum is never taken on trust. It must be of the
+/// upload's algorithm, if the upload has one; `ChecksumUnverifiable` when the parts carry no
+/// CRC of that algorithm (or it is a hash, which parts cannot give for the whole).
+fn verify_declared_checksum(
+    declared: &Declared,
+    upload: Option<ChecksumAlgorithm>,
+    parts: &[(Option<String>, u64)],
+) -> Result<()> {
+    let Some((algo, value)) = &declared.checksum else {
+        return Ok(());
+    };
+    if let Some(upload) = upload.filter(|u| u != algo) {
+        return Err(Error::ChecksumAlgorithmMismatch {
+            upload: upload.as_str(),
+            declared: algo.as_str(),
+        });
+    }
+    let Some(whole) = full_crc(*algo, parts) else {
+        return Err(Error::ChecksumUnverifiable(algo.as_str()));
+    };
+    if value.trim() != whole {
+        return Err(Error::ChecksumMismatch(algo.as_str()));
+    }
+    Ok(())
 }
 
 /// The ETag S3 gives the object completed from `parts`: the MD5 of the parts' binary MD5s, then
@@ -314,7 +424,7 @@ pub fn upload_record(
     key: &str,
     owner: &str,
     headers: ObjectHeaders,
-    checksum_algorithm: Option<String>,
+    checksum: Option<(ChecksumAlgorithm, ChecksumType)>,
     link_id: Option<String>,
 ) -> Result<UploadRecord> {
     Ok(UploadRecord {
@@ -325,7 +435,8 @@ pub fn upload_record(
         initiated: crate::db::now_millis(),
         headers: serde_json::to_string(&UploadHeaders {
             headers,
-            checksum_algorithm,
+            checksum_algorithm: checksum.map(|(a, _)| a.as_str().to_owned()),
+            checksum_type: checksum.map(|(_, t)| t.as_str().to_owned()),
         })
         .map_err(Error::Encode)?,
         link_id,

@@ -16,10 +16,54 @@ use crate::xml::{self, XmlWriter};
 /// Request bodies of bucket-level calls are small XML documents.
 const MAX_CONFIG_BODY: usize = 64 * 1024;
 
-pub async fn list_buckets(app: &AppState, caller: &Caller) -> S3Result<Response> {
+/// The page size S3 applies when the request names none (and the most it accepts).
+const MAX_BUCKETS: usize = 10_000;
+
+/// ListBuckets, with the 2024 parameters: `prefix`, `max-buckets` (1 to 10000), an opaque
+/// `continuation-token` (base64url of the last name of the previous page; names are listed in
+/// order, so the next page starts after it) and `bucket-region` (every bucket lives in the one
+/// region postgate serves, so another region lists nothing).
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html>
+pub async fn list_buckets(app: &AppState, req: &S3Request, caller: &Caller) -> S3Result<Response> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
     let Some(key) = caller.access_key().map(str::to_owned) else {
         return Err(S3Error::access_denied());
     };
+    let max = match req.param("max-buckets") {
+        None => MAX_BUCKETS,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_BUCKETS).contains(n))
+            .ok_or_else(|| {
+                S3Error::invalid_argument(
+                    "Argument max-buckets must be an integer between 1 and 10000",
+                    "max-buckets",
+                    v,
+                )
+            })?,
+    };
+    let after = match req.param("continuation-token").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            TOKEN
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    S3Error::invalid_argument(
+                        "The continuation token provided is incorrect",
+                        "continuation-token",
+                        t,
+                    )
+                })?,
+        ),
+    };
+    let prefix = req.param("prefix").unwrap_or_default();
+    let region = &app.config.region;
+    let other_region = req.param("bucket-region").is_some_and(|r| r != region);
     let admin = caller.is_admin();
     let list = app
         .db
@@ -31,6 +75,15 @@ pub async fn list_buckets(app: &AppState, caller: &Caller) -> S3Result<Response>
             }
         })
         .await?;
+    let mut matching = list
+        .iter()
+        .filter(|b| !other_region && b.name.starts_with(prefix))
+        .filter(|b| after.as_deref().is_none_or(|a| b.name.as_str() > a));
+    let page: Vec<_> = matching.by_ref().take(max).collect();
+    let next = match (matching.next(), page.last()) {
+        (Some(_), Some(last)) => Some(TOKEN.encode(&last.name)),
+        _ => None,
+    };
     let mut w = XmlWriter::new();
     w.root("ListAllMyBucketsResult");
     w.open("Owner");
@@ -38,13 +91,20 @@ pub async fn list_buckets(app: &AppState, caller: &Caller) -> S3Result<Response>
     w.elem("DisplayName", caller.name());
     w.close("Owner");
     w.open("Buckets");
-    for b in &list {
+    for b in &page {
         w.open("Bucket");
         w.elem("Name", &b.name);
         w.elem("CreationDate", &iso8601(b.created_at));
+        w.elem("BucketRegion", region);
         w.close("Bucket");
     }
     w.close("Buckets");
+    if let Some(token) = &next {
+        w.elem("ContinuationToken", token);
+    }
+    if req.has_param("prefix") {
+        w.elem("Prefix", prefix);
+    }
     w.close("ListAllMyBucketsResult");
     Ok(xml_response(w.finish()))
 }

@@ -87,8 +87,13 @@ pub enum Endpoint {
     DeleteObjects,
     PutObject,
     CopyObject,
-    GetObject,
-    HeadObject,
+    /// `partNumber` reads one part of the object.
+    GetObject {
+        part_number: Option<PartNumber>,
+    },
+    HeadObject {
+        part_number: Option<PartNumber>,
+    },
     DeleteObject,
     GetObjectAcl,
     PutObjectAcl,
@@ -123,7 +128,7 @@ pub enum Endpoint {
 
 /// `partNumber` as the request sent it. It is checked (an integer from 1 to 10000) by the
 /// handler, after authentication and the permission check, so that a caller who may not write
-/// learns nothing more than AccessDenied, as before the endpoint carried it.
+/// (or read) learns nothing more than AccessDenied, as before the endpoint carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartNumber(pub String);
 
@@ -173,8 +178,8 @@ impl Endpoint {
             DeleteObjects => "DeleteObjects",
             PutObject => "PutObject",
             CopyObject => "CopyObject",
-            GetObject => "GetObject",
-            HeadObject => "HeadObject",
+            GetObject { .. } => "GetObject",
+            HeadObject { .. } => "HeadObject",
             DeleteObject => "DeleteObject",
             GetObjectAcl => "GetObjectAcl",
             PutObjectAcl => "PutObjectAcl",
@@ -202,6 +207,7 @@ impl Endpoint {
         let has = |p: &str| req.has_param(p);
         let upload_id = || req.param("uploadId").unwrap_or_default().to_owned();
         let part_number = || PartNumber(req.param("partNumber").unwrap_or_default().to_owned());
+        let read_part = || req.param("partNumber").map(|n| PartNumber(n.to_owned()));
         let ep = match (&req.bucket, &req.key) {
             (None, _) if *m == Method::GET => ListBuckets,
             (None, _) => return Err(not_implemented()),
@@ -253,8 +259,7 @@ impl Endpoint {
                 Method::DELETE if has("uploadId") => AbortMultipartUpload {
                     upload_id: upload_id(),
                 },
-                // `partNumber` alone on a read selects one part of the object (the handler
-                // reads it).
+                // `partNumber` alone on a read selects one part of the object.
                 Method::GET | Method::HEAD
                     if has("partNumber")
                         && !req
@@ -263,9 +268,13 @@ impl Endpoint {
                             .any(|(k, _)| k != "partNumber" && is_unsupported_subresource(k)) =>
                 {
                     if *m == Method::GET {
-                        GetObject
+                        GetObject {
+                            part_number: read_part(),
+                        }
                     } else {
-                        HeadObject
+                        HeadObject {
+                            part_number: read_part(),
+                        }
                     }
                 }
                 _ if req.query.iter().any(|(k, _)| is_unsupported_subresource(k)) => {
@@ -273,8 +282,8 @@ impl Endpoint {
                 }
                 Method::PUT if req.headers.contains_key("x-amz-copy-source") => CopyObject,
                 Method::PUT => PutObject,
-                Method::GET => GetObject,
-                Method::HEAD => HeadObject,
+                Method::GET => GetObject { part_number: None },
+                Method::HEAD => HeadObject { part_number: None },
                 Method::DELETE => DeleteObject,
                 Method::POST => {
                     return Err(S3Error::code(S3ErrorCode::MethodNotAllowed)
@@ -291,8 +300,14 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             ListBuckets | CreateBucket => Access::Service,
-            HeadBucket | GetBucketLocation | GetBucketVersioning | ListObjects | ListObjectsV2
-            | GetObject | HeadObject | GetObjectAcl => Access::Read,
+            HeadBucket
+            | GetBucketLocation
+            | GetBucketVersioning
+            | ListObjects
+            | ListObjectsV2
+            | GetObject { .. }
+            | HeadObject { .. }
+            | GetObjectAcl => Access::Read,
             ListParts { .. } | ListMultipartUploads => Access::Read,
             PutObject
             | CopyObject
@@ -616,7 +631,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
     let verify_type = ctx.as_ref().is_some_and(|c| c.record.verify_type);
     use Endpoint::*;
     match endpoint {
-        ListBuckets => bucket::list_buckets(app, &caller).await,
+        ListBuckets => bucket::list_buckets(app, req, &caller).await,
         CreateBucket => bucket::create_bucket(app, req, &caller, body).await,
         DeleteBucket => bucket::delete_bucket(app, req).await,
         HeadBucket => bucket::head_bucket(app, req).await,
@@ -629,8 +644,14 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         DeleteObjects => object::delete_objects(app, req, &caller, body).await,
         PutObject => object::put_object(app, req, &caller, body, verify_type).await,
         CopyObject => object::copy_object(app, req, &caller, ctx_of(ctx)?).await,
-        GetObject => object::get_object(app, req, &caller, ctx_of(ctx)?, true).await,
-        HeadObject => object::get_object(app, req, &caller, ctx_of(ctx)?, false).await,
+        GetObject { part_number } => {
+            let part = part_number.as_ref();
+            object::get_object(app, req, &caller, ctx_of(ctx)?, true, part).await
+        }
+        HeadObject { part_number } => {
+            let part = part_number.as_ref();
+            object::get_object(app, req, &caller, ctx_of(ctx)?, false, part).await
+        }
         DeleteObject => object::delete_object(app, req, &caller).await,
         GetObjectAcl => object::get_object_acl(app, req, ctx_of(ctx)?).await,
         PutObjectAcl => object::put_object_acl(app, req, &caller, body).await,
@@ -688,8 +709,8 @@ async fn authorize(
         false => caller.access_key().unwrap_or_default().to_owned(),
     };
     let object_key = match endpoint {
-        Endpoint::GetObject => Some((req.key().to_owned(), true)),
-        Endpoint::HeadObject => Some((req.key().to_owned(), false)),
+        Endpoint::GetObject { .. } => Some((req.key().to_owned(), true)),
+        Endpoint::HeadObject { .. } => Some((req.key().to_owned(), false)),
         _ => None,
     };
     let (found, object) = match object_key {
@@ -723,7 +744,14 @@ async fn authorize(
     let allowed = match access {
         Access::Service => true,
         // Anonymous object reads are decided per object (its ACL may be public-read).
-        Access::Read if matches!(endpoint, Endpoint::GetObject | Endpoint::HeadObject) => true,
+        Access::Read
+            if matches!(
+                endpoint,
+                Endpoint::GetObject { .. } | Endpoint::HeadObject { .. }
+            ) =>
+        {
+            true
+        }
         Access::Read => can_read && (caller.is_authenticated() || public_read),
         Access::Write => can_write,
         Access::Owner => is_owner,
@@ -850,10 +878,24 @@ mod tests {
             ("DELETE", "/b?lifecycle", &[], DeleteBucketLifecycle),
             ("PUT", "/b/k", &[], PutObject),
             ("PUT", "/b/k", &copy, CopyObject),
-            ("GET", "/b/k", &[], GetObject),
-            ("HEAD", "/b/k", &[], HeadObject),
-            ("GET", "/b/k?partNumber=2", &[], GetObject),
-            ("HEAD", "/b/k?partNumber=2", &[], HeadObject),
+            ("GET", "/b/k", &[], GetObject { part_number: None }),
+            ("HEAD", "/b/k", &[], HeadObject { part_number: None }),
+            (
+                "GET",
+                "/b/k?partNumber=2",
+                &[],
+                GetObject {
+                    part_number: Some(part("2")),
+                },
+            ),
+            (
+                "HEAD",
+                "/b/k?partNumber=x",
+                &[],
+                HeadObject {
+                    part_number: Some(part("x")),
+                },
+            ),
             ("DELETE", "/b/k", &[], DeleteObject),
             ("GET", "/b/k?acl", &[], GetObjectAcl),
             ("PUT", "/b/k?acl", &[], PutObjectAcl),
@@ -915,7 +957,7 @@ mod tests {
         for (endpoint, access) in [
             (ListBuckets, Access::Service),
             (CreateBucket, Access::Service),
-            (GetObject, Access::Read),
+            (GetObject { part_number: None }, Access::Read),
             (ListParts { upload_id: id() }, Access::Read),
             (PutObject, Access::Write),
             (AbortMultipartUpload { upload_id: id() }, Access::Write),
@@ -964,6 +1006,6 @@ mod tests {
         let (req, endpoint) =
             resolve_on(Some("s3.example.com"), "GET", "/a%20b.jpg", &host).unwrap();
         assert_eq!((req.bucket(), req.key()), ("photos", "a b.jpg"));
-        assert_eq!(endpoint, Endpoint::GetObject);
+        assert_eq!(endpoint, Endpoint::GetObject { part_number: None });
     }
 }

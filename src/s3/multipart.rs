@@ -17,7 +17,7 @@ use super::object::{
     refuse_unsupported_write_headers,
 };
 use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
-use crate::auth::checksum::ChecksumAlgorithm;
+use crate::auth::checksum::{ChecksumAlgorithm, ChecksumType};
 use crate::db::uploads::{self, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::multipart::{self, NewPart, abort, complete_if};
@@ -33,27 +33,13 @@ pub async fn create_multipart_upload(
 ) -> S3Result<Response> {
     refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
-    let checksum_algorithm = match req.header("x-amz-checksum-algorithm") {
-        Some(a) => Some(
-            ChecksumAlgorithm::from_name(a)
-                .ok_or_else(|| {
-                    S3Error::invalid_argument(
-                        "Checksum algorithm provided is unsupported.",
-                        "x-amz-checksum-algorithm",
-                        a,
-                    )
-                })?
-                .as_str()
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let checksum = upload_checksum(req)?;
     let record = multipart::upload_record(
         req.bucket(),
         req.key(),
         caller.access_key().unwrap_or_default(),
         headers,
-        checksum_algorithm.clone(),
+        checksum,
         None,
     )?;
     let upload_id = record.upload_id.clone();
@@ -79,10 +65,105 @@ pub async fn create_multipart_upload(
     w.elem("UploadId", &upload_id);
     w.close("InitiateMultipartUploadResult");
     let mut res = xml_response(w.finish());
-    if let Some(a) = checksum_algorithm.and_then(|a| HeaderValue::from_str(&a).ok()) {
-        res.headers_mut().insert("x-amz-checksum-algorithm", a);
+    if let Some((algo, kind)) = checksum {
+        let h = res.headers_mut();
+        h.insert(
+            "x-amz-checksum-algorithm",
+            HeaderValue::from_static(algo.as_str()),
+        );
+        h.insert(
+            "x-amz-checksum-type",
+            HeaderValue::from_static(kind.as_str()),
+        );
     }
     Ok(res)
+}
+
+/// CreateMultipartUpload's `x-amz-checksum-algorithm` and `x-amz-checksum-type`: the type
+/// defaults to the algorithm's (FULL_OBJECT for CRC64NVME, COMPOSITE otherwise); a type the
+/// algorithm cannot have, or a type without an algorithm, is InvalidRequest.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html>
+fn upload_checksum(req: &S3Request) -> S3Result<Option<(ChecksumAlgorithm, ChecksumType)>> {
+    let kind = req
+        .header("x-amz-checksum-type")
+        .map(|t| ChecksumType::from_name(t).ok_or_else(|| invalid_checksum_type(t)))
+        .transpose()?;
+    let Some(a) = req.header("x-amz-checksum-algorithm") else {
+        return match kind {
+            None => Ok(None),
+            Some(_) => Err(S3Error::new(
+                S3ErrorCode::InvalidRequest,
+                "The x-amz-checksum-type header requires x-amz-checksum-algorithm.",
+            )),
+        };
+    };
+    let algo = ChecksumAlgorithm::from_name(a).ok_or_else(|| {
+        S3Error::invalid_argument(
+            "Checksum algorithm provided is unsupported.",
+            "x-amz-checksum-algorithm",
+            a,
+        )
+    })?;
+    let kind = kind.unwrap_or(algo.default_type());
+    if !algo.allows(kind) {
+        return Err(S3Error::new(
+            S3ErrorCode::InvalidRequest,
+            format!(
+                "The {} checksum type cannot be used with the {} checksum algorithm.",
+                kind.as_str(),
+                algo.as_str().to_ascii_lowercase()
+            ),
+        ));
+    }
+    Ok(Some((algo, kind)))
+}
+
+fn invalid_checksum_type(value: &str) -> S3Error {
+    S3Error::invalid_argument(
+        "Value for x-amz-checksum-type header is invalid.",
+        "x-amz-checksum-type",
+        value,
+    )
+}
+
+/// What CompleteMultipartUpload declares in its headers: `x-amz-mp-object-size`,
+/// `x-amz-checksum-type`, and a whole-object `x-amz-checksum-<crc>` (a composite value,
+/// `<base64>-<parts>`, describes the parts, each verified when it arrived, and is not
+/// rechecked).
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html>
+fn declared(req: &S3Request) -> S3Result<multipart::Declared> {
+    let object_size = req
+        .header("x-amz-mp-object-size")
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                S3Error::invalid_argument(
+                    "Value for x-amz-mp-object-size header is invalid.",
+                    "x-amz-mp-object-size",
+                    v,
+                )
+            })
+        })
+        .transpose()?;
+    let checksum_type = req
+        .header("x-amz-checksum-type")
+        .map(|t| ChecksumType::from_name(t).ok_or_else(|| invalid_checksum_type(t)))
+        .transpose()?;
+    let mut checksum = None;
+    for algo in ChecksumAlgorithm::ALL {
+        if let Some(value) = req.header(algo.header_name())
+            && !value.contains('-')
+        {
+            crate::auth::checksum::validate_value(algo, value)?;
+            checksum = Some((algo, value.trim().to_owned()));
+        }
+    }
+    Ok(multipart::Declared {
+        object_size,
+        checksum_type,
+        checksum,
+    })
 }
 
 async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<UploadRecord> {
@@ -248,6 +329,7 @@ pub async fn complete_multipart_upload(
         upload_id,
         parts,
         super::object::write_condition(req)?,
+        declared(req)?,
         origin,
     )
     .await?;
@@ -262,7 +344,7 @@ pub async fn complete_multipart_upload(
     w.elem("ETag", &done.etag);
     if let Some((algo, value)) = &done.checksum {
         w.elem(&format!("Checksum{algo}"), value);
-        w.elem("ChecksumType", "COMPOSITE");
+        w.elem("ChecksumType", ChecksumType::of_value(value).as_str());
     }
     w.close("CompleteMultipartUploadResult");
     Ok(xml_response(w.finish()))
@@ -321,6 +403,10 @@ pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3R
     }
     w.elem("MaxParts", &max.to_string());
     w.elem("IsTruncated", if truncated { "true" } else { "false" });
+    if let Some((algo, kind)) = multipart::upload_checksum(&upload) {
+        w.elem("ChecksumAlgorithm", algo.as_str());
+        w.elem("ChecksumType", kind.as_str());
+    }
     for p in &parts {
         w.open("Part");
         w.elem("PartNumber", &p.part_number.to_string());

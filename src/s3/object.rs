@@ -304,6 +304,20 @@ pub async fn copy_object(
     dest: BucketCtx,
 ) -> S3Result<Response> {
     refuse_unsupported_write_headers(req)?;
+    // The copy's checksum, computed over its bytes as they are copied (API reference
+    // CopyObject, "x-amz-checksum-algorithm"); without it the source's is kept.
+    let checksum = req
+        .header("x-amz-checksum-algorithm")
+        .map(|a| {
+            ChecksumAlgorithm::from_name(a).ok_or_else(|| {
+                S3Error::invalid_argument(
+                    "Checksum algorithm provided is unsupported.",
+                    "x-amz-checksum-algorithm",
+                    a,
+                )
+            })
+        })
+        .transpose()?;
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
 
@@ -370,7 +384,7 @@ pub async fn copy_object(
     let last_modified = meta.last_modified;
     let etag = meta.etag.clone();
     let origin = app.events.origin(Kind::Copy, caller.principal());
-    copy::object(
+    let stored = copy::object(
         &app.db,
         &app.store,
         &src_key,
@@ -378,6 +392,7 @@ pub async fn copy_object(
         req.bucket(),
         req.key(),
         meta,
+        checksum,
         &mut hold,
         origin,
     )
@@ -386,6 +401,13 @@ pub async fn copy_object(
     w.root("CopyObjectResult");
     w.elem("LastModified", &iso8601(last_modified));
     w.elem("ETag", &etag);
+    if let Some((algo, value)) = &stored {
+        w.elem(&format!("Checksum{algo}"), value);
+        w.elem(
+            "ChecksumType",
+            crate::auth::checksum::ChecksumType::of_value(value).as_str(),
+        );
+    }
     w.close("CopyObjectResult");
     Ok(xml_response(w.finish()))
 }
@@ -471,6 +493,7 @@ pub async fn get_object(
     caller: &Caller,
     mut ctx: BucketCtx,
     with_body: bool,
+    part: Option<&super::PartNumber>,
 ) -> S3Result<Response> {
     // A blob can vanish between reading its row and opening it when a newer version commits in
     // between; reading the row again then finds that newer version.
@@ -497,7 +520,7 @@ pub async fn get_object(
             return Err(S3Error::access_denied());
         }
         let active_content = ctx.record.active_content;
-        match respond_object(req, caller, obj, with_body, active_content, app).await {
+        match respond_object(req, caller, obj, with_body, part, active_content, app).await {
             Err(Retry) => continue,
             Ok(res) => return res,
         }
@@ -512,6 +535,7 @@ async fn respond_object(
     caller: &Caller,
     obj: ObjectRecord,
     with_body: bool,
+    part: Option<&super::PartNumber>,
     active_content: bool,
     app: &AppState,
 ) -> Result<S3Result<Response>, Retry> {
@@ -536,7 +560,7 @@ async fn respond_object(
     if let Err(e) = check_version_id(req.param("versionId")) {
         return Ok(Err(e));
     }
-    let part = match requested_part(req, &obj) {
+    let part = match requested_part(part, &obj) {
         Ok(part) => part,
         Err(e) => return Ok(Err(e)),
     };
@@ -618,12 +642,16 @@ struct PartRead {
 /// object. A number past the last part is 416 InvalidPartNumber.
 ///
 /// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax>
-fn requested_part(req: &S3Request, obj: &ObjectRecord) -> S3Result<Option<PartRead>> {
-    let Some(raw) = req.param("partNumber") else {
+fn requested_part(
+    part: Option<&super::PartNumber>,
+    obj: &ObjectRecord,
+) -> S3Result<Option<PartRead>> {
+    let Some(part) = part else {
         return Ok(None);
     };
-    let n = super::PartNumber(raw.to_owned()).get()? as usize;
-    let beyond = || S3Error::code(S3ErrorCode::InvalidPartNumber).with("PartNumberRequested", raw);
+    let n = part.get()? as usize;
+    let beyond =
+        || S3Error::code(S3ErrorCode::InvalidPartNumber).with("PartNumberRequested", &part.0);
     match &obj.body {
         Stored::Parts(parts) => {
             let Some((_, len)) = parts.get(n - 1) else {
@@ -892,6 +920,16 @@ pub async fn delete_objects(
         };
         if got != md5 {
             return Err(S3Error::code(S3ErrorCode::BadDigest));
+        }
+    }
+    // SDKs send an additional checksum of the body instead of Content-MD5 (API reference
+    // DeleteObjects, "x-amz-checksum-*"): verified as on PutObject, nothing deleted on a
+    // mismatch.
+    for algo in ChecksumAlgorithm::ALL {
+        if let Some(value) = req.header(algo.header_name()) {
+            let mut summer = algo.checksummer();
+            summer.update(&bytes);
+            crate::auth::checksum::verify_value(algo, value, &summer.finish())?;
         }
     }
     let doc: xml::Delete = xml::parse(&bytes)?;

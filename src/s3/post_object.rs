@@ -495,6 +495,7 @@ async fn store_upload(
         .map(|((a, _), v)| (a.as_str().to_owned(), v));
     let (bucket, key) = (target.bucket, target.key);
     let detected = meta.detected_type.clone();
+    let stored_checksum = meta.checksum.clone();
     write::commit_reserved(
         &app.db,
         &app.store,
@@ -514,6 +515,20 @@ async fn store_upload(
     // What the first bytes showed, for the page or app that posted the form.
     if let Some(v) = detected.and_then(|d| HeaderValue::from_str(&d).ok()) {
         res.headers_mut().insert("x-postgate-detected-type", v);
+    }
+    // As PutObject answers it (AWS adds the checksum headers to a POST's answer too).
+    if let Some((algo, value)) = stored_checksum
+        && let (Some(algo), Ok(v)) = (
+            ChecksumAlgorithm::from_name(&algo),
+            HeaderValue::from_str(&value),
+        )
+    {
+        let h = res.headers_mut();
+        h.insert(algo.header_name(), v);
+        h.insert(
+            "x-amz-checksum-type",
+            HeaderValue::from_static("FULL_OBJECT"),
+        );
     }
     Ok(res)
 }
@@ -671,14 +686,53 @@ fn tagging_query(xml: &str) -> S3Result<String> {
     Ok(out.finish())
 }
 
+/// The form's checksum fields, read as PutObject reads the same headers: an
+/// `x-amz-checksum-<alg>` value is verified against the file (BadDigest, nothing stored), an
+/// `x-amz-checksum-algorithm` alone has the file's checksum computed with that algorithm; either
+/// way the checksum is stored and answered. Two value fields, or an algorithm other than the
+/// value's, are InvalidRequest. Like every field, they must be covered by the policy.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html> ("As the same
+/// PUT headers"), <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>
 fn form_checksum(fields: &FormFields) -> S3Result<Option<(ChecksumAlgorithm, Option<String>)>> {
+    let mut found = None;
     for (name, value) in fields.iter() {
         if let Some(algo) = ChecksumAlgorithm::from_header_name(&name.to_ascii_lowercase()) {
             crate::auth::checksum::validate_value(algo, value)?;
-            return Ok(Some((algo, Some(value.to_owned()))));
+            if found.is_some() {
+                return Err(S3Error::new(
+                    S3ErrorCode::InvalidRequest,
+                    "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.",
+                ));
+            }
+            found = Some((algo, Some(value.to_owned())));
         }
     }
-    Ok(None)
+    if let Some(name) = fields.get("x-amz-checksum-algorithm") {
+        let algo = ChecksumAlgorithm::from_name(name).ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Checksum algorithm provided is unsupported.",
+                "x-amz-checksum-algorithm",
+                name,
+            )
+        })?;
+        match &found {
+            None => found = Some((algo, None)),
+            Some((value_algo, _)) if *value_algo == algo => {}
+            Some((value_algo, _)) => {
+                return Err(S3Error::new(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "Value for x-amz-checksum-algorithm ({}) does not match the \
+                         x-amz-checksum-{} field.",
+                        algo.as_str(),
+                        value_algo.as_str().to_ascii_lowercase()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn success(

@@ -951,3 +951,487 @@ async fn copy_tags_follow_the_tagging_directive() {
         .await
         .assert_error(400, "InvalidArgument");
 }
+
+// ---------------------------------------------------------------------------------------------
+// ListBuckets: prefix, max-buckets, continuation-token, bucket-region (2024)
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html
+// ---------------------------------------------------------------------------------------------
+
+async fn list_buckets(app: &TestApp, query: &str) -> Resp {
+    app.req(Method::GET, "/").query(query).send().await
+}
+
+/// `prefix` filters, `max-buckets` pages and a `ContinuationToken` is answered while more
+/// buckets remain; following it lists each bucket once. `Prefix` is echoed, each bucket names
+/// its `BucketRegion`, and another `bucket-region` lists nothing.
+#[tokio::test]
+async fn list_buckets_pages_by_prefix_max_buckets_and_continuation_token() {
+    let app = app().await;
+    for name in ["lb-a", "lb-b", "lb-c", "lb-d", "lb-e", "other-x"] {
+        app.create_bucket(name).await;
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = String::from("prefix=lb-&max-buckets=2");
+        if let Some(t) = &token {
+            q.push_str(&format!("&continuation-token={t}"));
+        }
+        let res = list_buckets(&app, &q).await;
+        res.assert_status(200);
+        let text = res.text();
+        assert_eq!(xml_tag(&text, "Prefix").as_deref(), Some("lb-"), "{text}");
+        let names = xml_tags(&text, "Name");
+        assert!(names.len() <= 2, "{text}");
+        assert_eq!(
+            xml_tags(&text, "BucketRegion"),
+            vec![crate::helpers::REGION; names.len()]
+        );
+        seen.extend(names);
+        pages += 1;
+        token = xml_tag(&text, "ContinuationToken");
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["lb-a", "lb-b", "lb-c", "lb-d", "lb-e"]);
+    assert_eq!(pages, 3);
+
+    // Without parameters: every bucket, no token, no Prefix element.
+    let all = list_buckets(&app, "").await.text();
+    assert_eq!(xml_tags(&all, "Name").len(), 7, "{all}");
+    assert_eq!(xml_tag(&all, "ContinuationToken"), None);
+    assert_eq!(xml_tag(&all, "Prefix"), None);
+
+    let here = list_buckets(&app, &format!("bucket-region={}", crate::helpers::REGION)).await;
+    assert_eq!(xml_tags(&here.text(), "Name").len(), 7);
+    let elsewhere = list_buckets(&app, "bucket-region=eu-west-3").await;
+    elsewhere.assert_status(200);
+    assert!(xml_tags(&elsewhere.text(), "Name").is_empty());
+
+    for bad in ["0", "10001", "-1", "x"] {
+        list_buckets(&app, &format!("max-buckets={bad}"))
+            .await
+            .assert_error(400, "InvalidArgument");
+    }
+    list_buckets(&app, "continuation-token=%25%25")
+        .await
+        .assert_error(400, "InvalidArgument");
+}
+
+// ---------------------------------------------------------------------------------------------
+// CompleteMultipartUpload: x-amz-mp-object-size, full-object checksums (2024/2025)
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
+// https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+// ---------------------------------------------------------------------------------------------
+
+/// An upload created with `headers`, its two parts (5 MiB, then 1000 bytes) sent with their
+/// `algo` checksums. Returns (upload id, part ETags, whole bytes).
+async fn checksummed_upload(
+    app: &TestApp,
+    key: &str,
+    algo: Option<ChecksumAlgorithm>,
+    headers: &[(&str, &str)],
+) -> (String, Vec<String>, Vec<u8>) {
+    let mut req = app.req(Method::POST, &obj(B, key)).query("uploads");
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    let res = req.send().await;
+    res.assert_status(200);
+    let id = xml_tag(&res.text(), "UploadId").unwrap();
+    let bodies = [pattern(5 * MIB, 11), pattern(1000, 12)];
+    let mut etags = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut req = app
+            .req(Method::PUT, &obj(B, key))
+            .query(&format!("partNumber={}&uploadId={id}", i + 1))
+            .body(body.clone());
+        if let Some(algo) = algo {
+            req = req.header(algo.header_name(), &crate::helpers::checksum(algo, body));
+        }
+        let res = req.send().await;
+        res.assert_status(200);
+        etags.push(res.header("etag").unwrap().to_owned());
+    }
+    (id, etags, bodies.concat())
+}
+
+async fn complete_parts(
+    app: &TestApp,
+    key: &str,
+    id: &str,
+    etags: &[String],
+    headers: &[(&str, &str)],
+) -> Resp {
+    let parts: Vec<(u32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u32 + 1, e.as_str()))
+        .collect();
+    complete_with(app, key, id, &parts, headers).await
+}
+
+/// `x-amz-mp-object-size` must be the parts' total: another size is 400 InvalidRequest
+/// (API reference CompleteMultipartUpload, "x-amz-mp-object-size") and completes nothing, the
+/// upload stays to retry with the right size; a malformed one is InvalidArgument.
+#[tokio::test]
+async fn complete_checks_x_amz_mp_object_size() {
+    let app = app().await;
+    let (id, etags, data) = checksummed_upload(&app, "sz", None, &[]).await;
+    let total = data.len().to_string();
+    let wrong = (data.len() + 1).to_string();
+    complete_parts(&app, "sz", &id, &etags, &[("x-amz-mp-object-size", &wrong)])
+        .await
+        .assert_error(400, "InvalidRequest");
+    complete_parts(&app, "sz", &id, &etags, &[("x-amz-mp-object-size", "lots")])
+        .await
+        .assert_error(400, "InvalidArgument");
+    app.head(&obj(B, "sz")).await.assert_status(404);
+    complete_parts(&app, "sz", &id, &etags, &[("x-amz-mp-object-size", &total)])
+        .await
+        .assert_status(200);
+    assert_eq!(app.get(&obj(B, "sz")).await.body, data);
+}
+
+/// FULL_OBJECT uploads (CRC32, CRC32C with `x-amz-checksum-type: FULL_OBJECT`, CRC64NVME by
+/// default): the object's checksum is the CRC of its whole bytes, combined from the parts'
+/// CRCs; the completion's declared value is verified (another value BadDigest, nothing
+/// completed), answered in the result and on HEAD/GET with checksum mode, typed FULL_OBJECT.
+#[tokio::test]
+async fn full_object_checksums_are_combined_verified_and_returned() {
+    let app = app().await;
+    let cases = [
+        (ChecksumAlgorithm::Crc32, Some("FULL_OBJECT")),
+        (ChecksumAlgorithm::Crc32c, Some("FULL_OBJECT")),
+        (ChecksumAlgorithm::Crc64Nvme, None),
+        (ChecksumAlgorithm::Crc64Nvme, Some("FULL_OBJECT")),
+    ];
+    for (i, (algo, kind)) in cases.into_iter().enumerate() {
+        let key = format!("fo{i}");
+        let mut create = vec![("x-amz-checksum-algorithm", algo.as_str())];
+        create.extend(kind.map(|k| ("x-amz-checksum-type", k)));
+        let (id, etags, data) = checksummed_upload(&app, &key, Some(algo), &create).await;
+        // ListParts names the upload's algorithm and type (API reference ListParts).
+        let listed = app
+            .req(Method::GET, &obj(B, &key))
+            .query(&format!("uploadId={id}"))
+            .send()
+            .await
+            .text();
+        assert_eq!(
+            xml_tag(&listed, "ChecksumAlgorithm").as_deref(),
+            Some(algo.as_str())
+        );
+        assert_eq!(
+            xml_tag(&listed, "ChecksumType").as_deref(),
+            Some("FULL_OBJECT")
+        );
+        let whole = crate::helpers::checksum(algo, &data);
+        let wrong = crate::helpers::checksum(algo, b"other bytes");
+        let mut declared = vec![(algo.header_name(), wrong.as_str())];
+        declared.extend(kind.map(|k| ("x-amz-checksum-type", k)));
+        complete_parts(&app, &key, &id, &etags, &declared)
+            .await
+            .assert_error(400, "BadDigest");
+        app.head(&obj(B, &key)).await.assert_status(404);
+        declared[0].1 = &whole;
+        let res = complete_parts(&app, &key, &id, &etags, &declared).await;
+        res.assert_status(200);
+        let xml = res.text();
+        let tag = format!("Checksum{}", algo.as_str());
+        assert_eq!(xml_tag(&xml, &tag), Some(whole.clone()), "{key}: {xml}");
+        assert_eq!(
+            xml_tag(&xml, "ChecksumType").as_deref(),
+            Some("FULL_OBJECT")
+        );
+        for method in [Method::HEAD, Method::GET] {
+            let res = get_with(
+                &app,
+                method,
+                &key,
+                "",
+                &[("x-amz-checksum-mode", "ENABLED")],
+            )
+            .await;
+            assert_eq!(
+                res.header(algo.header_name()),
+                Some(whole.as_str()),
+                "{key}"
+            );
+            assert_eq!(res.header("x-amz-checksum-type"), Some("FULL_OBJECT"));
+        }
+    }
+    // Without a declared value the object still gets its full-object CRC64NVME.
+    let algo = ChecksumAlgorithm::Crc64Nvme;
+    let create = [("x-amz-checksum-algorithm", "CRC64NVME")];
+    let (id, etags, data) = checksummed_upload(&app, "nvme", Some(algo), &create).await;
+    let res = complete_parts(&app, "nvme", &id, &etags, &[]).await;
+    res.assert_status(200);
+    let head = get_with(
+        &app,
+        Method::HEAD,
+        "nvme",
+        "",
+        &[("x-amz-checksum-mode", "ENABLED")],
+    )
+    .await;
+    let whole = crate::helpers::checksum(algo, &data);
+    assert_eq!(head.header(algo.header_name()), Some(whole.as_str()));
+}
+
+/// The checksum type is the upload's: CreateMultipartUpload refuses a type its algorithm
+/// cannot have (InvalidRequest), and a completion declaring another type than the upload's is
+/// BadDigest (API reference CompleteMultipartUpload, "x-amz-checksum-type"); a whole-object
+/// value of another algorithm is InvalidRequest. None of them completes.
+#[tokio::test]
+async fn checksum_type_and_algorithm_must_match_the_upload() {
+    let app = app().await;
+    for (algo, kind) in [("SHA256", "FULL_OBJECT"), ("CRC64NVME", "COMPOSITE")] {
+        app.req(Method::POST, &obj(B, "t"))
+            .query("uploads")
+            .header("x-amz-checksum-algorithm", algo)
+            .header("x-amz-checksum-type", kind)
+            .send()
+            .await
+            .assert_error(400, "InvalidRequest");
+    }
+    let algo = ChecksumAlgorithm::Crc32;
+    let create = [("x-amz-checksum-algorithm", "CRC32")];
+    let (id, etags, data) = checksummed_upload(&app, "t", Some(algo), &create).await;
+    let whole = crate::helpers::checksum(algo, &data);
+    complete_parts(
+        &app,
+        "t",
+        &id,
+        &etags,
+        &[
+            ("x-amz-checksum-type", "FULL_OBJECT"),
+            ("x-amz-checksum-crc32", &whole),
+        ],
+    )
+    .await
+    .assert_error(400, "BadDigest");
+    let other = crate::helpers::checksum(ChecksumAlgorithm::Crc32c, &data);
+    complete_parts(&app, "t", &id, &etags, &[("x-amz-checksum-crc32c", &other)])
+        .await
+        .assert_error(400, "InvalidRequest");
+    app.head(&obj(B, "t")).await.assert_status(404);
+    // A composite upload still has its whole-object CRC checked when one is declared.
+    let wrong = crate::helpers::checksum(algo, b"x");
+    complete_parts(&app, "t", &id, &etags, &[("x-amz-checksum-crc32", &wrong)])
+        .await
+        .assert_error(400, "BadDigest");
+    let res = complete_parts(&app, "t", &id, &etags, &[("x-amz-checksum-crc32", &whole)]).await;
+    res.assert_status(200);
+    assert_eq!(
+        xml_tag(&res.text(), "ChecksumType").as_deref(),
+        Some("COMPOSITE")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// CopyObject x-amz-checksum-algorithm
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html
+// ---------------------------------------------------------------------------------------------
+
+/// `x-amz-checksum-algorithm` on CopyObject gives the copy a checksum of that algorithm over
+/// its bytes (small sources held inline and large ones in blobs alike), in place of the
+/// source's: answered in `CopyObjectResult` and on HEAD with checksum mode. An unknown
+/// algorithm is InvalidArgument and copies nothing.
+#[tokio::test]
+async fn copy_object_checksum_algorithm_checksums_the_copy() {
+    let app = app().await;
+    for (i, data) in [b"small source".to_vec(), pattern(3 * MIB, 21)]
+        .into_iter()
+        .enumerate()
+    {
+        app.req(Method::PUT, &obj(B, "src"))
+            .header(
+                "x-amz-checksum-crc32",
+                &crate::helpers::checksum(ChecksumAlgorithm::Crc32, &data),
+            )
+            .body(data.clone())
+            .send()
+            .await
+            .assert_status(200);
+        for algo in [
+            ChecksumAlgorithm::Crc32c,
+            ChecksumAlgorithm::Sha256,
+            ChecksumAlgorithm::Crc64Nvme,
+        ] {
+            let dest = format!("copy{i}-{}", algo.as_str());
+            let res = copy_with(&app, &dest, &[("x-amz-checksum-algorithm", algo.as_str())]).await;
+            res.assert_status(200);
+            let want = crate::helpers::checksum(algo, &data);
+            let xml = res.text();
+            let tag = format!("Checksum{}", algo.as_str());
+            assert_eq!(xml_tag(&xml, &tag), Some(want.clone()), "{xml}");
+            assert_eq!(
+                xml_tag(&xml, "ChecksumType").as_deref(),
+                Some("FULL_OBJECT")
+            );
+            let head = get_with(
+                &app,
+                Method::HEAD,
+                &dest,
+                "",
+                &[("x-amz-checksum-mode", "ENABLED")],
+            )
+            .await;
+            assert_eq!(
+                head.header(algo.header_name()),
+                Some(want.as_str()),
+                "{dest}"
+            );
+            assert_eq!(head.header("x-amz-checksum-crc32"), None, "{dest}");
+            assert_eq!(app.get(&obj(B, &dest)).await.body, data);
+        }
+    }
+    copy_with(&app, "bad", &[("x-amz-checksum-algorithm", "MD5")])
+        .await
+        .assert_error(400, "InvalidArgument");
+    app.head(&obj(B, "bad")).await.assert_status(404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostObject checksum fields
+// https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html (fields "as the same PUT
+// headers"), https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+// ---------------------------------------------------------------------------------------------
+
+/// A form's `x-amz-checksum-<alg>` field is verified against the file (BadDigest, nothing
+/// stored) and `x-amz-checksum-algorithm` alone has the checksum computed; either way it is
+/// stored, answered on the POST's answer and on HEAD with checksum mode. Both need a policy
+/// condition like any field (403 AccessDenied without), and two value fields or an algorithm
+/// that is not the value's are InvalidRequest.
+#[tokio::test]
+async fn post_form_checksum_fields_are_verified_stored_and_covered_by_the_policy() {
+    use crate::post_object::{ANY_KEY, app_with_bucket, hand_v4, post};
+    let pb = crate::post_object::B;
+    let app = app_with_bucket().await;
+    let data = b"posted with a checksum";
+    let head = |key: &str| {
+        app.req(Method::HEAD, &obj(pb, key))
+            .header("x-amz-checksum-mode", "ENABLED")
+            .send()
+    };
+    for algo in ChecksumAlgorithm::ALL {
+        let value = crate::helpers::checksum(algo, data);
+        let name = algo.header_name();
+        // The value field.
+        let key = format!("v-{}", algo.as_str());
+        let cond = format!(r#"{ANY_KEY}, {{"{name}": "{value}"}}"#);
+        let res = post(
+            &app,
+            &hand_v4(&cond, &[("key", &key), (name, &value)]),
+            data,
+        )
+        .await;
+        res.assert_status(204);
+        assert_eq!(res.header(name), Some(value.as_str()));
+        assert_eq!(res.header("x-amz-checksum-type"), Some("FULL_OBJECT"));
+        assert_eq!(head(&key).await.header(name), Some(value.as_str()));
+        let wrong = crate::helpers::checksum(algo, b"other bytes");
+        let cond = format!(r#"{ANY_KEY}, {{"{name}": "{wrong}"}}"#);
+        let bad = format!("{key}-bad");
+        post(
+            &app,
+            &hand_v4(&cond, &[("key", &bad), (name, &wrong)]),
+            data,
+        )
+        .await
+        .assert_error(400, "BadDigest");
+        app.head(&obj(pb, &bad)).await.assert_status(404);
+        // The algorithm field alone.
+        let key = format!("a-{}", algo.as_str());
+        let cond = format!(
+            r#"{ANY_KEY}, {{"x-amz-checksum-algorithm": "{}"}}"#,
+            algo.as_str()
+        );
+        let fields = [
+            ("key", key.as_str()),
+            ("x-amz-checksum-algorithm", algo.as_str()),
+        ];
+        let res = post(&app, &hand_v4(&cond, &fields), data).await;
+        res.assert_status(204);
+        assert_eq!(res.header(name), Some(value.as_str()));
+        assert_eq!(head(&key).await.header(name), Some(value.as_str()));
+    }
+    // Not in the policy: refused like any uncovered field.
+    let value = crate::helpers::checksum(ChecksumAlgorithm::Crc32, data);
+    for fields in [
+        [("key", "u1"), ("x-amz-checksum-crc32", value.as_str())],
+        [("key", "u2"), ("x-amz-checksum-algorithm", "CRC32")],
+    ] {
+        post(&app, &hand_v4(ANY_KEY, &fields), data)
+            .await
+            .assert_error(403, "AccessDenied");
+        app.head(&obj(pb, fields[0].1)).await.assert_status(404);
+    }
+    // Two values, or an algorithm that is not the value's.
+    let sha = crate::helpers::checksum(ChecksumAlgorithm::Sha256, data);
+    let crc32 = format!(r#"{{"x-amz-checksum-crc32": "{value}"}}"#);
+    let cases = [
+        (
+            format!(r#"{ANY_KEY}, {crc32}, {{"x-amz-checksum-sha256": "{sha}"}}"#),
+            [
+                ("key", "m1"),
+                ("x-amz-checksum-crc32", &value),
+                ("x-amz-checksum-sha256", &sha),
+            ],
+        ),
+        (
+            format!(r#"{ANY_KEY}, {crc32}, {{"x-amz-checksum-algorithm": "SHA256"}}"#),
+            [
+                ("key", "m2"),
+                ("x-amz-checksum-crc32", &value),
+                ("x-amz-checksum-algorithm", "SHA256"),
+            ],
+        ),
+    ];
+    for (cond, fields) in cases {
+        post(&app, &hand_v4(&cond, &fields), data)
+            .await
+            .assert_error(400, "InvalidRequest");
+        app.head(&obj(pb, fields[0].1)).await.assert_status(404);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DeleteObjects x-amz-checksum-*
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html
+// ---------------------------------------------------------------------------------------------
+
+/// DeleteObjects' body checksum in `x-amz-checksum-<alg>` (what SDKs send in place of
+/// Content-MD5) is verified: another value is BadDigest and deletes nothing, a malformed one
+/// InvalidRequest; the right one deletes.
+#[tokio::test]
+async fn delete_objects_verifies_the_body_checksum() {
+    let app = app().await;
+    app.put_object(B, "d", "x").await;
+    let body = "<Delete><Object><Key>d</Key></Object></Delete>";
+    let send = |name: &'static str, value: String| {
+        app.req(Method::POST, &format!("/{B}"))
+            .query("delete")
+            .header(name, &value)
+            .body(body)
+            .send()
+    };
+    for algo in ChecksumAlgorithm::ALL {
+        let wrong = crate::helpers::checksum(algo, b"another body");
+        send(algo.header_name(), wrong)
+            .await
+            .assert_error(400, "BadDigest");
+    }
+    send("x-amz-checksum-crc32", "nope".into())
+        .await
+        .assert_error(400, "InvalidRequest");
+    assert_eq!(app.get(&obj(B, "d")).await.text(), "x");
+    let right = crate::helpers::checksum(ChecksumAlgorithm::Crc64Nvme, body.as_bytes());
+    send("x-amz-checksum-crc64nvme", right)
+        .await
+        .assert_status(200);
+    app.head(&obj(B, "d")).await.assert_status(404);
+}

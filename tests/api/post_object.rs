@@ -23,15 +23,15 @@ use crate::helpers::{
 };
 
 /// The bucket most tests upload to.
-const B: &str = "pgb";
+pub(crate) const B: &str = "pgb";
 /// A condition that lets any key through (hand-written policies need one: `key` is not exempt).
-const ANY_KEY: &str = r#"["starts-with", "$key", ""]"#;
+pub(crate) const ANY_KEY: &str = r#"["starts-with", "$key", ""]"#;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-async fn app_with_bucket() -> TestApp {
+pub(crate) async fn app_with_bucket() -> TestApp {
     let app = spawn_app().await;
     app.create_bucket(B).await;
     app
@@ -44,7 +44,7 @@ fn request(key: &str) -> PostPolicyRequest {
 
 /// The form fields in send order; names compared case-insensitively when edited.
 #[derive(Debug, Clone, Default)]
-struct Fields(Vec<(String, String)>);
+pub(crate) struct Fields(Vec<(String, String)>);
 
 impl Fields {
     fn add(mut self, name: &str, value: &str) -> Self {
@@ -138,7 +138,7 @@ fn expiration_in(secs: i64) -> String {
 /// escapes, floats and odd spellings reach the server as written); the bucket condition (for
 /// `B`: every policy must name its bucket) and the three SigV4 conditions are appended.
 /// `fields` come first, then the SigV4 fields, `policy` and `x-amz-signature`.
-fn hand_v4(conditions: &str, fields: &[(&str, &str)]) -> Fields {
+pub(crate) fn hand_v4(conditions: &str, fields: &[(&str, &str)]) -> Fields {
     let now = OffsetDateTime::now_utc();
     let date = amz_date(now);
     let credential = format!("{ADMIN_AK}/{}/{REGION}/s3/aws4_request", &date[..8]);
@@ -183,7 +183,7 @@ async fn post_form_to(app: &TestApp, path: &str, form: Form) -> Resp {
 }
 
 /// POSTs the fields and a file (`file.bin`) to bucket `B`.
-async fn post(app: &TestApp, fields: &Fields, data: &[u8]) -> Resp {
+pub(crate) async fn post(app: &TestApp, fields: &Fields, data: &[u8]) -> Resp {
     post_form_to(app, &format!("/{B}"), fields.with_file("file.bin", data)).await
 }
 

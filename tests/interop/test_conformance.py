@@ -75,6 +75,35 @@ def test_list_multipart_uploads_with_delimiter(s3, bucket):
     assert seen == ["a.bin", "photos/", "videos/"]
 
 
+# ListBuckets: Prefix, MaxBuckets, ContinuationToken, BucketRegion (2024)
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html
+
+
+def test_list_buckets_pages_by_prefix(s3, server):
+    prefix = f"lb{os.urandom(4).hex()}-"
+    names = [f"{prefix}{i}" for i in range(5)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    try:
+        first = s3.list_buckets(MaxBuckets=2, Prefix=prefix)
+        assert [b["Name"] for b in first["Buckets"]] == names[:2]
+        assert first["Prefix"] == prefix
+        assert first["ContinuationToken"]
+        assert {b["BucketRegion"] for b in first["Buckets"]} == {server.region}
+        seen = []
+        pages = s3.get_paginator("list_buckets").paginate(
+            Prefix=prefix, PaginationConfig={"PageSize": 2}
+        )
+        for page in pages:
+            seen += [b["Name"] for b in page["Buckets"]]
+        assert seen == names
+        other = "eu-west-3" if server.region != "eu-west-3" else "us-west-2"
+        assert s3.list_buckets(Prefix=prefix, BucketRegion=other)["Buckets"] == []
+    finally:
+        for name in names:
+            s3.delete_bucket(Bucket=name)
+
+
 # GetObject / HeadObject PartNumber
 # https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html (partNumber, PartsCount)
 
@@ -201,3 +230,116 @@ def test_multipart_flexible_checksums(s3, bucket, algorithm):
     got = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert got["Body"].read() == b"".join(bodies)
     assert got[f"Checksum{algorithm}"] == done[f"Checksum{algorithm}"]
+
+
+# Full-object checksums and x-amz-mp-object-size on CompleteMultipartUpload
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
+
+
+def multipart_file(tmp_path, size=11 * MIB):
+    from boto3.s3.transfer import TransferConfig
+
+    data = os.urandom(size)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(data)
+    return data, str(path), TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+
+
+def test_upload_file_crc64nvme_is_the_full_object_crc(s3, bucket, tmp_path):
+    needs_crt()
+    from awscrt import checksums
+
+    data, path, config = multipart_file(tmp_path)
+    s3.upload_file(path, bucket, "nvme.bin", Config=config, ExtraArgs={"ChecksumAlgorithm": "CRC64NVME"})
+    head = s3.head_object(Bucket=bucket, Key="nvme.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == b64(checksums.crc64nvme(data).to_bytes(8, "big"))
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket=bucket, Key="nvme.bin", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data  # botocore checks the full-object value as it reads
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C"])
+def test_upload_file_with_a_full_object_checksum_and_size(s3, bucket, tmp_path, algorithm):
+    needs_crt()
+    from awscrt import checksums
+
+    data, path, config = multipart_file(tmp_path)
+    crc = {"CRC32": checksums.crc32, "CRC32C": checksums.crc32c}[algorithm](data)
+    whole = b64(crc.to_bytes(4, "big"))
+    # s3transfer sends the value on the completion with x-amz-checksum-type: FULL_OBJECT.
+    s3.upload_file(
+        path, bucket, "full.bin", Config=config,
+        ExtraArgs={f"Checksum{algorithm}": whole, "MpuObjectSize": len(data)},
+    )
+    head = s3.head_object(Bucket=bucket, Key="full.bin", ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == whole
+    assert head["ChecksumType"] == "FULL_OBJECT"
+
+    wrong = b64((crc ^ 1).to_bytes(4, "big"))
+    with pytest.raises(Exception) as e:
+        s3.upload_file(path, bucket, "bad.bin", Config=config, ExtraArgs={f"Checksum{algorithm}": wrong})
+    assert "BadDigest" in str(e.value)
+    with pytest.raises(Exception) as e:
+        s3.upload_file(
+            path, bucket, "bad.bin", Config=config,
+            ExtraArgs={f"Checksum{algorithm}": whole, "MpuObjectSize": len(data) + 1},
+        )
+    assert "InvalidRequest" in str(e.value)
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="bad.bin")
+
+
+# CopyObject ChecksumAlgorithm
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html
+
+
+@pytest.mark.parametrize("algorithm", ["SHA256", "CRC32C"])
+def test_copy_object_with_checksum_algorithm(s3, bucket, algorithm):
+    if algorithm == "CRC32C":
+        needs_crt()
+    data = os.urandom(300_000)
+    s3.put_object(Bucket=bucket, Key="src", Body=data)
+    done = s3.copy_object(
+        Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, ChecksumAlgorithm=algorithm
+    )
+    value = done["CopyObjectResult"][f"Checksum{algorithm}"]
+    if algorithm == "SHA256":
+        assert value == b64(hashlib.sha256(data).digest())
+    head = s3.head_object(Bucket=bucket, Key="dst", ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == value
+    got = s3.get_object(Bucket=bucket, Key="dst", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data
+
+
+# PostObject checksum fields
+# https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
+
+
+def test_presigned_post_with_checksum_fields(server, s3, bucket):
+    from test_post_forms import error_code, post_form, signer
+
+    data = os.urandom(50_000)
+    sha = b64(hashlib.sha256(data).digest())
+    v4 = signer(server, "s3v4")
+    for key, fields in [
+        ("by-value", {"x-amz-checksum-sha256": sha}),
+        ("by-algorithm", {"x-amz-checksum-algorithm": "SHA256"}),
+    ]:
+        post = v4.generate_presigned_post(
+            bucket, key, Fields=fields, Conditions=[dict([kv]) for kv in fields.items()]
+        )
+        status, headers, _ = post_form(post["url"], post["fields"], "f.bin", data)
+        assert status == 204
+        assert headers["x-amz-checksum-sha256"] == sha
+        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == sha
+
+    wrong = b64(hashlib.sha256(b"other").digest())
+    post = v4.generate_presigned_post(
+        bucket, "bad", Fields={"x-amz-checksum-sha256": wrong}, Conditions=[{"x-amz-checksum-sha256": wrong}]
+    )
+    status, _, body = post_form(post["url"], post["fields"], "f.bin", data)
+    assert (status, error_code(body)) == (400, "BadDigest")
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="bad")
