@@ -290,12 +290,16 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
         ));
     // `POSTGATE_LOG_FORMAT=json`: one JSON object per line (fields flattened), for log shippers.
     match std::env::var("POSTGATE_LOG_FORMAT").as_deref() {
-        Ok("json") => tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(writer)
-            .with_env_filter(filter)
-            .init(),
+        Ok("json") => {
+            // The access log's lines skip tracing's formatter (`telemetry::access_json`).
+            postgate::telemetry::access_json::install(writer.clone());
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_writer(writer)
+                .with_env_filter(filter)
+                .init()
+        }
         Ok("text") | Err(_) => tracing_subscriber::fmt()
             // Colours for a terminal only, not for a file or journald.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))

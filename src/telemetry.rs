@@ -275,3 +275,118 @@ pub fn total_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     let s = rustix::fs::statvfs(dir)?;
     Ok(s.f_blocks.saturating_mul(s.f_frsize))
 }
+
+/// The access log's JSON lines, written without tracing's formatter.
+///
+/// One line per request is the access log's whole cost, and tracing's JSON formatter spends it
+/// generously: every field becomes an owned `serde_json::Value` in a map before it is written.
+/// With `POSTGATE_LOG_FORMAT=json`, `main` hands the log's writer here, and each line is
+/// serialized straight from the request's borrowed fields into a buffer reused by the thread,
+/// with the same keys, values and order as tracing writes them; the writer (a non-blocking
+/// queue to the log thread) takes it in one call. Without a writer (text logs, servers run
+/// inside tests), the line goes through `tracing` as before.
+pub mod access_json {
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::sync::OnceLock;
+
+    type Sink = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+    static SINK: OnceLock<Sink> = OnceLock::new();
+
+    thread_local! {
+        static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+    }
+
+    /// Sends the JSON access lines to `writer` (a clone of the log's writer per line: the
+    /// non-blocking writer's clone is a channel sender's).
+    pub fn install<W: Write + Clone + Send + Sync + 'static>(writer: W) {
+        let _ = SINK.set(Box::new(move |line| {
+            let _ = writer.clone().write_all(line);
+        }));
+    }
+
+    /// Whether lines are written here (else through `tracing`).
+    pub fn installed() -> bool {
+        SINK.get().is_some()
+    }
+
+    /// One access-log line, borrowed from the request that ended. Field order is the line's.
+    #[derive(serde::Serialize)]
+    pub struct Line<'a> {
+        pub timestamp: Timestamp,
+        pub level: &'static str,
+        pub message: &'static str,
+        pub request_id: &'a str,
+        pub remote: Remote,
+        pub method: &'a str,
+        pub operation: &'a str,
+        pub bucket: &'a str,
+        pub key: &'a str,
+        pub status: u16,
+        pub error_code: &'a str,
+        pub bytes_in: u64,
+        pub bytes_out: u64,
+        pub duration_ms: f64,
+        pub access_key: &'a str,
+        pub link: &'a str,
+        pub target: &'static str,
+    }
+
+    /// Writes `line` as one JSON object and a newline; nothing when not installed.
+    pub fn write(line: &Line<'_>) {
+        let Some(sink) = SINK.get() else { return };
+        LINE.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            if serde_json::to_writer(&mut *buf, line).is_ok() {
+                buf.push(b'\n');
+                sink(&buf);
+            }
+        });
+    }
+
+    /// The time as tracing's JSON lines show it: RFC 3339 in UTC, to the microsecond.
+    pub struct Timestamp(pub time::OffsetDateTime);
+
+    impl Timestamp {
+        pub fn now() -> Timestamp {
+            Timestamp(time::OffsetDateTime::now_utc())
+        }
+    }
+
+    impl std::fmt::Display for Timestamp {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let t = self.0;
+            write!(
+                f,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.microsecond()
+            )
+        }
+    }
+
+    impl serde::Serialize for Timestamp {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    /// The peer's address, written without an intermediate String (`""` when unknown).
+    pub struct Remote(pub Option<std::net::SocketAddr>);
+
+    impl serde::Serialize for Remote {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match &self.0 {
+                Some(addr) => s.collect_str(addr),
+                None => s.serialize_str(""),
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! paths are any bucket and key outside the reserved `/-/` prefix.
 
 pub mod limits;
+mod linger;
 mod middleware;
 mod ops;
 mod tls;
@@ -86,6 +87,10 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// At most `max_connections` connections are served at once: each holds a permit of a semaphore
 /// the accept loop waits on, so further clients wait in the listen backlog instead of taking
 /// descriptors and memory.
+///
+/// A connection closes with a lingering close (`linger`): after its last answer, FIN, then
+/// what the client still sends is read and dropped for a bounded time, so that a client still
+/// sending a refused body reads the answer instead of a reset. The drain holds the permit.
 ///
 /// With `config.tls`, every connection is TLS: its handshake runs in the connection's own task
 /// (a slow client holds its permit, not the accept loop) and must finish within the header
@@ -188,6 +193,8 @@ pub async fn serve(
                 let header_timeout = limits.header_timeout;
                 let mut aborted = aborted.clone();
                 tokio::spawn(async move {
+                    // Closed with a lingering close (`linger`), below TLS.
+                    let stream = linger::Lingering::new(stream);
                     let stream = match acceptor {
                         None => Either::Left(stream),
                         Some(acceptor) => {

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 
 use crate::error::{ErrorCodeMark, JsonError};
 use crate::state::AppState;
-use crate::telemetry::{Finished, Metrics, SharedTrace};
+use crate::telemetry::{Finished, Metrics, SharedTrace, access_json};
 
 /// The tracing target of the access log: `POSTGATE_LOG=postgate::access=off` silences it alone.
 pub const ACCESS_TARGET: &str = "postgate::access";
@@ -58,12 +58,7 @@ pub(super) async fn access(State(app): State<AppState>, req: Request, next: Next
         route,
         status: res.status().as_u16(),
         error_code: res.extensions().get::<ErrorCodeMark>().map(|m| m.0),
-        request_id: res
-            .headers()
-            .get("x-amz-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
+        request_id: res.headers().get("x-amz-request-id").cloned(),
         trace,
         received,
         sent: 0,
@@ -146,10 +141,20 @@ struct Done {
     route: Option<&'static str>,
     status: u16,
     error_code: Option<&'static str>,
-    request_id: String,
+    /// The `x-amz-request-id` answered (a clone shares its bytes).
+    request_id: Option<HeaderValue>,
     trace: SharedTrace,
     received: Arc<AtomicU64>,
     sent: u64,
+}
+
+impl Done {
+    fn request_id(&self) -> &str {
+        self.request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Done {
@@ -169,9 +174,35 @@ impl Drop for Done {
         });
         // Bucket, key, access key id and link id only: never the query (a presigned URL's
         // signature), never a header, never a link's token (the path is not logged).
+        if access_json::installed() {
+            // JSON lines: written directly, as tracing would (see `access_json`), when the
+            // filter lets the access log through.
+            if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+                access_json::write(&access_json::Line {
+                    timestamp: access_json::Timestamp::now(),
+                    level: "INFO",
+                    message: "request",
+                    request_id: self.request_id(),
+                    remote: access_json::Remote(self.peer),
+                    method: self.method.as_str(),
+                    operation,
+                    bucket: trace.bucket.as_deref().unwrap_or_default(),
+                    key: trace.key.as_deref().unwrap_or_default(),
+                    status: self.status,
+                    error_code: self.error_code.unwrap_or_default(),
+                    bytes_in,
+                    bytes_out: self.sent,
+                    duration_ms: elapsed.as_secs_f64() * 1000.0,
+                    access_key: trace.access_key.as_deref().unwrap_or_default(),
+                    link: trace.link.as_deref().unwrap_or_default(),
+                    target: ACCESS_TARGET,
+                });
+            }
+            return;
+        }
         tracing::info!(
             target: ACCESS_TARGET,
-            request_id = self.request_id.as_str(),
+            request_id = self.request_id(),
             remote = self.peer.map(|p| p.to_string()).unwrap_or_default().as_str(),
             method = self.method.as_str(),
             operation,

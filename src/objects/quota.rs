@@ -6,10 +6,12 @@
 //!    link's total against what is stored, the parts of unfinished uploads and the other
 //!    reservations, and hold the room in `quota_reservations` (nothing is written when no limit
 //!    applies). A size known up front that does not fit is refused at once; a size only bounded
-//!    (a form's file) gets a cap the body is read against.
+//!    (a form's file) holds only its new key, and gets a cap (the room now) its body is read
+//!    against.
 //! 2. At commit: [`settle_object`] / [`settle_part`] check again with the real size and the
 //!    current version (another writer may have changed it), and drop the reservation in the
-//!    same transaction.
+//!    same transaction. This is where an upload of unknown size is decided: exactly as many fit
+//!    as the room holds, and one that does not is refused with its staged bytes discarded.
 //! 3. A failed write drops its reservation ([`Hold`] does, even when the request is dropped);
 //!    start-up drops any a killed server left.
 
@@ -178,12 +180,15 @@ fn hold(
         Ok(most) => most,
         Err(e) => return Ok(Err(e)),
     };
-    // A bounded size holds what may come, within the room there is; without a byte limit the
-    // bytes held do not matter.
-    let bytes = match (size, most) {
-        (Size::Exact(n), _) => n,
-        (Size::AtMost(n), Some(m)) => n.min(m),
-        (Size::AtMost(_), None) => 0,
+    // A size only bounded (a form's file: its body's length and the policy's maximum) holds
+    // no bytes: holding what *may* come would refuse uploads early (ten forms of 1 KiB under a
+    // quota of 10 KiB, the last holding its body's length) and let doomed concurrent uploads
+    // crowd out ones that fit. Its body is read against the room there is now, and its commit
+    // decides with its real size against what is stored and held by others then, in the
+    // writer's transaction: the first bytes committed win and the total is never passed.
+    let bytes = match size {
+        Size::Exact(n) => n,
+        Size::AtMost(_) => 0,
     };
     let id = quota::reserve(c, claim, bytes.min(i64::MAX as u64))?;
     Ok(Ok((id, most)))

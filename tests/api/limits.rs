@@ -20,6 +20,7 @@ struct Server {
     host: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
+    state: postgate::AppState,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -38,7 +39,7 @@ async fn server(set: impl FnOnce(&mut postgate::config::Limits)) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(postgate::serve(listener, state, async move {
+    let task = tokio::spawn(postgate::serve(listener, state.clone(), async move {
         stop_rx.await.ok();
     }));
     Server {
@@ -46,6 +47,7 @@ async fn server(set: impl FnOnce(&mut postgate::config::Limits)) -> Server {
         host: addr.to_string(),
         http: reqwest::Client::new(),
         dir,
+        state,
         stop: Some(stop),
         task,
     }
@@ -746,4 +748,183 @@ async fn a_burst_of_connections_waits_in_the_listen_queue() {
     let ok = answered.iter().filter(|a| **a).count();
     assert_eq!(ok, BURST, "connections answered within 5 s of serving");
     drop(stop);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lingering close: an early answer reaches a client that is still sending
+// ---------------------------------------------------------------------------------------------
+
+const LINGER_BODY: u64 = 64 << 20;
+
+/// A body of `size` bytes, produced as fast as the client takes it.
+fn fast_body(size: u64) -> reqwest::Body {
+    let chunk = bytes::Bytes::from(vec![b'x'; 256 * 1024]);
+    let n = size.div_ceil(chunk.len() as u64);
+    reqwest::Body::wrap_stream(futures_util::stream::iter(
+        (0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    ))
+}
+
+/// A signed POST policy for `open` (key `key`) whose file may be at most 1 KiB.
+async fn small_form(app: &Server, key: &str) -> serde_json::Value {
+    let res = Resp::read(
+        app.http
+            .post(format!("{}/-/api/presign/post", app.base))
+            .header("authorization", format!("Bearer {ADMIN_AK}:{ADMIN_SK}"))
+            // Not kept alive: a test with a limit of one connection needs it.
+            .header("connection", "close")
+            .body(serde_json::json!({"bucket": "open", "key": key, "max_size": 1024}).to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    res.assert_status(200);
+    serde_json::from_slice(&res.body).unwrap()
+}
+
+/// Sends `tries` requests made by `make` (each with a 64 MiB body sent at full speed) one after
+/// the other on fresh connections; every one must get the whole answer, never a reset.
+async fn every_try_gets_the_answer(
+    tries: usize,
+    make: impl Fn() -> reqwest::RequestBuilder,
+    status: u16,
+    code: &str,
+) {
+    let mut failures = Vec::new();
+    for i in 0..tries {
+        match make().send().await {
+            Ok(res) => {
+                let res = Resp::read(res).await;
+                res.assert_error(status, code);
+            }
+            Err(e) => failures.push(format!("try {i}: {e:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {tries} tries saw no answer: {failures:#?}",
+        failures.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_form_gets_the_whole_early_answer_every_time() {
+    let app = server(|_| {}).await;
+    let policy = small_form(&app, "huge").await;
+    let make = || {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in policy["fields"].as_object().unwrap() {
+            form = form.text(k.clone(), v.as_str().unwrap().to_owned());
+        }
+        let part =
+            reqwest::multipart::Part::stream_with_length(fast_body(LINGER_BODY), LINGER_BODY)
+                .file_name("huge.bin");
+        // A fresh connection each time: the last one was closed after its answer.
+        reqwest::Client::new()
+            .post(policy["url"].as_str().unwrap())
+            .multipart(form.part("file", part))
+    };
+    every_try_gets_the_answer(20, make, 400, "EntityTooLarge").await;
+    app.assert_no_object("huge").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_put_over_a_quota_gets_the_whole_early_answer_every_time() {
+    let app = server(|_| {}).await;
+    let quota = postgate::db::quota::Quota {
+        max_size: Some(1024),
+        max_objects: None,
+    };
+    app.state
+        .write_bucket(move |c| postgate::db::quota::set(c, "open", quota))
+        .await
+        .unwrap();
+    let make = || {
+        let p = app
+            .req(Method::PUT, &obj("open", "huge"))
+            .unsigned()
+            .prepare();
+        reqwest::Client::new()
+            .put(&p.url)
+            .headers(p.headers)
+            .header("content-length", LINGER_BODY.to_string())
+            .body(fast_body(LINGER_BODY))
+    };
+    every_try_gets_the_answer(20, make, 400, "XPostgateQuotaExceeded").await;
+    app.assert_no_object("huge").await;
+}
+
+/// After an early answer, a client that neither reads nor closes (nor sends more) keeps its
+/// connection, and its permit, for the lingering bound only: with a limit of one connection, the
+/// next client is served once that bound is over.
+#[tokio::test]
+async fn a_client_that_never_reads_nor_closes_is_cut_after_the_linger_bound() {
+    let app = server(|l| l.max_connections = Some(1)).await;
+    let policy = small_form(&app, "silent").await;
+    let boundary = "lingerboundary";
+    let mut head = String::new();
+    for (k, v) in policy["fields"].as_object().unwrap() {
+        head += &format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{}\r\n",
+            v.as_str().unwrap()
+        );
+    }
+    head += &format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n"
+    );
+    let request = format!(
+        "POST /open HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{head}",
+        app.host, LINGER_BODY
+    );
+    let mut silent = app.connect().await;
+    silent.write_all(request.as_bytes()).await.unwrap();
+    silent.write_all(&[b'x'; 4096]).await.unwrap();
+    let sent = std::time::Instant::now();
+    // Give the server time to answer; the client then neither reads nor closes nor sends.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut next = app.connect().await;
+    let p = app.req(Method::GET, "/-/health").anonymous().prepare();
+    next.write_all(&p.head_bytes(0)).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(15), read_response(&mut next))
+        .await
+        .expect("the next client is served once the linger bound is over");
+    let waited = sent.elapsed();
+    res.assert_status(200);
+    eprintln!("the silent client held its connection for {waited:?}");
+    assert!(
+        (Duration::from_millis(4500)..Duration::from_secs(8)).contains(&waited),
+        "the next client waited {waited:?}, the linger bound is 5 s"
+    );
+    // The silent client's answer was sent whole, and its connection is closed.
+    let answer = read_response(&mut silent).await;
+    answer.assert_error(400, "EntityTooLarge");
+    assert!(closed_within(&mut silent, Duration::from_secs(1)).await);
+}
+
+/// Graceful shutdown's abort ends a lingering connection too.
+#[tokio::test]
+async fn shutdown_ends_a_lingering_connection() {
+    let mut app = server(|l| l.shutdown_timeout = Duration::from_secs(1)).await;
+    let p = app
+        .req(Method::PUT, &obj("open", "big"))
+        .unsigned()
+        .prepare();
+    let mut stream = app.connect().await;
+    // Past the largest object: refused before the body, which is never sent.
+    stream.write_all(&p.head_bytes(6 << 40)).await.unwrap();
+    stream.write_all(&[b'x'; 4096]).await.unwrap();
+    read_response(&mut stream)
+        .await
+        .assert_error(400, "EntityTooLarge");
+    let started = std::time::Instant::now();
+    drop(app.stop.take());
+    tokio::time::timeout(Duration::from_secs(10), &mut app.task)
+        .await
+        .expect("shutdown returned")
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("shutdown with a lingering connection took {took:?}");
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
 }

@@ -392,6 +392,10 @@ fn free_port() -> u16 {
 }
 
 async fn spawn_binary(dir: &Path, host: &str) -> Proc {
+    spawn_binary_with(dir, host, "info").await
+}
+
+async fn spawn_binary_with(dir: &Path, host: &str, filter: &str) -> Proc {
     let log = dir.join("server.log");
     let data = dir.join("data");
     let child = Command::new(env!("CARGO_BIN_EXE_postgate"))
@@ -400,7 +404,7 @@ async fn spawn_binary(dir: &Path, host: &str) -> Proc {
         .args(["--addr", host])
         .env("POSTGATE_ACCESS_KEY", ADMIN_AK)
         .env("POSTGATE_SECRET_KEY", ADMIN_SK)
-        .env("POSTGATE_LOG", "info")
+        .env("POSTGATE_LOG", filter)
         .env("POSTGATE_LOG_FORMAT", "json")
         .env_remove("POSTGATE_CONFIG")
         .stdin(Stdio::null())
@@ -499,6 +503,58 @@ async fn json_logs_carry_one_access_line_per_request_without_secrets() {
     assert!(put["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(put["request_id"].as_str().unwrap().len(), 16);
     assert!(put["duration_ms"].as_f64().unwrap() >= 0.0);
+    // The line is written without tracing's formatter, in tracing's shape: the documented keys
+    // in the documented order, and a timestamp like tracing's own lines'.
+    const KEYS: [&str; 17] = [
+        "timestamp",
+        "level",
+        "message",
+        "request_id",
+        "remote",
+        "method",
+        "operation",
+        "bucket",
+        "key",
+        "status",
+        "error_code",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "access_key",
+        "link",
+        "target",
+    ];
+    let mut keys: Vec<&str> = put
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut documented = KEYS.to_vec();
+    documented.sort_unstable();
+    assert_eq!(keys, documented);
+    let raw = std::fs::read_to_string(&proc.log).unwrap();
+    let raw = raw
+        .lines()
+        .find(|l| l.contains(put["request_id"].as_str().unwrap()))
+        .unwrap();
+    let at: Vec<usize> = KEYS
+        .iter()
+        .map(|k| raw.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(at.is_sorted(), "keys out of order: {raw}");
+    let other = log_lines(&proc)
+        .into_iter()
+        .find(|l| l["target"] != "postgate::access")
+        .expect("a line of tracing's own");
+    let stamp = |l: &serde_json::Value| l["timestamp"].as_str().unwrap().to_owned();
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    for t in [stamp(put), stamp(&other)] {
+        assert_eq!(t.len(), "2026-01-01T00:00:00.000000Z".len(), "{t}");
+        OffsetDateTime::parse(&t, rfc3339).unwrap();
+    }
+    assert_eq!(put["message"], "request");
     let get = s3
         .iter()
         .find(|l| l["operation"] == "GetObject" && l["status"] == 200)
@@ -685,4 +741,26 @@ async fn link_uppy_and_api_routes_log_bucket_key_signer_and_link() {
     let all = std::fs::read_to_string(&proc.log).unwrap();
     assert!(!all.contains(&token), "a link token is in the log");
     assert!(!all.contains(ADMIN_SK), "the secret key is in the log");
+}
+
+/// `postgate::access=off` silences the access log alone, JSON lines included.
+#[tokio::test]
+async fn the_access_log_can_be_filtered_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("127.0.0.1:{}", free_port());
+    let proc = spawn_binary_with(dir.path(), &host, "info,postgate::access=off").await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        http.get(format!("http://{host}/-/health"))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = log_lines(&proc);
+    assert!(!lines.is_empty(), "tracing's own lines are still written");
+    assert!(
+        lines.iter().all(|l| l["target"] != "postgate::access"),
+        "{lines:#?}"
+    );
 }

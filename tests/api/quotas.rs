@@ -532,7 +532,7 @@ async fn concurrent_forms_cannot_overshoot_a_links_total() {
     for r in answers.iter().filter(|r| r.status >= 300) {
         r.assert_error(400, QUOTA);
     }
-    assert!((1..=10).contains(&stored), "{stored} stored");
+    assert_eq!(stored, 10, "{stored} stored");
     assert_eq!(
         listed(&app, "qforms").await,
         (stored, (stored * SIZE) as u64)
@@ -554,4 +554,121 @@ async fn concurrent_forms_cannot_overshoot_a_links_total() {
     assert_eq!(blob_files(app.data_dir()).len(), stored);
     assert_eq!(reservations(&app).await, 0);
     eprintln!("{stored} of 16 concurrent forms stored under a total that fits 10");
+}
+
+/// Posts `len` bytes to `key` with a form policy of `bucket` (the file's size unknown up front).
+async fn post_form(app: &TestApp, policy: &serde_json::Value, key: &str, len: usize) -> Resp {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in policy["fields"].as_object().unwrap() {
+        let v = if k == "key" { key } else { v.as_str().unwrap() };
+        form = form.text(k.clone(), v.to_owned());
+    }
+    form = form.part("file", reqwest::multipart::Part::bytes(vec![b'f'; len]));
+    let req = app
+        .http
+        .post(policy["url"].as_str().unwrap())
+        .multipart(form);
+    Resp::read(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn uploads_fill_a_quota_exactly() {
+    let app = spawn_app().await;
+    const KIB: usize = 1024;
+    // Forms: ten files of 1 KiB fit a quota of 10 KiB, the eleventh does not.
+    app.create_bucket("qexact").await;
+    set_quota(&app, "qexact", Some(10 * KIB as u64), None).await;
+    let policy = crate::json_api::api_policy(
+        &app,
+        serde_json::json!({"bucket": "qexact", "key_prefix": "f/"}),
+    )
+    .await;
+    for i in 0..10 {
+        let r = post_form(&app, &policy, &format!("f/{i}"), KIB).await;
+        assert!(r.status < 300, "form {i}: {} {}", r.status, r.text());
+    }
+    post_form(&app, &policy, "f/10", KIB)
+        .await
+        .assert_error(400, QUOTA);
+    assert_eq!(listed(&app, "qexact").await, (10, 10 * KIB as u64));
+    // PUTs: the same.
+    app.create_bucket("qexactput").await;
+    set_quota(&app, "qexactput", Some(10 * KIB as u64), None).await;
+    for i in 0..10 {
+        let r = app
+            .put(&obj("qexactput", &format!("p{i}")), vec![b'p'; KIB])
+            .await;
+        assert!(r.status < 300, "put {i}: {} {}", r.status, r.text());
+    }
+    app.put(&obj("qexactput", "p10"), vec![b'p'; KIB])
+        .await
+        .assert_error(400, QUOTA);
+    assert_eq!(listed(&app, "qexactput").await, (10, 10 * KIB as u64));
+    // A link's total: the same.
+    app.create_bucket("qexactlink").await;
+    let (_, token) = make_link(
+        &app,
+        serde_json::json!({"bucket": "qexactlink", "prefix": "in/", "max_total_size": 10 * KIB}),
+    )
+    .await;
+    for i in 0..10 {
+        let r = post_to_link(&app, &token, &format!("l{i}.txt"), KIB).await;
+        assert!(r.status < 300, "link form {i}: {} {}", r.status, r.text());
+    }
+    post_to_link(&app, &token, "l10.txt", KIB)
+        .await
+        .assert_error(400, QUOTA);
+    assert_eq!(listed(&app, "qexactlink").await, (10, 10 * KIB as u64));
+    assert_eq!(reservations(&app).await, 0);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_uploads_against_room_for_ten_store_exactly_ten() {
+    let app = spawn_app().await;
+    const SIZE: usize = 100 << 10; // above the inline threshold: blob files
+    for b in ["qcform", "qcput", "qclink"] {
+        app.create_bucket(b).await;
+    }
+    set_quota(&app, "qcform", Some(10 * SIZE as u64), None).await;
+    set_quota(&app, "qcput", Some(10 * SIZE as u64), None).await;
+    let policy = crate::json_api::api_policy(
+        &app,
+        serde_json::json!({"bucket": "qcform", "key_prefix": "f/"}),
+    )
+    .await;
+    let (_, token) = make_link(
+        &app,
+        serde_json::json!({"bucket": "qclink", "prefix": "in/", "max_total_size": 10 * SIZE}),
+    )
+    .await;
+    let check = |what: &str, answers: Vec<Resp>| {
+        for r in answers.iter().filter(|r| r.status >= 300) {
+            r.assert_error(400, QUOTA);
+        }
+        let stored = answers.iter().filter(|r| r.status < 300).count();
+        assert_eq!(stored, 10, "{what}: {stored} of 20 stored");
+    };
+    let forms = (0..20).map(|i| {
+        let (app, policy) = (&app, &policy);
+        async move { post_form(app, policy, &format!("f/{i}"), SIZE).await }
+    });
+    check("forms", futures_util::future::join_all(forms).await);
+    let puts = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            app.put(&obj("qcput", &format!("p{i}")), vec![b'p'; SIZE])
+                .await
+        }
+    });
+    check("puts", futures_util::future::join_all(puts).await);
+    let links = (0..20).map(|i| {
+        let (app, token) = (&app, token.clone());
+        async move { post_to_link(app, &token, &format!("l{i}.txt"), SIZE).await }
+    });
+    check("link forms", futures_util::future::join_all(links).await);
+    for b in ["qcform", "qcput", "qclink"] {
+        assert_eq!(listed(&app, b).await, (10, 10 * SIZE as u64), "{b}");
+    }
+    assert_eq!(blob_files(app.data_dir()).len(), 30);
+    assert_eq!(reservations(&app).await, 0);
 }
