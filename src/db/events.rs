@@ -263,17 +263,17 @@ pub fn prune(conn: &Connection, before: i64) -> Result<usize, DbError> {
 mod tests {
     use super::*;
 
-    fn migrated() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        super::super::migrate::migrate(&mut conn).unwrap();
-        conn
+    fn migrated() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open_migrated(&dir.path().join("postgate.db")).unwrap();
+        (dir, conn)
     }
 
     /// The worker's read walks an index in the order it takes rows and stops after its batch:
     /// no sort of the whole backlog (which cost 23 ms per read at 5,000 pending).
     #[test]
     fn the_due_read_does_not_sort_the_backlog() {
-        let conn = migrated();
+        let (_dir, conn) = migrated();
         let plan: Vec<String> = conn
             .prepare(&format!(
                 "EXPLAIN QUERY PLAN SELECT {DELIVERY_COLUMNS} FROM deliveries d
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn due_takes_a_keys_first_pending_change_and_skips_those_waiting_for_a_retry() {
-        let conn = migrated();
+        let (_dir, conn) = migrated();
         let t = |n: &str| vec![(n.to_owned(), "cfg".to_owned())];
         let a1 = insert(&conn, "b", "a", "ObjectCreated:Put", "{}", &t("h")).unwrap();
         let b1 = insert(&conn, "b", "b", "ObjectCreated:Put", "{}", &t("h")).unwrap();
