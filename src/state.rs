@@ -186,23 +186,26 @@ impl AppState {
     }
 
     /// Who the lifecycle sweeper's deletions are announced as (`LifecycleExpiration:Delete`, by
-    /// postgate itself, as S3 names its lifecycle service).
+    /// postgate itself, as S3 names its lifecycle service), with an id for the sweep as S3 gives
+    /// its lifecycle events one (their `x-amz-request-id`; the sweep's log line names it).
     pub fn lifecycle_origin(&self) -> crate::events::Origin {
-        self.events.origin(
-            crate::events::Kind::LifecycleExpiration,
-            LIFECYCLE_PRINCIPAL,
-        )
+        self.events
+            .origin(
+                crate::events::Kind::LifecycleExpiration,
+                LIFECYCLE_PRINCIPAL,
+            )
+            .with_request_id(crate::telemetry::new_request_id())
     }
 
     /// Applies lifecycle rules and objects' own expiry times once (`objects::lifecycle`).
     pub async fn sweep_lifecycle(&self) -> crate::objects::lifecycle::Swept {
         let day = self.config.lifecycle_debug_day;
-        match crate::objects::lifecycle::sweep(&self.db, &self.store, day, &self.lifecycle_origin())
-            .await
-        {
+        let origin = self.lifecycle_origin();
+        match crate::objects::lifecycle::sweep(&self.db, &self.store, day, &origin).await {
             Ok(swept) => {
                 if swept != Default::default() {
                     tracing::info!(
+                        request_id = origin.request_id(),
                         objects = swept.objects,
                         uploads = swept.uploads,
                         "lifecycle: removed expired objects and aborted stale uploads"

@@ -238,6 +238,9 @@ pub struct Trace {
     pub link_upload: bool,
     /// The peer's address (an event's `sourceIPAddress`).
     pub source_ip: Option<std::net::IpAddr>,
+    /// The id answered in `x-amz-request-id` (an event's `responseElements`), so that a
+    /// receiver can match an event with the request and its access-log line.
+    pub request_id: Option<String>,
 }
 
 pub type SharedTrace = Arc<Mutex<Trace>>;
@@ -255,6 +258,13 @@ pub async fn traced<F: std::future::Future>(trace: SharedTrace, f: F) -> F::Outp
 /// task) it does nothing.
 pub fn note(f: impl FnOnce(&mut Trace)) {
     let _ = TRACE.try_with(|t| f(&mut t.lock().unwrap_or_else(|e| e.into_inner())));
+}
+
+/// A fresh request id, 16 hex digits as S3's: each request's `x-amz-request-id`, and each
+/// lifecycle sweep's (the id its events carry).
+pub fn new_request_id() -> String {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    hex::encode_upper(&bytes[..8])
 }
 
 /// Reads the current request's trace; `None` outside a traced request.

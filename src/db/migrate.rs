@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_detected_type.sql"),
     include_str!("../../migrations/0010_lifecycle_quotas.sql"),
     include_str!("../../migrations/0011_events.sql"),
+    include_str!("../../migrations/0013_event_queue.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {

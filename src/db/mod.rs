@@ -82,10 +82,17 @@ impl Drop for DbInner {
     }
 }
 
+/// Statements kept prepared per connection (more than postgate has).
+const STATEMENT_CACHE: usize = 256;
+
 /// Opens a connection with the PRAGMAs every connection needs.
 pub fn open_connection(path: &Path) -> Result<Connection, DbError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Room for every statement `prepare_cached` sees: the writer runs dozens (each write path's,
+    // the events outbox's, its own BEGIN/SAVEPOINT/COMMIT), and rusqlite's default of 16 made
+    // them evict each other, so a write re-parsed and re-planned its SQL on every call.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;

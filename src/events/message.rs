@@ -40,6 +40,8 @@ impl Kind {
 pub struct Actor<'a> {
     pub principal: &'a str,
     pub source_ip: &'a str,
+    /// The request's `x-amz-request-id`, which postgate also answers as `x-amz-id-2`.
+    pub request_id: &'a str,
     pub link_id: Option<&'a str>,
 }
 
@@ -80,7 +82,10 @@ pub fn record(
         "eventName": kind.event_name(),
         "userIdentity": { "principalId": actor.principal },
         "requestParameters": { "sourceIPAddress": actor.source_ip },
-        "responseElements": { "x-amz-request-id": "", "x-amz-id-2": "" },
+        "responseElements": {
+            "x-amz-request-id": actor.request_id,
+            "x-amz-id-2": actor.request_id,
+        },
         "s3": {
             "s3SchemaVersion": "1.0",
             "configurationId": "",
@@ -163,6 +168,7 @@ mod tests {
         let actor = Actor {
             principal: "AK",
             source_ip: "127.0.0.1",
+            request_id: "0123456789ABCDEF",
             link_id: Some("L1"),
         };
         let meta = ObjectMeta {
@@ -189,5 +195,10 @@ mod tests {
         assert_eq!(r["s3"]["object"]["sequencer"], "00000000000000FF");
         assert_eq!(r["s3"]["object"]["userMetadata"]["X-Amz-Meta-Cms-Id"], "7");
         assert_eq!(r["postgate"]["linkId"], "L1");
+        assert_eq!(
+            r["responseElements"]["x-amz-request-id"],
+            "0123456789ABCDEF"
+        );
+        assert_eq!(r["responseElements"]["x-amz-id-2"], "0123456789ABCDEF");
     }
 }

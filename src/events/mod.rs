@@ -161,17 +161,23 @@ impl Notifier {
         all
     }
 
-    /// What an entry point tells the core about the change it asks for.
+    /// What an entry point tells the core about the change it asks for. Inside a request, it
+    /// carries the peer's address and the request's `x-amz-request-id`; outside one (the
+    /// lifecycle sweeper), neither until [`Origin::with_request_id`].
     pub fn origin(&self, kind: Kind, principal: &str) -> Origin {
-        let source_ip = crate::telemetry::read(|t| t.source_ip)
-            .flatten()
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
+        let (source_ip, request_id) = crate::telemetry::read(|t| {
+            (
+                t.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                t.request_id.clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
         Origin {
             notifier: self.clone(),
             kind,
             principal: principal.to_owned(),
             source_ip,
+            request_id,
             link_id: None,
         }
     }
@@ -243,6 +249,8 @@ pub struct Origin {
     kind: Kind,
     principal: String,
     source_ip: String,
+    /// The `x-amz-request-id` of the request that made the change (`responseElements`).
+    request_id: String,
     link_id: Option<String>,
 }
 
@@ -254,6 +262,18 @@ impl Origin {
             self.link_id = link_id;
         }
         self
+    }
+
+    /// Names the changes with `id` (S3 gives its lifecycle events an id of its own; the sweeper
+    /// gives each sweep one, and logs it).
+    pub fn with_request_id(mut self, id: String) -> Origin {
+        self.request_id = id;
+        self
+    }
+
+    /// The id the change's events carry as `x-amz-request-id`.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
     }
 
     /// Records that `bucket/key` now holds `meta`. Call inside the transaction that stores it.
@@ -296,6 +316,7 @@ impl Origin {
         let actor = message::Actor {
             principal: &self.principal,
             source_ip: &self.source_ip,
+            request_id: &self.request_id,
             link_id: self.link_id.as_deref(),
         };
         let record = message::record(

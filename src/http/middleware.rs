@@ -40,7 +40,8 @@ pub(super) async fn request_id_and_errors(req: Request, next: Next) -> Response 
     let is_head = req.method() == Method::HEAD;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let request_id = new_request_id();
+    let request_id = crate::telemetry::new_request_id();
+    crate::telemetry::note(|t| t.request_id = Some(request_id.clone()));
     let mut res = next.run(req).await;
     if let Some(ErrorMark(err)) = res.extensions_mut().remove::<ErrorMark>() {
         match err.s3_code() {
@@ -72,9 +73,4 @@ pub(super) async fn request_id_and_errors(req: Request, next: Next) -> Response 
     res.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("postgate"));
     res
-}
-
-fn new_request_id() -> String {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    hex::encode_upper(&bytes[..8])
 }

@@ -333,6 +333,97 @@ async fn every_operation_sends_its_s3_event_with_the_right_fields() {
     }
 }
 
+/// The `x-amz-request-id` a response carried.
+fn request_id(res: &Resp) -> String {
+    let id = res.header("x-amz-request-id").unwrap().to_owned();
+    assert_eq!(id.len(), 16, "{id}");
+    id
+}
+
+#[tokio::test]
+async fn each_event_carries_the_request_id_of_the_request_that_caused_it() {
+    let app = spawn_app().await;
+    let receiver = bucket_with_receiver(&app, "evid").await;
+    let mut ids = Vec::new();
+
+    let put = app
+        .req(Method::PUT, "/evid/put.txt")
+        .body(b"hello".to_vec())
+        .send()
+        .await;
+    put.assert_status(200);
+    ids.push(request_id(&put));
+    let (status, policy) = api(
+        &app,
+        Method::POST,
+        "/-/api/presign/post",
+        serde_json::json!({"bucket": "evid", "key": "form.txt"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{policy}");
+    let post = post_with(&app, &policy, &[], b"posted").await;
+    post.assert_status(204);
+    ids.push(request_id(&post));
+    let created = app
+        .req(Method::POST, "/evid/big.bin")
+        .query("uploads")
+        .send()
+        .await;
+    created.assert_status(200);
+    let upload_id = xml_tag(&created.text(), "UploadId").unwrap();
+    let part = app
+        .req(Method::PUT, "/evid/big.bin")
+        .query(&format!("partNumber=1&uploadId={upload_id}"))
+        .body(b"part-one".to_vec())
+        .send()
+        .await;
+    part.assert_status(200);
+    let etag = part.header("etag").unwrap().to_owned();
+    let complete = app
+        .req(Method::POST, "/evid/big.bin")
+        .query(&format!("uploadId={upload_id}"))
+        .body(format!(
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part>\
+             </CompleteMultipartUpload>"
+        ))
+        .send()
+        .await;
+    complete.assert_status(200);
+    ids.push(request_id(&complete));
+    let copy = app
+        .req(Method::PUT, "/evid/copy.txt")
+        .header("x-amz-copy-source", "/evid/put.txt")
+        .send()
+        .await;
+    copy.assert_status(200);
+    ids.push(request_id(&copy));
+    let delete = app.delete("/evid/copy.txt").await;
+    delete.assert_status(204);
+    ids.push(request_id(&delete));
+
+    let got = receiver.wait_for(5).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|r| r.record()["eventName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ObjectCreated:Put",
+            "ObjectCreated:Post",
+            "ObjectCreated:CompleteMultipartUpload",
+            "ObjectCreated:Copy",
+            "ObjectRemoved:Delete",
+        ]
+    );
+    for (r, id) in got.iter().zip(&ids) {
+        let elements = &r.record()["responseElements"];
+        assert_eq!(elements["x-amz-request-id"], id.as_str(), "{}", r.body);
+        // postgate answers the same id in `x-amz-id-2`.
+        assert_eq!(elements["x-amz-id-2"], id.as_str(), "{}", r.body);
+    }
+}
+
 #[tokio::test]
 async fn filters_pick_the_events_and_keys_and_unknown_arns_are_refused() {
     let app = spawn_app().await;
@@ -777,6 +868,17 @@ async fn expiry_by_the_lifecycle_sweeper_sends_lifecycle_expiration_delete() {
     let expired = got[1].record();
     assert_eq!(expired["eventName"], "LifecycleExpiration:Delete");
     assert_eq!(expired["s3"]["object"]["key"], "tmp/a.png");
+    // No request caused it: the sweep's own id, as S3 gives its lifecycle events one.
+    let sweep_id = expired["responseElements"]["x-amz-request-id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(sweep_id.len(), 16, "{sweep_id}");
+    assert_ne!(
+        sweep_id,
+        created["responseElements"]["x-amz-request-id"]
+            .as_str()
+            .unwrap()
+    );
     assert!(expired["s3"]["object"].get("size").is_none());
 
     // A bucket that asks for removals only hears of DeleteObject, not of expiry.
