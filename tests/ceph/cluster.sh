@@ -236,6 +236,7 @@ start() {
 }
 
 [[ $# -eq 2 ]] || die "usage: $0 start|stop DIR"
+[[ $1 == stop && ! -d $2 ]] && exit 0
 mkdir -p "$2"
 DIR=$(cd "$2" && pwd)
 case $1 in

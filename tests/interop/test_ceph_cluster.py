@@ -236,9 +236,15 @@ def test_kill_one_osd_during_uploads(ceph, s3, bucket):
     started = {key: threading.Event() for key in payloads}
     outcome: dict[str, object] = {}
 
+    # One client per upload, made here (not in the threads), and a barrier so that the eight
+    # start together: the kill must find every one of them mid-body.
+    clients = {key: rgw_client(ceph) for key in payloads}
+    barrier = threading.Barrier(uploads)
+
     def upload(key: str):
-        client = rgw_client(ceph)  # its own connection pool per upload
+        client = clients[key]
         try:
+            barrier.wait(timeout=30)
             client.put_object(
                 Bucket=bucket,
                 Key=key,
