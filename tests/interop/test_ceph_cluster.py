@@ -88,7 +88,8 @@ def rgw_client(ceph: Cluster):
             retries={"max_attempts": 1, "mode": "standard"},
             connect_timeout=5,
             read_timeout=90,
-            # Ceph 16's RGW predates the flexible checksums botocore now sends by default.
+            # Plain requests: Ceph 16's RGW neither keeps nor returns the flexible checksums
+            # botocore adds by default.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             max_pool_connections=16,
