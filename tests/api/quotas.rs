@@ -9,6 +9,7 @@ use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
+use crate::linkkit::make_link;
 use postgate::db::quota::{Quota, Usage};
 
 const QUOTA: &str = "XPostgateQuotaExceeded";
@@ -313,29 +314,6 @@ async fn multipart_parts_and_completions_are_held_to_the_quota() {
     let used = usage(&app, "qmp").await;
     assert_eq!((used.objects, used.bytes), (1, 7 * MIB as u64));
     assert_eq!(reservations(&app).await, 0);
-}
-
-/// A link made through the JSON API: (public id, token).
-async fn make_link(app: &TestApp, spec: serde_json::Value) -> (String, String) {
-    let res = Resp::read(
-        app.http
-            .post(format!("{}/-/api/links", app.base))
-            .header("authorization", format!("Bearer {ADMIN_AK}:{ADMIN_SK}"))
-            .body(spec.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    res.assert_status(201);
-    let json: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
-    let token = json["url"]
-        .as_str()
-        .unwrap()
-        .rsplit_once("/-/u/")
-        .unwrap()
-        .1;
-    (json["id"].as_str().unwrap().to_owned(), token.to_owned())
 }
 
 async fn link_json(
