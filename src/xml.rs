@@ -95,7 +95,7 @@ pub struct DeleteObject {
     pub key: String,
     #[serde(rename = "VersionId", default)]
     pub _version_id: Option<String>,
-    /// A conditional delete of this object (S3, 2024): refused, as postgate does not check it.
+    /// Conditions of a conditional delete of this object (S3, 2024), checked by `objects::delete`.
     #[serde(rename = "ETag", default)]
     pub etag: Option<String>,
     #[serde(rename = "LastModifiedTime", default)]

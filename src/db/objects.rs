@@ -206,6 +206,23 @@ pub fn delete(conn: &Connection, bucket: &str, key: &str) -> Result<Option<Vec<S
         .optional()?)
 }
 
+/// Deletes `(bucket, key)` only when `check` accepts its current version (`None`: no object),
+/// reading and deleting on the same connection, so inside the caller's write transaction: no
+/// other write can land between the check and the delete (S3's conditional deletes). `Ok(Err)`
+/// is `check`'s refusal, with nothing deleted; otherwise as [`delete`].
+pub fn delete_if<E>(
+    conn: &Connection,
+    bucket: &str,
+    key: &str,
+    check: impl FnOnce(Option<&ObjectMeta>) -> Result<(), E>,
+) -> Result<Result<Option<Vec<String>>, E>, DbError> {
+    let current = get(conn, bucket, key, false)?;
+    if let Err(refused) = check(current.as_ref().map(|r| &r.meta)) {
+        return Ok(Err(refused));
+    }
+    Ok(Ok(delete(conn, bucket, key)?))
+}
+
 pub fn set_acl(conn: &Connection, bucket: &str, key: &str, acl: &str) -> Result<bool, DbError> {
     Ok(conn.execute(
         "UPDATE objects SET acl = ?3 WHERE bucket = ?1 AND key = ?2",

@@ -1,61 +1,136 @@
-//! Deleting objects: the row goes in one transaction, then the blobs it used.
+//! Deleting objects: the row goes in one transaction, then the blobs it used. A conditional
+//! delete (S3, 2024) checks the current version in that same transaction.
 
+use crate::db::objects::ObjectMeta;
 use crate::db::{Db, DbError, objects};
 use crate::events::Origin;
+use crate::objects::error::{Error, Result};
+use crate::objects::write::etag_matches;
 use crate::store::BlobStore;
 
-/// A key DeleteObjects named that cannot be an object's (S3 answers it per key, not for the
-/// whole request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidKey;
+/// What the current version must be for a delete to go ahead: DeleteObject's `If-Match`,
+/// `x-amz-if-match-last-modified-time` and `x-amz-if-match-size`, or DeleteObjects' `<ETag>`,
+/// `<LastModifiedTime>` and `<Size>` of one key. Each field that is set must hold.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html> and
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html>
+#[derive(Debug, Clone, Default)]
+pub struct DeleteCondition {
+    /// An ETag list or `*` (any version): a missing object fails it with NoSuchKey, as a
+    /// conditional write's `If-Match` does.
+    pub if_match: Option<String>,
+    /// The version's last-modified time, in Unix milliseconds; a whole second (an HTTP date)
+    /// matches any time within that second. A missing object passes (S3 answers 204).
+    pub last_modified: Option<i64>,
+    /// The version's size in bytes. A missing object passes (S3 answers 204).
+    pub size: Option<u64>,
+}
 
-/// Deletes `bucket/key` if it exists (S3's DeleteObject succeeds either way). A removal records
-/// its event (when a target wants it) in the same transaction.
+impl DeleteCondition {
+    /// Checks the condition against the current version (`None`: no object at `key`); the error
+    /// names the header that failed, or is `NoSuchKey`.
+    pub fn check(&self, current: Option<&ObjectMeta>, key: &str) -> Result<()> {
+        if let Some(list) = &self.if_match {
+            match current {
+                None => return Err(Error::NoSuchKey(key.to_owned())),
+                Some(cur) if !etag_matches(list, &cur.etag) => {
+                    return Err(Error::PreconditionFailed("If-Match"));
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(cur) = current else {
+            return Ok(());
+        };
+        if let Some(at) = self.last_modified
+            && !same_time(at, cur.last_modified)
+        {
+            return Err(Error::PreconditionFailed(
+                "x-amz-if-match-last-modified-time",
+            ));
+        }
+        if self.size.is_some_and(|size| size != cur.size) {
+            return Err(Error::PreconditionFailed("x-amz-if-match-size"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a client's timestamp names a stored one: exactly, or (an HTTP date, which has no
+/// fraction) the same second.
+fn same_time(given_ms: i64, stored_ms: i64) -> bool {
+    given_ms == stored_ms
+        || (given_ms.rem_euclid(1000) == 0
+            && given_ms.div_euclid(1000) == stored_ms.div_euclid(1000))
+}
+
+/// Why DeleteObjects did not delete one of its keys (S3 answers it per key, not for the whole
+/// request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A key that cannot be an object's.
+    InvalidKey,
+    /// Its condition did not hold: the object stays.
+    PreconditionFailed,
+    /// Its `<ETag>` named an object that does not exist.
+    NoSuchKey,
+}
+
+/// Deletes `bucket/key` if it exists (S3's DeleteObject succeeds either way) and `cond` holds,
+/// checked in the delete's own transaction. A removal records its event (when a target wants
+/// it) in the same transaction.
 pub async fn one(
     db: &Db,
     store: &BlobStore,
     bucket: &str,
     key: &str,
+    cond: DeleteCondition,
     origin: Origin,
-) -> Result<(), DbError> {
+) -> Result<()> {
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let removed = db
         .write(move |c| {
-            let removed = objects::delete(c, &b, &k)?;
-            if removed.is_some() {
+            let removed = objects::delete_if(c, &b, &k, |cur| cond.check(cur, &k))?;
+            if let Ok(Some(_)) = removed {
                 origin.removed(c, &b, &k)?;
             }
             Ok(removed)
         })
-        .await?;
+        .await??;
     for blob in removed.unwrap_or_default() {
         store.remove(blob).await;
     }
     Ok(())
 }
 
-/// Deletes each of `keys` in one transaction; one outcome per key, in order.
+/// Deletes each of `keys` whose condition holds, in one transaction; one outcome per key, in
+/// order.
 pub async fn many(
     db: &Db,
     store: &BlobStore,
     bucket: &str,
-    keys: Vec<String>,
+    keys: Vec<(String, DeleteCondition)>,
     origin: Origin,
-) -> Result<Vec<Result<(), InvalidKey>>, DbError> {
+) -> std::result::Result<Vec<std::result::Result<(), Refused>>, DbError> {
     let bucket = bucket.to_owned();
     let results = db
         .write(move |c| {
             let mut out = Vec::with_capacity(keys.len());
-            for key in &keys {
+            for (key, cond) in &keys {
                 if crate::names::validate_key(key).is_err() {
-                    out.push(Err(InvalidKey));
+                    out.push(Err(Refused::InvalidKey));
                     continue;
                 }
-                let removed = objects::delete(c, &bucket, key)?;
-                if removed.is_some() {
-                    origin.removed(c, &bucket, key)?;
+                match objects::delete_if(c, &bucket, key, |cur| cond.check(cur, key))? {
+                    Ok(removed) => {
+                        if removed.is_some() {
+                            origin.removed(c, &bucket, key)?;
+                        }
+                        out.push(Ok(removed.unwrap_or_default()));
+                    }
+                    Err(Error::NoSuchKey(_)) => out.push(Err(Refused::NoSuchKey)),
+                    Err(_) => out.push(Err(Refused::PreconditionFailed)),
                 }
-                out.push(Ok(removed.unwrap_or_default()));
             }
             Ok(out)
         })
@@ -84,7 +159,7 @@ pub async fn expired(
     found: Vec<(String, String)>,
     expired: crate::db::lifecycle::Expired,
     origin: Origin,
-) -> Result<usize, DbError> {
+) -> std::result::Result<usize, DbError> {
     let removed = db
         .write(move |c| {
             let mut removed = Vec::new();

@@ -452,13 +452,36 @@ pub async fn abort(
     key: &str,
     upload_id: &str,
 ) -> Result<bool> {
+    abort_if(db, store, bucket, key, upload_id, None).await
+}
+
+/// [`abort`] only if the upload was initiated at `initiated` (Unix milliseconds; a whole second,
+/// as an HTTP date gives it, matches any time within that second): AbortMultipartUpload's
+/// `x-amz-if-match-initiated-time`, checked in the abort's own transaction. Another time is
+/// `PreconditionFailed` and the upload stays.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html>
+pub async fn abort_if(
+    db: &Db,
+    store: &BlobStore,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    initiated: Option<i64>,
+) -> Result<bool> {
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+    let same = |given: i64, stored: i64| {
+        given == stored
+            || (given.rem_euclid(1000) == 0 && given.div_euclid(1000) == stored.div_euclid(1000))
+    };
     let blobs = db
         .write(move |c| match uploads::get(c, &b, &k, &id)? {
-            Some(_) => uploads::abort(c, &id),
-            None => Ok(None),
+            Some(u) if initiated.is_some_and(|at| !same(at, u.initiated)) => Ok(Err(())),
+            Some(_) => uploads::abort(c, &id).map(Ok),
+            None => Ok(Ok(None)),
         })
-        .await?;
+        .await?
+        .map_err(|()| Error::PreconditionFailed("x-amz-if-match-initiated-time"))?;
     let Some(blobs) = blobs else {
         return Ok(false);
     };

@@ -122,6 +122,7 @@ pub async fn create_bucket(
     if !body.iter().all(u8::is_ascii_whitespace) {
         let _: xml::CreateBucketConfiguration = xml::parse(&body)?;
     }
+    refuse_unsupported_bucket_headers(req)?;
     let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
     let name = req.bucket().to_owned();
     let created = app
@@ -142,6 +143,47 @@ pub async fn create_bucket(
         Created::AlreadyExists => {
             Err(S3Error::code(S3ErrorCode::BucketAlreadyExists).with("BucketName", req.bucket()))
         }
+    }
+}
+
+/// CreateBucket's headers for features postgate lacks. `x-amz-bucket-object-lock-enabled: true`
+/// asks for a bucket whose objects cannot be deleted or overwritten: postgate has no Object Lock,
+/// so that bucket is refused with 501 NotImplemented (S3's code for "a header you provided
+/// implies functionality that is not implemented") rather than created without the protection.
+/// `x-amz-object-ownership`: the three values S3 defines are accepted; postgate has one model
+/// whatever the value (the bucket's owner controls access, canned ACLs apply as sent), which
+/// gives no one more access than the client asked for. Any other value is 400 InvalidArgument.
+/// `x-amz-grant-*` are accepted and ignored, as on PutObject: only canned ACLs exist, and an
+/// ignored grant opens nothing.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateBucket.html>,
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html>
+fn refuse_unsupported_bucket_headers(req: &S3Request) -> S3Result<()> {
+    const LOCK: &str = "x-amz-bucket-object-lock-enabled";
+    if let Some(v) = req.header(LOCK) {
+        if v.trim().eq_ignore_ascii_case("true") {
+            return Err(S3Error::new(
+                S3ErrorCode::NotImplemented,
+                "Object Lock is not implemented by postgate",
+            )
+            .with("Header", LOCK));
+        }
+        if !v.trim().eq_ignore_ascii_case("false") {
+            return Err(S3Error::invalid_argument(
+                "Invalid value for x-amz-bucket-object-lock-enabled",
+                LOCK,
+                v,
+            ));
+        }
+    }
+    const OWNERSHIP: &str = "x-amz-object-ownership";
+    match req.header(OWNERSHIP) {
+        None | Some("BucketOwnerEnforced" | "BucketOwnerPreferred" | "ObjectWriter") => Ok(()),
+        Some(other) => Err(S3Error::invalid_argument(
+            "Invalid x-amz-object-ownership header",
+            OWNERSHIP,
+            other,
+        )),
     }
 }
 

@@ -20,7 +20,7 @@ use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::{ChecksumAlgorithm, ChecksumType};
 use crate::db::uploads::{self, UploadRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
-use crate::objects::multipart::{self, NewPart, abort, complete_if};
+use crate::objects::multipart::{self, NewPart, abort_if, complete_if};
 use crate::objects::write;
 use crate::objects::{copy, quota};
 use crate::state::AppState;
@@ -355,15 +355,18 @@ pub async fn abort_multipart_upload(
     req: &S3Request,
     id: &str,
 ) -> S3Result<Response> {
-    if req.headers.contains_key("x-amz-if-match-initiated-time") {
-        // A conditional abort postgate does not check: refused rather than ignored.
-        return Err(S3Error::new(
-            S3ErrorCode::NotImplemented,
-            "Conditional aborts are not implemented by postgate.",
-        )
-        .with("Header", "x-amz-if-match-initiated-time"));
-    }
-    if !abort(&app.db, &app.store, req.bucket(), req.key(), id).await? {
+    // The 2024 conditional abort: 412 when the upload was initiated at another time; with the
+    // header, an upload that does not exist is 204 (API reference AbortMultipartUpload,
+    // "x-amz-if-match-initiated-time").
+    const INITIATED: &str = "x-amz-if-match-initiated-time";
+    let initiated = match req.header(INITIATED) {
+        None => None,
+        Some(v) => Some(super::object::parse_timestamp(v).ok_or_else(|| {
+            S3Error::invalid_argument("The timestamp provided is not valid", INITIATED, v)
+        })?),
+    };
+    let aborted = abort_if(&app.db, &app.store, req.bucket(), req.key(), id, initiated).await?;
+    if !aborted && initiated.is_none() {
         return Err(S3Error::no_such_upload(id));
     }
     Ok(empty(StatusCode::NO_CONTENT))

@@ -13,6 +13,7 @@ use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::db::objects::{self, Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::events::Kind;
+use crate::objects::delete::{DeleteCondition, Refused};
 use crate::objects::quota::{self, Hold, Size};
 use crate::objects::write::{self, Expected, MAX_OBJECT_SIZE, ObjectHeaders, WriteCondition};
 use crate::objects::{copy, delete};
@@ -876,34 +877,76 @@ fn is_passive_type(content_type: Option<&str>) -> bool {
     }
 }
 
-/// Conditional deletes (S3, 2024: `If-Match`, `x-amz-if-match-last-modified-time`,
-/// `x-amz-if-match-size`) are not checked by postgate: refused with 501 rather than ignored,
-/// since ignoring one would delete an object the client meant to keep.
-fn refuse_conditional_delete(
-    present: impl IntoIterator<Item = (&'static str, bool)>,
-) -> S3Result<()> {
-    match present.into_iter().find(|(_, set)| *set) {
-        Some((header, _)) => Err(S3Error::new(
-            S3ErrorCode::NotImplemented,
-            "Conditional deletes are not implemented by postgate.",
-        )
-        .with("Header", header)),
-        None => Ok(()),
+/// A timestamp of a conditional delete or abort, as Unix milliseconds: an HTTP date (how SDKs
+/// send a timestamp in a header) or ISO 8601 (how they send one in XML, and how listings show
+/// it). `None` when it is neither.
+pub(super) fn parse_timestamp(value: &str) -> Option<i64> {
+    let value = value.trim();
+    if let Ok(t) = httpdate::parse_http_date(value) {
+        return Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64);
     }
+    let t =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// DeleteObject's conditions (S3, 2024): `If-Match` (an ETag or `*`),
+/// `x-amz-if-match-last-modified-time` and `x-amz-if-match-size`, checked against the current
+/// version in the delete's transaction. A value that does not parse is refused with 400
+/// InvalidArgument rather than ignored, since ignoring it would delete what the client meant
+/// to keep.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html>
+fn delete_condition(req: &S3Request) -> S3Result<DeleteCondition> {
+    const TIME: &str = "x-amz-if-match-last-modified-time";
+    const SIZE: &str = "x-amz-if-match-size";
+    let last_modified = match req.header(TIME) {
+        None => None,
+        Some(v) => Some(parse_timestamp(v).ok_or_else(|| {
+            S3Error::invalid_argument("The timestamp provided is not valid", TIME, v)
+        })?),
+    };
+    let size = match req.header(SIZE) {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            S3Error::invalid_argument("The size provided is not a valid integer", SIZE, v)
+        })?),
+    };
+    Ok(DeleteCondition {
+        if_match: req.header(header::IF_MATCH).map(str::to_owned),
+        last_modified,
+        size,
+    })
 }
 
 pub async fn delete_object(app: &AppState, req: &S3Request, caller: &Caller) -> S3Result<Response> {
-    refuse_conditional_delete(
-        [
-            "if-match",
-            "x-amz-if-match-last-modified-time",
-            "x-amz-if-match-size",
-        ]
-        .map(|h| (h, req.headers.contains_key(h))),
-    )?;
+    let cond = delete_condition(req)?;
     let origin = app.events.origin(Kind::Delete, caller.principal());
-    delete::one(&app.db, &app.store, req.bucket(), req.key(), origin).await?;
+    delete::one(&app.db, &app.store, req.bucket(), req.key(), cond, origin).await?;
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// One `<Object>` of a DeleteObjects body: its key and its conditions (`<ETag>`,
+/// `<LastModifiedTime>`, `<Size>`). A value that does not parse fails the schema: the whole
+/// request is MalformedXML and nothing is deleted.
+///
+/// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_ObjectIdentifier.html>
+fn delete_entry(o: xml::DeleteObject) -> S3Result<(String, DeleteCondition)> {
+    let malformed = || S3Error::code(S3ErrorCode::MalformedXML);
+    let last_modified = match o.last_modified_time.as_deref() {
+        None => None,
+        Some(v) => Some(parse_timestamp(v).ok_or_else(malformed)?),
+    };
+    let size = match o.size.as_deref() {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| malformed())?),
+    };
+    let cond = DeleteCondition {
+        if_match: o.etag,
+        last_modified,
+        size,
+    };
+    Ok((o.key, cond))
 }
 
 pub async fn delete_objects(
@@ -936,36 +979,39 @@ pub async fn delete_objects(
     if doc.objects.is_empty() || doc.objects.len() > 1000 {
         return Err(S3Error::code(S3ErrorCode::MalformedXML));
     }
-    refuse_conditional_delete(doc.objects.iter().flat_map(|o| {
-        [
-            ("ETag", o.etag.is_some()),
-            ("LastModifiedTime", o.last_modified_time.is_some()),
-            ("Size", o.size.is_some()),
-        ]
-    }))?;
     let quiet = doc.quiet.unwrap_or(false);
-    let keys: Vec<String> = doc.objects.into_iter().map(|o| o.key).collect();
+    let entries = doc
+        .objects
+        .into_iter()
+        .map(delete_entry)
+        .collect::<S3Result<Vec<_>>>()?;
+    let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
     let origin = app.events.origin(Kind::Delete, caller.principal());
-    let results = delete::many(&app.db, &app.store, req.bucket(), keys.clone(), origin).await?;
+    let results = delete::many(&app.db, &app.store, req.bucket(), entries, origin).await?;
     let mut w = XmlWriter::new();
     w.root("DeleteResult");
     for (key, result) in keys.iter().zip(results) {
-        match result {
+        let (code, message) = match result {
             Ok(()) => {
                 if !quiet {
                     w.open("Deleted");
                     w.elem("Key", key);
                     w.close("Deleted");
                 }
+                continue;
             }
-            Err(delete::InvalidKey) => {
-                w.open("Error");
-                w.elem("Key", key);
-                w.elem("Code", "KeyTooLongError");
-                w.elem("Message", "Your key is too long");
-                w.close("Error");
-            }
-        }
+            Err(Refused::InvalidKey) => ("KeyTooLongError", "Your key is too long"),
+            Err(Refused::PreconditionFailed) => (
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            ),
+            Err(Refused::NoSuchKey) => ("NoSuchKey", "The specified key does not exist."),
+        };
+        w.open("Error");
+        w.elem("Key", key);
+        w.elem("Code", code);
+        w.elem("Message", message);
+        w.close("Error");
     }
     w.close("DeleteResult");
     Ok(xml_response(w.finish()))

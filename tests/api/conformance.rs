@@ -824,56 +824,296 @@ async fn encryption_and_object_lock_headers_are_refused_not_ignored() {
         .assert_status(200);
 }
 
-/// Conditional deletes and aborts (S3, 2024) are not checked by postgate, so they are refused
-/// with 501 rather than ignored: ignoring one would delete what the client meant to keep
-/// (API reference DeleteObject "If-Match", DeleteObjects `<ETag>`, AbortMultipartUpload
-/// "x-amz-if-match-initiated-time").
+/// DeleteObject with `If-Match`
+/// (API reference DeleteObject "If-Match": "Deletes the object if the ETag (entity tag) value
+/// provided during the delete operation matches the ETag of the object in S3. If the ETag values
+/// do not match, the operation returns a 412 Precondition Failed error. ... If-Match does accept
+/// a string value of an '*' (asterisk) character to denote a match of any ETag."; User Guide
+/// "How to perform conditional deletes": on a missing object "S3 rejects the request and returns
+/// a Not Found error response", the 404 NoSuchKey a conditional write's If-Match gets).
 #[tokio::test]
-async fn conditional_deletes_are_refused_not_ignored() {
+async fn delete_object_if_match_deletes_only_the_version_it_names() {
     let app = app().await;
     let etag = app.put_object(B, "keep", "kept").await;
+    let delete = |value: &'static str| {
+        app.req(Method::DELETE, &obj(B, "keep"))
+            .header("if-match", value)
+            .send()
+    };
+    delete("\"0123456789abcdef0123456789abcdef\"")
+        .await
+        .assert_error(412, "PreconditionFailed");
+    assert_eq!(app.get(&obj(B, "keep")).await.text(), "kept");
+    let quoted: &'static str = Box::leak(etag.clone().into_boxed_str());
+    delete(quoted).await.assert_status(204);
+    app.get(&obj(B, "keep"))
+        .await
+        .assert_error(404, "NoSuchKey");
+    // A missing object fails every If-Match, `*` included: 404, not a silent 204.
+    delete(quoted).await.assert_error(404, "NoSuchKey");
+    delete("*").await.assert_error(404, "NoSuchKey");
+
+    // `*` matches any version; an unquoted ETag (as the AWS CLI example sends it) matches too.
+    app.put_object(B, "keep", "again").await;
+    delete("*").await.assert_status(204);
+    let etag = app.put_object(B, "keep", "third").await;
+    let bare: &'static str = Box::leak(etag.trim_matches('"').to_owned().into_boxed_str());
+    delete(bare).await.assert_status(204);
+    app.head(&obj(B, "keep")).await.assert_status(404);
+}
+
+/// DeleteObject with `x-amz-if-match-size` and `x-amz-if-match-last-modified-time`
+/// (API reference DeleteObject: "If present, the object is deleted only if its size matches the
+/// provided size in bytes. If the Size value does not match, the operation returns a 412
+/// Precondition Failed error. If the Size matches or if the object doesn't exist, the operation
+/// returns a 204 Success (No Content) response."; the same for the modification time). A value
+/// that does not parse is refused, never ignored.
+#[tokio::test]
+async fn delete_object_if_match_size_and_time_hold_or_keep_the_object() {
+    let app = app().await;
+    app.put_object(B, "sized", "kept").await;
+    let modified = app
+        .head(&obj(B, "sized"))
+        .await
+        .header("last-modified")
+        .unwrap()
+        .to_owned();
     for (name, value) in [
-        ("if-match", etag.as_str()),
-        ("x-amz-if-match-size", "4"),
+        ("x-amz-if-match-size", "5"),
         (
             "x-amz-if-match-last-modified-time",
             "Tue, 01 Dec 2026 00:00:00 GMT",
         ),
     ] {
-        app.req(Method::DELETE, &obj(B, "keep"))
+        app.req(Method::DELETE, &obj(B, "sized"))
             .header(name, value)
             .send()
             .await
-            .assert_error(501, "NotImplemented");
+            .assert_error(412, "PreconditionFailed");
     }
-    let body = format!(
-        "<Delete><Object><Key>keep</Key><ETag>{}</ETag></Object></Delete>",
-        etag.replace('"', "&quot;")
-    );
-    app.req(Method::POST, &format!("/{B}"))
-        .query("delete")
-        .header("content-md5", &crate::helpers::content_md5(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .assert_error(501, "NotImplemented");
-    assert_eq!(app.get(&obj(B, "keep")).await.text(), "kept");
-
-    let id = create(&app, "up").await;
-    app.req(Method::DELETE, &obj(B, "up"))
-        .query(&format!("uploadId={id}"))
+    for (name, value) in [
+        ("x-amz-if-match-size", "four"),
+        ("x-amz-if-match-last-modified-time", "yesterday"),
+    ] {
+        app.req(Method::DELETE, &obj(B, "sized"))
+            .header(name, value)
+            .send()
+            .await
+            .assert_error(400, "InvalidArgument");
+    }
+    // Every condition must hold: the right size with the wrong time keeps the object.
+    app.req(Method::DELETE, &obj(B, "sized"))
+        .header("x-amz-if-match-size", "4")
         .header(
-            "x-amz-if-match-initiated-time",
+            "x-amz-if-match-last-modified-time",
             "Tue, 01 Dec 2026 00:00:00 GMT",
         )
         .send()
         .await
-        .assert_error(501, "NotImplemented");
-    app.req(Method::GET, &obj(B, "up"))
+        .assert_error(412, "PreconditionFailed");
+    assert_eq!(app.get(&obj(B, "sized")).await.text(), "kept");
+
+    app.req(Method::DELETE, &obj(B, "sized"))
+        .header("x-amz-if-match-size", "4")
+        .header("x-amz-if-match-last-modified-time", &modified)
+        .send()
+        .await
+        .assert_status(204);
+    app.head(&obj(B, "sized")).await.assert_status(404);
+    // Without If-Match, a missing object is S3's 204.
+    app.req(Method::DELETE, &obj(B, "sized"))
+        .header("x-amz-if-match-size", "4")
+        .send()
+        .await
+        .assert_status(204);
+}
+
+/// DeleteObjects' per-object conditions (API reference ObjectIdentifier `ETag`,
+/// `LastModifiedTime`, `Size`; User Guide "How to perform conditional deletes": "If the
+/// precondition succeeds, the response for that object is captured in the <Deleted> element ...
+/// If the precondition fails, the response for that object is captured in the <Error> element").
+/// A failing entry keeps its object and the others are deleted.
+#[tokio::test]
+async fn delete_objects_checks_each_entry_condition() {
+    let app = app().await;
+    let etag_a = app.put_object(B, "a", "aaaa").await;
+    for key in ["b", "c", "d"] {
+        app.put_object(B, key, "body").await;
+    }
+    let list = app
+        .req(Method::GET, &format!("/{B}"))
+        .query("list-type=2&prefix=d")
+        .send()
+        .await
+        .text();
+    let d_time = xml_tag(&list, "LastModified").unwrap();
+    let body = format!(
+        "<Delete>\
+         <Object><Key>a</Key><ETag>{}</ETag></Object>\
+         <Object><Key>b</Key><ETag>\"0123456789abcdef0123456789abcdef\"</ETag></Object>\
+         <Object><Key>c</Key><Size>5</Size></Object>\
+         <Object><Key>d</Key><LastModifiedTime>{d_time}</LastModifiedTime><Size>4</Size></Object>\
+         <Object><Key>gone</Key><ETag>*</ETag></Object>\
+         <Object><Key>gone2</Key><Size>1</Size></Object>\
+         </Delete>",
+        etag_a.replace('"', "&quot;")
+    );
+    let res = delete_objects(&app, &body).await;
+    res.assert_status(200);
+    let text = res.text();
+    let deleted = crate::helpers::xml_blocks(&text, "Deleted");
+    let errors = crate::helpers::xml_blocks(&text, "Error");
+    let keys = |blocks: &[String]| -> Vec<String> {
+        blocks.iter().map(|b| xml_tag(b, "Key").unwrap()).collect()
+    };
+    assert_eq!(keys(&deleted), ["a", "d", "gone2"], "{text}");
+    assert_eq!(keys(&errors), ["b", "c", "gone"], "{text}");
+    let codes: Vec<String> = errors.iter().map(|b| xml_tag(b, "Code").unwrap()).collect();
+    assert_eq!(
+        codes,
+        ["PreconditionFailed", "PreconditionFailed", "NoSuchKey"]
+    );
+    for key in ["a", "d"] {
+        app.head(&obj(B, key)).await.assert_status(404);
+    }
+    for key in ["b", "c"] {
+        assert_eq!(app.get(&obj(B, key)).await.text(), "body");
+    }
+
+    // A condition that does not parse fails the schema: nothing is deleted.
+    let bad = "<Delete><Object><Key>b</Key></Object>\
+               <Object><Key>c</Key><Size>four</Size></Object></Delete>";
+    delete_objects(&app, bad)
+        .await
+        .assert_error(400, "MalformedXML");
+    app.head(&obj(B, "b")).await.assert_status(200);
+}
+
+async fn delete_objects(app: &TestApp, body: &str) -> Resp {
+    app.req(Method::POST, &format!("/{B}"))
+        .query("delete")
+        .header("content-md5", &crate::helpers::content_md5(body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+}
+
+/// AbortMultipartUpload with `x-amz-if-match-initiated-time` (API reference
+/// AbortMultipartUpload: "If the initiated timestamp of the multipart upload does not match the
+/// provided value, the operation returns a 412 Precondition Failed error. If the initiated
+/// timestamp matches or if the multipart upload doesn't exist, the operation returns a 204
+/// Success (No Content) response.").
+#[tokio::test]
+async fn abort_if_match_initiated_time_keeps_an_upload_of_another_time() {
+    let app = app().await;
+    let id = create(&app, "up").await;
+    let abort = |at: String| {
+        let id = id.clone();
+        let app = &app;
+        async move {
+            app.req(Method::DELETE, &obj(B, "up"))
+                .query(&format!("uploadId={id}"))
+                .header("x-amz-if-match-initiated-time", &at)
+                .send()
+                .await
+        }
+    };
+    let parts = || {
+        app.req(Method::GET, &obj(B, "up"))
+            .query(&format!("uploadId={id}"))
+            .send()
+    };
+    abort("Tue, 01 Dec 2026 00:00:00 GMT".into())
+        .await
+        .assert_error(412, "PreconditionFailed");
+    abort("not a time".into())
+        .await
+        .assert_error(400, "InvalidArgument");
+    parts().await.assert_status(200);
+
+    let list = app
+        .req(Method::GET, &format!("/{B}"))
+        .query("uploads")
+        .send()
+        .await
+        .text();
+    let initiated = xml_tag(&list, "Initiated").unwrap();
+    abort(initiated.clone()).await.assert_status(204);
+    parts().await.assert_error(404, "NoSuchUpload");
+    // With the header, an upload that is gone is S3's 204; without it, NoSuchUpload.
+    abort(initiated).await.assert_status(204);
+    app.req(Method::DELETE, &obj(B, "up"))
         .query(&format!("uploadId={id}"))
         .send()
         .await
+        .assert_error(404, "NoSuchUpload");
+
+    // The HTTP date of the second it was initiated in (how SDKs send a header timestamp).
+    let id = create(&app, "up2").await;
+    let list = app
+        .req(Method::GET, &format!("/{B}"))
+        .query("uploads")
+        .send()
+        .await
+        .text();
+    let iso = xml_tag(&list, "Initiated").unwrap();
+    let t = OffsetDateTime::parse(&iso, &time::format_description::well_known::Rfc3339).unwrap();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::from(t));
+    app.req(Method::DELETE, &obj(B, "up2"))
+        .query(&format!("uploadId={id}"))
+        .header("x-amz-if-match-initiated-time", &date)
+        .send()
+        .await
+        .assert_status(204);
+}
+
+/// CreateBucket's headers for features postgate lacks (API reference CreateBucket). Object
+/// Lock asked for is refused with 501 NotImplemented (ErrorResponses: "A header you provided
+/// implies functionality that is not implemented"), and no bucket is made: one made without the
+/// lock would let the objects it was meant to protect be deleted. `x-amz-object-ownership`'s
+/// three values are accepted (one access model whatever the value), others are 400
+/// InvalidArgument; `x-amz-grant-*` are ignored as on PutObject, and open nothing.
+#[tokio::test]
+async fn create_bucket_refuses_object_lock_and_ignores_ownership_and_grants() {
+    let app = spawn_app().await;
+    let create = |bucket: &'static str, name: &'static str, value: &'static str| {
+        app.req(Method::PUT, &format!("/{bucket}"))
+            .header(name, value)
+            .send()
+    };
+    create("locked", "x-amz-bucket-object-lock-enabled", "true")
+        .await
+        .assert_error(501, "NotImplemented");
+    app.head("/locked").await.assert_status(404);
+    create("unlocked", "x-amz-bucket-object-lock-enabled", "false")
+        .await
         .assert_status(200);
+    create("owned", "x-amz-object-ownership", "Everyone")
+        .await
+        .assert_error(400, "InvalidArgument");
+    app.head("/owned").await.assert_status(404);
+    for (bucket, value) in [
+        ("enforced", "BucketOwnerEnforced"),
+        ("preferred", "BucketOwnerPreferred"),
+        ("writer", "ObjectWriter"),
+    ] {
+        create(bucket, "x-amz-object-ownership", value)
+            .await
+            .assert_status(200);
+    }
+    create(
+        "granted",
+        "x-amz-grant-read",
+        "uri=\"http://acs.amazonaws.com/groups/global/AllUsers\"",
+    )
+    .await
+    .assert_status(200);
+    app.put_object("granted", "secret", "private").await;
+    app.req(Method::GET, &obj("granted", "secret"))
+        .anonymous()
+        .send()
+        .await
+        .assert_error(403, "AccessDenied");
 }
 
 /// postgate keeps no versions: `versionId=null` (S3's id of the only version in a bucket that
