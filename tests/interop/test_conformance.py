@@ -75,6 +75,63 @@ def test_list_multipart_uploads_with_delimiter(s3, bucket):
     assert seen == ["a.bin", "photos/", "videos/"]
 
 
+# Conditional deletes (2024): DeleteObject IfMatch / IfMatchSize / IfMatchLastModifiedTime,
+# DeleteObjects per-object ETag, AbortMultipartUpload IfMatchInitiatedTime
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html
+
+
+def test_conditional_deletes(s3, bucket):
+    stale = '"00000000000000000000000000000000"'
+    etag = s3.put_object(Bucket=bucket, Key="cd", Body=b"kept")["ETag"]
+    for kwargs in [{"IfMatch": stale}, {"IfMatchSize": 5}, {"IfMatch": etag, "IfMatchSize": 5}]:
+        with pytest.raises(ClientError) as e:
+            s3.delete_object(Bucket=bucket, Key="cd", **kwargs)
+        assert error_of(e) == ("PreconditionFailed", 412), kwargs
+    assert s3.get_object(Bucket=bucket, Key="cd")["Body"].read() == b"kept"
+    # botocore sends the header timestamp as an HTTP date: HeadObject's LastModified names it.
+    modified = s3.head_object(Bucket=bucket, Key="cd")["LastModified"]
+    s3.delete_object(
+        Bucket=bucket, Key="cd", IfMatch=etag, IfMatchSize=4, IfMatchLastModifiedTime=modified
+    )
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket=bucket, Key="cd", IfMatch="*")
+    assert error_of(e) == ("NoSuchKey", 404)
+
+    etag_a = s3.put_object(Bucket=bucket, Key="cd-a", Body=b"a")["ETag"]
+    s3.put_object(Bucket=bucket, Key="cd-b", Body=b"b")
+    res = s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "cd-a", "ETag": etag_a}, {"Key": "cd-b", "ETag": stale}]},
+    )
+    assert [d["Key"] for d in res["Deleted"]] == ["cd-a"]
+    assert [(e["Key"], e["Code"]) for e in res["Errors"]] == [("cd-b", "PreconditionFailed")]
+    assert s3.get_object(Bucket=bucket, Key="cd-b")["Body"].read() == b"b"
+
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="cd-up")["UploadId"]
+    initiated = next(
+        u["Initiated"]
+        for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+        if u["UploadId"] == uid
+    )
+    with pytest.raises(ClientError) as e:
+        s3.abort_multipart_upload(
+            Bucket=bucket,
+            Key="cd-up",
+            UploadId=uid,
+            IfMatchInitiatedTime=initiated - datetime.timedelta(days=1),
+        )
+    assert error_of(e) == ("PreconditionFailed", 412)
+    s3.list_parts(Bucket=bucket, Key="cd-up", UploadId=uid)
+    s3.abort_multipart_upload(
+        Bucket=bucket, Key="cd-up", UploadId=uid, IfMatchInitiatedTime=initiated
+    )
+    with pytest.raises(ClientError) as e:
+        s3.list_parts(Bucket=bucket, Key="cd-up", UploadId=uid)
+    assert error_of(e) == ("NoSuchUpload", 404)
+
+
 # ListBuckets: Prefix, MaxBuckets, ContinuationToken, BucketRegion (2024)
 # https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html
 

@@ -10,10 +10,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 
 import {
+  AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CopyObjectCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
+  ListMultipartUploadsCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
@@ -141,4 +145,43 @@ test('client-s3: CopyObject with ChecksumAlgorithm SHA256 checksums the copy', {
   const got = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'conf/sum-copy', ChecksumMode: 'ENABLED' }));
   assert.ok(Buffer.from(await got.Body.transformToByteArray()).equals(body));
   assert.equal(got.ChecksumSHA256, digest('sha256', body));
+});
+
+// Conditional deletes (2024): DeleteObject IfMatch, DeleteObjects per-object ETag,
+// AbortMultipartUpload IfMatchInitiatedTime.
+// Spec: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html
+test('client-s3: DeleteObject IfMatch, DeleteObjects ETag and AbortMultipartUpload IfMatchInitiatedTime', { timeout: TIMEOUT_MS }, async () => {
+  const stale = '"00000000000000000000000000000000"';
+  const put = await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'conf/cd', Body: 'kept' }));
+  await assert.rejects(
+    client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: 'conf/cd', IfMatch: stale })),
+    (err) => err.name === 'PreconditionFailed' && err.$metadata.httpStatusCode === 412,
+  );
+  await client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: 'conf/cd', IfMatch: put.ETag, IfMatchSize: 4 }));
+  await assert.rejects(
+    client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: 'conf/cd', IfMatch: '*' })),
+    (err) => err.name === 'NoSuchKey' && err.$metadata.httpStatusCode === 404,
+  );
+
+  const a = await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'conf/cd-a', Body: 'a' }));
+  await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'conf/cd-b', Body: 'b' }));
+  const res = await client.send(new DeleteObjectsCommand({
+    Bucket: BUCKET,
+    Delete: { Objects: [{ Key: 'conf/cd-a', ETag: a.ETag }, { Key: 'conf/cd-b', ETag: stale }] },
+  }));
+  assert.deepEqual(res.Deleted.map((d) => d.Key), ['conf/cd-a']);
+  assert.deepEqual(res.Errors.map((e) => [e.Key, e.Code]), [['conf/cd-b', 'PreconditionFailed']]);
+
+  const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: 'conf/cd-up' }));
+  const list = await client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: 'conf/cd-up' }));
+  const initiated = list.Uploads.find((u) => u.UploadId === UploadId).Initiated;
+  await assert.rejects(
+    client.send(new AbortMultipartUploadCommand({
+      Bucket: BUCKET, Key: 'conf/cd-up', UploadId, IfMatchInitiatedTime: new Date(initiated.getTime() - 86_400_000),
+    })),
+    (err) => err.name === 'PreconditionFailed' && err.$metadata.httpStatusCode === 412,
+  );
+  await client.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: 'conf/cd-up', UploadId, IfMatchInitiatedTime: initiated }));
+  const after = await client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: 'conf/cd-up' }));
+  assert.equal((after.Uploads ?? []).length, 0);
 });
