@@ -862,6 +862,39 @@ async fn delete_object_if_match_deletes_only_the_version_it_names() {
     app.head(&obj(B, "keep")).await.assert_status(404);
 }
 
+/// A conditional delete racing an overwrite never removes the new version: whichever commits
+/// first, the object that remains is the overwrite (the delete either ran before it, or found
+/// another ETag and answered 412). A check made outside the delete's transaction could see the
+/// old ETag, let the overwrite commit, then delete it.
+#[tokio::test]
+async fn conditional_delete_racing_an_overwrite_never_removes_the_new_version() {
+    let app = app().await;
+    for round in 0..20 {
+        let old = app.put_object(B, "race", format!("old {round}")).await;
+        let new_body = format!("new {round}");
+        let put = app
+            .req(Method::PUT, &obj(B, "race"))
+            .body(new_body.clone())
+            .send();
+        let delete = app
+            .req(Method::DELETE, &obj(B, "race"))
+            .header("if-match", &old)
+            .send();
+        let (put, delete) = tokio::join!(put, delete);
+        put.assert_status(200);
+        assert!(
+            delete.status == 204 || delete.status == 412,
+            "round {round}: {}",
+            delete.status
+        );
+        assert_eq!(
+            app.get(&obj(B, "race")).await.text(),
+            new_body,
+            "round {round}"
+        );
+    }
+}
+
 /// DeleteObject with `x-amz-if-match-size` and `x-amz-if-match-last-modified-time`
 /// (API reference DeleteObject: "If present, the object is deleted only if its size matches the
 /// provided size in bytes. If the Size value does not match, the operation returns a 412
