@@ -113,7 +113,53 @@ fn event_time() -> String {
         .unwrap_or_default()
 }
 
-/// The body POSTed to a target: the stored record with its configuration id and sequencer.
+/// The stored body's `s3.object.sequencer` key; its value is a placeholder of the final width
+/// until delivery (the event's id is only known once its row is inserted).
+const SEQUENCER_KEY: &str = "\"sequencer\":\"";
+/// The stored body's empty `s3.configurationId`, which [`send_body`] fills per target.
+const CONFIGURATION_SLOT: &str = "\"configurationId\":\"\"";
+
+/// The bytes the outbox stores for `record`: the body every target is sent (`{"Records":
+/// [record]}`), with a placeholder sequencer and an empty configuration id. Built before the
+/// transaction that inserts it, so that the one writer thread only runs the INSERT; the worker
+/// sends it without parsing it again ([`send_body`]).
+pub fn stored_body(mut record: Value) -> String {
+    if let Some(object) = record.pointer_mut("/s3/object") {
+        object["sequencer"] = json!(sequencer(0));
+    }
+    json!({ "Records": [record] }).to_string()
+}
+
+/// The body POSTed to a target: the stored bytes with the event's sequencer and the target's
+/// configuration id written into their slots. Both are keys of postgate's own making, and a
+/// JSON string cannot hold an unescaped `"`, so the first match is the key itself. A row
+/// written before bodies were stored whole (a bare record) is built by parsing, as it was then.
+pub fn send_body(stored: &str, configuration_id: &str, event_id: i64) -> String {
+    let slots = (stored.find(SEQUENCER_KEY), stored.find(CONFIGURATION_SLOT));
+    let (Some(seq_at), Some(config_at)) = slots else {
+        return body(stored, configuration_id, event_id);
+    };
+    if !stored.starts_with("{\"Records\":") {
+        return body(stored, configuration_id, event_id);
+    }
+    let quoted = serde_json::to_string(configuration_id).unwrap_or_else(|_| "\"\"".into());
+    let mut out = String::with_capacity(stored.len() + quoted.len());
+    out.push_str(stored);
+    let seq = seq_at + SEQUENCER_KEY.len();
+    let width = sequencer(0).len();
+    if out.get(seq..seq + width).is_some() {
+        out.replace_range(seq..seq + width, &sequencer(event_id));
+    }
+    // Between the slot's two quotes; the same width was replaced above, so no offset moved.
+    out.insert_str(
+        config_at + CONFIGURATION_SLOT.len() - 1,
+        &quoted[1..quoted.len() - 1],
+    );
+    out
+}
+
+/// The body POSTed to a target, from a bare stored record (rows written before
+/// [`stored_body`]): parsed, given its configuration id and sequencer, serialised again.
 pub fn body(record: &str, configuration_id: &str, event_id: i64) -> String {
     let mut record: Value = serde_json::from_str(record).unwrap_or(Value::Null);
     if let Some(s3) = record.get_mut("s3") {
@@ -186,10 +232,15 @@ mod tests {
             "k 1",
             Some(&meta),
         );
-        let body: Value = serde_json::from_str(&body(&r.to_string(), "cfg", 255)).unwrap();
-        let r = &body["Records"][0];
+        let stored = stored_body(r.clone());
+        let sent = send_body(&stored, "cfg \"1\"", 255);
+        let sent: Value = serde_json::from_str(&sent).unwrap();
+        // The same as a body built by parsing (a row stored before whole bodies).
+        let parsed: Value = serde_json::from_str(&body(&r.to_string(), "cfg \"1\"", 255)).unwrap();
+        assert_eq!(sent, parsed);
+        let r = &sent["Records"][0];
         assert_eq!(r["eventName"], "ObjectCreated:Post");
-        assert_eq!(r["s3"]["configurationId"], "cfg");
+        assert_eq!(r["s3"]["configurationId"], "cfg \"1\"");
         assert_eq!(r["s3"]["object"]["key"], "k+1");
         assert_eq!(r["s3"]["object"]["eTag"], "abc");
         assert_eq!(r["s3"]["object"]["sequencer"], "00000000000000FF");
