@@ -126,7 +126,7 @@ impl Worker {
     /// next delivery is not due while its previous one is pending ([`events::due`]), so a
     /// receiver sees a key's events in order.
     async fn lane(self: Arc<Self>, target: String) {
-        let mut wake = self.notifier.inner.wake.subscribe();
+        let mut wake = self.notifier.wake(&target);
         let mut in_flight = FuturesUnordered::new();
         let mut ids: HashSet<i64> = HashSet::new();
         loop {

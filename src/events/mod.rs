@@ -74,9 +74,10 @@ struct Inner {
     /// Targets from the configuration file; they win over a stored one of the same name.
     configured: Vec<Target>,
     region: String,
-    /// Bumped with each new event; every delivery lane watches it (a lane busy when it changes
-    /// still sees the change on its next wait).
-    wake: tokio::sync::watch::Sender<u64>,
+    /// Per target, bumped with each new event it wants; that target's delivery lane watches it
+    /// (a lane busy when it changes still sees the change on its next wait), and other lanes
+    /// are not woken for an event that is not theirs.
+    wake: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
     max_age: Duration,
     retry_min: Duration,
 }
@@ -97,7 +98,7 @@ impl Notifier {
                 rules: RwLock::new(Arc::new(Rules::default())),
                 configured,
                 region: config.region.clone(),
-                wake: tokio::sync::watch::Sender::new(0),
+                wake: std::sync::Mutex::default(),
                 max_age: config.event_max_age,
                 retry_min: config.event_retry_min,
             }),
@@ -150,6 +151,29 @@ impl Notifier {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The wake-up of `target`'s delivery lane.
+    fn wake(&self, target: &str) -> tokio::sync::watch::Receiver<u64> {
+        let mut wake = self.inner.wake.lock().unwrap_or_else(|e| e.into_inner());
+        match wake.get(target) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = tokio::sync::watch::channel(0);
+                wake.insert(target.to_owned(), sender);
+                receiver
+            }
+        }
+    }
+
+    /// Wakes the lanes of these targets (each has new events).
+    fn woken<'t>(&self, targets: impl Iterator<Item = &'t str>) {
+        let wake = self.inner.wake.lock().unwrap_or_else(|e| e.into_inner());
+        for target in targets {
+            if let Some(sender) = wake.get(target) {
+                sender.send_modify(|n| *n += 1);
+            }
+        }
     }
 
     /// The declared target of that name.
@@ -467,7 +491,9 @@ impl Prepared {
         )?;
         // The lanes read after this transaction commits; a wake-up that comes too early is
         // caught by their next poll.
-        self.origin.notifier.inner.wake.send_modify(|n| *n += 1);
+        self.origin
+            .notifier
+            .woken(built.targets.iter().map(|(t, _)| t.as_str()));
         Ok(())
     }
 }

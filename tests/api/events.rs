@@ -991,3 +991,41 @@ async fn a_receiver_that_never_answers_does_not_hold_back_another_targets_events
     drop(silent);
     receiver.task.abort();
 }
+
+/// The record is built before the upload's transaction, naming the bucket owner postgate had
+/// cached; the transaction checks it against the bucket it reads. A bucket whose owner changed
+/// since (deleted and made again by another key) gets its current owner in the event.
+#[tokio::test]
+async fn an_event_names_the_buckets_current_owner() {
+    let app = spawn_app().await;
+    let receiver = bucket_with_receiver(&app, "owned").await;
+    let owner = app
+        .state
+        .db
+        .read(|c| postgate::db::buckets::get(c, "owned"))
+        .await
+        .unwrap()
+        .unwrap()
+        .owner;
+    app.put_object("owned", "first", b"1".to_vec()).await;
+    let got = receiver.wait_for(1).await;
+    let named = |r: &Received| r.record()["s3"]["bucket"]["ownerIdentity"]["principalId"].clone();
+    assert_eq!(named(&got[0]), owner.as_str());
+    // Another owner, which the cache does not know yet (it is read again every 5 s).
+    app.state
+        .db
+        .write(|c| {
+            c.execute(
+                "UPDATE buckets SET owner = 'SOMEONE-ELSE' WHERE name = 'owned'",
+                [],
+            )
+            .unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    app.put_object("owned", "second", b"2".to_vec()).await;
+    let got = receiver.wait_for(2).await;
+    assert_eq!(named(&got[1]), "SOMEONE-ELSE");
+    receiver.task.abort();
+}
