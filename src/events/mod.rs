@@ -8,8 +8,8 @@
 //!   acknowledged upload always has its event, a refused one never).
 //! - [`Origin`] is what an entry point tells the core about a change: what kind (PUT, POST, ...),
 //!   who, from where, through which link.
-//! - `deliver` is the worker: it POSTs each pending delivery, signed, retries with backoff, and
-//!   records the outcome.
+//! - `deliver` is the worker: a lane per target POSTs its pending deliveries, signed, retries
+//!   with backoff, and records the outcome; a silent receiver holds back only its own lane.
 //!
 //! Imports the database and the leaves only; the core (`objects`) imports this room.
 
