@@ -2357,7 +2357,8 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
 ///
 /// Figure 8q, after every 8w event arrived: the same alternation with keys `queued/*` wanted by
 /// a target whose receiver accepts connections and never answers, so that delivery is paused
-/// (the worker's batch waits out its attempt timeout): what the outbox write alone costs. On a
+/// (that target's lane has its window of attempts waiting out their timeout; the `bench` lane
+/// has nothing to send): what the outbox write alone costs. On a
 /// machine where the delivery's CPU (the server's and the receiver's) competes with the uploads
 /// for the same cores, 8w pays that CPU and 8q shows the upload path's own cost.
 async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8: f64) -> Vec<Row> {

@@ -92,6 +92,14 @@ pub fn link_webhooks(conn: &Connection) -> Result<Vec<(String, String)>, DbError
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every bucket's owner: (bucket, owner). The event cache keeps them, so that a record naming
+/// its bucket's owner is built before the transaction that stores it.
+pub fn bucket_owners(conn: &Connection) -> Result<Vec<(String, String)>, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT name, owner FROM buckets")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Inserts one event and a pending delivery per `(target, configuration id)`; returns the
 /// event's id (its sequencer). Runs inside the transaction that changes the object.
 pub fn insert(
@@ -161,21 +169,36 @@ fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-/// Up to `limit` pending deliveries due at `now`, longest due first, each the first pending one
-/// of its (target, bucket, key): a later change of a key waits for the earlier one, so a receiver
-/// sees a key's events in order (keys between them need no order).
+/// Up to `limit` of `target`'s pending deliveries due at `now`, longest due first, each the
+/// first pending one of its (target, bucket, key): a later change of a key waits for the earlier
+/// one, so a receiver sees a key's events in order (keys between them need no order).
 ///
-/// It walks the `deliveries_pending (next_at)` index and stops after `limit`: its cost does not
-/// grow with the backlog, and deliveries waiting for a retry are never visited.
-pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Delivery>, DbError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.state = 'pending' AND d.next_at <= ?1
-           AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.state = 'pending'
-               AND p.target = d.target AND p.bucket = d.bucket AND p.key = d.key AND p.id < d.id)
-         ORDER BY d.next_at, d.id LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![now, limit as i64], delivery)?;
+/// One target's lane reads it: it walks the `deliveries_lane (target, next_at)` index within
+/// that target and stops after `limit`, so its cost grows neither with the backlog nor with
+/// other targets' (a silent receiver's thousands of pending rows are never visited by a healthy
+/// one's reads), and deliveries waiting for a retry are not visited either.
+pub fn due(
+    conn: &Connection,
+    target: &str,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<Delivery>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} {DUE}"))?;
+    let rows = stmt.query_map(params![target, now, limit as i64], delivery)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+const DUE: &str = "FROM deliveries d JOIN events e ON e.id = d.event_id
+    WHERE d.target = ?1 AND d.state = 'pending' AND d.next_at <= ?2
+      AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.state = 'pending'
+          AND p.target = d.target AND p.bucket = d.bucket AND p.key = d.key AND p.id < d.id)
+    ORDER BY d.next_at, d.id LIMIT ?3";
+
+/// The targets pending deliveries name (each lane's target, and any no longer declared).
+pub fn pending_targets(conn: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT target FROM deliveries WHERE state = 'pending'")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -269,28 +292,23 @@ mod tests {
         (dir, conn)
     }
 
-    /// The worker's read walks an index in the order it takes rows and stops after its batch:
-    /// no sort of the whole backlog (which cost 23 ms per read at 5,000 pending).
+    /// A lane's read walks an index in the order it takes rows, within its target, and stops
+    /// after its window: no sort of the backlog (which cost 23 ms per read at 5,000 pending).
     #[test]
     fn the_due_read_does_not_sort_the_backlog() {
         let (_dir, conn) = migrated();
         let plan: Vec<String> = conn
             .prepare(&format!(
-                "EXPLAIN QUERY PLAN SELECT {DELIVERY_COLUMNS} FROM deliveries d
-                 JOIN events e ON e.id = d.event_id
-                 WHERE d.state = 'pending' AND d.next_at <= 1
-                   AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.state = 'pending'
-                       AND p.target = d.target AND p.bucket = d.bucket AND p.key = d.key
-                       AND p.id < d.id)
-                 ORDER BY d.next_at, d.id LIMIT 32"
+                "EXPLAIN QUERY PLAN SELECT {DELIVERY_COLUMNS} {DUE}"
             ))
             .unwrap()
-            .query_map([], |r| r.get::<_, String>(3))
+            .query_map(params!["t", 1, 32], |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(
-            plan.iter().any(|p| p.contains("deliveries_pending")),
+            plan.iter()
+                .any(|p| p.contains("deliveries_lane") && p.contains("target=?")),
             "{plan:?}"
         );
         assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
@@ -305,16 +323,18 @@ mod tests {
         let a2 = insert(&conn, "b", "a", "ObjectRemoved:Delete", "{}", &t("h")).unwrap();
         let now = now_millis() + 1;
         let ids = |v: Vec<Delivery>| v.iter().map(|d| d.event_id).collect::<Vec<_>>();
-        assert_eq!(ids(due(&conn, now, 10).unwrap()), [a1, b1]);
+        assert_eq!(ids(due(&conn, "h", now, 10).unwrap()), [a1, b1]);
+        // Another target's lane sees none of them.
+        assert!(due(&conn, "other", now, 10).unwrap().is_empty());
         // `a`'s first change fails: its second waits behind it, `b` goes on.
-        let first = due(&conn, now, 10).unwrap()[0].id;
+        let first = due(&conn, "h", now, 10).unwrap()[0].id;
         let retry = Outcome::Retry {
             error: "500".into(),
             next_at: now + 60_000,
         };
         record_outcome(&conn, first, &retry).unwrap();
-        assert_eq!(ids(due(&conn, now, 10).unwrap()), [b1]);
+        assert_eq!(ids(due(&conn, "h", now, 10).unwrap()), [b1]);
         record_outcome(&conn, first, &Outcome::Delivered).unwrap();
-        assert_eq!(ids(due(&conn, now, 10).unwrap()), [b1, a2]);
+        assert_eq!(ids(due(&conn, "h", now, 10).unwrap()), [b1, a2]);
     }
 }

@@ -8,8 +8,12 @@
 //! recomputes it over the raw body, compares in constant time, and refuses a timestamp far from
 //! its clock (a replay).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -23,8 +27,14 @@ pub const SIGNATURE_HEADER: &str = "x-postgate-signature";
 /// The delivery's id: the same on every retry, so a receiver can drop a duplicate.
 const DELIVERY_HEADER: &str = "x-postgate-delivery";
 
-/// Deliveries sent at once (different keys; a key's are in order).
-const BATCH: usize = 32;
+/// Deliveries in flight at once per target (different keys; a key's are in order).
+const WINDOW: usize = 32;
+/// After an attempt ends, how long its lane waits for others to end before recording them all.
+const GATHER: Duration = Duration::from_millis(5);
+/// How often the worker looks for targets without a lane among the declared ones.
+const LANES_EVERY: Duration = POLL;
+/// How often it looks among the targets pending deliveries name (a scan of the pending ones).
+const SCAN_EVERY: Duration = Duration::from_secs(60);
 /// The outbox is read this often even without a wake-up (one arrives with each new event).
 const POLL: Duration = Duration::from_millis(250);
 /// One attempt's limit: connect, send, and the receiver's answer.
@@ -73,51 +83,113 @@ impl Worker {
         }
     }
 
+    /// Starts a delivery lane for every target (declared, or named by a pending delivery: a
+    /// target removed since its events were written still gets its deliveries retried and marked
+    /// dead), and prunes delivered rows now and then.
     pub(super) async fn run(self) {
-        let mut last_prune = 0;
+        let worker = Arc::new(self);
+        let mut lanes: HashSet<String> = HashSet::new();
+        let (mut last_prune, mut last_scan) = (0, 0);
         loop {
             let now = crate::db::now_millis();
-            let due = match self.db.read(move |c| events::due(c, now, BATCH)).await {
-                Ok(due) => due,
-                Err(crate::db::DbError::WriterGone) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the event outbox");
-                    Vec::new()
+            let mut names: Vec<String> = worker
+                .notifier
+                .targets()
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+            if now - last_scan >= SCAN_EVERY.as_millis() as i64 {
+                last_scan = now;
+                match worker.db.read(events::pending_targets).await {
+                    Ok(pending) => names.extend(pending),
+                    Err(crate::db::DbError::WriterGone) => return,
+                    Err(e) => tracing::warn!(error = %e, "could not read the event outbox"),
                 }
-            };
-            if due.is_empty() {
-                tokio::select! {
-                    _ = self.notifier.inner.wake.notified() => {
-                        // Let the transaction that woke us commit before reading.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for name in names {
+                if lanes.insert(name.clone()) {
+                    tokio::spawn(worker.clone().lane(name));
+                }
+            }
+            if now - last_prune > 3_600_000 {
+                last_prune = now;
+                let before = now - KEEP_DELIVERED_MS;
+                let _ = worker.db.write(move |c| events::prune(c, before)).await;
+            }
+            tokio::time::sleep(LANES_EVERY).await;
+        }
+    }
+
+    /// One target's deliveries: up to [`WINDOW`] in flight, each slot refilled as its attempt
+    /// ends, so a slow or silent receiver holds back only its own events (other targets have
+    /// lanes of their own) and, within its lane, only the slots its slow answers take. A key's
+    /// next delivery is not due while its previous one is pending ([`events::due`]), so a
+    /// receiver sees a key's events in order.
+    async fn lane(self: Arc<Self>, target: String) {
+        let mut wake = self.notifier.wake(&target);
+        let mut in_flight = FuturesUnordered::new();
+        let mut ids: HashSet<i64> = HashSet::new();
+        loop {
+            if in_flight.len() < WINDOW {
+                let now = crate::db::now_millis();
+                // Those in flight are still pending, and may come back first.
+                let (t, limit) = (target.clone(), WINDOW + ids.len());
+                match self.db.read(move |c| events::due(c, &t, now, limit)).await {
+                    Ok(due) => {
+                        for d in due {
+                            if in_flight.len() >= WINDOW {
+                                break;
+                            }
+                            if ids.insert(d.id) {
+                                let worker = self.clone();
+                                in_flight.push(async move {
+                                    let outcome = worker.attempt(&d).await;
+                                    (d.id, outcome)
+                                });
+                            }
+                        }
                     }
-                    _ = tokio::time::sleep(POLL) => {}
+                    Err(crate::db::DbError::WriterGone) => return,
+                    Err(e) => tracing::warn!(error = %e, "could not read the event outbox"),
                 }
-                if now - last_prune > 3_600_000 {
-                    last_prune = now;
-                    let before = now - KEEP_DELIVERED_MS;
-                    let _ = self.db.write(move |c| events::prune(c, before)).await;
+            }
+            let mut done = Vec::new();
+            tokio::select! {
+                Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                    done.push(first);
+                    // The attempts sent with it end at about the same time: one write records
+                    // them all (the writer thread is the uploads' too).
+                    let until = tokio::time::Instant::now() + GATHER;
+                    while let Ok(Some(more)) =
+                        tokio::time::timeout_at(until, in_flight.next()).await
+                    {
+                        done.push(more);
+                    }
                 }
+                changed = wake.changed(), if in_flight.len() < WINDOW => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Let the transaction that woke us commit before reading.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            if done.is_empty() {
                 continue;
             }
-            let attempts = due.iter().map(|d| self.attempt(d));
-            let outcomes: Vec<(i64, Outcome)> = futures_util::future::join_all(attempts)
-                .await
-                .into_iter()
-                .zip(&due)
-                .map(|(o, d)| (d.id, o))
-                .collect();
-            for (_, outcome) in &outcomes {
+            for (_, outcome) in &done {
                 self.metrics.event_delivery(match outcome {
                     Outcome::Delivered => "delivered",
                     Outcome::Retry { .. } => "failed",
                     Outcome::Dead { .. } => "dead",
                 });
             }
+            let finished: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
             let written = self
                 .db
                 .write(move |c| {
-                    for (id, outcome) in &outcomes {
+                    for (id, outcome) in &done {
                         events::record_outcome(c, *id, outcome)?;
                     }
                     Ok(())
@@ -127,8 +199,12 @@ impl Worker {
                 if matches!(e, crate::db::DbError::WriterGone) {
                     return;
                 }
+                // Still pending in the outbox: taken again once due.
                 tracing::warn!(error = %e, "could not record delivery outcomes");
                 tokio::time::sleep(POLL).await;
+            }
+            for id in finished {
+                ids.remove(&id);
             }
         }
     }
@@ -138,7 +214,7 @@ impl Worker {
         let error = match self.notifier.target(&d.target) {
             None => format!("no webhook target named {}", d.target),
             Some(target) => {
-                let body = message::body(&d.record, &d.configuration_id, d.event_id);
+                let body = message::send_body(&d.record, &d.configuration_id, d.event_id);
                 let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
                 let sent = self
                     .client

@@ -8,8 +8,8 @@
 //!   acknowledged upload always has its event, a refused one never).
 //! - [`Origin`] is what an entry point tells the core about a change: what kind (PUT, POST, ...),
 //!   who, from where, through which link.
-//! - `deliver` is the worker: it POSTs each pending delivery, signed, retries with backoff, and
-//!   records the outcome.
+//! - `deliver` is the worker: a lane per target POSTs its pending deliveries, signed, retries
+//!   with backoff, and records the outcome; a silent receiver holds back only its own lane.
 //!
 //! Imports the database and the leaves only; the core (`objects`) imports this room.
 
@@ -57,6 +57,10 @@ struct Rules {
     buckets: HashMap<String, NotificationConfig>,
     /// Link id → target name.
     links: HashMap<String, String>,
+    /// Bucket → owner, so that an event's record is built before its transaction; the writer
+    /// checks it against the bucket it reads (a stale entry costs a rebuild there, never a wrong
+    /// owner).
+    owners: HashMap<String, String>,
 }
 
 /// Who wants which event, cached; and the worker's wake-up. Cheap to clone.
@@ -70,7 +74,10 @@ struct Inner {
     /// Targets from the configuration file; they win over a stored one of the same name.
     configured: Vec<Target>,
     region: String,
-    wake: tokio::sync::Notify,
+    /// Per target, bumped with each new event it wants; that target's delivery lane watches it
+    /// (a lane busy when it changes still sees the change on its next wait), and other lanes
+    /// are not woken for an event that is not theirs.
+    wake: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
     max_age: Duration,
     retry_min: Duration,
 }
@@ -91,7 +98,7 @@ impl Notifier {
                 rules: RwLock::new(Arc::new(Rules::default())),
                 configured,
                 region: config.region.clone(),
-                wake: tokio::sync::Notify::new(),
+                wake: std::sync::Mutex::default(),
                 max_age: config.event_max_age,
                 retry_min: config.event_retry_min,
             }),
@@ -100,12 +107,13 @@ impl Notifier {
 
     /// Reads targets, bucket configurations and link webhooks again.
     pub async fn reload(&self, db: &Db) -> Result<(), DbError> {
-        let (stored, buckets, links) = db
+        let (stored, buckets, links, owners) = db
             .read(|c| {
                 Ok((
                     crate::db::events::webhooks(c)?,
                     crate::db::events::notifications(c)?,
                     crate::db::events::link_webhooks(c)?,
+                    crate::db::events::bucket_owners(c)?,
                 ))
             })
             .await?;
@@ -131,6 +139,7 @@ impl Notifier {
             targets,
             buckets,
             links: links.into_iter().collect(),
+            owners: owners.into_iter().collect(),
         };
         *self.inner.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
         Ok(())
@@ -142,6 +151,29 @@ impl Notifier {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The wake-up of `target`'s delivery lane.
+    fn wake(&self, target: &str) -> tokio::sync::watch::Receiver<u64> {
+        let mut wake = self.inner.wake.lock().unwrap_or_else(|e| e.into_inner());
+        match wake.get(target) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = tokio::sync::watch::channel(0);
+                wake.insert(target.to_owned(), sender);
+                receiver
+            }
+        }
+    }
+
+    /// Wakes the lanes of these targets (each has new events).
+    fn woken<'t>(&self, targets: impl Iterator<Item = &'t str>) {
+        let wake = self.inner.wake.lock().unwrap_or_else(|e| e.into_inner());
+        for target in targets {
+            if let Some(sender) = wake.get(target) {
+                sender.send_modify(|n| *n += 1);
+            }
+        }
     }
 
     /// The declared target of that name.
@@ -277,6 +309,7 @@ impl Origin {
     }
 
     /// Records that `bucket/key` now holds `meta`. Call inside the transaction that stores it.
+    /// (A path that knows `meta` before its transaction uses [`Origin::prepare_created`].)
     pub fn created(
         &self,
         c: &Connection,
@@ -284,7 +317,8 @@ impl Origin {
         key: &str,
         meta: &ObjectMeta,
     ) -> Result<(), DbError> {
-        self.record(c, self.kind, bucket, key, Some(meta))
+        self.prepare(self.kind, bucket, key, Some(meta))
+            .record(c, Some(meta), None, None)
     }
 
     /// Records that `bucket/key` was removed. Call inside the transaction that removes it.
@@ -293,52 +327,173 @@ impl Origin {
             Kind::LifecycleExpiration => Kind::LifecycleExpiration,
             _ => Kind::Delete,
         };
-        self.record(c, kind, bucket, key, None)
+        self.prepare(kind, bucket, key, None)
+            .record(c, None, None, None)
     }
 
-    fn record(
+    /// The event of `bucket/key` coming to hold `meta`, built before the transaction that
+    /// stores it: who wants it, and the bytes the outbox stores. The transaction then only
+    /// inserts them ([`Prepared::record`]), so the one writer thread, which every upload's
+    /// commit waits for, does not build JSON.
+    pub fn prepare_created(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Prepared {
+        self.prepare(self.kind, bucket, key, Some(meta))
+    }
+
+    fn prepare(&self, kind: Kind, bucket: &str, key: &str, meta: Option<&ObjectMeta>) -> Prepared {
+        let link_id = self.link_id.clone();
+        let targets = self
+            .notifier
+            .destinations(bucket, key, kind, link_id.as_deref());
+        let plan = if targets.is_empty() {
+            Plan::Nothing
+        } else {
+            match self.notifier.rules().owners.get(bucket) {
+                Some(owner) => Plan::Ready(self.build(
+                    targets,
+                    kind,
+                    bucket,
+                    key,
+                    meta,
+                    link_id.as_deref(),
+                    owner,
+                )),
+                None => Plan::Later,
+            }
+        };
+        Prepared {
+            origin: self.clone(),
+            kind,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            link_id,
+            plan,
+        }
+    }
+
+    /// The stored body of a change its `targets` want.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
         &self,
-        c: &Connection,
+        targets: Vec<(String, String)>,
         kind: Kind,
         bucket: &str,
         key: &str,
         meta: Option<&ObjectMeta>,
-    ) -> Result<(), DbError> {
-        let targets = self
-            .notifier
-            .destinations(bucket, key, kind, self.link_id.as_deref());
-        if targets.is_empty() {
-            return Ok(());
-        }
-        let owner = crate::db::buckets::get(c, bucket)?
-            .map(|b| b.owner)
-            .unwrap_or_default();
+        link_id: Option<&str>,
+        owner: &str,
+    ) -> Built {
         let actor = message::Actor {
             principal: &self.principal,
             source_ip: &self.source_ip,
             request_id: &self.request_id,
-            link_id: self.link_id.as_deref(),
+            link_id,
         };
         let record = message::record(
             &self.notifier.inner.region,
             kind,
             &actor,
             bucket,
-            &owner,
+            owner,
             key,
             meta,
         );
+        Built {
+            targets,
+            owner: owner.to_owned(),
+            body: message::stored_body(record),
+        }
+    }
+}
+
+/// A change's event, built before the transaction that records it ([`Origin::prepare_created`]).
+pub struct Prepared {
+    origin: Origin,
+    kind: Kind,
+    bucket: String,
+    key: String,
+    /// The link it was built for.
+    link_id: Option<String>,
+    plan: Plan,
+}
+
+enum Plan {
+    /// No target wants it (for that link).
+    Nothing,
+    Ready(Built),
+    /// The bucket's owner was not cached (a bucket made in the last seconds): built inside the
+    /// transaction.
+    Later,
+}
+
+struct Built {
+    targets: Vec<(String, String)>,
+    /// The bucket owner it names.
+    owner: String,
+    body: String,
+}
+
+impl Prepared {
+    /// Inserts the event's outbox rows. Call inside the transaction that makes the change.
+    /// `link_id`: the link the transaction found the change is for (an upload's reservation),
+    /// when the entry point did not know it; `owner`: the bucket's owner when the transaction
+    /// already read the bucket (otherwise it is read here, and only when a target wants the
+    /// event). What the preparation assumed and the transaction contradicts is built again here.
+    pub fn record(
+        &self,
+        c: &Connection,
+        meta: Option<&ObjectMeta>,
+        link_id: Option<String>,
+        owner: Option<&str>,
+    ) -> Result<(), DbError> {
+        let link_id = link_id.or_else(|| self.link_id.clone());
+        let same_link = link_id == self.link_id;
+        if same_link && matches!(self.plan, Plan::Nothing) {
+            return Ok(());
+        }
+        let owner = match owner {
+            Some(owner) => owner.to_owned(),
+            None => crate::db::buckets::get(c, &self.bucket)?
+                .map(|b| b.owner)
+                .unwrap_or_default(),
+        };
+        let rebuilt;
+        let built = match &self.plan {
+            Plan::Ready(built) if same_link && built.owner == owner => built,
+            _ => {
+                let targets = self.origin.notifier.destinations(
+                    &self.bucket,
+                    &self.key,
+                    self.kind,
+                    link_id.as_deref(),
+                );
+                if targets.is_empty() {
+                    return Ok(());
+                }
+                rebuilt = self.origin.build(
+                    targets,
+                    self.kind,
+                    &self.bucket,
+                    &self.key,
+                    meta,
+                    link_id.as_deref(),
+                    &owner,
+                );
+                &rebuilt
+            }
+        };
         crate::db::events::insert(
             c,
-            bucket,
-            key,
-            kind.event_name(),
-            &record.to_string(),
-            &targets,
+            &self.bucket,
+            &self.key,
+            self.kind.event_name(),
+            &built.body,
+            &built.targets,
         )?;
-        // The worker reads after this transaction commits; a wake-up that comes too early is
-        // caught by its next poll.
-        self.notifier.inner.wake.notify_one();
+        // The lanes read after this transaction commits; a wake-up that comes too early is
+        // caught by their next poll.
+        self.origin
+            .notifier
+            .woken(built.targets.iter().map(|(t, _)| t.as_str()));
         Ok(())
     }
 }

@@ -299,6 +299,8 @@ pub async fn commit_reserved(
         _ => None,
     };
     let (b, k) = (bucket.to_owned(), key.to_owned());
+    // Built here, not on the writer thread that every commit waits for.
+    let event = origin.prepare_created(bucket, key, &meta);
     let outcome = db
         .write(move |c| {
             if cond.if_none_match_any || cond.if_match.is_some() {
@@ -320,10 +322,7 @@ pub async fn commit_reserved(
             if let Some(link_id) = &link_id {
                 crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
             }
-            origin
-                .clone()
-                .with_link(link_id)
-                .created(c, &b, &k, &meta)?;
+            event.record(c, Some(&meta), link_id, Some(&record.owner))?;
             Ok(Found::Committed(old))
         })
         .await;

@@ -909,3 +909,123 @@ async fn expiry_by_the_lifecycle_sweeper_sends_lifecycle_expiration_delete() {
         .collect();
     assert_eq!(names, ["ObjectCreated:Put", "ObjectCreated:Put"]);
 }
+
+/// Delivery lanes: a target whose receiver accepts connections and never answers holds back only
+/// its own events. Another target wanting the same events gets every one promptly, not after the
+/// silent one's attempts time out (10 s each).
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_hold_back_another_targets_events() {
+    let app = spawn_app().await;
+    // Connections complete in the listener's backlog; nothing ever reads or answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    declare(
+        &app,
+        "silent",
+        &format!("http://{}/hook", silent.local_addr().unwrap()),
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    declare(&app, "hook", &receiver.url).await;
+    app.create_bucket("lanes").await;
+    let queue = |id: &str, target: &str| {
+        format!(
+            "<QueueConfiguration><Id>{id}</Id><Queue>arn:postgate:sqs::{target}:webhook</Queue>\
+             <Event>s3:ObjectCreated:*</Event></QueueConfiguration>"
+        )
+    };
+    let xml = format!(
+        "<NotificationConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{}{}\
+         </NotificationConfiguration>",
+        queue("to-silent", "silent"),
+        queue("to-hook", "hook"),
+    );
+    app.req(Method::PUT, "/lanes")
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    // More uploads than a lane has in flight: the silent target's window fills.
+    const N: usize = 40;
+    for i in 0..N {
+        app.put_object("lanes", &format!("k{i:02}"), b"x".to_vec())
+            .await;
+    }
+    let uploaded = tokio::time::Instant::now();
+    let deadline = uploaded + Duration::from_secs(2);
+    loop {
+        let got = receiver.got.lock().unwrap().len();
+        if got >= N {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the healthy target got {got} of {N} events within 2 s while another never answers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = receiver.wait_for(N).await;
+    let mut keys: Vec<String> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.record()["s3"]["configurationId"], "to-hook");
+            r.record()["s3"]["object"]["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), N, "every upload's event, once each: {keys:?}");
+    // The silent target's are still pending: held back, not lost.
+    let (status, list) = api(&app, Method::GET, "/-/api/events", Value::Null).await;
+    assert_eq!(status, 200);
+    let pending = list["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == "silent" && e["state"] == "pending")
+        .count();
+    assert_eq!(pending, N);
+    drop(silent);
+    receiver.task.abort();
+}
+
+/// The record is built before the upload's transaction, naming the bucket owner postgate had
+/// cached; the transaction checks it against the bucket it reads. A bucket whose owner changed
+/// since (deleted and made again by another key) gets its current owner in the event.
+#[tokio::test]
+async fn an_event_names_the_buckets_current_owner() {
+    let app = spawn_app().await;
+    let receiver = bucket_with_receiver(&app, "owned").await;
+    let owner = app
+        .state
+        .db
+        .read(|c| postgate::db::buckets::get(c, "owned"))
+        .await
+        .unwrap()
+        .unwrap()
+        .owner;
+    app.put_object("owned", "first", b"1".to_vec()).await;
+    let got = receiver.wait_for(1).await;
+    let named = |r: &Received| r.record()["s3"]["bucket"]["ownerIdentity"]["principalId"].clone();
+    assert_eq!(named(&got[0]), owner.as_str());
+    // Another owner, which the cache does not know yet (it is read again every 5 s).
+    app.state
+        .db
+        .write(|c| {
+            c.execute(
+                "UPDATE buckets SET owner = 'SOMEONE-ELSE' WHERE name = 'owned'",
+                [],
+            )
+            .unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    app.put_object("owned", "second", b"2".to_vec()).await;
+    let got = receiver.wait_for(2).await;
+    assert_eq!(named(&got[1]), "SOMEONE-ELSE");
+    receiver.task.abort();
+}
