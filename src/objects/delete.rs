@@ -1,8 +1,8 @@
 //! Deleting objects: the row goes in one transaction, then the blobs it used.
 
-use crate::db::{Db, DbError, objects};
+use crate::db::{Db, DbError};
 use crate::events::Origin;
-use crate::store::BlobStore;
+use crate::storage::Storage;
 
 /// A key DeleteObjects named that cannot be an object's (S3 answers it per key, not for the
 /// whole request).
@@ -13,15 +13,16 @@ pub struct InvalidKey;
 /// its event (when a target wants it) in the same transaction.
 pub async fn one(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     origin: Origin,
 ) -> Result<(), DbError> {
     let (b, k) = (bucket.to_owned(), key.to_owned());
+    let catalog = store.catalog();
     let removed = db
         .write(move |c| {
-            let removed = objects::delete(c, &b, &k)?;
+            let removed = catalog.delete(c, &b, &k)?;
             if removed.is_some() {
                 origin.removed(c, &b, &k)?;
             }
@@ -37,12 +38,13 @@ pub async fn one(
 /// Deletes each of `keys` in one transaction; one outcome per key, in order.
 pub async fn many(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     keys: Vec<String>,
     origin: Origin,
 ) -> Result<Vec<Result<(), InvalidKey>>, DbError> {
     let bucket = bucket.to_owned();
+    let catalog = store.catalog();
     let results = db
         .write(move |c| {
             let mut out = Vec::with_capacity(keys.len());
@@ -51,7 +53,7 @@ pub async fn many(
                     out.push(Err(InvalidKey));
                     continue;
                 }
-                let removed = objects::delete(c, &bucket, key)?;
+                let removed = catalog.delete(c, &bucket, key)?;
                 if removed.is_some() {
                     origin.removed(c, &bucket, key)?;
                 }
@@ -80,7 +82,7 @@ pub async fn many(
 /// then the blobs they used. Returns how many it deleted.
 pub async fn expired(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     found: Vec<(String, String)>,
     expired: crate::db::lifecycle::Expired,
     origin: Origin,
