@@ -58,6 +58,9 @@ pub enum StartError {
     DataDir(String, std::io::Error),
     #[error("database: {0}")]
     Db(#[from] DbError),
+    /// A backend the configuration names but this build cannot run yet.
+    #[error("--backend {0} is not built yet: run with --backend fs (the default)")]
+    BackendNotBuilt(&'static str),
 }
 
 impl AppState {
@@ -71,8 +74,12 @@ impl AppState {
         {
             tracing::info!(dir = %dir.display(), "made the data directory private (mode 0700)");
         }
-        let store = Storage::open_fs(&dir)
-            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        // The S3 backend plugs in here, once its client (`storage/s3/`) exists.
+        let store = match &config.backend {
+            crate::config::Backend::Fs => Storage::open_fs(&dir)
+                .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?,
+            crate::config::Backend::S3(_) => return Err(StartError::BackendNotBuilt("s3")),
+        };
         let db = Db::open(&config.db_path())?;
 
         let catalog = store.catalog();

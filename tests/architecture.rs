@@ -132,7 +132,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cors", &["error", "xml"]),
     ("names", &[]),
     ("xml", &[]),
-    ("config", &["units"]),
+    // Configuration; a backend bucket is checked with S3's naming rules.
+    ("config", &["names", "units"]),
     ("units", &[]),
     // What an upload's first bytes are, and whether they match the declared type.
     ("sniff", &[]),
