@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
+use crate::db::buckets::{BucketRecord, Perm};
 use crate::db::objects::{Body, ObjectRecord};
 use crate::db::{Db, DbError};
 use crate::storage::{Segment, Storage, segments_of};
@@ -20,6 +21,35 @@ pub async fn head(
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let catalog = store.catalog();
     db.read(move |c| catalog.get(c, &b, &k, with_body)).await
+}
+
+/// A bucket's row with `grantee`'s grant and, when the bucket exists, the current version of
+/// `key` ([`head`]): GET and HEAD need both, read in one trip to the read pool.
+#[allow(clippy::type_complexity)]
+pub async fn bucket_and_head(
+    db: &Db,
+    store: &Storage,
+    bucket: String,
+    grantee: String,
+    key: String,
+    with_body: bool,
+) -> Result<
+    (
+        Option<(BucketRecord, Option<Perm>)>,
+        Option<Option<ObjectRecord>>,
+    ),
+    DbError,
+> {
+    let catalog = store.catalog();
+    db.read(move |c| {
+        let found = crate::db::buckets::get_with_grant(c, &bucket, &grantee)?;
+        let object = match found {
+            Some(_) => Some(catalog.get(c, &bucket, &key, with_body)?),
+            None => None,
+        };
+        Ok((found, object))
+    })
+    .await
 }
 
 /// Bytes `start..start + len` of a body stored in blobs (not inline), as a stream. The blobs are

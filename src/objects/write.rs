@@ -349,6 +349,19 @@ pub async fn commit_reserved(
     }
 }
 
+/// PutObjectAcl: gives `bucket/key` the canned ACL `acl`; `false` if there is no such object.
+pub async fn set_acl(
+    db: &Db,
+    store: &Storage,
+    bucket: &str,
+    key: &str,
+    acl: String,
+) -> std::result::Result<bool, crate::db::DbError> {
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    let catalog = store.catalog();
+    db.write(move |c| catalog.set_acl(c, &b, &k, &acl)).await
+}
+
 /// Whether an `If-Match`/`If-None-Match` list matches `etag` (`*` matches anything; quotes and
 /// weak prefixes are optional, as clients differ).
 pub fn etag_matches(list: &str, etag: &str) -> bool {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::bucket::acl_document;
 use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_response};
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
-use crate::db::objects::{self, Body as Stored, ObjectRecord};
+use crate::db::objects::{Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::events::Kind;
 use crate::objects::quota::{self, Hold, Size};
@@ -1000,12 +1000,7 @@ pub async fn put_object_acl(
         ));
     }
     let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
-    let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
-    if !app
-        .db
-        .write(move |c| objects::set_acl(c, &b, &k, &acl))
-        .await?
-    {
+    if !write::set_acl(&app.db, &app.store, req.bucket(), req.key(), acl).await? {
         return Err(S3Error::no_such_key(req.key()));
     }
     Ok(empty(StatusCode::OK))

@@ -85,6 +85,19 @@ impl Catalog {
         }
     }
 
+    /// Replaces the canned ACL of `bucket/key` (PutObjectAcl); `false` if there is no such object.
+    pub fn set_acl(
+        self,
+        conn: &Connection,
+        bucket: &str,
+        key: &str,
+        acl: &str,
+    ) -> Result<bool, DbError> {
+        match self {
+            Catalog::Sqlite => objects::set_acl(conn, bucket, key, acl),
+        }
+    }
+
     /// Every blob a current object uses (the start-up sweep keeps these).
     pub fn referenced_blobs(
         self,
