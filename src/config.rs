@@ -111,6 +111,20 @@ pub struct ServeArgs {
     /// The first retry's wait (each next one doubles); for tests.
     #[arg(long, hide = true, value_parser = crate::units::parse_duration)]
     pub event_retry_min: Option<Duration>,
+    // Storage backend.
+    /// Where object bytes and metadata live: `fs` (the data directory, the default) or `s3` (an
+    /// S3-compatible cluster; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "POSTGATE_BACKEND", value_enum)]
+    pub backend: Option<BackendKind>,
+    /// `--backend s3`: the cluster's endpoint, an http(s) URL (e.g. `http://127.0.0.1:7480`).
+    #[arg(long, env = "POSTGATE_BACKEND_ENDPOINT")]
+    pub backend_endpoint: Option<String>,
+    /// `--backend s3`: the backend bucket that holds postgate's objects.
+    #[arg(long, env = "POSTGATE_BACKEND_BUCKET")]
+    pub backend_bucket: Option<String>,
+    /// `--backend s3`: the region requests to the backend are signed for (default us-east-1).
+    #[arg(long, env = "POSTGATE_BACKEND_REGION")]
+    pub backend_region: Option<String>,
     // TLS.
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`. Re-read on
     /// SIGHUP, so a renewed certificate needs no restart.
@@ -226,6 +240,11 @@ struct FileConfig {
     /// Webhook targets (`[[webhook]]` with `name`, `url`, `secret`).
     #[serde(default)]
     webhook: Vec<Webhook>,
+    // Storage backend.
+    backend: Option<BackendKind>,
+    backend_endpoint: Option<String>,
+    backend_bucket: Option<String>,
+    backend_region: Option<String>,
     // TLS.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -262,6 +281,8 @@ pub struct Config {
     pub webhooks: Vec<Webhook>,
     /// Native TLS: `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Where object bytes and metadata live.
+    pub backend: Backend,
 }
 
 /// How the upload page sends large files (`links::multipart`).
@@ -408,6 +429,7 @@ impl std::fmt::Debug for Config {
                 &self.webhooks.iter().map(|w| &w.name).collect::<Vec<_>>(),
             )
             .field("tls", &self.tls)
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
@@ -436,6 +458,7 @@ impl Config {
         };
         let limits = Limits::resolve(serve, &file)?;
         let link_uploads = LinkUploads::resolve(serve, &file)?;
+        let backend = Backend::resolve(serve, &file)?;
         let env_key = std::env::var("POSTGATE_ACCESS_KEY")
             .ok()
             .filter(|s| !s.is_empty());
@@ -534,6 +557,7 @@ impl Config {
                     ));
                 }
             },
+            backend,
         };
         for w in &config.webhooks {
             let name_ok = (1..=64).contains(&w.name.len())
@@ -575,6 +599,7 @@ impl Config {
             event_retry_min: DEFAULT_EVENT_RETRY_MIN,
             webhooks: Vec::new(),
             tls: None,
+            backend: Backend::Fs,
         }
     }
 
@@ -588,6 +613,128 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("postgate.db")
     }
+}
+
+/// `--backend`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Fs,
+    S3,
+}
+
+/// Where object bytes and metadata live (`storage::Storage` is built from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Blobs under the data directory, metadata in its SQLite database.
+    Fs,
+    /// An S3-compatible cluster.
+    S3(S3Backend),
+}
+
+/// An S3 backend's settings. `Debug` shows the access key id, never the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Backend {
+    /// `http(s)://host[:port][/path]`, without a trailing slash.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// Flags and env over the file; the `--backend-*` settings only with `--backend s3`, where
+    /// the endpoint, the bucket and both halves of the credentials are required.
+    fn resolve(serve: &ServeArgs, file: &FileConfig) -> Result<Backend, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let kind = serve.backend.or(file.backend).unwrap_or(BackendKind::Fs);
+        let endpoint = serve
+            .backend_endpoint
+            .clone()
+            .or(file.backend_endpoint.clone());
+        let bucket = serve.backend_bucket.clone().or(file.backend_bucket.clone());
+        let region = serve.backend_region.clone().or(file.backend_region.clone());
+        if kind == BackendKind::Fs {
+            if endpoint.is_some() || bucket.is_some() || region.is_some() {
+                return invalid(
+                    "--backend-endpoint, --backend-bucket and --backend-region need --backend s3"
+                        .into(),
+                );
+            }
+            return Ok(Backend::Fs);
+        }
+        let Some(endpoint) = endpoint else {
+            return invalid("--backend s3 needs --backend-endpoint (an http(s) URL)".into());
+        };
+        let endpoint = match parse_endpoint(&endpoint) {
+            Ok(url) => url,
+            Err(why) => return invalid(format!("--backend-endpoint {endpoint:?}: {why}")),
+        };
+        let Some(bucket) = bucket.filter(|b| !b.is_empty()) else {
+            return invalid("--backend s3 needs --backend-bucket".into());
+        };
+        if crate::names::validate_bucket(&bucket).is_err() {
+            return invalid(format!(
+                "--backend-bucket {bucket:?} is not a valid S3 bucket name"
+            ));
+        }
+        let region = region.unwrap_or_else(|| "us-east-1".into());
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return invalid(format!(
+                "--backend-region {region:?} must be a region name (letters, digits, -)"
+            ));
+        }
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (Some(access_key_id), Some(secret_access_key)) =
+            (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return invalid(
+                "--backend s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+                    .into(),
+            );
+        };
+        Ok(Backend::S3(S3Backend {
+            endpoint,
+            bucket,
+            region,
+            access_key_id,
+            secret_access_key,
+        }))
+    }
+}
+
+/// An S3 endpoint: an absolute http(s) URL with a host, no credentials, query or fragment.
+fn parse_endpoint(text: &str) -> Result<String, &'static str> {
+    let url = url::Url::parse(text).map_err(|_| "not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials (use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or a fragment");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// A trusted proxy: a network (`10.0.0.0/8`) or one address (`127.0.0.1`, `::1`).

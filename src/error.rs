@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::policy::{PostAuthError, SizeViolation};
-use crate::store::IngestError;
+use crate::storage::IngestError;
 use crate::xml::{MalformedXml, XmlWriter};
 
 macro_rules! codes {

@@ -2,11 +2,11 @@
 //! phone, with signed POST policies, CORS and hosted upload pages.
 //!
 //! # Layout
-//! Imports run one way: `http` → (`s3` | `links` | `api`) → `objects` → (`store` | `db`); the
+//! Imports run one way: `http` → (`s3` | `links` | `api`) → `objects` → (`storage` | `db`); the
 //! pure modules are leaves. `tests/architecture.rs` checks it; `docs/ARCHITECTURE.md` is the tour.
 //! - `http`    the router (the only module that imports every area), middleware (request ids,
 //!   S3 error bodies, forwarded headers, body limits), the serve loop.
-//! - `state`   `AppState`: configuration, database, blob store, key and bucket caches; public URLs.
+//! - `state`   `AppState`: configuration, database, storage backend, key and bucket caches; public URLs.
 //! - `s3`      the S3 REST API: request → typed `Endpoint` → permission check → thin handler.
 //! - `links`   upload links: the link and its rules, its page, its multipart and Uppy routes.
 //! - `api`     the JSON API under `/-/api/` (presigned POST policies, links).
@@ -14,7 +14,8 @@
 //! - `events`  object events: the S3 event format, who wants which (bucket notifications, link
 //!   webhooks, cached), the outbox the core writes in the object's transaction, the signed
 //!   delivery worker.
-//! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
+//! - `storage` the storage backend seam: object bytes and the object catalog; today the local
+//!   filesystem store (streaming ingest, temp → fsync → rename, sweep) over SQLite rows.
 //! - `db`      SQLite metadata: every SQL statement, migrations, one group-committing writer.
 //! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.
@@ -42,7 +43,7 @@ pub mod policy;
 pub mod s3;
 pub mod sniff;
 pub mod state;
-pub mod store;
+pub mod storage;
 pub mod telemetry;
 pub mod units;
 pub mod xml;

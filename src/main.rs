@@ -360,7 +360,7 @@ async fn shutdown_signal() {
 
 fn with_db(common: &CommonArgs, f: impl FnOnce(&rusqlite::Connection) -> CliResult) -> CliResult {
     let config = Config::resolve(common, &ServeArgs::default())?;
-    postgate::store::private_dir(&config.data_dir)?;
+    postgate::storage::private_dir(&config.data_dir)?;
     let conn = db::open_migrated(&config.db_path())?;
     f(&conn)
 }
@@ -515,7 +515,7 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             let tx = conn.unchecked_transaction()?;
             let blobs = db::links::revoke(&tx, &token)?.ok_or(format!("no link {token}"))?;
             tx.commit()?;
-            let store = postgate::store::BlobStore::open(&config.data_dir)?;
+            let store = postgate::storage::FsStore::open(&config.data_dir)?;
             for blob in &blobs {
                 let _ = std::fs::remove_file(store.path_of(blob));
             }

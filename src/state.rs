@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::db::buckets::{BucketRecord, Perm};
 use crate::db::keys::KeyRecord;
 use crate::db::{self, Db, DbError};
-use crate::store::BlobStore;
+use crate::storage::Storage;
 
 /// How long a looked-up access key or bucket row is trusted before it is read again, so that keys
 /// the operator deletes with the CLI while the server runs stop working promptly.
@@ -42,7 +42,8 @@ struct BucketCache {
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
-    pub store: BlobStore,
+    /// The storage backend (bytes and object catalog), through which the core reaches objects.
+    pub store: Storage,
     /// The `/-/metrics` registry, one per server.
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Who wants which object event (webhooks), and the delivery worker's wake-up.
@@ -57,6 +58,9 @@ pub enum StartError {
     DataDir(String, std::io::Error),
     #[error("database: {0}")]
     Db(#[from] DbError),
+    /// A backend the configuration names but this build cannot run yet.
+    #[error("--backend {0} is not built yet: run with --backend fs (the default)")]
+    BackendNotBuilt(&'static str),
 }
 
 impl AppState {
@@ -65,16 +69,21 @@ impl AppState {
     /// generated, its secret (to be printed once).
     pub async fn open(config: Config) -> Result<(AppState, Option<KeyRecord>), StartError> {
         let dir = config.data_dir.clone();
-        if crate::store::private_dir(&dir)
+        if crate::storage::private_dir(&dir)
             .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?
         {
             tracing::info!(dir = %dir.display(), "made the data directory private (mode 0700)");
         }
-        let store =
-            BlobStore::open(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        // The S3 backend plugs in here, once its client (`storage/s3/`) exists.
+        let store = match &config.backend {
+            crate::config::Backend::Fs => Storage::open_fs(&dir)
+                .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?,
+            crate::config::Backend::S3(_) => return Err(StartError::BackendNotBuilt("s3")),
+        };
         let db = Db::open(&config.db_path())?;
 
-        let referenced = db.read(db::objects::referenced_blobs).await?;
+        let catalog = store.catalog();
+        let referenced = db.read(move |c| catalog.referenced_blobs(c)).await?;
         let sweep_store = store.clone();
         match tokio::task::spawn_blocking(move || sweep_store.sweep(&referenced)).await {
             Ok(Ok((temps, orphans))) if temps + orphans > 0 => {

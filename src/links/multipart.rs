@@ -162,12 +162,8 @@ pub(crate) async fn finish(
     let location = crate::state::object_url(&base, &link.bucket, &upload.key);
     // What the file's first bytes showed, as now recorded with it (a link never replaces a file,
     // so the row read is the one just committed).
-    let (b, k) = (link.bucket.clone(), upload.key.clone());
-    let detected_type = app
-        .db
-        .read(move |c| crate::db::objects::get(c, &b, &k, false))
-        .await?
-        .and_then(|o| o.meta.detected_type);
+    let stored = crate::objects::read::head(&app.db, &app.store, &link.bucket, &upload.key, false);
+    let detected_type = stored.await?.and_then(|o| o.meta.detected_type);
     Ok(Json(serde_json::json!({
         "bucket": link.bucket, "key": upload.key, "etag": etag, "location": location,
         "detected_type": detected_type,

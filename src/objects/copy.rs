@@ -12,7 +12,7 @@ use crate::objects::error::{Error, Result};
 use crate::objects::quota::Hold;
 use crate::objects::read::segments;
 use crate::objects::write::{self, WriteCondition};
-use crate::store::{BlobStore, Hashes, Staged, TempBlob};
+use crate::storage::{Hashes, Staged, Storage, TempBlob};
 
 /// The object at `bucket/key` with its body, for a copy by `who`. Reading a copy's source needs
 /// the bucket's owner (or the admin) or a key granted read: a public-read ACL lets anyone
@@ -20,6 +20,7 @@ use crate::store::{BlobStore, Hashes, Staged, TempBlob};
 /// be the source bucket's owner.
 pub async fn source(
     db: &Db,
+    store: &Storage,
     who: Who<'_>,
     expected_owner: Option<&str>,
     bucket: &str,
@@ -27,11 +28,12 @@ pub async fn source(
 ) -> Result<ObjectRecord> {
     let grantee = who.access_key.unwrap_or_default().to_owned();
     let (b, k) = (bucket.to_owned(), key.to_owned());
+    let catalog = store.catalog();
     let (bucket_row, object) = db
         .read(move |c| {
             Ok((
                 crate::db::buckets::get_with_grant(c, &b, &grantee)?,
-                crate::db::objects::get(c, &b, &k, true)?,
+                catalog.get(c, &b, &k, true)?,
             ))
         })
         .await?;
@@ -67,7 +69,7 @@ pub fn check_type(meta: &ObjectMeta) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 pub async fn object(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     src_key: &str,
     src: ObjectRecord,
     bucket: &str,
@@ -129,7 +131,7 @@ pub async fn object(
 
 /// UploadPartCopy's bytes: `len` bytes of `src` from `start`, in a temp blob, with their MD5.
 pub async fn range(
-    store: &BlobStore,
+    store: &Storage,
     src: &ObjectRecord,
     start: u64,
     len: u64,

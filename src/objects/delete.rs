@@ -2,11 +2,11 @@
 //! delete (S3, 2024) checks the current version in that same transaction.
 
 use crate::db::objects::ObjectMeta;
-use crate::db::{Db, DbError, objects};
+use crate::db::{Db, DbError};
 use crate::events::Origin;
 use crate::objects::error::{Error, Result};
 use crate::objects::write::etag_matches;
-use crate::store::BlobStore;
+use crate::storage::Storage;
 
 /// What the current version must be for a delete to go ahead: DeleteObject's `If-Match`,
 /// `x-amz-if-match-last-modified-time` and `x-amz-if-match-size`, or DeleteObjects' `<ETag>`,
@@ -58,7 +58,7 @@ impl DeleteCondition {
 
 /// Whether a client's timestamp names a stored one: exactly, or (an HTTP date, which has no
 /// fraction) the same second.
-fn same_time(given_ms: i64, stored_ms: i64) -> bool {
+pub(crate) fn same_time(given_ms: i64, stored_ms: i64) -> bool {
     given_ms == stored_ms
         || (given_ms.rem_euclid(1000) == 0
             && given_ms.div_euclid(1000) == stored_ms.div_euclid(1000))
@@ -81,16 +81,17 @@ pub enum Refused {
 /// it) in the same transaction.
 pub async fn one(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     cond: DeleteCondition,
     origin: Origin,
 ) -> Result<()> {
     let (b, k) = (bucket.to_owned(), key.to_owned());
+    let catalog = store.catalog();
     let removed = db
         .write(move |c| {
-            let removed = objects::delete_if(c, &b, &k, |cur| cond.check(cur, &k))?;
+            let removed = catalog.delete_if(c, &b, &k, |cur| cond.check(cur, &k))?;
             if let Ok(Some(_)) = removed {
                 origin.removed(c, &b, &k)?;
             }
@@ -107,12 +108,13 @@ pub async fn one(
 /// order.
 pub async fn many(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     keys: Vec<(String, DeleteCondition)>,
     origin: Origin,
 ) -> std::result::Result<Vec<std::result::Result<(), Refused>>, DbError> {
     let bucket = bucket.to_owned();
+    let catalog = store.catalog();
     let results = db
         .write(move |c| {
             let mut out = Vec::with_capacity(keys.len());
@@ -121,7 +123,7 @@ pub async fn many(
                     out.push(Err(Refused::InvalidKey));
                     continue;
                 }
-                match objects::delete_if(c, &bucket, key, |cur| cond.check(cur, key))? {
+                match catalog.delete_if(c, &bucket, key, |cur| cond.check(cur, key))? {
                     Ok(removed) => {
                         if removed.is_some() {
                             origin.removed(c, &bucket, key)?;
@@ -155,7 +157,7 @@ pub async fn many(
 /// then the blobs they used. Returns how many it deleted.
 pub async fn expired(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     found: Vec<(String, String)>,
     expired: crate::db::lifecycle::Expired,
     origin: Origin,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::db::lifecycle::{self as rows, Expired};
 use crate::db::{self, Db, DbError};
-use crate::store::BlobStore;
+use crate::storage::Storage;
 
 /// Rows per write transaction.
 pub const BATCH: usize = 500;
@@ -66,7 +66,7 @@ pub fn cutoff(now: i64, days: u32, day: Option<Duration>) -> i64 {
 /// [`crate::events::Kind::LifecycleExpiration`]) in the deleting transaction.
 pub async fn sweep(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     day: Option<Duration>,
     origin: &Origin,
 ) -> Result<Swept, DbError> {
@@ -108,7 +108,7 @@ pub async fn sweep(
 /// Deletes the objects of `bucket` under `prefix` last modified at or before `by`.
 async fn expire_prefix(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     prefix: &str,
     by: i64,
@@ -138,7 +138,7 @@ async fn expire_prefix(
 /// through the core's delete (blobs removed once it commits).
 async fn delete_batch(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     found: Vec<(String, String)>,
     expired: Expired,
     origin: &Origin,
@@ -152,7 +152,7 @@ async fn delete_batch(
 /// Aborts the unfinished uploads of `bucket` under `prefix` begun at or before `by`.
 async fn abort_prefix(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     prefix: &str,
     by: i64,

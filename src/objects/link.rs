@@ -5,7 +5,7 @@
 
 use crate::db::links::LinkRecord;
 use crate::db::{Db, DbError, now_millis};
-use crate::store::BlobStore;
+use crate::storage::Storage;
 
 impl LinkRecord {
     /// Why the link is closed (revoked or expired), if it is. A closed link takes nothing more:
@@ -31,7 +31,7 @@ pub fn closed(link: Option<&LinkRecord>) -> Option<&'static str> {
 
 /// Revokes link `id`: its unfinished uploads are aborted in the same transaction, then their
 /// parts removed.
-pub async fn revoke(db: &Db, store: &BlobStore, id: &str) -> Result<(), DbError> {
+pub async fn revoke(db: &Db, store: &Storage, id: &str) -> Result<(), DbError> {
     let id = id.to_owned();
     let blobs = db
         .write(move |c| crate::db::links::revoke(c, &id))

@@ -2,8 +2,9 @@
 //! keys that share a common prefix roll up into one entry, and the scan jumps straight past that
 //! prefix instead of reading every key under it.
 
-use crate::db::objects::{self, ListEntry, prefix_successor};
+use crate::db::objects::{ListEntry, prefix_successor};
 use crate::db::{Db, DbError};
+use crate::storage::{Catalog, Storage};
 
 /// One entry of a listing: an object, or a common prefix its keys roll up into.
 pub enum Item {
@@ -22,18 +23,31 @@ pub struct Page {
 /// `delimiter` (empty: none), on the read pool.
 pub async fn page(
     db: &Db,
+    store: &Storage,
     bucket: String,
     prefix: String,
     delimiter: String,
     marker: Option<String>,
     max_keys: usize,
 ) -> Result<Page, DbError> {
-    db.read(move |c| scan_page(c, &bucket, &prefix, &delimiter, marker.as_deref(), max_keys))
-        .await
+    let catalog = store.catalog();
+    db.read(move |c| {
+        scan_page(
+            catalog,
+            c,
+            &bucket,
+            &prefix,
+            &delimiter,
+            marker.as_deref(),
+            max_keys,
+        )
+    })
+    .await
 }
 
 /// Reads up to `max_keys` items after `marker` under `prefix`, rolling keys up at `delimiter`.
 fn scan_page(
+    catalog: Catalog,
     conn: &rusqlite::Connection,
     bucket: &str,
     prefix: &str,
@@ -55,13 +69,13 @@ fn scan_page(
     const BATCH: usize = 1000;
     loop {
         if items.len() == max_keys {
-            let more = objects::scan(conn, bucket, &from, exclusive, until.as_deref(), 1)?;
+            let more = catalog.scan(conn, bucket, &from, exclusive, until.as_deref(), 1)?;
             return Ok(Page {
                 truncated: !more.is_empty() && max_keys > 0,
                 items,
             });
         }
-        let rows = objects::scan(conn, bucket, &from, exclusive, until.as_deref(), BATCH)?;
+        let rows = catalog.scan(conn, bucket, &from, exclusive, until.as_deref(), BATCH)?;
         if rows.is_empty() {
             return Ok(Page {
                 items,

@@ -4,21 +4,22 @@
 use md5::{Digest, Md5};
 
 use crate::auth::checksum::{ChecksumAlgorithm, ChecksumType};
-use crate::db::objects::{self, Body as Stored};
+use crate::db::objects::Body as Stored;
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
+use crate::objects::delete::same_time;
 use crate::objects::error::{Error, Result};
 use crate::objects::quota::Hold;
 use crate::objects::write::{ObjectHeaders, WriteCondition};
 use crate::sniff::Sniffer;
-use crate::store::{BlobStore, Staged};
+use crate::storage::{Staged, Storage};
 
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
 /// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
 /// abort removed first is skipped). Returns how many it aborted.
 pub async fn expire(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     cutoff_millis: i64,
 ) -> std::result::Result<usize, DbError> {
     let (aborted, blobs) = db
@@ -100,7 +101,7 @@ pub struct Declared {
 /// declared type (`sniff::check`), or 400 `XPostgateContentMismatch` and no object.
 pub async fn complete(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     upload_id: &str,
@@ -149,7 +150,7 @@ pub struct Completed {
 #[allow(clippy::too_many_arguments)]
 pub async fn complete_if(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     upload_id: &str,
@@ -167,11 +168,12 @@ pub async fn complete_if(
         });
     }
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+    let catalog = store.catalog();
     let (outcome, garbage) = db
         .write(
             move |c| -> std::result::Result<(Result<Completed>, Vec<String>), DbError> {
                 let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                    let current = objects::get(c, &b, &k, false)?;
+                    let current = catalog.get(c, &b, &k, false)?;
                     let done = multipart_etag(&parts).and_then(|etag| {
                         current.filter(|o| o.meta.etag == etag).map(|o| Completed {
                             etag,
@@ -181,7 +183,7 @@ pub async fn complete_if(
                     return Ok((done.ok_or(Error::NoSuchUpload(id)), Vec::new()));
                 };
                 if cond.if_none_match_any || cond.if_match.is_some() {
-                    let current = objects::get(c, &b, &k, false)?;
+                    let current = catalog.get(c, &b, &k, false)?;
                     if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
                         return Ok((Err(refused), Vec::new()));
                     }
@@ -195,7 +197,7 @@ pub async fn complete_if(
                     if let Some(reason) = super::link::closed(link.as_ref()) {
                         return Ok((Err(Error::LinkClosed(reason)), Vec::new()));
                     }
-                    if objects::get(c, &b, &k, false)?.is_some() {
+                    if catalog.get(c, &b, &k, false)?.is_some() {
                         let blobs = uploads::abort(c, &id)?.unwrap_or_default();
                         return Ok((Err(Error::LinkNameTaken(k)), blobs));
                     }
@@ -306,7 +308,7 @@ pub async fn complete_if(
                     return fail(Error::QuotaExceeded(e));
                 }
                 let used: Vec<String> = manifest.iter().map(|(b, _)| b.clone()).collect();
-                let mut garbage = objects::put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
+                let mut garbage = catalog.put(c, &b, &k, &meta, &Stored::Parts(manifest))?;
                 if let Some(link_id) = &upload.link_id {
                     crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
                 }
@@ -447,7 +449,7 @@ pub fn upload_record(
 /// when there was no such upload: of concurrent aborts, exactly one answers `true`.
 pub async fn abort(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     upload_id: &str,
@@ -463,20 +465,16 @@ pub async fn abort(
 /// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html>
 pub async fn abort_if(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     upload_id: &str,
     initiated: Option<i64>,
 ) -> Result<bool> {
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-    let same = |given: i64, stored: i64| {
-        given == stored
-            || (given.rem_euclid(1000) == 0 && given.div_euclid(1000) == stored.div_euclid(1000))
-    };
     let blobs = db
         .write(move |c| match uploads::get(c, &b, &k, &id)? {
-            Some(u) if initiated.is_some_and(|at| !same(at, u.initiated)) => Ok(Err(())),
+            Some(u) if initiated.is_some_and(|at| !same_time(at, u.initiated)) => Ok(Err(())),
             Some(_) => uploads::abort(c, &id).map(Ok),
             None => Ok(Ok(None)),
         })
@@ -576,7 +574,7 @@ pub struct NewPart {
 /// refusal the part's bytes are removed.
 pub async fn store_part(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     upload: &UploadRecord,
     part: NewPart,
     hold: &mut Hold,

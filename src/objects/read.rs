@@ -1,16 +1,62 @@
-//! Reading a stored body: where its bytes lie in the blob store, and a stream of them.
+//! Reading an object: its current version from the catalog (HEAD, GET), where its bytes lie in
+//! the store, and a stream of them.
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
-use crate::db::objects::Body;
-use crate::store::{BlobStore, Segment, segments_of};
+use crate::db::buckets::{BucketRecord, Perm};
+use crate::db::objects::{Body, ObjectRecord};
+use crate::db::{Db, DbError};
+use crate::storage::{Segment, Storage, segments_of};
+
+/// The current version of `bucket/key` as the storage's catalog holds it (HEAD, GET, the ACL of
+/// an object), with an inline body's bytes when `with_body`; on the read pool.
+pub async fn head(
+    db: &Db,
+    store: &Storage,
+    bucket: &str,
+    key: &str,
+    with_body: bool,
+) -> Result<Option<ObjectRecord>, DbError> {
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    let catalog = store.catalog();
+    db.read(move |c| catalog.get(c, &b, &k, with_body)).await
+}
+
+/// A bucket's row with `grantee`'s grant and, when the bucket exists, the current version of
+/// `key` ([`head`]): GET and HEAD need both, read in one trip to the read pool.
+#[allow(clippy::type_complexity)]
+pub async fn bucket_and_head(
+    db: &Db,
+    store: &Storage,
+    bucket: String,
+    grantee: String,
+    key: String,
+    with_body: bool,
+) -> Result<
+    (
+        Option<(BucketRecord, Option<Perm>)>,
+        Option<Option<ObjectRecord>>,
+    ),
+    DbError,
+> {
+    let catalog = store.catalog();
+    db.read(move |c| {
+        let found = crate::db::buckets::get_with_grant(c, &bucket, &grantee)?;
+        let object = match found {
+            Some(_) => Some(catalog.get(c, &bucket, &key, with_body)?),
+            None => None,
+        };
+        Ok((found, object))
+    })
+    .await
+}
 
 /// Bytes `start..start + len` of a body stored in blobs (not inline), as a stream. The blobs are
 /// pinned until the stream is dropped, so a newer version committing meanwhile cannot remove
 /// them. `NotFound`: a newer version removed them before the stream opened (read the row again).
 pub async fn stream(
-    store: &BlobStore,
+    store: &Storage,
     body: &Body,
     start: u64,
     len: u64,

@@ -13,13 +13,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::db::Db;
-use crate::db::objects::{self, Body, ObjectMeta};
+use crate::db::objects::{Body, ObjectMeta};
 use crate::objects::error::{Error, Result};
 use crate::objects::quota::{Hold, settle_object};
-use crate::store::BlobStore;
+use crate::storage::Storage;
 /// The store's values a write's caller handles (what to hash, what arrived, where it is staged),
 /// so that the areas reach the store only through the core.
-pub use crate::store::{Hashes, IngestError, Ingested, Staged};
+pub use crate::storage::{Hashes, IngestError, Ingested, Staged};
 
 /// S3's limit for a single PUT or POST.
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -227,7 +227,7 @@ impl WriteCondition {
 /// [`commit`]. `sniff` sees the first bytes as they pass (the detected type, or a mismatch
 /// that stops the body when verification is on).
 pub async fn receive<S, E>(
-    store: &BlobStore,
+    store: &Storage,
     body: S,
     max: u64,
     inline_max: usize,
@@ -252,7 +252,7 @@ enum Found {
 #[allow(clippy::too_many_arguments)]
 pub async fn commit(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     meta: ObjectMeta,
@@ -280,7 +280,7 @@ pub async fn commit(
 #[allow(clippy::too_many_arguments)]
 pub async fn commit_reserved(
     db: &Db,
-    store: &BlobStore,
+    store: &Storage,
     bucket: &str,
     key: &str,
     meta: ObjectMeta,
@@ -301,10 +301,11 @@ pub async fn commit_reserved(
     let (b, k) = (bucket.to_owned(), key.to_owned());
     // Built here, not on the writer thread that every commit waits for.
     let event = origin.prepare_created(bucket, key, &meta);
+    let catalog = store.catalog();
     let outcome = db
         .write(move |c| {
             if cond.if_none_match_any || cond.if_match.is_some() {
-                let current = objects::get(c, &b, &k, false)?;
+                let current = catalog.get(c, &b, &k, false)?;
                 if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), &k) {
                     return Ok(Found::Refused(refused));
                 }
@@ -318,7 +319,7 @@ pub async fn commit_reserved(
                 Ok(link_id) => link_id,
                 Err(e) => return Ok(Found::Refused(Error::QuotaExceeded(e))),
             };
-            let old = objects::put(c, &b, &k, &meta, &body)?;
+            let old = catalog.put(c, &b, &k, &meta, &body)?;
             if let Some(link_id) = &link_id {
                 crate::objects::lifecycle::apply_link_expiry(c, link_id, &b, &k)?;
             }
@@ -345,6 +346,19 @@ pub async fn commit_reserved(
             }
         }
     }
+}
+
+/// PutObjectAcl: gives `bucket/key` the canned ACL `acl`; `false` if there is no such object.
+pub async fn set_acl(
+    db: &Db,
+    store: &Storage,
+    bucket: &str,
+    key: &str,
+    acl: String,
+) -> std::result::Result<bool, crate::db::DbError> {
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    let catalog = store.catalog();
+    db.write(move |c| catalog.set_acl(c, &b, &k, &acl)).await
 }
 
 /// Whether an `If-Match`/`If-None-Match` list matches `etag` (`*` matches anything; quotes and

@@ -55,7 +55,7 @@ pub async fn list_objects(app: &AppState, req: &S3Request, v2: bool) -> S3Result
 
     let bucket = req.bucket().to_owned();
     let (p, d, m) = (prefix.clone(), delimiter.clone(), marker.clone());
-    let page = list::page(&app.db, bucket, p, d, m, max_keys).await?;
+    let page = list::page(&app.db, &app.store, bucket, p, d, m, max_keys).await?;
 
     let enc = |s: &str| encode_if(url_encode, s);
     let fetch_owner = !v2 || req.param("fetch-owner") == Some("true");

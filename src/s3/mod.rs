@@ -717,16 +717,8 @@ async fn authorize(
         None => (app.bucket_with_grant(&bucket, &who).await?, None),
         // An object read needs its row anyway: one trip to the read pool for both.
         Some((key, with_body)) => {
-            app.db
-                .read(move |c| {
-                    let found = crate::db::buckets::get_with_grant(c, &bucket, &who)?;
-                    let object = match found {
-                        Some(_) => Some(crate::db::objects::get(c, &bucket, &key, with_body)?),
-                        None => None,
-                    };
-                    Ok((found, object))
-                })
-                .await?
+            let (db, store) = (&app.db, &app.store);
+            crate::objects::read::bucket_and_head(db, store, bucket, who, key, with_body).await?
         }
     };
     let Some((record, grant)) = found else {

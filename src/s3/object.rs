@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::bucket::acl_document;
 use super::{BucketCtx, Caller, S3Request, empty, http_date, iso8601, xml_response};
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
-use crate::db::objects::{self, Body as Stored, ObjectRecord};
+use crate::db::objects::{Body as Stored, ObjectRecord};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::events::Kind;
 use crate::objects::delete::{DeleteCondition, Refused};
@@ -447,7 +447,15 @@ pub(super) async fn copy_source(
     let (src_bucket, src_key) = (src_bucket.to_owned(), src_key.to_owned());
     // The source's owner may be asserted, like the destination's.
     let expected_owner = req.header("x-amz-source-expected-bucket-owner");
-    let src = copy::source(&app.db, caller.who(), expected_owner, &src_bucket, &src_key).await?;
+    let src = copy::source(
+        &app.db,
+        &app.store,
+        caller.who(),
+        expected_owner,
+        &src_bucket,
+        &src_key,
+    )
+    .await?;
     Ok((src_bucket, src_key, src))
 }
 
@@ -502,9 +510,7 @@ pub async fn get_object(
         let found = match ctx.object.take() {
             Some(prefetched) => prefetched,
             None => {
-                let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
-                app.db
-                    .read(move |c| objects::get(c, &b, &k, with_body))
+                crate::objects::read::head(&app.db, &app.store, req.bucket(), req.key(), with_body)
                     .await?
             }
         };
@@ -1018,8 +1024,8 @@ pub async fn delete_objects(
 }
 
 pub async fn get_object_acl(app: &AppState, req: &S3Request, ctx: BucketCtx) -> S3Result<Response> {
-    let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
-    let Some(obj) = app.db.read(move |c| objects::get(c, &b, &k, false)).await? else {
+    let head = crate::objects::read::head(&app.db, &app.store, req.bucket(), req.key(), false);
+    let Some(obj) = head.await? else {
         return Err(S3Error::no_such_key(req.key()));
     };
     let _ = ctx;
@@ -1040,12 +1046,7 @@ pub async fn put_object_acl(
         ));
     }
     let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
-    let (b, k) = (req.bucket().to_owned(), req.key().to_owned());
-    if !app
-        .db
-        .write(move |c| objects::set_acl(c, &b, &k, &acl))
-        .await?
-    {
+    if !write::set_acl(&app.db, &app.store, req.bucket(), req.key(), acl).await? {
         return Err(S3Error::no_such_key(req.key()));
     }
     Ok(empty(StatusCode::OK))

@@ -147,7 +147,7 @@ pub fn segments_of(parts: &[(String, u64)], start: u64, len: u64) -> Vec<Segment
 }
 
 #[derive(Debug, Clone)]
-pub struct BlobStore {
+pub struct FsStore {
     blobs: PathBuf,
     tmp: PathBuf,
     pins: Arc<Mutex<Pins>>,
@@ -171,7 +171,7 @@ struct Pins {
 
 /// Holds pins on some blobs; dropping it removes those whose removal was deferred.
 pub struct PinGuard {
-    store: BlobStore,
+    store: FsStore,
     ids: Vec<String>,
 }
 
@@ -216,9 +216,9 @@ enum Msg {
 /// and one `writev` per batch rather than per network read.
 const BATCH_BYTES: usize = 512 * 1024;
 
-impl BlobStore {
-    pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
-        let store = BlobStore {
+impl FsStore {
+    pub fn open(data_dir: &Path) -> io::Result<FsStore> {
+        let store = FsStore {
             blobs: data_dir.join("blobs"),
             tmp: data_dir.join("tmp"),
             pins: Arc::default(),
@@ -825,7 +825,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn large_ingest_across_writeback_windows_is_exact() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
         let len = (FLUSH_INTERVAL + 2 * WRITEBACK_WINDOW) as usize + 12_345;
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let chunks: Vec<Result<Bytes, io::Error>> = data
@@ -856,7 +856,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn large_copy_across_writeback_windows_is_exact() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
         let len = (FLUSH_INTERVAL / 2 + WRITEBACK_WINDOW) as usize + 777;
         let a: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
         let b: Vec<u8> = (0..len).map(|i| (i * 13 % 241) as u8).collect();
@@ -885,7 +885,7 @@ mod tests {
         }
     }
 
-    async fn blob(store: &BlobStore, bytes: &[u8]) -> String {
+    async fn blob(store: &FsStore, bytes: &[u8]) -> String {
         let temp = store.stage_bytes(bytes.to_vec()).await.unwrap();
         store.persist(temp).await.unwrap()
     }
@@ -907,7 +907,7 @@ mod tests {
     #[tokio::test]
     async fn streaming_many_parts_opens_them_one_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
         let mut segments = Vec::new();
         let mut want = Vec::new();
         for i in 0..300u32 {
@@ -930,7 +930,7 @@ mod tests {
     #[tokio::test]
     async fn removal_of_a_blob_being_read_waits_for_the_reader() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
         let (a, b) = (blob(&store, b"first ").await, blob(&store, b"second").await);
         let seg = |id: &String| Segment {
             blob: id.clone(),
