@@ -14,6 +14,7 @@
 //! - `events`  object events: the S3 event format, who wants which (bucket notifications, link
 //!   webhooks, cached), the outbox the core writes in the object's transaction, the signed
 //!   delivery worker.
+//! - `storage` where objects live: `storage::s3`, the client of an S3 cluster as a backend.
 //! - `store`   object bytes on disk: streaming ingest, temp → fsync → rename, sweep.
 //! - `db`      SQLite metadata: every SQL statement, migrations, one group-committing writer.
 //! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').
@@ -42,6 +43,7 @@ pub mod policy;
 pub mod s3;
 pub mod sniff;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod units;
