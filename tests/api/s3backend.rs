@@ -427,24 +427,41 @@ async fn client_multipart_passes_through_with_streamed_parts() {
     assert_eq!(code(&wrong), Some(Code::InvalidPart));
     backend.head("movie.mp4").await.unwrap_err();
 
+    let parts = [
+        CompletedPart {
+            number: 2,
+            etag: etag2.clone(),
+        },
+        CompletedPart {
+            number: 1,
+            etag: etag1.clone(),
+        },
+    ];
     let done = backend
-        .complete_multipart(
-            "movie.mp4",
-            &id,
-            &[
-                CompletedPart {
-                    number: 2,
-                    etag: etag2,
-                },
-                CompletedPart {
-                    number: 1,
-                    etag: etag1,
-                },
-            ],
-        )
+        .complete_multipart("movie.mp4", &id, &parts)
         .await
         .unwrap();
     assert!(done.etag.ends_with("-2\""), "{}", done.etag);
+    // The same Complete again (as a retry after a lost answer sends it): the upload is gone,
+    // the key holds exactly these parts, so it is done.
+    let again = backend
+        .complete_multipart("movie.mp4", &id, &parts)
+        .await
+        .unwrap();
+    assert_eq!(again.etag, done.etag);
+    // Other parts for the gone upload: NoSuchUpload.
+    let e = backend
+        .complete_multipart(
+            "movie.mp4",
+            &id,
+            &[CompletedPart {
+                number: 1,
+                etag: etag1.clone(),
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NoSuchUpload));
     assert_eq!(done.size, (one.len() + two.len()) as u64);
     let info = backend.head("movie.mp4").await.unwrap();
     assert_eq!(info.meta.content_type.as_deref(), Some("video/mp4"));
@@ -809,4 +826,291 @@ async fn refuse(client: &mut TcpStream, status: u16) {
         }
     })
     .await;
+}
+
+/// The same client against a real cluster, by hand (docs/cluster.md, "Client against RGW"):
+/// `tests/ceph/cluster.sh start DIR`, then
+/// `set -a; . DIR/env; set +a; cargo nextest run --test api s3backend::against_a_real_cluster --run-ignored only --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a running cluster: CEPH_RGW_ENDPOINT, CEPH_RGW_ACCESS_KEY, CEPH_RGW_SECRET_KEY"]
+async fn against_a_real_cluster() {
+    let var = |name| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let (endpoint, ak, sk) = (
+        var("CEPH_RGW_ENDPOINT"),
+        var("CEPH_RGW_ACCESS_KEY"),
+        var("CEPH_RGW_SECRET_KEY"),
+    );
+    let bucket = format!("s3client-{}", std::process::id());
+    // The bucket, with a request signed like the backend's.
+    let url = rusty_s3::signing::sign(
+        &jiff::Timestamp::now(),
+        rusty_s3::Method::Put,
+        format!("{endpoint}/{bucket}").parse().unwrap(),
+        &ak,
+        &sk,
+        None,
+        REGION,
+        600,
+        std::iter::empty(),
+        std::iter::empty(),
+    );
+    let made = reqwest::Client::new().put(url).send().await.unwrap();
+    assert!(made.status().is_success(), "{:?}", made.text().await);
+    let spool = tempfile::tempdir().unwrap();
+    let options = Options {
+        part_size: 5 * MIB as u64,
+        spool_dir: spool.path().to_owned(),
+        ..Options::default()
+    };
+    let backend = Backend::new(&endpoint, &bucket, REGION, &ak, &sk, options).unwrap();
+
+    // Small, with metadata and a checksum.
+    let mut meta = Meta {
+        content_type: Some("text/plain".into()),
+        content_disposition: Some("inline".into()),
+        cache_control: Some("no-cache".into()),
+        checksum: Some((
+            "crc32".into(),
+            checksum(postgate::auth::checksum::ChecksumAlgorithm::Crc32, b"hello"),
+        )),
+        ..Meta::default()
+    };
+    meta.user.insert("colour".into(), "blue".into());
+    let mut up = backend.uploader("dir/small file", meta.clone());
+    up.write(b"hello").await.unwrap();
+    let done = up.finish().await.unwrap();
+    println!("small: {done:?}");
+    let info = backend.head("dir/small file").await.unwrap();
+    println!("small head: {info:?}");
+    assert_eq!(info.meta.user, meta.user);
+    assert_eq!(info.meta.content_type, meta.content_type);
+    assert_eq!(read_all(&backend, "dir/small file", None).await, b"hello");
+
+    // 20 MiB: multipart, Complete's ETag.
+    let data = pattern(20 * MIB + 5, 1);
+    let mut up = backend.uploader("big", Meta::default());
+    write_chunked(&mut up, &data).await;
+    backend.head("big").await.unwrap_err();
+    let done = up.finish().await.unwrap();
+    println!("20 MiB: {done:?}");
+    assert!(done.etag.ends_with("-5\""), "{}", done.etag);
+    assert_eq!(done.size, data.len() as u64);
+    assert_eq!(read_all(&backend, "big", None).await, data);
+    let part = read_all(&backend, "big", Some(ByteRange::Inclusive(10, 29))).await;
+    assert_eq!(part, &data[10..30]);
+
+    // Listing.
+    for key in ["a/1", "a/2", "b c+d", "é"] {
+        let mut up = backend.uploader(key, Meta::default());
+        up.write(key.as_bytes()).await.unwrap();
+        up.finish().await.unwrap();
+    }
+    let mut request = ListRequest {
+        delimiter: Some("/".into()),
+        max_keys: Some(2),
+        ..ListRequest::default()
+    };
+    let (mut keys, mut prefixes) = (Vec::new(), Vec::new());
+    loop {
+        let page = backend.list(&request).await.unwrap();
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        prefixes.extend(page.common_prefixes);
+        match page.next_continuation_token {
+            Some(token) => request.continuation_token = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(prefixes, ["a/", "dir/"]);
+    assert_eq!(keys, ["b c+d", "big", "é"]);
+
+    // Copy, both directives.
+    backend
+        .copy("dir/small file", "copied", None)
+        .await
+        .unwrap();
+    assert_eq!(backend.head("copied").await.unwrap().meta.user, meta.user);
+    let replaced = Meta {
+        content_type: Some("image/png".into()),
+        ..Meta::default()
+    };
+    backend
+        .copy("dir/small file", "copied2", Some(&replaced))
+        .await
+        .unwrap();
+    let info = backend.head("copied2").await.unwrap();
+    assert!(info.meta.user.is_empty(), "{info:?}");
+    assert_eq!(info.meta.content_type.as_deref(), Some("image/png"));
+
+    // Client multipart passthrough.
+    let id = backend.create_multipart("mp", &meta).await.unwrap();
+    let one = pattern(5 * MIB, 2);
+    let stream = futures_util::stream::iter(
+        one.chunks(65536)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let etag1 = backend
+        .upload_part("mp", &id, 1, stream, one.len() as u64, None)
+        .await
+        .unwrap();
+    let two =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"tail"))]);
+    let etag2 = backend
+        .upload_part("mp", &id, 2, two, 4, None)
+        .await
+        .unwrap();
+    let parts = backend.list_parts("mp", &id, None).await.unwrap();
+    assert_eq!(parts.parts.len(), 2);
+    let e = backend
+        .complete_multipart(
+            "mp",
+            &id,
+            &[CompletedPart {
+                number: 1,
+                etag: etag2.clone(),
+            }],
+        )
+        .await
+        .unwrap_err();
+    println!("wrong part: {e:?}");
+    let done = backend
+        .complete_multipart(
+            "mp",
+            &id,
+            &[
+                CompletedPart {
+                    number: 1,
+                    etag: etag1.clone(),
+                },
+                CompletedPart {
+                    number: 2,
+                    etag: etag2.clone(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    println!("passthrough: {done:?}");
+    let again = backend
+        .complete_multipart(
+            "mp",
+            &id,
+            &[
+                CompletedPart {
+                    number: 1,
+                    etag: etag1,
+                },
+                CompletedPart {
+                    number: 2,
+                    etag: etag2,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.etag, done.etag,
+        "a repeated Complete is recognised as done"
+    );
+    assert_eq!(done.size, one.len() as u64 + 4);
+
+    // Abort and drop leave no upload.
+    let mut up = backend.uploader("aborted", Meta::default());
+    write_chunked(&mut up, &pattern(11 * MIB, 3)).await;
+    assert_eq!(backend.list_multipart_uploads("").await.unwrap().len(), 1);
+    up.abort().await;
+    assert!(backend.list_multipart_uploads("").await.unwrap().is_empty());
+    let mut up = backend.uploader("dropped", Meta::default());
+    write_chunked(&mut up, &pattern(11 * MIB, 4)).await;
+    drop(up);
+    let mut left = 1;
+    for _ in 0..100 {
+        left = backend.list_multipart_uploads("").await.unwrap().len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0);
+    assert!(backend.head("aborted").await.unwrap_err().is_not_found());
+    assert!(backend.head("dropped").await.unwrap_err().is_not_found());
+
+    // Typed errors.
+    let e = backend.get("missing", None).await.err().unwrap();
+    assert_eq!(code(&e), Some(Code::NoSuchKey));
+    let bogus = "2~no-such-upload";
+    let e = backend.list_parts("mp", bogus, None).await.unwrap_err();
+    println!("list_parts of an unknown upload: {e:?}");
+    let e2 = backend.abort_multipart("mp", bogus).await.unwrap_err();
+    println!("abort of an unknown upload: {e2:?}");
+    let one =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x"))]);
+    let e3 = backend
+        .upload_part("mp", bogus, 1, one, 1, None)
+        .await
+        .unwrap_err();
+    println!("upload_part to an unknown upload: {e3:?}");
+    let e4 = backend
+        .complete_multipart(
+            "mp",
+            bogus,
+            &[CompletedPart {
+                number: 1,
+                etag: "\"x\"".into(),
+            }],
+        )
+        .await
+        .unwrap_err();
+    println!("complete of an unknown upload: {e4:?}");
+    for e in [e, e2, e3, e4] {
+        assert_eq!(code(&e), Some(Code::NoSuchUpload), "{e:?}");
+    }
+
+    // 200 MiB, memory.
+    let before = rss_bytes();
+    let peak = Arc::new(AtomicUsize::new(before));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_bytes(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let chunk = pattern(MIB, 9);
+    let mut up = backend.uploader("huge", Meta::default());
+    for _ in 0..200 {
+        up.write(&chunk).await.unwrap();
+    }
+    let done = up.finish().await.unwrap();
+    sampler.abort();
+    println!(
+        "200 MiB to RGW: {:?}, {done:?}, RSS peak growth {} MiB",
+        started.elapsed(),
+        peak.load(Ordering::SeqCst).saturating_sub(before) / MIB
+    );
+
+    // Clean up.
+    let mut all = Vec::new();
+    let mut request = ListRequest::default();
+    loop {
+        let page = backend.list(&request).await.unwrap();
+        all.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next_continuation_token {
+            Some(token) => request.continuation_token = Some(token),
+            None => break,
+        }
+    }
+    let failed = backend.delete_many(&all).await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        backend
+            .list(&ListRequest::default())
+            .await
+            .unwrap()
+            .objects
+            .is_empty()
+    );
 }

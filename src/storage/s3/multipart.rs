@@ -12,7 +12,7 @@ use super::wire::{
     self, CompleteMultipartUploadResult, InitiateMultipartUploadResult, ListMultipartUploadsResult,
     ListPartsResult,
 };
-use super::{Backend, Call, Error, Finished, MAX_ANSWER, Meta, Payload, Retry};
+use super::{Backend, Call, Code, Error, Finished, MAX_ANSWER, Meta, Payload, Retry};
 
 /// A part named in CompleteMultipartUpload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Backend {
             call.retry = Retry::Never;
         }
         call.body = body;
-        let response = self.send(call).await?;
+        let response = self.send(call).await.map_err(upload_gone)?;
         etag_of(response.headers())
     }
 
@@ -147,16 +147,64 @@ impl Backend {
             .query("uploadId", upload_id)
             .header("content-type", "application/xml");
         call.body = Payload::Bytes(body.into());
-        let (_, answer) = self.send_read(call, MAX_ANSWER).await?;
+        let answer = match self.send_read(call, MAX_ANSWER).await.map_err(upload_gone) {
+            Ok((_, answer)) => answer,
+            Err(e) => return self.after_failed_complete(key, upload_id, parts, e).await,
+        };
         let result: CompleteMultipartUploadResult =
             wire::parse("CompleteMultipartUpload", &answer)?;
         self.written(key, &result.etag, size).await
     }
 
+    /// A Complete that failed because the upload is gone may have succeeded in an earlier
+    /// attempt whose answer was lost (a retry then finds no upload: AWS answers NoSuchUpload,
+    /// Ceph 16 a 500 "This multipart completion is already in progress", also for an upload
+    /// that never existed). If the upload is gone and the key holds exactly these parts (its
+    /// ETag is the MD5 of the parts' MD5s, `-N`), the Complete is done; a gone upload is
+    /// otherwise NoSuchUpload, and any other failure stands.
+    async fn after_failed_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        error: Error,
+    ) -> Result<Finished, Error> {
+        let maybe_gone = matches!(
+            &error,
+            Error::S3 {
+                code: Code::NoSuchUpload,
+                ..
+            } | Error::S3 { status: 500, .. }
+        );
+        if !maybe_gone {
+            return Err(error);
+        }
+        match self.list_parts(key, upload_id, None).await {
+            Err(e) if e.code() == Some(&Code::NoSuchUpload) => {}
+            _ => return Err(error),
+        }
+        if let (Some(expected), Ok(info)) = (multipart_etag(parts), self.head(key).await)
+            && info.etag.trim_matches('"') == expected.trim_matches('"')
+        {
+            return Ok(Finished {
+                etag: info.etag,
+                size: info.size,
+                last_modified: info
+                    .last_modified
+                    .unwrap_or_else(std::time::SystemTime::now),
+            });
+        }
+        Err(Error::S3 {
+            status: 404,
+            code: Code::NoSuchUpload,
+            message: "the multipart upload does not exist".into(),
+        })
+    }
+
     /// AbortMultipartUpload: its parts are dropped by the backend.
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), Error> {
         let call = Call::new(Method::DELETE, Some(key)).query("uploadId", upload_id);
-        self.send(call).await?;
+        self.send(call).await.map_err(upload_gone)?;
         Ok(())
     }
 
@@ -171,7 +219,10 @@ impl Backend {
         if let Some(marker) = marker {
             call = call.query("part-number-marker", marker.to_string());
         }
-        let (_, body) = self.send_read(call, MAX_ANSWER).await?;
+        let (_, body) = self
+            .send_read(call, MAX_ANSWER)
+            .await
+            .map_err(upload_gone)?;
         let result: ListPartsResult = wire::parse("ListParts", &body)?;
         Ok(PartsPage {
             parts: result
@@ -220,6 +271,44 @@ impl Backend {
             }
         }
     }
+}
+
+/// A 404 NoSuchKey on a request that names an upload id means the upload is not there: Ceph 16
+/// answers ListParts of an unknown upload so, where AWS says NoSuchUpload.
+fn upload_gone(error: Error) -> Error {
+    match error {
+        Error::S3 {
+            status: 404,
+            code: Code::NoSuchKey,
+            message,
+        } => Error::S3 {
+            status: 404,
+            code: Code::NoSuchUpload,
+            message,
+        },
+        other => other,
+    }
+}
+
+/// The ETag S3 gives the object completed from `parts`: the MD5 of their MD5s, `-N`. None when
+/// a part's ETag is not an MD5 (some backends with server-side encryption).
+fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    use md5::Digest as _;
+    let mut sorted: Vec<&CompletedPart> = parts.iter().collect();
+    sorted.sort_by_key(|p| p.number);
+    let mut md5 = md5::Md5::new();
+    for part in &sorted {
+        let digest = hex::decode(part.etag.trim_matches('"')).ok()?;
+        if digest.len() != 16 {
+            return None;
+        }
+        md5.update(&digest);
+    }
+    Some(format!(
+        "\"{}-{}\"",
+        hex::encode(md5.finalize()),
+        sorted.len()
+    ))
 }
 
 /// The ETag header of an UploadPart or PutObject answer.

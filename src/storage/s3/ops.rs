@@ -256,13 +256,13 @@ impl Backend {
     ) -> Result<Finished, Error> {
         let head = self.head(key).await;
         match (head, size) {
-            (Ok(info), _) if etag.is_empty() || info.etag == etag => Ok(Finished {
+            (Ok(info), _) if etag.is_empty() || same_etag(&info.etag, etag) => Ok(Finished {
                 etag: info.etag,
                 size: info.size,
                 last_modified: info.last_modified.unwrap_or_else(SystemTime::now),
             }),
             (_, Some(size)) if !etag.is_empty() => Ok(Finished {
-                etag: etag.to_owned(),
+                etag: format!("\"{}\"", etag.trim_matches('"')),
                 size,
                 last_modified: SystemTime::now(),
             }),
@@ -272,6 +272,12 @@ impl Backend {
             ))),
         }
     }
+}
+
+/// ETags compared without their quotes: Ceph 16 answers a repeated CompleteMultipartUpload
+/// with the object's ETag unquoted.
+fn same_etag(a: &str, b: &str) -> bool {
+    a.trim_matches('"') == b.trim_matches('"')
 }
 
 /// `bytes first-last/size` → (first, last, size).
