@@ -641,6 +641,57 @@ async fn a_silent_server_times_out() {
     );
 }
 
+/// The idle timeout follows the body: a part that keeps moving for longer than it is not cut,
+/// one that stops is.
+#[tokio::test]
+async fn a_slow_body_is_cut_only_when_it_stops() {
+    let app = spawn_app().await;
+    app.create_bucket("bkt").await;
+    let spool = tempfile::tempdir().unwrap();
+    let backend = backend_at(&app.base, "bkt", spool.path(), |o| {
+        o.idle_timeout = Duration::from_millis(400);
+    });
+    let id = backend
+        .create_multipart("slow", &Meta::default())
+        .await
+        .unwrap();
+    // 12 chunks, one every 100 ms: 1.2 s in all, three idle timeouts.
+    let slow = futures_util::stream::unfold(0, |n| async move {
+        if n == 12 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789")),
+            n + 1,
+        ))
+    });
+    let started = Instant::now();
+    backend
+        .upload_part("slow", &id, 1, slow, 120, None)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+
+    // One chunk, then nothing.
+    let stalled =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"abc"))])
+            .chain(futures_util::stream::pending());
+    let started = Instant::now();
+    let e = backend
+        .upload_part("slow", &id, 2, stalled, 100, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Transport(_)), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let parts = backend.list_parts("slow", &id, None).await.unwrap();
+    assert_eq!(parts.parts.len(), 1, "the cut part is not stored");
+}
+
 #[tokio::test]
 async fn virtual_host_addressing() {
     let dir = tempfile::tempdir().unwrap();

@@ -236,6 +236,11 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// A caller's body for the backend (a client's part, streamed through).
+type CallerStream = std::pin::Pin<
+    Box<dyn Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send>,
+>;
+
 /// What a request sends as its body.
 enum Payload {
     Empty,
@@ -246,7 +251,7 @@ enum Payload {
         len: u64,
     },
     /// A caller's stream: sent once, so its request is never retried.
-    Stream(Option<(reqwest::Body, u64)>),
+    Stream(Option<(CallerStream, u64)>),
 }
 
 /// A successful answer: streaming, or read whole (`Backend::send_read`).
@@ -456,15 +461,12 @@ impl Backend {
                 let file = tokio::fs::File::open(&path)
                     .await
                     .map_err(|e| (Error::Spool(e), true))?;
-                let counter = progress.clone();
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).inspect(
-                    move |_| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    },
-                );
-                Some((reqwest::Body::wrap_stream(stream), *len))
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+                Some((counted(stream, &progress), *len))
             }
-            Payload::Stream(body) => body.take(),
+            Payload::Stream(body) => body
+                .take()
+                .map(|(stream, len)| (counted(stream, &progress), len)),
         };
         if let Some((body, len)) = body {
             // A known length: S3 wants Content-Length on PUT (RGW refuses chunked encoding
@@ -564,6 +566,18 @@ impl Backend {
             },
         ))
     }
+}
+
+/// `stream` as a request body, counting its chunks into `progress` (for the idle timeout).
+fn counted<S, E>(stream: S, progress: &Arc<AtomicU64>) -> reqwest::Body
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let progress = progress.clone();
+    reqwest::Body::wrap_stream(stream.inspect(move |_| {
+        progress.fetch_add(1, Ordering::Relaxed);
+    }))
 }
 
 /// The wait before retry number `attempt + 1`: `base * 2^attempt`, at most `max`, drawn

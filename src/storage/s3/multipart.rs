@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, TryStreamExt as _};
 use reqwest::Method;
 
 use super::wire::{
@@ -66,7 +66,7 @@ impl Backend {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let body = reqwest::Body::wrap_stream(body);
+        let body: super::CallerStream = Box::pin(body.map_err(Into::into));
         self.put_part(
             key,
             upload_id,

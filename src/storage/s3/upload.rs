@@ -183,6 +183,10 @@ impl Uploader {
                 id
             }
         };
+        // A part that failed already ends the upload now, not when the last byte came.
+        while let Some(part) = self.in_flight.try_join_next() {
+            self.done.push(joined(part)?);
+        }
         while self.in_flight.len() >= self.backend.options().parts_in_flight {
             let part = self.in_flight.join_next().await.expect("not empty");
             self.done.push(joined(part)?);
