@@ -469,8 +469,8 @@ impl Backend {
                 .map(|(stream, len)| (counted(stream, &progress), len)),
         };
         if let Some((body, len)) = body {
-            // A known length: S3 wants Content-Length on PUT (RGW refuses chunked encoding
-            // without it), and the body then goes as it is, never buffered.
+            // A known length: S3 wants Content-Length on PutObject and UploadPart (it refuses a
+            // chunked body without aws-chunked framing), and the body goes as it is, unbuffered.
             request = request.header(CONTENT_LENGTH, len).body(body);
         } else if matches!(call.method, Method::PUT | Method::POST) {
             request = request.header(CONTENT_LENGTH, 0);
