@@ -15,7 +15,8 @@
 //!   webhooks, cached), the outbox the core writes in the object's transaction, the signed
 //!   delivery worker.
 //! - `storage` the storage backend seam: object bytes and the object catalog; today the local
-//!   filesystem store (streaming ingest, temp → fsync → rename, sweep) over SQLite rows.
+//!   filesystem store (streaming ingest, temp → fsync → rename, sweep) over SQLite rows;
+//!   `storage::s3`, the client of an S3 cluster, for the S3 backend.
 //! - `db`      SQLite metadata: every SQL statement, migrations, one group-committing writer.
 //! - `error`   `S3Error` (the only error on S3 paths) and `JsonError` (the `/-/` routes').
 //! - `auth`    SigV4 / SigV2 (header, presigned), aws-chunked bodies, checksums. Pure.

@@ -3,7 +3,8 @@
 //! The core (`objects/`) and `state` hold one [`Storage`] and call only its methods; no other
 //! room reaches a backend (`tests/architecture.rs` forbids the areas to import `storage`).
 //! Today there is one backend, the local filesystem store ([`fs::FsStore`]); an S3 backend
-//! (`--backend s3`, see docs/cluster.md) is a second variant.
+//! (`--backend s3`, see docs/cluster.md) is a second variant, built on [`s3`], the client of an
+//! S3 cluster (streaming uploads with bounded memory, ranged reads, listings, multipart).
 //!
 //! # An enum, not a trait object
 //!
@@ -26,6 +27,7 @@
 
 pub mod catalog;
 pub mod fs;
+pub mod s3;
 
 use std::io;
 use std::path::Path;

@@ -22,6 +22,7 @@ mod permissions;
 mod post_object;
 mod powerloss;
 mod quotas;
+mod s3backend;
 mod serving;
 mod storage_backend;
 mod tls;
