@@ -23,6 +23,7 @@ mod post_object;
 mod powerloss;
 mod quotas;
 mod serving;
+mod small_uploads;
 mod tls;
 mod typecheck;
 mod uppy;
