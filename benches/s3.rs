@@ -16,7 +16,9 @@
 //!                        DIR/<case>.data (needs `perf`; read with `perf report -i DIR/<case>.data`)
 //!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
 //!                        post = 8-10, slow = 12, ops = 13, typecheck = 14; and, only when named
-//!                        here: uploads = 15, wal = 16, idle = 17); the limits are always measured
+//!                        here: uploads = 15, wal = 16, idle = 17, count = instructions per 4 KiB
+//!                        PUT/POST/GET under callgrind, alone, no limits); the limits are always
+//!                        measured
 //!   --uploads N, --upload-mib M, --upload-rate B   figure 15: N uploads of M MiB at B bytes/s each
 //!                        (default 100, 64 (8 with --quick), 2000000)
 //!   --wal-secs S         figure 16's duration (default 60, 10 with --quick)
@@ -137,6 +139,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
+#[path = "s3/count.rs"]
+mod count;
 #[path = "s3/phones.rs"]
 mod phones;
 
@@ -1347,11 +1351,31 @@ async fn spawn_postgate(o: &Opts, data_dir: &Path, tag: &str) -> Proc {
 
 /// `spawn_postgate` with extra environment variables (e.g. `POSTGATE_LOG`).
 async fn spawn_postgate_with(o: &Opts, data_dir: &Path, tag: &str, env: &[(&str, &str)]) -> Proc {
+    spawn_postgate_wrapped(o, data_dir, tag, env, &[]).await
+}
+
+/// `spawn_postgate_with`, the server run by `wrapper` (e.g. `valgrind --tool=callgrind`) when
+/// not empty; a wrapped server gets 5 minutes instead of 20 s to become ready.
+async fn spawn_postgate_wrapped(
+    o: &Opts,
+    data_dir: &Path,
+    tag: &str,
+    env: &[(&str, &str)],
+    wrapper: &[String],
+) -> Proc {
     std::fs::create_dir_all(data_dir).unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let log = data_dir.with_extension(format!("{tag}.log"));
     let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(&o.postgate)
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(&o.postgate);
+            c
+        }
+        None => Command::new(&o.postgate),
+    };
+    let child = cmd
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
@@ -1370,7 +1394,8 @@ async fn spawn_postgate_with(o: &Opts, data_dir: &Path, tag: &str, env: &[(&str,
         addr,
         log: Some(log.clone()),
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready_in = Duration::from_secs(if wrapper.is_empty() { 20 } else { 300 });
+    let deadline = Instant::now() + ready_in;
     loop {
         let req = Request::get("/-/health")
             .header("host", addr.to_string())
@@ -1387,7 +1412,10 @@ async fn spawn_postgate_with(o: &Opts, data_dir: &Path, tag: &str, env: &[(&str,
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "postgate not ready after 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "postgate not ready after {ready_in:?}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -1761,6 +1789,12 @@ fn step(name: &str) {
 
 async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
+
+    // Instruction counts need no limits (nothing to compare with): alone, and only when named.
+    if o.asks("count") {
+        count::figure_count(o, scratch, &mut rows).await;
+        return rows;
+    }
 
     // --- 1. Loopback limit.
     step("loopback limit (do-nothing server)");

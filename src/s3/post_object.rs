@@ -8,6 +8,9 @@
 //! The file streams through the same write path as PutObject with a running size check that stops
 //! at the first chunk past the policy's maximum. Fields after `file` are ignored, as S3 does.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -230,7 +233,7 @@ where
             let signed = match &signer {
                 Signer::Key {
                     access_key, policy, ..
-                } => Some((access_key.as_str(), policy)),
+                } => Some((access_key.as_str(), policy.as_ref())),
                 Signer::Anonymous => None,
             };
             let content_type = fields.get("content-type");
@@ -538,7 +541,7 @@ enum Signer {
     Anonymous,
     Key {
         access_key: String,
-        policy: policy::Policy,
+        policy: Arc<policy::Policy>,
         sig: policy::SigVersion,
     },
 }
@@ -561,6 +564,36 @@ impl Signer {
 }
 
 /// Signature (in AWS's order: fields, key, signature, then the policy document) and permission.
+/// Policies decoded earlier, by their base64 text as sent: a presigned form is typically
+/// reused for many uploads (every file a page sends), and decoding it (base64, JSON, conditions)
+/// was the largest share of a small POST after the body's hashes. Only policies whose signature
+/// verified get here, and the decode is a pure function of the text, so a hit answers exactly
+/// what a fresh decode would; the time checks (`expiration`) run on every request.
+static POLICIES: LazyLock<Mutex<HashMap<Box<str>, Arc<policy::Policy>>>> =
+    LazyLock::new(Mutex::default);
+/// At most this many cached policies (emptied when full: a handful are in use at a time).
+const POLICIES_MAX: usize = 256;
+/// Longer policies are decoded every time (they would make the cache's memory unbounded-ish).
+const POLICY_CACHE_MAX_LEN: usize = 8 * 1024;
+
+/// [`policy::Policy::from_base64`] through [`POLICIES`]; errors are not cached.
+fn decode_policy(b64: &str) -> S3Result<Arc<policy::Policy>> {
+    let cacheable = b64.len() <= POLICY_CACHE_MAX_LEN;
+    let cache = || POLICIES.lock().unwrap_or_else(|e| e.into_inner());
+    if cacheable && let Some(p) = cache().get(b64).cloned() {
+        return Ok(p);
+    }
+    let parsed = Arc::new(policy::Policy::from_base64(b64).map_err(S3Error::from)?);
+    if cacheable {
+        let mut cache = cache();
+        if cache.len() >= POLICIES_MAX {
+            cache.clear();
+        }
+        cache.insert(b64.into(), parsed.clone());
+    }
+    Ok(parsed)
+}
+
 async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -> S3Result<Signer> {
     let auth = policy::parse_post_auth(fields, &app.config.region).map_err(S3Error::from)?;
     let (access_key, sig) = match &auth {
@@ -607,7 +640,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     if !access::may_write(who, bucket, grant) {
         return Err(S3Error::access_denied());
     }
-    let policy = policy::Policy::from_base64(policy_b64).map_err(S3Error::from)?;
+    let policy = decode_policy(policy_b64)?;
     Ok(Signer::Key {
         access_key,
         policy,

@@ -24,6 +24,7 @@ mod powerloss;
 mod quotas;
 mod s3backend;
 mod serving;
+mod small_uploads;
 mod storage_backend;
 mod tls;
 mod typecheck;
