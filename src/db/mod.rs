@@ -151,27 +151,23 @@ impl Db {
         // changed before) stays in memory rather than in a temp file.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
-        // The writer wakes the checkpoint thread as soon as a batch takes the WAL past
-        // `WAL_TRUNCATE_AT` (one pending wake-up is enough).
-        let (nudge, nudged) = mpsc::sync_channel::<()>(1);
-        let writer_wal = wal.clone();
         let batch_sizes = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
         );
         let observed = batch_sizes.clone();
         std::thread::Builder::new()
             .name("postgate-db-writer".into())
-            .spawn(move || writer_loop(conn, rx, observed, writer_wal, nudge))
+            .spawn(move || writer_loop(conn, rx, observed))
             .map_err(|e| DbError::Corrupt(format!("cannot start writer thread: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoint_conn = open_connection(path)?;
         let stop_flag = stop.clone();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
         std::thread::Builder::new()
             .name("postgate-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, wal, stop_flag, nudged))
+            .spawn(move || checkpoint_loop(checkpoint_conn, wal, stop_flag))
             .map_err(|e| DbError::Corrupt(format!("cannot start checkpoint thread: {e}")))?;
         Ok(Db {
             inner: Arc::new(DbInner {
@@ -275,24 +271,9 @@ impl Db {
 /// soak of mixed traffic took it past 200 MiB in a minute). Past [`WAL_TRUNCATE_AT`] the
 /// checkpoint is TRUNCATE instead: it waits for the readers of the moment (short: no read holds a
 /// connection while a body streams), briefly holding writers back, and empties the file.
-///
-/// At full speed, small uploads add tens of MiB to the WAL in 250 ms, so waiting for the next
-/// tick let it overshoot the bound (71.5 MiB at 4 KiB PUTs, 64 connections): the writer, which
-/// learns the WAL's length between batches, wakes this thread as soon as it passes
-/// [`WAL_TRUNCATE_AT`]. The checkpoint still runs here, not between the writer's batches.
-fn checkpoint_loop(
-    conn: Connection,
-    wal: PathBuf,
-    stop: Arc<AtomicBool>,
-    nudged: mpsc::Receiver<()>,
-) {
+fn checkpoint_loop(conn: Connection, wal: PathBuf, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        if let Err(mpsc::RecvTimeoutError::Disconnected) =
-            nudged.recv_timeout(std::time::Duration::from_millis(250))
-        {
-            // The writer is gone (closing): back to the plain tick until `stop`.
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
         let long = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_AT);
         let mode = if long { "TRUNCATE" } else { "PASSIVE" };
         if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
@@ -302,13 +283,7 @@ fn checkpoint_loop(
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-fn writer_loop(
-    conn: Connection,
-    rx: mpsc::Receiver<Job>,
-    batch_sizes: Histogram,
-    wal: PathBuf,
-    nudge: mpsc::SyncSender<()>,
-) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_sizes: Histogram) {
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -330,9 +305,6 @@ fn writer_loop(
                 )),
                 Err(e) => Err(DbError::Corrupt(format!("commit failed: {e}"))),
             });
-        }
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_AT) {
-            let _ = nudge.try_send(());
         }
     }
 }
