@@ -26,3 +26,4 @@ mod serving;
 mod tls;
 mod typecheck;
 mod uppy;
+mod wal;
