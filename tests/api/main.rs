@@ -29,3 +29,4 @@ mod storage_backend;
 mod tls;
 mod typecheck;
 mod uppy;
+mod wal;
