@@ -583,6 +583,11 @@ pub async fn store_part(
     let temp = match part.body {
         Staged::Temp(t) => t,
         Staged::Inline(bytes) => store.stage_bytes(bytes).await?,
+        // A part streams into the backend's upload (docs/cluster.md 9.2, `Staged::Part`).
+        Staged::Backend(upload) => {
+            upload.abort().await;
+            return Err(crate::storage::not_built("store_part").into());
+        }
     };
     let blob = store.persist(temp).await?;
     let record = PartRecord {

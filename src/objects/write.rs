@@ -293,6 +293,11 @@ pub async fn commit_reserved(
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
         Staged::Temp(temp) => Body::Blob(store.persist(temp).await?),
+        // Published by the backend before the control transaction (docs/cluster.md 9.4).
+        Staged::Backend(upload) => {
+            upload.abort().await;
+            return Err(crate::storage::not_built("commit").into());
+        }
     };
     let new_blob = match &body {
         Body::Blob(id) => Some(id.clone()),

@@ -26,6 +26,16 @@ pub enum Catalog {
     /// The `objects` table of postgate's own database (`db::objects`), the filesystem store's
     /// catalog.
     Sqlite,
+    /// The S3 backend's objects themselves (their headers and `x-amz-meta-*`). Not built: its
+    /// reads and writes are network calls, made outside the control transactions and never
+    /// from these in-transaction methods, whose S3 arms answer [`not_built`]
+    /// (docs/cluster.md sections 9.4 and 9.5).
+    S3,
+}
+
+/// The S3 arm of an in-transaction catalog method.
+fn not_built(method: &str) -> DbError {
+    DbError::File(crate::storage::not_built(&format!("catalog {method}")))
 }
 
 impl Catalog {
@@ -39,6 +49,7 @@ impl Catalog {
     ) -> Result<Option<ObjectRecord>, DbError> {
         match self {
             Catalog::Sqlite => objects::get(conn, bucket, key, with_body),
+            Catalog::S3 => Err(not_built("get")),
         }
     }
 
@@ -54,6 +65,7 @@ impl Catalog {
     ) -> Result<Vec<String>, DbError> {
         match self {
             Catalog::Sqlite => objects::put(conn, bucket, key, meta, body),
+            Catalog::S3 => Err(not_built("put")),
         }
     }
 
@@ -66,6 +78,7 @@ impl Catalog {
     ) -> Result<Option<Vec<String>>, DbError> {
         match self {
             Catalog::Sqlite => objects::delete(conn, bucket, key),
+            Catalog::S3 => Err(not_built("delete")),
         }
     }
 
@@ -81,6 +94,7 @@ impl Catalog {
     ) -> Result<Result<Option<Vec<String>>, E>, DbError> {
         match self {
             Catalog::Sqlite => objects::delete_if(conn, bucket, key, check),
+            Catalog::S3 => Err(not_built("delete_if")),
         }
     }
 
@@ -97,6 +111,7 @@ impl Catalog {
     ) -> Result<Vec<ListEntry>, DbError> {
         match self {
             Catalog::Sqlite => objects::scan(conn, bucket, from, exclusive, until, limit),
+            Catalog::S3 => Err(not_built("scan")),
         }
     }
 
@@ -110,6 +125,7 @@ impl Catalog {
     ) -> Result<bool, DbError> {
         match self {
             Catalog::Sqlite => objects::set_acl(conn, bucket, key, acl),
+            Catalog::S3 => Err(not_built("set_acl")),
         }
     }
 
@@ -120,6 +136,7 @@ impl Catalog {
     ) -> Result<std::collections::HashSet<String>, DbError> {
         match self {
             Catalog::Sqlite => objects::referenced_blobs(conn),
+            Catalog::S3 => Err(not_built("referenced_blobs")),
         }
     }
 }

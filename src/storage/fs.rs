@@ -103,6 +103,10 @@ pub struct Ingested {
 pub enum Staged {
     Inline(Vec<u8>),
     Temp(TempBlob),
+    /// The S3 backend's staged body: its bytes on their way into the backend, nothing visible
+    /// until the write publishes it; dropped, it aborts the backend's upload. Not produced yet
+    /// (docs/cluster.md section 9.2).
+    Backend(Box<super::s3::Uploader>),
 }
 
 /// A temp file that is removed on drop unless `persist` moved it into the blob tree.

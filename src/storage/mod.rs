@@ -24,6 +24,13 @@
 //! [`IngestError`]) are the filesystem store's and backend-neutral except for
 //! [`Staged::Temp`]/[`TempBlob`] and [`Segment`], which name local blobs: an S3 backend adds its
 //! own staged form (an upload in the backend not yet made current) beside them.
+//!
+//! # The S3 variant: a skeleton
+//!
+//! [`Storage::S3`] (with [`Catalog::S3`] and [`Staged::Backend`]) is in place so that the compiler
+//! lists every arm the wiring must write; each arm answers [`not_built`] for now, and start-up
+//! still refuses `--backend s3` (`state.rs`), so no request reaches them. docs/cluster.md
+//! section 9 is the plan each arm follows.
 
 pub mod catalog;
 pub mod fs;
@@ -47,6 +54,18 @@ pub use fs::{
 pub enum Storage {
     /// Blobs under the data directory, metadata in SQLite (the default, `--backend fs`).
     Fs(FsStore),
+    /// Objects (bytes and metadata) in one bucket of an S3 cluster (`--backend s3`). Not wired
+    /// yet: every method answers [`not_built`] (docs/cluster.md section 9).
+    S3(s3::Backend),
+}
+
+/// What an arm of the S3 backend that is not written yet answers: an `Unsupported` I/O error
+/// naming the operation. Unreachable while start-up refuses `--backend s3`.
+pub fn not_built(operation: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("the S3 backend's {operation} is not built yet (docs/cluster.md section 9)"),
+    )
 }
 
 impl Storage {
@@ -60,6 +79,7 @@ impl Storage {
     pub fn catalog(&self) -> Catalog {
         match self {
             Storage::Fs(_) => Catalog::Sqlite,
+            Storage::S3(_) => Catalog::S3,
         }
     }
 
@@ -78,6 +98,8 @@ impl Storage {
     {
         match self {
             Storage::Fs(fs) => fs.ingest(body, max_size, inline_max, hashes, sniff).await,
+            // Needs the destination (bucket, key, metadata) to open an `Uploader`: section 9.2.
+            Storage::S3(_) => Err(IngestError::Io(not_built("ingest"))),
         }
     }
 
@@ -85,6 +107,7 @@ impl Storage {
     pub async fn persist(&self, temp: TempBlob) -> io::Result<String> {
         match self {
             Storage::Fs(fs) => fs.persist(temp).await,
+            Storage::S3(_) => Err(not_built("persist")),
         }
     }
 
@@ -92,6 +115,7 @@ impl Storage {
     pub async fn stage_bytes(&self, bytes: Vec<u8>) -> io::Result<TempBlob> {
         match self {
             Storage::Fs(fs) => fs.stage_bytes(bytes).await,
+            Storage::S3(_) => Err(not_built("stage_bytes")),
         }
     }
 
@@ -104,6 +128,7 @@ impl Storage {
     ) -> io::Result<(TempBlob, Option<Digests>)> {
         match self {
             Storage::Fs(fs) => fs.copy_segments(segments, hashes).await,
+            Storage::S3(_) => Err(not_built("copy_segments")),
         }
     }
 
@@ -115,6 +140,7 @@ impl Storage {
     ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
         match self {
             Storage::Fs(fs) => fs.stream_segments(segments).await,
+            Storage::S3(_) => Err(not_built("stream_segments")),
         }
     }
 
@@ -122,6 +148,11 @@ impl Storage {
     pub async fn remove(&self, id: String) {
         match self {
             Storage::Fs(fs) => fs.remove(id).await,
+            // No blobs: what a replaced or refused S3 write leaves is undone by the backend
+            // calls of the write itself (docs/cluster.md section 9.3), never by blob id.
+            Storage::S3(_) => {
+                tracing::warn!(blob = %id, "{}", not_built("remove"));
+            }
         }
     }
 
@@ -133,6 +164,61 @@ impl Storage {
     ) -> io::Result<(usize, usize)> {
         match self {
             Storage::Fs(fs) => fs.sweep(referenced),
+            Storage::S3(_) => Err(not_built("sweep")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The S3 variant is a skeleton: every method answers `Unsupported` naming itself, its
+    /// catalog is `Catalog::S3`, and nothing touches the network (the endpoint is never called).
+    #[tokio::test]
+    async fn the_s3_variant_answers_not_built() {
+        let backend = s3::Backend::new(
+            "http://127.0.0.1:9",
+            "postgate",
+            "us-east-1",
+            "key",
+            "secret",
+            s3::Options::default(),
+        )
+        .unwrap();
+        let store = Storage::S3(backend);
+        assert_eq!(store.catalog(), Catalog::S3);
+        let unsupported = |e: io::Error, what: &str| {
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+            assert!(e.to_string().contains(what), "{e}");
+        };
+        let body = futures_util::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"x"))]);
+        match store
+            .ingest(
+                body,
+                10,
+                0,
+                Hashes::new(false, None),
+                crate::sniff::Sniffer::detect_only(),
+            )
+            .await
+        {
+            Err(IngestError::Io(e)) => unsupported(e, "ingest"),
+            other => panic!("ingest: {:?}", other.err()),
+        }
+        unsupported(
+            store.stage_bytes(b"x".to_vec()).await.err().unwrap(),
+            "stage_bytes",
+        );
+        unsupported(
+            store.copy_segments(Vec::new(), None).await.err().unwrap(),
+            "copy_segments",
+        );
+        unsupported(
+            store.stream_segments(Vec::new()).await.err().unwrap(),
+            "stream_segments",
+        );
+        unsupported(store.sweep(&Default::default()).unwrap_err(), "sweep");
+        store.remove("blob".into()).await;
     }
 }
