@@ -1420,6 +1420,21 @@ async fn spawn_postgate_wrapped(
     }
 }
 
+/// Stores `GET_KEYS_PER_CONN` 4 KiB objects per connection for the GET figures; their paths.
+async fn preload_get_keys(server: &Proc, signer: &Signer) -> Vec<String> {
+    let preload = Arc::new(PutSmall::new(signer.clone(), "get", GET_KEYS_PER_CONN));
+    let paths: Vec<String> = (0..CONNECTIONS)
+        .flat_map(|c| (0..GET_KEYS_PER_CONN).map(move |i| (c, i)))
+        .map(|(c, i)| preload.path(c, i))
+        .collect();
+    let pre = run_load(server.addr, preload, StatusCode::OK, |_| {
+        Plan::Count(GET_KEYS_PER_CONN)
+    })
+    .await;
+    assert_eq!(pre.errors, 0, "preloading GET keys: {:?}", pre.first_error);
+    paths
+}
+
 async fn create_bucket(p: &Proc) -> Signer {
     let signer = Signer::new(&p.addr.to_string());
     let req = signer.signed(
@@ -2196,16 +2211,7 @@ async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64,
     drop(put);
 
     step("GetObject 4 KiB @64 (preloading keys)");
-    let preload = Arc::new(PutSmall::new(signer.clone(), "get", GET_KEYS_PER_CONN));
-    let paths: Vec<String> = (0..CONNECTIONS)
-        .flat_map(|c| (0..GET_KEYS_PER_CONN).map(move |i| (c, i)))
-        .map(|(c, i)| preload.path(c, i))
-        .collect();
-    let pre = run_load(server.addr, preload, StatusCode::OK, |_| {
-        Plan::Count(GET_KEYS_PER_CONN)
-    })
-    .await;
-    assert_eq!(pre.errors, 0, "preloading GET keys: {:?}", pre.first_error);
+    let paths = preload_get_keys(&server, &signer).await;
     let get = Arc::new(GetSmall::new(Signer::new(&server.addr.to_string()), paths));
     let perf = Perf::start(o, &server, "get-4k");
     let r = run_load(server.addr, get, StatusCode::OK, timed(o)).await;

@@ -35,16 +35,7 @@ pub(super) async fn figure_count(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) 
     let host = server.addr.to_string();
 
     // Setup (bucket, GET keys, the POST policy) goes into a profile of its own.
-    let preload = Arc::new(PutSmall::new(signer.clone(), "get", GET_KEYS_PER_CONN));
-    let paths: Vec<String> = (0..CONNECTIONS)
-        .flat_map(|c| (0..GET_KEYS_PER_CONN).map(move |i| (c, i)))
-        .map(|(c, i)| preload.path(c, i))
-        .collect();
-    let pre = run_load(server.addr, preload, StatusCode::OK, |_| {
-        Plan::Count(GET_KEYS_PER_CONN)
-    })
-    .await;
-    assert_eq!(pre.errors, 0, "preloading GET keys: {:?}", pre.first_error);
+    let paths = preload_get_keys(&server, &signer).await;
     let post = presign_post(server.addr, KeySpec::Prefix("post/".into()), SMALL as u64);
     dump(&server, &dir, "setup");
 

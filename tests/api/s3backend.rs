@@ -756,17 +756,8 @@ async fn a_200_mib_upload_keeps_memory_flat() {
         o.part_size = 32 * MIB as u64
     });
     let chunk = pattern(MIB, 9);
-    let peak = Arc::new(AtomicUsize::new(0));
     let before = rss_bytes();
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_bytes(), Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let (peak, sampler) = sample_peak_rss(0);
     let started = Instant::now();
     let mut up = backend.uploader("huge", Meta::default());
     let mut max_spooled = 0;
@@ -791,6 +782,21 @@ async fn a_200_mib_upload_keeps_memory_flat() {
     assert!(max_spooled <= 5, "{max_spooled} spool files at once");
     assert!(spool_files(spool.path()).is_empty());
     assert_eq!(backend.head("huge").await.unwrap().size, 200 * MIB as u64);
+}
+
+/// The process's peak RSS (from `start`), sampled every 20 ms until the task is aborted.
+fn sample_peak_rss(start: usize) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(AtomicUsize::new(start));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_bytes(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    (peak, sampler)
 }
 
 fn rss_bytes() -> usize {
@@ -1119,16 +1125,7 @@ async fn against_a_real_cluster() {
 
     // 200 MiB, memory.
     let before = rss_bytes();
-    let peak = Arc::new(AtomicUsize::new(before));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_bytes(), Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let (peak, sampler) = sample_peak_rss(before);
     let started = Instant::now();
     let chunk = pattern(MIB, 9);
     let mut up = backend.uploader("huge", Meta::default());
