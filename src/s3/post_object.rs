@@ -563,7 +563,6 @@ impl Signer {
     }
 }
 
-/// Signature (in AWS's order: fields, key, signature, then the policy document) and permission.
 /// Policies decoded earlier, by their base64 text as sent: a presigned form is typically
 /// reused for many uploads (every file a page sends), and decoding it (base64, JSON, conditions)
 /// was the largest share of a small POST after the body's hashes. Only policies whose signature
@@ -594,6 +593,7 @@ fn decode_policy(b64: &str) -> S3Result<Arc<policy::Policy>> {
     Ok(parsed)
 }
 
+/// Signature (in AWS's order: fields, key, signature, then the policy document) and permission.
 async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -> S3Result<Signer> {
     let auth = policy::parse_post_auth(fields, &app.config.region).map_err(S3Error::from)?;
     let (access_key, sig) = match &auth {
