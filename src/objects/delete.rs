@@ -27,6 +27,13 @@ pub struct DeleteCondition {
 }
 
 impl DeleteCondition {
+    /// Whether any condition is set: such a delete tells its caller something about the
+    /// current version (its ETag, size or time, or that it exists), so it needs read
+    /// permission as well as write ([`crate::objects::access::may_delete`]).
+    pub fn is_set(&self) -> bool {
+        self.if_match.is_some() || self.last_modified.is_some() || self.size.is_some()
+    }
+
     /// Checks the condition against the current version (`None`: no object at `key`); the error
     /// names the header that failed, or is `NoSuchKey`.
     pub fn check(&self, current: Option<&ObjectMeta>, key: &str) -> Result<()> {
@@ -74,19 +81,27 @@ pub enum Refused {
     PreconditionFailed,
     /// Its `<ETag>` named an object that does not exist.
     NoSuchKey,
+    /// It carried a condition and the caller may not read the bucket
+    /// ([`crate::objects::access::may_delete`]): nothing was checked or deleted.
+    AccessDenied,
 }
 
 /// Deletes `bucket/key` if it exists (S3's DeleteObject succeeds either way) and `cond` holds,
 /// checked in the delete's own transaction. A removal records its event (when a target wants
-/// it) in the same transaction.
+/// it) in the same transaction. `can_read`: whether the caller may read the bucket; a
+/// conditioned delete without it is refused with AccessDenied before the row is looked at.
 pub async fn one(
     db: &Db,
     store: &Storage,
     bucket: &str,
     key: &str,
     cond: DeleteCondition,
+    can_read: bool,
     origin: Origin,
 ) -> Result<()> {
+    if !crate::objects::access::may_delete(&cond, can_read) {
+        return Err(Error::AccessDenied);
+    }
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let catalog = store.catalog();
     let removed = db
@@ -105,12 +120,14 @@ pub async fn one(
 }
 
 /// Deletes each of `keys` whose condition holds, in one transaction; one outcome per key, in
-/// order.
+/// order. `can_read` as for [`one`]: without it, each conditioned key is refused with
+/// AccessDenied, whether its object exists or not.
 pub async fn many(
     db: &Db,
     store: &Storage,
     bucket: &str,
     keys: Vec<(String, DeleteCondition)>,
+    can_read: bool,
     origin: Origin,
 ) -> std::result::Result<Vec<std::result::Result<(), Refused>>, DbError> {
     let bucket = bucket.to_owned();
@@ -121,6 +138,10 @@ pub async fn many(
             for (key, cond) in &keys {
                 if crate::names::validate_key(key).is_err() {
                     out.push(Err(Refused::InvalidKey));
+                    continue;
+                }
+                if !crate::objects::access::may_delete(cond, can_read) {
+                    out.push(Err(Refused::AccessDenied));
                     continue;
                 }
                 match catalog.delete_if(c, &bucket, key, |cur| cond.check(cur, key))? {

@@ -641,7 +641,10 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         PutBucketAcl => bucket::put_bucket_acl(app, req, &caller, body).await,
         ListObjects => list::list_objects(app, req, false).await,
         ListObjectsV2 => list::list_objects(app, req, true).await,
-        DeleteObjects => object::delete_objects(app, req, &caller, body).await,
+        DeleteObjects => {
+            let can_read = ctx_of(ctx)?.can_read;
+            object::delete_objects(app, req, &caller, body, can_read).await
+        }
         PutObject => object::put_object(app, req, &caller, body, verify_type).await,
         CopyObject => object::copy_object(app, req, &caller, ctx_of(ctx)?).await,
         GetObject { part_number } => {
@@ -652,7 +655,10 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
             let part = part_number.as_ref();
             object::get_object(app, req, &caller, ctx_of(ctx)?, false, part).await
         }
-        DeleteObject => object::delete_object(app, req, &caller).await,
+        DeleteObject => {
+            let can_read = ctx_of(ctx)?.can_read;
+            object::delete_object(app, req, &caller, can_read).await
+        }
         GetObjectAcl => object::get_object_acl(app, req, ctx_of(ctx)?).await,
         PutObjectAcl => object::put_object_acl(app, req, &caller, body).await,
         CreateMultipartUpload => multipart::create_multipart_upload(app, req, &caller).await,

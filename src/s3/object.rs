@@ -925,10 +925,18 @@ fn delete_condition(req: &S3Request) -> S3Result<DeleteCondition> {
     })
 }
 
-pub async fn delete_object(app: &AppState, req: &S3Request, caller: &Caller) -> S3Result<Response> {
+/// DeleteObject; `can_read`: whether the caller may also read the bucket, which a conditioned
+/// delete needs ([`crate::objects::access::may_delete`]).
+pub async fn delete_object(
+    app: &AppState,
+    req: &S3Request,
+    caller: &Caller,
+    can_read: bool,
+) -> S3Result<Response> {
     let cond = delete_condition(req)?;
     let origin = app.events.origin(Kind::Delete, caller.principal());
-    delete::one(&app.db, &app.store, req.bucket(), req.key(), cond, origin).await?;
+    let (bucket, key) = (req.bucket(), req.key());
+    delete::one(&app.db, &app.store, bucket, key, cond, can_read, origin).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -955,11 +963,13 @@ fn delete_entry(o: xml::DeleteObject) -> S3Result<(String, DeleteCondition)> {
     Ok((o.key, cond))
 }
 
+/// DeleteObjects; `can_read` as for [`delete_object`], per key.
 pub async fn delete_objects(
     app: &AppState,
     req: &S3Request,
     caller: &Caller,
     body: Body,
+    can_read: bool,
 ) -> S3Result<Response> {
     let bytes = caller.read_small_body(req, body, 2 * 1024 * 1024).await?;
     if let Some(md5) = write::parse_content_md5(req.header("content-md5"))? {
@@ -993,7 +1003,8 @@ pub async fn delete_objects(
         .collect::<S3Result<Vec<_>>>()?;
     let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
     let origin = app.events.origin(Kind::Delete, caller.principal());
-    let results = delete::many(&app.db, &app.store, req.bucket(), entries, origin).await?;
+    let (db, store) = (&app.db, &app.store);
+    let results = delete::many(db, store, req.bucket(), entries, can_read, origin).await?;
     let mut w = XmlWriter::new();
     w.root("DeleteResult");
     for (key, result) in keys.iter().zip(results) {
@@ -1012,6 +1023,7 @@ pub async fn delete_objects(
                 "At least one of the pre-conditions you specified did not hold",
             ),
             Err(Refused::NoSuchKey) => ("NoSuchKey", "The specified key does not exist."),
+            Err(Refused::AccessDenied) => ("AccessDenied", "Access Denied"),
         };
         w.open("Error");
         w.elem("Key", key);

@@ -15,6 +15,7 @@ mod link_page;
 mod linkkit;
 mod links;
 mod listing;
+mod mends3;
 mod multipart;
 mod objects;
 mod ops;

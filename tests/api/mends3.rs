@@ -1,0 +1,121 @@
+//! Review mends: conditioned deletes need read permission; the POST policy cache belongs to
+//! one server and sees a revoked key at once.
+
+use postgate::db::buckets::Perm;
+use reqwest::Method;
+
+use crate::helpers::{Creds, Resp, TestApp, content_md5, obj, spawn_app, xml_blocks, xml_tag};
+
+const B: &str = "mends";
+
+/// An app with the admin's bucket `mends` holding `k` (returns its ETag), and a key granted
+/// `perm` on it.
+async fn with_grant(perm: Perm) -> (TestApp, Creds, String) {
+    let app = spawn_app().await;
+    app.create_bucket(B).await;
+    let etag = app.put_object(B, "k", "kept").await;
+    let key = app.create_key("writer").await;
+    app.allow(B, &key.ak, perm).await;
+    (app, key, etag)
+}
+
+async fn delete_with(app: &TestApp, creds: &Creds, key: &str, header: (&str, &str)) -> Resp {
+    app.req(Method::DELETE, &obj(B, key))
+        .creds(creds)
+        .header(header.0, header.1)
+        .send()
+        .await
+}
+
+/// AWS's conditional-deletes guide: "conditional deletes with a specific ETag value require
+/// both s3:DeleteObject and s3:GetObject permissions". A write-only key's conditioned
+/// DeleteObject is 403 AccessDenied whatever the object is (right or wrong ETag, missing key),
+/// so it learns nothing; the object stays. Its plain delete still works.
+#[tokio::test]
+async fn conditioned_delete_without_read_is_denied_whatever_the_object() {
+    let (app, writer, etag) = with_grant(Perm::Write).await;
+    let wrong = "\"0123456789abcdef0123456789abcdef\"";
+    let time = app.head(&obj(B, "k")).await;
+    let time = time.header("last-modified").unwrap().to_owned();
+    let conditions = [
+        ("if-match", etag.as_str()),
+        ("if-match", wrong),
+        ("if-match", "*"),
+        ("x-amz-if-match-size", "4"),
+        ("x-amz-if-match-size", "5"),
+        ("x-amz-if-match-last-modified-time", time.as_str()),
+    ];
+    for cond in conditions {
+        for key in ["k", "missing"] {
+            let res = delete_with(&app, &writer, key, cond).await;
+            res.assert_error(403, "AccessDenied");
+            assert!(!res.text().contains("NoSuchKey"), "{cond:?} {key}");
+        }
+    }
+    assert_eq!(app.get(&obj(B, "k")).await.text(), "kept");
+    app.req(Method::DELETE, &obj(B, "k"))
+        .creds(&writer)
+        .send()
+        .await
+        .assert_status(204);
+    app.head(&obj(B, "k")).await.assert_status(404);
+}
+
+/// A key that may read and write keeps its conditioned deletes: 412 on a wrong ETag, 204 on
+/// the right one.
+#[tokio::test]
+async fn conditioned_delete_with_read_and_write_is_checked() {
+    let (app, both, etag) = with_grant(Perm::ReadWrite).await;
+    let wrong = "\"0123456789abcdef0123456789abcdef\"";
+    delete_with(&app, &both, "k", ("if-match", wrong))
+        .await
+        .assert_error(412, "PreconditionFailed");
+    delete_with(&app, &both, "k", ("if-match", &etag))
+        .await
+        .assert_status(204);
+    app.head(&obj(B, "k")).await.assert_status(404);
+}
+
+/// DeleteObjects by a write-only key: each entry with `<ETag>`, `<Size>` or
+/// `<LastModifiedTime>` is an AccessDenied `<Error>` (an existing object's and a missing
+/// one's alike) and stays; the plain entry is deleted.
+#[tokio::test]
+async fn delete_objects_conditioned_entries_without_read_are_denied() {
+    let (app, writer, etag) = with_grant(Perm::Write).await;
+    app.put_object(B, "plain", "x").await;
+    app.put_object(B, "sized", "four").await;
+    let body = format!(
+        "<Delete>\
+         <Object><Key>k</Key><ETag>{}</ETag></Object>\
+         <Object><Key>plain</Key></Object>\
+         <Object><Key>missing</Key><ETag>*</ETag></Object>\
+         <Object><Key>sized</Key><Size>4</Size></Object>\
+         <Object><Key>timed</Key><LastModifiedTime>2020-01-01T00:00:00.000Z</LastModifiedTime></Object>\
+         </Delete>",
+        etag.replace('"', "&quot;")
+    );
+    let res = app
+        .req(Method::POST, &format!("/{B}"))
+        .query("delete")
+        .creds(&writer)
+        .header("content-md5", &content_md5(body.as_bytes()))
+        .body(body)
+        .send()
+        .await;
+    res.assert_status(200);
+    let text = res.text();
+    let keys = |tag: &str| -> Vec<String> {
+        let blocks = xml_blocks(&text, tag);
+        blocks.iter().map(|b| xml_tag(b, "Key").unwrap()).collect()
+    };
+    assert_eq!(keys("Deleted"), ["plain"], "{text}");
+    assert_eq!(keys("Error"), ["k", "missing", "sized", "timed"], "{text}");
+    let codes: Vec<String> = xml_blocks(&text, "Error")
+        .iter()
+        .map(|b| xml_tag(b, "Code").unwrap())
+        .collect();
+    assert!(codes.iter().all(|c| c == "AccessDenied"), "{text}");
+    assert_eq!(app.get(&obj(B, "k")).await.text(), "kept");
+    assert_eq!(app.get(&obj(B, "sized")).await.text(), "four");
+    app.head(&obj(B, "plain")).await.assert_status(404);
+}
