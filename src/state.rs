@@ -50,7 +50,14 @@ pub struct AppState {
     pub events: crate::events::Notifier,
     keys: Arc<RwLock<KeyCache>>,
     buckets: Arc<BucketCache>,
+    /// POST policies decoded earlier, by their base64 text (`s3::post_object` fills and reads
+    /// it, only after a form's signature verified against the key as it is now). One per
+    /// server: two servers in one process (the tests) share nothing.
+    pub post_policies: Arc<PolicyCache>,
 }
+
+/// A POST policy's base64 text → the policy it decodes to.
+pub type PolicyCache = std::sync::Mutex<HashMap<Box<str>, Arc<crate::policy::Policy>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -151,6 +158,7 @@ impl AppState {
             metrics,
             events,
             keys: Arc::new(RwLock::new(HashMap::new())),
+            post_policies: Arc::default(),
             buckets: Arc::default(),
         };
         state.expire_uploads().await;

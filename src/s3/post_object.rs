@@ -8,8 +8,7 @@
 //! The file streams through the same write path as PutObject with a running size check that stops
 //! at the first chunk past the policy's maximum. Fields after `file` are ignored, as S3 does.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -563,22 +562,21 @@ impl Signer {
     }
 }
 
-/// Policies decoded earlier, by their base64 text as sent: a presigned form is typically
-/// reused for many uploads (every file a page sends), and decoding it (base64, JSON, conditions)
-/// was the largest share of a small POST after the body's hashes. Only policies whose signature
-/// verified get here, and the decode is a pure function of the text, so a hit answers exactly
-/// what a fresh decode would; the time checks (`expiration`) run on every request.
-static POLICIES: LazyLock<Mutex<HashMap<Box<str>, Arc<policy::Policy>>>> =
-    LazyLock::new(Mutex::default);
 /// At most this many cached policies (emptied when full: a handful are in use at a time).
 const POLICIES_MAX: usize = 256;
 /// Longer policies are decoded every time (they would make the cache's memory unbounded-ish).
 const POLICY_CACHE_MAX_LEN: usize = 8 * 1024;
 
-/// [`policy::Policy::from_base64`] through [`POLICIES`]; errors are not cached.
-fn decode_policy(b64: &str) -> S3Result<Arc<policy::Policy>> {
+/// [`policy::Policy::from_base64`] through the server's cache of decoded policies
+/// (`AppState::post_policies`), by their base64 text as sent: a presigned form is typically
+/// reused for many uploads (every file a page sends), and decoding it (base64, JSON, conditions)
+/// was the largest share of a small POST after the body's hashes. Only policies whose signature
+/// verified get here, and the decode is a pure function of the text, so a hit answers exactly
+/// what a fresh decode would; the signer's key, its grant and the time checks (`expiration`)
+/// are checked on every request, before the cache is asked. Errors are not cached.
+fn decode_policy(app: &AppState, b64: &str) -> S3Result<Arc<policy::Policy>> {
     let cacheable = b64.len() <= POLICY_CACHE_MAX_LEN;
-    let cache = || POLICIES.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = || app.post_policies.lock().unwrap_or_else(|e| e.into_inner());
     if cacheable && let Some(p) = cache().get(b64).cloned() {
         return Ok(p);
     }
@@ -640,7 +638,7 @@ async fn authorize(app: &AppState, fields: &FormFields, bucket: &BucketRecord) -
     if !access::may_write(who, bucket, grant) {
         return Err(S3Error::access_denied());
     }
-    let policy = decode_policy(policy_b64)?;
+    let policy = decode_policy(app, policy_b64)?;
     Ok(Signer::Key {
         access_key,
         policy,

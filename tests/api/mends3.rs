@@ -119,3 +119,64 @@ async fn delete_objects_conditioned_entries_without_read_are_denied() {
     assert_eq!(app.get(&obj(B, "sized")).await.text(), "four");
     app.head(&obj(B, "plain")).await.assert_status(404);
 }
+
+/// A form presigned by `creds` through the JSON API for `B/key`: (url, fields).
+async fn presigned_form(
+    app: &TestApp,
+    creds: &Creds,
+    key: &str,
+) -> (String, Vec<(String, String)>) {
+    let who = (creds.ak.as_str(), creds.sk.as_str());
+    let spec = serde_json::json!({ "bucket": B, "key": key });
+    let (res, json) =
+        crate::linkkit::api(app, Method::POST, "/-/api/presign/post", who, spec).await;
+    res.assert_status(200);
+    let fields = json["fields"].as_object().unwrap().iter();
+    let fields = fields.map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()));
+    (json["url"].as_str().unwrap().to_owned(), fields.collect())
+}
+
+fn cached_policies(app: &TestApp) -> usize {
+    app.state.post_policies.lock().unwrap().len()
+}
+
+/// The decoded-policy cache is one server's: a second server in the same process starts with
+/// nothing cached. A cached policy does not outlive what signed it: a grant taken back refuses
+/// the same form at once (403, nothing stored), and so does the deleted key on the next server
+/// over the same data directory (403 InvalidAccessKeyId).
+#[tokio::test]
+async fn post_policy_cache_is_per_server_and_sees_revocation() {
+    let (app, writer, _) = with_grant(Perm::Write).await;
+    let other = spawn_app().await;
+    let (url, fields) = presigned_form(&app, &writer, "up").await;
+    for _ in 0..2 {
+        let res = crate::linkkit::post_form(&app, &url, &fields, &[], "f.txt", b"hello").await;
+        assert_eq!(res.status, 204, "{}", res.text());
+    }
+    assert_eq!(cached_policies(&app), 1);
+    assert_eq!(
+        cached_policies(&other),
+        0,
+        "another server shares the cache"
+    );
+    app.delete(&obj(B, "up")).await.assert_status(204);
+
+    app.allow(B, &writer.ak, Perm::Read).await;
+    let res = crate::linkkit::post_form(&app, &url, &fields, &[], "f.txt", b"again").await;
+    res.assert_error(403, "AccessDenied");
+    app.head(&obj(B, "up")).await.assert_status(404);
+
+    app.allow(B, &writer.ak, Perm::Write).await;
+    let ak = writer.ak.clone();
+    let deleted = app
+        .state
+        .db
+        .write(move |c| postgate::db::keys::delete(c, &ak));
+    assert!(deleted.await.unwrap());
+    let app = crate::helpers::spawn_app_in(app.stop().await).await;
+    assert_eq!(cached_policies(&app), 0);
+    let url = format!("{}/{B}", app.base);
+    let res = crate::linkkit::post_form(&app, &url, &fields, &[], "f.txt", b"late").await;
+    res.assert_error(403, "InvalidAccessKeyId");
+    app.head(&obj(B, "up")).await.assert_status(404);
+}
