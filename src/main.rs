@@ -300,12 +300,19 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
                 .with_env_filter(filter)
                 .init()
         }
-        Ok("text") | Err(_) => tracing_subscriber::fmt()
+        Ok("text") | Err(_) => {
             // Colours for a terminal only, not for a file or journald.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_writer(writer)
-            .with_env_filter(filter)
-            .init(),
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            if !ansi {
+                // The access log's lines skip tracing's formatter here too (same text).
+                postgate::telemetry::access_json::install_text(writer.clone());
+            }
+            tracing_subscriber::fmt()
+                .with_ansi(ansi)
+                .with_writer(writer)
+                .with_env_filter(filter)
+                .init()
+        }
         Ok(other) => {
             return Err(
                 format!("POSTGATE_LOG_FORMAT: expected text or json, got {other:?}").into(),

@@ -175,8 +175,8 @@ impl Drop for Done {
         // Bucket, key, access key id and link id only: never the query (a presigned URL's
         // signature), never a header, never a link's token (the path is not logged).
         if access_json::installed() {
-            // JSON lines: written directly, as tracing would (see `access_json`), when the
-            // filter lets the access log through.
+            // JSON or text lines: written directly, as tracing would (see `access_json`),
+            // when the filter lets the access log through.
             if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
                 access_json::write(&access_json::Line {
                     timestamp: access_json::Timestamp::now(),
