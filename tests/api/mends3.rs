@@ -1,5 +1,5 @@
 //! Review mends: conditioned deletes need read permission; the POST policy cache belongs to
-//! one server and sees a revoked key at once.
+//! one server and sees a grant taken back at once; the text access log keeps tracing's line.
 
 use postgate::db::buckets::Perm;
 use reqwest::Method;
@@ -179,4 +179,47 @@ async fn post_policy_cache_is_per_server_and_sees_revocation() {
     let res = crate::linkkit::post_form(&app, &url, &fields, &[], "f.txt", b"late").await;
     res.assert_error(403, "InvalidAccessKeyId");
     app.head(&obj(B, "up")).await.assert_status(404);
+}
+
+/// The text access log (the default format, stdout not a terminal) is written by postgate
+/// itself, as tracing's text line: one line per request, strings quoted and escaped, the key's
+/// quote and space included, no query (a presigned URL's signature) in it.
+#[tokio::test]
+async fn text_access_lines_have_tracings_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let host = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"));
+    crate::helpers::serve_args(&mut cmd, &dir.path().join("data"), &host, "info");
+    cmd.env("POSTGATE_LOG_FORMAT", "text")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let (base, http) = (format!("http://{host}"), reqwest::Client::new());
+    let within = std::time::Duration::from_secs(20);
+    crate::helpers::wait_ready(&http, &base, &mut child, within).await;
+    let url = format!("{base}/nobucket/a%20%22q%22?X-Amz-Signature=secret");
+    let res = http.get(url).send().await.unwrap();
+    let id = res.headers()["x-amz-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let found = crate::helpers::poll_until(within, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&id))
+    });
+    assert!(found.await, "no access line");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text.lines().find(|l| l.contains(&id)).unwrap();
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert!(stamp.ends_with('Z') && stamp.len() == 27, "{line}");
+    let expected =
+        format!(" INFO postgate::access: request request_id=\"{id}\" remote=\"127.0.0.1:");
+    assert!(rest.starts_with(&expected), "{line}");
+    let fields = " method=\"GET\" operation=\"GetObject\" bucket=\"nobucket\" \
+                  key=\"a \\\"q\\\"\" status=400 \
+                  error_code=\"AuthorizationQueryParametersError\" bytes_in=0 ";
+    assert!(rest.contains(fields), "{line}");
+    assert!(rest.ends_with(" access_key=\"\" link=\"\""), "{line}");
+    assert!(!line.contains("secret"), "{line}");
 }
