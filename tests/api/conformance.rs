@@ -835,31 +835,38 @@ async fn encryption_and_object_lock_headers_are_refused_not_ignored() {
 async fn delete_object_if_match_deletes_only_the_version_it_names() {
     let app = app().await;
     let etag = app.put_object(B, "keep", "kept").await;
-    let delete = |value: &'static str| {
-        app.req(Method::DELETE, &obj(B, "keep"))
-            .header("if-match", value)
-            .send()
-    };
+    let delete = |value: &str| delete_if(&app, "keep", &[("if-match", value)]);
     delete("\"0123456789abcdef0123456789abcdef\"")
         .await
         .assert_error(412, "PreconditionFailed");
     assert_eq!(app.get(&obj(B, "keep")).await.text(), "kept");
-    let quoted: &'static str = Box::leak(etag.clone().into_boxed_str());
-    delete(quoted).await.assert_status(204);
+    delete(&etag).await.assert_status(204);
     app.get(&obj(B, "keep"))
         .await
         .assert_error(404, "NoSuchKey");
     // A missing object fails every If-Match, `*` included: 404, not a silent 204.
-    delete(quoted).await.assert_error(404, "NoSuchKey");
+    delete(&etag).await.assert_error(404, "NoSuchKey");
     delete("*").await.assert_error(404, "NoSuchKey");
 
     // `*` matches any version; an unquoted ETag (as the AWS CLI example sends it) matches too.
     app.put_object(B, "keep", "again").await;
     delete("*").await.assert_status(204);
     let etag = app.put_object(B, "keep", "third").await;
-    let bare: &'static str = Box::leak(etag.trim_matches('"').to_owned().into_boxed_str());
-    delete(bare).await.assert_status(204);
+    delete(etag.trim_matches('"')).await.assert_status(204);
     app.head(&obj(B, "keep")).await.assert_status(404);
+}
+
+/// DeleteObject of `B/key` by the admin key, with `headers` (the conditions under test), sent.
+fn delete_if<'a>(
+    app: &'a TestApp,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> impl Future<Output = Resp> + use<'a> {
+    let mut req = app.req(Method::DELETE, &obj(B, key));
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    req.send()
 }
 
 /// A conditional delete racing an overwrite never removes the new version: whichever commits
@@ -876,10 +883,7 @@ async fn conditional_delete_racing_an_overwrite_never_removes_the_new_version() 
             .req(Method::PUT, &obj(B, "race"))
             .body(new_body.clone())
             .send();
-        let delete = app
-            .req(Method::DELETE, &obj(B, "race"))
-            .header("if-match", &old)
-            .send();
+        let delete = delete_if(&app, "race", &[("if-match", &old)]);
         let (put, delete) = tokio::join!(put, delete);
         put.assert_status(200);
         assert!(
@@ -918,9 +922,7 @@ async fn delete_object_if_match_size_and_time_hold_or_keep_the_object() {
             "Tue, 01 Dec 2026 00:00:00 GMT",
         ),
     ] {
-        app.req(Method::DELETE, &obj(B, "sized"))
-            .header(name, value)
-            .send()
+        delete_if(&app, "sized", &[(name, value)])
             .await
             .assert_error(412, "PreconditionFailed");
     }
@@ -928,37 +930,28 @@ async fn delete_object_if_match_size_and_time_hold_or_keep_the_object() {
         ("x-amz-if-match-size", "four"),
         ("x-amz-if-match-last-modified-time", "yesterday"),
     ] {
-        app.req(Method::DELETE, &obj(B, "sized"))
-            .header(name, value)
-            .send()
+        delete_if(&app, "sized", &[(name, value)])
             .await
             .assert_error(400, "InvalidArgument");
     }
     // Every condition must hold: the right size with the wrong time keeps the object.
-    app.req(Method::DELETE, &obj(B, "sized"))
-        .header("x-amz-if-match-size", "4")
-        .header(
-            "x-amz-if-match-last-modified-time",
-            "Tue, 01 Dec 2026 00:00:00 GMT",
-        )
-        .send()
-        .await
-        .assert_error(412, "PreconditionFailed");
+    let size = ("x-amz-if-match-size", "4");
+    let time = "x-amz-if-match-last-modified-time";
+    delete_if(
+        &app,
+        "sized",
+        &[size, (time, "Tue, 01 Dec 2026 00:00:00 GMT")],
+    )
+    .await
+    .assert_error(412, "PreconditionFailed");
     assert_eq!(app.get(&obj(B, "sized")).await.text(), "kept");
 
-    app.req(Method::DELETE, &obj(B, "sized"))
-        .header("x-amz-if-match-size", "4")
-        .header("x-amz-if-match-last-modified-time", &modified)
-        .send()
+    delete_if(&app, "sized", &[size, (time, &modified)])
         .await
         .assert_status(204);
     app.head(&obj(B, "sized")).await.assert_status(404);
     // Without If-Match, a missing object is S3's 204.
-    app.req(Method::DELETE, &obj(B, "sized"))
-        .header("x-amz-if-match-size", "4")
-        .send()
-        .await
-        .assert_status(204);
+    delete_if(&app, "sized", &[size]).await.assert_status(204);
 }
 
 /// DeleteObjects' per-object conditions (API reference ObjectIdentifier `ETag`,

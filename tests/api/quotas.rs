@@ -180,19 +180,7 @@ async fn forms_and_copies_are_held_to_the_quota() {
         serde_json::json!({"bucket": "qform", "key_prefix": "f/"}),
     )
     .await;
-    let post = |key: &'static str, len: usize| {
-        let mut form = reqwest::multipart::Form::new();
-        for (k, v) in policy["fields"].as_object().unwrap() {
-            let v = if k == "key" { key } else { v.as_str().unwrap() };
-            form = form.text(k.clone(), v.to_owned());
-        }
-        form = form.part("file", reqwest::multipart::Part::bytes(vec![b'f'; len]));
-        let req = app
-            .http
-            .post(policy["url"].as_str().unwrap())
-            .multipart(form);
-        async move { Resp::read(req.send().await.unwrap()).await }
-    };
+    let post = |key: &'static str, len: usize| post_form(&app, &policy, key, len);
     let ok = post("f/one", 700).await;
     assert!(ok.status < 300, "{}", ok.text());
     post("f/two", 400).await.assert_error(400, QUOTA);

@@ -989,6 +989,17 @@ def pg_parts(pages, tmp_path_factory):
     srv.stop()
 
 
+def parts_link(pg, **link):
+    """A fresh bucket on `pg` (the `pg_parts` server) and an upload link to it (`link`: what
+    `create_link` takes): (an S3 client, the bucket, the link's URL)."""
+    s3 = boto3.session.Session().client(
+        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
+    bucket = f"br-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=bucket)
+    return s3, bucket, pg.create_link(bucket, **link)
+
+
 def status_log(driver):
     """Records every status text the first file row shows from now on (window.__statuses)."""
     driver.execute_script("""
@@ -1005,13 +1016,7 @@ def test_multipart_upload_pauses_resumes_and_resumes_after_reopening(browser, pg
     """12 MiB in three 5 MiB parts over a slow link: Pause stops it with a part stored, Resume
     goes on; paused again, the page is reopened and the same file chosen again: it resumes the
     same upload (no new one) and the object is byte for byte the file."""
-    pg = pg_parts
-    s3 = boto3.session.Session().client(
-        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
-    bucket = f"br-{uuid.uuid4().hex[:20]}"
-    s3.create_bucket(Bucket=bucket)
-    url = pg.create_link(bucket, max_size="20MiB", max_files=2)
+    s3, bucket, url = parts_link(pg_parts, max_size="20MiB", max_files=2)
     data = os.urandom(12 * 1024 * 1024)
     path = files("film.bin", data)
 
@@ -1066,13 +1071,7 @@ def test_multipart_upload_pauses_resumes_and_resumes_after_reopening(browser, pg
 def test_multipart_upload_cancel_aborts_it_on_the_server(browser, pg_parts, files):
     """Cancel during a multipart upload: the server aborts it (no upload left, nothing stored)
     and the link gets its slot back (a one-file link takes another file)."""
-    pg = pg_parts
-    s3 = boto3.session.Session().client(
-        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
-    bucket = f"br-{uuid.uuid4().hex[:20]}"
-    s3.create_bucket(Bucket=bucket)
-    url = pg.create_link(bucket, max_size="20MiB", max_files=1)
+    s3, bucket, url = parts_link(pg_parts, max_size="20MiB", max_files=1)
     open_link_page(browser, url)
     browser.execute_script("localStorage.clear()")
     with throttled(browser, 1_000_000):
@@ -1100,13 +1099,7 @@ def test_multipart_upload_retries_after_a_dropped_connection(browser, pg_parts, 
     connection does), and so is the first request that completes the upload (as fetch fails
     offline). The page tries again after a growing pause, asks nothing of the person (no Retry),
     and the file arrives whole."""
-    pg = pg_parts
-    s3 = boto3.session.Session().client(
-        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
-    bucket = f"br-{uuid.uuid4().hex[:20]}"
-    s3.create_bucket(Bucket=bucket)
-    url = pg.create_link(bucket, max_size="20MiB")
+    s3, bucket, url = parts_link(pg_parts, max_size="20MiB")
     data = os.urandom(12 * 1024 * 1024)
     open_link_page(browser, url)
     browser.execute_script("""
@@ -1173,13 +1166,7 @@ def test_single_request_upload_retries_after_a_dropped_connection(browser, pg_pa
     """A file sent in one form POST (below the multipart threshold) whose first two POSTs are
     lost: the page asks for a fresh policy and tries again after a pause, without a Retry
     button, and the file arrives whole."""
-    pg = pg_parts
-    s3 = boto3.session.Session().client(
-        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
-    bucket = f"br-{uuid.uuid4().hex[:20]}"
-    s3.create_bucket(Bucket=bucket)
-    url = pg.create_link(bucket, max_size="1MiB")
+    s3, bucket, url = parts_link(pg_parts, max_size="1MiB")
     data = os.urandom(200 * 1024)
     open_link_page(browser, url)
     browser.execute_script(LOSE_POSTS, 2)
@@ -1195,13 +1182,7 @@ def test_single_request_upload_retries_after_a_dropped_connection(browser, pg_pa
 def test_single_request_upload_refusal_is_not_retried(browser, pg_parts, files):
     """A 4xx refusal (here SignatureDoesNotMatch: the POST's signature is spoiled in the page)
     is final: one POST only, the server's sentence shown, and the Retry button offered."""
-    pg = pg_parts
-    s3 = boto3.session.Session().client(
-        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
-    bucket = f"br-{uuid.uuid4().hex[:20]}"
-    s3.create_bucket(Bucket=bucket)
-    url = pg.create_link(bucket, max_size="1MiB")
+    s3, bucket, url = parts_link(pg_parts, max_size="1MiB")
     open_link_page(browser, url)
     browser.execute_script(LOSE_POSTS, 0, True)
     upload(browser, files("note.bin", os.urandom(64 * 1024)))
@@ -1217,13 +1198,7 @@ def test_single_request_upload_refusal_is_not_retried(browser, pg_parts, files):
 def test_single_request_upload_cancel_during_the_pause(browser, pg_parts, files):
     """Every POST lost: Cancel pressed while the page waits before its next try stops the
     tries (no further POST), and nothing is stored."""
-    pg = pg_parts
-    s3 = boto3.session.Session().client(
-        "s3", endpoint_url=pg.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY, config=Config(s3={"addressing_style": "path"}))
-    bucket = f"br-{uuid.uuid4().hex[:20]}"
-    s3.create_bucket(Bucket=bucket)
-    url = pg.create_link(bucket, max_size="1MiB")
+    s3, bucket, url = parts_link(pg_parts, max_size="1MiB")
     open_link_page(browser, url)
     browser.execute_script(LOSE_POSTS, 100)
     upload(browser, files("note.bin", os.urandom(64 * 1024)))
