@@ -90,7 +90,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry",
         ],
     ),
-    // Shared state: the database, the storage backend and caches; imports no area.
+    // Shared state: the database, the storage backend and caches (decoded POST policies
+    // among them); imports no area.
     (
         "state",
         &[
@@ -100,6 +101,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "events",
             "objects",
+            "policy",
             "storage",
             "telemetry",
         ],
