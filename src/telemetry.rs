@@ -393,30 +393,46 @@ pub mod access_json {
         fn write_text(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
             write!(
                 out,
-                "{} {:>5} {}: {} request_id={:?} remote=",
-                self.timestamp, self.level, self.target, self.message, self.request_id
+                "{} {:>5} {}: {}",
+                self.timestamp, self.level, self.target, self.message
             )?;
+            quoted(out, "request_id", self.request_id)?;
             match self.remote.0 {
                 // An address has nothing `{:?}` would escape: quoted as it is.
-                Some(addr) => write!(out, "\"{addr}\"")?,
-                None => out.extend_from_slice(b"\"\""),
+                Some(addr) => write!(out, " remote=\"{addr}\"")?,
+                None => out.extend_from_slice(b" remote=\"\""),
             }
+            quoted(out, "method", self.method)?;
+            quoted(out, "operation", self.operation)?;
+            quoted(out, "bucket", self.bucket)?;
+            quoted(out, "key", self.key)?;
+            write!(out, " status={}", self.status)?;
+            quoted(out, "error_code", self.error_code)?;
             write!(
                 out,
-                " method={:?} operation={:?} bucket={:?} key={:?} status={} error_code={:?} \
-                 bytes_in={} bytes_out={} duration_ms={:?} access_key={:?} link={:?}",
-                self.method,
-                self.operation,
-                self.bucket,
-                self.key,
-                self.status,
-                self.error_code,
-                self.bytes_in,
-                self.bytes_out,
-                self.duration_ms,
-                self.access_key,
-                self.link
-            )
+                " bytes_in={} bytes_out={} duration_ms={:?}",
+                self.bytes_in, self.bytes_out, self.duration_ms
+            )?;
+            quoted(out, "access_key", self.access_key)?;
+            quoted(out, "link", self.link)
+        }
+    }
+
+    /// ` name="value"`, the value as `{:?}` quotes a str. Printable ASCII other than `"` and
+    /// `\` stands for itself there, so such a value (nearly every one) is copied as it is;
+    /// any other goes through `{:?}`, which looks at it char by char.
+    fn quoted(out: &mut Vec<u8>, name: &str, value: &str) -> std::io::Result<()> {
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        let plain = |b: &u8| (b' '..=b'~').contains(b) && *b != b'"' && *b != b'\\';
+        if value.as_bytes().iter().all(plain) {
+            out.push(b'"');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+            Ok(())
+        } else {
+            write!(out, "{value:?}")
         }
     }
 
@@ -519,6 +535,7 @@ pub mod access_json {
                 "a \"quoted\" key\\",
                 "tab\tnew\nline\u{7f}",
                 "été/日本",
+                "it's ~ok",
             ];
             for (i, key) in keys.into_iter().enumerate() {
                 let line = Line {
@@ -535,7 +552,7 @@ pub mod access_json {
                     error_code: "",
                     bytes_in: 4096,
                     bytes_out: i as u64,
-                    duration_ms: [0.849786, 12.0, 1e-7, 3.5e20][i],
+                    duration_ms: [0.849786, 12.0, 1e-7, 3.5e20, 0.5][i],
                     access_key: "AKIDEXAMPLE",
                     link: "",
                     target: "postgate::access",
