@@ -38,6 +38,9 @@ const LANES_EVERY: Duration = POLL;
 const SCAN_EVERY: Duration = Duration::from_secs(60);
 /// The outbox is read this often even without a wake-up (one arrives with each new event).
 const POLL: Duration = Duration::from_millis(250);
+/// While attempts are in flight, a lane reads its queue from the start this often (otherwise
+/// from the last row it took).
+const REREAD_EVERY: Duration = Duration::from_secs(2);
 /// One attempt's limit: connect, send, and the receiver's answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts.
@@ -138,20 +141,25 @@ impl Worker {
         let mut in_flight = FuturesUnordered::new();
         let mut ids: HashSet<i64> = HashSet::new();
         // The last row taken (next_at, id): while attempts are in flight, reads start after it,
-        // so that each new event does not read those in flight again. A row that sorts before
-        // it and was not taken (unparked in the same millisecond, a clock step back) is read
-        // when nothing is in flight, or at the latest after `POLL`.
+        // so that each new event does not read those in flight (and their records) again. A
+        // row that sorts before it and was not taken (unparked in the same millisecond, a
+        // clock step back) is read when nothing is in flight, or at the latest after
+        // `REREAD_EVERY`.
         let mut after: Option<(i64, i64)> = None;
         let mut from_start = tokio::time::Instant::now();
         loop {
-            if ids.is_empty() || from_start.elapsed() >= POLL {
+            if ids.is_empty() || from_start.elapsed() >= REREAD_EVERY {
                 after = None;
                 from_start = tokio::time::Instant::now();
             }
             if in_flight.len() < WINDOW {
                 let now = crate::db::now_millis();
-                // Those in flight are still pending, and may come back first.
-                let (t, limit) = (target.clone(), WINDOW + ids.len());
+                // From the start, those in flight are read too (still pending): skipped here.
+                let limit = match after {
+                    Some(_) => WINDOW - in_flight.len(),
+                    None => WINDOW + ids.len(),
+                };
+                let t = target.clone();
                 match self
                     .db
                     .read(move |c| events::due(c, &t, now, after, limit))
