@@ -457,4 +457,38 @@ mod tests {
             assert!(b <= full && b >= full / 2, "{attempts}: {b:?}");
         }
     }
+
+    /// A lane's key order: the first pending row of a key has its turn, later ones are parked
+    /// (and those found due at start are parked, a parked first one unparked); when the turn
+    /// ends, the next parked one has it.
+    #[test]
+    fn a_keys_later_rows_wait_for_its_turn() {
+        let k = |s: &str| ("b".to_owned(), s.to_owned());
+        let rows = vec![
+            (1, "b".into(), "a".into(), 10),
+            (2, "b".into(), "a".into(), 10),
+            (3, "b".into(), "c".into(), events::PARKED),
+            (4, "b".into(), "a".into(), events::PARKED),
+        ];
+        let (mut keys, park, unpark) = Keys::rebuild(rows);
+        assert_eq!((park, unpark), (vec![2], vec![3]));
+        assert!(keys.take(&k("a"), 1));
+        assert!(!keys.take(&k("a"), 2));
+        assert!(keys.take(&k("c"), 3));
+        // A key without a turn: the row takes it; the next one waits.
+        assert!(keys.take(&k("new"), 7));
+        assert!(!keys.take(&k("new"), 8));
+        assert_eq!(keys.next_after(&k("a"), 1), Some(2));
+        keys.end(&k("a"), 1);
+        assert!(keys.take(&k("a"), 2));
+        assert!(!keys.take(&k("a"), 4));
+        assert_eq!(keys.next_after(&k("a"), 2), Some(4));
+        keys.end(&k("a"), 2);
+        keys.end(&k("a"), 4);
+        keys.end(&k("c"), 3);
+        assert_eq!(keys.next_after(&k("new"), 7), Some(8));
+        keys.end(&k("new"), 7);
+        keys.end(&k("new"), 8);
+        assert!(keys.turns.is_empty());
+    }
 }

@@ -1217,3 +1217,64 @@ async fn an_event_pending_before_the_outbox_migration_is_delivered_after_upgrade
     assert_eq!(got[3].delivery, "8");
     assert_eq!(got[3].record()["s3"]["object"]["key"], "x");
 }
+
+/// A key's events wait in order while the receiver is down (the later ones parked behind the
+/// first, which is retried); after a kill -9 the restarted server rebuilds that order from the
+/// outbox and delivers them in it.
+#[tokio::test]
+async fn a_keys_order_survives_a_kill_9_while_its_receiver_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let hook_addr = free();
+    let config = dir.path().join("postgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[webhook]]\nname = \"hook\"\nurl = \"http://{hook_addr}/hook\"\nsecret = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let port = free().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let host = format!("127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut server = start_server(&data, &config, port).await;
+    let req = |m: Method, p: &str| req_to(&base, &host, &http, m, p);
+    req(Method::PUT, "/order").send().await.assert_status(200);
+    req(Method::PUT, "/order")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::hook:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    for i in 0..4u8 {
+        req(Method::PUT, "/order/same")
+            .body(vec![b'a' + i; 2])
+            .send()
+            .await
+            .assert_status(200);
+    }
+    // The first attempts fail (nobody listens) and the later rows get parked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill().await.unwrap();
+
+    let receiver = Receiver::on(TcpListener::bind(hook_addr).await.unwrap());
+    let _server = start_server(&data, &config, port).await;
+    let got = receiver.wait_for(4).await;
+    let etags: Vec<&str> = got
+        .iter()
+        .map(|r| r.record()["s3"]["object"]["eTag"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..4u8).map(|i| md5_hex(&[b'a' + i; 2])).collect();
+    assert_eq!(etags, want, "one key's events arrive in order");
+}
