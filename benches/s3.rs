@@ -2403,41 +2403,7 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
 /// for the same cores, 8w pays that CPU and 8q shows the upload path's own cost.
 async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8: f64) -> Vec<Row> {
     let receiver = HookReceiver::start();
-    // Accepts nothing: connections complete in its backlog and no answer ever comes.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    // Declared as `postgate webhook add` and PutBucketNotificationConfiguration would store
-    // them; the server reads them again within 5 s.
-    let conn = postgate::db::open_migrated(&data_dir.join("postgate.db")).unwrap();
-    for (name, url) in [
-        ("bench", receiver.url.clone()),
-        (
-            "paused",
-            format!("http://{}/hook", silent.local_addr().unwrap()),
-        ),
-    ] {
-        postgate::db::events::put_webhook(
-            &conn,
-            &postgate::db::events::WebhookRecord {
-                name: name.into(),
-                url,
-                secret: "bench-secret".into(),
-            },
-        )
-        .unwrap();
-    }
-    let rule = |target: &str, prefix: &str| postgate::events::rules::QueueRule {
-        id: target.into(),
-        target: target.into(),
-        events: vec!["s3:ObjectCreated:*".into()],
-        prefix: Some(prefix.into()),
-        suffix: None,
-    };
-    let config = postgate::events::rules::NotificationConfig {
-        queues: vec![rule("bench", "hook/"), rule("paused", "queued/")],
-    };
-    let json = serde_json::to_string(&config).unwrap();
-    postgate::db::events::set_notification(&conn, BUCKET, Some(&json)).unwrap();
-    drop(conn);
+    let silent = declare_hooks(data_dir, &receiver);
     tokio::time::sleep(Duration::from_millis(5500)).await;
 
     let cpu_before = cpu_secs(server.pid());
@@ -2493,6 +2459,46 @@ async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8
             ),
         },
     ]
+}
+
+/// Declares, as `postgate webhook add` and PutBucketNotificationConfiguration would store them,
+/// the targets of figures 8w/8q and of the count group: `bench` (keys `hook/*`) delivering to
+/// `receiver`, and `paused` (keys `queued/*`) delivering to the returned listener, which accepts
+/// nothing (connections complete in its backlog and no answer ever comes). A running server
+/// reads them again within 5 s.
+fn declare_hooks(data_dir: &Path, receiver: &HookReceiver) -> std::net::TcpListener {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let conn = postgate::db::open_migrated(&data_dir.join("postgate.db")).unwrap();
+    for (name, url) in [
+        ("bench", receiver.url.clone()),
+        (
+            "paused",
+            format!("http://{}/hook", silent.local_addr().unwrap()),
+        ),
+    ] {
+        postgate::db::events::put_webhook(
+            &conn,
+            &postgate::db::events::WebhookRecord {
+                name: name.into(),
+                url,
+                secret: "bench-secret".into(),
+            },
+        )
+        .unwrap();
+    }
+    let rule = |target: &str, prefix: &str| postgate::events::rules::QueueRule {
+        id: target.into(),
+        target: target.into(),
+        events: vec!["s3:ObjectCreated:*".into()],
+        prefix: Some(prefix.into()),
+        suffix: None,
+    };
+    let config = postgate::events::rules::NotificationConfig {
+        queues: vec![rule("bench", "hook/"), rule("paused", "queued/")],
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    postgate::db::events::set_notification(&conn, BUCKET, Some(&json)).unwrap();
+    silent
 }
 
 /// Rounds of figure 8w/8q: `plain/*` then `prefix`, twice. Per kind: the best req/s, the

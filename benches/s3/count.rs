@@ -92,7 +92,153 @@ pub(super) async fn figure_count(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) 
             ),
         });
     }
+    webhook_rows(&server, &scratch.join("count"), &dir, rows).await;
     server.stop();
+}
+
+/// Uploads per connection of each webhook row (64 connections: 1,024 uploads).
+const HOOK_PER_CONN: u64 = 16;
+
+/// Rows 8c0/8cq/8cw: what a webhook target costs a 4 KiB POST upload, in instructions of the
+/// whole server process. The targets of figures 8w/8q are declared (`declare_hooks`): keys
+/// `hook/*` go to a receiver answering 204, which runs in this process (outside the measured
+/// one), keys `queued/*` to one that never answers. Then, on the same server, one profile per
+/// case: keys `plain/*` (no target wants them: the baseline), `hook/*` (the outbox row, its
+/// delivery and its deletion, the profile closed once every event arrived), `queued/*` (the
+/// outbox row; the paused lane's first window of attempts is in it too). The ratio of each to
+/// the baseline is the upload rate a CPU-bound server keeps with a target: the figure to hold
+/// at 0.9 or more.
+async fn webhook_rows(server: &Proc, data_dir: &Path, dir: &Path, rows: &mut Vec<Row>) {
+    step("count: webhook targets");
+    let receiver = HookReceiver::start();
+    let _silent = declare_hooks(data_dir, &receiver);
+    let host = server.addr.to_string();
+    let form = |prefix: &str| {
+        PostForm::new(&presign_post(
+            server.addr,
+            KeySpec::Prefix(prefix.into()),
+            SMALL as u64,
+        ))
+    };
+    // The server reads the targets within 5 s (more under callgrind): probe until one arrives.
+    let probe = form("hook/probe-");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut probes = 0;
+    while receiver.received() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not pick up the webhook targets"
+        );
+        let req = probe.request(
+            &host,
+            &format!("p{probes}"),
+            pattern(SMALL, 45),
+            SMALL as u64,
+        );
+        let t = one_request(server.addr, req).await.expect("probe POST");
+        assert_eq!(t.status, StatusCode::NO_CONTENT, "probe POST");
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Probes sent before the server read the targets made no event: wait until the count
+    // stops moving, and count from there.
+    let mut expected = receiver.received();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = receiver.received();
+        if now == expected {
+            break;
+        }
+        expected = now;
+    }
+    step(&format!("count: targets read after {probes} probe uploads"));
+    dump(server, dir, "hook-setup");
+
+    let cases = [
+        (
+            "post-none",
+            "plain/",
+            "8c0 POST Object 4 KiB, no target wants it",
+        ),
+        (
+            "post-hook",
+            "hook/",
+            "8cw POST Object 4 KiB, webhook target delivering",
+        ),
+        (
+            "post-paused",
+            "queued/",
+            "8cq POST Object 4 KiB, outbox only, delivery paused",
+        ),
+    ];
+    let mut base = 0.0;
+    for (name, prefix, figure) in cases {
+        step(&format!(
+            "count: {name} x {}",
+            HOOK_PER_CONN * CONNECTIONS as u64
+        ));
+        let src: Arc<dyn RequestSource> = Arc::new(PostSmall {
+            host: host.clone(),
+            form: form(prefix),
+            file: pattern(SMALL, 46),
+        });
+        let r = run_load(server.addr, src, StatusCode::NO_CONTENT, |_| {
+            Plan::Count(HOOK_PER_CONN)
+        })
+        .await;
+        let mut failures = Vec::new();
+        if r.errors > 0 || r.completed == 0 {
+            failures.push(format!(
+                "{} errors; first: {}",
+                r.errors,
+                r.first_error.clone().unwrap_or_default()
+            ));
+        }
+        if prefix == "hook/" {
+            expected += r.completed;
+            if !wait_received(&receiver, expected).await {
+                failures.push(format!(
+                    "{} of {expected} events delivered",
+                    receiver.received()
+                ));
+            }
+        }
+        let file = dump(server, dir, name);
+        let ir = total_ir(&file);
+        let top = annotate(&file, &dir.join(format!("{name}.top.txt")));
+        let per = ir as f64 / r.completed.max(1) as f64;
+        if prefix == "plain/" {
+            base = per;
+        }
+        rows.push(Row {
+            figure: format!("{figure} (uploads per 10^9 instructions, callgrind)"),
+            value: 1e9 / per,
+            unit: "up/GIr",
+            limit: (prefix != "plain/").then(|| ("no target".to_owned(), 1e9 / base)),
+            target: if prefix == "plain/" {
+                Target::None
+            } else {
+                Target::RatioAtLeast(0.9)
+            },
+            must: Some((failures.is_empty(), failures.join("; "))),
+            note: format!(
+                "{} uploads, {per:.0} Ir per upload ({:+.0} over no target), {ir} Ir; {}; top: {top}",
+                r.completed,
+                per - base,
+                file.display()
+            ),
+        });
+    }
+    receiver.stop();
+}
+
+/// Waits (at most 10 minutes) until `receiver` got `n` events; whether it did.
+async fn wait_received(receiver: &HookReceiver, n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receiver.received() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    receiver.received() >= n
 }
 
 /// `callgrind_control --dump=<name>`; returns the profile file it wrote (the newest in `dir`).

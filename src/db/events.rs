@@ -1,5 +1,5 @@
 //! Events and webhooks: declared targets, bucket notification configurations, link webhooks,
-//! and the outbox (`events`, one row per change, and `deliveries`, one per event and target).
+//! and the outbox (`outbox`, one row per event and target).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -100,8 +100,8 @@ pub fn bucket_owners(conn: &Connection) -> Result<Vec<(String, String)>, DbError
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Inserts one event and a pending delivery per `(target, configuration id)`; returns the
-/// event's id (its sequencer). Runs inside the transaction that changes the object.
+/// Inserts a pending delivery of the event per `(target, configuration id)`. Runs inside the
+/// transaction that changes the object.
 pub fn insert(
     conn: &Connection,
     bucket: &str,
@@ -109,29 +109,28 @@ pub fn insert(
     name: &str,
     record: &str,
     targets: &[(String, String)],
-) -> Result<i64, DbError> {
+) -> Result<(), DbError> {
     let now = now_millis();
-    conn.prepare_cached(
-        "INSERT INTO events (bucket, key, name, record, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![bucket, key, name, record, now])?;
-    let id = conn.last_insert_rowid();
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO deliveries (event_id, target, configuration_id, bucket, key, since, next_at,
-             updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+        "INSERT INTO outbox (target, configuration_id, bucket, key, name, record, since, next_at,
+             created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
     )?;
     for (target, config_id) in targets {
-        stmt.execute(params![id, target, config_id, bucket, key, now])?;
+        stmt.execute(params![target, config_id, bucket, key, name, record, now])?;
     }
-    Ok(id)
+    Ok(())
 }
 
-/// A delivery with what the worker needs to send it, or an operator to see it.
+/// `next_at` of a row parked behind an earlier pending row of its key (its lane unparks it when
+/// that one is delivered or dead).
+pub const PARKED: i64 = i64::MAX;
+
+/// A delivery with what the worker needs to send it, or an operator to see it. Its id is also
+/// its event's sequencer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub id: i64,
-    pub event_id: i64,
     pub target: String,
     pub configuration_id: String,
     pub bucket: String,
@@ -147,57 +146,90 @@ pub struct Delivery {
     pub created_at: i64,
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.target, d.configuration_id, d.bucket, d.key,
-    e.name, e.record, d.state, d.attempts, d.since, d.next_at, d.last_error, e.created_at";
+const DELIVERY_COLUMNS: &str = "id, target, configuration_id, bucket, key, name, record, state,
+    attempts, since, next_at, last_error, created_at";
 
 fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
         id: r.get(0)?,
-        event_id: r.get(1)?,
-        target: r.get(2)?,
-        configuration_id: r.get(3)?,
-        bucket: r.get(4)?,
-        key: r.get(5)?,
-        event_name: r.get(6)?,
-        record: r.get(7)?,
-        state: r.get(8)?,
-        attempts: r.get::<_, i64>(9)? as u32,
-        since: r.get(10)?,
-        next_at: r.get(11)?,
-        last_error: r.get(12)?,
-        created_at: r.get(13)?,
+        target: r.get(1)?,
+        configuration_id: r.get(2)?,
+        bucket: r.get(3)?,
+        key: r.get(4)?,
+        event_name: r.get(5)?,
+        record: r.get(6)?,
+        state: r.get(7)?,
+        attempts: r.get::<_, i64>(8)? as u32,
+        since: r.get(9)?,
+        next_at: r.get(10)?,
+        last_error: r.get(11)?,
+        created_at: r.get(12)?,
     })
 }
 
-/// Up to `limit` of `target`'s pending deliveries due at `now`, longest due first, each the
-/// first pending one of its (target, bucket, key): a later change of a key waits for the earlier
-/// one, so a receiver sees a key's events in order (keys between them need no order).
+/// Up to `limit` of `target`'s pending deliveries due at `now`, longest due first. The lane
+/// keeps a key's order itself (it parks a key's later rows while an earlier one is pending).
 ///
-/// One target's lane reads it: it walks the `deliveries_lane (target, next_at)` index within
-/// that target and stops after `limit`, so its cost grows neither with the backlog nor with
-/// other targets' (a silent receiver's thousands of pending rows are never visited by a healthy
-/// one's reads), and deliveries waiting for a retry are not visited either.
+/// One target's lane reads it: it walks the `outbox_lane (target, next_at)` index within that
+/// target and stops after `limit`, so its cost grows neither with the backlog nor with other
+/// targets' (a silent receiver's thousands of pending rows are never visited by a healthy
+/// one's reads), and deliveries waiting for a retry or parked are not visited either.
+///
+/// `after` (next_at, id): only rows after that one in this order. The lane passes the last row
+/// it took while its attempts are in flight, so that it does not read them (and their records)
+/// again on each new event.
 pub fn due(
     conn: &Connection,
     target: &str,
     now: i64,
+    after: Option<(i64, i64)>,
     limit: usize,
 ) -> Result<Vec<Delivery>, DbError> {
+    let (at, id) = after.unwrap_or((i64::MIN, i64::MIN));
     let mut stmt = conn.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} {DUE}"))?;
-    let rows = stmt.query_map(params![target, now, limit as i64], delivery)?;
+    let rows = stmt.query_map(params![target, now, at, id, limit as i64], delivery)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-const DUE: &str = "FROM deliveries d JOIN events e ON e.id = d.event_id
-    WHERE d.target = ?1 AND d.state = 'pending' AND d.next_at <= ?2
-      AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.state = 'pending'
-          AND p.target = d.target AND p.bucket = d.bucket AND p.key = d.key AND p.id < d.id)
-    ORDER BY d.next_at, d.id LIMIT ?3";
+const DUE: &str = "FROM outbox WHERE target = ?1 AND state = 'pending' AND next_at <= ?2
+      AND (next_at, id) > (?3, ?4)
+    ORDER BY next_at, id LIMIT ?5";
+
+/// A pending row as its lane sees it at start: (id, bucket, key, next_at), by id.
+pub type PendingRow = (i64, String, String, i64);
+
+/// Every pending row of `target`, by id: what its lane rebuilds each key's order from.
+pub fn pending_of(conn: &Connection, target: &str) -> Result<Vec<PendingRow>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, bucket, key, next_at FROM outbox WHERE target = ?1 AND state = 'pending'
+         ORDER BY id",
+    )?;
+    let rows = stmt.query_map([target], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Parks a pending row behind an earlier one of its key.
+pub fn park(conn: &Connection, id: i64) -> Result<(), DbError> {
+    conn.prepare_cached("UPDATE outbox SET next_at = ?2 WHERE id = ?1 AND state = 'pending'")?
+        .execute(params![id, PARKED])?;
+    Ok(())
+}
+
+/// Makes a parked row due now (the row before it is delivered or dead).
+pub fn unpark(conn: &Connection, id: i64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE outbox SET next_at = ?2 WHERE id = ?1 AND state = 'pending' AND next_at = ?3",
+    )?
+    .execute(params![id, now_millis(), PARKED])?;
+    Ok(())
+}
 
 /// The targets pending deliveries name (each lane's target, and any no longer declared).
 pub fn pending_targets(conn: &Connection) -> Result<Vec<String>, DbError> {
     let mut stmt =
-        conn.prepare_cached("SELECT DISTINCT target FROM deliveries WHERE state = 'pending'")?;
+        conn.prepare_cached("SELECT DISTINCT target FROM outbox WHERE state = 'pending'")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -217,44 +249,60 @@ pub enum Outcome {
     },
 }
 
-pub fn record_outcome(conn: &Connection, id: i64, outcome: &Outcome) -> Result<(), DbError> {
+/// Records the outcomes of a batch of attempts in one write: a delivered row is deleted (the
+/// highest id is kept as 'delivered' instead, so that SQLite never hands its id out again, and
+/// the one kept before is deleted once a newer row exists); a failed one is given its next
+/// attempt, or marked dead.
+pub fn record_outcomes(conn: &Connection, outcomes: &[(i64, Outcome)]) -> Result<(), DbError> {
     let now = now_millis();
-    let (state, error, next_at) = match outcome {
-        Outcome::Delivered => ("delivered", None, now),
-        Outcome::Retry { error, next_at } => ("pending", Some(error.as_str()), *next_at),
-        Outcome::Dead { error } => ("dead", Some(error.as_str()), now),
-    };
-    conn.prepare_cached(
-        "UPDATE deliveries SET state = ?2, attempts = attempts + 1, last_error = ?3, next_at = ?4,
-             updated_at = ?5
+    let highest: i64 = conn
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM outbox")?
+        .query_row([], |r| r.get(0))?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM outbox WHERE id = ?1 AND state = 'pending'")?;
+    let mut update = conn.prepare_cached(
+        "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, next_at = ?4
          WHERE id = ?1 AND state = 'pending'",
-    )?
-    .execute(params![id, state, error, next_at, now])?;
+    )?;
+    for (id, outcome) in outcomes {
+        let (state, error, next_at) = match outcome {
+            Outcome::Delivered if *id != highest => {
+                delete.execute([id])?;
+                continue;
+            }
+            Outcome::Delivered => ("delivered", None, now),
+            Outcome::Retry { error, next_at } => ("pending", Some(error.as_str()), *next_at),
+            Outcome::Dead { error } => ("dead", Some(error.as_str()), now),
+        };
+        update.execute(params![id, state, error, next_at])?;
+    }
+    conn.prepare_cached("DELETE FROM outbox WHERE state = 'delivered' AND id < ?1")?
+        .execute([highest])?;
     Ok(())
 }
 
-/// Deliveries for an operator, newest first: every one, or only the dead and those that failed
-/// at least once (`failed`).
+/// Deliveries for an operator, newest first: every pending and dead one, or only the dead and
+/// those that failed at least once (`failed`). (Delivered ones are not kept.)
 pub fn list(conn: &Connection, failed: bool, limit: usize) -> Result<Vec<Delivery>, DbError> {
     let filter = if failed {
-        "WHERE d.state = 'dead' OR (d.state = 'pending' AND d.attempts > 0)"
+        "state = 'dead' OR (state = 'pending' AND attempts > 0)"
     } else {
-        ""
+        "state IN ('pending', 'dead')"
     };
     let mut stmt = conn.prepare(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
-         {filter} ORDER BY d.id DESC LIMIT ?1"
+        "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE {filter} ORDER BY id DESC LIMIT ?1"
     ))?;
     let rows = stmt.query_map([limit as i64], delivery)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Puts a delivery back in the queue now, with a fresh retry window. `false`: no such delivery.
+/// Puts a pending or dead delivery back in the queue now, with a fresh retry window. `false`:
+/// no such delivery.
 pub fn retry(conn: &Connection, id: i64) -> Result<bool, DbError> {
     let now = now_millis();
     Ok(conn.execute(
-        "UPDATE deliveries SET state = 'pending', since = ?2, next_at = ?2, updated_at = ?2
-         WHERE id = ?1",
+        "UPDATE outbox SET state = 'pending', since = ?2, next_at = ?2
+         WHERE id = ?1 AND state IN ('pending', 'dead')",
         params![id, now],
     )? > 0)
 }
@@ -262,24 +310,10 @@ pub fn retry(conn: &Connection, id: i64) -> Result<bool, DbError> {
 /// Deliveries still pending (the queue depth metric).
 pub fn pending(conn: &Connection) -> Result<u64, DbError> {
     Ok(conn.query_row(
-        "SELECT count(*) FROM deliveries WHERE state = 'pending'",
+        "SELECT count(*) FROM outbox WHERE state = 'pending'",
         [],
         |r| r.get::<_, i64>(0),
     )? as u64)
-}
-
-/// Forgets delivered deliveries older than `before`, and events no delivery needs any more.
-pub fn prune(conn: &Connection, before: i64) -> Result<usize, DbError> {
-    let n = conn.execute(
-        "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?1",
-        [before],
-    )?;
-    conn.execute(
-        "DELETE FROM events WHERE created_at < ?1
-         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
-        [before],
-    )?;
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -302,39 +336,70 @@ mod tests {
                 "EXPLAIN QUERY PLAN SELECT {DELIVERY_COLUMNS} {DUE}"
             ))
             .unwrap()
-            .query_map(params!["t", 1, 32], |r| r.get::<_, String>(3))
+            .query_map(params!["t", 1, 0, 0, 32], |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(
             plan.iter()
-                .any(|p| p.contains("deliveries_lane") && p.contains("target=?")),
+                .any(|p| p.contains("outbox_lane") && p.contains("target=?")),
             "{plan:?}"
         );
         assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
     }
 
     #[test]
-    fn due_takes_a_keys_first_pending_change_and_skips_those_waiting_for_a_retry() {
+    fn due_takes_a_targets_due_rows_and_skips_those_waiting_or_parked() {
         let (_dir, conn) = migrated();
         let t = |n: &str| vec![(n.to_owned(), "cfg".to_owned())];
-        let a1 = insert(&conn, "b", "a", "ObjectCreated:Put", "{}", &t("h")).unwrap();
-        let b1 = insert(&conn, "b", "b", "ObjectCreated:Put", "{}", &t("h")).unwrap();
-        let a2 = insert(&conn, "b", "a", "ObjectRemoved:Delete", "{}", &t("h")).unwrap();
+        for key in ["a", "b", "c"] {
+            insert(&conn, "b", key, "ObjectCreated:Put", "{}", &t("h")).unwrap();
+        }
         let now = now_millis() + 1;
-        let ids = |v: Vec<Delivery>| v.iter().map(|d| d.event_id).collect::<Vec<_>>();
-        assert_eq!(ids(due(&conn, "h", now, 10).unwrap()), [a1, b1]);
+        let ids = |v: Vec<Delivery>| v.iter().map(|d| d.key.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(due(&conn, "h", now, None, 10).unwrap()),
+            ["a", "b", "c"]
+        );
         // Another target's lane sees none of them.
-        assert!(due(&conn, "other", now, 10).unwrap().is_empty());
-        // `a`'s first change fails: its second waits behind it, `b` goes on.
-        let first = due(&conn, "h", now, 10).unwrap()[0].id;
+        assert!(due(&conn, "other", now, None, 10).unwrap().is_empty());
+        let rows = due(&conn, "h", now, None, 10).unwrap();
         let retry = Outcome::Retry {
             error: "500".into(),
             next_at: now + 60_000,
         };
-        record_outcome(&conn, first, &retry).unwrap();
-        assert_eq!(ids(due(&conn, "h", now, 10).unwrap()), [b1]);
-        record_outcome(&conn, first, &Outcome::Delivered).unwrap();
-        assert_eq!(ids(due(&conn, "h", now, 10).unwrap()), [b1, a2]);
+        record_outcomes(&conn, &[(rows[0].id, retry)]).unwrap();
+        park(&conn, rows[1].id).unwrap();
+        assert_eq!(ids(due(&conn, "h", now, None, 10).unwrap()), ["c"]);
+        unpark(&conn, rows[1].id).unwrap();
+        assert_eq!(
+            ids(due(&conn, "h", now + 10, None, 10).unwrap()),
+            ["c", "b"]
+        );
+    }
+
+    /// Delivered rows are deleted, but no id is ever handed out twice (a receiver drops a
+    /// delivery id it has seen, and compares a key's sequencers), even when every row was
+    /// delivered: the highest stays, as 'delivered', until a newer one exists.
+    #[test]
+    fn delivered_rows_go_and_ids_are_never_handed_out_again() {
+        let (_dir, conn) = migrated();
+        let t = vec![("h".to_owned(), "cfg".to_owned())];
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            insert(&conn, "b", "k", "ObjectCreated:Put", "{}", &t).unwrap();
+            insert(&conn, "b", "j", "ObjectCreated:Put", "{}", &t).unwrap();
+            let rows = due(&conn, "h", now_millis() + 1, None, 10).unwrap();
+            assert_eq!(rows.len(), 2, "round {round}");
+            let done: Vec<_> = rows.iter().map(|d| (d.id, Outcome::Delivered)).collect();
+            record_outcomes(&conn, &done).unwrap();
+            seen.extend(rows.iter().map(|d| d.id));
+            let left: i64 = conn
+                .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(left, 1, "only the highest is kept");
+            assert!(list(&conn, false, 10).unwrap().is_empty());
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     }
 }

@@ -8,7 +8,8 @@
 //! recomputes it over the raw body, compares in constant time, and refuses a timestamp far from
 //! its clock (a replay).
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,12 +38,13 @@ const LANES_EVERY: Duration = POLL;
 const SCAN_EVERY: Duration = Duration::from_secs(60);
 /// The outbox is read this often even without a wake-up (one arrives with each new event).
 const POLL: Duration = Duration::from_millis(250);
+/// While attempts are in flight, a lane reads its queue from the start this often (otherwise
+/// from the last row it took).
+const REREAD_EVERY: Duration = Duration::from_secs(2);
 /// One attempt's limit: connect, send, and the receiver's answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
-/// Delivered rows are kept this long for `events list`, then pruned.
-const KEEP_DELIVERED_MS: i64 = 7 * 86_400 * 1000;
 
 /// `v1=<hex>`: the HMAC-SHA256 of `"<timestamp>.<body>"` with the target's secret.
 pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
@@ -85,11 +87,11 @@ impl Worker {
 
     /// Starts a delivery lane for every target (declared, or named by a pending delivery: a
     /// target removed since its events were written still gets its deliveries retried and marked
-    /// dead), and prunes delivered rows now and then.
+    /// dead).
     pub(super) async fn run(self) {
         let worker = Arc::new(self);
         let mut lanes: HashSet<String> = HashSet::new();
-        let (mut last_prune, mut last_scan) = (0, 0);
+        let mut last_scan = 0;
         loop {
             let now = crate::db::now_millis();
             let mut names: Vec<String> = worker
@@ -111,11 +113,6 @@ impl Worker {
                     tokio::spawn(worker.clone().lane(name));
                 }
             }
-            if now - last_prune > 3_600_000 {
-                last_prune = now;
-                let before = now - KEEP_DELIVERED_MS;
-                let _ = worker.db.write(move |c| events::prune(c, before)).await;
-            }
             tokio::time::sleep(LANES_EVERY).await;
         }
     }
@@ -123,30 +120,75 @@ impl Worker {
     /// One target's deliveries: up to [`WINDOW`] in flight, each slot refilled as its attempt
     /// ends, so a slow or silent receiver holds back only its own events (other targets have
     /// lanes of their own) and, within its lane, only the slots its slow answers take. A key's
-    /// next delivery is not due while its previous one is pending ([`events::due`]), so a
-    /// receiver sees a key's events in order.
+    /// later deliveries are parked while an earlier one is pending ([`Keys`]), so a receiver sees
+    /// a key's events in order.
     async fn lane(self: Arc<Self>, target: String) {
         let mut wake = self.notifier.wake(&target);
+        let mut keys = loop {
+            let t = target.clone();
+            match self.db.read(move |c| events::pending_of(c, &t)).await {
+                Ok(rows) => {
+                    let (keys, park, unpark) = Keys::rebuild(rows);
+                    if self.write_parking(park, unpark).await.is_ok() {
+                        break keys;
+                    }
+                }
+                Err(crate::db::DbError::WriterGone) => return,
+                Err(e) => tracing::warn!(error = %e, "could not read the event outbox"),
+            }
+            tokio::time::sleep(POLL).await;
+        };
         let mut in_flight = FuturesUnordered::new();
         let mut ids: HashSet<i64> = HashSet::new();
+        // The last row taken (next_at, id): while attempts are in flight, reads start after it,
+        // so that each new event does not read those in flight (and their records) again. A
+        // row that sorts before it and was not taken (unparked in the same millisecond, a
+        // clock step back) is read when nothing is in flight, or at the latest after
+        // `REREAD_EVERY`.
+        let mut after: Option<(i64, i64)> = None;
+        let mut from_start = tokio::time::Instant::now();
         loop {
+            if ids.is_empty() || from_start.elapsed() >= REREAD_EVERY {
+                after = None;
+                from_start = tokio::time::Instant::now();
+            }
             if in_flight.len() < WINDOW {
                 let now = crate::db::now_millis();
-                // Those in flight are still pending, and may come back first.
-                let (t, limit) = (target.clone(), WINDOW + ids.len());
-                match self.db.read(move |c| events::due(c, &t, now, limit)).await {
+                // From the start, those in flight are read too (still pending): skipped here.
+                let limit = match after {
+                    Some(_) => WINDOW - in_flight.len(),
+                    None => WINDOW + ids.len(),
+                };
+                let t = target.clone();
+                match self
+                    .db
+                    .read(move |c| events::due(c, &t, now, after, limit))
+                    .await
+                {
                     Ok(due) => {
+                        let mut park = Vec::new();
                         for d in due {
                             if in_flight.len() >= WINDOW {
                                 break;
                             }
-                            if ids.insert(d.id) {
-                                let worker = self.clone();
-                                in_flight.push(async move {
-                                    let outcome = worker.attempt(&d).await;
-                                    (d.id, outcome)
-                                });
+                            after = Some((d.next_at, d.id));
+                            if ids.contains(&d.id) {
+                                continue;
                             }
+                            let key = (d.bucket.clone(), d.key.clone());
+                            if !keys.take(&key, d.id) {
+                                park.push(d.id);
+                                continue;
+                            }
+                            ids.insert(d.id);
+                            let worker = self.clone();
+                            in_flight.push(async move {
+                                let outcome = worker.attempt(&d).await;
+                                (d.id, key, outcome)
+                            });
+                        }
+                        if !park.is_empty() && self.write_parking(park, Vec::new()).await.is_err() {
+                            return;
                         }
                     }
                     Err(crate::db::DbError::WriterGone) => return,
@@ -178,33 +220,78 @@ impl Worker {
             if done.is_empty() {
                 continue;
             }
-            for (_, outcome) in &done {
+            for (_, _, outcome) in &done {
                 self.metrics.event_delivery(match outcome {
                     Outcome::Delivered => "delivered",
                     Outcome::Retry { .. } => "failed",
                     Outcome::Dead { .. } => "dead",
                 });
             }
-            let finished: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
+            // A key whose pending delivery is over hands its turn to the next one parked.
+            let ended: Vec<((String, String), i64)> = done
+                .iter()
+                .filter(|(_, _, o)| !matches!(o, Outcome::Retry { .. }))
+                .map(|(id, key, _)| (key.clone(), *id))
+                .collect();
+            let unpark: Vec<i64> = ended
+                .iter()
+                .filter_map(|(key, id)| keys.next_after(key, *id))
+                .collect();
+            let outcomes: Vec<(i64, Outcome)> =
+                done.iter().map(|(id, _, o)| (*id, o.clone())).collect();
             let written = self
                 .db
                 .write(move |c| {
-                    for (id, outcome) in &done {
-                        events::record_outcome(c, *id, outcome)?;
+                    events::record_outcomes(c, &outcomes)?;
+                    for id in &unpark {
+                        events::unpark(c, *id)?;
                     }
                     Ok(())
                 })
                 .await;
-            if let Err(e) = written {
-                if matches!(e, crate::db::DbError::WriterGone) {
-                    return;
+            match written {
+                Ok(()) => {
+                    for (key, id) in &ended {
+                        keys.end(key, *id);
+                    }
                 }
-                // Still pending in the outbox: taken again once due.
-                tracing::warn!(error = %e, "could not record delivery outcomes");
-                tokio::time::sleep(POLL).await;
+                Err(crate::db::DbError::WriterGone) => return,
+                Err(e) => {
+                    // Still pending in the outbox: taken again once due.
+                    tracing::warn!(error = %e, "could not record delivery outcomes");
+                    tokio::time::sleep(POLL).await;
+                }
             }
-            for id in finished {
+            for (id, _, _) in done {
                 ids.remove(&id);
+            }
+        }
+    }
+
+    /// Parks and unparks rows in one write; `Err` only when the writer is gone (another error
+    /// is logged: a row left unparked is parked again when next read).
+    async fn write_parking(&self, park: Vec<i64>, unpark: Vec<i64>) -> Result<(), ()> {
+        if park.is_empty() && unpark.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .db
+            .write(move |c| {
+                for id in &park {
+                    events::park(c, *id)?;
+                }
+                for id in &unpark {
+                    events::unpark(c, *id)?;
+                }
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(()) => Ok(()),
+            Err(crate::db::DbError::WriterGone) => Err(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not park deliveries");
+                Ok(())
             }
         }
     }
@@ -214,7 +301,7 @@ impl Worker {
         let error = match self.notifier.target(&d.target) {
             None => format!("no webhook target named {}", d.target),
             Some(target) => {
-                let body = message::send_body(&d.record, &d.configuration_id, d.event_id);
+                let body = message::send_body(&d.record, &d.configuration_id, d.id);
                 let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
                 let sent = self
                     .client
@@ -245,6 +332,94 @@ impl Worker {
         Outcome::Retry {
             error,
             next_at: (now + wait.as_millis() as i64).min(d.since + max_age),
+        }
+    }
+}
+
+/// A lane's order per object key, in memory: for each key with a pending delivery, the one
+/// whose turn it is (in flight, waiting for its retry, or due), and those parked behind it
+/// (`next_at` = [`events::PARKED`] in the outbox, so that the lane's reads skip them), in id
+/// order. Rebuilt from the pending rows when the lane starts; that is where rows from before
+/// parking existed (or parked by a lane that stopped) get their turn or their place.
+#[derive(Default)]
+struct Keys {
+    turns: HashMap<(String, String), Turn>,
+}
+
+struct Turn {
+    id: i64,
+    parked: VecDeque<i64>,
+}
+
+impl Keys {
+    /// From `target`'s pending rows by id: the keys, the rows to park (due, behind an earlier
+    /// one) and to unpark (parked, and now first of their key).
+    fn rebuild(rows: Vec<events::PendingRow>) -> (Keys, Vec<i64>, Vec<i64>) {
+        let (mut keys, mut park, mut unpark) = (Keys::default(), Vec::new(), Vec::new());
+        for (id, bucket, key, next_at) in rows {
+            match keys.turns.entry((bucket, key)) {
+                Entry::Vacant(v) => {
+                    v.insert(Turn {
+                        id,
+                        parked: VecDeque::new(),
+                    });
+                    if next_at == events::PARKED {
+                        unpark.push(id);
+                    }
+                }
+                Entry::Occupied(mut o) => {
+                    o.get_mut().parked.push_back(id);
+                    if next_at != events::PARKED {
+                        park.push(id);
+                    }
+                }
+            }
+        }
+        (keys, park, unpark)
+    }
+
+    /// Whether row `id`, read due, may be sent now: it is its key's turn, or its key has none
+    /// (it takes it), or it is older than the turn (an operator's retry of a dead row: sent at
+    /// once). `false`: it is parked behind the turn (the caller parks it in the outbox).
+    fn take(&mut self, key: &(String, String), id: i64) -> bool {
+        match self.turns.get_mut(key) {
+            None => {
+                self.turns.insert(
+                    key.clone(),
+                    Turn {
+                        id,
+                        parked: VecDeque::new(),
+                    },
+                );
+                true
+            }
+            Some(turn) if turn.id >= id => true,
+            Some(turn) => {
+                if let Err(at) = turn.parked.binary_search(&id) {
+                    turn.parked.insert(at, id);
+                }
+                false
+            }
+        }
+    }
+
+    /// The row to unpark when `id`, its key's turn, is over.
+    fn next_after(&self, key: &(String, String), id: i64) -> Option<i64> {
+        let turn = self.turns.get(key).filter(|t| t.id == id)?;
+        turn.parked.front().copied()
+    }
+
+    /// `id` is delivered or dead (and recorded): its key's next row, if any, has the turn.
+    fn end(&mut self, key: &(String, String), id: i64) {
+        if let Entry::Occupied(mut o) = self.turns.entry(key.clone())
+            && o.get().id == id
+        {
+            match o.get_mut().parked.pop_front() {
+                Some(next) => o.get_mut().id = next,
+                None => {
+                    o.remove();
+                }
+            }
         }
     }
 }
@@ -281,5 +456,39 @@ mod tests {
             let b = backoff(min, attempts);
             assert!(b <= full && b >= full / 2, "{attempts}: {b:?}");
         }
+    }
+
+    /// A lane's key order: the first pending row of a key has its turn, later ones are parked
+    /// (and those found due at start are parked, a parked first one unparked); when the turn
+    /// ends, the next parked one has it.
+    #[test]
+    fn a_keys_later_rows_wait_for_its_turn() {
+        let k = |s: &str| ("b".to_owned(), s.to_owned());
+        let rows = vec![
+            (1, "b".into(), "a".into(), 10),
+            (2, "b".into(), "a".into(), 10),
+            (3, "b".into(), "c".into(), events::PARKED),
+            (4, "b".into(), "a".into(), events::PARKED),
+        ];
+        let (mut keys, park, unpark) = Keys::rebuild(rows);
+        assert_eq!((park, unpark), (vec![2], vec![3]));
+        assert!(keys.take(&k("a"), 1));
+        assert!(!keys.take(&k("a"), 2));
+        assert!(keys.take(&k("c"), 3));
+        // A key without a turn: the row takes it; the next one waits.
+        assert!(keys.take(&k("new"), 7));
+        assert!(!keys.take(&k("new"), 8));
+        assert_eq!(keys.next_after(&k("a"), 1), Some(2));
+        keys.end(&k("a"), 1);
+        assert!(keys.take(&k("a"), 2));
+        assert!(!keys.take(&k("a"), 4));
+        assert_eq!(keys.next_after(&k("a"), 2), Some(4));
+        keys.end(&k("a"), 2);
+        keys.end(&k("a"), 4);
+        keys.end(&k("c"), 3);
+        assert_eq!(keys.next_after(&k("new"), 7), Some(8));
+        keys.end(&k("new"), 7);
+        keys.end(&k("new"), 8);
+        assert!(keys.turns.is_empty());
     }
 }

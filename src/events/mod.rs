@@ -269,7 +269,9 @@ pub fn delivery_json(d: &crate::db::events::Delivery) -> serde_json::Value {
         "attempts": d.attempts,
         "last_error": d.last_error,
         "created_at": d.created_at,
-        "next_attempt_at": (d.state == "pending").then_some(d.next_at),
+        // A row parked behind an earlier one of its key has no time of its own.
+        "next_attempt_at": (d.state == "pending" && d.next_at != crate::db::events::PARKED)
+            .then_some(d.next_at),
     })
 }
 
