@@ -813,8 +813,8 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-/// A TCP proxy to `upstream` whose first `fail` connections get `status` (503: SlowDown, else
-/// InternalError) and are closed; it counts connections and the most open at once.
+/// A TCP proxy to `upstream` whose first `fail` connections get `status` (503: SlowDown, 412:
+/// PreconditionFailed, else InternalError) and are closed; it counts connections and the most open at once.
 struct Proxy {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
@@ -867,10 +867,10 @@ async fn refuse(client: &mut TcpStream, status: u16) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let (reason, code) = if status == 503 {
-        ("Slow Down", "SlowDown")
-    } else {
-        ("Internal Server Error", "InternalError")
+    let (reason, code) = match status {
+        503 => ("Slow Down", "SlowDown"),
+        412 => ("Precondition Failed", "PreconditionFailed"),
+        _ => ("Internal Server Error", "InternalError"),
     };
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>try again</Message></Error>"
@@ -1163,7 +1163,7 @@ async fn upload_part_copy_copies_a_range_while_the_source_is_unchanged() {
 
 #[tokio::test]
 async fn conditional_copy_and_complete_are_refused_typed() {
-    let (_app, _spool, backend) = setup("bkt").await;
+    let (app, _spool, backend) = setup("bkt").await;
     let mut up = backend.uploader("src", Meta::default());
     up.write(b"version one").await.unwrap();
     let v1 = up.finish().await.unwrap();
@@ -1251,6 +1251,31 @@ async fn conditional_copy_and_complete_are_refused_typed() {
         .unwrap();
     assert_eq!(again.etag, done.etag);
 
+    // A conditional Complete whose answer was lost and whose retry is refused with 412 (the
+    // key is taken, by this very upload): the upload is gone and the key holds its parts, so
+    // it is done.
+    let id = backend
+        .create_multipart("lost", &Meta::default())
+        .await
+        .unwrap();
+    let etag = backend
+        .upload_part("lost", &id, 1, chunks_of(b"lost answer"), 11, None)
+        .await
+        .unwrap();
+    let parts = [CompletedPart { number: 1, etag }];
+    let done = backend
+        .complete_multipart("lost", &id, &parts, Some(&WriteIf::Absent))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(app.host.parse().unwrap(), 1, 412).await;
+    let spool = tempfile::tempdir().unwrap();
+    let via_proxy = backend_at(&proxy.url(), "bkt", spool.path(), |_| {});
+    let again = via_proxy
+        .complete_multipart("lost", &id, &parts, Some(&WriteIf::Absent))
+        .await
+        .unwrap();
+    assert_eq!(again.etag, done.etag);
+
     // A create-only Complete onto a free key.
     let id = backend
         .create_multipart("fresh", &Meta::default())
@@ -1298,6 +1323,59 @@ async fn multipart_uploads_are_listed_with_their_initiation_time() {
     let under_b = backend.list_multipart_uploads("b/").await.unwrap();
     assert_eq!(under_b.len(), 1);
     assert_eq!(under_b[0].upload_id, b);
+}
+
+/// Requests signed as the client signs them, for what the client has no call for (a
+/// conditional PutObject or DeleteObject) against a real cluster.
+struct Raw {
+    endpoint: String,
+    bucket: String,
+    ak: String,
+    sk: String,
+}
+
+impl Raw {
+    /// `(status, S3 error code or "")`.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> (u16, String) {
+        let signed_method = match method {
+            reqwest::Method::PUT => rusty_s3::Method::Put,
+            reqwest::Method::DELETE => rusty_s3::Method::Delete,
+            _ => rusty_s3::Method::Get,
+        };
+        let url = rusty_s3::signing::sign(
+            &jiff::Timestamp::now(),
+            signed_method,
+            format!("{}/{}/{key}", self.endpoint, self.bucket)
+                .parse()
+                .unwrap(),
+            &self.ak,
+            &self.sk,
+            None,
+            REGION,
+            600,
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        let mut request = reqwest::Client::new().request(method, url).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap_or_default();
+        let code = text
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(code, _)| code.to_owned())
+            .unwrap_or_default();
+        (status, code)
+    }
 }
 
 /// The same client against a real cluster, by hand (docs/cluster.md, "Client against RGW"):
@@ -1540,6 +1618,354 @@ async fn against_a_real_cluster() {
     println!("complete of an unknown upload: {e4:?}");
     for e in [e, e2, e3, e4] {
         assert_eq!(code(&e), Some(Code::NoSuchUpload), "{e:?}");
+    }
+
+    // What docs/cluster.md section 8's table records (the wiring of section 9 rests on it).
+    let raw = Raw {
+        endpoint: endpoint.clone(),
+        bucket: bucket.clone(),
+        ak: ak.clone(),
+        sk: sk.clone(),
+    };
+    // (a) An UploadPart whose body fails before its Content-Length (a PendingPart dropped with
+    // its last chunk held): nothing stored, the earlier part of that number stays.
+    let id = backend
+        .create_multipart("pending", &Meta::default())
+        .await
+        .unwrap();
+    let earlier = pattern(5 * MIB, 21);
+    let etag = backend
+        .upload_part(
+            "pending",
+            &id,
+            1,
+            chunks_of(&earlier),
+            earlier.len() as u64,
+            None,
+        )
+        .await
+        .unwrap();
+    let kept = Some((etag.clone(), earlier.len() as u64));
+    let newer = pattern(5 * MIB + 7, 22);
+    let mut part = backend.pending_part("pending", &id, 1, newer.len() as u64, None);
+    for chunk in newer.chunks(64 * 1024) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    drop(part);
+    part_stays(&backend, "pending", &id, 1, &kept).await;
+    let mut part = backend.pending_part("pending", &id, 2, newer.len() as u64, None);
+    for chunk in newer.chunks(100_000) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    part.abort().await;
+    part_stays(&backend, "pending", &id, 2, &None).await;
+    let mut part = backend.pending_part("pending", &id, 2, newer.len() as u64, None);
+    for chunk in newer.chunks(100_000) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    let sent = part.send().await.unwrap();
+    assert_eq!(sent, format!("\"{}\"", md5_hex(&newer)));
+    assert_eq!(
+        listed_part(&backend, "pending", &id, 2).await,
+        Some((sent.clone(), newer.len() as u64))
+    );
+    println!("(a) a dropped or aborted PendingPart stored nothing; the earlier part 1 stayed");
+
+    // (c) UploadPartCopy: a range and the whole source, the source's ETag named.
+    let source = pattern(6 * MIB, 23);
+    let mut up = backend.uploader("copy-src", Meta::default());
+    write_chunked(&mut up, &source).await;
+    let src = up.finish().await.unwrap();
+    let ranged = backend
+        .upload_part_copy(
+            "copy-src",
+            Some(&src.etag),
+            Some((0, 5 * MIB as u64 - 1)),
+            "pending",
+            &id,
+            3,
+        )
+        .await
+        .unwrap();
+    let whole = backend
+        .upload_part_copy("copy-src", Some(&src.etag), None, "pending", &id, 4)
+        .await
+        .unwrap();
+    println!(
+        "(c) UploadPartCopy ETags: range {ranged} (MD5 of the range {}), whole {whole} (source's {}, MD5 {})",
+        md5_hex(&source[..5 * MIB]),
+        src.etag,
+        md5_hex(&source)
+    );
+    assert_eq!(ranged, format!("\"{}\"", md5_hex(&source[..5 * MIB])));
+    assert_eq!(whole, format!("\"{}\"", md5_hex(&source)));
+    // (b) x-amz-copy-source-if-match on UploadPartCopy and CopyObject, a stale ETag.
+    let stale = "\"0123456789abcdef0123456789abcdef\"";
+    let upc = backend
+        .upload_part_copy("copy-src", Some(stale), None, "pending", &id, 5)
+        .await;
+    println!(
+        "(b) UploadPartCopy, stale x-amz-copy-source-if-match: {upc:?}, part 5 listed: {:?}",
+        listed_part(&backend, "pending", &id, 5).await
+    );
+    // A Complete naming some of the uploaded parts (AWS takes it).
+    let subset = [
+        CompletedPart {
+            number: 2,
+            etag: sent.clone(),
+        },
+        CompletedPart {
+            number: 3,
+            etag: ranged.clone(),
+        },
+    ];
+    let e = backend
+        .complete_multipart("pending", &id, &subset, None)
+        .await
+        .map(|f| f.etag);
+    println!("    Complete naming 2 of the 5 uploaded parts: {e:?}");
+    let listed = backend
+        .list_parts("pending", &id, None)
+        .await
+        .unwrap()
+        .parts;
+    let parts: Vec<CompletedPart> = listed
+        .iter()
+        .map(|p| CompletedPart {
+            number: p.number,
+            etag: p.etag.clone(),
+        })
+        .collect();
+    let done = backend
+        .complete_multipart("pending", &id, &parts, None)
+        .await
+        .unwrap();
+    assert_eq!(done.size, listed.iter().map(|p| p.size).sum::<u64>());
+    let at = earlier.len() as u64;
+    let got = read_all(
+        &backend,
+        "pending",
+        Some(ByteRange::Inclusive(
+            at,
+            at + (newer.len() + 5 * MIB) as u64 - 1,
+        )),
+    )
+    .await;
+    let mut expected = newer.clone();
+    expected.extend_from_slice(&source[..5 * MIB]);
+    assert!(got == expected, "parts 2 and 3 read back");
+    println!("    completed from all 5 parts (a sent PendingPart, copied ranges): {done:?}");
+
+    let co = backend
+        .copy("copy-src", Some(stale), "copy-dst", None, None)
+        .await;
+    println!(
+        "(b) CopyObject, stale x-amz-copy-source-if-match: {co:?}; destination: {:?}",
+        backend.head("copy-dst").await.map(|i| i.etag)
+    );
+    let replaced = Meta {
+        content_type: Some("text/x-replaced".into()),
+        ..Meta::default()
+    };
+    let co = backend
+        .copy(
+            "copy-src",
+            Some(&src.etag),
+            "copy-dst",
+            Some(&replaced),
+            None,
+        )
+        .await;
+    println!(
+        "    CopyObject, current ETag, REPLACE: {co:?}, type {:?}",
+        backend.head("copy-dst").await.map(|i| i.meta.content_type)
+    );
+    let co = backend
+        .copy(
+            "dir/small file",
+            None,
+            "copy-dst",
+            None,
+            Some(&WriteIf::Absent),
+        )
+        .await;
+    println!(
+        "(b) CopyObject, If-None-Match: * onto a taken key: {co:?}; destination size now {:?}",
+        backend.head("copy-dst").await.map(|i| i.size)
+    );
+    let co = backend
+        .copy(
+            "dir/small file",
+            None,
+            "copy-dst2",
+            None,
+            Some(&WriteIf::Matches(stale.into())),
+        )
+        .await;
+    println!("(b) CopyObject, If-Match onto a missing key: {co:?}");
+
+    // (b) If-None-Match / If-Match on PutObject and DeleteObject (raw requests: the client's own
+    // conditional PutObject/DeleteObject are the wiring's).
+    let put = raw
+        .send(
+            reqwest::Method::PUT,
+            "copy-src",
+            &[("if-none-match", "*")],
+            b"x",
+        )
+        .await;
+    println!("(b) PutObject, If-None-Match: * onto a taken key: {put:?}");
+    let put = raw
+        .send(
+            reqwest::Method::PUT,
+            "cond-new",
+            &[("if-none-match", "*")],
+            b"x",
+        )
+        .await;
+    println!("    PutObject, If-None-Match: * onto a free key: {put:?}");
+    let put = raw
+        .send(
+            reqwest::Method::PUT,
+            "copy-src",
+            &[("if-match", stale.trim_matches('"'))],
+            b"x",
+        )
+        .await;
+    println!("(b) PutObject, If-Match stale: {put:?}");
+    let del = raw
+        .send(
+            reqwest::Method::DELETE,
+            "copy-src",
+            &[("if-match", stale.trim_matches('"'))],
+            b"",
+        )
+        .await;
+    println!(
+        "(b) DeleteObject, If-Match stale: {del:?}; object still there: {}",
+        backend.head("copy-src").await.is_ok()
+    );
+    let current = backend
+        .head("copy-src")
+        .await
+        .map(|i| i.etag)
+        .unwrap_or_default();
+    let del = raw
+        .send(
+            reqwest::Method::DELETE,
+            "copy-src",
+            &[("if-match", current.trim_matches('"'))],
+            b"",
+        )
+        .await;
+    println!(
+        "    DeleteObject, If-Match current: {del:?}; object still there: {}",
+        backend.head("copy-src").await.is_ok()
+    );
+    // (b) Complete with If-None-Match: * onto a taken key, and If-Match stale.
+    for condition in [WriteIf::Absent, WriteIf::Matches(stale.into())] {
+        let id = backend
+            .create_multipart("dir/small file", &Meta::default())
+            .await
+            .unwrap();
+        let etag = backend
+            .upload_part("dir/small file", &id, 1, chunks_of(b"completed"), 9, None)
+            .await
+            .unwrap();
+        let e = backend
+            .complete_multipart(
+                "dir/small file",
+                &id,
+                &[CompletedPart { number: 1, etag }],
+                Some(&condition),
+            )
+            .await;
+        println!(
+            "(b) CompleteMultipartUpload, {condition:?} on a taken key: {:?}; body now {:?}",
+            e.map(|f| f.etag),
+            String::from_utf8_lossy(&read_all(&backend, "dir/small file", None).await)
+        );
+        let _ = backend.abort_multipart("dir/small file", &id).await;
+    }
+
+    // (d) User metadata: postgate's reserved names (~300 bytes) plus a client's up to 2 KiB in
+    // all, then the largest single value RGW takes.
+    let mut meta = Meta::default();
+    for (name, len) in [
+        ("owner", 64),
+        ("acl", 20),
+        ("detected-type", 40),
+        ("checksum", 60),
+        ("write", 36),
+        ("slot", 36),
+    ] {
+        meta.user
+            .insert(format!("postgate-{name}"), "o".repeat(len));
+    }
+    let reserved: usize = meta
+        .user
+        .iter()
+        .map(|(k, v)| "x-amz-meta-".len() + k.len() + v.len())
+        .sum();
+    meta.user.insert(
+        "client".into(),
+        "c".repeat(2048 - reserved - "x-amz-meta-client".len()),
+    );
+    let total: usize = meta.user.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let mut up = backend.uploader("meta", meta.clone());
+    up.write(b"m").await.unwrap();
+    up.finish().await.unwrap();
+    assert_eq!(backend.head("meta").await.unwrap().meta.user, meta.user);
+    println!(
+        "(d) reserved names {reserved} bytes + a client's up to 2 KiB ({total} bytes of names and values): stored and read back"
+    );
+    let fits = |len: usize| {
+        let backend = backend.clone();
+        async move {
+            let mut meta = Meta::default();
+            meta.user.insert("big".into(), "v".repeat(len));
+            let mut up = backend.uploader("meta-big", meta.clone());
+            up.write(b"m").await.unwrap();
+            match up.finish().await {
+                Ok(_) => Ok(backend.head("meta-big").await.unwrap().meta.user == meta.user),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let (mut ok, mut bad) = (2048, 1 << 20);
+    while bad - ok > 16 {
+        let mid = (ok + bad) / 2;
+        match fits(mid).await {
+            Ok(true) => ok = mid,
+            other => {
+                println!("    one value of {mid} bytes: {other:?}");
+                bad = mid;
+            }
+        }
+    }
+    println!("(d) the largest single x-amz-meta value RGW took: {ok} bytes (refused at {bad})");
+    // And in all: n values of 8000 bytes each.
+    for n in [2, 4, 8, 16] {
+        let mut meta = Meta::default();
+        for i in 0..n {
+            meta.user.insert(format!("v{i}"), "v".repeat(8000));
+        }
+        let mut up = backend.uploader("meta-many", meta.clone());
+        up.write(b"m").await.unwrap();
+        let stored = match up.finish().await {
+            Ok(_) => Ok(backend.head("meta-many").await.unwrap().meta.user == meta.user),
+            Err(e) => Err(e),
+        };
+        println!(
+            "(d) {n} values of 8000 bytes ({} in all): {stored:?}",
+            n * 8000
+        );
     }
 
     // 200 MiB, memory.

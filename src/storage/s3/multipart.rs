@@ -305,7 +305,8 @@ impl Backend {
                 "UploadPartCopy answered without ETag".into(),
             ));
         }
-        Ok(result.etag)
+        // Quoted, as UploadPart answers it: Ceph 16 answers this one bare.
+        Ok(format!("\"{}\"", bare(&result.etag)))
     }
 
     /// UploadPart from a spool file, sent again from the file when it fails.

@@ -256,7 +256,8 @@ impl Backend {
         let (_, body) = self.send_read(call, MAX_ANSWER).await?;
         let result: CopyObjectResult = wire::parse("CopyObject", &body)?;
         Ok(CopyResult {
-            etag: result.etag,
+            // Quoted, as HEAD gives it: Ceph 16 answers this one bare.
+            etag: format!("\"{}\"", bare(&result.etag)),
             last_modified: result.last_modified,
         })
     }
