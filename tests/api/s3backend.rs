@@ -1765,6 +1765,11 @@ async fn against_a_real_cluster() {
     let co = backend
         .copy("copy-src", Some(stale), "copy-dst", None, None)
         .await;
+    assert!(
+        matches!(&co, Err(e) if e.code() == Some(&Code::PreconditionFailed)),
+        "{co:?}"
+    );
+    assert!(backend.head("copy-dst").await.unwrap_err().is_not_found());
     println!(
         "(b) CopyObject, stale x-amz-copy-source-if-match: {co:?}; destination: {:?}",
         backend.head("copy-dst").await.map(|i| i.etag)

@@ -240,7 +240,11 @@ impl Backend {
         let mut call = Call::new(Method::PUT, Some(key))
             .header("x-amz-copy-source", self.copy_source(source_key));
         if let Some(etag) = source_etag {
-            call = call.header("x-amz-copy-source-if-match", bare(etag));
+            // Ceph 16's CopyObject reads the condition under the name `x-amz-copy-if-match` and
+            // ignores S3's (docs/cluster.md section 8); AWS and others ignore the other name.
+            call = call
+                .header("x-amz-copy-source-if-match", bare(etag))
+                .header("x-amz-copy-if-match", bare(etag));
         }
         if let Some(condition) = condition {
             let (name, value) = condition.header();
