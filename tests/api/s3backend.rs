@@ -1714,6 +1714,10 @@ async fn against_a_real_cluster() {
         "(b) UploadPartCopy, stale x-amz-copy-source-if-match: {upc:?}, part 5 listed: {:?}",
         listed_part(&backend, "pending", &id, 5).await
     );
+    assert!(
+        matches!(&upc, Err(e) if e.code() == Some(&Code::PreconditionFailed)),
+        "{upc:?}"
+    );
     // A Complete naming some of the uploaded parts (AWS takes it).
     let subset = [
         CompletedPart {

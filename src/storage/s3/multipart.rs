@@ -276,8 +276,9 @@ impl Backend {
 
     /// UploadPartCopy: part `number` of `upload_id` (for `key`) is `range` (first, last
     /// included; None: all) of the object `source_key`, copied inside the backend. With
-    /// `source_etag`, only while the source still has that ETag (`x-amz-copy-source-if-match`;
-    /// else `412 PreconditionFailed`). Answers the part's ETag.
+    /// `source_etag`, only while the source still has that ETag (`x-amz-copy-source-if-match`,
+    /// and the source read again after the copy for backends that ignore it; else
+    /// `412 PreconditionFailed`). Answers the part's ETag.
     pub async fn upload_part_copy(
         &self,
         source_key: &str,
@@ -304,6 +305,19 @@ impl Backend {
             return Err(Error::Protocol(
                 "UploadPartCopy answered without ETag".into(),
             ));
+        }
+        // Ceph 16 ignores the condition on UploadPartCopy (docs/cluster.md section 8): the
+        // source read again afterwards must still be the version named, or the part is refused
+        // as the backend would have refused it (it stays until the number is written again).
+        if let Some(etag) = source_etag {
+            let now = self.head(source_key).await?;
+            if bare(&now.etag) != bare(etag) {
+                return Err(Error::S3 {
+                    status: 412,
+                    code: Code::PreconditionFailed,
+                    message: "the copy source changed during UploadPartCopy".into(),
+                });
+            }
         }
         // Quoted, as UploadPart answers it: Ceph 16 answers this one bare.
         Ok(format!("\"{}\"", bare(&result.etag)))
