@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use postgate::storage::s3::{
-    Addressing, Backend, ByteRange, Code, CompletedPart, Error, ListRequest, Meta, Options,
+    Addressing, Backend, ByteRange, Code, CompletedPart, Error, ListRequest, Meta, Options, WriteIf,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -311,7 +311,10 @@ async fn delete_one_and_many_and_copy_with_either_directive() {
     up.write(b"pixels").await.unwrap();
     let src = up.finish().await.unwrap();
 
-    let copied = backend.copy("src/ä b", "copy1", None).await.unwrap();
+    let copied = backend
+        .copy("src/ä b", None, "copy1", None, None)
+        .await
+        .unwrap();
     assert_eq!(copied.etag, src.etag);
     let info = backend.head("copy1").await.unwrap();
     assert_eq!(info.meta.content_type.as_deref(), Some("image/png"));
@@ -323,7 +326,7 @@ async fn delete_one_and_many_and_copy_with_either_directive() {
     };
     other.user.insert("new".into(), "1".into());
     backend
-        .copy("src/ä b", "copy2", Some(&other))
+        .copy("src/ä b", None, "copy2", Some(&other), None)
         .await
         .unwrap();
     let info = backend.head("copy2").await.unwrap();
@@ -332,7 +335,10 @@ async fn delete_one_and_many_and_copy_with_either_directive() {
     assert_eq!(info.meta.user.get("new").map(String::as_str), Some("1"));
     assert_eq!(read_all(&backend, "copy2", None).await, b"pixels");
 
-    let missing = backend.copy("nope", "copy3", None).await.unwrap_err();
+    let missing = backend
+        .copy("nope", None, "copy3", None, None)
+        .await
+        .unwrap_err();
     assert_eq!(code(&missing), Some(Code::NoSuchKey));
 
     backend.delete("copy1").await.unwrap();
@@ -421,6 +427,7 @@ async fn client_multipart_passes_through_with_streamed_parts() {
                 number: 1,
                 etag: etag2.clone(),
             }],
+            None,
         )
         .await
         .unwrap_err();
@@ -438,14 +445,14 @@ async fn client_multipart_passes_through_with_streamed_parts() {
         },
     ];
     let done = backend
-        .complete_multipart("movie.mp4", &id, &parts)
+        .complete_multipart("movie.mp4", &id, &parts, None)
         .await
         .unwrap();
     assert!(done.etag.ends_with("-2\""), "{}", done.etag);
     // The same Complete again (as a retry after a lost answer sends it): the upload is gone,
     // the key holds exactly these parts, so it is done.
     let again = backend
-        .complete_multipart("movie.mp4", &id, &parts)
+        .complete_multipart("movie.mp4", &id, &parts, None)
         .await
         .unwrap();
     assert_eq!(again.etag, done.etag);
@@ -458,6 +465,7 @@ async fn client_multipart_passes_through_with_streamed_parts() {
                 number: 1,
                 etag: etag1.clone(),
             }],
+            None,
         )
         .await
         .unwrap_err();
@@ -805,8 +813,8 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-/// A TCP proxy to `upstream` whose first `fail` connections get `status` (503: SlowDown, else
-/// InternalError) and are closed; it counts connections and the most open at once.
+/// A TCP proxy to `upstream` whose first `fail` connections get `status` (503: SlowDown, 412:
+/// PreconditionFailed, else InternalError) and are closed; it counts connections and the most open at once.
 struct Proxy {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
@@ -859,10 +867,10 @@ async fn refuse(client: &mut TcpStream, status: u16) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let (reason, code) = if status == 503 {
-        ("Slow Down", "SlowDown")
-    } else {
-        ("Internal Server Error", "InternalError")
+    let (reason, code) = match status {
+        503 => ("Slow Down", "SlowDown"),
+        412 => ("Precondition Failed", "PreconditionFailed"),
+        _ => ("Internal Server Error", "InternalError"),
     };
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>try again</Message></Error>"
@@ -883,6 +891,491 @@ async fn refuse(client: &mut TcpStream, status: u16) {
         }
     })
     .await;
+}
+
+/// `data` as a caller's stream of 64 KiB chunks.
+fn chunks_of(
+    data: &[u8],
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::iter(
+        data.chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Part `number` as ListParts shows it: (ETag, size).
+async fn listed_part(backend: &Backend, key: &str, id: &str, number: u32) -> Option<(String, u64)> {
+    let page = backend.list_parts(key, id, None).await.unwrap();
+    page.parts
+        .into_iter()
+        .find(|p| p.number == number)
+        .map(|p| (p.etag, p.size))
+}
+
+/// ListParts keeps showing `expected` for part `number` for a while (a dropped part's request
+/// has had time to end and would have replaced it by then).
+async fn part_stays(
+    backend: &Backend,
+    key: &str,
+    id: &str,
+    number: u32,
+    expected: &Option<(String, u64)>,
+) {
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(&listed_part(backend, key, id, number).await, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_pending_part_is_stored_on_send_and_never_when_dropped() {
+    let (_app, _spool, backend) = setup("bkt").await;
+    let id = backend
+        .create_multipart("k", &Meta::default())
+        .await
+        .unwrap();
+    let earlier = pattern(300_000, 1);
+    let etag = backend
+        .upload_part("k", &id, 1, chunks_of(&earlier), earlier.len() as u64, None)
+        .await
+        .unwrap();
+    let kept = Some((etag.clone(), earlier.len() as u64));
+    let newer = pattern(MIB, 2);
+
+    // Dropped after every byte but the held last chunk went out: the request's body fails,
+    // the earlier part 1 stays.
+    let mut part = backend.pending_part("k", &id, 1, newer.len() as u64, None);
+    for chunk in newer.chunks(64 * 1024) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    drop(part);
+    part_stays(&backend, "k", &id, 1, &kept).await;
+
+    // The same with abort (which waits for the request's end), and for a new number: nothing.
+    let mut part = backend.pending_part("k", &id, 1, newer.len() as u64, None);
+    for chunk in newer.chunks(100_000) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    part.abort().await;
+    assert_eq!(listed_part(&backend, "k", &id, 1).await, kept);
+    let mut part = backend.pending_part("k", &id, 2, 10, None);
+    part.write(bytes::Bytes::from_static(b"0123456789"))
+        .await
+        .unwrap();
+    drop(part);
+    part_stays(&backend, "k", &id, 2, &None).await;
+
+    // A body shorter than declared is not sent; a longer one is refused at the write.
+    let mut part = backend.pending_part("k", &id, 1, 10, None);
+    part.write(bytes::Bytes::from_static(b"012345678"))
+        .await
+        .unwrap();
+    assert!(matches!(part.send().await, Err(Error::Protocol(_))));
+    let mut part = backend.pending_part("k", &id, 1, 4, None);
+    assert!(matches!(
+        part.write(bytes::Bytes::from_static(b"01234")).await,
+        Err(Error::Protocol(_))
+    ));
+    drop(part);
+    // A wrong Content-MD5: the backend's refusal, typed, and part 1 is still the earlier one.
+    let mut part = backend.pending_part("k", &id, 1, 5, Some(&content_md5(b"other")));
+    part.write(bytes::Bytes::from_static(b"01234"))
+        .await
+        .unwrap();
+    let e = part.send().await.unwrap_err();
+    assert!(matches!(e, Error::S3 { status: 400, .. }), "{e:?}");
+    part_stays(&backend, "k", &id, 1, &kept).await;
+
+    // Sent: ListParts shows the new part 1, and it completes into the object.
+    let mut part =
+        backend.pending_part("k", &id, 1, newer.len() as u64, Some(&content_md5(&newer)));
+    for chunk in newer.chunks(70_000) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    let sent = part.send().await.unwrap();
+    assert_eq!(sent, format!("\"{}\"", md5_hex(&newer)));
+    assert_eq!(
+        listed_part(&backend, "k", &id, 1).await,
+        Some((sent.clone(), newer.len() as u64))
+    );
+    // An empty part is a part too.
+    let empty = backend
+        .pending_part("k", &id, 3, 0, None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty, format!("\"{}\"", md5_hex(b"")));
+    let parts = [CompletedPart {
+        number: 1,
+        etag: sent,
+    }];
+    backend
+        .complete_multipart("k", &id, &parts, None)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&backend, "k", None).await, newer);
+
+    // A part for an upload that is gone: the write or the send says NoSuchUpload.
+    let mut part = backend.pending_part("k", &id, 1, 4 * MIB as u64, None);
+    let mut failed = None;
+    for chunk in pattern(4 * MIB, 3).chunks(64 * 1024) {
+        if let Err(e) = part.write(bytes::Bytes::copy_from_slice(chunk)).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let e = match failed {
+        Some(e) => e,
+        None => part.send().await.unwrap_err(),
+    };
+    assert_eq!(code(&e), Some(Code::NoSuchUpload), "{e:?}");
+}
+
+/// A 64 MiB part written through a PendingPart in 1 MiB chunks: the writer waits for the
+/// backend (a few chunks queued at most), so memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_pending_part_keeps_memory_flat() {
+    let (_app, _spool, backend) = setup("bkt").await;
+    let id = backend
+        .create_multipart("big", &Meta::default())
+        .await
+        .unwrap();
+    let chunk = pattern(MIB, 5);
+    let before = rss_bytes();
+    let (peak, sampler) = sample_peak_rss(before);
+    let started = Instant::now();
+    let mut part = backend.pending_part("big", &id, 1, 64 * MIB as u64, None);
+    for _ in 0..64 {
+        part.write(bytes::Bytes::copy_from_slice(&chunk))
+            .await
+            .unwrap();
+    }
+    let etag = part.send().await.unwrap();
+    sampler.abort();
+    let growth = peak.load(Ordering::SeqCst).saturating_sub(before);
+    println!(
+        "64 MiB through a PendingPart: {:?}, RSS peak growth {} MiB",
+        started.elapsed(),
+        growth / MIB
+    );
+    assert!(growth < 24 * MIB, "RSS grew by {} MiB", growth / MIB);
+    assert_eq!(
+        listed_part(&backend, "big", &id, 1).await,
+        Some((etag, 64 * MIB as u64))
+    );
+}
+
+#[tokio::test]
+async fn upload_part_copy_copies_a_range_while_the_source_is_unchanged() {
+    let (_app, _spool, backend) = setup("bkt").await;
+    let data = pattern(6 * MIB, 7);
+    let mut up = backend.uploader("src", Meta::default());
+    write_chunked(&mut up, &data).await;
+    let src = up.finish().await.unwrap();
+    let id = backend
+        .create_multipart("dst", &Meta::default())
+        .await
+        .unwrap();
+
+    let first = backend
+        .upload_part_copy(
+            "src",
+            Some(&src.etag),
+            Some((0, 5 * MIB as u64 - 1)),
+            "dst",
+            &id,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, format!("\"{}\"", md5_hex(&data[..5 * MIB])));
+    let second = backend
+        .upload_part_copy(
+            "src",
+            None,
+            Some((5 * MIB as u64, data.len() as u64 - 1)),
+            "dst",
+            &id,
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, format!("\"{}\"", md5_hex(&data[5 * MIB..])));
+    // The source no longer the version named: refused, part 3 not made.
+    let e = backend
+        .upload_part_copy(
+            "src",
+            Some("\"0123456789abcdef0123456789abcdef\""),
+            None,
+            "dst",
+            &id,
+            3,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::S3 {
+                status: 412,
+                code: Code::PreconditionFailed,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = backend
+        .upload_part_copy("missing", None, None, "dst", &id, 3)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(Code::NoSuchKey));
+    assert_eq!(listed_part(&backend, "dst", &id, 3).await, None);
+    // Whole, without a range.
+    let whole = backend
+        .upload_part_copy("src", Some(&src.etag), None, "dst", &id, 4)
+        .await
+        .unwrap();
+    assert_eq!(whole, format!("\"{}\"", md5_hex(&data)));
+
+    let parts = [
+        CompletedPart {
+            number: 1,
+            etag: first,
+        },
+        CompletedPart {
+            number: 2,
+            etag: second,
+        },
+    ];
+    backend
+        .complete_multipart("dst", &id, &parts, None)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&backend, "dst", None).await, data);
+}
+
+#[tokio::test]
+async fn conditional_copy_and_complete_are_refused_typed() {
+    let (app, _spool, backend) = setup("bkt").await;
+    let mut up = backend.uploader("src", Meta::default());
+    up.write(b"version one").await.unwrap();
+    let v1 = up.finish().await.unwrap();
+    let mut up = backend.uploader("src", Meta::default());
+    up.write(b"version two").await.unwrap();
+    let v2 = up.finish().await.unwrap();
+
+    // CopyObject naming the source's ETag, with REPLACE: a stale ETag is refused, nothing
+    // written; the current one copies with the new metadata.
+    let meta = Meta {
+        content_type: Some("text/x-two".into()),
+        ..Meta::default()
+    };
+    let e = backend
+        .copy("src", Some(&v1.etag), "dst", Some(&meta), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::S3 {
+                status: 412,
+                code: Code::PreconditionFailed,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(backend.head("dst").await.unwrap_err().is_not_found());
+    let copied = backend
+        .copy("src", Some(&v2.etag), "dst", Some(&meta), None)
+        .await
+        .unwrap();
+    assert_eq!(copied.etag, v2.etag);
+    let info = backend.head("dst").await.unwrap();
+    assert_eq!(info.meta.content_type.as_deref(), Some("text/x-two"));
+
+    // CompleteMultipartUpload with If-None-Match: * on a taken key, and If-Match on a stale
+    // ETag: refused, the upload stays and completes with the right condition.
+    let id = backend
+        .create_multipart("src", &Meta::default())
+        .await
+        .unwrap();
+    let etag = backend
+        .upload_part("src", &id, 1, chunks_of(b"three"), 5, None)
+        .await
+        .unwrap();
+    let parts = [CompletedPart { number: 1, etag }];
+    for condition in [WriteIf::Absent, WriteIf::Matches(v1.etag.clone())] {
+        let e = backend
+            .complete_multipart("src", &id, &parts, Some(&condition))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::S3 {
+                    status: 412,
+                    code: Code::PreconditionFailed,
+                    ..
+                }
+            ),
+            "{condition:?}: {e:?}"
+        );
+        assert_eq!(read_all(&backend, "src", None).await, b"version two");
+        assert_eq!(
+            backend
+                .list_parts("src", &id, None)
+                .await
+                .unwrap()
+                .parts
+                .len(),
+            1
+        );
+    }
+    let done = backend
+        .complete_multipart("src", &id, &parts, Some(&WriteIf::Matches(v2.etag.clone())))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&backend, "src", None).await, b"three");
+    // Its retry after a lost answer finds the key taken by itself: done, not refused.
+    let again = backend
+        .complete_multipart("src", &id, &parts, Some(&WriteIf::Matches(v2.etag.clone())))
+        .await
+        .unwrap();
+    assert_eq!(again.etag, done.etag);
+
+    // A conditional Complete whose answer was lost and whose retry is refused with 412 (the
+    // key is taken, by this very upload): the upload is gone and the key holds its parts, so
+    // it is done.
+    let id = backend
+        .create_multipart("lost", &Meta::default())
+        .await
+        .unwrap();
+    let etag = backend
+        .upload_part("lost", &id, 1, chunks_of(b"lost answer"), 11, None)
+        .await
+        .unwrap();
+    let parts = [CompletedPart { number: 1, etag }];
+    let done = backend
+        .complete_multipart("lost", &id, &parts, Some(&WriteIf::Absent))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(app.host.parse().unwrap(), 1, 412).await;
+    let spool = tempfile::tempdir().unwrap();
+    let via_proxy = backend_at(&proxy.url(), "bkt", spool.path(), |_| {});
+    let again = via_proxy
+        .complete_multipart("lost", &id, &parts, Some(&WriteIf::Absent))
+        .await
+        .unwrap();
+    assert_eq!(again.etag, done.etag);
+
+    // A create-only Complete onto a free key.
+    let id = backend
+        .create_multipart("fresh", &Meta::default())
+        .await
+        .unwrap();
+    let etag = backend
+        .upload_part("fresh", &id, 1, chunks_of(b"new"), 3, None)
+        .await
+        .unwrap();
+    let parts = [CompletedPart { number: 1, etag }];
+    let done = backend
+        .complete_multipart("fresh", &id, &parts, Some(&WriteIf::Absent))
+        .await
+        .unwrap();
+    let again = backend
+        .complete_multipart("fresh", &id, &parts, Some(&WriteIf::Absent))
+        .await
+        .unwrap();
+    assert_eq!(again.etag, done.etag);
+}
+
+#[tokio::test]
+async fn multipart_uploads_are_listed_with_their_initiation_time() {
+    let (_app, _spool, backend) = setup("bkt").await;
+    let before = std::time::SystemTime::now() - Duration::from_secs(2);
+    let a = backend
+        .create_multipart("a/1", &Meta::default())
+        .await
+        .unwrap();
+    let b = backend
+        .create_multipart("b/2", &Meta::default())
+        .await
+        .unwrap();
+    let after = std::time::SystemTime::now() + Duration::from_secs(2);
+    let all = backend.list_multipart_uploads("").await.unwrap();
+    let ids: Vec<(&str, &str)> = all
+        .iter()
+        .map(|u| (u.key.as_str(), u.upload_id.as_str()))
+        .collect();
+    assert_eq!(ids, [("a/1", a.as_str()), ("b/2", b.as_str())]);
+    for upload in &all {
+        let initiated = upload.initiated.expect("an Initiated time");
+        assert!(initiated > before && initiated < after, "{upload:?}");
+    }
+    let under_b = backend.list_multipart_uploads("b/").await.unwrap();
+    assert_eq!(under_b.len(), 1);
+    assert_eq!(under_b[0].upload_id, b);
+}
+
+/// Requests signed as the client signs them, for what the client has no call for (a
+/// conditional PutObject or DeleteObject) against a real cluster.
+struct Raw {
+    endpoint: String,
+    bucket: String,
+    ak: String,
+    sk: String,
+}
+
+impl Raw {
+    /// `(status, S3 error code or "")`.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> (u16, String) {
+        let signed_method = match method {
+            reqwest::Method::PUT => rusty_s3::Method::Put,
+            reqwest::Method::DELETE => rusty_s3::Method::Delete,
+            _ => rusty_s3::Method::Get,
+        };
+        let url = rusty_s3::signing::sign(
+            &jiff::Timestamp::now(),
+            signed_method,
+            format!("{}/{}/{key}", self.endpoint, self.bucket)
+                .parse()
+                .unwrap(),
+            &self.ak,
+            &self.sk,
+            None,
+            REGION,
+            600,
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        let mut request = reqwest::Client::new().request(method, url).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap_or_default();
+        let code = text
+            .split_once("<Code>")
+            .and_then(|(_, rest)| rest.split_once("</Code>"))
+            .map(|(code, _)| code.to_owned())
+            .unwrap_or_default();
+        (status, code)
+    }
 }
 
 /// The same client against a real cluster, by hand (docs/cluster.md, "Client against RGW"):
@@ -982,7 +1475,7 @@ async fn against_a_real_cluster() {
 
     // Copy, both directives.
     backend
-        .copy("dir/small file", "copied", None)
+        .copy("dir/small file", None, "copied", None, None)
         .await
         .unwrap();
     assert_eq!(backend.head("copied").await.unwrap().meta.user, meta.user);
@@ -991,7 +1484,7 @@ async fn against_a_real_cluster() {
         ..Meta::default()
     };
     backend
-        .copy("dir/small file", "copied2", Some(&replaced))
+        .copy("dir/small file", None, "copied2", Some(&replaced), None)
         .await
         .unwrap();
     let info = backend.head("copied2").await.unwrap();
@@ -1026,6 +1519,7 @@ async fn against_a_real_cluster() {
                 number: 1,
                 etag: etag2.clone(),
             }],
+            None,
         )
         .await
         .unwrap_err();
@@ -1044,6 +1538,7 @@ async fn against_a_real_cluster() {
                     etag: etag2.clone(),
                 },
             ],
+            None,
         )
         .await
         .unwrap();
@@ -1062,6 +1557,7 @@ async fn against_a_real_cluster() {
                     etag: etag2,
                 },
             ],
+            None,
         )
         .await
         .unwrap();
@@ -1115,12 +1611,370 @@ async fn against_a_real_cluster() {
                 number: 1,
                 etag: "\"x\"".into(),
             }],
+            None,
         )
         .await
         .unwrap_err();
     println!("complete of an unknown upload: {e4:?}");
     for e in [e, e2, e3, e4] {
         assert_eq!(code(&e), Some(Code::NoSuchUpload), "{e:?}");
+    }
+
+    // What docs/cluster.md section 8's table records (the wiring of section 9 rests on it).
+    let raw = Raw {
+        endpoint: endpoint.clone(),
+        bucket: bucket.clone(),
+        ak: ak.clone(),
+        sk: sk.clone(),
+    };
+    // (a) An UploadPart whose body fails before its Content-Length (a PendingPart dropped with
+    // its last chunk held): nothing stored, the earlier part of that number stays.
+    let id = backend
+        .create_multipart("pending", &Meta::default())
+        .await
+        .unwrap();
+    let earlier = pattern(5 * MIB, 21);
+    let etag = backend
+        .upload_part(
+            "pending",
+            &id,
+            1,
+            chunks_of(&earlier),
+            earlier.len() as u64,
+            None,
+        )
+        .await
+        .unwrap();
+    let kept = Some((etag.clone(), earlier.len() as u64));
+    let newer = pattern(5 * MIB + 7, 22);
+    let mut part = backend.pending_part("pending", &id, 1, newer.len() as u64, None);
+    for chunk in newer.chunks(64 * 1024) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    drop(part);
+    part_stays(&backend, "pending", &id, 1, &kept).await;
+    let mut part = backend.pending_part("pending", &id, 2, newer.len() as u64, None);
+    for chunk in newer.chunks(100_000) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    part.abort().await;
+    part_stays(&backend, "pending", &id, 2, &None).await;
+    let mut part = backend.pending_part("pending", &id, 2, newer.len() as u64, None);
+    for chunk in newer.chunks(100_000) {
+        part.write(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    let sent = part.send().await.unwrap();
+    assert_eq!(sent, format!("\"{}\"", md5_hex(&newer)));
+    assert_eq!(
+        listed_part(&backend, "pending", &id, 2).await,
+        Some((sent.clone(), newer.len() as u64))
+    );
+    println!("(a) a dropped or aborted PendingPart stored nothing; the earlier part 1 stayed");
+
+    // (c) UploadPartCopy: a range and the whole source, the source's ETag named.
+    let source = pattern(6 * MIB, 23);
+    let mut up = backend.uploader("copy-src", Meta::default());
+    write_chunked(&mut up, &source).await;
+    let src = up.finish().await.unwrap();
+    let ranged = backend
+        .upload_part_copy(
+            "copy-src",
+            Some(&src.etag),
+            Some((0, 5 * MIB as u64 - 1)),
+            "pending",
+            &id,
+            3,
+        )
+        .await
+        .unwrap();
+    let whole = backend
+        .upload_part_copy("copy-src", Some(&src.etag), None, "pending", &id, 4)
+        .await
+        .unwrap();
+    println!(
+        "(c) UploadPartCopy ETags: range {ranged} (MD5 of the range {}), whole {whole} (source's {}, MD5 {})",
+        md5_hex(&source[..5 * MIB]),
+        src.etag,
+        md5_hex(&source)
+    );
+    assert_eq!(ranged, format!("\"{}\"", md5_hex(&source[..5 * MIB])));
+    assert_eq!(whole, format!("\"{}\"", md5_hex(&source)));
+    // (b) x-amz-copy-source-if-match on UploadPartCopy and CopyObject, a stale ETag.
+    let stale = "\"0123456789abcdef0123456789abcdef\"";
+    let upc = backend
+        .upload_part_copy("copy-src", Some(stale), None, "pending", &id, 5)
+        .await;
+    println!(
+        "(b) UploadPartCopy, stale x-amz-copy-source-if-match: {upc:?}, part 5 listed: {:?}",
+        listed_part(&backend, "pending", &id, 5).await
+    );
+    assert!(
+        matches!(&upc, Err(e) if e.code() == Some(&Code::PreconditionFailed)),
+        "{upc:?}"
+    );
+    // A Complete naming some of the uploaded parts (AWS takes it).
+    let subset = [
+        CompletedPart {
+            number: 2,
+            etag: sent.clone(),
+        },
+        CompletedPart {
+            number: 3,
+            etag: ranged.clone(),
+        },
+    ];
+    let e = backend
+        .complete_multipart("pending", &id, &subset, None)
+        .await
+        .map(|f| f.etag);
+    println!("    Complete naming 2 of the 5 uploaded parts: {e:?}");
+    let listed = backend
+        .list_parts("pending", &id, None)
+        .await
+        .unwrap()
+        .parts;
+    let parts: Vec<CompletedPart> = listed
+        .iter()
+        .map(|p| CompletedPart {
+            number: p.number,
+            etag: p.etag.clone(),
+        })
+        .collect();
+    let done = backend
+        .complete_multipart("pending", &id, &parts, None)
+        .await
+        .unwrap();
+    assert_eq!(done.size, listed.iter().map(|p| p.size).sum::<u64>());
+    let at = earlier.len() as u64;
+    let got = read_all(
+        &backend,
+        "pending",
+        Some(ByteRange::Inclusive(
+            at,
+            at + (newer.len() + 5 * MIB) as u64 - 1,
+        )),
+    )
+    .await;
+    let mut expected = newer.clone();
+    expected.extend_from_slice(&source[..5 * MIB]);
+    assert!(got == expected, "parts 2 and 3 read back");
+    println!("    completed from all 5 parts (a sent PendingPart, copied ranges): {done:?}");
+
+    let co = backend
+        .copy("copy-src", Some(stale), "copy-dst", None, None)
+        .await;
+    assert!(
+        matches!(&co, Err(e) if e.code() == Some(&Code::PreconditionFailed)),
+        "{co:?}"
+    );
+    assert!(backend.head("copy-dst").await.unwrap_err().is_not_found());
+    println!(
+        "(b) CopyObject, stale x-amz-copy-source-if-match: {co:?}; destination: {:?}",
+        backend.head("copy-dst").await.map(|i| i.etag)
+    );
+    let replaced = Meta {
+        content_type: Some("text/x-replaced".into()),
+        ..Meta::default()
+    };
+    let co = backend
+        .copy(
+            "copy-src",
+            Some(&src.etag),
+            "copy-dst",
+            Some(&replaced),
+            None,
+        )
+        .await;
+    println!(
+        "    CopyObject, current ETag, REPLACE: {co:?}, type {:?}",
+        backend.head("copy-dst").await.map(|i| i.meta.content_type)
+    );
+    let co = backend
+        .copy(
+            "dir/small file",
+            None,
+            "copy-dst",
+            None,
+            Some(&WriteIf::Absent),
+        )
+        .await;
+    println!(
+        "(b) CopyObject, If-None-Match: * onto a taken key: {co:?}; destination size now {:?}",
+        backend.head("copy-dst").await.map(|i| i.size)
+    );
+    let co = backend
+        .copy(
+            "dir/small file",
+            None,
+            "copy-dst2",
+            None,
+            Some(&WriteIf::Matches(stale.into())),
+        )
+        .await;
+    println!("(b) CopyObject, If-Match onto a missing key: {co:?}");
+
+    // (b) If-None-Match / If-Match on PutObject and DeleteObject (raw requests: the client's own
+    // conditional PutObject/DeleteObject are the wiring's).
+    let put = raw
+        .send(
+            reqwest::Method::PUT,
+            "copy-src",
+            &[("if-none-match", "*")],
+            b"x",
+        )
+        .await;
+    println!("(b) PutObject, If-None-Match: * onto a taken key: {put:?}");
+    let put = raw
+        .send(
+            reqwest::Method::PUT,
+            "cond-new",
+            &[("if-none-match", "*")],
+            b"x",
+        )
+        .await;
+    println!("    PutObject, If-None-Match: * onto a free key: {put:?}");
+    let put = raw
+        .send(
+            reqwest::Method::PUT,
+            "copy-src",
+            &[("if-match", stale.trim_matches('"'))],
+            b"x",
+        )
+        .await;
+    println!("(b) PutObject, If-Match stale: {put:?}");
+    let del = raw
+        .send(
+            reqwest::Method::DELETE,
+            "copy-src",
+            &[("if-match", stale.trim_matches('"'))],
+            b"",
+        )
+        .await;
+    println!(
+        "(b) DeleteObject, If-Match stale: {del:?}; object still there: {}",
+        backend.head("copy-src").await.is_ok()
+    );
+    let current = backend
+        .head("copy-src")
+        .await
+        .map(|i| i.etag)
+        .unwrap_or_default();
+    let del = raw
+        .send(
+            reqwest::Method::DELETE,
+            "copy-src",
+            &[("if-match", current.trim_matches('"'))],
+            b"",
+        )
+        .await;
+    println!(
+        "    DeleteObject, If-Match current: {del:?}; object still there: {}",
+        backend.head("copy-src").await.is_ok()
+    );
+    // (b) Complete with If-None-Match: * onto a taken key, and If-Match stale.
+    for condition in [WriteIf::Absent, WriteIf::Matches(stale.into())] {
+        let id = backend
+            .create_multipart("dir/small file", &Meta::default())
+            .await
+            .unwrap();
+        let etag = backend
+            .upload_part("dir/small file", &id, 1, chunks_of(b"completed"), 9, None)
+            .await
+            .unwrap();
+        let e = backend
+            .complete_multipart(
+                "dir/small file",
+                &id,
+                &[CompletedPart { number: 1, etag }],
+                Some(&condition),
+            )
+            .await;
+        println!(
+            "(b) CompleteMultipartUpload, {condition:?} on a taken key: {:?}; body now {:?}",
+            e.map(|f| f.etag),
+            String::from_utf8_lossy(&read_all(&backend, "dir/small file", None).await)
+        );
+        let _ = backend.abort_multipart("dir/small file", &id).await;
+    }
+
+    // (d) User metadata: postgate's reserved names (~300 bytes) plus a client's up to 2 KiB in
+    // all, then the largest single value RGW takes.
+    let mut meta = Meta::default();
+    for (name, len) in [
+        ("owner", 64),
+        ("acl", 20),
+        ("detected-type", 40),
+        ("checksum", 60),
+        ("write", 36),
+        ("slot", 36),
+    ] {
+        meta.user
+            .insert(format!("postgate-{name}"), "o".repeat(len));
+    }
+    let reserved: usize = meta
+        .user
+        .iter()
+        .map(|(k, v)| "x-amz-meta-".len() + k.len() + v.len())
+        .sum();
+    meta.user.insert(
+        "client".into(),
+        "c".repeat(2048 - reserved - "x-amz-meta-client".len()),
+    );
+    let total: usize = meta.user.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let mut up = backend.uploader("meta", meta.clone());
+    up.write(b"m").await.unwrap();
+    up.finish().await.unwrap();
+    assert_eq!(backend.head("meta").await.unwrap().meta.user, meta.user);
+    println!(
+        "(d) reserved names {reserved} bytes + a client's up to 2 KiB ({total} bytes of names and values): stored and read back"
+    );
+    let fits = |len: usize| {
+        let backend = backend.clone();
+        async move {
+            let mut meta = Meta::default();
+            meta.user.insert("big".into(), "v".repeat(len));
+            let mut up = backend.uploader("meta-big", meta.clone());
+            up.write(b"m").await.unwrap();
+            match up.finish().await {
+                Ok(_) => Ok(backend.head("meta-big").await.unwrap().meta.user == meta.user),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let (mut ok, mut bad) = (2048, 1 << 20);
+    while bad - ok > 16 {
+        let mid = (ok + bad) / 2;
+        match fits(mid).await {
+            Ok(true) => ok = mid,
+            other => {
+                println!("    one value of {mid} bytes: {other:?}");
+                bad = mid;
+            }
+        }
+    }
+    println!("(d) the largest single x-amz-meta value RGW took: {ok} bytes (refused at {bad})");
+    // And in all: n values of 8000 bytes each.
+    for n in [2, 4, 8, 16] {
+        let mut meta = Meta::default();
+        for i in 0..n {
+            meta.user.insert(format!("v{i}"), "v".repeat(8000));
+        }
+        let mut up = backend.uploader("meta-many", meta.clone());
+        up.write(b"m").await.unwrap();
+        let stored = match up.finish().await {
+            Ok(_) => Ok(backend.head("meta-many").await.unwrap().meta.user == meta.user),
+            Err(e) => Err(e),
+        };
+        println!(
+            "(d) {n} values of 8000 bytes ({} in all): {stored:?}",
+            n * 8000
+        );
     }
 
     // 200 MiB, memory.

@@ -34,7 +34,7 @@ use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, HeaderMap};
 
 pub use error::{Code, Error};
-pub use multipart::{CompletedPart, PartInfo, PartsPage};
+pub use multipart::{CompletedPart, PartInfo, PartsPage, PendingPart, UploadInfo, WriteIf};
 pub use ops::{ByteRange, CopyResult, GetObject, ListPage, ListRequest, ListedObject};
 pub use upload::{Finished, Uploader};
 

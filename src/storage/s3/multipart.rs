@@ -3,16 +3,60 @@
 //! large body.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::{Stream, TryStreamExt as _};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use reqwest::Method;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::wire::{
-    self, CompleteMultipartUploadResult, InitiateMultipartUploadResult, ListMultipartUploadsResult,
-    ListPartsResult,
+    self, CompleteMultipartUploadResult, CopyPartResult, InitiateMultipartUploadResult,
+    ListMultipartUploadsResult, ListPartsResult,
 };
 use super::{Backend, Call, Code, Error, Finished, MAX_ANSWER, Meta, Payload, Retry};
+
+/// Chunks of a [`PendingPart`] queued between its writer and the backend request: the writer
+/// waits when they are all taken, so a slow backend slows the client instead of filling memory.
+const PENDING_CHUNKS: usize = 4;
+
+/// A write's condition on the key it writes (S3's conditional writes): the refusal is
+/// `412 PreconditionFailed`, [`Code::PreconditionFailed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteIf {
+    /// `If-None-Match: *`: only if the key holds no object (a create).
+    Absent,
+    /// `If-Match: <etag>`: only if the key's current version has this ETag.
+    Matches(String),
+}
+
+impl WriteIf {
+    /// The request header. The ETag goes bare: Ceph 16 compares `If-Match` with the unquoted
+    /// ETag (docs/cluster.md section 7), AWS and postgate take it either way.
+    pub(super) fn header(&self) -> (&'static str, String) {
+        match self {
+            WriteIf::Absent => ("if-none-match", "*".to_owned()),
+            WriteIf::Matches(etag) => ("if-match", bare(etag).to_owned()),
+        }
+    }
+}
+
+/// An ETag without its quotes.
+pub(super) fn bare(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+/// A multipart upload in progress, as ListMultipartUploads shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub key: String,
+    pub upload_id: String,
+    /// When CreateMultipartUpload made it; None if the backend's answer had no readable time.
+    pub initiated: Option<SystemTime>,
+}
 
 /// A part named in CompleteMultipartUpload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +80,102 @@ pub struct PartsPage {
     pub parts: Vec<PartInfo>,
     /// Given when more parts follow: the next request's `marker`.
     pub next_marker: Option<u32>,
+}
+
+/// A client's UploadPart on its way to the backend, its **last chunk held back**: the part is
+/// streamed through as it arrives, and only [`PendingPart::send`] (called once the caller has
+/// checked the whole body: its declared checksum, the quota, a link's budget) lets the backend
+/// have the request's last bytes and store the part. Dropping it (or [`PendingPart::abort`])
+/// makes the request's body fail before its end instead, so the backend stores nothing and an
+/// earlier part of the same number stays, as S3 keeps it after a failed UploadPart.
+pub struct PendingPart {
+    /// Chunks to the request; None once closed (sent, or failed).
+    chunks: Option<mpsc::Sender<Bytes>>,
+    /// The newest chunk, not given to the request yet.
+    held: Option<Bytes>,
+    /// Set by `send` before the channel closes: the body ends there. A channel closed without
+    /// it (a drop) is a failed body.
+    finished: Arc<AtomicBool>,
+    request: Option<JoinHandle<Result<String, Error>>>,
+    len: u64,
+    written: u64,
+}
+
+impl PendingPart {
+    /// Adds `chunk` to the part; waits while the backend is slower than the caller (a few
+    /// chunks are queued at most).
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.written += chunk.len() as u64;
+        if self.written > self.len {
+            self.chunks = None;
+            return Err(Error::Protocol(format!(
+                "part body longer than its declared {} bytes",
+                self.len
+            )));
+        }
+        match self.held.replace(chunk) {
+            Some(previous) => self.forward(previous).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the held chunk, ends the body and answers the part's ETag once the backend has
+    /// stored it. A body shorter than declared is not sent: the part is dropped (nothing
+    /// stored) and the error says so.
+    pub async fn send(mut self) -> Result<String, Error> {
+        if self.written != self.len {
+            return Err(Error::Protocol(format!(
+                "part body of {} bytes, {} declared",
+                self.written, self.len
+            )));
+        }
+        if let Some(last) = self.held.take() {
+            self.forward(last).await?;
+        }
+        self.finished.store(true, Ordering::Release);
+        self.chunks = None;
+        self.outcome().await
+    }
+
+    /// Fails the request's body and waits until the backend request has ended (a drop does
+    /// the same without waiting).
+    pub async fn abort(mut self) {
+        self.chunks = None;
+        let _ = self.outcome().await;
+    }
+
+    async fn forward(&mut self, chunk: Bytes) -> Result<(), Error> {
+        let sent = match &self.chunks {
+            Some(chunks) => chunks.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The request stopped taking the body: its answer says why.
+        self.chunks = None;
+        Err(match self.outcome().await {
+            Err(e) => e,
+            Ok(_) => Error::Protocol("the backend answered before the part's end".into()),
+        })
+    }
+
+    async fn outcome(&mut self) -> Result<String, Error> {
+        let Some(request) = self.request.take() else {
+            return Err(Error::Protocol("the part's request already ended".into()));
+        };
+        request
+            .await
+            .unwrap_or_else(|e| Err(Error::Transport(format!("part request: {e}"))))
+    }
+}
+
+/// The error a [`PendingPart`]'s body fails with when it is dropped before `send`.
+fn abandoned() -> Box<dyn std::error::Error + Send + Sync> {
+    "the part was abandoned before its end".into()
 }
 
 impl Backend {
@@ -77,6 +217,112 @@ impl Backend {
         .await
     }
 
+    /// UploadPart of a client's part of `len` bytes, written chunk by chunk into the returned
+    /// [`PendingPart`], the last chunk held until [`PendingPart::send`]. `content_md5` is
+    /// forwarded so the backend checks it too. Must be called within a Tokio runtime (the
+    /// request runs as its own task).
+    pub fn pending_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        len: u64,
+        content_md5: Option<&str>,
+    ) -> PendingPart {
+        let (chunks, mut received) = mpsc::channel::<Bytes>(PENDING_CHUNKS);
+        let finished = Arc::new(AtomicBool::new(false));
+        let (backend, key, upload_id) = (self.clone(), key.to_owned(), upload_id.to_owned());
+        let content_md5 = content_md5.map(str::to_owned);
+        let done = finished.clone();
+        let request = tokio::spawn(async move {
+            // No request before a first chunk (or the end of an empty part): a part dropped
+            // before any byte costs the backend nothing.
+            let first = received.recv().await;
+            if first.is_none() && !done.load(Ordering::Acquire) {
+                return Err(Error::Protocol(abandoned().to_string()));
+            }
+            let rest = futures_util::stream::unfold(Some(received), move |state| {
+                let done = done.clone();
+                async move {
+                    let mut received = state?;
+                    match received.recv().await {
+                        Some(chunk) => Some((Ok(chunk), Some(received))),
+                        None if done.load(Ordering::Acquire) => None,
+                        None => Some((Err(abandoned()), None)),
+                    }
+                }
+            });
+            let body = futures_util::stream::iter(first.map(Ok)).chain(rest);
+            let body: super::CallerStream = Box::pin(body);
+            backend
+                .put_part(
+                    &key,
+                    &upload_id,
+                    number,
+                    Payload::Stream(Some((body, len))),
+                    content_md5.as_deref(),
+                )
+                .await
+        });
+        PendingPart {
+            chunks: Some(chunks),
+            held: None,
+            finished,
+            request: Some(request),
+            len,
+            written: 0,
+        }
+    }
+
+    /// UploadPartCopy: part `number` of `upload_id` (for `key`) is `range` (first, last
+    /// included; None: all) of the object `source_key`, copied inside the backend. With
+    /// `source_etag`, only while the source still has that ETag (`x-amz-copy-source-if-match`,
+    /// and the source read again after the copy for backends that ignore it; else
+    /// `412 PreconditionFailed`). Answers the part's ETag.
+    pub async fn upload_part_copy(
+        &self,
+        source_key: &str,
+        source_etag: Option<&str>,
+        range: Option<(u64, u64)>,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+    ) -> Result<String, Error> {
+        let mut call = Call::new(Method::PUT, Some(key))
+            .query("partNumber", number.to_string())
+            .query("uploadId", upload_id)
+            .header("x-amz-copy-source", self.copy_source(source_key));
+        if let Some(etag) = source_etag {
+            call = call.header("x-amz-copy-source-if-match", bare(etag));
+        }
+        if let Some((first, last)) = range {
+            call = call.header("x-amz-copy-source-range", format!("bytes={first}-{last}"));
+        }
+        // Not `upload_gone`: a NoSuchKey here may be the source's.
+        let (_, body) = self.send_read(call, MAX_ANSWER).await?;
+        let result: CopyPartResult = wire::parse("UploadPartCopy", &body)?;
+        if result.etag.is_empty() {
+            return Err(Error::Protocol(
+                "UploadPartCopy answered without ETag".into(),
+            ));
+        }
+        // Ceph 16 ignores the condition on UploadPartCopy (docs/cluster.md section 8): the
+        // source read again afterwards must still be the version named, or the part is refused
+        // as the backend would have refused it (it stays until the number is written again).
+        if let Some(etag) = source_etag {
+            let now = self.head(source_key).await?;
+            if bare(&now.etag) != bare(etag) {
+                return Err(Error::S3 {
+                    status: 412,
+                    code: Code::PreconditionFailed,
+                    message: "the copy source changed during UploadPartCopy".into(),
+                });
+            }
+        }
+        // Quoted, as UploadPart answers it: Ceph 16 answers this one bare.
+        Ok(format!("\"{}\"", bare(&result.etag)))
+    }
+
     /// UploadPart from a spool file, sent again from the file when it fails.
     pub(super) async fn upload_part_file(
         &self,
@@ -114,13 +360,17 @@ impl Backend {
 
     /// CompleteMultipartUpload with `parts` (in any order: sent sorted). The ETag is the
     /// backend's; Ceph 16 answers an empty one, so it is then read back with HEAD.
+    /// With `condition`, only if the key holds no object / that version (S3's conditional
+    /// Complete): else `412 PreconditionFailed`, and the upload stays for another Complete.
     pub async fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        condition: Option<&WriteIf>,
     ) -> Result<Finished, Error> {
-        self.complete(key, upload_id, parts, None).await
+        self.complete_if(key, upload_id, parts, None, condition)
+            .await
     }
 
     /// CompleteMultipartUpload; `size`, when the caller knows it, stands if HEAD shows another
@@ -131,6 +381,18 @@ impl Backend {
         upload_id: &str,
         parts: &[CompletedPart],
         size: Option<u64>,
+    ) -> Result<Finished, Error> {
+        self.complete_if(key, upload_id, parts, size, None).await
+    }
+
+    /// `complete` with the write's condition.
+    pub(super) async fn complete_if(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        size: Option<u64>,
+        condition: Option<&WriteIf>,
     ) -> Result<Finished, Error> {
         let mut sorted: Vec<&CompletedPart> = parts.iter().collect();
         sorted.sort_by_key(|p| p.number);
@@ -146,6 +408,10 @@ impl Backend {
         let mut call = Call::new(Method::POST, Some(key))
             .query("uploadId", upload_id)
             .header("content-type", "application/xml");
+        if let Some(condition) = condition {
+            let (name, value) = condition.header();
+            call = call.header(name, value);
+        }
         call.body = Payload::Bytes(body.into());
         let answer = match self.send_read(call, MAX_ANSWER).await.map_err(upload_gone) {
             Ok((_, answer)) => answer,
@@ -159,9 +425,10 @@ impl Backend {
     /// A Complete that failed because the upload is gone may have succeeded in an earlier
     /// attempt whose answer was lost (a retry then finds no upload: AWS answers NoSuchUpload,
     /// Ceph 16 a 500 "This multipart completion is already in progress", also for an upload
-    /// that never existed). If the upload is gone and the key holds exactly these parts (its
-    /// ETag is the MD5 of the parts' MD5s, `-N`), the Complete is done; a gone upload is
-    /// otherwise NoSuchUpload, and any other failure stands.
+    /// that never existed; a conditional Complete's retry finds its own object: 412). If the
+    /// upload is gone and the key holds exactly these parts (its ETag is the MD5 of the parts'
+    /// MD5s, `-N`), the Complete is done; a gone upload is otherwise NoSuchUpload, and any
+    /// other failure stands (a 412 whose upload is still there is a refusal).
     async fn after_failed_complete(
         &self,
         key: &str,
@@ -175,6 +442,10 @@ impl Backend {
                 code: Code::NoSuchUpload,
                 ..
             } | Error::S3 { status: 500, .. }
+                | Error::S3 {
+                    code: Code::PreconditionFailed,
+                    ..
+                }
         );
         if !maybe_gone {
             return Err(error);
@@ -193,6 +464,10 @@ impl Backend {
                     .last_modified
                     .unwrap_or_else(std::time::SystemTime::now),
             });
+        }
+        if error.code() == Some(&Code::PreconditionFailed) {
+            // Gone, and not into this key: aborted meanwhile.
+            return Err(error);
         }
         Err(Error::S3 {
             status: 404,
@@ -241,12 +516,10 @@ impl Backend {
         })
     }
 
-    /// Every multipart upload in progress under `prefix`, as (key, upload id): for a sweeper
-    /// of uploads a crashed node left behind.
-    pub async fn list_multipart_uploads(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, String)>, Error> {
+    /// Every multipart upload in progress under `prefix`, with its key, id and initiation
+    /// time: for a sweeper of uploads a crashed node left behind (older than any upload may
+    /// last).
+    pub async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>, Error> {
         let mut out = Vec::new();
         let mut markers: Option<(String, String)> = None;
         loop {
@@ -260,7 +533,11 @@ impl Backend {
             }
             let (_, body) = self.send_read(call, MAX_ANSWER).await?;
             let page: ListMultipartUploadsResult = wire::parse("ListMultipartUploads", &body)?;
-            out.extend(page.uploads.into_iter().map(|u| (u.key, u.upload_id)));
+            out.extend(page.uploads.into_iter().map(|u| UploadInfo {
+                initiated: u.initiated.parse::<jiff::Timestamp>().ok().map(Into::into),
+                key: u.key,
+                upload_id: u.upload_id,
+            }));
             match (
                 page.is_truncated,
                 page.next_key_marker,

@@ -91,6 +91,16 @@ pub(super) struct Upload {
     pub key: String,
     #[serde(rename = "UploadId")]
     pub upload_id: String,
+    /// ISO 8601 (`2026-12-02T07:55:00.000Z`).
+    #[serde(rename = "Initiated", default)]
+    pub initiated: String,
+}
+
+/// UploadPartCopy's answer.
+#[derive(Debug, Deserialize)]
+pub(super) struct CopyPartResult {
+    #[serde(rename = "ETag", default)]
+    pub etag: String,
 }
 
 #[derive(Debug, Deserialize)]
