@@ -539,3 +539,73 @@ async fn unwired_operations_answer_501() {
         .await;
     res.assert_error(501, "NotImplemented");
 }
+
+/// Upload links over the S3 backend: a link's form upload is stored in the backend and counted
+/// against the link; its key is never replaced (the backend's `If-None-Match: *`), the next
+/// free name is picked from what this node stored, and past `max_files` nothing more is stored.
+#[tokio::test]
+async fn link_form_uploads_count_and_never_replace() {
+    use crate::linkkit::{api, link_form, make_link, post_form};
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let endpoint = backend.base.clone();
+    let gw = spawn_app_with(|config| {
+        config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+            endpoint,
+            bucket: CLUSTER.into(),
+            region: REGION.into(),
+            access_key_id: ADMIN_AK.into(),
+            secret_access_key: ADMIN_SK.into(),
+        });
+    })
+    .await;
+    gw.create_bucket("keep").await;
+    let (id, token) = make_link(
+        &gw,
+        serde_json::json!({"bucket": "keep", "prefix": "in/", "max_files": 2}),
+    )
+    .await;
+    let text = [("Content-Type", "text/plain")];
+    let (url, fields) = link_form(&gw, &token, "").await;
+    post_form(&gw, &url, &fields, &text, "a.txt", b"first")
+        .await
+        .assert_status(201);
+    // The generic form names the same key: refused by the backend, the first file kept.
+    let (url, fields) = link_form(&gw, &token, "").await;
+    let res = post_form(&gw, &url, &fields, &text, "a.txt", b"second").await;
+    res.assert_error(412, "PreconditionFailed");
+    assert_eq!(
+        &backend.get(&obj(CLUSTER, "keep/in/a.txt")).await.body[..],
+        b"first"
+    );
+    // A form for its file gets the next free name.
+    let (url, fields) = link_form(&gw, &token, "?filename=a.txt&type=text%2Fplain").await;
+    let key = &fields.iter().find(|(k, _)| k == "key").unwrap().1;
+    assert_eq!(key, "in/a (2).txt");
+    post_form(&gw, &url, &fields, &[], "a.txt", b"second")
+        .await
+        .assert_status(201);
+    // The link is full: its page gives no more forms, and nothing more is stored.
+    let (res, _) =
+        crate::linkkit::call(&gw, Method::GET, &format!("/-/u/{token}/policy"), None).await;
+    assert!(res.status >= 400, "{} {}", res.status, res.text());
+    assert_eq!(
+        backend_keys(&backend).await,
+        ["keep/in/a (2).txt", "keep/in/a.txt"]
+    );
+    let (_, links) = api(
+        &gw,
+        Method::GET,
+        "/-/api/links",
+        (ADMIN_AK, ADMIN_SK),
+        serde_json::Value::Null,
+    )
+    .await;
+    let link = links["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id)
+        .unwrap();
+    assert_eq!(link["uploaded_files"], 2, "{link}");
+}
