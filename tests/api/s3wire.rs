@@ -395,6 +395,30 @@ async fn post_forms_store_or_leave_nothing() {
             .await;
         res.assert_error(400, "EntityTooLarge");
     }
+    // Over the policy's size with no length given (a streamed form): read until the limit,
+    // past one backend part, so that a backend multipart upload was open and is aborted.
+    let nine = PostPolicyRequest::new("forms", KeySpec::Exact("streamed".into()), 9 * MIB as u64);
+    let form = gw
+        .form(&nine)
+        .into_iter()
+        .fold(Form::new(), |f, (n, v)| f.text(n, v));
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = pattern(12 * MIB, 8)
+        .chunks(256 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let file = Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
+        chunks,
+    )))
+    .file_name("streamed.bin");
+    let res = gw
+        .http
+        .post(format!("{}/forms", gw.base))
+        .multipart(form.part("file", file))
+        .send()
+        .await
+        .unwrap();
+    let res = Resp::read(res).await;
+    res.assert_error(400, "EntityTooLarge");
     // Verify-type: a form that declares a PNG and sends text.
     let typed = PostPolicyRequest {
         content_type: Some(ContentTypeRule::Exact("image/png".into())),
@@ -448,6 +472,7 @@ async fn post_forms_store_or_leave_nothing() {
         "{}",
         uploads.text()
     );
+    assert!(tmp_files(gw._dir.path()).is_empty(), "spool files left");
 }
 
 /// When the settling transaction fails after the backend stored the version, that version is
@@ -509,6 +534,17 @@ async fn two_gateways_share_the_objects() {
         .send()
         .await;
     assert_eq!(xml_tags(&listed.text(), "Key"), ["x"]);
+    // A POST form issued by one node is accepted by the other, and read through the first.
+    let req = PostPolicyRequest::new("shared", KeySpec::Exact("posted".into()), 1000);
+    two.post("shared", &one.form(&req), "text/plain", b"posted to two")
+        .await
+        .assert_status(204);
+    let posted = one.req(Method::GET, "/shared/posted").send().await;
+    assert_eq!(&posted.body[..], b"posted to two");
+    one.req(Method::DELETE, "/shared/posted")
+        .send()
+        .await
+        .assert_status(204);
     two.req(Method::DELETE, "/shared/x")
         .send()
         .await
