@@ -408,6 +408,11 @@ impl From<crate::objects::Error> for S3Error {
             E::InvalidCannedAcl(value) => {
                 S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)
             }
+            E::ReservedMetadata(name) => S3Error::invalid_argument(
+                "User metadata named x-amz-meta-postgate-* is reserved by this server.",
+                &name,
+                "",
+            ),
             E::Db(e) => e.into(),
             E::Io(e) => e.into(),
             E::Encode(e) => S3Error::internal(e),

@@ -65,9 +65,53 @@ pub enum StartError {
     DataDir(String, std::io::Error),
     #[error("database: {0}")]
     Db(#[from] DbError),
-    /// A backend the configuration names but this build cannot run yet.
-    #[error("--backend {0} is not built yet: run with --backend fs (the default)")]
-    BackendNotBuilt(&'static str),
+    /// The S3 backend's settings cannot make a client (a bad endpoint or bucket name).
+    #[error("--backend s3: {0}")]
+    Backend(String),
+}
+
+/// The S3 backend (`--backend s3`, experimental): a client of the configured bucket, spooling
+/// the parts of large uploads in `data/tmp`, where a killed server's spool files are removed
+/// now. Nothing is sent to the cluster at start-up (the first request finds it unreachable or
+/// not). Not wired yet: the sweep of a killed server's backend multipart uploads (the backend's
+/// lifecycle rule for incomplete uploads cleans them).
+fn open_s3(
+    dir: &std::path::Path,
+    settings: &crate::config::S3Backend,
+) -> Result<Storage, StartError> {
+    let spool = dir.join("tmp");
+    std::fs::create_dir_all(&spool)
+        .map_err(|e| StartError::DataDir(spool.display().to_string(), e))?;
+    if let Ok(entries) = std::fs::read_dir(&spool) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("postgate-s3-")
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let options = crate::storage::s3::Options {
+        spool_dir: spool,
+        ..crate::storage::s3::Options::default()
+    };
+    let backend = crate::storage::s3::Backend::new(
+        &settings.endpoint,
+        &settings.bucket,
+        &settings.region,
+        &settings.access_key_id,
+        &settings.secret_access_key,
+        options,
+    )
+    .map_err(|e| StartError::Backend(e.to_string()))?;
+    tracing::warn!(
+        endpoint = %settings.endpoint,
+        bucket = %settings.bucket,
+        "--backend s3 is experimental: multipart uploads, copies and lifecycle expiry answer 501"
+    );
+    Ok(Storage::S3(backend))
 }
 
 impl AppState {
@@ -81,23 +125,24 @@ impl AppState {
         {
             tracing::info!(dir = %dir.display(), "made the data directory private (mode 0700)");
         }
-        // The S3 backend plugs in here, once its client (`storage/s3/`) exists.
         let store = match &config.backend {
             crate::config::Backend::Fs => Storage::open_fs(&dir)
                 .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?,
-            crate::config::Backend::S3(_) => return Err(StartError::BackendNotBuilt("s3")),
+            crate::config::Backend::S3(settings) => open_s3(&dir, settings)?,
         };
         let db = Db::open(&config.db_path())?;
 
-        let catalog = store.catalog();
-        let referenced = db.read(move |c| catalog.referenced_blobs(c)).await?;
-        let sweep_store = store.clone();
-        match tokio::task::spawn_blocking(move || sweep_store.sweep(&referenced)).await {
-            Ok(Ok((temps, orphans))) if temps + orphans > 0 => {
-                tracing::info!(temps, orphans, "swept leftovers of interrupted uploads")
+        if store.backend().is_none() {
+            let catalog = store.catalog();
+            let referenced = db.read(move |c| catalog.referenced_blobs(c)).await?;
+            let sweep_store = store.clone();
+            match tokio::task::spawn_blocking(move || sweep_store.sweep(&referenced)).await {
+                Ok(Ok((temps, orphans))) if temps + orphans > 0 => {
+                    tracing::info!(temps, orphans, "swept leftovers of interrupted uploads")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "start-up sweep failed"),
+                _ => {}
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "start-up sweep failed"),
-            _ => {}
         }
 
         // Form uploads a killed server left between taking their link's slot and storing (or
@@ -179,6 +224,12 @@ impl AppState {
             disk_free_bytes: crate::telemetry::free_bytes(&self.config.data_dir).unwrap_or(0),
             wal_bytes: std::fs::metadata(self.db.wal_path()).map_or(0, |m| m.len()),
         }
+    }
+
+    /// Whether objects live in an S3 cluster (`--backend s3`): the areas refuse what that
+    /// backend does not do yet (501 NotImplemented) without reaching the storage seam.
+    pub fn on_s3_backend(&self) -> bool {
+        self.store.backend().is_some()
     }
 
     /// A durable write through the group-committing writer (`/-/ready`).

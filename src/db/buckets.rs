@@ -153,6 +153,7 @@ pub fn delete(conn: &Connection, name: &str) -> Result<Deleted, DbError> {
     }
     let has_objects: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket = ?1)
+             OR EXISTS (SELECT 1 FROM object_extras WHERE bucket = ?1)
              OR EXISTS (SELECT 1 FROM uploads WHERE bucket = ?1)",
         [name],
         |r| r.get(0),

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0011_events.sql"),
     include_str!("../../migrations/0013_event_queue.sql"),
     include_str!("../../migrations/0014_delivery_lanes.sql"),
+    include_str!("../../migrations/0015_object_extras.sql"),
     include_str!("../../migrations/0016_outbox_rows.sql"),
 ];
 

@@ -7,6 +7,7 @@
 
 pub mod buckets;
 pub mod events;
+pub mod extras;
 pub mod keys;
 pub mod lifecycle;
 pub mod links;

@@ -16,6 +16,9 @@ pub enum Body {
     Parts(Vec<(String, u64)>),
     /// The bytes were not loaded (HEAD, listings).
     NotLoaded,
+    /// The S3 backend's object `key` (`"{bucket}/{key}"` in the backend bucket) in its version
+    /// `etag`: a read asks for that version only (docs/cluster.md section 9.2).
+    Backend { key: String, etag: String },
 }
 
 /// Everything S3 stores about an object except its bytes.
@@ -146,6 +149,11 @@ pub fn put(
             (None, None, Some(manifest_json.as_str()))
         }
         Body::NotLoaded => return Err(DbError::Corrupt("object stored without a body".into())),
+        Body::Backend { .. } => {
+            return Err(DbError::Corrupt(
+                "an S3 backend's object has no row in `objects`".into(),
+            ));
+        }
     };
     let meta_json = serde_json::to_string(&meta.meta)
         .map_err(|e| DbError::Corrupt(format!("metadata: {e}")))?;

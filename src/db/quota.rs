@@ -223,9 +223,14 @@ pub fn add_link_bytes(conn: &Connection, link_id: &str, bytes: u64) -> Result<()
 }
 
 /// The size of the object at `bucket/key` (0 when there is none) and whether there is one.
+/// Under the S3 backend the object's size is its `object_extras` row's (the `objects` table is
+/// empty there, as `object_extras` is under the filesystem store).
 pub fn current_size(conn: &Connection, bucket: &str, key: &str) -> Result<Option<u64>, DbError> {
     Ok(conn
-        .prepare_cached("SELECT size FROM objects WHERE bucket = ?1 AND key = ?2")?
+        .prepare_cached(
+            "SELECT size FROM objects WHERE bucket = ?1 AND key = ?2
+             UNION ALL SELECT size FROM object_extras WHERE bucket = ?1 AND key = ?2 LIMIT 1",
+        )?
         .query_row(params![bucket, key], |r| r.get::<_, i64>(0))
         .optional()?
         .map(|n| n as u64))

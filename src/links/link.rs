@@ -263,7 +263,10 @@ pub(crate) fn free_key(
         _ => (name, ""),
     };
     let taken = |key: &str| -> Result<bool, crate::db::DbError> {
+        // `object_extras`: an object stored in an S3 backend through this node (one written
+        // by another node is caught by the create-only write's `If-None-Match: *`).
         Ok(crate::db::objects::get(c, bucket, key, false)?.is_some()
+            || crate::db::extras::get(c, bucket, key)?.is_some()
             || crate::db::uploads::key_in_progress(c, bucket, key)?)
     };
     let first = format!("{prefix}{name}");

@@ -208,6 +208,14 @@ pub(crate) async fn begin(
     size: Option<u64>,
     content_type: Option<String>,
 ) -> Result<(String, String), JsonError> {
+    // Client multipart uploads are not wired to the S3 backend yet (`--backend s3`).
+    if app.on_s3_backend() {
+        return Err(JsonError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "Multipart uploads are not supported with --backend s3 yet.",
+        ));
+    }
     if size.is_some_and(|s| s > link.max_size) {
         return Err(JsonError::new(
             StatusCode::BAD_REQUEST,

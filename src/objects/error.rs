@@ -81,6 +81,9 @@ pub enum Error {
     QuotaRoomPassed,
     /// An `x-amz-acl` value postgate does not know.
     InvalidCannedAcl(String),
+    /// User metadata under a name postgate keeps for itself in an S3 backend
+    /// (`x-amz-meta-postgate-*`): the header's name.
+    ReservedMetadata(String),
     /// The database failed.
     Db(DbError),
     /// The blob store failed.

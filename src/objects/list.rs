@@ -30,6 +30,9 @@ pub async fn page(
     marker: Option<String>,
     max_keys: usize,
 ) -> Result<Page, DbError> {
+    if let Some(backend) = store.backend() {
+        return page_s3(db, backend, bucket, prefix, delimiter, marker, max_keys).await;
+    }
     let catalog = store.catalog();
     db.read(move |c| {
         scan_page(
@@ -43,6 +46,76 @@ pub async fn page(
         )
     })
     .await
+}
+
+/// [`page`] under the S3 backend: one ListObjectsV2 of the backend bucket under
+/// `"{bucket}/{prefix}"`, after `"{bucket}/{marker}"`, with the delimiter (docs/cluster.md
+/// section 9.6). Keys and common prefixes lose their `"{bucket}/"`; S3 lists no user metadata,
+/// so each entry's owner is the bucket's.
+async fn page_s3(
+    db: &Db,
+    backend: &crate::storage::s3::Backend,
+    bucket: String,
+    prefix: String,
+    delimiter: String,
+    marker: Option<String>,
+    max_keys: usize,
+) -> Result<Page, DbError> {
+    use crate::storage::s3::ListRequest;
+    let b = bucket.clone();
+    let owner = db
+        .read(move |c| crate::db::buckets::get(c, &b))
+        .await?
+        .map(|r| r.owner)
+        .unwrap_or_default();
+    let root = format!("{bucket}/");
+    let request = ListRequest {
+        prefix: Some(format!("{root}{prefix}")),
+        delimiter: (!delimiter.is_empty()).then(|| delimiter.clone()),
+        start_after: marker
+            .as_deref()
+            .filter(|m| *m >= prefix.as_str())
+            .map(|m| format!("{root}{m}")),
+        max_keys: Some(max_keys.min(1000) as u32),
+        ..ListRequest::default()
+    };
+    let listed = backend
+        .list(&request)
+        .await
+        .map_err(|e| DbError::File(crate::storage::cluster::io_error(e)))?;
+    let strip = |name: &str| name.strip_prefix(&root).map(str::to_owned);
+    let mut items: Vec<(String, Item)> = Vec::new();
+    for object in listed.objects {
+        let Some(key) = strip(&object.key) else {
+            continue;
+        };
+        let last_modified = time::OffsetDateTime::parse(
+            &object.last_modified,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+        items.push((
+            key.clone(),
+            Item::Object(ListEntry {
+                key,
+                size: object.size,
+                etag: object.etag,
+                last_modified,
+                owner: owner.clone(),
+            }),
+        ));
+    }
+    for common in listed.common_prefixes {
+        // A prefix at or before the marker was returned on an earlier page.
+        if let Some(cp) = strip(&common).filter(|cp| marker.as_ref().is_none_or(|m| cp > m)) {
+            items.push((cp.clone(), Item::Prefix(cp)));
+        }
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Page {
+        items: items.into_iter().map(|(_, item)| item).collect(),
+        truncated: listed.next_continuation_token.is_some() && max_keys > 0,
+    })
 }
 
 /// Reads up to `max_keys` items after `marker` under `prefix`, rolling keys up at `delimiter`.

@@ -231,6 +231,35 @@ pub fn settle_object(
     Ok(Ok(link_id))
 }
 
+/// [`settle_object`]'s check alone, changing nothing: under the S3 backend, the first
+/// transaction of a write checks the room for its exact size before the backend stores it
+/// (docs/cluster.md section 9.4); `settle_object` checks again and settles afterwards.
+pub fn check_object(
+    c: &Connection,
+    bucket_quota: Quota,
+    bucket: &str,
+    key: &str,
+    size: u64,
+    reservation: Option<&str>,
+) -> Result<Result<(), Exceeded>, DbError> {
+    let link_id = match reservation {
+        Some(id) => quota::link_of(c, id)?,
+        None => None,
+    };
+    if !bucket_quota.is_set() && link_id.is_none() {
+        return Ok(Ok(()));
+    }
+    let old = quota::current_size(c, bucket, key)?;
+    let claim = Claim {
+        bucket,
+        link_id: link_id.as_deref(),
+        bytes: Some(size),
+        replaces: old.unwrap_or(0),
+        new_object: old.is_none(),
+    };
+    Ok(quota::room(c, &claim, reservation)?.map(|_| ()))
+}
+
 /// In the transaction that records part `number` (`size` bytes) of an upload: checks the limits
 /// again and drops the part's reservation.
 pub fn settle_part(

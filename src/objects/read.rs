@@ -18,9 +18,48 @@ pub async fn head(
     key: &str,
     with_body: bool,
 ) -> Result<Option<ObjectRecord>, DbError> {
+    if store.backend().is_some() {
+        let b = bucket.to_owned();
+        let record = db.read(move |c| crate::db::buckets::get(c, &b)).await?;
+        let owner = record.map(|r| r.owner).unwrap_or_default();
+        return head_s3(db, store, bucket, key, &owner).await;
+    }
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let catalog = store.catalog();
     db.read(move |c| catalog.get(c, &b, &k, with_body)).await
+}
+
+/// [`head`] under the S3 backend: the backend's HEAD, joined with the read of the object's
+/// `object_extras` row (its ACL, detected type, checksum while its ETag is current); an object
+/// that names no owner (written around postgate) is `bucket_owner`'s.
+async fn head_s3(
+    db: &Db,
+    store: &Storage,
+    bucket: &str,
+    key: &str,
+    bucket_owner: &str,
+) -> Result<Option<ObjectRecord>, DbError> {
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    let (found, extras) = tokio::join!(
+        store.head(bucket, key),
+        db.read(move |c| crate::db::extras::get(c, &b, &k))
+    );
+    let Some(mut record) = found.map_err(DbError::File)? else {
+        return Ok(None);
+    };
+    if record.meta.owner.is_empty() {
+        record.meta.owner = bucket_owner.to_owned();
+    }
+    if let Some(extras) = extras?.filter(|x| x.etag == record.meta.etag) {
+        let meta = &mut record.meta;
+        meta.acl = extras.acl.unwrap_or(std::mem::take(&mut meta.acl));
+        meta.detected_type = extras.detected_type.or(meta.detected_type.take());
+        meta.checksum = extras
+            .checksum
+            .and_then(|c| c.split_once(' ').map(|(a, v)| (a.to_owned(), v.to_owned())))
+            .or(meta.checksum.take());
+    }
+    Ok(Some(record))
 }
 
 /// A bucket's row with `grantee`'s grant and, when the bucket exists, the current version of
@@ -40,6 +79,17 @@ pub async fn bucket_and_head(
     ),
     DbError,
 > {
+    if store.backend().is_some() {
+        let (b, g) = (bucket.clone(), grantee);
+        let found = db
+            .read(move |c| crate::db::buckets::get_with_grant(c, &b, &g))
+            .await?;
+        let object = match &found {
+            Some((record, _)) => Some(head_s3(db, store, &bucket, &key, &record.owner).await?),
+            None => None,
+        };
+        return Ok((found, object));
+    }
     let catalog = store.catalog();
     db.read(move |c| {
         let found = crate::db::buckets::get_with_grant(c, &bucket, &grantee)?;
@@ -61,6 +111,9 @@ pub async fn stream(
     start: u64,
     len: u64,
 ) -> std::io::Result<BoxStream<'static, std::io::Result<Bytes>>> {
+    if let Body::Backend { key, etag } = body {
+        return store.stream_backend(key, etag, start, len).await;
+    }
     store.stream_segments(segments(body, start, len)).await
 }
 
@@ -74,6 +127,7 @@ pub fn segments(body: &Body, start: u64, len: u64) -> Vec<Segment> {
             len,
         }],
         Body::Parts(parts) => segments_of(parts, start, len),
-        Body::Inline(_) | Body::NotLoaded => Vec::new(),
+        // A backend object is read with one ranged GET ([`stream`]), not by segments.
+        Body::Inline(_) | Body::NotLoaded | Body::Backend { .. } => Vec::new(),
     }
 }

@@ -221,6 +221,42 @@ impl WriteCondition {
     }
 }
 
+/// Where a body [`receive`] reads goes (the S3 backend uploads a large body as it arrives, so it
+/// must know the object's key and metadata first).
+#[derive(Debug, Clone, Copy)]
+pub enum Dest<'a> {
+    /// An object's body (PutObject, a POST form's file), stored with `headers` for `owner`.
+    Object {
+        bucket: &'a str,
+        key: &'a str,
+        headers: &'a ObjectHeaders,
+        owner: &'a str,
+    },
+    /// A part of a multipart upload.
+    Part,
+}
+
+/// Under the S3 backend, user metadata named `x-amz-meta-postgate-*` is postgate's own (the
+/// owner, ACL, type and checksum it keeps with the object, docs/cluster.md section 9.1): a
+/// client may not send it, so that it can never be forged. Refused with `InvalidArgument`
+/// before the body is read; nothing changes under the filesystem store.
+pub fn check_reserved(store: &Storage, headers: &ObjectHeaders) -> Result<()> {
+    check_reserved_meta(store, &headers.meta)
+}
+
+fn check_reserved_meta(store: &Storage, meta: &[(String, String)]) -> Result<()> {
+    if store.backend().is_none() {
+        return Ok(());
+    }
+    match meta.iter().find(|(name, _)| {
+        name.to_ascii_lowercase()
+            .starts_with(crate::storage::cluster::RESERVED_PREFIX)
+    }) {
+        Some((name, _)) => Err(Error::ReservedMetadata(format!("x-amz-meta-{name}"))),
+        None => Ok(()),
+    }
+}
+
 /// Receives a body into the store (in memory up to `inline_max` bytes, else a synced temp blob),
 /// refusing it past `max` bytes and computing the digests `hashes` asks for: the first step of
 /// every write (PutObject, UploadPart, a POST form's file), before [`Expected::verify`] and
@@ -233,11 +269,34 @@ pub async fn receive<S, E>(
     inline_max: usize,
     hashes: Hashes,
     sniff: crate::sniff::Sniffer,
+    dest: Dest<'_>,
 ) -> std::result::Result<Ingested, IngestError<E>>
 where
     S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
 {
-    store.ingest(body, max, inline_max, hashes, sniff).await
+    // The filesystem store ignores the destination.
+    let meta;
+    let dest = match dest {
+        Dest::Object {
+            bucket,
+            key,
+            headers,
+            owner,
+        } if store.backend().is_some() => {
+            meta = headers
+                .clone()
+                .into_meta(0, String::new(), owner.to_owned());
+            crate::storage::Dest::Object {
+                bucket,
+                key,
+                meta: &meta,
+            }
+        }
+        _ => crate::storage::Dest::Part,
+    };
+    store
+        .ingest(body, max, inline_max, hashes, sniff, dest)
+        .await
 }
 
 /// What a write found when it came to commit.
@@ -272,11 +331,13 @@ pub async fn commit(
         origin,
     )
     .await
+    .map(|_| ())
 }
 
 /// [`commit`] for a write that holds room under a quota ([`crate::objects::quota`]): the limits
 /// are checked again in the commit's transaction, which also drops the reservation (and, for a
-/// link's file, counts it against the link and gives it the link's expiry time).
+/// link's file, counts it against the link and gives it the link's expiry time). Answers the
+/// stored version's ETag (under the S3 backend, a body sent in parts has a multipart ETag).
 #[allow(clippy::too_many_arguments)]
 pub async fn commit_reserved(
     db: &Db,
@@ -288,12 +349,16 @@ pub async fn commit_reserved(
     cond: WriteCondition,
     hold: &mut Hold,
     origin: crate::events::Origin,
-) -> Result<()> {
+) -> Result<String> {
+    if store.backend().is_some() {
+        return commit_s3(db, store, bucket, key, meta, staged, cond, hold, origin).await;
+    }
+    let etag = meta.etag.clone();
     let reservation = hold.id().map(str::to_owned);
     let body = match staged {
         Staged::Inline(bytes) => Body::Inline(bytes),
         Staged::Temp(temp) => Body::Blob(store.persist(temp).await?),
-        // Published by the backend before the control transaction (docs/cluster.md 9.4).
+        // Only the S3 backend stages this way (`commit_s3`).
         Staged::Backend(upload) => {
             upload.abort().await;
             return Err(crate::storage::not_built("commit").into());
@@ -338,7 +403,7 @@ pub async fn commit_reserved(
             for blob in old {
                 store.remove(blob).await;
             }
-            Ok(())
+            Ok(etag)
         }
         other => {
             if let Some(id) = new_blob {
@@ -353,6 +418,141 @@ pub async fn commit_reserved(
     }
 }
 
+/// [`commit_reserved`] under the S3 backend, in the three steps of docs/cluster.md section 9.4:
+/// T1 checks what can be checked before the version exists (the bucket, the quota's room for
+/// the exact size); B stores it in the backend with the write's condition (`If-None-Match: *`,
+/// `If-Match`), which makes it visible; T2 settles (the reservation into the bucket's usage,
+/// the link's bytes and expiry, the `object_extras` row, the event). A refusal in T1 or B
+/// leaves nothing in the backend (the staged upload is aborted); a refusal or failure of T2
+/// deletes the stored version again, with `If-Match` on its ETag so that a newer writer's
+/// version is never removed. The client is answered after T2.
+#[allow(clippy::too_many_arguments)]
+async fn commit_s3(
+    db: &Db,
+    store: &Storage,
+    bucket: &str,
+    key: &str,
+    mut meta: ObjectMeta,
+    staged: Staged,
+    cond: WriteCondition,
+    hold: &mut Hold,
+    origin: crate::events::Origin,
+) -> Result<String> {
+    use crate::storage::s3;
+    let reservation = hold.id().map(str::to_owned);
+    let give_up = |staged: Staged| async move {
+        if let Staged::Backend(upload) = staged {
+            upload.abort().await;
+        }
+    };
+    if let Err(e) = check_reserved_meta(store, &meta.meta) {
+        give_up(staged).await;
+        return Err(e);
+    }
+    // T1.
+    let (b, k, r, size) = (
+        bucket.to_owned(),
+        key.to_owned(),
+        reservation.clone(),
+        meta.size,
+    );
+    let checked = db
+        .write(move |c| {
+            let Some(record) = crate::db::buckets::get(c, &b)? else {
+                return Ok(Err(Error::NoSuchBucket(b.clone())));
+            };
+            let fits =
+                crate::objects::quota::check_object(c, record.quota, &b, &k, size, r.as_deref())?;
+            Ok(fits.map_err(Error::QuotaExceeded))
+        })
+        .await;
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => {
+            give_up(staged).await;
+            return Err(refused);
+        }
+        Err(e) => {
+            give_up(staged).await;
+            return Err(e.into());
+        }
+    }
+    // B.
+    let condition = s3::Condition {
+        if_none_match_any: cond.if_none_match_any,
+        if_match: cond.if_match.clone(),
+    };
+    let stored = match store.publish(bucket, key, staged, &meta, &condition).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            return Err(match e.code() {
+                Some(s3::Code::PreconditionFailed) if cond.if_none_match_any => {
+                    Error::PreconditionFailed("If-None-Match")
+                }
+                Some(s3::Code::PreconditionFailed) => Error::PreconditionFailed("If-Match"),
+                Some(s3::Code::NoSuchKey) if cond.if_match.is_some() => {
+                    Error::NoSuchKey(key.to_owned())
+                }
+                _ => Error::Io(crate::storage::cluster::io_error(e)),
+            });
+        }
+    };
+    meta.etag = stored.etag.clone();
+    meta.size = stored.size;
+    meta.last_modified = stored
+        .last_modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or_else(|_| crate::db::now_millis(), |d| d.as_millis() as i64);
+    // T2.
+    let event = origin.prepare_created(bucket, key, &meta);
+    let extras = crate::db::extras::Extras {
+        etag: meta.etag.clone(),
+        size: meta.size,
+        acl: Some(meta.acl.clone()),
+        detected_type: meta.detected_type.clone(),
+        checksum: meta.checksum.as_ref().map(|(a, v)| format!("{a} {v}")),
+        expires_at: None,
+    };
+    let (b, k) = (bucket.to_owned(), key.to_owned());
+    let settled = db
+        .write(move |c| {
+            let Some(record) = crate::db::buckets::get(c, &b)? else {
+                return Ok(Err(Error::NoSuchBucket(b.clone())));
+            };
+            let settled =
+                settle_object(c, record.quota, &b, &k, meta.size, reservation.as_deref())?;
+            let link_id = match settled {
+                Ok(link_id) => link_id,
+                Err(e) => return Ok(Err(Error::QuotaExceeded(e))),
+            };
+            let mut extras = extras;
+            if let Some(link_id) = &link_id {
+                extras.expires_at =
+                    crate::db::lifecycle::link_object_expiry(c, link_id, crate::db::now_millis())?;
+            }
+            crate::db::extras::put(c, &b, &k, &extras)?;
+            event.record(c, Some(&meta), link_id, Some(&record.owner))?;
+            Ok(Ok(()))
+        })
+        .await;
+    let failure = match settled {
+        Ok(Ok(())) => {
+            std::mem::replace(hold, Hold::none()).settled();
+            return Ok(stored.etag);
+        }
+        Ok(Err(refused)) => refused,
+        Err(e) => Error::Db(e),
+    };
+    // T2 refused or failed: the version must not stay (the reservation goes with `hold`).
+    let backend = store.backend().expect("S3 path");
+    let backend_key = crate::storage::cluster::backend_key(bucket, key);
+    if let Err(e) = backend.delete_if(&backend_key, Some(&stored.etag)).await {
+        tracing::warn!(bucket, key, error = %e,
+            "a write whose settling failed could not be removed from the backend");
+    }
+    Err(failure)
+}
+
 /// PutObjectAcl: gives `bucket/key` the canned ACL `acl`; `false` if there is no such object.
 pub async fn set_acl(
     db: &Db,
@@ -361,6 +561,23 @@ pub async fn set_acl(
     key: &str,
     acl: String,
 ) -> std::result::Result<bool, crate::db::DbError> {
+    if store.backend().is_some() {
+        // S3: the object stays as it is (a CopyObject onto itself would change a multipart
+        // object's ETag); its `object_extras` row, valid while the HEAD's ETag is current,
+        // carries the new ACL.
+        let Some(found) = store
+            .head(bucket, key)
+            .await
+            .map_err(crate::db::DbError::File)?
+        else {
+            return Ok(false);
+        };
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        let (etag, size) = (found.meta.etag, found.meta.size);
+        db.write(move |c| crate::db::extras::set_acl(c, &b, &k, &etag, size, &acl))
+            .await?;
+        return Ok(true);
+    }
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let catalog = store.catalog();
     db.write(move |c| catalog.set_acl(c, &b, &k, &acl)).await

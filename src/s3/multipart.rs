@@ -193,9 +193,18 @@ pub async fn upload_part(
         quota::Size::Exact(n) if n > max => quota::Hold::none(),
         size => quota::reserve_part(&app.db, quota, &upload, number, size).await?,
     };
-    let (ingested, checksum) = receive_body(app, req, caller, body, hold.limit(max), 0, sniff)
-        .await
-        .map_err(|e| super::object::quota_passed(&hold, e, max))?;
+    let (ingested, checksum) = receive_body(
+        app,
+        req,
+        caller,
+        body,
+        hold.limit(max),
+        0,
+        sniff,
+        write::Dest::Part,
+    )
+    .await
+    .map_err(|e| super::object::quota_passed(&hold, e, max))?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
     let part = NewPart {

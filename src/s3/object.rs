@@ -31,9 +31,17 @@ pub async fn put_object(
 ) -> S3Result<Response> {
     refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
+    write::check_reserved(&app.store, &headers)?;
     let cond = write_condition(req)?;
     let sniff = Sniffer::new(headers.content_type.as_deref(), verify_type);
     let mut hold = reserve_put(app, req).await?;
+    let owner = caller.access_key().unwrap_or_default();
+    let dest = write::Dest::Object {
+        bucket: req.bucket(),
+        key: req.key(),
+        headers: &headers,
+        owner,
+    };
     let (ingested, checksum) = receive_body(
         app,
         req,
@@ -42,6 +50,7 @@ pub async fn put_object(
         hold.limit(MAX_OBJECT_SIZE),
         app.config.inline_max_bytes,
         sniff,
+        dest,
     )
     .await
     .map_err(|e| quota_passed(&hold, e, MAX_OBJECT_SIZE))?;
@@ -55,7 +64,8 @@ pub async fn put_object(
     meta.checksum = checksum;
     meta.detected_type = ingested.detected.map(str::to_owned);
     let origin = app.events.origin(Kind::Put, caller.principal());
-    write::commit_reserved(
+    // The stored version's ETag: a backend may store a large body in parts (`"...-N"`).
+    let etag = write::commit_reserved(
         &app.db,
         &app.store,
         req.bucket(),
@@ -207,6 +217,7 @@ pub(super) fn write_condition(req: &S3Request) -> S3Result<WriteCondition> {
 /// declared: Content-MD5, the signed SHA-256, an additional checksum (in a header or the
 /// aws-chunked trailer), the size limit, and (`sniff`) the type of the first bytes. Returns the
 /// staged body and the checksum to store.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn receive_body(
     app: &AppState,
     req: &S3Request,
@@ -215,6 +226,7 @@ pub(super) async fn receive_body(
     max: u64,
     inline_max: usize,
     sniff: Sniffer,
+    dest: write::Dest<'_>,
 ) -> S3Result<(write::Ingested, Option<(String, String)>)> {
     let algo = requested_checksum(req)?;
     let upload_body = caller.upload_body(req, body)?;
@@ -247,6 +259,7 @@ pub(super) async fn receive_body(
         inline_max,
         hashes,
         sniff,
+        dest,
     )
     .await
     .map_err(|e| S3Error::from_ingest(e, max))?;

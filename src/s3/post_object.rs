@@ -439,6 +439,7 @@ async fn store_upload(
 ) -> S3Result<Response> {
     let range = target.range;
     let headers = form_headers(fields)?;
+    write::check_reserved(&app.store, &headers)?;
     let algo = form_checksum(fields)?;
     // A `Content-MD5` field is checked as the PUT header is: malformed is InvalidDigest before
     // the file is read, a mismatch BadDigest after, with nothing stored.
@@ -471,6 +472,12 @@ async fn store_upload(
         app.config.inline_max_bytes,
         hashes,
         sniff,
+        write::Dest::Object {
+            bucket: target.bucket,
+            key: target.key,
+            headers: &headers,
+            owner: target.owner,
+        },
     )
     .await
     .map_err(|e| match e {
@@ -498,7 +505,8 @@ async fn store_upload(
     let (bucket, key) = (target.bucket, target.key);
     let detected = meta.detected_type.clone();
     let stored_checksum = meta.checksum.clone();
-    write::commit_reserved(
+    // The stored version's ETag: a backend may store a large file in parts (`"...-N"`).
+    let etag = write::commit_reserved(
         &app.db,
         &app.store,
         bucket,

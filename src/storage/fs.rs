@@ -72,7 +72,7 @@ impl Hashes {
         }
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub(super) fn update(&mut self, data: &[u8]) {
         self.md5.update(data);
         if let Some(h) = &mut self.sha256 {
             h.update(data);
@@ -82,7 +82,7 @@ impl Hashes {
         }
     }
 
-    fn finish(self) -> Digests {
+    pub(super) fn finish(self) -> Digests {
         Digests {
             md5: self.md5.finalize().into(),
             sha256: self.sha256.map(|h| h.finalize().into()),

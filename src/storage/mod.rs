@@ -25,14 +25,17 @@
 //! [`Staged::Temp`]/[`TempBlob`] and [`Segment`], which name local blobs: an S3 backend adds its
 //! own staged form (an upload in the backend not yet made current) beside them.
 //!
-//! # The S3 variant: a skeleton
+//! # The S3 variant
 //!
-//! [`Storage::S3`] (with [`Catalog::S3`] and [`Staged::Backend`]) is in place so that the compiler
-//! lists every arm the wiring must write; each arm answers [`not_built`] for now, and start-up
-//! still refuses `--backend s3` (`state.rs`), so no request reaches them. docs/cluster.md
-//! section 9 is the plan each arm follows.
+//! [`Storage::S3`] (`--backend s3`, experimental) stores each object in one bucket of an S3
+//! cluster ([`cluster`]: names, metadata, ingest, publish, reads). Its reads, PutObject, POST
+//! forms and deletes are wired (docs/cluster.md section 9); the methods of the filesystem
+//! store's flows that it does not use (persist, stage_bytes, copy_segments, the sweep) answer
+//! [`not_built`], and the areas refuse what is not wired yet (multipart uploads, copies) with
+//! 501 before reaching them.
 
 pub mod catalog;
+pub mod cluster;
 pub mod fs;
 pub mod s3;
 
@@ -49,13 +52,28 @@ pub use fs::{
     segments_of,
 };
 
+/// Where a body being ingested goes: the S3 backend must know it before the bytes arrive (a
+/// body past memory is uploaded as it comes); the filesystem store ignores it.
+#[derive(Debug, Clone, Copy)]
+pub enum Dest<'a> {
+    /// An object's body (PutObject, a POST form's file) for `bucket/key`, stored with `meta`
+    /// (its size and ETag are not known yet).
+    Object {
+        bucket: &'a str,
+        key: &'a str,
+        meta: &'a crate::db::objects::ObjectMeta,
+    },
+    /// A part of a client's multipart upload.
+    Part,
+}
+
 /// The configured storage backend. Cheap to clone (shared handles inside).
 #[derive(Debug, Clone)]
 pub enum Storage {
     /// Blobs under the data directory, metadata in SQLite (the default, `--backend fs`).
     Fs(FsStore),
-    /// Objects (bytes and metadata) in one bucket of an S3 cluster (`--backend s3`). Not wired
-    /// yet: every method answers [`not_built`] (docs/cluster.md section 9).
+    /// Objects (bytes and metadata) in one bucket of an S3 cluster (`--backend s3`,
+    /// docs/cluster.md section 9).
     S3(s3::Backend),
 }
 
@@ -92,15 +110,66 @@ impl Storage {
         inline_max: usize,
         hashes: Hashes,
         sniff: crate::sniff::Sniffer,
+        dest: Dest<'_>,
     ) -> Result<Ingested, IngestError<E>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
-        match self {
-            Storage::Fs(fs) => fs.ingest(body, max_size, inline_max, hashes, sniff).await,
-            // Needs the destination (bucket, key, metadata) to open an `Uploader`: section 9.2.
-            Storage::S3(_) => Err(IngestError::Io(not_built("ingest"))),
+        match (self, dest) {
+            (Storage::Fs(fs), _) => fs.ingest(body, max_size, inline_max, hashes, sniff).await,
+            (Storage::S3(backend), Dest::Object { bucket, key, meta }) => {
+                let key = cluster::backend_key(bucket, key);
+                cluster::ingest(
+                    backend, body, max_size, inline_max, hashes, sniff, key, meta,
+                )
+                .await
+            }
+            (Storage::S3(_), Dest::Part) => Err(IngestError::Io(not_built("UploadPart"))),
         }
+    }
+
+    /// The S3 backend's client, `None` under the filesystem store: the core's S3 paths
+    /// (docs/cluster.md section 9.6) match on it once at their top.
+    pub fn backend(&self) -> Option<&s3::Backend> {
+        match self {
+            Storage::Fs(_) => None,
+            Storage::S3(backend) => Some(backend),
+        }
+    }
+
+    /// S3: the current version of `bucket/key` as HEAD describes it (`None`: no such object).
+    /// Its owner is empty when the object carries none.
+    pub async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> io::Result<Option<crate::db::objects::ObjectRecord>> {
+        let Storage::S3(backend) = self else {
+            return Err(not_built("head (filesystem store: read the catalog)"));
+        };
+        let backend_key = cluster::backend_key(bucket, key);
+        match backend.head(&backend_key).await {
+            Ok(info) => Ok(Some(cluster::record_of(key, backend_key, info))),
+            Err(e) if e.code() == Some(&s3::Code::NoSuchKey) => Ok(None),
+            Err(e) => Err(cluster::io_error(e)),
+        }
+    }
+
+    /// S3: makes `staged` the current version of `bucket/key` with `meta`, if `condition`
+    /// holds (step B of docs/cluster.md section 9.4). On any failure nothing is stored.
+    pub async fn publish(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: Staged,
+        meta: &crate::db::objects::ObjectMeta,
+        condition: &s3::Condition,
+    ) -> Result<s3::Finished, s3::Error> {
+        let Storage::S3(backend) = self else {
+            return Err(s3::Error::Config("publish needs the S3 backend".into()));
+        };
+        let key = cluster::backend_key(bucket, key);
+        cluster::publish(backend, &key, staged, meta, condition).await
     }
 
     /// Makes a staged temp blob durable under a generated name; returns that name.
@@ -144,6 +213,21 @@ impl Storage {
         }
     }
 
+    /// S3: bytes `start..start + len` of backend object `key` in its version `etag` (one
+    /// ranged GET with `If-Match`); `NotFound` when that version is no longer current.
+    pub async fn stream_backend(
+        &self,
+        key: &str,
+        etag: &str,
+        start: u64,
+        len: u64,
+    ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+        match self {
+            Storage::Fs(_) => Err(not_built("stream_backend (filesystem store)")),
+            Storage::S3(backend) => cluster::stream(backend, key, etag, start, len).await,
+        }
+    }
+
     /// Removes a blob no row refers to any more (deferred while a reader streams it).
     pub async fn remove(&self, id: String) {
         match self {
@@ -173,8 +257,8 @@ impl Storage {
 mod tests {
     use super::*;
 
-    /// The S3 variant is a skeleton: every method answers `Unsupported` naming itself, its
-    /// catalog is `Catalog::S3`, and nothing touches the network (the endpoint is never called).
+    /// What the S3 variant does not do yet answers `Unsupported` naming itself, its catalog is
+    /// `Catalog::S3`, and nothing touches the network (the endpoint is never called).
     #[tokio::test]
     async fn the_s3_variant_answers_not_built() {
         let backend = s3::Backend::new(
@@ -200,10 +284,11 @@ mod tests {
                 0,
                 Hashes::new(false, None),
                 crate::sniff::Sniffer::detect_only(),
+                Dest::Part,
             )
             .await
         {
-            Err(IngestError::Io(e)) => unsupported(e, "ingest"),
+            Err(IngestError::Io(e)) => unsupported(e, "UploadPart"),
             other => panic!("ingest: {:?}", other.err()),
         }
         unsupported(

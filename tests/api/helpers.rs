@@ -80,6 +80,30 @@ pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
     }
 }
 
+/// A server on a fresh data directory whose configuration `tweak` adjusts (e.g. `--backend s3`).
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut postgate::Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = postgate::Config::for_data_dir(dir.path());
+    config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
+    tweak(&mut config);
+    let (state, _) = postgate::AppState::open(config).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(postgate::serve(listener, state.clone(), async move {
+        stop_rx.await.ok();
+    }));
+    TestApp {
+        base: format!("http://{addr}"),
+        host: addr.to_string(),
+        state,
+        http: reqwest::Client::new(),
+        dir,
+        _stop: stop,
+        task,
+    }
+}
+
 impl TestApp {
     /// Shuts the server down (in-flight requests finish, the database closes) and hands back
     /// its data directory.

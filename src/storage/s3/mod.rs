@@ -35,7 +35,7 @@ use reqwest::header::{CONTENT_LENGTH, HeaderMap};
 
 pub use error::{Code, Error};
 pub use multipart::{CompletedPart, PartInfo, PartsPage, PendingPart, UploadInfo, WriteIf};
-pub use ops::{ByteRange, CopyResult, GetObject, ListPage, ListRequest, ListedObject};
+pub use ops::{ByteRange, Condition, CopyResult, GetObject, ListPage, ListRequest, ListedObject};
 pub use upload::{Finished, Uploader};
 
 /// A body streamed to or from the backend.

@@ -68,6 +68,30 @@ pub struct ListedObject {
     pub last_modified: String,
 }
 
+/// The condition of a write (PutObject, or the Complete of an [`super::Uploader`]), sent to the
+/// backend with it: `If-None-Match: *` (create only) and `If-Match: <etag>` (replace only that
+/// version). A failed condition is the backend's `412 PreconditionFailed` (or `404 NoSuchKey`
+/// for `If-Match` on a missing key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Condition {
+    pub if_none_match_any: bool,
+    /// Quoted or bare: sent bare-quoted as the backend gave it.
+    pub if_match: Option<String>,
+}
+
+impl Condition {
+    pub(super) fn headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.if_none_match_any {
+            out.push(("if-none-match".to_owned(), "*".to_owned()));
+        }
+        if let Some(etag) = &self.if_match {
+            out.push(("if-match".to_owned(), etag.clone()));
+        }
+        out
+    }
+}
+
 /// CopyObject's answer.
 #[derive(Debug, Clone)]
 pub struct CopyResult {
@@ -96,9 +120,23 @@ impl Backend {
 
     /// GET, whole or a range; the body is streamed as it arrives, never held whole.
     pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<GetObject, Error> {
+        self.get_if(key, range, None).await
+    }
+
+    /// GET of the version whose ETag is `if_match` (when given): another version, or none,
+    /// answers `PreconditionFailed` / `NoSuchKey`, so that a read never mixes two versions.
+    pub async fn get_if(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+        if_match: Option<&str>,
+    ) -> Result<GetObject, Error> {
         let mut call = Call::new(Method::GET, Some(key));
         if let Some(range) = range {
             call = call.header("range", range.header());
+        }
+        if let Some(etag) = if_match {
+            call = call.header("if-match", etag);
         }
         let response = self.send(call).await?;
         let mut info = ObjectInfo::from_headers(response.headers());
@@ -177,8 +215,37 @@ impl Backend {
 
     /// DeleteObject. A missing key is no error (S3 answers 204 either way).
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.send(Call::new(Method::DELETE, Some(key))).await?;
+        self.delete_if(key, None).await
+    }
+
+    /// DeleteObject of the version whose ETag is `if_match` (when given; AWS honours it since
+    /// 2024, a backend that ignores it deletes whatever is current).
+    pub async fn delete_if(&self, key: &str, if_match: Option<&str>) -> Result<(), Error> {
+        let mut call = Call::new(Method::DELETE, Some(key));
+        if let Some(etag) = if_match {
+            call = call.header("if-match", etag);
+        }
+        self.send(call).await?;
         Ok(())
+    }
+
+    /// PutObject of a body held in memory (retried as it is), with its metadata (and its
+    /// additional checksum) and the write's condition; answers what was stored.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        meta: &Meta,
+        body: bytes::Bytes,
+        condition: &Condition,
+    ) -> Result<Finished, Error> {
+        let size = body.len() as u64;
+        let mut call = Call::new(Method::PUT, Some(key));
+        call.headers.extend(meta.headers(true));
+        call.headers.extend(condition.headers());
+        call.body = Payload::Bytes(body);
+        let response = self.send(call).await?;
+        let etag = super::multipart::etag_of(response.headers())?;
+        self.written(key, &etag, Some(size)).await
     }
 
     /// DeleteObjects, in batches of 1000 (quiet mode: only failures come back). Answers the

@@ -1,0 +1,236 @@
+//! The S3 arm of the seam (`--backend s3`, docs/cluster.md section 9): how postgate's objects are
+//! named and described in the one backend bucket, and the backend calls behind
+//! [`super::Storage`]'s methods (ingest, publish, HEAD, ranged reads, listings, deletes).
+//!
+//! - Names: `bucket/key` is the backend key `"{bucket}/{key}"` (section 9.1).
+//! - Metadata: the stored headers and `x-amz-meta-*` go as they are; postgate's own attributes
+//!   ride in reserved `x-amz-meta-postgate-*` names (owner, ACL, tagging, detected type,
+//!   checksum, the write's id), which a client may not send (the core refuses them).
+//! - Bodies: up to `inline_max` bytes are held in memory and sent as one PutObject from bytes
+//!   (retryable); a longer body goes into an [`s3::Uploader`] as it arrives (spooled parts, a
+//!   multipart upload past one part), nothing visible until it is published.
+
+use std::io;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt as _};
+
+use super::s3::{self, ByteRange, Code, Condition, Finished};
+use super::{Hashes, IngestError, Ingested, Staged};
+use crate::db::objects::{Body, ObjectMeta, ObjectRecord};
+
+/// The prefix of the user-metadata names postgate keeps for itself in the backend.
+pub const RESERVED_PREFIX: &str = "postgate-";
+
+/// The backend key of `bucket/key`.
+pub fn backend_key(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{key}")
+}
+
+/// The backend metadata of an object described by `meta` (its size and ETag are the backend's),
+/// with the write's id.
+pub fn backend_meta(meta: &ObjectMeta, write_id: &str) -> s3::Meta {
+    let mut out = s3::Meta {
+        content_type: meta.content_type.clone(),
+        content_disposition: meta.content_disposition.clone(),
+        content_encoding: meta.content_encoding.clone(),
+        content_language: meta.content_language.clone(),
+        cache_control: meta.cache_control.clone(),
+        expires: meta.expires.clone(),
+        ..s3::Meta::default()
+    };
+    for (name, value) in &meta.meta {
+        out.user.insert(name.to_ascii_lowercase(), value.clone());
+    }
+    let mut reserved = |name: &str, value: Option<String>| {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            out.user.insert(format!("{RESERVED_PREFIX}{name}"), value);
+        }
+    };
+    reserved("owner", Some(meta.owner.clone()));
+    reserved("acl", Some(meta.acl.clone()));
+    reserved("tagging", meta.tagging.clone());
+    reserved("detected-type", meta.detected_type.clone());
+    reserved(
+        "checksum",
+        meta.checksum.as_ref().map(|(a, v)| format!("{a} {v}")),
+    );
+    reserved("write", Some(write_id.to_owned()));
+    out
+}
+
+/// The record HEAD gives of backend object `backend_key` of `key`: the owner is empty when the
+/// object carries none (written around postgate: the caller gives it the bucket's owner).
+pub fn record_of(key: &str, backend_key: String, info: s3::ObjectInfo) -> ObjectRecord {
+    let mut user = info.meta.user;
+    let mut take = |name: &str| user.remove(&format!("{RESERVED_PREFIX}{name}"));
+    let owner = take("owner").unwrap_or_default();
+    let acl = take("acl").unwrap_or_else(|| "private".into());
+    let tagging = take("tagging");
+    let detected_type = take("detected-type");
+    let checksum =
+        take("checksum").and_then(|c| c.split_once(' ').map(|(a, v)| (a.to_owned(), v.to_owned())));
+    user.retain(|name, _| !name.starts_with(RESERVED_PREFIX));
+    let last_modified = info
+        .last_modified
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    ObjectRecord {
+        key: key.to_owned(),
+        meta: ObjectMeta {
+            size: info.size,
+            etag: info.etag.clone(),
+            last_modified,
+            owner,
+            acl,
+            content_type: info.meta.content_type,
+            cache_control: info.meta.cache_control,
+            content_disposition: info.meta.content_disposition,
+            content_encoding: info.meta.content_encoding,
+            content_language: info.meta.content_language,
+            expires: info.meta.expires,
+            meta: user.into_iter().collect(),
+            checksum,
+            tagging,
+            detected_type,
+        },
+        body: Body::Backend {
+            key: backend_key,
+            etag: info.etag,
+        },
+    }
+}
+
+/// A backend error as an I/O error: a missing object is `NotFound`.
+pub fn io_error(e: s3::Error) -> io::Error {
+    match e.code() {
+        Some(Code::NoSuchKey) => io::Error::new(io::ErrorKind::NotFound, e),
+        _ => io::Error::other(e),
+    }
+}
+
+/// `Storage::ingest` under S3 for an object's body (see the module's doc): `meta` is what the
+/// object is stored with if its body grows past memory.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn ingest<S, E>(
+    backend: &s3::Backend,
+    mut body: S,
+    max_size: u64,
+    inline_max: usize,
+    mut hashes: Hashes,
+    mut sniff: crate::sniff::Sniffer,
+    key: String,
+    meta: &ObjectMeta,
+) -> Result<Ingested, IngestError<E>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut size: u64 = 0;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut upload: Option<s3::Uploader> = None;
+    let fed = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(IngestError::Body)?;
+            size += chunk.len() as u64;
+            if size > max_size {
+                return Err(IngestError::TooLarge { seen: size });
+            }
+            sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
+            hashes.update(&chunk);
+            match &mut upload {
+                Some(up) => up.write(&chunk).await.map_err(to_ingest)?,
+                None if size as usize > inline_max => {
+                    let write_id = uuid::Uuid::new_v4().simple().to_string();
+                    let mut up = backend.uploader(&key, backend_meta(meta, &write_id));
+                    let head = std::mem::take(&mut buf);
+                    let written = async {
+                        up.write(&head).await?;
+                        up.write(&chunk).await
+                    }
+                    .await;
+                    upload = Some(up);
+                    written.map_err(to_ingest)?;
+                }
+                None => buf.extend_from_slice(&chunk),
+            }
+        }
+        std::mem::take(&mut sniff)
+            .finish()
+            .map_err(IngestError::Mismatch)
+    }
+    .await;
+    let detected = match fed {
+        Ok(detected) => detected,
+        Err(e) => {
+            // Nothing of a refused or broken body stays in the backend.
+            if let Some(up) = upload {
+                up.abort().await;
+            }
+            return Err(e);
+        }
+    };
+    let staged = match upload {
+        Some(up) => Staged::Backend(Box::new(up)),
+        None => Staged::Inline(buf),
+    };
+    Ok(Ingested {
+        size,
+        digests: hashes.finish(),
+        detected,
+        staged,
+    })
+}
+
+fn to_ingest<E>(e: s3::Error) -> IngestError<E> {
+    IngestError::Io(io_error(e))
+}
+
+/// Makes a staged body the object `key` with `meta` (PutObject from bytes, or the Uploader's
+/// PutObject / Complete), under `condition`. Nothing is visible on failure.
+pub(super) async fn publish(
+    backend: &s3::Backend,
+    key: &str,
+    staged: Staged,
+    meta: &ObjectMeta,
+    condition: &Condition,
+) -> Result<Finished, s3::Error> {
+    match staged {
+        Staged::Inline(bytes) => {
+            let write_id = uuid::Uuid::new_v4().simple().to_string();
+            backend
+                .put_bytes(key, &backend_meta(meta, &write_id), bytes.into(), condition)
+                .await
+        }
+        Staged::Backend(upload) => upload.finish_if(condition).await,
+        Staged::Temp(_) => Err(s3::Error::Protocol(
+            "a local temp blob cannot be published to the S3 backend".into(),
+        )),
+    }
+}
+
+/// Bytes `start..start + len` of the backend object `key` while its version is `etag`:
+/// `NotFound` when another version (or none) is current (the GET reads the object again).
+pub(super) async fn stream(
+    backend: &s3::Backend,
+    key: &str,
+    etag: &str,
+    start: u64,
+    len: u64,
+) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+    if len == 0 {
+        return Ok(futures_util::stream::empty().boxed());
+    }
+    let range = ByteRange::Inclusive(start, start + len - 1);
+    match backend.get_if(key, Some(range), Some(etag)).await {
+        Ok(got) => Ok(got
+            .body
+            .map(|chunk| chunk.map_err(io::Error::other))
+            .boxed()),
+        Err(e) if matches!(e.code(), Some(Code::PreconditionFailed | Code::NoSuchKey)) => {
+            Err(io::Error::new(io::ErrorKind::NotFound, e))
+        }
+        Err(e) => Err(io::Error::other(e)),
+    }
+}

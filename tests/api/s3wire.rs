@@ -1,0 +1,647 @@
+//! `--backend s3` wired (docs/cluster.md section 9): a postgate gateway started with the S3
+//! backend in front of a second postgate (filesystem store) as the cluster, everything over
+//! real HTTP on 127.0.0.1. Each object is `{bucket}/{key}` in the backend bucket, with its
+//! bytes, its headers and postgate's reserved `x-amz-meta-postgate-*` metadata, read back
+//! through the gateway and straight from the backend.
+
+use std::time::Duration;
+
+use postgate::policy::{ContentTypeRule, KeySpec, PostPolicyRequest, issue};
+use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::helpers::*;
+
+/// The backend bucket every gateway stores into.
+const CLUSTER: &str = "cluster";
+const MIB: usize = 1024 * 1024;
+
+/// A postgate running `--backend s3`, in this process.
+struct Gateway {
+    base: String,
+    host: String,
+    state: postgate::AppState,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Gateway {
+    async fn start(backend: &TestApp) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = postgate::Config::for_data_dir(dir.path());
+        config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
+        config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+            endpoint: backend.base.clone(),
+            bucket: CLUSTER.into(),
+            region: REGION.into(),
+            access_key_id: ADMIN_AK.into(),
+            secret_access_key: ADMIN_SK.into(),
+        });
+        let (state, _) = postgate::AppState::open(config).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(postgate::serve(listener, state.clone(), async move {
+            stop_rx.await.ok();
+        }));
+        Gateway {
+            base: format!("http://{addr}"),
+            host: addr.to_string(),
+            state,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            _stop: stop,
+        }
+    }
+
+    fn req(&self, method: Method, path: &str) -> Req<'_> {
+        req_to(&self.base, &self.host, &self.http, method, path)
+    }
+
+    async fn create_bucket(&self, bucket: &str) {
+        self.req(Method::PUT, &format!("/{bucket}"))
+            .send()
+            .await
+            .assert_status(200);
+    }
+
+    /// A form issued by the crate's issuer for this gateway, as the admin.
+    fn form(&self, req: &PostPolicyRequest) -> Vec<(String, String)> {
+        let url = format!("{}/{}", self.base, req.bucket);
+        issue(
+            req,
+            ADMIN_AK,
+            ADMIN_SK,
+            REGION,
+            &url,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap()
+        .fields
+    }
+
+    async fn post(
+        &self,
+        bucket: &str,
+        fields: &[(String, String)],
+        content_type: &str,
+        data: &[u8],
+    ) -> Resp {
+        let form = fields
+            .iter()
+            .fold(Form::new(), |f, (n, v)| f.text(n.clone(), v.clone()));
+        let file = Part::bytes(data.to_vec())
+            .file_name("file.bin")
+            .mime_str(content_type)
+            .unwrap();
+        let res = self
+            .http
+            .post(format!("{}/{bucket}", self.base))
+            .multipart(form.part("file", file))
+            .send()
+            .await
+            .unwrap();
+        Resp::read(res).await
+    }
+}
+
+/// The backend postgate with its bucket, and a gateway in front of it.
+async fn setup() -> (TestApp, Gateway) {
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let gateway = Gateway::start(&backend).await;
+    (backend, gateway)
+}
+
+/// The keys of the backend bucket.
+async fn backend_keys(backend: &TestApp) -> Vec<String> {
+    let res = backend
+        .req(Method::GET, &format!("/{CLUSTER}"))
+        .query("list-type=2")
+        .send()
+        .await;
+    res.assert_status(200);
+    xml_tags(&res.text(), "Key")
+}
+
+#[tokio::test]
+async fn put_get_head_range_list_and_delete_go_through_the_backend() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("photos").await;
+    let data = pattern(100_000, 7);
+    let put = gw
+        .req(Method::PUT, "/photos/dir/a b.bin")
+        .header("content-type", "application/x-test")
+        .header("cache-control", "max-age=60")
+        .header("x-amz-meta-colour", "blue")
+        .body(data.clone())
+        .send()
+        .await;
+    put.assert_status(200);
+    assert_eq!(put.header("etag"), Some(etag_of(&data).as_str()));
+    gw.req(Method::PUT, "/photos/dir/sub/c.txt")
+        .body(b"c".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    gw.req(Method::PUT, "/photos/top.txt")
+        .body(b"top".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+
+    // In the backend: `{bucket}/{key}`, the bytes, the headers and the reserved metadata.
+    let stored = backend.get(&obj(CLUSTER, "photos/dir/a b.bin")).await;
+    stored.assert_status(200);
+    assert_eq!(&stored.body[..], &data[..]);
+    assert_eq!(stored.header("content-type"), Some("application/x-test"));
+    assert_eq!(stored.header("x-amz-meta-colour"), Some("blue"));
+    assert_eq!(stored.header("x-amz-meta-postgate-owner"), Some(ADMIN_AK));
+    assert_eq!(stored.header("x-amz-meta-postgate-acl"), Some("private"));
+    assert!(stored.header("x-amz-meta-postgate-write").is_some());
+
+    // Through the gateway: the same bytes and metadata, none of the reserved names.
+    let got = gw.req(Method::GET, "/photos/dir/a b.bin").send().await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], &data[..]);
+    assert_eq!(got.header("etag"), Some(etag_of(&data).as_str()));
+    assert_eq!(got.header("x-amz-meta-colour"), Some("blue"));
+    assert_eq!(got.header("cache-control"), Some("max-age=60"));
+    assert!(got.header("x-amz-meta-postgate-owner").is_none());
+    let head = gw.req(Method::HEAD, "/photos/dir/a b.bin").send().await;
+    head.assert_status(200);
+    assert_eq!(head.header("content-length"), Some("100000"));
+    assert_eq!(head.header("content-type"), Some("application/x-test"));
+    let ranged = gw
+        .req(Method::GET, "/photos/dir/a b.bin")
+        .header("range", "bytes=10-19")
+        .send()
+        .await;
+    ranged.assert_status(206);
+    assert_eq!(&ranged.body[..], &data[10..20]);
+    assert_eq!(ranged.header("content-range"), Some("bytes 10-19/100000"));
+    let suffix = gw
+        .req(Method::GET, "/photos/dir/a b.bin")
+        .header("range", "bytes=-5")
+        .send()
+        .await;
+    assert_eq!(&suffix.body[..], &data[data.len() - 5..]);
+
+    // Listings: keys without the bucket's prefix, common prefixes, V1 and V2.
+    let all = gw
+        .req(Method::GET, "/photos")
+        .query("list-type=2")
+        .send()
+        .await;
+    all.assert_status(200);
+    assert_eq!(
+        xml_tags(&all.text(), "Key"),
+        ["dir/a b.bin", "dir/sub/c.txt", "top.txt"]
+    );
+    let rolled = gw
+        .req(Method::GET, "/photos")
+        .query("list-type=2&delimiter=%2F")
+        .send()
+        .await;
+    assert_eq!(xml_tags(&rolled.text(), "Key"), ["top.txt"]);
+    assert_eq!(xml_tags(&rolled.text(), "Prefix")[1..], ["dir/"]);
+    let page = gw
+        .req(Method::GET, "/photos")
+        .query("max-keys=1")
+        .send()
+        .await;
+    assert_eq!(xml_tags(&page.text(), "Key"), ["dir/a b.bin"]);
+    assert_eq!(
+        xml_tag(&page.text(), "IsTruncated").as_deref(),
+        Some("true")
+    );
+    let under = gw
+        .req(Method::GET, "/photos")
+        .query("prefix=dir%2Fsub%2F&marker=dir%2F")
+        .send()
+        .await;
+    assert_eq!(xml_tags(&under.text(), "Key"), ["dir/sub/c.txt"]);
+
+    // Delete: gone from the backend and from the gateway.
+    gw.req(Method::DELETE, "/photos/dir/a b.bin")
+        .send()
+        .await
+        .assert_status(204);
+    backend
+        .get(&obj(CLUSTER, "photos/dir/a b.bin"))
+        .await
+        .assert_status(404);
+    gw.req(Method::GET, "/photos/dir/a b.bin")
+        .send()
+        .await
+        .assert_error(404, "NoSuchKey");
+    // DeleteObjects.
+    let body = "<Delete><Object><Key>top.txt</Key></Object><Object><Key>dir/sub/c.txt</Key></Object></Delete>";
+    gw.req(Method::POST, "/photos")
+        .query("delete")
+        .header("content-md5", &content_md5(body.as_bytes()))
+        .body(body.as_bytes().to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    assert!(backend_keys(&backend).await.is_empty());
+}
+
+/// Conditional writes are the backend's: `If-None-Match: *` on a taken key is refused, and the
+/// object stays; PutObjectAcl changes what the gateway answers, not the stored object.
+#[tokio::test]
+async fn conditions_and_acl() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("bkt").await;
+    gw.req(Method::PUT, "/bkt/k")
+        .body(b"one".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    gw.req(Method::PUT, "/bkt/k")
+        .header("if-none-match", "*")
+        .body(b"two".to_vec())
+        .send()
+        .await
+        .assert_error(412, "PreconditionFailed");
+    assert_eq!(&backend.get(&obj(CLUSTER, "bkt/k")).await.body[..], b"one");
+    gw.req(Method::PUT, "/bkt/k")
+        .header("if-match", &etag_of(b"nope"))
+        .body(b"two".to_vec())
+        .send()
+        .await
+        .assert_error(412, "PreconditionFailed");
+    gw.req(Method::PUT, "/bkt/k")
+        .query("acl")
+        .header("x-amz-acl", "public-read")
+        .send()
+        .await
+        .assert_status(200);
+    let anonymous = gw.req(Method::GET, "/bkt/k").anonymous().send().await;
+    anonymous.assert_status(200);
+    assert_eq!(&anonymous.body[..], b"one");
+}
+
+/// A client may not send postgate's reserved metadata names under `--backend s3`: PUT and POST
+/// are refused with InvalidArgument and nothing reaches the backend.
+#[tokio::test]
+async fn a_client_cannot_send_reserved_metadata() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("bkt").await;
+    let res = gw
+        .req(Method::PUT, "/bkt/forged")
+        .header("x-amz-meta-postgate-owner", "someone-else")
+        .body(b"x".to_vec())
+        .send()
+        .await;
+    res.assert_error(400, "InvalidArgument");
+    let req = PostPolicyRequest {
+        metadata: vec![("postgate-acl".into(), "public-read".into())],
+        ..PostPolicyRequest::new("bkt", KeySpec::Exact("forged-form".into()), 1000)
+    };
+    let res = gw.post("bkt", &gw.form(&req), "text/plain", b"x").await;
+    res.assert_error(400, "InvalidArgument");
+    assert!(backend_keys(&backend).await.is_empty());
+}
+
+/// 20 MiB through PutObject goes into the backend as a multipart upload while it arrives (8 MiB
+/// parts: the multipart ETag `-3`), reads back whole and ranged, and leaves no spool file.
+#[tokio::test]
+async fn a_large_put_is_a_backend_multipart_upload() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("big").await;
+    let data = pattern(20 * MIB, 11);
+    let put = gw
+        .req(Method::PUT, "/big/blob")
+        .body(data.clone())
+        .send()
+        .await;
+    put.assert_status(200);
+    let etag = put.header("etag").unwrap().to_owned();
+    assert!(etag.ends_with("-3\""), "{etag}");
+    let stored = backend.head(&obj(CLUSTER, "big/blob")).await;
+    assert_eq!(stored.header("etag"), Some(etag.as_str()));
+    assert_eq!(
+        stored.header("x-amz-meta-postgate-owner"),
+        Some(ADMIN_AK),
+        "the metadata given at CreateMultipartUpload"
+    );
+    let got = gw.req(Method::GET, "/big/blob").send().await;
+    got.assert_status(200);
+    assert!(got.body[..] == data[..], "20 MiB read back");
+    let ranged = gw
+        .req(Method::GET, "/big/blob")
+        .header("range", "bytes=8388600-8388620")
+        .send()
+        .await;
+    assert_eq!(&ranged.body[..], &data[8_388_600..=8_388_620]);
+    assert!(tmp_files(gw._dir.path()).is_empty());
+}
+
+/// A browser POST form with policy conditions stores its file in the backend; the refused ones
+/// (over the policy's size, a type that does not match with verify-type, past the bucket's
+/// quota) leave nothing there.
+#[tokio::test]
+async fn post_forms_store_or_leave_nothing() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("forms").await;
+    let req = PostPolicyRequest {
+        content_type: Some(ContentTypeRule::Exact("image/png".into())),
+        metadata: vec![("album".into(), "summer".into())],
+        success_action_status: Some(201),
+        ..PostPolicyRequest::new("forms", KeySpec::Prefix("in/".into()), 200_000)
+    };
+    let png = {
+        let mut d = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        d.extend(pattern(150_000, 3));
+        d
+    };
+    let fields: Vec<(String, String)> = gw
+        .form(&req)
+        .into_iter()
+        .chain([("key".to_owned(), "in/${filename}".to_owned())])
+        .collect();
+    let fields: Vec<_> = {
+        // The issuer's `key` field first would be overridden; keep one `key`.
+        let mut seen = false;
+        fields
+            .into_iter()
+            .rev()
+            .filter(|(n, _)| !(n == "key" && std::mem::replace(&mut seen, true)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    };
+    let res = gw.post("forms", &fields, "image/png", &png).await;
+    res.assert_status(201);
+    assert_eq!(xml_tag(&res.text(), "Key").as_deref(), Some("in/file.bin"));
+    let stored = backend.get(&obj(CLUSTER, "forms/in/file.bin")).await;
+    stored.assert_status(200);
+    assert_eq!(&stored.body[..], &png[..]);
+    assert_eq!(stored.header("x-amz-meta-album"), Some("summer"));
+    let head = gw.req(Method::HEAD, "/forms/in/file.bin").send().await;
+    assert_eq!(head.header("x-amz-meta-album"), Some("summer"));
+
+    // Over the policy's size (in memory, then past memory into a backend upload).
+    for size in [200_001, 3 * MIB] {
+        let exact = PostPolicyRequest::new("forms", KeySpec::Exact(format!("big-{size}")), 200_000);
+        let res = gw
+            .post("forms", &gw.form(&exact), "text/plain", &pattern(size, 1))
+            .await;
+        res.assert_error(400, "EntityTooLarge");
+    }
+    // Over the policy's size with no length given (a streamed form): read until the limit,
+    // past one backend part, so that a backend multipart upload was open and is aborted.
+    let nine = PostPolicyRequest::new("forms", KeySpec::Exact("streamed".into()), 9 * MIB as u64);
+    let form = gw
+        .form(&nine)
+        .into_iter()
+        .fold(Form::new(), |f, (n, v)| f.text(n, v));
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = pattern(12 * MIB, 8)
+        .chunks(256 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let file = Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
+        chunks,
+    )))
+    .file_name("streamed.bin");
+    let res = gw
+        .http
+        .post(format!("{}/forms", gw.base))
+        .multipart(form.part("file", file))
+        .send()
+        .await
+        .unwrap();
+    let res = Resp::read(res).await;
+    res.assert_error(400, "EntityTooLarge");
+    // Verify-type: a form that declares a PNG and sends text.
+    let typed = PostPolicyRequest {
+        content_type: Some(ContentTypeRule::Exact("image/png".into())),
+        verify_type: true,
+        ..PostPolicyRequest::new("forms", KeySpec::Exact("fake.png".into()), 10 * MIB as u64)
+    };
+    let res = gw
+        .post("forms", &gw.form(&typed), "image/png", &pattern(2 * MIB, 5))
+        .await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    // Quota: room for what is stored and a little more.
+    let quota = postgate::db::quota::Quota {
+        max_size: Some(160_000),
+        max_objects: None,
+    };
+    gw.state
+        .write_bucket(move |c| postgate::db::quota::set(c, "forms", quota))
+        .await
+        .unwrap();
+    let over = PostPolicyRequest::new("forms", KeySpec::Exact("over".into()), 10 * MIB as u64);
+    let res = gw
+        .post("forms", &gw.form(&over), "text/plain", &pattern(100_000, 2))
+        .await;
+    assert_eq!(
+        res.code().as_deref(),
+        Some("XPostgateQuotaExceeded"),
+        "{}",
+        res.text()
+    );
+    let res = gw
+        .req(Method::PUT, "/forms/over-put")
+        .body(pattern(2 * MIB, 2))
+        .send()
+        .await;
+    assert_eq!(
+        res.code().as_deref(),
+        Some("XPostgateQuotaExceeded"),
+        "{}",
+        res.text()
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(backend_keys(&backend).await, ["forms/in/file.bin"]);
+    let uploads = backend
+        .req(Method::GET, &format!("/{CLUSTER}"))
+        .query("uploads")
+        .send()
+        .await;
+    assert!(
+        xml_tags(&uploads.text(), "UploadId").is_empty(),
+        "{}",
+        uploads.text()
+    );
+    assert!(tmp_files(gw._dir.path()).is_empty(), "spool files left");
+}
+
+/// When the settling transaction fails after the backend stored the version, that version is
+/// deleted again (with If-Match on its ETag) and the client gets a 500: nothing stays.
+#[tokio::test]
+async fn a_failed_settle_removes_the_stored_version() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("bkt").await;
+    gw.state
+        .db
+        .write(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER fail_settle BEFORE INSERT ON object_extras
+                 WHEN NEW.key LIKE 'doomed%' BEGIN SELECT RAISE(ABORT, 'settle fails'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    for (key, size) in [("doomed-small", 10), ("doomed-large", 9 * MIB)] {
+        let res = gw
+            .req(Method::PUT, &format!("/bkt/{key}"))
+            .body(pattern(size, 4))
+            .send()
+            .await;
+        assert_eq!(res.status, 500, "{key}: {}", res.text());
+    }
+    assert!(backend_keys(&backend).await.is_empty());
+    gw.req(Method::PUT, "/bkt/fine")
+        .body(b"ok".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    assert_eq!(backend_keys(&backend).await, ["bkt/fine"]);
+}
+
+/// Two gateways over one backend: what one writes, the other reads, lists and deletes.
+#[tokio::test]
+async fn two_gateways_share_the_objects() {
+    let (backend, one) = setup().await;
+    let two = Gateway::start(&backend).await;
+    // Buckets are control state, per node until it is shared (docs/cluster.md section 3).
+    one.create_bucket("shared").await;
+    two.create_bucket("shared").await;
+    let data = pattern(300_000, 9);
+    one.req(Method::PUT, "/shared/x")
+        .header("x-amz-meta-from", "one")
+        .body(data.clone())
+        .send()
+        .await
+        .assert_status(200);
+    let got = two.req(Method::GET, "/shared/x").send().await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], &data[..]);
+    assert_eq!(got.header("x-amz-meta-from"), Some("one"));
+    let listed = two
+        .req(Method::GET, "/shared")
+        .query("list-type=2")
+        .send()
+        .await;
+    assert_eq!(xml_tags(&listed.text(), "Key"), ["x"]);
+    // A POST form issued by one node is accepted by the other, and read through the first.
+    let req = PostPolicyRequest::new("shared", KeySpec::Exact("posted".into()), 1000);
+    two.post("shared", &one.form(&req), "text/plain", b"posted to two")
+        .await
+        .assert_status(204);
+    let posted = one.req(Method::GET, "/shared/posted").send().await;
+    assert_eq!(&posted.body[..], b"posted to two");
+    one.req(Method::DELETE, "/shared/posted")
+        .send()
+        .await
+        .assert_status(204);
+    two.req(Method::DELETE, "/shared/x")
+        .send()
+        .await
+        .assert_status(204);
+    one.req(Method::GET, "/shared/x")
+        .send()
+        .await
+        .assert_error(404, "NoSuchKey");
+    assert!(backend_keys(&backend).await.is_empty());
+}
+
+/// What is not wired yet answers 501 NotImplemented naming the operation.
+#[tokio::test]
+async fn unwired_operations_answer_501() {
+    let (_backend, gw) = setup().await;
+    gw.create_bucket("bkt").await;
+    let res = gw.req(Method::POST, "/bkt/k").query("uploads").send().await;
+    res.assert_error(501, "NotImplemented");
+    assert!(
+        res.text().contains("CreateMultipartUpload"),
+        "{}",
+        res.text()
+    );
+    let res = gw
+        .req(Method::PUT, "/bkt/copy")
+        .header("x-amz-copy-source", "/bkt/k")
+        .send()
+        .await;
+    res.assert_error(501, "NotImplemented");
+}
+
+/// Upload links over the S3 backend: a link's form upload is stored in the backend and counted
+/// against the link; its key is never replaced (the backend's `If-None-Match: *`), the next
+/// free name is picked from what this node stored, and past `max_files` nothing more is stored.
+#[tokio::test]
+async fn link_form_uploads_count_and_never_replace() {
+    use crate::linkkit::{api, link_form, make_link, post_form};
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let endpoint = backend.base.clone();
+    let gw = spawn_app_with(|config| {
+        config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+            endpoint,
+            bucket: CLUSTER.into(),
+            region: REGION.into(),
+            access_key_id: ADMIN_AK.into(),
+            secret_access_key: ADMIN_SK.into(),
+        });
+    })
+    .await;
+    gw.create_bucket("keep").await;
+    let (id, token) = make_link(
+        &gw,
+        serde_json::json!({"bucket": "keep", "prefix": "in/", "max_files": 2}),
+    )
+    .await;
+    let text = [("Content-Type", "text/plain")];
+    let (url, fields) = link_form(&gw, &token, "").await;
+    post_form(&gw, &url, &fields, &text, "a.txt", b"first")
+        .await
+        .assert_status(201);
+    // The generic form names the same key: refused by the backend, the first file kept.
+    let (url, fields) = link_form(&gw, &token, "").await;
+    let res = post_form(&gw, &url, &fields, &text, "a.txt", b"second").await;
+    res.assert_error(412, "PreconditionFailed");
+    assert_eq!(
+        &backend.get(&obj(CLUSTER, "keep/in/a.txt")).await.body[..],
+        b"first"
+    );
+    // A form for its file gets the next free name.
+    let (url, fields) = link_form(&gw, &token, "?filename=a.txt&type=text%2Fplain").await;
+    let key = &fields.iter().find(|(k, _)| k == "key").unwrap().1;
+    assert_eq!(key, "in/a (2).txt");
+    post_form(&gw, &url, &fields, &[], "a.txt", b"second")
+        .await
+        .assert_status(201);
+    // The link is full: its page gives no more forms, and nothing more is stored.
+    let (res, _) =
+        crate::linkkit::call(&gw, Method::GET, &format!("/-/u/{token}/policy"), None).await;
+    assert!(res.status >= 400, "{} {}", res.status, res.text());
+    assert_eq!(
+        backend_keys(&backend).await,
+        ["keep/in/a (2).txt", "keep/in/a.txt"]
+    );
+    let (_, links) = api(
+        &gw,
+        Method::GET,
+        "/-/api/links",
+        (ADMIN_AK, ADMIN_SK),
+        serde_json::Value::Null,
+    )
+    .await;
+    let link = links["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id)
+        .unwrap();
+    assert_eq!(link["uploaded_files"], 2, "{link}");
+}
