@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -188,6 +190,280 @@ def test_multipart_three_parts(s3, bucket):
     assert got["ContentLength"] == len(whole)
     assert hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(whole).digest()
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Through postgate: `postgate serve --backend s3` in front of the cluster's RGW. Every postgate
+# object `{bucket}/{key}` is the backend object `{bucket}/{key}` in one backend bucket.
+
+PG_ACCESS_KEY = "PGCEPHADMINKEY01"
+PG_SECRET_KEY = "ceph-secret-key-0123456789abcdefghijkl"
+
+
+class Gateway:
+    """One postgate process with `--backend s3` against the cluster's RGW."""
+
+    def __init__(self, root: Path, ceph: Cluster, backend_bucket: str):
+        from conftest import _binary, _free_port, _wait_ok
+
+        self.binary = _binary()
+        self.data_dir = root / "data"
+        self.log_path = root / "server.log"
+        self.backend_bucket = backend_bucket
+        self.env = dict(os.environ)
+        self.env.pop("POSTGATE_CONFIG", None)
+        self.env.update(
+            POSTGATE_ACCESS_KEY=PG_ACCESS_KEY,
+            POSTGATE_SECRET_KEY=PG_SECRET_KEY,
+            POSTGATE_LOG=os.environ.get("POSTGATE_LOG", "postgate=debug,tower_http=info"),
+            NO_COLOR="1",
+            # The backend's credentials (the conftest clears AWS_* for the clients' sake).
+            AWS_ACCESS_KEY_ID=ceph.access_key,
+            AWS_SECRET_ACCESS_KEY=ceph.secret_key,
+        )
+        for _attempt in range(3):
+            self.endpoint = f"http://127.0.0.1:{_free_port()}"
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        str(self.binary), "serve",
+                        "--data-dir", str(self.data_dir),
+                        "--addr", self.endpoint.removeprefix("http://"),
+                        "--backend", "s3",
+                        "--backend-endpoint", ceph.endpoint,
+                        "--backend-bucket", backend_bucket,
+                        "--backend-region", "us-east-1",
+                    ],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=self.env, cwd=root,
+                )
+            if _wait_ok(f"{self.endpoint}/-/health", self.process, time.monotonic() + 20):
+                return
+            self.stop()
+        pytest.fail("postgate --backend s3 did not become healthy in 20 s; its log:\n" + self.log_text())
+
+    def stop(self) -> None:
+        from conftest import _stop
+
+        _stop(self.process)
+
+    # The conftest's failure hook attaches these to a failing test's report.
+    def log_text(self, start: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def client(self):
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=PG_ACCESS_KEY,
+            aws_secret_access_key=PG_SECRET_KEY,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=90,
+                max_pool_connections=16,
+            ),
+        )
+
+    def create_link(self, bucket: str, max_size: str) -> str:
+        res = subprocess.run(
+            [
+                str(self.binary), "link", "create", bucket, "--prefix", "in/",
+                "--max-size", max_size, "--max-files", "10", "--expires", "1h",
+                "--url", self.endpoint, "--data-dir", str(self.data_dir),
+            ],
+            env=self.env, capture_output=True, text=True, timeout=30,
+        )
+        assert res.returncode == 0, f"postgate link create failed: {res.stderr}"
+        url = res.stdout.strip().splitlines()[-1]
+        assert url.startswith(f"{self.endpoint}/-/u/"), res.stdout
+        return url
+
+
+@pytest.fixture(scope="module")
+def pg(ceph, tmp_path_factory):
+    backend_bucket = f"pgbackend-{uuid.uuid4().hex[:12]}"
+    rgw_client(ceph).create_bucket(Bucket=backend_bucket)
+    gw = Gateway(tmp_path_factory.mktemp("postgate-ceph"), ceph, backend_bucket)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(autouse=True)
+def _attach_pg_log(request):
+    # Picked up by conftest's pytest_runtest_makereport: postgate's log during a failing test.
+    if "pg" in request.fixturenames:
+        gw = request.getfixturevalue("pg")
+        request.node._postgate_server = gw
+        request.node._postgate_log_start = gw.log_size()
+    yield
+
+
+@pytest.fixture
+def pgs3(pg):
+    return pg.client()
+
+
+@pytest.fixture
+def pgbucket(pgs3):
+    name = f"pb-{uuid.uuid4().hex[:12]}"
+    pgs3.create_bucket(Bucket=name)
+    return name
+
+
+def _status(e: botocore.exceptions.ClientError) -> int:
+    return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _backend_keys(s3, pg: Gateway, bucket: str) -> list[str]:
+    listed = s3.list_objects_v2(Bucket=pg.backend_bucket, Prefix=f"{bucket}/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def _backend_uploads(s3, pg: Gateway, bucket: str) -> list[str]:
+    listed = s3.list_multipart_uploads(Bucket=pg.backend_bucket, Prefix=f"{bucket}/")
+    return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+def test_through_postgate_round_trip(s3, pg, pgs3, pgbucket):
+    body = os.urandom(100_000)  # past --inline-max-bytes: sent to RGW as the body arrives
+    small = b"small body"
+    put = pgs3.put_object(
+        Bucket=pgbucket, Key="dir/a.bin", Body=body, ContentType="application/x-test", Metadata={"color": "blue"}
+    )
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    pgs3.put_object(Bucket=pgbucket, Key="dir/b.txt", Body=small)
+
+    got = pgs3.get_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert got["Body"].read() == body
+    assert got["ContentType"] == "application/x-test"
+    assert got["Metadata"] == {"color": "blue"}
+    assert got["ETag"] == put["ETag"]
+    head = pgs3.head_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert head["ContentLength"] == len(body)
+    assert head["ETag"] == put["ETag"]
+    assert pgs3.get_object(Bucket=pgbucket, Key="dir/b.txt")["Body"].read() == small
+    listed = pgs3.list_objects_v2(Bucket=pgbucket, Prefix="dir/")
+    assert [(o["Key"], o["Size"]) for o in listed["Contents"]] == [("dir/a.bin", len(body)), ("dir/b.txt", len(small))]
+
+    # The same objects in RGW, as `{bucket}/{key}` in the backend bucket, with the client's
+    # metadata beside postgate's own.
+    raw = s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/dir/a.bin")
+    assert raw["Body"].read() == body
+    assert raw["ContentType"] == "application/x-test"
+    assert raw["Metadata"]["color"] == "blue"
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/dir/b.txt")["Body"].read() == small
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/dir/a.bin", f"{pgbucket}/dir/b.txt"]
+
+    pgs3.delete_object(Bucket=pgbucket, Key="dir/a.bin")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.head_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert _status(e.value) == 404
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.get_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+    assert [o["Key"] for o in pgs3.list_objects_v2(Bucket=pgbucket)["Contents"]] == ["dir/b.txt"]
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/dir/b.txt"]
+
+
+def test_through_postgate_presigned_post(s3, pg, pgs3, pgbucket):
+    post = pgs3.generate_presigned_post(
+        Bucket=pgbucket,
+        Key="forms/${filename}",
+        Fields={"success_action_status": "201"},
+        Conditions=[
+            {"success_action_status": "201"},
+            ["starts-with", "$key", "forms/"],
+            ["content-length-range", 1, 200_000],
+        ],
+        ExpiresIn=300,
+    )
+    body = os.urandom(150_000)
+    r = _post_form(post["url"], post["fields"], body)
+    assert r.status == 201, r.data
+    assert b"<Key>forms/upload.bin</Key>" in r.data
+    assert pgs3.get_object(Bucket=pgbucket, Key="forms/upload.bin")["Body"].read() == body
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/forms/upload.bin")["Body"].read() == body
+
+    # Over content-length-range (and past --inline-max-bytes, so the body was on its way to
+    # RGW when it was found too large): refused, and RGW holds no key and no open upload.
+    post = pgs3.generate_presigned_post(
+        Bucket=pgbucket, Key="forms/big.bin", Conditions=[["content-length-range", 1, 200_000]], ExpiresIn=300
+    )
+    r = _post_form(post["url"], post["fields"], os.urandom(300_000))
+    assert r.status == 400, r.data
+    assert b"<Code>EntityTooLarge</Code>" in r.data, r.data
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.head_object(Bucket=pgbucket, Key="forms/big.bin")
+    assert _status(e.value) == 404
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/forms/upload.bin"]
+    assert _backend_uploads(s3, pg, pgbucket) == []
+
+
+def test_through_postgate_20_mib_put_is_a_backend_multipart_upload(s3, pg, pgs3, pgbucket):
+    body = os.urandom(20 * MIB)
+    put = pgs3.put_object(Bucket=pgbucket, Key="big.bin", Body=body)
+    etag = put["ETag"].strip('"')
+    assert re.fullmatch(r"[0-9a-f]{32}-[0-9]+", etag), etag
+    raw_head = s3.head_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/big.bin")
+    assert raw_head["ETag"] == put["ETag"]
+    assert raw_head["ContentLength"] == len(body)
+
+    got = pgs3.get_object(Bucket=pgbucket, Key="big.bin")
+    assert got["ContentLength"] == len(body)
+    assert got["ETag"] == put["ETag"]
+    assert hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(body).digest()
+
+    # Ranges: across the backend's part boundaries, and the last bytes.
+    for first, last in ((5 * MIB - 10, 5 * MIB + 9), (8 * MIB - 1, 16 * MIB + 1), (len(body) - 100, len(body) - 1)):
+        ranged = pgs3.get_object(Bucket=pgbucket, Key="big.bin", Range=f"bytes={first}-{last}")
+        assert ranged["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert ranged["ContentRange"] == f"bytes {first}-{last}/{len(body)}"
+        assert ranged["Body"].read() == body[first : last + 1]
+    suffix = pgs3.get_object(Bucket=pgbucket, Key="big.bin", Range="bytes=-1000")
+    assert suffix["Body"].read() == body[-1000:]
+    assert _backend_uploads(s3, pg, pgbucket) == []
+
+
+def test_through_postgate_upload_link_from_chromium(s3, pg, pgs3, pgbucket, tmp_path):
+    # The browser suite's helpers; without Chromium it skips (and fails under CI).
+    tb = pytest.importorskip("test_browser")
+    driver, profile = tb._chrome(javascript=True)
+    try:
+        url = pg.create_link(pgbucket, max_size="1MiB")
+        small, large = b"from chromium\n" * 30, os.urandom(400_000)
+        paths = []
+        for name, data in (("small.txt", small), ("large.bin", large)):
+            p = tmp_path / name
+            p.write_bytes(data)
+            paths.append(str(p))
+        tb.open_link_page(driver, url)
+        tb.upload(driver, *paths)
+        rows = tb.settled_rows(driver, 2)
+        for row in rows:
+            assert "done" in row["classes"] and "failed" not in row["classes"], row
+        assert {row["key"] for row in rows} == {"in/small.txt", "in/large.bin"}, rows
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert pgs3.get_object(Bucket=pgbucket, Key="in/small.txt")["Body"].read() == small
+    assert pgs3.get_object(Bucket=pgbucket, Key="in/large.bin")["Body"].read() == large
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/in/small.txt")["Body"].read() == small
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/in/large.bin")["Body"].read() == large
+    assert sorted(_backend_keys(s3, pg, pgbucket)) == [f"{pgbucket}/in/large.bin", f"{pgbucket}/in/small.txt"]
 
 
 class _SlowBody:
