@@ -13,6 +13,7 @@ through postgate, so it must stay last in this module: later tests here would ru
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -439,6 +440,16 @@ def test_through_postgate_20_mib_put_is_a_backend_multipart_upload(s3, pg, pgs3,
         assert ranged["Body"].read() == body[first : last + 1]
     suffix = pgs3.get_object(Bucket=pgbucket, Key="big.bin", Range="bytes=-1000")
     assert suffix["Body"].read() == body[-1000:]
+    assert _backend_uploads(s3, pg, pgbucket) == []
+
+    # The same size with a wrong Content-MD5: found only at the end of the body, after its
+    # parts went to RGW; refused, and the backend upload is aborted (no key, no open upload).
+    wrong_md5 = base64.b64encode(hashlib.md5(b"other bytes").digest()).decode()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.put_object(Bucket=pgbucket, Key="bad.bin", Body=os.urandom(20 * MIB), ContentMD5=wrong_md5)
+    assert e.value.response["Error"]["Code"] == "BadDigest"
+    assert _status(e.value) == 400
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/big.bin"]
     assert _backend_uploads(s3, pg, pgbucket) == []
 
 
