@@ -1,17 +1,23 @@
 """A real Ceph cluster (tests/ceph/cluster.sh: one monitor, three memstore OSDs, radosgw) and
-boto3 against its RGW: the ground the S3 backend's tests stand on.
+boto3 against its RGW: the ground the S3 backend's tests stand on. Then postgate itself in
+front of it (`serve --backend s3`, one backend bucket created in RGW first): boto3 round trips,
+presigned POSTs, a 20 MiB PUT stored as a backend multipart upload and an upload link posted
+from headless Chromium, each checked through postgate and in RGW (`{bucket}/{key}`).
 
 The cluster starts once per session. It is skipped only when POSTGATE_SKIP_CEPH=1 is set; a
 cluster that cannot start fails the module (the Ceph packages are part of CI's install).
 
-The last test kills one OSD with SIGKILL while uploads are in flight, so it must stay last in
-this module: later tests here would run on two OSDs.
+The last test kills one OSD with SIGKILL while uploads are in flight, directly to RGW and
+through postgate, so it must stay last in this module: later tests here would run on two OSDs.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -190,17 +196,305 @@ def test_multipart_three_parts(s3, bucket):
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+# ---------------------------------------------------------------------------------------------
+# Through postgate: `postgate serve --backend s3` in front of the cluster's RGW. Every postgate
+# object `{bucket}/{key}` is the backend object `{bucket}/{key}` in one backend bucket.
+
+PG_ACCESS_KEY = "PGCEPHADMINKEY01"
+PG_SECRET_KEY = "ceph-secret-key-0123456789abcdefghijkl"
+
+
+class Gateway:
+    """One postgate process with `--backend s3` against the cluster's RGW."""
+
+    def __init__(self, root: Path, ceph: Cluster, backend_bucket: str):
+        from conftest import _binary, _free_port, _wait_ok
+
+        self.binary = _binary()
+        self.data_dir = root / "data"
+        self.log_path = root / "server.log"
+        self.backend_bucket = backend_bucket
+        self.env = dict(os.environ)
+        self.env.pop("POSTGATE_CONFIG", None)
+        self.env.update(
+            POSTGATE_ACCESS_KEY=PG_ACCESS_KEY,
+            POSTGATE_SECRET_KEY=PG_SECRET_KEY,
+            POSTGATE_LOG=os.environ.get("POSTGATE_LOG", "postgate=debug,tower_http=info"),
+            NO_COLOR="1",
+            # The backend's credentials (the conftest clears AWS_* for the clients' sake).
+            AWS_ACCESS_KEY_ID=ceph.access_key,
+            AWS_SECRET_ACCESS_KEY=ceph.secret_key,
+        )
+        for _attempt in range(3):
+            self.endpoint = f"http://127.0.0.1:{_free_port()}"
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        str(self.binary), "serve",
+                        "--data-dir", str(self.data_dir),
+                        "--addr", self.endpoint.removeprefix("http://"),
+                        "--backend", "s3",
+                        "--backend-endpoint", ceph.endpoint,
+                        "--backend-bucket", backend_bucket,
+                        "--backend-region", "us-east-1",
+                    ],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=self.env, cwd=root,
+                )
+            if _wait_ok(f"{self.endpoint}/-/health", self.process, time.monotonic() + 20):
+                return
+            self.stop()
+        pytest.fail("postgate --backend s3 did not become healthy in 20 s; its log:\n" + self.log_text())
+
+    def stop(self) -> None:
+        from conftest import _stop
+
+        _stop(self.process)
+
+    # The conftest's failure hook attaches these to a failing test's report.
+    def log_text(self, start: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def client(self, **config):
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=PG_ACCESS_KEY,
+            aws_secret_access_key=PG_SECRET_KEY,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=90,
+                max_pool_connections=16,
+                **config,
+            ),
+        )
+
+    def create_link(self, bucket: str, max_size: str) -> str:
+        res = subprocess.run(
+            [
+                str(self.binary), "link", "create", bucket, "--prefix", "in/",
+                "--max-size", max_size, "--max-files", "10", "--expires", "1h",
+                "--url", self.endpoint, "--data-dir", str(self.data_dir),
+            ],
+            env=self.env, capture_output=True, text=True, timeout=30,
+        )
+        assert res.returncode == 0, f"postgate link create failed: {res.stderr}"
+        url = res.stdout.strip().splitlines()[-1]
+        assert url.startswith(f"{self.endpoint}/-/u/"), res.stdout
+        return url
+
+
+@pytest.fixture(scope="module")
+def pg(ceph, tmp_path_factory):
+    backend_bucket = f"pgbackend-{uuid.uuid4().hex[:12]}"
+    rgw_client(ceph).create_bucket(Bucket=backend_bucket)
+    gw = Gateway(tmp_path_factory.mktemp("postgate-ceph"), ceph, backend_bucket)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(autouse=True)
+def _attach_pg_log(request):
+    # Picked up by conftest's pytest_runtest_makereport: postgate's log during a failing test.
+    if "pg" in request.fixturenames:
+        gw = request.getfixturevalue("pg")
+        request.node._postgate_server = gw
+        request.node._postgate_log_start = gw.log_size()
+    yield
+
+
+@pytest.fixture
+def pgs3(pg):
+    return pg.client()
+
+
+@pytest.fixture
+def pgbucket(pgs3):
+    name = f"pb-{uuid.uuid4().hex[:12]}"
+    pgs3.create_bucket(Bucket=name)
+    return name
+
+
+def _status(e: botocore.exceptions.ClientError) -> int:
+    return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _backend_keys(s3, pg: Gateway, bucket: str) -> list[str]:
+    listed = s3.list_objects_v2(Bucket=pg.backend_bucket, Prefix=f"{bucket}/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def _backend_uploads(s3, pg: Gateway, bucket: str) -> list[str]:
+    listed = s3.list_multipart_uploads(Bucket=pg.backend_bucket, Prefix=f"{bucket}/")
+    return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+def test_through_postgate_round_trip(s3, pg, pgs3, pgbucket):
+    body = os.urandom(100_000)  # past --inline-max-bytes: sent to RGW as the body arrives
+    small = b"small body"
+    put = pgs3.put_object(
+        Bucket=pgbucket, Key="dir/a.bin", Body=body, ContentType="application/x-test", Metadata={"color": "blue"}
+    )
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    pgs3.put_object(Bucket=pgbucket, Key="dir/b.txt", Body=small)
+
+    got = pgs3.get_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert got["Body"].read() == body
+    assert got["ContentType"] == "application/x-test"
+    assert got["Metadata"] == {"color": "blue"}
+    assert got["ETag"] == put["ETag"]
+    head = pgs3.head_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert head["ContentLength"] == len(body)
+    assert head["ETag"] == put["ETag"]
+    assert pgs3.get_object(Bucket=pgbucket, Key="dir/b.txt")["Body"].read() == small
+    listed = pgs3.list_objects_v2(Bucket=pgbucket, Prefix="dir/")
+    assert [(o["Key"], o["Size"]) for o in listed["Contents"]] == [("dir/a.bin", len(body)), ("dir/b.txt", len(small))]
+
+    # The same objects in RGW, as `{bucket}/{key}` in the backend bucket, with the client's
+    # metadata beside postgate's own.
+    raw = s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/dir/a.bin")
+    assert raw["Body"].read() == body
+    assert raw["ContentType"] == "application/x-test"
+    assert raw["Metadata"]["color"] == "blue"
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/dir/b.txt")["Body"].read() == small
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/dir/a.bin", f"{pgbucket}/dir/b.txt"]
+
+    pgs3.delete_object(Bucket=pgbucket, Key="dir/a.bin")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.head_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert _status(e.value) == 404
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.get_object(Bucket=pgbucket, Key="dir/a.bin")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+    assert [o["Key"] for o in pgs3.list_objects_v2(Bucket=pgbucket)["Contents"]] == ["dir/b.txt"]
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/dir/b.txt"]
+
+
+def test_through_postgate_presigned_post(s3, pg, pgs3, pgbucket):
+    post = pgs3.generate_presigned_post(
+        Bucket=pgbucket,
+        Key="forms/${filename}",
+        Fields={"success_action_status": "201"},
+        Conditions=[
+            {"success_action_status": "201"},
+            ["starts-with", "$key", "forms/"],
+            ["content-length-range", 1, 200_000],
+        ],
+        ExpiresIn=300,
+    )
+    body = os.urandom(150_000)
+    r = _post_form(post["url"], post["fields"], body)
+    assert r.status == 201, r.data
+    assert b"<Key>forms/upload.bin</Key>" in r.data
+    assert pgs3.get_object(Bucket=pgbucket, Key="forms/upload.bin")["Body"].read() == body
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/forms/upload.bin")["Body"].read() == body
+
+    # Over content-length-range (and past --inline-max-bytes, so the body was on its way to
+    # RGW when it was found too large): refused, and RGW holds no key and no open upload.
+    post = pgs3.generate_presigned_post(
+        Bucket=pgbucket, Key="forms/big.bin", Conditions=[["content-length-range", 1, 200_000]], ExpiresIn=300
+    )
+    r = _post_form(post["url"], post["fields"], os.urandom(300_000))
+    assert r.status == 400, r.data
+    assert b"<Code>EntityTooLarge</Code>" in r.data, r.data
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.head_object(Bucket=pgbucket, Key="forms/big.bin")
+    assert _status(e.value) == 404
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/forms/upload.bin"]
+    assert _backend_uploads(s3, pg, pgbucket) == []
+
+
+def test_through_postgate_20_mib_put_is_a_backend_multipart_upload(s3, pg, pgs3, pgbucket):
+    body = os.urandom(20 * MIB)
+    put = pgs3.put_object(Bucket=pgbucket, Key="big.bin", Body=body)
+    etag = put["ETag"].strip('"')
+    assert re.fullmatch(r"[0-9a-f]{32}-[0-9]+", etag), etag
+    raw_head = s3.head_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/big.bin")
+    assert raw_head["ETag"] == put["ETag"]
+    assert raw_head["ContentLength"] == len(body)
+
+    got = pgs3.get_object(Bucket=pgbucket, Key="big.bin")
+    assert got["ContentLength"] == len(body)
+    assert got["ETag"] == put["ETag"]
+    assert hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(body).digest()
+
+    # Ranges: across the backend's part boundaries, and the last bytes.
+    for first, last in ((5 * MIB - 10, 5 * MIB + 9), (8 * MIB - 1, 16 * MIB + 1), (len(body) - 100, len(body) - 1)):
+        ranged = pgs3.get_object(Bucket=pgbucket, Key="big.bin", Range=f"bytes={first}-{last}")
+        assert ranged["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert ranged["ContentRange"] == f"bytes {first}-{last}/{len(body)}"
+        assert ranged["Body"].read() == body[first : last + 1]
+    suffix = pgs3.get_object(Bucket=pgbucket, Key="big.bin", Range="bytes=-1000")
+    assert suffix["Body"].read() == body[-1000:]
+    assert _backend_uploads(s3, pg, pgbucket) == []
+
+    # The same size with a wrong Content-MD5: found only at the end of the body, after its
+    # parts went to RGW; refused, and the backend upload is aborted (no key, no open upload).
+    wrong_md5 = base64.b64encode(hashlib.md5(b"other bytes").digest()).decode()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.put_object(Bucket=pgbucket, Key="bad.bin", Body=os.urandom(20 * MIB), ContentMD5=wrong_md5)
+    assert e.value.response["Error"]["Code"] == "BadDigest"
+    assert _status(e.value) == 400
+    assert _backend_keys(s3, pg, pgbucket) == [f"{pgbucket}/big.bin"]
+    assert _backend_uploads(s3, pg, pgbucket) == []
+
+
+def test_through_postgate_upload_link_from_chromium(s3, pg, pgs3, pgbucket, tmp_path):
+    # The browser suite's helpers; without Chromium it skips (and fails under CI).
+    tb = pytest.importorskip("test_browser")
+    driver, profile = tb._chrome(javascript=True)
+    try:
+        url = pg.create_link(pgbucket, max_size="1MiB")
+        small, large = b"from chromium\n" * 30, os.urandom(400_000)
+        paths = []
+        for name, data in (("small.txt", small), ("large.bin", large)):
+            p = tmp_path / name
+            p.write_bytes(data)
+            paths.append(str(p))
+        tb.open_link_page(driver, url)
+        tb.upload(driver, *paths)
+        rows = tb.settled_rows(driver, 2)
+        for row in rows:
+            assert "done" in row["classes"] and "failed" not in row["classes"], row
+        assert {row["key"] for row in rows} == {"in/small.txt", "in/large.bin"}, rows
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert pgs3.get_object(Bucket=pgbucket, Key="in/small.txt")["Body"].read() == small
+    assert pgs3.get_object(Bucket=pgbucket, Key="in/large.bin")["Body"].read() == large
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/in/small.txt")["Body"].read() == small
+    assert s3.get_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/in/large.bin")["Body"].read() == large
+    assert sorted(_backend_keys(s3, pg, pgbucket)) == [f"{pgbucket}/in/large.bin", f"{pgbucket}/in/small.txt"]
+
+
 class _SlowBody:
     """An upload body that trickles out at about 3.4 MiB/s (a pause at every 512 KiB), so the
     upload is still in flight when the OSD dies. botocore reads a body twice over plain HTTP
     (once to hash it for SigV4, then to send it), so `started` is set once the first MiB of the
-    last pass has been read: when the server is receiving it."""
+    last pass has been read: when the server is receiving it. With `release`, the body then
+    waits for it (set right after the kill), so that uploads of any size are all mid-body when
+    the OSD dies."""
 
     STEP = 512 * 1024
     PAUSE_S = 0.15
 
-    def __init__(self, data: bytes, started: threading.Event, passes: int):
+    def __init__(self, data: bytes, started: threading.Event, passes: int, release: threading.Event | None = None):
         self.data = data
+        self.release = release
         self.pos = 0
         self.started = started
         self.passes_left = passes
@@ -216,8 +510,10 @@ class _SlowBody:
         self.pos += len(chunk)
         if self.pos // self.STEP != start // self.STEP:
             time.sleep(self.PAUSE_S)
-        if self.passes_left == 1 and self.pos >= MIB:
+        if self.passes_left == 1 and self.pos >= MIB and not self.started.is_set():
             self.started.set()
+            if self.release is not None:
+                self.release.wait(60)
         if self.pos >= len(self.data) and chunk:
             self.passes_left -= 1
         return chunk
@@ -230,17 +526,80 @@ class _SlowBody:
         return self.pos
 
 
+def _slow_chunks(data: bytes, started: threading.Event, release: threading.Event):
+    """A POST body sent at the pace of `_SlowBody` (one pass: urllib3 does not hash it);
+    `started` is set once the first MiB is out, then the rest waits for `release`."""
+    for pos in range(0, len(data), _SlowBody.STEP):
+        yield data[pos : pos + _SlowBody.STEP]
+        if pos + _SlowBody.STEP >= MIB and not started.is_set():
+            started.set()
+            release.wait(60)
+        time.sleep(_SlowBody.PAUSE_S)
+
+
+def _pg_post(pgs3, bucket: str, key: str, data: bytes, slow: tuple | None = None) -> str:
+    """POSTs `data` with a presigned form (201); "ok" once postgate acknowledged it with its
+    key, otherwise raises. The body goes through `_slow_chunks(body, *slow)` when given."""
+    post = pgs3.generate_presigned_post(
+        Bucket=bucket, Key=key, Fields={"success_action_status": "201"},
+        Conditions=[{"success_action_status": "201"}], ExpiresIn=600,
+    )
+    fields = list(post["fields"].items()) + [("file", ("f.bin", data, "application/octet-stream"))]
+    body, content_type = urllib3.encode_multipart_formdata(fields)
+    r = urllib3.PoolManager().request(
+        "POST", post["url"],
+        body=_slow_chunks(body, *slow) if slow else body,
+        headers={"Content-Type": content_type, "Content-Length": str(len(body))},
+        timeout=urllib3.Timeout(connect=5, read=90), retries=False,
+    )
+    if r.status == 201 and f"<Key>{key}</Key>".encode() in r.data:
+        return "ok"
+    # A refusal must be an S3 error document, never a success status with something else.
+    assert r.status >= 400 and b"<Code>" in r.data, (key, r.status, r.data[:500])
+    raise RuntimeError(f"POST {key}: {r.status} {r.data[:200]!r}")
+
+
+# Clean failures of an upload through postgate: an S3 error, or the connection dropped/timed out.
+_CLEAN_FAILURES = (
+    botocore.exceptions.ClientError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionError,
+    urllib3.exceptions.HTTPError,
+    RuntimeError,  # _pg_post's S3 error answer
+)
+
+
 # Must stay the module's last test (see the module docstring).
-def test_kill_one_osd_during_uploads(ceph, s3, bucket):
+def test_kill_one_osd_during_uploads(ceph, s3, bucket, pg, pgbucket):
+    """RGW directly and postgate in front of it, both with uploads in flight when one OSD is
+    killed: each upload either succeeds whole or fails cleanly, and whatever was acknowledged
+    reads back byte-exact (through postgate and from RGW)."""
     uploads = 8
     payloads = {f"inflight/{i}.bin": os.urandom(8 * MIB) for i in range(uploads)}
-    started = {key: threading.Event() for key in payloads}
+    # Through postgate: slow PUTs and POSTs of 1.5-20 MiB, all mid-body at the kill...
+    pg_slow = {
+        "slow/put-4.bin": ("put", os.urandom(4 * MIB)),
+        "slow/put-12.bin": ("put", os.urandom(12 * MIB)),
+        "slow/put-20.bin": ("put", os.urandom(20 * MIB)),
+        "slow/post-1.bin": ("post", os.urandom(MIB + MIB // 2)),
+        "slow/post-4.bin": ("post", os.urandom(4 * MIB)),
+        "slow/post-10.bin": ("post", os.urandom(10 * MIB + 12345)),
+    }
+    started = {key: threading.Event() for key in [*payloads, *pg_slow]}
+    release = threading.Event()
     outcome: dict[str, object] = {}
+    # ...and 1-3 MiB PUTs and POSTs, one after another from the kill until the slow ones end.
+    pg_fast: dict[str, bytes] = {}
+    fast_done = threading.Event()
 
-    # One client per upload, made here (not in the threads), and a barrier so that the eight
-    # start together: the kill must find every one of them mid-body.
+    # One client per upload, made here (not in the threads), and a barrier so that all start
+    # together: the kill must find every one of them mid-body. The postgate clients send plain
+    # bodies (no flexible checksum), so botocore reads a body twice, as `_SlowBody` expects.
     clients = {key: rgw_client(ceph) for key in payloads}
-    barrier = threading.Barrier(uploads)
+    plain = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
+    clients.update({key: pg.client(**plain) for key in pg_slow})
+    fast_client = pg.client(**plain)
+    barrier = threading.Barrier(len(started))
 
     def upload(key: str):
         client = clients[key]
@@ -249,31 +608,74 @@ def test_kill_one_osd_during_uploads(ceph, s3, bucket):
             client.put_object(
                 Bucket=bucket,
                 Key=key,
-                Body=_SlowBody(payloads[key], started[key], passes=2),
+                Body=_SlowBody(payloads[key], started[key], passes=2, release=release),
                 ContentLength=len(payloads[key]),
             )
             outcome[key] = "ok"
         except Exception as e:  # noqa: BLE001 - any clean failure is an allowed outcome
             outcome[key] = e
 
+    def pg_upload(key: str):
+        how, data = pg_slow[key]
+        try:
+            barrier.wait(timeout=30)
+            if how == "put":
+                clients[key].put_object(
+                    Bucket=pgbucket, Key=key, Body=_SlowBody(data, started[key], 2, release), ContentLength=len(data)
+                )
+                outcome[key] = "ok"
+            else:
+                outcome[key] = _pg_post(clients[key], pgbucket, key, data, (started[key], release))
+        except Exception as e:  # noqa: BLE001 - checked against _CLEAN_FAILURES below
+            outcome[key] = e
+
+    def pg_fast_uploads():
+        release.wait(90)
+        n = 0
+        # Bounded: the OSDs are memstores, every byte written stays in memory.
+        while not fast_done.is_set() and n < 30:
+            key, data = f"fast/{n}.bin", os.urandom(MIB + (n * 409_600) % (2 * MIB))
+            pg_fast[key] = data
+            try:
+                if n % 2:
+                    outcome[key] = _pg_post(fast_client, pgbucket, key, data)
+                else:
+                    fast_client.put_object(Bucket=pgbucket, Key=key, Body=data)
+                    outcome[key] = "ok"
+            except Exception as e:  # noqa: BLE001 - checked against _CLEAN_FAILURES below
+                outcome[key] = e
+            n += 1
+            time.sleep(0.1)
+
     threads = [threading.Thread(target=upload, args=(k,), daemon=True) for k in payloads]
+    threads += [threading.Thread(target=pg_upload, args=(k,), daemon=True) for k in pg_slow]
     for t in threads:
         t.start()
-    for key, ev in started.items():
-        assert ev.wait(60), f"upload {key} never started"
+    fast = threading.Thread(target=pg_fast_uploads, daemon=True)
+    fast.start()
+    try:
+        for key, ev in started.items():
+            assert ev.wait(60), f"upload {key} never started: {outcome.get(key)!r}"
+    finally:
+        # On a failure here too: no thread may stay parked on `release`.
+        if not all(ev.is_set() for ev in started.values()):
+            release.set()
 
     victim = sorted(ceph.osd_pids)[1]
     os.kill(ceph.osd_pids[victim], signal.SIGKILL)
     killed_at = time.monotonic()
     # The kill must land while the uploads are in flight, not after.
-    assert sum(t.is_alive() for t in threads) == uploads
+    assert sum(t.is_alive() for t in threads) == len(threads)
+    release.set()
 
     for t in threads:
         t.join(timeout=max(1.0, 150 - (time.monotonic() - killed_at)))
+    fast_done.set()
+    fast.join(timeout=max(1.0, 150 - (time.monotonic() - killed_at)))
     settled_s = time.monotonic() - killed_at
-    hung = [t.name for t in threads if t.is_alive()]
+    hung = [t.name for t in [*threads, fast] if t.is_alive()]
     assert not hung, f"uploads neither succeeded nor failed within 150 s of the kill\n{ceph.logs_tail()}"
-    assert set(outcome) == set(payloads)
+    assert set(outcome) == {*payloads, *pg_slow, *pg_fast}
 
     # Every acknowledged upload reads back byte-exact; a failed one may or may not exist, but
     # if it does it must be whole (RGW commits an object's head only after all its data).
@@ -285,18 +687,49 @@ def test_kill_one_osd_during_uploads(ceph, s3, bucket):
             assert key not in acked, f"acknowledged {key} is gone: {e}"
             continue
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), f"{key} differs"
-    print(f"osd.{victim} killed; {len(acked)}/{uploads} uploads acknowledged, last "
-          f"{settled_s:.1f} s after the kill: "
-          + ", ".join(f"{k}={'ok' if v == 'ok' else type(v).__name__}" for k, v in sorted(outcome.items())))
 
-    # The cluster keeps serving on two of three OSDs: new writes, reads, lists and deletes.
+    # Through postgate: every failure was clean, and each key reads the same through postgate
+    # and from RGW: the whole bytes (always, when acknowledged) or nothing.
+    pg_payloads = {**{k: d for k, (_, d) in pg_slow.items()}, **pg_fast}
+    unclean = {k: repr(v) for k, v in outcome.items() if k in pg_payloads and v != "ok"
+               and not isinstance(v, _CLEAN_FAILURES)}
+    assert not unclean, unclean
+    reader = pg.client()
+    for key, data in pg_payloads.items():
+        for where, client, b, k in (("postgate", reader, pgbucket, key),
+                                    ("RGW", s3, pg.backend_bucket, f"{pgbucket}/{key}")):
+            try:
+                got = client.get_object(Bucket=b, Key=k)["Body"].read()
+            except botocore.exceptions.ClientError as e:
+                assert _status(e) == 404, f"{where} {key}: {e}"
+                assert key not in acked, f"acknowledged {key} is gone from {where}: {e}"
+                continue
+            assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), f"{where} {key} differs"
+    listed = {o["Key"] for o in reader.list_objects_v2(Bucket=pgbucket).get("Contents", [])}
+    assert {k for k in pg_payloads if k in acked} <= listed
+    open_uploads = _backend_uploads(s3, pg, pgbucket)
+
+    def summary(keys):
+        return ", ".join(f"{k}={'ok' if outcome[k] == 'ok' else type(outcome[k]).__name__}" for k in sorted(keys))
+
+    print(f"osd.{victim} killed; {len([k for k in payloads if k in acked])}/{uploads} RGW uploads and "
+          f"{len([k for k in pg_payloads if k in acked])}/{len(pg_payloads)} postgate uploads acknowledged, "
+          f"last {settled_s:.1f} s after the kill; open backend uploads left: {len(open_uploads)}\n"
+          f"RGW: {summary(payloads)}\npostgate: {summary(pg_payloads)}")
+
+    # The cluster keeps serving on two of three OSDs: new writes, reads, lists and deletes,
+    # directly and through postgate.
     for i in range(4):
         data = os.urandom(2 * MIB)
         s3.put_object(Bucket=bucket, Key=f"after/{i}.bin", Body=data)
         assert s3.get_object(Bucket=bucket, Key=f"after/{i}.bin")["Body"].read() == data
+        reader.put_object(Bucket=pgbucket, Key=f"after/{i}.bin", Body=data)
+        assert reader.get_object(Bucket=pgbucket, Key=f"after/{i}.bin")["Body"].read() == data
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="after/")["Contents"]}
     assert keys == {f"after/{i}.bin" for i in range(4)}
     s3.delete_object(Bucket=bucket, Key="after/0.bin")
+    reader.delete_object(Bucket=pgbucket, Key="after/0.bin")
+    assert _backend_keys(s3, pg, pgbucket + "/after") == [f"{pgbucket}/after/{i}.bin" for i in (1, 2, 3)]
     osd_up = subprocess.run(
         ["ceph", "-c", ceph.conf, "osd", "stat", "-f", "json"], capture_output=True, text=True, timeout=30
     )
