@@ -267,7 +267,10 @@ pub(super) async fn receive_body(
         (Some(t), Some((a, _))) => t.value(a.header_name()),
         _ => None,
     };
-    expected.verify(&ingested, trailer_value.as_deref())?;
+    if let Err(e) = expected.verify(&ingested, trailer_value.as_deref()) {
+        ingested.staged.discard().await;
+        return Err(e.into());
+    }
     let checksum = algo
         .as_ref()
         .zip(ingested.digests.checksum.clone())

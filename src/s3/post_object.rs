@@ -492,8 +492,14 @@ async fn store_upload(
             }),
         other => S3Error::from_ingest(other, range.max()),
     })?;
-    range.check(ingested.size).map_err(S3Error::from)?;
-    expected.verify(&ingested, None)?;
+    let checked = range
+        .check(ingested.size)
+        .map_err(S3Error::from)
+        .and_then(|()| expected.verify(&ingested, None).map_err(S3Error::from));
+    if let Err(e) = checked {
+        ingested.staged.discard().await;
+        return Err(e);
+    }
 
     let etag = write::etag_of(&ingested.digests.md5);
     let mut meta = headers.into_meta(ingested.size, etag.clone(), target.owner.to_owned());

@@ -109,6 +109,17 @@ pub enum Staged {
     Backend(Box<super::s3::Uploader>),
 }
 
+impl Staged {
+    /// Lets go of a body that will not be committed (a digest or size check refused it). A
+    /// backend upload is aborted before this returns, so the refusal answered next leaves no
+    /// open upload behind; dropping it would abort later, in a task of its own.
+    pub async fn discard(self) {
+        if let Staged::Backend(upload) = self {
+            upload.abort().await;
+        }
+    }
+}
+
 /// A temp file that is removed on drop unless `persist` moved it into the blob tree.
 pub struct TempBlob {
     id: uuid::Uuid,

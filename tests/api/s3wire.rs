@@ -342,6 +342,36 @@ async fn a_large_put_is_a_backend_multipart_upload() {
     assert!(tmp_files(gw._dir.path()).is_empty());
 }
 
+/// A large PUT whose Content-MD5 is wrong is found out only after its parts went to the
+/// backend: the refusal is answered after the backend upload was aborted, not while an abort
+/// is still on its way (a client listing uploads right after the 400 sees none).
+#[tokio::test]
+async fn a_large_put_refused_by_its_digest_leaves_no_upload_when_answered() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("big").await;
+    for round in 0..3 {
+        let put = gw
+            .req(Method::PUT, "/big/bad")
+            .header("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==")
+            .body(pattern(12 * MIB, round))
+            .send()
+            .await;
+        put.assert_status(400);
+        assert_eq!(put.code().as_deref(), Some("BadDigest"));
+        let uploads = backend
+            .req(Method::GET, &format!("/{CLUSTER}"))
+            .query("uploads")
+            .send()
+            .await;
+        assert!(
+            xml_tags(&uploads.text(), "UploadId").is_empty(),
+            "round {round}: {}",
+            uploads.text()
+        );
+    }
+    assert!(backend_keys(&backend).await.is_empty());
+}
+
 /// A browser POST form with policy conditions stores its file in the backend; the refused ones
 /// (over the policy's size, a type that does not match with verify-type, past the bucket's
 /// quota) leave nothing there.
