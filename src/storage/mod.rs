@@ -63,8 +63,17 @@ pub enum Dest<'a> {
         key: &'a str,
         meta: &'a crate::db::objects::ObjectMeta,
     },
-    /// A part of a client's multipart upload.
+    /// A part of a client's multipart upload (filesystem store).
     Part,
+    /// Part `number` (`len` bytes, as declared) of the backend's multipart upload `upload_id`
+    /// of `bucket/key` (S3 backend): streamed through as it arrives (docs/cluster.md 9.2).
+    BackendPart {
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+        number: u32,
+        len: u64,
+    },
 }
 
 /// The configured storage backend. Cheap to clone (shared handles inside).
@@ -123,6 +132,25 @@ impl Storage {
                     backend, body, max_size, inline_max, hashes, sniff, key, meta,
                 )
                 .await
+            }
+            (
+                Storage::S3(backend),
+                Dest::BackendPart {
+                    bucket,
+                    key,
+                    upload_id,
+                    number,
+                    len,
+                },
+            ) => {
+                let part = backend.pending_part(
+                    &cluster::backend_key(bucket, key),
+                    upload_id,
+                    number,
+                    len,
+                    None,
+                );
+                cluster::ingest_part(part, body, max_size, hashes, sniff).await
             }
             (Storage::S3(_), Dest::Part) => Err(IngestError::Io(not_built("UploadPart"))),
         }
