@@ -29,20 +29,28 @@ pub async fn expire(
             ids.extend(uploads::of_closed_links(c, db::now_millis())?);
             ids.sort();
             ids.dedup();
-            let mut aborted = 0;
+            let mut aborted = Vec::new();
             for id in &ids {
+                let record = uploads::get_by_id(c, id)?;
                 if let Some(b) = uploads::abort(c, id)? {
                     blobs.extend(b);
-                    aborted += 1;
+                    aborted.extend(record);
                 }
             }
             Ok((aborted, blobs))
         })
         .await?;
+    if store.backend().is_some() {
+        // The rows are gone: the backend's uploads behind them go too.
+        for upload in &aborted {
+            abort_backend_upload(store, upload).await;
+        }
+        return Ok(aborted.len());
+    }
     for blob in blobs {
         store.remove(blob).await;
     }
-    Ok(aborted)
+    Ok(aborted.len())
 }
 
 /// S3's smallest part, except the last.
@@ -75,9 +83,9 @@ pub fn backend_upload_id(upload: &UploadRecord) -> Option<String> {
 
 /// Creates a multipart upload: under the S3 backend, first the backend's upload for the
 /// record's key (S3 fixes the object's metadata there), its id kept in the record's headers;
-/// then `insert` runs in one transaction (the caller's checks and `uploads::create`). A refusal
-/// or failure of `insert` aborts the backend's upload again. Returns `insert`'s answer and the
-/// record as inserted.
+/// then `insert` runs in one transaction (the caller's checks and `uploads::create`; it may not
+/// change the record's key under the S3 backend). A refusal or failure of `insert` aborts the
+/// backend's upload again. Returns `insert`'s answer.
 pub async fn create<T, E, F>(
     db: &Db,
     store: &Storage,
@@ -89,7 +97,7 @@ where
     E: Send + 'static,
     F: FnOnce(
             &rusqlite::Connection,
-            &UploadRecord,
+            &mut UploadRecord,
         ) -> std::result::Result<std::result::Result<T, E>, DbError>
         + Send
         + 'static,
@@ -114,7 +122,7 @@ where
         record.headers = serde_json::to_string(&saved).map_err(Error::Encode)?;
     }
     let kept = record.clone();
-    let outcome = db.write(move |c| insert(c, &record)).await;
+    let outcome = db.write(move |c| insert(c, &mut record)).await;
     if !matches!(outcome, Ok(Ok(_))) {
         abort_backend_upload(store, &kept).await;
     }

@@ -786,3 +786,195 @@ async fn an_aborted_upload_leaves_no_backend_upload() {
     assert!(backend_keys(&backend).await.is_empty());
     gw.req(Method::GET, path).send().await.assert_status(404);
 }
+
+/// A gateway with `--backend s3` in front of `backend`, as a `TestApp`.
+async fn gateway_app(backend: &TestApp) -> TestApp {
+    let endpoint = backend.base.clone();
+    spawn_app_with(|config| {
+        config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+            endpoint,
+            bucket: CLUSTER.into(),
+            region: REGION.into(),
+            access_key_id: ADMIN_AK.into(),
+            secret_access_key: ADMIN_SK.into(),
+        });
+    })
+    .await
+}
+
+/// A JSON call to a link route, as Uppy makes it.
+async fn uppy_call(
+    app: &TestApp,
+    method: Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (Resp, serde_json::Value) {
+    let mut req = app.http.request(method, url);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let res = Resp::read(req.send().await.unwrap()).await;
+    let json = serde_json::from_slice(&res.body).unwrap_or(serde_json::Value::Null);
+    (res, json)
+}
+
+/// A link's multipart upload through the Uppy routes over the S3 backend: its parts go to the
+/// backend's upload, a part past the link's maximum is refused (the earlier parts kept), the
+/// completed file is counted against the link and stored in the backend, and an aborted upload
+/// leaves no backend upload open.
+#[tokio::test]
+async fn a_links_multipart_upload_goes_through_the_backend() {
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let gw = gateway_app(&backend).await;
+    gw.create_bucket("media").await;
+    let link = postgate::links::new_link(
+        "media",
+        "up/",
+        6 * MIB as u64,
+        None,
+        None,
+        Duration::from_secs(3600),
+        ADMIN_AK,
+    );
+    let (link_id, l) = (link.id.clone(), link.clone());
+    gw.state
+        .db
+        .write(move |c| postgate::db::links::insert(c, &l))
+        .await
+        .unwrap();
+    let base = format!("{}/-/u/{}", gw.base, link.token);
+    let (res, created) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(created["key"], "up/clip.mp4");
+    let upload_id = created["uploadId"].as_str().unwrap().to_owned();
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    let key_q = "key=up%2Fclip.mp4";
+    let first = pattern(5 * MIB, 5);
+    let last = b"the end".to_vec();
+    let over = vec![b'z'; MIB];
+    let mut etags = Vec::new();
+    for (n, bytes, status) in [(1, &first, 200), (2, &last, 200), (3, &over, 400)] {
+        let (_, signed) = uppy_call(
+            &gw,
+            Method::GET,
+            &format!("{base}/s3/multipart/{upload_id}/{n}?{key_q}"),
+            None,
+        )
+        .await;
+        let put = gw
+            .http
+            .put(signed["url"].as_str().unwrap())
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        let put = Resp::read(put).await;
+        assert_eq!(put.status, status, "part {n}: {}", put.text());
+        if status == 400 {
+            put.assert_error(400, "EntityTooLarge");
+        } else {
+            etags.push(put.header("etag").unwrap().trim_matches('"').to_owned());
+        }
+    }
+    let (res, done) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart/{upload_id}/complete?{key_q}"),
+        Some(serde_json::json!({"parts": [
+            {"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 2, "ETag": etags[1]}
+        ]})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(done["key"], "up/clip.mp4");
+    let mut whole = first.clone();
+    whole.extend_from_slice(&last);
+    let got = gw.get("/media/up/clip.mp4").await;
+    got.assert_status(200);
+    assert!(got.body[..] == whole[..]);
+    assert_eq!(got.header("content-type"), Some("video/mp4"));
+    assert!(got.header("etag").unwrap().ends_with("-2\""));
+    let direct = backend.get(&obj(CLUSTER, "media/up/clip.mp4")).await;
+    assert!(direct.body[..] == whole[..]);
+    assert!(backend_uploads(&backend).await.is_empty());
+    let id = link_id.clone();
+    let counted = gw
+        .state
+        .db
+        .read(move |c| postgate::db::links::get_by_id(c, &id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counted.uploaded_files, 1);
+    assert_eq!(counted.uploaded_bytes, whole.len() as u64);
+
+    // The same name again is a new key; aborted, nothing stays open in the backend.
+    let (res, created) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(created["key"], "up/clip (2).mp4");
+    let gone = created["uploadId"].as_str().unwrap();
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    let (res, _) = uppy_call(
+        &gw,
+        Method::DELETE,
+        &format!("{base}/s3/multipart/{gone}?key=up%2Fclip%20%282%29.mp4"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    assert!(backend_uploads(&backend).await.is_empty());
+    assert_eq!(backend_keys(&backend).await, ["media/up/clip.mp4"]);
+}
+
+/// Revoking a link aborts its unfinished uploads in the backend too.
+#[tokio::test]
+async fn revoking_a_link_aborts_its_backend_uploads() {
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let gw = gateway_app(&backend).await;
+    gw.create_bucket("media").await;
+    let link = postgate::links::new_link(
+        "media",
+        "up/",
+        MIB as u64,
+        None,
+        None,
+        Duration::from_secs(3600),
+        ADMIN_AK,
+    );
+    let l = link.clone();
+    gw.state
+        .db
+        .write(move |c| postgate::db::links::insert(c, &l))
+        .await
+        .unwrap();
+    let base = format!("{}/-/u/{}", gw.base, link.token);
+    let (res, _) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart"),
+        Some(serde_json::json!({"filename": "a.bin"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    postgate::objects::link::revoke(&gw.state.db, &gw.state.store, &link.id)
+        .await
+        .unwrap();
+    assert!(backend_uploads(&backend).await.is_empty());
+}
