@@ -29,10 +29,11 @@
 //!
 //! [`Storage::S3`] (`--backend s3`, experimental) stores each object in one bucket of an S3
 //! cluster ([`cluster`]: names, metadata, ingest, publish, reads). Its reads, PutObject, POST
-//! forms and deletes are wired (docs/cluster.md section 9); the methods of the filesystem
+//! forms, deletes and client multipart uploads (parts streamed into the backend's upload,
+//! [`Dest::BackendPart`]) are wired (docs/cluster.md section 9); the methods of the filesystem
 //! store's flows that it does not use (persist, stage_bytes, copy_segments, the sweep) answer
-//! [`not_built`], and the areas refuse what is not wired yet (multipart uploads, copies) with
-//! 501 before reaching them.
+//! [`not_built`], and the areas refuse what is not wired yet (copies) with 501 before reaching
+//! them.
 
 pub mod catalog;
 pub mod cluster;

@@ -978,3 +978,47 @@ async fn revoking_a_link_aborts_its_backend_uploads() {
         .unwrap();
     assert!(backend_uploads(&backend).await.is_empty());
 }
+
+/// A conditional Complete (`If-None-Match: *`) onto a taken key is refused: the object stays,
+/// and so does the upload (in postgate and in the backend), which may then complete elsewhere
+/// or be aborted. A Complete naming a part ETag that was never uploaded is InvalidPart.
+#[tokio::test]
+async fn a_refused_complete_keeps_the_object_and_the_upload() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("photos").await;
+    let path = "/photos/taken.txt";
+    gw.req(Method::PUT, path)
+        .body(b"old".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let id = create_upload(&gw, path, &[]).await;
+    let res = put_part(&gw, path, &id, 1, b"new", &[]).await;
+    res.assert_status(200);
+    let etag = res.header("etag").unwrap().to_owned();
+    let complete = |parts: String, cond: bool| {
+        let mut req = gw
+            .req(Method::POST, path)
+            .query(&format!("uploadId={id}"))
+            .body(parts);
+        if cond {
+            req = req.header("if-none-match", "*");
+        }
+        req.send()
+    };
+    complete(
+        complete_body(&[(1, "\"00000000000000000000000000000000\"")]),
+        false,
+    )
+    .await
+    .assert_error(400, "InvalidPart");
+    complete(complete_body(&[(1, &etag)]), true)
+        .await
+        .assert_error(412, "PreconditionFailed");
+    assert_eq!(&gw.req(Method::GET, path).send().await.body[..], b"old");
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    let res = complete(complete_body(&[(1, &etag)]), false).await;
+    res.assert_status(200);
+    assert_eq!(&gw.req(Method::GET, path).send().await.body[..], b"new");
+    assert!(backend_uploads(&backend).await.is_empty());
+}
