@@ -248,6 +248,18 @@ pub fn key_in_progress(conn: &Connection, bucket: &str, key: &str) -> Result<boo
         .exists(params![bucket, key])?)
 }
 
+/// The upload `upload_id`, whatever its key (the expiry and a link's revocation, which know
+/// only ids, need its record to abort the backend's upload behind it).
+pub fn get_by_id(conn: &Connection, upload_id: &str) -> Result<Option<UploadRecord>, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT upload_id, bucket, key, owner, initiated, headers, link_id FROM uploads
+             WHERE upload_id = ?1",
+        )?
+        .query_row([upload_id], upload_from_row)
+        .optional()?)
+}
+
 /// The upload `upload_id` if link `link_id` began it.
 pub fn get_of_link(
     conn: &Connection,

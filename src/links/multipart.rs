@@ -208,14 +208,6 @@ pub(crate) async fn begin(
     size: Option<u64>,
     content_type: Option<String>,
 ) -> Result<(String, String), JsonError> {
-    // Client multipart uploads are not wired to the S3 backend yet (`--backend s3`).
-    if app.on_s3_backend() {
-        return Err(JsonError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            "Multipart uploads are not supported with --backend s3 yet.",
-        ));
-    }
     if size.is_some_and(|s| s > link.max_size) {
         return Err(JsonError::new(
             StatusCode::BAD_REQUEST,
@@ -239,32 +231,70 @@ pub(crate) async fn begin(
         None,
         Some(link.id.clone()),
     )?;
-    let (bucket, prefix, link_id) = (link.bucket.clone(), link.prefix.clone(), link.id.clone());
-    let created = app
-        .db
-        .write(move |c| {
-            record.key = free_key(c, &bucket, &prefix, &name)?;
-            if let Err(e) = crate::names::validate_key(&record.key) {
-                return Ok(Err(JsonError::from(e)));
+    // Under the S3 backend the backend's upload is made for the key before the transaction, so
+    // the free name is picked first and must still be free in the transaction (another file may
+    // have taken it meanwhile: then picked again, a few times).
+    let on_backend = app.on_s3_backend();
+    let mut attempts = 0;
+    let (key, upload_id) = loop {
+        attempts += 1;
+        if on_backend {
+            let (bucket, prefix, name) = (link.bucket.clone(), link.prefix.clone(), name.clone());
+            record.key = app
+                .db
+                .read(move |c| free_key(c, &bucket, &prefix, &name))
+                .await?;
+        }
+        let (bucket, prefix, link_id, name) = (
+            link.bucket.clone(),
+            link.prefix.clone(),
+            link.id.clone(),
+            name.clone(),
+        );
+        let created = crate::objects::multipart::create(
+            &app.db,
+            &app.store,
+            record.clone(),
+            move |c, record| {
+                let key = free_key(c, &bucket, &prefix, &name)?;
+                if on_backend && key != record.key {
+                    return Ok(Err(None));
+                }
+                record.key = key;
+                if let Err(e) = crate::names::validate_key(&record.key) {
+                    return Ok(Err(Some(JsonError::from(e))));
+                }
+                if let Err(e) = crate::objects::quota::check_new_upload(
+                    c,
+                    &bucket,
+                    &record.key,
+                    Some(&link_id),
+                    size,
+                )? {
+                    return Ok(Err(Some(JsonError::from(crate::error::S3Error::from(e)))));
+                }
+                let reservation = crate::db::links::reserve_upload(c, &link_id)?;
+                if let Some(refused) = link::refusal(&reservation) {
+                    return Ok(Err(Some(refused.into())));
+                }
+                crate::db::uploads::create(c, record)?;
+                Ok(Ok((record.key.clone(), record.upload_id.clone())))
+            },
+        )
+        .await?;
+        match created {
+            Ok(done) => break done,
+            Err(Some(refused)) => return Err(refused),
+            Err(None) if attempts < 3 => continue,
+            Err(None) => {
+                return Err(JsonError::new(
+                    StatusCode::CONFLICT,
+                    "OperationAborted",
+                    "Other uploads took this file's name meanwhile; try again.",
+                ));
             }
-            if let Err(e) = crate::objects::quota::check_new_upload(
-                c,
-                &bucket,
-                &record.key,
-                Some(&link_id),
-                size,
-            )? {
-                return Ok(Err(JsonError::from(crate::error::S3Error::from(e))));
-            }
-            let reservation = crate::db::links::reserve_upload(c, &link_id)?;
-            if let Some(refused) = link::refusal(&reservation) {
-                return Ok(Err(refused.into()));
-            }
-            crate::db::uploads::create(c, &record)?;
-            Ok(Ok((record.key, record.upload_id)))
-        })
-        .await;
-    let (key, upload_id) = created??;
+        }
+    };
     crate::telemetry::note(|t| t.key = Some(key.clone()));
     Ok((key, upload_id))
 }

@@ -33,10 +33,23 @@ pub fn closed(link: Option<&LinkRecord>) -> Option<&'static str> {
 /// parts removed.
 pub async fn revoke(db: &Db, store: &Storage, id: &str) -> Result<(), DbError> {
     let id = id.to_owned();
-    let blobs = db
-        .write(move |c| crate::db::links::revoke(c, &id))
-        .await?
-        .unwrap_or_default();
+    let (uploads, blobs) = db
+        .write(move |c| {
+            // Their records, for the backend's uploads behind them (S3 backend).
+            let mut uploads = Vec::new();
+            for upload_id in crate::db::uploads::of_link(c, &id)? {
+                uploads.extend(crate::db::uploads::get_by_id(c, &upload_id)?);
+            }
+            let blobs = crate::db::links::revoke(c, &id)?.unwrap_or_default();
+            Ok((uploads, blobs))
+        })
+        .await?;
+    if store.backend().is_some() {
+        for upload in &uploads {
+            super::multipart::abort_backend_upload(store, upload).await;
+        }
+        return Ok(());
+    }
     for blob in blobs {
         store.remove(blob).await;
     }

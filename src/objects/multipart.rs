@@ -29,20 +29,28 @@ pub async fn expire(
             ids.extend(uploads::of_closed_links(c, db::now_millis())?);
             ids.sort();
             ids.dedup();
-            let mut aborted = 0;
+            let mut aborted = Vec::new();
             for id in &ids {
+                let record = uploads::get_by_id(c, id)?;
                 if let Some(b) = uploads::abort(c, id)? {
                     blobs.extend(b);
-                    aborted += 1;
+                    aborted.extend(record);
                 }
             }
             Ok((aborted, blobs))
         })
         .await?;
+    if store.backend().is_some() {
+        // The rows are gone: the backend's uploads behind them go too.
+        for upload in &aborted {
+            abort_backend_upload(store, upload).await;
+        }
+        return Ok(aborted.len());
+    }
     for blob in blobs {
         store.remove(blob).await;
     }
-    Ok(aborted)
+    Ok(aborted.len())
 }
 
 /// S3's smallest part, except the last.
@@ -60,6 +68,81 @@ pub struct UploadHeaders {
     /// then get the algorithm's default type.
     #[serde(default)]
     pub checksum_type: Option<String>,
+    /// Under the S3 backend, the backend's multipart upload behind this one (its parts go
+    /// there as they arrive; docs/cluster.md 9.6). Kept in the headers' JSON: no migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_upload_id: Option<String>,
+}
+
+/// The backend's multipart upload behind `upload` (S3 backend), if it has one.
+pub fn backend_upload_id(upload: &UploadRecord) -> Option<String> {
+    serde_json::from_str::<UploadHeaders>(&upload.headers)
+        .ok()?
+        .backend_upload_id
+}
+
+/// Creates a multipart upload: under the S3 backend, first the backend's upload for the
+/// record's key (S3 fixes the object's metadata there), its id kept in the record's headers;
+/// then `insert` runs in one transaction (the caller's checks and `uploads::create`; it may not
+/// change the record's key under the S3 backend). A refusal or failure of `insert` aborts the
+/// backend's upload again. Returns `insert`'s answer.
+pub async fn create<T, E, F>(
+    db: &Db,
+    store: &Storage,
+    mut record: UploadRecord,
+    insert: F,
+) -> Result<std::result::Result<T, E>>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(
+            &rusqlite::Connection,
+            &mut UploadRecord,
+        ) -> std::result::Result<std::result::Result<T, E>, DbError>
+        + Send
+        + 'static,
+{
+    if let Some(backend) = store.backend() {
+        let mut saved: UploadHeaders = serde_json::from_str(&record.headers)
+            .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
+        let meta = saved
+            .headers
+            .clone()
+            .into_meta(0, String::new(), record.owner.clone());
+        let write_id = uuid::Uuid::new_v4().simple().to_string();
+        let key = crate::storage::cluster::backend_key(&record.bucket, &record.key);
+        let id = backend
+            .create_multipart(
+                &key,
+                &crate::storage::cluster::backend_meta(&meta, &write_id),
+            )
+            .await
+            .map_err(|e| Error::Io(crate::storage::cluster::io_error(e)))?;
+        saved.backend_upload_id = Some(id);
+        record.headers = serde_json::to_string(&saved).map_err(Error::Encode)?;
+    }
+    let kept = record.clone();
+    let outcome = db.write(move |c| insert(c, &mut record)).await;
+    if !matches!(outcome, Ok(Ok(_))) {
+        abort_backend_upload(store, &kept).await;
+    }
+    Ok(outcome?)
+}
+
+/// Aborts the backend's multipart upload behind `upload`, if any (S3 backend), after its rows
+/// are gone. A failure is logged: the backend's lifecycle rule for incomplete uploads is the
+/// fallback.
+pub async fn abort_backend_upload(store: &Storage, upload: &UploadRecord) {
+    let (Some(backend), Some(id)) = (store.backend(), backend_upload_id(upload)) else {
+        return;
+    };
+    let key = crate::storage::cluster::backend_key(&upload.bucket, &upload.key);
+    if let Err(e) = backend.abort_multipart(&key, &id).await
+        && e.code() != Some(&crate::storage::s3::Code::NoSuchUpload)
+    {
+        tracing::warn!(bucket = %upload.bucket, key = %upload.key, error = %e,
+            "could not abort the backend's multipart upload");
+    }
 }
 
 /// The checksum algorithm and type an upload was created with (ListParts answers them), `None`
@@ -167,6 +250,12 @@ pub async fn complete_if(
             upload_id: upload_id.to_owned(),
         });
     }
+    if store.backend().is_some() {
+        return complete_s3(
+            db, store, bucket, key, upload_id, parts, cond, declared, origin,
+        )
+        .await;
+    }
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let catalog = store.catalog();
     let (outcome, garbage) = db
@@ -204,99 +293,18 @@ pub async fn complete_if(
                     verify_type |= link.as_ref().is_some_and(|l| l.verify_type);
                     max_size = link.map(|l| l.max_size);
                 }
+                let Assembled {
+                    size,
+                    etag,
+                    meta,
+                    checksum,
+                    manifest,
+                } = match assemble(c, &upload, &parts, &declared, verify_type, max_size)? {
+                    Ok(done) => done,
+                    Err(e) => return Ok((Err(e), Vec::new())),
+                };
                 let fail =
                     |e: Error| -> std::result::Result<_, DbError> { Ok((Err(e), Vec::new())) };
-                let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
-                let mut manifest = Vec::with_capacity(parts.len());
-                let mut part_checksums = Vec::with_capacity(parts.len());
-                let mut detected_type = None;
-                let mut md5s = Md5::new();
-                let last = parts.len() - 1;
-                for (i, (number, want_etag)) in parts.iter().enumerate() {
-                    let found = stored.iter().find(|p| p.part_number == *number);
-                    let Some(part) = found
-                        .filter(|p| p.etag.trim_matches('"') == want_etag.trim().trim_matches('"'))
-                    else {
-                        return fail(Error::InvalidPart {
-                            upload_id: id.clone(),
-                            part_number: *number,
-                            etag: want_etag.clone(),
-                        });
-                    };
-                    if i < last && part.size < MIN_PART_SIZE {
-                        return fail(Error::PartTooSmall {
-                            size: part.size,
-                            min: MIN_PART_SIZE,
-                            part_number: part.part_number,
-                            etag: part.etag.clone(),
-                        });
-                    }
-                    part_checksums.push((part.checksum.clone(), part.size));
-                    if i == 0 {
-                        detected_type = part.detected_type.clone();
-                    }
-                    md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
-                    manifest.push((part.blob.clone(), part.size));
-                }
-                let size: u64 = manifest.iter().map(|(_, s)| s).sum();
-                if let Some(max) = max_size
-                    && size > max
-                {
-                    return fail(Error::TooLarge { size, max });
-                }
-                if let Some(declared_size) = declared.object_size
-                    && declared_size != size
-                {
-                    return fail(Error::ObjectSizeMismatch {
-                        declared: declared_size,
-                        actual: size,
-                    });
-                }
-                let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
-                let saved: UploadHeaders = serde_json::from_str(&upload.headers)
-                    .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
-                let mut meta = saved
-                    .headers
-                    .into_meta(size, etag.clone(), upload.owner.clone());
-                let algorithm = saved
-                    .checksum_algorithm
-                    .as_deref()
-                    .and_then(ChecksumAlgorithm::from_name);
-                let kind = saved
-                    .checksum_type
-                    .as_deref()
-                    .and_then(ChecksumType::from_name)
-                    .or(algorithm.map(ChecksumAlgorithm::default_type));
-                if let Some(want) = declared.checksum_type
-                    && Some(want) != kind
-                {
-                    return fail(Error::ChecksumTypeMismatch {
-                        declared: want.as_str(),
-                        upload: kind.map(ChecksumType::as_str),
-                    });
-                }
-                if let Err(e) = verify_declared_checksum(&declared, algorithm, &part_checksums) {
-                    return fail(e);
-                }
-                meta.checksum = match (algorithm, kind) {
-                    (Some(a), Some(ChecksumType::FullObject)) => {
-                        full_crc(a, &part_checksums).map(|v| (a.as_str().to_owned(), v))
-                    }
-                    (Some(a), _) => composite_checksum(a, &part_checksums),
-                    (None, _) => None,
-                };
-                let checksum = meta.checksum.clone();
-                // The object's first bytes are its first part's: whatever part arrived when,
-                // they are checked here before the object exists.
-                if verify_type
-                    && let Err(m) = crate::sniff::check(
-                        meta.content_type.as_deref().unwrap_or_default(),
-                        detected_type.as_deref(),
-                    )
-                {
-                    return fail(Error::ContentMismatch(m));
-                }
-                meta.detected_type = detected_type;
                 // Settled last: it counts the bytes against the upload's link.
                 if let Err(e) = crate::objects::quota::settle_completion(
                     c,
@@ -328,6 +336,304 @@ pub async fn complete_if(
         store.remove(blob).await;
     }
     outcome
+}
+
+/// [`complete_if`] under the S3 backend, in the steps of docs/cluster.md 9.4: T1 checks the part
+/// list as the filesystem store's completion does (changing nothing); the key's condition (and,
+/// for a link's upload, that the key is free) is read with HEAD and sent with the backend's
+/// Complete, which names exactly the parts the client named; T2 settles (the link's bytes, the
+/// object's extras row with the type of part 1 and the checksum, the link's expiry, the event)
+/// and removes the upload's rows. A refused or failed Complete leaves the upload for a retry; a
+/// refused or failed T2 removes the version again (`If-Match` on its ETag).
+///
+/// Ceph RGW 16 refuses (400 InvalidPart) a Complete that leaves out an uploaded part
+/// (docs/cluster.md 8.1): there, a client naming a subset gets that answer, not S3's object.
+#[allow(clippy::too_many_arguments)]
+async fn complete_s3(
+    db: &Db,
+    store: &Storage,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<(u32, String)>,
+    cond: WriteCondition,
+    declared: Declared,
+    origin: crate::events::Origin,
+) -> Result<Completed> {
+    use crate::storage::s3::{Code, CompletedPart, WriteIf};
+    let backend = store.backend().expect("S3 path");
+    let backend_key = crate::storage::cluster::backend_key(bucket, key);
+    // A completion repeated after it succeeded: answered from the object (see `complete_if`).
+    let already_done = |id: String| async {
+        let etag = multipart_etag(&parts);
+        let current = store.head(bucket, key).await?;
+        match (etag, current) {
+            (Some(etag), Some(o)) if o.meta.etag.trim_matches('"') == etag.trim_matches('"') => {
+                Ok(Completed {
+                    etag: o.meta.etag,
+                    checksum: o.meta.checksum,
+                })
+            }
+            _ => Err(Error::NoSuchUpload(id)),
+        }
+    };
+    // T1.
+    let (b, k, id, named) = (
+        bucket.to_owned(),
+        key.to_owned(),
+        upload_id.to_owned(),
+        parts.clone(),
+    );
+    let checked = db
+        .read(move |c| {
+            let Some(upload) = uploads::get(c, &b, &k, &id)? else {
+                return Ok(None);
+            };
+            let mut max_size = None;
+            let mut verify_type = crate::db::buckets::get(c, &b)?.is_some_and(|r| r.verify_type);
+            if let Some(link_id) = &upload.link_id {
+                let link = crate::db::links::get_by_id(c, link_id)?;
+                if let Some(reason) = super::link::closed(link.as_ref()) {
+                    return Ok(Some(Err(Error::LinkClosed(reason))));
+                }
+                verify_type |= link.as_ref().is_some_and(|l| l.verify_type);
+                max_size = link.map(|l| l.max_size);
+            }
+            let assembled = assemble(c, &upload, &named, &declared, verify_type, max_size)?;
+            Ok(Some(assembled.map(|a| (upload, a))))
+        })
+        .await?;
+    let Some(checked) = checked else {
+        return already_done(upload_id.to_owned()).await;
+    };
+    let (upload, assembled) = checked?;
+    let Some(backend_upload) = backend_upload_id(&upload) else {
+        return Err(Error::Io(crate::storage::not_built(
+            "completion of an upload begun without the S3 backend",
+        )));
+    };
+    // The condition, read first: Ceph 16's Complete ignores it (docs/cluster.md 8.1), so this
+    // HEAD is the check there (not atomic), and the header below the check elsewhere.
+    let link_upload = upload.link_id.is_some();
+    if link_upload || cond.if_none_match_any || cond.if_match.is_some() {
+        let current = store.head(bucket, key).await?;
+        if link_upload && current.is_some() {
+            // A link never replaces a file: this upload can never complete.
+            if abort(db, store, bucket, key, upload_id).await? {
+                return Err(Error::LinkNameTaken(key.to_owned()));
+            }
+            return Err(Error::NoSuchUpload(upload_id.to_owned()));
+        }
+        cond.check(current.as_ref().map(|o| &o.meta), key)?;
+    }
+    // B.
+    let condition = if link_upload || cond.if_none_match_any {
+        Some(WriteIf::Absent)
+    } else {
+        cond.if_match.clone().map(WriteIf::Matches)
+    };
+    let named: Vec<CompletedPart> = parts
+        .iter()
+        .zip(&assembled.manifest)
+        .map(|((number, _), (backend_etag, _))| CompletedPart {
+            number: *number,
+            etag: backend_etag.clone(),
+        })
+        .collect();
+    let stored = backend
+        .complete_multipart(&backend_key, &backend_upload, &named, condition.as_ref())
+        .await
+        .map_err(|e| match e.code() {
+            Some(Code::PreconditionFailed) if cond.if_match.is_some() => {
+                Error::PreconditionFailed("If-Match")
+            }
+            Some(Code::PreconditionFailed) => Error::PreconditionFailed("If-None-Match"),
+            Some(Code::NoSuchUpload) => Error::NoSuchUpload(upload_id.to_owned()),
+            Some(Code::InvalidPart) => Error::InvalidPart {
+                upload_id: upload_id.to_owned(),
+                part_number: 0,
+                etag: String::new(),
+            },
+            _ => Error::Io(crate::storage::cluster::io_error(e)),
+        })?;
+    // T2.
+    let mut meta = assembled.meta;
+    meta.etag = stored.etag.clone();
+    meta.size = stored.size;
+    let extras = crate::db::extras::Extras {
+        etag: stored.etag.clone(),
+        size: stored.size,
+        acl: Some(meta.acl.clone()),
+        detected_type: meta.detected_type.clone(),
+        checksum: meta.checksum.as_ref().map(|(a, v)| format!("{a} {v}")),
+        expires_at: None,
+    };
+    let (b, k, id, size) = (
+        bucket.to_owned(),
+        key.to_owned(),
+        upload_id.to_owned(),
+        assembled.size,
+    );
+    let link_id = upload.link_id.clone();
+    let settled = db
+        .write(move |c| {
+            if let Err(e) =
+                crate::objects::quota::settle_completion(c, &b, &k, size, link_id.as_deref())?
+            {
+                return Ok(Err(Error::QuotaExceeded(e)));
+            }
+            let mut extras = extras;
+            if let Some(link_id) = &link_id {
+                extras.expires_at =
+                    crate::db::lifecycle::link_object_expiry(c, link_id, crate::db::now_millis())?;
+            }
+            crate::db::extras::put(c, &b, &k, &extras)?;
+            origin
+                .with_link(link_id.clone())
+                .created(c, &b, &k, &meta)?;
+            uploads::remove(c, &id)?;
+            Ok(Ok(()))
+        })
+        .await;
+    let failure = match settled {
+        Ok(Ok(())) => {
+            return Ok(Completed {
+                etag: stored.etag,
+                checksum: assembled.checksum,
+            });
+        }
+        Ok(Err(refused)) => refused,
+        Err(e) => Error::Db(e),
+    };
+    // T2 refused or failed: the version must not stay.
+    if let Err(e) = backend.delete_if(&backend_key, Some(&stored.etag)).await {
+        tracing::warn!(bucket, key, error = %e,
+            "a completion whose settling failed could not be removed from the backend");
+    }
+    Err(failure)
+}
+
+/// What a completion makes of an upload's part list, checked against the stored parts.
+struct Assembled {
+    size: u64,
+    etag: String,
+    meta: crate::db::objects::ObjectMeta,
+    checksum: Option<(String, String)>,
+    /// The named parts' (blob, size): under the S3 backend the blob is the backend's part ETag.
+    manifest: Vec<(String, u64)>,
+}
+
+/// Checks the part list of a completion against the stored parts (ETags, sizes, a link's
+/// maximum, the declared size, checksum and type, the type of part 1) and builds the object's
+/// metadata, changing nothing: both backends' completions run it in their transaction.
+fn assemble(
+    c: &rusqlite::Connection,
+    upload: &UploadRecord,
+    parts: &[(u32, String)],
+    declared: &Declared,
+    verify_type: bool,
+    max_size: Option<u64>,
+) -> std::result::Result<Result<Assembled>, DbError> {
+    let fail = |e: Error| -> std::result::Result<Result<Assembled>, DbError> { Ok(Err(e)) };
+    let id = upload.upload_id.clone();
+    let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
+    let mut manifest = Vec::with_capacity(parts.len());
+    let mut part_checksums = Vec::with_capacity(parts.len());
+    let mut detected_type = None;
+    let mut md5s = Md5::new();
+    let last = parts.len() - 1;
+    for (i, (number, want_etag)) in parts.iter().enumerate() {
+        let found = stored.iter().find(|p| p.part_number == *number);
+        let Some(part) =
+            found.filter(|p| p.etag.trim_matches('"') == want_etag.trim().trim_matches('"'))
+        else {
+            return fail(Error::InvalidPart {
+                upload_id: id.clone(),
+                part_number: *number,
+                etag: want_etag.clone(),
+            });
+        };
+        if i < last && part.size < MIN_PART_SIZE {
+            return fail(Error::PartTooSmall {
+                size: part.size,
+                min: MIN_PART_SIZE,
+                part_number: part.part_number,
+                etag: part.etag.clone(),
+            });
+        }
+        part_checksums.push((part.checksum.clone(), part.size));
+        if i == 0 {
+            detected_type = part.detected_type.clone();
+        }
+        md5s.update(hex::decode(part.etag.trim_matches('"')).unwrap_or_default());
+        manifest.push((part.blob.clone(), part.size));
+    }
+    let size: u64 = manifest.iter().map(|(_, s)| s).sum();
+    if let Some(max) = max_size
+        && size > max
+    {
+        return fail(Error::TooLarge { size, max });
+    }
+    if let Some(declared_size) = declared.object_size
+        && declared_size != size
+    {
+        return fail(Error::ObjectSizeMismatch {
+            declared: declared_size,
+            actual: size,
+        });
+    }
+    let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), parts.len());
+    let saved: UploadHeaders = serde_json::from_str(&upload.headers)
+        .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
+    let mut meta = saved
+        .headers
+        .into_meta(size, etag.clone(), upload.owner.clone());
+    let algorithm = saved
+        .checksum_algorithm
+        .as_deref()
+        .and_then(ChecksumAlgorithm::from_name);
+    let kind = saved
+        .checksum_type
+        .as_deref()
+        .and_then(ChecksumType::from_name)
+        .or(algorithm.map(ChecksumAlgorithm::default_type));
+    if let Some(want) = declared.checksum_type
+        && Some(want) != kind
+    {
+        return fail(Error::ChecksumTypeMismatch {
+            declared: want.as_str(),
+            upload: kind.map(ChecksumType::as_str),
+        });
+    }
+    if let Err(e) = verify_declared_checksum(declared, algorithm, &part_checksums) {
+        return fail(e);
+    }
+    meta.checksum = match (algorithm, kind) {
+        (Some(a), Some(ChecksumType::FullObject)) => {
+            full_crc(a, &part_checksums).map(|v| (a.as_str().to_owned(), v))
+        }
+        (Some(a), _) => composite_checksum(a, &part_checksums),
+        (None, _) => None,
+    };
+    let checksum = meta.checksum.clone();
+    // The object's first bytes are its first part's: whatever part arrived when,
+    // they are checked here before the object exists.
+    if verify_type
+        && let Err(m) = crate::sniff::check(
+            meta.content_type.as_deref().unwrap_or_default(),
+            detected_type.as_deref(),
+        )
+    {
+        return fail(Error::ContentMismatch(m));
+    }
+    meta.detected_type = detected_type;
+    Ok(Ok(Assembled {
+        size,
+        etag,
+        meta,
+        checksum,
+        manifest,
+    }))
 }
 
 /// The checksum S3 gives a multipart object created with `x-amz-checksum-algorithm`: the
@@ -439,6 +745,7 @@ pub fn upload_record(
             headers,
             checksum_algorithm: checksum.map(|(a, _)| a.as_str().to_owned()),
             checksum_type: checksum.map(|(_, t)| t.as_str().to_owned()),
+            backend_upload_id: None,
         })
         .map_err(Error::Encode)?,
         link_id,
@@ -475,14 +782,19 @@ pub async fn abort_if(
     let blobs = db
         .write(move |c| match uploads::get(c, &b, &k, &id)? {
             Some(u) if initiated.is_some_and(|at| !same_time(at, u.initiated)) => Ok(Err(())),
-            Some(_) => uploads::abort(c, &id).map(Ok),
+            Some(u) => Ok(Ok(uploads::abort(c, &id)?.map(|blobs| (u, blobs)))),
             None => Ok(Ok(None)),
         })
         .await?
         .map_err(|()| Error::PreconditionFailed("x-amz-if-match-initiated-time"))?;
-    let Some(blobs) = blobs else {
+    let Some((upload, blobs)) = blobs else {
         return Ok(false);
     };
+    if store.backend().is_some() {
+        // The part rows name backend ETags, not blobs: the backend drops the parts.
+        abort_backend_upload(store, &upload).await;
+        return Ok(true);
+    }
     for blob in blobs {
         store.remove(blob).await;
     }
@@ -588,6 +900,27 @@ pub async fn store_part(
             upload.abort().await;
             return Err(crate::storage::not_built("store_part").into());
         }
+        // S3 backend: the part row's blob is the backend's part ETag.
+        Staged::Part(pending) => {
+            return store_backend_part(
+                db,
+                upload,
+                part.number,
+                part.size,
+                *pending,
+                |blob| PartRecord {
+                    part_number: part.number,
+                    size: part.size,
+                    etag: part.etag,
+                    blob,
+                    last_modified: crate::db::now_millis(),
+                    checksum: part.checksum,
+                    detected_type: part.detected_type,
+                },
+                hold,
+            )
+            .await;
+        }
     };
     let blob = store.persist(temp).await?;
     let record = PartRecord {
@@ -599,41 +932,7 @@ pub async fn store_part(
         checksum: part.checksum,
         detected_type: part.detected_type,
     };
-    let (b, k, id) = (
-        upload.bucket.clone(),
-        upload.key.clone(),
-        upload.upload_id.clone(),
-    );
-    let outcome = db
-        .write(move |c| {
-            let Some(current) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(Err(Error::NoSuchUpload(id)));
-            };
-            if let Some(link_id) = &current.link_id {
-                match link_budget(c, link_id, &id, record.part_number)? {
-                    Ok(max) if record.size > max => {
-                        return Ok(Err(Error::TooLarge {
-                            size: record.size,
-                            max,
-                        }));
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Ok(Err(e)),
-                }
-            }
-            let settled = crate::objects::quota::settle_part(
-                c,
-                &current,
-                record.part_number,
-                record.size,
-                reservation.as_deref(),
-            )?;
-            if let Err(e) = settled {
-                return Ok(Err(Error::QuotaExceeded(e)));
-            }
-            uploads::put_part(c, &id, &record).map(Ok)
-        })
-        .await;
+    let outcome = record_part(db, upload, record, reservation).await;
     match outcome {
         Ok(Ok(old)) => {
             std::mem::replace(hold, Hold::none()).settled();
@@ -651,4 +950,106 @@ pub async fn store_part(
             Err(e.into())
         }
     }
+}
+
+/// [`store_part`] under the S3 backend (docs/cluster.md 9.6): T1 checks that the upload is still
+/// there and, for a link's upload, that the part fits the link; only then is the part sent (its
+/// last chunk was held back), and T2 records it with the backend's part ETag. A refusal in T1
+/// drops the part: the backend stores nothing and keeps an earlier part of that number.
+async fn store_backend_part(
+    db: &Db,
+    upload: &UploadRecord,
+    number: u32,
+    size: u64,
+    pending: crate::storage::s3::PendingPart,
+    record: impl FnOnce(String) -> PartRecord,
+    hold: &mut Hold,
+) -> Result<()> {
+    let (b, k, id) = (
+        upload.bucket.clone(),
+        upload.key.clone(),
+        upload.upload_id.clone(),
+    );
+    let checked = db
+        .read(move |c| {
+            let Some(current) = uploads::get(c, &b, &k, &id)? else {
+                return Ok(Err(Error::NoSuchUpload(id)));
+            };
+            if let Some(link_id) = &current.link_id {
+                match link_budget(c, link_id, &id, number)? {
+                    Ok(max) if size > max => return Ok(Err(Error::TooLarge { size, max })),
+                    Ok(_) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            Ok(Ok(()))
+        })
+        .await;
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            pending.abort().await;
+            return Err(e);
+        }
+        Err(e) => {
+            pending.abort().await;
+            return Err(e.into());
+        }
+    }
+    let backend_etag = pending
+        .send()
+        .await
+        .map_err(|e| Error::Io(crate::storage::cluster::io_error(e)))?;
+    let reservation = hold.id().map(str::to_owned);
+    // Refused here (a concurrent part took the link's room, the upload went meanwhile), the
+    // backend holds a part no row describes: Complete names the rows' ETags, so it is never
+    // used, and the backend drops it with the upload.
+    record_part(db, upload, record(backend_etag), reservation).await??;
+    std::mem::replace(hold, Hold::none()).settled();
+    Ok(())
+}
+
+/// The transaction that records a part: unless the upload was completed or aborted meanwhile,
+/// or (a link's upload) the part no longer fits the link, or it no longer fits a quota (it
+/// settles the room `reservation` keeps). Answers the replaced part's blob.
+async fn record_part(
+    db: &Db,
+    upload: &UploadRecord,
+    record: PartRecord,
+    reservation: Option<String>,
+) -> std::result::Result<Result<Option<String>>, DbError> {
+    let (b, k, id) = (
+        upload.bucket.clone(),
+        upload.key.clone(),
+        upload.upload_id.clone(),
+    );
+    db.write(move |c| {
+        let Some(current) = uploads::get(c, &b, &k, &id)? else {
+            return Ok(Err(Error::NoSuchUpload(id)));
+        };
+        if let Some(link_id) = &current.link_id {
+            match link_budget(c, link_id, &id, record.part_number)? {
+                Ok(max) if record.size > max => {
+                    return Ok(Err(Error::TooLarge {
+                        size: record.size,
+                        max,
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let settled = crate::objects::quota::settle_part(
+            c,
+            &current,
+            record.part_number,
+            record.size,
+            reservation.as_deref(),
+        )?;
+        if let Err(e) = settled {
+            return Ok(Err(Error::QuotaExceeded(e)));
+        }
+        uploads::put_part(c, &id, &record).map(Ok)
+    })
+    .await
 }

@@ -234,6 +234,15 @@ pub enum Dest<'a> {
     },
     /// A part of a multipart upload.
     Part,
+    /// Under the S3 backend, part `number` (`len` bytes, as declared) of `bucket/key`, whose
+    /// backend multipart upload is `upload_id`.
+    BackendPart {
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+        number: u32,
+        len: u64,
+    },
 }
 
 /// Under the S3 backend, user metadata named `x-amz-meta-postgate-*` is postgate's own (the
@@ -292,6 +301,19 @@ where
                 meta: &meta,
             }
         }
+        Dest::BackendPart {
+            bucket,
+            key,
+            upload_id,
+            number,
+            len,
+        } => crate::storage::Dest::BackendPart {
+            bucket,
+            key,
+            upload_id,
+            number,
+            len,
+        },
         _ => crate::storage::Dest::Part,
     };
     store
@@ -363,6 +385,7 @@ pub async fn commit_reserved(
             upload.abort().await;
             return Err(crate::storage::not_built("commit").into());
         }
+        Staged::Part(_) => return Err(crate::storage::not_built("commit of a part").into()),
     };
     let new_blob = match &body {
         Body::Blob(id) => Some(id.clone()),

@@ -635,12 +635,7 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
     if app.on_s3_backend()
         && matches!(
             endpoint,
-            CopyObject
-                | CreateMultipartUpload
-                | UploadPart { .. }
-                | UploadPartCopy { .. }
-                | CompleteMultipartUpload { .. }
-                | PutBucketLifecycleConfiguration
+            CopyObject | UploadPartCopy { .. } | PutBucketLifecycleConfiguration
         )
     {
         return Err(not_on_s3_backend(endpoint.name()));

@@ -43,21 +43,15 @@ pub async fn create_multipart_upload(
         None,
     )?;
     let upload_id = record.upload_id.clone();
-    app.db
-        .write(move |c| {
-            let fits = crate::objects::quota::check_new_upload(
-                c,
-                &record.bucket,
-                &record.key,
-                None,
-                None,
-            )?;
-            if let Err(e) = fits {
-                return Ok(Err(S3Error::from(e)));
-            }
-            uploads::create(c, &record).map(Ok)
-        })
-        .await??;
+    multipart::create(&app.db, &app.store, record, |c, record| {
+        let fits =
+            crate::objects::quota::check_new_upload(c, &record.bucket, &record.key, None, None)?;
+        if let Err(e) = fits {
+            return Ok(Err(S3Error::from(e)));
+        }
+        uploads::create(c, record).map(Ok)
+    })
+    .await??;
     let mut w = XmlWriter::new();
     w.root("InitiateMultipartUploadResult");
     w.elem("Bucket", req.bucket());
@@ -193,18 +187,29 @@ pub async fn upload_part(
         quota::Size::Exact(n) if n > max => quota::Hold::none(),
         size => quota::reserve_part(&app.db, quota, &upload, number, size).await?,
     };
-    let (ingested, checksum) = receive_body(
-        app,
-        req,
-        caller,
-        body,
-        hold.limit(max),
-        0,
-        sniff,
-        write::Dest::Part,
-    )
-    .await
-    .map_err(|e| super::object::quota_passed(&hold, e, max))?;
+    // Under the S3 backend the part streams into the backend's upload, which needs its length.
+    let backend_upload = multipart::backend_upload_id(&upload);
+    let dest = match (&backend_upload, app.store.backend(), size) {
+        (Some(upload_id), Some(_), quota::Size::Exact(len)) => write::Dest::BackendPart {
+            bucket: req.bucket(),
+            key: req.key(),
+            upload_id,
+            number,
+            len,
+        },
+        (_, Some(_), quota::Size::Exact(_)) => {
+            return Err(S3Error::new(
+                S3ErrorCode::NotImplemented,
+                "This upload was begun without the S3 backend.",
+            ));
+        }
+        (_, Some(_), _) => return Err(S3Error::code(S3ErrorCode::MissingContentLength)),
+        (_, None, _) => write::Dest::Part,
+    };
+    let (ingested, checksum) =
+        receive_body(app, req, caller, body, hold.limit(max), 0, sniff, dest)
+            .await
+            .map_err(|e| super::object::quota_passed(&hold, e, max))?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
     let etag = write::etag_of(&ingested.digests.md5);
     let part = NewPart {

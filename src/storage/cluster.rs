@@ -183,6 +183,40 @@ where
     })
 }
 
+/// `Storage::ingest` under S3 for a part of a client's multipart upload: the chunks go to
+/// `part` as they arrive (its last one held back), hashed and shown to `sniff`. A refused or
+/// broken body drops the part, so the backend stores nothing and keeps an earlier part of that
+/// number; the caller verifies the digests before it sends the part.
+pub(super) async fn ingest_part<S, E>(
+    mut part: s3::PendingPart,
+    mut body: S,
+    max_size: u64,
+    mut hashes: Hashes,
+    mut sniff: crate::sniff::Sniffer,
+) -> Result<Ingested, IngestError<E>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(IngestError::Body)?;
+        size += chunk.len() as u64;
+        if size > max_size {
+            return Err(IngestError::TooLarge { seen: size });
+        }
+        sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
+        hashes.update(&chunk);
+        part.write(chunk).await.map_err(to_ingest)?;
+    }
+    let detected = sniff.finish().map_err(IngestError::Mismatch)?;
+    Ok(Ingested {
+        size,
+        digests: hashes.finish(),
+        detected,
+        staged: Staged::Part(Box::new(part)),
+    })
+}
+
 fn to_ingest<E>(e: s3::Error) -> IngestError<E> {
     IngestError::Io(io_error(e))
 }
@@ -204,8 +238,8 @@ pub(super) async fn publish(
                 .await
         }
         Staged::Backend(upload) => upload.finish_if(condition).await,
-        Staged::Temp(_) => Err(s3::Error::Protocol(
-            "a local temp blob cannot be published to the S3 backend".into(),
+        Staged::Temp(_) | Staged::Part(_) => Err(s3::Error::Protocol(
+            "a local temp blob or a part cannot be published as an object".into(),
         )),
     }
 }

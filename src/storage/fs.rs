@@ -107,6 +107,9 @@ pub enum Staged {
     /// until the write publishes it; dropped, it aborts the backend's upload. Not produced yet
     /// (docs/cluster.md section 9.2).
     Backend(Box<super::s3::Uploader>),
+    /// The S3 backend's part of a client's multipart upload, streamed into the backend's
+    /// UploadPart with its last chunk held back: `send` stores it, a drop stores nothing.
+    Part(Box<super::s3::PendingPart>),
 }
 
 impl Staged {

@@ -29,10 +29,11 @@
 //!
 //! [`Storage::S3`] (`--backend s3`, experimental) stores each object in one bucket of an S3
 //! cluster ([`cluster`]: names, metadata, ingest, publish, reads). Its reads, PutObject, POST
-//! forms and deletes are wired (docs/cluster.md section 9); the methods of the filesystem
+//! forms, deletes and client multipart uploads (parts streamed into the backend's upload,
+//! [`Dest::BackendPart`]) are wired (docs/cluster.md section 9); the methods of the filesystem
 //! store's flows that it does not use (persist, stage_bytes, copy_segments, the sweep) answer
-//! [`not_built`], and the areas refuse what is not wired yet (multipart uploads, copies) with
-//! 501 before reaching them.
+//! [`not_built`], and the areas refuse what is not wired yet (copies) with 501 before reaching
+//! them.
 
 pub mod catalog;
 pub mod cluster;
@@ -63,8 +64,17 @@ pub enum Dest<'a> {
         key: &'a str,
         meta: &'a crate::db::objects::ObjectMeta,
     },
-    /// A part of a client's multipart upload.
+    /// A part of a client's multipart upload (filesystem store).
     Part,
+    /// Part `number` (`len` bytes, as declared) of the backend's multipart upload `upload_id`
+    /// of `bucket/key` (S3 backend): streamed through as it arrives (docs/cluster.md 9.2).
+    BackendPart {
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+        number: u32,
+        len: u64,
+    },
 }
 
 /// The configured storage backend. Cheap to clone (shared handles inside).
@@ -123,6 +133,25 @@ impl Storage {
                     backend, body, max_size, inline_max, hashes, sniff, key, meta,
                 )
                 .await
+            }
+            (
+                Storage::S3(backend),
+                Dest::BackendPart {
+                    bucket,
+                    key,
+                    upload_id,
+                    number,
+                    len,
+                },
+            ) => {
+                let part = backend.pending_part(
+                    &cluster::backend_key(bucket, key),
+                    upload_id,
+                    number,
+                    len,
+                    None,
+                );
+                cluster::ingest_part(part, body, max_size, hashes, sniff).await
             }
             (Storage::S3(_), Dest::Part) => Err(IngestError::Io(not_built("UploadPart"))),
         }

@@ -591,13 +591,6 @@ async fn two_gateways_share_the_objects() {
 async fn unwired_operations_answer_501() {
     let (_backend, gw) = setup().await;
     gw.create_bucket("bkt").await;
-    let res = gw.req(Method::POST, "/bkt/k").query("uploads").send().await;
-    res.assert_error(501, "NotImplemented");
-    assert!(
-        res.text().contains("CreateMultipartUpload"),
-        "{}",
-        res.text()
-    );
     let res = gw
         .req(Method::PUT, "/bkt/copy")
         .header("x-amz-copy-source", "/bkt/k")
@@ -674,4 +667,388 @@ async fn link_form_uploads_count_and_never_replace() {
         .find(|l| l["id"] == id)
         .unwrap();
     assert_eq!(link["uploaded_files"], 2, "{link}");
+}
+
+/// Starts a multipart upload of `bucket/key` through the gateway; answers its id.
+async fn create_upload(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = gw.req(Method::POST, path).query("uploads");
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    let res = req.send().await;
+    res.assert_status(200);
+    xml_tag(&res.text(), "UploadId").unwrap()
+}
+
+/// UploadPart `number` of `data`, with extra headers; answers the response.
+async fn put_part(
+    gw: &Gateway,
+    path: &str,
+    id: &str,
+    number: u32,
+    data: &[u8],
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut req = gw
+        .req(Method::PUT, path)
+        .query(&format!("partNumber={number}&uploadId={id}"))
+        .body(data.to_vec());
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    req.send().await
+}
+
+fn complete_body(parts: &[(u32, &str)]) -> String {
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for (n, etag) in parts {
+        body.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"
+        ));
+    }
+    body + "</CompleteMultipartUpload>"
+}
+
+/// The backend's open multipart uploads (ListMultipartUploads of the cluster bucket).
+async fn backend_uploads(backend: &TestApp) -> Vec<String> {
+    let res = backend
+        .req(Method::GET, &format!("/{CLUSTER}"))
+        .query("uploads")
+        .send()
+        .await;
+    res.assert_status(200);
+    xml_tags(&res.text(), "UploadId")
+}
+
+/// A client's multipart upload maps onto the backend's: three parts streamed through (part 2
+/// sent twice: the second wins; part 3 sent again with a wrong Content-MD5: refused, the first
+/// part 3 stays), completed into one object with the multipart ETag, its metadata and bytes
+/// read back through the gateway and straight from the backend, and no upload left open.
+#[tokio::test]
+async fn a_client_multipart_upload_goes_through_the_backend() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("photos").await;
+    let path = "/photos/big.bin";
+    let id = create_upload(
+        &gw,
+        path,
+        &[
+            ("content-type", "application/x-test"),
+            ("x-amz-meta-color", "blue"),
+        ],
+    )
+    .await;
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    let one = pattern(5 * MIB, 1);
+    let two_old = pattern(5 * MIB, 9);
+    let two = pattern(5 * MIB, 2);
+    let three = pattern(1000, 3);
+    let mut etags = Vec::new();
+    for (n, data) in [(1, &one), (2, &two_old), (2, &two), (3, &three)] {
+        let res = put_part(&gw, path, &id, n, data, &[]).await;
+        res.assert_status(200);
+        if n as usize > etags.len() {
+            etags.push(String::new());
+        }
+        etags[n as usize - 1] = res.header("etag").unwrap().to_owned();
+    }
+    // A retry of part 3 refused by its digest leaves the earlier part 3.
+    let wrong_md5 = "1B2M2Y8AsgTpgAmY7PhCfg==";
+    let res = put_part(
+        &gw,
+        path,
+        &id,
+        3,
+        &pattern(1000, 4),
+        &[("content-md5", wrong_md5)],
+    )
+    .await;
+    res.assert_error(400, "BadDigest");
+    let parts: Vec<(u32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u32 + 1, e.as_str()))
+        .collect();
+    let res = gw
+        .req(Method::POST, path)
+        .query(&format!("uploadId={id}"))
+        .body(complete_body(&parts))
+        .send()
+        .await;
+    res.assert_status(200);
+    let etag = xml_tag(&res.text(), "ETag").unwrap();
+    assert!(etag.trim_matches('"').ends_with("-3"), "{etag}");
+    let mut whole = one.clone();
+    whole.extend_from_slice(&two);
+    whole.extend_from_slice(&three);
+    let got = gw.req(Method::GET, path).send().await;
+    got.assert_status(200);
+    assert!(got.body[..] == whole[..], "the gateway's bytes differ");
+    assert_eq!(got.header("x-amz-meta-color"), Some("blue"));
+    assert_eq!(got.header("content-type"), Some("application/x-test"));
+    assert_eq!(
+        got.header("etag").unwrap().trim_matches('"'),
+        etag.trim_matches('"')
+    );
+    let direct = backend.get(&obj(CLUSTER, "photos/big.bin")).await;
+    assert!(direct.body[..] == whole[..], "the backend's bytes differ");
+    assert_eq!(direct.header("x-amz-meta-color"), Some("blue"));
+    assert!(backend_uploads(&backend).await.is_empty());
+}
+
+/// AbortMultipartUpload aborts the backend's upload too: nothing stays open there.
+#[tokio::test]
+async fn an_aborted_upload_leaves_no_backend_upload() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("photos").await;
+    let path = "/photos/gone.bin";
+    let id = create_upload(&gw, path, &[]).await;
+    put_part(&gw, path, &id, 1, &pattern(1000, 1), &[])
+        .await
+        .assert_status(200);
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    gw.req(Method::DELETE, path)
+        .query(&format!("uploadId={id}"))
+        .send()
+        .await
+        .assert_status(204);
+    assert!(backend_uploads(&backend).await.is_empty());
+    assert!(backend_keys(&backend).await.is_empty());
+    gw.req(Method::GET, path).send().await.assert_status(404);
+}
+
+/// A gateway with `--backend s3` in front of `backend`, as a `TestApp`.
+async fn gateway_app(backend: &TestApp) -> TestApp {
+    let endpoint = backend.base.clone();
+    spawn_app_with(|config| {
+        config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+            endpoint,
+            bucket: CLUSTER.into(),
+            region: REGION.into(),
+            access_key_id: ADMIN_AK.into(),
+            secret_access_key: ADMIN_SK.into(),
+        });
+    })
+    .await
+}
+
+/// A JSON call to a link route, as Uppy makes it.
+async fn uppy_call(
+    app: &TestApp,
+    method: Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (Resp, serde_json::Value) {
+    let mut req = app.http.request(method, url);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let res = Resp::read(req.send().await.unwrap()).await;
+    let json = serde_json::from_slice(&res.body).unwrap_or(serde_json::Value::Null);
+    (res, json)
+}
+
+/// A link's multipart upload through the Uppy routes over the S3 backend: its parts go to the
+/// backend's upload, a part past the link's maximum is refused (the earlier parts kept), the
+/// completed file is counted against the link and stored in the backend, and an aborted upload
+/// leaves no backend upload open.
+#[tokio::test]
+async fn a_links_multipart_upload_goes_through_the_backend() {
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let gw = gateway_app(&backend).await;
+    gw.create_bucket("media").await;
+    let link = postgate::links::new_link(
+        "media",
+        "up/",
+        6 * MIB as u64,
+        None,
+        None,
+        Duration::from_secs(3600),
+        ADMIN_AK,
+    );
+    let (link_id, l) = (link.id.clone(), link.clone());
+    gw.state
+        .db
+        .write(move |c| postgate::db::links::insert(c, &l))
+        .await
+        .unwrap();
+    let base = format!("{}/-/u/{}", gw.base, link.token);
+    let (res, created) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(created["key"], "up/clip.mp4");
+    let upload_id = created["uploadId"].as_str().unwrap().to_owned();
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    let key_q = "key=up%2Fclip.mp4";
+    let first = pattern(5 * MIB, 5);
+    let last = b"the end".to_vec();
+    let over = vec![b'z'; MIB];
+    let mut etags = Vec::new();
+    for (n, bytes, status) in [(1, &first, 200), (2, &last, 200), (3, &over, 400)] {
+        let (_, signed) = uppy_call(
+            &gw,
+            Method::GET,
+            &format!("{base}/s3/multipart/{upload_id}/{n}?{key_q}"),
+            None,
+        )
+        .await;
+        let put = gw
+            .http
+            .put(signed["url"].as_str().unwrap())
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        let put = Resp::read(put).await;
+        assert_eq!(put.status, status, "part {n}: {}", put.text());
+        if status == 400 {
+            put.assert_error(400, "EntityTooLarge");
+        } else {
+            etags.push(put.header("etag").unwrap().trim_matches('"').to_owned());
+        }
+    }
+    let (res, done) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart/{upload_id}/complete?{key_q}"),
+        Some(serde_json::json!({"parts": [
+            {"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 2, "ETag": etags[1]}
+        ]})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(done["key"], "up/clip.mp4");
+    let mut whole = first.clone();
+    whole.extend_from_slice(&last);
+    let got = gw.get("/media/up/clip.mp4").await;
+    got.assert_status(200);
+    assert!(got.body[..] == whole[..]);
+    assert_eq!(got.header("content-type"), Some("video/mp4"));
+    assert!(got.header("etag").unwrap().ends_with("-2\""));
+    let direct = backend.get(&obj(CLUSTER, "media/up/clip.mp4")).await;
+    assert!(direct.body[..] == whole[..]);
+    assert!(backend_uploads(&backend).await.is_empty());
+    let id = link_id.clone();
+    let counted = gw
+        .state
+        .db
+        .read(move |c| postgate::db::links::get_by_id(c, &id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counted.uploaded_files, 1);
+    assert_eq!(counted.uploaded_bytes, whole.len() as u64);
+
+    // The same name again is a new key; aborted, nothing stays open in the backend.
+    let (res, created) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(created["key"], "up/clip (2).mp4");
+    let gone = created["uploadId"].as_str().unwrap();
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    let (res, _) = uppy_call(
+        &gw,
+        Method::DELETE,
+        &format!("{base}/s3/multipart/{gone}?key=up%2Fclip%20%282%29.mp4"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    assert!(backend_uploads(&backend).await.is_empty());
+    assert_eq!(backend_keys(&backend).await, ["media/up/clip.mp4"]);
+}
+
+/// Revoking a link aborts its unfinished uploads in the backend too.
+#[tokio::test]
+async fn revoking_a_link_aborts_its_backend_uploads() {
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let gw = gateway_app(&backend).await;
+    gw.create_bucket("media").await;
+    let link = postgate::links::new_link(
+        "media",
+        "up/",
+        MIB as u64,
+        None,
+        None,
+        Duration::from_secs(3600),
+        ADMIN_AK,
+    );
+    let l = link.clone();
+    gw.state
+        .db
+        .write(move |c| postgate::db::links::insert(c, &l))
+        .await
+        .unwrap();
+    let base = format!("{}/-/u/{}", gw.base, link.token);
+    let (res, _) = uppy_call(
+        &gw,
+        Method::POST,
+        &format!("{base}/s3/multipart"),
+        Some(serde_json::json!({"filename": "a.bin"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    postgate::objects::link::revoke(&gw.state.db, &gw.state.store, &link.id)
+        .await
+        .unwrap();
+    assert!(backend_uploads(&backend).await.is_empty());
+}
+
+/// A conditional Complete (`If-None-Match: *`) onto a taken key is refused: the object stays,
+/// and so does the upload (in postgate and in the backend), which may then complete elsewhere
+/// or be aborted. A Complete naming a part ETag that was never uploaded is InvalidPart.
+#[tokio::test]
+async fn a_refused_complete_keeps_the_object_and_the_upload() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("photos").await;
+    let path = "/photos/taken.txt";
+    gw.req(Method::PUT, path)
+        .body(b"old".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let id = create_upload(&gw, path, &[]).await;
+    let res = put_part(&gw, path, &id, 1, b"new", &[]).await;
+    res.assert_status(200);
+    let etag = res.header("etag").unwrap().to_owned();
+    let complete = |parts: String, cond: bool| {
+        let mut req = gw
+            .req(Method::POST, path)
+            .query(&format!("uploadId={id}"))
+            .body(parts);
+        if cond {
+            req = req.header("if-none-match", "*");
+        }
+        req.send()
+    };
+    complete(
+        complete_body(&[(1, "\"00000000000000000000000000000000\"")]),
+        false,
+    )
+    .await
+    .assert_error(400, "InvalidPart");
+    complete(complete_body(&[(1, &etag)]), true)
+        .await
+        .assert_error(412, "PreconditionFailed");
+    assert_eq!(&gw.req(Method::GET, path).send().await.body[..], b"old");
+    assert_eq!(backend_uploads(&backend).await.len(), 1);
+    let res = complete(complete_body(&[(1, &etag)]), false).await;
+    res.assert_status(200);
+    assert_eq!(&gw.req(Method::GET, path).send().await.body[..], b"new");
+    assert!(backend_uploads(&backend).await.is_empty());
 }
