@@ -105,6 +105,8 @@ where
     if let Some(backend) = store.backend() {
         let mut saved: UploadHeaders = serde_json::from_str(&record.headers)
             .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
+        // Every caller's metadata, whatever route it came by: never a forged reserved name.
+        crate::objects::write::check_reserved(store, &saved.headers)?;
         let meta = saved
             .headers
             .clone()

@@ -33,6 +33,8 @@ pub async fn create_multipart_upload(
 ) -> S3Result<Response> {
     refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
+    // Under the S3 backend the metadata goes to the backend's CreateMultipartUpload as it is.
+    crate::objects::write::check_reserved(&app.store, &headers)?;
     let checksum = upload_checksum(req)?;
     let record = multipart::upload_record(
         req.bucket(),

@@ -305,6 +305,25 @@ async fn a_client_cannot_send_reserved_metadata() {
     };
     let res = gw.post("bkt", &gw.form(&req), "text/plain", b"x").await;
     res.assert_error(400, "InvalidArgument");
+    // CreateMultipartUpload fixes the object's metadata in the backend: the same refusal, and
+    // no backend upload opened.
+    let res = gw
+        .req(Method::POST, "/bkt/forged-parts")
+        .query("uploads")
+        .header("x-amz-meta-postgate-acl", "public-read")
+        .send()
+        .await;
+    res.assert_error(400, "InvalidArgument");
+    let uploads = backend
+        .req(Method::GET, &format!("/{CLUSTER}"))
+        .query("uploads")
+        .send()
+        .await;
+    assert!(
+        xml_tags(&uploads.text(), "UploadId").is_empty(),
+        "{}",
+        uploads.text()
+    );
     assert!(backend_keys(&backend).await.is_empty());
 }
 
