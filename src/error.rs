@@ -408,6 +408,7 @@ impl From<crate::objects::Error> for S3Error {
             E::InvalidCannedAcl(value) => {
                 S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)
             }
+            E::KeyTooLong(len) => crate::names::NameError::KeyTooLong(len).into(),
             E::ReservedMetadata(name) => S3Error::invalid_argument(
                 "User metadata named x-amz-meta-postgate-* is reserved by this server.",
                 &name,

@@ -84,6 +84,9 @@ pub enum Error {
     /// User metadata under a name postgate keeps for itself in an S3 backend
     /// (`x-amz-meta-postgate-*`): the header's name.
     ReservedMetadata(String),
+    /// A key that fits S3's 1024 bytes only without the S3 backend's `{bucket}/` before it:
+    /// the backend key's length.
+    KeyTooLong(usize),
     /// The database failed.
     Db(DbError),
     /// The blob store failed.

@@ -107,6 +107,7 @@ where
             .map_err(|e| DbError::Corrupt(format!("upload headers: {e}")))?;
         // Every caller's metadata, whatever route it came by: never a forged reserved name.
         crate::objects::write::check_reserved(store, &saved.headers)?;
+        crate::objects::write::check_backend_key(store, &record.bucket, &record.key)?;
         let meta = saved
             .headers
             .clone()

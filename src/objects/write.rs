@@ -253,6 +253,18 @@ pub fn check_reserved(store: &Storage, headers: &ObjectHeaders) -> Result<()> {
     check_reserved_meta(store, &headers.meta)
 }
 
+/// Under the S3 backend the object is `{bucket}/{key}` in the backend bucket, and S3 caps a
+/// key at 1024 bytes: a key that only fits without its bucket is refused with KeyTooLongError
+/// before its body is read (docs/cluster.md section 9.1). Nothing changes under the filesystem
+/// store, whose keys are checked by [`crate::names::validate_key`] alone.
+pub fn check_backend_key(store: &Storage, bucket: &str, key: &str) -> Result<()> {
+    let len = bucket.len() + 1 + key.len();
+    if store.backend().is_some() && len > crate::names::MAX_KEY_BYTES {
+        return Err(Error::KeyTooLong(len));
+    }
+    Ok(())
+}
+
 fn check_reserved_meta(store: &Storage, meta: &[(String, String)]) -> Result<()> {
     if store.backend().is_none() {
         return Ok(());
@@ -468,7 +480,9 @@ async fn commit_s3(
             upload.abort().await;
         }
     };
-    if let Err(e) = check_reserved_meta(store, &meta.meta) {
+    if let Err(e) =
+        check_reserved_meta(store, &meta.meta).and_then(|()| check_backend_key(store, bucket, key))
+    {
         give_up(staged).await;
         return Err(e);
     }

@@ -35,6 +35,7 @@ pub async fn create_multipart_upload(
     let headers = object_headers(req)?;
     // Under the S3 backend the metadata goes to the backend's CreateMultipartUpload as it is.
     crate::objects::write::check_reserved(&app.store, &headers)?;
+    crate::objects::write::check_backend_key(&app.store, req.bucket(), req.key())?;
     let checksum = upload_checksum(req)?;
     let record = multipart::upload_record(
         req.bucket(),

@@ -32,6 +32,7 @@ pub async fn put_object(
     refuse_unsupported_write_headers(req)?;
     let headers = object_headers(req)?;
     write::check_reserved(&app.store, &headers)?;
+    write::check_backend_key(&app.store, req.bucket(), req.key())?;
     let cond = write_condition(req)?;
     let sniff = Sniffer::new(headers.content_type.as_deref(), verify_type);
     let mut hold = reserve_put(app, req).await?;

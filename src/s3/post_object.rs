@@ -440,6 +440,7 @@ async fn store_upload(
     let range = target.range;
     let headers = form_headers(fields)?;
     write::check_reserved(&app.store, &headers)?;
+    write::check_backend_key(&app.store, target.bucket, target.key)?;
     let algo = form_checksum(fields)?;
     // A `Content-MD5` field is checked as the PUT header is: malformed is InvalidDigest before
     // the file is read, a mismatch BadDigest after, with nothing stored.

@@ -1071,3 +1071,38 @@ async fn a_refused_complete_keeps_the_object_and_the_upload() {
     assert_eq!(&gw.req(Method::GET, path).send().await.body[..], b"new");
     assert!(backend_uploads(&backend).await.is_empty());
 }
+
+/// S3 caps a key at 1024 bytes, and the backend's key is `{bucket}/{key}`: under the S3
+/// backend a key that would pass the cap only as postgate's own is refused with
+/// KeyTooLongError before its body is read, by every route that names a new key.
+#[tokio::test]
+async fn a_key_too_long_for_the_backend_is_refused_before_its_body() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("bkt").await;
+    let long = "k".repeat(1024 - "bkt/".len() + 1);
+    let res = gw
+        .req(Method::PUT, &format!("/bkt/{long}"))
+        .body(b"x".to_vec())
+        .send()
+        .await;
+    res.assert_error(400, "KeyTooLongError");
+    let res = gw
+        .req(Method::POST, &format!("/bkt/{long}"))
+        .query("uploads")
+        .send()
+        .await;
+    res.assert_error(400, "KeyTooLongError");
+    let req = PostPolicyRequest::new("bkt", KeySpec::Exact(long.clone()), 1000);
+    let res = gw.post("bkt", &gw.form(&req), "text/plain", b"x").await;
+    res.assert_error(400, "KeyTooLongError");
+    // The longest key that fits is stored and read back.
+    let fits = &long[1..];
+    gw.req(Method::PUT, &format!("/bkt/{fits}"))
+        .body(b"fits".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let got = gw.req(Method::GET, &format!("/bkt/{fits}")).send().await;
+    assert_eq!(&got.body[..], b"fits");
+    assert_eq!(backend_keys(&backend).await, [format!("bkt/{fits}")]);
+}
