@@ -25,6 +25,11 @@ pub use crate::storage::{Hashes, IngestError, Ingested, Staged};
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// S3's limit on user metadata (names and values of `x-amz-meta-*`).
 pub const MAX_USER_METADATA: usize = 2048;
+/// Under the S3 backend, what of [`MAX_USER_METADATA`] postgate keeps for its own
+/// `x-amz-meta-postgate-*` (owner, ACL, detected type, checksum, write id: at most ~430 bytes
+/// with their names); the client's metadata and tagging share the rest, so the backend (AWS
+/// refuses more than 2 KiB) never sees more than S3 allows.
+pub const RESERVED_METADATA: usize = 512;
 
 /// The stored headers of a new object, read from request headers or from POST form fields.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
@@ -250,7 +255,19 @@ pub enum Dest<'a> {
 /// client may not send it, so that it can never be forged. Refused with `InvalidArgument`
 /// before the body is read; nothing changes under the filesystem store.
 pub fn check_reserved(store: &Storage, headers: &ObjectHeaders) -> Result<()> {
-    check_reserved_meta(store, &headers.meta)
+    check_reserved_meta(store, &headers.meta)?;
+    if store.backend().is_some() {
+        let size = headers
+            .meta
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+            + headers.tagging.as_ref().map_or(0, String::len);
+        if size > MAX_USER_METADATA - RESERVED_METADATA {
+            return Err(Error::MetadataTooLarge(size));
+        }
+    }
+    Ok(())
 }
 
 /// Under the S3 backend the object is `{bucket}/{key}` in the backend bucket, and S3 caps a

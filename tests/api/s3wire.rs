@@ -1106,3 +1106,53 @@ async fn a_key_too_long_for_the_backend_is_refused_before_its_body() {
     assert_eq!(&got.body[..], b"fits");
     assert_eq!(backend_keys(&backend).await, [format!("bkt/{fits}")]);
 }
+
+/// The backend keeps postgate's own `x-amz-meta-postgate-*` beside the client's metadata
+/// within S3's 2 KiB: under the S3 backend a client's metadata and tagging may take 1,536
+/// bytes, and more is MetadataTooLarge before the body, on PUT, POST and
+/// CreateMultipartUpload alike.
+#[tokio::test]
+async fn client_metadata_leaves_room_for_postgates_own() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("bkt").await;
+    // "x-amz-meta-" is not counted: the name "note" (4) and its value.
+    let fits = "v".repeat(1536 - 4);
+    let over = "v".repeat(1536 - 4 + 1);
+    gw.req(Method::PUT, "/bkt/fits")
+        .header("x-amz-meta-note", &fits)
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let head = backend.head(&obj(CLUSTER, "bkt/fits")).await;
+    assert_eq!(head.header("x-amz-meta-note"), Some(fits.as_str()));
+    let res = gw
+        .req(Method::PUT, "/bkt/over")
+        .header("x-amz-meta-note", &over)
+        .body(b"x".to_vec())
+        .send()
+        .await;
+    res.assert_error(400, "MetadataTooLarge");
+    let res = gw
+        .req(Method::PUT, "/bkt/tagged")
+        .header("x-amz-meta-note", &fits)
+        .header("x-amz-tagging", "k=v")
+        .body(b"x".to_vec())
+        .send()
+        .await;
+    res.assert_error(400, "MetadataTooLarge");
+    let res = gw
+        .req(Method::POST, "/bkt/over-parts")
+        .query("uploads")
+        .header("x-amz-meta-note", &over)
+        .send()
+        .await;
+    res.assert_error(400, "MetadataTooLarge");
+    let req = PostPolicyRequest {
+        metadata: vec![("note".into(), over.clone())],
+        ..PostPolicyRequest::new("bkt", KeySpec::Exact("over-form".into()), 1000)
+    };
+    let res = gw.post("bkt", &gw.form(&req), "text/plain", b"x").await;
+    res.assert_error(400, "MetadataTooLarge");
+    assert_eq!(backend_keys(&backend).await, ["bkt/fits"]);
+}
