@@ -409,6 +409,11 @@ impl From<crate::objects::Error> for S3Error {
                 S3Error::invalid_argument("Invalid canned ACL", "x-amz-acl", &value)
             }
             E::KeyTooLong(len) => crate::names::NameError::KeyTooLong(len).into(),
+            E::UnaddressableKey(key) => S3Error::invalid_argument(
+                "Object keys with a '.' or '..' segment cannot be stored in this server's backend.",
+                "key",
+                &key,
+            ),
             E::ReservedMetadata(name) => S3Error::invalid_argument(
                 "User metadata named x-amz-meta-postgate-* is reserved by this server.",
                 &name,

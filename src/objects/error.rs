@@ -87,6 +87,8 @@ pub enum Error {
     /// A key that fits S3's 1024 bytes only without the S3 backend's `{bucket}/` before it:
     /// the backend key's length.
     KeyTooLong(usize),
+    /// A key with a `.` or `..` segment under the S3 backend, whose URLs cannot carry one.
+    UnaddressableKey(String),
     /// The database failed.
     Db(DbError),
     /// The blob store failed.

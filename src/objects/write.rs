@@ -274,10 +274,21 @@ pub fn check_reserved(store: &Storage, headers: &ObjectHeaders) -> Result<()> {
 /// key at 1024 bytes: a key that only fits without its bucket is refused with KeyTooLongError
 /// before its body is read (docs/cluster.md section 9.1). Nothing changes under the filesystem
 /// store, whose keys are checked by [`crate::names::validate_key`] alone.
+///
+/// Nor may a key have a `.` or `..` segment there: the backend's URL would resolve it away and
+/// name another key, or another bucket (`a/../../other/x`); refused with InvalidArgument. The
+/// client refuses to send one as well ([`crate::storage::s3::addressable`]), so reads of such a
+/// key find nothing.
 pub fn check_backend_key(store: &Storage, bucket: &str, key: &str) -> Result<()> {
+    if store.backend().is_none() {
+        return Ok(());
+    }
     let len = bucket.len() + 1 + key.len();
-    if store.backend().is_some() && len > crate::names::MAX_KEY_BYTES {
+    if len > crate::names::MAX_KEY_BYTES {
         return Err(Error::KeyTooLong(len));
+    }
+    if !crate::storage::s3::addressable(key) {
+        return Err(Error::UnaddressableKey(key.to_owned()));
     }
     Ok(())
 }

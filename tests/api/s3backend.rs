@@ -2016,3 +2016,49 @@ async fn against_a_real_cluster() {
             .is_empty()
     );
 }
+
+/// A key with a `.` or `..` segment is never sent: its URL would be resolved to another key, or
+/// to another bucket of the cluster (`data/../../other/x` is the path `/other/x`). Writes are
+/// refused, reads and deletes find nothing, and the other bucket is untouched.
+#[tokio::test]
+async fn a_key_with_dot_segments_never_leaves_its_bucket() {
+    let (app, _spool, backend) = setup("bkt").await;
+    app.create_bucket("other").await;
+    let condition = postgate::storage::s3::Condition::default();
+    for key in ["data/../../other/x", "../other/x", "a/./b", "a/..", "."] {
+        let put = backend
+            .put_bytes(
+                key,
+                &Meta::default(),
+                bytes::Bytes::from_static(b"x"),
+                &condition,
+            )
+            .await;
+        assert!(
+            matches!(put, Err(postgate::storage::s3::Error::Unaddressable(_))),
+            "{key}: {put:?}"
+        );
+        assert!(backend.head(key).await.unwrap_err().is_not_found(), "{key}");
+        assert!(
+            backend.delete(key).await.unwrap_err().is_not_found(),
+            "{key}"
+        );
+    }
+    // Names that only look like paths are sent as they are.
+    for key in ["a..b/c", "...", "a/.hidden", "a\\..\\b"] {
+        backend
+            .put_bytes(
+                key,
+                &Meta::default(),
+                bytes::Bytes::from_static(b"y"),
+                &condition,
+            )
+            .await
+            .unwrap();
+        assert_eq!(read_all(&backend, key, None).await, b"y", "{key}");
+    }
+    let other = app.req(reqwest::Method::GET, "/other").send().await;
+    assert!(!other.text().contains("<Key>"), "{}", other.text());
+    let bkt = app.req(reqwest::Method::GET, "/bkt").send().await;
+    assert_eq!(xml_tags(&bkt.text(), "Key").len(), 4, "{}", bkt.text());
+}

@@ -1156,3 +1156,32 @@ async fn client_metadata_leaves_room_for_postgates_own() {
     res.assert_error(400, "MetadataTooLarge");
     assert_eq!(backend_keys(&backend).await, ["bkt/fits"]);
 }
+
+/// A presigned form lets its user pick any key under its prefix: one that climbs out of it with
+/// `..` segments (or names itself with `.`) would, in the backend's URL, name another bucket's
+/// object or another backend bucket. Refused with InvalidArgument, nothing stored anywhere.
+#[tokio::test]
+async fn a_form_key_with_dot_segments_is_refused() {
+    let (backend, gw) = setup().await;
+    gw.create_bucket("bkt").await;
+    gw.create_bucket("other").await;
+    let req = PostPolicyRequest::new("bkt", KeySpec::Prefix("up/".into()), 1000);
+    for key in [
+        "up/../../other/evil",
+        "up/../../../escape",
+        "up/./x",
+        "up/..",
+    ] {
+        let mut fields = gw.form(&req);
+        for (name, value) in fields.iter_mut() {
+            if name == "key" {
+                *value = key.to_owned();
+            }
+        }
+        let res = gw.post("bkt", &fields, "text/plain", b"x").await;
+        res.assert_error(400, "InvalidArgument");
+    }
+    let fine = gw.post("bkt", &gw.form(&req), "text/plain", b"ok").await;
+    assert!(fine.status < 300, "{}", fine.text());
+    assert_eq!(backend_keys(&backend).await, ["bkt/up/file.bin"]);
+}

@@ -84,6 +84,10 @@ pub enum Error {
     /// `Backend::new` refused its settings.
     #[error("backend settings: {0}")]
     Config(String),
+    /// A key with a `.` or `..` segment: a URL cannot carry it (the segment would be resolved
+    /// away, and the request would name another key, or another bucket), so no request is made.
+    #[error("key {0:?} has a '.' or '..' segment: not sent")]
+    Unaddressable(String),
 }
 
 impl Error {
@@ -95,8 +99,10 @@ impl Error {
         }
     }
 
+    /// No object answers to this key: the cluster said so, or the key cannot be addressed at
+    /// all ([`Error::Unaddressable`]: postgate never stores one, see [`super::addressable`]).
     pub fn is_not_found(&self) -> bool {
-        matches!(self.code(), Some(Code::NoSuchKey))
+        matches!(self, Error::Unaddressable(_)) || matches!(self.code(), Some(Code::NoSuchKey))
     }
 
     /// Whether the same request may succeed when sent again: the cluster was busy or failed

@@ -285,6 +285,14 @@ struct Call<'a> {
     retry: Retry,
 }
 
+/// Whether a URL can carry `key` as it is: a `.` or `..` segment would be resolved away when the
+/// URL is built (`bkt/../../other/x` becomes the path `/other/x`: another bucket), so a key with
+/// one is never sent. S3 keys may hold such segments; postgate refuses them under this backend.
+pub fn addressable(key: &str) -> bool {
+    !key.split('/')
+        .any(|segment| segment == "." || segment == "..")
+}
+
 impl<'a> Call<'a> {
     fn new(method: Method, key: Option<&'a str>) -> Call<'a> {
         Call {
@@ -419,6 +427,11 @@ impl Backend {
     }
 
     async fn exchange(&self, mut call: Call<'_>, read: Option<usize>) -> Result<Answer, Error> {
+        if let Some(key) = call.key
+            && !addressable(key)
+        {
+            return Err(Error::Unaddressable(key.to_owned()));
+        }
         let options = &self.inner.options;
         let mut attempt = 0;
         loop {
