@@ -314,16 +314,7 @@ async fn a_client_cannot_send_reserved_metadata() {
         .send()
         .await;
     res.assert_error(400, "InvalidArgument");
-    let uploads = backend
-        .req(Method::GET, &format!("/{CLUSTER}"))
-        .query("uploads")
-        .send()
-        .await;
-    assert!(
-        xml_tags(&uploads.text(), "UploadId").is_empty(),
-        "{}",
-        uploads.text()
-    );
+    assert_eq!(backend_uploads(&backend).await, Vec::<String>::new());
     assert!(backend_keys(&backend).await.is_empty());
 }
 
@@ -377,15 +368,10 @@ async fn a_large_put_refused_by_its_digest_leaves_no_upload_when_answered() {
             .await;
         put.assert_status(400);
         assert_eq!(put.code().as_deref(), Some("BadDigest"));
-        let uploads = backend
-            .req(Method::GET, &format!("/{CLUSTER}"))
-            .query("uploads")
-            .send()
-            .await;
-        assert!(
-            xml_tags(&uploads.text(), "UploadId").is_empty(),
-            "round {round}: {}",
-            uploads.text()
+        assert_eq!(
+            backend_uploads(&backend).await,
+            Vec::<String>::new(),
+            "round {round}"
         );
     }
     assert!(backend_keys(&backend).await.is_empty());
@@ -511,16 +497,7 @@ async fn post_forms_store_or_leave_nothing() {
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(backend_keys(&backend).await, ["forms/in/file.bin"]);
-    let uploads = backend
-        .req(Method::GET, &format!("/{CLUSTER}"))
-        .query("uploads")
-        .send()
-        .await;
-    assert!(
-        xml_tags(&uploads.text(), "UploadId").is_empty(),
-        "{}",
-        uploads.text()
-    );
+    assert_eq!(backend_uploads(&backend).await, Vec::<String>::new());
     assert!(tmp_files(gw._dir.path()).is_empty(), "spool files left");
 }
 
