@@ -72,9 +72,7 @@ pub enum StartError {
 
 /// The S3 backend (`--backend s3`, experimental): a client of the configured bucket, spooling
 /// the parts of large uploads in `data/tmp`, where a killed server's spool files are removed
-/// now. Nothing is sent to the cluster at start-up (the first request finds it unreachable or
-/// not). Not wired yet: the sweep of a killed server's backend multipart uploads (the backend's
-/// lifecycle rule for incomplete uploads cleans them).
+/// now (its backend multipart uploads are swept by `AppState::sweep_backend_uploads`).
 fn open_s3(
     dir: &std::path::Path,
     settings: &crate::config::S3Backend,
@@ -109,7 +107,7 @@ fn open_s3(
     tracing::warn!(
         endpoint = %settings.endpoint,
         bucket = %settings.bucket,
-        "--backend s3 is experimental: multipart uploads, copies and lifecycle expiry answer 501"
+        "--backend s3 is experimental (docs/cluster.md section 9)"
     );
     Ok(Storage::S3(backend))
 }
@@ -207,6 +205,11 @@ impl AppState {
             buckets: Arc::default(),
         };
         state.expire_uploads().await;
+        if state.on_s3_backend() {
+            // In the background: start-up does not wait on the cluster.
+            let sweeper = state.clone();
+            tokio::spawn(async move { sweeper.sweep_backend_uploads().await });
+        }
         Ok((state, generated))
     }
 
@@ -245,6 +248,18 @@ impl AppState {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "aborted expired multipart uploads"),
             Err(e) => tracing::warn!(error = %e, "multipart expiry failed"),
+        }
+    }
+
+    /// Under the S3 backend, aborts the backend's multipart uploads no upload row names that
+    /// began longer ago than `--multipart-expiry` (docs/cluster.md section 9, "Built so far").
+    /// At start and with each lifecycle sweep.
+    pub async fn sweep_backend_uploads(&self) {
+        let older_than = self.config.multipart_expiry;
+        match crate::objects::multipart::sweep_orphans(&self.db, &self.store, older_than).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "aborted orphan backend multipart uploads"),
+            Err(e) => tracing::warn!(error = %e, "sweep of orphan backend uploads failed"),
         }
     }
 

@@ -71,6 +71,36 @@ pub fn delete(conn: &Connection, bucket: &str, key: &str) -> Result<bool, DbErro
         > 0)
 }
 
+/// Up to `limit` objects whose own expiry time (a link's `expire_objects_after`) is at or
+/// before `now`: (bucket, key, the ETag of the version the time was given to).
+pub fn expiring(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<(String, String, String)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT bucket, key, etag FROM object_extras WHERE expires_at <= ?1
+         ORDER BY expires_at LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Forgets `bucket/key`'s row if it still describes version `etag`; whether it did.
+pub fn delete_version(
+    conn: &Connection,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM object_extras WHERE bucket = ?1 AND key = ?2 AND etag = ?3")?
+        .execute(params![bucket, key, etag])?
+        > 0)
+}
+
 /// PutObjectAcl on the version whose HEAD showed `etag` and `size`: the row of that version
 /// gets `acl` (made if the version was written around postgate, or by another node).
 pub fn set_acl(

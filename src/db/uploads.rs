@@ -279,3 +279,11 @@ pub fn get_of_link(
 pub fn count_open(conn: &Connection) -> Result<u64, DbError> {
     Ok(conn.query_row("SELECT count(*) FROM uploads", [], |r| r.get::<_, i64>(0))? as u64)
 }
+
+/// Every open upload's saved headers (JSON): under the S3 backend they name the backend's
+/// multipart upload behind each row, which the sweep of orphan backend uploads spares.
+pub fn all_headers(conn: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached("SELECT headers FROM uploads")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -143,6 +143,7 @@ pub async fn serve(
         loop {
             tick.tick().await;
             lifecycle.sweep_lifecycle().await;
+            lifecycle.sweep_backend_uploads().await;
         }
     });
     // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.

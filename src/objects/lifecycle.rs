@@ -72,6 +72,9 @@ pub async fn sweep(
 ) -> Result<Swept, DbError> {
     let now = db::now_millis();
     let mut swept = Swept::default();
+    if store.backend().is_some() {
+        return sweep_s3(db, store, day, origin, now).await;
+    }
     loop {
         let found = db.read(move |c| rows::expiring(c, now, BATCH)).await?;
         let n = found.len();
@@ -103,6 +106,112 @@ pub async fn sweep(
         }
     }
     Ok(swept)
+}
+
+/// [`sweep`] under the S3 backend: the objects live in the backend, so the candidates are its
+/// listing of each rule's prefix (last modified at or before the rule's time) and the
+/// `object_extras` rows whose link expiry time has come; each is deleted only while its
+/// current version is the one chosen (the listed ETag, checked again on HEAD and sent as
+/// `If-Match`), so a fresh overwrite stays. Each deletion records the same
+/// `LifecycleExpiration:Delete` event as the filesystem store's. Uploads past a rule's
+/// `AbortIncompleteMultipartUpload` lose their rows and their backend uploads.
+async fn sweep_s3(
+    db: &Db,
+    store: &Storage,
+    day: Option<Duration>,
+    origin: &Origin,
+    now: i64,
+) -> Result<Swept, DbError> {
+    let mut swept = Swept::default();
+    loop {
+        let found = db
+            .read(move |c| db::extras::expiring(c, now, BATCH))
+            .await?;
+        let n = found.len();
+        for (bucket, key, etag) in found {
+            if expire_s3(db, store, &bucket, &key, &etag, origin).await? {
+                swept.objects += 1;
+            } else {
+                // Another version is current (or none): its row no longer applies.
+                let (b, k) = (bucket.clone(), key.clone());
+                db.write(move |c| db::extras::delete_version(c, &b, &k, &etag))
+                    .await?;
+            }
+        }
+        if n < BATCH {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let backend = store.backend().expect("the S3 path");
+    for (bucket, json) in db.read(rows::with_rules).await? {
+        let Ok(config) = serde_json::from_str::<Rules>(&json) else {
+            tracing::warn!(%bucket, "unreadable lifecycle rules skipped");
+            continue;
+        };
+        for rule in config.rules.iter().filter(|r| r.enabled) {
+            let expire_by = match (rule.expiration_days, &rule.expiration_date) {
+                (Some(days), _) => Some(cutoff(now, days, day)),
+                (None, Some((_, date))) if *date <= now => Some(i64::MAX),
+                _ => None,
+            };
+            if let Some(by) = expire_by {
+                let listed = crate::storage::cluster::list_prefix(backend, &bucket, &rule.prefix)
+                    .await
+                    .map_err(|e| DbError::File(crate::storage::cluster::io_error(e)))?;
+                for (key, etag, modified) in listed {
+                    if modified <= by && expire_s3(db, store, &bucket, &key, &etag, origin).await? {
+                        swept.objects += 1;
+                    }
+                }
+            }
+            if let Some(days) = rule.abort_incomplete_days {
+                let by = cutoff(now, days, day);
+                swept.uploads += abort_prefix(db, store, &bucket, &rule.prefix, by).await?;
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Deletes `bucket/key` from the backend if its current version is still `etag` (HEAD first:
+/// Ceph 16 ignores `If-Match` on DeleteObject, docs/cluster.md 8.1; the header is sent for
+/// backends that honour it), then forgets its `object_extras` row and records the event.
+/// Whether it deleted.
+async fn expire_s3(
+    db: &Db,
+    store: &Storage,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    origin: &Origin,
+) -> Result<bool, DbError> {
+    let backend = store.backend().expect("the S3 path");
+    let current = store.head(bucket, key).await.map_err(DbError::File)?;
+    if current.is_none_or(|o| o.meta.etag.trim_matches('"') != etag.trim_matches('"')) {
+        return Ok(false);
+    }
+    let backend_key = crate::storage::cluster::backend_key(bucket, key);
+    match backend.delete_if(&backend_key, Some(etag)).await {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(crate::storage::s3::Code::PreconditionFailed)
+                    | Some(crate::storage::s3::Code::NoSuchKey)
+            ) =>
+        {
+            return Ok(false);
+        }
+        Err(e) => return Err(DbError::File(crate::storage::cluster::io_error(e))),
+    }
+    let (b, k, origin) = (bucket.to_owned(), key.to_owned(), origin.clone());
+    db.write(move |c| {
+        db::extras::delete(c, &b, &k)?;
+        origin.removed(c, &b, &k)
+    })
+    .await?;
+    Ok(true)
 }
 
 /// Deletes the objects of `bucket` under `prefix` last modified at or before `by`.
@@ -160,19 +269,31 @@ async fn abort_prefix(
     let mut aborted = 0;
     loop {
         let (b, p) = (bucket.to_owned(), prefix.to_owned());
-        let (n, blobs) = db
+        let (n, blobs, records) = db
             .write(move |c| {
                 let ids = rows::stale_uploads(c, &b, &p, by, BATCH)?;
                 let mut blobs = Vec::new();
+                let mut records = Vec::new();
                 for id in &ids {
-                    blobs.extend(db::uploads::abort(c, id)?.unwrap_or_default());
+                    let record = db::uploads::get_by_id(c, id)?;
+                    if let Some(b) = db::uploads::abort(c, id)? {
+                        blobs.extend(b);
+                        records.extend(record);
+                    }
                 }
-                Ok((ids.len(), blobs))
+                Ok((ids.len(), blobs, records))
             })
             .await?;
         aborted += n;
-        for blob in blobs {
-            store.remove(blob).await;
+        if store.backend().is_some() {
+            // The rows are gone: the backend's uploads behind them go too.
+            for record in &records {
+                super::multipart::abort_backend_upload(store, record).await;
+            }
+        } else {
+            for blob in blobs {
+                store.remove(blob).await;
+            }
         }
         if n < BATCH {
             return Ok(aborted);

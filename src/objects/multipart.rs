@@ -53,6 +53,35 @@ pub async fn expire(
     Ok(aborted.len())
 }
 
+/// Under the S3 backend: aborts the backend's multipart uploads that no `uploads` row names and
+/// that began more than `older_than` ago (a killed node's streamed bodies and copies, an upload
+/// whose row was never written; [`crate::storage::cluster::sweep_orphans`]). The rows are read
+/// before the backend is listed, so an upload made since is young and spared by the age bound,
+/// which is also what keeps another live node's in-flight uploads safe. Answers how many.
+pub async fn sweep_orphans(
+    db: &Db,
+    store: &Storage,
+    older_than: std::time::Duration,
+) -> std::result::Result<usize, DbError> {
+    let Some(backend) = store.backend() else {
+        return Ok(0);
+    };
+    let named = db
+        .read(uploads::all_headers)
+        .await?
+        .iter()
+        .filter_map(|json| {
+            serde_json::from_str::<UploadHeaders>(json)
+                .ok()?
+                .backend_upload_id
+        })
+        .collect();
+    let before = std::time::SystemTime::now() - older_than;
+    crate::storage::cluster::sweep_orphans(backend, &named, before)
+        .await
+        .map_err(|e| DbError::File(crate::storage::cluster::io_error(e)))
+}
+
 /// S3's smallest part, except the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's largest part.
@@ -907,10 +936,11 @@ pub async fn store_part(
         Staged::Part(pending) => {
             return store_backend_part(
                 db,
+                store,
                 upload,
                 part.number,
                 part.size,
-                *pending,
+                BackendPart::Sent(*pending),
                 |blob| PartRecord {
                     part_number: part.number,
                     size: part.size,
@@ -955,16 +985,94 @@ pub async fn store_part(
     }
 }
 
+/// UploadPartCopy under the S3 backend: part `number` of `upload` is bytes `start..start + len`
+/// of `src` (a backend object), copied inside the backend in its version (its ETag named, so a
+/// source replaced meanwhile refuses the part), checked and recorded as [`store_part`] records
+/// a sent part. The part's ETag is the backend's (the MD5 of the range). A range from the
+/// source's start keeps the source's detected type.
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_part(
+    db: &Db,
+    store: &Storage,
+    upload: &UploadRecord,
+    number: u32,
+    src: &crate::db::objects::ObjectRecord,
+    start: u64,
+    len: u64,
+    hold: &mut Hold,
+) -> Result<String> {
+    let Stored::Backend { key: source, etag } = &src.body else {
+        return Err(Error::Io(std::io::Error::other(
+            "a copy source under the S3 backend has no backend object",
+        )));
+    };
+    let detected_type = (start == 0)
+        .then(|| src.meta.detected_type.clone())
+        .flatten();
+    let part = BackendPart::Copied {
+        source: source.clone(),
+        etag: etag.clone(),
+        range: (start, (start + len).max(1) - 1),
+        empty: len == 0,
+    };
+    let mut part_etag = String::new();
+    let stored = store_backend_part(
+        db,
+        store,
+        upload,
+        number,
+        len,
+        part,
+        |blob| {
+            part_etag = blob.clone();
+            PartRecord {
+                part_number: number,
+                size: len,
+                etag: blob.clone(),
+                blob,
+                last_modified: crate::db::now_millis(),
+                checksum: None,
+                detected_type,
+            }
+        },
+        hold,
+    )
+    .await;
+    match stored {
+        // The source's version is named: gone or replaced, it is no longer there to copy.
+        Err(Error::PreconditionFailed(_)) => Err(Error::NoSuchKey(src.key.clone())),
+        Err(e) => Err(e),
+        Ok(()) => Ok(part_etag),
+    }
+}
+
+/// What a part of a backend multipart upload is made of.
+enum BackendPart {
+    /// A client's body, streamed as it came (its last chunk held back until the checks pass).
+    Sent(crate::storage::s3::PendingPart),
+    /// `range` (first, last) of the backend object `source` in its version `etag`, copied
+    /// inside the backend (UploadPartCopy; `empty`: the whole of an empty source).
+    Copied {
+        source: String,
+        etag: String,
+        range: (u64, u64),
+        empty: bool,
+    },
+}
+
 /// [`store_part`] under the S3 backend (docs/cluster.md 9.6): T1 checks that the upload is still
 /// there and, for a link's upload, that the part fits the link; only then is the part sent (its
-/// last chunk was held back), and T2 records it with the backend's part ETag. A refusal in T1
-/// drops the part: the backend stores nothing and keeps an earlier part of that number.
+/// last chunk was held back) or copied, and T2 records it with the backend's part ETag. A
+/// refusal in T1 drops a sent part: the backend stores nothing and keeps an earlier part of
+/// that number (a copied part is not made at all).
+#[allow(clippy::too_many_arguments)]
 async fn store_backend_part(
     db: &Db,
+    store: &Storage,
     upload: &UploadRecord,
     number: u32,
     size: u64,
-    pending: crate::storage::s3::PendingPart,
+    part: BackendPart,
     record: impl FnOnce(String) -> PartRecord,
     hold: &mut Hold,
 ) -> Result<()> {
@@ -988,21 +1096,48 @@ async fn store_backend_part(
             Ok(Ok(()))
         })
         .await;
-    match checked {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+    let refused = match checked {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(e.into()),
+    };
+    if let Some(refused) = refused {
+        if let BackendPart::Sent(pending) = part {
             pending.abort().await;
-            return Err(e);
         }
-        Err(e) => {
-            pending.abort().await;
-            return Err(e.into());
+        return Err(refused);
+    }
+    let backend_etag = match part {
+        BackendPart::Sent(pending) => pending.send().await,
+        BackendPart::Copied {
+            source,
+            etag,
+            range,
+            empty,
+        } => {
+            let (Some(backend), Some(backend_upload)) =
+                (store.backend(), backend_upload_id(upload))
+            else {
+                return Err(Error::Io(crate::storage::not_built(
+                    "a part copied into an upload begun without the S3 backend",
+                )));
+            };
+            let key = crate::storage::cluster::backend_key(&upload.bucket, &upload.key);
+            let range = (!empty).then_some(range);
+            backend
+                .upload_part_copy(&source, Some(&etag), range, &key, &backend_upload, number)
+                .await
         }
     }
-    let backend_etag = pending
-        .send()
-        .await
-        .map_err(|e| Error::Io(crate::storage::cluster::io_error(e)))?;
+    .map_err(|e| match e.code() {
+        Some(crate::storage::s3::Code::PreconditionFailed) => {
+            Error::PreconditionFailed("x-amz-copy-source-If-Match")
+        }
+        Some(crate::storage::s3::Code::NoSuchUpload) => {
+            Error::NoSuchUpload(upload.upload_id.clone())
+        }
+        _ => Error::Io(crate::storage::cluster::io_error(e)),
+    })?;
     let reservation = hold.id().map(str::to_owned);
     // Refused here (a concurrent part took the link's room, the upload went meanwhile), the
     // backend holds a part no row describes: Complete names the rows' ETags, so it is never

@@ -413,7 +413,8 @@ pub async fn commit_reserved(
     origin: crate::events::Origin,
 ) -> Result<String> {
     if store.backend().is_some() {
-        return commit_s3(db, store, bucket, key, meta, staged, cond, hold, origin).await;
+        let from = crate::storage::cluster::NewVersion::Staged(staged);
+        return commit_s3(db, store, bucket, key, meta, from, cond, hold, origin).await;
     }
     let etag = meta.etag.clone();
     let reservation = hold.id().map(str::to_owned);
@@ -489,22 +490,27 @@ pub async fn commit_reserved(
 /// leaves nothing in the backend (the staged upload is aborted); a refusal or failure of T2
 /// deletes the stored version again, with `If-Match` on its ETag so that a newer writer's
 /// version is never removed. The client is answered after T2.
+///
+/// `from` is the new version's body (a staged one) or a server-side copy (CopyObject, whose
+/// destination condition Ceph 16 ignores: it is checked with HEAD first as well, not atomic
+/// there, docs/cluster.md 8.1).
 #[allow(clippy::too_many_arguments)]
-async fn commit_s3(
+pub(crate) async fn commit_s3(
     db: &Db,
     store: &Storage,
     bucket: &str,
     key: &str,
     mut meta: ObjectMeta,
-    staged: Staged,
+    staged: crate::storage::cluster::NewVersion,
     cond: WriteCondition,
     hold: &mut Hold,
     origin: crate::events::Origin,
 ) -> Result<String> {
-    use crate::storage::s3;
+    use crate::storage::cluster::NewVersion;
+    use crate::storage::s3::{self, WriteIf};
     let reservation = hold.id().map(str::to_owned);
-    let give_up = |staged: Staged| async move {
-        if let Staged::Backend(upload) = staged {
+    let give_up = |staged: NewVersion| async move {
+        if let NewVersion::Staged(Staged::Backend(upload)) = staged {
             upload.abort().await;
         }
     };
@@ -542,15 +548,41 @@ async fn commit_s3(
             return Err(e.into());
         }
     }
-    // B.
-    let condition = s3::Condition {
-        if_none_match_any: cond.if_none_match_any,
-        if_match: cond.if_match.clone(),
+    // B. One condition goes with the request; both together (never true at once), or a
+    // copy's, are checked on a HEAD first.
+    let both = cond.if_none_match_any && cond.if_match.is_some();
+    let is_copy = matches!(staged, NewVersion::Copy { .. });
+    if both || (is_copy && (cond.if_none_match_any || cond.if_match.is_some())) {
+        let current = match store.head(bucket, key).await {
+            Ok(current) => current,
+            Err(e) => {
+                give_up(staged).await;
+                return Err(e.into());
+            }
+        };
+        if let Err(refused) = cond.check(current.as_ref().map(|o| &o.meta), key) {
+            give_up(staged).await;
+            return Err(refused);
+        }
+    }
+    let condition = if cond.if_none_match_any {
+        Some(WriteIf::Absent)
+    } else {
+        cond.if_match.clone().map(WriteIf::Matches)
     };
-    let stored = match store.publish(bucket, key, staged, &meta, &condition).await {
+    let stored = match store
+        .publish(bucket, key, staged, &meta, condition.as_ref())
+        .await
+    {
         Ok(stored) => stored,
         Err(e) => {
             return Err(match e.code() {
+                // A copy's source replaced or deleted meanwhile (its ETag is named).
+                Some(s3::Code::PreconditionFailed | s3::Code::NoSuchKey)
+                    if condition.is_none() && is_copy =>
+                {
+                    Error::NoSuchKey(key.to_owned())
+                }
                 Some(s3::Code::PreconditionFailed) if cond.if_none_match_any => {
                     Error::PreconditionFailed("If-None-Match")
                 }

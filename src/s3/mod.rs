@@ -630,16 +630,6 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
     // POST forms and multipart completion read the setting themselves).
     let verify_type = ctx.as_ref().is_some_and(|c| c.record.verify_type);
     use Endpoint::*;
-    // Under `--backend s3` (experimental) these are not wired to the backend yet: refused
-    // plainly rather than half done (README, `--backend`).
-    if app.on_s3_backend()
-        && matches!(
-            endpoint,
-            CopyObject | UploadPartCopy { .. } | PutBucketLifecycleConfiguration
-        )
-    {
-        return Err(not_on_s3_backend(endpoint.name()));
-    }
     match endpoint {
         ListBuckets => bucket::list_buckets(app, req, &caller).await,
         CreateBucket => bucket::create_bucket(app, req, &caller, body).await,
@@ -702,14 +692,6 @@ async fn route(app: &AppState, req: &S3Request, body: Body) -> S3Result<Response
         }
         DeleteBucketLifecycle => lifecycle::delete_bucket_lifecycle(app, req).await,
     }
-}
-
-/// 501 NotImplemented for an operation the S3 backend does not do yet, named.
-fn not_on_s3_backend(operation: &str) -> S3Error {
-    S3Error::new(
-        S3ErrorCode::NotImplemented,
-        format!("{operation} is not supported with --backend s3 yet."),
-    )
 }
 
 fn ctx_of(ctx: Option<BucketCtx>) -> S3Result<BucketCtx> {

@@ -282,6 +282,14 @@ pub async fn upload_part_copy(
     let quota = super::object::bucket_quota(app, req.bucket()).await?;
     let mut hold =
         quota::reserve_part(&app.db, quota, &upload, number, quota::Size::Exact(len)).await?;
+    if app.on_s3_backend() {
+        // The backend copies the range itself (docs/cluster.md 9.6).
+        let etag = multipart::copy_part(
+            &app.db, &app.store, &upload, number, &src, start, len, &mut hold,
+        )
+        .await?;
+        return Ok(copy_part_result(&etag));
+    }
     // The copied bytes were detected when the source was stored; a range from its start keeps
     // the source's type.
     let detected_type = (start == 0)
@@ -298,12 +306,17 @@ pub async fn upload_part_copy(
         body: write::Staged::Temp(temp),
     };
     multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
+    Ok(copy_part_result(&etag))
+}
+
+/// UploadPartCopy's answer: the part's ETag.
+fn copy_part_result(etag: &str) -> Response {
     let mut w = XmlWriter::new();
     w.root("CopyPartResult");
     w.elem("LastModified", &iso8601(crate::db::now_millis()));
-    w.elem("ETag", &etag);
+    w.elem("ETag", etag);
     w.close("CopyPartResult");
-    Ok(xml_response(w.finish()))
+    xml_response(w.finish())
 }
 
 #[derive(Debug, Deserialize)]

@@ -336,6 +336,7 @@ pub async fn copy_object(
             })
         })
         .transpose()?;
+    let cond = write_condition(req)?;
     let (src_bucket, src_key, src) = copy_source(app, req, caller).await?;
     check_copy_conditions(req, &src)?;
 
@@ -400,9 +401,8 @@ pub async fn copy_object(
     )
     .await?;
     let last_modified = meta.last_modified;
-    let etag = meta.etag.clone();
     let origin = app.events.origin(Kind::Copy, caller.principal());
-    let stored = copy::object(
+    let (etag, stored) = copy::object(
         &app.db,
         &app.store,
         &src_key,
@@ -411,6 +411,7 @@ pub async fn copy_object(
         req.key(),
         meta,
         checksum,
+        cond,
         &mut hold,
         origin,
     )

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt as _};
 
-use super::s3::{self, ByteRange, Code, Condition, Finished};
+use super::s3::{self, ByteRange, Code, CompletedPart, Finished, WriteIf};
 use super::{Hashes, IngestError, Ingested, Staged};
 use crate::db::objects::{Body, ObjectMeta, ObjectRecord};
 
@@ -221,26 +221,174 @@ fn to_ingest<E>(e: s3::Error) -> IngestError<E> {
     IngestError::Io(io_error(e))
 }
 
-/// Makes a staged body the object `key` with `meta` (PutObject from bytes, or the Uploader's
-/// PutObject / Complete), under `condition`. Nothing is visible on failure.
+/// What step B of a write (docs/cluster.md section 9.4) makes the new version from.
+pub enum NewVersion {
+    /// A body `ingest` staged (PutObject, a POST form's file).
+    Staged(Staged),
+    /// A server-side copy of the backend object `key` while its version is `etag` (CopyObject):
+    /// `size` bytes, the bytes never pass through postgate.
+    Copy {
+        key: String,
+        etag: String,
+        size: u64,
+    },
+}
+
+/// Makes `from` the object `key` with `meta` (PutObject from bytes, the Uploader's PutObject /
+/// Complete, or a server-side copy), under `condition`. Nothing is visible on failure.
 pub(super) async fn publish(
     backend: &s3::Backend,
     key: &str,
-    staged: Staged,
+    from: NewVersion,
     meta: &ObjectMeta,
-    condition: &Condition,
+    condition: Option<&WriteIf>,
 ) -> Result<Finished, s3::Error> {
-    match staged {
-        Staged::Inline(bytes) => {
-            let write_id = uuid::Uuid::new_v4().simple().to_string();
+    let write_id = uuid::Uuid::new_v4().simple().to_string();
+    match from {
+        NewVersion::Staged(Staged::Inline(bytes)) => {
             backend
                 .put_bytes(key, &backend_meta(meta, &write_id), bytes.into(), condition)
                 .await
         }
-        Staged::Backend(upload) => upload.finish_if(condition).await,
-        Staged::Temp(_) | Staged::Part(_) => Err(s3::Error::Protocol(
+        NewVersion::Staged(Staged::Backend(upload)) => upload.finish_if(condition).await,
+        NewVersion::Staged(Staged::Temp(_) | Staged::Part(_)) => Err(s3::Error::Protocol(
             "a local temp blob or a part cannot be published as an object".into(),
         )),
+        NewVersion::Copy {
+            key: source,
+            etag,
+            size,
+        } => {
+            let meta = backend_meta(meta, &write_id);
+            copy(backend, &source, &etag, size, key, &meta, condition).await
+        }
+    }
+}
+
+/// CopyObject inside the backend of `source` (version `etag`, `size` bytes) to `key` with
+/// `meta` (REPLACE: postgate rewrites its reserved names). A source larger than the backend's
+/// `copy_part_size` (S3's CopyObject takes up to 5 GiB) is copied as a multipart upload of
+/// UploadPartCopy ranges, aborted on any failure. Every request names the source's ETag, so a
+/// source replaced meanwhile fails the copy (`PreconditionFailed`) instead of mixing versions.
+async fn copy(
+    backend: &s3::Backend,
+    source: &str,
+    etag: &str,
+    size: u64,
+    key: &str,
+    meta: &s3::Meta,
+    condition: Option<&WriteIf>,
+) -> Result<Finished, s3::Error> {
+    let part_size = backend.options().copy_part_size;
+    if size <= part_size {
+        let copied = backend
+            .copy(source, Some(etag), key, Some(meta), condition)
+            .await?;
+        return backend.written(key, &copied.etag, Some(size)).await;
+    }
+    let upload_id = backend.create_multipart(key, meta).await?;
+    let copied = async {
+        let mut parts = Vec::new();
+        for (number, (first, last)) in (1..).zip(copy_ranges(size, part_size)) {
+            let part_etag = backend
+                .upload_part_copy(
+                    source,
+                    Some(etag),
+                    Some((first, last)),
+                    key,
+                    &upload_id,
+                    number,
+                )
+                .await?;
+            parts.push(CompletedPart {
+                number,
+                etag: part_etag,
+            });
+        }
+        backend
+            .complete_multipart(key, &upload_id, &parts, condition)
+            .await
+    }
+    .await;
+    if copied.is_err()
+        && let Err(e) = backend.abort_multipart(key, &upload_id).await
+        && e.code() != Some(&Code::NoSuchUpload)
+    {
+        tracing::warn!(key, error = %e, "could not abort a failed multipart copy");
+    }
+    copied
+}
+
+/// The ranges (first, last, inclusive) a `size`-byte source is copied in: parts of
+/// `part_size` bytes (at least S3's smallest part, 5 MiB), the last one shorter.
+pub fn copy_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
+    let part = part_size.max(s3::MIN_PART_SIZE);
+    (0..size.div_ceil(part))
+        .map(|i| (i * part, ((i + 1) * part).min(size) - 1))
+        .collect()
+}
+
+/// The backend's multipart uploads under its bucket that no `uploads` row names (`named`: the
+/// rows' backend upload ids) and that began before `before`: a killed node's `Uploader`s and
+/// multipart copies, and uploads whose row was never written. They are aborted; answers how
+/// many. An upload whose initiation time the backend did not give is left alone.
+pub async fn sweep_orphans(
+    backend: &s3::Backend,
+    named: &std::collections::HashSet<String>,
+    before: std::time::SystemTime,
+) -> Result<usize, s3::Error> {
+    let mut aborted = 0;
+    for upload in backend.list_multipart_uploads("").await? {
+        let old = upload.initiated.is_some_and(|t| t < before);
+        if !old || named.contains(&upload.upload_id) {
+            continue;
+        }
+        match backend
+            .abort_multipart(&upload.key, &upload.upload_id)
+            .await
+        {
+            Ok(()) => aborted += 1,
+            Err(e) if e.code() == Some(&Code::NoSuchUpload) => {}
+            Err(e) => {
+                tracing::warn!(key = %upload.key, error = %e, "could not abort an orphan upload")
+            }
+        }
+    }
+    Ok(aborted)
+}
+
+/// Every object of `bucket` under `prefix` in the backend, with its key (without the bucket),
+/// ETag and last-modified time (milliseconds): the lifecycle sweep's candidates.
+pub async fn list_prefix(
+    backend: &s3::Backend,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, String, i64)>, s3::Error> {
+    let strip = format!("{bucket}/");
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = backend
+            .list(&s3::ListRequest {
+                prefix: Some(format!("{strip}{prefix}")),
+                continuation_token: token.take(),
+                ..s3::ListRequest::default()
+            })
+            .await?;
+        for object in page.objects {
+            let Some(key) = object.key.strip_prefix(&strip) else {
+                continue;
+            };
+            let modified = object
+                .last_modified
+                .parse::<jiff::Timestamp>()
+                .map_or(i64::MAX, |t| t.as_millisecond());
+            out.push((key.to_owned(), object.etag, modified));
+        }
+        match page.next_continuation_token {
+            Some(next) => token = Some(next),
+            None => return Ok(out),
+        }
     }
 }
 
@@ -266,5 +414,35 @@ pub(super) async fn stream(
             Err(io::Error::new(io::ErrorKind::NotFound, e))
         }
         Err(e) => Err(io::Error::other(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_copy_is_planned_in_whole_parts_and_a_short_last_one() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(
+            copy_ranges(12 * MIB, 5 * MIB),
+            [
+                (0, 5 * MIB - 1),
+                (5 * MIB, 10 * MIB - 1),
+                (10 * MIB, 12 * MIB - 1)
+            ]
+        );
+        assert_eq!(copy_ranges(10 * MIB, 5 * MIB).len(), 2);
+        // Never below S3's smallest part.
+        assert_eq!(
+            copy_ranges(6 * MIB, 1),
+            [(0, 5 * MIB - 1), (5 * MIB, 6 * MIB - 1)]
+        );
+        // A 5 TiB source in 5 GiB parts stays within S3's 10,000 parts.
+        assert_eq!(copy_ranges(5 << 40, 5 << 30).len(), 1024);
+        assert_eq!(
+            copy_ranges(5 << 40, 5 << 30).last(),
+            Some(&((5 << 40) - (5 << 30), (5 << 40) - 1))
+        );
     }
 }

@@ -31,9 +31,9 @@
 //! cluster ([`cluster`]: names, metadata, ingest, publish, reads). Its reads, PutObject, POST
 //! forms, deletes and client multipart uploads (parts streamed into the backend's upload,
 //! [`Dest::BackendPart`]) are wired (docs/cluster.md section 9); the methods of the filesystem
-//! store's flows that it does not use (persist, stage_bytes, copy_segments, the sweep) answer
-//! [`not_built`], and the areas refuse what is not wired yet (copies) with 501 before reaching
-//! them.
+//! store's flows that it does not use (persist, stage_bytes, copy_segments, the blob sweep)
+//! answer [`not_built`]; copies are the backend's own ([`cluster::NewVersion::Copy`]) and its
+//! sweep is of orphan multipart uploads ([`cluster::sweep_orphans`]).
 
 pub mod catalog;
 pub mod cluster;
@@ -184,21 +184,22 @@ impl Storage {
         }
     }
 
-    /// S3: makes `staged` the current version of `bucket/key` with `meta`, if `condition`
-    /// holds (step B of docs/cluster.md section 9.4). On any failure nothing is stored.
+    /// S3: makes `from` (a staged body, or a server-side copy) the current version of
+    /// `bucket/key` with `meta`, if `condition` holds (step B of docs/cluster.md section 9.4).
+    /// On any failure nothing is stored.
     pub async fn publish(
         &self,
         bucket: &str,
         key: &str,
-        staged: Staged,
+        from: cluster::NewVersion,
         meta: &crate::db::objects::ObjectMeta,
-        condition: &s3::Condition,
+        condition: Option<&s3::WriteIf>,
     ) -> Result<s3::Finished, s3::Error> {
         let Storage::S3(backend) = self else {
             return Err(s3::Error::Config("publish needs the S3 backend".into()));
         };
         let key = cluster::backend_key(bucket, key);
-        cluster::publish(backend, &key, staged, meta, condition).await
+        cluster::publish(backend, &key, from, meta, condition).await
     }
 
     /// Makes a staged temp blob durable under a generated name; returns that name.

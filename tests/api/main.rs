@@ -24,6 +24,7 @@ mod post_object;
 mod powerloss;
 mod quotas;
 mod s3backend;
+mod s3copy;
 mod s3wire;
 mod serving;
 mod small_uploads;

@@ -582,9 +582,9 @@ async fn two_gateways_share_the_objects() {
     assert!(backend_keys(&backend).await.is_empty());
 }
 
-/// What is not wired yet answers 501 NotImplemented naming the operation.
+/// Copies are wired (tests/api/s3copy.rs): a missing source is NoSuchKey, not 501.
 #[tokio::test]
-async fn unwired_operations_answer_501() {
+async fn a_copy_of_a_missing_source_is_no_such_key() {
     let (_backend, gw) = setup().await;
     gw.create_bucket("bkt").await;
     let res = gw
@@ -592,7 +592,7 @@ async fn unwired_operations_answer_501() {
         .header("x-amz-copy-source", "/bkt/k")
         .send()
         .await;
-    res.assert_error(501, "NotImplemented");
+    res.assert_error(404, "NoSuchKey");
 }
 
 /// Upload links over the S3 backend: a link's form upload is stored in the backend and counted

@@ -35,7 +35,7 @@ use reqwest::header::{CONTENT_LENGTH, HeaderMap};
 
 pub use error::{Code, Error};
 pub use multipart::{CompletedPart, PartInfo, PartsPage, PendingPart, UploadInfo, WriteIf};
-pub use ops::{ByteRange, Condition, CopyResult, GetObject, ListPage, ListRequest, ListedObject};
+pub use ops::{ByteRange, CopyResult, GetObject, ListPage, ListRequest, ListedObject};
 pub use upload::{Finished, Uploader};
 
 /// A body streamed to or from the backend.
@@ -70,6 +70,10 @@ pub struct Options {
     pub part_size: u64,
     /// Parts of one [`Uploader`] sent at the same time (default 4).
     pub parts_in_flight: usize,
+    /// A copy of a larger source is a multipart upload of UploadPartCopy ranges of this size
+    /// (default 5 GiB, S3's largest CopyObject and part; at least 5 MiB); a source up to it is
+    /// one CopyObject.
+    pub copy_part_size: u64,
     /// Where an [`Uploader`] spools its parts (default: the system's temporary directory).
     pub spool_dir: PathBuf,
     /// Host names pinned to addresses, bypassing DNS (a cluster without DNS names for its
@@ -88,6 +92,7 @@ impl Default for Options {
             backoff_max: Duration::from_secs(5),
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: 4,
+            copy_part_size: 5 << 30,
             spool_dir: std::env::temp_dir(),
             resolve: Vec::new(),
         }

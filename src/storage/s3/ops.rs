@@ -68,30 +68,6 @@ pub struct ListedObject {
     pub last_modified: String,
 }
 
-/// The condition of a write (PutObject, or the Complete of an [`super::Uploader`]), sent to the
-/// backend with it: `If-None-Match: *` (create only) and `If-Match: <etag>` (replace only that
-/// version). A failed condition is the backend's `412 PreconditionFailed` (or `404 NoSuchKey`
-/// for `If-Match` on a missing key).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Condition {
-    pub if_none_match_any: bool,
-    /// Quoted or bare: sent bare-quoted as the backend gave it.
-    pub if_match: Option<String>,
-}
-
-impl Condition {
-    pub(super) fn headers(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if self.if_none_match_any {
-            out.push(("if-none-match".to_owned(), "*".to_owned()));
-        }
-        if let Some(etag) = &self.if_match {
-            out.push(("if-match".to_owned(), etag.clone()));
-        }
-        out
-    }
-}
-
 /// CopyObject's answer.
 #[derive(Debug, Clone)]
 pub struct CopyResult {
@@ -236,12 +212,15 @@ impl Backend {
         key: &str,
         meta: &Meta,
         body: bytes::Bytes,
-        condition: &Condition,
+        condition: Option<&WriteIf>,
     ) -> Result<Finished, Error> {
         let size = body.len() as u64;
         let mut call = Call::new(Method::PUT, Some(key));
         call.headers.extend(meta.headers(true));
-        call.headers.extend(condition.headers());
+        if let Some(condition) = condition {
+            let (name, value) = condition.header();
+            call = call.header(name, value);
+        }
         call.body = Payload::Bytes(body);
         let response = self.send(call).await?;
         let etag = super::multipart::etag_of(response.headers())?;
@@ -337,7 +316,7 @@ impl Backend {
     /// CompleteMultipartUpload) stored, read back with HEAD: PutObject and Complete answer no
     /// Last-Modified. If HEAD shows another version already (a concurrent writer), the ETag
     /// and `size` known here stand, with now as the time.
-    pub(super) async fn written(
+    pub async fn written(
         &self,
         key: &str,
         etag: &str,

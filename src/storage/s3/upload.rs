@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinSet;
 
 use super::multipart::etag_of;
-use super::{Backend, Call, Code, CompletedPart, Condition, Error, Meta, Payload};
+use super::{Backend, Call, Code, CompletedPart, Error, Meta, Payload, WriteIf};
 
 /// What [`Uploader::finish`] (or CompleteMultipartUpload) stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub struct Uploader {
     /// Finished or aborted: Drop has nothing to undo.
     settled: bool,
     /// The write's condition, given to `finish_if`.
-    condition: Condition,
+    condition: Option<WriteIf>,
 }
 
 struct Spool {
@@ -76,7 +76,7 @@ impl Backend {
             spool_files: Vec::new(),
             total: 0,
             settled: false,
-            condition: Condition::default(),
+            condition: None,
         }
     }
 }
@@ -117,7 +117,7 @@ impl Uploader {
     /// Makes the object visible: one PutObject, or CompleteMultipartUpload. On failure the
     /// upload is aborted and nothing is left in the backend.
     pub async fn finish(self) -> Result<Finished, Error> {
-        self.finish_if(&Condition::default()).await
+        self.finish_if(None).await
     }
 
     /// [`Uploader::finish`] with a write condition: sent with the PutObject of a body that
@@ -125,8 +125,8 @@ impl Uploader {
     /// atomic: Ceph 16 ignores conditions on Complete, docs/cluster.md section 7). A failed
     /// condition aborts the upload and answers `PreconditionFailed` (or `NoSuchKey` for
     /// `If-Match` on a missing key), as the backend would.
-    pub async fn finish_if(mut self, condition: &Condition) -> Result<Finished, Error> {
-        self.condition = condition.clone();
+    pub async fn finish_if(mut self, condition: Option<&WriteIf>) -> Result<Finished, Error> {
+        self.condition = condition.cloned();
         let result = self.commit().await;
         if result.is_err() {
             self.cleanup().await;
@@ -162,9 +162,9 @@ impl Uploader {
 
     /// The condition of a multipart upload's Complete, checked against the current version.
     async fn check_condition(&self) -> Result<(), Error> {
-        if !self.condition.if_none_match_any && self.condition.if_match.is_none() {
+        let Some(condition) = &self.condition else {
             return Ok(());
-        }
+        };
         let refused = |code: Code, status: u16| Error::S3 {
             status,
             code,
@@ -175,12 +175,12 @@ impl Uploader {
             Err(e) if e.code() == Some(&Code::NoSuchKey) => None,
             Err(e) => return Err(e),
         };
-        match (&current, &self.condition.if_match) {
-            (Some(_), _) if self.condition.if_none_match_any => {
-                Err(refused(Code::PreconditionFailed, 412))
-            }
-            (None, Some(_)) => Err(refused(Code::NoSuchKey, 404)),
-            (Some(etag), Some(want)) if etag.trim_matches('"') != want.trim_matches('"') => {
+        match (&current, condition) {
+            (Some(_), WriteIf::Absent) => Err(refused(Code::PreconditionFailed, 412)),
+            (None, WriteIf::Matches(_)) => Err(refused(Code::NoSuchKey, 404)),
+            (Some(etag), WriteIf::Matches(want))
+                if etag.trim_matches('"') != want.trim_matches('"') =>
+            {
                 Err(refused(Code::PreconditionFailed, 412))
             }
             _ => Ok(()),
@@ -191,7 +191,10 @@ impl Uploader {
     async fn put_whole(&mut self) -> Result<Finished, Error> {
         let mut call = Call::new(Method::PUT, Some(&self.key));
         call.headers.extend(self.meta.headers(true));
-        call.headers.extend(self.condition.headers());
+        if let Some(condition) = &self.condition {
+            let (name, value) = condition.header();
+            call = call.header(name, value);
+        }
         call.body = match self.current.take() {
             Some(mut spool) => {
                 spool.file.flush().await?;
