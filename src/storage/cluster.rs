@@ -18,7 +18,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt as _};
 
 use super::s3::{self, ByteRange, Code, CompletedPart, Finished, WriteIf};
-use super::{Hashes, IngestError, Ingested, Staged};
+use super::{Digests, Hashes, IngestError, Ingested, Staged};
 use crate::db::objects::{Body, ObjectMeta, ObjectRecord};
 
 /// The prefix of the user-metadata names postgate keeps for itself in the backend.
@@ -130,6 +130,8 @@ where
     let mut size: u64 = 0;
     let mut buf: Vec<u8> = Vec::new();
     let mut upload: Option<s3::Uploader> = None;
+    // A body held in memory is hashed here; past it, on the blocking pool (`HashJob`).
+    let mut job: Option<HashJob> = None;
     let fed = async {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(IngestError::Body)?;
@@ -138,7 +140,16 @@ where
                 return Err(IngestError::TooLarge { seen: size });
             }
             sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
-            hashes.update(&chunk);
+            match &mut job {
+                Some(job) => job.update(&chunk).await?,
+                None if size as usize > inline_max => {
+                    let mut started =
+                        HashJob::start(std::mem::replace(&mut hashes, Hashes::new(false, None)));
+                    started.update(&chunk).await?;
+                    job = Some(started);
+                }
+                None => hashes.update(&chunk),
+            }
             match &mut upload {
                 Some(up) => up.write(&chunk).await.map_err(to_ingest)?,
                 None if size as usize > inline_max => {
@@ -171,16 +182,87 @@ where
             return Err(e);
         }
     };
+    let digests = match job {
+        Some(job) => match job.finish().await {
+            Ok(digests) => digests,
+            Err(e) => {
+                if let Some(up) = upload {
+                    up.abort().await;
+                }
+                return Err(IngestError::Io(e));
+            }
+        },
+        None => hashes.finish(),
+    };
     let staged = match upload {
         Some(up) => Staged::Backend(Box::new(up)),
         None => Staged::Inline(buf),
     };
     Ok(Ingested {
         size,
-        digests: hashes.finish(),
+        digests,
         detected,
         staged,
     })
+}
+
+/// Chunks are handed to the hashing job in batches of about this many bytes.
+const HASH_BATCH: usize = 512 * 1024;
+/// Batches queued for the hashing job; the body waits when they are all taken.
+const HASH_DEPTH: usize = 4;
+
+/// A body's digests (MD5, SHA-256, an additional checksum) computed on the blocking pool, as
+/// the filesystem store's ingest does: hashing a large body on an async worker would hold up
+/// every other request that worker serves. The chunks are shared with the job, not copied.
+struct HashJob {
+    tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    batch: Vec<Bytes>,
+    batch_bytes: usize,
+    task: tokio::task::JoinHandle<Digests>,
+}
+
+impl HashJob {
+    fn start(mut hashes: Hashes) -> HashJob {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_DEPTH);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = rx.blocking_recv() {
+                batch.iter().for_each(|chunk| hashes.update(chunk));
+            }
+            hashes.finish()
+        });
+        HashJob {
+            tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            task,
+        }
+    }
+
+    async fn update(&mut self, chunk: &Bytes) -> io::Result<()> {
+        self.batch.push(chunk.clone());
+        self.batch_bytes += chunk.len();
+        if self.batch_bytes >= HASH_BATCH {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self) -> io::Result<()> {
+        self.batch_bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|_| io::Error::other("the hashing job stopped"))
+    }
+
+    async fn finish(mut self) -> io::Result<Digests> {
+        if !self.batch.is_empty() {
+            self.send().await?;
+        }
+        drop(self.tx);
+        self.task.await.map_err(io::Error::other)
+    }
 }
 
 /// `Storage::ingest` under S3 for a part of a client's multipart upload: the chunks go to
@@ -191,13 +273,14 @@ pub(super) async fn ingest_part<S, E>(
     mut part: s3::PendingPart,
     mut body: S,
     max_size: u64,
-    mut hashes: Hashes,
+    hashes: Hashes,
     mut sniff: crate::sniff::Sniffer,
 ) -> Result<Ingested, IngestError<E>>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     let mut size: u64 = 0;
+    let mut job = HashJob::start(hashes);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(IngestError::Body)?;
         size += chunk.len() as u64;
@@ -205,13 +288,14 @@ where
             return Err(IngestError::TooLarge { seen: size });
         }
         sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
-        hashes.update(&chunk);
+        job.update(&chunk).await?;
         part.write(chunk).await.map_err(to_ingest)?;
     }
     let detected = sniff.finish().map_err(IngestError::Mismatch)?;
+    let digests = job.finish().await?;
     Ok(Ingested {
         size,
-        digests: hashes.finish(),
+        digests,
         detected,
         staged: Staged::Part(Box::new(part)),
     })

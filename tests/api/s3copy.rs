@@ -598,3 +598,49 @@ async fn the_orphan_sweep_aborts_only_old_unnamed_uploads() {
         .await
         .assert_status(200);
 }
+
+/// By hand (`--run-ignored only --no-capture`): 4 concurrent PUTs of 64 MiB through a gateway
+/// (the body hashed for its ETag as it streams into the backend) while small GETs run; prints
+/// the wall time and the slowest small GET (an async worker busy hashing delays it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn timing_of_large_puts_through_the_gateway() {
+    let (_backend, gw) = setup(|_| {}).await;
+    gw.create_bucket("bkt").await;
+    gw.put("/bkt/small", b"small").await;
+    let data = bytes::Bytes::from(pattern(64 * MIB, 5));
+    let gw = std::sync::Arc::new(gw);
+    let started = std::time::Instant::now();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (gw, done) = (gw.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                gw.req(Method::GET, "/bkt/small")
+                    .send()
+                    .await
+                    .assert_status(200);
+                worst = worst.max(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            worst
+        })
+    };
+    let puts: Vec<_> = (0..4)
+        .map(|i| {
+            let (gw, data) = (gw.clone(), data.clone());
+            tokio::spawn(async move { gw.put(&format!("/bkt/big{i}"), &data).await })
+        })
+        .collect();
+    for put in puts {
+        put.await.unwrap();
+    }
+    let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = prober.await.unwrap();
+    println!(
+        "4 x 64 MiB PUT through the gateway: {wall:?}; slowest small GET meanwhile: {worst:?}"
+    );
+}
