@@ -773,3 +773,36 @@ def test_kill_one_osd_during_uploads(ceph, s3, bucket, pg, pgbucket):
         ["ceph", "-c", ceph.conf, "osd", "stat", "-f", "json"], capture_output=True, text=True, timeout=30
     )
     assert '"num_up_osds":2' in osd_up.stdout.replace(" ", ""), osd_up.stdout
+
+
+def test_through_postgate_copy_object_and_managed_multipart_copy(s3, pg, pgs3, pgbucket):
+    """CopyObject and UploadPartCopy through postgate are RGW's own server-side copies: boto3's
+    copy_object (metadata carried, a stale source condition refused with 412) and its managed
+    copy in 5 MiB UploadPartCopy parts, read back whole, with no upload left open."""
+    from boto3.s3.transfer import TransferConfig
+
+    body = os.urandom(12 * MIB)
+    pgs3.put_object(Bucket=pgbucket, Key="src.bin", Body=body, Metadata={"color": "blue"})
+    source = {"Bucket": pgbucket, "Key": "src.bin"}
+    copied = pgs3.copy_object(Bucket=pgbucket, Key="copy.bin", CopySource=source)
+    head = pgs3.head_object(Bucket=pgbucket, Key="copy.bin")
+    assert head["Metadata"] == {"color": "blue"}
+    assert copied["CopyObjectResult"]["ETag"] == head["ETag"]
+    assert pgs3.get_object(Bucket=pgbucket, Key="copy.bin")["Body"].read() == body
+    raw = s3.head_object(Bucket=pg.backend_bucket, Key=f"{pgbucket}/copy.bin")
+    assert raw["Metadata"]["color"] == "blue"
+    assert raw["Metadata"].get("postgate-owner")
+
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        pgs3.copy_object(
+            Bucket=pgbucket, Key="stale.bin", CopySource=source, CopySourceIfMatch='"0123456789abcdef0123456789abcdef"'
+        )
+    assert _status(e.value) == 412
+
+    config = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    pgs3.copy(source, pgbucket, "managed.bin", Config=config)
+    got = pgs3.get_object(Bucket=pgbucket, Key="managed.bin")
+    assert re.fullmatch(r"[0-9a-f]{32}-3", got["ETag"].strip('"')), got["ETag"]
+    assert hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(body).digest()
+    assert sorted(_backend_keys(s3, pg, pgbucket)) == [f"{pgbucket}/{k}" for k in ("copy.bin", "managed.bin", "src.bin")]
+    assert _backend_uploads(s3, pg, pgbucket) == []
