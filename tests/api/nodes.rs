@@ -432,3 +432,79 @@ async fn a_control_db_without_the_s3_backend_refuses_to_start() {
     assert!(message.contains("--backend s3"), "{message}");
     assert!(!message.contains("hunter2secret"), "{message}");
 }
+
+/// A link's multipart upload (Uppy's route) takes its slot in the shared counter too: with
+/// max_files = 1, an upload begun on A leaves nothing for a form on B, and B's own multipart
+/// start is refused as full.
+#[tokio::test]
+async fn a_multipart_upload_takes_the_shared_slot() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let (id, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "ups", "prefix": "m/", "max_files": 1}),
+    )
+    .await;
+    let (url, fields) = link_form(&b, &token, "?filename=f.txt&type=text%2Fplain").await;
+    let start = serde_json::json!({"filename": "big.bin", "type": "application/octet-stream"});
+    let (res, json) = call(
+        &a,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(start.clone()),
+    )
+    .await;
+    res.assert_status(200);
+    assert!(json["uploadId"].is_string(), "{json}");
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 1);
+    post_form(&b, &url, &fields, &[], "f.txt", b"one too many")
+        .await
+        .assert_error(403, "AccessDenied");
+    let (res, _) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(start),
+    )
+    .await;
+    assert!(res.status == 410 || res.status == 403, "{}", res.text());
+    assert_eq!(listed(&a, &id).await["uploaded_files"], 1);
+}
+
+/// Not a test: the time of 200 link reserves through PostgreSQL and through SQLite, printed
+/// for docs/cluster.md section 4 (`cargo nextest run --test api nodes::reserve_timing
+/// --run-ignored only --no-capture`, with `PG_DURABLE=1` for a PostgreSQL that fsyncs its commits
+/// as SQLite does).
+#[tokio::test]
+#[ignore]
+async fn reserve_timing() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let node = cluster.node("node-a", "ups").await;
+    let local = spawn_app().await;
+    local.create_bucket("ups").await;
+    for (name, app) in [("postgresql", &node), ("sqlite", &local)] {
+        let (id, _) = make_link(
+            app,
+            serde_json::json!({"bucket": "ups", "prefix": "t/", "max_files": 100000}),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        for i in 0..200 {
+            let slot = app
+                .state
+                .links
+                .reserve_form(&id, "ups", &format!("t/{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            app.state.links.end_form_slot(&slot, true).await.unwrap();
+        }
+        let per = started.elapsed() / 200;
+        eprintln!("{name}: 200 reserve + end, {per:?} each");
+    }
+}

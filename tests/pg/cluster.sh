@@ -47,9 +47,12 @@ start)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_postgres "$BIN/initdb" -D "$DIR/data" -U postgres --auth=trust --no-sync \
         -E UTF8 --locale=C >"$DIR/initdb.log" 2>&1 || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
-    # Only local connections exist: the socket in DIR and 127.0.0.1.
+    # Only local connections exist: the socket in DIR and 127.0.0.1. No fsync (a throwaway
+    # database), unless PG_DURABLE=1 (for timings comparable with SQLite's fsynced commits).
+    durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [[ ${PG_DURABLE:-0} == 1 ]] && durability=""
     as_postgres "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/postgres.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $DIR/sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $DIR/sock $durability -c max_connections=200" \
         start >/dev/null || { tail -n 20 "$DIR/postgres.log" >&2; die "pg_ctl start failed"; }
     url="postgres://postgres@127.0.0.1:$port/postgres"
     echo "POSTGATE_CONTROL_DB=$url" | tee "$DIR/env"
