@@ -211,7 +211,12 @@ pub struct CommonArgs {
     /// Several nodes: the PostgreSQL database they share links and their counters in
     /// (`postgres://user[:password]@host[:port]/database`, no TLS); `serve` takes it only with
     /// `--backend s3`. The `link` commands use it too.
-    #[arg(long, global = true, env = "POSTGATE_CONTROL_DB")]
+    #[arg(
+        long,
+        global = true,
+        env = "POSTGATE_CONTROL_DB",
+        hide_env_values = true
+    )]
     pub control_db: Option<String>,
 }
 
