@@ -255,17 +255,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     link.verify_type = input.verify_type;
     link.expire_objects_after = input.expire_objects_after.map(|s| s.0 as i64 * 1000);
     link.max_total_size = input.max_total_size.map(|s| s.0);
-    let stored = link.clone();
-    let webhook = input.webhook.clone();
-    app.db
-        .write(move |c| {
-            crate::db::links::insert(c, &stored)?;
-            match &webhook {
-                Some(name) => crate::db::events::set_link_webhook(c, &stored.id, name),
-                None => Ok(()),
-            }
-        })
-        .await?;
+    app.links.create(&link, input.webhook.clone()).await?;
     if input.webhook.is_some() {
         app.events.reload(&app.db).await?;
     }
@@ -285,7 +275,7 @@ pub async fn list_links(State(app): State<AppState>, req: Request) -> Result<Res
     let (parts, body) = req.into_parts();
     let base = base_url(&app, &parts.headers);
     let (key, _) = authenticate(&app, parts, body).await?;
-    let links = app.db.read(crate::db::links::list).await?;
+    let links = app.links.list().await?;
     let links: Vec<_> = links
         .iter()
         .filter(|l| key.is_admin || l.access_key == key.access_key)
@@ -311,10 +301,9 @@ pub async fn revoke_link(
     let (parts, body) = req.into_parts();
     let (key, _) = authenticate(&app, parts, body).await?;
     crate::telemetry::note(|t| t.link = Some(id.clone()));
-    let lookup = id.clone();
     let found = app
-        .db
-        .read(move |c| crate::db::links::get_by_id(c, &lookup))
+        .links
+        .get_by_id(&id)
         .await?
         .filter(|l| key.is_admin || l.access_key == key.access_key);
     let Some(link) = found else {
@@ -325,7 +314,9 @@ pub async fn revoke_link(
         ));
     };
     crate::telemetry::note(|t| t.bucket = Some(link.bucket.clone()));
-    // Its unfinished uploads are aborted in the same transaction; their parts are freed too.
+    // Revoked for every node first (with a shared control database), then here: its unfinished
+    // uploads are aborted in the same transaction; their parts are freed too.
+    app.links.revoke_shared(&link.id).await?;
     crate::objects::link::revoke(&app.db, &app.store, &link.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

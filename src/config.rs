@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// `--backend s3`: the region requests to the backend are signed for (default us-east-1).
     #[arg(long, env = "POSTGATE_BACKEND_REGION")]
     pub backend_region: Option<String>,
+    /// `--control-db`: this node's id on the link slots it takes (default: one generated once
+    /// and kept in the data directory's `node-id`).
+    #[arg(long, env = "POSTGATE_NODE_ID")]
+    pub node_id: Option<String>,
     // TLS.
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`. Re-read on
     /// SIGHUP, so a renewed certificate needs no restart.
@@ -204,6 +208,16 @@ pub struct CommonArgs {
     /// Directory holding the SQLite file, blobs and temp files.
     #[arg(long, global = true, env = "POSTGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Several nodes: the PostgreSQL database they share links and their counters in
+    /// (`postgres://user[:password]@host[:port]/database`, no TLS); `serve` takes it only with
+    /// `--backend s3`. The `link` commands use it too.
+    #[arg(
+        long,
+        global = true,
+        env = "POSTGATE_CONTROL_DB",
+        hide_env_values = true
+    )]
+    pub control_db: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -245,6 +259,8 @@ struct FileConfig {
     backend_endpoint: Option<String>,
     backend_bucket: Option<String>,
     backend_region: Option<String>,
+    control_db: Option<String>,
+    node_id: Option<String>,
     // TLS.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -283,6 +299,11 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Where object bytes and metadata live.
     pub backend: Backend,
+    /// The PostgreSQL URL of the control state shared by several nodes (`--control-db`).
+    /// `Debug` never shows it (it may carry a password).
+    pub control_db: Option<String>,
+    /// This node's id with `--control-db` (`None`: the data directory's `node-id`).
+    pub node_id: Option<String>,
 }
 
 /// How the upload page sends large files (`links::multipart`).
@@ -430,6 +451,8 @@ impl std::fmt::Debug for Config {
             )
             .field("tls", &self.tls)
             .field("backend", &self.backend)
+            .field("control_db", &self.control_db.as_ref().map(|_| "<set>"))
+            .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -558,7 +581,24 @@ impl Config {
                 }
             },
             backend,
+            control_db: common
+                .control_db
+                .clone()
+                .or(file.control_db)
+                .filter(|u| !u.is_empty()),
+            node_id: serve.node_id.clone().or(file.node_id),
         };
+        if let Some(id) = &config.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(ConfigError::Invalid(
+                "--node-id must be 1-64 of A-Z a-z 0-9 - _".into(),
+            ));
+        }
         for w in &config.webhooks {
             let name_ok = (1..=64).contains(&w.name.len())
                 && w.name
@@ -600,6 +640,8 @@ impl Config {
             webhooks: Vec::new(),
             tls: None,
             backend: Backend::Fs,
+            control_db: None,
+            node_id: None,
         }
     }
 
@@ -804,6 +846,7 @@ mod tests {
         let common = CommonArgs {
             config: Some(path),
             data_dir: None,
+            control_db: None,
         };
         let serve = ServeArgs {
             addr: Some("127.0.0.1:9200".parse().unwrap()),
@@ -829,6 +872,7 @@ mod tests {
         let common = CommonArgs {
             config: Some(path),
             data_dir: None,
+            control_db: None,
         };
         assert!(Config::resolve(&common, &ServeArgs::default()).is_err());
     }
@@ -845,6 +889,7 @@ mod tests {
         let common = CommonArgs {
             config: Some(path),
             data_dir: None,
+            control_db: None,
         };
         let serve = ServeArgs {
             max_connections: Some(20),
@@ -867,6 +912,7 @@ mod tests {
         let common = CommonArgs {
             config: Some(path),
             data_dir: None,
+            control_db: None,
         };
         assert!(Config::resolve(&common, &ServeArgs::default()).is_err());
     }

@@ -30,6 +30,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod cors;
 pub mod db;
 pub mod error;

@@ -365,6 +365,22 @@ async fn shutdown_signal() {
     }
 }
 
+/// Runs `f` against the shared control database at `url` (`--control-db`), for the `link`
+/// commands: a runtime of their own, since the CLI is synchronous.
+fn control<T, F, Fut>(url: &str, f: F) -> Result<T, Box<dyn std::error::Error>>
+where
+    F: FnOnce(postgate::control::Pg) -> Fut,
+    Fut: std::future::Future<Output = Result<T, db::DbError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(async {
+        let pg = postgate::control::Pg::connect(url, "cli").await?;
+        f(pg).await
+    })?)
+}
+
 fn with_db(common: &CommonArgs, f: impl FnOnce(&rusqlite::Connection) -> CliResult) -> CliResult {
     let config = Config::resolve(common, &ServeArgs::default())?;
     postgate::storage::private_dir(&config.data_dir)?;
@@ -482,7 +498,17 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
                     );
                 }
             }
-            db::links::insert(&conn, &link)?;
+            match &config.control_db {
+                // Shared first, then this node's copy (the nodes' SQLite joins need the row).
+                Some(url) => {
+                    let (shared, hook) = (link.clone(), webhook.clone());
+                    control(url, |pg| async move {
+                        pg.insert(&shared, hook.as_deref()).await
+                    })?;
+                    db::links::mirror(&conn, &link)?;
+                }
+                None => db::links::insert(&conn, &link)?,
+            }
             if let Some(name) = &webhook {
                 db::events::set_link_webhook(&conn, &link.id, name)?;
             }
@@ -492,11 +518,15 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             println!("{}/-/u/{}", base.trim_end_matches('/'), link.token);
         }
         LinkCommand::List => with_db(common, |conn| {
+            let links = match &common.control_db {
+                Some(url) => control(url, |pg| async move { pg.list().await })?,
+                None => db::links::list(conn)?,
+            };
             println!(
                 "{:<18} {:<24} {:<10} {:<8} {:<10} EXPIRES",
                 "ID", "BUCKET/PREFIX", "MAX SIZE", "FILES", "STATE"
             );
-            for l in db::links::list(conn)? {
+            for l in links {
                 let state = l.unusable().map_or("active", |_| "inactive");
                 let files = match l.max_files {
                     Some(m) => format!("{}/{m}", l.uploaded_files),
@@ -519,8 +549,22 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
             // part files removed; a part still arriving at a running server finds no upload.
             let config = Config::resolve(common, &ServeArgs::default())?;
             let conn = db::open_migrated(&config.db_path())?;
+            // With a shared control database, revoked there (for every node), then in this
+            // node's copy, which may not have it.
+            let token = match &config.control_db {
+                Some(url) => {
+                    let t = token.clone();
+                    control(url, |pg| async move { pg.revoke(&t).await })?
+                        .ok_or(format!("no link {token}"))?
+                }
+                None => token,
+            };
             let tx = conn.unchecked_transaction()?;
-            let blobs = db::links::revoke(&tx, &token)?.ok_or(format!("no link {token}"))?;
+            let blobs = match db::links::revoke(&tx, &token)? {
+                Some(blobs) => blobs,
+                None if config.control_db.is_some() => Vec::new(),
+                None => return Err(format!("no link {token}").into()),
+            };
             tx.commit()?;
             let store = postgate::storage::FsStore::open(&config.data_dir)?;
             for blob in &blobs {

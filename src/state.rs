@@ -44,6 +44,9 @@ pub struct AppState {
     pub db: Db,
     /// The storage backend (bytes and object catalog), through which the core reaches objects.
     pub store: Storage,
+    /// Where upload links and their counters live: this SQLite, or PostgreSQL shared by several
+    /// nodes (`--control-db`).
+    pub links: crate::control::Links,
     /// The `/-/metrics` registry, one per server.
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Who wants which object event (webhooks), and the delivery worker's wake-up.
@@ -68,6 +71,9 @@ pub enum StartError {
     /// The S3 backend's settings cannot make a client (a bad endpoint or bucket name).
     #[error("--backend s3: {0}")]
     Backend(String),
+    /// `--control-db` without `--backend s3`, or the control database cannot be reached.
+    #[error("--control-db: {0}")]
+    Control(String),
 }
 
 /// The S3 backend (`--backend s3`, experimental): a client of the configured bucket, spooling
@@ -112,6 +118,82 @@ fn open_s3(
     Ok(Storage::S3(backend))
 }
 
+/// Where links live: `--control-db`'s PostgreSQL (only over `--backend s3`: with the local
+/// store, objects are on one machine, so a second node could not serve them), else this SQLite.
+async fn open_links(
+    config: &Config,
+    db: &Db,
+    store: &Storage,
+) -> Result<crate::control::Links, StartError> {
+    let Some(url) = &config.control_db else {
+        return Ok(crate::control::Links::Local(db.clone()));
+    };
+    if store.backend().is_none() {
+        return Err(StartError::Control(
+            "a shared control database needs --backend s3: with the local store, objects live \
+             on this machine only, so other nodes could not serve them"
+                .into(),
+        ));
+    }
+    let node = match &config.node_id {
+        Some(id) => id.clone(),
+        None => node_id(&config.data_dir)
+            .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?,
+    };
+    let pg = crate::control::Pg::connect(url, &node)
+        .await
+        .map_err(|e| StartError::Control(e.to_string()))?;
+    tracing::info!(node = %node, "links and their counters are shared through the control database");
+    Ok(crate::control::Links::Shared { pg, db: db.clone() })
+}
+
+/// This node's id for the slots it takes in the control database: generated once and kept in
+/// the data directory's `node-id`, so a restarted node finds (and settles) its own slots.
+fn node_id(dir: &std::path::Path) -> std::io::Result<String> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) | Err(_) => {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// docs/cluster.md section 4's settle, for the form slots this node left in the control
+/// database when it was killed: each slot's key is looked up in the backend (HEAD); a file
+/// stored there for the slot's link since the slot was taken keeps it, any other slot is given
+/// back; one the backend cannot answer for now is left for the next start. Returns how many
+/// were given back.
+async fn settle_shared_slots(
+    pg: &crate::control::Pg,
+    store: &Storage,
+) -> Result<usize, StartError> {
+    let mut released = 0;
+    for slot in pg.open_slots().await? {
+        let head = match store.head(&slot.bucket, &slot.key).await {
+            Ok(head) => head,
+            // Undecided: the slot stays taken (never more than max_files) until the next start.
+            Err(e) => {
+                tracing::warn!(error = %e, slot = %slot.id, "cannot settle a link slot now");
+                continue;
+            }
+        };
+        // The backend's Last-Modified has second precision.
+        let stored = head.is_some_and(|o| {
+            o.meta.last_modified >= slot.taken_at - 1000
+                && o.meta
+                    .meta
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("upload-link") && *v == slot.link_id)
+        });
+        pg.end_form_slot(&slot.id, stored).await?;
+        released += usize::from(!stored);
+    }
+    Ok(released)
+}
+
 impl AppState {
     /// Opens the data directory: creates it, migrates the database, sweeps what a crash left
     /// behind and makes sure an admin key exists. Returns the state and, when a new admin key was
@@ -145,7 +227,11 @@ impl AppState {
 
         // Form uploads a killed server left between taking their link's slot and storing (or
         // refusing) the file: the slot stays taken only if the file was stored.
-        let released = db.write(db::links::settle_form_slots).await?;
+        let links = open_links(&config, &db, &store).await?;
+        let released = match links.shared() {
+            None => db.write(db::links::settle_form_slots).await?,
+            Some(pg) => settle_shared_slots(pg, &store).await?,
+        };
         if released > 0 {
             tracing::info!(
                 released,
@@ -198,6 +284,7 @@ impl AppState {
             config: Arc::new(config),
             db,
             store,
+            links,
             metrics,
             events,
             keys: Arc::new(RwLock::new(HashMap::new())),

@@ -67,6 +67,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "state",
             "telemetry",
             "units",
+            // A link's row and counter: this SQLite or the nodes' shared PostgreSQL.
+            "control",
         ],
     ),
     (
@@ -88,6 +90,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "units",
             // Notes the bucket, key, signer and link of its requests for the access log.
             "telemetry",
+            "control",
         ],
     ),
     // Shared state: the database, the storage backend and caches (decoded POST policies
@@ -104,6 +107,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "policy",
             "storage",
             "telemetry",
+            "control",
         ],
     ),
     // The core: knows nothing of HTTP, areas, routing or S3's error codes (see NEVER).
@@ -123,6 +127,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "storage",
         &["auth", "config", "db", "names", "sniff", "units", "xml"],
     ),
+    // The control state shared by several nodes (`--control-db`): the PostgreSQL twin of
+    // `db::links` and the `Links` seam that picks it or SQLite. Beside `db`, over it.
+    ("control", &["db"]),
     ("db", &["config", "names", "units"]),
     // Errors: every mapping to S3 errors, from the core and the layers below it.
     (
@@ -167,7 +174,7 @@ const STORAGE_SEAM: &str =
     "the areas reach the storage backend through `objects/`, so a backend is swapped in one place";
 
 /// Rooms that may not mention `axum` at all: the core and what lies under it.
-const NO_HTTP_FRAMEWORK: &[&str] = &["objects", "db", "storage", "events"];
+const NO_HTTP_FRAMEWORK: &[&str] = &["objects", "db", "storage", "events", "control"];
 
 #[test]
 fn module_graph_has_no_cycle_and_follows_the_agreed_direction() {

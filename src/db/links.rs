@@ -90,6 +90,62 @@ pub fn insert(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
     Ok(())
 }
 
+/// This node's copy of a link kept in the shared control database (`control::Links::Shared`):
+/// inserted, or its terms and revocation updated. `uploaded_files` is copied as read (the
+/// shared row's counts); `uploaded_bytes` stays this node's (what its SQLite quotas settle).
+pub fn mirror(conn: &Connection, l: &LinkRecord) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO links (token, id, bucket, prefix, max_size, content_type, max_files,
+             uploaded_files, access_key, created_at, expires_at, revoked, verify_type,
+             expire_objects_after, max_total_size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (token) DO UPDATE SET
+             prefix = excluded.prefix, max_size = excluded.max_size,
+             content_type = excluded.content_type, max_files = excluded.max_files,
+             uploaded_files = excluded.uploaded_files, access_key = excluded.access_key,
+             expires_at = excluded.expires_at, revoked = excluded.revoked,
+             verify_type = excluded.verify_type,
+             expire_objects_after = excluded.expire_objects_after,
+             max_total_size = excluded.max_total_size",
+    )?
+    .execute(params![
+        l.token,
+        l.id,
+        l.bucket,
+        l.prefix,
+        l.max_size as i64,
+        l.content_type,
+        l.max_files.map(|n| n as i64),
+        l.uploaded_files as i64,
+        l.access_key,
+        l.created_at,
+        l.expires_at,
+        l.revoked,
+        l.verify_type,
+        l.expire_objects_after,
+        l.max_total_size.map(|n| n as i64)
+    ])?;
+    Ok(())
+}
+
+/// Whether two copies of a link agree on everything but their counters (what
+/// [`mirror`] needs to refresh).
+pub fn same_terms(a: &LinkRecord, b: &LinkRecord) -> bool {
+    a.token == b.token
+        && a.id == b.id
+        && a.bucket == b.bucket
+        && a.prefix == b.prefix
+        && a.max_size == b.max_size
+        && a.content_type == b.content_type
+        && a.max_files == b.max_files
+        && a.access_key == b.access_key
+        && a.expires_at == b.expires_at
+        && a.revoked == b.revoked
+        && a.verify_type == b.verify_type
+        && a.expire_objects_after == b.expire_objects_after
+        && a.max_total_size == b.max_total_size
+}
+
 pub fn get(conn: &Connection, token: &str) -> Result<Option<LinkRecord>, DbError> {
     Ok(conn
         .query_row(

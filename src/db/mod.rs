@@ -61,6 +61,9 @@ pub enum DbError {
     Join(#[from] tokio::task::JoinError),
     #[error("database file: {0}")]
     File(#[from] std::io::Error),
+    /// The shared control database (`--control-db`, PostgreSQL) failed; never names its URL.
+    #[error("control database: {0}")]
+    Control(String),
 }
 
 impl DbError {

@@ -39,8 +39,7 @@ pub enum Unavailable {
 /// Loads the link behind `token`, then checks it can serve what the route `need`s: the one
 /// place that does, for the page, its JSON routes and Uppy's.
 pub async fn load(app: &AppState, token: &str, need: Need) -> Result<LinkRecord, Unavailable> {
-    let t = token.to_owned();
-    let link = match app.db.read(move |c| crate::db::links::get(c, &t)).await {
+    let link = match app.links.get(token).await {
         Ok(Some(link)) => link,
         Ok(None) => return Err(Unavailable::Unknown),
         Err(e) => return Err(Unavailable::Failed(e)),
@@ -299,11 +298,7 @@ pub(crate) async fn check_form(
     content_type: Option<&str>,
 ) -> Result<FormSlot, S3Error> {
     crate::telemetry::note(|t| t.link = Some(link_id.to_owned()));
-    let id = link_id.to_owned();
-    let link = app
-        .db
-        .read(move |c| crate::db::links::get_by_id(c, &id))
-        .await?;
+    let link = app.links.get_by_id(link_id).await?;
     let pinned = |policy: &crate::policy::Policy| {
         policy.conditions().iter().any(|c| {
             matches!(c.kind(), crate::policy::ConditionKind::Eq { field, value }
@@ -332,14 +327,10 @@ pub(crate) async fn check_form(
     if !link.accepts_type(content_type.unwrap_or("binary/octet-stream")) {
         return Err(wrong_type(&link));
     }
-    let (id, b, k) = (link.id.clone(), bucket.to_owned(), key.to_owned());
-    let reserved = app
-        .db
-        .write(move |c| crate::db::links::reserve_form(c, &id, &b, &k))
-        .await?;
+    let reserved = app.links.reserve_form(&link.id, bucket, key).await?;
     match reserved {
         Ok(slot) => Ok(FormSlot {
-            db: app.db.clone(),
+            links: app.links.clone(),
             slot: Some(slot),
             verify_type: link.verify_type,
         }),
@@ -359,9 +350,10 @@ pub(crate) async fn check_form(
 /// stored, else it is given back exactly once: by [`FormSlot::release`] on a failed upload, or,
 /// if the request is dropped midway (the client went away), when the guard is dropped. The slot
 /// is recorded in `link_form_slots` until then, so that if the server dies first, start-up
-/// settles it ([`crate::db::links::settle_form_slots`]).
+/// settles it ([`crate::db::links::settle_form_slots`], or over the shared control database the
+/// node's start-up settle of its own slots).
 pub(crate) struct FormSlot {
-    db: crate::db::Db,
+    links: crate::control::Links,
     /// The `link_form_slots` record.
     slot: Option<String>,
     /// The link demands that its files' bytes match their declared type.
@@ -375,15 +367,15 @@ impl FormSlot {
         if let Some(slot) = self.slot.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            let db = self.db.clone();
-            rt.spawn(async move { end_slot(&db, slot, true).await });
+            let links = self.links.clone();
+            rt.spawn(async move { end_slot(&links, slot, true).await });
         }
     }
 
     /// The upload failed: gives the slot back before the answer goes out.
     pub(crate) async fn release(mut self) {
         if let Some(slot) = self.slot.take() {
-            end_slot(&self.db, slot, false).await;
+            end_slot(&self.links, slot, false).await;
         }
     }
 }
@@ -393,18 +385,14 @@ impl Drop for FormSlot {
         if let Some(slot) = self.slot.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            let db = self.db.clone();
-            rt.spawn(async move { end_slot(&db, slot, false).await });
+            let links = self.links.clone();
+            rt.spawn(async move { end_slot(&links, slot, false).await });
         }
     }
 }
 
-async fn end_slot(db: &crate::db::Db, slot: String, stored: bool) {
-    let id = slot.clone();
-    if let Err(e) = db
-        .write(move |c| crate::db::links::end_form_slot(c, &id, stored))
-        .await
-    {
+async fn end_slot(links: &crate::control::Links, slot: String, stored: bool) {
+    if let Err(e) = links.end_form_slot(&slot, stored).await {
         tracing::error!(error = %e, slot = %slot, "ending a link form's slot failed");
     }
 }

@@ -235,11 +235,41 @@ pub(crate) async fn begin(
     // the free name is picked first and must still be free in the transaction (another file may
     // have taken it meanwhile: then picked again, a few times).
     let on_backend = app.on_s3_backend();
+    // With a shared control database the slot is taken there, before the transaction (which
+    // then takes none in this node's copy of the link), and given back if no upload is made.
+    let shared = match app.links.reserve_upload_shared(&link.id).await? {
+        None => false,
+        Some(reservation) => match link::refusal(&reservation) {
+            Some(refused) => return Err(refused.into()),
+            None => true,
+        },
+    };
+    let made = make_upload(app, link, &name, size, &mut record, on_backend, shared).await;
+    if made.is_err() && shared {
+        app.links.release_upload_shared(&link.id).await?;
+    }
+    let (key, upload_id) = made?;
+    crate::telemetry::note(|t| t.key = Some(key.clone()));
+    Ok((key, upload_id))
+}
+
+/// [`begin`]'s transaction, tried again when the free name it picked was taken meanwhile
+/// (S3 backend). `shared`: the slot is already taken in the shared control database.
+async fn make_upload(
+    app: &AppState,
+    link: &LinkRecord,
+    name: &str,
+    size: Option<u64>,
+    record: &mut crate::db::uploads::UploadRecord,
+    on_backend: bool,
+    shared: bool,
+) -> Result<(String, String), JsonError> {
     let mut attempts = 0;
-    let (key, upload_id) = loop {
+    loop {
         attempts += 1;
         if on_backend {
-            let (bucket, prefix, name) = (link.bucket.clone(), link.prefix.clone(), name.clone());
+            let (bucket, prefix, name) =
+                (link.bucket.clone(), link.prefix.clone(), name.to_owned());
             record.key = app
                 .db
                 .read(move |c| free_key(c, &bucket, &prefix, &name))
@@ -249,7 +279,7 @@ pub(crate) async fn begin(
             link.bucket.clone(),
             link.prefix.clone(),
             link.id.clone(),
-            name.clone(),
+            name.to_owned(),
         );
         let created = crate::objects::multipart::create(
             &app.db,
@@ -273,9 +303,11 @@ pub(crate) async fn begin(
                 )? {
                     return Ok(Err(Some(JsonError::from(crate::error::S3Error::from(e)))));
                 }
-                let reservation = crate::db::links::reserve_upload(c, &link_id)?;
-                if let Some(refused) = link::refusal(&reservation) {
-                    return Ok(Err(Some(refused.into())));
+                if !shared {
+                    let reservation = crate::db::links::reserve_upload(c, &link_id)?;
+                    if let Some(refused) = link::refusal(&reservation) {
+                        return Ok(Err(Some(refused.into())));
+                    }
                 }
                 crate::db::uploads::create(c, record)?;
                 Ok(Ok((record.key.clone(), record.upload_id.clone())))
@@ -283,7 +315,7 @@ pub(crate) async fn begin(
         )
         .await?;
         match created {
-            Ok(done) => break done,
+            Ok(done) => return Ok(done),
             Err(Some(refused)) => return Err(refused),
             Err(None) if attempts < 3 => continue,
             Err(None) => {
@@ -294,9 +326,7 @@ pub(crate) async fn begin(
                 ));
             }
         }
-    };
-    crate::telemetry::note(|t| t.key = Some(key.clone()));
-    Ok((key, upload_id))
+    }
 }
 
 /// `GET /-/u/{token}/uploads/{id}/parts/{n}`

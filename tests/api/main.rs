@@ -17,6 +17,7 @@ mod links;
 mod listing;
 mod mends3;
 mod multipart;
+mod nodes;
 mod objects;
 mod ops;
 mod permissions;

@@ -207,7 +207,7 @@ PG_SECRET_KEY = "ceph-secret-key-0123456789abcdefghijkl"
 class Gateway:
     """One postgate process with `--backend s3` against the cluster's RGW."""
 
-    def __init__(self, root: Path, ceph: Cluster, backend_bucket: str):
+    def __init__(self, root: Path, ceph: Cluster, backend_bucket: str, extra_env: dict | None = None):
         from conftest import _binary, _free_port, _wait_ok
 
         self.binary = _binary()
@@ -225,6 +225,7 @@ class Gateway:
             AWS_ACCESS_KEY_ID=ceph.access_key,
             AWS_SECRET_ACCESS_KEY=ceph.secret_key,
         )
+        self.env.update(extra_env or {})
         for _attempt in range(3):
             self.endpoint = f"http://127.0.0.1:{_free_port()}"
             with open(self.log_path, "ab") as log:
@@ -563,6 +564,74 @@ class _SlowBody:
 
     def tell(self) -> int:
         return self.pos
+
+
+PG_SH = REPO / "tests" / "pg" / "cluster.sh"
+
+
+def test_two_nodes_hold_a_links_max_files(ceph, s3, tmp_path_factory):
+    """Two postgate nodes over the cluster's RGW sharing one PostgreSQL (`--control-db`): 20
+    concurrent form uploads alternating between them on a link with max_files 5 store exactly 5
+    files in RGW, refuse 15 with the link's full answer, and both nodes count 5."""
+    import concurrent.futures
+    import json
+
+    import tempfile
+
+    # Straight under /tmp: the `postgres` user must reach it (pytest's own dirs are root's alone).
+    pgdir = Path(tempfile.mkdtemp(prefix="postgate-pg-"))
+    started = subprocess.run(["bash", str(PG_SH), "start", str(pgdir)], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip().split("POSTGATE_CONTROL_DB=", 1)[1].splitlines()[0]
+    backend_bucket = f"pgnodes-{uuid.uuid4().hex[:12]}"
+    rgw_client(ceph).create_bucket(Bucket=backend_bucket)
+    nodes = []
+    try:
+        for name in ("a", "b"):
+            nodes.append(
+                Gateway(tmp_path_factory.mktemp(f"node-{name}"), ceph, backend_bucket,
+                        {"POSTGATE_CONTROL_DB": url, "POSTGATE_NODE_ID": f"node-{name}"})
+            )
+        bucket = f"nb-{uuid.uuid4().hex[:12]}"
+        for node in nodes:
+            node.client().create_bucket(Bucket=bucket)
+        http = urllib3.PoolManager(maxsize=32)
+        auth = {"authorization": f"Bearer {PG_ACCESS_KEY}:{PG_SECRET_KEY}"}
+        made = http.request("POST", f"{nodes[0].endpoint}/-/api/links", headers=auth,
+                            body=json.dumps({"bucket": bucket, "prefix": "in/", "max_files": 5}))
+        assert made.status == 201, made.data
+        link = json.loads(made.data)
+        token = link["url"].rsplit("/-/u/", 1)[1]
+        forms = []
+        for i in range(20):
+            node = nodes[i % 2]
+            res = http.request("GET", f"{node.endpoint}/-/u/{token}/policy?filename=f{i}.txt&type=text%2Fplain")
+            assert res.status == 200, res.data
+            forms.append(json.loads(res.data))
+
+        def post(i: int) -> urllib3.BaseHTTPResponse:
+            form = forms[i]
+            fields = list(form["fields"].items()) + [("file", ("f.txt", f"file {i}".encode(), "text/plain"))]
+            return http.request("POST", form["url"], fields=fields)
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(post, range(20)))
+        statuses = sorted(r.status for r in answers)
+        assert statuses == [201] * 5 + [403] * 15, statuses
+        for r in answers:
+            if r.status == 403:
+                assert b"received all the files" in r.data, r.data
+        listed = s3.list_objects_v2(Bucket=backend_bucket, Prefix=f"{bucket}/in/")
+        assert len(listed.get("Contents", [])) == 5
+        for node in nodes:
+            res = http.request("GET", f"{node.endpoint}/-/api/links", headers=auth)
+            mine = [l for l in json.loads(res.data)["links"] if l["id"] == link["id"]]
+            assert mine and mine[0]["uploaded_files"] == 5, mine
+    finally:
+        for node in nodes:
+            node.stop()
+        subprocess.run(["bash", str(PG_SH), "stop", str(pgdir)], timeout=60)
+        shutil.rmtree(pgdir, ignore_errors=True)
 
 
 def _slow_chunks(data: bytes, started: threading.Event, release: threading.Event):

@@ -1,0 +1,338 @@
+//! PostgreSQL, the control database several nodes share (`--control-db`): its pool, its
+//! migrations and every statement postgate sends it. The PostgreSQL twin of `db::links`.
+
+use deadpool_postgres::{Pool, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::db::links::{LinkRecord, Reservation};
+use crate::db::{DbError, now_millis};
+
+/// The PostgreSQL migrations, in order: the number of applied ones is kept in
+/// `postgate_schema`. Append only.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_links.sql")];
+
+/// Any key of `pg_advisory_xact_lock`, the same on every node: nodes starting together migrate
+/// one after the other.
+const MIGRATION_LOCK: i64 = 0x706f_7374_6761_7465; // "postgate"
+
+/// Connections per node: each statement holds one for a round trip, so a few serve many uploads.
+const POOL_SIZE: usize = 16;
+
+/// The shared control database and this node's id (on the slot rows it takes).
+#[derive(Clone)]
+pub struct Pg {
+    pool: Pool,
+    node: std::sync::Arc<str>,
+}
+
+fn pg_error(e: impl std::fmt::Display) -> DbError {
+    DbError::Control(e.to_string())
+}
+
+const COLUMNS: &str = "token, id, bucket, prefix, max_size, content_type, max_files, \
+    uploaded_files, access_key, created_at, expires_at, revoked, verify_type, \
+    expire_objects_after, max_total_size, uploaded_bytes";
+
+fn from_row(r: &tokio_postgres::Row) -> Result<LinkRecord, DbError> {
+    let u = |n: i64| n.max(0) as u64;
+    Ok(LinkRecord {
+        token: r.try_get(0).map_err(pg_error)?,
+        id: r.try_get(1).map_err(pg_error)?,
+        bucket: r.try_get(2).map_err(pg_error)?,
+        prefix: r.try_get(3).map_err(pg_error)?,
+        max_size: u(r.try_get(4).map_err(pg_error)?),
+        content_type: r.try_get(5).map_err(pg_error)?,
+        max_files: r.try_get::<_, Option<i64>>(6).map_err(pg_error)?.map(u),
+        uploaded_files: u(r.try_get(7).map_err(pg_error)?),
+        access_key: r.try_get(8).map_err(pg_error)?,
+        created_at: r.try_get(9).map_err(pg_error)?,
+        expires_at: r.try_get(10).map_err(pg_error)?,
+        revoked: r.try_get(11).map_err(pg_error)?,
+        verify_type: r.try_get(12).map_err(pg_error)?,
+        expire_objects_after: r.try_get(13).map_err(pg_error)?,
+        max_total_size: r.try_get::<_, Option<i64>>(14).map_err(pg_error)?.map(u),
+        uploaded_bytes: u(r.try_get(15).map_err(pg_error)?),
+    })
+}
+
+/// A form slot a node took and has not ended ([`Pg::open_slots`]).
+#[derive(Debug, Clone)]
+pub struct OpenSlot {
+    pub id: String,
+    pub link_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub taken_at: i64,
+}
+
+impl Pg {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/database`, no TLS) and applies
+    /// the migrations not yet applied. The URL is never logged: errors name no part of it.
+    pub async fn connect(url: &str, node: &str) -> Result<Pg, DbError> {
+        let mut config = deadpool_postgres::Config::new();
+        config.url = Some(url.to_owned());
+        config.pool = Some(deadpool_postgres::PoolConfig::new(POOL_SIZE));
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| DbError::Control(format!("--control-db: {e}")))?;
+        let pg = Pg {
+            pool,
+            node: node.into(),
+        };
+        pg.migrate().await?;
+        Ok(pg)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
+        self.pool.get().await.map_err(pg_error)
+    }
+
+    /// Applies the migrations past `postgate_schema`'s count, each in one transaction with the
+    /// count, under an advisory lock: idempotent, and safe when several nodes start at once.
+    async fn migrate(&self) -> Result<(), DbError> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS postgate_schema (
+                     version    INTEGER PRIMARY KEY,
+                     applied_at BIGINT  NOT NULL
+                 )",
+            )
+            .await
+            .or_else(|e| {
+                // Two nodes creating it at once: the loser sees a unique violation.
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                    Ok(())
+                } else {
+                    Err(pg_error(e))
+                }
+            })?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg_error)?;
+        let applied: i32 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM postgate_schema", &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            tx.batch_execute(sql).await.map_err(pg_error)?;
+            tx.execute(
+                "INSERT INTO postgate_schema (version, applied_at) VALUES ($1, $2)",
+                &[&(i as i32 + 1), &now_millis()],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub async fn insert(&self, l: &LinkRecord, webhook: Option<&str>) -> Result<(), DbError> {
+        let n = |v: Option<u64>| v.map(|n| n as i64);
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO links (token, id, bucket, prefix, max_size, content_type, max_files,
+                     access_key, created_at, expires_at, verify_type, expire_objects_after,
+                     max_total_size, webhook)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                &[
+                    &l.token,
+                    &l.id,
+                    &l.bucket,
+                    &l.prefix,
+                    &(l.max_size as i64),
+                    &l.content_type,
+                    &n(l.max_files),
+                    &l.access_key,
+                    &l.created_at,
+                    &l.expires_at,
+                    &l.verify_type,
+                    &l.expire_objects_after,
+                    &n(l.max_total_size),
+                    &webhook,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn one(&self, column: &str, value: &str) -> Result<Option<LinkRecord>, DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM links WHERE {column} = $1"))
+            .await
+            .map_err(pg_error)?;
+        match client.query_opt(&stmt, &[&value]).await.map_err(pg_error)? {
+            Some(row) => Ok(Some(from_row(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get(&self, token: &str) -> Result<Option<LinkRecord>, DbError> {
+        self.one("token", token).await
+    }
+
+    pub async fn get_by_id(&self, id: &str) -> Result<Option<LinkRecord>, DbError> {
+        self.one("id", id).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<LinkRecord>, DbError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {COLUMNS} FROM links ORDER BY created_at"),
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Revokes by token or public id; `None`: no such link, else its id.
+    pub async fn revoke(&self, token_or_id: &str) -> Result<Option<String>, DbError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "UPDATE links SET revoked = true WHERE token = $1 OR id = $1 RETURNING id",
+                &[&token_or_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Why a reservation of link `id` changed no row: unknown, or refused with the link as it is.
+    async fn refused(&self, id: &str) -> Result<Reservation, DbError> {
+        Ok(match self.get_by_id(id).await? {
+            None => Reservation::Unknown,
+            Some(link) => Reservation::Refused(Box::new(link)),
+        })
+    }
+
+    /// `db::links::reserve_upload` in PostgreSQL: the same single conditional `UPDATE`, whose
+    /// row lock serialises the reservations of every node.
+    pub async fn reserve_upload(&self, id: &str) -> Result<Reservation, DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE links SET uploaded_files = uploaded_files + 1
+                 WHERE id = $1 AND NOT revoked AND expires_at > $2
+                   AND (max_files IS NULL OR uploaded_files < max_files)",
+            )
+            .await
+            .map_err(pg_error)?;
+        let taken = client
+            .execute(&stmt, &[&id, &now_millis()])
+            .await
+            .map_err(pg_error)?;
+        drop(client);
+        if taken == 1 {
+            return Ok(Reservation::Taken);
+        }
+        self.refused(id).await
+    }
+
+    /// Gives back one slot taken with [`Pg::reserve_upload`].
+    pub async fn release_upload(&self, id: &str) -> Result<(), DbError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE links SET uploaded_files = uploaded_files - 1
+                 WHERE id = $1 AND uploaded_files > 0",
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// `db::links::reserve_form` in PostgreSQL: the slot and its row (with this node's id) in
+    /// one statement, so one commits only with the other.
+    pub async fn reserve_form(
+        &self,
+        link_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Result<String, Reservation>, DbError> {
+        let slot = uuid::Uuid::new_v4().simple().to_string();
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH taken AS (
+                     UPDATE links SET uploaded_files = uploaded_files + 1
+                     WHERE id = $1 AND NOT revoked AND expires_at > $2
+                       AND (max_files IS NULL OR uploaded_files < max_files)
+                     RETURNING id)
+                 INSERT INTO link_form_slots (id, link_id, bucket, key, node, taken_at)
+                 SELECT $3, id, $4, $5, $6, $2 FROM taken",
+            )
+            .await
+            .map_err(pg_error)?;
+        let node: &str = &self.node;
+        let taken = client
+            .execute(
+                &stmt,
+                &[&link_id, &now_millis(), &slot, &bucket, &key, &node],
+            )
+            .await
+            .map_err(pg_error)?;
+        drop(client);
+        if taken == 1 {
+            return Ok(Ok(slot));
+        }
+        Ok(Err(self.refused(link_id).await?))
+    }
+
+    /// `db::links::end_form_slot` in PostgreSQL: only the statement that deletes the slot's row
+    /// gives its slot back (when not `stored`), so a slot is given back at most once.
+    pub async fn end_form_slot(&self, slot: &str, stored: bool) -> Result<(), DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH gone AS (DELETE FROM link_form_slots WHERE id = $1 RETURNING link_id)
+                 UPDATE links SET uploaded_files = uploaded_files - 1
+                 WHERE NOT $2 AND uploaded_files > 0 AND id IN (SELECT link_id FROM gone)",
+            )
+            .await
+            .map_err(pg_error)?;
+        client
+            .execute(&stmt, &[&slot, &stored])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// The form slots this node took and never ended (it was killed meanwhile).
+    pub async fn open_slots(&self) -> Result<Vec<OpenSlot>, DbError> {
+        let node: &str = &self.node;
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, link_id, bucket, key, taken_at FROM link_form_slots WHERE node = $1",
+                &[&node],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| OpenSlot {
+                id: r.get(0),
+                link_id: r.get(1),
+                bucket: r.get(2),
+                key: r.get(3),
+                taken_at: r.get(4),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,510 @@
+//! Several gateway nodes (docs/cluster.md sections 3-4): two postgate nodes, both `--backend s3`
+//! in front of one cluster postgate, sharing links and their counters through one PostgreSQL
+//! (`--control-db`, started by `tests/pg/cluster.sh` for each test). Everything over real HTTP
+//! on 127.0.0.1; the nodes share their admin key (POSTGATE_ACCESS_KEY/SECRET_KEY) and each
+//! creates the bucket, since keys and buckets are still each node's.
+//!
+//! Without PostgreSQL's binaries the tests fail when `CI` is set, and say they skip otherwise.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::helpers::*;
+use crate::linkkit::{api, call, link_form, make_link, post_form};
+
+/// The backend bucket every node stores into.
+const CLUSTER: &str = "cluster";
+
+/// A throwaway PostgreSQL (`tests/pg/cluster.sh`), stopped on drop.
+struct Postgres {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg/cluster.sh")
+}
+
+/// Starts PostgreSQL, or `None` (with the reason printed) when its binaries are missing and
+/// `CI` is not set; in CI a missing PostgreSQL fails the test.
+fn postgres() -> Option<Postgres> {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().any(|v| v.path().join("bin/pg_ctl").exists()))
+        .unwrap_or(false);
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL is not installed (/usr/lib/postgresql/*/bin/pg_ctl): .ci/run installs it"
+        );
+        eprintln!("SKIPPED: PostgreSQL is not installed (apt-get install postgresql)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(script())
+        .arg("start")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cluster.sh start: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("POSTGATE_CONTROL_DB="))
+        .expect("cluster.sh prints the URL")
+        .to_owned();
+    Some(Postgres { dir, url })
+}
+
+/// The cluster postgate (its bucket made) and the shared PostgreSQL.
+struct Cluster {
+    backend: TestApp,
+    pg: Postgres,
+}
+
+async fn cluster() -> Option<Cluster> {
+    let pg = postgres()?;
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    Some(Cluster { backend, pg })
+}
+
+impl Cluster {
+    /// A node in this process, `--backend s3` over the cluster, `--control-db`, with `bucket`.
+    async fn node(&self, id: &str, bucket: &str) -> TestApp {
+        let (endpoint, url, id) = (
+            self.backend.base.clone(),
+            self.pg.url.clone(),
+            id.to_owned(),
+        );
+        let node = spawn_app_with(move |config| {
+            config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+                endpoint,
+                bucket: CLUSTER.into(),
+                region: REGION.into(),
+                access_key_id: ADMIN_AK.into(),
+                secret_access_key: ADMIN_SK.into(),
+            });
+            config.control_db = Some(url);
+            config.node_id = Some(id);
+        })
+        .await;
+        node.create_bucket(bucket).await;
+        node
+    }
+
+    /// The keys of the cluster's bucket under `prefix`.
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        let res = self
+            .backend
+            .req(Method::GET, &format!("/{CLUSTER}"))
+            .query(&format!("list-type=2&prefix={prefix}"))
+            .send()
+            .await;
+        res.assert_status(200);
+        xml_tags(&res.text(), "Key")
+    }
+}
+
+/// The link `id` as a node's JSON API lists it.
+async fn listed(node: &TestApp, id: &str) -> serde_json::Value {
+    let (res, json) = api(
+        node,
+        Method::GET,
+        "/-/api/links",
+        (ADMIN_AK, ADMIN_SK),
+        serde_json::Value::Null,
+    )
+    .await;
+    res.assert_status(200);
+    json["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id)
+        .unwrap_or_else(|| panic!("link {id} not listed: {json}"))
+        .clone()
+}
+
+/// (a) A link with max_files = 5 and 20 concurrent form uploads alternating between two nodes:
+/// exactly 5 stored in the cluster, 15 refused with the link's full answer, and both nodes
+/// count 5.
+#[tokio::test]
+async fn max_files_holds_across_nodes_under_concurrent_uploads() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let (id, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "ups", "prefix": "in/", "max_files": 5}),
+    )
+    .await;
+    let nodes = [&a, &b];
+    // Every form first (the link is not full yet), then all the files at once.
+    let mut forms = Vec::new();
+    for i in 0..20 {
+        let node = nodes[i % 2];
+        let query = format!("?filename=f{i}.txt&type=text%2Fplain");
+        forms.push((node, link_form(node, &token, &query).await));
+    }
+    let uploads = forms
+        .iter()
+        .enumerate()
+        .map(|(i, (node, (url, fields)))| async move {
+            post_form(
+                node,
+                url,
+                fields,
+                &[],
+                "f.txt",
+                format!("file {i}").as_bytes(),
+            )
+            .await
+        });
+    let answers = futures_util::future::join_all(uploads).await;
+    let stored = answers.iter().filter(|r| r.status == 201).count();
+    let full: Vec<_> = answers.iter().filter(|r| r.status != 201).collect();
+    assert_eq!(
+        stored,
+        5,
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(full.len(), 15);
+    for res in full {
+        res.assert_error(403, "AccessDenied");
+        assert!(
+            res.text().contains("received all the files"),
+            "{}",
+            res.text()
+        );
+    }
+    assert_eq!(cluster.keys("ups/in/").await.len(), 5);
+    for node in nodes {
+        assert_eq!(listed(node, &id).await["uploaded_files"], 5);
+        // The page of a full link gives no more forms, on either node.
+        let (res, _) = call(node, Method::GET, &format!("/-/u/{token}/policy"), None).await;
+        res.assert_status(410);
+    }
+}
+
+/// (b) A link made on node A works on node B; revoked on B, it refuses on A.
+#[tokio::test]
+async fn a_link_is_the_same_link_on_every_node() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let (id, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "ups", "prefix": "b/", "max_files": 3}),
+    )
+    .await;
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 0);
+    let (url, fields) = link_form(&b, &token, "?filename=one.txt&type=text%2Fplain").await;
+    post_form(&b, &url, &fields, &[], "one.txt", b"through b")
+        .await
+        .assert_status(201);
+    assert_eq!(listed(&a, &id).await["uploaded_files"], 1);
+    // A form A gave out before the revocation.
+    let (url, early) = link_form(&a, &token, "?filename=two.txt&type=text%2Fplain").await;
+    let (res, _) = api(
+        &b,
+        Method::DELETE,
+        &format!("/-/api/links/{id}"),
+        (ADMIN_AK, ADMIN_SK),
+        serde_json::Value::Null,
+    )
+    .await;
+    res.assert_status(204);
+    let (res, _) = call(&a, Method::GET, &format!("/-/u/{token}/policy"), None).await;
+    res.assert_status(410);
+    let res = post_form(&a, &url, &early, &[], "two.txt", b"too late").await;
+    res.assert_error(403, "AccessDenied");
+    assert_eq!(cluster.keys("ups/b/").await, ["ups/b/one.txt"]);
+    assert_eq!(listed(&a, &id).await["revoked"], true);
+}
+
+/// (c) An object written through A is read, listed and deleted through B; a POST form signed
+/// for A is accepted by B.
+#[tokio::test]
+async fn objects_and_forms_are_any_nodes() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "shared").await;
+    let b = cluster.node("node-b", "shared").await;
+    a.req(Method::PUT, "/shared/x")
+        .header("x-amz-meta-from", "a")
+        .body(b"written through a".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let got = b.get("/shared/x").await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], b"written through a");
+    assert_eq!(got.header("x-amz-meta-from"), Some("a"));
+    let listed = b
+        .req(Method::GET, "/shared")
+        .query("list-type=2")
+        .send()
+        .await;
+    assert_eq!(xml_tags(&listed.text(), "Key"), ["x"]);
+    let req = postgate::policy::PostPolicyRequest::new(
+        "shared",
+        postgate::policy::KeySpec::Exact("posted".into()),
+        1000,
+    );
+    let form = postgate::policy::issue(
+        &req,
+        ADMIN_AK,
+        ADMIN_SK,
+        REGION,
+        &format!("{}/shared", a.base),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let to_b = format!("{}/shared", b.base);
+    post_form(&b, &to_b, &form.fields, &[], "p.txt", b"posted to b")
+        .await
+        .assert_status(204);
+    assert_eq!(&a.get("/shared/posted").await.body[..], b"posted to b");
+    b.delete("/shared/x").await.assert_status(204);
+    a.get("/shared/x").await.assert_error(404, "NoSuchKey");
+    assert_eq!(cluster.keys("shared/").await, ["shared/posted"]);
+}
+
+/// Node A as its own process (so that it can be SIGKILLed), `--backend s3` and `--control-db`
+/// on the data directory `dir`.
+async fn node_process(cluster: &Cluster, dir: &Path) -> ServerProcess {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"));
+    cmd.env("POSTGATE_BACKEND", "s3")
+        .env("POSTGATE_BACKEND_ENDPOINT", &cluster.backend.base)
+        .env("POSTGATE_BACKEND_BUCKET", CLUSTER)
+        .env("POSTGATE_CONTROL_DB", &cluster.pg.url)
+        .env("AWS_ACCESS_KEY_ID", ADMIN_AK)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN_SK);
+    start_process(cmd, dir, "warn", Duration::from_secs(30)).await
+}
+
+/// A form upload whose file never finishes: the fields and the first bytes of the file, then
+/// nothing (the node has taken the link's slot by then).
+async fn stalled_upload(http: reqwest::Client, url: String, fields: Vec<(String, String)>) {
+    let boundary = "postgate-stalled-upload";
+    let mut head = String::new();
+    for (k, v) in &fields {
+        head.push_str(&format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+        ));
+    }
+    head.push_str(&format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"s.txt\"\r\n\
+         content-type: text/plain\r\n\r\nthe first bytes"
+    ));
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) })
+        .chain(futures_util::stream::pending());
+    let _ = http
+        .post(url)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await;
+}
+
+use futures_util::StreamExt;
+
+/// The page's form for file `name` from the node at `base`: (url, fields).
+async fn form_at(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> (String, Vec<(String, String)>) {
+    let res = http
+        .get(format!(
+            "{base}/-/u/{token}/policy?filename={name}&type=text%2Fplain"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let json: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let fields = json["fields"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    (json["url"].as_str().unwrap().to_owned(), fields)
+}
+
+/// (d) Node A SIGKILLed while 3 slow uploads hold slots of a link: after its restart (and the
+/// settle of its own slots, HEAD in the cluster), `uploaded_files` equals the number of the
+/// link's objects in the cluster.
+#[tokio::test]
+async fn a_killed_node_settles_its_slots_when_it_restarts() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let b = cluster.node("node-b", "ups").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = node_process(&cluster, dir.path()).await;
+    req_to(&a.base, &a.host, &a.http, Method::PUT, "/ups")
+        .send()
+        .await
+        .assert_status(200);
+    let (id, token) = make_link(
+        &b,
+        serde_json::json!({"bucket": "ups", "prefix": "k/", "max_files": 10}),
+    )
+    .await;
+    // One file stored through A, one through B.
+    let (base, http) = (a.base.clone(), a.http.clone());
+    for (node_base, name) in [(base.clone(), "done-a.txt"), (b.base.clone(), "done-b.txt")] {
+        let (url, fields) = form_at(&http, &node_base, &token, name).await;
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text(k, v);
+        }
+        form = form.part("file", reqwest::multipart::Part::bytes(b"done".to_vec()));
+        let res = http.post(url).multipart(form).send().await.unwrap();
+        assert_eq!(res.status(), 201, "{name}");
+    }
+    // Three slow uploads through A.
+    let mut stalled = Vec::new();
+    for i in 0..3 {
+        let (url, fields) = form_at(&http, &base, &token, &format!("slow-{i}.txt")).await;
+        stalled.push(tokio::spawn(stalled_upload(http.clone(), url, fields)));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while listed(&b, &id).await["uploaded_files"] != 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow uploads took no slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    for s in stalled {
+        let _ = s.await;
+    }
+    // The killed node's slots are still taken.
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 5);
+    let _a = node_process(&cluster, dir.path()).await;
+    let stored = cluster.keys("ups/k/").await;
+    assert_eq!(stored, ["ups/k/done-a.txt", "ups/k/done-b.txt"]);
+    assert_eq!(listed(&b, &id).await["uploaded_files"], stored.len());
+}
+
+/// `--control-db` needs `--backend s3` (with the local store, objects are on one machine): the
+/// server refuses to start, saying so, before it connects; the URL's password is never shown.
+#[tokio::test]
+async fn a_control_db_without_the_s3_backend_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = postgate::Config::for_data_dir(dir.path());
+    config.control_db = Some("postgres://postgate:hunter2secret@127.0.0.1:1/postgate".into());
+    assert!(!format!("{config:?}").contains("hunter2secret"));
+    let Err(e) = postgate::AppState::open(config).await else {
+        panic!("started with --control-db over the local store");
+    };
+    let message = e.to_string();
+    assert!(message.contains("--backend s3"), "{message}");
+    assert!(!message.contains("hunter2secret"), "{message}");
+}
+
+/// A link's multipart upload (Uppy's route) takes its slot in the shared counter too: with
+/// max_files = 1, an upload begun on A leaves nothing for a form on B, and B's own multipart
+/// start is refused as full.
+#[tokio::test]
+async fn a_multipart_upload_takes_the_shared_slot() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let (id, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "ups", "prefix": "m/", "max_files": 1}),
+    )
+    .await;
+    let (url, fields) = link_form(&b, &token, "?filename=f.txt&type=text%2Fplain").await;
+    let start = serde_json::json!({"filename": "big.bin", "type": "application/octet-stream"});
+    let (res, json) = call(
+        &a,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(start.clone()),
+    )
+    .await;
+    res.assert_status(200);
+    assert!(json["uploadId"].is_string(), "{json}");
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 1);
+    post_form(&b, &url, &fields, &[], "f.txt", b"one too many")
+        .await
+        .assert_error(403, "AccessDenied");
+    let (res, _) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(start),
+    )
+    .await;
+    assert!(res.status == 410 || res.status == 403, "{}", res.text());
+    assert_eq!(listed(&a, &id).await["uploaded_files"], 1);
+}
+
+/// Not a test: the time of 200 link reserves through PostgreSQL and through SQLite, printed
+/// for docs/cluster.md section 4 (`cargo nextest run --test api nodes::reserve_timing
+/// --run-ignored only --no-capture`, with `PG_DURABLE=1` for a PostgreSQL that fsyncs its commits
+/// as SQLite does).
+#[tokio::test]
+#[ignore]
+async fn reserve_timing() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let node = cluster.node("node-a", "ups").await;
+    let local = spawn_app().await;
+    local.create_bucket("ups").await;
+    for (name, app) in [("postgresql", &node), ("sqlite", &local)] {
+        let (id, _) = make_link(
+            app,
+            serde_json::json!({"bucket": "ups", "prefix": "t/", "max_files": 100000}),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        for i in 0..200 {
+            let slot = app
+                .state
+                .links
+                .reserve_form(&id, "ups", &format!("t/{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            app.state.links.end_form_slot(&slot, true).await.unwrap();
+        }
+        let per = started.elapsed() / 200;
+        eprintln!("{name}: 200 reserve + end, {per:?} each");
+    }
+}
