@@ -40,6 +40,8 @@ stop_all() {
         kill -KILL "$pid" 2>/dev/null || true
         rm -f "$f"
     done
+    # Any server still naming one of DIR's configs (a lost pid file).
+    pkill -KILL -f -- "-c $DIR/node[0-9]/garage.toml server" 2>/dev/null || true
     for ((i = 1; i <= NODES; i++)); do
         ip netns del "pgg-$i" 2>/dev/null || true
         ip link del "pgg-h$i" 2>/dev/null || true
@@ -78,7 +80,8 @@ s3_region = "us-east-1"
 api_bind_addr = "0.0.0.0:3900"
 root_domain = ".s3.garage.localhost"
 CONF
-        ns "$i" setsid "$GARAGE" -c "$DIR/node$i/garage.toml" server </dev/null >"$DIR/node$i/log" 2>&1 &
+        # Not through `ns` (a function: `$!` would be its subshell's pid, not the server's).
+        ip netns exec "pgg-$i" setsid "$GARAGE" -c "$DIR/node$i/garage.toml" server </dev/null >"$DIR/node$i/log" 2>&1 &
         echo $! >"$DIR/node$i/pid"
     done
     local deadline=$((SECONDS + 60)) ids=() id
