@@ -17,8 +17,8 @@
 //!   --only GROUPS        run only these figure groups (comma-separated: small = 4-5, big = 6-7 and 11,
 //!                        post = 8-10, slow = 12, ops = 13, typecheck = 14; and, only when named
 //!                        here: uploads = 15, wal = 16, idle = 17, count = instructions per 4 KiB
-//!                        PUT/POST/GET under callgrind, alone, no limits); the limits are always
-//!                        measured
+//!                        PUT/POST/GET under callgrind, alone, no limits; cluster = 18, alone,
+//!                        against a Ceph cluster it starts); the limits are always measured
 //!   --uploads N, --upload-mib M, --upload-rate B   figure 15: N uploads of M MiB at B bytes/s each
 //!                        (default 100, 64 (8 with --quick), 2000000)
 //!   --wal-secs S         figure 16's duration (default 60, 10 with --quick)
@@ -103,6 +103,9 @@
 //! 15. to 17. Many phones at once (groups `uploads`, `wal`, `idle`; `s3/phones.rs`): memory per
 //!     slow upload in flight and after the burst, the WAL under sustained 4 KiB writes, memory per
 //!     idle keep-alive connection.
+//! 18. In front of a cluster (group `cluster`; `s3/cluster.rs`): 4 KiB PUT/POST rates and 1 GiB
+//!     PUT/POST MB/s of the local store, `--backend s3` over Ceph RGW, RGW alone, and two gateway
+//!     nodes against one; the gateway's overhead on 1 GiB as a ratio to RGW's own rate.
 //!
 //! # Load generator
 //! tokio + hyper HTTP/1.1 client, exactly 64 keep-alive connections, each sending its next request
@@ -139,6 +142,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
+#[path = "s3/cluster.rs"]
+mod cluster;
 #[path = "s3/count.rs"]
 mod count;
 #[path = "s3/phones.rs"]
@@ -355,6 +360,7 @@ const SIGNED_HEADERS: &str = "host;x-amz-content-sha256;x-amz-date";
 #[derive(Clone)]
 struct Signer {
     key: [u8; 32],
+    access: String,
     amz_date: String,
     scope: String,
     credential_prefix: String,
@@ -365,13 +371,19 @@ struct Signer {
 impl Signer {
     /// Fixes the request time now: a bench phase lasts far less than the 15-minute skew window.
     fn new(host: &str) -> Signer {
+        Signer::with_keys(host, ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// [`Signer::new`] with another service's keys (the `cluster` group's Ceph RGW).
+    fn with_keys(host: &str, access: &str, secret: &str) -> Signer {
         let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
         let date = &amz_date[..8];
         let scope = sigv4::scope(date, REGION, "s3");
         Signer {
-            key: sigv4::signing_key(SECRET_KEY, date, REGION, "s3"),
+            key: sigv4::signing_key(secret, date, REGION, "s3"),
+            access: access.to_owned(),
             credential_prefix: format!(
-                "{} Credential={ACCESS_KEY}/{scope}, SignedHeaders={SIGNED_HEADERS}, Signature=",
+                "{} Credential={access}/{scope}, SignedHeaders={SIGNED_HEADERS}, Signature=",
                 sigv4::ALGORITHM
             ),
             amz_date,
@@ -479,8 +491,9 @@ impl Signer {
         );
         let sts = sigv4::string_to_sign(&self.amz_date, &self.scope, &creq);
         let auth = format!(
-            "{} Credential={ACCESS_KEY}/{}, SignedHeaders={}, Signature={}",
+            "{} Credential={}/{}, SignedHeaders={}, Signature={}",
             sigv4::ALGORITHM,
+            self.access,
             self.scope,
             signed.join(";"),
             sigv4::sign(&self.key, &sts)
@@ -1808,6 +1821,12 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     // Instruction counts need no limits (nothing to compare with): alone, and only when named.
     if o.asks("count") {
         count::figure_count(o, scratch, &mut rows).await;
+        return rows;
+    }
+    // In front of a real Ceph cluster: alone and only when named (it starts the cluster; its
+    // yardstick is RGW itself, measured in the same run, not L1-L4).
+    if o.asks("cluster") {
+        cluster::figure_cluster(o, scratch, &mut rows).await;
         return rows;
     }
 

@@ -11,6 +11,9 @@
 # CEPH_OSD_IDS ("0 1 2") and CEPH_OSD_<id>_PID for each OSD, so a test can kill -9 one.
 # The whole start is bounded by CEPH_START_TIMEOUT seconds (default 90); on failure it stops
 # what it started, shows the tail of the logs and exits non-zero.
+# CEPH_MEMSTORE_BYTES (default 2 GiB) is each OSD's memstore capacity: every byte stored lives in
+# RAM three times (pool size 3), so a test stores a few hundred MiB at most and the benchmark's
+# 1 GiB objects (benches/s3/cluster.rs) need more.
 #
 # Why memstore: the OSDs keep objects in memory, so there is no disk format to make (mkfs takes
 # milliseconds) and nothing to clean but DIR. Why no cephx: the cluster only listens on loopback
@@ -139,7 +142,7 @@ mon cluster log file = $DIR/log/cluster.log
 admin socket = $DIR/run/\$name.asok
 osd data = $DIR/osd/\$id
 osd objectstore = memstore
-memstore device bytes = 2147483648
+memstore device bytes = ${CEPH_MEMSTORE_BYTES:-2147483648}
 osd max object size = 134217728
 
 [client.rgw]
