@@ -301,7 +301,11 @@ impl Worker {
         let error = match self.notifier.target(&d.target) {
             None => format!("no webhook target named {}", d.target),
             Some(target) => {
-                let body = message::send_body(&d.record, &d.configuration_id, d.id);
+                let body = match &d.record {
+                    // Written before migration 0017: its rendered body, sent as it was.
+                    Some(stored) => message::send_body(stored, &d.configuration_id, d.id),
+                    None => message::render(&self.notifier.inner.region, d),
+                };
                 let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
                 let sent = self
                     .client
