@@ -1408,3 +1408,72 @@ async fn an_outbox_row_keeps_the_events_fields_not_its_rendered_record() {
     assert_eq!(metadata.as_deref(), Some(r#"[["cms-id","42"]]"#));
     assert_eq!(etag, Some(format!("\"{}\"", md5_hex(b"not really a png"))));
 }
+
+/// An https target is reached over TLS, its certificate verified against the system's roots: a
+/// receiver whose certificate no trusted root signed completes no delivery, and the failed
+/// attempt says why.
+#[tokio::test]
+async fn an_https_target_is_reached_over_tls_and_its_certificate_is_checked() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let seen = hellos.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A TLS client's first byte is a handshake record (22).
+                let mut first = [0u8; 1];
+                if tcp.peek(&mut first).await.is_ok() && first[0] == 22 {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+
+    let app = spawn_app().await;
+    declare(&app, "tls", &format!("https://{addr}/hook")).await;
+    app.create_bucket("secure").await;
+    app.req(Method::PUT, "/secure")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::tls:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    app.put_object("secure", "k", b"x".to_vec()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let failed = loop {
+        let (_, list) = api(&app, Method::GET, "/-/api/events?failed=1", Value::Null).await;
+        if let Some(e) = list["events"].as_array().and_then(|a| a.first()) {
+            break e.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failed attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed["state"], "pending");
+    let error = failed["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(hellos.load(Ordering::SeqCst) >= 1, "no TLS handshake");
+}
