@@ -1188,16 +1188,29 @@ async fn an_event_pending_before_the_outbox_migration_is_delivered_after_upgrade
     }
 
     let req = |m: Method, p: &str| req_to(&base, &host, &http, m, p);
-    let listed = req(Method::GET, "/-/api/events").send().await;
-    listed.assert_status(200);
-    let listed: Value = serde_json::from_slice(&listed.body).unwrap();
-    let dead: Vec<(u64, &str)> = listed["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["id"].as_u64().unwrap(), e["state"].as_str().unwrap()))
-        .collect();
-    assert_eq!(dead, [(8, "dead")], "{listed}");
+    // The receiver has the bodies a moment before the server records their outcome.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = req(Method::GET, "/-/api/events").send().await;
+        listed.assert_status(200);
+        let listed: Value = serde_json::from_slice(&listed.body).unwrap();
+        let left: Vec<(u64, String)> = listed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_u64().unwrap(),
+                    e["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if left == [(8, "dead".to_owned())] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     req(Method::PUT, "/old/new")
         .body(b"after".to_vec())
