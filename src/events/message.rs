@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::db::objects::ObjectMeta;
+use crate::db::events::Delivery;
 
 /// What happened, in the event's own words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,85 +39,75 @@ impl Kind {
     }
 }
 
-/// Who caused a change, and from where.
-pub struct Actor<'a> {
-    pub principal: &'a str,
-    pub source_ip: &'a str,
-    /// The request's `x-amz-request-id`, which postgate also answers as `x-amz-id-2`.
-    pub request_id: &'a str,
-    pub link_id: Option<&'a str>,
-}
-
-/// One record, without the fields that depend on the target and the row
-/// (`s3.configurationId` and `s3.object.sequencer`, filled by [`send_body`]).
+/// One outbox row's record, rendered when it is sent: `{"Records": [record]}` with the target's
+/// `s3.configurationId` and the row's id as `s3.object.sequencer`.
 ///
 /// Typed and borrowed, so that it serialises straight to bytes: building a `serde_json::Value`
-/// first (a map per object, a string per key) cost about four times as much, on every upload a
-/// target wants.
-pub fn record<'a>(
-    region: &'a str,
-    kind: Kind,
-    actor: &Actor<'a>,
-    bucket: &'a str,
-    bucket_owner: &'a str,
-    key: &str,
-    meta: Option<&'a ObjectMeta>,
-) -> Record<'a> {
-    Record {
+/// first (a map per object, a string per key) cost about four times as much.
+pub fn render(region: &str, row: &Delivery) -> String {
+    let f = &row.fields;
+    let pairs: Vec<(String, String)> = f
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let request_id = f.request_id.as_str();
+    let record = Record {
         event_version: "2.1",
         event_source: "aws:s3",
         aws_region: region,
-        event_time: event_time(),
-        event_name: kind.event_name(),
+        event_time: event_time(row.created_at),
+        event_name: &row.event_name,
         user_identity: Principal {
-            principal_id: actor.principal,
+            principal_id: &f.principal,
         },
         request_parameters: RequestParameters {
-            source_ip_address: actor.source_ip,
+            source_ip_address: &f.source_ip,
         },
         response_elements: ResponseElements {
-            request_id: actor.request_id,
-            id_2: actor.request_id,
+            request_id,
+            id_2: request_id,
         },
         s3: S3 {
             s3_schema_version: "1.0",
-            configuration_id: "",
+            configuration_id: &row.configuration_id,
             bucket: Bucket {
-                name: bucket,
+                name: &row.bucket,
                 owner_identity: Principal {
-                    principal_id: bucket_owner,
+                    principal_id: &f.owner,
                 },
-                arn: format!("arn:aws:s3:::{bucket}"),
+                arn: format!("arn:aws:s3:::{}", row.bucket),
             },
             object: Object {
-                key: encode_key(key),
-                size: meta.map(|m| m.size),
-                e_tag: meta.map(|m| m.etag.trim_matches('"')),
-                content_type: meta.and_then(|m| m.content_type.as_deref()),
+                key: encode_key(&row.key),
+                size: f.size,
+                e_tag: f.size.and(f.etag.as_deref()).map(|e| e.trim_matches('"')),
+                content_type: f.size.and(f.content_type.as_deref()),
                 // postgate's own: the type the upload's first bytes showed (`sniff`).
-                detected_type: meta.and_then(|m| m.detected_type.as_deref()),
-                user_metadata: meta.map(|m| {
-                    m.meta
+                detected_type: f.size.and(f.detected_type.as_deref()),
+                user_metadata: f.size.map(|_| {
+                    pairs
                         .iter()
                         .map(|(n, v)| (format!("X-Amz-Meta-{}", title_case(n)), v.as_str()))
                         .collect()
                 }),
-                sequencer: None,
+                sequencer: sequencer(row.id),
             },
         },
-        postgate: actor.link_id.map(|link_id| Postgate { link_id }),
-    }
+        postgate: f.link_id.as_deref().map(|link_id| Postgate { link_id }),
+    };
+    serde_json::to_string(&Records { records: [&record] }).unwrap_or_default()
 }
 
-/// An S3 event record (`Records[]`'s element), as [`record`] builds it.
+/// An S3 event record (`Records[]`'s element).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Record<'a> {
+struct Record<'a> {
     event_version: &'static str,
     event_source: &'static str,
     aws_region: &'a str,
     event_time: String,
-    event_name: &'static str,
+    event_name: &'a str,
     user_identity: Principal<'a>,
     request_parameters: RequestParameters<'a>,
     response_elements: ResponseElements<'a>,
@@ -150,7 +140,7 @@ struct ResponseElements<'a> {
 #[serde(rename_all = "camelCase")]
 struct S3<'a> {
     s3_schema_version: &'static str,
-    configuration_id: &'static str,
+    configuration_id: &'a str,
     bucket: Bucket<'a>,
     object: Object<'a>,
 }
@@ -177,8 +167,7 @@ struct Object<'a> {
     detected_type: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_metadata: Option<BTreeMap<String, &'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sequencer: Option<String>,
+    sequencer: String,
 }
 
 #[derive(Serialize)]
@@ -187,30 +176,23 @@ struct Postgate<'a> {
     link_id: &'a str,
 }
 
-/// Now, in ISO 8601 with milliseconds, as S3 writes `eventTime`.
-fn event_time() -> String {
+/// `at` (milliseconds since the epoch) in ISO 8601 with milliseconds, as S3 writes `eventTime`.
+fn event_time(at: i64) -> String {
     let f = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    time::OffsetDateTime::now_utc()
-        .format(f)
+    time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(f).ok())
         .unwrap_or_default()
 }
 
-/// The stored body's `s3.object.sequencer` key; its value is a placeholder of the final width
-/// until delivery (the event's id is only known once its row is inserted).
+/// The stored body's `s3.object.sequencer` key (rows written before migration 0017); its value
+/// is a placeholder of the final width.
 const SEQUENCER_KEY: &str = "\"sequencer\":\"";
-/// The stored body's empty `s3.configurationId`, which [`send_body`] fills per target.
+/// The stored body's empty `s3.configurationId` (rows written before migration 0017), which
+/// [`send_body`] fills per target.
 const CONFIGURATION_SLOT: &str = "\"configurationId\":\"\"";
-
-/// The bytes the outbox stores for `record`: the body every target is sent (`{"Records":
-/// [record]}`), with a placeholder sequencer and an empty configuration id. Built before the
-/// transaction that inserts it, so that the one writer thread only runs the INSERT; the worker
-/// sends it without parsing it again ([`send_body`]).
-pub fn stored_body(mut record: Record<'_>) -> String {
-    record.s3.object.sequencer = Some(sequencer(0));
-    serde_json::to_string(&Records { records: [&record] }).unwrap_or_default()
-}
 
 #[derive(Serialize)]
 struct Records<'a, 'r> {
@@ -218,8 +200,9 @@ struct Records<'a, 'r> {
     records: [&'r Record<'a>; 1],
 }
 
-/// The body POSTed to a target: the stored bytes with the event's sequencer and the target's
-/// configuration id written into their slots. Both are keys of postgate's own making, and a
+/// The body POSTed to a target for a row written before migration 0017, which stored its
+/// rendered body: the stored bytes with the event's sequencer and the target's configuration id
+/// written into their slots. Both are keys of postgate's own making, and a
 /// JSON string cannot hold an unescaped `"`, so the first match is the key itself. A row
 /// written before bodies were stored whole (a bare record) is built by parsing, as it was then.
 pub fn send_body(stored: &str, configuration_id: &str, event_id: i64) -> String {
@@ -246,8 +229,8 @@ pub fn send_body(stored: &str, configuration_id: &str, event_id: i64) -> String 
     out
 }
 
-/// The body POSTed to a target, from a bare stored record (rows written before
-/// [`stored_body`]): parsed, given its configuration id and sequencer, serialised again.
+/// The body POSTed to a target, from a bare stored record (rows written before whole bodies
+/// were stored): parsed, given its configuration id and sequencer, serialised again.
 pub fn body(record: &str, configuration_id: &str, event_id: i64) -> String {
     let mut record: Value = serde_json::from_str(record).unwrap_or(Value::Null);
     if let Some(s3) = record.get_mut("s3") {
@@ -289,6 +272,7 @@ fn title_case(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::events::EventFields;
 
     #[test]
     fn keys_are_encoded_as_s3_does() {
@@ -297,48 +281,75 @@ mod tests {
         assert_eq!(encode_key("x*y_z-1.txt"), "x*y_z-1.txt");
     }
 
+    /// What a row of migration 0016 stored for a POST through a link (its rendered body, with
+    /// an empty configuration id and a placeholder sequencer), and the same event's removal.
+    const STORED_0016: [&str; 2] = [
+        r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventTime":"2026-12-02T11:00:00.123Z","eventName":"ObjectCreated:Post","userIdentity":{"principalId":"AK"},"requestParameters":{"sourceIPAddress":"127.0.0.1"},"responseElements":{"x-amz-request-id":"0123456789ABCDEF","x-amz-id-2":"0123456789ABCDEF"},"s3":{"s3SchemaVersion":"1.0","configurationId":"","bucket":{"name":"b","ownerIdentity":{"principalId":"O"},"arn":"arn:aws:s3:::b"},"object":{"key":"k+1/%C3%A9","size":3,"eTag":"abc","contentType":"image/png","detectedType":"image/png","userMetadata":{"X-Amz-Meta-Cms-Id":"7","X-Amz-Meta-Note":"a \"b\""},"sequencer":"0000000000000000"}},"postgate":{"linkId":"L1"}}]}"#,
+        r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventTime":"2026-12-02T11:00:00.123Z","eventName":"ObjectRemoved:Delete","userIdentity":{"principalId":"AK"},"requestParameters":{"sourceIPAddress":"127.0.0.1"},"responseElements":{"x-amz-request-id":"0123456789ABCDEF","x-amz-id-2":"0123456789ABCDEF"},"s3":{"s3SchemaVersion":"1.0","configurationId":"","bucket":{"name":"b","ownerIdentity":{"principalId":"O"},"arn":"arn:aws:s3:::b"},"object":{"key":"k+1/%C3%A9","sequencer":"0000000000000000"}}}]}"#,
+    ];
+
+    fn row(name: &str, fields: EventFields) -> Delivery {
+        Delivery {
+            id: 255,
+            target: "t".into(),
+            configuration_id: "cfg \"1\"".into(),
+            bucket: "b".into(),
+            key: "k 1/é".into(),
+            event_name: name.into(),
+            record: None,
+            fields,
+            state: "pending".into(),
+            attempts: 0,
+            since: 0,
+            next_at: 0,
+            last_error: None,
+            // 2026-12-02T11:00:00.123Z
+            created_at: 1796209200123,
+        }
+    }
+
+    /// A row's record rendered from its fields is, byte for byte, what a row that stored the
+    /// rendered record (before migration 0017) is sent as.
     #[test]
-    fn a_body_carries_the_target_fields() {
-        let actor = Actor {
-            principal: "AK",
-            source_ip: "127.0.0.1",
-            request_id: "0123456789ABCDEF",
-            link_id: Some("L1"),
+    fn a_record_rendered_from_its_fields_is_the_one_stored_before() {
+        let created = EventFields {
+            owner: "O".into(),
+            size: Some(3),
+            etag: Some("\"abc\"".into()),
+            content_type: Some("image/png".into()),
+            detected_type: Some("image/png".into()),
+            metadata: Some(r#"[["cms-id","7"],["note","a \"b\""]]"#.into()),
+            principal: "AK".into(),
+            source_ip: "127.0.0.1".into(),
+            request_id: "0123456789ABCDEF".into(),
+            link_id: Some("L1".into()),
         };
-        let meta = ObjectMeta {
-            size: 3,
-            etag: "\"abc\"".into(),
-            meta: vec![("cms-id".into(), "7".into())],
-            ..ObjectMeta::default()
+        let removed = EventFields {
+            size: None,
+            etag: None,
+            content_type: None,
+            detected_type: None,
+            metadata: None,
+            link_id: None,
+            ..created.clone()
         };
-        let r = record(
-            "us-east-1",
-            Kind::Post,
-            &actor,
-            "b",
-            "O",
-            "k 1",
-            Some(&meta),
-        );
-        let bare = serde_json::to_string(&r).unwrap();
-        let stored = stored_body(r);
-        let sent = send_body(&stored, "cfg \"1\"", 255);
-        let sent: Value = serde_json::from_str(&sent).unwrap();
-        // The same as a body built by parsing (a row stored before whole bodies).
-        let parsed: Value = serde_json::from_str(&body(&bare, "cfg \"1\"", 255)).unwrap();
+        for (stored, (name, fields)) in STORED_0016.iter().zip([
+            ("ObjectCreated:Post", created),
+            ("ObjectRemoved:Delete", removed),
+        ]) {
+            let sent = render("us-east-1", &row(name, fields));
+            assert_eq!(sent, send_body(stored, "cfg \"1\"", 255));
+            let r: Value = serde_json::from_str(&sent).unwrap();
+            let r = &r["Records"][0];
+            assert_eq!(r["s3"]["configurationId"], "cfg \"1\"");
+            assert_eq!(r["s3"]["object"]["sequencer"], "00000000000000FF");
+        }
+        // A bare record (before whole bodies were stored) still parses into the same body.
+        let bare: Value = serde_json::from_str(STORED_0016[0]).unwrap();
+        let parsed: Value =
+            serde_json::from_str(&body(&bare["Records"][0].to_string(), "cfg \"1\"", 255)).unwrap();
+        let sent: Value =
+            serde_json::from_str(&send_body(STORED_0016[0], "cfg \"1\"", 255)).unwrap();
         assert_eq!(sent, parsed);
-        let r = &sent["Records"][0];
-        assert_eq!(r["eventName"], "ObjectCreated:Post");
-        assert_eq!(r["s3"]["configurationId"], "cfg \"1\"");
-        assert_eq!(r["s3"]["object"]["key"], "k+1");
-        assert_eq!(r["s3"]["object"]["eTag"], "abc");
-        assert_eq!(r["s3"]["object"]["sequencer"], "00000000000000FF");
-        assert_eq!(r["s3"]["object"]["userMetadata"]["X-Amz-Meta-Cms-Id"], "7");
-        assert_eq!(r["postgate"]["linkId"], "L1");
-        assert_eq!(
-            r["responseElements"]["x-amz-request-id"],
-            "0123456789ABCDEF"
-        );
-        assert_eq!(r["responseElements"]["x-amz-id-2"], "0123456789ABCDEF");
     }
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::config::Config;
+use crate::db::events::EventFields;
 use crate::db::objects::ObjectMeta;
 use crate::db::{Db, DbError};
 pub use deliver::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
@@ -57,8 +58,8 @@ struct Rules {
     buckets: HashMap<String, NotificationConfig>,
     /// Link id → target name.
     links: HashMap<String, String>,
-    /// Bucket → owner, so that an event's record is built before its transaction; the writer
-    /// checks it against the bucket it reads (a stale entry costs a rebuild there, never a wrong
+    /// Bucket → owner, so that an event's fields are made before its transaction; the writer
+    /// checks it against the bucket it reads (a stale entry costs a copy there, never a wrong
     /// owner).
     owners: HashMap<String, String>,
 }
@@ -333,10 +334,10 @@ impl Origin {
             .record(c, None, None, None)
     }
 
-    /// The event of `bucket/key` coming to hold `meta`, built before the transaction that
-    /// stores it: who wants it, and the bytes the outbox stores. The transaction then only
-    /// inserts them ([`Prepared::record`]), so the one writer thread, which every upload's
-    /// commit waits for, does not build JSON.
+    /// The event of `bucket/key` coming to hold `meta`, prepared before the transaction that
+    /// stores it: who wants it, and the fields its outbox rows keep. The transaction then only
+    /// inserts them ([`Prepared::record`]), so the one writer thread, which every upload's commit
+    /// waits for, does not look up rules or copy strings.
     pub fn prepare_created(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Prepared {
         self.prepare(self.kind, bucket, key, Some(meta))
     }
@@ -346,92 +347,60 @@ impl Origin {
         let targets = self
             .notifier
             .destinations(bucket, key, kind, link_id.as_deref());
-        let plan = if targets.is_empty() {
-            Plan::Nothing
-        } else {
-            match self.notifier.rules().owners.get(bucket) {
-                Some(owner) => Plan::Ready(self.build(
-                    targets,
-                    kind,
-                    bucket,
-                    key,
-                    meta,
-                    link_id.as_deref(),
-                    owner,
-                )),
-                None => Plan::Later,
-            }
-        };
+        let fields = (!targets.is_empty()).then(|| {
+            let owner = self.notifier.rules().owners.get(bucket).cloned();
+            self.fields(meta, link_id.as_deref(), owner.unwrap_or_default())
+        });
         Prepared {
             origin: self.clone(),
             kind,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             link_id,
-            plan,
+            targets,
+            fields,
         }
     }
 
-    /// The stored body of a change its `targets` want.
-    #[allow(clippy::too_many_arguments)]
-    fn build(
+    /// What the outbox keeps of a change: its record is rendered from these when it is sent
+    /// ([`message::render`]), by the delivery worker, not by the upload.
+    fn fields(
         &self,
-        targets: Vec<(String, String)>,
-        kind: Kind,
-        bucket: &str,
-        key: &str,
         meta: Option<&ObjectMeta>,
         link_id: Option<&str>,
-        owner: &str,
-    ) -> Built {
-        let actor = message::Actor {
-            principal: &self.principal,
-            source_ip: &self.source_ip,
-            request_id: &self.request_id,
-            link_id,
-        };
-        let record = message::record(
-            &self.notifier.inner.region,
-            kind,
-            &actor,
-            bucket,
+        owner: String,
+    ) -> EventFields {
+        EventFields {
             owner,
-            key,
-            meta,
-        );
-        Built {
-            targets,
-            owner: owner.to_owned(),
-            body: message::stored_body(record),
+            size: meta.map(|m| m.size),
+            etag: meta.map(|m| m.etag.clone()),
+            content_type: meta.and_then(|m| m.content_type.clone()),
+            detected_type: meta.and_then(|m| m.detected_type.clone()),
+            metadata: meta
+                .filter(|m| !m.meta.is_empty())
+                .and_then(|m| serde_json::to_string(&m.meta).ok()),
+            principal: self.principal.clone(),
+            source_ip: self.source_ip.clone(),
+            request_id: self.request_id.clone(),
+            link_id: link_id.map(str::to_owned),
         }
     }
 }
 
-/// A change's event, built before the transaction that records it ([`Origin::prepare_created`]).
+/// A change's event, prepared before the transaction that records it
+/// ([`Origin::prepare_created`]).
 pub struct Prepared {
     origin: Origin,
     kind: Kind,
     bucket: String,
     key: String,
-    /// The link it was built for.
+    /// The link it was prepared for.
     link_id: Option<String>,
-    plan: Plan,
-}
-
-enum Plan {
-    /// No target wants it (for that link).
-    Nothing,
-    Ready(Built),
-    /// The bucket's owner was not cached (a bucket made in the last seconds): built inside the
-    /// transaction.
-    Later,
-}
-
-struct Built {
+    /// (target, configuration id) of every destination that wants it, for that link.
     targets: Vec<(String, String)>,
-    /// The bucket owner it names.
-    owner: String,
-    body: String,
+    /// Its fields, when a target wants it; the owner is the cached one (empty when the bucket
+    /// is newer than the cache), checked against the transaction's.
+    fields: Option<EventFields>,
 }
 
 impl Prepared {
@@ -439,7 +408,7 @@ impl Prepared {
     /// `link_id`: the link the transaction found the change is for (an upload's reservation),
     /// when the entry point did not know it; `owner`: the bucket's owner when the transaction
     /// already read the bucket (otherwise it is read here, and only when a target wants the
-    /// event). What the preparation assumed and the transaction contradicts is built again here.
+    /// event). What the preparation assumed and the transaction contradicts is redone here.
     pub fn record(
         &self,
         c: &Connection,
@@ -449,9 +418,24 @@ impl Prepared {
     ) -> Result<(), DbError> {
         let link_id = link_id.or_else(|| self.link_id.clone());
         let same_link = link_id == self.link_id;
-        if same_link && matches!(self.plan, Plan::Nothing) {
+        if same_link && self.targets.is_empty() {
             return Ok(());
         }
+        let redone;
+        let targets = if same_link {
+            &self.targets
+        } else {
+            redone = self.origin.notifier.destinations(
+                &self.bucket,
+                &self.key,
+                self.kind,
+                link_id.as_deref(),
+            );
+            if redone.is_empty() {
+                return Ok(());
+            }
+            &redone
+        };
         let owner = match owner {
             Some(owner) => owner.to_owned(),
             None => crate::db::buckets::get(c, &self.bucket)?
@@ -459,27 +443,10 @@ impl Prepared {
                 .unwrap_or_default(),
         };
         let rebuilt;
-        let built = match &self.plan {
-            Plan::Ready(built) if same_link && built.owner == owner => built,
+        let fields = match &self.fields {
+            Some(fields) if same_link && fields.owner == owner => fields,
             _ => {
-                let targets = self.origin.notifier.destinations(
-                    &self.bucket,
-                    &self.key,
-                    self.kind,
-                    link_id.as_deref(),
-                );
-                if targets.is_empty() {
-                    return Ok(());
-                }
-                rebuilt = self.origin.build(
-                    targets,
-                    self.kind,
-                    &self.bucket,
-                    &self.key,
-                    meta,
-                    link_id.as_deref(),
-                    &owner,
-                );
+                rebuilt = self.origin.fields(meta, link_id.as_deref(), owner);
                 &rebuilt
             }
         };
@@ -488,14 +455,14 @@ impl Prepared {
             &self.bucket,
             &self.key,
             self.kind.event_name(),
-            &built.body,
-            &built.targets,
+            fields,
+            targets,
         )?;
         // The lanes read after this transaction commits; a wake-up that comes too early is
         // caught by their next poll.
         self.origin
             .notifier
-            .woken(built.targets.iter().map(|(t, _)| t.as_str()));
+            .woken(targets.iter().map(|(t, _)| t.as_str()));
         Ok(())
     }
 }

@@ -1188,16 +1188,29 @@ async fn an_event_pending_before_the_outbox_migration_is_delivered_after_upgrade
     }
 
     let req = |m: Method, p: &str| req_to(&base, &host, &http, m, p);
-    let listed = req(Method::GET, "/-/api/events").send().await;
-    listed.assert_status(200);
-    let listed: Value = serde_json::from_slice(&listed.body).unwrap();
-    let dead: Vec<(u64, &str)> = listed["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["id"].as_u64().unwrap(), e["state"].as_str().unwrap()))
-        .collect();
-    assert_eq!(dead, [(8, "dead")], "{listed}");
+    // The receiver has the bodies a moment before the server records their outcome.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = req(Method::GET, "/-/api/events").send().await;
+        listed.assert_status(200);
+        let listed: Value = serde_json::from_slice(&listed.body).unwrap();
+        let left: Vec<(u64, String)> = listed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_u64().unwrap(),
+                    e["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if left == [(8, "dead".to_owned())] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     req(Method::PUT, "/old/new")
         .body(b"after".to_vec())
@@ -1277,4 +1290,203 @@ async fn a_keys_order_survives_a_kill_9_while_its_receiver_is_down() {
         .collect();
     let want: Vec<String> = (0..4u8).map(|i| md5_hex(&[b'a' + i; 2])).collect();
     assert_eq!(etags, want, "one key's events arrive in order");
+}
+
+/// A database at `version` (the migration files numbered up to it), as an older postgate left
+/// it.
+fn database_at(path: &std::path::Path, version: u32) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.ends_with(".sql") && name[..4].parse::<u32>().unwrap() <= version
+        })
+        .collect();
+    files.sort();
+    for f in &files {
+        conn.execute_batch(&std::fs::read_to_string(f).unwrap())
+            .unwrap();
+    }
+    conn.pragma_update(None, "user_version", files.len() as i64)
+        .unwrap();
+    conn
+}
+
+/// What the outbox of migration 0016 stored for an event: its whole body, with an empty
+/// configuration id and a placeholder sequencer (a POST through a link, then its removal).
+const STORED_0016: [&str; 2] = [
+    r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventTime":"2026-12-02T11:00:00.123Z","eventName":"ObjectCreated:Post","userIdentity":{"principalId":"AK"},"requestParameters":{"sourceIPAddress":"127.0.0.1"},"responseElements":{"x-amz-request-id":"0123456789ABCDEF","x-amz-id-2":"0123456789ABCDEF"},"s3":{"s3SchemaVersion":"1.0","configurationId":"","bucket":{"name":"old","ownerIdentity":{"principalId":"O"},"arn":"arn:aws:s3:::old"},"object":{"key":"k+1","size":3,"eTag":"abc","contentType":"image/png","detectedType":"image/png","userMetadata":{"X-Amz-Meta-Cms-Id":"7"},"sequencer":"0000000000000000"}},"postgate":{"linkId":"L1"}}]}"#,
+    r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1","eventTime":"2026-12-02T11:00:01.456Z","eventName":"ObjectRemoved:Delete","userIdentity":{"principalId":"AK"},"requestParameters":{"sourceIPAddress":"127.0.0.1"},"responseElements":{"x-amz-request-id":"FEDCBA9876543210","x-amz-id-2":"FEDCBA9876543210"},"s3":{"s3SchemaVersion":"1.0","configurationId":"","bucket":{"name":"old","ownerIdentity":{"principalId":"O"},"arn":"arn:aws:s3:::old"},"object":{"key":"k+1","sequencer":"0000000000000000"}}}]}"#,
+];
+
+/// Rows the outbox of migration 0016 holds when postgate is upgraded (their rendered bodies)
+/// are delivered after the upgrade byte for byte as 0016 would have sent them: the target's
+/// configuration id and the row's id as sequencer written into their slots, in key order.
+#[tokio::test]
+async fn rows_stored_whole_before_the_fields_migration_are_sent_byte_identical() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = database_at(&dir.path().join("postgate.db"), 16);
+        conn.execute(
+            "INSERT INTO buckets (name, owner, created_at) VALUES ('old', 'O', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO webhooks (name, url, secret, created_at) VALUES ('hook', ?1, ?2, 0)",
+            [&receiver.url, SECRET],
+        )
+        .unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        let names = ["ObjectCreated:Post", "ObjectRemoved:Delete"];
+        for (i, (name, record)) in names.into_iter().zip(STORED_0016).enumerate() {
+            let id = i as i64 + 5;
+            conn.execute(
+                "INSERT INTO outbox (id, target, configuration_id, bucket, key, name, record,
+                     since, next_at, created_at)
+                 VALUES (?1, 'hook', 'cfg', 'old', 'k 1', ?2, ?3, ?4, ?4, ?4)",
+                rusqlite::params![id, name, record, now],
+            )
+            .unwrap();
+        }
+    }
+    let _app = spawn_app_in(dir).await;
+    let got = receiver.wait_for(2).await;
+    for (i, (r, stored)) in got.iter().zip(STORED_0016).enumerate() {
+        let id = i + 5;
+        let expected = stored
+            .replace(r#""configurationId":"""#, r#""configurationId":"cfg""#)
+            .replace("0000000000000000", &format!("{id:016X}"));
+        assert_eq!(r.body, expected);
+        assert_eq!(r.delivery, id.to_string());
+        let ts: i64 = r.timestamp.parse().unwrap();
+        assert_eq!(r.signature, postgate::events::sign(SECRET, ts, &r.body));
+    }
+}
+
+/// An upload a target wants stores its event's fields in the outbox, not its rendered S3 record
+/// (~1.1 KB of JSON built and written inside the upload's commit): the record is rendered when
+/// it is sent.
+#[tokio::test]
+async fn an_outbox_row_keeps_the_events_fields_not_its_rendered_record() {
+    let app = spawn_app().await;
+    // A target nobody listens on: the row stays pending.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    declare(&app, "hook", &format!("http://{closed}/hook")).await;
+    app.create_bucket("small").await;
+    app.req(Method::PUT, "/small")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::hook:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    app.req(Method::PUT, "/small/photos/a b.png")
+        .header("x-amz-meta-cms-id", "42")
+        .header("content-type", "image/png")
+        .body(b"not really a png".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let (record, bytes, metadata, etag): (String, i64, Option<String>, Option<String>) = app
+        .state
+        .db
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT record,
+                     length(target) + length(configuration_id) + length(bucket) + length(key)
+                     + length(name) + length(record) + length(owner) + 8 + length(etag)
+                     + coalesce(length(content_type), 0) + coalesce(length(detected_type), 0)
+                     + coalesce(length(metadata), 0) + length(principal) + length(source_ip)
+                     + length(request_id) + coalesce(length(link_id), 0),
+                     metadata, etag
+                 FROM outbox WHERE state = 'pending'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(record, "", "no rendered record is stored");
+    assert!(bytes < 300, "{bytes} bytes of fields");
+    assert_eq!(metadata.as_deref(), Some(r#"[["cms-id","42"]]"#));
+    assert_eq!(etag, Some(format!("\"{}\"", md5_hex(b"not really a png"))));
+}
+
+/// An https target is reached over TLS, its certificate verified against the system's roots: a
+/// receiver whose certificate no trusted root signed completes no delivery, and the failed
+/// attempt says why.
+#[tokio::test]
+async fn an_https_target_is_reached_over_tls_and_its_certificate_is_checked() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let seen = hellos.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A TLS client's first byte is a handshake record (22).
+                let mut first = [0u8; 1];
+                if tcp.peek(&mut first).await.is_ok() && first[0] == 22 {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+
+    let app = spawn_app().await;
+    declare(&app, "tls", &format!("https://{addr}/hook")).await;
+    app.create_bucket("secure").await;
+    app.req(Method::PUT, "/secure")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::tls:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    app.put_object("secure", "k", b"x".to_vec()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let failed = loop {
+        let (_, list) = api(&app, Method::GET, "/-/api/events?failed=1", Value::Null).await;
+        if let Some(e) = list["events"].as_array().and_then(|a| a.first()) {
+            break e.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failed attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed["state"], "pending");
+    let error = failed["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(hellos.load(Ordering::SeqCst) >= 1, "no TLS handshake");
 }
