@@ -61,6 +61,43 @@ pub fn cutoff(now: i64, days: u32, day: Option<Duration>) -> i64 {
     }
 }
 
+/// One enabled lifecycle rule of a bucket, with its times resolved at a sweep's `now`: objects
+/// under `prefix` last modified at or before `expire_by` expire, uploads begun at or before
+/// `abort_by` are aborted.
+struct DueRule {
+    bucket: String,
+    prefix: String,
+    expire_by: Option<i64>,
+    abort_by: Option<i64>,
+}
+
+/// Every bucket's enabled rules, as [`DueRule`]s (both stores' sweeps walk the same list).
+async fn due_rules(db: &Db, now: i64, day: Option<Duration>) -> Result<Vec<DueRule>, DbError> {
+    let mut due = Vec::new();
+    for (bucket, json) in db.read(rows::with_rules).await? {
+        let Ok(config) = serde_json::from_str::<Rules>(&json) else {
+            tracing::warn!(%bucket, "unreadable lifecycle rules skipped");
+            continue;
+        };
+        for rule in config.rules.into_iter().filter(|r| r.enabled) {
+            let expire_by = match (rule.expiration_days, &rule.expiration_date) {
+                (Some(days), _) => Some(cutoff(now, days, day)),
+                (None, Some((_, date))) if *date <= now => Some(i64::MAX),
+                _ => None,
+            };
+            due.push(DueRule {
+                bucket: bucket.clone(),
+                prefix: rule.prefix,
+                expire_by,
+                abort_by: rule
+                    .abort_incomplete_days
+                    .map(|days| cutoff(now, days, day)),
+            });
+        }
+    }
+    Ok(due)
+}
+
 /// Applies objects' own expiry times and every bucket's lifecycle rules once.
 /// Each deletion records its `LifecycleExpiration:Delete` event through `origin` (the sweeper's,
 /// [`crate::events::Kind::LifecycleExpiration`]) in the deleting transaction.
@@ -84,25 +121,13 @@ pub async fn sweep(
         }
         tokio::task::yield_now().await;
     }
-    for (bucket, json) in db.read(rows::with_rules).await? {
-        let Ok(config) = serde_json::from_str::<Rules>(&json) else {
-            tracing::warn!(%bucket, "unreadable lifecycle rules skipped");
-            continue;
-        };
-        for rule in config.rules.iter().filter(|r| r.enabled) {
-            let expire_by = match (rule.expiration_days, &rule.expiration_date) {
-                (Some(days), _) => Some(cutoff(now, days, day)),
-                (None, Some((_, date))) if *date <= now => Some(i64::MAX),
-                _ => None,
-            };
-            if let Some(by) = expire_by {
-                swept.objects +=
-                    expire_prefix(db, store, &bucket, &rule.prefix, by, origin).await?;
-            }
-            if let Some(days) = rule.abort_incomplete_days {
-                let by = cutoff(now, days, day);
-                swept.uploads += abort_prefix(db, store, &bucket, &rule.prefix, by).await?;
-            }
+    for rule in due_rules(db, now, day).await? {
+        if let Some(by) = rule.expire_by {
+            swept.objects +=
+                expire_prefix(db, store, &rule.bucket, &rule.prefix, by, origin).await?;
+        }
+        if let Some(by) = rule.abort_by {
+            swept.uploads += abort_prefix(db, store, &rule.bucket, &rule.prefix, by).await?;
         }
     }
     Ok(swept)
@@ -144,31 +169,20 @@ async fn sweep_s3(
         tokio::task::yield_now().await;
     }
     let backend = store.backend().expect("the S3 path");
-    for (bucket, json) in db.read(rows::with_rules).await? {
-        let Ok(config) = serde_json::from_str::<Rules>(&json) else {
-            tracing::warn!(%bucket, "unreadable lifecycle rules skipped");
-            continue;
-        };
-        for rule in config.rules.iter().filter(|r| r.enabled) {
-            let expire_by = match (rule.expiration_days, &rule.expiration_date) {
-                (Some(days), _) => Some(cutoff(now, days, day)),
-                (None, Some((_, date))) if *date <= now => Some(i64::MAX),
-                _ => None,
-            };
-            if let Some(by) = expire_by {
-                let listed = crate::storage::cluster::list_prefix(backend, &bucket, &rule.prefix)
-                    .await
-                    .map_err(|e| DbError::File(crate::storage::cluster::io_error(e)))?;
-                for (key, etag, modified) in listed {
-                    if modified <= by && expire_s3(db, store, &bucket, &key, &etag, origin).await? {
-                        swept.objects += 1;
-                    }
+    for rule in due_rules(db, now, day).await? {
+        let bucket = &rule.bucket;
+        if let Some(by) = rule.expire_by {
+            let listed = crate::storage::cluster::list_prefix(backend, bucket, &rule.prefix)
+                .await
+                .map_err(|e| DbError::File(crate::storage::cluster::io_error(e)))?;
+            for (key, etag, modified) in listed {
+                if modified <= by && expire_s3(db, store, bucket, &key, &etag, origin).await? {
+                    swept.objects += 1;
                 }
             }
-            if let Some(days) = rule.abort_incomplete_days {
-                let by = cutoff(now, days, day);
-                swept.uploads += abort_prefix(db, store, &bucket, &rule.prefix, by).await?;
-            }
+        }
+        if let Some(by) = rule.abort_by {
+            swept.uploads += abort_prefix(db, store, bucket, &rule.prefix, by).await?;
         }
     }
     Ok(swept)

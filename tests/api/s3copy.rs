@@ -10,66 +10,15 @@ use std::time::Duration;
 use postgate::db::buckets::Perm;
 use postgate::storage::cluster::NewVersion;
 use reqwest::Method;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use crate::helpers::*;
+use crate::s3wire::Gateway;
 
 /// The backend bucket every gateway stores into.
 const CLUSTER: &str = "cluster";
 const MIB: usize = 1024 * 1024;
 
-/// A postgate running `--backend s3`, in this process.
-struct Gateway {
-    base: String,
-    host: String,
-    state: postgate::AppState,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    _stop: oneshot::Sender<()>,
-}
-
 impl Gateway {
-    async fn start(backend: &TestApp, tweak: impl FnOnce(&mut postgate::Config)) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = postgate::Config::for_data_dir(dir.path());
-        config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
-        config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
-            endpoint: backend.base.clone(),
-            bucket: CLUSTER.into(),
-            region: REGION.into(),
-            access_key_id: ADMIN_AK.into(),
-            secret_access_key: ADMIN_SK.into(),
-        });
-        tweak(&mut config);
-        let (state, _) = postgate::AppState::open(config).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(postgate::serve(listener, state.clone(), async move {
-            stop_rx.await.ok();
-        }));
-        Gateway {
-            base: format!("http://{addr}"),
-            host: addr.to_string(),
-            state,
-            http: reqwest::Client::new(),
-            _dir: dir,
-            _stop: stop,
-        }
-    }
-
-    fn req(&self, method: Method, path: &str) -> Req<'_> {
-        req_to(&self.base, &self.host, &self.http, method, path)
-    }
-
-    async fn create_bucket(&self, bucket: &str) {
-        self.req(Method::PUT, &format!("/{bucket}"))
-            .send()
-            .await
-            .assert_status(200);
-    }
-
     async fn put(&self, path: &str, data: &[u8]) -> String {
         let res = self.req(Method::PUT, path).body(data.to_vec()).send().await;
         res.assert_status(200);
@@ -146,7 +95,7 @@ impl Gateway {
 async fn setup(tweak: impl FnOnce(&mut postgate::Config)) -> (TestApp, Gateway) {
     let backend = spawn_app().await;
     backend.create_bucket(CLUSTER).await;
-    let gateway = Gateway::start(&backend, tweak).await;
+    let gateway = Gateway::start_with(&backend, tweak).await;
     (backend, gateway)
 }
 

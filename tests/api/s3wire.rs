@@ -19,18 +19,26 @@ use crate::helpers::*;
 const CLUSTER: &str = "cluster";
 const MIB: usize = 1024 * 1024;
 
-/// A postgate running `--backend s3`, in this process.
-struct Gateway {
-    base: String,
-    host: String,
-    state: postgate::AppState,
-    http: reqwest::Client,
+/// A postgate running `--backend s3`, in this process (the S3-backend modules share it).
+pub(crate) struct Gateway {
+    pub(crate) base: String,
+    pub(crate) host: String,
+    pub(crate) state: postgate::AppState,
+    pub(crate) http: reqwest::Client,
     _dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
 
 impl Gateway {
     async fn start(backend: &TestApp) -> Gateway {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// [`Gateway::start`] with `tweak` applied to its configuration first.
+    pub(crate) async fn start_with(
+        backend: &TestApp,
+        tweak: impl FnOnce(&mut postgate::Config),
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut config = postgate::Config::for_data_dir(dir.path());
         config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
@@ -41,6 +49,7 @@ impl Gateway {
             access_key_id: ADMIN_AK.into(),
             secret_access_key: ADMIN_SK.into(),
         });
+        tweak(&mut config);
         let (state, _) = postgate::AppState::open(config).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -58,11 +67,11 @@ impl Gateway {
         }
     }
 
-    fn req(&self, method: Method, path: &str) -> Req<'_> {
+    pub(crate) fn req(&self, method: Method, path: &str) -> Req<'_> {
         req_to(&self.base, &self.host, &self.http, method, path)
     }
 
-    async fn create_bucket(&self, bucket: &str) {
+    pub(crate) async fn create_bucket(&self, bucket: &str) {
         self.req(Method::PUT, &format!("/{bucket}"))
             .send()
             .await
