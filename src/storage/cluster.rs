@@ -368,7 +368,13 @@ async fn copy(
         let copied = backend
             .copy(source, Some(etag), key, Some(meta), condition)
             .await?;
-        return backend.written(key, &copied.etag, Some(size)).await;
+        // CopyObject's answer gives the copy's ETag and time: no HEAD needed.
+        let at = copied
+            .last_modified
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(std::time::SystemTime::from);
+        return backend.written(key, &copied.etag, Some(size), at).await;
     }
     let upload_id = backend.create_multipart(key, meta).await?;
     let copied = async {

@@ -413,13 +413,14 @@ impl Backend {
             call = call.header(name, value);
         }
         call.body = Payload::Bytes(body.into());
-        let answer = match self.send_read(call, MAX_ANSWER).await.map_err(upload_gone) {
-            Ok((_, answer)) => answer,
+        let (headers, answer) = match self.send_read(call, MAX_ANSWER).await.map_err(upload_gone) {
+            Ok(read) => read,
             Err(e) => return self.after_failed_complete(key, upload_id, parts, e).await,
         };
         let result: CompleteMultipartUploadResult =
             wire::parse("CompleteMultipartUpload", &answer)?;
-        self.written(key, &result.etag, size).await
+        let at = super::ops::answer_time(&headers);
+        self.written(key, &result.etag, size, at).await
     }
 
     /// A Complete that failed because the upload is gone may have succeeded in an earlier

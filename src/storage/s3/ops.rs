@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use reqwest::Method;
-use reqwest::header::CONTENT_RANGE;
+use reqwest::header::{CONTENT_RANGE, HeaderMap};
 
 use super::multipart::{WriteIf, bare};
 use super::wire::{self, CopyObjectResult, DeleteResult, ListBucketResult};
@@ -224,7 +224,8 @@ impl Backend {
         call.body = Payload::Bytes(body);
         let response = self.send(call).await?;
         let etag = super::multipart::etag_of(response.headers())?;
-        self.written(key, &etag, Some(size)).await
+        let at = answer_time(response.headers());
+        self.written(key, &etag, Some(size), at).await
     }
 
     /// DeleteObjects, in batches of 1000 (quiet mode: only failures come back). Answers the
@@ -312,34 +313,52 @@ impl Backend {
         })
     }
 
-    /// What an upload this backend just finished with `etag` (empty: not given, as Ceph 16's
-    /// CompleteMultipartUpload) stored, read back with HEAD: PutObject and Complete answer no
-    /// Last-Modified. If HEAD shows another version already (a concurrent writer), the ETag
-    /// and `size` known here stand, with now as the time.
+    /// What an upload this backend just finished stored, from its answer: the ETag it gave
+    /// (quoted, as HEAD gives it), the `size` postgate sent, and the time `at` the answer gives
+    /// ([`answer_time`]: PutObject and Complete answer no Last-Modified; the object's
+    /// Last-Modified is the time its write ended, which is when this answer was made). No
+    /// second request: under `--backend s3` reads take the time from the backend's own HEAD,
+    /// so this one only stands for the write itself. When the answer gave no ETag (Ceph 16's
+    /// CompleteMultipartUpload answers `<ETag></ETag>`) or the size is not known here (a
+    /// client's multipart upload), they are read back with HEAD.
     pub async fn written(
         &self,
         key: &str,
         etag: &str,
         size: Option<u64>,
+        at: Option<SystemTime>,
     ) -> Result<Finished, Error> {
-        let head = self.head(key).await;
-        match (head, size) {
-            (Ok(info), _) if etag.is_empty() || same_etag(&info.etag, etag) => Ok(Finished {
-                etag: info.etag,
-                size: info.size,
-                last_modified: info.last_modified.unwrap_or_else(SystemTime::now),
-            }),
-            (_, Some(size)) if !etag.is_empty() => Ok(Finished {
-                etag: format!("\"{}\"", etag.trim_matches('"')),
+        if let Some(size) = size.filter(|_| !etag.is_empty()) {
+            return Ok(Finished {
+                etag: format!("\"{}\"", bare(etag)),
                 size,
-                last_modified: SystemTime::now(),
-            }),
-            (Err(e), _) => Err(e),
-            (Ok(_), _) => Err(Error::Protocol(format!(
-                "{key}: the upload's answer gave no usable ETag or size"
-            ))),
+                last_modified: at.unwrap_or_else(SystemTime::now),
+            });
         }
+        let info = self.head(key).await?;
+        if !etag.is_empty() && !same_etag(&info.etag, etag) {
+            // Another writer's version is current already: this write's ETag stands, and HEAD
+            // did not describe it.
+            return Err(Error::Protocol(format!(
+                "{key}: the upload's answer gave no size and HEAD shows another version"
+            )));
+        }
+        Ok(Finished {
+            etag: info.etag,
+            size: info.size,
+            last_modified: info.last_modified.unwrap_or_else(SystemTime::now),
+        })
     }
+}
+
+/// The time an answer says its object was written: `Last-Modified` when given, else `Date`.
+pub(super) fn answer_time(headers: &HeaderMap) -> Option<SystemTime> {
+    [reqwest::header::LAST_MODIFIED, reqwest::header::DATE]
+        .iter()
+        .find_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            httpdate::parse_http_date(value).ok()
+        })
 }
 
 /// ETags compared without their quotes: Ceph 16 answers a repeated CompleteMultipartUpload

@@ -207,8 +207,9 @@ impl Uploader {
         };
         let response = self.backend.send(call).await?;
         let etag = etag_of(response.headers())?;
+        let at = super::ops::answer_time(response.headers());
         self.backend
-            .written(&self.key, &etag, Some(self.total))
+            .written(&self.key, &etag, Some(self.total), at)
             .await
     }
 
