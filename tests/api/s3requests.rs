@@ -114,7 +114,10 @@ async fn a_small_put_or_post_is_one_backend_request() {
             .await
             .assert_status(200);
     }
-    assert_eq!(since(&before, &served(&backend).await), only("PutObject", n));
+    assert_eq!(
+        since(&before, &served(&backend).await),
+        only("PutObject", n)
+    );
 
     // 200 KB PUTs: past the inline size, spooled by an Uploader, still one part: one PutObject.
     let before = served(&backend).await;
@@ -125,7 +128,10 @@ async fn a_small_put_or_post_is_one_backend_request() {
             .await
             .assert_status(200);
     }
-    assert_eq!(since(&before, &served(&backend).await), only("PutObject", n));
+    assert_eq!(
+        since(&before, &served(&backend).await),
+        only("PutObject", n)
+    );
 
     // A conditional create: the condition rides on the one PutObject.
     let before = served(&backend).await;
@@ -135,16 +141,27 @@ async fn a_small_put_or_post_is_one_backend_request() {
         .send()
         .await
         .assert_status(200);
-    assert_eq!(since(&before, &served(&backend).await), only("PutObject", 1));
+    assert_eq!(
+        since(&before, &served(&backend).await),
+        only("PutObject", 1)
+    );
 
     // POST forms.
     let before = served(&backend).await;
     for i in 0..n {
-        post(&gw, "bkt", &format!("form-{i}"), &pattern(4096, 50 + i as u64))
-            .await
-            .assert_status(204);
+        post(
+            &gw,
+            "bkt",
+            &format!("form-{i}"),
+            &pattern(4096, 50 + i as u64),
+        )
+        .await
+        .assert_status(204);
     }
-    assert_eq!(since(&before, &served(&backend).await), only("PutObject", n));
+    assert_eq!(
+        since(&before, &served(&backend).await),
+        only("PutObject", n)
+    );
 }
 
 /// What a small upload answers, and what HEAD, GET, the ACL and the listing show through the
@@ -172,7 +189,10 @@ async fn answers_after_a_small_upload_match_the_cluster() {
         raw.assert_status(200);
         assert_eq!(head.header("etag"), raw.header("etag"));
         assert_eq!(head.header("etag"), Some(etag_of(&data).as_str()));
-        assert_eq!(head.header("content-length"), Some(len.to_string().as_str()));
+        assert_eq!(
+            head.header("content-length"),
+            Some(len.to_string().as_str())
+        );
         assert_eq!(head.header("last-modified"), raw.header("last-modified"));
         assert_eq!(head.header("content-type"), Some("text/plain"));
         assert_eq!(head.header("x-amz-meta-colour"), Some("blue"));
@@ -204,7 +224,11 @@ async fn answers_after_a_small_upload_match_the_cluster() {
     head.assert_status(200);
     assert_eq!(head.header("etag"), Some(etag_of(&data).as_str()));
 
-    let list = gw.req(Method::GET, "/bkt").query("list-type=2").send().await;
+    let list = gw
+        .req(Method::GET, "/bkt")
+        .query("list-type=2")
+        .send()
+        .await;
     list.assert_status(200);
     let text = list.text();
     assert_eq!(
