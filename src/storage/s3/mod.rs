@@ -105,6 +105,8 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// How long a request's presigned URL is valid. It is signed again for every attempt, and S3
 /// checks it when the request arrives, so it only needs to cover the trip there.
 const SIGNATURE_LIFETIME: u64 = 15 * 60;
+/// A spool file is sent in reads of this size.
+const SPOOL_READ: usize = 512 * 1024;
 /// An error answer's body (S3's `<Error>` document) is read up to this many bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// A document answer (a list page: at most 1000 keys of at most 1 KiB each, plus their XML).
@@ -479,7 +481,8 @@ impl Backend {
                 let file = tokio::fs::File::open(&path)
                     .await
                     .map_err(|e| (Error::Spool(e), true))?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+                // Large reads: each is a hop to the blocking pool (see `upload::SPOOL_BUFFER`).
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, SPOOL_READ);
                 Some((counted(stream, &progress), *len))
             }
             Payload::Stream(body) => body
