@@ -14,7 +14,11 @@
 //! node, against both on one node, and RGW alone taking the same two (its ceiling).
 //!
 //! The gateway's overhead is (b)/(c) on the 1 GiB uploads (target ≥ 0.90: under 10% of the
-//! backend's own rate). Every object written to RGW lives in RAM three times, so each 1 GiB
+//! backend's own rate). On this machine the gateway, RGW, its OSDs and the load generator share
+//! the same cores, so that wall ratio is bounded by the CPU the gateway takes from RGW; rows 18e
+//! give the CPU seconds per GiB of the gateway (its pid only) and of RGW+OSDs, through the
+//! gateway and alone, and the gateway's capacity per core over RGW's rate (target ≥ 1.11: with
+//! cores of its own, the gateway then costs at most 10%). Every object written to RGW lives in RAM three times, so each 1 GiB
 //! object is deleted from RGW after its measurement and RGW's garbage collector is run
 //! (`radosgw-admin gc process --include-all`) before the next one.
 
@@ -27,6 +31,9 @@ const MEMSTORE_BYTES: u64 = 4 << 30;
 const PUT_POOL_PER_CONN: u64 = 512;
 /// Gateway overhead target on 1 GiB uploads: at least this fraction of RGW's own rate.
 const OVERHEAD_TARGET: f64 = 0.90;
+/// The same target where the gateway has cores of its own: its capacity per core at least
+/// RGW's rate / 0.9 (the gateway then adds at most 10% to an upload's time).
+const CAPACITY_TARGET: f64 = 1.0 / 0.9;
 /// The RGW bucket behind every gateway of the run (RGW's own uploads go to [`BUCKET`]).
 const BACKEND_BUCKET: &str = "pgbackend";
 
@@ -627,6 +634,44 @@ pub(super) async fn figure_cluster(o: &Opts, scratch: &Path, rows: &mut Vec<Row>
             "MB/s",
             cpu_of("c"),
         ));
+        // The wall ratio above mixes the gateway's cost with the cores it takes from RGW on
+        // this machine; these rows separate them (CPU seconds per GiB, both rounds).
+        let (b_cpu, c_cpu) = (
+            cpu[format!("b {how}").as_str()].0,
+            cpu[format!("c {how}").as_str()].0,
+        );
+        let gateway = b_cpu.gateway / gib;
+        rows.push(Row::limit(
+            format!("18e {how} {label}: gateway CPU per GiB (postgate process)"),
+            gateway,
+            "s/GiB",
+            "utime+stime of the gateway's pid, /proc/PID/stat before and after".into(),
+        ));
+        for (side, c) in [("through the gateway", b_cpu), ("straight to RGW", c_cpu)] {
+            rows.push(Row::limit(
+                format!("18e {how} {label}: RGW+OSDs CPU per GiB, {side}"),
+                (c.rgw + c.osds) / gib,
+                "s/GiB",
+                format!("radosgw {:.1}, OSDs {:.1}", c.rgw / gib, c.osds / gib),
+            ));
+        }
+        // What one core of gateway carries, against what RGW managed here: with the gateway on
+        // cores of its own, it keeps up within 10% when this is at least 1/0.9.
+        let capacity = f64::from(1u32 << 30) / gateway / 1e6;
+        rows.push(Row {
+            figure: format!("18e {how} {label}: gateway capacity per core / RGW's measured rate"),
+            value: capacity,
+            unit: "MB/s",
+            limit: Some(("18c RGW".into(), get("c"))),
+            target: Target::RatioAtLeast(CAPACITY_TARGET),
+            must: None,
+            note: format!(
+                "1 GiB / the gateway's CPU s per GiB; RGW+OSDs took {:.1} s per GiB alone \
+                 ({:.0} MB/s per core of theirs)",
+                (c_cpu.rgw + c_cpu.osds) / gib,
+                f64::from(1u32 << 30) / ((c_cpu.rgw + c_cpu.osds) / gib) / 1e6
+            ),
+        });
     }
     rows.push(Row {
         figure: format!("18d two {label} PUTs at once, one per node"),
