@@ -143,6 +143,10 @@ async fn open_links(
     let pg = crate::control::Pg::connect(url, &node)
         .await
         .map_err(|e| StartError::Control(e.to_string()))?;
+    // Heard from before it serves: no other node's sweeper may take a slot it is about to take.
+    pg.heartbeat()
+        .await
+        .map_err(|e| StartError::Control(e.to_string()))?;
     tracing::info!(node = %node, "links and their counters are shared through the control database");
     Ok(crate::control::Links::Shared { pg, db: db.clone() })
 }
@@ -161,37 +165,40 @@ fn node_id(dir: &std::path::Path) -> std::io::Result<String> {
     }
 }
 
-/// docs/cluster.md section 4's settle, for the form slots this node left in the control
-/// database when it was killed: each slot's key is looked up in the backend (HEAD); a file
-/// stored there for the slot's link since the slot was taken keeps it, any other slot is given
-/// back; one the backend cannot answer for now is left for the next start. Returns how many
-/// were given back.
+/// docs/cluster.md section 4's settle of form slots whose node is gone: at start, those this
+/// node left when it was killed; while serving, those of nodes whose heartbeat expired
+/// ([`AppState::watch_nodes`]). Returns how many were given back.
 async fn settle_shared_slots(
     pg: &crate::control::Pg,
     store: &Storage,
-) -> Result<usize, StartError> {
-    let mut released = 0;
-    for slot in pg.open_slots().await? {
-        let head = match store.head(&slot.bucket, &slot.key).await {
-            Ok(head) => head,
-            // Undecided: the slot stays taken (never more than max_files) until the next start.
-            Err(e) => {
-                tracing::warn!(error = %e, slot = %slot.id, "cannot settle a link slot now");
-                continue;
-            }
-        };
-        // The backend's Last-Modified has second precision.
-        let stored = head.is_some_and(|o| {
-            o.meta.last_modified >= slot.taken_at - 1000
-                && o.meta
-                    .meta
-                    .iter()
-                    .any(|(k, v)| k.eq_ignore_ascii_case("upload-link") && *v == slot.link_id)
-        });
-        pg.end_form_slot(&slot.id, stored).await?;
-        released += usize::from(!stored);
-    }
+    which: crate::control::Slots,
+) -> Result<usize, DbError> {
+    let (_, released) = pg
+        .settle_slots(which, |slot| slot_stored(store, slot))
+        .await?;
     Ok(released)
+}
+
+/// Whether a slot's file was stored: its key is looked up in the backend (HEAD); a file
+/// stored there for the slot's link since the slot was taken keeps the slot, anything else
+/// gives it back. `None`: the backend cannot answer now, and the slot stays taken (never more
+/// than max_files) until a later settle.
+async fn slot_stored(store: &Storage, slot: crate::control::OpenSlot) -> Option<bool> {
+    let head = match store.head(&slot.bucket, &slot.key).await {
+        Ok(head) => head,
+        Err(e) => {
+            tracing::warn!(error = %e, slot = %slot.id, "cannot settle a link slot now");
+            return None;
+        }
+    };
+    // The backend's Last-Modified has second precision.
+    Some(head.is_some_and(|o| {
+        o.meta.last_modified >= slot.taken_at - 1000
+            && o.meta
+                .meta
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("upload-link") && *v == slot.link_id)
+    }))
 }
 
 impl AppState {
@@ -230,7 +237,7 @@ impl AppState {
         let links = open_links(&config, &db, &store).await?;
         let released = match links.shared() {
             None => db.write(db::links::settle_form_slots).await?,
-            Some(pg) => settle_shared_slots(pg, &store).await?,
+            Some(pg) => settle_shared_slots(pg, &store, crate::control::Slots::Own).await?,
         };
         if released > 0 {
             tracing::info!(
@@ -347,6 +354,36 @@ impl AppState {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "aborted orphan backend multipart uploads"),
             Err(e) => tracing::warn!(error = %e, "sweep of orphan backend uploads failed"),
+        }
+    }
+
+    /// With a shared control database, for as long as the server runs: renews this node's
+    /// heartbeat every `--node-heartbeat`, then settles the form slots of nodes not heard from
+    /// for `--node-expiry` (killed, or cut off), as a restarted node settles its own: a dead
+    /// node's slots do not wait for its restart. Every node runs it; the row locks make each
+    /// slot one node's to settle. Returns at once without a shared control database.
+    pub async fn watch_nodes(&self) {
+        let Some(pg) = self.links.shared() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(self.config.node_heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let expiry = self.config.node_expiry;
+        loop {
+            tick.tick().await;
+            if let Err(e) = pg.heartbeat().await {
+                tracing::warn!(error = %e, "cannot renew this node's heartbeat");
+                continue;
+            }
+            let which = crate::control::Slots::OfDeadNodes { expiry };
+            match settle_shared_slots(pg, &self.store, which).await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(
+                    released,
+                    "gave back link slots of uploads on nodes that stopped"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot settle the slots of stopped nodes"),
+            }
         }
     }
 

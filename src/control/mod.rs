@@ -13,7 +13,7 @@ pub mod pg;
 
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{Db, DbError};
-pub use pg::Pg;
+pub use pg::{OpenSlot, Pg, Slots};
 
 /// Where links and their counters live.
 #[derive(Clone)]

@@ -9,7 +9,23 @@ use crate::db::{DbError, now_millis};
 
 /// The PostgreSQL migrations, in order: the number of applied ones is kept in
 /// `postgate_schema`. Append only.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_links.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_links.sql"),
+    include_str!("../../migrations/postgres/0002_nodes.sql"),
+];
+
+/// PostgreSQL's clock in milliseconds since the epoch: heartbeats are written and judged by the
+/// one clock every node shares.
+const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Ends slot `$1`; gives it back when `$2` (stored) is false, and only when this statement
+/// deleted the row: a slot is given back at most once, whoever ends it.
+const END_SLOT: &str = "WITH gone AS (DELETE FROM link_form_slots WHERE id = $1 RETURNING link_id)
+     UPDATE links SET uploaded_files = uploaded_files - 1
+     WHERE NOT $2 AND uploaded_files > 0 AND id IN (SELECT link_id FROM gone)";
+
+/// Slot rows one settle takes (and locks) at a time.
+const SETTLE_BATCH: i64 = 64;
 
 /// Any key of `pg_advisory_xact_lock`, the same on every node: nodes starting together migrate
 /// one after the other.
@@ -55,7 +71,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<LinkRecord, DbError> {
     })
 }
 
-/// A form slot a node took and has not ended ([`Pg::open_slots`]).
+/// A form slot a node took and has not ended ([`Pg::settle_slots`]).
 #[derive(Debug, Clone)]
 pub struct OpenSlot {
     pub id: String,
@@ -293,18 +309,10 @@ impl Pg {
         Ok(Err(self.refused(link_id).await?))
     }
 
-    /// `db::links::end_form_slot` in PostgreSQL: only the statement that deletes the slot's row
-    /// gives its slot back (when not `stored`), so a slot is given back at most once.
+    /// `db::links::end_form_slot` in PostgreSQL ([`END_SLOT`]).
     pub async fn end_form_slot(&self, slot: &str, stored: bool) -> Result<(), DbError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "WITH gone AS (DELETE FROM link_form_slots WHERE id = $1 RETURNING link_id)
-                 UPDATE links SET uploaded_files = uploaded_files - 1
-                 WHERE NOT $2 AND uploaded_files > 0 AND id IN (SELECT link_id FROM gone)",
-            )
-            .await
-            .map_err(pg_error)?;
+        let stmt = client.prepare_cached(END_SLOT).await.map_err(pg_error)?;
         client
             .execute(&stmt, &[&slot, &stored])
             .await
@@ -312,27 +320,106 @@ impl Pg {
         Ok(())
     }
 
-    /// The form slots this node took and never ended (it was killed meanwhile).
-    pub async fn open_slots(&self) -> Result<Vec<OpenSlot>, DbError> {
+    /// Renews this node's heartbeat row: other nodes leave its slots alone while it is younger
+    /// than their `--node-expiry`.
+    pub async fn heartbeat(&self) -> Result<(), DbError> {
         let node: &str = &self.node;
-        let rows = self
-            .client()
+        self.client()
             .await?
-            .query(
-                "SELECT id, link_id, bucket, key, taken_at FROM link_form_slots WHERE node = $1",
+            .execute(
+                &format!(
+                    "INSERT INTO nodes (id, seen_at) VALUES ($1, {PG_NOW_MS})
+                     ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at"
+                ),
                 &[&node],
             )
             .await
             .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| OpenSlot {
-                id: r.get(0),
-                link_id: r.get(1),
-                bucket: r.get(2),
-                key: r.get(3),
-                taken_at: r.get(4),
-            })
-            .collect())
+        Ok(())
     }
+
+    /// Settles the open form slots `which` names, a batch at a time: each row is locked
+    /// (`FOR UPDATE SKIP LOCKED`, so two nodes settling at once never take the same row and
+    /// neither waits for the other), `decide` says whether its file is stored (`Some(true)`:
+    /// the slot stays taken; `Some(false)`: given back; `None`: undecided, the row stays for a
+    /// later settle), and the batch's ends commit together. Returns (kept, given back).
+    pub async fn settle_slots<F, Fut>(
+        &self,
+        which: Slots,
+        decide: F,
+    ) -> Result<(usize, usize), DbError>
+    where
+        F: Fn(OpenSlot) -> Fut,
+        Fut: std::future::Future<Output = Option<bool>>,
+    {
+        let node: &str = &self.node;
+        let (mut kept, mut released) = (0, 0);
+        let mut client = self.client().await?;
+        loop {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let rows = match which {
+                Slots::Own => tx
+                    .query(
+                        "SELECT id, link_id, bucket, key, taken_at FROM link_form_slots
+                         WHERE node = $1 ORDER BY taken_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        &[&node, &SETTLE_BATCH],
+                    )
+                    .await
+                    .map_err(pg_error)?,
+                // A node with no heartbeat row at all is dead too: a serving node writes its
+                // row before it takes any slot.
+                Slots::OfDeadNodes { expiry } => tx
+                    .query(
+                        &format!(
+                            "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at
+                             FROM link_form_slots s
+                             WHERE s.node <> $1 AND NOT EXISTS (
+                                 SELECT 1 FROM nodes n
+                                 WHERE n.id = s.node AND n.seen_at > {PG_NOW_MS} - $3)
+                             ORDER BY s.taken_at LIMIT $2 FOR UPDATE OF s SKIP LOCKED"
+                        ),
+                        &[&node, &SETTLE_BATCH, &(expiry.as_millis() as i64)],
+                    )
+                    .await
+                    .map_err(pg_error)?,
+            };
+            let mut undecided = 0;
+            for r in &rows {
+                let slot = OpenSlot {
+                    id: r.get(0),
+                    link_id: r.get(1),
+                    bucket: r.get(2),
+                    key: r.get(3),
+                    taken_at: r.get(4),
+                };
+                let id = slot.id.clone();
+                let Some(stored) = decide(slot).await else {
+                    undecided += 1;
+                    continue;
+                };
+                tx.execute(END_SLOT, &[&id, &stored])
+                    .await
+                    .map_err(pg_error)?;
+                if stored {
+                    kept += 1;
+                } else {
+                    released += 1;
+                }
+            }
+            tx.commit().await.map_err(pg_error)?;
+            // A short batch was the last; a batch of only undecided rows would come back as is.
+            if (rows.len() as i64) < SETTLE_BATCH || undecided == rows.len() {
+                return Ok((kept, released));
+            }
+        }
+    }
+}
+
+/// Which open slots [`Pg::settle_slots`] settles.
+#[derive(Debug, Clone, Copy)]
+pub enum Slots {
+    /// This node's own, left by its previous run (at start, before it serves).
+    Own,
+    /// Those of other nodes whose heartbeat is older than `expiry` (or missing).
+    OfDeadNodes { expiry: std::time::Duration },
 }
