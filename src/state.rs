@@ -387,6 +387,46 @@ impl AppState {
         }
     }
 
+    /// With a shared control database, for as long as the server runs: keeps this node's view
+    /// of the shared access keys and grants current. Every change (a trigger's `NOTIFY`,
+    /// [`crate::control::Pg::listen_keys`]) drops the cached keys and copies the grants into
+    /// this node's SQLite, where every bucket read joins them; and every `CACHE_TTL` the grants
+    /// are copied again, as the cached keys expire, so a lost notification never leaves a
+    /// revoked key or grant working longer than that. Returns at once without one.
+    pub async fn watch_keys(&self) {
+        let Some(pg) = self.links.shared() else {
+            return;
+        };
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let listen = pg.listen_keys(|| {
+            self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+            changed.notify_one();
+        });
+        let copy = async {
+            let mut tick = tokio::time::interval(CACHE_TTL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = changed.notified() => {}
+                }
+                if let Err(e) = self.copy_grants(pg).await {
+                    tracing::warn!(error = %e, "cannot copy the shared grants");
+                }
+            }
+        };
+        tokio::join!(listen, copy);
+    }
+
+    /// Copies the shared grants into this node's SQLite (`db::buckets::replace_grants`).
+    async fn copy_grants(&self, pg: &crate::control::Pg) -> Result<(), DbError> {
+        let grants = pg.grants().await?;
+        self.db
+            .write(move |c| db::buckets::replace_grants(c, &grants))
+            .await?;
+        Ok(())
+    }
+
     /// How often the lifecycle sweeper runs.
     pub fn lifecycle_interval(&self) -> std::time::Duration {
         crate::objects::lifecycle::interval(self.config.lifecycle_debug_day)
@@ -439,7 +479,19 @@ impl AppState {
             return Ok(rec.clone());
         }
         let owned = access_key.to_owned();
-        let rec = self.db.read(move |c| db::keys::find(c, &owned)).await?;
+        let rec = match self.links.shared() {
+            None => self.db.read(move |c| db::keys::find(c, &owned)).await?,
+            // Shared keys, else this node's own admin key (configured per node, kept in its
+            // SQLite); a key made here before `--control-db` was set no longer works.
+            Some(pg) => match pg.find_key(access_key).await? {
+                Some(key) => Some(key),
+                None => self
+                    .db
+                    .read(move |c| db::keys::find(c, &owned))
+                    .await?
+                    .filter(|k| k.is_admin),
+            },
+        };
         let mut cache = self.keys.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 10_000 {
             cache.clear();

@@ -4,6 +4,8 @@
 use deadpool_postgres::{Pool, Runtime};
 use tokio_postgres::NoTls;
 
+use crate::db::buckets::Perm;
+use crate::db::keys::KeyRecord;
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{DbError, now_millis};
 
@@ -12,7 +14,11 @@ use crate::db::{DbError, now_millis};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_links.sql"),
     include_str!("../../migrations/postgres/0002_nodes.sql"),
+    include_str!("../../migrations/postgres/0003_keys.sql"),
 ];
+
+/// The channel the triggers of `access_keys` and `grants` notify on every change.
+const KEYS_CHANNEL: &str = "postgate_keys";
 
 /// PostgreSQL's clock in milliseconds since the epoch: heartbeats are written and judged by the
 /// one clock every node shares.
@@ -39,6 +45,8 @@ const POOL_SIZE: usize = 16;
 pub struct Pg {
     pool: Pool,
     node: std::sync::Arc<str>,
+    /// For the one connection that listens for changes ([`Pg::listen_keys`]); never logged.
+    url: std::sync::Arc<str>,
 }
 
 fn pg_error(e: impl std::fmt::Display) -> DbError {
@@ -94,6 +102,7 @@ impl Pg {
         let pg = Pg {
             pool,
             node: node.into(),
+            url: url.into(),
         };
         pg.migrate().await?;
         Ok(pg)
@@ -411,6 +420,177 @@ impl Pg {
             if (rows.len() as i64) < SETTLE_BATCH || undecided == rows.len() {
                 return Ok((kept, released));
             }
+        }
+    }
+}
+
+const KEY_COLUMNS: &str = "id, name, access_key, secret_key, is_admin, created_at";
+
+fn key_from_row(r: &tokio_postgres::Row) -> Result<KeyRecord, DbError> {
+    Ok(KeyRecord {
+        id: r.try_get(0).map_err(pg_error)?,
+        name: r.try_get(1).map_err(pg_error)?,
+        access_key: r.try_get(2).map_err(pg_error)?,
+        secret_key: r.try_get(3).map_err(pg_error)?,
+        is_admin: r.try_get(4).map_err(pg_error)?,
+        created_at: r.try_get(5).map_err(pg_error)?,
+    })
+}
+
+/// Access keys and grants: the PostgreSQL twin of `db::keys` and of `db::buckets`' grants.
+impl Pg {
+    /// `db::keys::insert` (a key made with `key create`; never an admin key).
+    pub async fn insert_key(
+        &self,
+        name: &str,
+        access_key: &str,
+        secret_key: &str,
+    ) -> Result<KeyRecord, DbError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &format!(
+                    "INSERT INTO access_keys (name, access_key, secret_key, created_at)
+                     VALUES ($1, $2, $3, $4) RETURNING {KEY_COLUMNS}"
+                ),
+                &[&name, &access_key, &secret_key, &now_millis()],
+            )
+            .await
+            .map_err(pg_error)?;
+        key_from_row(&row)
+    }
+
+    pub async fn find_key(&self, access_key: &str) -> Result<Option<KeyRecord>, DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM access_keys WHERE access_key = $1"
+            ))
+            .await
+            .map_err(pg_error)?;
+        match client
+            .query_opt(&stmt, &[&access_key])
+            .await
+            .map_err(pg_error)?
+        {
+            Some(row) => Ok(Some(key_from_row(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, DbError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {KEY_COLUMNS} FROM access_keys ORDER BY id"),
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// `db::keys::delete`: by numeric id or access key id (its grants go with it).
+    pub async fn delete_key(&self, id_or_access_key: &str) -> Result<bool, DbError> {
+        let client = self.client().await?;
+        let n = match id_or_access_key.parse::<i64>() {
+            Ok(id) => client
+                .execute("DELETE FROM access_keys WHERE id = $1", &[&id])
+                .await
+                .map_err(pg_error)?,
+            Err(_) => client
+                .execute(
+                    "DELETE FROM access_keys WHERE access_key = $1",
+                    &[&id_or_access_key],
+                )
+                .await
+                .map_err(pg_error)?,
+        };
+        Ok(n > 0)
+    }
+
+    /// `db::buckets::allow`: gives (or changes) `access_key`'s permission on `bucket`.
+    pub async fn allow(&self, bucket: &str, access_key: &str, perm: Perm) -> Result<(), DbError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO grants (bucket, access_key, perm) VALUES ($1, $2, $3)
+                 ON CONFLICT (bucket, access_key) DO UPDATE SET perm = EXCLUDED.perm",
+                &[&bucket, &access_key, &perm.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Every grant: (bucket, access key, permission), in a stable order.
+    pub async fn grants(&self) -> Result<Vec<(String, String, Perm)>, DbError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT bucket, access_key, perm FROM grants ORDER BY bucket, access_key",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let perm: &str = r.get(2);
+                Some((r.get(0), r.get(1), Perm::parse(perm)?))
+            })
+            .collect())
+    }
+
+    /// Listens for changes to keys and grants on a connection of its own and calls `changed`
+    /// after each, and once each time the listening (re)starts (a change may have been missed
+    /// meanwhile). Runs until dropped; a lost connection is made again after a second.
+    pub async fn listen_keys(&self, changed: impl Fn()) {
+        use futures_util::StreamExt;
+        loop {
+            match tokio_postgres::connect(&self.url, NoTls).await {
+                Ok((client, mut connection)) => {
+                    // The connection must be polled for anything to happen, the LISTEN too:
+                    // its messages go through a channel while this loop waits on them.
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let driver = tokio::spawn(async move {
+                        let mut messages =
+                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        while let Some(message) = messages.next().await {
+                            match message {
+                                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                    let _ = tx.send(());
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "control database: lost the listening connection");
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    match client
+                        .batch_execute(&format!("LISTEN {KEYS_CHANNEL}"))
+                        .await
+                    {
+                        Ok(()) => {
+                            changed();
+                            while rx.recv().await.is_some() {
+                                changed();
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "control database: cannot LISTEN"),
+                    }
+                    driver.abort();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control database: cannot connect to listen")
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
 }

@@ -147,7 +147,9 @@ pub async fn serve(
         }
     });
     let nodes = state.clone();
-    let nodes_task = tokio::spawn(async move { nodes.watch_nodes().await });
+    let nodes_task = tokio::spawn(async move {
+        tokio::join!(nodes.watch_nodes(), nodes.watch_keys());
+    });
     // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
     let mut state = state;
     if let Ok(bound) = listener.local_addr()

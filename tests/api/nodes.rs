@@ -1,8 +1,8 @@
 //! Several gateway nodes (docs/cluster.md sections 3-4): two postgate nodes, both `--backend s3`
-//! in front of one cluster postgate, sharing links and their counters through one PostgreSQL
-//! (`--control-db`, started by `tests/pg/cluster.sh` for each test). Everything over real HTTP
-//! on 127.0.0.1; the nodes share their admin key (POSTGATE_ACCESS_KEY/SECRET_KEY) and each
-//! creates the bucket, since keys and buckets are still each node's.
+//! in front of one cluster postgate, sharing links, their counters, keys and grants through one
+//! PostgreSQL (`--control-db`, started by `tests/pg/cluster.sh` for each test). Everything over
+//! real HTTP on 127.0.0.1; the nodes share their admin key (POSTGATE_ACCESS_KEY/SECRET_KEY) and
+//! each creates the bucket, since the admin key and buckets are still each node's.
 //!
 //! Without PostgreSQL's binaries the tests fail when `CI` is set, and say they skip otherwise.
 
@@ -648,6 +648,109 @@ async fn a_live_nodes_long_upload_keeps_its_slot() {
     for node in [&a, &b] {
         assert_eq!(listed(node, &id).await["uploaded_files"], 1);
     }
+}
+
+/// `postgate ARGS` on a node's data directory with `--control-db`: its standard output.
+fn cli(cluster: &Cluster, node: &TestApp, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .arg("--control-db")
+        .arg(&cluster.pg.url)
+        .args(args)
+        .env_remove("POSTGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "postgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sends `make()` until its answer has `status` (and S3 error `code`, when given), or fails
+/// after `within`; returns how long it took.
+async fn until_answer<'a, F: Fn() -> Req<'a>>(
+    make: F,
+    status: u16,
+    code: Option<&str>,
+    within: Duration,
+) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let res = make().send().await;
+        if res.status == status && (code.is_none() || res.code().as_deref() == code) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "still {} {:?} after {within:?}, not {status} {code:?}",
+            res.status,
+            res.code()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Keys and grants live in PostgreSQL with `--control-db`: a key made with `key create` on
+/// node A's data directory signs requests node B accepts, a grant given and then narrowed on A
+/// applies on B, and a key deleted on A is refused by B (403 InvalidAccessKeyId, as one node
+/// answers an unknown key) within the bound of B's key cache.
+#[tokio::test]
+async fn keys_and_grants_are_shared_by_the_nodes() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let out = cli(&cluster, &a, &["key", "create", "shared"]);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+            .trim()
+            .to_owned()
+    };
+    let creds = Creds::new(&field("access key:"), &field("secret key:"));
+    assert!(cli(&cluster, &a, &["key", "list"]).contains(&creds.ak));
+    // B knows the key (no grant yet: AccessDenied, not InvalidAccessKeyId).
+    let bound = Duration::from_secs(10);
+    let put_b = || {
+        b.req(Method::PUT, "/ups/k1")
+            .body(b"by the shared key".to_vec())
+            .creds(&creds)
+    };
+    put_b().send().await.assert_error(403, "AccessDenied");
+    // A grant given on A applies on B (and on A).
+    cli(
+        &cluster,
+        &a,
+        &["bucket", "allow", "ups", &creds.ak, "readwrite"],
+    );
+    let took = until_answer(put_b, 200, None, bound).await;
+    eprintln!("grant applied on B {took:?} after the command");
+    a.req(Method::PUT, "/ups/k2")
+        .body(b"through a".to_vec())
+        .creds(&creds)
+        .send()
+        .await
+        .assert_status(200);
+    // Narrowed to read on A: B refuses the write and still serves the read.
+    cli(&cluster, &a, &["bucket", "allow", "ups", &creds.ak, "read"]);
+    until_answer(put_b, 403, Some("AccessDenied"), bound).await;
+    let got = b.req(Method::GET, "/ups/k1").creds(&creds).send().await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], b"by the shared key");
+    // Deleted on A: refused by B.
+    cli(&cluster, &a, &["key", "delete", &creds.ak]);
+    let get_b = || b.req(Method::GET, "/ups/k1").creds(&creds);
+    let took = until_answer(get_b, 403, Some("InvalidAccessKeyId"), bound).await;
+    eprintln!("deleted key refused on B {took:?} after the command");
+    assert!(!cli(&cluster, &a, &["key", "list"]).contains(&creds.ak));
+    // The nodes' own admin key still works on both.
+    b.get("/ups/k1").await.assert_status(200);
+    a.get("/ups/k2").await.assert_status(200);
 }
 
 /// `--control-db` needs `--backend s3` (with the local store, objects are on one machine): the
