@@ -129,6 +129,14 @@ pub struct ServeArgs {
     /// and kept in the data directory's `node-id`).
     #[arg(long, env = "POSTGATE_NODE_ID")]
     pub node_id: Option<String>,
+    /// `--control-db`: how often this node tells the others it is alive, and settles the link
+    /// slots of nodes that stopped (default 5s).
+    #[arg(long, env = "POSTGATE_NODE_HEARTBEAT", value_parser = crate::units::parse_duration)]
+    pub node_heartbeat: Option<Duration>,
+    /// `--control-db`: a node not heard from for this long is taken as stopped, and its
+    /// uploads' link slots are settled by the others (default 30s; at least 3 heartbeats).
+    #[arg(long, env = "POSTGATE_NODE_EXPIRY", value_parser = crate::units::parse_duration)]
+    pub node_expiry: Option<Duration>,
     // TLS.
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`. Re-read on
     /// SIGHUP, so a renewed certificate needs no restart.
@@ -178,6 +186,10 @@ impl MinFree {
 pub const DEFAULT_EVENT_MAX_AGE: Duration = Duration::from_secs(86_400);
 /// The first retry of a failed delivery waits about this long; each next one twice as long.
 pub const DEFAULT_EVENT_RETRY_MIN: Duration = Duration::from_secs(1);
+/// `--node-heartbeat`'s default.
+pub const DEFAULT_NODE_HEARTBEAT: Duration = Duration::from_secs(5);
+/// `--node-expiry`'s default: six missed heartbeats, well above a loaded node's hiccups.
+pub const DEFAULT_NODE_EXPIRY: Duration = Duration::from_secs(30);
 
 /// A webhook target declared in the configuration file (`[[webhook]]`).
 #[derive(Clone, Deserialize)]
@@ -261,6 +273,8 @@ struct FileConfig {
     backend_region: Option<String>,
     control_db: Option<String>,
     node_id: Option<String>,
+    node_heartbeat: Option<String>,
+    node_expiry: Option<String>,
     // TLS.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -304,6 +318,10 @@ pub struct Config {
     pub control_db: Option<String>,
     /// This node's id with `--control-db` (`None`: the data directory's `node-id`).
     pub node_id: Option<String>,
+    /// With `--control-db`: how often this node renews its heartbeat row.
+    pub node_heartbeat: Duration,
+    /// With `--control-db`: how old another node's heartbeat may be before its slots are settled.
+    pub node_expiry: Duration,
 }
 
 /// How the upload page sends large files (`links::multipart`).
@@ -453,6 +471,8 @@ impl std::fmt::Debug for Config {
             .field("backend", &self.backend)
             .field("control_db", &self.control_db.as_ref().map(|_| "<set>"))
             .field("node_id", &self.node_id)
+            .field("node_heartbeat", &self.node_heartbeat)
+            .field("node_expiry", &self.node_expiry)
             .finish_non_exhaustive()
     }
 }
@@ -496,6 +516,11 @@ impl Config {
                     "POSTGATE_ACCESS_KEY and POSTGATE_SECRET_KEY must be set together".into(),
                 ));
             }
+        };
+        let duration = |flag: Option<Duration>, text: &Option<String>, default| match (flag, text) {
+            (Some(d), _) => Ok(d),
+            (None, Some(t)) => crate::units::parse_duration(t).map_err(ConfigError::Invalid),
+            (None, None) => Ok(default),
         };
         let config = Config {
             addr: serve
@@ -587,7 +612,20 @@ impl Config {
                 .or(file.control_db)
                 .filter(|u| !u.is_empty()),
             node_id: serve.node_id.clone().or(file.node_id),
+            node_heartbeat: duration(
+                serve.node_heartbeat,
+                &file.node_heartbeat,
+                DEFAULT_NODE_HEARTBEAT,
+            )?,
+            node_expiry: duration(serve.node_expiry, &file.node_expiry, DEFAULT_NODE_EXPIRY)?,
         };
+        // A live node must renew its row several times within the expiry, or a slow tick would
+        // make the others settle the slots of its uploads still running.
+        if config.node_heartbeat.is_zero() || config.node_expiry < config.node_heartbeat * 3 {
+            return Err(ConfigError::Invalid(
+                "--node-expiry must be at least 3 times --node-heartbeat (and that above 0)".into(),
+            ));
+        }
         if let Some(id) = &config.node_id
             && (id.is_empty()
                 || id.len() > 64
@@ -642,6 +680,8 @@ impl Config {
             backend: Backend::Fs,
             control_db: None,
             node_id: None,
+            node_heartbeat: DEFAULT_NODE_HEARTBEAT,
+            node_expiry: DEFAULT_NODE_EXPIRY,
         }
     }
 
@@ -836,6 +876,29 @@ mod tests {
         assert_eq!(MinFree::Percent(5.0).bytes(1000), 50);
         assert!(MinFree::parse("150%").is_err());
         assert!(MinFree::parse("lots").is_err());
+    }
+
+    #[test]
+    fn a_node_expiry_shorter_than_three_heartbeats_is_refused() {
+        let common = CommonArgs {
+            config: None,
+            data_dir: None,
+            control_db: None,
+        };
+        let serve = |beat: u64, expiry: u64| ServeArgs {
+            node_heartbeat: Some(Duration::from_secs(beat)),
+            node_expiry: Some(Duration::from_secs(expiry)),
+            ..ServeArgs::default()
+        };
+        assert!(Config::resolve(&common, &serve(5, 14)).is_err());
+        assert!(Config::resolve(&common, &serve(0, 30)).is_err());
+        let c = Config::resolve(&common, &serve(5, 15)).unwrap();
+        assert_eq!(c.node_expiry, Duration::from_secs(15));
+        let c = Config::resolve(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(
+            (c.node_heartbeat, c.node_expiry),
+            (DEFAULT_NODE_HEARTBEAT, DEFAULT_NODE_EXPIRY)
+        );
     }
 
     #[test]

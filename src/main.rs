@@ -255,8 +255,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&cli.common, &args),
-        Command::Key(cmd) => with_db(&cli.common, |conn| key_command(conn, cmd)),
-        Command::Bucket(cmd) => with_db(&cli.common, |conn| bucket_command(conn, cmd)),
+        Command::Key(cmd) => with_db(&cli.common, |conn| {
+            key_command(conn, control_db(&cli.common)?.as_deref(), cmd)
+        }),
+        Command::Bucket(cmd) => with_db(&cli.common, |conn| {
+            bucket_command(conn, control_db(&cli.common)?.as_deref(), cmd)
+        }),
         Command::PresignPost(args) => presign_post(&cli.common, *args),
         Command::Link(cmd) => link_command(&cli.common, cmd),
         Command::Webhook(cmd) => webhook_command(&cli.common, cmd),
@@ -379,6 +383,11 @@ where
         let pg = postgate::control::Pg::connect(url, "cli").await?;
         f(pg).await
     })?)
+}
+
+/// `--control-db` (flag, environment or file), for the commands that write shared state there.
+fn control_db(common: &CommonArgs) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    Ok(Config::resolve(common, &ServeArgs::default())?.control_db)
 }
 
 fn with_db(common: &CommonArgs, f: impl FnOnce(&rusqlite::Connection) -> CliResult) -> CliResult {
@@ -656,24 +665,42 @@ fn events_command(conn: &rusqlite::Connection, cmd: EventsCommand) -> CliResult 
     Ok(())
 }
 
-fn key_command(conn: &rusqlite::Connection, cmd: KeyCommand) -> CliResult {
+/// With `--control-db`, keys live in the shared database (every node sees them); else in this
+/// node's SQLite.
+fn key_command(conn: &rusqlite::Connection, shared: Option<&str>, cmd: KeyCommand) -> CliResult {
     match cmd {
         KeyCommand::Create { name } => {
             let (access, secret) = db::keys::generate();
-            let key = db::keys::insert(conn, &name, &access, &secret, false)?;
+            let key = match shared {
+                Some(url) => control(url, |pg| async move {
+                    pg.insert_key(&name, &access, &secret).await
+                })?,
+                None => db::keys::insert(conn, &name, &access, &secret, false)?,
+            };
             println!("id:         {}", key.id);
             println!("access key: {}", key.access_key);
             println!("secret key: {}", key.secret_key);
         }
         KeyCommand::List => {
+            let keys = match shared {
+                Some(url) => control(url, |pg| async move { pg.list_keys().await })?,
+                None => db::keys::list(conn)?,
+            };
             println!("{:<6} {:<22} {:<6} NAME", "ID", "ACCESS KEY", "ADMIN");
-            for k in db::keys::list(conn)? {
+            for k in keys {
                 let admin = if k.is_admin { "yes" } else { "no" };
                 println!("{:<6} {:<22} {:<6} {}", k.id, k.access_key, admin, k.name);
             }
         }
         KeyCommand::Delete { id } => {
-            if !db::keys::delete(conn, &id)? {
+            let deleted = match shared {
+                Some(url) => {
+                    let i = id.clone();
+                    control(url, |pg| async move { pg.delete_key(&i).await })?
+                }
+                None => db::keys::delete(conn, &id)?,
+            };
+            if !deleted {
                 return Err(format!("no key {id}").into());
             }
             println!("deleted key {id}");
@@ -682,7 +709,11 @@ fn key_command(conn: &rusqlite::Connection, cmd: KeyCommand) -> CliResult {
     Ok(())
 }
 
-fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult {
+fn bucket_command(
+    conn: &rusqlite::Connection,
+    shared: Option<&str>,
+    cmd: BucketCommand,
+) -> CliResult {
     match cmd {
         BucketCommand::Create {
             name,
@@ -756,11 +787,33 @@ fn bucket_command(conn: &rusqlite::Connection, cmd: BucketCommand) -> CliResult 
         } => bucket_quota(conn, &bucket, max_size, max_objects, clear)?,
         BucketCommand::Allow { bucket, key, perm } => {
             let perm = Perm::parse(&perm).ok_or("perm must be read, write or readwrite")?;
-            if db::keys::find(conn, &key)?.is_none() {
-                return Err(format!("no access key {key}").into());
-            }
-            if !db::buckets::allow(conn, &bucket, &key, perm)? {
-                return Err(format!("no bucket {bucket}").into());
+            match shared {
+                // Shared: the key must be a shared one; every node applies the grant to its
+                // bucket of that name (buckets are each node's).
+                Some(url) => {
+                    if db::buckets::get(conn, &bucket)?.is_none() {
+                        return Err(format!("no bucket {bucket}").into());
+                    }
+                    let (b, k) = (bucket.clone(), key.clone());
+                    control(url, |pg| async move {
+                        if pg.find_key(&k).await?.is_none() {
+                            return Ok(false);
+                        }
+                        pg.allow(&b, &k, perm).await.map(|()| true)
+                    })
+                    .and_then(|found| match found {
+                        true => Ok(()),
+                        false => Err(format!("no shared access key {key}").into()),
+                    })?;
+                }
+                None => {
+                    if db::keys::find(conn, &key)?.is_none() {
+                        return Err(format!("no access key {key}").into());
+                    }
+                    if !db::buckets::allow(conn, &bucket, &key, perm)? {
+                        return Err(format!("no bucket {bucket}").into());
+                    }
+                }
             }
             println!("{key} may now {} {bucket}", perm.as_str());
         }

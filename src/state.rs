@@ -143,6 +143,10 @@ async fn open_links(
     let pg = crate::control::Pg::connect(url, &node)
         .await
         .map_err(|e| StartError::Control(e.to_string()))?;
+    // Heard from before it serves: no other node's sweeper may take a slot it is about to take.
+    pg.heartbeat()
+        .await
+        .map_err(|e| StartError::Control(e.to_string()))?;
     tracing::info!(node = %node, "links and their counters are shared through the control database");
     Ok(crate::control::Links::Shared { pg, db: db.clone() })
 }
@@ -161,37 +165,40 @@ fn node_id(dir: &std::path::Path) -> std::io::Result<String> {
     }
 }
 
-/// docs/cluster.md section 4's settle, for the form slots this node left in the control
-/// database when it was killed: each slot's key is looked up in the backend (HEAD); a file
-/// stored there for the slot's link since the slot was taken keeps it, any other slot is given
-/// back; one the backend cannot answer for now is left for the next start. Returns how many
-/// were given back.
+/// docs/cluster.md section 4's settle of form slots whose node is gone: at start, those this
+/// node left when it was killed; while serving, those of nodes whose heartbeat expired
+/// ([`AppState::watch_nodes`]). Returns how many were given back.
 async fn settle_shared_slots(
     pg: &crate::control::Pg,
     store: &Storage,
-) -> Result<usize, StartError> {
-    let mut released = 0;
-    for slot in pg.open_slots().await? {
-        let head = match store.head(&slot.bucket, &slot.key).await {
-            Ok(head) => head,
-            // Undecided: the slot stays taken (never more than max_files) until the next start.
-            Err(e) => {
-                tracing::warn!(error = %e, slot = %slot.id, "cannot settle a link slot now");
-                continue;
-            }
-        };
-        // The backend's Last-Modified has second precision.
-        let stored = head.is_some_and(|o| {
-            o.meta.last_modified >= slot.taken_at - 1000
-                && o.meta
-                    .meta
-                    .iter()
-                    .any(|(k, v)| k.eq_ignore_ascii_case("upload-link") && *v == slot.link_id)
-        });
-        pg.end_form_slot(&slot.id, stored).await?;
-        released += usize::from(!stored);
-    }
+    which: crate::control::Slots,
+) -> Result<usize, DbError> {
+    let (_, released) = pg
+        .settle_slots(which, |slot| slot_stored(store, slot))
+        .await?;
     Ok(released)
+}
+
+/// Whether a slot's file was stored: its key is looked up in the backend (HEAD); a file
+/// stored there for the slot's link since the slot was taken keeps the slot, anything else
+/// gives it back. `None`: the backend cannot answer now, and the slot stays taken (never more
+/// than max_files) until a later settle.
+async fn slot_stored(store: &Storage, slot: crate::control::OpenSlot) -> Option<bool> {
+    let head = match store.head(&slot.bucket, &slot.key).await {
+        Ok(head) => head,
+        Err(e) => {
+            tracing::warn!(error = %e, slot = %slot.id, "cannot settle a link slot now");
+            return None;
+        }
+    };
+    // The backend's Last-Modified has second precision.
+    Some(head.is_some_and(|o| {
+        o.meta.last_modified >= slot.taken_at - 1000
+            && o.meta
+                .meta
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("upload-link") && *v == slot.link_id)
+    }))
 }
 
 impl AppState {
@@ -230,7 +237,7 @@ impl AppState {
         let links = open_links(&config, &db, &store).await?;
         let released = match links.shared() {
             None => db.write(db::links::settle_form_slots).await?,
-            Some(pg) => settle_shared_slots(pg, &store).await?,
+            Some(pg) => settle_shared_slots(pg, &store, crate::control::Slots::Own).await?,
         };
         if released > 0 {
             tracing::info!(
@@ -350,6 +357,76 @@ impl AppState {
         }
     }
 
+    /// With a shared control database, for as long as the server runs: renews this node's
+    /// heartbeat every `--node-heartbeat`, then settles the form slots of nodes not heard from
+    /// for `--node-expiry` (killed, or cut off), as a restarted node settles its own: a dead
+    /// node's slots do not wait for its restart. Every node runs it; the row locks make each
+    /// slot one node's to settle. Returns at once without a shared control database.
+    pub async fn watch_nodes(&self) {
+        let Some(pg) = self.links.shared() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(self.config.node_heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let expiry = self.config.node_expiry;
+        loop {
+            tick.tick().await;
+            if let Err(e) = pg.heartbeat().await {
+                tracing::warn!(error = %e, "cannot renew this node's heartbeat");
+                continue;
+            }
+            let which = crate::control::Slots::OfDeadNodes { expiry };
+            match settle_shared_slots(pg, &self.store, which).await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(
+                    released,
+                    "gave back link slots of uploads on nodes that stopped"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot settle the slots of stopped nodes"),
+            }
+        }
+    }
+
+    /// With a shared control database, for as long as the server runs: keeps this node's view
+    /// of the shared access keys and grants current. Every change (a trigger's `NOTIFY`,
+    /// [`crate::control::Pg::listen_keys`]) drops the cached keys and copies the grants into
+    /// this node's SQLite, where every bucket read joins them; and every `CACHE_TTL` the grants
+    /// are copied again, as the cached keys expire, so a lost notification never leaves a
+    /// revoked key or grant working longer than that. Returns at once without one.
+    pub async fn watch_keys(&self) {
+        let Some(pg) = self.links.shared() else {
+            return;
+        };
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let listen = pg.listen_keys(|| {
+            self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+            changed.notify_one();
+        });
+        let copy = async {
+            let mut tick = tokio::time::interval(CACHE_TTL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = changed.notified() => {}
+                }
+                if let Err(e) = self.copy_grants(pg).await {
+                    tracing::warn!(error = %e, "cannot copy the shared grants");
+                }
+            }
+        };
+        tokio::join!(listen, copy);
+    }
+
+    /// Copies the shared grants into this node's SQLite (`db::buckets::replace_grants`).
+    async fn copy_grants(&self, pg: &crate::control::Pg) -> Result<(), DbError> {
+        let grants = pg.grants().await?;
+        self.db
+            .write(move |c| db::buckets::replace_grants(c, &grants))
+            .await?;
+        Ok(())
+    }
+
     /// How often the lifecycle sweeper runs.
     pub fn lifecycle_interval(&self) -> std::time::Duration {
         crate::objects::lifecycle::interval(self.config.lifecycle_debug_day)
@@ -402,7 +479,19 @@ impl AppState {
             return Ok(rec.clone());
         }
         let owned = access_key.to_owned();
-        let rec = self.db.read(move |c| db::keys::find(c, &owned)).await?;
+        let rec = match self.links.shared() {
+            None => self.db.read(move |c| db::keys::find(c, &owned)).await?,
+            // Shared keys, else this node's own admin key (configured per node, kept in its
+            // SQLite); a key made here before `--control-db` was set no longer works.
+            Some(pg) => match pg.find_key(access_key).await? {
+                Some(key) => Some(key),
+                None => self
+                    .db
+                    .read(move |c| db::keys::find(c, &owned))
+                    .await?
+                    .filter(|k| k.is_admin),
+            },
+        };
         let mut cache = self.keys.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 10_000 {
             cache.clear();

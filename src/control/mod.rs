@@ -8,12 +8,16 @@
 //! ([`crate::db::links::mirror`], refreshed whenever the link is read through [`Links`]), because
 //! what stays in SQLite this round (multipart uploads, quotas, lifecycle expiry) joins on it.
 //! PostgreSQL's row is the truth for the link's terms, its revocation and `uploaded_files`.
+//!
+//! With PostgreSQL, `pg` also keeps the shared access keys and grants (read by
+//! `AppState::find_key`, copied into each node's SQLite `grants`, invalidated by `NOTIFY`) and
+//! the nodes' heartbeats, by which any node settles the link slots of a node that stopped.
 
 pub mod pg;
 
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{Db, DbError};
-pub use pg::Pg;
+pub use pg::{OpenSlot, Pg, Slots};
 
 /// Where links and their counters live.
 #[derive(Clone)]

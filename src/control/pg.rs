@@ -4,12 +4,34 @@
 use deadpool_postgres::{Pool, Runtime};
 use tokio_postgres::NoTls;
 
+use crate::db::buckets::Perm;
+use crate::db::keys::KeyRecord;
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{DbError, now_millis};
 
 /// The PostgreSQL migrations, in order: the number of applied ones is kept in
 /// `postgate_schema`. Append only.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_links.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_links.sql"),
+    include_str!("../../migrations/postgres/0002_nodes.sql"),
+    include_str!("../../migrations/postgres/0003_keys.sql"),
+];
+
+/// The channel the triggers of `access_keys` and `grants` notify on every change.
+const KEYS_CHANNEL: &str = "postgate_keys";
+
+/// PostgreSQL's clock in milliseconds since the epoch: heartbeats are written and judged by the
+/// one clock every node shares.
+const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Ends slot `$1`; gives it back when `$2` (stored) is false, and only when this statement
+/// deleted the row: a slot is given back at most once, whoever ends it.
+const END_SLOT: &str = "WITH gone AS (DELETE FROM link_form_slots WHERE id = $1 RETURNING link_id)
+     UPDATE links SET uploaded_files = uploaded_files - 1
+     WHERE NOT $2 AND uploaded_files > 0 AND id IN (SELECT link_id FROM gone)";
+
+/// Slot rows one settle takes (and locks) at a time.
+const SETTLE_BATCH: i64 = 64;
 
 /// Any key of `pg_advisory_xact_lock`, the same on every node: nodes starting together migrate
 /// one after the other.
@@ -23,6 +45,8 @@ const POOL_SIZE: usize = 16;
 pub struct Pg {
     pool: Pool,
     node: std::sync::Arc<str>,
+    /// For the one connection that listens for changes ([`Pg::listen_keys`]); never logged.
+    url: std::sync::Arc<str>,
 }
 
 fn pg_error(e: impl std::fmt::Display) -> DbError {
@@ -55,7 +79,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<LinkRecord, DbError> {
     })
 }
 
-/// A form slot a node took and has not ended ([`Pg::open_slots`]).
+/// A form slot a node took and has not ended ([`Pg::settle_slots`]).
 #[derive(Debug, Clone)]
 pub struct OpenSlot {
     pub id: String,
@@ -78,6 +102,7 @@ impl Pg {
         let pg = Pg {
             pool,
             node: node.into(),
+            url: url.into(),
         };
         pg.migrate().await?;
         Ok(pg)
@@ -293,18 +318,10 @@ impl Pg {
         Ok(Err(self.refused(link_id).await?))
     }
 
-    /// `db::links::end_form_slot` in PostgreSQL: only the statement that deletes the slot's row
-    /// gives its slot back (when not `stored`), so a slot is given back at most once.
+    /// `db::links::end_form_slot` in PostgreSQL ([`END_SLOT`]).
     pub async fn end_form_slot(&self, slot: &str, stored: bool) -> Result<(), DbError> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "WITH gone AS (DELETE FROM link_form_slots WHERE id = $1 RETURNING link_id)
-                 UPDATE links SET uploaded_files = uploaded_files - 1
-                 WHERE NOT $2 AND uploaded_files > 0 AND id IN (SELECT link_id FROM gone)",
-            )
-            .await
-            .map_err(pg_error)?;
+        let stmt = client.prepare_cached(END_SLOT).await.map_err(pg_error)?;
         client
             .execute(&stmt, &[&slot, &stored])
             .await
@@ -312,27 +329,277 @@ impl Pg {
         Ok(())
     }
 
-    /// The form slots this node took and never ended (it was killed meanwhile).
-    pub async fn open_slots(&self) -> Result<Vec<OpenSlot>, DbError> {
+    /// Renews this node's heartbeat row: other nodes leave its slots alone while it is younger
+    /// than their `--node-expiry`.
+    pub async fn heartbeat(&self) -> Result<(), DbError> {
         let node: &str = &self.node;
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO nodes (id, seen_at) VALUES ($1, {PG_NOW_MS})
+                     ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at"
+                ),
+                &[&node],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Settles the open form slots `which` names, a batch at a time: each row is locked
+    /// (`FOR UPDATE SKIP LOCKED`, so two nodes settling at once never take the same row and
+    /// neither waits for the other), `decide` says whether its file is stored (`Some(true)`:
+    /// the slot stays taken; `Some(false)`: given back; `None`: undecided, the row stays for a
+    /// later settle), and the batch's ends commit together. Returns (kept, given back).
+    pub async fn settle_slots<F, Fut>(
+        &self,
+        which: Slots,
+        decide: F,
+    ) -> Result<(usize, usize), DbError>
+    where
+        F: Fn(OpenSlot) -> Fut,
+        Fut: std::future::Future<Output = Option<bool>>,
+    {
+        let node: &str = &self.node;
+        let (mut kept, mut released) = (0, 0);
+        let mut client = self.client().await?;
+        loop {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let rows = match which {
+                Slots::Own => tx
+                    .query(
+                        "SELECT id, link_id, bucket, key, taken_at FROM link_form_slots
+                         WHERE node = $1 ORDER BY taken_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        &[&node, &SETTLE_BATCH],
+                    )
+                    .await
+                    .map_err(pg_error)?,
+                // A node with no heartbeat row at all is dead too: a serving node writes its
+                // row before it takes any slot.
+                Slots::OfDeadNodes { expiry } => tx
+                    .query(
+                        &format!(
+                            "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at
+                             FROM link_form_slots s
+                             WHERE s.node <> $1 AND NOT EXISTS (
+                                 SELECT 1 FROM nodes n
+                                 WHERE n.id = s.node AND n.seen_at > {PG_NOW_MS} - $3)
+                             ORDER BY s.taken_at LIMIT $2 FOR UPDATE OF s SKIP LOCKED"
+                        ),
+                        &[&node, &SETTLE_BATCH, &(expiry.as_millis() as i64)],
+                    )
+                    .await
+                    .map_err(pg_error)?,
+            };
+            let mut undecided = 0;
+            for r in &rows {
+                let slot = OpenSlot {
+                    id: r.get(0),
+                    link_id: r.get(1),
+                    bucket: r.get(2),
+                    key: r.get(3),
+                    taken_at: r.get(4),
+                };
+                let id = slot.id.clone();
+                let Some(stored) = decide(slot).await else {
+                    undecided += 1;
+                    continue;
+                };
+                tx.execute(END_SLOT, &[&id, &stored])
+                    .await
+                    .map_err(pg_error)?;
+                if stored {
+                    kept += 1;
+                } else {
+                    released += 1;
+                }
+            }
+            tx.commit().await.map_err(pg_error)?;
+            // A short batch was the last; a batch of only undecided rows would come back as is.
+            if (rows.len() as i64) < SETTLE_BATCH || undecided == rows.len() {
+                return Ok((kept, released));
+            }
+        }
+    }
+}
+
+const KEY_COLUMNS: &str = "id, name, access_key, secret_key, is_admin, created_at";
+
+fn key_from_row(r: &tokio_postgres::Row) -> Result<KeyRecord, DbError> {
+    Ok(KeyRecord {
+        id: r.try_get(0).map_err(pg_error)?,
+        name: r.try_get(1).map_err(pg_error)?,
+        access_key: r.try_get(2).map_err(pg_error)?,
+        secret_key: r.try_get(3).map_err(pg_error)?,
+        is_admin: r.try_get(4).map_err(pg_error)?,
+        created_at: r.try_get(5).map_err(pg_error)?,
+    })
+}
+
+/// Access keys and grants: the PostgreSQL twin of `db::keys` and of `db::buckets`' grants.
+impl Pg {
+    /// `db::keys::insert` (a key made with `key create`; never an admin key).
+    pub async fn insert_key(
+        &self,
+        name: &str,
+        access_key: &str,
+        secret_key: &str,
+    ) -> Result<KeyRecord, DbError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &format!(
+                    "INSERT INTO access_keys (name, access_key, secret_key, created_at)
+                     VALUES ($1, $2, $3, $4) RETURNING {KEY_COLUMNS}"
+                ),
+                &[&name, &access_key, &secret_key, &now_millis()],
+            )
+            .await
+            .map_err(pg_error)?;
+        key_from_row(&row)
+    }
+
+    pub async fn find_key(&self, access_key: &str) -> Result<Option<KeyRecord>, DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM access_keys WHERE access_key = $1"
+            ))
+            .await
+            .map_err(pg_error)?;
+        match client
+            .query_opt(&stmt, &[&access_key])
+            .await
+            .map_err(pg_error)?
+        {
+            Some(row) => Ok(Some(key_from_row(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, DbError> {
         let rows = self
             .client()
             .await?
             .query(
-                "SELECT id, link_id, bucket, key, taken_at FROM link_form_slots WHERE node = $1",
-                &[&node],
+                &format!("SELECT {KEY_COLUMNS} FROM access_keys ORDER BY id"),
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// `db::keys::delete`: by numeric id or access key id (its grants go with it).
+    pub async fn delete_key(&self, id_or_access_key: &str) -> Result<bool, DbError> {
+        let client = self.client().await?;
+        let n = match id_or_access_key.parse::<i64>() {
+            Ok(id) => client
+                .execute("DELETE FROM access_keys WHERE id = $1", &[&id])
+                .await
+                .map_err(pg_error)?,
+            Err(_) => client
+                .execute(
+                    "DELETE FROM access_keys WHERE access_key = $1",
+                    &[&id_or_access_key],
+                )
+                .await
+                .map_err(pg_error)?,
+        };
+        Ok(n > 0)
+    }
+
+    /// `db::buckets::allow`: gives (or changes) `access_key`'s permission on `bucket`.
+    pub async fn allow(&self, bucket: &str, access_key: &str, perm: Perm) -> Result<(), DbError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO grants (bucket, access_key, perm) VALUES ($1, $2, $3)
+                 ON CONFLICT (bucket, access_key) DO UPDATE SET perm = EXCLUDED.perm",
+                &[&bucket, &access_key, &perm.as_str()],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Every grant: (bucket, access key, permission), in a stable order.
+    pub async fn grants(&self) -> Result<Vec<(String, String, Perm)>, DbError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT bucket, access_key, perm FROM grants ORDER BY bucket, access_key",
+                &[],
             )
             .await
             .map_err(pg_error)?;
         Ok(rows
             .iter()
-            .map(|r| OpenSlot {
-                id: r.get(0),
-                link_id: r.get(1),
-                bucket: r.get(2),
-                key: r.get(3),
-                taken_at: r.get(4),
+            .filter_map(|r| {
+                let perm: &str = r.get(2);
+                Some((r.get(0), r.get(1), Perm::parse(perm)?))
             })
             .collect())
     }
+
+    /// Listens for changes to keys and grants on a connection of its own and calls `changed`
+    /// after each, and once each time the listening (re)starts (a change may have been missed
+    /// meanwhile). Runs until dropped; a lost connection is made again after a second.
+    pub async fn listen_keys(&self, changed: impl Fn()) {
+        use futures_util::StreamExt;
+        loop {
+            match tokio_postgres::connect(&self.url, NoTls).await {
+                Ok((client, mut connection)) => {
+                    // The connection must be polled for anything to happen, the LISTEN too:
+                    // its messages go through a channel while this loop waits on them.
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let driver = tokio::spawn(async move {
+                        let mut messages =
+                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        while let Some(message) = messages.next().await {
+                            match message {
+                                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                    let _ = tx.send(());
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "control database: lost the listening connection");
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    match client
+                        .batch_execute(&format!("LISTEN {KEYS_CHANNEL}"))
+                        .await
+                    {
+                        Ok(()) => {
+                            changed();
+                            while rx.recv().await.is_some() {
+                                changed();
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "control database: cannot LISTEN"),
+                    }
+                    driver.abort();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control database: cannot connect to listen")
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Which open slots [`Pg::settle_slots`] settles.
+#[derive(Debug, Clone, Copy)]
+pub enum Slots {
+    /// This node's own, left by its previous run (at start, before it serves).
+    Own,
+    /// Those of other nodes whose heartbeat is older than `expiry` (or missing).
+    OfDeadNodes { expiry: std::time::Duration },
 }

@@ -212,3 +212,35 @@ pub fn set_cors(conn: &Connection, bucket: &str, cors: Option<&str>) -> Result<b
         params![bucket, cors],
     )? > 0)
 }
+
+/// With a shared control database (`--control-db`): makes this node's `grants` the shared ones,
+/// for the buckets this node has (a grant on a bucket made here later arrives with the next
+/// call). Writes only when they differ; returns whether they did.
+pub fn replace_grants(
+    conn: &Connection,
+    shared: &[(String, String, Perm)],
+) -> Result<bool, DbError> {
+    let mut current: Vec<(String, String, String)> = conn
+        .prepare("SELECT bucket, access_key, perm FROM grants")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut wanted = Vec::new();
+    for (bucket, key, perm) in shared {
+        if get(conn, bucket)?.is_some() {
+            wanted.push((bucket.clone(), key.clone(), perm.as_str().to_owned()));
+        }
+    }
+    current.sort();
+    wanted.sort();
+    if current == wanted {
+        return Ok(false);
+    }
+    conn.execute("DELETE FROM grants", [])?;
+    for (bucket, key, perm) in &wanted {
+        conn.execute(
+            "INSERT INTO grants (bucket, access_key, perm) VALUES (?1, ?2, ?3)",
+            params![bucket, key, perm],
+        )?;
+    }
+    Ok(true)
+}

@@ -146,6 +146,10 @@ pub async fn serve(
             lifecycle.sweep_backend_uploads().await;
         }
     });
+    let nodes = state.clone();
+    let nodes_task = tokio::spawn(async move {
+        tokio::join!(nodes.watch_nodes(), nodes.watch_keys());
+    });
     // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
     let mut state = state;
     if let Ok(bound) = listener.local_addr()
@@ -240,6 +244,7 @@ pub async fn serve(
     }
     expiry_task.abort();
     lifecycle_task.abort();
+    nodes_task.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
     }

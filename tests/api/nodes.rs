@@ -1,8 +1,8 @@
 //! Several gateway nodes (docs/cluster.md sections 3-4): two postgate nodes, both `--backend s3`
-//! in front of one cluster postgate, sharing links and their counters through one PostgreSQL
-//! (`--control-db`, started by `tests/pg/cluster.sh` for each test). Everything over real HTTP
-//! on 127.0.0.1; the nodes share their admin key (POSTGATE_ACCESS_KEY/SECRET_KEY) and each
-//! creates the bucket, since keys and buckets are still each node's.
+//! in front of one cluster postgate, sharing links, their counters, keys and grants through one
+//! PostgreSQL (`--control-db`, started by `tests/pg/cluster.sh` for each test). Everything over
+//! real HTTP on 127.0.0.1; the nodes share their admin key (POSTGATE_ACCESS_KEY/SECRET_KEY) and
+//! each creates the bucket, since the admin key and buckets are still each node's.
 //!
 //! Without PostgreSQL's binaries the tests fail when `CI` is set, and say they skip otherwise.
 
@@ -101,6 +101,38 @@ impl Cluster {
             });
             config.control_db = Some(url);
             config.node_id = Some(id);
+        })
+        .await;
+        node.create_bucket(bucket).await;
+        node
+    }
+
+    /// [`Cluster::node`] with its heartbeat every `heartbeat`, taking other nodes for stopped
+    /// after `expiry` (`--node-heartbeat`, `--node-expiry`).
+    async fn node_beating(
+        &self,
+        id: &str,
+        bucket: &str,
+        heartbeat: Duration,
+        expiry: Duration,
+    ) -> TestApp {
+        let (endpoint, url, id) = (
+            self.backend.base.clone(),
+            self.pg.url.clone(),
+            id.to_owned(),
+        );
+        let node = spawn_app_with(move |config| {
+            config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+                endpoint,
+                bucket: CLUSTER.into(),
+                region: REGION.into(),
+                access_key_id: ADMIN_AK.into(),
+                secret_access_key: ADMIN_SK.into(),
+            });
+            config.control_db = Some(url);
+            config.node_id = Some(id);
+            config.node_heartbeat = heartbeat;
+            config.node_expiry = expiry;
         })
         .await;
         node.create_bucket(bucket).await;
@@ -294,7 +326,13 @@ async fn objects_and_forms_are_any_nodes() {
 /// Node A as its own process (so that it can be SIGKILLed), `--backend s3` and `--control-db`
 /// on the data directory `dir`.
 async fn node_process(cluster: &Cluster, dir: &Path) -> ServerProcess {
+    node_process_with(cluster, dir, &[]).await
+}
+
+/// [`node_process`] with more environment variables.
+async fn node_process_with(cluster: &Cluster, dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_postgate"));
+    cmd.envs(env.iter().copied());
     cmd.env("POSTGATE_BACKEND", "s3")
         .env("POSTGATE_BACKEND_ENDPOINT", &cluster.backend.base)
         .env("POSTGATE_BACKEND_BUCKET", CLUSTER)
@@ -415,6 +453,304 @@ async fn a_killed_node_settles_its_slots_when_it_restarts() {
     let stored = cluster.keys("ups/k/").await;
     assert_eq!(stored, ["ups/k/done-a.txt", "ups/k/done-b.txt"]);
     assert_eq!(listed(&b, &id).await["uploaded_files"], stored.len());
+}
+
+/// Waits until node `node` counts `files` for link `id`, or fails after `within`; returns how
+/// long it took.
+async fn until_counted(node: &TestApp, id: &str, files: usize, within: Duration) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let now = listed(node, id).await["uploaded_files"].clone();
+        if now == files {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "uploaded_files is {now}, not {files}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A stored form's file through `http` (a node process or another client).
+async fn store_through(http: &reqwest::Client, base: &str, token: &str, name: &str) {
+    let (url, fields) = form_at(http, base, token, name).await;
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in fields {
+        form = form.text(k, v);
+    }
+    form = form.part("file", reqwest::multipart::Part::bytes(b"done".to_vec()));
+    let res = http.post(url).multipart(form).send().await.unwrap();
+    assert_eq!(res.status(), 201, "{name}");
+}
+
+/// Node A SIGKILLed while 3 stalled uploads hold slots of a link, and never restarted: node
+/// B's sweeper gives them back once A's heartbeat expired, and the count is the link's files
+/// in the cluster. Slots of a node that never wrote a heartbeat ("ghost") are settled the same
+/// way: kept for a file stored there with the link's id, given back for a file without it and
+/// for a missing one. While A is alive, its slots are left alone.
+#[tokio::test]
+async fn a_dead_nodes_slots_are_settled_by_the_others() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let expiry = Duration::from_secs(3);
+    let b = cluster
+        .node_beating("node-b", "ups", Duration::from_millis(300), expiry)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = node_process_with(
+        &cluster,
+        dir.path(),
+        &[
+            ("POSTGATE_NODE_HEARTBEAT", "1s"),
+            ("POSTGATE_NODE_EXPIRY", "3s"),
+        ],
+    )
+    .await;
+    req_to(&a.base, &a.host, &a.http, Method::PUT, "/ups")
+        .send()
+        .await
+        .assert_status(200);
+    let (id, token) = make_link(
+        &b,
+        serde_json::json!({"bucket": "ups", "prefix": "k/", "max_files": 10}),
+    )
+    .await;
+    let (base, http) = (a.base.clone(), a.http.clone());
+    store_through(&http, &base, &token, "done-a.txt").await;
+    store_through(&http, &b.base, &token, "done-b.txt").await;
+
+    // The ghost's slots: its file stored for the link (kept), a file of someone else under
+    // its key (given back), no file at all (given back).
+    for (key, meta) in [
+        ("ghost-kept.txt", Some(id.as_str())),
+        ("ghost-foreign.txt", None),
+    ] {
+        let mut put = cluster
+            .backend
+            .req(Method::PUT, &format!("/{CLUSTER}/ups/k/{key}"))
+            .body(b"ghost".to_vec());
+        if let Some(link) = meta {
+            put = put.header("x-amz-meta-upload-link", link);
+        }
+        put.send().await.assert_status(200);
+    }
+    let ghost = postgate::control::Pg::connect(&cluster.pg.url, "ghost")
+        .await
+        .unwrap();
+    for key in [
+        "k/ghost-kept.txt",
+        "k/ghost-foreign.txt",
+        "k/ghost-missing.txt",
+    ] {
+        ghost.reserve_form(&id, "ups", key).await.unwrap().unwrap();
+    }
+    until_counted(&b, &id, 3, Duration::from_secs(20)).await;
+
+    // Three stalled uploads through A, alive: their slots stay taken past the expiry.
+    let mut stalled = Vec::new();
+    for i in 0..3 {
+        let (url, fields) = form_at(&http, &base, &token, &format!("slow-{i}.txt")).await;
+        stalled.push(tokio::spawn(stalled_upload(http.clone(), url, fields)));
+    }
+    until_counted(&b, &id, 6, Duration::from_secs(20)).await;
+    tokio::time::sleep(expiry * 2).await;
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 6);
+
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    for s in stalled {
+        let _ = s.await;
+    }
+    let stored = cluster.keys("ups/k/").await;
+    assert_eq!(
+        stored,
+        [
+            "ups/k/done-a.txt",
+            "ups/k/done-b.txt",
+            "ups/k/ghost-foreign.txt",
+            "ups/k/ghost-kept.txt"
+        ]
+    );
+    // The bound: A's last heartbeat expires within `expiry`, B's next tick settles it; the
+    // rest is slack for a loaded machine.
+    let took = until_counted(&b, &id, 3, Duration::from_secs(20)).await;
+    eprintln!("a dead node's slots given back {took:?} after the kill (expiry {expiry:?})");
+    // Settled once: the count stays.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 3);
+}
+
+/// A live node's upload that stalls far longer than the expiry keeps its slot (its node's
+/// heartbeat goes on): the other node's sweeper never takes it, the link stays full, and the
+/// upload then completes and is counted once.
+#[tokio::test]
+async fn a_live_nodes_long_upload_keeps_its_slot() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let (beat, expiry) = (Duration::from_millis(200), Duration::from_millis(1500));
+    let a = cluster.node_beating("node-a", "ups", beat, expiry).await;
+    let b = cluster.node_beating("node-b", "ups", beat, expiry).await;
+    let (id, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "ups", "prefix": "l/", "max_files": 1}),
+    )
+    .await;
+    let (url, fields) = link_form(&a, &token, "?filename=long.txt&type=text%2Fplain").await;
+    // A form B gives out before the link is full.
+    let (b_url, b_fields) = link_form(&b, &token, "?filename=other.txt&type=text%2Fplain").await;
+    let (more, rx) = tokio::sync::mpsc::channel::<String>(1);
+    let boundary = "postgate-long-upload";
+    let mut head = String::new();
+    for (k, v) in &fields {
+        head.push_str(&format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+        ));
+    }
+    head.push_str(&format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"long.txt\"\r\n\
+         content-type: text/plain\r\n\r\nthe first bytes"
+    ));
+    let body = futures_util::stream::once(async move { head })
+        .chain(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        }));
+    let upload = a
+        .http
+        .post(url)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(
+            body.map(Ok::<_, std::io::Error>),
+        ))
+        .send();
+    let upload = tokio::spawn(upload);
+    until_counted(&b, &id, 1, Duration::from_secs(20)).await;
+    // Four expiries of stalling: B's sweeper runs some 30 times meanwhile.
+    tokio::time::sleep(expiry * 4).await;
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 1);
+    let (res, _) = call(&b, Method::GET, &format!("/-/u/{token}/policy"), None).await;
+    res.assert_status(410);
+    post_form(&b, &b_url, &b_fields, &[], "other.txt", b"one too many")
+        .await
+        .assert_error(403, "AccessDenied");
+    more.send(format!(" and the rest\r\n--{boundary}--\r\n"))
+        .await
+        .unwrap();
+    drop(more);
+    let res = upload.await.unwrap().unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    assert_eq!(cluster.keys("ups/l/").await, ["ups/l/long.txt"]);
+    for node in [&a, &b] {
+        assert_eq!(listed(node, &id).await["uploaded_files"], 1);
+    }
+}
+
+/// `postgate ARGS` on a node's data directory with `--control-db`: its standard output.
+fn cli(cluster: &Cluster, node: &TestApp, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .arg("--control-db")
+        .arg(&cluster.pg.url)
+        .args(args)
+        .env_remove("POSTGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "postgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sends `make()` until its answer has `status` (and S3 error `code`, when given), or fails
+/// after `within`; returns how long it took.
+async fn until_answer<'a, F: Fn() -> Req<'a>>(
+    make: F,
+    status: u16,
+    code: Option<&str>,
+    within: Duration,
+) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let res = make().send().await;
+        if res.status == status && (code.is_none() || res.code().as_deref() == code) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "still {} {:?} after {within:?}, not {status} {code:?}",
+            res.status,
+            res.code()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Keys and grants live in PostgreSQL with `--control-db`: a key made with `key create` on
+/// node A's data directory signs requests node B accepts, a grant given and then narrowed on A
+/// applies on B, and a key deleted on A is refused by B (403 InvalidAccessKeyId, as one node
+/// answers an unknown key) within the bound of B's key cache.
+#[tokio::test]
+async fn keys_and_grants_are_shared_by_the_nodes() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let out = cli(&cluster, &a, &["key", "create", "shared"]);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+            .trim()
+            .to_owned()
+    };
+    let creds = Creds::new(&field("access key:"), &field("secret key:"));
+    assert!(cli(&cluster, &a, &["key", "list"]).contains(&creds.ak));
+    // B knows the key (no grant yet: AccessDenied, not InvalidAccessKeyId).
+    let bound = Duration::from_secs(10);
+    let put_b = || {
+        b.req(Method::PUT, "/ups/k1")
+            .body(b"by the shared key".to_vec())
+            .creds(&creds)
+    };
+    put_b().send().await.assert_error(403, "AccessDenied");
+    // A grant given on A applies on B (and on A).
+    cli(
+        &cluster,
+        &a,
+        &["bucket", "allow", "ups", &creds.ak, "readwrite"],
+    );
+    let took = until_answer(put_b, 200, None, bound).await;
+    eprintln!("grant applied on B {took:?} after the command");
+    a.req(Method::PUT, "/ups/k2")
+        .body(b"through a".to_vec())
+        .creds(&creds)
+        .send()
+        .await
+        .assert_status(200);
+    // Narrowed to read on A: B refuses the write and still serves the read.
+    cli(&cluster, &a, &["bucket", "allow", "ups", &creds.ak, "read"]);
+    until_answer(put_b, 403, Some("AccessDenied"), bound).await;
+    let got = b.req(Method::GET, "/ups/k1").creds(&creds).send().await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], b"by the shared key");
+    // Deleted on A: refused by B.
+    cli(&cluster, &a, &["key", "delete", &creds.ak]);
+    let get_b = || b.req(Method::GET, "/ups/k1").creds(&creds);
+    let took = until_answer(get_b, 403, Some("InvalidAccessKeyId"), bound).await;
+    eprintln!("deleted key refused on B {took:?} after the command");
+    assert!(!cli(&cluster, &a, &["key", "list"]).contains(&creds.ak));
+    // The nodes' own admin key still works on both.
+    b.get("/ups/k1").await.assert_status(200);
+    a.get("/ups/k2").await.assert_status(200);
 }
 
 /// `--control-db` needs `--backend s3` (with the local store, objects are on one machine): the
