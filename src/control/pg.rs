@@ -39,6 +39,9 @@ const MIGRATION_LOCK: i64 = 0x706f_7374_6761_7465; // "postgate"
 
 /// Connections per node: each statement holds one for a round trip, so a few serve many uploads.
 const POOL_SIZE: usize = 16;
+/// How long making or checking out a control-database connection may take (connect, startup,
+/// recycle); waiting for a free one in the pool may take twice this.
+const PG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The shared control database and this node's id (on the slot rows it takes).
 #[derive(Clone)]
@@ -95,7 +98,21 @@ impl Pg {
     pub async fn connect(url: &str, node: &str) -> Result<Pg, DbError> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
-        config.pool = Some(deadpool_postgres::PoolConfig::new(POOL_SIZE));
+        // A control database that stops answering must not hold requests (or the start) for
+        // ever: bounded connecting, waiting for a pooled connection, and checking one out.
+        // A `connect_timeout` given in the URL wins.
+        let in_url = url
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_connect_timeout().copied());
+        config.connect_timeout = Some(in_url.unwrap_or(PG_TIMEOUT));
+        let mut pool = deadpool_postgres::PoolConfig::new(POOL_SIZE);
+        pool.timeouts = deadpool_postgres::Timeouts {
+            wait: Some(PG_TIMEOUT * 2),
+            create: Some(PG_TIMEOUT),
+            recycle: Some(PG_TIMEOUT),
+        };
+        config.pool = Some(pool);
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(|e| DbError::Control(format!("--control-db: {e}")))?;
@@ -551,8 +568,10 @@ impl Pg {
     pub async fn listen_keys(&self, changed: impl Fn()) {
         use futures_util::StreamExt;
         loop {
-            match tokio_postgres::connect(&self.url, NoTls).await {
-                Ok((client, mut connection)) => {
+            let connected =
+                tokio::time::timeout(PG_TIMEOUT, tokio_postgres::connect(&self.url, NoTls)).await;
+            match connected {
+                Ok(Ok((client, mut connection))) => {
                     // The connection must be polled for anything to happen, the LISTEN too:
                     // its messages go through a channel while this loop waits on them.
                     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -586,9 +605,10 @@ impl Pg {
                     }
                     driver.abort();
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "control database: cannot connect to listen")
                 }
+                Err(_) => tracing::warn!("control database: connecting to listen timed out"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }

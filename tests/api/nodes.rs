@@ -844,3 +844,27 @@ async fn reserve_timing() {
         eprintln!("{name}: 200 reserve + end, {per:?} each");
     }
 }
+
+/// A control database that accepts the connection and then never answers (a hung or
+/// blackholed server) fails the start within seconds, instead of holding it for ever; the
+/// error names no part of the URL.
+#[tokio::test]
+async fn a_control_db_that_never_answers_fails_within_seconds() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://postgate:hunter2secret@{}/postgate",
+        silent.local_addr().unwrap()
+    );
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        postgate::control::pg::Pg::connect(&url, "node-x"),
+    )
+    .await;
+    let Ok(Err(e)) = outcome else {
+        panic!("connecting to a silent control database did not fail within 30 s");
+    };
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(!e.to_string().contains("hunter2secret"), "{e}");
+    drop(silent);
+}
