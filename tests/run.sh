@@ -19,8 +19,34 @@ START=$SECONDS
 LOGS="$(mktemp -d "${TMPDIR:-/tmp}/postgate-run.XXXXXX")"
 trap 'rm -rf "$LOGS"' EXIT
 
-step() { printf '\n==> %s\n' "$*"; }
-die() { printf '\nrun.sh: %s\n' "$*" >&2; echo "summary: 0 passed, 1 failed"; exit 1; }
+# Each step prints the seconds since the start; the summary lists every step with its own
+# seconds (wall time), so that a CI log tells where the time went. CI_SETUP_SECS (from .ci/run)
+# adds the system set-up that ran before this script.
+STEP_NAMES=()
+STEP_SECS=()
+[[ -n "${CI_SETUP_SECS:-}" ]] && { STEP_NAMES+=("ci set-up (.ci/run: apt, cargo-fuzz)"); STEP_SECS+=("$CI_SETUP_SECS"); }
+step_start=$SECONDS
+step() {
+    step_close
+    STEP_NAMES+=("$*")
+    step_start=$SECONDS
+    printf '\n==> [%ds] %s\n' "$((SECONDS - START))" "$*"
+}
+step_close() { # gives the running step its seconds
+    local n=${#STEP_NAMES[@]}
+    [[ $n -gt ${#STEP_SECS[@]} ]] && STEP_SECS+=("$((SECONDS - step_start))")
+    return 0
+}
+step_table() {
+    step_close
+    echo "steps (seconds):"
+    local i
+    for i in "${!STEP_NAMES[@]}"; do
+        printf '  %6d  %s\n' "${STEP_SECS[$i]}" "${STEP_NAMES[$i]}"
+    done
+    printf '  %6d  %s\n' "$((SECONDS - START))" "total (run.sh)"
+}
+die() { printf '\nrun.sh: %s\n' "$*" >&2; step_table; echo "summary: 0 passed, 1 failed"; exit 1; }
 
 # --- set-up ----------------------------------------------------------------------------------
 VENV="$ROOT/.venv"
@@ -155,6 +181,7 @@ fi
 
 # --- summary ---------------------------------------------------------------------------------
 echo
+step_table
 elapsed=$((SECONDS - START))
 if [[ ${#failures[@]} -eq 0 ]]; then
     echo "run.sh: all tests passed in ${elapsed}s"
