@@ -140,9 +140,11 @@ fi
 
 # Fuzzing, short mode (fuzz/run.sh): every target for 20 s; each target counts as one test.
 if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
-    step "fuzz/run.sh short"
+    step "fuzz build (fuzz/run.sh build short)"
     rc=0
-    bash fuzz/run.sh short 2>&1 | tee "$LOGS/fuzz.log" || rc=$?
+    bash fuzz/run.sh build short 2>&1 | tee "$LOGS/fuzz.log" || rc=$?
+    step "fuzz/run.sh short"
+    [[ $rc -ne 0 ]] || bash fuzz/run.sh short 2>&1 | tee -a "$LOGS/fuzz.log" || rc=$?
     p=$({ grep -cE '^[a-z0-9_]+ +ok cpu_s=' "$LOGS/fuzz.log" || true; })
     f=$({ grep -cE '^[a-z0-9_]+ +FAIL cpu_s=' "$LOGS/fuzz.log" || true; })
     passed=$((passed + p))
