@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Fuzzes postgate's parsers with cargo-fuzz (libFuzzer).
+# Fuzzes postgate's parsers with cargo-fuzz (libFuzzer, AddressSanitizer).
 #
 #   fuzz/run.sh short [TARGET...]          every target for $FUZZ_SHORT_SECS (20) seconds, as CI
 #                                          does; exits non-zero on any crash, hang or memory blow-up
-#                                          (a debug build with LeakSanitizer, not ASan: see below)
 #   fuzz/run.sh long CPU_SECONDS [TARGET...]  each target, one after the other, at nice 19, until it
 #                                          has used CPU_SECONDS of CPU time (a shared machine makes
 #                                          wall time meaningless); a new run continues from the
-#                                          corpus of the last (an -O build with AddressSanitizer)
+#                                          corpus of the last
 #   fuzz/run.sh build short|long           only the build that mode runs
 #
 # Both print, per target: CPU seconds, executions, coverage (cov: edges, ft: features), corpus
@@ -16,9 +15,8 @@
 # Limits on every input: -timeout (a hang), -rss_limit_mb and -malloc_limit_mb (no single
 # allocation may exceed 32 MB, where inputs are at most 16 KiB). New inputs go to
 # fuzz/runs/<target>/corpus (not committed); the seeds in fuzz/corpus/<target>/ are only read.
-# Crashes are written to fuzz/artifacts/<target>/; reproduce one with the build that found it:
-#   cargo +nightly fuzz run --dev -s leak <target> fuzz/artifacts/<target>/<file>   (short)
-#   cargo +nightly fuzz run -O <target> fuzz/artifacts/<target>/<file>              (long)
+# Crashes are written to fuzz/artifacts/<target>/; reproduce one with
+#   cargo +nightly fuzz run -O <target> fuzz/artifacts/<target>/<file>
 #
 # Toolchain: nightly when rustup has it, else the stable toolchain with RUSTC_BOOTSTRAP=1
 # (cargo-fuzz needs -Z flags). cargo-fuzz is installed from crates.io when missing.
@@ -62,22 +60,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 	cargo install cargo-fuzz --locked
 fi
 
-# long: optimised, as production runs it (overflow wraps there too), with AddressSanitizer.
-# short (CI): built to check, not to run fast: opt-level 0 with debug assertions and overflow
-# checks (a 20 s run finds panics on short inputs, and overflow checks make more of those), and
-# LeakSanitizer in place of ASan. cargo-fuzz instruments only Rust code (the C of SQLite, ring or
-# aws-lc never is), and postgate has no `unsafe`, so ASan watched only the dependencies' unsafe
-# Rust, at the price of instrumenting every memory access of the whole tree. The LeakSanitizer
-# runtime instruments nothing but still gives libFuzzer its malloc hooks: -malloc_limit_mb (an
-# oversized allocation) and leak detection need them, and with `-s none` they silently do nothing.
-host=$(rustc -vV | sed -n 's/^host: //p')
-if [ "$mode" = long ]; then
-	"${cargo[@]}" fuzz build -O
-	bin=target/$host/release
-else
-	"${cargo[@]}" fuzz build --dev --sanitizer leak
-	bin=target/$host/debug
-fi
+# Optimised, as production runs it (overflow wraps there too); AddressSanitizer on. Both modes:
+# a debug build without ASan (--dev -s none: 416 CPU-seconds from nothing) missed, in 19 CPU-s,
+# a planted panic on a 4-byte prefix of a date. -s none would also make -malloc_limit_mb and
+# leak detection do nothing (libFuzzer needs a sanitizer runtime's malloc hooks for both).
+"${cargo[@]}" fuzz build -O
+bin=target/$(rustc -vV | sed -n 's/^host: //p')/release
 [ $build_only = 0 ] || exit 0
 nice=()
 [ "$mode" = long ] && nice=(nice -n 19)
