@@ -19,8 +19,34 @@ START=$SECONDS
 LOGS="$(mktemp -d "${TMPDIR:-/tmp}/postgate-run.XXXXXX")"
 trap 'rm -rf "$LOGS"' EXIT
 
-step() { printf '\n==> %s\n' "$*"; }
-die() { printf '\nrun.sh: %s\n' "$*" >&2; echo "summary: 0 passed, 1 failed"; exit 1; }
+# Each step prints the seconds since the start; the summary lists every step with its own
+# seconds (wall time), so that a CI log tells where the time went. CI_SETUP_SECS (from .ci/run)
+# adds the system set-up that ran before this script.
+STEP_NAMES=()
+STEP_SECS=()
+[[ -n "${CI_SETUP_SECS:-}" ]] && { STEP_NAMES+=("ci set-up (.ci/run: apt, cargo-fuzz)"); STEP_SECS+=("$CI_SETUP_SECS"); }
+step_start=$SECONDS
+step() {
+    step_close
+    STEP_NAMES+=("$*")
+    step_start=$SECONDS
+    printf '\n==> [%ds] %s\n' "$((SECONDS - START))" "$*"
+}
+step_close() { # gives the running step its seconds
+    local n=${#STEP_NAMES[@]}
+    [[ $n -gt ${#STEP_SECS[@]} ]] && STEP_SECS+=("$((SECONDS - step_start))")
+    return 0
+}
+step_table() {
+    step_close
+    echo "steps (seconds):"
+    local i
+    for i in "${!STEP_NAMES[@]}"; do
+        printf '  %6d  %s\n' "${STEP_SECS[$i]}" "${STEP_NAMES[$i]}"
+    done
+    printf '  %6d  %s\n' "$((SECONDS - START))" "total (run.sh)"
+}
+die() { printf '\nrun.sh: %s\n' "$*" >&2; step_table; echo "summary: 0 passed, 1 failed"; exit 1; }
 
 # --- set-up ----------------------------------------------------------------------------------
 VENV="$ROOT/.venv"
@@ -55,8 +81,17 @@ if [[ -f "$NODE_DIR/package.json" ]]; then
     fi
 fi
 
-step "cargo build"
-cargo build --quiet || die "cargo build failed"
+# With the Rust tests to come, the tests are built here too: `cargo build` alone would build
+# the server and its dependencies with the features of [dependencies] only, and nextest would
+# then build reqwest and postgate again with those the dev-dependencies add. When the tests do
+# not compile, the server alone is built, so that the interop suite still runs.
+if [[ "${SKIP_RUST:-0}" != 1 ]]; then
+    step "cargo build --tests (the server and every test)"
+    cargo build --quiet --tests || cargo build --quiet || die "cargo build failed"
+else
+    step "cargo build"
+    cargo build --quiet || die "cargo build failed"
+fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
     | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 export POSTGATE_BIN="$TARGET_DIR/debug/postgate"
@@ -114,9 +149,11 @@ fi
 
 # Fuzzing, short mode (fuzz/run.sh): every target for 20 s; each target counts as one test.
 if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
-    step "fuzz/run.sh short"
+    step "fuzz build (fuzz/run.sh build short)"
     rc=0
-    bash fuzz/run.sh short 2>&1 | tee "$LOGS/fuzz.log" || rc=$?
+    bash fuzz/run.sh build short 2>&1 | tee "$LOGS/fuzz.log" || rc=$?
+    step "fuzz/run.sh short"
+    [[ $rc -ne 0 ]] || bash fuzz/run.sh short 2>&1 | tee -a "$LOGS/fuzz.log" || rc=$?
     p=$({ grep -cE '^[a-z0-9_]+ +ok cpu_s=' "$LOGS/fuzz.log" || true; })
     f=$({ grep -cE '^[a-z0-9_]+ +FAIL cpu_s=' "$LOGS/fuzz.log" || true; })
     passed=$((passed + p))
@@ -155,6 +192,7 @@ fi
 
 # --- summary ---------------------------------------------------------------------------------
 echo
+step_table
 elapsed=$((SECONDS - START))
 if [[ ${#failures[@]} -eq 0 ]]; then
     echo "run.sh: all tests passed in ${elapsed}s"
