@@ -2,11 +2,12 @@
 //!
 //! An upload streams into memory while it is small (it will be stored inline in its SQLite row)
 //! and spills to `data/tmp/<uuid>` once it passes the inline threshold. Past that point two
-//! blocking threads work side by side: one writes the bytes, one hashes them (MD5 for the ETag,
-//! plus SHA-256 or an additional checksum when the request asks), so a large upload runs at the
-//! speed of the slower of the two, not their sum. The body's chunks reach both threads in
-//! batches of about 512 KiB, shared (never copied) and written with one `writev`; memory stays
-//! bounded by the channel depth (4 batches).
+//! jobs on the blocking pool work side by side: one writes the bytes, one hashes them (MD5 for
+//! the ETag, plus SHA-256 or an additional checksum when the request asks), so a large upload
+//! runs at the speed of the slower of the two, not their sum. The body's chunks reach both in
+//! batches, shared (never copied) and written with one `writev`: at least 512 KiB when the body
+//! arrives faster than they take it, and whatever has arrived when it arrives slowly, so that a
+//! slow upload holds neither a thread nor a full batch (see `Pipe`).
 //! The writer (`Writeback`) starts the write-out of each 8 MiB as it goes and runs an `fdatasync`
 //! in the background every 32 MiB, so the disk is busy while the body still arrives and the
 //! closing fsync is short. Server-side copies write through it too.
@@ -24,15 +25,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use md5::{Digest, Md5};
 use sha2::Sha256;
-use tokio::sync::mpsc;
 
 use crate::auth::checksum::Checksummer;
-
-/// Batches in flight between the request and each of the writer and hasher threads.
-const PIPE_DEPTH: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError<E> {
@@ -223,16 +220,14 @@ impl Drop for PinGuard {
     }
 }
 
-/// What the request side hands the writer and the hasher: a batch of the body's chunks (shared
-/// by both, never copied), or the end of the body.
-enum Msg {
-    Data(Arc<Vec<Bytes>>),
-    Finish,
-}
-
-/// Chunks are handed over in batches of at least this many bytes: one wake-up of each thread
-/// and one `writev` per batch rather than per network read.
+/// Chunks are handed over in batches of at least this many bytes while the body arrives faster
+/// than the jobs take it: one wake-up of each job and one `writev` per batch rather than per
+/// network read. A body that arrives slowly is handed over whenever the connection has nothing
+/// more ready, in smaller batches.
 const BATCH_BYTES: usize = 512 * 1024;
+/// A batch grows to this while the writer or the hasher is still busy with the previous one;
+/// then the body waits. With the batch being written, at most twice this is held per upload.
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 impl FsStore {
     pub fn open(data_dir: &Path) -> io::Result<FsStore> {
@@ -310,23 +305,44 @@ impl FsStore {
             }
         };
 
-        // Large phase: writer and hasher threads, fed the same refcounted chunks.
+        // Large phase: a writer and a hasher job on the blocking pool, fed the same refcounted
+        // chunks. The pool's threads are shared by every upload, not held by one.
         let temp = self.new_temp();
         let file = create_private(&temp.path)?;
-        let (wtx, wrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
-        let (htx, hrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || write_file(file, wrx));
-        let hasher = tokio::task::spawn_blocking(move || hash_chunks(hashes, hrx));
-
-        let feed = async {
-            // The head is hashed already (small phase); the writer still needs it.
-            let head = Bytes::from(std::mem::take(&mut buf));
-            if !head.is_empty() && wtx.send(Msg::Data(Arc::new(vec![head]))).await.is_err() {
-                return Err(IngestError::Io(io::Error::other("blob writer stopped")));
-            }
-            let mut batch = Batch::default();
-            batch.push(first_big);
-            while let Some(item) = body.next().await {
+        // The head is hashed already (small phase); only the writer still needs it.
+        let head = Bytes::from(std::mem::take(&mut buf));
+        let mut pipe = Pipe::new(Writeback::new(file), hashes, head.len());
+        let mut batch = Batch::default();
+        batch.push(head);
+        batch.push(first_big);
+        let fed: Result<Option<&'static str>, IngestError<E>> = async {
+            loop {
+                // What the connection already holds joins the batch. When it holds nothing more,
+                // the batch goes out if the jobs are free: a slow upload holds only what arrived
+                // since its last hand-over, never a full batch.
+                let next = match body.next().now_or_never() {
+                    Some(next) => next,
+                    None if batch.bytes == 0 => body.next().await,
+                    None => {
+                        // Jobs still busy with the previous batch: whichever comes first, more
+                        // of the body or free jobs to take what has gathered.
+                        let more = tokio::select! {
+                            next = body.next() => Some(next),
+                            freed = pipe.wait_idle() => {
+                                freed.map_err(IngestError::Io)?;
+                                None
+                            }
+                        };
+                        match more {
+                            Some(next) => next,
+                            None => {
+                                pipe.send(batch.take()).await?;
+                                body.next().await
+                            }
+                        }
+                    }
+                };
+                let Some(item) = next else { break };
                 let chunk = item.map_err(IngestError::Body)?;
                 size += chunk.len() as u64;
                 if size > max_size {
@@ -334,36 +350,28 @@ impl FsStore {
                 }
                 sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
                 batch.push(chunk);
-                if batch.bytes >= BATCH_BYTES {
-                    send_both(&wtx, &htx, batch.take()).await?;
+                // A fast body: batches of at least `BATCH_BYTES`, growing while the disk or the
+                // hasher is behind; past `MAX_BATCH_BYTES` the body waits for them.
+                if (batch.bytes >= BATCH_BYTES && pipe.idle()) || batch.bytes >= MAX_BATCH_BYTES {
+                    pipe.send(batch.take()).await?;
                 }
             }
             if batch.bytes > 0 {
-                send_both(&wtx, &htx, batch.take()).await?;
+                pipe.send(batch.take()).await?;
             }
-            let detected = std::mem::take(&mut sniff)
+            std::mem::take(&mut sniff)
                 .finish()
-                .map_err(IngestError::Mismatch)?;
-            let _ = wtx.send(Msg::Finish).await;
-            let _ = htx.send(Msg::Finish).await;
-            Ok(detected)
-        };
-        let fed: Result<Option<&'static str>, IngestError<E>> = feed.await;
-        drop(wtx);
-        drop(htx);
-        let written = writer
-            .await
-            .map_err(|e| IngestError::Io(io::Error::other(e)))?;
-        let digests = hasher
-            .await
-            .map_err(|e| IngestError::Io(io::Error::other(e)))?;
-        let detected = match (fed, written) {
+                .map_err(IngestError::Mismatch)
+        }
+        .await;
+        // Not fed to the end: the file is left unsynced, and `temp`'s drop removes it.
+        let finished = pipe.finish(fed.is_ok()).await;
+        let (detected, digests) = match (fed, finished) {
             // A writer that failed (a full disk, say) is why the feed could not hand it more.
             (Ok(_) | Err(IngestError::Io(_)), Err(e)) => return Err(IngestError::Io(e)),
             (Err(e), _) => return Err(e),
-            (Ok(detected), Ok(())) => detected,
+            (Ok(detected), Ok(digests)) => (detected, digests.expect("finished when fed")),
         };
-        let digests = digests.ok_or_else(|| io::Error::other("hasher stopped early"))?;
         Ok(Ingested {
             size,
             digests,
@@ -660,32 +668,129 @@ impl Batch {
     }
 }
 
-async fn send_both<E>(
-    wtx: &mpsc::Sender<Msg>,
-    htx: &mpsc::Sender<Msg>,
-    batch: Arc<Vec<Bytes>>,
-) -> Result<(), IngestError<E>> {
-    let (a, b) = tokio::join!(
-        wtx.send(Msg::Data(batch.clone())),
-        htx.send(Msg::Data(batch))
-    );
-    if a.is_err() || b.is_err() {
-        return Err(IngestError::Io(io::Error::other("blob writer stopped")));
-    }
-    Ok(())
+/// A job's state: at rest between batches, or out on the blocking pool with one.
+enum Job<S> {
+    Idle(S),
+    Busy(tokio::task::JoinHandle<(S, io::Result<()>)>),
+    /// Its batch failed (or the job panicked). The error's kind and text are kept, so that
+    /// every later call reports the same error: a full disk stays `StorageFull` (507) however
+    /// the upload learns of it. Reporting it once and keeping no trace lost it when the first
+    /// report went to a `select!` branch that was dropped (`Pipe::wait_idle` losing to the
+    /// body): the next hand-over then failed with a bare "stopped" error, a 500.
+    Failed(io::ErrorKind, String),
 }
 
-/// Writes batches until `Finish`, then fsyncs. A closed channel without `Finish` is an aborted
-/// upload: nothing is synced and the caller's `TempBlob` removes the file.
-fn write_file(file: std::fs::File, mut rx: mpsc::Receiver<Msg>) -> io::Result<()> {
-    let mut out = Writeback::new(file);
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Data(batch) => out.write_batch(&batch)?,
-            Msg::Finish => return out.finish(),
+impl<S: Send + 'static> Job<S> {
+    fn idle(&self) -> bool {
+        match self {
+            Job::Busy(h) => h.is_finished(),
+            _ => true,
         }
     }
-    Err(io::Error::other("upload aborted"))
+
+    /// Waits for the batch in hand; the job's error, every time it is asked, once it failed.
+    async fn settle(&mut self) -> io::Result<()> {
+        if let Job::Busy(h) = self {
+            // Cancel-safe: the outcome is stored in the same poll that sees it.
+            let joined = h.await;
+            *self = match joined {
+                Ok((state, Ok(()))) => Job::Idle(state),
+                Ok((_, Err(e))) => Job::Failed(e.kind(), e.to_string()),
+                Err(e) => Job::Failed(io::ErrorKind::Other, e.to_string()),
+            };
+        }
+        match self {
+            Job::Failed(kind, text) => Err(io::Error::new(*kind, text.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hands `batch` to `work` on the blocking pool, once the previous batch is done.
+    async fn start(
+        &mut self,
+        batch: Arc<Vec<Bytes>>,
+        work: fn(&mut S, &[Bytes]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.settle().await?;
+        let lost = Job::Failed(io::ErrorKind::Other, "blob job lost".into());
+        if let Job::Idle(mut state) = std::mem::replace(self, lost) {
+            *self = Job::Busy(tokio::task::spawn_blocking(move || {
+                let done = work(&mut state, &batch);
+                (state, done)
+            }));
+        }
+        Ok(())
+    }
+
+    /// The state, once the last batch is done.
+    async fn into_state(mut self) -> io::Result<S> {
+        self.settle().await?;
+        match self {
+            Job::Idle(state) => Ok(state),
+            _ => Err(io::Error::other("blob job lost")),
+        }
+    }
+}
+
+/// The writer and the hasher of one upload. Each takes a batch at a time as a short job on
+/// tokio's blocking pool, the two side by side; the next batch gathers meanwhile. No thread is
+/// held between batches, so a slow upload costs no thread stack or allocator heap of its own.
+struct Pipe {
+    writer: Job<Writeback>,
+    hasher: Job<(Hashes, usize)>,
+}
+
+impl Pipe {
+    /// `skip`: bytes at the start of the first batch the hashes have seen already.
+    fn new(out: Writeback, hashes: Hashes, skip: usize) -> Pipe {
+        Pipe {
+            writer: Job::Idle(out),
+            hasher: Job::Idle((hashes, skip)),
+        }
+    }
+
+    /// Both jobs are free for the next batch.
+    fn idle(&self) -> bool {
+        self.writer.idle() && self.hasher.idle()
+    }
+
+    async fn send<E>(&mut self, batch: Arc<Vec<Bytes>>) -> Result<(), IngestError<E>> {
+        let (w, h) = tokio::join!(
+            self.writer
+                .start(batch.clone(), |out, b| out.write_batch(b)),
+            self.hasher.start(batch, hash_batch)
+        );
+        w.and(h).map_err(IngestError::Io)
+    }
+
+    /// Waits until both jobs are free (cancel-safe).
+    async fn wait_idle(&mut self) -> io::Result<()> {
+        let (w, h) = tokio::join!(self.writer.settle(), self.hasher.settle());
+        w.and(h)
+    }
+
+    /// Waits for the last batches; with `complete`, fsyncs the file and returns the digests.
+    /// Without, the file is left as it is (the caller removes it).
+    async fn finish(self, complete: bool) -> io::Result<Option<Digests>> {
+        let (out, hashes) = tokio::join!(self.writer.into_state(), self.hasher.into_state());
+        let (out, (hashes, _)) = (out?, hashes?);
+        if !complete {
+            return Ok(None);
+        }
+        tokio::task::spawn_blocking(move || out.finish())
+            .await
+            .map_err(io::Error::other)??;
+        Ok(Some(hashes.finish()))
+    }
+}
+
+fn hash_batch((hashes, skip): &mut (Hashes, usize), batch: &[Bytes]) -> io::Result<()> {
+    for chunk in batch {
+        let from = (*skip).min(chunk.len());
+        *skip -= from;
+        hashes.update(&chunk[from..]);
+    }
+    Ok(())
 }
 
 /// Bytes written between two requests to start writing them out.
@@ -804,16 +909,6 @@ impl Writeback {
 
     #[cfg(not(target_os = "linux"))]
     fn start_writeback(&mut self) {}
-}
-
-fn hash_chunks(mut hashes: Hashes, mut rx: mpsc::Receiver<Msg>) -> Option<Digests> {
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Data(batch) => batch.iter().for_each(|chunk| hashes.update(chunk)),
-            Msg::Finish => return Some(hashes.finish()),
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod s3backend;
 mod s3copy;
 mod s3wire;
 mod serving;
+mod slow_uploads;
 mod small_uploads;
 mod storage_backend;
 mod tls;

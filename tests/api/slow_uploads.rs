@@ -1,0 +1,99 @@
+//! A slow upload holds only what has arrived: its bytes reach the temp file as they come, not once
+//! a full batch has gathered in memory. Raw TCP, so that the client can pause mid-body.
+
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+/// The status line's code of the response on `stream`.
+async fn read_status(stream: &mut tokio::net::TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a status line");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The largest file in `data/tmp`, in bytes.
+fn largest_temp(app: &TestApp) -> u64 {
+    app.tmp_files()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_paused_put_has_written_what_arrived_and_completes_exactly() {
+    let app = spawn_app().await;
+    app.create_bucket("slow").await;
+    let body = pattern(2 << 20, 16);
+    // Past the inline threshold (64 KiB) and well short of a fast body's 512 KiB batch.
+    let first = 300 * 1024;
+    let p = app
+        .req(Method::PUT, &obj("slow", "phone"))
+        .body(body.clone())
+        .prepare();
+    let mut stream = app.connect().await;
+    stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+    stream.write_all(&body[..first]).await.unwrap();
+
+    // The client pauses: what it sent is handed to the writer rather than held in memory.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while largest_temp(&app) < first as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        largest_temp(&app),
+        first as u64,
+        "the bytes sent before the pause are in the temp file"
+    );
+
+    // The rest in uneven pieces with pauses; the signed SHA-256 and the MD5 cover every byte once.
+    for piece in body[first..].chunks(170_001) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(read_status(&mut stream).await, 200);
+    let got = app.get(&obj("slow", "phone")).await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], &body[..]);
+    let etag = format!("\"{}\"", hex::encode(Md5::digest(&body)));
+    assert_eq!(got.header("etag"), Some(etag.as_str()));
+    assert!(app.tmp_files().is_empty(), "no temp file left");
+}
+
+/// A client that goes away mid-body leaves nothing behind, with the bytes it sent already written.
+#[tokio::test]
+async fn a_slow_put_cut_off_leaves_no_object_and_no_temp_file() {
+    let app = spawn_app().await;
+    app.create_bucket("slow").await;
+    let body = pattern(1 << 20, 17);
+    let p = app
+        .req(Method::PUT, &obj("slow", "gone"))
+        .body(body.clone())
+        .prepare();
+    let mut stream = app.connect().await;
+    stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+    stream.write_all(&body[..200 * 1024]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while largest_temp(&app) < 200 * 1024 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.tmp_files().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.tmp_files().is_empty(), "the temp file is removed");
+    app.head(&obj("slow", "gone")).await.assert_status(404);
+}
