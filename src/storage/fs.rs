@@ -222,9 +222,13 @@ impl Drop for PinGuard {
 
 /// Chunks are handed over in batches of at least this many bytes while the body arrives faster
 /// than the jobs take it: one wake-up of each job and one `writev` per batch rather than per
-/// network read. A body that arrives slowly is handed over whenever the connection has nothing
-/// more ready, in smaller batches.
+/// network read. A body that arrives slowly is handed over in smaller batches (`SLOW_BODY`).
 const BATCH_BYTES: usize = 512 * 1024;
+/// A batch still short of `BATCH_BYTES` this long after its first chunk comes from a slow body:
+/// it is handed over as it is, so that a slow upload does not hold its chunks (and the read
+/// buffers they share) for the seconds a full batch would take. A fast body (hundreds of MB/s)
+/// fills a batch well within it.
+const SLOW_BODY: std::time::Duration = std::time::Duration::from_millis(20);
 /// A batch grows to this while the writer or the hasher is still busy with the previous one;
 /// then the body waits. With the batch being written, at most twice this is held per upload.
 const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
@@ -317,28 +321,33 @@ impl FsStore {
         batch.push(first_big);
         let fed: Result<Option<&'static str>, IngestError<E>> = async {
             loop {
-                // What the connection already holds joins the batch. When it holds nothing more,
-                // the batch goes out if the jobs are free: a slow upload holds only what arrived
-                // since its last hand-over, never a full batch.
+                // What the connection already holds joins the batch. A batch short of
+                // `BATCH_BYTES` waits for more of the body until `SLOW_BODY` after its first
+                // chunk; past that the body is slow, and what has gathered goes out as soon as
+                // the jobs are free: a slow upload holds only what arrived lately, never a full
+                // batch, while a fast one still goes in full batches (hyper hands over one read
+                // at a time, so "nothing more ready" alone would cut it into 64 KiB jobs).
                 let next = match body.next().now_or_never() {
                     Some(next) => next,
                     None if batch.bytes == 0 => body.next().await,
                     None => {
-                        // Jobs still busy with the previous batch: whichever comes first, more
-                        // of the body or free jobs to take what has gathered.
+                        let due = batch.since + SLOW_BODY;
                         let more = tokio::select! {
                             next = body.next() => Some(next),
-                            freed = pipe.wait_idle() => {
-                                freed.map_err(IngestError::Io)?;
-                                None
-                            }
+                            () = tokio::time::sleep_until(due) => None,
                         };
                         match more {
                             Some(next) => next,
-                            None => {
-                                pipe.send(batch.take()).await?;
-                                body.next().await
-                            }
+                            // Slow: whichever comes first, more of the body or free jobs to
+                            // take what has gathered (both cancel-safe).
+                            None => tokio::select! {
+                                next = body.next() => next,
+                                freed = pipe.wait_idle() => {
+                                    freed.map_err(IngestError::Io)?;
+                                    pipe.send(batch.take()).await?;
+                                    body.next().await
+                                }
+                            },
                         }
                     }
                 };
@@ -650,14 +659,28 @@ async fn open_at(path: PathBuf, offset: u64) -> io::Result<tokio::fs::File> {
 }
 
 /// Chunks gathered for one hand-over.
-#[derive(Default)]
 struct Batch {
     chunks: Vec<Bytes>,
     bytes: usize,
+    /// When its first chunk arrived.
+    since: tokio::time::Instant,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            chunks: Vec::new(),
+            bytes: 0,
+            since: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl Batch {
     fn push(&mut self, chunk: Bytes) {
+        if self.bytes == 0 {
+            self.since = tokio::time::Instant::now();
+        }
         self.bytes += chunk.len();
         self.chunks.push(chunk);
     }
@@ -712,9 +735,11 @@ impl<S: Send + 'static> Job<S> {
         work: fn(&mut S, &[Bytes]) -> io::Result<()>,
     ) -> io::Result<()> {
         self.settle().await?;
+        let slot = job_slot().await?;
         let lost = Job::Failed(io::ErrorKind::Other, "blob job lost".into());
         if let Job::Idle(mut state) = std::mem::replace(self, lost) {
             *self = Job::Busy(tokio::task::spawn_blocking(move || {
+                let _slot = slot;
                 let done = work(&mut state, &batch);
                 (state, done)
             }));
@@ -777,11 +802,31 @@ impl Pipe {
         if !complete {
             return Ok(None);
         }
-        tokio::task::spawn_blocking(move || out.finish())
-            .await
-            .map_err(io::Error::other)??;
+        let slot = job_slot().await?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            out.finish()
+        })
+        .await
+        .map_err(io::Error::other)??;
         Ok(Some(hashes.finish()))
     }
+}
+
+/// Upload jobs (a batch written or hashed, a closing fsync) out on the blocking pool at once,
+/// across all uploads.
+///
+/// The pool starts a thread for every job that finds none free, and each thread costs about
+/// 1 MiB of resident memory once it has run (its stack and its allocator heap). Slow uploads
+/// hand over small batches often, many of them at the same moment: unbounded, 100 slow uploads
+/// kept about 100 threads busy, most of the memory they cost. The jobs are short and CPU- or
+/// disk-bound, so a few slots run them as fast as the machine can.
+const JOB_SLOTS: usize = 8;
+
+/// Waits for one of the `JOB_SLOTS`; the job holds it until it is done.
+async fn job_slot() -> io::Result<tokio::sync::SemaphorePermit<'static>> {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(JOB_SLOTS);
+    SLOTS.acquire().await.map_err(io::Error::other)
 }
 
 fn hash_batch((hashes, skip): &mut (Hashes, usize), batch: &[Bytes]) -> io::Result<()> {

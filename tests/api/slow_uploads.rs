@@ -97,3 +97,58 @@ async fn a_slow_put_cut_off_leaves_no_object_and_no_temp_file() {
     assert!(app.tmp_files().is_empty(), "the temp file is removed");
     app.head(&obj("slow", "gone")).await.assert_status(404);
 }
+
+/// Threads of this process: the server runs in it.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Fifty slow PUTs at once share a few blocking threads: each batch is a short job, and only a
+/// few jobs run at a time. A thread costs about 1 MiB of resident memory once it has run (its
+/// stack and its allocator heap); holding a writer and a hasher thread per upload (or starting
+/// one per job that finds none free) made memory grow by that much per slow upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_slow_puts_share_a_few_threads_and_land_exactly() {
+    let app = spawn_app().await;
+    app.create_bucket("slow").await;
+    // Past the inline threshold, sent in 24 pieces 30 ms apart, all uploads in step (as phones
+    // pacing their sends on a timer are): their hand-overs come at the same moments.
+    let (n, piece, pieces) = (50, 32 * 1024, 24);
+    let idle = threads();
+    let mut uploads = Vec::new();
+    for i in 0..n {
+        let body = pattern(piece * pieces, 100 + i as u64);
+        let p = app
+            .req(Method::PUT, &obj("slow", &format!("p{i}")))
+            .body(body.clone())
+            .prepare();
+        let mut stream = app.connect().await;
+        uploads.push(tokio::spawn(async move {
+            stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+            let mut tick = tokio::time::interval(Duration::from_millis(30));
+            for part in body.chunks(piece) {
+                tick.tick().await;
+                stream.write_all(part).await.unwrap();
+            }
+            (read_status(&mut stream).await, body)
+        }));
+    }
+    let mut peak = idle;
+    while uploads.iter().any(|u| !u.is_finished()) {
+        peak = peak.max(threads());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, upload) in uploads.into_iter().enumerate() {
+        let (status, body) = upload.await.unwrap();
+        assert_eq!(status, 200, "upload {i}");
+        let etag = format!("\"{}\"", hex::encode(Md5::digest(&body)));
+        let got = app.head(&obj("slow", &format!("p{i}"))).await;
+        assert_eq!(got.header("etag"), Some(etag.as_str()), "upload {i}");
+    }
+    assert!(
+        peak - idle <= 24,
+        "{n} slow uploads started {} threads (idle {idle}, peak {peak})",
+        peak - idle
+    );
+    assert!(app.tmp_files().is_empty(), "no temp file left");
+}
