@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use postgate::config::{CommonArgs, Config, ServeArgs};
 use postgate::db::{self, buckets::Perm};
 
-/// Threads of tokio's blocking pool (see `serve`): SQLite's readers (8) and uploads' jobs (8,
-/// `storage::fs`) side by side, the rest (persists, copies, reads of
-/// files) queue behind them.
+/// Threads of tokio's blocking pool (see `serve`): SQLite's readers (8) and the rest (closing
+/// fsyncs, persists, copies, reads of files) side by side; more jobs queue. Uploads' batches are
+/// written and hashed on threads of their own (`storage::fs`).
 const MAX_BLOCKING_THREADS: usize = 16;
 
 /// mimalloc: small requests allocate and free many short-lived buffers across threads, where

@@ -694,7 +694,7 @@ impl Batch {
 /// A job's state: at rest between batches, or out on the blocking pool with one.
 enum Job<S> {
     Idle(S),
-    Busy(tokio::task::JoinHandle<(S, io::Result<()>)>),
+    Busy(tokio::sync::oneshot::Receiver<(S, io::Result<()>)>),
     /// Its batch failed (or the job panicked). The error's kind and text are kept, so that
     /// every later call reports the same error: a full disk stays `StorageFull` (507) however
     /// the upload learns of it. Reporting it once and keeping no trace lost it when the first
@@ -706,7 +706,9 @@ enum Job<S> {
 impl<S: Send + 'static> Job<S> {
     fn idle(&self) -> bool {
         match self {
-            Job::Busy(h) => h.is_finished(),
+            // A value sent: done. Nothing sent yet, or the job lost (a panic): busy; `settle`
+            // reports the loss.
+            Job::Busy(h) => !h.is_empty(),
             _ => true,
         }
     }
@@ -719,7 +721,7 @@ impl<S: Send + 'static> Job<S> {
             *self = match joined {
                 Ok((state, Ok(()))) => Job::Idle(state),
                 Ok((_, Err(e))) => Job::Failed(e.kind(), e.to_string()),
-                Err(e) => Job::Failed(io::ErrorKind::Other, e.to_string()),
+                Err(_) => Job::Failed(io::ErrorKind::Other, "blob job panicked".into()),
             };
         }
         match self {
@@ -735,14 +737,15 @@ impl<S: Send + 'static> Job<S> {
         work: fn(&mut S, &[Bytes]) -> io::Result<()>,
     ) -> io::Result<()> {
         self.settle().await?;
-        let slot = job_slot().await?;
         let lost = Job::Failed(io::ErrorKind::Other, "blob job lost".into());
         if let Job::Idle(mut state) = std::mem::replace(self, lost) {
-            *self = Job::Busy(tokio::task::spawn_blocking(move || {
-                let _slot = slot;
-                let done = work(&mut state, &batch);
-                (state, done)
-            }));
+            let (done, rx) = tokio::sync::oneshot::channel();
+            upload_jobs().spawn(move || {
+                let outcome = work(&mut state, &batch);
+                drop(batch);
+                let _ = done.send((state, outcome));
+            });
+            *self = Job::Busy(rx);
         }
         Ok(())
     }
@@ -802,31 +805,35 @@ impl Pipe {
         if !complete {
             return Ok(None);
         }
-        let slot = job_slot().await?;
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            out.finish()
-        })
-        .await
-        .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || out.finish())
+            .await
+            .map_err(io::Error::other)??;
         Ok(Some(hashes.finish()))
     }
 }
 
-/// Upload jobs (a batch written or hashed, a closing fsync) out on the blocking pool at once,
-/// across all uploads.
+/// The threads that write and hash uploads' batches, shared by every upload.
 ///
-/// The pool starts a thread for every job that finds none free, and each thread costs about
-/// 1 MiB of resident memory once it has run (its stack and its allocator heap). Slow uploads
-/// hand over small batches often, many of them at the same moment: unbounded, 100 slow uploads
-/// kept about 100 threads busy, most of the memory they cost. The jobs are short and CPU- or
-/// disk-bound, so a few slots run them as fast as the machine can.
-const JOB_SLOTS: usize = 8;
+/// A thread costs about 1 MiB of resident memory once it has run jobs (its stack and its
+/// allocator heap). Handed to tokio's blocking pool, a job that finds no idle thread starts a new
+/// one, and a thread just done with its job is not idle yet when the upload, woken by that very
+/// job, hands over its next batch: one 1 GiB upload grew the pool to its cap, and 100 slow uploads
+/// handing over small batches at the same moments to about 100 threads. A fixed set of threads
+/// queues the jobs instead; they are short and CPU- or disk-bound, so a few run them as fast as
+/// the machine can.
+const JOB_THREADS: usize = 4;
 
-/// Waits for one of the `JOB_SLOTS`; the job holds it until it is done.
-async fn job_slot() -> io::Result<tokio::sync::SemaphorePermit<'static>> {
-    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(JOB_SLOTS);
-    SLOTS.acquire().await.map_err(io::Error::other)
+fn upload_jobs() -> &'static rayon_core::ThreadPool {
+    static POOL: std::sync::LazyLock<rayon_core::ThreadPool> = std::sync::LazyLock::new(|| {
+        rayon_core::ThreadPoolBuilder::new()
+            .num_threads(JOB_THREADS)
+            .thread_name(|i| format!("postgate-job-{i}"))
+            // A job that panics drops its sender: its upload fails with "blob job panicked".
+            .panic_handler(|_| {})
+            .build()
+            .expect("starting the upload job threads")
+    });
+    &POOL
 }
 
 fn hash_batch((hashes, skip): &mut (Hashes, usize), batch: &[Bytes]) -> io::Result<()> {
