@@ -232,6 +232,17 @@ const SLOW_BODY: std::time::Duration = std::time::Duration::from_millis(20);
 /// A batch grows to this while the writer or the hasher is still busy with the previous one;
 /// then the body waits. With the batch being written, at most twice this is held per upload.
 const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Body bytes held by every upload together between the network and the disk: gathered into
+/// batches, or being written and hashed. A chunk takes its length from this budget before it
+/// joins a batch and gives it back once its batch is written and hashed; when the budget is
+/// spent, the body waits (and TCP slows the client), the backpressure a busy disk should give.
+/// Without it, 100 slow uploads whose jobs stalled together (each starting a flush as they all
+/// crossed 32 MiB) each grew a batch to `MAX_BATCH_BYTES` meanwhile: 4 MiB per upload at the
+/// peak. Twice `MAX_BATCH_BYTES` keeps one fast upload's batches flowing on their own.
+const BODY_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The shared budget of `BODY_BUDGET` bytes.
+static BODY_BYTES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
 
 impl FsStore {
     pub fn open(data_dir: &Path) -> io::Result<FsStore> {
@@ -317,8 +328,10 @@ impl FsStore {
         let head = Bytes::from(std::mem::take(&mut buf));
         let mut pipe = Pipe::new(Writeback::new(file), hashes, head.len());
         let mut batch = Batch::default();
-        batch.push(head);
-        batch.push(first_big);
+        for chunk in [head, first_big] {
+            let held = budget(&mut pipe, &mut batch, chunk.len()).await?;
+            batch.push(chunk, held);
+        }
         let fed: Result<Option<&'static str>, IngestError<E>> = async {
             loop {
                 // What the connection already holds joins the batch. A batch short of
@@ -358,7 +371,8 @@ impl FsStore {
                     return Err(IngestError::TooLarge { seen: size });
                 }
                 sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
-                batch.push(chunk);
+                let held = budget(&mut pipe, &mut batch, chunk.len()).await?;
+                batch.push(chunk, held);
                 // A fast body: batches of at least `BATCH_BYTES`, growing while the disk or the
                 // hasher is behind; past `MAX_BATCH_BYTES` the body waits for them.
                 if (batch.bytes >= BATCH_BYTES && pipe.idle()) || batch.bytes >= MAX_BATCH_BYTES {
@@ -658,10 +672,34 @@ async fn open_at(path: PathBuf, offset: u64) -> io::Result<tokio::fs::File> {
     Ok(file)
 }
 
-/// Chunks gathered for one hand-over.
+/// Takes `len` bytes of the shared body budget (`BODY_BUDGET`) for a chunk about to join
+/// `batch`. When the budget is spent, what this upload has gathered goes to its jobs first:
+/// every upload that waits holds no gathered bytes, only bytes being written and hashed, which
+/// come back whatever the others do.
+async fn budget<E>(
+    pipe: &mut Pipe,
+    batch: &mut Batch,
+    len: usize,
+) -> Result<tokio::sync::SemaphorePermit<'static>, IngestError<E>> {
+    // A chunk larger than the whole budget takes all of it.
+    let n = len.min(BODY_BUDGET) as u32;
+    if let Ok(held) = BODY_BYTES.try_acquire_many(n) {
+        return Ok(held);
+    }
+    if batch.bytes > 0 {
+        pipe.send(batch.take()).await?;
+    }
+    BODY_BYTES
+        .acquire_many(n)
+        .await
+        .map_err(|_| IngestError::Io(io::Error::other("body budget closed")))
+}
+
+/// Chunks gathered for one hand-over, and their share of the body budget.
 struct Batch {
     chunks: Vec<Bytes>,
     bytes: usize,
+    held: Option<tokio::sync::SemaphorePermit<'static>>,
     /// When its first chunk arrived.
     since: tokio::time::Instant,
 }
@@ -671,24 +709,39 @@ impl Default for Batch {
         Batch {
             chunks: Vec::new(),
             bytes: 0,
+            held: None,
             since: tokio::time::Instant::now(),
         }
     }
 }
 
 impl Batch {
-    fn push(&mut self, chunk: Bytes) {
+    fn push(&mut self, chunk: Bytes, held: tokio::sync::SemaphorePermit<'static>) {
         if self.bytes == 0 {
             self.since = tokio::time::Instant::now();
         }
         self.bytes += chunk.len();
         self.chunks.push(chunk);
+        match &mut self.held {
+            Some(all) => all.merge(held),
+            None => self.held = Some(held),
+        }
     }
 
-    fn take(&mut self) -> Arc<Vec<Bytes>> {
+    fn take(&mut self) -> Arc<Handed> {
         self.bytes = 0;
-        Arc::new(std::mem::take(&mut self.chunks))
+        Arc::new(Handed {
+            chunks: std::mem::take(&mut self.chunks),
+            _held: self.held.take(),
+        })
     }
+}
+
+/// A batch handed to the writer and the hasher; its bytes go back to the budget when both are
+/// done with it (the last to drop it).
+struct Handed {
+    chunks: Vec<Bytes>,
+    _held: Option<tokio::sync::SemaphorePermit<'static>>,
 }
 
 /// A job's state: at rest between batches, or out on the blocking pool with one.
@@ -733,7 +786,7 @@ impl<S: Send + 'static> Job<S> {
     /// Hands `batch` to `work` on the blocking pool, once the previous batch is done.
     async fn start(
         &mut self,
-        batch: Arc<Vec<Bytes>>,
+        batch: Arc<Handed>,
         work: fn(&mut S, &[Bytes]) -> io::Result<()>,
     ) -> io::Result<()> {
         self.settle().await?;
@@ -741,7 +794,7 @@ impl<S: Send + 'static> Job<S> {
         if let Job::Idle(mut state) = std::mem::replace(self, lost) {
             let (done, rx) = tokio::sync::oneshot::channel();
             upload_jobs().spawn(move || {
-                let outcome = work(&mut state, &batch);
+                let outcome = work(&mut state, &batch.chunks);
                 drop(batch);
                 let _ = done.send((state, outcome));
             });
@@ -782,7 +835,7 @@ impl Pipe {
         self.writer.idle() && self.hasher.idle()
     }
 
-    async fn send<E>(&mut self, batch: Arc<Vec<Bytes>>) -> Result<(), IngestError<E>> {
+    async fn send<E>(&mut self, batch: Arc<Handed>) -> Result<(), IngestError<E>> {
         let (w, h) = tokio::join!(
             self.writer
                 .start(batch.clone(), |out, b| out.write_batch(b)),
@@ -851,6 +904,33 @@ const WRITEBACK_WINDOW: u64 = 8 << 20;
 /// Bytes written between two background `fdatasync`s.
 const FLUSH_INTERVAL: u64 = 32 << 20;
 
+/// Background `fdatasync`s running at once, across every upload. 100 slow uploads started
+/// together cross each `FLUSH_INTERVAL` together: a flush each (a thread each) queued 100 cache
+/// flushes on the disk at once, and every upload's writes waited behind them. A few at a time keep
+/// the head start for the closing fsync without that.
+const MAX_FLUSHES: usize = 4;
+
+/// One of the `MAX_FLUSHES` background flushes, given back on drop.
+struct FlushSlot;
+
+static FLUSHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl FlushSlot {
+    fn take() -> Option<FlushSlot> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        FLUSHES
+            .fetch_update(AcqRel, Acquire, |n| (n < MAX_FLUSHES).then_some(n + 1))
+            .ok()
+            .map(|_| FlushSlot)
+    }
+}
+
+impl Drop for FlushSlot {
+    fn drop(&mut self) {
+        FLUSHES.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A file written front to back whose bytes go to disk while the upload still streams.
 ///
 /// Left alone, the kernel keeps a large upload in the page cache (up to `dirty_background_ratio`
@@ -912,13 +992,20 @@ impl Writeback {
             && self.flush.as_ref().is_none_or(|f| f.is_finished())
         {
             self.join_flush()?;
+            // Only a head start for the closing fsync: when `MAX_FLUSHES` are running already,
+            // or without a descriptor or a thread to spare, the upload goes on without it (and
+            // asks again with its next bytes). The duplicate shares the open file with `self.file`.
+            let Some(slot) = FlushSlot::take() else {
+                return Ok(());
+            };
             self.flushed = self.written;
-            // Only a head start for the closing fsync: without a descriptor or a thread to spare,
-            // the upload goes on without it. The duplicate shares the open file with `self.file`.
             self.flush = self.file.try_clone().ok().and_then(|file| {
                 std::thread::Builder::new()
                     .name("postgate-flush".into())
-                    .spawn(move || file.sync_data())
+                    .spawn(move || {
+                        let _slot = slot;
+                        file.sync_data()
+                    })
                     .ok()
             });
         }
@@ -1048,6 +1135,74 @@ mod tests {
             let id = store.persist(temp).await.unwrap();
             assert_eq!(std::fs::read(store.path_of(&id)).unwrap(), want);
         }
+    }
+
+    /// While the writer and the hasher cannot keep up (here: their threads stalled), uploads
+    /// together read at most the body budget off the network, plus a chunk and the inline head
+    /// each: every one waits for the budget rather than gathering on. Without the budget each
+    /// gathered up to `MAX_BATCH_BYTES`, 2 MiB per upload. Once the jobs run again, every upload
+    /// lands exactly and the whole budget is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_jobs_hold_uploads_to_the_body_budget() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let gate = Arc::new(std::sync::RwLock::new(()));
+        let closed = gate.write().unwrap();
+        for _ in 0..JOB_THREADS {
+            let gate = gate.clone();
+            upload_jobs().spawn(move || drop(gate.read()));
+        }
+        let (n, len, chunk, inline_max) = (24, 4 << 20, 64 << 10, 64 << 10);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let uploads: Vec<_> = (0..n)
+            .map(|i| {
+                let data: Vec<u8> = (0..len).map(|j| ((i * 7 + j * 31) % 251) as u8).collect();
+                let chunks: Vec<Result<Bytes, io::Error>> = data
+                    .chunks(chunk)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect();
+                let pulled = pulled.clone();
+                let body = futures_util::stream::iter(chunks).inspect(move |c| {
+                    pulled.fetch_add(c.as_ref().map_or(0, |c| c.len()), Relaxed);
+                });
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let got = store
+                        .ingest(
+                            body,
+                            u64::MAX,
+                            inline_max,
+                            Hashes::new(false, None),
+                            crate::sniff::Sniffer::detect_only(),
+                        )
+                        .await
+                        .unwrap();
+                    (got, <[u8; 16]>::from(Md5::digest(&data)))
+                })
+            })
+            .collect();
+        // Until the uploads have read all they will while the jobs are stalled.
+        let mut seen = usize::MAX;
+        while pulled.load(Relaxed) != seen {
+            seen = pulled.load(Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let bound = BODY_BUDGET + n * (chunk + inline_max);
+        assert!(
+            seen <= bound,
+            "{n} uploads read {seen} bytes with their jobs stalled (budget {BODY_BUDGET}, bound {bound})"
+        );
+        drop(closed);
+        for upload in uploads {
+            let (got, md5) = upload.await.unwrap();
+            assert_eq!((got.size, got.digests.md5), (len as u64, md5));
+        }
+        assert_eq!(
+            BODY_BYTES.available_permits(),
+            BODY_BUDGET,
+            "the budget is all back"
+        );
     }
 
     async fn blob(store: &FsStore, bytes: &[u8]) -> String {

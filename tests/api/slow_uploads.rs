@@ -1,6 +1,8 @@
 //! A slow upload holds only what has arrived: its bytes reach the temp file as they come, not once
 //! a full batch has gathered in memory. Raw TCP, so that the client can pause mid-body.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -114,7 +116,21 @@ async fn fifty_slow_puts_share_a_few_threads_and_land_exactly() {
     // Past the inline threshold, sent in 24 pieces 30 ms apart, all uploads in step (as phones
     // pacing their sends on a timer are): their hand-overs come at the same moments.
     let (n, piece, pieces) = (50, 32 * 1024, 24);
+    // The same number of uploads at once first, each past the inline threshold: the blocking
+    // pool grows to what starting and ending that many uploads at once takes (checks, closing
+    // fsyncs, renames), and keeps those threads a while. Counted from here, the threads started
+    // are those the slow uploads hold while they trickle in.
+    let warm_paths: Vec<String> = (0..n).map(|i| obj("slow", &format!("w{i}"))).collect();
+    let warm =
+        (warm_paths.iter().enumerate()).map(|(i, p)| app.put(p, pattern(piece * 4, i as u64)));
+    for put in futures_util::future::join_all(warm).await {
+        put.assert_status(200);
+    }
     let idle = threads();
+    // Uploads whose body is sent but for its last piece: threads are counted until all are
+    // there. Ending the uploads (closing fsyncs and renames on the blocking pool, as many at
+    // once as end at once) is not what a slow upload holds while it trickles in.
+    let trickling = Arc::new(AtomicUsize::new(n));
     let mut uploads = Vec::new();
     for i in 0..n {
         let body = pattern(piece * pieces, 100 + i as u64);
@@ -123,18 +139,22 @@ async fn fifty_slow_puts_share_a_few_threads_and_land_exactly() {
             .body(body.clone())
             .prepare();
         let mut stream = app.connect().await;
+        let trickling = trickling.clone();
         uploads.push(tokio::spawn(async move {
             stream.write_all(&p.head_bytes(body.len())).await.unwrap();
             let mut tick = tokio::time::interval(Duration::from_millis(30));
-            for part in body.chunks(piece) {
+            for (k, part) in body.chunks(piece).enumerate() {
                 tick.tick().await;
+                if k == pieces - 1 {
+                    trickling.fetch_sub(1, Ordering::SeqCst);
+                }
                 stream.write_all(part).await.unwrap();
             }
             (read_status(&mut stream).await, body)
         }));
     }
     let mut peak = idle;
-    while uploads.iter().any(|u| !u.is_finished()) {
+    while trickling.load(Ordering::SeqCst) > 0 {
         peak = peak.max(threads());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
