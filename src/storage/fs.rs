@@ -1147,12 +1147,16 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
-        let gate = Arc::new(std::sync::RwLock::new(()));
-        let closed = gate.write().unwrap();
-        for _ in 0..JOB_THREADS {
-            let gate = gate.clone();
-            upload_jobs().spawn(move || drop(gate.read()));
-        }
+        // Every job thread waits until its sender is dropped.
+        let closed: Vec<std::sync::mpsc::Sender<()>> = (0..JOB_THREADS)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                upload_jobs().spawn(move || {
+                    let _ = rx.recv();
+                });
+                tx
+            })
+            .collect();
         let (n, len, chunk, inline_max) = (24, 4 << 20, 64 << 10, 64 << 10);
         let pulled = Arc::new(AtomicUsize::new(0));
         let uploads: Vec<_> = (0..n)
