@@ -1,13 +1,14 @@
 //! Object bytes on the filesystem.
 //!
 //! An upload streams into memory while it is small (it will be stored inline in its SQLite row)
-//! and spills to `data/tmp/<uuid>` once it passes the inline threshold. Past that point two
-//! jobs on the blocking pool work side by side: one writes the bytes, one hashes them (MD5 for
-//! the ETag, plus SHA-256 or an additional checksum when the request asks), so a large upload
-//! runs at the speed of the slower of the two, not their sum. The body's chunks reach both in
-//! batches, shared (never copied) and written with one `writev`: at least 512 KiB when the body
-//! arrives faster than they take it, and whatever has arrived when it arrives slowly, so that a
-//! slow upload holds neither a thread nor a full batch (see `Pipe`).
+//! and spills to `data/tmp/<uuid>` once it passes the inline threshold. Past that point a writer
+//! and a hasher work side by side: one writes the bytes, one hashes them (MD5 for the ETag, plus
+//! SHA-256 or an additional checksum when the request asks), so a large upload runs at the speed
+//! of the slower of the two, not their sum. The body's chunks reach both in batches, shared
+//! (never copied) and written with one `writev`: at least 512 KiB when the body arrives faster
+//! than they take it, and whatever has arrived when it arrives slowly, so that a slow upload holds
+//! neither a thread nor a full batch. A slow upload's batches are short jobs on a few threads
+//! shared by every upload; a fast one's writer and hasher get threads of their own (see `Pipe`).
 //! The writer (`Writeback`) starts the write-out of each 8 MiB as it goes and runs an `fdatasync`
 //! in the background every 32 MiB, so the disk is busy while the body still arrives and the
 //! closing fsync is short. Server-side copies write through it too.
@@ -28,6 +29,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, Stream, StreamExt};
 use md5::{Digest, Md5};
 use sha2::Sha256;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::checksum::Checksummer;
 
@@ -315,19 +317,29 @@ impl FsStore {
                         break chunk;
                     }
                     hashes.update(&chunk);
+                    // Grown by doubling, but never past the inline threshold: a head that
+                    // outgrows it goes to the file, and up to twice it would be held meanwhile
+                    // (by every upload at once when many start together).
+                    if buf.capacity() - buf.len() < chunk.len() {
+                        let want = (2 * buf.capacity()).clamp(buf.len() + chunk.len(), inline_max);
+                        buf.reserve_exact(want - buf.len());
+                    }
                     buf.extend_from_slice(&chunk);
                 }
             }
         };
 
-        // Large phase: a writer and a hasher job on the blocking pool, fed the same refcounted
-        // chunks. The pool's threads are shared by every upload, not held by one.
+        // Large phase: a writer and a hasher (jobs on shared threads, or threads of their own once
+        // the body is fast), fed the same refcounted chunks.
         let temp = self.new_temp();
         let file = create_private(&temp.path)?;
         // The head is hashed already (small phase); only the writer still needs it.
         let head = Bytes::from(std::mem::take(&mut buf));
         let mut pipe = Pipe::new(Writeback::new(file), hashes, head.len());
         let mut batch = Batch::default();
+        // How fast the body comes past the head (`Pipe::should_move`).
+        let (large_from, large_since) =
+            (size - first_big.len() as u64, tokio::time::Instant::now());
         for chunk in [head, first_big] {
             let held = budget(&mut pipe, &mut batch, chunk.len()).await?;
             batch.push(chunk, held);
@@ -373,6 +385,9 @@ impl FsStore {
                 sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
                 let held = budget(&mut pipe, &mut batch, chunk.len()).await?;
                 batch.push(chunk, held);
+                if pipe.should_move(size - large_from, large_since.elapsed()) {
+                    pipe.move_to_threads().await.map_err(IngestError::Io)?;
+                }
                 // A fast body: batches of at least `BATCH_BYTES`, growing while the disk or the
                 // hasher is behind; past `MAX_BATCH_BYTES` the body waits for them.
                 if (batch.bytes >= BATCH_BYTES && pipe.idle()) || batch.bytes >= MAX_BATCH_BYTES {
@@ -813,56 +828,225 @@ impl<S: Send + 'static> Job<S> {
     }
 }
 
-/// The writer and the hasher of one upload. Each takes a batch at a time as a short job on
-/// tokio's blocking pool, the two side by side; the next batch gathers meanwhile. No thread is
-/// held between batches, so a slow upload costs no thread stack or allocator heap of its own.
-struct Pipe {
-    writer: Job<Writeback>,
-    hasher: Job<(Hashes, usize)>,
+/// The writer and the hasher of one upload, side by side, so that a large upload runs at the
+/// speed of the slower of the two.
+///
+/// While the body trickles in, each takes a batch at a time as a short job on the shared job
+/// threads (`upload_jobs`), and no thread is held between batches: a slow upload costs no thread
+/// stack or allocator heap of its own. Once the body has come fast (`FAST_BODY_RATE`), the two
+/// move onto threads of their own for the rest of the upload, fed through channels: a hop onto
+/// a shared thread per batch, and each batch waiting for the previous one, cost a fast upload
+/// a third to two thirds of its rate; two threads are worth their memory for the seconds it
+/// lasts. An upload that slows down after that keeps its threads until it ends.
+// One per upload, held in place for its whole life: the jobs' states stay unboxed.
+#[allow(clippy::large_enum_variant)]
+enum Pipe {
+    Jobs {
+        writer: Job<Writeback>,
+        hasher: Job<(Hashes, usize)>,
+    },
+    Threads(Threads),
+    /// A job failed while the pipe was moving onto threads (its error was reported then).
+    Lost,
 }
+
+/// The writer and the hasher on threads of their own, each behind a channel of `PIPE_DEPTH`
+/// batches, and how each ended.
+struct Threads {
+    writer: mpsc::Sender<Msg>,
+    hasher: mpsc::Sender<Msg>,
+    written: oneshot::Receiver<io::Result<()>>,
+    hashed: oneshot::Receiver<Option<Digests>>,
+}
+
+enum Msg {
+    Data(Arc<Handed>),
+    /// The body ended: the writer fsyncs, the hasher finishes. A channel closed without it is an
+    /// upload that stopped (nothing is synced).
+    Finish,
+}
+
+/// Batches queued for each of a fast upload's writer and hasher threads.
+const PIPE_DEPTH: usize = 4;
+
+/// A body that has brought at least `FAST_AFTER` bytes past the inline head at an average of
+/// at least this many bytes a second since then is fast (a phone on a slow network sends about
+/// 2 MB/s; a client on a LAN or loopback hundreds). The average since the start, not one
+/// batch's rate: a slow upload whose body waited for the shared budget reads the bytes that
+/// queued meanwhile in a burst, but its average stays what its client sends.
+const FAST_BODY_RATE: f64 = 16e6;
+const FAST_AFTER: u64 = 4 << 20;
 
 impl Pipe {
     /// `skip`: bytes at the start of the first batch the hashes have seen already.
     fn new(out: Writeback, hashes: Hashes, skip: usize) -> Pipe {
-        Pipe {
+        Pipe::Jobs {
             writer: Job::Idle(out),
             hasher: Job::Idle((hashes, skip)),
         }
     }
 
-    /// Both jobs are free for the next batch.
+    /// Whether a body that brought `bytes` in `elapsed` should move the pipe onto threads.
+    fn should_move(&self, bytes: u64, elapsed: std::time::Duration) -> bool {
+        matches!(self, Pipe::Jobs { .. })
+            && bytes >= FAST_AFTER
+            && bytes as f64 >= FAST_BODY_RATE * elapsed.as_secs_f64()
+    }
+
+    /// Moves the writer and the hasher onto threads of their own, once their batches in hand are
+    /// done. Without a thread to spare, they stay on jobs.
+    async fn move_to_threads(&mut self) -> io::Result<()> {
+        if !matches!(self, Pipe::Jobs { .. }) {
+            return Ok(());
+        }
+        // The threads first: they wait for their state, so that a failed spawn loses nothing.
+        let Ok((give_out, writer, written)) = spawn_stage("postgate-write", write_thread) else {
+            return Ok(());
+        };
+        let Ok((give_hashes, hasher, hashed)) = spawn_stage("postgate-hash", hash_thread) else {
+            return Ok(());
+        };
+        let Pipe::Jobs {
+            writer: out,
+            hasher: hashes,
+        } = std::mem::replace(self, Pipe::Lost)
+        else {
+            unreachable!("checked above");
+        };
+        let (out, hashes) = tokio::join!(out.into_state(), hashes.into_state());
+        let (out, hashes) = (out?, hashes?);
+        if give_out.send(out).is_err() || give_hashes.send(hashes).is_err() {
+            return Err(io::Error::other("blob thread lost"));
+        }
+        *self = Pipe::Threads(Threads {
+            writer,
+            hasher,
+            written,
+            hashed,
+        });
+        Ok(())
+    }
+
+    /// Free for the next batch: both jobs done; threads take batches into their channels.
     fn idle(&self) -> bool {
-        self.writer.idle() && self.hasher.idle()
+        match self {
+            Pipe::Jobs { writer, hasher } => writer.idle() && hasher.idle(),
+            _ => true,
+        }
     }
 
     async fn send<E>(&mut self, batch: Arc<Handed>) -> Result<(), IngestError<E>> {
-        let (w, h) = tokio::join!(
-            self.writer
-                .start(batch.clone(), |out, b| out.write_batch(b)),
-            self.hasher.start(batch, hash_batch)
-        );
-        w.and(h).map_err(IngestError::Io)
+        match self {
+            Pipe::Jobs { writer, hasher } => {
+                let (w, h) = tokio::join!(
+                    writer.start(batch.clone(), |out, b| out.write_batch(b)),
+                    hasher.start(batch, hash_batch)
+                );
+                w.and(h).map_err(IngestError::Io)
+            }
+            Pipe::Threads(t) => {
+                let (w, h) = tokio::join!(
+                    t.writer.send(Msg::Data(batch.clone())),
+                    t.hasher.send(Msg::Data(batch))
+                );
+                match (w, h) {
+                    (Ok(()), Ok(())) => Ok(()),
+                    // `finish` reports the writer's own error.
+                    _ => Err(IngestError::Io(io::Error::other("blob writer stopped"))),
+                }
+            }
+            Pipe::Lost => Err(IngestError::Io(io::Error::other("blob job lost"))),
+        }
     }
 
     /// Waits until both jobs are free (cancel-safe).
     async fn wait_idle(&mut self) -> io::Result<()> {
-        let (w, h) = tokio::join!(self.writer.settle(), self.hasher.settle());
-        w.and(h)
+        match self {
+            Pipe::Jobs { writer, hasher } => {
+                let (w, h) = tokio::join!(writer.settle(), hasher.settle());
+                w.and(h)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Waits for the last batches; with `complete`, fsyncs the file and returns the digests.
     /// Without, the file is left as it is (the caller removes it).
     async fn finish(self, complete: bool) -> io::Result<Option<Digests>> {
-        let (out, hashes) = tokio::join!(self.writer.into_state(), self.hasher.into_state());
-        let (out, (hashes, _)) = (out?, hashes?);
-        if !complete {
-            return Ok(None);
+        match self {
+            Pipe::Jobs { writer, hasher } => {
+                let (out, hashes) = tokio::join!(writer.into_state(), hasher.into_state());
+                let (out, (hashes, _)) = (out?, hashes?);
+                if !complete {
+                    return Ok(None);
+                }
+                tokio::task::spawn_blocking(move || out.finish())
+                    .await
+                    .map_err(io::Error::other)??;
+                Ok(Some(hashes.finish()))
+            }
+            Pipe::Threads(t) => {
+                if complete {
+                    let _ = tokio::join!(t.writer.send(Msg::Finish), t.hasher.send(Msg::Finish));
+                }
+                drop((t.writer, t.hasher));
+                t.written
+                    .await
+                    .unwrap_or_else(|_| Err(io::Error::other("blob writer thread lost")))?;
+                if !complete {
+                    return Ok(None);
+                }
+                let digests = t.hashed.await.ok().flatten();
+                digests
+                    .map(Some)
+                    .ok_or_else(|| io::Error::other("hasher stopped early"))
+            }
+            Pipe::Lost => Err(io::Error::other("blob job lost")),
         }
-        tokio::task::spawn_blocking(move || out.finish())
-            .await
-            .map_err(io::Error::other)??;
-        Ok(Some(hashes.finish()))
     }
+}
+
+/// Starts a thread that waits for its state, then runs `run` over the batches of a channel.
+/// Returns where to give it its state, its channel, and where its outcome will be.
+#[allow(clippy::type_complexity)]
+fn spawn_stage<S: Send + 'static, R: Send + 'static>(
+    name: &str,
+    run: fn(S, mpsc::Receiver<Msg>) -> R,
+) -> io::Result<(oneshot::Sender<S>, mpsc::Sender<Msg>, oneshot::Receiver<R>)> {
+    let (give, state) = oneshot::channel::<S>();
+    let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+    let (done, outcome) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Ok(state) = state.blocking_recv() {
+                let _ = done.send(run(state, rx));
+            }
+        })?;
+    Ok((give, tx, outcome))
+}
+
+/// A fast upload's writer: batches until `Finish`, then the fsync. A channel closed before is an
+/// upload that stopped: nothing is synced, and the caller's `TempBlob` removes the file.
+fn write_thread(mut out: Writeback, mut rx: mpsc::Receiver<Msg>) -> io::Result<()> {
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(batch) => out.write_batch(&batch.chunks)?,
+            Msg::Finish => return out.finish(),
+        }
+    }
+    Ok(())
+}
+
+/// A fast upload's hasher: the digests at `Finish`, none if the channel closed before.
+fn hash_thread(mut state: (Hashes, usize), mut rx: mpsc::Receiver<Msg>) -> Option<Digests> {
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(batch) => hash_batch(&mut state, &batch.chunks).ok()?,
+            Msg::Finish => return Some(state.0.finish()),
+        }
+    }
+    None
 }
 
 /// The threads that write and hash uploads' batches, shared by every upload.

@@ -172,3 +172,97 @@ async fn fifty_slow_puts_share_a_few_threads_and_land_exactly() {
     );
     assert!(app.tmp_files().is_empty(), "no temp file left");
 }
+
+/// Names of this process's threads (the server runs in it).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+/// Waits up to 10 s for `pred` over the thread names.
+async fn wait_threads(pred: impl Fn(&[String]) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pred(&thread_names()) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+fn writers(names: &[String]) -> usize {
+    names.iter().filter(|n| *n == "postgate-write").count()
+}
+
+/// A body that comes fast gets a writer and a hasher thread of its own for the rest of the
+/// upload, as one long-running writer (handing each batch to shared job threads cost a fast
+/// upload a third to two thirds of its rate); the threads end with the upload, and the object
+/// is exact. A body that stays slow keeps to the shared threads (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_put_gets_threads_of_its_own_until_it_ends() {
+    let app = spawn_app().await;
+    app.create_bucket("fast").await;
+    let body = pattern(24 << 20, 18);
+    let p = app
+        .req(Method::PUT, &obj("fast", "lan"))
+        .body(body.clone())
+        .prepare();
+    let mut stream = app.connect().await;
+    stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+    // 16 MiB at loopback speed, then a pause: the upload has moved onto its own threads.
+    let first = 16 << 20;
+    stream.write_all(&body[..first]).await.unwrap();
+    assert!(
+        wait_threads(|names| writers(names) == 1 && names.iter().any(|n| n == "postgate-hash"))
+            .await,
+        "a writer and a hasher thread for the fast upload: {:?}",
+        thread_names()
+    );
+    stream.write_all(&body[first..]).await.unwrap();
+    assert_eq!(read_status(&mut stream).await, 200);
+    let got = app.get(&obj("fast", "lan")).await;
+    got.assert_status(200);
+    assert_eq!(got.body.len(), body.len());
+    assert!(got.body[..] == body[..], "the object is exact");
+    let etag = format!("\"{}\"", hex::encode(Md5::digest(&body)));
+    assert_eq!(got.header("etag"), Some(etag.as_str()));
+    assert!(
+        wait_threads(|names| writers(names) == 0).await,
+        "the upload's threads end with it"
+    );
+    assert!(app.tmp_files().is_empty(), "no temp file left");
+}
+
+/// A fast upload cut off while on its own threads leaves no object, no temp file and no thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_put_cut_off_leaves_nothing_behind() {
+    let app = spawn_app().await;
+    app.create_bucket("fast").await;
+    let body = pattern(24 << 20, 19);
+    let p = app
+        .req(Method::PUT, &obj("fast", "gone"))
+        .body(body.clone())
+        .prepare();
+    let mut stream = app.connect().await;
+    stream.write_all(&p.head_bytes(body.len())).await.unwrap();
+    stream.write_all(&body[..16 << 20]).await.unwrap();
+    assert!(
+        wait_threads(|names| writers(names) == 1).await,
+        "on its threads"
+    );
+    drop(stream);
+    assert!(
+        wait_threads(|names| writers(names) == 0).await,
+        "the threads end"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.tmp_files().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.tmp_files().is_empty(), "the temp file is removed");
+    app.head(&obj("fast", "gone")).await.assert_status(404);
+}
