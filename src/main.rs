@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use postgate::config::{CommonArgs, Config, ServeArgs};
 use postgate::db::{self, buckets::Perm};
 
+/// Threads of tokio's blocking pool (see `serve`): SQLite's readers (8) and the rest (closing
+/// fsyncs, persists, copies, reads of files) side by side; more jobs queue. Uploads' batches are
+/// written and hashed on threads of their own (`storage::fs`).
+const MAX_BLOCKING_THREADS: usize = 16;
+
 /// mimalloc: small requests allocate and free many short-lived buffers across threads, where
 /// glibc's malloc showed up as about 13% of the server's CPU under load.
 #[global_allocator]
@@ -330,7 +335,14 @@ fn serve(common: &CommonArgs, args: &ServeArgs) -> CliResult {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
-    let runtime = tokio::runtime::Runtime::new()?;
+    // The blocking pool runs file I/O, hashing and SQLite reads. Its threads each cost about
+    // 1 MiB once they have run (stack and allocator heap), and tokio starts one for every job
+    // that finds none idle (up to 512): many slow uploads handing over small batches at once
+    // grew it to a hundred threads, most of the memory they cost. Jobs beyond the cap queue.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()?;
     runtime.block_on(async move {
         let addr = config.addr;
         let has_public_url = config.public_url.is_some();

@@ -1,12 +1,14 @@
 //! Object bytes on the filesystem.
 //!
 //! An upload streams into memory while it is small (it will be stored inline in its SQLite row)
-//! and spills to `data/tmp/<uuid>` once it passes the inline threshold. Past that point two
-//! blocking threads work side by side: one writes the bytes, one hashes them (MD5 for the ETag,
-//! plus SHA-256 or an additional checksum when the request asks), so a large upload runs at the
-//! speed of the slower of the two, not their sum. The body's chunks reach both threads in
-//! batches of about 512 KiB, shared (never copied) and written with one `writev`; memory stays
-//! bounded by the channel depth (4 batches).
+//! and spills to `data/tmp/<uuid>` once it passes the inline threshold. Past that point a writer
+//! and a hasher work side by side: one writes the bytes, one hashes them (MD5 for the ETag, plus
+//! SHA-256 or an additional checksum when the request asks), so a large upload runs at the speed
+//! of the slower of the two, not their sum. The body's chunks reach both in batches, shared
+//! (never copied) and written with one `writev`: at least 512 KiB when the body arrives faster
+//! than they take it, and whatever has arrived when it arrives slowly, so that a slow upload holds
+//! neither a thread nor a full batch. A slow upload's batches are short jobs on a few threads
+//! shared by every upload; a fast one's writer and hasher get threads of their own (see `Pipe`).
 //! The writer (`Writeback`) starts the write-out of each 8 MiB as it goes and runs an `fdatasync`
 //! in the background every 32 MiB, so the disk is busy while the body still arrives and the
 //! closing fsync is short. Server-side copies write through it too.
@@ -24,15 +26,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use md5::{Digest, Md5};
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::checksum::Checksummer;
-
-/// Batches in flight between the request and each of the writer and hasher threads.
-const PIPE_DEPTH: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError<E> {
@@ -223,16 +222,29 @@ impl Drop for PinGuard {
     }
 }
 
-/// What the request side hands the writer and the hasher: a batch of the body's chunks (shared
-/// by both, never copied), or the end of the body.
-enum Msg {
-    Data(Arc<Vec<Bytes>>),
-    Finish,
-}
-
-/// Chunks are handed over in batches of at least this many bytes: one wake-up of each thread
-/// and one `writev` per batch rather than per network read.
+/// Chunks are handed over in batches of at least this many bytes while the body arrives faster
+/// than the jobs take it: one wake-up of each job and one `writev` per batch rather than per
+/// network read. A body that arrives slowly is handed over in smaller batches (`SLOW_BODY`).
 const BATCH_BYTES: usize = 512 * 1024;
+/// A batch still short of `BATCH_BYTES` this long after its first chunk comes from a slow body:
+/// it is handed over as it is, so that a slow upload does not hold its chunks (and the read
+/// buffers they share) for the seconds a full batch would take. A fast body (hundreds of MB/s)
+/// fills a batch well within it.
+const SLOW_BODY: std::time::Duration = std::time::Duration::from_millis(20);
+/// A batch grows to this while the writer or the hasher is still busy with the previous one;
+/// then the body waits. With the batch being written, at most twice this is held per upload.
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Body bytes held by every upload together between the network and the disk: gathered into
+/// batches, or being written and hashed. A chunk takes its length from this budget before it
+/// joins a batch and gives it back once its batch is written and hashed; when the budget is
+/// spent, the body waits (and TCP slows the client), the backpressure a busy disk should give.
+/// Without it, 100 slow uploads whose jobs stalled together (each starting a flush as they all
+/// crossed 32 MiB) each grew a batch to `MAX_BATCH_BYTES` meanwhile: 4 MiB per upload at the
+/// peak. Twice `MAX_BATCH_BYTES` keeps one fast upload's batches flowing on their own.
+const BODY_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The shared budget of `BODY_BUDGET` bytes.
+static BODY_BYTES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
 
 impl FsStore {
     pub fn open(data_dir: &Path) -> io::Result<FsStore> {
@@ -305,65 +317,99 @@ impl FsStore {
                         break chunk;
                     }
                     hashes.update(&chunk);
+                    // Grown by doubling, but never past the inline threshold: a head that
+                    // outgrows it goes to the file, and up to twice it would be held meanwhile
+                    // (by every upload at once when many start together).
+                    if buf.capacity() - buf.len() < chunk.len() {
+                        let want = (2 * buf.capacity()).clamp(buf.len() + chunk.len(), inline_max);
+                        buf.reserve_exact(want - buf.len());
+                    }
                     buf.extend_from_slice(&chunk);
                 }
             }
         };
 
-        // Large phase: writer and hasher threads, fed the same refcounted chunks.
+        // Large phase: a writer and a hasher (jobs on shared threads, or threads of their own once
+        // the body is fast), fed the same refcounted chunks.
         let temp = self.new_temp();
         let file = create_private(&temp.path)?;
-        let (wtx, wrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
-        let (htx, hrx) = mpsc::channel::<Msg>(PIPE_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || write_file(file, wrx));
-        let hasher = tokio::task::spawn_blocking(move || hash_chunks(hashes, hrx));
-
-        let feed = async {
-            // The head is hashed already (small phase); the writer still needs it.
-            let head = Bytes::from(std::mem::take(&mut buf));
-            if !head.is_empty() && wtx.send(Msg::Data(Arc::new(vec![head]))).await.is_err() {
-                return Err(IngestError::Io(io::Error::other("blob writer stopped")));
-            }
-            let mut batch = Batch::default();
-            batch.push(first_big);
-            while let Some(item) = body.next().await {
+        // The head is hashed already (small phase); only the writer still needs it.
+        let head = Bytes::from(std::mem::take(&mut buf));
+        let mut pipe = Pipe::new(Writeback::new(file), hashes, head.len());
+        let mut batch = Batch::default();
+        // How fast the body comes past the head (`Pipe::should_move`).
+        let (large_from, large_since) =
+            (size - first_big.len() as u64, tokio::time::Instant::now());
+        for chunk in [head, first_big] {
+            let held = budget(&mut pipe, &mut batch, chunk.len()).await?;
+            batch.push(chunk, held);
+        }
+        let fed: Result<Option<&'static str>, IngestError<E>> = async {
+            loop {
+                // What the connection already holds joins the batch. A batch short of
+                // `BATCH_BYTES` waits for more of the body until `SLOW_BODY` after its first
+                // chunk; past that the body is slow, and what has gathered goes out as soon as
+                // the jobs are free: a slow upload holds only what arrived lately, never a full
+                // batch, while a fast one still goes in full batches (hyper hands over one read
+                // at a time, so "nothing more ready" alone would cut it into 64 KiB jobs).
+                let next = match body.next().now_or_never() {
+                    Some(next) => next,
+                    None if batch.bytes == 0 => body.next().await,
+                    None => {
+                        let due = batch.since + SLOW_BODY;
+                        let more = tokio::select! {
+                            next = body.next() => Some(next),
+                            () = tokio::time::sleep_until(due) => None,
+                        };
+                        match more {
+                            Some(next) => next,
+                            // Slow: whichever comes first, more of the body or free jobs to
+                            // take what has gathered (both cancel-safe).
+                            None => tokio::select! {
+                                next = body.next() => next,
+                                freed = pipe.wait_idle() => {
+                                    freed.map_err(IngestError::Io)?;
+                                    pipe.send(batch.take()).await?;
+                                    body.next().await
+                                }
+                            },
+                        }
+                    }
+                };
+                let Some(item) = next else { break };
                 let chunk = item.map_err(IngestError::Body)?;
                 size += chunk.len() as u64;
                 if size > max_size {
                     return Err(IngestError::TooLarge { seen: size });
                 }
                 sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
-                batch.push(chunk);
-                if batch.bytes >= BATCH_BYTES {
-                    send_both(&wtx, &htx, batch.take()).await?;
+                let held = budget(&mut pipe, &mut batch, chunk.len()).await?;
+                batch.push(chunk, held);
+                if pipe.should_move(size - large_from, large_since.elapsed()) {
+                    pipe.move_to_threads().await.map_err(IngestError::Io)?;
+                }
+                // A fast body: batches of at least `BATCH_BYTES`, growing while the disk or the
+                // hasher is behind; past `MAX_BATCH_BYTES` the body waits for them.
+                if (batch.bytes >= BATCH_BYTES && pipe.idle()) || batch.bytes >= MAX_BATCH_BYTES {
+                    pipe.send(batch.take()).await?;
                 }
             }
             if batch.bytes > 0 {
-                send_both(&wtx, &htx, batch.take()).await?;
+                pipe.send(batch.take()).await?;
             }
-            let detected = std::mem::take(&mut sniff)
+            std::mem::take(&mut sniff)
                 .finish()
-                .map_err(IngestError::Mismatch)?;
-            let _ = wtx.send(Msg::Finish).await;
-            let _ = htx.send(Msg::Finish).await;
-            Ok(detected)
-        };
-        let fed: Result<Option<&'static str>, IngestError<E>> = feed.await;
-        drop(wtx);
-        drop(htx);
-        let written = writer
-            .await
-            .map_err(|e| IngestError::Io(io::Error::other(e)))?;
-        let digests = hasher
-            .await
-            .map_err(|e| IngestError::Io(io::Error::other(e)))?;
-        let detected = match (fed, written) {
+                .map_err(IngestError::Mismatch)
+        }
+        .await;
+        // Not fed to the end: the file is left unsynced, and `temp`'s drop removes it.
+        let finished = pipe.finish(fed.is_ok()).await;
+        let (detected, digests) = match (fed, finished) {
             // A writer that failed (a full disk, say) is why the feed could not hand it more.
             (Ok(_) | Err(IngestError::Io(_)), Err(e)) => return Err(IngestError::Io(e)),
             (Err(e), _) => return Err(e),
-            (Ok(detected), Ok(())) => detected,
+            (Ok(detected), Ok(digests)) => (detected, digests.expect("finished when fed")),
         };
-        let digests = digests.ok_or_else(|| io::Error::other("hasher stopped early"))?;
         Ok(Ingested {
             size,
             digests,
@@ -641,51 +687,399 @@ async fn open_at(path: PathBuf, offset: u64) -> io::Result<tokio::fs::File> {
     Ok(file)
 }
 
-/// Chunks gathered for one hand-over.
-#[derive(Default)]
+/// Takes `len` bytes of the shared body budget (`BODY_BUDGET`) for a chunk about to join
+/// `batch`. When the budget is spent, what this upload has gathered goes to its jobs first:
+/// every upload that waits holds no gathered bytes, only bytes being written and hashed, which
+/// come back whatever the others do.
+async fn budget<E>(
+    pipe: &mut Pipe,
+    batch: &mut Batch,
+    len: usize,
+) -> Result<tokio::sync::SemaphorePermit<'static>, IngestError<E>> {
+    // A chunk larger than the whole budget takes all of it.
+    let n = len.min(BODY_BUDGET) as u32;
+    if let Ok(held) = BODY_BYTES.try_acquire_many(n) {
+        return Ok(held);
+    }
+    if batch.bytes > 0 {
+        pipe.send(batch.take()).await?;
+    }
+    BODY_BYTES
+        .acquire_many(n)
+        .await
+        .map_err(|_| IngestError::Io(io::Error::other("body budget closed")))
+}
+
+/// Chunks gathered for one hand-over, and their share of the body budget.
 struct Batch {
     chunks: Vec<Bytes>,
     bytes: usize,
+    held: Option<tokio::sync::SemaphorePermit<'static>>,
+    /// When its first chunk arrived.
+    since: tokio::time::Instant,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            chunks: Vec::new(),
+            bytes: 0,
+            held: None,
+            since: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl Batch {
-    fn push(&mut self, chunk: Bytes) {
+    fn push(&mut self, chunk: Bytes, held: tokio::sync::SemaphorePermit<'static>) {
+        if self.bytes == 0 {
+            self.since = tokio::time::Instant::now();
+        }
         self.bytes += chunk.len();
         self.chunks.push(chunk);
+        match &mut self.held {
+            Some(all) => all.merge(held),
+            None => self.held = Some(held),
+        }
     }
 
-    fn take(&mut self) -> Arc<Vec<Bytes>> {
+    fn take(&mut self) -> Arc<Handed> {
         self.bytes = 0;
-        Arc::new(std::mem::take(&mut self.chunks))
+        Arc::new(Handed {
+            chunks: std::mem::take(&mut self.chunks),
+            _held: self.held.take(),
+        })
     }
 }
 
-async fn send_both<E>(
-    wtx: &mpsc::Sender<Msg>,
-    htx: &mpsc::Sender<Msg>,
-    batch: Arc<Vec<Bytes>>,
-) -> Result<(), IngestError<E>> {
-    let (a, b) = tokio::join!(
-        wtx.send(Msg::Data(batch.clone())),
-        htx.send(Msg::Data(batch))
-    );
-    if a.is_err() || b.is_err() {
-        return Err(IngestError::Io(io::Error::other("blob writer stopped")));
+/// A batch handed to the writer and the hasher; its bytes go back to the budget when both are
+/// done with it (the last to drop it).
+struct Handed {
+    chunks: Vec<Bytes>,
+    _held: Option<tokio::sync::SemaphorePermit<'static>>,
+}
+
+/// A job's state: at rest between batches, or out on the blocking pool with one.
+enum Job<S> {
+    Idle(S),
+    Busy(tokio::sync::oneshot::Receiver<(S, io::Result<()>)>),
+    /// Its batch failed (or the job panicked). The error's kind and text are kept, so that
+    /// every later call reports the same error: a full disk stays `StorageFull` (507) however
+    /// the upload learns of it. Reporting it once and keeping no trace lost it when the first
+    /// report went to a `select!` branch that was dropped (`Pipe::wait_idle` losing to the
+    /// body): the next hand-over then failed with a bare "stopped" error, a 500.
+    Failed(io::ErrorKind, String),
+}
+
+impl<S: Send + 'static> Job<S> {
+    fn idle(&self) -> bool {
+        match self {
+            // A value sent: done. Nothing sent yet, or the job lost (a panic): busy; `settle`
+            // reports the loss.
+            Job::Busy(h) => !h.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// Waits for the batch in hand; the job's error, every time it is asked, once it failed.
+    async fn settle(&mut self) -> io::Result<()> {
+        if let Job::Busy(h) = self {
+            // Cancel-safe: the outcome is stored in the same poll that sees it.
+            let joined = h.await;
+            *self = match joined {
+                Ok((state, Ok(()))) => Job::Idle(state),
+                Ok((_, Err(e))) => Job::Failed(e.kind(), e.to_string()),
+                Err(_) => Job::Failed(io::ErrorKind::Other, "blob job panicked".into()),
+            };
+        }
+        match self {
+            Job::Failed(kind, text) => Err(io::Error::new(*kind, text.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hands `batch` to `work` on the blocking pool, once the previous batch is done.
+    async fn start(
+        &mut self,
+        batch: Arc<Handed>,
+        work: fn(&mut S, &[Bytes]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.settle().await?;
+        let lost = Job::Failed(io::ErrorKind::Other, "blob job lost".into());
+        if let Job::Idle(mut state) = std::mem::replace(self, lost) {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            upload_jobs().spawn(move || {
+                let outcome = work(&mut state, &batch.chunks);
+                drop(batch);
+                let _ = done.send((state, outcome));
+            });
+            *self = Job::Busy(rx);
+        }
+        Ok(())
+    }
+
+    /// The state, once the last batch is done.
+    async fn into_state(mut self) -> io::Result<S> {
+        self.settle().await?;
+        match self {
+            Job::Idle(state) => Ok(state),
+            _ => Err(io::Error::other("blob job lost")),
+        }
+    }
+}
+
+/// The writer and the hasher of one upload, side by side, so that a large upload runs at the
+/// speed of the slower of the two.
+///
+/// While the body trickles in, each takes a batch at a time as a short job on the shared job
+/// threads (`upload_jobs`), and no thread is held between batches: a slow upload costs no thread
+/// stack or allocator heap of its own. Once the body has come fast (`FAST_BODY_RATE`), the two
+/// move onto threads of their own for the rest of the upload, fed through channels: a hop onto
+/// a shared thread per batch, and each batch waiting for the previous one, cost a fast upload
+/// a third to two thirds of its rate; two threads are worth their memory for the seconds it
+/// lasts. An upload that slows down after that keeps its threads until it ends.
+// One per upload, held in place for its whole life: the jobs' states stay unboxed.
+#[allow(clippy::large_enum_variant)]
+enum Pipe {
+    Jobs {
+        writer: Job<Writeback>,
+        hasher: Job<(Hashes, usize)>,
+    },
+    Threads(Threads),
+    /// A job failed while the pipe was moving onto threads (its error was reported then).
+    Lost,
+}
+
+/// The writer and the hasher on threads of their own, each behind a channel of `PIPE_DEPTH`
+/// batches, and how each ended.
+struct Threads {
+    writer: mpsc::Sender<Msg>,
+    hasher: mpsc::Sender<Msg>,
+    written: oneshot::Receiver<io::Result<()>>,
+    hashed: oneshot::Receiver<Option<Digests>>,
+}
+
+enum Msg {
+    Data(Arc<Handed>),
+    /// The body ended: the writer fsyncs, the hasher finishes. A channel closed without it is an
+    /// upload that stopped (nothing is synced).
+    Finish,
+}
+
+/// Batches queued for each of a fast upload's writer and hasher threads.
+const PIPE_DEPTH: usize = 4;
+
+/// A body that has brought at least `FAST_AFTER` bytes past the inline head at an average of
+/// at least this many bytes a second since then is fast (a phone on a slow network sends about
+/// 2 MB/s; a client on a LAN or loopback hundreds). The average since the start, not one
+/// batch's rate: a slow upload whose body waited for the shared budget reads the bytes that
+/// queued meanwhile in a burst, but its average stays what its client sends.
+const FAST_BODY_RATE: f64 = 16e6;
+const FAST_AFTER: u64 = 4 << 20;
+
+impl Pipe {
+    /// `skip`: bytes at the start of the first batch the hashes have seen already.
+    fn new(out: Writeback, hashes: Hashes, skip: usize) -> Pipe {
+        Pipe::Jobs {
+            writer: Job::Idle(out),
+            hasher: Job::Idle((hashes, skip)),
+        }
+    }
+
+    /// Whether a body that brought `bytes` in `elapsed` should move the pipe onto threads.
+    fn should_move(&self, bytes: u64, elapsed: std::time::Duration) -> bool {
+        matches!(self, Pipe::Jobs { .. })
+            && bytes >= FAST_AFTER
+            && bytes as f64 >= FAST_BODY_RATE * elapsed.as_secs_f64()
+    }
+
+    /// Moves the writer and the hasher onto threads of their own, once their batches in hand are
+    /// done. Without a thread to spare, they stay on jobs.
+    async fn move_to_threads(&mut self) -> io::Result<()> {
+        if !matches!(self, Pipe::Jobs { .. }) {
+            return Ok(());
+        }
+        // The threads first: they wait for their state, so that a failed spawn loses nothing.
+        let Ok((give_out, writer, written)) = spawn_stage("postgate-write", write_thread) else {
+            return Ok(());
+        };
+        let Ok((give_hashes, hasher, hashed)) = spawn_stage("postgate-hash", hash_thread) else {
+            return Ok(());
+        };
+        let Pipe::Jobs {
+            writer: out,
+            hasher: hashes,
+        } = std::mem::replace(self, Pipe::Lost)
+        else {
+            unreachable!("checked above");
+        };
+        let (out, hashes) = tokio::join!(out.into_state(), hashes.into_state());
+        let (out, hashes) = (out?, hashes?);
+        if give_out.send(out).is_err() || give_hashes.send(hashes).is_err() {
+            return Err(io::Error::other("blob thread lost"));
+        }
+        *self = Pipe::Threads(Threads {
+            writer,
+            hasher,
+            written,
+            hashed,
+        });
+        Ok(())
+    }
+
+    /// Free for the next batch: both jobs done; threads take batches into their channels.
+    fn idle(&self) -> bool {
+        match self {
+            Pipe::Jobs { writer, hasher } => writer.idle() && hasher.idle(),
+            _ => true,
+        }
+    }
+
+    async fn send<E>(&mut self, batch: Arc<Handed>) -> Result<(), IngestError<E>> {
+        match self {
+            Pipe::Jobs { writer, hasher } => {
+                let (w, h) = tokio::join!(
+                    writer.start(batch.clone(), |out, b| out.write_batch(b)),
+                    hasher.start(batch, hash_batch)
+                );
+                w.and(h).map_err(IngestError::Io)
+            }
+            Pipe::Threads(t) => {
+                let (w, h) = tokio::join!(
+                    t.writer.send(Msg::Data(batch.clone())),
+                    t.hasher.send(Msg::Data(batch))
+                );
+                match (w, h) {
+                    (Ok(()), Ok(())) => Ok(()),
+                    // `finish` reports the writer's own error.
+                    _ => Err(IngestError::Io(io::Error::other("blob writer stopped"))),
+                }
+            }
+            Pipe::Lost => Err(IngestError::Io(io::Error::other("blob job lost"))),
+        }
+    }
+
+    /// Waits until both jobs are free (cancel-safe).
+    async fn wait_idle(&mut self) -> io::Result<()> {
+        match self {
+            Pipe::Jobs { writer, hasher } => {
+                let (w, h) = tokio::join!(writer.settle(), hasher.settle());
+                w.and(h)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for the last batches; with `complete`, fsyncs the file and returns the digests.
+    /// Without, the file is left as it is (the caller removes it).
+    async fn finish(self, complete: bool) -> io::Result<Option<Digests>> {
+        match self {
+            Pipe::Jobs { writer, hasher } => {
+                let (out, hashes) = tokio::join!(writer.into_state(), hasher.into_state());
+                let (out, (hashes, _)) = (out?, hashes?);
+                if !complete {
+                    return Ok(None);
+                }
+                tokio::task::spawn_blocking(move || out.finish())
+                    .await
+                    .map_err(io::Error::other)??;
+                Ok(Some(hashes.finish()))
+            }
+            Pipe::Threads(t) => {
+                if complete {
+                    let _ = tokio::join!(t.writer.send(Msg::Finish), t.hasher.send(Msg::Finish));
+                }
+                drop((t.writer, t.hasher));
+                t.written
+                    .await
+                    .unwrap_or_else(|_| Err(io::Error::other("blob writer thread lost")))?;
+                if !complete {
+                    return Ok(None);
+                }
+                let digests = t.hashed.await.ok().flatten();
+                digests
+                    .map(Some)
+                    .ok_or_else(|| io::Error::other("hasher stopped early"))
+            }
+            Pipe::Lost => Err(io::Error::other("blob job lost")),
+        }
+    }
+}
+
+/// Starts a thread that waits for its state, then runs `run` over the batches of a channel.
+/// Returns where to give it its state, its channel, and where its outcome will be.
+#[allow(clippy::type_complexity)]
+fn spawn_stage<S: Send + 'static, R: Send + 'static>(
+    name: &str,
+    run: fn(S, mpsc::Receiver<Msg>) -> R,
+) -> io::Result<(oneshot::Sender<S>, mpsc::Sender<Msg>, oneshot::Receiver<R>)> {
+    let (give, state) = oneshot::channel::<S>();
+    let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+    let (done, outcome) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Ok(state) = state.blocking_recv() {
+                let _ = done.send(run(state, rx));
+            }
+        })?;
+    Ok((give, tx, outcome))
+}
+
+/// A fast upload's writer: batches until `Finish`, then the fsync. A channel closed before is an
+/// upload that stopped: nothing is synced, and the caller's `TempBlob` removes the file.
+fn write_thread(mut out: Writeback, mut rx: mpsc::Receiver<Msg>) -> io::Result<()> {
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(batch) => out.write_batch(&batch.chunks)?,
+            Msg::Finish => return out.finish(),
+        }
     }
     Ok(())
 }
 
-/// Writes batches until `Finish`, then fsyncs. A closed channel without `Finish` is an aborted
-/// upload: nothing is synced and the caller's `TempBlob` removes the file.
-fn write_file(file: std::fs::File, mut rx: mpsc::Receiver<Msg>) -> io::Result<()> {
-    let mut out = Writeback::new(file);
+/// A fast upload's hasher: the digests at `Finish`, none if the channel closed before.
+fn hash_thread(mut state: (Hashes, usize), mut rx: mpsc::Receiver<Msg>) -> Option<Digests> {
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Data(batch) => out.write_batch(&batch)?,
-            Msg::Finish => return out.finish(),
+            Msg::Data(batch) => hash_batch(&mut state, &batch.chunks).ok()?,
+            Msg::Finish => return Some(state.0.finish()),
         }
     }
-    Err(io::Error::other("upload aborted"))
+    None
+}
+
+/// The threads that write and hash uploads' batches, shared by every upload.
+///
+/// A thread costs about 1 MiB of resident memory once it has run jobs (its stack and its
+/// allocator heap). Handed to tokio's blocking pool, a job that finds no idle thread starts a new
+/// one, and a thread just done with its job is not idle yet when the upload, woken by that very
+/// job, hands over its next batch: one 1 GiB upload grew the pool to its cap, and 100 slow uploads
+/// handing over small batches at the same moments to about 100 threads. A fixed set of threads
+/// queues the jobs instead; they are short and CPU- or disk-bound, so a few run them as fast as
+/// the machine can.
+const JOB_THREADS: usize = 4;
+
+fn upload_jobs() -> &'static rayon_core::ThreadPool {
+    static POOL: std::sync::LazyLock<rayon_core::ThreadPool> = std::sync::LazyLock::new(|| {
+        rayon_core::ThreadPoolBuilder::new()
+            .num_threads(JOB_THREADS)
+            .thread_name(|i| format!("postgate-job-{i}"))
+            // A job that panics drops its sender: its upload fails with "blob job panicked".
+            .panic_handler(|_| {})
+            .build()
+            .expect("starting the upload job threads")
+    });
+    &POOL
+}
+
+fn hash_batch((hashes, skip): &mut (Hashes, usize), batch: &[Bytes]) -> io::Result<()> {
+    for chunk in batch {
+        let from = (*skip).min(chunk.len());
+        *skip -= from;
+        hashes.update(&chunk[from..]);
+    }
+    Ok(())
 }
 
 /// Bytes written between two requests to start writing them out.
@@ -693,6 +1087,33 @@ const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 /// Bytes written between two background `fdatasync`s.
 const FLUSH_INTERVAL: u64 = 32 << 20;
+
+/// Background `fdatasync`s running at once, across every upload. 100 slow uploads started
+/// together cross each `FLUSH_INTERVAL` together: a flush each (a thread each) queued 100 cache
+/// flushes on the disk at once, and every upload's writes waited behind them. A few at a time keep
+/// the head start for the closing fsync without that.
+const MAX_FLUSHES: usize = 4;
+
+/// One of the `MAX_FLUSHES` background flushes, given back on drop.
+struct FlushSlot;
+
+static FLUSHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl FlushSlot {
+    fn take() -> Option<FlushSlot> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        FLUSHES
+            .fetch_update(AcqRel, Acquire, |n| (n < MAX_FLUSHES).then_some(n + 1))
+            .ok()
+            .map(|_| FlushSlot)
+    }
+}
+
+impl Drop for FlushSlot {
+    fn drop(&mut self) {
+        FLUSHES.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// A file written front to back whose bytes go to disk while the upload still streams.
 ///
@@ -755,13 +1176,20 @@ impl Writeback {
             && self.flush.as_ref().is_none_or(|f| f.is_finished())
         {
             self.join_flush()?;
+            // Only a head start for the closing fsync: when `MAX_FLUSHES` are running already,
+            // or without a descriptor or a thread to spare, the upload goes on without it (and
+            // asks again with its next bytes). The duplicate shares the open file with `self.file`.
+            let Some(slot) = FlushSlot::take() else {
+                return Ok(());
+            };
             self.flushed = self.written;
-            // Only a head start for the closing fsync: without a descriptor or a thread to spare,
-            // the upload goes on without it. The duplicate shares the open file with `self.file`.
             self.flush = self.file.try_clone().ok().and_then(|file| {
                 std::thread::Builder::new()
                     .name("postgate-flush".into())
-                    .spawn(move || file.sync_data())
+                    .spawn(move || {
+                        let _slot = slot;
+                        file.sync_data()
+                    })
                     .ok()
             });
         }
@@ -804,16 +1232,6 @@ impl Writeback {
 
     #[cfg(not(target_os = "linux"))]
     fn start_writeback(&mut self) {}
-}
-
-fn hash_chunks(mut hashes: Hashes, mut rx: mpsc::Receiver<Msg>) -> Option<Digests> {
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Data(batch) => batch.iter().for_each(|chunk| hashes.update(chunk)),
-            Msg::Finish => return Some(hashes.finish()),
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -901,6 +1319,78 @@ mod tests {
             let id = store.persist(temp).await.unwrap();
             assert_eq!(std::fs::read(store.path_of(&id)).unwrap(), want);
         }
+    }
+
+    /// While the writer and the hasher cannot keep up (here: their threads stalled), uploads
+    /// together read at most the body budget off the network, plus a chunk and the inline head
+    /// each: every one waits for the budget rather than gathering on. Without the budget each
+    /// gathered up to `MAX_BATCH_BYTES`, 2 MiB per upload. Once the jobs run again, every upload
+    /// lands exactly and the whole budget is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_jobs_hold_uploads_to_the_body_budget() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        // Every job thread waits until its sender is dropped.
+        let closed: Vec<std::sync::mpsc::Sender<()>> = (0..JOB_THREADS)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                upload_jobs().spawn(move || {
+                    let _ = rx.recv();
+                });
+                tx
+            })
+            .collect();
+        let (n, len, chunk, inline_max) = (24, 4 << 20, 64 << 10, 64 << 10);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let uploads: Vec<_> = (0..n)
+            .map(|i| {
+                let data: Vec<u8> = (0..len).map(|j| ((i * 7 + j * 31) % 251) as u8).collect();
+                let chunks: Vec<Result<Bytes, io::Error>> = data
+                    .chunks(chunk)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect();
+                let pulled = pulled.clone();
+                let body = futures_util::stream::iter(chunks).inspect(move |c| {
+                    pulled.fetch_add(c.as_ref().map_or(0, |c| c.len()), Relaxed);
+                });
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let got = store
+                        .ingest(
+                            body,
+                            u64::MAX,
+                            inline_max,
+                            Hashes::new(false, None),
+                            crate::sniff::Sniffer::detect_only(),
+                        )
+                        .await
+                        .unwrap();
+                    (got, <[u8; 16]>::from(Md5::digest(&data)))
+                })
+            })
+            .collect();
+        // Until the uploads have read all they will while the jobs are stalled.
+        let mut seen = usize::MAX;
+        while pulled.load(Relaxed) != seen {
+            seen = pulled.load(Relaxed);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let bound = BODY_BUDGET + n * (chunk + inline_max);
+        assert!(
+            seen <= bound,
+            "{n} uploads read {seen} bytes with their jobs stalled (budget {BODY_BUDGET}, bound {bound})"
+        );
+        drop(closed);
+        for upload in uploads {
+            let (got, md5) = upload.await.unwrap();
+            assert_eq!((got.size, got.digests.md5), (len as u64, md5));
+        }
+        assert_eq!(
+            BODY_BYTES.available_permits(),
+            BODY_BUDGET,
+            "the budget is all back"
+        );
     }
 
     async fn blob(store: &FsStore, bytes: &[u8]) -> String {

@@ -29,6 +29,7 @@ mod s3copy;
 mod s3requests;
 mod s3wire;
 mod serving;
+mod slow_uploads;
 mod small_uploads;
 mod storage_backend;
 mod tls;
