@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0015_object_extras.sql"),
     include_str!("../../migrations/0016_outbox_rows.sql"),
     include_str!("../../migrations/0017_outbox_fields.sql"),
+    include_str!("../../migrations/0018_outbox_check.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
