@@ -190,7 +190,8 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let rows: Vec<(i64, String, i64, Option<String>, Option<i64>)> = conn
+        type Row = (i64, String, i64, Option<String>, Option<i64>);
+        let rows: Vec<Row> = conn
             .prepare("SELECT id, state, attempts, record, size FROM outbox ORDER BY id")
             .unwrap()
             .query_map([], |r| {
