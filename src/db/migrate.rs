@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0015_object_extras.sql"),
     include_str!("../../migrations/0016_outbox_rows.sql"),
     include_str!("../../migrations/0017_outbox_fields.sql"),
+    include_str!("../../migrations/0018_outbox_check.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {
@@ -166,5 +167,62 @@ mod tests {
         assert_eq!(link_of("page").as_deref(), Some("L1"));
         assert_eq!(link_of("other-key"), None);
         assert_eq!(link_of("plain"), None);
+    }
+    /// 0018 makes the outbox again (its CHECK without an IN list): every row keeps its id,
+    /// state and fields, the highest id stays the highest, and its indexes are there.
+    #[test]
+    fn the_outbox_keeps_its_rows_and_ids_through_0018() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let at = MIGRATIONS.len() - 1;
+        for sql in &MIGRATIONS[..at] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", at as i64).unwrap();
+        conn.execute_batch(
+            "INSERT INTO outbox (id, target, configuration_id, bucket, key, name, record, state,
+                 attempts, since, next_at, last_error, created_at, owner, size, etag)
+             VALUES (3, 'h', 'c', 'b', 'k', 'ObjectCreated:Put', '', 'pending', 0, 5, 5, NULL,
+                     5, 'O', 4, '\"e\"'),
+                    (7, 'h', 'c', 'b', 'k', 'ObjectCreated:Put', '{}', 'dead', 9, 1, 1, '500',
+                     1, NULL, NULL, NULL),
+                    (12, '', '', '', '', '', '', 'delivered', 0, 0, 0, NULL, 0, NULL, NULL,
+                     NULL);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        type Row = (i64, String, i64, Option<String>, Option<i64>);
+        let rows: Vec<Row> = conn
+            .prepare("SELECT id, state, attempts, record, size FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (3, "pending".into(), 0, Some(String::new()), Some(4)),
+                (7, "dead".into(), 9, Some("{}".into()), None),
+                (12, "delivered".into(), 0, Some(String::new()), None),
+            ]
+        );
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'
+                 AND name IN ('outbox_lane', 'outbox_delivered')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2);
+        conn.execute(
+            "INSERT INTO outbox (target, configuration_id, bucket, key, name, record, since,
+                 next_at, created_at) VALUES ('h', 'c', 'b', 'j', 'n', '', 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 13);
     }
 }

@@ -18,7 +18,7 @@ use futures_util::stream::FuturesUnordered;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -59,8 +59,18 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes
 
 /// `v1=<hex>`: the HMAC-SHA256 of `"<timestamp>.<body>"` with the target's secret.
 pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut mac = ring::hmac::Context::with_key(&key);
+    sign_with(&signing_key(secret), timestamp, body)
+}
+
+/// The HMAC key of `secret`. Made once per target when the targets are read
+/// ([`super::Notifier::reload`]), not per delivery: it hashes the key's two pads.
+pub(super) fn signing_key(secret: &str) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes())
+}
+
+/// [`sign`] with the target's key made beforehand.
+fn sign_with(key: &ring::hmac::Key, timestamp: i64, body: &str) -> String {
+    let mut mac = ring::hmac::Context::with_key(key);
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body.as_bytes());
@@ -335,9 +345,9 @@ impl Worker {
                 USER_AGENT,
                 HeaderValue::from_static(concat!("postgate/", env!("CARGO_PKG_VERSION"))),
             )
-            .header(TIMESTAMP_HEADER, timestamp)
-            .header(SIGNATURE_HEADER, signature)
-            .header(DELIVERY_HEADER, id)
+            .header(HeaderName::from_static(TIMESTAMP_HEADER), timestamp)
+            .header(HeaderName::from_static(SIGNATURE_HEADER), signature)
+            .header(HeaderName::from_static(DELIVERY_HEADER), id)
             .body(Full::new(Bytes::from(body)))
             .map_err(|_| "could not deliver: the target's URL is not valid".to_owned())?;
         let answer = self
@@ -359,7 +369,7 @@ impl Worker {
 
     /// One attempt at one delivery.
     async fn attempt(&self, d: &Delivery) -> Outcome {
-        let error = match self.notifier.target(&d.target) {
+        let error = match self.notifier.signer(&d.target) {
             None => format!("no webhook target named {}", d.target),
             Some(target) => {
                 let body = match &d.record {
@@ -368,7 +378,7 @@ impl Worker {
                     None => message::render(&self.notifier.inner.region, d),
                 };
                 let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-                let signature = sign(&target.secret, timestamp, &body);
+                let signature = sign_with(&target.key, timestamp, &body);
                 match tokio::time::timeout(
                     ATTEMPT_TIMEOUT,
                     self.post(&target.url, timestamp, &signature, d.id, body),

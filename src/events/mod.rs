@@ -52,9 +52,17 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// What the delivery worker needs of a target: where to POST, and its secret's HMAC key.
+struct Signer {
+    url: String,
+    key: ring::hmac::Key,
+}
+
 #[derive(Default)]
 struct Rules {
     targets: HashMap<String, Target>,
+    /// The targets as the worker signs for them (keys made once per reload, not per delivery).
+    signers: HashMap<String, Arc<Signer>>,
     buckets: HashMap<String, NotificationConfig>,
     /// Link id → target name.
     links: HashMap<String, String>,
@@ -136,8 +144,19 @@ impl Notifier {
             .into_iter()
             .filter_map(|(b, json)| Some((b, serde_json::from_str(&json).ok()?)))
             .collect();
+        let signers = targets
+            .values()
+            .map(|t| {
+                let signer = Signer {
+                    url: t.url.clone(),
+                    key: deliver::signing_key(&t.secret),
+                };
+                (t.name.clone(), Arc::new(signer))
+            })
+            .collect();
         let rules = Rules {
             targets,
+            signers,
             buckets,
             links: links.into_iter().collect(),
             owners: owners.into_iter().collect(),
@@ -180,6 +199,11 @@ impl Notifier {
     /// The declared target of that name.
     pub fn target(&self, name: &str) -> Option<Target> {
         self.rules().targets.get(name).cloned()
+    }
+
+    /// The declared target of that name, as the delivery worker signs for it.
+    fn signer(&self, name: &str) -> Option<Arc<Signer>> {
+        self.rules().signers.get(name).cloned()
     }
 
     /// The target an upload link's uploads are announced to.
