@@ -110,7 +110,7 @@ pub async fn object(
             store
                 .copy_segments(
                     segments(&body, 0, src.meta.size),
-                    checksum.map(|a| Hashes::new(false, Some(a.checksummer()))),
+                    checksum.map(|a| Hashes::new(false, false, Some(a.checksummer()))),
                 )
                 .await
                 .map(|(t, digests)| {
@@ -176,7 +176,7 @@ async fn object_s3(
                 key,
                 meta: &meta,
             };
-            let hashes = Hashes::new(false, Some(algo.checksummer()));
+            let hashes = Hashes::new(false, false, Some(algo.checksummer()));
             let sniff = crate::sniff::Sniffer::detect_only();
             let ingested = store
                 .ingest(body, u64::MAX, 0, hashes, sniff, dest)
@@ -220,9 +220,18 @@ pub async fn range(
         }
         body => {
             let (temp, digests) = store
-                .copy_segments(segments(body, start, len), Some(Hashes::new(false, None)))
+                .copy_segments(
+                    segments(body, start, len),
+                    Some(Hashes::new(true, false, None)),
+                )
                 .await?;
-            (temp, digests.map(|d| d.md5).unwrap_or_default())
+            // Asked for above: never a made-up MD5, which would become the part's ETag.
+            let md5 = digests.and_then(|d| d.md5).ok_or_else(|| {
+                Error::Io(std::io::Error::other(
+                    "a copied range's MD5 was not computed",
+                ))
+            })?;
+            (temp, md5)
         }
     })
 }

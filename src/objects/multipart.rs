@@ -904,7 +904,9 @@ pub async fn part_sniffer(
 pub struct NewPart {
     pub number: u32,
     pub size: u64,
-    pub etag: String,
+    /// The part's MD5 ETag; `None` under the S3 backend when the MD5 was not computed (no
+    /// `Content-MD5`): the part's ETag is then the backend's, as for a copied part.
+    pub etag: Option<String>,
     /// `"<ALGORITHM> <value>"`, the additional checksum to list.
     pub checksum: Option<String>,
     /// The type its first bytes show (`sniff::detect`).
@@ -915,14 +917,15 @@ pub struct NewPart {
 /// Persists a part's blob and records it, replacing an earlier part of the same number, unless
 /// the upload was completed or aborted meanwhile (or, for a link's upload, the part no longer
 /// fits the link; or it no longer fits a quota: the record settles the room `hold` keeps). On a
-/// refusal the part's bytes are removed.
+/// refusal the part's bytes are removed. Answers the part's ETag as recorded (the one
+/// CompleteMultipartUpload is then given).
 pub async fn store_part(
     db: &Db,
     store: &Storage,
     upload: &UploadRecord,
     part: NewPart,
     hold: &mut Hold,
-) -> Result<()> {
+) -> Result<String> {
     let reservation = hold.id().map(str::to_owned);
     let temp = match part.body {
         Staged::Temp(t) => t,
@@ -934,32 +937,44 @@ pub async fn store_part(
         }
         // S3 backend: the part row's blob is the backend's part ETag.
         Staged::Part(pending) => {
-            return store_backend_part(
+            let mut part_etag = String::new();
+            store_backend_part(
                 db,
                 store,
                 upload,
                 part.number,
                 part.size,
                 BackendPart::Sent(*pending),
-                |blob| PartRecord {
-                    part_number: part.number,
-                    size: part.size,
-                    etag: part.etag,
-                    blob,
-                    last_modified: crate::db::now_millis(),
-                    checksum: part.checksum,
-                    detected_type: part.detected_type,
+                |blob| {
+                    part_etag = part.etag.unwrap_or_else(|| blob.clone());
+                    PartRecord {
+                        part_number: part.number,
+                        size: part.size,
+                        etag: part_etag.clone(),
+                        blob,
+                        last_modified: crate::db::now_millis(),
+                        checksum: part.checksum,
+                        detected_type: part.detected_type,
+                    }
                 },
                 hold,
             )
-            .await;
+            .await?;
+            return Ok(part_etag);
         }
+    };
+    // The filesystem store's part is its MD5 (always computed there, `write::wants_md5`).
+    let Some(etag) = part.etag else {
+        // `temp` goes with its drop.
+        return Err(Error::Io(std::io::Error::other(
+            "a part's MD5 was not computed",
+        )));
     };
     let blob = store.persist(temp).await?;
     let record = PartRecord {
         part_number: part.number,
         size: part.size,
-        etag: part.etag,
+        etag: etag.clone(),
         blob: blob.clone(),
         last_modified: crate::db::now_millis(),
         checksum: part.checksum,
@@ -972,7 +987,7 @@ pub async fn store_part(
             if let Some(old) = old {
                 store.remove(old).await;
             }
-            Ok(())
+            Ok(etag)
         }
         Ok(Err(e)) => {
             store.remove(blob).await;

@@ -156,13 +156,19 @@ pub struct Expected {
 impl Expected {
     /// Compares an upload's digests with what the client declared.
     pub fn verify(&self, got: &Ingested, trailer_value: Option<&str>) -> Result<()> {
-        if let Some(md5) = self.md5
-            && md5 != got.digests.md5
-        {
-            return Err(Error::BadDigest {
-                expected: B64.encode(md5),
-                calculated: B64.encode(got.digests.md5),
-            });
+        if let Some(md5) = self.md5 {
+            // Asked for whenever a client sends `Content-MD5` ([`wants_md5`]).
+            let Some(calculated) = got.digests.md5 else {
+                return Err(Error::Io(std::io::Error::other(
+                    "Content-MD5 sent but the body's MD5 was not computed",
+                )));
+            };
+            if md5 != calculated {
+                return Err(Error::BadDigest {
+                    expected: B64.encode(md5),
+                    calculated: B64.encode(calculated),
+                });
+            }
         }
         if let (Some(want), Some(have)) = (&self.sha256_hex, &got.digests.sha256)
             && !want.eq_ignore_ascii_case(&hex::encode(have))
@@ -689,7 +695,61 @@ pub fn etag_matches(list: &str, etag: &str) -> bool {
     })
 }
 
+/// Whether a write's body must be hashed with MD5: always on the filesystem store (its ETag is
+/// the MD5), and under the S3 backend only for a client's `Content-MD5` check, since there the
+/// ETag answered, stored and evented is the one the backend gives ([`commit_s3`], and a part's
+/// in `store_part`).
+pub fn wants_md5(store: &Storage, content_md5: Option<&[u8; 16]>) -> bool {
+    store.backend().is_none() || content_md5.is_some()
+}
+
+/// The ETag a write's metadata carries until it is committed: the body's MD5 on the filesystem
+/// store (its final ETag); empty when the MD5 was not computed, which only happens under the
+/// S3 backend, whose commit replaces it with the backend's ETag before anything reads it.
+pub fn provisional_etag(digests: &crate::storage::Digests) -> String {
+    digests.md5.as_ref().map(etag_of).unwrap_or_default()
+}
+
 /// The quoted hex MD5 S3 uses as the ETag of a single-part object.
 pub fn etag_of(md5: &[u8; 16]) -> String {
     format!("\"{}\"", hex::encode(md5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MD5 is computed on the filesystem store always, under the S3 backend only for a
+    /// client's `Content-MD5`; a body not asked for it has none (never a made-up one).
+    #[tokio::test]
+    async fn md5_only_where_it_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Storage::open_fs(dir.path()).unwrap();
+        let backend = crate::storage::s3::Backend::new(
+            "http://127.0.0.1:9",
+            "postgate",
+            "us-east-1",
+            "key",
+            "secret",
+            crate::storage::s3::Options::default(),
+        )
+        .unwrap();
+        let s3 = Storage::S3(backend);
+        let sent = [7u8; 16];
+        assert!(wants_md5(&fs, None));
+        assert!(wants_md5(&fs, Some(&sent)));
+        assert!(!wants_md5(&s3, None));
+        assert!(wants_md5(&s3, Some(&sent)));
+
+        for want in [false, true] {
+            let mut hashes = Hashes::new(want, false, None);
+            assert_eq!(hashes.any(), want);
+            hashes.update(b"abc");
+            let digests = hashes.finish();
+            let md5 = want.then(|| <[u8; 16]>::from(<md5::Md5 as md5::Digest>::digest(b"abc")));
+            assert_eq!(digests.md5, md5);
+            let etag = provisional_etag(&digests);
+            assert_eq!(etag.is_empty(), !want, "{etag}");
+        }
+    }
 }

@@ -214,16 +214,16 @@ pub async fn upload_part(
             .await
             .map_err(|e| super::object::quota_passed(&hold, e, max))?;
     let checksum = checksum.map(|(a, v)| format!("{a} {v}"));
-    let etag = write::etag_of(&ingested.digests.md5);
     let part = NewPart {
         number,
         size: ingested.size,
-        etag: etag.clone(),
+        etag: ingested.digests.md5.as_ref().map(write::etag_of),
         checksum: checksum.clone(),
         detected_type: ingested.detected.map(str::to_owned),
         body: ingested.staged,
     };
-    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
+    // The backend's part ETag when no MD5 was computed (S3 backend, no Content-MD5).
+    let etag = multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     let mut res = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, v);
@@ -296,16 +296,15 @@ pub async fn upload_part_copy(
         .then(|| src.meta.detected_type.clone())
         .flatten();
     let (temp, md5) = copy::range(&app.store, &src, start, len).await?;
-    let etag = write::etag_of(&md5);
     let part = NewPart {
         number,
         size: len,
-        etag: etag.clone(),
+        etag: Some(write::etag_of(&md5)),
         checksum: None,
         detected_type,
         body: write::Staged::Temp(temp),
     };
-    multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
+    let etag = multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
     Ok(copy_part_result(&etag))
 }
 

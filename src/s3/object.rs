@@ -56,7 +56,7 @@ pub async fn put_object(
     .await
     .map_err(|e| quota_passed(&hold, e, MAX_OBJECT_SIZE))?;
 
-    let etag = write::etag_of(&ingested.digests.md5);
+    let etag = write::provisional_etag(&ingested.digests);
     let mut meta = headers.into_meta(
         ingested.size,
         etag.clone(),
@@ -249,6 +249,7 @@ pub(super) async fn receive_body(
             .with("MaxSizeAllowed", max.to_string()));
     }
     let hashes = write::Hashes::new(
+        write::wants_md5(&app.store, expected.md5.as_ref()),
         expected.sha256_hex.is_some(),
         algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
     );

@@ -449,7 +449,11 @@ async fn store_upload(
         checksum: algo.clone(),
         ..Expected::default()
     };
-    let hashes = write::Hashes::new(false, algo.as_ref().map(|(a, _)| Checksummer::new(*a)));
+    let hashes = write::Hashes::new(
+        write::wants_md5(&app.store, expected.md5.as_ref()),
+        false,
+        algo.as_ref().map(|(a, _)| Checksummer::new(*a)),
+    );
     let sniff = Sniffer::new(headers.content_type.as_deref(), target.verify_type);
     // The file's size is only bounded (by the body's length and the policy): the room held
     // under a quota is what may come, and the file is read against the room there is.
@@ -502,7 +506,7 @@ async fn store_upload(
         return Err(e);
     }
 
-    let etag = write::etag_of(&ingested.digests.md5);
+    let etag = write::provisional_etag(&ingested.digests);
     let mut meta = headers.into_meta(ingested.size, etag.clone(), target.owner.to_owned());
     meta.detected_type = ingested.detected.map(str::to_owned);
     meta.checksum = algo

@@ -130,7 +130,8 @@ where
     let mut size: u64 = 0;
     let mut buf: Vec<u8> = Vec::new();
     let mut upload: Option<s3::Uploader> = None;
-    // A body held in memory is hashed here; past it, on the blocking pool (`HashJob`).
+    // A body held in memory is hashed here; past it, on the blocking pool (`HashJob`), unless
+    // no digest is asked for (no MD5 under this backend without `Content-MD5`).
     let mut job: Option<HashJob> = None;
     let fed = async {
         while let Some(chunk) = body.next().await {
@@ -142,9 +143,11 @@ where
             sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
             match &mut job {
                 Some(job) => job.update(&chunk).await?,
-                None if size as usize > inline_max => {
-                    let mut started =
-                        HashJob::start(std::mem::replace(&mut hashes, Hashes::new(false, None)));
+                None if size as usize > inline_max && hashes.any() => {
+                    let mut started = HashJob::start(std::mem::replace(
+                        &mut hashes,
+                        Hashes::new(false, false, None),
+                    ));
                     started.update(&chunk).await?;
                     job = Some(started);
                 }
@@ -280,7 +283,8 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     let mut size: u64 = 0;
-    let mut job = HashJob::start(hashes);
+    // Without a digest to compute (no MD5 asked for, no checksum), no hashing job.
+    let mut job = hashes.any().then(|| HashJob::start(hashes));
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(IngestError::Body)?;
         size += chunk.len() as u64;
@@ -288,11 +292,16 @@ where
             return Err(IngestError::TooLarge { seen: size });
         }
         sniff.feed(&chunk).map_err(IngestError::Mismatch)?;
-        job.update(&chunk).await?;
+        if let Some(job) = &mut job {
+            job.update(&chunk).await?;
+        }
         part.write(chunk).await.map_err(to_ingest)?;
     }
     let detected = sniff.finish().map_err(IngestError::Mismatch)?;
-    let digests = job.finish().await?;
+    let digests = match job {
+        Some(job) => job.finish().await?,
+        None => Hashes::new(false, false, None).finish(),
+    };
     Ok(Ingested {
         size,
         digests,

@@ -46,9 +46,12 @@ pub enum IngestError<E> {
     Mismatch(crate::sniff::Mismatch),
 }
 
-/// The digests an upload is checked against.
+/// The digests an upload is checked against. MD5 is only computed when asked for: the
+/// filesystem store's ETag is the body's MD5, but under the S3 backend the ETag is the
+/// backend's and the MD5 only serves a client's `Content-MD5` check (it was about half of the
+/// gateway's CPU on a large PutObject, docs/cluster.md 10.3).
 pub struct Hashes {
-    md5: Md5,
+    md5: Option<Md5>,
     sha256: Option<Sha256>,
     checksum: Option<Checksummer>,
 }
@@ -56,23 +59,31 @@ pub struct Hashes {
 /// What the hashes came to once the body ended.
 #[derive(Debug, Clone)]
 pub struct Digests {
-    pub md5: [u8; 16],
+    /// `None` when it was not asked for: never stands in for one (it would become an ETag).
+    pub md5: Option<[u8; 16]>,
     pub sha256: Option<[u8; 32]>,
     /// Base64 of the additional checksum, when one was asked for.
     pub checksum: Option<String>,
 }
 
 impl Hashes {
-    pub fn new(want_sha256: bool, checksum: Option<Checksummer>) -> Hashes {
+    pub fn new(want_md5: bool, want_sha256: bool, checksum: Option<Checksummer>) -> Hashes {
         Hashes {
-            md5: Md5::new(),
+            md5: want_md5.then(Md5::new),
             sha256: want_sha256.then(Sha256::new),
             checksum,
         }
     }
 
-    pub(super) fn update(&mut self, data: &[u8]) {
-        self.md5.update(data);
+    /// Whether any digest is asked for: with none, a body need not pass a hashing job.
+    pub(crate) fn any(&self) -> bool {
+        self.md5.is_some() || self.sha256.is_some() || self.checksum.is_some()
+    }
+
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        if let Some(h) = &mut self.md5 {
+            h.update(data);
+        }
         if let Some(h) = &mut self.sha256 {
             h.update(data);
         }
@@ -81,9 +92,9 @@ impl Hashes {
         }
     }
 
-    pub(super) fn finish(self) -> Digests {
+    pub(crate) fn finish(self) -> Digests {
         Digests {
-            md5: self.md5.finalize().into(),
+            md5: self.md5.map(|h| h.finalize().into()),
             sha256: self.sha256.map(|h| h.finalize().into()),
             checksum: self.checksum.map(|c| c.finish()),
         }
@@ -1273,13 +1284,13 @@ mod tests {
                 futures_util::stream::iter(chunks),
                 u64::MAX,
                 64 << 10,
-                Hashes::new(false, None),
+                Hashes::new(true, false, None),
                 crate::sniff::Sniffer::detect_only(),
             )
             .await
             .unwrap();
         assert_eq!(got.size, len as u64);
-        assert_eq!(got.digests.md5, <[u8; 16]>::from(Md5::digest(&data)));
+        assert_eq!(got.digests.md5, Some(<[u8; 16]>::from(Md5::digest(&data))));
         let Staged::Temp(temp) = got.staged else {
             panic!("a body past the inline threshold is staged in a file");
         };
@@ -1312,9 +1323,9 @@ mod tests {
                     len: len as u64,
                 },
             ];
-            let hashes = hash.then(|| Hashes::new(false, None));
+            let hashes = hash.then(|| Hashes::new(true, false, None));
             let (temp, digests) = store.copy_segments(segments, hashes).await.unwrap();
-            let md5 = digests.map(|d| d.md5);
+            let md5 = digests.and_then(|d| d.md5);
             assert_eq!(md5, hash.then(|| <[u8; 16]>::from(Md5::digest(&want))));
             let id = store.persist(temp).await.unwrap();
             assert_eq!(std::fs::read(store.path_of(&id)).unwrap(), want);
@@ -1361,7 +1372,7 @@ mod tests {
                             body,
                             u64::MAX,
                             inline_max,
-                            Hashes::new(false, None),
+                            Hashes::new(true, false, None),
                             crate::sniff::Sniffer::detect_only(),
                         )
                         .await
@@ -1384,7 +1395,7 @@ mod tests {
         drop(closed);
         for upload in uploads {
             let (got, md5) = upload.await.unwrap();
-            assert_eq!((got.size, got.digests.md5), (len as u64, md5));
+            assert_eq!((got.size, got.digests.md5), (len as u64, Some(md5)));
         }
         assert_eq!(
             BODY_BYTES.available_permits(),

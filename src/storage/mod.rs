@@ -312,7 +312,7 @@ mod tests {
                 body,
                 10,
                 0,
-                Hashes::new(false, None),
+                Hashes::new(true, false, None),
                 crate::sniff::Sniffer::detect_only(),
                 Dest::Part,
             )

@@ -26,6 +26,7 @@ mod powerloss;
 mod quotas;
 mod s3backend;
 mod s3copy;
+mod s3md5;
 mod s3requests;
 mod s3wire;
 mod serving;
