@@ -86,25 +86,7 @@ async fn cluster() -> Option<Cluster> {
 impl Cluster {
     /// A node in this process, `--backend s3` over the cluster, `--control-db`, with `bucket`.
     async fn node(&self, id: &str, bucket: &str) -> TestApp {
-        let (endpoint, url, id) = (
-            self.backend.base.clone(),
-            self.pg.url.clone(),
-            id.to_owned(),
-        );
-        let node = spawn_app_with(move |config| {
-            config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
-                endpoint,
-                bucket: CLUSTER.into(),
-                region: REGION.into(),
-                access_key_id: ADMIN_AK.into(),
-                secret_access_key: ADMIN_SK.into(),
-            });
-            config.control_db = Some(url);
-            config.node_id = Some(id);
-        })
-        .await;
-        node.create_bucket(bucket).await;
-        node
+        self.node_with(id, bucket, |_| {}).await
     }
 
     /// [`Cluster::node`] with its heartbeat every `heartbeat`, taking other nodes for stopped
@@ -115,6 +97,21 @@ impl Cluster {
         bucket: &str,
         heartbeat: Duration,
         expiry: Duration,
+    ) -> TestApp {
+        self.node_with(id, bucket, move |config| {
+            config.node_heartbeat = heartbeat;
+            config.node_expiry = expiry;
+        })
+        .await
+    }
+
+    /// A node of this cluster (S3 backend, the control database, node id `id`) with `bucket`
+    /// created, its configuration changed by `tweak` last.
+    async fn node_with(
+        &self,
+        id: &str,
+        bucket: &str,
+        tweak: impl FnOnce(&mut postgate::Config),
     ) -> TestApp {
         let (endpoint, url, id) = (
             self.backend.base.clone(),
@@ -131,8 +128,7 @@ impl Cluster {
             });
             config.control_db = Some(url);
             config.node_id = Some(id);
-            config.node_heartbeat = heartbeat;
-            config.node_expiry = expiry;
+            tweak(config);
         })
         .await;
         node.create_bucket(bucket).await;

@@ -7,10 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use postgate::policy::{KeySpec, PostPolicyRequest, issue};
+use postgate::policy::{KeySpec, PostPolicyRequest};
 use reqwest::Method;
-use reqwest::multipart::{Form, Part};
-use time::OffsetDateTime;
 
 use crate::helpers::*;
 use crate::s3wire::Gateway;
@@ -56,33 +54,9 @@ fn only(op: &str, n: usize) -> BTreeMap<String, f64> {
 
 /// A POST form for `bucket` with the exact key `key`, issued by the crate for the gateway.
 async fn post(gw: &Gateway, bucket: &str, key: &str, data: &[u8]) -> Resp {
-    let url = format!("{}/{bucket}", gw.base);
     let req = PostPolicyRequest::new(bucket, KeySpec::Exact(key.into()), 1 << 20);
-    let fields = issue(
-        &req,
-        ADMIN_AK,
-        ADMIN_SK,
-        REGION,
-        &url,
-        OffsetDateTime::now_utc(),
-    )
-    .unwrap()
-    .fields;
-    let form = fields
-        .into_iter()
-        .fold(Form::new(), |f, (n, v)| f.text(n, v));
-    let file = Part::bytes(data.to_vec())
-        .file_name("f.bin")
-        .mime_str("application/octet-stream")
-        .unwrap();
-    let res = gw
-        .http
-        .post(url)
-        .multipart(form.part("file", file))
-        .send()
+    gw.post(bucket, &gw.form(&req), "application/octet-stream", data)
         .await
-        .unwrap();
-    Resp::read(res).await
 }
 
 /// A started gateway in front of a started cluster, its bucket `bkt` made and one object written

@@ -79,7 +79,7 @@ impl Gateway {
     }
 
     /// A form issued by the crate's issuer for this gateway, as the admin.
-    fn form(&self, req: &PostPolicyRequest) -> Vec<(String, String)> {
+    pub(crate) fn form(&self, req: &PostPolicyRequest) -> Vec<(String, String)> {
         let url = format!("{}/{}", self.base, req.bucket);
         issue(
             req,
@@ -93,7 +93,7 @@ impl Gateway {
         .fields
     }
 
-    async fn post(
+    pub(crate) async fn post(
         &self,
         bucket: &str,
         fields: &[(String, String)],
