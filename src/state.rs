@@ -389,7 +389,7 @@ impl AppState {
 
     /// With a shared control database, for as long as the server runs: keeps this node's view
     /// of the shared access keys and grants current. Every change (a trigger's `NOTIFY`,
-    /// [`crate::control::Pg::listen_keys`]) drops the cached keys and copies the grants into
+    /// [`crate::control::Pg::listen`]) drops the cached keys and copies the grants into
     /// this node's SQLite, where every bucket read joins them; and every `CACHE_TTL` the grants
     /// are copied again, as the cached keys expire, so a lost notification never leaves a
     /// revoked key or grant working longer than that. Returns at once without one.
@@ -398,7 +398,7 @@ impl AppState {
             return;
         };
         let changed = Arc::new(tokio::sync::Notify::new());
-        let listen = pg.listen_keys(|| {
+        let listen = pg.listen(crate::control::pg::KEYS_CHANNEL, || {
             self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
             changed.notify_one();
         });

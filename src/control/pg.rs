@@ -18,7 +18,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The channel the triggers of `access_keys` and `grants` notify on every change.
-const KEYS_CHANNEL: &str = "postgate_keys";
+pub const KEYS_CHANNEL: &str = "postgate_keys";
 
 /// PostgreSQL's clock in milliseconds since the epoch: heartbeats are written and judged by the
 /// one clock every node shares.
@@ -48,7 +48,7 @@ const PG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct Pg {
     pool: Pool,
     node: std::sync::Arc<str>,
-    /// For the one connection that listens for changes ([`Pg::listen_keys`]); never logged.
+    /// For the connections that listen for changes ([`Pg::listen`]); never logged.
     url: std::sync::Arc<str>,
 }
 
@@ -562,10 +562,11 @@ impl Pg {
             .collect())
     }
 
-    /// Listens for changes to keys and grants on a connection of its own and calls `changed`
-    /// after each, and once each time the listening (re)starts (a change may have been missed
-    /// meanwhile). Runs until dropped; a lost connection is made again after a second.
-    pub async fn listen_keys(&self, changed: impl Fn()) {
+    /// Listens on `channel` (one of the channels the migrations' triggers notify, a constant
+    /// of this module) on a connection of its own and calls `changed` after each notification,
+    /// and once each time the listening (re)starts (a change may have been missed meanwhile).
+    /// Runs until dropped; a lost connection is made again after a second.
+    pub async fn listen(&self, channel: &'static str, changed: impl Fn()) {
         use futures_util::StreamExt;
         loop {
             let connected =
@@ -591,10 +592,7 @@ impl Pg {
                             }
                         }
                     });
-                    match client
-                        .batch_execute(&format!("LISTEN {KEYS_CHANNEL}"))
-                        .await
-                    {
+                    match client.batch_execute(&format!("LISTEN {channel}")).await {
                         Ok(()) => {
                             changed();
                             while rx.recv().await.is_some() {
