@@ -190,7 +190,7 @@ async fn a_fully_read_body_keeps_the_connection_for_the_next_request() {
 const BOUNDARY: &str = "limitsboundary";
 
 /// What a client can have written when the server stops reading after about 21 KiB: hyper's
-/// 64 KiB read-ahead plus the kernel's socket buffers on both ends, with room to spare. The server
+/// read-ahead (16 KiB) plus the kernel's socket buffers on both ends, with room to spare. The server
 /// used to read such forms to tens of MiB before answering.
 const MAX_SENT: usize = 4 << 20;
 
