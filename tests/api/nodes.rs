@@ -1068,7 +1068,7 @@ async fn a_notification_put_on_one_node_fires_on_the_others() {
 
 /// DeleteBucket on node A of a bucket holding an object written through node B: 409
 /// BucketNotEmpty (the backend is asked, not A's SQLite); once the object is deleted, 204, and
-/// B answers NoSuchBucket.
+/// B answers NoSuchBucket; a backend that cannot answer gets 503 ServiceUnavailable.
 #[tokio::test]
 async fn a_bucket_is_deleted_only_when_empty_in_the_backend() {
     let Some(cluster) = cluster().await else {
@@ -1094,6 +1094,15 @@ async fn a_bucket_is_deleted_only_when_empty_in_the_backend() {
         .send()
         .await
         .assert_error(404, "NoSuchBucket");
+    // A backend that cannot answer: 503, and the bucket stays.
+    a.req(Method::PUT, "/kept").send().await.assert_status(200);
+    let Cluster { backend, pg: _pg } = cluster;
+    backend.stop().await;
+    a.req(Method::DELETE, "/kept")
+        .send()
+        .await
+        .assert_error(503, "ServiceUnavailable");
+    a.req(Method::HEAD, "/kept").send().await.assert_status(200);
 }
 
 /// A lost notification is bounded: node B does not listen, and a change made on A still
@@ -1130,8 +1139,8 @@ async fn a_lost_notification_is_bounded_by_the_periodic_read() {
 }
 
 /// A node that had buckets of its own before `--control-db` shares them once: its bucket
-/// appears in PostgreSQL (node B uses it); deleted on B, it does not come back when the node
-/// restarts (`control-config-seeded`).
+/// appears in PostgreSQL (node B uses it); deleted on B while the node is down, it does not
+/// come back when the node restarts (`control-config-seeded`).
 #[tokio::test]
 async fn a_nodes_own_buckets_are_seeded_once() {
     let Some(cluster) = cluster().await else {
@@ -1150,14 +1159,13 @@ async fn a_nodes_own_buckets_are_seeded_once() {
         "{listed}"
     );
     b.put_object("old", "x", b"from b".to_vec()).await;
+    // Deleted on B while A is down: A's SQLite still has the bucket when it restarts.
+    let dir = a.stop().await;
     b.delete("/old/x").await.assert_status(204);
     b.req(Method::DELETE, "/old")
         .send()
         .await
         .assert_status(204);
-    let get_a = || a.req(Method::GET, "/old/x");
-    until_answer(get_a, 404, Some("NoSuchBucket"), BOUND).await;
-    let dir = a.stop().await;
     let a = spawn_app_in_with(dir, |config| cluster.as_node("node-a", config)).await;
     a.req(Method::GET, "/old/x")
         .send()
