@@ -363,3 +363,67 @@ pub fn replace_shared(conn: &Connection, shared: &SharedConfig) -> Result<bool, 
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::events::WebhookRecord;
+
+    /// A node's copy takes the shared configuration, writes nothing when it is already the
+    /// same, and loses a bucket gone from it (with its notification configuration).
+    #[test]
+    fn the_copy_is_written_only_when_it_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open_migrated(&dir.path().join("postgate.db")).unwrap();
+        create(&conn, "mine", "AK", "private").unwrap();
+        let bucket = BucketRecord {
+            name: "shared".into(),
+            owner: "AK".into(),
+            acl: "public-read".into(),
+            cors: Some("{}".into()),
+            created_at: 7,
+            active_content: true,
+            verify_type: false,
+            lifecycle: None,
+            quota: crate::db::quota::Quota {
+                max_size: Some(10),
+                max_objects: None,
+            },
+        };
+        let shared = SharedConfig {
+            buckets: vec![bucket],
+            notifications: vec![("shared".into(), "{\"queues\":[]}".into())],
+            webhooks: vec![WebhookRecord {
+                name: "hook".into(),
+                url: "http://127.0.0.1:9/h".into(),
+                secret: "s3cret".into(),
+            }],
+        };
+        assert!(replace_shared(&conn, &shared).unwrap());
+        assert_eq!(local_config(&conn).unwrap(), shared);
+        assert!(!replace_shared(&conn, &shared).unwrap());
+        let empty = SharedConfig::default();
+        assert!(replace_shared(&conn, &empty).unwrap());
+        assert_eq!(local_config(&conn).unwrap(), empty);
+    }
+
+    #[test]
+    fn a_webhook_records_debug_hides_its_secret() {
+        let w = WebhookRecord {
+            name: "hook".into(),
+            url: "https://example.test/h".into(),
+            secret: "s3cret-value".into(),
+        };
+        let shown = format!(
+            "{w:?} {:?}",
+            SharedConfig {
+                webhooks: vec![w.clone()],
+                ..SharedConfig::default()
+            }
+        );
+        assert!(
+            !shown.contains("s3cret-value") && shown.contains("hook"),
+            "{shown}"
+        );
+    }
+}
