@@ -236,7 +236,7 @@ pub async fn create_link(State(app): State<AppState>, req: Request) -> Result<Re
     // Only a target the operator declared: a caller of this API must not make the server POST
     // to an address of its choosing.
     if let Some(name) = &input.webhook {
-        app.events.reload(&app.db).await?;
+        app.reload_events().await?;
         if app.events.target(name).is_none() {
             return Err(ApiError::bad_request(format!(
                 "webhook {name:?} is not a webhook target declared on this server"

@@ -322,6 +322,10 @@ pub struct Config {
     pub node_heartbeat: Duration,
     /// With `--control-db`: how old another node's heartbeat may be before its slots are settled.
     pub node_expiry: Duration,
+    /// With `--control-db`: whether this node `LISTEN`s for the control database's change
+    /// notifications (always, except in the test that measures the bound of a lost one: the
+    /// periodic re-read alone).
+    pub control_listen: bool,
 }
 
 /// How the upload page sends large files (`links::multipart`).
@@ -473,6 +477,7 @@ impl std::fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("node_heartbeat", &self.node_heartbeat)
             .field("node_expiry", &self.node_expiry)
+            .field("control_listen", &self.control_listen)
             .finish_non_exhaustive()
     }
 }
@@ -618,6 +623,7 @@ impl Config {
                 DEFAULT_NODE_HEARTBEAT,
             )?,
             node_expiry: duration(serve.node_expiry, &file.node_expiry, DEFAULT_NODE_EXPIRY)?,
+            control_listen: true,
         };
         // A live node must renew its row several times within the expiry, or a slow tick would
         // make the others settle the slots of its uploads still running.
@@ -682,6 +688,7 @@ impl Config {
             node_id: None,
             node_heartbeat: DEFAULT_NODE_HEARTBEAT,
             node_expiry: DEFAULT_NODE_EXPIRY,
+            control_listen: true,
         }
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use postgate::config::{CommonArgs, Config, ServeArgs};
-use postgate::db::{self, buckets::Perm};
+use postgate::db::{self, buckets::Perm, buckets::Setting};
 
 /// Threads of tokio's blocking pool (see `serve`): SQLite's readers (8) and the rest (closing
 /// fsyncs, persists, copies, reads of files) side by side; more jobs queue. Uploads' batches are
@@ -397,8 +397,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs `f` against the shared control database at `url` (`--control-db`), for the `link`
-/// commands: a runtime of their own, since the CLI is synchronous.
+/// Runs `f` against the shared control database at `url` (`--control-db`), for the `link`,
+/// `key`, `bucket` and `webhook` commands: a runtime of their own, since the CLI is synchronous.
 fn control<T, F, Fut>(url: &str, f: F) -> Result<T, Box<dyn std::error::Error>>
 where
     F: FnOnce(postgate::control::Pg) -> Fut,
@@ -613,9 +613,12 @@ fn link_command(common: &CommonArgs, cmd: LinkCommand) -> CliResult {
     Ok(())
 }
 
+/// With `--control-db`, targets live in the shared database (every node copies them); else in
+/// this node's SQLite.
 fn webhook_command(common: &CommonArgs, cmd: WebhookCommand) -> CliResult {
     let config = Config::resolve(common, &ServeArgs::default())?;
     let conn = db::open_migrated(&config.db_path())?;
+    let shared = config.control_db.as_deref();
     match cmd {
         WebhookCommand::Add { name, url, secret } => {
             if !postgate::events::rules::valid_target_name(&name) {
@@ -628,19 +631,23 @@ fn webhook_command(common: &CommonArgs, cmd: WebhookCommand) -> CliResult {
             if secret.is_empty() {
                 return Err("--secret must not be empty".into());
             }
-            db::events::put_webhook(
-                &conn,
-                &db::events::WebhookRecord {
-                    name: name.clone(),
-                    url,
-                    secret,
-                },
-            )?;
+            let target = db::events::WebhookRecord {
+                name: name.clone(),
+                url,
+                secret,
+            };
+            match shared {
+                Some(db_url) => control(db_url, |pg| async move { pg.put_webhook(&target).await })?,
+                None => db::events::put_webhook(&conn, &target)?,
+            }
             println!("{}", postgate::events::rules::arn_of(&name));
         }
         WebhookCommand::List => {
             println!("{:<24} {:<44} URL", "NAME", "ARN");
-            let stored = db::events::webhooks(&conn)?;
+            let stored = match shared {
+                Some(url) => control(url, |pg| async move { pg.shared_config().await })?.webhooks,
+                None => db::events::webhooks(&conn)?,
+            };
             let all = stored.iter().map(|w| (&w.name, &w.url, "")).chain(
                 config
                     .webhooks
@@ -653,7 +660,14 @@ fn webhook_command(common: &CommonArgs, cmd: WebhookCommand) -> CliResult {
             }
         }
         WebhookCommand::Remove { name } => {
-            if !db::events::remove_webhook(&conn, &name)? {
+            let removed = match shared {
+                Some(url) => {
+                    let n = name.clone();
+                    control(url, |pg| async move { pg.remove_webhook(&n).await })?
+                }
+                None => db::events::remove_webhook(&conn, &name)?,
+            };
+            if !removed {
                 return Err(format!("no webhook target {name}").into());
             }
             println!("removed webhook target {name}");
@@ -758,9 +772,15 @@ fn bucket_command(
             }
             let owner = match owner {
                 Some(o) => {
-                    db::keys::find(conn, &o)?
-                        .ok_or_else(|| format!("no access key {o}"))?
-                        .access_key
+                    let local = db::keys::find(conn, &o)?;
+                    let key = match (local, shared) {
+                        (None, Some(url)) => {
+                            let o = o.clone();
+                            control(url, |pg| async move { pg.find_key(&o).await })?
+                        }
+                        (local, _) => local,
+                    };
+                    key.ok_or_else(|| format!("no access key {o}"))?.access_key
                 }
                 None => {
                     db::keys::find_admin(conn)?
@@ -768,12 +788,22 @@ fn bucket_command(
                         .access_key
                 }
             };
-            match db::buckets::create(conn, &name, &owner, &acl)? {
+            let created = match shared {
+                Some(url) => {
+                    let n = name.clone();
+                    control(
+                        url,
+                        |pg| async move { pg.create_bucket(&n, &owner, &acl).await },
+                    )?
+                }
+                None => db::buckets::create(conn, &name, &owner, &acl)?,
+            };
+            match created {
                 db::buckets::Created::Created => println!("created bucket {name}"),
                 _ => return Err(format!("bucket {name} already exists").into()),
             }
             if active_content {
-                db::buckets::set_active_content(conn, &name, true)?;
+                set_bucket(conn, shared, &name, Setting::ActiveContent(true))?;
                 println!("{name} serves active content (no sandbox)");
             }
         }
@@ -782,7 +812,7 @@ fn bucket_command(
             active_content,
         } => {
             let on = active_content == "on";
-            if !db::buckets::set_active_content(conn, &name, on)? {
+            if !set_bucket(conn, shared, &name, Setting::ActiveContent(on))? {
                 return Err(format!("no bucket {name}").into());
             }
             match on {
@@ -792,7 +822,7 @@ fn bucket_command(
         }
         BucketCommand::VerifyType { name, state } => {
             let on = state == "on";
-            if !db::buckets::set_verify_type(conn, &name, on)? {
+            if !set_bucket(conn, shared, &name, Setting::VerifyType(on))? {
                 return Err(format!("no bucket {name}").into());
             }
             match on {
@@ -802,7 +832,11 @@ fn bucket_command(
         }
         BucketCommand::List => {
             println!("{:<40} {:<22} {:<18} ACTIVE", "NAME", "OWNER", "ACL");
-            for b in db::buckets::list(conn)? {
+            let list = match shared {
+                Some(url) => control(url, |pg| async move { pg.shared_config().await })?.buckets,
+                None => db::buckets::list(conn)?,
+            };
+            for b in list {
                 let active = if b.active_content { "on" } else { "off" };
                 println!("{:<40} {:<22} {:<18} {active}", b.name, b.owner, b.acl);
             }
@@ -812,27 +846,22 @@ fn bucket_command(
             max_size,
             max_objects,
             clear,
-        } => bucket_quota(conn, &bucket, max_size, max_objects, clear)?,
+        } => bucket_quota(conn, shared, &bucket, max_size, max_objects, clear)?,
         BucketCommand::Allow { bucket, key, perm } => {
             let perm = Perm::parse(&perm).ok_or("perm must be read, write or readwrite")?;
             match shared {
-                // Shared: the key must be a shared one; every node applies the grant to its
-                // bucket of that name (buckets are each node's).
+                // Shared: the bucket and the key must be shared ones.
                 Some(url) => {
-                    if db::buckets::get(conn, &bucket)?.is_none() {
-                        return Err(format!("no bucket {bucket}").into());
-                    }
                     let (b, k) = (bucket.clone(), key.clone());
                     control(url, |pg| async move {
-                        if pg.find_key(&k).await?.is_none() {
-                            return Ok(false);
+                        if pg.bucket(&b).await?.is_none() {
+                            return Ok(Err(format!("no bucket {b}")));
                         }
-                        pg.allow(&b, &k, perm).await.map(|()| true)
-                    })
-                    .and_then(|found| match found {
-                        true => Ok(()),
-                        false => Err(format!("no shared access key {key}").into()),
-                    })?;
+                        if pg.find_key(&k).await?.is_none() {
+                            return Ok(Err(format!("no shared access key {k}")));
+                        }
+                        pg.allow(&b, &k, perm).await.map(Ok)
+                    })??;
                 }
                 None => {
                     if db::keys::find(conn, &key)?.is_none() {
@@ -849,17 +878,39 @@ fn bucket_command(
     Ok(())
 }
 
+/// Changes one setting of bucket `name`: in the shared control database with `--control-db`
+/// (every node copies it within seconds), else in this SQLite. `false`: no such bucket.
+fn set_bucket(
+    conn: &rusqlite::Connection,
+    shared: Option<&str>,
+    name: &str,
+    setting: Setting,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    match shared {
+        Some(url) => control(url, |pg| async move { pg.set_bucket(name, &setting).await }),
+        None => Ok(db::buckets::set(conn, name, &setting)?),
+    }
+}
+
 /// `postgate bucket quota`: sets the limits given (keeping the other), clears them, or shows the
 /// quota and what the bucket uses. A running server applies a change within seconds (its bucket
 /// cache), and at once to every commit.
 fn bucket_quota(
     conn: &rusqlite::Connection,
+    shared: Option<&str>,
     bucket: &str,
     max_size: Option<u64>,
     max_objects: Option<u64>,
     clear: bool,
 ) -> CliResult {
-    let record = db::buckets::get(conn, bucket)?.ok_or_else(|| format!("no bucket {bucket}"))?;
+    let record = match shared {
+        Some(url) => {
+            let b = bucket.to_owned();
+            control(url, |pg| async move { pg.bucket(&b).await })?
+        }
+        None => db::buckets::get(conn, bucket)?,
+    };
+    let record = record.ok_or_else(|| format!("no bucket {bucket}"))?;
     let limit = |n: Option<u64>, human: fn(u64) -> String| n.map_or("none".to_owned(), human);
     if clear || max_size.is_some() || max_objects.is_some() {
         let quota = match clear {
@@ -869,7 +920,7 @@ fn bucket_quota(
                 max_objects: max_objects.or(record.quota.max_objects),
             },
         };
-        db::quota::set(conn, bucket, quota)?;
+        set_bucket(conn, shared, bucket, Setting::Quota(quota))?;
         println!(
             "{bucket}: max size {}, max objects {}",
             limit(quota.max_size, postgate::links::human_size),

@@ -53,6 +53,8 @@ pub struct AppState {
     pub events: crate::events::Notifier,
     keys: Arc<RwLock<KeyCache>>,
     buckets: Arc<BucketCache>,
+    /// One [`AppState::refresh_config`] at a time: an older read never replaces a newer copy.
+    config_copy: Arc<tokio::sync::Mutex<()>>,
     /// POST policies decoded earlier, by their base64 text (`s3::post_object` fills and reads
     /// it, only after a form's signature verified against the key as it is now). One per
     /// server: two servers in one process (the tests) share nothing.
@@ -163,6 +165,31 @@ fn node_id(dir: &std::path::Path) -> std::io::Result<String> {
             Ok(id)
         }
     }
+}
+
+/// The marker of a data directory whose buckets and webhook targets were seeded into the
+/// shared control database ([`seed_config`]).
+const SEEDED: &str = "control-config-seeded";
+
+/// The first time a node starts with a shared control database: its SQLite's buckets (with
+/// their settings and notification configurations) and webhook targets that PostgreSQL does
+/// not have go there. Once only (the `SEEDED` file): a bucket deleted on another node later is
+/// not brought back by this node's restart.
+async fn seed_config(
+    pg: &crate::control::Pg,
+    db: &Db,
+    dir: &std::path::Path,
+) -> Result<(), StartError> {
+    let marker = dir.join(SEEDED);
+    if marker.exists() {
+        return Ok(());
+    }
+    let local = db.read(db::buckets::local_config).await?;
+    let added = pg.seed_config(&local).await?;
+    if !added.is_empty() {
+        tracing::info!(buckets = ?added, "shared this node's buckets through the control database");
+    }
+    std::fs::write(&marker, b"").map_err(|e| StartError::DataDir(marker.display().to_string(), e))
 }
 
 /// docs/cluster.md section 4's settle of form slots whose node is gone: at start, those this
@@ -297,7 +324,13 @@ impl AppState {
             keys: Arc::new(RwLock::new(HashMap::new())),
             post_policies: Arc::default(),
             buckets: Arc::default(),
+            config_copy: Arc::default(),
         };
+        if let Some(pg) = state.links.shared() {
+            seed_config(pg, &state.db, &state.config.data_dir).await?;
+            // Serves the shared buckets from its first request.
+            state.refresh_config().await?;
+        }
         state.expire_uploads().await;
         if state.on_s3_backend() {
             // In the background: start-up does not wait on the cluster.
@@ -416,6 +449,130 @@ impl AppState {
             }
         };
         tokio::join!(listen, copy);
+    }
+
+    /// With a shared control database, for as long as the server runs: keeps this node's copy
+    /// of the shared buckets, their settings, notification configurations and webhook targets
+    /// current ([`AppState::refresh_config`]) on every change (a trigger's `NOTIFY`) and every
+    /// `CACHE_TTL`, the bound when a notification is lost. Returns at once without one.
+    pub async fn watch_config(&self) {
+        let Some(pg) = self.links.shared() else {
+            return;
+        };
+        let changed = tokio::sync::Notify::new();
+        let listen = async {
+            match self.config.control_listen {
+                true => {
+                    pg.listen(crate::control::pg::CONFIG_CHANNEL, || changed.notify_one())
+                        .await
+                }
+                false => std::future::pending().await,
+            }
+        };
+        let copy = async {
+            let mut tick = tokio::time::interval(CACHE_TTL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = changed.notified() => {}
+                }
+                if let Err(e) = self.refresh_config().await {
+                    tracing::warn!(error = %e, "cannot copy the shared buckets and settings");
+                }
+            }
+        };
+        tokio::join!(listen, copy);
+    }
+
+    /// With a shared control database: reads its buckets, settings, notification
+    /// configurations and webhook targets, makes this node's SQLite copy the same
+    /// (`db::buckets::replace_shared`, writing only what differs) and, when anything changed,
+    /// copies the grants again (for the buckets this node now has), forgets the cached bucket
+    /// rows and reloads the event rules. One at a time. Does nothing without one.
+    pub async fn refresh_config(&self) -> Result<(), DbError> {
+        let Some(pg) = self.links.shared() else {
+            return Ok(());
+        };
+        let _one = self.config_copy.lock().await;
+        let shared = pg.shared_config().await?;
+        let changed = self
+            .db
+            .write(move |c| db::buckets::replace_shared(c, &shared))
+            .await?;
+        if changed {
+            self.copy_grants(pg).await?;
+            self.buckets_changed();
+            self.events.reload(&self.db).await?;
+        }
+        Ok(())
+    }
+
+    /// The event rules read again, with the webhook targets declared a moment ago (with a
+    /// shared control database, from there).
+    pub async fn reload_events(&self) -> Result<(), DbError> {
+        self.refresh_config().await?;
+        self.events.reload(&self.db).await
+    }
+
+    /// Creates bucket `name` owned by `owner`: in the shared control database when there is
+    /// one (then this node's copy at once), else in this SQLite.
+    pub async fn create_bucket(
+        &self,
+        name: &str,
+        owner: &str,
+        acl: &str,
+    ) -> Result<db::buckets::Created, DbError> {
+        let Some(pg) = self.links.shared() else {
+            let (name, owner, acl) = (name.to_owned(), owner.to_owned(), acl.to_owned());
+            return self
+                .write_bucket(move |c| db::buckets::create(c, &name, &owner, &acl))
+                .await;
+        };
+        let created = pg.create_bucket(name, owner, acl).await?;
+        self.refresh_config().await?;
+        Ok(created)
+    }
+
+    /// Changes one setting of bucket `name` ([`db::buckets::set`]): in the shared control
+    /// database when there is one (then this node's copy at once), else in this SQLite.
+    /// `false`: no such bucket.
+    pub async fn set_bucket(
+        &self,
+        name: &str,
+        setting: db::buckets::Setting,
+    ) -> Result<bool, DbError> {
+        let Some(pg) = self.links.shared() else {
+            let name = name.to_owned();
+            return self
+                .write_bucket(move |c| db::buckets::set(c, &name, &setting))
+                .await;
+        };
+        let found = pg.set_bucket(name, &setting).await?;
+        self.refresh_config().await?;
+        Ok(found)
+    }
+
+    /// Sets (`Some`, JSON) or clears bucket `bucket`'s notification configuration, where
+    /// [`AppState::create_bucket`] would write, and reloads the event rules.
+    pub async fn set_notification(
+        &self,
+        bucket: &str,
+        json: Option<String>,
+    ) -> Result<(), DbError> {
+        match self.links.shared() {
+            None => {
+                let bucket = bucket.to_owned();
+                self.db
+                    .write(move |c| db::events::set_notification(c, &bucket, json.as_deref()))
+                    .await?;
+            }
+            Some(pg) => {
+                pg.set_notification(bucket, json.as_deref()).await?;
+                self.refresh_config().await?;
+            }
+        }
+        self.events.reload(&self.db).await
     }
 
     /// Copies the shared grants into this node's SQLite (`db::buckets::replace_grants`).

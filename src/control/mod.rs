@@ -11,7 +11,9 @@
 //!
 //! With PostgreSQL, `pg` also keeps the shared access keys and grants (read by
 //! `AppState::find_key`, copied into each node's SQLite `grants`, invalidated by `NOTIFY`) and
-//! the nodes' heartbeats, by which any node settles the link slots of a node that stopped.
+//! the nodes' heartbeats, by which any node settles the link slots of a node that stopped, and
+//! the buckets with their settings, notification configurations and webhook targets (copied
+//! into each node's SQLite by `AppState::refresh_config`, invalidated by `NOTIFY`).
 
 pub mod pg;
 

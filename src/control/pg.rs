@@ -4,7 +4,8 @@
 use deadpool_postgres::{Pool, Runtime};
 use tokio_postgres::NoTls;
 
-use crate::db::buckets::Perm;
+use crate::db::buckets::{BucketRecord, Created, Perm, Setting, SharedConfig};
+use crate::db::events::WebhookRecord;
 use crate::db::keys::KeyRecord;
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{DbError, now_millis};
@@ -15,10 +16,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_links.sql"),
     include_str!("../../migrations/postgres/0002_nodes.sql"),
     include_str!("../../migrations/postgres/0003_keys.sql"),
+    include_str!("../../migrations/postgres/0004_buckets.sql"),
 ];
 
 /// The channel the triggers of `access_keys` and `grants` notify on every change.
 pub const KEYS_CHANNEL: &str = "postgate_keys";
+
+/// The channel the triggers of `buckets`, `bucket_notifications` and `webhooks` notify on
+/// every change.
+pub const CONFIG_CHANNEL: &str = "postgate_config";
 
 /// PostgreSQL's clock in milliseconds since the epoch: heartbeats are written and judged by the
 /// one clock every node shares.
@@ -611,6 +617,297 @@ impl Pg {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
+}
+
+const BUCKET_COLUMNS: &str = "name, owner, acl, cors, created_at, active_content, verify_type, \
+    lifecycle, quota_max_size, quota_max_objects";
+
+fn bucket_from_row(r: &tokio_postgres::Row) -> Result<BucketRecord, DbError> {
+    let u = |n: Option<i64>| n.map(|n| n.max(0) as u64);
+    Ok(BucketRecord {
+        name: r.try_get(0).map_err(pg_error)?,
+        owner: r.try_get(1).map_err(pg_error)?,
+        acl: r.try_get(2).map_err(pg_error)?,
+        cors: r.try_get(3).map_err(pg_error)?,
+        created_at: r.try_get(4).map_err(pg_error)?,
+        active_content: r.try_get(5).map_err(pg_error)?,
+        verify_type: r.try_get(6).map_err(pg_error)?,
+        lifecycle: r.try_get(7).map_err(pg_error)?,
+        quota: crate::db::quota::Quota {
+            max_size: u(r.try_get(8).map_err(pg_error)?),
+            max_objects: u(r.try_get(9).map_err(pg_error)?),
+        },
+    })
+}
+
+/// Inserts a bucket unless its name exists.
+const INSERT_BUCKET: &str = "INSERT INTO buckets (name, owner, acl, cors, created_at,
+         active_content, verify_type, lifecycle, quota_max_size, quota_max_objects)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING";
+
+/// Inserts webhook target `w` unless its name exists.
+const INSERT_WEBHOOK: &str = "INSERT INTO webhooks (name, url, secret, created_at)
+     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING";
+
+/// Buckets, their settings and notification configurations, webhook targets: the PostgreSQL
+/// twin of `db::buckets` and of `db::events`' targets and configurations. Names sort as
+/// SQLite sorts them (bytes: `COLLATE "C"`), so that a node's copy compares equal.
+impl Pg {
+    /// `db::buckets::create`: the name is taken once, by whichever node (or CLI) comes first.
+    pub async fn create_bucket(
+        &self,
+        name: &str,
+        owner: &str,
+        acl: &str,
+    ) -> Result<Created, DbError> {
+        let b = BucketRecord {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            acl: acl.to_owned(),
+            cors: None,
+            created_at: now_millis(),
+            active_content: false,
+            verify_type: false,
+            lifecycle: None,
+            quota: Default::default(),
+        };
+        let client = self.client().await?;
+        if insert_bucket(&client, &b).await? {
+            return Ok(Created::Created);
+        }
+        let row = client
+            .query_opt("SELECT owner FROM buckets WHERE name = $1", &[&name])
+            .await
+            .map_err(pg_error)?;
+        Ok(match row {
+            Some(r) if r.get::<_, &str>(0) == owner => Created::AlreadyOwnedByYou,
+            // Gone again meanwhile: taken by someone else a moment ago, as far as this caller knows.
+            _ => Created::AlreadyExists,
+        })
+    }
+
+    /// Removes bucket `name` and its notification configuration; `false`: no such bucket.
+    /// Whether it is empty is the caller's to check (in the backend).
+    pub async fn delete_bucket(&self, name: &str) -> Result<bool, DbError> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM buckets WHERE name = $1", &[&name])
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    /// Bucket `name` as PostgreSQL has it.
+    pub async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, DbError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE name = $1"),
+                &[&name],
+            )
+            .await
+            .map_err(pg_error)?;
+        row.as_ref().map(bucket_from_row).transpose()
+    }
+
+    /// `db::buckets::set`: changes one setting (only its column, so that two nodes changing
+    /// two settings at once both keep theirs); `false`: no such bucket.
+    pub async fn set_bucket(&self, name: &str, setting: &Setting) -> Result<bool, DbError> {
+        let client = self.client().await?;
+        let set = |column: &str| format!("UPDATE buckets SET {column} = $2 WHERE name = $1");
+        let n = match setting {
+            Setting::Acl(acl) => client.execute(&set("acl"), &[&name, acl]).await,
+            Setting::Cors(cors) => client.execute(&set("cors"), &[&name, cors]).await,
+            Setting::Lifecycle(rules) => client.execute(&set("lifecycle"), &[&name, rules]).await,
+            Setting::ActiveContent(on) => {
+                client.execute(&set("active_content"), &[&name, on]).await
+            }
+            Setting::VerifyType(on) => client.execute(&set("verify_type"), &[&name, on]).await,
+            Setting::Quota(q) => {
+                let n = |v: Option<u64>| v.map(|n| n as i64);
+                client
+                    .execute(
+                        "UPDATE buckets SET quota_max_size = $2, quota_max_objects = $3
+                         WHERE name = $1",
+                        &[&name, &n(q.max_size), &n(q.max_objects)],
+                    )
+                    .await
+            }
+        }
+        .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    /// `db::events::set_notification`: sets (`Some`, JSON) or clears bucket `bucket`'s
+    /// notification configuration; `false`: no such bucket.
+    pub async fn set_notification(
+        &self,
+        bucket: &str,
+        config: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let client = self.client().await?;
+        let n = match config {
+            Some(json) => client
+                .execute(
+                    "INSERT INTO bucket_notifications (bucket, config)
+                     SELECT name, $2 FROM buckets WHERE name = $1
+                     ON CONFLICT (bucket) DO UPDATE SET config = EXCLUDED.config",
+                    &[&bucket, &json],
+                )
+                .await
+                .map_err(pg_error)?,
+            None => {
+                client
+                    .execute(
+                        "DELETE FROM bucket_notifications WHERE bucket = $1",
+                        &[&bucket],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                1
+            }
+        };
+        Ok(n > 0)
+    }
+
+    /// `db::events::put_webhook`: declares (or replaces) a target.
+    pub async fn put_webhook(&self, w: &WebhookRecord) -> Result<(), DbError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO webhooks (name, url, secret, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret",
+                &[&w.name, &w.url, &w.secret, &now_millis()],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// `db::events::remove_webhook`; `false` when there was none.
+    pub async fn remove_webhook(&self, name: &str) -> Result<bool, DbError> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM webhooks WHERE name = $1", &[&name])
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    /// Every bucket, notification configuration and webhook target, read in one transaction
+    /// (one snapshot), sorted as [`crate::db::buckets::local_config`] sorts them.
+    pub async fn shared_config(&self) -> Result<SharedConfig, DbError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let buckets = tx
+            .query(
+                &format!("SELECT {BUCKET_COLUMNS} FROM buckets ORDER BY name COLLATE \"C\""),
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let notifications = tx
+            .query(
+                "SELECT bucket, config FROM bucket_notifications ORDER BY bucket COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let webhooks = tx
+            .query(
+                "SELECT name, url, secret FROM webhooks ORDER BY name COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(SharedConfig {
+            buckets: buckets
+                .iter()
+                .map(bucket_from_row)
+                .collect::<Result<_, _>>()?,
+            notifications: notifications.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            webhooks: webhooks
+                .iter()
+                .map(|r| WebhookRecord {
+                    name: r.get(0),
+                    url: r.get(1),
+                    secret: r.get(2),
+                })
+                .collect(),
+        })
+    }
+
+    /// Adds what `local` (a node's own SQLite, before it shared its configuration) has and
+    /// PostgreSQL has not, in one transaction: buckets and webhook targets whose names are
+    /// free, and the notification configurations of the buckets added. What PostgreSQL has
+    /// wins. Returns the names of the buckets added.
+    pub async fn seed_config(&self, local: &SharedConfig) -> Result<Vec<String>, DbError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let mut added = Vec::new();
+        for b in &local.buckets {
+            if insert_bucket(&tx, b).await? {
+                added.push(b.name.clone());
+            }
+        }
+        for (bucket, json) in local
+            .notifications
+            .iter()
+            .filter(|(b, _)| added.contains(b))
+        {
+            tx.execute(
+                "INSERT INTO bucket_notifications (bucket, config) VALUES ($1, $2)",
+                &[bucket, json],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        for w in &local.webhooks {
+            tx.execute(INSERT_WEBHOOK, &[&w.name, &w.url, &w.secret, &now_millis()])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(added)
+    }
+}
+
+/// Inserts bucket `b` unless its name exists ([`INSERT_BUCKET`]); whether it did.
+async fn insert_bucket(
+    c: &impl deadpool_postgres::GenericClient,
+    b: &BucketRecord,
+) -> Result<bool, DbError> {
+    let n = |v: Option<u64>| v.map(|n| n as i64);
+    let (max_size, max_objects) = (n(b.quota.max_size), n(b.quota.max_objects));
+    let inserted = c
+        .execute(
+            INSERT_BUCKET,
+            &[
+                &b.name,
+                &b.owner,
+                &b.acl,
+                &b.cors,
+                &b.created_at,
+                &b.active_content,
+                &b.verify_type,
+                &b.lifecycle,
+                &max_size,
+                &max_objects,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(inserted == 1)
 }
 
 /// Which open slots [`Pg::settle_slots`] settles.

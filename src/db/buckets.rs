@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{DbError, now_millis};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketRecord {
     pub name: String,
     pub owner: String,
@@ -243,4 +243,187 @@ pub fn replace_grants(
         )?;
     }
     Ok(true)
+}
+
+/// One setting of a bucket, as one write changes it ([`set`], and `control::Pg::set_bucket`
+/// with a shared control database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setting {
+    /// The canned ACL.
+    Acl(String),
+    /// The CORS rules (JSON of `cors::CorsConfig`), or none.
+    Cors(Option<String>),
+    /// The lifecycle rules (JSON of `objects::lifecycle::Rules`), or none.
+    Lifecycle(Option<String>),
+    ActiveContent(bool),
+    VerifyType(bool),
+    Quota(super::quota::Quota),
+}
+
+/// Changes one setting of `bucket`; `false`: no such bucket.
+pub fn set(conn: &Connection, bucket: &str, setting: &Setting) -> Result<bool, DbError> {
+    match setting {
+        Setting::Acl(acl) => set_acl(conn, bucket, acl),
+        Setting::Cors(cors) => set_cors(conn, bucket, cors.as_deref()),
+        Setting::Lifecycle(rules) => super::lifecycle::set(conn, bucket, rules.as_deref()),
+        Setting::ActiveContent(on) => set_active_content(conn, bucket, *on),
+        Setting::VerifyType(on) => set_verify_type(conn, bucket, *on),
+        Setting::Quota(quota) => super::quota::set(conn, bucket, *quota),
+    }
+}
+
+/// The configuration a shared control database (`--control-db`) holds for every node: the
+/// buckets with their settings, their notification configurations and the webhook targets,
+/// each sorted by name (as [`local_config`] and `control::Pg::shared_config` read them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedConfig {
+    pub buckets: Vec<BucketRecord>,
+    /// (bucket, JSON of `events::rules::NotificationConfig`).
+    pub notifications: Vec<(String, String)>,
+    pub webhooks: Vec<super::events::WebhookRecord>,
+}
+
+/// This SQLite's buckets, notification configurations and webhook targets.
+pub fn local_config(conn: &Connection) -> Result<SharedConfig, DbError> {
+    let mut notifications = super::events::notifications(conn)?;
+    notifications.sort();
+    Ok(SharedConfig {
+        buckets: list(conn)?,
+        notifications,
+        webhooks: super::events::webhooks(conn)?,
+    })
+}
+
+/// With a shared control database: makes this node's buckets, their settings, notification
+/// configurations and webhook targets the shared ones (a copy, because every bucket read joins
+/// SQLite tables). Writes only what differs; returns whether anything did. A bucket gone from
+/// the shared set takes with it this node's unfinished multipart uploads of it (their parts in
+/// the backend are then orphans, aborted by `AppState::sweep_backend_uploads`) and its
+/// `object_extras` rows.
+pub fn replace_shared(conn: &Connection, shared: &SharedConfig) -> Result<bool, DbError> {
+    let local = local_config(conn)?;
+    if local == *shared {
+        return Ok(false);
+    }
+    let wanted: std::collections::HashMap<&str, &BucketRecord> = shared
+        .buckets
+        .iter()
+        .map(|b| (b.name.as_str(), b))
+        .collect();
+    for gone in local
+        .buckets
+        .iter()
+        .filter(|b| !wanted.contains_key(b.name.as_str()))
+    {
+        conn.execute("DELETE FROM uploads WHERE bucket = ?1", [&gone.name])?;
+        conn.execute("DELETE FROM object_extras WHERE bucket = ?1", [&gone.name])?;
+        conn.execute("DELETE FROM buckets WHERE name = ?1", [&gone.name])?;
+    }
+    let had: std::collections::HashMap<&str, &BucketRecord> =
+        local.buckets.iter().map(|b| (b.name.as_str(), b)).collect();
+    for b in &shared.buckets {
+        if had.get(b.name.as_str()) == Some(&b) {
+            continue;
+        }
+        conn.execute(
+            &format!(
+                "INSERT INTO buckets ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, acl = excluded.acl,
+                     cors = excluded.cors, created_at = excluded.created_at,
+                     active_content = excluded.active_content,
+                     verify_type = excluded.verify_type, lifecycle = excluded.lifecycle,
+                     quota_max_size = excluded.quota_max_size,
+                     quota_max_objects = excluded.quota_max_objects"
+            ),
+            params![
+                b.name,
+                b.owner,
+                b.acl,
+                b.cors,
+                b.created_at,
+                b.active_content,
+                b.verify_type,
+                b.lifecycle,
+                b.quota.max_size.map(|n| n as i64),
+                b.quota.max_objects.map(|n| n as i64)
+            ],
+        )?;
+    }
+    if local.notifications != shared.notifications {
+        conn.execute("DELETE FROM bucket_notifications", [])?;
+        for (bucket, json) in &shared.notifications {
+            super::events::set_notification(conn, bucket, Some(json))?;
+        }
+    }
+    if local.webhooks != shared.webhooks {
+        conn.execute("DELETE FROM webhooks", [])?;
+        for w in &shared.webhooks {
+            super::events::put_webhook(conn, w)?;
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::events::WebhookRecord;
+
+    /// A node's copy takes the shared configuration, writes nothing when it is already the
+    /// same, and loses a bucket gone from it (with its notification configuration).
+    #[test]
+    fn the_copy_is_written_only_when_it_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open_migrated(&dir.path().join("postgate.db")).unwrap();
+        create(&conn, "mine", "AK", "private").unwrap();
+        let bucket = BucketRecord {
+            name: "shared".into(),
+            owner: "AK".into(),
+            acl: "public-read".into(),
+            cors: Some("{}".into()),
+            created_at: 7,
+            active_content: true,
+            verify_type: false,
+            lifecycle: None,
+            quota: crate::db::quota::Quota {
+                max_size: Some(10),
+                max_objects: None,
+            },
+        };
+        let shared = SharedConfig {
+            buckets: vec![bucket],
+            notifications: vec![("shared".into(), "{\"queues\":[]}".into())],
+            webhooks: vec![WebhookRecord {
+                name: "hook".into(),
+                url: "http://127.0.0.1:9/h".into(),
+                secret: "s3cret".into(),
+            }],
+        };
+        assert!(replace_shared(&conn, &shared).unwrap());
+        assert_eq!(local_config(&conn).unwrap(), shared);
+        assert!(!replace_shared(&conn, &shared).unwrap());
+        let empty = SharedConfig::default();
+        assert!(replace_shared(&conn, &empty).unwrap());
+        assert_eq!(local_config(&conn).unwrap(), empty);
+    }
+
+    #[test]
+    fn a_webhook_records_debug_hides_its_secret() {
+        let w = WebhookRecord {
+            name: "hook".into(),
+            url: "https://example.test/h".into(),
+            secret: "s3cret-value".into(),
+        };
+        let shown = format!(
+            "{w:?} {:?}",
+            SharedConfig {
+                webhooks: vec![w.clone()],
+                ..SharedConfig::default()
+            }
+        );
+        assert!(
+            !shown.contains("s3cret-value") && shown.contains("hook"),
+            "{shown}"
+        );
+    }
 }

@@ -5,12 +5,22 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{DbError, now_millis};
 
-/// A webhook target the operator declared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A webhook target the operator declared. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookRecord {
     pub name: String,
     pub url: String,
     pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Declares (or replaces) a target.

@@ -151,7 +151,11 @@ pub async fn serve(
     });
     let nodes = state.clone();
     let nodes_task = tokio::spawn(async move {
-        tokio::join!(nodes.watch_nodes(), nodes.watch_keys());
+        tokio::join!(
+            nodes.watch_nodes(),
+            nodes.watch_keys(),
+            nodes.watch_config()
+        );
     });
     // URLs are built from the address really bound (a port 0 resolved) when no public URL is set.
     let mut state = state;

@@ -124,10 +124,7 @@ pub async fn create_bucket(
     }
     refuse_unsupported_bucket_headers(req)?;
     let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
-    let name = req.bucket().to_owned();
-    let created = app
-        .write_bucket(move |c| buckets::create(c, &name, &owner, &acl))
-        .await?;
+    let created = app.create_bucket(req.bucket(), &owner, &acl).await?;
     match created {
         Created::Created => {
             let mut res = empty(StatusCode::OK);
@@ -187,9 +184,38 @@ fn refuse_unsupported_bucket_headers(req: &S3Request) -> S3Result<()> {
     }
 }
 
+/// DeleteBucket. With a shared control database, the bucket's objects are the backend's (any
+/// node may have written them): it must be empty there (409 BucketNotEmpty; 503 when the
+/// backend cannot say), then it goes from PostgreSQL and every node's copy.
 pub async fn delete_bucket(app: &AppState, req: &S3Request) -> S3Result<Response> {
     let name = req.bucket().to_owned();
-    match app.write_bucket(move |c| buckets::delete(c, &name)).await? {
+    let deleted = match app.links.shared() {
+        None => app.write_bucket(move |c| buckets::delete(c, &name)).await?,
+        Some(pg) => {
+            match app.store.is_empty(&name).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(
+                        S3Error::code(S3ErrorCode::BucketNotEmpty).with("BucketName", req.bucket())
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, bucket = %name, "cannot list the bucket in the backend");
+                    return Err(S3Error::new(
+                        S3ErrorCode::ServiceUnavailable,
+                        "The storage backend cannot tell whether the bucket is empty",
+                    ));
+                }
+            }
+            let found = pg.delete_bucket(&name).await?;
+            app.refresh_config().await?;
+            match found {
+                true => Deleted::Deleted,
+                false => Deleted::NotFound,
+            }
+        }
+    };
+    match deleted {
         Deleted::Deleted => Ok(empty(StatusCode::NO_CONTENT)),
         Deleted::NotEmpty => {
             Err(S3Error::code(S3ErrorCode::BucketNotEmpty).with("BucketName", req.bucket()))
@@ -282,8 +308,7 @@ pub async fn put_bucket_acl(
         ));
     }
     let acl = crate::objects::write::parse_canned_acl(req.header("x-amz-acl"))?;
-    let name = req.bucket().to_owned();
-    app.write_bucket(move |c| buckets::set_acl(c, &name, &acl))
+    app.set_bucket(req.bucket(), buckets::Setting::Acl(acl))
         .await?;
     Ok(empty(StatusCode::OK))
 }

@@ -36,15 +36,13 @@ pub async fn put_bucket_cors(
         other => S3Error::new(S3ErrorCode::InvalidRequest, other.to_string()),
     })?;
     let json = serde_json::to_string(&config).map_err(S3Error::internal)?;
-    let name = req.bucket().to_owned();
-    app.write_bucket(move |c| buckets::set_cors(c, &name, Some(&json)))
+    app.set_bucket(req.bucket(), buckets::Setting::Cors(Some(json)))
         .await?;
     Ok(empty(StatusCode::OK))
 }
 
 pub async fn delete_bucket_cors(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let name = req.bucket().to_owned();
-    app.write_bucket(move |c| buckets::set_cors(c, &name, None))
+    app.set_bucket(req.bucket(), buckets::Setting::Cors(None))
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

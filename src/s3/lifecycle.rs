@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{BucketCtx, Caller, S3Request, empty, xml_response};
-use crate::db::lifecycle;
+use crate::db::buckets::Setting;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::lifecycle::{Rule, Rules};
 use crate::state::AppState;
@@ -280,15 +280,13 @@ pub async fn put_bucket_lifecycle(
     }
     let rules = parse(&bytes)?;
     let json = serde_json::to_string(&rules).map_err(S3Error::internal)?;
-    let name = req.bucket().to_owned();
-    app.write_bucket(move |c| lifecycle::set(c, &name, Some(&json)))
+    app.set_bucket(req.bucket(), Setting::Lifecycle(Some(json)))
         .await?;
     Ok(empty(StatusCode::OK))
 }
 
 pub async fn delete_bucket_lifecycle(app: &AppState, req: &S3Request) -> S3Result<Response> {
-    let name = req.bucket().to_owned();
-    app.write_bucket(move |c| lifecycle::set(c, &name, None))
+    app.set_bucket(req.bucket(), Setting::Lifecycle(None))
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -35,7 +35,7 @@ pub async fn put(
 ) -> S3Result<Response> {
     let bytes = caller.read_small_body(req, body, 64 * 1024).await?;
     // Targets the CLI declared a moment ago count.
-    app.events.reload(&app.db).await?;
+    app.reload_events().await?;
     let config = NotificationConfig::parse(&bytes, |name| app.events.target(name).is_some())
         .map_err(|e| match e {
             RuleError::Malformed => S3Error::code(S3ErrorCode::MalformedXML),
@@ -52,10 +52,6 @@ pub async fn put(
         .then(|| serde_json::to_string(&config))
         .transpose()
         .map_err(S3Error::internal)?;
-    let bucket = req.bucket().to_owned();
-    app.db
-        .write(move |c| events::set_notification(c, &bucket, json.as_deref()))
-        .await?;
-    app.events.reload(&app.db).await?;
+    app.set_notification(req.bucket(), json).await?;
     Ok(empty(StatusCode::OK))
 }

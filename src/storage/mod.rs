@@ -166,6 +166,23 @@ impl Storage {
         }
     }
 
+    /// S3: whether the backend holds no object of `bucket` (one listed key is enough to say
+    /// no). An error: the backend cannot answer now.
+    pub async fn is_empty(&self, bucket: &str) -> io::Result<bool> {
+        let Storage::S3(backend) = self else {
+            return Err(not_built("is_empty (filesystem store: read the catalog)"));
+        };
+        let page = backend
+            .list(&s3::ListRequest {
+                prefix: Some(cluster::backend_key(bucket, "")),
+                max_keys: Some(1),
+                ..s3::ListRequest::default()
+            })
+            .await
+            .map_err(cluster::io_error)?;
+        Ok(page.objects.is_empty())
+    }
+
     /// S3: the current version of `bucket/key` as HEAD describes it (`None`: no such object).
     /// Its owner is empty when the object carries none.
     pub async fn head(

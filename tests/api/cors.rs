@@ -32,7 +32,7 @@ async fn app_with_cors(bucket: &str) -> TestApp {
     app
 }
 
-async fn preflight(
+pub(crate) async fn preflight(
     app: &TestApp,
     path: &str,
     origin: &str,

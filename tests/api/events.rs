@@ -12,28 +12,28 @@ use tokio::net::TcpListener;
 
 use crate::helpers::*;
 
-const SECRET: &str = "whsec-test-0123456789";
+pub(crate) const SECRET: &str = "whsec-test-0123456789";
 
 /// One request the receiver answered 2xx.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     /// `x-postgate-delivery`: the same on every retry of one delivery.
     delivery: String,
-    timestamp: String,
-    signature: String,
-    body: String,
+    pub(crate) timestamp: String,
+    pub(crate) signature: String,
+    pub(crate) body: String,
     json: Value,
 }
 
 impl Received {
-    fn record(&self) -> &Value {
+    pub(crate) fn record(&self) -> &Value {
         &self.json["Records"][0]
     }
 }
 
 /// A webhook receiver on 127.0.0.1: answers `status` and keeps what it answered 2xx.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     hits: Arc<AtomicUsize>,
@@ -41,7 +41,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         Receiver::on(TcpListener::bind("127.0.0.1:0").await.unwrap())
     }
 
@@ -91,7 +91,7 @@ impl Receiver {
     }
 
     /// Waits (up to 20 s) until `n` events arrived; returns them in arrival order.
-    async fn wait_for(&self, n: usize) -> Vec<Received> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let got = self.got.lock().unwrap().clone();
@@ -122,7 +122,7 @@ async fn declare(app: &TestApp, name: &str, url: &str) {
         .unwrap();
 }
 
-fn notification_xml(arn: &str, events: &[&str], prefix: Option<&str>) -> String {
+pub(crate) fn notification_xml(arn: &str, events: &[&str], prefix: Option<&str>) -> String {
     let events: String = events
         .iter()
         .map(|e| format!("<Event>{e}</Event>"))

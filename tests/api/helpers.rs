@@ -60,29 +60,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on an existing data directory (e.g. one the CLI prepared).
 pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
-    let mut config = postgate::Config::for_data_dir(dir.path());
-    config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
-    let (state, _) = postgate::AppState::open(config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(postgate::serve(listener, state.clone(), async move {
-        stop_rx.await.ok();
-    }));
-    TestApp {
-        base: format!("http://{addr}"),
-        host: addr.to_string(),
-        state,
-        http: reqwest::Client::new(),
-        dir,
-        _stop: stop,
-        task,
-    }
+    spawn_app_in_with(dir, |_| {}).await
 }
 
 /// A server on a fresh data directory whose configuration `tweak` adjusts (e.g. `--backend s3`).
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut postgate::Config)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in_with(tempfile::tempdir().unwrap(), tweak).await
+}
+
+/// A server on the data directory `dir` whose configuration `tweak` adjusts.
+pub async fn spawn_app_in_with(
+    dir: tempfile::TempDir,
+    tweak: impl FnOnce(&mut postgate::Config),
+) -> TestApp {
     let mut config = postgate::Config::for_data_dir(dir.path());
     config.admin_key = Some((ADMIN_AK.to_owned(), ADMIN_SK.to_owned()));
     tweak(&mut config);

@@ -113,26 +113,31 @@ impl Cluster {
         bucket: &str,
         tweak: impl FnOnce(&mut postgate::Config),
     ) -> TestApp {
-        let (endpoint, url, id) = (
-            self.backend.base.clone(),
-            self.pg.url.clone(),
-            id.to_owned(),
-        );
-        let node = spawn_app_with(move |config| {
-            config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
-                endpoint,
-                bucket: CLUSTER.into(),
-                region: REGION.into(),
-                access_key_id: ADMIN_AK.into(),
-                secret_access_key: ADMIN_SK.into(),
-            });
-            config.control_db = Some(url);
-            config.node_id = Some(id);
+        let node = spawn_app_with(|config| {
+            self.as_node(id, config);
             tweak(config);
         })
         .await;
-        node.create_bucket(bucket).await;
+        ensure_bucket(&node, bucket).await;
         node
+    }
+
+    /// `config` on the cluster's backend (`--backend s3`), without the control database.
+    fn on_backend(&self, config: &mut postgate::Config) {
+        config.backend = postgate::config::Backend::S3(postgate::config::S3Backend {
+            endpoint: self.backend.base.clone(),
+            bucket: CLUSTER.into(),
+            region: REGION.into(),
+            access_key_id: ADMIN_AK.into(),
+            secret_access_key: ADMIN_SK.into(),
+        });
+    }
+
+    /// `config` as node `id` of this cluster: its backend and the control database.
+    fn as_node(&self, id: &str, config: &mut postgate::Config) {
+        self.on_backend(config);
+        config.control_db = Some(self.pg.url.clone());
+        config.node_id = Some(id.to_owned());
     }
 
     /// The keys of the cluster's bucket under `prefix`.
@@ -145,6 +150,15 @@ impl Cluster {
             .await;
         res.assert_status(200);
         xml_tags(&res.text(), "Key")
+    }
+}
+
+/// Creates `bucket` through `node`, unless the nodes share it already (409
+/// BucketAlreadyOwnedByYou: the nodes share their admin key, the owner).
+async fn ensure_bucket(node: &TestApp, bucket: &str) {
+    let res = node.req(Method::PUT, &format!("/{bucket}")).send().await;
+    if res.status != 200 {
+        res.assert_error(409, "BucketAlreadyOwnedByYou");
     }
 }
 
@@ -403,10 +417,11 @@ async fn a_killed_node_settles_its_slots_when_it_restarts() {
     let b = cluster.node("node-b", "ups").await;
     let dir = tempfile::tempdir().unwrap();
     let mut a = node_process(&cluster, dir.path()).await;
+    // The bucket B made is A's too.
     req_to(&a.base, &a.host, &a.http, Method::PUT, "/ups")
         .send()
         .await
-        .assert_status(200);
+        .assert_error(409, "BucketAlreadyOwnedByYou");
     let (id, token) = make_link(
         &b,
         serde_json::json!({"bucket": "ups", "prefix": "k/", "max_files": 10}),
@@ -507,7 +522,7 @@ async fn a_dead_nodes_slots_are_settled_by_the_others() {
     req_to(&a.base, &a.host, &a.http, Method::PUT, "/ups")
         .send()
         .await
-        .assert_status(200);
+        .assert_error(409, "BucketAlreadyOwnedByYou");
     let (id, token) = make_link(
         &b,
         serde_json::json!({"bucket": "ups", "prefix": "k/", "max_files": 10}),
@@ -867,4 +882,298 @@ async fn a_control_db_that_never_answers_fails_within_seconds() {
     );
     assert!(!e.to_string().contains("hunter2secret"), "{e}");
     drop(silent);
+}
+
+/// Within this many seconds a change made on one node reaches the others (the periodic
+/// re-read bounds it at 5 s when a notification is lost).
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Buckets live in PostgreSQL with `--control-db`: a bucket created on node A is B's (PUT and
+/// GET through B, B's ListBuckets; CreateBucket of the same name on B is 409
+/// BucketAlreadyOwnedByYou), its lifecycle rules put on A are read back on B, and its ACL set
+/// on A applies on B (public-read: an anonymous GET through B works; private again: 403).
+#[tokio::test]
+async fn a_bucket_made_on_one_node_is_every_nodes() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    a.req(Method::PUT, "/made-on-a")
+        .send()
+        .await
+        .assert_status(200);
+    let put_b = || {
+        b.req(Method::PUT, "/made-on-a/k")
+            .body(b"through b".to_vec())
+    };
+    let took = until_answer(put_b, 200, None, BOUND).await;
+    eprintln!("with NOTIFY: a bucket made on A took PUTs on B {took:?} after");
+    let got = b.get("/made-on-a/k").await;
+    got.assert_status(200);
+    assert_eq!(&got.body[..], b"through b");
+    let listed = b.get("/").await;
+    listed.assert_status(200);
+    assert!(
+        xml_tags(&listed.text(), "Name").contains(&"made-on-a".to_owned()),
+        "{}",
+        listed.text()
+    );
+    b.req(Method::PUT, "/made-on-a")
+        .send()
+        .await
+        .assert_error(409, "BucketAlreadyOwnedByYou");
+
+    // Lifecycle rules put on A, read back on B.
+    let rules = "<LifecycleConfiguration><Rule><ID>tmp</ID><Filter><Prefix>tmp/</Prefix></Filter>\
+        <Status>Enabled</Status><Expiration><Days>3</Days></Expiration></Rule></LifecycleConfiguration>";
+    a.req(Method::PUT, "/made-on-a")
+        .query("lifecycle")
+        .body(rules)
+        .send()
+        .await
+        .assert_status(200);
+    let get_rules = || b.req(Method::GET, "/made-on-a").query("lifecycle");
+    until_answer(get_rules, 200, None, BOUND).await;
+    let got = get_rules().send().await.text();
+    assert_eq!(xml_tag(&got, "ID").as_deref(), Some("tmp"), "{got}");
+    assert_eq!(xml_tag(&got, "Days").as_deref(), Some("3"), "{got}");
+
+    // The ACL set on A applies on B.
+    let acl = |canned: &'static str| {
+        a.req(Method::PUT, "/made-on-a")
+            .query("acl")
+            .header("x-amz-acl", canned)
+    };
+    let anonymous = || b.req(Method::GET, "/made-on-a/k").anonymous();
+    anonymous().send().await.assert_error(403, "AccessDenied");
+    acl("public-read").send().await.assert_status(200);
+    let took = until_answer(anonymous, 200, None, BOUND).await;
+    eprintln!("with NOTIFY: public-read set on A applied on B {took:?} after");
+    acl("private").send().await.assert_status(200);
+    until_answer(anonymous, 403, Some("AccessDenied"), BOUND).await;
+}
+
+/// CORS rules put on node A answer node B's preflights; deleted on A, B refuses them (403).
+#[tokio::test]
+async fn cors_set_on_one_node_answers_the_others_preflights() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let rules = "<CORSConfiguration><CORSRule><AllowedOrigin>https://app.test</AllowedOrigin>\
+        <AllowedMethod>PUT</AllowedMethod><MaxAgeSeconds>60</MaxAgeSeconds></CORSRule></CORSConfiguration>";
+    a.req(Method::PUT, "/ups")
+        .query("cors")
+        .body(rules)
+        .send()
+        .await
+        .assert_status(200);
+    let b = &b;
+    let answer = |status: u16| async move {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let res = crate::cors::preflight(b, "/ups/k", "https://app.test", "PUT", None).await;
+            if res.status == status || tokio::time::Instant::now() > deadline {
+                return res;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let res = answer(200).await;
+    res.assert_status(200);
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
+    assert!(
+        res.header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("PUT"))
+    );
+    a.req(Method::DELETE, "/ups")
+        .query("cors")
+        .send()
+        .await
+        .assert_status(204);
+    answer(403).await.assert_status(403);
+}
+
+/// A notification configuration put on node A, naming a target added with `webhook add
+/// --control-db` on A's data directory: an upload through node B is delivered, signed with the
+/// target's secret, to a real HTTP receiver.
+#[tokio::test]
+async fn a_notification_put_on_one_node_fires_on_the_others() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let receiver = crate::events::Receiver::start().await;
+    let secret = crate::events::SECRET;
+    let out = cli(
+        &cluster,
+        &a,
+        &[
+            "webhook",
+            "add",
+            "hook",
+            "--url",
+            &receiver.url,
+            "--secret",
+            secret,
+        ],
+    );
+    assert!(out.contains("arn:postgate:sqs::hook:webhook"), "{out}");
+    let listed = cli(&cluster, &b, &["webhook", "list"]);
+    assert!(
+        listed.contains(&receiver.url) && !listed.contains(secret),
+        "{listed}"
+    );
+    let xml = crate::events::notification_xml(
+        "arn:postgate:sqs::hook:webhook",
+        &["s3:ObjectCreated:*"],
+        None,
+    );
+    a.req(Method::PUT, "/ups")
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !b
+        .req(Method::GET, "/ups")
+        .query("notification")
+        .send()
+        .await
+        .text()
+        .contains("hook")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never had the configuration"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.put_object("ups", "via-b.txt", b"hello".to_vec()).await;
+    let got = receiver.wait_for(1).await;
+    let r = &got[0];
+    assert_eq!(r.record()["s3"]["object"]["key"], "via-b.txt");
+    assert_eq!(r.record()["eventName"], "ObjectCreated:Put");
+    let ts: i64 = r.timestamp.parse().unwrap();
+    assert_eq!(r.signature, postgate::events::sign(secret, ts, &r.body));
+    assert!(cli(&cluster, &a, &["webhook", "remove", "hook"]).contains("removed"));
+}
+
+/// DeleteBucket on node A of a bucket holding an object written through node B: 409
+/// BucketNotEmpty (the backend is asked, not A's SQLite); once the object is deleted, 204, and
+/// B answers NoSuchBucket; a backend that cannot answer gets 503 ServiceUnavailable.
+#[tokio::test]
+async fn a_bucket_is_deleted_only_when_empty_in_the_backend() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    a.req(Method::PUT, "/gone").send().await.assert_status(200);
+    let put_b = || b.req(Method::PUT, "/gone/k").body(b"by b".to_vec());
+    until_answer(put_b, 200, None, BOUND).await;
+    a.req(Method::DELETE, "/gone")
+        .send()
+        .await
+        .assert_error(409, "BucketNotEmpty");
+    a.delete("/gone/k").await.assert_status(204);
+    a.req(Method::DELETE, "/gone")
+        .send()
+        .await
+        .assert_status(204);
+    let get_b = || b.req(Method::GET, "/gone/k");
+    until_answer(get_b, 404, Some("NoSuchBucket"), BOUND).await;
+    a.req(Method::DELETE, "/gone")
+        .send()
+        .await
+        .assert_error(404, "NoSuchBucket");
+    // A backend that cannot answer: 503, and the bucket stays.
+    a.req(Method::PUT, "/kept").send().await.assert_status(200);
+    let Cluster { backend, pg: _pg } = cluster;
+    backend.stop().await;
+    a.req(Method::DELETE, "/kept")
+        .send()
+        .await
+        .assert_error(503, "ServiceUnavailable");
+    a.req(Method::HEAD, "/kept").send().await.assert_status(200);
+}
+
+/// A lost notification is bounded: node B does not listen, and a change made on A still
+/// reaches it within the periodic re-read (5 s).
+#[tokio::test]
+async fn a_lost_notification_is_bounded_by_the_periodic_read() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster
+        .node_with("node-b", "ups", |config| config.control_listen = false)
+        .await;
+    a.put_object("ups", "k", b"public soon".to_vec()).await;
+    let anonymous = || b.req(Method::GET, "/ups/k").anonymous();
+    anonymous().send().await.assert_error(403, "AccessDenied");
+    a.req(Method::PUT, "/ups")
+        .query("acl")
+        .header("x-amz-acl", "public-read")
+        .send()
+        .await
+        .assert_status(200);
+    let took = until_answer(anonymous, 200, None, BOUND).await;
+    eprintln!("without NOTIFY: public-read set on A applied on B {took:?} after");
+    assert!(took < Duration::from_secs(7), "{took:?}");
+    a.req(Method::PUT, "/made-later")
+        .send()
+        .await
+        .assert_status(200);
+    let put_b = || b.req(Method::PUT, "/made-later/k").body(b"x".to_vec());
+    let took = until_answer(put_b, 200, None, BOUND).await;
+    eprintln!("without NOTIFY: a bucket made on A took PUTs on B {took:?} after");
+    assert!(took < Duration::from_secs(7), "{took:?}");
+}
+
+/// A node that had buckets of its own before `--control-db` shares them once: its bucket
+/// appears in PostgreSQL (node B uses it); deleted on B while the node is down, it does not
+/// come back when the node restarts (`control-config-seeded`).
+#[tokio::test]
+async fn a_nodes_own_buckets_are_seeded_once() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let before = spawn_app_with(|config| cluster.on_backend(config)).await;
+    before.create_bucket("old").await;
+    let dir = before.stop().await;
+    let a = spawn_app_in_with(dir, |config| cluster.as_node("node-a", config)).await;
+    assert!(a.data_dir().join("control-config-seeded").exists());
+    let b = cluster.node("node-b", "ups").await;
+    let listed = cli(&cluster, &b, &["bucket", "list"]);
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with("old ")).count(),
+        1,
+        "{listed}"
+    );
+    b.put_object("old", "x", b"from b".to_vec()).await;
+    // Deleted on B while A is down: A's SQLite still has the bucket when it restarts.
+    let dir = a.stop().await;
+    b.delete("/old/x").await.assert_status(204);
+    b.req(Method::DELETE, "/old")
+        .send()
+        .await
+        .assert_status(204);
+    let a = spawn_app_in_with(dir, |config| cluster.as_node("node-a", config)).await;
+    a.req(Method::GET, "/old/x")
+        .send()
+        .await
+        .assert_error(404, "NoSuchBucket");
+    b.req(Method::GET, "/old/x")
+        .send()
+        .await
+        .assert_error(404, "NoSuchBucket");
+    assert!(!cli(&cluster, &b, &["bucket", "list"]).contains("old "));
 }
