@@ -284,7 +284,7 @@ impl AppState {
         }
         let metrics = Arc::new(crate::telemetry::Metrics::new(db.batch_sizes()));
         // Events committed before a crash and not yet delivered go out now.
-        let events = crate::events::Notifier::new(&config);
+        let events = crate::events::Notifier::new(&config, links.shared().cloned());
         events.reload(&db).await?;
         events.start(db.clone(), metrics.clone());
         let state = AppState {
@@ -314,7 +314,7 @@ impl AppState {
         if let Err(e) = &open {
             tracing::warn!(error = %e, "metrics: cannot count open multipart uploads");
         }
-        let pending = self.db.read(db::events::pending).await;
+        let pending = self.events.pending(&self.db).await;
         crate::telemetry::Scrape {
             multipart_uploads_open: open.unwrap_or(0),
             events_pending: pending.unwrap_or(0),
