@@ -1163,3 +1163,46 @@ async fn a_second_write_of_a_slots_event_is_a_no_op() {
     pg.end_form_slot(&slot, false).await.unwrap();
     assert_eq!(listed(&a, &id).await["uploaded_files"], 1);
 }
+
+/// What the shared outbox costs, for docs/cluster.md section 5 (`cargo nextest run --test api
+/// nodes::outbox_timing --run-ignored only --no-capture`): one `insert_events` (one event, one
+/// target), and a PUT through a node into a bucket whose events go to a target against one
+/// into a bucket without notifications.
+#[tokio::test]
+#[ignore]
+async fn outbox_timing() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let node = cluster.node("node-a", "quiet").await;
+    node.create_bucket("loud").await;
+    // The node's worker delivers the events beside the PUTs (in the measured time too).
+    let receiver = Receiver::start().await;
+    notify_to(&node, "loud", &receiver).await;
+    let pg = postgate::control::Pg::connect(&cluster.pg.url, "timing")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let event = postgate::control::pg::NewEvent {
+            dedupe: format!("t{i}"),
+            bucket: "timing".into(),
+            key: format!("k{i}"),
+            name: "ObjectCreated:Put".into(),
+            fields: Default::default(),
+            targets: vec![("nobody".into(), "cfg".into())],
+        };
+        pg.insert_events(&[event], None).await.unwrap();
+    }
+    eprintln!("insert_events: {:?} each", started.elapsed() / 200);
+    for round in 0..2 {
+        for bucket in ["quiet", "loud"] {
+            let started = std::time::Instant::now();
+            for i in 0..100 {
+                node.put_object(bucket, &format!("{round}-{i}"), b"x".to_vec())
+                    .await;
+            }
+            eprintln!("PUT into {bucket}: {:?} each", started.elapsed() / 100);
+        }
+    }
+}
