@@ -95,6 +95,8 @@ pub struct OpenSlot {
     pub bucket: String,
     pub key: String,
     pub taken_at: i64,
+    /// The link's access key, which signs its forms (the late event's principal).
+    pub access_key: String,
 }
 
 impl Pg {
@@ -371,9 +373,11 @@ impl Pg {
 
     /// Settles the open form slots `which` names, a batch at a time: each row is locked
     /// (`FOR UPDATE SKIP LOCKED`, so two nodes settling at once never take the same row and
-    /// neither waits for the other), `decide` says whether its file is stored (`Some(true)`:
-    /// the slot stays taken; `Some(false)`: given back; `None`: undecided, the row stays for a
-    /// later settle), and the batch's ends commit together. Returns (kept, given back).
+    /// neither waits for the other), `decide` says whether its file is stored (`Some((true,
+    /// events))`: the slot stays taken, and the file's event, which its node did not write, is
+    /// written with the end (a second write of it is a no-op); `Some((false, _))`: given back;
+    /// `None`: undecided, the row stays for a later settle), and the batch's ends commit
+    /// together. Returns (kept, given back).
     pub async fn settle_slots<F, Fut>(
         &self,
         which: Slots,
@@ -381,7 +385,7 @@ impl Pg {
     ) -> Result<(usize, usize), DbError>
     where
         F: Fn(OpenSlot) -> Fut,
-        Fut: std::future::Future<Output = Option<bool>>,
+        Fut: std::future::Future<Output = Option<(bool, Vec<NewEvent>)>>,
     {
         let node: &str = &self.node;
         let (mut kept, mut released) = (0, 0);
@@ -391,8 +395,10 @@ impl Pg {
             let rows = match which {
                 Slots::Own => tx
                     .query(
-                        "SELECT id, link_id, bucket, key, taken_at FROM link_form_slots
-                         WHERE node = $1 ORDER BY taken_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at, l.access_key
+                         FROM link_form_slots s JOIN links l ON l.id = s.link_id
+                         WHERE s.node = $1 ORDER BY s.taken_at LIMIT $2
+                         FOR UPDATE OF s SKIP LOCKED",
                         &[&node, &SETTLE_BATCH],
                     )
                     .await
@@ -402,8 +408,8 @@ impl Pg {
                 Slots::OfDeadNodes { expiry } => tx
                     .query(
                         &format!(
-                            "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at
-                             FROM link_form_slots s
+                            "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at, l.access_key
+                             FROM link_form_slots s JOIN links l ON l.id = s.link_id
                              WHERE s.node <> $1 AND NOT EXISTS (
                                  SELECT 1 FROM nodes n
                                  WHERE n.id = s.node AND n.seen_at > {PG_NOW_MS} - $3)
@@ -422,15 +428,17 @@ impl Pg {
                     bucket: r.get(2),
                     key: r.get(3),
                     taken_at: r.get(4),
+                    access_key: r.get(5),
                 };
                 let id = slot.id.clone();
-                let Some(stored) = decide(slot).await else {
+                let Some((stored, events)) = decide(slot).await else {
                     undecided += 1;
                     continue;
                 };
                 tx.execute(END_SLOT, &[&id, &stored])
                     .await
                     .map_err(pg_error)?;
+                insert_rows(&tx, &events).await?;
                 if stored {
                     kept += 1;
                 } else {
@@ -679,6 +687,59 @@ fn delivery_from_row(r: &tokio_postgres::Row) -> Result<Delivery, DbError> {
     })
 }
 
+/// Inserts the outbox rows of `events` in `tx` (a row already there is left as it is).
+async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[NewEvent],
+) -> Result<(), DbError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO outbox (dedupe, target, configuration_id, bucket, key, name, since,
+                     next_at, created_at, owner, size, etag, content_type, detected_type,
+                     metadata, principal, source_ip, request_id, link_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, $12, $13, $14,
+                     $15, $16, $17)
+                 ON CONFLICT (dedupe, target, configuration_id) DO NOTHING",
+        )
+        .await
+        .map_err(pg_error)?;
+    let now = now_millis();
+    for e in events {
+        let f = &e.fields;
+        let size = f.size.map(|s| s as i64);
+        for (target, config_id) in &e.targets {
+            tx.execute(
+                &insert,
+                &[
+                    &e.dedupe,
+                    target,
+                    config_id,
+                    &e.bucket,
+                    &e.key,
+                    &e.name,
+                    &now,
+                    &f.owner,
+                    &size,
+                    &f.etag,
+                    &f.content_type,
+                    &f.detected_type,
+                    &f.metadata,
+                    &f.principal,
+                    &f.source_ip,
+                    &f.request_id,
+                    &f.link_id,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+    }
+    Ok(())
+}
+
 /// The event outbox the nodes share: the PostgreSQL twin of `db::events`' outbox. Every node's
 /// delivery worker takes due rows under a lease (`FOR UPDATE SKIP LOCKED`), so a row is sent by
 /// one node at a time, and a stopped node's rows are taken by another once its lease ran out.
@@ -697,48 +758,7 @@ impl Pg {
                 .await
                 .map_err(pg_error)?;
         }
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO outbox (dedupe, target, configuration_id, bucket, key, name, since,
-                     next_at, created_at, owner, size, etag, content_type, detected_type,
-                     metadata, principal, source_ip, request_id, link_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, $12, $13, $14,
-                     $15, $16, $17)
-                 ON CONFLICT (dedupe, target, configuration_id) DO NOTHING",
-            )
-            .await
-            .map_err(pg_error)?;
-        let now = now_millis();
-        for e in events {
-            let f = &e.fields;
-            let size = f.size.map(|s| s as i64);
-            for (target, config_id) in &e.targets {
-                tx.execute(
-                    &insert,
-                    &[
-                        &e.dedupe,
-                        target,
-                        config_id,
-                        &e.bucket,
-                        &e.key,
-                        &e.name,
-                        &now,
-                        &f.owner,
-                        &size,
-                        &f.etag,
-                        &f.content_type,
-                        &f.detected_type,
-                        &f.metadata,
-                        &f.principal,
-                        &f.source_ip,
-                        &f.request_id,
-                        &f.link_id,
-                    ],
-                )
-                .await
-                .map_err(pg_error)?;
-            }
-        }
+        insert_rows(&tx, events).await?;
         tx.commit().await.map_err(pg_error)
     }
 

@@ -466,6 +466,19 @@ impl Origin {
             .record(c, None, None, None)
     }
 
+    /// The shared outbox's rows of the event of a link form's file that its node stored and
+    /// did not live to announce, found by the slot settle (docs/cluster.md section 4): who wants
+    /// it as this node knows, with what the backend's HEAD tells (`meta`) and the bucket's owner
+    /// as cached; keyed by the slot ([`Origin::with_slot`]), so the event its node may still
+    /// write is not doubled. Empty when no target wants it.
+    pub fn late_created(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Vec<NewEvent> {
+        let prepared = self.prepare(self.kind, bucket, key, Some(meta));
+        match &prepared.fields {
+            Some(fields) => vec![prepared.row(fields, &prepared.targets)],
+            None => Vec::new(),
+        }
+    }
+
     /// The event of `bucket/key` coming to hold `meta`, prepared before the transaction that
     /// stores it: who wants it, and the fields its outbox rows keep. The transaction then only
     /// inserts them ([`Prepared::record`]), so the one writer thread, which every upload's commit
@@ -584,20 +597,8 @@ impl Prepared {
         };
         if let Some(outbox) = &self.origin.outbox {
             // Written to the shared outbox once the transaction committed (`Origin::flush`).
-            outbox
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(NewEvent {
-                    dedupe: match &self.origin.slot {
-                        Some(slot) => slot.clone(),
-                        None => uuid::Uuid::new_v4().simple().to_string(),
-                    },
-                    bucket: self.bucket.clone(),
-                    key: self.key.clone(),
-                    name: self.kind.event_name().to_owned(),
-                    fields: fields.clone(),
-                    targets: targets.clone(),
-                });
+            let row = self.row(fields, targets);
+            outbox.lock().unwrap_or_else(|e| e.into_inner()).push(row);
             return Ok(());
         }
         crate::db::events::insert(
@@ -614,5 +615,20 @@ impl Prepared {
             .notifier
             .woken(targets.iter().map(|(t, _)| t.as_str()));
         Ok(())
+    }
+
+    /// The event as the shared outbox keeps it: keyed by the change's slot, or by a fresh id.
+    fn row(&self, fields: &EventFields, targets: &[(String, String)]) -> NewEvent {
+        NewEvent {
+            dedupe: match &self.origin.slot {
+                Some(slot) => slot.clone(),
+                None => uuid::Uuid::new_v4().simple().to_string(),
+            },
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            name: self.kind.event_name().to_owned(),
+            fields: fields.clone(),
+            targets: targets.to_vec(),
+        }
     }
 }

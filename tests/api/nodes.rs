@@ -1206,3 +1206,52 @@ async fn outbox_timing() {
         }
     }
 }
+
+/// A link form's file whose node stopped after the backend stored it and before its event was
+/// written (a "ghost" node that never sent a heartbeat, holding the slot of a stored file and of
+/// a missing one): another node's sweeper keeps the first slot and writes its event, once, and
+/// gives the second back without one.
+#[tokio::test]
+async fn the_sweeper_writes_the_event_a_dead_node_owed() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let b = cluster
+        .node_beating(
+            "node-b",
+            "ups",
+            Duration::from_millis(300),
+            Duration::from_secs(3),
+        )
+        .await;
+    let receiver = Receiver::start().await;
+    notify_to(&b, "ups", &receiver).await;
+    let (id, _) = make_link(&b, serde_json::json!({"bucket": "ups", "prefix": "g/"})).await;
+    cluster
+        .backend
+        .req(Method::PUT, &format!("/{CLUSTER}/ups/g/stored.txt"))
+        .header("x-amz-meta-upload-link", &id)
+        .body(b"ghost".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let ghost = postgate::control::Pg::connect(&cluster.pg.url, "ghost")
+        .await
+        .unwrap();
+    for key in ["g/stored.txt", "g/missing.txt"] {
+        ghost.reserve_form(&id, "ups", key).await.unwrap().unwrap();
+    }
+    let got = receiver.wait_for(1).await;
+    let record = got[0].record();
+    assert_eq!(
+        events_of(&got),
+        [("ObjectCreated:Post".to_owned(), "g/stored.txt".to_owned())]
+    );
+    assert_eq!(record["s3"]["object"]["size"], 5);
+    assert_eq!(record["postgate"]["linkId"], id.as_str());
+    assert_eq!(record["userIdentity"]["principalId"], ADMIN_AK);
+    until_counted(&b, &id, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 1, "written once");
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 1);
+}
