@@ -1255,3 +1255,28 @@ async fn the_sweeper_writes_the_event_a_dead_node_owed() {
     assert_eq!(receiver.got.lock().unwrap().len(), 1, "written once");
     assert_eq!(listed(&b, &id).await["uploaded_files"], 1);
 }
+
+/// With PostgreSQL stopped, an upload through a node is still answered 200 and its event is
+/// still delivered: the rows the shared outbox refused go to the node's own SQLite outbox,
+/// which the node delivers itself.
+#[tokio::test]
+async fn events_the_control_db_refuses_are_kept_and_sent_by_the_node() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "gone").await;
+    let receiver = Receiver::start().await;
+    notify_to(&a, "gone", &receiver).await;
+    let stopped = std::process::Command::new(script())
+        .arg("stop")
+        .arg(cluster.pg.dir.path())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    a.put_object("gone", "k", b"v".to_vec()).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(
+        events_of(&got),
+        [("ObjectCreated:Put".to_owned(), "k".to_owned())]
+    );
+}
