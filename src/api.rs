@@ -435,10 +435,7 @@ pub async fn list_events(State(app): State<AppState>, req: Request) -> Result<Re
     if !key.is_admin {
         return Err(S3Error::access_denied().into());
     }
-    let list = app
-        .db
-        .read(move |c| crate::db::events::list(c, failed, 1000))
-        .await?;
+    let list = app.events.list(&app.db, failed, 1000).await?;
     let events: Vec<_> = list.iter().map(crate::events::delivery_json).collect();
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
@@ -458,11 +455,7 @@ pub async fn retry_event(
     if !key.is_admin {
         return Err(S3Error::access_denied().into());
     }
-    if !app
-        .db
-        .write(move |c| crate::db::events::retry(c, id))
-        .await?
-    {
+    if !app.events.retry(&app.db, id).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NoSuchEvent",

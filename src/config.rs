@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// uploads' link slots are settled by the others (default 30s; at least 3 heartbeats).
     #[arg(long, env = "POSTGATE_NODE_EXPIRY", value_parser = crate::units::parse_duration)]
     pub node_expiry: Option<Duration>,
+    /// `--control-db`: how long a node holds the events it takes for delivery; another node
+    /// takes them once it runs out (a node that stopped). Each attempt is cut at half of it
+    /// (default 30s).
+    #[arg(long, env = "POSTGATE_EVENT_LEASE", value_parser = crate::units::parse_duration)]
+    pub event_lease: Option<Duration>,
     // TLS.
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`. Re-read on
     /// SIGHUP, so a renewed certificate needs no restart.
@@ -190,6 +195,8 @@ pub const DEFAULT_EVENT_RETRY_MIN: Duration = Duration::from_secs(1);
 pub const DEFAULT_NODE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// `--node-expiry`'s default: six missed heartbeats, well above a loaded node's hiccups.
 pub const DEFAULT_NODE_EXPIRY: Duration = Duration::from_secs(30);
+/// `--event-lease`.
+pub const DEFAULT_EVENT_LEASE: Duration = Duration::from_secs(30);
 
 /// A webhook target declared in the configuration file (`[[webhook]]`).
 #[derive(Clone, Deserialize)]
@@ -275,6 +282,7 @@ struct FileConfig {
     node_id: Option<String>,
     node_heartbeat: Option<String>,
     node_expiry: Option<String>,
+    event_lease: Option<String>,
     // TLS.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -326,6 +334,8 @@ pub struct Config {
     /// notifications (always, except in the test that measures the bound of a lost one: the
     /// periodic re-read alone).
     pub control_listen: bool,
+    /// With `--control-db`: how long a node holds the events it takes for delivery.
+    pub event_lease: Duration,
 }
 
 /// How the upload page sends large files (`links::multipart`).
@@ -478,6 +488,7 @@ impl std::fmt::Debug for Config {
             .field("node_heartbeat", &self.node_heartbeat)
             .field("node_expiry", &self.node_expiry)
             .field("control_listen", &self.control_listen)
+            .field("event_lease", &self.event_lease)
             .finish_non_exhaustive()
     }
 }
@@ -624,12 +635,19 @@ impl Config {
             )?,
             node_expiry: duration(serve.node_expiry, &file.node_expiry, DEFAULT_NODE_EXPIRY)?,
             control_listen: true,
+            event_lease: duration(serve.event_lease, &file.event_lease, DEFAULT_EVENT_LEASE)?,
         };
         // A live node must renew its row several times within the expiry, or a slow tick would
         // make the others settle the slots of its uploads still running.
         if config.node_heartbeat.is_zero() || config.node_expiry < config.node_heartbeat * 3 {
             return Err(ConfigError::Invalid(
                 "--node-expiry must be at least 3 times --node-heartbeat (and that above 0)".into(),
+            ));
+        }
+        // Each attempt gets half the lease: at least a second.
+        if config.event_lease < Duration::from_secs(2) {
+            return Err(ConfigError::Invalid(
+                "--event-lease must be at least 2s".into(),
             ));
         }
         if let Some(id) = &config.node_id
@@ -689,6 +707,7 @@ impl Config {
             node_heartbeat: DEFAULT_NODE_HEARTBEAT,
             node_expiry: DEFAULT_NODE_EXPIRY,
             control_listen: true,
+            event_lease: DEFAULT_EVENT_LEASE,
         }
     }
 

@@ -285,7 +285,9 @@ fn main() -> ExitCode {
         Command::PresignPost(args) => presign_post(&cli.common, *args),
         Command::Link(cmd) => link_command(&cli.common, cmd),
         Command::Webhook(cmd) => webhook_command(&cli.common, cmd),
-        Command::Events(cmd) => with_db(&cli.common, |conn| events_command(conn, cmd)),
+        Command::Events(cmd) => with_db(&cli.common, |conn| {
+            events_command(conn, control_db(&cli.common)?.as_deref(), cmd)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -676,14 +678,23 @@ fn webhook_command(common: &CommonArgs, cmd: WebhookCommand) -> CliResult {
     Ok(())
 }
 
-fn events_command(conn: &rusqlite::Connection, cmd: EventsCommand) -> CliResult {
+/// With `--control-db`, the shared outbox (every node's events); else this node's SQLite.
+fn events_command(
+    conn: &rusqlite::Connection,
+    shared: Option<&str>,
+    cmd: EventsCommand,
+) -> CliResult {
     match cmd {
         EventsCommand::List { failed, limit } => {
             println!(
                 "{:<8} {:<40} {:<16} {:<10} {:<8} OBJECT / LAST ERROR",
                 "ID", "EVENT", "TARGET", "STATE", "TRIES"
             );
-            for d in db::events::list(conn, failed, limit)? {
+            let list = match shared {
+                Some(url) => control(url, |pg| async move { pg.list_events(failed, limit).await })?,
+                None => db::events::list(conn, failed, limit)?,
+            };
+            for d in list {
                 println!(
                     "{:<8} {:<40} {:<16} {:<10} {:<8} {}/{}{}",
                     d.id,
@@ -698,7 +709,11 @@ fn events_command(conn: &rusqlite::Connection, cmd: EventsCommand) -> CliResult 
             }
         }
         EventsCommand::Retry { id } => {
-            if !db::events::retry(conn, id)? {
+            let queued = match shared {
+                Some(url) => control(url, |pg| async move { pg.retry_event(id).await })?,
+                None => db::events::retry(conn, id)?,
+            };
+            if !queued {
                 return Err(format!("no event delivery {id}").into());
             }
             println!("delivery {id} queued again");

@@ -198,19 +198,25 @@ async fn seed_config(
 async fn settle_shared_slots(
     pg: &crate::control::Pg,
     store: &Storage,
+    events: &crate::events::Notifier,
     which: crate::control::Slots,
 ) -> Result<usize, DbError> {
     let (_, released) = pg
-        .settle_slots(which, |slot| slot_stored(store, slot))
+        .settle_slots(which, |slot| slot_stored(store, events, slot))
         .await?;
     Ok(released)
 }
 
 /// Whether a slot's file was stored: its key is looked up in the backend (HEAD); a file
-/// stored there for the slot's link since the slot was taken keeps the slot, anything else
-/// gives it back. `None`: the backend cannot answer now, and the slot stays taken (never more
-/// than max_files) until a later settle.
-async fn slot_stored(store: &Storage, slot: crate::control::OpenSlot) -> Option<bool> {
+/// stored there for the slot's link since the slot was taken keeps the slot, with its event
+/// (its node stopped before writing it: `Origin::late_created`), anything else gives it back.
+/// `None`: the backend cannot answer now, and the slot stays taken (never more than max_files)
+/// until a later settle.
+async fn slot_stored(
+    store: &Storage,
+    events: &crate::events::Notifier,
+    slot: crate::control::OpenSlot,
+) -> Option<(bool, Vec<crate::control::pg::NewEvent>)> {
     let head = match store.head(&slot.bucket, &slot.key).await {
         Ok(head) => head,
         Err(e) => {
@@ -219,13 +225,24 @@ async fn slot_stored(store: &Storage, slot: crate::control::OpenSlot) -> Option<
         }
     };
     // The backend's Last-Modified has second precision.
-    Some(head.is_some_and(|o| {
+    let stored = head.filter(|o| {
         o.meta.last_modified >= slot.taken_at - 1000
             && o.meta
                 .meta
                 .iter()
                 .any(|(k, v)| k.eq_ignore_ascii_case("upload-link") && *v == slot.link_id)
-    }))
+    });
+    Some(match stored {
+        Some(o) => {
+            let event = events
+                .origin(crate::events::Kind::Post, &slot.access_key)
+                .with_link(Some(slot.link_id.clone()))
+                .with_slot(Some(&slot.id))
+                .late_created(&slot.bucket, &slot.key, &o.meta);
+            (true, event)
+        }
+        None => (false, Vec::new()),
+    })
 }
 
 impl AppState {
@@ -262,9 +279,13 @@ impl AppState {
         // Form uploads a killed server left between taking their link's slot and storing (or
         // refusing) the file: the slot stays taken only if the file was stored.
         let links = open_links(&config, &db, &store).await?;
+        let events = crate::events::Notifier::new(&config, links.shared().cloned());
+        events.reload(&db).await?;
         let released = match links.shared() {
             None => db.write(db::links::settle_form_slots).await?,
-            Some(pg) => settle_shared_slots(pg, &store, crate::control::Slots::Own).await?,
+            Some(pg) => {
+                settle_shared_slots(pg, &store, &events, crate::control::Slots::Own).await?
+            }
         };
         if released > 0 {
             tracing::info!(
@@ -311,8 +332,6 @@ impl AppState {
         }
         let metrics = Arc::new(crate::telemetry::Metrics::new(db.batch_sizes()));
         // Events committed before a crash and not yet delivered go out now.
-        let events = crate::events::Notifier::new(&config);
-        events.reload(&db).await?;
         events.start(db.clone(), metrics.clone());
         let state = AppState {
             config: Arc::new(config),
@@ -347,7 +366,7 @@ impl AppState {
         if let Err(e) = &open {
             tracing::warn!(error = %e, "metrics: cannot count open multipart uploads");
         }
-        let pending = self.db.read(db::events::pending).await;
+        let pending = self.events.pending(&self.db).await;
         crate::telemetry::Scrape {
             multipart_uploads_open: open.unwrap_or(0),
             events_pending: pending.unwrap_or(0),
@@ -409,7 +428,7 @@ impl AppState {
                 continue;
             }
             let which = crate::control::Slots::OfDeadNodes { expiry };
-            match settle_shared_slots(pg, &self.store, which).await {
+            match settle_shared_slots(pg, &self.store, &self.events, which).await {
                 Ok(0) => {}
                 Ok(released) => tracing::info!(
                     released,

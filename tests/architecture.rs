@@ -119,7 +119,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     // Object events: the format, who wants which (cached), the outbox the core writes in its
     // transactions, and the delivery worker. Below the core, above the database.
-    ("events", &["config", "db", "telemetry", "xml"]),
+    // With `--control-db` the outbox is the control database's (`control::Pg`'s statements).
+    ("events", &["config", "control", "db", "telemetry", "xml"]),
     // The storage backend seam: object bytes (`storage/fs.rs` on disk) and the object catalog
     // (SQLite rows through `db`, for the filesystem store). Below the core, above the database.
     // `storage::s3` is the client of an S3 cluster: leaves only, no HTTP server.

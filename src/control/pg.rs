@@ -5,7 +5,7 @@ use deadpool_postgres::{Pool, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::db::buckets::{BucketRecord, Created, Perm, Setting, SharedConfig};
-use crate::db::events::WebhookRecord;
+use crate::db::events::{Delivery, EventFields, Outcome, WebhookRecord};
 use crate::db::keys::KeyRecord;
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{DbError, now_millis};
@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_nodes.sql"),
     include_str!("../../migrations/postgres/0003_keys.sql"),
     include_str!("../../migrations/postgres/0004_buckets.sql"),
+    include_str!("../../migrations/postgres/0005_outbox.sql"),
 ];
 
 /// The channel the triggers of `access_keys` and `grants` notify on every change.
@@ -25,6 +26,9 @@ pub const KEYS_CHANNEL: &str = "postgate_keys";
 /// The channel the triggers of `buckets`, `bucket_notifications` and `webhooks` notify on
 /// every change.
 pub const CONFIG_CHANNEL: &str = "postgate_config";
+
+/// The channel the `outbox` trigger notifies on every insert.
+pub const OUTBOX_CHANNEL: &str = "postgate_outbox";
 
 /// PostgreSQL's clock in milliseconds since the epoch: heartbeats are written and judged by the
 /// one clock every node shares.
@@ -96,6 +100,8 @@ pub struct OpenSlot {
     pub bucket: String,
     pub key: String,
     pub taken_at: i64,
+    /// The link's access key, which signs its forms (the late event's principal).
+    pub access_key: String,
 }
 
 impl Pg {
@@ -372,9 +378,11 @@ impl Pg {
 
     /// Settles the open form slots `which` names, a batch at a time: each row is locked
     /// (`FOR UPDATE SKIP LOCKED`, so two nodes settling at once never take the same row and
-    /// neither waits for the other), `decide` says whether its file is stored (`Some(true)`:
-    /// the slot stays taken; `Some(false)`: given back; `None`: undecided, the row stays for a
-    /// later settle), and the batch's ends commit together. Returns (kept, given back).
+    /// neither waits for the other), `decide` says whether its file is stored (`Some((true,
+    /// events))`: the slot stays taken, and the file's event, which its node did not write, is
+    /// written with the end (a second write of it is a no-op); `Some((false, _))`: given back;
+    /// `None`: undecided, the row stays for a later settle), and the batch's ends commit
+    /// together. Returns (kept, given back).
     pub async fn settle_slots<F, Fut>(
         &self,
         which: Slots,
@@ -382,7 +390,7 @@ impl Pg {
     ) -> Result<(usize, usize), DbError>
     where
         F: Fn(OpenSlot) -> Fut,
-        Fut: std::future::Future<Output = Option<bool>>,
+        Fut: std::future::Future<Output = Option<(bool, Vec<NewEvent>)>>,
     {
         let node: &str = &self.node;
         let (mut kept, mut released) = (0, 0);
@@ -392,8 +400,10 @@ impl Pg {
             let rows = match which {
                 Slots::Own => tx
                     .query(
-                        "SELECT id, link_id, bucket, key, taken_at FROM link_form_slots
-                         WHERE node = $1 ORDER BY taken_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at, l.access_key
+                         FROM link_form_slots s JOIN links l ON l.id = s.link_id
+                         WHERE s.node = $1 ORDER BY s.taken_at LIMIT $2
+                         FOR UPDATE OF s SKIP LOCKED",
                         &[&node, &SETTLE_BATCH],
                     )
                     .await
@@ -403,8 +413,8 @@ impl Pg {
                 Slots::OfDeadNodes { expiry } => tx
                     .query(
                         &format!(
-                            "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at
-                             FROM link_form_slots s
+                            "SELECT s.id, s.link_id, s.bucket, s.key, s.taken_at, l.access_key
+                             FROM link_form_slots s JOIN links l ON l.id = s.link_id
                              WHERE s.node <> $1 AND NOT EXISTS (
                                  SELECT 1 FROM nodes n
                                  WHERE n.id = s.node AND n.seen_at > {PG_NOW_MS} - $3)
@@ -423,15 +433,17 @@ impl Pg {
                     bucket: r.get(2),
                     key: r.get(3),
                     taken_at: r.get(4),
+                    access_key: r.get(5),
                 };
                 let id = slot.id.clone();
-                let Some(stored) = decide(slot).await else {
+                let Some((stored, events)) = decide(slot).await else {
                     undecided += 1;
                     continue;
                 };
                 tx.execute(END_SLOT, &[&id, &stored])
                     .await
                     .map_err(pg_error)?;
+                insert_rows(&tx, &events).await?;
                 if stored {
                     kept += 1;
                 } else {
@@ -917,4 +929,273 @@ pub enum Slots {
     Own,
     /// Those of other nodes whose heartbeat is older than `expiry` (or missing).
     OfDeadNodes { expiry: std::time::Duration },
+}
+
+/// An event to write to the shared outbox ([`Pg::insert_events`]): one row per target.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The event's id (a link form's slot id): with the target and configuration id, what makes
+    /// a second insert of it a no-op.
+    pub dedupe: String,
+    pub bucket: String,
+    pub key: String,
+    pub name: String,
+    pub fields: EventFields,
+    /// (target, configuration id) of every destination that wants it.
+    pub targets: Vec<(String, String)>,
+}
+
+const OUTBOX_COLUMNS: &str = "id, target, configuration_id, bucket, key, name, state, attempts,
+    since, next_at, last_error, created_at, owner, size, etag, content_type, detected_type,
+    metadata, principal, source_ip, request_id, link_id";
+
+fn delivery_from_row(r: &tokio_postgres::Row) -> Result<Delivery, DbError> {
+    let g = |e| pg_error(e);
+    Ok(Delivery {
+        id: r.try_get(0).map_err(g)?,
+        target: r.try_get(1).map_err(g)?,
+        configuration_id: r.try_get(2).map_err(g)?,
+        bucket: r.try_get(3).map_err(g)?,
+        key: r.try_get(4).map_err(g)?,
+        event_name: r.try_get(5).map_err(g)?,
+        record: None,
+        state: r.try_get(6).map_err(g)?,
+        attempts: r.try_get::<_, i32>(7).map_err(g)?.max(0) as u32,
+        since: r.try_get(8).map_err(g)?,
+        next_at: r.try_get(9).map_err(g)?,
+        last_error: r.try_get(10).map_err(g)?,
+        created_at: r.try_get(11).map_err(g)?,
+        fields: EventFields {
+            owner: r.try_get(12).map_err(g)?,
+            size: r
+                .try_get::<_, Option<i64>>(13)
+                .map_err(g)?
+                .map(|s| s.max(0) as u64),
+            etag: r.try_get(14).map_err(g)?,
+            content_type: r.try_get(15).map_err(g)?,
+            detected_type: r.try_get(16).map_err(g)?,
+            metadata: r.try_get(17).map_err(g)?,
+            principal: r.try_get(18).map_err(g)?,
+            source_ip: r.try_get(19).map_err(g)?,
+            request_id: r.try_get(20).map_err(g)?,
+            link_id: r.try_get(21).map_err(g)?,
+        },
+    })
+}
+
+/// Inserts the outbox rows of `events` in `tx` (a row already there is left as it is).
+async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[NewEvent],
+) -> Result<(), DbError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO outbox (dedupe, target, configuration_id, bucket, key, name, since,
+                     next_at, created_at, owner, size, etag, content_type, detected_type,
+                     metadata, principal, source_ip, request_id, link_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8, $9, $10, $11, $12, $13, $14,
+                     $15, $16, $17)
+                 ON CONFLICT (dedupe, target, configuration_id) DO NOTHING",
+        )
+        .await
+        .map_err(pg_error)?;
+    let now = now_millis();
+    for e in events {
+        let f = &e.fields;
+        let size = f.size.map(|s| s as i64);
+        for (target, config_id) in &e.targets {
+            tx.execute(
+                &insert,
+                &[
+                    &e.dedupe,
+                    target,
+                    config_id,
+                    &e.bucket,
+                    &e.key,
+                    &e.name,
+                    &now,
+                    &f.owner,
+                    &size,
+                    &f.etag,
+                    &f.content_type,
+                    &f.detected_type,
+                    &f.metadata,
+                    &f.principal,
+                    &f.source_ip,
+                    &f.request_id,
+                    &f.link_id,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The event outbox the nodes share: the PostgreSQL twin of `db::events`' outbox. Every node's
+/// delivery worker takes due rows under a lease (`FOR UPDATE SKIP LOCKED`), so a row is sent by
+/// one node at a time, and a stopped node's rows are taken by another once its lease ran out.
+impl Pg {
+    /// Writes `events` (a row per target; one already there is left as it is) and, when the
+    /// change is a link form's, ends its `slot` as stored, all in one transaction.
+    pub async fn insert_events(
+        &self,
+        events: &[NewEvent],
+        slot: Option<&str>,
+    ) -> Result<(), DbError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        if let Some(slot) = slot {
+            tx.execute(END_SLOT, &[&slot, &true])
+                .await
+                .map_err(pg_error)?;
+        }
+        insert_rows(&tx, events).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    /// Takes up to `limit` rows due at `now` (this node's clock) for this node until `lease`
+    /// from now (PostgreSQL's clock): rows no other node holds a live lease on, each only when
+    /// no earlier row of its target and key is still pending (leased, waiting for a retry, or
+    /// due), so a key's events go out in order whichever node sends them.
+    pub async fn take_events(
+        &self,
+        now: i64,
+        limit: i64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Delivery>, DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "WITH taken AS (
+                     SELECT o.id FROM outbox o
+                     WHERE o.state = 'pending' AND o.next_at <= $1
+                       AND (o.lease_until IS NULL OR o.lease_until <= {PG_NOW_MS})
+                       AND NOT EXISTS (
+                           SELECT 1 FROM outbox e
+                           WHERE e.state = 'pending' AND e.target = o.target
+                             AND e.bucket = o.bucket AND e.key = o.key AND e.id < o.id)
+                     ORDER BY o.next_at, o.id LIMIT $2
+                     FOR UPDATE OF o SKIP LOCKED)
+                 UPDATE outbox SET leased_by = $3, lease_until = {PG_NOW_MS} + $4
+                 FROM taken WHERE outbox.id = taken.id
+                 RETURNING {}",
+                OUTBOX_COLUMNS
+                    .split(',')
+                    .map(|c| format!("outbox.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .await
+            .map_err(pg_error)?;
+        let node: &str = &self.node;
+        let rows = client
+            .query(&stmt, &[&now, &limit, &node, &(lease.as_millis() as i64)])
+            .await
+            .map_err(pg_error)?;
+        let mut taken = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        taken.sort_by_key(|d| (d.next_at, d.id));
+        Ok(taken)
+    }
+
+    /// Records the outcomes of this node's attempts: delivered, to retry at `next_at`, or dead.
+    /// A row is changed only while this node holds it (another node took it after this node's
+    /// lease ran out: that node records it). Returns how many were recorded.
+    pub async fn record_events(&self, outcomes: &[(i64, Outcome)]) -> Result<usize, DbError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE outbox SET state = $2, attempts = attempts + 1, last_error = $3,
+                     next_at = $4, leased_by = NULL, lease_until = NULL
+                 WHERE id = $1 AND state = 'pending' AND leased_by = $5",
+            )
+            .await
+            .map_err(pg_error)?;
+        let node: &str = &self.node;
+        let now = now_millis();
+        let mut recorded = 0;
+        for (id, outcome) in outcomes {
+            let (state, error, next_at) = match outcome {
+                Outcome::Delivered => ("delivered", None, now),
+                Outcome::Retry { error, next_at } => ("pending", Some(error.as_str()), *next_at),
+                Outcome::Dead { error } => ("dead", Some(error.as_str()), now),
+            };
+            recorded += client
+                .execute(&stmt, &[id, &state, &error, &next_at, &node])
+                .await
+                .map_err(pg_error)? as usize;
+        }
+        Ok(recorded)
+    }
+
+    /// Forgets the delivered rows recorded before `before` (their dedupe keys are kept as long
+    /// as a late second insert of their event may come: the retry window).
+    pub async fn prune_events(&self, before: i64) -> Result<(), DbError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM outbox WHERE state = 'delivered' AND next_at < $1",
+                &[&before],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// `db::events::list`: every pending and dead row, or only the dead and those that failed
+    /// at least once (`failed`), newest first.
+    pub async fn list_events(&self, failed: bool, limit: usize) -> Result<Vec<Delivery>, DbError> {
+        let filter = if failed {
+            "state = 'dead' OR (state = 'pending' AND attempts > 0)"
+        } else {
+            "state IN ('pending', 'dead')"
+        };
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {filter} ORDER BY id DESC LIMIT $1"
+                ),
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    /// `db::events::retry`: a pending or dead row due now, with a fresh retry window (and no
+    /// lease: an attempt in flight may still record its outcome over it). `false`: no such row.
+    pub async fn retry_event(&self, id: i64) -> Result<bool, DbError> {
+        let now = now_millis();
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE outbox SET state = 'pending', since = $2, next_at = $2
+                 WHERE id = $1 AND state IN ('pending', 'dead')",
+                &[&id, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    /// Rows still pending, of every node (the queue depth metric).
+    pub async fn pending_events(&self) -> Result<u64, DbError> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT count(*) FROM outbox WHERE state = 'pending'", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
 }

@@ -32,12 +32,13 @@ pub const SIGNATURE_HEADER: &str = "x-postgate-signature";
 /// The delivery's id: the same on every retry, so a receiver can drop a duplicate.
 const DELIVERY_HEADER: &str = "x-postgate-delivery";
 
-/// Deliveries in flight at once per target (different keys; a key's are in order).
-const WINDOW: usize = 32;
+/// Deliveries in flight at once per target (different keys; a key's are in order); the shared
+/// worker's, in all.
+pub(super) const WINDOW: usize = 32;
 // A read from the start takes the window and those in flight (at most another window).
 const _: () = assert!(2 * WINDOW <= events::MAX_DUE);
 /// After an attempt ends, how long its lane waits for others to end before recording them all.
-const GATHER: Duration = Duration::from_millis(5);
+pub(super) const GATHER: Duration = Duration::from_millis(5);
 /// How often the worker looks for targets without a lane among the declared ones.
 const LANES_EVERY: Duration = POLL;
 /// How often it looks among the targets pending deliveries name (a scan of the pending ones).
@@ -78,10 +79,12 @@ fn sign_with(key: &ring::hmac::Key, timestamp: i64, body: &str) -> String {
 }
 
 pub(super) struct Worker {
-    notifier: Notifier,
+    pub(super) notifier: Notifier,
     db: Db,
     metrics: Arc<crate::telemetry::Metrics>,
     client: HttpClient,
+    /// One attempt's limit ([`ATTEMPT_TIMEOUT`], or less: [`Worker::within`]).
+    attempt_timeout: Duration,
 }
 
 /// The client: hyper's pooled client, without the layers a general one adds per request (URL
@@ -115,7 +118,23 @@ impl Worker {
             db,
             metrics,
             client: client(),
+            attempt_timeout: ATTEMPT_TIMEOUT,
         }
+    }
+
+    /// Cuts each attempt at `limit` when that is below [`ATTEMPT_TIMEOUT`].
+    pub(super) fn within(mut self, limit: Duration) -> Worker {
+        self.attempt_timeout = self.attempt_timeout.min(limit);
+        self
+    }
+
+    /// Counts an attempt's outcome in the metrics.
+    pub(super) fn count(&self, outcome: &Outcome) {
+        self.metrics.event_delivery(match outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry { .. } => "failed",
+            Outcome::Dead { .. } => "dead",
+        });
     }
 
     /// Starts a delivery lane for every target (declared, or named by a pending delivery: a
@@ -254,11 +273,7 @@ impl Worker {
                 continue;
             }
             for (_, _, outcome) in &done {
-                self.metrics.event_delivery(match outcome {
-                    Outcome::Delivered => "delivered",
-                    Outcome::Retry { .. } => "failed",
-                    Outcome::Dead { .. } => "dead",
-                });
+                self.count(outcome);
             }
             // A key whose pending delivery is over hands its turn to the next one parked.
             let ended: Vec<((String, String), i64)> = done
@@ -368,7 +383,7 @@ impl Worker {
     }
 
     /// One attempt at one delivery.
-    async fn attempt(&self, d: &Delivery) -> Outcome {
+    pub(super) async fn attempt(&self, d: &Delivery) -> Outcome {
         let error = match self.notifier.signer(&d.target) {
             None => format!("no webhook target named {}", d.target),
             Some(target) => {
@@ -380,7 +395,7 @@ impl Worker {
                 let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
                 let signature = sign_with(&target.key, timestamp, &body);
                 match tokio::time::timeout(
-                    ATTEMPT_TIMEOUT,
+                    self.attempt_timeout,
                     self.post(&target.url, timestamp, &signature, d.id, body),
                 )
                 .await

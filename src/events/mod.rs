@@ -10,12 +10,18 @@
 //!   who, from where, through which link.
 //! - `deliver` is the worker: a lane per target POSTs its pending deliveries, signed, retries
 //!   with backoff, and records the outcome; a silent receiver holds back only its own lane.
+//! - With a shared control database (`--control-db`), the outbox is PostgreSQL's: an event is
+//!   kept with its [`Origin`] during the node's transaction and written there after it commits
+//!   ([`Origin::flush`], before the client is answered), and `shared` is the worker every node
+//!   runs on it, under leases (docs/cluster.md section 5).
 //!
-//! Imports the database and the leaves only; the core (`objects`) imports this room.
+//! Imports the database, the control database and the leaves only; the core (`objects`)
+//! imports this room.
 
 mod deliver;
 pub mod message;
 pub mod rules;
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,6 +30,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::config::Config;
+use crate::control::Pg;
+use crate::control::pg::NewEvent;
 use crate::db::events::EventFields;
 use crate::db::objects::ObjectMeta;
 use crate::db::{Db, DbError};
@@ -89,10 +97,15 @@ struct Inner {
     wake: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
     max_age: Duration,
     retry_min: Duration,
+    /// The shared outbox (`--control-db`): events go there, not to this node's SQLite.
+    shared: Option<Pg>,
+    /// How long this node holds the shared outbox's rows it takes (`--event-lease`).
+    lease: Duration,
 }
 
 impl Notifier {
-    pub fn new(config: &Config) -> Notifier {
+    /// `shared`: the control database, whose outbox then takes this node's events.
+    pub fn new(config: &Config, shared: Option<Pg>) -> Notifier {
         let configured = config
             .webhooks
             .iter()
@@ -110,6 +123,8 @@ impl Notifier {
                 wake: std::sync::Mutex::default(),
                 max_age: config.event_max_age,
                 retry_min: config.event_retry_min,
+                shared,
+                lease: config.event_lease,
             }),
         }
     }
@@ -236,6 +251,8 @@ impl Notifier {
             source_ip,
             request_id,
             link_id: None,
+            outbox: self.inner.shared.as_ref().map(|_| Arc::default()),
+            slot: None,
         }
     }
 
@@ -277,8 +294,50 @@ impl Notifier {
                 }
             }
         });
-        let worker = deliver::Worker::new(self.clone(), db, metrics);
+        // With a shared outbox, this node's own still delivers what it holds (written before
+        // `--control-db`, or when PostgreSQL could not take an event: `Origin::flush`).
+        let worker = deliver::Worker::new(self.clone(), db.clone(), metrics.clone());
         tokio::spawn(worker.run());
+        if let Some(pg) = self.inner.shared.clone() {
+            let worker = deliver::Worker::new(self.clone(), db, metrics);
+            tokio::spawn(shared::run(worker, pg, self.inner.lease));
+        }
+    }
+
+    /// Deliveries for an operator, newest first (`db::events::list`): with a shared outbox,
+    /// its rows (every node's; this node's own outbox is listed by `postgate events list`
+    /// without `--control-db`).
+    pub async fn list(
+        &self,
+        db: &Db,
+        failed: bool,
+        limit: usize,
+    ) -> Result<Vec<crate::db::events::Delivery>, DbError> {
+        match &self.inner.shared {
+            Some(pg) => pg.list_events(failed, limit).await,
+            None => {
+                db.read(move |c| crate::db::events::list(c, failed, limit))
+                    .await
+            }
+        }
+    }
+
+    /// Puts delivery `id` back in the queue now (`db::events::retry`), where [`Notifier::list`]
+    /// reads. `false`: no such delivery.
+    pub async fn retry(&self, db: &Db, id: i64) -> Result<bool, DbError> {
+        match &self.inner.shared {
+            Some(pg) => pg.retry_event(id).await,
+            None => db.write(move |c| crate::db::events::retry(c, id)).await,
+        }
+    }
+
+    /// Deliveries still pending: the shared outbox's (every node's) and this node's own.
+    pub async fn pending(&self, db: &Db) -> Result<u64, DbError> {
+        let shared = match &self.inner.shared {
+            Some(pg) => pg.pending_events().await?,
+            None => 0,
+        };
+        Ok(shared + db.read(crate::db::events::pending).await?)
     }
 }
 
@@ -311,6 +370,11 @@ pub struct Origin {
     /// The `x-amz-request-id` of the request that made the change (`responseElements`).
     request_id: String,
     link_id: Option<String>,
+    /// With a shared outbox: the events recorded in the change's transaction, written to
+    /// PostgreSQL by [`Origin::flush`] once it committed.
+    outbox: Option<Arc<std::sync::Mutex<Vec<NewEvent>>>>,
+    /// The link form slot the change settles ([`Origin::with_slot`]).
+    slot: Option<String>,
 }
 
 impl Origin {
@@ -321,6 +385,50 @@ impl Origin {
             self.link_id = link_id;
         }
         self
+    }
+
+    /// The change is the upload of a link form that holds `slot`: with a shared outbox, its
+    /// event is keyed by the slot (a second write of it is a no-op) and written in the
+    /// transaction that ends the slot.
+    pub fn with_slot(mut self, slot: Option<&str>) -> Origin {
+        self.slot = slot.map(str::to_owned);
+        self
+    }
+
+    /// With a shared outbox, writes the events recorded in the change's transaction (which has
+    /// committed) to PostgreSQL, and ends the link form's slot with them. When PostgreSQL cannot
+    /// take them, they go to this node's SQLite outbox, which this node delivers itself (in
+    /// order with its own events, not with other nodes'); `Err` only when neither could: the
+    /// change stands and the client is answered 500, as for any failure after the object was
+    /// stored (docs/cluster.md section 5). Without a shared outbox: nothing to do.
+    pub async fn flush(&self, db: &Db) -> Result<(), DbError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        let events = std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(pg) = &self.notifier.inner.shared else {
+            return Ok(());
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let Err(e) = pg.insert_events(&events, self.slot.as_deref()).await else {
+            return Ok(());
+        };
+        tracing::warn!(error = %e, "the shared outbox refused events: kept in this node's");
+        let targets: Vec<String> = events
+            .iter()
+            .flat_map(|e| e.targets.iter().map(|(t, _)| t.clone()))
+            .collect();
+        db.write(move |c| {
+            for e in &events {
+                crate::db::events::insert(c, &e.bucket, &e.key, &e.name, &e.fields, &e.targets)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.notifier.woken(targets.iter().map(String::as_str));
+        Ok(())
     }
 
     /// Names the changes with `id` (S3 gives its lifecycle events an id of its own; the sweeper
@@ -356,6 +464,19 @@ impl Origin {
         };
         self.prepare(kind, bucket, key, None)
             .record(c, None, None, None)
+    }
+
+    /// The shared outbox's rows of the event of a link form's file that its node stored and
+    /// did not live to announce, found by the slot settle (docs/cluster.md section 4): who wants
+    /// it as this node knows, with what the backend's HEAD tells (`meta`) and the bucket's owner
+    /// as cached; keyed by the slot ([`Origin::with_slot`]), so the event its node may still
+    /// write is not doubled. Empty when no target wants it.
+    pub fn late_created(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Vec<NewEvent> {
+        let prepared = self.prepare(self.kind, bucket, key, Some(meta));
+        match &prepared.fields {
+            Some(fields) => vec![prepared.row(fields, &prepared.targets)],
+            None => Vec::new(),
+        }
     }
 
     /// The event of `bucket/key` coming to hold `meta`, prepared before the transaction that
@@ -474,6 +595,12 @@ impl Prepared {
                 &rebuilt
             }
         };
+        if let Some(outbox) = &self.origin.outbox {
+            // Written to the shared outbox once the transaction committed (`Origin::flush`).
+            let row = self.row(fields, targets);
+            outbox.lock().unwrap_or_else(|e| e.into_inner()).push(row);
+            return Ok(());
+        }
         crate::db::events::insert(
             c,
             &self.bucket,
@@ -488,5 +615,20 @@ impl Prepared {
             .notifier
             .woken(targets.iter().map(|(t, _)| t.as_str()));
         Ok(())
+    }
+
+    /// The event as the shared outbox keeps it: keyed by the change's slot, or by a fresh id.
+    fn row(&self, fields: &EventFields, targets: &[(String, String)]) -> NewEvent {
+        NewEvent {
+            dedupe: match &self.origin.slot {
+                Some(slot) => slot.clone(),
+                None => uuid::Uuid::new_v4().simple().to_string(),
+            },
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            name: self.kind.event_name().to_owned(),
+            fields: fields.clone(),
+            targets: targets.to_vec(),
+        }
     }
 }

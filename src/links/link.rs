@@ -361,6 +361,11 @@ pub(crate) struct FormSlot {
 }
 
 impl FormSlot {
+    /// The slot's id (its `link_form_slots` row) while it is held.
+    pub(crate) fn id(&self) -> Option<&str> {
+        self.slot.as_deref()
+    }
+
     /// The file is stored: the slot is the link's file now. Its record is dropped in the
     /// background (if the server dies first, start-up finds the file and keeps the slot).
     pub(crate) fn keep(mut self) {

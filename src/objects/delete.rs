@@ -230,12 +230,13 @@ async fn one_s3(
         Err(e) if e.code() == Some(&crate::storage::s3::Code::NoSuchKey) => {}
         Err(e) => return Err(Error::Io(crate::storage::cluster::io_error(e))),
     }
-    let (b, k, origin) = (bucket.to_owned(), key.to_owned(), origin.clone());
+    let (b, k, recorder) = (bucket.to_owned(), key.to_owned(), origin.clone());
     db.write(move |c| {
         crate::db::extras::delete(c, &b, &k)?;
-        origin.removed(c, &b, &k)
+        recorder.removed(c, &b, &k)
     })
     .await?;
+    origin.flush(db).await?;
     Ok(())
 }
 

@@ -219,12 +219,13 @@ async fn expire_s3(
         }
         Err(e) => return Err(DbError::File(crate::storage::cluster::io_error(e))),
     }
-    let (b, k, origin) = (bucket.to_owned(), key.to_owned(), origin.clone());
+    let (b, k, recorder) = (bucket.to_owned(), key.to_owned(), origin.clone());
     db.write(move |c| {
         db::extras::delete(c, &b, &k)?;
-        origin.removed(c, &b, &k)
+        recorder.removed(c, &b, &k)
     })
     .await?;
+    origin.flush(db).await?;
     Ok(true)
 }
 

@@ -507,6 +507,7 @@ async fn complete_s3(
         assembled.size,
     );
     let link_id = upload.link_id.clone();
+    let origin_flushed = origin.clone();
     let settled = db
         .write(move |c| {
             if let Err(e) =
@@ -529,6 +530,8 @@ async fn complete_s3(
         .await;
     let failure = match settled {
         Ok(Ok(())) => {
+            // Settled: the version stays, even if its event cannot be written (500).
+            origin_flushed.flush(db).await?;
             return Ok(Completed {
                 etag: stored.etag,
                 checksum: assembled.checksum,

@@ -641,6 +641,8 @@ pub(crate) async fn commit_s3(
     let failure = match settled {
         Ok(Ok(())) => {
             std::mem::replace(hold, Hold::none()).settled();
+            // Settled: the version stays, even if its event cannot be written (500).
+            origin.flush(db).await?;
             return Ok(stored.etag);
         }
         Ok(Err(refused)) => refused,

@@ -265,7 +265,8 @@ where
                 link.is_some()
                     .then(|| fields.get(crate::links::LINK_META_FIELD).map(str::to_owned))
                     .flatten(),
-            ),
+            )
+            .with_slot(link.as_ref().and_then(|l| l.id())),
         quota: record.quota,
         link_id: link
             .as_ref()

@@ -18,11 +18,11 @@ pub(crate) const SECRET: &str = "whsec-test-0123456789";
 #[derive(Clone, Debug)]
 pub(crate) struct Received {
     /// `x-postgate-delivery`: the same on every retry of one delivery.
-    delivery: String,
+    pub(crate) delivery: String,
     pub(crate) timestamp: String,
     pub(crate) signature: String,
     pub(crate) body: String,
-    json: Value,
+    pub(crate) json: Value,
 }
 
 impl Received {
@@ -31,13 +31,18 @@ impl Received {
     }
 }
 
-/// A webhook receiver on 127.0.0.1: answers `status` and keeps what it answered 2xx.
+/// A webhook receiver on 127.0.0.1: answers `status` and keeps what it answered 2xx; the first
+/// `stall` requests it never answers, the next `fail` it answers 500.
 pub(crate) struct Receiver {
     pub(crate) url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-    status: Arc<AtomicU16>,
-    hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    pub(crate) got: Arc<Mutex<Vec<Received>>>,
+    pub(crate) status: Arc<AtomicU16>,
+    pub(crate) hits: Arc<AtomicUsize>,
+    /// When each request arrived.
+    pub(crate) hit_at: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    pub(crate) stall: Arc<AtomicUsize>,
+    pub(crate) fail: Arc<AtomicUsize>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
@@ -50,14 +55,43 @@ impl Receiver {
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (g, s, h) = (got.clone(), status.clone(), hits.clone());
+        let hit_at = Arc::new(Mutex::new(Vec::new()));
+        let stall = Arc::new(AtomicUsize::new(0));
+        let fail = Arc::new(AtomicUsize::new(0));
+        let (g, s, h, at, st, f) = (
+            got.clone(),
+            status.clone(),
+            hits.clone(),
+            hit_at.clone(),
+            stall.clone(),
+            fail.clone(),
+        );
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-                let (g, s, h) = (g.clone(), s.clone(), h.clone());
+                let (g, s, h, at, st, f) = (
+                    g.clone(),
+                    s.clone(),
+                    h.clone(),
+                    at.clone(),
+                    st.clone(),
+                    f.clone(),
+                );
                 async move {
                     h.fetch_add(1, Ordering::SeqCst);
-                    let status = s.load(Ordering::SeqCst);
+                    at.lock().unwrap().push(tokio::time::Instant::now());
+                    if st
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        std::future::pending::<()>().await;
+                    }
+                    let status = match f
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    {
+                        Ok(_) => 500,
+                        Err(_) => s.load(Ordering::SeqCst),
+                    };
                     if status < 300 {
                         let header = |n: &str| {
                             headers
@@ -86,6 +120,9 @@ impl Receiver {
             got,
             status,
             hits,
+            hit_at,
+            stall,
+            fail,
             task,
         }
     }
@@ -109,7 +146,7 @@ impl Receiver {
 }
 
 /// Declares target `name` → `url` the way `postgate webhook add` does (in the same database).
-async fn declare(app: &TestApp, name: &str, url: &str) {
+pub(crate) async fn declare(app: &TestApp, name: &str, url: &str) {
     let w = postgate::db::events::WebhookRecord {
         name: name.into(),
         url: url.into(),

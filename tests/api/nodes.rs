@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 
+use crate::events::{Received, Receiver, SECRET, notification_xml};
 use crate::helpers::*;
 use crate::linkkit::{api, call, link_form, make_link, post_form};
 
@@ -1176,4 +1177,423 @@ async fn a_nodes_own_buckets_are_seeded_once() {
         .await
         .assert_error(404, "NoSuchBucket");
     assert!(!cli(&cluster, &b, &["bucket", "list"]).contains("old "));
+}
+
+/// Announces every create and remove in `bucket` to `receiver` through target `hook`: the
+/// target is written to the control database and the configuration put through `node`, so
+/// every node has both (this node at once, the others on the change's notification).
+async fn notify_to(node: &TestApp, bucket: &str, receiver: &Receiver) {
+    let hook = postgate::db::events::WebhookRecord {
+        name: "hook".into(),
+        url: receiver.url.clone(),
+        secret: SECRET.into(),
+    };
+    let pg = node.state.links.shared().expect("a node of the cluster");
+    pg.put_webhook(&hook).await.unwrap();
+    node.req(Method::PUT, &format!("/{bucket}"))
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::hook:webhook",
+            &["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    node.state.refresh_config().await.unwrap();
+}
+
+/// The received events as (event name, key), in arrival order, each signature checked.
+fn events_of(got: &[Received]) -> Vec<(String, String)> {
+    got.iter()
+        .map(|r| {
+            let timestamp: i64 = r.timestamp.parse().unwrap();
+            assert_eq!(
+                r.signature,
+                postgate::events::sign(SECRET, timestamp, &r.body),
+                "the signature verifies"
+            );
+            let record = r.record();
+            (
+                record["eventName"].as_str().unwrap().to_owned(),
+                record["s3"]["object"]["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Events written through either node go to the shared outbox and arrive once each, signed,
+/// whichever node's worker sends them: a PUT through A, a PUT through B, a link form through
+/// B (its event written with the end of its slot).
+#[tokio::test]
+async fn each_nodes_events_arrive_once_from_the_shared_outbox() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "evt").await;
+    let b = cluster.node("node-b", "evt").await;
+    let receiver = Receiver::start().await;
+    notify_to(&a, "evt", &receiver).await;
+    notify_to(&b, "evt", &receiver).await;
+    a.put_object("evt", "from-a", b"a".to_vec()).await;
+    b.put_object("evt", "from-b", b"b".to_vec()).await;
+    let (id, token) = make_link(&b, serde_json::json!({"bucket": "evt", "prefix": "l/"})).await;
+    store_through(&b.http, &b.base, &token, "form.txt").await;
+    receiver.wait_for(3).await;
+    // Time for a second delivery by the other node's worker, if there were one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got = events_of(&receiver.got.lock().unwrap().clone());
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ObjectCreated:Post".to_owned(), "l/form.txt".to_owned()),
+            ("ObjectCreated:Put".to_owned(), "from-a".to_owned()),
+            ("ObjectCreated:Put".to_owned(), "from-b".to_owned()),
+        ]
+    );
+    assert_eq!(listed(&a, &id).await["uploaded_files"], 1);
+    // Nothing pending anywhere, nothing in the nodes' own outboxes.
+    for node in [&a, &b] {
+        assert_eq!(node.state.events.pending(&node.state.db).await.unwrap(), 0);
+    }
+}
+
+/// One key's events through two nodes arrive in the order they were made: PUT (A), DELETE (B),
+/// PUT (A), while the receiver refuses the first attempt (the later ones wait for it). With an
+/// outbox per node, B sent its DELETE at once, before A's retry of the first PUT.
+#[tokio::test]
+async fn a_keys_events_through_two_nodes_arrive_in_order() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ord").await;
+    let b = cluster.node("node-b", "ord").await;
+    let receiver = Receiver::start().await;
+    receiver.fail.store(1, std::sync::atomic::Ordering::SeqCst);
+    notify_to(&a, "ord", &receiver).await;
+    notify_to(&b, "ord", &receiver).await;
+    a.put_object("ord", "k", b"one".to_vec()).await;
+    b.delete("/ord/k").await.assert_status(204);
+    a.put_object("ord", "k", b"two".to_vec()).await;
+    let got = receiver.wait_for(3).await;
+    assert_eq!(
+        events_of(&got),
+        [
+            ("ObjectCreated:Put".to_owned(), "k".to_owned()),
+            ("ObjectRemoved:Delete".to_owned(), "k".to_owned()),
+            ("ObjectCreated:Put".to_owned(), "k".to_owned()),
+        ]
+    );
+    assert_eq!(got[0].record()["s3"]["object"]["eTag"], md5_hex(b"one"));
+    assert_eq!(got[2].record()["s3"]["object"]["eTag"], md5_hex(b"two"));
+    assert_eq!(receiver.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+/// Node A (a process, `--event-lease 4s`) takes an event and is SIGKILLed while its attempt
+/// stalls at the receiver: node B sends it once A's lease ran out, never before, and once.
+#[tokio::test]
+async fn a_killed_nodes_leased_events_are_sent_by_another_after_the_lease() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let lease = Duration::from_secs(4);
+    let receiver = Receiver::start().await;
+    receiver.stall.store(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["webhook", "add", "hook", "--url", &receiver.url])
+        .args(["--secret", SECRET])
+        .env_remove("POSTGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let mut a = node_process_with(&cluster, dir.path(), &[("POSTGATE_EVENT_LEASE", "4s")]).await;
+    let to_a = |method: Method, path: &str| req_to(&a.base, &a.host, &a.http, method, path);
+    to_a(Method::PUT, "/evt").send().await.assert_status(200);
+    to_a(Method::PUT, "/evt")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::hook:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    to_a(Method::PUT, "/evt/k")
+        .body(b"v".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    assert!(
+        poll_until(Duration::from_secs(10), || receiver
+            .hits
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1)
+        .await,
+        "node A sends the event"
+    );
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    let b = cluster
+        .node_with("node-b", "evt", |config| config.event_lease = lease)
+        .await;
+    // The target added on A's data directory before its first start was shared then.
+    b.state.refresh_config().await.unwrap();
+    let got = receiver.wait_for(1).await;
+    let hit_at = receiver.hit_at.lock().unwrap().clone();
+    let took = hit_at[1] - hit_at[0];
+    eprintln!(
+        "node B sent the killed node's event {took:?} after its attempt began (lease {lease:?})"
+    );
+    assert!(
+        took >= lease - Duration::from_millis(300),
+        "sent within the lease: {took:?}"
+    );
+    assert!(took < lease + Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        events_of(&got),
+        [("ObjectCreated:Put".to_owned(), "k".to_owned())]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 1, "sent once");
+    assert_eq!(receiver.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// The operator sees the shared outbox from any node: a dead delivery written through A is
+/// listed by `postgate events list --failed --control-db` and by B's JSON API, and B's API
+/// puts it back in the queue, from where it is delivered.
+#[tokio::test]
+async fn the_cli_and_api_list_and_retry_the_shared_outbox() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let short = |config: &mut postgate::Config| {
+        config.event_max_age = Duration::from_millis(500);
+        config.event_retry_min = Duration::from_millis(100);
+    };
+    let a = cluster.node_with("node-a", "dead", short).await;
+    let b = cluster.node_with("node-b", "dead", short).await;
+    let receiver = Receiver::start().await;
+    receiver
+        .status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    notify_to(&a, "dead", &receiver).await;
+    notify_to(&b, "dead", &receiver).await;
+    a.put_object("dead", "k", b"v".to_vec()).await;
+    let creds = (ADMIN_AK, ADMIN_SK);
+    let dead = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (res, json) = api(
+                &b,
+                Method::GET,
+                "/-/api/events?failed=1",
+                creds,
+                serde_json::Value::Null,
+            )
+            .await;
+            res.assert_status(200);
+            let events = json["events"].as_array().unwrap().clone();
+            if events.first().is_some_and(|e| e["state"] == "dead") {
+                break events;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not dead: {json}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["key"], "k");
+    assert!(dead[0]["last_error"].as_str().unwrap().contains("500"));
+    let id = dead[0]["id"].as_i64().unwrap();
+    let listed = cli(&cluster, &a, &["events", "list", "--failed"]);
+    assert!(
+        listed.lines().any(|l| l.starts_with(&format!("{id} "))
+            && l.contains("dead")
+            && l.contains("dead/k")),
+        "{listed}"
+    );
+    receiver
+        .status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    let (res, _) = api(
+        &b,
+        Method::POST,
+        &format!("/-/api/events/{id}/retry"),
+        creds,
+        serde_json::Value::Null,
+    )
+    .await;
+    res.assert_status(204);
+    let got = receiver.wait_for(1).await;
+    assert_eq!(
+        events_of(&got),
+        [("ObjectCreated:Put".to_owned(), "k".to_owned())]
+    );
+    // Recorded as delivered: no longer listed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = cli(&cluster, &b, &["events", "list"]);
+        if listed.lines().count() == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A link form's event is keyed by its slot and written with the slot's end: a second write of
+/// it (a slow node and a sweeper both settling the upload) adds no row, and the slot, ended as
+/// stored, is not given back by a later end.
+#[tokio::test]
+async fn a_second_write_of_a_slots_event_is_a_no_op() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "dup").await;
+    let (id, _) = make_link(&a, serde_json::json!({"bucket": "dup", "prefix": "d/"})).await;
+    let pg = postgate::control::Pg::connect(&cluster.pg.url, "test")
+        .await
+        .unwrap();
+    let slot = pg.reserve_form(&id, "dup", "d/f").await.unwrap().unwrap();
+    let event = postgate::control::pg::NewEvent {
+        dedupe: slot.clone(),
+        bucket: "dup".into(),
+        key: "d/f".into(),
+        name: "ObjectCreated:Post".into(),
+        fields: Default::default(),
+        targets: vec![
+            ("hook".into(), "cfg".into()),
+            ("other".into(), "cfg".into()),
+        ],
+    };
+    for _ in 0..2 {
+        pg.insert_events(std::slice::from_ref(&event), Some(&slot))
+            .await
+            .unwrap();
+    }
+    let rows = pg.list_events(false, 10).await.unwrap();
+    assert_eq!(rows.len(), 2, "one row per target: {rows:?}");
+    pg.end_form_slot(&slot, false).await.unwrap();
+    assert_eq!(listed(&a, &id).await["uploaded_files"], 1);
+}
+
+/// What the shared outbox costs, for docs/cluster.md section 5 (`cargo nextest run --test api
+/// nodes::outbox_timing --run-ignored only --no-capture`): one `insert_events` (one event, one
+/// target), and a PUT through a node into a bucket whose events go to a target against one
+/// into a bucket without notifications.
+#[tokio::test]
+#[ignore]
+async fn outbox_timing() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let node = cluster.node("node-a", "quiet").await;
+    node.create_bucket("loud").await;
+    // The node's worker delivers the events beside the PUTs (in the measured time too).
+    let receiver = Receiver::start().await;
+    notify_to(&node, "loud", &receiver).await;
+    let pg = postgate::control::Pg::connect(&cluster.pg.url, "timing")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let event = postgate::control::pg::NewEvent {
+            dedupe: format!("t{i}"),
+            bucket: "timing".into(),
+            key: format!("k{i}"),
+            name: "ObjectCreated:Put".into(),
+            fields: Default::default(),
+            targets: vec![("nobody".into(), "cfg".into())],
+        };
+        pg.insert_events(&[event], None).await.unwrap();
+    }
+    eprintln!("insert_events: {:?} each", started.elapsed() / 200);
+    for round in 0..2 {
+        for bucket in ["quiet", "loud"] {
+            let started = std::time::Instant::now();
+            for i in 0..100 {
+                node.put_object(bucket, &format!("{round}-{i}"), b"x".to_vec())
+                    .await;
+            }
+            eprintln!("PUT into {bucket}: {:?} each", started.elapsed() / 100);
+        }
+    }
+}
+
+/// A link form's file whose node stopped after the backend stored it and before its event was
+/// written (a "ghost" node that never sent a heartbeat, holding the slot of a stored file and of
+/// a missing one): another node's sweeper keeps the first slot and writes its event, once, and
+/// gives the second back without one.
+#[tokio::test]
+async fn the_sweeper_writes_the_event_a_dead_node_owed() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let b = cluster
+        .node_beating(
+            "node-b",
+            "ups",
+            Duration::from_millis(300),
+            Duration::from_secs(3),
+        )
+        .await;
+    let receiver = Receiver::start().await;
+    notify_to(&b, "ups", &receiver).await;
+    let (id, _) = make_link(&b, serde_json::json!({"bucket": "ups", "prefix": "g/"})).await;
+    cluster
+        .backend
+        .req(Method::PUT, &format!("/{CLUSTER}/ups/g/stored.txt"))
+        .header("x-amz-meta-upload-link", &id)
+        .body(b"ghost".to_vec())
+        .send()
+        .await
+        .assert_status(200);
+    let ghost = postgate::control::Pg::connect(&cluster.pg.url, "ghost")
+        .await
+        .unwrap();
+    for key in ["g/stored.txt", "g/missing.txt"] {
+        ghost.reserve_form(&id, "ups", key).await.unwrap().unwrap();
+    }
+    let got = receiver.wait_for(1).await;
+    let record = got[0].record();
+    assert_eq!(
+        events_of(&got),
+        [("ObjectCreated:Post".to_owned(), "g/stored.txt".to_owned())]
+    );
+    assert_eq!(record["s3"]["object"]["size"], 5);
+    assert_eq!(record["postgate"]["linkId"], id.as_str());
+    assert_eq!(record["userIdentity"]["principalId"], ADMIN_AK);
+    until_counted(&b, &id, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 1, "written once");
+    assert_eq!(listed(&b, &id).await["uploaded_files"], 1);
+}
+
+/// With PostgreSQL stopped, an upload through a node is still answered 200 and its event is
+/// still delivered: the rows the shared outbox refused go to the node's own SQLite outbox,
+/// which the node delivers itself.
+#[tokio::test]
+async fn events_the_control_db_refuses_are_kept_and_sent_by_the_node() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "gone").await;
+    let receiver = Receiver::start().await;
+    notify_to(&a, "gone", &receiver).await;
+    let stopped = std::process::Command::new(script())
+        .arg("stop")
+        .arg(cluster.pg.dir.path())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    a.put_object("gone", "k", b"v".to_vec()).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(
+        events_of(&got),
+        [("ObjectCreated:Put".to_owned(), "k".to_owned())]
+    );
 }
