@@ -16,10 +16,12 @@
 //! into each node's SQLite by `AppState::refresh_config`, invalidated by `NOTIFY`).
 
 pub mod pg;
+pub mod uploads;
 
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{Db, DbError};
 pub use pg::{OpenSlot, Pg, Slots};
+pub use uploads::Uploads;
 
 /// Where links and their counters live.
 #[derive(Clone)]

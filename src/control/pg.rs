@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_keys.sql"),
     include_str!("../../migrations/postgres/0004_buckets.sql"),
     include_str!("../../migrations/postgres/0005_outbox.sql"),
+    include_str!("../../migrations/postgres/0006_uploads.sql"),
 ];
 
 /// The channel the triggers of `access_keys` and `grants` notify on every change.
@@ -62,7 +63,7 @@ pub struct Pg {
     url: std::sync::Arc<str>,
 }
 
-fn pg_error(e: impl std::fmt::Display) -> DbError {
+pub(super) fn pg_error(e: impl std::fmt::Display) -> DbError {
     DbError::Control(e.to_string())
 }
 
@@ -142,7 +143,7 @@ impl Pg {
         &self.node
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
         self.pool.get().await.map_err(pg_error)
     }
 

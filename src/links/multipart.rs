@@ -44,11 +44,7 @@ pub(crate) async fn link_upload(
     link: &LinkRecord,
     upload_id: &str,
 ) -> Result<UploadRecord, JsonError> {
-    let (id, link_id) = (upload_id.to_owned(), link.id.clone());
-    let found = app
-        .db
-        .read(move |c| crate::db::uploads::get_of_link(c, &link_id, &id))
-        .await?;
+    let found = app.uploads.get_of_link(&link.id, upload_id).await?;
     match found {
         Some(record) if record.bucket == link.bucket => {
             crate::telemetry::note(|t| t.key = Some(record.key.clone()));
@@ -78,9 +74,8 @@ pub(crate) async fn part_list(
     app: &AppState,
     upload_id: &str,
 ) -> Result<Vec<PartRecord>, JsonError> {
-    let id = upload_id.to_owned();
-    app.db
-        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
+    app.uploads
+        .parts(upload_id, 0, 10_000)
         .await
         .map_err(JsonError::from)
 }
@@ -150,6 +145,7 @@ pub(crate) async fn finish(
     );
     let etag = crate::objects::multipart::complete(
         &app.db,
+        &app.uploads,
         &app.store,
         &link.bucket,
         &upload.key,
@@ -283,6 +279,7 @@ async fn make_upload(
         );
         let created = crate::objects::multipart::create(
             &app.db,
+            &app.uploads,
             &app.store,
             record.clone(),
             move |c, record| {
@@ -309,7 +306,6 @@ async fn make_upload(
                         return Ok(Err(Some(refused.into())));
                     }
                 }
-                crate::db::uploads::create(c, record)?;
                 Ok(Ok((record.key.clone(), record.upload_id.clone())))
             },
         )
@@ -376,9 +372,15 @@ pub async fn abort(
 ) -> Result<Response, JsonError> {
     let link = link::load(&app, &token, Need::Exists).await?;
     let upload = link_upload(&app, &link, &upload_id).await?;
-    if crate::objects::multipart::abort(&app.db, &app.store, &link.bucket, &upload.key, &upload_id)
-        .await?
-    {
+    let aborted = crate::objects::multipart::abort(
+        &app.db,
+        &app.uploads,
+        &app.store,
+        &link.bucket,
+        &upload.key,
+        &upload_id,
+    );
+    if aborted.await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(JsonError::new(

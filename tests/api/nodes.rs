@@ -1597,3 +1597,261 @@ async fn events_the_control_db_refuses_are_kept_and_sent_by_the_node() {
         [("ObjectCreated:Put".to_owned(), "k".to_owned())]
     );
 }
+
+/// The multipart uploads of the cluster's bucket in the backend (`(backend key, id)`).
+async fn backend_uploads(cluster: &Cluster) -> Vec<(String, String)> {
+    crate::multipart::list_uploads(&cluster.backend, CLUSTER, "").await
+}
+
+/// ListParts' `(PartNumber, Size, ETag)` of an upload, through `node`.
+async fn parts_of(node: &TestApp, bucket: &str, key: &str, id: &str) -> Vec<(u32, u64, String)> {
+    let res = crate::multipart::list_parts(node, bucket, key, id).await;
+    res.assert_status(200);
+    let text = res.text();
+    let numbers = xml_tags(&text, "PartNumber");
+    let sizes = xml_tags(&text, "Size");
+    let etags = xml_tags(&text, "ETag");
+    assert!(
+        numbers.len() == sizes.len() && sizes.len() == etags.len(),
+        "{text}"
+    );
+    (0..numbers.len())
+        .map(|i| {
+            (
+                numbers[i].parse().unwrap(),
+                sizes[i].parse().unwrap(),
+                unescape(&etags[i]),
+            )
+        })
+        .collect()
+}
+
+/// An upload's id as ListMultipartUploads of `node` lists it under `key`, if it does.
+async fn listed_upload(node: &TestApp, bucket: &str, key: &str) -> Vec<String> {
+    crate::multipart::list_uploads(node, bucket, "")
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// A multipart upload through one load-balanced address: created on A, part 1 on A, part 2 on
+/// B; ListParts and ListMultipartUploads agree on both nodes; Complete on B makes the object
+/// with Create's headers, readable through A, and leaves no upload anywhere (nodes, backend).
+#[tokio::test]
+async fn a_multipart_upload_begun_on_one_node_completes_on_another() {
+    use crate::multipart::{MIB, complete, create_with, multipart_etag, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let id = create_with(
+        &a,
+        "mpu",
+        "dir/big.bin",
+        &[
+            ("content-type", "application/x-test"),
+            ("x-amz-meta-colour", "teal"),
+        ],
+    )
+    .await;
+    let one = pattern(5 * MIB, 7);
+    let two = b"and the tail".to_vec();
+    let e1 = upload_part(&a, "mpu", "dir/big.bin", &id, 1, &one).await;
+    let e2 = upload_part(&b, "mpu", "dir/big.bin", &id, 2, &two).await;
+    let want = vec![
+        (1, one.len() as u64, e1.clone()),
+        (2, two.len() as u64, e2.clone()),
+    ];
+    assert_eq!(parts_of(&b, "mpu", "dir/big.bin", &id).await, want);
+    assert_eq!(parts_of(&a, "mpu", "dir/big.bin", &id).await, want);
+    assert_eq!(listed_upload(&a, "mpu", "dir/big.bin").await, [id.clone()]);
+    assert_eq!(listed_upload(&b, "mpu", "dir/big.bin").await, [id.clone()]);
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+
+    let done = complete(&b, "mpu", "dir/big.bin", &id, &[(1, &e1), (2, &e2)]).await;
+    done.assert_status(200);
+    let etag = multipart_etag(&[&one, &two]);
+    assert_eq!(
+        xml_tag(&done.text(), "ETag").map(|e| unescape(&e)),
+        Some(etag.clone())
+    );
+    let got = a.get("/mpu/dir/big.bin").await;
+    got.assert_status(200);
+    assert!(got.body == [one.as_slice(), two.as_slice()].concat());
+    assert_eq!(got.header("etag"), Some(etag.as_str()));
+    assert_eq!(got.header("content-type"), Some("application/x-test"));
+    assert_eq!(got.header("x-amz-meta-colour"), Some("teal"));
+    assert!(listed_upload(&a, "mpu", "dir/big.bin").await.is_empty());
+    assert!(listed_upload(&b, "mpu", "dir/big.bin").await.is_empty());
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// Abort through B of an upload created through A: 204; then A knows no such upload, and the
+/// backend's upload is gone.
+#[tokio::test]
+async fn an_upload_aborted_on_one_node_is_gone_on_the_others() {
+    use crate::multipart::{MIB, abort, create_with, upload_part, upload_part_req};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let id = create_with(&a, "mpu", "gone.bin", &[]).await;
+    upload_part(&a, "mpu", "gone.bin", &id, 1, &pattern(5 * MIB, 3)).await;
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+    abort(&b, "mpu", "gone.bin", &id).await.assert_status(204);
+    upload_part_req(&a, "mpu", "gone.bin", &id, "2", b"late")
+        .await
+        .assert_error(404, "NoSuchUpload");
+    crate::multipart::list_parts(&a, "mpu", "gone.bin", &id)
+        .await
+        .assert_error(404, "NoSuchUpload");
+    abort(&a, "mpu", "gone.bin", &id)
+        .await
+        .assert_error(404, "NoSuchUpload");
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// The sweep of orphan backend uploads on B (`--multipart-expiry` of 1 ms: every backend upload
+/// no row names is an orphan to it) spares the live upload A began: the rows it reads are the
+/// ones every node shares.
+#[tokio::test]
+async fn another_nodes_orphan_sweep_spares_a_live_upload() {
+    use crate::multipart::{MIB, complete, create_with, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster
+        .node_with("node-b", "mpu", |config| {
+            config.multipart_expiry = Duration::from_millis(1);
+        })
+        .await;
+    // B's own sweeps at start are over before the upload begins.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = create_with(&a, "mpu", "live.bin", &[]).await;
+    let one = pattern(5 * MIB, 5);
+    let e1 = upload_part(&a, "mpu", "live.bin", &id, 1, &one).await;
+    let e2 = upload_part(&a, "mpu", "live.bin", &id, 2, b"end").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.state.sweep_backend_uploads().await;
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+    complete(&a, "mpu", "live.bin", &id, &[(1, &e1), (2, &e2)])
+        .await
+        .assert_status(200);
+    let got = a.get("/mpu/live.bin").await;
+    got.assert_status(200);
+    assert_eq!(got.body.len(), one.len() + 3);
+}
+
+/// Two Completes of one upload racing through A and B: both answer 200 with the one object's
+/// ETag (S3's answer to a repeated Complete; the row is removed by one of them only), the
+/// object is the upload's bytes, and no upload is left. Several rounds, to meet the race.
+#[tokio::test]
+async fn two_completes_racing_through_two_nodes_make_one_object() {
+    use crate::multipart::{MIB, complete, create_with, multipart_etag, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let one = pattern(5 * MIB, 9);
+    for round in 0..4 {
+        let key = format!("race-{round}.bin");
+        let tail = format!("tail {round}").into_bytes();
+        let id = create_with(&a, "mpu", &key, &[]).await;
+        let e1 = upload_part(&a, "mpu", &key, &id, 1, &one).await;
+        let e2 = upload_part(&b, "mpu", &key, &id, 2, &tail).await;
+        let parts = [(1, e1.as_str()), (2, e2.as_str())];
+        let (ra, rb) = tokio::join!(
+            complete(&a, "mpu", &key, &id, &parts),
+            complete(&b, "mpu", &key, &id, &parts)
+        );
+        let etag = multipart_etag(&[&one, &tail]);
+        for res in [&ra, &rb] {
+            res.assert_status(200);
+            assert_eq!(
+                xml_tag(&res.text(), "ETag").map(|e| unescape(&e)),
+                Some(etag.clone())
+            );
+        }
+        let got = b.get(&format!("/mpu/{key}")).await;
+        got.assert_status(200);
+        assert!(got.body == [one.as_slice(), tail.as_slice()].concat());
+        assert!(listed_upload(&a, "mpu", &key).await.is_empty());
+    }
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// A link's multipart upload (Uppy's routes) begun on A, its parts signed and sent through A
+/// and B, listed and completed through B.
+#[tokio::test]
+async fn a_links_multipart_upload_begun_on_one_node_completes_on_another() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let (_, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "ups", "prefix": "u/", "max_size": 6 << 20}),
+    )
+    .await;
+    let (res, created) = call(
+        &a,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    let upload_id = created["uploadId"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_q = format!("key={}", key.replace('/', "%2F"));
+    let first = pattern(5 << 20, 11);
+    let last = b"the end".to_vec();
+    let mut etags = Vec::new();
+    for (n, node, bytes) in [(1, &a, &first), (2, &b, &last)] {
+        let (res, signed) = call(
+            node,
+            Method::GET,
+            &format!("/-/u/{token}/s3/multipart/{upload_id}/{n}?{key_q}"),
+            None,
+        )
+        .await;
+        res.assert_status(200);
+        let put = node
+            .send_url(Method::PUT, signed["url"].as_str().unwrap(), bytes.clone())
+            .await;
+        put.assert_status(200);
+        etags.push(put.header("etag").unwrap().trim_matches('"').to_owned());
+    }
+    let (res, listed) = call(
+        &b,
+        Method::GET,
+        &format!("/-/u/{token}/s3/multipart/{upload_id}?{key_q}"),
+        None,
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    let (res, done) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart/{upload_id}/complete?{key_q}"),
+        Some(serde_json::json!({"parts": [
+            {"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 2, "ETag": etags[1]}
+        ]})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(done["key"], key.as_str());
+    let got = a.get(&format!("/ups/{key}")).await;
+    got.assert_status(200);
+    assert!(got.body == [first.as_slice(), last.as_slice()].concat());
+    assert_eq!(got.header("content-type"), Some("video/mp4"));
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
