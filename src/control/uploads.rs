@@ -143,6 +143,29 @@ impl Uploads {
         }
     }
 
+    /// Which of `keys` (of `bucket`) unfinished uploads in the shared control database target;
+    /// none with local rows, which the caller's SQLite transaction reads itself
+    /// (`db::uploads::key_in_progress`).
+    pub async fn keys_in_progress(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, DbError> {
+        let Uploads::Shared(pg) = self else {
+            return Ok(Vec::new());
+        };
+        let rows = pg
+            .client()
+            .await?
+            .query(
+                "SELECT DISTINCT key FROM uploads WHERE bucket = $1 AND key = ANY($2)",
+                &[&bucket, &keys],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Every open upload's saved headers (the orphan sweep spares the backend uploads they
     /// name: with several nodes, every node's).
     pub async fn all_headers(&self) -> Result<Vec<String>, DbError> {

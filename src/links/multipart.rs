@@ -263,12 +263,19 @@ async fn make_upload(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        // Shared upload rows: the names other nodes' uploads hold (the backend's create-only
+        // Complete refuses a name two nodes picked at once).
+        let busy = link::busy_keys(app, &link.bucket, &link.prefix, name).await?;
         if on_backend {
-            let (bucket, prefix, name) =
-                (link.bucket.clone(), link.prefix.clone(), name.to_owned());
+            let (bucket, prefix, name, busy) = (
+                link.bucket.clone(),
+                link.prefix.clone(),
+                name.to_owned(),
+                busy.clone(),
+            );
             record.key = app
                 .db
-                .read(move |c| free_key(c, &bucket, &prefix, &name))
+                .read(move |c| free_key(c, &bucket, &prefix, &name, &busy))
                 .await?;
         }
         let (bucket, prefix, link_id, name) = (
@@ -283,7 +290,7 @@ async fn make_upload(
             &app.store,
             record.clone(),
             move |c, record| {
-                let key = free_key(c, &bucket, &prefix, &name)?;
+                let key = free_key(c, &bucket, &prefix, &name, &busy)?;
                 if on_backend && key != record.key {
                     return Ok(Err(None));
                 }

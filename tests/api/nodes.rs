@@ -1787,7 +1787,8 @@ async fn two_completes_racing_through_two_nodes_make_one_object() {
 }
 
 /// A link's multipart upload (Uppy's routes) begun on A, its parts signed and sent through A
-/// and B, listed and completed through B.
+/// and B, listed and completed through B; a second upload of the same name begun through B
+/// meanwhile gets the next free name, and is aborted through A.
 #[tokio::test]
 async fn a_links_multipart_upload_begun_on_one_node_completes_on_another() {
     let Some(cluster) = cluster().await else {
@@ -1810,6 +1811,17 @@ async fn a_links_multipart_upload_begun_on_one_node_completes_on_another() {
     res.assert_status(200);
     let upload_id = created["uploadId"].as_str().unwrap().to_owned();
     let key = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(key, "u/clip.mp4");
+    // The same name begun through B while A's upload holds it: the next free name.
+    let (res, second) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(second["key"], "u/clip (2).mp4");
     let key_q = format!("key={}", key.replace('/', "%2F"));
     let first = pattern(5 << 20, 11);
     let last = b"the end".to_vec();
@@ -1853,5 +1865,42 @@ async fn a_links_multipart_upload_begun_on_one_node_completes_on_another() {
     got.assert_status(200);
     assert!(got.body == [first.as_slice(), last.as_slice()].concat());
     assert_eq!(got.header("content-type"), Some("video/mp4"));
+    // The second upload, begun through B, aborted through A.
+    let (res, _) = call(
+        &a,
+        Method::DELETE,
+        &format!(
+            "/-/u/{token}/s3/multipart/{}?key=u%2Fclip%20(2).mp4",
+            second["uploadId"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    res.assert_status(204);
     assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// A node restart loses no shared upload: begun through A, A stops; B takes part 2; A starts
+/// again on its data directory (its start-up sweeps run) and completes the upload.
+#[tokio::test]
+async fn a_shared_upload_survives_its_nodes_restart() {
+    use crate::multipart::{MIB, complete, create_with, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let id = create_with(&a, "mpu", "kept.bin", &[]).await;
+    let one = pattern(5 * MIB, 13);
+    let e1 = upload_part(&a, "mpu", "kept.bin", &id, 1, &one).await;
+    let dir = a.stop().await;
+    let e2 = upload_part(&b, "mpu", "kept.bin", &id, 2, b"after").await;
+    let a = spawn_app_in_with(dir, |config| cluster.as_node("node-a", config)).await;
+    assert_eq!(parts_of(&a, "mpu", "kept.bin", &id).await.len(), 2);
+    complete(&a, "mpu", "kept.bin", &id, &[(1, &e1), (2, &e2)])
+        .await
+        .assert_status(200);
+    let got = b.get("/mpu/kept.bin").await;
+    got.assert_status(200);
+    assert!(got.body == [one.as_slice(), b"after"].concat());
 }
