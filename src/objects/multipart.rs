@@ -247,6 +247,7 @@ pub struct Declared {
 ///
 /// When the bucket or the upload's link verifies types, the first part's bytes must match the
 /// declared type (`sniff::check`), or 400 `XPostgateContentMismatch` and no object.
+#[allow(clippy::too_many_arguments)]
 pub async fn complete(
     db: &Db,
     uploads: &Uploads,

@@ -1667,8 +1667,8 @@ async fn a_multipart_upload_begun_on_one_node_completes_on_another() {
     ];
     assert_eq!(parts_of(&b, "mpu", "dir/big.bin", &id).await, want);
     assert_eq!(parts_of(&a, "mpu", "dir/big.bin", &id).await, want);
-    assert_eq!(listed_upload(&a, "mpu", "dir/big.bin").await, [id.clone()]);
-    assert_eq!(listed_upload(&b, "mpu", "dir/big.bin").await, [id.clone()]);
+    assert_eq!(listed_upload(&a, "mpu", "dir/big.bin").await, [id.as_str()]);
+    assert_eq!(listed_upload(&b, "mpu", "dir/big.bin").await, [id.as_str()]);
     assert_eq!(backend_uploads(&cluster).await.len(), 1);
 
     let done = complete(&b, "mpu", "dir/big.bin", &id, &[(1, &e1), (2, &e2)]).await;
