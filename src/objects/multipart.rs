@@ -928,14 +928,23 @@ pub async fn get(
 /// The most bytes part `number` of `upload` may hold: S3's part limit, and for the upload of an
 /// upload link the link's maximum file size less the upload's other parts. A closed (revoked or
 /// expired) link takes no part.
-pub async fn part_budget(db: &Db, upload: &UploadRecord, number: u32) -> Result<u64> {
+pub async fn part_budget(
+    db: &Db,
+    uploads: &Uploads,
+    upload: &UploadRecord,
+    number: u32,
+) -> Result<u64> {
     let Some(link_id) = upload.link_id.clone() else {
         return Ok(MAX_PART_SIZE);
     };
     let id = upload.upload_id.clone();
-    let budget = db
-        .read(move |c| link_budget(c, &link_id, &id, number))
-        .await??;
+    let budget = match uploads.shared() {
+        Some(_) => shared_link_budget(db, uploads, &link_id, &id, number).await??,
+        None => {
+            db.read(move |c| link_budget(c, &link_id, &id, number))
+                .await??
+        }
+    };
     Ok(budget.min(MAX_PART_SIZE))
 }
 
@@ -1290,23 +1299,36 @@ async fn check_shared_part(
     let Some(link_id) = &current.link_id else {
         return Ok(Ok(()));
     };
+    Ok(
+        match shared_link_budget(db, uploads, link_id, id, number).await? {
+            Ok(max) if size > max => Err(Error::TooLarge { size, max }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
+    )
+}
+
+/// [`link_budget`] with shared rows: the link's maximum (unless closed) less the bytes of the
+/// upload's other parts, as recorded by every node.
+async fn shared_link_budget(
+    db: &Db,
+    uploads: &Uploads,
+    link_id: &str,
+    upload_id: &str,
+    number: u32,
+) -> std::result::Result<Result<u64>, DbError> {
     let max = match link_max_size(db, link_id).await? {
         Ok(max) => max,
         Err(e) => return Ok(Err(e)),
     };
     let others: u64 = uploads
-        .parts(id, 0, usize::MAX >> 1)
+        .parts(upload_id, 0, usize::MAX >> 1)
         .await?
         .iter()
         .filter(|p| p.part_number != number)
         .map(|p| p.size)
         .sum();
-    let max = max.saturating_sub(others);
-    Ok(if size > max {
-        Err(Error::TooLarge { size, max })
-    } else {
-        Ok(())
-    })
+    Ok(Ok(max.saturating_sub(others)))
 }
 
 /// [`record_part`] with shared rows: this node's quota settles the room `reservation` kept,

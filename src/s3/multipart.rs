@@ -178,7 +178,7 @@ pub async fn upload_part(
     refuse_unsupported_write_headers(req)?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
-    let max = multipart::part_budget(&app.db, &upload, number).await?;
+    let max = multipart::part_budget(&app.db, &app.uploads, &upload, number).await?;
     let sniff = multipart::part_sniffer(&app.db, &upload, number, verify_type).await?;
     let quota = super::object::bucket_quota(app, req.bucket()).await?;
     let size = super::object::declared_size(req);
@@ -273,7 +273,7 @@ pub async fn upload_part_copy(
             (a, b - a + 1)
         }
     };
-    let max = multipart::part_budget(&app.db, &upload, number).await?;
+    let max = multipart::part_budget(&app.db, &app.uploads, &upload, number).await?;
     if len > max {
         return Err(crate::objects::Error::TooLarge { size: len, max }.into());
     }
