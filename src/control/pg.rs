@@ -699,13 +699,21 @@ impl Pg {
         })
     }
 
-    /// Removes bucket `name` and its notification configuration; `false`: no such bucket.
+    /// Removes bucket `name`, its notification configuration and its unfinished multipart
+    /// uploads; `false`: no such bucket.
     /// Whether it is empty is the caller's to check (in the backend).
     pub async fn delete_bucket(&self, name: &str) -> Result<bool, DbError> {
         let n = self
             .client()
             .await?
-            .execute("DELETE FROM buckets WHERE name = $1", &[&name])
+            .execute(
+                // Its unfinished multipart uploads go with it (their backend uploads are then
+                // orphans, aborted by the nodes' sweep), as a node's copy of the bucket takes its
+                // own rows with it.
+                "WITH uploads_gone AS (DELETE FROM uploads WHERE bucket = $1)
+                 DELETE FROM buckets WHERE name = $1",
+                &[&name],
+            )
             .await
             .map_err(pg_error)?;
         Ok(n > 0)

@@ -1910,3 +1910,67 @@ async fn a_shared_upload_survives_its_nodes_restart() {
     got.assert_status(200);
     assert!(got.body == [one.as_slice(), b"after"].concat());
 }
+
+/// Not a test: the time of UploadPart (5 MiB, over the same backend) with the upload's rows in
+/// PostgreSQL and in the node's SQLite, printed for docs/cluster.md section 4
+/// (`cargo nextest run --test api nodes::part_timing --run-ignored only --no-capture`).
+#[tokio::test]
+#[ignore]
+async fn part_timing() {
+    use crate::multipart::{MIB, abort, create_with, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let shared = cluster.node("node-a", "mpu").await;
+    let local = spawn_app_with(|config| cluster.on_backend(config)).await;
+    ensure_bucket(&local, "mpt").await;
+    let body = pattern(5 * MIB, 1);
+    const PARTS: u32 = 20;
+    for round in 0..2 {
+        for (name, app, bucket) in [("postgresql", &shared, "mpu"), ("sqlite", &local, "mpt")] {
+            let id = create_with(app, bucket, "timed.bin", &[]).await;
+            let started = std::time::Instant::now();
+            for n in 1..=PARTS {
+                upload_part(app, bucket, "timed.bin", &id, n, &body).await;
+            }
+            let per = started.elapsed() / PARTS;
+            let rows = std::time::Instant::now();
+            for _ in 0..PARTS {
+                app.state.uploads.parts(&id, 0, 10_000).await.unwrap();
+            }
+            let read = rows.elapsed() / PARTS;
+            eprintln!(
+                "round {round} {name}: UploadPart of 5 MiB {per:?} each; reading {PARTS} part rows {read:?}"
+            );
+            abort(app, bucket, "timed.bin", &id)
+                .await
+                .assert_status(204);
+        }
+    }
+}
+
+/// A bucket deleted through one node takes its unfinished multipart uploads with it: made again,
+/// it lists none through either node.
+#[tokio::test]
+async fn a_deleted_buckets_shared_uploads_go_with_it() {
+    use crate::multipart::{create_with, list_uploads};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    a.req(Method::PUT, "/brief").send().await.assert_status(200);
+    let put_b = || b.req(Method::PUT, "/brief/seen").body(b"b".to_vec());
+    until_answer(put_b, 200, None, BOUND).await;
+    b.delete("/brief/seen").await.assert_status(204);
+    create_with(&b, "brief", "open.bin", &[]).await;
+    a.req(Method::DELETE, "/brief")
+        .send()
+        .await
+        .assert_status(204);
+    a.req(Method::PUT, "/brief").send().await.assert_status(200);
+    assert!(list_uploads(&a, "brief", "").await.is_empty());
+    let put_b = || b.req(Method::PUT, "/brief/again").body(b"b".to_vec());
+    until_answer(put_b, 200, None, BOUND).await;
+    assert!(list_uploads(&b, "brief", "").await.is_empty());
+}
