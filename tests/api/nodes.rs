@@ -1974,3 +1974,65 @@ async fn a_deleted_buckets_shared_uploads_go_with_it() {
     until_answer(put_b, 200, None, BOUND).await;
     assert!(list_uploads(&b, "brief", "").await.is_empty());
 }
+
+/// The expiry sweep run by two nodes at once over one shared upload aborts it once (each row is
+/// answered to one deleting statement), and a link revoked through A aborts the link's upload
+/// begun through B.
+#[tokio::test]
+async fn shared_uploads_expire_once_and_go_with_their_revoked_link() {
+    use crate::multipart::create_with;
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    create_with(&a, "ups", "old.bin", &[]).await;
+    let far_future = i64::MAX / 2;
+    let (na, nb) = tokio::join!(
+        postgate::objects::multipart::expire(
+            &a.state.db,
+            &a.state.uploads,
+            &a.state.store,
+            far_future
+        ),
+        postgate::objects::multipart::expire(
+            &b.state.db,
+            &b.state.uploads,
+            &b.state.store,
+            far_future
+        ),
+    );
+    assert_eq!(na.unwrap() + nb.unwrap(), 1);
+    assert!(
+        crate::multipart::list_uploads(&b, "ups", "")
+            .await
+            .is_empty()
+    );
+    assert!(backend_uploads(&cluster).await.is_empty());
+
+    let (id, token) = make_link(&a, serde_json::json!({"bucket": "ups", "prefix": "r/"})).await;
+    let (res, _) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(serde_json::json!({"filename": "r.bin"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+    let (res, _) = api(
+        &a,
+        Method::DELETE,
+        &format!("/-/api/links/{id}"),
+        (ADMIN_AK, ADMIN_SK),
+        serde_json::Value::Null,
+    )
+    .await;
+    res.assert_status(204);
+    assert!(
+        crate::multipart::list_uploads(&b, "ups", "")
+            .await
+            .is_empty()
+    );
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
