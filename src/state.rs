@@ -16,6 +16,9 @@ use crate::storage::Storage;
 /// How long a looked-up access key or bucket row is trusted before it is read again, so that keys
 /// the operator deletes with the CLI while the server runs stop working promptly.
 const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How far apart the nodes' clocks may be for [`AppState::know_link`] to hold (NTP keeps them
+/// far closer).
+const CLOCK_SKEW: Duration = Duration::from_secs(1);
 
 /// The principal of the lifecycle sweeper's events (S3 names its own service).
 const LIFECYCLE_PRINCIPAL: &str = "postgate:lifecycle";
@@ -57,7 +60,8 @@ pub struct AppState {
     keys: Arc<RwLock<KeyCache>>,
     buckets: Arc<BucketCache>,
     /// One [`AppState::refresh_config`] at a time: an older read never replaces a newer copy.
-    config_copy: Arc<tokio::sync::Mutex<()>>,
+    /// Holds when the last read that was copied began (ms since the epoch).
+    config_copy: Arc<tokio::sync::Mutex<i64>>,
     /// POST policies decoded earlier, by their base64 text (`s3::post_object` fills and reads
     /// it, only after a form's signature verified against the key as it is now). One per
     /// server: two servers in one process (the tests) share nothing.
@@ -520,10 +524,20 @@ impl AppState {
     /// copies the grants again (for the buckets this node now has), forgets the cached bucket
     /// rows and reloads the event rules. One at a time. Does nothing without one.
     pub async fn refresh_config(&self) -> Result<(), DbError> {
+        self.refresh_config_after(None).await
+    }
+
+    /// [`AppState::refresh_config`], unless a read that began after `after` (ms since the
+    /// epoch; `None`: always read) was copied meanwhile: a burst of requests waiting for one fresh copy reads it once.
+    async fn refresh_config_after(&self, after: Option<i64>) -> Result<(), DbError> {
         let Some(pg) = self.links.shared() else {
             return Ok(());
         };
-        let _one = self.config_copy.lock().await;
+        let mut last = self.config_copy.lock().await;
+        if after.is_some_and(|after| *last > after) {
+            return Ok(());
+        }
+        let began = db::now_millis();
         let shared = pg.shared_config().await?;
         let changed = self
             .db
@@ -534,7 +548,26 @@ impl AppState {
             self.buckets_changed();
             self.events.reload(&self.db).await?;
         }
+        *last = began;
         Ok(())
+    }
+
+    /// With a shared control database, a link made on another node a moment ago may not be in
+    /// this node's copy of the configuration yet (its webhook comes with the link's
+    /// notification, or at the periodic re-read, `CACHE_TTL`). A link younger than twice that
+    /// whose webhook this node does not know has the configuration read once more (unless a
+    /// read begun after the link was made, allowing `CLOCK_SKEW` between the nodes' clocks,
+    /// already was), so its uploads through this node are announced to it; an older link's
+    /// webhook is already here.
+    pub async fn know_link(&self, link: &db::links::LinkRecord) {
+        let young = link.created_at > db::now_millis() - 2 * CACHE_TTL.as_millis() as i64;
+        if !young || self.links.shared().is_none() || self.events.link_target(&link.id).is_some() {
+            return;
+        }
+        let made = link.created_at + CLOCK_SKEW.as_millis() as i64;
+        if let Err(e) = self.refresh_config_after(Some(made)).await {
+            tracing::warn!(error = %e, link = %link.id, "cannot read the shared configuration");
+        }
     }
 
     /// The event rules read again, with the webhook targets declared a moment ago (with a

@@ -18,14 +18,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_keys.sql"),
     include_str!("../../migrations/postgres/0004_buckets.sql"),
     include_str!("../../migrations/postgres/0005_outbox.sql"),
-    include_str!("../../migrations/postgres/0006_uploads.sql"),
+    include_str!("../../migrations/postgres/0006_link_webhooks.sql"),
+    include_str!("../../migrations/postgres/0007_uploads.sql"),
 ];
 
 /// The channel the triggers of `access_keys` and `grants` notify on every change.
 pub const KEYS_CHANNEL: &str = "postgate_keys";
 
 /// The channel the triggers of `buckets`, `bucket_notifications` and `webhooks` notify on
-/// every change.
+/// every change, and that of `links` on a new link with a webhook.
 pub const CONFIG_CHANNEL: &str = "postgate_config";
 
 /// The channel the `outbox` trigger notifies on every insert.
@@ -40,6 +41,10 @@ const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 const END_SLOT: &str = "WITH gone AS (DELETE FROM link_form_slots WHERE id = $1 RETURNING link_id)
      UPDATE links SET uploaded_files = uploaded_files - 1
      WHERE NOT $2 AND uploaded_files > 0 AND id IN (SELECT link_id FROM gone)";
+
+/// How long after its link expired an upload's event still goes to the link's webhook: an
+/// upload the link let in may still be arriving (a large body, a multipart upload).
+const LINK_WEBHOOK_GRACE_MS: i64 = 24 * 3600 * 1000;
 
 /// Slot rows one settle takes (and locks) at a time.
 const SETTLE_BATCH: i64 = 64;
@@ -850,8 +855,19 @@ impl Pg {
             )
             .await
             .map_err(pg_error)?;
+        let link_webhooks = tx
+            .query(
+                &format!(
+                    "SELECT id, webhook FROM links WHERE webhook IS NOT NULL AND NOT revoked
+                     AND expires_at > {PG_NOW_MS} - $1 ORDER BY id COLLATE \"C\""
+                ),
+                &[&LINK_WEBHOOK_GRACE_MS],
+            )
+            .await
+            .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         Ok(SharedConfig {
+            link_webhooks: link_webhooks.iter().map(|r| (r.get(0), r.get(1))).collect(),
             buckets: buckets
                 .iter()
                 .map(bucket_from_row)

@@ -281,16 +281,21 @@ pub struct SharedConfig {
     /// (bucket, JSON of `events::rules::NotificationConfig`).
     pub notifications: Vec<(String, String)>,
     pub webhooks: Vec<super::events::WebhookRecord>,
+    /// (link id, target name) of the links with a webhook, by link id.
+    pub link_webhooks: Vec<(String, String)>,
 }
 
 /// This SQLite's buckets, notification configurations and webhook targets.
 pub fn local_config(conn: &Connection) -> Result<SharedConfig, DbError> {
     let mut notifications = super::events::notifications(conn)?;
     notifications.sort();
+    let mut link_webhooks = super::events::link_webhooks(conn)?;
+    link_webhooks.sort();
     Ok(SharedConfig {
         buckets: list(conn)?,
         notifications,
         webhooks: super::events::webhooks(conn)?,
+        link_webhooks,
     })
 }
 
@@ -361,6 +366,12 @@ pub fn replace_shared(conn: &Connection, shared: &SharedConfig) -> Result<bool, 
             super::events::put_webhook(conn, w)?;
         }
     }
+    if local.link_webhooks != shared.link_webhooks {
+        conn.execute("DELETE FROM link_webhooks", [])?;
+        for (link_id, target) in &shared.link_webhooks {
+            super::events::set_link_webhook(conn, link_id, target)?;
+        }
+    }
     Ok(true)
 }
 
@@ -398,6 +409,7 @@ mod tests {
                 url: "http://127.0.0.1:9/h".into(),
                 secret: "s3cret".into(),
             }],
+            link_webhooks: vec![("link1".into(), "hook".into())],
         };
         assert!(replace_shared(&conn, &shared).unwrap());
         assert_eq!(local_config(&conn).unwrap(), shared);

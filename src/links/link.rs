@@ -44,6 +44,7 @@ pub async fn load(app: &AppState, token: &str, need: Need) -> Result<LinkRecord,
         Ok(None) => return Err(Unavailable::Unknown),
         Err(e) => return Err(Unavailable::Failed(e)),
     };
+    app.know_link(&link).await;
     // Every link route's access-log line names the link, its bucket and the key that signs
     // its uploads.
     crate::telemetry::note(|t| {
@@ -322,6 +323,9 @@ pub(crate) async fn check_form(
 ) -> Result<FormSlot, S3Error> {
     crate::telemetry::note(|t| t.link = Some(link_id.to_owned()));
     let link = app.links.get_by_id(link_id).await?;
+    if let Some(link) = &link {
+        app.know_link(link).await;
+    }
     let pinned = |policy: &crate::policy::Policy| {
         policy.conditions().iter().any(|c| {
             matches!(c.kind(), crate::policy::ConditionKind::Eq { field, value }

@@ -1259,6 +1259,64 @@ async fn each_nodes_events_arrive_once_from_the_shared_outbox() {
     }
 }
 
+/// A link made on node A with a webhook hears of its uploads through every node: through B,
+/// which does not listen for notifications (it reads the configuration again for a link so
+/// young whose webhook it does not know), at once; C, which listens, has the link's webhook
+/// on the link's notification, within 1 s (the periodic re-read is every 5 s).
+#[tokio::test]
+async fn a_links_webhook_hears_its_uploads_through_every_node() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "lwh").await;
+    let b = cluster
+        .node_with("node-b", "lwh", |config| config.control_listen = false)
+        .await;
+    let c = cluster.node("node-c", "lwh").await;
+    let receiver = Receiver::start().await;
+    let hook = postgate::db::events::WebhookRecord {
+        name: "hook".into(),
+        url: receiver.url.clone(),
+        secret: SECRET.into(),
+    };
+    let pg = a.state.links.shared().expect("a node of the cluster");
+    pg.put_webhook(&hook).await.unwrap();
+    a.state.refresh_config().await.unwrap();
+    let made = tokio::time::Instant::now();
+    let (id, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "lwh", "prefix": "l/", "webhook": "hook"}),
+    )
+    .await;
+    while c.state.events.link_target(&id).is_none() {
+        assert!(
+            made.elapsed() < Duration::from_secs(1),
+            "C never had the link's webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "with NOTIFY: the link's webhook reached node C {:?} after the link was made",
+        made.elapsed()
+    );
+    store_through(&b.http, &b.base, &token, "via-b.txt").await;
+    store_through(&a.http, &a.base, &token, "via-a.txt").await;
+    let got = receiver.wait_for(2).await;
+    let mut keys: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let record = r.record();
+            assert_eq!(record["eventName"], "ObjectCreated:Post");
+            assert_eq!(record["postgate"]["linkId"], id.as_str());
+            record["s3"]["object"]["key"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["l/via-a.txt", "l/via-b.txt"]);
+    assert_eq!(events_of(&got).len(), 2, "signed");
+    assert_eq!(listed(&b, &id).await["webhook"], "hook");
+}
+
 /// One key's events through two nodes arrive in the order they were made: PUT (A), DELETE (B),
 /// PUT (A), while the receiver refuses the first attempt (the later ones wait for it). With an
 /// outbox per node, B sent its DELETE at once, before A's retry of the first PUT.

@@ -643,8 +643,17 @@ def test_two_nodes_hold_a_links_max_files(ceph, s3, tmp_path_factory):
                         {"POSTGATE_CONTROL_DB": url, "POSTGATE_NODE_ID": f"node-{name}"})
             )
         bucket = f"nb-{uuid.uuid4().hex[:12]}"
-        for node in nodes:
-            node.client().create_bucket(Bucket=bucket)
+        # Buckets are shared: made on one node, every node has it (at once on the change's
+        # notification, within 5 s at worst).
+        nodes[0].client().create_bucket(Bucket=bucket)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                nodes[1].client().head_bucket(Bucket=bucket)
+                break
+            except botocore.exceptions.ClientError:
+                assert time.monotonic() < deadline, "node b never had the bucket"
+                time.sleep(0.05)
         http = urllib3.PoolManager(maxsize=32)
         auth = {"authorization": f"Bearer {PG_ACCESS_KEY}:{PG_SECRET_KEY}"}
         made = http.request("POST", f"{nodes[0].endpoint}/-/api/links", headers=auth,
