@@ -516,9 +516,9 @@ async fn complete_s3(
         .complete_multipart(&backend_key, &backend_upload, &named, condition.as_ref())
         .await
     {
-        // Completed meanwhile by a concurrent Complete (another node's, with shared rows):
+        // With shared rows, completed meanwhile by a concurrent Complete through another node:
         // answered as a retry is, from the object.
-        Err(e) if e.code() == Some(&Code::NoSuchUpload) => {
+        Err(e) if e.code() == Some(&Code::NoSuchUpload) && uploads.shared().is_some() => {
             return already_done(upload_id.to_owned()).await;
         }
         stored => stored,
@@ -528,6 +528,7 @@ async fn complete_s3(
             Error::PreconditionFailed("If-Match")
         }
         Some(Code::PreconditionFailed) => Error::PreconditionFailed("If-None-Match"),
+        Some(Code::NoSuchUpload) => Error::NoSuchUpload(upload_id.to_owned()),
         Some(Code::InvalidPart) => Error::InvalidPart {
             upload_id: upload_id.to_owned(),
             part_number: 0,
