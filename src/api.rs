@@ -317,7 +317,7 @@ pub async fn revoke_link(
     // Revoked for every node first (with a shared control database), then here: its unfinished
     // uploads are aborted in the same transaction; their parts are freed too.
     app.links.revoke_shared(&link.id).await?;
-    crate::objects::link::revoke(&app.db, &app.store, &link.id).await?;
+    crate::objects::link::revoke(&app.db, &app.uploads, &app.store, &link.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -50,6 +50,9 @@ pub struct AppState {
     /// Where upload links and their counters live: this SQLite, or PostgreSQL shared by several
     /// nodes (`--control-db`).
     pub links: crate::control::Links,
+    /// Where multipart uploads in progress and their parts live: this SQLite, or the same
+    /// PostgreSQL as the links, so that an upload begun on one node continues on another.
+    pub uploads: crate::control::Uploads,
     /// The `/-/metrics` registry, one per server.
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Who wants which object event (webhooks), and the delivery worker's wake-up.
@@ -337,11 +340,16 @@ impl AppState {
         let metrics = Arc::new(crate::telemetry::Metrics::new(db.batch_sizes()));
         // Events committed before a crash and not yet delivered go out now.
         events.start(db.clone(), metrics.clone());
+        let uploads = match links.shared() {
+            Some(pg) => crate::control::Uploads::Shared(pg.clone()),
+            None => crate::control::Uploads::Local(db.clone()),
+        };
         let state = AppState {
             config: Arc::new(config),
             db,
             store,
             links,
+            uploads,
             metrics,
             events,
             keys: Arc::new(RwLock::new(HashMap::new())),
@@ -363,10 +371,10 @@ impl AppState {
         Ok((state, generated))
     }
 
-    /// The values `/-/metrics` reads at scrape time: open multipart uploads (from SQLite), free
+    /// The values `/-/metrics` reads at scrape time: open multipart uploads (where they live), free
     /// space in the data directory, and the WAL's size.
     pub async fn scrape(&self) -> crate::telemetry::Scrape {
-        let open = self.db.read(db::uploads::count_open).await;
+        let open = self.uploads.count_open().await;
         if let Err(e) = &open {
             tracing::warn!(error = %e, "metrics: cannot count open multipart uploads");
         }
@@ -394,7 +402,8 @@ impl AppState {
     pub async fn expire_uploads(&self) {
         let expiry = self.config.multipart_expiry.as_millis() as i64;
         let cutoff = db::now_millis() - expiry;
-        match crate::objects::multipart::expire(&self.db, &self.store, cutoff).await {
+        match crate::objects::multipart::expire(&self.db, &self.uploads, &self.store, cutoff).await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "aborted expired multipart uploads"),
             Err(e) => tracing::warn!(error = %e, "multipart expiry failed"),
@@ -406,7 +415,8 @@ impl AppState {
     /// At start and with each lifecycle sweep.
     pub async fn sweep_backend_uploads(&self) {
         let older_than = self.config.multipart_expiry;
-        match crate::objects::multipart::sweep_orphans(&self.db, &self.store, older_than).await {
+        match crate::objects::multipart::sweep_orphans(&self.uploads, &self.store, older_than).await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "aborted orphan backend multipart uploads"),
             Err(e) => tracing::warn!(error = %e, "sweep of orphan backend uploads failed"),
@@ -657,7 +667,9 @@ impl AppState {
     pub async fn sweep_lifecycle(&self) -> crate::objects::lifecycle::Swept {
         let day = self.config.lifecycle_debug_day;
         let origin = self.lifecycle_origin();
-        match crate::objects::lifecycle::sweep(&self.db, &self.store, day, &origin).await {
+        match crate::objects::lifecycle::sweep(&self.db, &self.uploads, &self.store, day, &origin)
+            .await
+        {
             Ok(swept) => {
                 if swept != Default::default() {
                     tracing::info!(

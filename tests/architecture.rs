@@ -50,6 +50,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             // A form posted with a link's policy, and the parts of a link's upload, are held to
             // the link's rules (`links::link`); links never import s3.
             "links",
+            // Multipart upload rows: this SQLite or the nodes' shared PostgreSQL.
+            "control",
         ],
     ),
     (
@@ -111,10 +113,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     // The core: knows nothing of HTTP, areas, routing or S3's error codes (see NEVER).
+    // `control`: multipart upload rows, this SQLite or the nodes' shared PostgreSQL
+    // (`control::Uploads`).
     (
         "objects",
         &[
-            "auth", "config", "db", "events", "names", "sniff", "storage", "units",
+            "auth", "config", "control", "db", "events", "names", "sniff", "storage", "units",
         ],
     ),
     // Object events: the format, who wants which (cached), the outbox the core writes in its

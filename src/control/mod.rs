@@ -6,7 +6,8 @@
 //!
 //! With PostgreSQL, each node still keeps a copy of every link it serves in its SQLite
 //! ([`crate::db::links::mirror`], refreshed whenever the link is read through [`Links`]), because
-//! what stays in SQLite this round (multipart uploads, quotas, lifecycle expiry) joins on it.
+//! what stays in SQLite this round (multipart uploads' link checks, quotas, lifecycle expiry)
+//! joins on it.
 //! PostgreSQL's row is the truth for the link's terms, its revocation and `uploaded_files`.
 //!
 //! With PostgreSQL, `pg` also keeps the shared access keys and grants (read by
@@ -14,12 +15,17 @@
 //! the nodes' heartbeats, by which any node settles the link slots of a node that stopped, and
 //! the buckets with their settings, notification configurations and webhook targets (copied
 //! into each node's SQLite by `AppState::refresh_config`, invalidated by `NOTIFY`).
+//!
+//! [`Uploads`] is the same switch for multipart uploads in progress and their parts: with
+//! PostgreSQL an upload begun on one node continues on any other (`uploads.rs`).
 
 pub mod pg;
+pub mod uploads;
 
 use crate::db::links::{LinkRecord, Reservation};
 use crate::db::{Db, DbError};
 pub use pg::{OpenSlot, Pg, Slots};
+pub use uploads::Uploads;
 
 /// Where links and their counters live.
 #[derive(Clone)]

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_buckets.sql"),
     include_str!("../../migrations/postgres/0005_outbox.sql"),
     include_str!("../../migrations/postgres/0006_link_webhooks.sql"),
+    include_str!("../../migrations/postgres/0007_uploads.sql"),
 ];
 
 /// The channel the triggers of `access_keys` and `grants` notify on every change.
@@ -67,7 +68,7 @@ pub struct Pg {
     url: std::sync::Arc<str>,
 }
 
-fn pg_error(e: impl std::fmt::Display) -> DbError {
+pub(super) fn pg_error(e: impl std::fmt::Display) -> DbError {
     DbError::Control(e.to_string())
 }
 
@@ -147,7 +148,7 @@ impl Pg {
         &self.node
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
         self.pool.get().await.map_err(pg_error)
     }
 
@@ -703,13 +704,21 @@ impl Pg {
         })
     }
 
-    /// Removes bucket `name` and its notification configuration; `false`: no such bucket.
+    /// Removes bucket `name`, its notification configuration and its unfinished multipart
+    /// uploads; `false`: no such bucket.
     /// Whether it is empty is the caller's to check (in the backend).
     pub async fn delete_bucket(&self, name: &str) -> Result<bool, DbError> {
         let n = self
             .client()
             .await?
-            .execute("DELETE FROM buckets WHERE name = $1", &[&name])
+            .execute(
+                // Its unfinished multipart uploads go with it (their backend uploads are then
+                // orphans, aborted by the nodes' sweep), as a node's copy of the bucket takes its
+                // own rows with it.
+                "WITH uploads_gone AS (DELETE FROM uploads WHERE bucket = $1)
+                 DELETE FROM buckets WHERE name = $1",
+                &[&name],
+            )
             .await
             .map_err(pg_error)?;
         Ok(n > 0)

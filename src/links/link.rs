@@ -249,36 +249,59 @@ pub(crate) fn file_name(filename: &str) -> Result<String, S3Error> {
 /// How many numbered names (`name (2).ext` ...) are tried before a random one.
 const NUMBERED_NAMES: u32 = 100;
 
+/// The keys [`free_key`] tries for a file called `name` under `prefix`, in order: `name.ext`,
+/// then `name (2).ext`, `name (3).ext`, ...
+fn candidate_keys(prefix: &str, name: &str) -> Vec<String> {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
+    std::iter::once(format!("{prefix}{name}"))
+        .chain((2..=NUMBERED_NAMES).map(|n| format!("{prefix}{stem} ({n}){ext}")))
+        .collect()
+}
+
+/// The keys [`free_key`] would try that unfinished uploads in the shared control database use
+/// (none with this node's own upload rows, which `free_key` reads in its transaction): passed
+/// to it as `busy`.
+pub(crate) async fn busy_keys(
+    app: &AppState,
+    bucket: &str,
+    prefix: &str,
+    name: &str,
+) -> Result<Vec<String>, crate::db::DbError> {
+    app.uploads
+        .keys_in_progress(bucket, &candidate_keys(prefix, name))
+        .await
+}
+
 /// The first key under `prefix` for a file called `name` that no object and no unfinished
-/// upload uses: `name.ext`, then `name (2).ext`, `name (3).ext`, ... Link uploads are
-/// create-only, so a name already taken would only be refused.
+/// upload uses (nor `busy` names): `name.ext`, then `name (2).ext`, `name (3).ext`, ... Link
+/// uploads are create-only, so a name already taken would only be refused.
 pub(crate) fn free_key(
     c: &rusqlite::Connection,
     bucket: &str,
     prefix: &str,
     name: &str,
+    busy: &[String],
 ) -> Result<String, crate::db::DbError> {
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => name.split_at(i),
-        _ => (name, ""),
-    };
     let taken = |key: &str| -> Result<bool, crate::db::DbError> {
         // `object_extras`: an object stored in an S3 backend through this node (one written
         // by another node is caught by the create-only write's `If-None-Match: *`).
-        Ok(crate::db::objects::get(c, bucket, key, false)?.is_some()
+        Ok(busy.iter().any(|b| b == key)
+            || crate::db::objects::get(c, bucket, key, false)?.is_some()
             || crate::db::extras::get(c, bucket, key)?.is_some()
             || crate::db::uploads::key_in_progress(c, bucket, key)?)
     };
-    let first = format!("{prefix}{name}");
-    if !taken(&first)? {
-        return Ok(first);
-    }
-    for n in 2..=NUMBERED_NAMES {
-        let key = format!("{prefix}{stem} ({n}){ext}");
+    for key in candidate_keys(prefix, name) {
         if !taken(&key)? {
             return Ok(key);
         }
     }
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
     let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
     Ok(format!("{prefix}{stem} ({random}){ext}"))
 }

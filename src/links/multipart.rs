@@ -44,11 +44,7 @@ pub(crate) async fn link_upload(
     link: &LinkRecord,
     upload_id: &str,
 ) -> Result<UploadRecord, JsonError> {
-    let (id, link_id) = (upload_id.to_owned(), link.id.clone());
-    let found = app
-        .db
-        .read(move |c| crate::db::uploads::get_of_link(c, &link_id, &id))
-        .await?;
+    let found = app.uploads.get_of_link(&link.id, upload_id).await?;
     match found {
         Some(record) if record.bucket == link.bucket => {
             crate::telemetry::note(|t| t.key = Some(record.key.clone()));
@@ -78,9 +74,8 @@ pub(crate) async fn part_list(
     app: &AppState,
     upload_id: &str,
 ) -> Result<Vec<PartRecord>, JsonError> {
-    let id = upload_id.to_owned();
-    app.db
-        .read(move |c| crate::db::uploads::parts(c, &id, 0, 10_000))
+    app.uploads
+        .parts(upload_id, 0, 10_000)
         .await
         .map_err(JsonError::from)
 }
@@ -150,6 +145,7 @@ pub(crate) async fn finish(
     );
     let etag = crate::objects::multipart::complete(
         &app.db,
+        &app.uploads,
         &app.store,
         &link.bucket,
         &upload.key,
@@ -267,12 +263,19 @@ async fn make_upload(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        // Shared upload rows: the names other nodes' uploads hold (the backend's create-only
+        // Complete refuses a name two nodes picked at once).
+        let busy = link::busy_keys(app, &link.bucket, &link.prefix, name).await?;
         if on_backend {
-            let (bucket, prefix, name) =
-                (link.bucket.clone(), link.prefix.clone(), name.to_owned());
+            let (bucket, prefix, name, busy) = (
+                link.bucket.clone(),
+                link.prefix.clone(),
+                name.to_owned(),
+                busy.clone(),
+            );
             record.key = app
                 .db
-                .read(move |c| free_key(c, &bucket, &prefix, &name))
+                .read(move |c| free_key(c, &bucket, &prefix, &name, &busy))
                 .await?;
         }
         let (bucket, prefix, link_id, name) = (
@@ -283,10 +286,11 @@ async fn make_upload(
         );
         let created = crate::objects::multipart::create(
             &app.db,
+            &app.uploads,
             &app.store,
             record.clone(),
             move |c, record| {
-                let key = free_key(c, &bucket, &prefix, &name)?;
+                let key = free_key(c, &bucket, &prefix, &name, &busy)?;
                 if on_backend && key != record.key {
                     return Ok(Err(None));
                 }
@@ -309,7 +313,6 @@ async fn make_upload(
                         return Ok(Err(Some(refused.into())));
                     }
                 }
-                crate::db::uploads::create(c, record)?;
                 Ok(Ok((record.key.clone(), record.upload_id.clone())))
             },
         )
@@ -376,9 +379,15 @@ pub async fn abort(
 ) -> Result<Response, JsonError> {
     let link = link::load(&app, &token, Need::Exists).await?;
     let upload = link_upload(&app, &link, &upload_id).await?;
-    if crate::objects::multipart::abort(&app.db, &app.store, &link.bucket, &upload.key, &upload_id)
-        .await?
-    {
+    let aborted = crate::objects::multipart::abort(
+        &app.db,
+        &app.uploads,
+        &app.store,
+        &link.bucket,
+        &upload.key,
+        &upload_id,
+    );
+    if aborted.await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(JsonError::new(

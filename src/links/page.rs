@@ -450,13 +450,14 @@ pub(crate) async fn for_file(
     filename: &str,
     content_type: Option<String>,
 ) -> Result<ForFile, JsonError> {
-    use super::link::{allowed_type, file_name, free_key};
+    use super::link::{allowed_type, busy_keys, file_name, free_key};
     let content_type = allowed_type(link, content_type)?;
     let name = file_name(filename)?;
+    let busy = busy_keys(app, &link.bucket, &link.prefix, &name).await?;
     let (bucket, prefix) = (link.bucket.clone(), link.prefix.clone());
     let key = app
         .db
-        .read(move |c| free_key(c, &bucket, &prefix, &name))
+        .read(move |c| free_key(c, &bucket, &prefix, &name, &busy))
         .await?;
     crate::names::validate_key(&key)?;
     crate::telemetry::note(|t| t.key = Some(key.clone()));

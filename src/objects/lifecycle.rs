@@ -103,6 +103,7 @@ async fn due_rules(db: &Db, now: i64, day: Option<Duration>) -> Result<Vec<DueRu
 /// [`crate::events::Kind::LifecycleExpiration`]) in the deleting transaction.
 pub async fn sweep(
     db: &Db,
+    uploads: &crate::control::Uploads,
     store: &Storage,
     day: Option<Duration>,
     origin: &Origin,
@@ -110,7 +111,7 @@ pub async fn sweep(
     let now = db::now_millis();
     let mut swept = Swept::default();
     if store.backend().is_some() {
-        return sweep_s3(db, store, day, origin, now).await;
+        return sweep_s3(db, uploads, store, day, origin, now).await;
     }
     loop {
         let found = db.read(move |c| rows::expiring(c, now, BATCH)).await?;
@@ -127,7 +128,8 @@ pub async fn sweep(
                 expire_prefix(db, store, &rule.bucket, &rule.prefix, by, origin).await?;
         }
         if let Some(by) = rule.abort_by {
-            swept.uploads += abort_prefix(db, store, &rule.bucket, &rule.prefix, by).await?;
+            swept.uploads +=
+                abort_prefix(db, uploads, store, &rule.bucket, &rule.prefix, by).await?;
         }
     }
     Ok(swept)
@@ -142,6 +144,7 @@ pub async fn sweep(
 /// `AbortIncompleteMultipartUpload` lose their rows and their backend uploads.
 async fn sweep_s3(
     db: &Db,
+    uploads: &crate::control::Uploads,
     store: &Storage,
     day: Option<Duration>,
     origin: &Origin,
@@ -182,7 +185,7 @@ async fn sweep_s3(
             }
         }
         if let Some(by) = rule.abort_by {
-            swept.uploads += abort_prefix(db, store, bucket, &rule.prefix, by).await?;
+            swept.uploads += abort_prefix(db, uploads, store, bucket, &rule.prefix, by).await?;
         }
     }
     Ok(swept)
@@ -276,12 +279,27 @@ async fn delete_batch(
 /// Aborts the unfinished uploads of `bucket` under `prefix` begun at or before `by`.
 async fn abort_prefix(
     db: &Db,
+    uploads: &crate::control::Uploads,
     store: &Storage,
     bucket: &str,
     prefix: &str,
     by: i64,
 ) -> Result<usize, DbError> {
     let mut aborted = 0;
+    if let Some(pg) = uploads.shared() {
+        // Each row deleted by one statement, answered to one node: that one aborts the
+        // backend's upload behind it.
+        loop {
+            let batch = pg.delete_stale_uploads(bucket, prefix, by, BATCH).await?;
+            for record in &batch {
+                super::multipart::abort_backend_upload(store, record).await;
+            }
+            aborted += batch.len();
+            if batch.len() < BATCH {
+                return Ok(aborted);
+            }
+        }
+    }
     loop {
         let (b, p) = (bucket.to_owned(), prefix.to_owned());
         let (n, blobs, records) = db

@@ -30,8 +30,26 @@ pub fn closed(link: Option<&LinkRecord>) -> Option<&'static str> {
 }
 
 /// Revokes link `id`: its unfinished uploads are aborted in the same transaction, then their
-/// parts removed.
-pub async fn revoke(db: &Db, store: &Storage, id: &str) -> Result<(), DbError> {
+/// parts removed. With shared upload rows, its uploads' rows are deleted there (by whichever
+/// node revokes; each row answered to one deleting statement) and their backend uploads
+/// aborted.
+pub async fn revoke(
+    db: &Db,
+    uploads: &crate::control::Uploads,
+    store: &Storage,
+    id: &str,
+) -> Result<(), DbError> {
+    if let Some(pg) = uploads.shared() {
+        loop {
+            let batch = pg.delete_link_uploads(id, 256).await?;
+            for upload in &batch {
+                super::multipart::abort_backend_upload(store, upload).await;
+            }
+            if batch.len() < 256 {
+                break;
+            }
+        }
+    }
     let id = id.to_owned();
     let (uploads, blobs) = db
         .write(move |c| {

@@ -4,6 +4,7 @@
 use md5::{Digest, Md5};
 
 use crate::auth::checksum::{ChecksumAlgorithm, ChecksumType};
+use crate::control::Uploads;
 use crate::db::objects::Body as Stored;
 use crate::db::uploads::{self, PartRecord, UploadRecord};
 use crate::db::{self, Db, DbError};
@@ -17,11 +18,28 @@ use crate::storage::{Staged, Storage};
 /// Aborts uploads started before `cutoff_millis`, and those of revoked or expired upload links,
 /// and removes their parts; a link's upload gives its slot back, once (an upload a concurrent
 /// abort removed first is skipped). Returns how many it aborted.
+///
+/// With shared upload rows every node sweeps: each row is deleted by one statement, which
+/// answers it to exactly one node, the one that aborts the backend's upload behind it.
 pub async fn expire(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     cutoff_millis: i64,
 ) -> std::result::Result<usize, DbError> {
+    if let Some(pg) = uploads.shared() {
+        let mut aborted = 0;
+        loop {
+            let batch = pg.delete_expired_uploads(cutoff_millis, 256).await?;
+            for upload in &batch {
+                abort_backend_upload(store, upload).await;
+            }
+            aborted += batch.len();
+            if batch.len() < 256 {
+                return Ok(aborted);
+            }
+        }
+    }
     let (aborted, blobs) = db
         .write(move |c| {
             let mut blobs = Vec::new();
@@ -59,15 +77,15 @@ pub async fn expire(
 /// before the backend is listed, so an upload made since is young and spared by the age bound,
 /// which is also what keeps another live node's in-flight uploads safe. Answers how many.
 pub async fn sweep_orphans(
-    db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     older_than: std::time::Duration,
 ) -> std::result::Result<usize, DbError> {
     let Some(backend) = store.backend() else {
         return Ok(0);
     };
-    let named = db
-        .read(uploads::all_headers)
+    let named = uploads
+        .all_headers()
         .await?
         .iter()
         .filter_map(|json| {
@@ -112,11 +130,13 @@ pub fn backend_upload_id(upload: &UploadRecord) -> Option<String> {
 
 /// Creates a multipart upload: under the S3 backend, first the backend's upload for the
 /// record's key (S3 fixes the object's metadata there), its id kept in the record's headers;
-/// then `insert` runs in one transaction (the caller's checks and `uploads::create`; it may not
-/// change the record's key under the S3 backend). A refusal or failure of `insert` aborts the
-/// backend's upload again. Returns `insert`'s answer.
+/// then `insert` runs in one transaction (the caller's checks; it may not change the record's
+/// key under the S3 backend) and, when it accepts, the row is stored: in that same transaction
+/// with local rows, else in the shared control database right after it. A refusal or failure
+/// aborts the backend's upload again. Returns `insert`'s answer.
 pub async fn create<T, E, F>(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     mut record: UploadRecord,
     insert: F,
@@ -154,7 +174,20 @@ where
         record.headers = serde_json::to_string(&saved).map_err(Error::Encode)?;
     }
     let kept = record.clone();
-    let outcome = db.write(move |c| insert(c, &mut record)).await;
+    let local = uploads.shared().is_none();
+    let outcome = db
+        .write(move |c| {
+            let answer = insert(c, &mut record)?;
+            if answer.is_ok() && local {
+                uploads::create(c, &record)?;
+            }
+            Ok((answer, record))
+        })
+        .await;
+    let outcome = match (outcome, uploads.shared()) {
+        (Ok((Ok(done), record)), Some(pg)) => pg.create_upload(&record).await.map(|()| Ok(done)),
+        (outcome, _) => outcome.map(|(answer, _)| answer),
+    };
     if !matches!(outcome, Ok(Ok(_))) {
         abort_backend_upload(store, &kept).await;
     }
@@ -214,8 +247,10 @@ pub struct Declared {
 ///
 /// When the bucket or the upload's link verifies types, the first part's bytes must match the
 /// declared type (`sniff::check`), or 400 `XPostgateContentMismatch` and no object.
+#[allow(clippy::too_many_arguments)]
 pub async fn complete(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     bucket: &str,
     key: &str,
@@ -225,6 +260,7 @@ pub async fn complete(
 ) -> Result<String> {
     complete_if(
         db,
+        uploads,
         store,
         bucket,
         key,
@@ -265,6 +301,7 @@ pub struct Completed {
 #[allow(clippy::too_many_arguments)]
 pub async fn complete_if(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     bucket: &str,
     key: &str,
@@ -284,7 +321,7 @@ pub async fn complete_if(
     }
     if store.backend().is_some() {
         return complete_s3(
-            db, store, bucket, key, upload_id, parts, cond, declared, origin,
+            db, uploads, store, bucket, key, upload_id, parts, cond, declared, origin,
         )
         .await;
     }
@@ -331,7 +368,14 @@ pub async fn complete_if(
                     meta,
                     checksum,
                     manifest,
-                } = match assemble(c, &upload, &parts, &declared, verify_type, max_size)? {
+                } = match assemble(
+                    &uploads::parts(c, &id, 0, usize::MAX >> 1)?,
+                    &upload,
+                    &parts,
+                    &declared,
+                    verify_type,
+                    max_size,
+                )? {
                     Ok(done) => done,
                     Err(e) => return Ok((Err(e), Vec::new())),
                 };
@@ -383,6 +427,7 @@ pub async fn complete_if(
 #[allow(clippy::too_many_arguments)]
 async fn complete_s3(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     bucket: &str,
     key: &str,
@@ -409,35 +454,30 @@ async fn complete_s3(
             _ => Err(Error::NoSuchUpload(id)),
         }
     };
-    // T1.
-    let (b, k, id, named) = (
-        bucket.to_owned(),
-        key.to_owned(),
-        upload_id.to_owned(),
-        parts.clone(),
-    );
+    // T1: the row and its parts (read together: with shared rows, a part recorded between the
+    // two reads is one the client did not name, or replaces one it named with another ETag,
+    // which the check refuses), then what the bucket and the link require.
+    let Some(upload) = uploads.get(bucket, key, upload_id).await? else {
+        return already_done(upload_id.to_owned()).await;
+    };
+    let stored = uploads.parts(upload_id, 0, usize::MAX >> 1).await?;
+    let (b, named) = (bucket.to_owned(), parts.clone());
     let checked = db
         .read(move |c| {
-            let Some(upload) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(None);
-            };
             let mut max_size = None;
             let mut verify_type = crate::db::buckets::get(c, &b)?.is_some_and(|r| r.verify_type);
             if let Some(link_id) = &upload.link_id {
                 let link = crate::db::links::get_by_id(c, link_id)?;
                 if let Some(reason) = super::link::closed(link.as_ref()) {
-                    return Ok(Some(Err(Error::LinkClosed(reason))));
+                    return Ok(Err(Error::LinkClosed(reason)));
                 }
                 verify_type |= link.as_ref().is_some_and(|l| l.verify_type);
                 max_size = link.map(|l| l.max_size);
             }
-            let assembled = assemble(c, &upload, &named, &declared, verify_type, max_size)?;
-            Ok(Some(assembled.map(|a| (upload, a))))
+            let assembled = assemble(&stored, &upload, &named, &declared, verify_type, max_size)?;
+            Ok(assembled.map(|a| (upload, a)))
         })
         .await?;
-    let Some(checked) = checked else {
-        return already_done(upload_id.to_owned()).await;
-    };
     let (upload, assembled) = checked?;
     let Some(backend_upload) = backend_upload_id(&upload) else {
         return Err(Error::Io(crate::storage::not_built(
@@ -451,7 +491,7 @@ async fn complete_s3(
         let current = store.head(bucket, key).await?;
         if link_upload && current.is_some() {
             // A link never replaces a file: this upload can never complete.
-            if abort(db, store, bucket, key, upload_id).await? {
+            if abort(db, uploads, store, bucket, key, upload_id).await? {
                 return Err(Error::LinkNameTaken(key.to_owned()));
             }
             return Err(Error::NoSuchUpload(upload_id.to_owned()));
@@ -472,22 +512,30 @@ async fn complete_s3(
             etag: backend_etag.clone(),
         })
         .collect();
-    let stored = backend
+    let stored = match backend
         .complete_multipart(&backend_key, &backend_upload, &named, condition.as_ref())
         .await
-        .map_err(|e| match e.code() {
-            Some(Code::PreconditionFailed) if cond.if_match.is_some() => {
-                Error::PreconditionFailed("If-Match")
-            }
-            Some(Code::PreconditionFailed) => Error::PreconditionFailed("If-None-Match"),
-            Some(Code::NoSuchUpload) => Error::NoSuchUpload(upload_id.to_owned()),
-            Some(Code::InvalidPart) => Error::InvalidPart {
-                upload_id: upload_id.to_owned(),
-                part_number: 0,
-                etag: String::new(),
-            },
-            _ => Error::Io(crate::storage::cluster::io_error(e)),
-        })?;
+    {
+        // With shared rows, completed meanwhile by a concurrent Complete through another node:
+        // answered as a retry is, from the object.
+        Err(e) if e.code() == Some(&Code::NoSuchUpload) && uploads.shared().is_some() => {
+            return already_done(upload_id.to_owned()).await;
+        }
+        stored => stored,
+    }
+    .map_err(|e| match e.code() {
+        Some(Code::PreconditionFailed) if cond.if_match.is_some() => {
+            Error::PreconditionFailed("If-Match")
+        }
+        Some(Code::PreconditionFailed) => Error::PreconditionFailed("If-None-Match"),
+        Some(Code::NoSuchUpload) => Error::NoSuchUpload(upload_id.to_owned()),
+        Some(Code::InvalidPart) => Error::InvalidPart {
+            upload_id: upload_id.to_owned(),
+            part_number: 0,
+            etag: String::new(),
+        },
+        _ => Error::Io(crate::storage::cluster::io_error(e)),
+    })?;
     // T2.
     let mut meta = assembled.meta;
     meta.etag = stored.etag.clone();
@@ -508,6 +556,16 @@ async fn complete_s3(
     );
     let link_id = upload.link_id.clone();
     let origin_flushed = origin.clone();
+    // Shared rows: the row is deleted first, by one statement that answers it to one
+    // completion only. A concurrent Complete of the same upload (through another node) that
+    // made the same object, or an abort, took it: this one settles nothing more and answers
+    // as a retry does, 200 with the object's ETag (S3's answer to a repeated Complete).
+    if let Some(pg) = uploads.shared()
+        && pg.delete_upload(upload_id).await?.is_none()
+    {
+        return already_done(upload_id.to_owned()).await;
+    }
+    let local = uploads.shared().is_none();
     let settled = db
         .write(move |c| {
             if let Err(e) =
@@ -524,7 +582,9 @@ async fn complete_s3(
             origin
                 .with_link(link_id.clone())
                 .created(c, &b, &k, &meta)?;
-            uploads::remove(c, &id)?;
+            if local {
+                uploads::remove(c, &id)?;
+            }
             Ok(Ok(()))
         })
         .await;
@@ -562,7 +622,7 @@ struct Assembled {
 /// maximum, the declared size, checksum and type, the type of part 1) and builds the object's
 /// metadata, changing nothing: both backends' completions run it in their transaction.
 fn assemble(
-    c: &rusqlite::Connection,
+    stored: &[PartRecord],
     upload: &UploadRecord,
     parts: &[(u32, String)],
     declared: &Declared,
@@ -571,7 +631,6 @@ fn assemble(
 ) -> std::result::Result<Result<Assembled>, DbError> {
     let fail = |e: Error| -> std::result::Result<Result<Assembled>, DbError> { Ok(Err(e)) };
     let id = upload.upload_id.clone();
-    let stored = uploads::parts(c, &id, 0, usize::MAX >> 1)?;
     let mut manifest = Vec::with_capacity(parts.len());
     let mut part_checksums = Vec::with_capacity(parts.len());
     let mut detected_type = None;
@@ -791,28 +850,46 @@ pub fn upload_record(
 /// when there was no such upload: of concurrent aborts, exactly one answers `true`.
 pub async fn abort(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     bucket: &str,
     key: &str,
     upload_id: &str,
 ) -> Result<bool> {
-    abort_if(db, store, bucket, key, upload_id, None).await
+    abort_if(db, uploads, store, bucket, key, upload_id, None).await
 }
 
 /// [`abort`] only if the upload was initiated at `initiated` (Unix milliseconds; a whole second,
 /// as an HTTP date gives it, matches any time within that second): AbortMultipartUpload's
 /// `x-amz-if-match-initiated-time`, checked in the abort's own transaction. Another time is
-/// `PreconditionFailed` and the upload stays.
+/// `PreconditionFailed` and the upload stays. With shared rows the time is checked on the row
+/// read before the deleting statement (an upload id is never reused, so the row deleted is the
+/// one checked), and a link's slot stays taken (as [`crate::control::Links::reserve_upload_shared`]
+/// says).
 ///
 /// Spec: <https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html>
 pub async fn abort_if(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     bucket: &str,
     key: &str,
     upload_id: &str,
     initiated: Option<i64>,
 ) -> Result<bool> {
+    if let Some(pg) = uploads.shared() {
+        let Some(upload) = uploads.get(bucket, key, upload_id).await? else {
+            return Ok(false);
+        };
+        if initiated.is_some_and(|at| !same_time(at, upload.initiated)) {
+            return Err(Error::PreconditionFailed("x-amz-if-match-initiated-time"));
+        }
+        let Some(upload) = pg.delete_upload(upload_id).await? else {
+            return Ok(false);
+        };
+        abort_backend_upload(store, &upload).await;
+        return Ok(true);
+    }
     let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
     let blobs = db
         .write(move |c| match uploads::get(c, &b, &k, &id)? {
@@ -837,9 +914,14 @@ pub async fn abort_if(
 }
 
 /// The upload `upload_id` of `bucket/key`, else `NoSuchUpload`.
-pub async fn get(db: &Db, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRecord> {
-    let (b, k, id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-    db.read(move |c| uploads::get(c, &b, &k, &id))
+pub async fn get(
+    uploads: &Uploads,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<UploadRecord> {
+    uploads
+        .get(bucket, key, upload_id)
         .await?
         .ok_or_else(|| Error::NoSuchUpload(upload_id.to_owned()))
 }
@@ -847,14 +929,23 @@ pub async fn get(db: &Db, bucket: &str, key: &str, upload_id: &str) -> Result<Up
 /// The most bytes part `number` of `upload` may hold: S3's part limit, and for the upload of an
 /// upload link the link's maximum file size less the upload's other parts. A closed (revoked or
 /// expired) link takes no part.
-pub async fn part_budget(db: &Db, upload: &UploadRecord, number: u32) -> Result<u64> {
+pub async fn part_budget(
+    db: &Db,
+    uploads: &Uploads,
+    upload: &UploadRecord,
+    number: u32,
+) -> Result<u64> {
     let Some(link_id) = upload.link_id.clone() else {
         return Ok(MAX_PART_SIZE);
     };
     let id = upload.upload_id.clone();
-    let budget = db
-        .read(move |c| link_budget(c, &link_id, &id, number))
-        .await??;
+    let budget = match uploads.shared() {
+        Some(_) => shared_link_budget(db, uploads, &link_id, &id, number).await??,
+        None => {
+            db.read(move |c| link_budget(c, &link_id, &id, number))
+                .await??
+        }
+    };
     Ok(budget.min(MAX_PART_SIZE))
 }
 
@@ -924,6 +1015,7 @@ pub struct NewPart {
 /// CompleteMultipartUpload is then given).
 pub async fn store_part(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     upload: &UploadRecord,
     part: NewPart,
@@ -943,6 +1035,7 @@ pub async fn store_part(
             let mut part_etag = String::new();
             store_backend_part(
                 db,
+                uploads,
                 store,
                 upload,
                 part.number,
@@ -1011,6 +1104,7 @@ pub async fn store_part(
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_part(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     upload: &UploadRecord,
     number: u32,
@@ -1036,6 +1130,7 @@ pub async fn copy_part(
     let mut part_etag = String::new();
     let stored = store_backend_part(
         db,
+        uploads,
         store,
         upload,
         number,
@@ -1086,6 +1181,7 @@ enum BackendPart {
 #[allow(clippy::too_many_arguments)]
 async fn store_backend_part(
     db: &Db,
+    uploads: &Uploads,
     store: &Storage,
     upload: &UploadRecord,
     number: u32,
@@ -1099,21 +1195,25 @@ async fn store_backend_part(
         upload.key.clone(),
         upload.upload_id.clone(),
     );
-    let checked = db
-        .read(move |c| {
-            let Some(current) = uploads::get(c, &b, &k, &id)? else {
-                return Ok(Err(Error::NoSuchUpload(id)));
-            };
-            if let Some(link_id) = &current.link_id {
-                match link_budget(c, link_id, &id, number)? {
-                    Ok(max) if size > max => return Ok(Err(Error::TooLarge { size, max })),
-                    Ok(_) => {}
-                    Err(e) => return Ok(Err(e)),
+    let checked = match uploads.shared() {
+        Some(_) => check_shared_part(db, uploads, upload, number, size).await,
+        None => {
+            db.read(move |c| {
+                let Some(current) = uploads::get(c, &b, &k, &id)? else {
+                    return Ok(Err(Error::NoSuchUpload(id)));
+                };
+                if let Some(link_id) = &current.link_id {
+                    match link_budget(c, link_id, &id, number)? {
+                        Ok(max) if size > max => return Ok(Err(Error::TooLarge { size, max })),
+                        Ok(_) => {}
+                        Err(e) => return Ok(Err(e)),
+                    }
                 }
-            }
-            Ok(Ok(()))
-        })
-        .await;
+                Ok(Ok(()))
+            })
+            .await
+        }
+    };
     let refused = match checked {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
@@ -1160,9 +1260,116 @@ async fn store_backend_part(
     // Refused here (a concurrent part took the link's room, the upload went meanwhile), the
     // backend holds a part no row describes: Complete names the rows' ETags, so it is never
     // used, and the backend drops it with the upload.
-    record_part(db, upload, record(backend_etag), reservation).await??;
+    match uploads.shared() {
+        Some(pg) => record_shared_part(db, pg, upload, record(backend_etag), reservation).await??,
+        None => {
+            record_part(db, upload, record(backend_etag), reservation).await??;
+        }
+    }
     std::mem::replace(hold, Hold::none()).settled();
     Ok(())
+}
+
+/// A link's maximum file size, unless the link is closed (read from this node's copy of the
+/// link, refreshed whenever the link's token is read).
+async fn link_max_size(db: &Db, link_id: &str) -> std::result::Result<Result<u64>, DbError> {
+    let id = link_id.to_owned();
+    let link = db
+        .read(move |c| crate::db::links::get_by_id(c, &id))
+        .await?;
+    Ok(match super::link::closed(link.as_ref()) {
+        Some(reason) => Err(Error::LinkClosed(reason)),
+        None => Ok(link.map_or(0, |l| l.max_size)),
+    })
+}
+
+/// [`store_backend_part`]'s T1 with shared rows: the upload is still there and, for a link's
+/// upload, the part fits the link's maximum with the other parts recorded so far (checked
+/// again under the upload's row lock where the part is recorded).
+async fn check_shared_part(
+    db: &Db,
+    uploads: &Uploads,
+    upload: &UploadRecord,
+    number: u32,
+    size: u64,
+) -> std::result::Result<Result<()>, DbError> {
+    let id = &upload.upload_id;
+    let Some(current) = uploads.get(&upload.bucket, &upload.key, id).await? else {
+        return Ok(Err(Error::NoSuchUpload(id.clone())));
+    };
+    let Some(link_id) = &current.link_id else {
+        return Ok(Ok(()));
+    };
+    Ok(
+        match shared_link_budget(db, uploads, link_id, id, number).await? {
+            Ok(max) if size > max => Err(Error::TooLarge { size, max }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
+    )
+}
+
+/// [`link_budget`] with shared rows: the link's maximum (unless closed) less the bytes of the
+/// upload's other parts, as recorded by every node.
+async fn shared_link_budget(
+    db: &Db,
+    uploads: &Uploads,
+    link_id: &str,
+    upload_id: &str,
+    number: u32,
+) -> std::result::Result<Result<u64>, DbError> {
+    let max = match link_max_size(db, link_id).await? {
+        Ok(max) => max,
+        Err(e) => return Ok(Err(e)),
+    };
+    let others: u64 = uploads
+        .parts(upload_id, 0, usize::MAX >> 1)
+        .await?
+        .iter()
+        .filter(|p| p.part_number != number)
+        .map(|p| p.size)
+        .sum();
+    Ok(Ok(max.saturating_sub(others)))
+}
+
+/// [`record_part`] with shared rows: this node's quota settles the room `reservation` kept,
+/// then [`crate::control::Pg::put_part`] records the part under the upload's row lock, with
+/// the link's budget checked there (so that concurrent parts through several nodes cannot pass
+/// it together).
+async fn record_shared_part(
+    db: &Db,
+    pg: &crate::control::Pg,
+    upload: &UploadRecord,
+    record: PartRecord,
+    reservation: Option<String>,
+) -> std::result::Result<Result<()>, DbError> {
+    let max_total = match &upload.link_id {
+        Some(link_id) => match link_max_size(db, link_id).await? {
+            Ok(max) => Some(max),
+            Err(e) => return Ok(Err(e)),
+        },
+        None => None,
+    };
+    let (current, number, size) = (upload.clone(), record.part_number, record.size);
+    let settled = db
+        .write(move |c| {
+            crate::objects::quota::settle_part(c, &current, number, size, reservation.as_deref())
+        })
+        .await?;
+    if let Err(e) = settled {
+        return Ok(Err(Error::QuotaExceeded(e)));
+    }
+    Ok(
+        match pg.put_part(&upload.upload_id, &record, max_total).await? {
+            Ok(()) => Ok(()),
+            Err(crate::control::uploads::PartRefused::NoSuchUpload) => {
+                Err(Error::NoSuchUpload(upload.upload_id.clone()))
+            }
+            Err(crate::control::uploads::PartRefused::TooLarge { max }) => {
+                Err(Error::TooLarge { size, max })
+            }
+        },
+    )
 }
 
 /// The transaction that records a part: unless the upload was completed or aborted meanwhile,

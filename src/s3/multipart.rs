@@ -18,7 +18,7 @@ use super::object::{
 };
 use super::{Caller, PartNumber, S3Request, empty, iso8601, xml_response};
 use crate::auth::checksum::{ChecksumAlgorithm, ChecksumType};
-use crate::db::uploads::{self, UploadRecord};
+use crate::db::uploads::UploadRecord;
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::objects::multipart::{self, NewPart, abort_if, complete_if};
 use crate::objects::write;
@@ -46,13 +46,10 @@ pub async fn create_multipart_upload(
         None,
     )?;
     let upload_id = record.upload_id.clone();
-    multipart::create(&app.db, &app.store, record, |c, record| {
+    multipart::create(&app.db, &app.uploads, &app.store, record, |c, record| {
         let fits =
             crate::objects::quota::check_new_upload(c, &record.bucket, &record.key, None, None)?;
-        if let Err(e) = fits {
-            return Ok(Err(S3Error::from(e)));
-        }
-        uploads::create(c, record).map(Ok)
+        Ok(fits.map_err(S3Error::from))
     })
     .await??;
     let mut w = XmlWriter::new();
@@ -164,7 +161,7 @@ fn declared(req: &S3Request) -> S3Result<multipart::Declared> {
 }
 
 async fn load_upload(app: &AppState, req: &S3Request, upload_id: &str) -> S3Result<UploadRecord> {
-    Ok(multipart::get(&app.db, req.bucket(), req.key(), upload_id).await?)
+    Ok(multipart::get(&app.uploads, req.bucket(), req.key(), upload_id).await?)
 }
 
 /// `verify_type`: the bucket demands that uploads' bytes match their declared type.
@@ -181,7 +178,7 @@ pub async fn upload_part(
     refuse_unsupported_write_headers(req)?;
     let upload = load_upload(app, req, upload_id).await?;
     // A link's upload streams no more than the link has left for it.
-    let max = multipart::part_budget(&app.db, &upload, number).await?;
+    let max = multipart::part_budget(&app.db, &app.uploads, &upload, number).await?;
     let sniff = multipart::part_sniffer(&app.db, &upload, number, verify_type).await?;
     let quota = super::object::bucket_quota(app, req.bucket()).await?;
     let size = super::object::declared_size(req);
@@ -223,7 +220,8 @@ pub async fn upload_part(
         body: ingested.staged,
     };
     // The backend's part ETag when no MD5 was computed (S3 backend, no Content-MD5).
-    let etag = multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
+    let etag =
+        multipart::store_part(&app.db, &app.uploads, &app.store, &upload, part, &mut hold).await?;
     let mut res = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, v);
@@ -275,7 +273,7 @@ pub async fn upload_part_copy(
             (a, b - a + 1)
         }
     };
-    let max = multipart::part_budget(&app.db, &upload, number).await?;
+    let max = multipart::part_budget(&app.db, &app.uploads, &upload, number).await?;
     if len > max {
         return Err(crate::objects::Error::TooLarge { size: len, max }.into());
     }
@@ -285,7 +283,15 @@ pub async fn upload_part_copy(
     if app.on_s3_backend() {
         // The backend copies the range itself (docs/cluster.md 9.6).
         let etag = multipart::copy_part(
-            &app.db, &app.store, &upload, number, &src, start, len, &mut hold,
+            &app.db,
+            &app.uploads,
+            &app.store,
+            &upload,
+            number,
+            &src,
+            start,
+            len,
+            &mut hold,
         )
         .await?;
         return Ok(copy_part_result(&etag));
@@ -304,7 +310,8 @@ pub async fn upload_part_copy(
         detected_type,
         body: write::Staged::Temp(temp),
     };
-    let etag = multipart::store_part(&app.db, &app.store, &upload, part, &mut hold).await?;
+    let etag =
+        multipart::store_part(&app.db, &app.uploads, &app.store, &upload, part, &mut hold).await?;
     Ok(copy_part_result(&etag))
 }
 
@@ -352,6 +359,7 @@ pub async fn complete_multipart_upload(
     );
     let done = complete_if(
         &app.db,
+        &app.uploads,
         &app.store,
         req.bucket(),
         req.key(),
@@ -394,7 +402,16 @@ pub async fn abort_multipart_upload(
             S3Error::invalid_argument("The timestamp provided is not valid", INITIATED, v)
         })?),
     };
-    let aborted = abort_if(&app.db, &app.store, req.bucket(), req.key(), id, initiated).await?;
+    let aborted = abort_if(
+        &app.db,
+        &app.uploads,
+        &app.store,
+        req.bucket(),
+        req.key(),
+        id,
+        initiated,
+    )
+    .await?;
     if !aborted && initiated.is_none() {
         return Err(S3Error::no_such_upload(id));
     }
@@ -414,10 +431,9 @@ pub async fn list_parts(app: &AppState, req: &S3Request, upload_id: &str) -> S3R
             )
         })?,
     };
-    let id = upload.upload_id.clone();
     let mut parts = app
-        .db
-        .read(move |c| uploads::parts(c, &id, marker, max + 1))
+        .uploads
+        .parts(&upload.upload_id, marker, max + 1)
         .await?;
     let truncated = parts.len() > max;
     parts.truncate(max);
@@ -471,17 +487,16 @@ pub async fn list_multipart_uploads(app: &AppState, req: &S3Request) -> S3Result
         true => String::new(),
         false => req.param("upload-id-marker").unwrap_or("").to_owned(),
     };
-    let bucket = req.bucket().to_owned();
-    let (p, d, km, im) = (
-        prefix.clone(),
-        delimiter.clone(),
-        key_marker.clone(),
-        id_marker.clone(),
-    );
-    let (items, truncated) = app
-        .db
-        .read(move |c| upload_page(c, &bucket, &p, &d, &km, &im, max))
-        .await?;
+    let (items, truncated) = upload_page(
+        &app.uploads,
+        req.bucket(),
+        &prefix,
+        &delimiter,
+        &key_marker,
+        &id_marker,
+        max,
+    )
+    .await?;
     let mut w = XmlWriter::new();
     w.root("ListMultipartUploadsResult");
     w.elem("Bucket", req.bucket());
@@ -557,8 +572,8 @@ enum UploadItem {
 }
 
 /// Up to `max` entries after the markers, and whether more follow.
-fn upload_page(
-    c: &rusqlite::Connection,
+async fn upload_page(
+    uploads: &crate::control::Uploads,
     bucket: &str,
     prefix: &str,
     delimiter: &str,
@@ -571,10 +586,10 @@ fn upload_page(
     let mut items: Vec<UploadItem> = Vec::new();
     loop {
         if items.len() == max {
-            let more = !uploads::list(c, bucket, prefix, &km, &im, 1)?.is_empty();
+            let more = !uploads.list(bucket, prefix, &km, &im, 1).await?.is_empty();
             return Ok((items, more && max > 0));
         }
-        let rows = uploads::list(c, bucket, prefix, &km, &im, BATCH)?;
+        let rows = uploads.list(bucket, prefix, &km, &im, BATCH).await?;
         let fetched = rows.len();
         let mut jumped = false;
         for row in rows {

@@ -901,6 +901,7 @@ async fn expiry_by_the_lifecycle_sweeper_sends_lifecycle_expiration_delete() {
     tokio::time::sleep(day + Duration::from_millis(100)).await;
     let swept = postgate::objects::lifecycle::sweep(
         &app.state.db,
+        &app.state.uploads,
         &app.state.store,
         Some(day),
         &app.state.lifecycle_origin(),
@@ -941,6 +942,7 @@ async fn expiry_by_the_lifecycle_sweeper_sends_lifecycle_expiration_delete() {
     tokio::time::sleep(day + Duration::from_millis(100)).await;
     let swept = postgate::objects::lifecycle::sweep(
         &app.state.db,
+        &app.state.uploads,
         &app.state.store,
         Some(day),
         &app.state.lifecycle_origin(),

@@ -33,6 +33,7 @@ async fn put_rules(app: &TestApp, bucket: &str, xml: &str) -> Resp {
 async fn sweep(app: &TestApp, day: Duration) -> postgate::objects::lifecycle::Swept {
     postgate::objects::lifecycle::sweep(
         &app.state.db,
+        &app.state.uploads,
         &app.state.store,
         Some(day),
         &app.state.lifecycle_origin(),
@@ -214,12 +215,22 @@ async fn a_large_sweep_goes_in_batches_without_stalling_uploads() {
         .unwrap();
     put_rules(&app, "lcmany", RULES).await.assert_status(200);
     let sweeper = {
-        let (db, store) = (app.state.db.clone(), app.state.store.clone());
+        let (db, uploads, store) = (
+            app.state.db.clone(),
+            app.state.uploads.clone(),
+            app.state.store.clone(),
+        );
         let origin = app.state.lifecycle_origin();
         tokio::spawn(async move {
-            postgate::objects::lifecycle::sweep(&db, &store, Some(Duration::from_secs(1)), &origin)
-                .await
-                .unwrap()
+            postgate::objects::lifecycle::sweep(
+                &db,
+                &uploads,
+                &store,
+                Some(Duration::from_secs(1)),
+                &origin,
+            )
+            .await
+            .unwrap()
         })
     };
     let mut slowest = Duration::ZERO;

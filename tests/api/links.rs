@@ -212,8 +212,18 @@ async fn the_expiry_sweep_releases_a_links_slot_once() {
     let path = format!("/-/u/{token}/uploads/{upload}");
     let abort = call(&app, Method::DELETE, &path, None);
     let (a, b, (res, _)) = tokio::join!(
-        postgate::objects::multipart::expire(&app.state.db, &app.state.store, cutoff),
-        postgate::objects::multipart::expire(&app.state.db, &app.state.store, cutoff),
+        postgate::objects::multipart::expire(
+            &app.state.db,
+            &app.state.uploads,
+            &app.state.store,
+            cutoff
+        ),
+        postgate::objects::multipart::expire(
+            &app.state.db,
+            &app.state.uploads,
+            &app.state.store,
+            cutoff
+        ),
         abort
     );
     let removed = a.unwrap() + b.unwrap() + usize::from(res.status == 204);
@@ -514,9 +524,14 @@ async fn an_expired_link_takes_no_part() {
     assert!(res.text().contains("expired"));
     assert!(blob_files(app.data_dir()).is_empty());
     // The next sweep aborts the expired link's upload, whatever its age.
-    let swept = postgate::objects::multipart::expire(&app.state.db, &app.state.store, 0)
-        .await
-        .unwrap();
+    let swept = postgate::objects::multipart::expire(
+        &app.state.db,
+        &app.state.uploads,
+        &app.state.store,
+        0,
+    )
+    .await
+    .unwrap();
     assert_eq!(swept, 1);
     let res = app
         .req(Method::GET, "/expired/in/v.bin")

@@ -15,11 +15,16 @@ use crate::helpers::{
     spawn_app_in, xml_tag, xml_tags,
 };
 
-const MIB: usize = 1024 * 1024;
+pub(crate) const MIB: usize = 1024 * 1024;
 const NO_SUCH_ID: &str = "00000000000000000000000000000000";
 
 /// CreateMultipartUpload with extra headers; asserts 200 and returns the upload id.
-async fn create_with(app: &TestApp, bucket: &str, key: &str, headers: &[(&str, &str)]) -> String {
+pub(crate) async fn create_with(
+    app: &TestApp,
+    bucket: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> String {
     let mut req = app.req(Method::POST, &obj(bucket, key)).query("uploads");
     for (n, v) in headers {
         req = req.header(n, v);
@@ -38,7 +43,7 @@ async fn create(app: &TestApp, bucket: &str, key: &str) -> String {
     create_with(app, bucket, key, &[]).await
 }
 
-async fn upload_part_req(
+pub(crate) async fn upload_part_req(
     app: &TestApp,
     bucket: &str,
     key: &str,
@@ -54,7 +59,7 @@ async fn upload_part_req(
 }
 
 /// UploadPart; asserts 200 and that the ETag is the part's quoted MD5, and returns it.
-async fn upload_part(
+pub(crate) async fn upload_part(
     app: &TestApp,
     bucket: &str,
     key: &str,
@@ -81,7 +86,13 @@ fn complete_xml(parts: &[(u32, &str)]) -> String {
     xml
 }
 
-async fn complete(app: &TestApp, bucket: &str, key: &str, id: &str, parts: &[(u32, &str)]) -> Resp {
+pub(crate) async fn complete(
+    app: &TestApp,
+    bucket: &str,
+    key: &str,
+    id: &str,
+    parts: &[(u32, &str)],
+) -> Resp {
     app.req(Method::POST, &obj(bucket, key))
         .query(&format!("uploadId={id}"))
         .body(complete_xml(parts))
@@ -89,14 +100,14 @@ async fn complete(app: &TestApp, bucket: &str, key: &str, id: &str, parts: &[(u3
         .await
 }
 
-async fn abort(app: &TestApp, bucket: &str, key: &str, id: &str) -> Resp {
+pub(crate) async fn abort(app: &TestApp, bucket: &str, key: &str, id: &str) -> Resp {
     app.req(Method::DELETE, &obj(bucket, key))
         .query(&format!("uploadId={id}"))
         .send()
         .await
 }
 
-async fn list_parts(app: &TestApp, bucket: &str, key: &str, id: &str) -> Resp {
+pub(crate) async fn list_parts(app: &TestApp, bucket: &str, key: &str, id: &str) -> Resp {
     app.req(Method::GET, &obj(bucket, key))
         .query(&format!("uploadId={id}"))
         .send()
@@ -104,7 +115,11 @@ async fn list_parts(app: &TestApp, bucket: &str, key: &str, id: &str) -> Resp {
 }
 
 /// ListMultipartUploads; asserts 200 and returns the `(Key, UploadId)` pairs.
-async fn list_uploads(app: &TestApp, bucket: &str, query: &str) -> Vec<(String, String)> {
+pub(crate) async fn list_uploads(
+    app: &TestApp,
+    bucket: &str,
+    query: &str,
+) -> Vec<(String, String)> {
     let q = if query.is_empty() {
         "uploads".to_owned()
     } else {
@@ -125,7 +140,7 @@ async fn list_uploads(app: &TestApp, bucket: &str, query: &str) -> Vec<(String, 
 }
 
 /// S3's ETag of a multipart object: the MD5 of the parts' binary MD5s, then `-N`.
-fn multipart_etag(parts: &[&[u8]]) -> String {
+pub(crate) fn multipart_etag(parts: &[&[u8]]) -> String {
     let mut h = md5::Md5::new();
     for p in parts {
         h.update(md5::Md5::digest(p));
@@ -880,17 +895,27 @@ async fn expiry_sweep_aborts_old_uploads_and_removes_their_parts() {
     assert_eq!(blob_files(app.data_dir()).len(), 3);
 
     // A cutoff before the uploads began touches nothing.
-    let n = postgate::objects::multipart::expire(&app.state.db, &app.state.store, 0)
-        .await
-        .unwrap();
+    let n = postgate::objects::multipart::expire(
+        &app.state.db,
+        &app.state.uploads,
+        &app.state.store,
+        0,
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 0);
     assert_eq!(blob_files(app.data_dir()).len(), 3);
     assert_eq!(list_uploads(&app, "mpu", "").await.len(), 2);
 
     let far_future = (OffsetDateTime::now_utc().unix_timestamp() + 365 * 86_400) * 1000;
-    let n = postgate::objects::multipart::expire(&app.state.db, &app.state.store, far_future)
-        .await
-        .unwrap();
+    let n = postgate::objects::multipart::expire(
+        &app.state.db,
+        &app.state.uploads,
+        &app.state.store,
+        far_future,
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 2);
     assert!(blob_files(app.data_dir()).is_empty(), "part blobs left");
     assert!(list_uploads(&app, "mpu", "").await.is_empty());

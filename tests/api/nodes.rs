@@ -1655,3 +1655,442 @@ async fn events_the_control_db_refuses_are_kept_and_sent_by_the_node() {
         [("ObjectCreated:Put".to_owned(), "k".to_owned())]
     );
 }
+
+/// The multipart uploads of the cluster's bucket in the backend (`(backend key, id)`).
+async fn backend_uploads(cluster: &Cluster) -> Vec<(String, String)> {
+    crate::multipart::list_uploads(&cluster.backend, CLUSTER, "").await
+}
+
+/// ListParts' `(PartNumber, Size, ETag)` of an upload, through `node`.
+async fn parts_of(node: &TestApp, bucket: &str, key: &str, id: &str) -> Vec<(u32, u64, String)> {
+    let res = crate::multipart::list_parts(node, bucket, key, id).await;
+    res.assert_status(200);
+    let text = res.text();
+    let numbers = xml_tags(&text, "PartNumber");
+    let sizes = xml_tags(&text, "Size");
+    let etags = xml_tags(&text, "ETag");
+    assert!(
+        numbers.len() == sizes.len() && sizes.len() == etags.len(),
+        "{text}"
+    );
+    (0..numbers.len())
+        .map(|i| {
+            (
+                numbers[i].parse().unwrap(),
+                sizes[i].parse().unwrap(),
+                unescape(&etags[i]),
+            )
+        })
+        .collect()
+}
+
+/// An upload's id as ListMultipartUploads of `node` lists it under `key`, if it does.
+async fn listed_upload(node: &TestApp, bucket: &str, key: &str) -> Vec<String> {
+    crate::multipart::list_uploads(node, bucket, "")
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// A multipart upload through one load-balanced address: created on A, part 1 on A, part 2 on
+/// B; ListParts and ListMultipartUploads agree on both nodes; Complete on B makes the object
+/// with Create's headers, readable through A, and leaves no upload anywhere (nodes, backend).
+#[tokio::test]
+async fn a_multipart_upload_begun_on_one_node_completes_on_another() {
+    use crate::multipart::{MIB, complete, create_with, multipart_etag, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let id = create_with(
+        &a,
+        "mpu",
+        "dir/big.bin",
+        &[
+            ("content-type", "application/x-test"),
+            ("x-amz-meta-colour", "teal"),
+        ],
+    )
+    .await;
+    let one = pattern(5 * MIB, 7);
+    let two = b"and the tail".to_vec();
+    let e1 = upload_part(&a, "mpu", "dir/big.bin", &id, 1, &one).await;
+    let e2 = upload_part(&b, "mpu", "dir/big.bin", &id, 2, &two).await;
+    let want = vec![
+        (1, one.len() as u64, e1.clone()),
+        (2, two.len() as u64, e2.clone()),
+    ];
+    assert_eq!(parts_of(&b, "mpu", "dir/big.bin", &id).await, want);
+    assert_eq!(parts_of(&a, "mpu", "dir/big.bin", &id).await, want);
+    assert_eq!(listed_upload(&a, "mpu", "dir/big.bin").await, [id.as_str()]);
+    assert_eq!(listed_upload(&b, "mpu", "dir/big.bin").await, [id.as_str()]);
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+
+    let done = complete(&b, "mpu", "dir/big.bin", &id, &[(1, &e1), (2, &e2)]).await;
+    done.assert_status(200);
+    let etag = multipart_etag(&[&one, &two]);
+    assert_eq!(
+        xml_tag(&done.text(), "ETag").map(|e| unescape(&e)),
+        Some(etag.clone())
+    );
+    let got = a.get("/mpu/dir/big.bin").await;
+    got.assert_status(200);
+    assert!(got.body == [one.as_slice(), two.as_slice()].concat());
+    assert_eq!(got.header("etag"), Some(etag.as_str()));
+    assert_eq!(got.header("content-type"), Some("application/x-test"));
+    assert_eq!(got.header("x-amz-meta-colour"), Some("teal"));
+    assert!(listed_upload(&a, "mpu", "dir/big.bin").await.is_empty());
+    assert!(listed_upload(&b, "mpu", "dir/big.bin").await.is_empty());
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// Abort through B of an upload created through A: 204; then A knows no such upload, and the
+/// backend's upload is gone.
+#[tokio::test]
+async fn an_upload_aborted_on_one_node_is_gone_on_the_others() {
+    use crate::multipart::{MIB, abort, create_with, upload_part, upload_part_req};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let id = create_with(&a, "mpu", "gone.bin", &[]).await;
+    upload_part(&a, "mpu", "gone.bin", &id, 1, &pattern(5 * MIB, 3)).await;
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+    abort(&b, "mpu", "gone.bin", &id).await.assert_status(204);
+    upload_part_req(&a, "mpu", "gone.bin", &id, "2", b"late")
+        .await
+        .assert_error(404, "NoSuchUpload");
+    crate::multipart::list_parts(&a, "mpu", "gone.bin", &id)
+        .await
+        .assert_error(404, "NoSuchUpload");
+    abort(&a, "mpu", "gone.bin", &id)
+        .await
+        .assert_error(404, "NoSuchUpload");
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// The sweep of orphan backend uploads on B (`--multipart-expiry` of 1 ms: every backend upload
+/// no row names is an orphan to it) spares the live upload A began: the rows it reads are the
+/// ones every node shares.
+#[tokio::test]
+async fn another_nodes_orphan_sweep_spares_a_live_upload() {
+    use crate::multipart::{MIB, complete, create_with, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster
+        .node_with("node-b", "mpu", |config| {
+            config.multipart_expiry = Duration::from_millis(1);
+        })
+        .await;
+    // B's own sweeps at start are over before the upload begins.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = create_with(&a, "mpu", "live.bin", &[]).await;
+    let one = pattern(5 * MIB, 5);
+    let e1 = upload_part(&a, "mpu", "live.bin", &id, 1, &one).await;
+    let e2 = upload_part(&a, "mpu", "live.bin", &id, 2, b"end").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.state.sweep_backend_uploads().await;
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+    complete(&a, "mpu", "live.bin", &id, &[(1, &e1), (2, &e2)])
+        .await
+        .assert_status(200);
+    let got = a.get("/mpu/live.bin").await;
+    got.assert_status(200);
+    assert_eq!(got.body.len(), one.len() + 3);
+}
+
+/// Two Completes of one upload racing through A and B: both answer 200 with the one object's
+/// ETag (S3's answer to a repeated Complete; the row is removed by one of them only), the
+/// object is the upload's bytes, and no upload is left. Several rounds, to meet the race.
+#[tokio::test]
+async fn two_completes_racing_through_two_nodes_make_one_object() {
+    use crate::multipart::{MIB, complete, create_with, multipart_etag, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let one = pattern(5 * MIB, 9);
+    for round in 0..4 {
+        let key = format!("race-{round}.bin");
+        let tail = format!("tail {round}").into_bytes();
+        let id = create_with(&a, "mpu", &key, &[]).await;
+        let e1 = upload_part(&a, "mpu", &key, &id, 1, &one).await;
+        let e2 = upload_part(&b, "mpu", &key, &id, 2, &tail).await;
+        let parts = [(1, e1.as_str()), (2, e2.as_str())];
+        let (ra, rb) = tokio::join!(
+            complete(&a, "mpu", &key, &id, &parts),
+            complete(&b, "mpu", &key, &id, &parts)
+        );
+        let etag = multipart_etag(&[&one, &tail]);
+        for res in [&ra, &rb] {
+            res.assert_status(200);
+            assert_eq!(
+                xml_tag(&res.text(), "ETag").map(|e| unescape(&e)),
+                Some(etag.clone())
+            );
+        }
+        let got = b.get(&format!("/mpu/{key}")).await;
+        got.assert_status(200);
+        assert!(got.body == [one.as_slice(), tail.as_slice()].concat());
+        assert!(listed_upload(&a, "mpu", &key).await.is_empty());
+    }
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// A link's multipart upload (Uppy's routes) begun on A, its parts signed and sent through A
+/// and B, listed and completed through B; a second upload of the same name begun through B
+/// meanwhile gets the next free name, and is aborted through A.
+#[tokio::test]
+async fn a_links_multipart_upload_begun_on_one_node_completes_on_another() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    let (_, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "ups", "prefix": "u/", "max_size": 6 << 20}),
+    )
+    .await;
+    let (res, created) = call(
+        &a,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    let upload_id = created["uploadId"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(key, "u/clip.mp4");
+    // The same name begun through B while A's upload holds it: the next free name.
+    let (res, second) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(serde_json::json!({"filename": "clip.mp4", "type": "video/mp4"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(second["key"], "u/clip (2).mp4");
+    let key_q = format!("key={}", key.replace('/', "%2F"));
+    let first = pattern(5 << 20, 11);
+    let last = b"the end".to_vec();
+    let mut etags = Vec::new();
+    let sign = |node, n| {
+        let path = format!("/-/u/{token}/s3/multipart/{upload_id}/{n}?{key_q}");
+        async move {
+            let (res, signed) = call(node, Method::GET, &path, None).await;
+            res.assert_status(200);
+            signed["url"].as_str().unwrap().to_owned()
+        }
+    };
+    for (n, node, bytes) in [(1, &a, &first), (2, &b, &last)] {
+        let url = sign(node, n).await;
+        let put = node.send_url(Method::PUT, &url, bytes.clone()).await;
+        put.assert_status(200);
+        etags.push(put.header("etag").unwrap().trim_matches('"').to_owned());
+        if n == 1 {
+            // The link's 6 MiB hold across nodes: B counts the part A recorded.
+            let url = sign(&b, 3).await;
+            b.send_url(Method::PUT, &url, vec![b'z'; (1 << 20) + 1])
+                .await
+                .assert_error(400, "EntityTooLarge");
+        }
+    }
+    let (res, listed) = call(
+        &b,
+        Method::GET,
+        &format!("/-/u/{token}/s3/multipart/{upload_id}?{key_q}"),
+        None,
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    let (res, done) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart/{upload_id}/complete?{key_q}"),
+        Some(serde_json::json!({"parts": [
+            {"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 2, "ETag": etags[1]}
+        ]})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(done["key"], key.as_str());
+    let got = a.get(&format!("/ups/{key}")).await;
+    got.assert_status(200);
+    assert!(got.body == [first.as_slice(), last.as_slice()].concat());
+    assert_eq!(got.header("content-type"), Some("video/mp4"));
+    // The second upload, begun through B, aborted through A.
+    let (res, _) = call(
+        &a,
+        Method::DELETE,
+        &format!(
+            "/-/u/{token}/s3/multipart/{}?key=u%2Fclip%20(2).mp4",
+            second["uploadId"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    res.assert_status(204);
+    assert!(backend_uploads(&cluster).await.is_empty());
+}
+
+/// A node restart loses no shared upload: begun through A, A stops; B takes part 2; A starts
+/// again on its data directory (its start-up sweeps run) and completes the upload.
+#[tokio::test]
+async fn a_shared_upload_survives_its_nodes_restart() {
+    use crate::multipart::{MIB, complete, create_with, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "mpu").await;
+    let b = cluster.node("node-b", "mpu").await;
+    let id = create_with(&a, "mpu", "kept.bin", &[]).await;
+    let one = pattern(5 * MIB, 13);
+    let e1 = upload_part(&a, "mpu", "kept.bin", &id, 1, &one).await;
+    let dir = a.stop().await;
+    let e2 = upload_part(&b, "mpu", "kept.bin", &id, 2, b"after").await;
+    let a = spawn_app_in_with(dir, |config| cluster.as_node("node-a", config)).await;
+    assert_eq!(parts_of(&a, "mpu", "kept.bin", &id).await.len(), 2);
+    complete(&a, "mpu", "kept.bin", &id, &[(1, &e1), (2, &e2)])
+        .await
+        .assert_status(200);
+    let got = b.get("/mpu/kept.bin").await;
+    got.assert_status(200);
+    assert!(got.body == [one.as_slice(), b"after"].concat());
+}
+
+/// Not a test: the time of UploadPart (5 MiB, over the same backend) with the upload's rows in
+/// PostgreSQL and in the node's SQLite, printed for docs/cluster.md section 4
+/// (`cargo nextest run --test api nodes::part_timing --run-ignored only --no-capture`).
+#[tokio::test]
+#[ignore]
+async fn part_timing() {
+    use crate::multipart::{MIB, abort, create_with, upload_part};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let shared = cluster.node("node-a", "mpu").await;
+    let local = spawn_app_with(|config| cluster.on_backend(config)).await;
+    ensure_bucket(&local, "mpt").await;
+    let body = pattern(5 * MIB, 1);
+    const PARTS: u32 = 20;
+    for round in 0..2 {
+        for (name, app, bucket) in [("postgresql", &shared, "mpu"), ("sqlite", &local, "mpt")] {
+            let id = create_with(app, bucket, "timed.bin", &[]).await;
+            let started = std::time::Instant::now();
+            for n in 1..=PARTS {
+                upload_part(app, bucket, "timed.bin", &id, n, &body).await;
+            }
+            let per = started.elapsed() / PARTS;
+            let rows = std::time::Instant::now();
+            for _ in 0..PARTS {
+                app.state.uploads.parts(&id, 0, 10_000).await.unwrap();
+            }
+            let read = rows.elapsed() / PARTS;
+            eprintln!(
+                "round {round} {name}: UploadPart of 5 MiB {per:?} each; reading {PARTS} part rows {read:?}"
+            );
+            abort(app, bucket, "timed.bin", &id)
+                .await
+                .assert_status(204);
+        }
+    }
+}
+
+/// A bucket deleted through one node takes its unfinished multipart uploads with it: made again,
+/// it lists none through either node.
+#[tokio::test]
+async fn a_deleted_buckets_shared_uploads_go_with_it() {
+    use crate::multipart::{create_with, list_uploads};
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    a.req(Method::PUT, "/brief").send().await.assert_status(200);
+    let put_b = || b.req(Method::PUT, "/brief/seen").body(b"b".to_vec());
+    until_answer(put_b, 200, None, BOUND).await;
+    b.delete("/brief/seen").await.assert_status(204);
+    create_with(&b, "brief", "open.bin", &[]).await;
+    a.req(Method::DELETE, "/brief")
+        .send()
+        .await
+        .assert_status(204);
+    a.req(Method::PUT, "/brief").send().await.assert_status(200);
+    assert!(list_uploads(&a, "brief", "").await.is_empty());
+    let put_b = || b.req(Method::PUT, "/brief/again").body(b"b".to_vec());
+    until_answer(put_b, 200, None, BOUND).await;
+    assert!(list_uploads(&b, "brief", "").await.is_empty());
+}
+
+/// The expiry sweep run by two nodes at once over one shared upload aborts it once (each row is
+/// answered to one deleting statement), and a link revoked through A aborts the link's upload
+/// begun through B.
+#[tokio::test]
+async fn shared_uploads_expire_once_and_go_with_their_revoked_link() {
+    use crate::multipart::create_with;
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "ups").await;
+    let b = cluster.node("node-b", "ups").await;
+    create_with(&a, "ups", "old.bin", &[]).await;
+    let far_future = i64::MAX / 2;
+    let (na, nb) = tokio::join!(
+        postgate::objects::multipart::expire(
+            &a.state.db,
+            &a.state.uploads,
+            &a.state.store,
+            far_future
+        ),
+        postgate::objects::multipart::expire(
+            &b.state.db,
+            &b.state.uploads,
+            &b.state.store,
+            far_future
+        ),
+    );
+    assert_eq!(na.unwrap() + nb.unwrap(), 1);
+    assert!(
+        crate::multipart::list_uploads(&b, "ups", "")
+            .await
+            .is_empty()
+    );
+    assert!(backend_uploads(&cluster).await.is_empty());
+
+    let (id, token) = make_link(&a, serde_json::json!({"bucket": "ups", "prefix": "r/"})).await;
+    let (res, _) = call(
+        &b,
+        Method::POST,
+        &format!("/-/u/{token}/s3/multipart"),
+        Some(serde_json::json!({"filename": "r.bin"})),
+    )
+    .await;
+    res.assert_status(200);
+    assert_eq!(backend_uploads(&cluster).await.len(), 1);
+    let (res, _) = api(
+        &a,
+        Method::DELETE,
+        &format!("/-/api/links/{id}"),
+        (ADMIN_AK, ADMIN_SK),
+        serde_json::Value::Null,
+    )
+    .await;
+    res.assert_status(204);
+    assert!(
+        crate::multipart::list_uploads(&b, "ups", "")
+            .await
+            .is_empty()
+    );
+    assert!(backend_uploads(&cluster).await.is_empty());
+}

@@ -475,10 +475,15 @@ async fn lifecycle_expiry_deletes_in_the_backend_and_spares_an_overwrite() {
     tokio::time::sleep(day + Duration::from_millis(1200)).await;
     gw.put("/bkt/old/b", b"fresh").await;
     let origin = gw.state.lifecycle_origin();
-    let swept =
-        postgate::objects::lifecycle::sweep(&gw.state.db, &gw.state.store, Some(day), &origin)
-            .await
-            .unwrap();
+    let swept = postgate::objects::lifecycle::sweep(
+        &gw.state.db,
+        &gw.state.uploads,
+        &gw.state.store,
+        Some(day),
+        &origin,
+    )
+    .await
+    .unwrap();
     assert_eq!(swept.objects, 1, "{swept:?}");
     assert_eq!(swept.uploads, 1, "{swept:?}");
     assert_eq!(backend_keys(&backend).await, ["bkt/keep/c", "bkt/old/b"]);

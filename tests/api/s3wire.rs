@@ -1008,7 +1008,7 @@ async fn revoking_a_link_aborts_its_backend_uploads() {
     .await;
     res.assert_status(200);
     assert_eq!(backend_uploads(&backend).await.len(), 1);
-    postgate::objects::link::revoke(&gw.state.db, &gw.state.store, &link.id)
+    postgate::objects::link::revoke(&gw.state.db, &gw.state.uploads, &gw.state.store, &link.id)
         .await
         .unwrap();
     assert!(backend_uploads(&backend).await.is_empty());
