@@ -1,6 +1,7 @@
 //! Where multipart uploads in progress and their parts live: this node's SQLite
 //! (`db::uploads`, one node) or, with `--control-db`, the control database the nodes share
-//! (migrations/postgres/0006), so that an upload begun on one node continues on any other.
+//! (`migrations/postgres/0007_uploads.sql`), so that an upload begun on one node continues on
+//! any other.
 //! [`Uploads`] is the one switch the core and the areas read the rows through; the steps that
 //! change them together with other state (a part's row with the link's budget, Complete's
 //! removal, an abort) keep their SQLite transaction on one node and have a PostgreSQL
