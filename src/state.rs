@@ -16,6 +16,25 @@ use crate::storage::Storage;
 /// How long a looked-up access key or bucket row is trusted before it is read again, so that keys
 /// the operator deletes with the CLI while the server runs stop working promptly.
 const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Runs `copy` every `CACHE_TTL` and whenever `changed` is notified, for ever: how a node keeps
+/// its copy of shared state current, the notification making it prompt and the period bounding
+/// it when a notification is lost.
+async fn copy_on_change<F, Fut>(changed: &tokio::sync::Notify, mut copy: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(CACHE_TTL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = changed.notified() => {}
+        }
+        copy().await;
+    }
+}
+
 /// How far apart the nodes' clocks may be for [`AppState::know_link`] to hold (NTP keeps them
 /// far closer).
 const CLOCK_SKEW: Duration = Duration::from_secs(1);
@@ -468,19 +487,11 @@ impl AppState {
             self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
             changed.notify_one();
         });
-        let copy = async {
-            let mut tick = tokio::time::interval(CACHE_TTL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = changed.notified() => {}
-                }
-                if let Err(e) = self.copy_grants(pg).await {
-                    tracing::warn!(error = %e, "cannot copy the shared grants");
-                }
+        let copy = copy_on_change(&changed, || async {
+            if let Err(e) = self.copy_grants(pg).await {
+                tracing::warn!(error = %e, "cannot copy the shared grants");
             }
-        };
+        });
         tokio::join!(listen, copy);
     }
 
@@ -502,19 +513,11 @@ impl AppState {
                 false => std::future::pending().await,
             }
         };
-        let copy = async {
-            let mut tick = tokio::time::interval(CACHE_TTL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = changed.notified() => {}
-                }
-                if let Err(e) = self.refresh_config().await {
-                    tracing::warn!(error = %e, "cannot copy the shared buckets and settings");
-                }
+        let copy = copy_on_change(&changed, || async {
+            if let Err(e) = self.refresh_config().await {
+                tracing::warn!(error = %e, "cannot copy the shared buckets and settings");
             }
-        };
+        });
         tokio::join!(listen, copy);
     }
 

@@ -225,39 +225,44 @@ impl Pg {
         Ok(())
     }
 
+    /// The one upload row `sql` answers (`UPLOAD_COLUMNS`), if any.
+    async fn one_upload(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<UploadRecord>, DbError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(sql, params)
+            .await
+            .map_err(pg_error)?;
+        Ok(row.as_ref().map(upload_from_row))
+    }
+
     async fn upload(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
     ) -> Result<Option<UploadRecord>, DbError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!(
-                    "SELECT {UPLOAD_COLUMNS} FROM uploads
-                     WHERE upload_id = $1 AND bucket = $2 AND key = $3"
-                ),
-                &[&upload_id, &bucket, &key],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(row.as_ref().map(upload_from_row))
+        self.one_upload(
+            &format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads
+                 WHERE upload_id = $1 AND bucket = $2 AND key = $3"
+            ),
+            &[&upload_id, &bucket, &key],
+        )
+        .await
     }
 
     /// The upload `upload_id`, whatever its key.
     pub async fn upload_by_id(&self, upload_id: &str) -> Result<Option<UploadRecord>, DbError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = $1"),
-                &[&upload_id],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(row.as_ref().map(upload_from_row))
+        self.one_upload(
+            &format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = $1"),
+            &[&upload_id],
+        )
+        .await
     }
 
     async fn parts(
@@ -390,16 +395,11 @@ impl Pg {
     /// and sweeps on any nodes, exactly one gets the row (and so aborts the backend's upload
     /// or settles the completion).
     pub async fn delete_upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, DbError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!("DELETE FROM uploads WHERE upload_id = $1 RETURNING {UPLOAD_COLUMNS}"),
-                &[&upload_id],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(row.as_ref().map(upload_from_row))
+        self.one_upload(
+            &format!("DELETE FROM uploads WHERE upload_id = $1 RETURNING {UPLOAD_COLUMNS}"),
+            &[&upload_id],
+        )
+        .await
     }
 
     /// Deletes the uploads begun before `cutoff` (milliseconds), and those of revoked or expired
