@@ -542,6 +542,7 @@ impl AppState {
         }
         let began = db::now_millis();
         let shared = pg.shared_config().await?;
+        self.metrics.config_read();
         let changed = self
             .db
             .write(move |c| db::buckets::replace_shared(c, &shared))
@@ -558,17 +559,21 @@ impl AppState {
     /// With a shared control database, a link made on another node a moment ago may not be in
     /// this node's copy of the configuration yet (its webhook comes with the link's
     /// notification, or at the periodic re-read, `CACHE_TTL`). A link younger than twice that
-    /// whose webhook this node does not know has the configuration read once more (unless a
-    /// read begun after the link was made, allowing `CLOCK_SKEW` between the nodes' clocks,
-    /// already was), so its uploads through this node are announced to it; an older link's
-    /// webhook is already here.
+    /// whose webhook this node does not know has the configuration read once more, so its
+    /// uploads through this node are announced to it; an older link's webhook is already here.
+    /// A read begun after either of two moments has the link's webhook: the link's making
+    /// (allowing `CLOCK_SKEW` between the nodes' clocks), or this request's read of the link's
+    /// row from the control database (this node's clock alone). A read that began after the
+    /// earlier of them serves: a burst of page loads on a link made a moment ago waits for one
+    /// read, or two when it arrived during one, not one each.
     pub async fn know_link(&self, link: &db::links::LinkRecord) {
-        let young = link.created_at > db::now_millis() - 2 * CACHE_TTL.as_millis() as i64;
+        let now = db::now_millis();
+        let young = link.created_at > now - 2 * CACHE_TTL.as_millis() as i64;
         if !young || self.links.shared().is_none() || self.events.link_target(&link.id).is_some() {
             return;
         }
         let made = link.created_at + CLOCK_SKEW.as_millis() as i64;
-        if let Err(e) = self.refresh_config_after(Some(made)).await {
+        if let Err(e) = self.refresh_config_after(Some(made.min(now))).await {
             tracing::warn!(error = %e, link = %link.id, "cannot read the shared configuration");
         }
     }

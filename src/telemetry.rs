@@ -40,6 +40,7 @@ pub struct Metrics {
     multipart_open: Gauge,
     event_deliveries: Family<One, Counter>,
     events_pending: Gauge,
+    config_reads: Counter,
     disk_free: Gauge,
     wal_size: Gauge,
 }
@@ -70,6 +71,7 @@ impl Metrics {
             multipart_open: Gauge::default(),
             event_deliveries: Family::default(),
             events_pending: Gauge::default(),
+            config_reads: Counter::default(),
             disk_free: Gauge::default(),
             wal_size: Gauge::default(),
         };
@@ -124,6 +126,11 @@ impl Metrics {
             m.events_pending.clone(),
         );
         registry.register(
+            "control_config_reads",
+            "Copies of the shared buckets, settings and webhook targets read from the control database",
+            m.config_reads.clone(),
+        );
+        registry.register(
             "data_dir_free_bytes",
             "Bytes available to postgate on the data directory's filesystem",
             m.disk_free.clone(),
@@ -160,6 +167,11 @@ impl Metrics {
         self.event_deliveries
             .get_or_create(&[("outcome", outcome)])
             .inc();
+    }
+
+    /// Counts one read of the shared configuration from the control database.
+    pub fn config_read(&self) {
+        self.config_reads.inc();
     }
 
     /// An upload body started arriving; the returned guard counts it until dropped.

@@ -1317,6 +1317,69 @@ async fn a_links_webhook_hears_its_uploads_through_every_node() {
     assert_eq!(listed(&b, &id).await["webhook"], "hook");
 }
 
+/// Node B's reads of the shared configuration, from its `/-/metrics`.
+async fn config_reads(node: &TestApp) -> u64 {
+    let text = node
+        .http
+        .get(format!("{}/-/metrics", node.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("postgate_control_config_reads_total "))
+        .expect("the config reads counter")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// 100 page loads at once, on node B, of a link node A made a moment ago (B hears of it by its
+/// own reads only): B reads the shared configuration once or twice for the whole burst, not
+/// once per load (serialised: the last load waited for all of them), and then knows the link's
+/// webhook. Each load is answered 200.
+#[tokio::test]
+async fn a_burst_on_a_new_link_reads_the_shared_configuration_once_or_twice() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let a = cluster.node("node-a", "burst").await;
+    let b = cluster
+        .node_with("node-b", "burst", |config| config.control_listen = false)
+        .await;
+    let receiver = Receiver::start().await;
+    let hook = postgate::db::events::WebhookRecord {
+        name: "hook".into(),
+        url: receiver.url.clone(),
+        secret: SECRET.into(),
+    };
+    let pg = a.state.links.shared().expect("a node of the cluster");
+    pg.put_webhook(&hook).await.unwrap();
+    b.state.refresh_config().await.unwrap();
+    let before = config_reads(&b).await;
+    let (id, token) = make_link(
+        &a,
+        serde_json::json!({"bucket": "burst", "prefix": "p/", "webhook": "hook"}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let loads = (0..100).map(|_| {
+        let (http, url) = (b.http.clone(), format!("{}/-/u/{token}", b.base));
+        tokio::spawn(async move { http.get(url).send().await.unwrap().status().as_u16() })
+    });
+    for load in futures_util::future::join_all(loads).await {
+        assert_eq!(load.unwrap(), 200);
+    }
+    let took = started.elapsed();
+    let reads = config_reads(&b).await - before;
+    eprintln!("100 page loads on a new link: {reads} reads of the shared configuration, {took:?}");
+    // One for the burst, one more for loads that came during it, one from B's periodic read.
+    assert!((1..=3).contains(&reads), "{reads} reads for 100 loads");
+    assert_eq!(b.state.events.link_target(&id).as_deref(), Some("hook"));
+}
+
 /// One key's events through two nodes arrive in the order they were made: PUT (A), DELETE (B),
 /// PUT (A), while the receiver refuses the first attempt (the later ones wait for it). With an
 /// outbox per node, B sent its DELETE at once, before A's retry of the first PUT.
