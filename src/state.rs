@@ -60,8 +60,22 @@ struct BucketCache {
     generation: AtomicU64,
 }
 
+/// What every request shares, behind one `Arc`: axum clones the state for each extractor, layer
+/// and spawned task, and a clone is then one reference count, not one per field (with the
+/// store's paths copied on top).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     /// The storage backend (bytes and object catalog), through which the core reaches objects.
@@ -272,6 +286,15 @@ async fn slot_stored(
 }
 
 impl AppState {
+    /// This state with another configuration (the address really bound once a port 0 is
+    /// resolved); everything else is shared with `self`.
+    pub fn with_config(&self, config: Config) -> AppState {
+        AppState(Arc::new(Shared {
+            config: Arc::new(config),
+            ..Shared::clone(self)
+        }))
+    }
+
     /// Opens the data directory: creates it, migrates the database, sweeps what a crash left
     /// behind and makes sure an admin key exists. Returns the state and, when a new admin key was
     /// generated, its secret (to be printed once).
@@ -363,7 +386,7 @@ impl AppState {
             Some(pg) => crate::control::Uploads::Shared(pg.clone()),
             None => crate::control::Uploads::Local(db.clone()),
         };
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             config: Arc::new(config),
             db,
             store,
@@ -375,7 +398,7 @@ impl AppState {
             post_policies: Arc::default(),
             buckets: Arc::default(),
             config_copy: Arc::default(),
-        };
+        }));
         if let Some(pg) = state.links.shared() {
             seed_config(pg, &state.db, &state.config.data_dir).await?;
             // Serves the shared buckets from its first request.

@@ -164,7 +164,7 @@ pub async fn serve(
     {
         let mut config = (*state.config).clone();
         config.addr = bound;
-        state.config = Arc::new(config);
+        state = state.with_config(config);
     }
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

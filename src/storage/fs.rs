@@ -176,8 +176,10 @@ pub fn segments_of(parts: &[(String, u64)], start: u64, len: u64) -> Vec<Segment
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
-    blobs: PathBuf,
-    tmp: PathBuf,
+    // Shared, not owned: a store is cloned into every write's blocking task and every read's
+    // pins, and a clone should not copy its paths.
+    blobs: Arc<Path>,
+    tmp: Arc<Path>,
     pins: Arc<Mutex<Pins>>,
     /// Fan-out directories (`blobs/ab/cd`) whose own names this process has made durable.
     durable_dirs: Arc<Mutex<HashSet<PathBuf>>>,
@@ -262,8 +264,8 @@ static BODY_BYTES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BO
 impl FsStore {
     pub fn open(data_dir: &Path) -> io::Result<FsStore> {
         let store = FsStore {
-            blobs: data_dir.join("blobs"),
-            tmp: data_dir.join("tmp"),
+            blobs: data_dir.join("blobs").into(),
+            tmp: data_dir.join("tmp").into(),
             pins: Arc::default(),
             durable_dirs: Arc::default(),
         };
