@@ -749,6 +749,8 @@ enum Plan {
 #[derive(Default)]
 struct ConnStats {
     completed: u64,
+    /// Requests sent, warm-up included: what the CPU times per request divide by.
+    sent: u64,
     errors: u64,
     latencies_us: Vec<u32>,
     first_error: Option<String>,
@@ -756,6 +758,9 @@ struct ConnStats {
 
 struct LoadResult {
     completed: u64,
+    sent: u64,
+    /// The load generator's own CPU time (this process, user + system) over the run, seconds.
+    client_cpu_s: f64,
     errors: u64,
     rps: f64,
     p50_ms: f64,
@@ -813,6 +818,7 @@ async fn connection_loop(
         let req = source.build(conn, seq);
         let what = format!("{} {}", req.method(), req.uri());
         seq += 1;
+        st.sent += 1;
         let t0 = Instant::now();
         let outcome = async {
             sender.ready().await?;
@@ -868,6 +874,7 @@ async fn run_load(
         senders.push(connect(addr).await.expect("connecting the load generator"));
     }
     let start = Instant::now();
+    let cpu_start = cpu_secs_of("/proc/self/stat");
     let plan = plan_of(start);
     let tasks: Vec<_> = senders
         .into_iter()
@@ -878,12 +885,14 @@ async fn run_load(
     for t in tasks {
         let st = t.await.expect("connection task panicked");
         all.completed += st.completed;
+        all.sent += st.sent;
         all.errors += st.errors;
         all.latencies_us.extend(st.latencies_us);
         if all.first_error.is_none() {
             all.first_error = st.first_error;
         }
     }
+    let client_cpu_s = cpu_secs_of("/proc/self/stat") - cpu_start;
     let elapsed = match plan {
         Plan::Timed { measure_start, end } => end - measure_start,
         Plan::Count(_) => start.elapsed(),
@@ -899,12 +908,66 @@ async fn run_load(
     };
     LoadResult {
         completed: all.completed,
+        sent: all.sent,
+        client_cpu_s,
         errors: all.errors,
         rps: all.completed as f64 / elapsed.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         first_error: all.first_error,
     }
+}
+
+/// CPU time per request sent of one load case (warm-up included), µs: the server process's and
+/// the load generator's (this process).
+#[derive(Clone, Copy)]
+struct CpuPerRequest {
+    server_us: f64,
+    client_us: f64,
+}
+
+impl CpuPerRequest {
+    /// The highest rate the machine's cores allow when every request costs this much CPU in the
+    /// two processes together, req/s.
+    fn cap_rps(self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores as f64 * 1e6 / (self.server_us + self.client_us)
+    }
+}
+
+/// [`run_load`] against `server`, with both processes' CPU time per request.
+async fn run_load_cpu(
+    server: &Proc,
+    source: Arc<dyn RequestSource>,
+    expected: StatusCode,
+    plan_of: impl FnOnce(Instant) -> Plan,
+) -> (LoadResult, CpuPerRequest) {
+    let before = cpu_secs(server.pid());
+    let r = run_load(server.addr, source, expected, plan_of).await;
+    let sent = r.sent.max(1) as f64;
+    let cpu = CpuPerRequest {
+        server_us: (cpu_secs(server.pid()) - before) / sent * 1e6,
+        client_us: r.client_cpu_s / sent * 1e6,
+    };
+    (r, cpu)
+}
+
+/// The row of a case's CPU per request. The two processes share the cores, so CPU alone caps
+/// the case's rate at cores / (server + load generator CPU per request); the note gives that cap
+/// as a ratio to the loopback rate L1 measured in the same run, the most the case can reach
+/// against L1 on this machine whatever else it waits for.
+fn cpu_row(figure: &str, cpu: CpuPerRequest, loopback_rps: f64) -> Row {
+    Row::limit(
+        format!("{figure} CPU per request (server)"),
+        cpu.server_us,
+        "µs",
+        format!(
+            "load generator {:.1} µs; the cores allow at most {:.0} req/s = {:.3}x L1",
+            cpu.client_us,
+            cpu.cap_rps(),
+            cpu.cap_rps() / loopback_rps
+        ),
+    )
 }
 
 fn timed(o: &Opts) -> impl FnOnce(Instant) -> Plan + use<> {
@@ -1836,7 +1899,7 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
     let src = Arc::new(PlainGet {
         host: nothing.addr.to_string(),
     });
-    let loopback = run_load(nothing.addr, src, StatusCode::OK, timed(o)).await;
+    let (loopback, loopback_cpu) = run_load_cpu(&nothing, src, StatusCode::OK, timed(o)).await;
     assert_eq!(
         loopback.errors, 0,
         "do-nothing server: {:?}",
@@ -1857,8 +1920,13 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
         loopback.rps,
         "req/s",
         format!(
-            "p50 {:.2} ms, p99 {:.2} ms",
-            loopback.p50_ms, loopback.p99_ms
+            "p50 {:.2} ms, p99 {:.2} ms; CPU per request: server {:.1} µs, load generator {:.1} µs \
+             (cores allow {:.0} req/s)",
+            loopback.p50_ms,
+            loopback.p99_ms,
+            loopback_cpu.server_us,
+            loopback_cpu.client_us,
+            loopback_cpu.cap_rps()
         ),
     ));
     rows.push(Row::limit(
@@ -1924,7 +1992,7 @@ async fn run_all(o: &Opts, scratch: &Path) -> Vec<Row> {
 
     // --- 8. POST Object 4 KiB; 9. POST Object big, RSS; 10. oversized POSTs.
     if o.wants("post") {
-        figure_post(o, scratch, &mut rows, floor, dd, md5).await;
+        figure_post(o, scratch, &mut rows, [floor, dd, md5, loopback.rps]).await;
     }
 
     // --- 14. Type checks: verification on vs off, small and big POSTs.
@@ -1985,20 +2053,6 @@ async fn figure_ops(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
             self.form
                 .request(&self.host, &filename, self.file.clone(), SMALL as u64)
         }
-    }
-    /// The server's CPU time (user + system) so far, in seconds.
-    fn cpu_secs(pid: u32) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let after_name = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name.
-        (ticks(11) + ticks(12)) / 100.0
     }
     fn median(v: &[f64]) -> f64 {
         let mut v = v.to_vec();
@@ -2186,7 +2240,7 @@ async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64,
         t.elapsed().as_secs_f64()
     );
     let perf = Perf::start(o, &server, "put-4k");
-    let r = run_load(server.addr, put.clone(), StatusCode::OK, timed(o)).await;
+    let (r, cpu) = run_load_cpu(&server, put.clone(), StatusCode::OK, timed(o)).await;
     perf.stop();
     let on_the_fly = put.signed_on_the_fly.load(Ordering::Relaxed);
     let all_ok = r.errors == 0 && r.completed > 0;
@@ -2227,13 +2281,14 @@ async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64,
         "ms",
         String::new(),
     ));
+    rows.push(cpu_row("4 PutObject 4 KiB", cpu, loopback));
     drop(put);
 
     step("GetObject 4 KiB @64 (preloading keys)");
     let paths = preload_get_keys(&server, &signer).await;
     let get = Arc::new(GetSmall::new(Signer::new(&server.addr.to_string()), paths));
     let perf = Perf::start(o, &server, "get-4k");
-    let r = run_load(server.addr, get, StatusCode::OK, timed(o)).await;
+    let (r, cpu) = run_load_cpu(&server, get, StatusCode::OK, timed(o)).await;
     perf.stop();
     rows.push(Row {
         figure: format!(
@@ -2260,6 +2315,7 @@ async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64,
         "ms",
         String::new(),
     ));
+    rows.push(cpu_row("5 GetObject 4 KiB", cpu, loopback));
     server.stop();
     step("  server stopped");
 }
@@ -2287,7 +2343,9 @@ fn median<T: Copy + Ord>(v: &[T]) -> Option<T> {
 
 /// Figures 8 (POST Object 4 KiB at 64 connections) and 10 (oversized POSTs against a 1 KiB
 /// maximum) on one server, then figure 9 (POST Object big) on a fresh server, with its peak RSS.
-async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, dd: f64, md5: f64) {
+/// `limits`: L3 (fsync'd files/s), L2 (disk MB/s), L4 (MD5 MB/s), L1 (loopback req/s).
+async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, limits: [f64; 4]) {
+    let [floor, dd, md5, loopback] = limits;
     let server = spawn_postgate(o, &scratch.join("post"), "post").await;
     let signer = create_bucket(&server).await;
     let host = server.addr.to_string();
@@ -2300,7 +2358,7 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
         file: pattern(SMALL, 43),
     });
     let perf = Perf::start(o, &server, "post-4k");
-    let r = run_load(server.addr, src, StatusCode::NO_CONTENT, timed(o)).await;
+    let (r, cpu) = run_load_cpu(&server, src, StatusCode::NO_CONTENT, timed(o)).await;
     perf.stop();
     // The uploads really landed under the expanded key.
     let probe = signer.signed(
@@ -2350,6 +2408,7 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64, 
         must: None,
         note: String::new(),
     });
+    rows.push(cpu_row("8 POST Object 4 KiB", cpu, loopback));
 
     rows.extend(figure_post_with_webhook(o, &server, &scratch.join("post"), r.rps).await);
 

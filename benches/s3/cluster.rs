@@ -290,6 +290,7 @@ async fn run_split(
         senders.push(connect(*addr).await.expect("connecting the load generator"));
     }
     let start = Instant::now();
+    let cpu_start = cpu_secs_of("/proc/self/stat");
     let plan = plan_of(start);
     let tasks: Vec<_> = senders
         .into_iter()
@@ -300,14 +301,16 @@ async fn run_split(
         })
         .collect();
     let mut latencies = Vec::new();
-    let (mut completed, mut errors, mut first_error) = (0, 0, None);
+    let (mut completed, mut sent, mut errors, mut first_error) = (0, 0, 0, None);
     for t in tasks {
         let st = t.await.expect("connection task panicked");
         completed += st.completed;
+        sent += st.sent;
         errors += st.errors;
         latencies.extend(st.latencies_us);
         first_error = first_error.or(st.first_error);
     }
+    let client_cpu_s = cpu_secs_of("/proc/self/stat") - cpu_start;
     let elapsed = match plan {
         Plan::Timed { measure_start, end } => end - measure_start,
         Plan::Count(_) => start.elapsed(),
@@ -315,6 +318,8 @@ async fn run_split(
     latencies.sort_unstable();
     LoadResult {
         completed,
+        sent,
+        client_cpu_s,
         errors,
         rps: completed as f64 / elapsed.as_secs_f64(),
         p50_ms: quantile_ms(&latencies, 0.50),
