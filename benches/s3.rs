@@ -2044,11 +2044,9 @@ async fn figure_ops(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
         form: PostForm,
         file: Bytes,
         slice: u32,
-        built: AtomicU64,
     }
     impl RequestSource for OpsPost {
         fn build(&self, conn: usize, seq: u64) -> Request<BenchBody> {
-            self.built.fetch_add(1, Ordering::Relaxed);
             let filename = format!("s{:03}-c{conn:02}-{seq:07}.bin", self.slice);
             self.form
                 .request(&self.host, &filename, self.file.clone(), SMALL as u64)
@@ -2096,7 +2094,6 @@ async fn figure_ops(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
             },
             file: pattern(SMALL, 13),
             slice,
-            built: AtomicU64::new(0),
         });
         let addr = server.addr;
         let scraper = (i == 0).then(|| {
@@ -2112,15 +2109,12 @@ async fn figure_ops(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
             })
         });
         let cpu_before = cpu_secs(server.pid());
-        let r = run_load(
-            server.addr,
-            src.clone(),
-            StatusCode::NO_CONTENT,
-            move |start| Plan::Timed {
+        let r = run_load(server.addr, src, StatusCode::NO_CONTENT, move |start| {
+            Plan::Timed {
                 measure_start: start + warmup,
                 end: start + warmup + slice_len,
-            },
-        )
+            }
+        })
         .await;
         if let Some(s) = scraper {
             s.abort();
@@ -2129,8 +2123,7 @@ async fn figure_ops(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
         if let Some(e) = &r.first_error {
             eprintln!("s3 bench:   ops: {e}");
         }
-        let sent = src.built.load(Ordering::Relaxed);
-        (r.completed, sent, cpu_secs(server.pid()) - cpu_before)
+        (r.completed, r.sent, cpu_secs(server.pid()) - cpu_before)
     };
     let mut errors = 0;
     step("POST Object 4 KiB @64, access log + metrics on and off: warm-up");
@@ -2604,13 +2597,10 @@ async fn alternate(o: &Opts, server: &Proc, prefix: &str) -> Alternation {
             // Fresh file names each round: keys would otherwise be overwritten.
             let key_prefix = format!("{kind}{}-r{round}-", &prefix[..prefix.len() - 1]);
             let post = presign_post(server.addr, KeySpec::Prefix(key_prefix), SMALL as u64);
-            let src = Arc::new(Counting {
-                inner: PostSmall {
-                    host: host.clone(),
-                    form: PostForm::new(&post),
-                    file: pattern(SMALL, 44 + i as u64),
-                },
-                built: AtomicU64::new(0),
+            let src = Arc::new(PostSmall {
+                host: host.clone(),
+                form: PostForm::new(&post),
+                file: pattern(SMALL, 44 + i as u64),
             });
             let tag = format!(
                 "post-4k-{}-{}-{round}",
@@ -2619,10 +2609,10 @@ async fn alternate(o: &Opts, server: &Proc, prefix: &str) -> Alternation {
             );
             let perf = Perf::start(o, server, &tag);
             let cpu0 = cpu_secs(server.pid());
-            let r = run_load(server.addr, src.clone(), StatusCode::NO_CONTENT, timed(o)).await;
+            let r = run_load(server.addr, src, StatusCode::NO_CONTENT, timed(o)).await;
             a.cpu[i] += cpu_secs(server.pid()) - cpu0;
             perf.stop();
-            a.sent[i] += src.built.load(Ordering::Relaxed);
+            a.sent[i] += r.sent;
             a.best[i] = a.best[i].max(r.rps);
             let (ok, why) = must_all(
                 r.errors,
@@ -2636,19 +2626,6 @@ async fn alternate(o: &Opts, server: &Proc, prefix: &str) -> Alternation {
         }
     }
     a
-}
-
-/// A request source that counts the requests it built (warm-up included), to divide CPU time by.
-struct Counting<S> {
-    inner: S,
-    built: AtomicU64,
-}
-
-impl<S: RequestSource> RequestSource for Counting<S> {
-    fn build(&self, conn: usize, seq: u64) -> Request<BenchBody> {
-        self.built.fetch_add(1, Ordering::Relaxed);
-        self.inner.build(conn, seq)
-    }
 }
 
 /// A process's CPU time (user + system) so far, in seconds, from `/proc/<pid>/stat` (or

@@ -1319,16 +1319,10 @@ async fn a_links_webhook_hears_its_uploads_through_every_node() {
 
 /// Node B's reads of the shared configuration, from its `/-/metrics`.
 async fn config_reads(node: &TestApp) -> u64 {
-    let text = node
-        .http
-        .get(format!("{}/-/metrics", node.base))
-        .send()
+    node.get("/-/metrics")
         .await
-        .unwrap()
         .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("postgate_control_config_reads_total "))
         .expect("the config reads counter")
         .trim()
