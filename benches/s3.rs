@@ -2275,6 +2275,13 @@ async fn figure_small(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, floor: f64,
         String::new(),
     ));
     rows.push(cpu_row("4 PutObject 4 KiB", cpu, loopback));
+    let (mean, note) = wal_restarts(server.addr).await;
+    rows.push(Row::limit(
+        "4 PutObject 4 KiB: WAL restart, mean",
+        mean,
+        "ms",
+        note,
+    ));
     drop(put);
 
     step("GetObject 4 KiB @64 (preloading keys)");
@@ -3342,4 +3349,58 @@ async fn figure_slow(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
             SLOW_EVERY.as_secs()
         ),
     });
+}
+
+/// The server's WAL restarts so far (`postgate_sqlite_wal_restart_seconds` from `/-/metrics`):
+/// their mean in ms (0 when there was none), and how many and the bucket bound that holds the
+/// longest, for a row's note.
+async fn wal_restarts(addr: SocketAddr) -> (f64, String) {
+    let req = Request::get("/-/metrics")
+        .header("host", addr.to_string())
+        .body(BenchBody::empty())
+        .unwrap();
+    let text = match connect(addr).await {
+        Ok(mut sender) => match sender.send_request(req).await {
+            Ok(res) => match res.into_body().collect().await {
+                Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                Err(e) => return (0.0, format!("metrics: {e}")),
+            },
+            Err(e) => return (0.0, format!("metrics: {e}")),
+        },
+        Err(e) => return (0.0, format!("metrics: {e}")),
+    };
+    let name = "postgate_sqlite_wal_restart_seconds";
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let (mut count, mut sum, mut longest) = (0.0, 0.0, None);
+    let mut below = 0.0;
+    for line in text.lines().filter(|l| l.starts_with(name)) {
+        let rest = &line[name.len()..];
+        if rest.starts_with("_count") {
+            count = value(line).unwrap_or(0.0);
+        } else if rest.starts_with("_sum") {
+            sum = value(line).unwrap_or(0.0);
+        } else if let Some(le) = rest.strip_prefix("_bucket{le=\"") {
+            let bound = le.split('"').next().unwrap_or("");
+            let n = value(line).unwrap_or(0.0);
+            // The first bucket that holds every restart bounds the longest one.
+            if longest.is_none() && n >= count && count > 0.0 {
+                longest = Some(bound.to_owned());
+            }
+            if longest.is_none() {
+                below = n;
+            }
+        }
+    }
+    if count == 0.0 {
+        return (0.0, "no WAL restart".into());
+    }
+    let ms = |s: &str| {
+        s.parse::<f64>()
+            .map_or(s.to_owned(), |v| format!("{:.1} ms", v * 1e3))
+    };
+    let note = format!(
+        "{count:.0} restarts, each holding up every write; longest <= {} ({below:.0} within the bucket below)",
+        longest.as_deref().map_or("?".into(), ms)
+    );
+    (sum / count * 1e3, note)
 }

@@ -379,7 +379,10 @@ impl AppState {
                 );
             }
         }
-        let metrics = Arc::new(crate::telemetry::Metrics::new(db.batch_sizes()));
+        let metrics = Arc::new(crate::telemetry::Metrics::new(
+            db.batch_sizes(),
+            db.wal_restarts(),
+        ));
         // Events committed before a crash and not yet delivered go out now.
         events.start(db.clone(), metrics.clone());
         let uploads = match links.shared() {

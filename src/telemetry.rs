@@ -55,9 +55,9 @@ pub struct Scrape {
 }
 
 impl Metrics {
-    /// A registry with every postgate metric; `batch_sizes` is the database writer's histogram
-    /// of jobs per group commit (`db::Db::batch_sizes`).
-    pub fn new(batch_sizes: Histogram) -> Metrics {
+    /// A registry with every postgate metric; `batch_sizes` and `wal_restarts` are the database
+    /// writer's histograms (`db::Db::batch_sizes`, `db::Db::wal_restarts`).
+    pub fn new(batch_sizes: Histogram, wal_restarts: Histogram) -> Metrics {
         let mut registry = Registry::with_prefix("postgate");
         let m = Metrics {
             registry: Registry::default(),
@@ -144,6 +144,11 @@ impl Metrics {
             "db_commit_batch_size",
             "Writes committed together by one SQLite transaction (group commit)",
             batch_sizes,
+        );
+        registry.register(
+            "sqlite_wal_restart_seconds",
+            "How long each start-over of the SQLite WAL held up writes",
+            wal_restarts,
         );
         Metrics { registry, ..m }
     }

@@ -230,6 +230,7 @@ pub(super) async fn figure_wal(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, lo
     .await;
     stop.store(true, Ordering::Relaxed);
     let sizes = watcher.await.unwrap();
+    let (restart_ms, restarts) = wal_restarts(server.addr).await;
     let after = std::fs::metadata(&wal_path).map_or(0, |m| m.len());
     let db_len = std::fs::metadata(data.join("postgate.db")).map_or(0, |m| m.len());
     server.stop();
@@ -280,6 +281,12 @@ pub(super) async fn figure_wal(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, lo
             r.completed, r.p50_ms, r.p99_ms
         ),
     });
+    rows.push(Row::limit(
+        "16d WAL restart over the run, mean",
+        restart_ms,
+        "ms",
+        restarts,
+    ));
 }
 
 /// One idle keep-alive connection: a `GET /-/health` answered, then held until `release`.
