@@ -735,14 +735,14 @@ impl AppState {
         }
         let owned = access_key.to_owned();
         let rec = match self.links.shared() {
-            None => self.db.read(move |c| db::keys::find(c, &owned)).await?,
+            None => self.db.lookup(move |c| db::keys::find(c, &owned)).await?,
             // Shared keys, else this node's own admin key (configured per node, kept in its
             // SQLite); a key made here before `--control-db` was set no longer works.
             Some(pg) => match pg.find_key(access_key).await? {
                 Some(key) => Some(key),
                 None => self
                     .db
-                    .read(move |c| db::keys::find(c, &owned))
+                    .lookup(move |c| db::keys::find(c, &owned))
                     .await?
                     .filter(|k| k.is_admin),
             },
@@ -778,7 +778,7 @@ impl AppState {
         let (b, k) = (bucket.to_owned(), access_key.to_owned());
         let found = self
             .db
-            .read(move |c| db::buckets::get_with_grant(c, &b, &k))
+            .lookup(move |c| db::buckets::get_with_grant(c, &b, &k))
             .await?;
         if let Some((record, _)) = &found {
             let mut map = self.buckets.map.write().unwrap_or_else(|e| e.into_inner());

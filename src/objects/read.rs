@@ -26,7 +26,7 @@ pub async fn head(
     }
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let catalog = store.catalog();
-    db.read(move |c| catalog.get(c, &b, &k, with_body)).await
+    db.lookup(move |c| catalog.get(c, &b, &k, with_body)).await
 }
 
 /// [`head`] under the S3 backend: the backend's HEAD, joined with the read of the object's
@@ -91,7 +91,7 @@ pub async fn bucket_and_head(
         return Ok((found, object));
     }
     let catalog = store.catalog();
-    db.read(move |c| {
+    db.lookup(move |c| {
         let found = crate::db::buckets::get_with_grant(c, &bucket, &grantee)?;
         let object = match found {
             Some(_) => Some(catalog.get(c, &bucket, &key, with_body)?),
