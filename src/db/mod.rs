@@ -96,11 +96,7 @@ impl DbInner {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let pooled = self
-            .readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(conn) => conn,
             None => open_connection(&self.path)?,
@@ -577,30 +573,40 @@ pub fn now_millis() -> i64 {
 mod tests {
     use super::*;
 
+    /// A database in `dir` with one table `t (id, b)` for blobs.
+    async fn blob_table(dir: &Path) -> (Db, PathBuf) {
+        let path = dir.join("t.db");
+        let db = Db::open(&path).unwrap();
+        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)")?))
+            .await
+            .unwrap();
+        (db, path)
+    }
+
+    /// Commits row `id` of `t` as a blob of `len` zero bytes; returns the WAL's size after.
+    async fn put_blob(db: &Db, id: i64, len: i64) -> u64 {
+        db.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO t VALUES (?1, zeroblob(?2))",
+                [id, len],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        std::fs::metadata(db.wal_path()).map_or(0, |m| m.len())
+    }
+
     /// Writes back to back, each its own commit: the writer and the checkpoint thread take turns
     /// (the checkpoint thread copies, the writer then starts the WAL over), the WAL stays bounded
     /// and every start-over is counted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn back_to_back_writes_start_the_wal_over_after_the_checkpoint_threads_copies() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let db = Db::open(&path).unwrap();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)")?))
-            .await
-            .unwrap();
-        let wal = db.wal_path();
+        let (db, _) = blob_table(dir.path()).await;
         let mut longest = 0;
         for i in 0..(3 * WAL_RESTART_AT / (256 << 10)) as i64 {
-            db.write(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO t VALUES (?1, zeroblob(262144))",
-                    [i % 64],
-                )?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-            longest = longest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+            longest = longest.max(put_blob(&db, i % 64, 256 << 10).await);
         }
         let restarts = db.wal_restarts();
         assert!(restarts.count() >= 2, "{} restarts", restarts.count());
@@ -621,11 +627,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_bounded_under_reads_that_never_pause() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let db = Db::open(&path).unwrap();
-        db.write(|c| Ok(c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)")?))
-            .await
-            .unwrap();
+        let (db, path) = blob_table(dir.path()).await;
         let stop = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..2u64)
             .map(|i| {
@@ -643,23 +645,11 @@ mod tests {
                 })
             })
             .collect();
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
         let mut longest = 0;
         for i in 0..(3 * WAL_RESTART_AT / (1 << 20)) as i64 {
-            db.write(move |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO t VALUES (?1, zeroblob(1048576))",
-                    [i % 8],
-                )?;
-                Ok(())
-            })
-            .await
-            .unwrap();
+            longest = longest.max(put_blob(&db, i % 8, 1 << 20).await);
             // At a pace the checkpoints keep up with: only starvation can make the WAL grow.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            longest = longest.max(wal_len());
         }
         stop.store(true, Ordering::Relaxed);
         readers.into_iter().for_each(|r| r.join().unwrap());
