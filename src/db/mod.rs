@@ -3,7 +3,10 @@
 //! Writes are group-committed: the writer thread takes every job that is queued, runs each inside
 //! its own SAVEPOINT (so one failing job does not undo its neighbours) and commits them all with a
 //! single WAL fsync (`synchronous=FULL`). A job's caller is answered only after that commit, so an
-//! answer always means durable. Readers run on tokio's blocking pool, never on async workers.
+//! answer always means durable. Reads that may scan run on tokio's blocking pool ([`Db::read`]);
+//! point reads by key run on the caller's thread ([`Db::lookup`]), cheaper than the hop there and
+//! back. The WAL is copied into the database file by a checkpoint thread and started over by the
+//! writer, the two taking turns (`Checkpoints`).
 
 pub mod buckets;
 pub mod events;
