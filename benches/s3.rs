@@ -3355,18 +3355,8 @@ async fn figure_slow(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
 /// their mean in ms (0 when there was none), and how many and the bucket bound that holds the
 /// longest, for a row's note.
 async fn wal_restarts(addr: SocketAddr) -> (f64, String) {
-    let req = Request::get("/-/metrics")
-        .header("host", addr.to_string())
-        .body(BenchBody::empty())
-        .unwrap();
-    let text = match connect(addr).await {
-        Ok(mut sender) => match sender.send_request(req).await {
-            Ok(res) => match res.into_body().collect().await {
-                Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
-                Err(e) => return (0.0, format!("metrics: {e}")),
-            },
-            Err(e) => return (0.0, format!("metrics: {e}")),
-        },
+    let text = match metrics_text(addr).await {
+        Ok(text) => text,
         Err(e) => return (0.0, format!("metrics: {e}")),
     };
     let name = "postgate_sqlite_wal_restart_seconds";
@@ -3403,4 +3393,17 @@ async fn wal_restarts(addr: SocketAddr) -> (f64, String) {
         longest.as_deref().map_or("?".into(), ms)
     );
     (sum / count * 1e3, note)
+}
+
+/// The server's whole `/-/metrics` page.
+async fn metrics_text(addr: SocketAddr) -> Result<String, String> {
+    let req = Request::get("/-/metrics")
+        .header("host", addr.to_string())
+        .body(BenchBody::empty())
+        .unwrap();
+    let mut sender = connect(addr).await?;
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let body = res.into_body().collect().await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }

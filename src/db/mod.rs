@@ -250,12 +250,7 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let _slot = self
-            .inner
-            .read_slots
-            .acquire()
-            .await
-            .map_err(|_| DbError::WriterGone)?;
+        let _slot = self.read_slot().await?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.with_reader(f)).await?
     }
@@ -270,13 +265,17 @@ impl Db {
     where
         F: FnOnce(&Connection) -> Result<T, DbError>,
     {
-        let _slot = self
-            .inner
+        let _slot = self.read_slot().await?;
+        self.inner.with_reader(f)
+    }
+
+    /// One of the [`READERS`] read slots, held while a read runs.
+    async fn read_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DbError> {
+        self.inner
             .read_slots
             .acquire()
             .await
-            .map_err(|_| DbError::WriterGone)?;
-        self.inner.with_reader(f)
+            .map_err(|_| DbError::WriterGone)
     }
 
     /// The histogram of jobs per group commit (1 to `MAX_BATCH`), for the metrics registry.
