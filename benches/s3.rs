@@ -255,9 +255,10 @@ impl Opts {
     }
 }
 
-/// `<target>/release/postgate` → `<target>`.
-fn target_dir(postgate: &Path) -> PathBuf {
-    postgate
+/// The directory cargo built this bench in (`<target>` of `<target>/release/postgate`), where
+/// the scratch directories, profiles and the JSON go, whichever server `--postgate` names.
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_postgate"))
         .parent()
         .and_then(Path::parent)
         .map(Path::to_owned)
@@ -924,6 +925,9 @@ async fn run_load(
 struct CpuPerRequest {
     server_us: f64,
     client_us: f64,
+    /// The server's minor page faults per request: memory the allocator handed back to the
+    /// kernel and took again (each fault maps and zeroes a page).
+    server_faults: f64,
 }
 
 impl CpuPerRequest {
@@ -943,11 +947,13 @@ async fn run_load_cpu(
     plan_of: impl FnOnce(Instant) -> Plan,
 ) -> (LoadResult, CpuPerRequest) {
     let before = cpu_secs(server.pid());
+    let faults_before = minor_faults(server.pid());
     let r = run_load(server.addr, source, expected, plan_of).await;
     let sent = r.sent.max(1) as f64;
     let cpu = CpuPerRequest {
         server_us: (cpu_secs(server.pid()) - before) / sent * 1e6,
         client_us: r.client_cpu_s / sent * 1e6,
+        server_faults: (minor_faults(server.pid()) - faults_before) / sent,
     };
     (r, cpu)
 }
@@ -962,10 +968,12 @@ fn cpu_row(figure: &str, cpu: CpuPerRequest, loopback_rps: f64) -> Row {
         cpu.server_us,
         "µs",
         format!(
-            "load generator {:.1} µs; the cores allow at most {:.0} req/s = {:.3}x L1",
+            "load generator {:.1} µs; the cores allow at most {:.0} req/s = {:.3}x L1; server \
+             minor page faults per request {:.2}",
             cpu.client_us,
             cpu.cap_rps(),
-            cpu.cap_rps() / loopback_rps
+            cpu.cap_rps() / loopback_rps,
+            cpu.server_faults
         ),
     )
 }
@@ -1827,7 +1835,7 @@ fn main() {
         "{} not found (cargo builds it for `cargo bench`; or pass --postgate)",
         o.postgate.display()
     );
-    let target = target_dir(&o.postgate);
+    let target = target_dir();
     let scratch = target
         .join("bench")
         .join(format!("run-{}", std::process::id()));
@@ -2514,10 +2522,14 @@ async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8
                 "same server as 8 (which made {fig8:.0} req/s), rounds alternate keys plain/* and \
                  hook/*; {delivered} of {expected} events delivered; server CPU per upload \
                  {:.0} us without a target, {:.0} us with one, +{:.0} us after the load \
-                 (delivery draining); receiver CPU {:.0} us per event",
+                 (delivery draining): {:.3}x the server's CPU per upload; receiver CPU {:.0} us \
+                 per event",
                 per(hook.cpu[0], hook.sent[0]),
                 per(hook.cpu[1], hook.sent[1]),
                 per(drained_cpu.max(0.0), expected),
+                per(hook.cpu[0], hook.sent[0])
+                    / (per(hook.cpu[1], hook.sent[1]) + per(drained_cpu.max(0.0), expected))
+                        .max(f64::MIN_POSITIVE),
                 per(receiver_cpu, delivered),
             ),
         },
@@ -2653,6 +2665,17 @@ fn cpu_secs_of(stat_path: &str) -> f64 {
 
 fn cpu_secs(pid: u32) -> f64 {
     cpu_secs_of(&format!("/proc/{pid}/stat"))
+}
+
+/// A process's minor page faults so far (`minflt`, field 10 of stat(5): 7 after the name).
+fn minor_faults(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    after_name
+        .split_whitespace()
+        .nth(7)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The webhook receiver of figure 8w: an axum server answering 204 on its own thread and
@@ -3381,15 +3404,28 @@ async fn wal_restarts(addr: SocketAddr) -> (f64, String) {
             }
         }
     }
+    // The writer's commits since the server started, and the writes each carried.
+    let batch = "postgate_db_commit_batch_size";
+    let total = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(batch) && l[batch.len()..].starts_with(suffix))
+            .and_then(value)
+            .unwrap_or(0.0)
+    };
+    let (commits, jobs) = (total("_count"), total("_sum"));
+    let commits = format!(
+        "; {commits:.0} commits since the server started, {:.1} writes each on average",
+        jobs / commits.max(1.0)
+    );
     if count == 0.0 {
-        return (0.0, "no WAL restart".into());
+        return (0.0, format!("no WAL restart{commits}"));
     }
     let ms = |s: &str| {
         s.parse::<f64>()
             .map_or(s.to_owned(), |v| format!("{:.1} ms", v * 1e3))
     };
     let note = format!(
-        "{count:.0} restarts, each holding up every write; longest <= {} ({below:.0} within the bucket below)",
+        "{count:.0} restarts, each holding up every write; longest <= {} ({below:.0} within the bucket below){commits}",
         longest.as_deref().map_or("?".into(), ms)
     );
     (sum / count * 1e3, note)

@@ -18,7 +18,7 @@ const COUNT_PER_CONN: u64 = 32;
 
 /// Runs the server under callgrind and fills one row per operation (Ir per request).
 pub(super) async fn figure_count(o: &Opts, scratch: &Path, rows: &mut Vec<Row>) {
-    let dir = target_dir(&o.postgate).join("bench").join("count");
+    let dir = target_dir().join("bench").join("count");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("callgrind.out");
