@@ -763,34 +763,45 @@ impl AppState {
         bucket: &str,
         access_key: &str,
     ) -> Result<Option<(BucketRecord, Option<Perm>)>, DbError> {
-        if let Some((record, at)) = self
-            .buckets
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(bucket)
-            && at.elapsed() < CACHE_TTL
-            && (access_key.is_empty() || access_key == record.owner)
-        {
-            return Ok(Some((record.clone(), None)));
+        if let Some(record) = self.cached_bucket(bucket, access_key) {
+            return Ok(Some((record, None)));
         }
-        let generation = self.buckets.generation.load(Ordering::Acquire);
+        let generation = self.bucket_generation();
         let (b, k) = (bucket.to_owned(), access_key.to_owned());
         let found = self
             .db
             .lookup(move |c| db::buckets::get_with_grant(c, &b, &k))
             .await?;
         if let Some((record, _)) = &found {
-            let mut map = self.buckets.map.write().unwrap_or_else(|e| e.into_inner());
-            // A change since the read began may have made it stale: leave it out.
-            if self.buckets.generation.load(Ordering::Acquire) == generation {
-                if map.len() > 10_000 {
-                    map.clear();
-                }
-                map.insert(bucket.to_owned(), (record.clone(), Instant::now()));
-            }
+            self.remember_bucket(bucket, record, generation);
         }
         Ok(found)
+    }
+
+    /// Taken before a read of a bucket's row, for [`AppState::remember_bucket`].
+    pub fn bucket_generation(&self) -> u64 {
+        self.buckets.generation.load(Ordering::Acquire)
+    }
+
+    /// Puts a bucket's row read from the database in the cache, unless a write to buckets
+    /// since `generation` (taken before the read) may have made it stale.
+    pub fn remember_bucket(&self, bucket: &str, record: &BucketRecord, generation: u64) {
+        let mut map = self.buckets.map.write().unwrap_or_else(|e| e.into_inner());
+        if self.buckets.generation.load(Ordering::Acquire) == generation {
+            if map.len() > 10_000 {
+                map.clear();
+            }
+            map.insert(bucket.to_owned(), (record.clone(), Instant::now()));
+        }
+    }
+
+    /// The bucket's row from the cache, when it holds it and no grant can matter to `access_key`
+    /// (see [`AppState::bucket_with_grant`]); `None`: the database has to be asked.
+    pub fn cached_bucket(&self, bucket: &str, access_key: &str) -> Option<BucketRecord> {
+        let map = self.buckets.map.read().unwrap_or_else(|e| e.into_inner());
+        let (record, at) = map.get(bucket)?;
+        (at.elapsed() < CACHE_TTL && (access_key.is_empty() || access_key == record.owner))
+            .then(|| record.clone())
     }
 
     /// A write to buckets (a bucket, its ACL, CORS or grants): the bucket cache forgets everything
