@@ -2510,6 +2510,11 @@ async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8
     let queued = alternate(o, server, "queued/").await;
     drop(silent);
     let per = |secs: f64, n: u64| secs * 1e6 / n.max(1) as f64;
+    let (plain, hooked) = (
+        per(hook.cpu[0], hook.sent[0]),
+        per(hook.cpu[1], hook.sent[1]),
+    );
+    let draining = per(drained_cpu.max(0.0), expected);
     vec![
         Row {
             figure: "8w POST Object 4 KiB @64 conns, webhook target configured (best of 2)".into(),
@@ -2524,12 +2529,10 @@ async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8
                  {:.0} us without a target, {:.0} us with one, +{:.0} us after the load \
                  (delivery draining): {:.3}x the server's CPU per upload; receiver CPU {:.0} us \
                  per event",
-                per(hook.cpu[0], hook.sent[0]),
-                per(hook.cpu[1], hook.sent[1]),
-                per(drained_cpu.max(0.0), expected),
-                per(hook.cpu[0], hook.sent[0])
-                    / (per(hook.cpu[1], hook.sent[1]) + per(drained_cpu.max(0.0), expected))
-                        .max(f64::MIN_POSITIVE),
+                plain,
+                hooked,
+                draining,
+                plain / (hooked + draining).max(f64::MIN_POSITIVE),
                 per(receiver_cpu, delivered),
             ),
         },
@@ -2647,18 +2650,22 @@ async fn alternate(o: &Opts, server: &Proc, prefix: &str) -> Alternation {
     a
 }
 
+/// The fields of a stat(5) file after the process's name (field 3 is index 0), as numbers
+/// (0 where one is not).
+fn stat_fields(stat_path: &str) -> Vec<f64> {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    after_name
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect()
+}
+
 /// A process's CPU time (user + system) so far, in seconds, from `/proc/<pid>/stat` (or
 /// `/proc/thread-self/stat`: the calling thread's).
 fn cpu_secs_of(stat_path: &str) -> f64 {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let fields = stat_fields(stat_path);
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -2669,13 +2676,8 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// A process's minor page faults so far (`minflt`, field 10 of stat(5): 7 after the name).
 fn minor_faults(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    after_name
-        .split_whitespace()
-        .nth(7)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    let fields = stat_fields(&format!("/proc/{pid}/stat"));
+    fields.get(7).copied().unwrap_or(0.0)
 }
 
 /// The webhook receiver of figure 8w: an axum server answering 204 on its own thread and

@@ -719,28 +719,12 @@ async fn authorize(
         Endpoint::HeadObject { .. } => Some((req.key().to_owned(), false)),
         _ => None,
     };
-    let (db, store) = (&app.db, &app.store);
     let (found, object) = match object_key {
         None => (app.bucket_with_grant(&bucket, &who).await?, None),
-        // The bucket known to the cache (an owner, admin or anonymous caller): only the object's
-        // row is read. Each read of the database is a transaction of its own, whose locks cost
-        // about as much as the read: a 4 KiB GetObject spent a fifth of its CPU on the bucket's.
-        Some((key, with_body)) => match app.cached_bucket(&bucket, &who) {
-            Some(record) if store.backend().is_none() => {
-                let object = crate::objects::read::head(db, store, &bucket, &key, with_body);
-                (Some((record, None)), Some(object.await?))
-            }
-            // Otherwise both rows in one read, the bucket's then kept for the next.
-            _ => {
-                let generation = app.bucket_generation();
-                let read = crate::objects::read::bucket_and_head;
-                let (found, object) = read(db, store, bucket.clone(), who, key, with_body).await?;
-                if let Some((record, _)) = &found {
-                    app.remember_bucket(&bucket, record, generation);
-                }
-                (found, object)
-            }
-        },
+        Some((key, with_body)) => {
+            let (found, object) = app.bucket_and_head(bucket, who, key, with_body).await?;
+            (found, Some(object))
+        }
     };
     let Some((record, grant)) = found else {
         return Err(S3Error::no_such_bucket(req.bucket()));
