@@ -198,3 +198,30 @@ async fn bucket_changes_apply_to_the_next_request() {
     app.put("/live/k", "again").await.assert_status(200);
     assert_eq!(&app.get("/live/k").await.body[..], b"again");
 }
+
+/// GET and HEAD take the bucket's row from the same cache (filled by the reads themselves):
+/// an anonymous caller is still refused a private object whose bucket the owner's GET cached,
+/// and a bucket deleted or re-created through the server is seen by the very next GET.
+#[tokio::test]
+async fn object_reads_through_the_bucket_cache_see_changes_at_once() {
+    let app = spawn_app().await;
+    app.create_bucket("seen").await;
+    app.put_object("seen", "k", "v").await;
+    let anonymous = |m: Method| app.req(m, "/seen/k").anonymous().send();
+    for _ in 0..2 {
+        assert_eq!(&app.get("/seen/k").await.body[..], b"v");
+        anonymous(Method::GET)
+            .await
+            .assert_error(403, "AccessDenied");
+        assert_eq!(anonymous(Method::HEAD).await.status, 403);
+    }
+    app.delete("/seen/k").await.assert_status(204);
+    app.delete("/seen").await.assert_status(204);
+    app.get("/seen/k").await.assert_error(404, "NoSuchBucket");
+    assert_eq!(app.head("/seen/k").await.status, 404);
+    app.create_bucket("seen").await;
+    app.get("/seen/k").await.assert_error(404, "NoSuchKey");
+    anonymous(Method::GET)
+        .await
+        .assert_error(403, "AccessDenied");
+}
