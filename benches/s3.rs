@@ -2488,12 +2488,47 @@ async fn figure_post(o: &Opts, scratch: &Path, rows: &mut Vec<Row>, limits: [f64
 /// machine where the delivery's CPU (the server's and the receiver's) competes with the uploads
 /// for the same cores, 8w pays that CPU and 8q shows the upload path's own cost.
 async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8: f64) -> Vec<Row> {
-    let receiver = HookReceiver::start();
-    let silent = declare_hooks(data_dir, &receiver);
+    let receivers = [HookReceiver::start(), HookReceiver::start()];
+    let silent = declare_hooks(data_dir, &receivers);
     tokio::time::sleep(Duration::from_millis(5500)).await;
 
+    let [single, batched] = receivers;
+    let mut rows = vec![
+        delivered_row(o, server, "hook/", single, fig8).await,
+        delivered_row(o, server, "batch/", batched, fig8).await,
+    ];
+    let queued = alternate(o, server, "queued/").await;
+    drop(silent);
+    let per = |secs: f64, n: u64| secs * 1e6 / n.max(1) as f64;
+    rows.push(Row {
+        figure: "8q POST Object 4 KiB @64 conns, outbox only, delivery paused (best of 2)".into(),
+        value: queued.best[1],
+        unit: "req/s",
+        limit: Some(("no target (best of 2)".into(), queued.best[0])),
+        target: Target::RatioAtLeast(0.9),
+        must: Some((queued.failures.is_empty(), queued.failures.join("; "))),
+        note: format!(
+            "after 8w; keys queued/* wanted by a target that never answers; server CPU per \
+                 upload {:.0} us without a target, {:.0} us with the outbox row",
+            per(queued.cpu[0], queued.sent[0]),
+            per(queued.cpu[1], queued.sent[1]),
+        ),
+    });
+    rows
+}
+
+/// Figure 8w (keys `hook/*`, target `bench`: one record per POST) or 8b (keys `batch/*`,
+/// target `batched`: up to 100 records per POST): rounds alternating with `plain/*`, then
+/// every event awaited at `receiver`.
+async fn delivered_row(
+    o: &Opts,
+    server: &Proc,
+    prefix: &str,
+    receiver: HookReceiver,
+    fig8: f64,
+) -> Row {
     let cpu_before = cpu_secs(server.pid());
-    let hook = alternate(o, server, "hook/").await;
+    let hook = alternate(o, server, prefix).await;
     // Every wanted upload's event reaches the receiver (at least once).
     let expected = hook.sent[1];
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -2502,56 +2537,42 @@ async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8
     }
     let drained_cpu = cpu_secs(server.pid()) - cpu_before - hook.cpu[0] - hook.cpu[1];
     let delivered = receiver.received();
+    let posts = receiver.posts();
     let receiver_cpu = receiver.stop();
     let mut failures = hook.failures;
     if delivered < expected {
         failures.push(format!("{delivered} of {expected} events delivered"));
     }
-    let queued = alternate(o, server, "queued/").await;
-    drop(silent);
     let per = |secs: f64, n: u64| secs * 1e6 / n.max(1) as f64;
     let (plain, hooked) = (
         per(hook.cpu[0], hook.sent[0]),
         per(hook.cpu[1], hook.sent[1]),
     );
     let draining = per(drained_cpu.max(0.0), expected);
-    vec![
-        Row {
-            figure: "8w POST Object 4 KiB @64 conns, webhook target configured (best of 2)".into(),
-            value: hook.best[1],
-            unit: "req/s",
-            limit: Some(("no target (best of 2)".into(), hook.best[0])),
-            target: Target::RatioAtLeast(0.9),
-            must: Some((failures.is_empty(), failures.join("; "))),
-            note: format!(
-                "same server as 8 (which made {fig8:.0} req/s), rounds alternate keys plain/* and \
-                 hook/*; {delivered} of {expected} events delivered; server CPU per upload \
-                 {:.0} us without a target, {:.0} us with one, +{:.0} us after the load \
-                 (delivery draining): {:.3}x the server's CPU per upload; receiver CPU {:.0} us \
-                 per event",
-                plain,
-                hooked,
-                draining,
-                plain / (hooked + draining).max(f64::MIN_POSITIVE),
-                per(receiver_cpu, delivered),
-            ),
-        },
-        Row {
-            figure: "8q POST Object 4 KiB @64 conns, outbox only, delivery paused (best of 2)"
-                .into(),
-            value: queued.best[1],
-            unit: "req/s",
-            limit: Some(("no target (best of 2)".into(), queued.best[0])),
-            target: Target::RatioAtLeast(0.9),
-            must: Some((queued.failures.is_empty(), queued.failures.join("; "))),
-            note: format!(
-                "after 8w; keys queued/* wanted by a target that never answers; server CPU per \
-                 upload {:.0} us without a target, {:.0} us with the outbox row",
-                per(queued.cpu[0], queued.sent[0]),
-                per(queued.cpu[1], queued.sent[1]),
-            ),
-        },
-    ]
+    let figure = match prefix {
+        "hook/" => "8w POST Object 4 KiB @64 conns, webhook target configured (best of 2)",
+        _ => "8b POST Object 4 KiB @64 conns, webhook target with --batch 100 (best of 2)",
+    };
+    Row {
+        figure: figure.into(),
+        value: hook.best[1],
+        unit: "req/s",
+        limit: Some(("no target (best of 2)".into(), hook.best[0])),
+        target: Target::RatioAtLeast(0.9),
+        must: Some((failures.is_empty(), failures.join("; "))),
+        note: format!(
+            "same server as 8 (which made {fig8:.0} req/s), rounds alternate keys plain/* and \
+             {prefix}*; {delivered} of {expected} events delivered in {posts} POSTs; server CPU \
+             per upload {:.0} us without a target, {:.0} us with one, +{:.0} us after the load \
+             (delivery draining): {:.3}x the server's CPU per upload; receiver CPU {:.0} us \
+             per event",
+            plain,
+            hooked,
+            draining,
+            plain / (hooked + draining).max(f64::MIN_POSITIVE),
+            per(receiver_cpu, delivered),
+        ),
+    }
 }
 
 /// Declares, as `postgate webhook add` and PutBucketNotificationConfiguration would store them,
@@ -2559,14 +2580,16 @@ async fn figure_post_with_webhook(o: &Opts, server: &Proc, data_dir: &Path, fig8
 /// `receiver`, and `paused` (keys `queued/*`) delivering to the returned listener, which accepts
 /// nothing (connections complete in its backlog and no answer ever comes). A running server
 /// reads them again within 5 s.
-fn declare_hooks(data_dir: &Path, receiver: &HookReceiver) -> std::net::TcpListener {
+fn declare_hooks(data_dir: &Path, receivers: &[HookReceiver; 2]) -> std::net::TcpListener {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let conn = postgate::db::open_migrated(&data_dir.join("postgate.db")).unwrap();
-    for (name, url) in [
-        ("bench", receiver.url.clone()),
+    for (name, url, batch) in [
+        ("bench", receivers[0].url.clone(), 1),
+        ("batched", receivers[1].url.clone(), 100),
         (
             "paused",
             format!("http://{}/hook", silent.local_addr().unwrap()),
+            1,
         ),
     ] {
         postgate::db::events::put_webhook(
@@ -2575,6 +2598,7 @@ fn declare_hooks(data_dir: &Path, receiver: &HookReceiver) -> std::net::TcpListe
                 name: name.into(),
                 url,
                 secret: "bench-secret".into(),
+                batch,
             },
         )
         .unwrap();
@@ -2587,7 +2611,11 @@ fn declare_hooks(data_dir: &Path, receiver: &HookReceiver) -> std::net::TcpListe
         suffix: None,
     };
     let config = postgate::events::rules::NotificationConfig {
-        queues: vec![rule("bench", "hook/"), rule("paused", "queued/")],
+        queues: vec![
+            rule("bench", "hook/"),
+            rule("batched", "batch/"),
+            rule("paused", "queued/"),
+        ],
     };
     let json = serde_json::to_string(&config).unwrap();
     postgate::db::events::set_notification(&conn, BUCKET, Some(&json)).unwrap();
@@ -2680,11 +2708,13 @@ fn minor_faults(pid: u32) -> f64 {
     fields.get(7).copied().unwrap_or(0.0)
 }
 
-/// The webhook receiver of figure 8w: an axum server answering 204 on its own thread and
-/// current-thread runtime, counting what it received.
+/// The webhook receiver of figures 8w and 8b: an axum server answering 204 on its own thread
+/// and current-thread runtime, counting the records (the ids `X-Postgate-Delivery` lists) and
+/// the POSTs it received.
 struct HookReceiver {
     url: String,
     received: Arc<AtomicU64>,
+    posts: Arc<AtomicU64>,
     stop: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<f64>,
 }
@@ -2692,7 +2722,8 @@ struct HookReceiver {
 impl HookReceiver {
     fn start() -> HookReceiver {
         let received = Arc::new(AtomicU64::new(0));
-        let counter = received.clone();
+        let posts = Arc::new(AtomicU64::new(0));
+        let (counter, post_counter) = (received.clone(), posts.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (url_tx, url_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -2706,10 +2737,16 @@ impl HookReceiver {
                 url_tx.send(url).unwrap();
                 let app = axum::Router::new().route(
                     "/hook",
-                    axum::routing::post(move |_body: axum::body::Bytes| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        async { StatusCode::NO_CONTENT }
-                    }),
+                    axum::routing::post(
+                        move |headers: axum::http::HeaderMap, _body: axum::body::Bytes| {
+                            let ids = headers
+                                .get("x-postgate-delivery")
+                                .map_or(1, |v| v.as_bytes().split(|b| *b == b',').count());
+                            counter.fetch_add(ids as u64, Ordering::Relaxed);
+                            post_counter.fetch_add(1, Ordering::Relaxed);
+                            async { StatusCode::NO_CONTENT }
+                        },
+                    ),
                 );
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
@@ -2723,6 +2760,7 @@ impl HookReceiver {
         HookReceiver {
             url: url_rx.recv().unwrap(),
             received,
+            posts,
             stop,
             thread,
         }
@@ -2730,6 +2768,10 @@ impl HookReceiver {
 
     fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    fn posts(&self) -> u64 {
+        self.posts.load(Ordering::Relaxed)
     }
 
     /// Stops it; its CPU seconds.

@@ -198,6 +198,9 @@ pub const DEFAULT_NODE_EXPIRY: Duration = Duration::from_secs(30);
 /// `--event-lease`.
 pub const DEFAULT_EVENT_LEASE: Duration = Duration::from_secs(30);
 
+/// The most records a webhook target's POST may carry (`webhook add --batch`, `batch`).
+pub const MAX_WEBHOOK_BATCH: u32 = 100;
+
 /// A webhook target declared in the configuration file (`[[webhook]]`).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +208,13 @@ pub struct Webhook {
     pub name: String,
     pub url: String,
     pub secret: String,
+    /// The most records one POST carries when several deliveries are due (1-100).
+    #[serde(default = "one_record")]
+    pub batch: u32,
+}
+
+fn one_record() -> u32 {
+    1
 }
 
 /// Never prints the secret.
@@ -213,6 +223,7 @@ impl std::fmt::Debug for Webhook {
         f.debug_struct("Webhook")
             .field("name", &self.name)
             .field("url", &self.url)
+            .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }
@@ -270,7 +281,7 @@ struct FileConfig {
     ready_min_free: Option<String>,
     // Events.
     event_max_age: Option<String>,
-    /// Webhook targets (`[[webhook]]` with `name`, `url`, `secret`).
+    /// Webhook targets (`[[webhook]]` with `name`, `url`, `secret`, optional `batch`).
     #[serde(default)]
     webhook: Vec<Webhook>,
     // Storage backend.
@@ -672,6 +683,12 @@ impl Config {
                     w.name
                 )));
             }
+            if !(1..=MAX_WEBHOOK_BATCH).contains(&w.batch) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook {:?}: batch must be 1-{}",
+                    w.name, MAX_WEBHOOK_BATCH
+                )));
+            }
         }
         if config.region.is_empty() {
             return Err(ConfigError::Invalid("region must not be empty".into()));
@@ -925,6 +942,28 @@ mod tests {
             (c.node_heartbeat, c.node_expiry),
             (DEFAULT_NODE_HEARTBEAT, DEFAULT_NODE_EXPIRY)
         );
+    }
+
+    /// A `[[webhook]]`'s `batch` is 1 when left out, and 1-100.
+    #[test]
+    fn a_config_file_webhooks_batch_is_1_to_100() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        let with = |batch: &str| {
+            let hook =
+                "[[webhook]]\nname = \"h\"\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s\"\n";
+            std::fs::write(&path, format!("{hook}{batch}")).unwrap();
+            let common = CommonArgs {
+                config: Some(path.clone()),
+                data_dir: Some(dir.path().into()),
+                control_db: None,
+            };
+            Config::resolve(&common, &ServeArgs::default()).map(|c| c.webhooks[0].batch)
+        };
+        assert_eq!(with("").unwrap(), 1);
+        assert_eq!(with("batch = 100\n").unwrap(), 100);
+        assert!(with("batch = 0\n").is_err());
+        assert!(with("batch = 101\n").is_err());
     }
 
     #[test]

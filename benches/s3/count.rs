@@ -110,8 +110,9 @@ const HOOK_PER_CONN: u64 = 16;
 /// at 0.9 or more.
 async fn webhook_rows(server: &Proc, data_dir: &Path, dir: &Path, rows: &mut Vec<Row>) {
     step("count: webhook targets");
-    let receiver = HookReceiver::start();
-    let _silent = declare_hooks(data_dir, &receiver);
+    let receivers = [HookReceiver::start(), HookReceiver::start()];
+    let _silent = declare_hooks(data_dir, &receivers);
+    let [receiver, batched] = receivers;
     let host = server.addr.to_string();
     let form = |prefix: &str| {
         PostForm::new(&presign_post(
@@ -166,11 +167,17 @@ async fn webhook_rows(server: &Proc, data_dir: &Path, dir: &Path, rows: &mut Vec
             "8cw POST Object 4 KiB, webhook target delivering",
         ),
         (
+            "post-batched",
+            "batch/",
+            "8cb POST Object 4 KiB, webhook target with --batch 100 delivering",
+        ),
+        (
             "post-paused",
             "queued/",
             "8cq POST Object 4 KiB, outbox only, delivery paused",
         ),
     ];
+    let mut batched_expected = 0;
     let mut base = 0.0;
     for (name, prefix, figure) in cases {
         step(&format!(
@@ -194,12 +201,18 @@ async fn webhook_rows(server: &Proc, data_dir: &Path, dir: &Path, rows: &mut Vec
                 r.first_error.clone().unwrap_or_default()
             ));
         }
-        if prefix == "hook/" {
-            expected += r.completed;
-            if !wait_received(&receiver, expected).await {
+        let (to, expected) = match prefix {
+            "hook/" => (Some(&receiver), &mut expected),
+            "batch/" => (Some(&batched), &mut batched_expected),
+            _ => (None, &mut 0),
+        };
+        if let Some(to) = to {
+            *expected += r.completed;
+            if !wait_received(to, *expected).await {
                 failures.push(format!(
-                    "{} of {expected} events delivered",
-                    receiver.received()
+                    "{} of {expected} events delivered in {} POSTs",
+                    to.received(),
+                    to.posts()
                 ));
             }
         }
@@ -230,6 +243,7 @@ async fn webhook_rows(server: &Proc, data_dir: &Path, dir: &Path, rows: &mut Vec
         });
     }
     receiver.stop();
+    batched.stop();
 }
 
 /// Waits (at most 10 minutes) until `receiver` got `n` events; whether it did.

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_outbox.sql"),
     include_str!("../../migrations/postgres/0006_link_webhooks.sql"),
     include_str!("../../migrations/postgres/0007_uploads.sql"),
+    include_str!("../../migrations/postgres/0008_webhook_batch.sql"),
 ];
 
 /// The channel the triggers of `access_keys` and `grants` notify on every change.
@@ -664,8 +665,8 @@ const INSERT_BUCKET: &str = "INSERT INTO buckets (name, owner, acl, cors, create
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING";
 
 /// Inserts webhook target `w` unless its name exists.
-const INSERT_WEBHOOK: &str = "INSERT INTO webhooks (name, url, secret, created_at)
-     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING";
+const INSERT_WEBHOOK: &str = "INSERT INTO webhooks (name, url, secret, created_at, batch)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING";
 
 /// Buckets, their settings and notification configurations, webhook targets: the PostgreSQL
 /// twin of `db::buckets` and of `db::events`' targets and configurations. Names sort as
@@ -803,9 +804,10 @@ impl Pg {
         self.client()
             .await?
             .execute(
-                "INSERT INTO webhooks (name, url, secret, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret",
-                &[&w.name, &w.url, &w.secret, &now_millis()],
+                "INSERT INTO webhooks (name, url, secret, created_at, batch)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE
+                 SET url = EXCLUDED.url, secret = EXCLUDED.secret, batch = EXCLUDED.batch",
+                &[&w.name, &w.url, &w.secret, &now_millis(), &(w.batch as i32)],
             )
             .await
             .map_err(pg_error)?;
@@ -850,7 +852,7 @@ impl Pg {
             .map_err(pg_error)?;
         let webhooks = tx
             .query(
-                "SELECT name, url, secret FROM webhooks ORDER BY name COLLATE \"C\"",
+                "SELECT name, url, secret, batch FROM webhooks ORDER BY name COLLATE \"C\"",
                 &[],
             )
             .await
@@ -879,6 +881,7 @@ impl Pg {
                     name: r.get(0),
                     url: r.get(1),
                     secret: r.get(2),
+                    batch: r.get::<_, i32>(3) as u32,
                 })
                 .collect(),
         })
@@ -910,9 +913,13 @@ impl Pg {
             .map_err(pg_error)?;
         }
         for w in &local.webhooks {
-            tx.execute(INSERT_WEBHOOK, &[&w.name, &w.url, &w.secret, &now_millis()])
-                .await
-                .map_err(pg_error)?;
+            let batch = w.batch as i32;
+            tx.execute(
+                INSERT_WEBHOOK,
+                &[&w.name, &w.url, &w.secret, &now_millis(), &batch],
+            )
+            .await
+            .map_err(pg_error)?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(added)

@@ -408,6 +408,7 @@ mod tests {
                 name: "hook".into(),
                 url: "http://127.0.0.1:9/h".into(),
                 secret: "s3cret".into(),
+                batch: 7,
             }],
             link_webhooks: vec![("link1".into(), "hook".into())],
         };
@@ -425,6 +426,7 @@ mod tests {
             name: "hook".into(),
             url: "https://example.test/h".into(),
             secret: "s3cret-value".into(),
+            batch: 1,
         };
         let shown = format!(
             "{w:?} {:?}",

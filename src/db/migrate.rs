@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0016_outbox_rows.sql"),
     include_str!("../../migrations/0017_outbox_fields.sql"),
     include_str!("../../migrations/0018_outbox_check.sql"),
+    include_str!("../../migrations/0019_webhook_batch.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), DbError> {

@@ -7,6 +7,11 @@
 //! `X-Postgate-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`. A receiver
 //! recomputes it over the raw body, compares in constant time, and refuses a timestamp far from
 //! its clock (a replay).
+//!
+//! Batches: a target declared with `--batch N` gets up to N records in one POST when several of
+//! its deliveries are due at once (`Records` in id order, at most one per object key, so a key's
+//! order holds); `X-Postgate-Delivery` then lists their ids, comma-separated, in that order. The
+//! POST's outcome is each record's. One due alone goes alone: batching adds no wait.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -32,11 +37,11 @@ pub const SIGNATURE_HEADER: &str = "x-postgate-signature";
 /// The delivery's id: the same on every retry, so a receiver can drop a duplicate.
 const DELIVERY_HEADER: &str = "x-postgate-delivery";
 
-/// Deliveries in flight at once per target (different keys; a key's are in order); the shared
-/// worker's, in all.
+/// POSTs in flight at once per target (different keys; a key's are in order), each of up to
+/// the target's batch of records; the shared worker's, in all.
 pub(super) const WINDOW: usize = 32;
-// A read from the start takes the window and those in flight (at most another window).
-const _: () = assert!(2 * WINDOW <= events::MAX_DUE);
+// A read from the start takes the window's rows and those in flight (at most as many again).
+const _: () = assert!(2 * WINDOW * crate::config::MAX_WEBHOOK_BATCH as usize <= events::MAX_DUE);
 /// After an attempt ends, how long its lane waits for others to end before recording them all.
 pub(super) const GATHER: Duration = Duration::from_millis(5);
 /// How often the worker looks for targets without a lane among the declared ones.
@@ -128,6 +133,11 @@ impl Worker {
         self
     }
 
+    /// The most records one POST to `target` carries (1 for a target no longer declared).
+    pub(super) fn batch(&self, target: &str) -> usize {
+        self.notifier.signer(target).map_or(1, |s| s.batch)
+    }
+
     /// Counts an attempt's outcome in the metrics.
     pub(super) fn count(&self, outcome: &Outcome) {
         self.metrics.event_delivery(match outcome {
@@ -169,11 +179,12 @@ impl Worker {
         }
     }
 
-    /// One target's deliveries: up to [`WINDOW`] in flight, each slot refilled as its attempt
-    /// ends, so a slow or silent receiver holds back only its own events (other targets have
-    /// lanes of their own) and, within its lane, only the slots its slow answers take. A key's
-    /// later deliveries are parked while an earlier one is pending ([`Keys`]), so a receiver sees
-    /// a key's events in order.
+    /// One target's deliveries: up to [`WINDOW`] POSTs in flight (each of up to the target's
+    /// batch of records), each slot refilled as its attempt ends, so a slow or silent receiver
+    /// holds back only its own events (other targets have lanes of their own) and, within its
+    /// lane, only the slots its slow answers take. A key's later deliveries are parked while an
+    /// earlier one is pending ([`Keys`]), so a receiver sees a key's events in order (and a batch
+    /// holds at most one of a key's).
     async fn lane(self: Arc<Self>, target: String) {
         let mut wake = self.notifier.wake(&target);
         let mut keys = loop {
@@ -206,10 +217,12 @@ impl Worker {
             }
             if in_flight.len() < WINDOW {
                 let now = crate::db::now_millis();
+                let batch = self.batch(&target);
+                let room = (WINDOW - in_flight.len()) * batch;
                 // From the start, those in flight are read too (still pending): skipped here.
                 let limit = match after {
-                    Some(_) => WINDOW - in_flight.len(),
-                    None => WINDOW + ids.len(),
+                    Some(_) => room,
+                    None => room + ids.len(),
                 };
                 let t = target.clone();
                 match self
@@ -219,8 +232,9 @@ impl Worker {
                 {
                     Ok(due) => {
                         let mut park = Vec::new();
+                        let mut taken = Vec::new();
                         for d in due {
-                            if in_flight.len() >= WINDOW {
+                            if taken.len() >= room {
                                 break;
                             }
                             after = Some((d.next_at, d.id));
@@ -233,10 +247,18 @@ impl Worker {
                                 continue;
                             }
                             ids.insert(d.id);
+                            taken.push(d);
+                        }
+                        while !taken.is_empty() {
+                            let rest = taken.split_off(taken.len().min(batch));
+                            let rows = std::mem::replace(&mut taken, rest);
                             let worker = self.clone();
                             in_flight.push(async move {
-                                let outcome = worker.attempt(&d).await;
-                                (d.id, key, outcome)
+                                let outcomes = worker.attempt(&rows).await;
+                                rows.into_iter()
+                                    .zip(outcomes)
+                                    .map(|(d, o)| (d.id, (d.bucket, d.key), o))
+                                    .collect::<Vec<_>>()
                             });
                         }
                         if !park.is_empty() && self.write_parking(park, Vec::new()).await.is_err() {
@@ -250,14 +272,14 @@ impl Worker {
             let mut done = Vec::new();
             tokio::select! {
                 Some(first) = in_flight.next(), if !in_flight.is_empty() => {
-                    done.push(first);
+                    done.extend(first);
                     // The attempts sent with it end at about the same time: one write records
                     // them all (the writer thread is the uploads' too).
                     let until = tokio::time::Instant::now() + GATHER;
                     while let Ok(Some(more)) =
                         tokio::time::timeout_at(until, in_flight.next()).await
                     {
-                        done.push(more);
+                        done.extend(more);
                     }
                 }
                 changed = wake.changed(), if in_flight.len() < WINDOW => {
@@ -351,7 +373,7 @@ impl Worker {
         url: &str,
         timestamp: i64,
         signature: &str,
-        id: i64,
+        ids: &str,
         body: String,
     ) -> Result<(), String> {
         let request = hyper::Request::post(url)
@@ -362,7 +384,7 @@ impl Worker {
             )
             .header(HeaderName::from_static(TIMESTAMP_HEADER), timestamp)
             .header(HeaderName::from_static(SIGNATURE_HEADER), signature)
-            .header(HeaderName::from_static(DELIVERY_HEADER), id)
+            .header(HeaderName::from_static(DELIVERY_HEADER), ids)
             .body(Full::new(Bytes::from(body)))
             .map_err(|_| "could not deliver: the target's URL is not valid".to_owned())?;
         let answer = self
@@ -382,25 +404,35 @@ impl Worker {
         }
     }
 
-    /// One attempt at one delivery.
-    pub(super) async fn attempt(&self, d: &Delivery) -> Outcome {
-        let error = match self.notifier.signer(&d.target) {
-            None => format!("no webhook target named {}", d.target),
+    /// One attempt at deliveries of one target, in one POST (one record each, in this order,
+    /// at most one per object key); each one's outcome, in the same order.
+    pub(super) async fn attempt(&self, rows: &[Delivery]) -> Vec<Outcome> {
+        let Some(first) = rows.first() else {
+            return Vec::new();
+        };
+        let error = match self.notifier.signer(&first.target) {
+            None => format!("no webhook target named {}", first.target),
             Some(target) => {
-                let body = match &d.record {
+                let bodies = rows.iter().map(|d| match &d.record {
                     // Written before migration 0017: its rendered body, sent as it was.
                     Some(stored) => message::send_body(stored, &d.configuration_id, d.id),
                     None => message::render(&self.notifier.inner.region, d),
-                };
+                });
+                let body = message::join(bodies);
+                let ids = rows
+                    .iter()
+                    .map(|d| d.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
                 let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
                 let signature = sign_with(&target.key, timestamp, &body);
                 match tokio::time::timeout(
                     self.attempt_timeout,
-                    self.post(&target.url, timestamp, &signature, d.id, body),
+                    self.post(&target.url, timestamp, &signature, &ids, body),
                 )
                 .await
                 {
-                    Ok(Ok(())) => return Outcome::Delivered,
+                    Ok(Ok(())) => return vec![Outcome::Delivered; rows.len()],
                     Ok(Err(e)) => e,
                     Err(_) => "could not deliver: timed out".to_owned(),
                 }
@@ -408,16 +440,21 @@ impl Worker {
         };
         let now = crate::db::now_millis();
         let max_age = self.notifier.inner.max_age.as_millis() as i64;
-        if now - d.since >= max_age {
-            tracing::warn!(delivery = d.id, target = %d.target, %error, "event delivery gave up");
-            return Outcome::Dead { error };
-        }
-        let wait = backoff(self.notifier.inner.retry_min, d.attempts);
-        tracing::debug!(delivery = d.id, target = %d.target, %error, ?wait, "event delivery failed");
-        Outcome::Retry {
-            error,
-            next_at: (now + wait.as_millis() as i64).min(d.since + max_age),
-        }
+        rows.iter()
+            .map(|d| {
+                let error = error.clone();
+                if now - d.since >= max_age {
+                    tracing::warn!(delivery = d.id, target = %d.target, %error, "event delivery gave up");
+                    return Outcome::Dead { error };
+                }
+                let wait = backoff(self.notifier.inner.retry_min, d.attempts);
+                tracing::debug!(delivery = d.id, target = %d.target, %error, ?wait, "event delivery failed");
+                Outcome::Retry {
+                    error,
+                    next_at: (now + wait.as_millis() as i64).min(d.since + max_age),
+                }
+            })
+            .collect()
     }
 }
 

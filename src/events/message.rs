@@ -242,6 +242,45 @@ pub fn body(record: &str, configuration_id: &str, event_id: i64) -> String {
     json!({ "Records": [record] }).to_string()
 }
 
+/// One body of the records of these bodies (each `{"Records":[record]}`, as [`render`] and
+/// [`send_body`] make them), in order: what a batch POSTs. A single body is sent as it is.
+pub fn join(bodies: impl IntoIterator<Item = String>) -> String {
+    const OPEN: &str = "{\"Records\":[";
+    const CLOSE: &str = "]}";
+    let mut bodies = bodies.into_iter();
+    let Some(first) = bodies.next() else {
+        return format!("{OPEN}{CLOSE}");
+    };
+    let mut out = first;
+    for body in bodies {
+        if !out.ends_with(CLOSE) {
+            break;
+        }
+        let records = match body.strip_prefix(OPEN).and_then(|b| b.strip_suffix(CLOSE)) {
+            Some(records) => records.to_owned(),
+            // Not of our making (cannot happen): its records, parsed.
+            None => serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("Records")?.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        if records.is_empty() {
+            continue;
+        }
+        out.truncate(out.len() - CLOSE.len());
+        if !out.ends_with('[') {
+            out.push(',');
+        }
+        out.push_str(&records);
+        out.push_str(CLOSE);
+    }
+    out
+}
+
 /// S3's sequencer: a hex string that grows with every change of a key. Fixed width, so that
 /// comparing two as strings orders them too.
 pub fn sequencer(event_id: i64) -> String {
@@ -334,8 +373,8 @@ mod tests {
             ..created.clone()
         };
         for (stored, (name, fields)) in STORED_0016.iter().zip([
-            ("ObjectCreated:Post", created),
-            ("ObjectRemoved:Delete", removed),
+            ("ObjectCreated:Post", created.clone()),
+            ("ObjectRemoved:Delete", removed.clone()),
         ]) {
             let sent = render("us-east-1", &row(name, fields));
             assert_eq!(sent, send_body(stored, "cfg \"1\"", 255));
@@ -344,6 +383,20 @@ mod tests {
             assert_eq!(r["s3"]["configurationId"], "cfg \"1\"");
             assert_eq!(r["s3"]["object"]["sequencer"], "00000000000000FF");
         }
+        // A batch's body: both records, in order, in one `Records`.
+        let rows = [
+            ("ObjectCreated:Post", created),
+            ("ObjectRemoved:Delete", removed),
+        ];
+        let bodies = rows.map(|(name, f)| render("us-east-1", &row(name, f)));
+        let joined: Value = serde_json::from_str(&join(bodies.clone())).unwrap();
+        let records = joined["Records"].as_array().unwrap();
+        assert_eq!(records.len(), 2);
+        for (record, body) in records.iter().zip(&bodies) {
+            let single: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(record, &single["Records"][0]);
+        }
+        assert_eq!(join([bodies[0].clone()]), bodies[0]);
         // A bare record (before whole bodies were stored) still parses into the same body.
         let bare: Value = serde_json::from_str(STORED_0016[0]).unwrap();
         let parsed: Value =

@@ -49,6 +49,8 @@ pub struct Target {
     pub name: String,
     pub url: String,
     pub secret: String,
+    /// The most records one POST carries when several deliveries are due (1: S3's one).
+    pub batch: u32,
 }
 
 impl std::fmt::Debug for Target {
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("name", &self.name)
             .field("url", &self.url)
+            .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +67,8 @@ impl std::fmt::Debug for Target {
 struct Signer {
     url: String,
     key: ring::hmac::Key,
+    /// [`Target::batch`].
+    batch: usize,
 }
 
 #[derive(Default)]
@@ -113,6 +118,7 @@ impl Notifier {
                 name: w.name.clone(),
                 url: w.url.clone(),
                 secret: w.secret.clone(),
+                batch: w.batch,
             })
             .collect();
         Notifier {
@@ -148,6 +154,7 @@ impl Notifier {
                     name: w.name,
                     url: w.url,
                     secret: w.secret,
+                    batch: w.batch,
                 };
                 (t.name.clone(), t)
             })
@@ -165,6 +172,7 @@ impl Notifier {
                 let signer = Signer {
                     url: t.url.clone(),
                     key: deliver::signing_key(&t.secret),
+                    batch: t.batch.clamp(1, crate::config::MAX_WEBHOOK_BATCH) as usize,
                 };
                 (t.name.clone(), Arc::new(signer))
             })

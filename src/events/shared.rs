@@ -1,7 +1,8 @@
 //! The delivery worker of the shared outbox (`--control-db`): every node runs one. It takes due
 //! rows under a lease (`control::Pg::take_events`: no other node takes them while it lasts, and
-//! a key's row only once the earlier ones of its key are over), sends each with the same
-//! signing, message and backoff as this node's own outbox ([`Worker::attempt`]), cut at half
+//! a key's row only once the earlier ones of its key are over), sends them with the same
+//! signing, message, batches and backoff as this node's own outbox ([`Worker::attempt`]; a
+//! batch gathers the rows of a target taken in one read, at most [`WINDOW`]), cut at half
 //! the lease so that the lease never runs out during a live attempt, and records the outcomes
 //! (only while it holds the rows). A node that stops holding rows leaves them to the others once
 //! their lease ran out. Woken by `NOTIFY` on each insert, and polls every second as the bound.
@@ -15,6 +16,7 @@ use futures_util::stream::FuturesUnordered;
 use super::deliver::{GATHER, WINDOW, Worker};
 use crate::control::Pg;
 use crate::control::pg::OUTBOX_CHANNEL;
+use crate::db::events::Delivery;
 
 /// The shared outbox is read this often without a notification.
 const POLL: Duration = Duration::from_secs(1);
@@ -34,9 +36,12 @@ pub(super) async fn run(worker: Worker, pg: Pg, lease: Duration) {
             let room = (WINDOW - in_flight.len()) as i64;
             match pg.take_events(crate::db::now_millis(), room, lease).await {
                 Ok(taken) => {
-                    for d in taken {
+                    for rows in batches(&worker, taken) {
                         let worker = worker.clone();
-                        in_flight.push(async move { (d.id, worker.attempt(&d).await) });
+                        in_flight.push(async move {
+                            let outcomes = worker.attempt(&rows).await;
+                            rows.iter().map(|d| d.id).zip(outcomes).collect::<Vec<_>>()
+                        });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not read the shared event outbox"),
@@ -52,10 +57,10 @@ pub(super) async fn run(worker: Worker, pg: Pg, lease: Duration) {
         let mut done = Vec::new();
         tokio::select! {
             Some(first) = in_flight.next(), if !in_flight.is_empty() => {
-                done.push(first);
+                done.extend(first);
                 let until = tokio::time::Instant::now() + GATHER;
                 while let Ok(Some(more)) = tokio::time::timeout_at(until, in_flight.next()).await {
-                    done.push(more);
+                    done.extend(more);
                 }
             }
             _ = wake.notified(), if in_flight.len() < WINDOW => {}
@@ -73,4 +78,25 @@ pub(super) async fn run(worker: Worker, pg: Pg, lease: Duration) {
             tracing::warn!(error = %e, "could not record delivery outcomes in the shared outbox");
         }
     }
+}
+
+/// The rows taken, as POSTs: by target, in the order taken, up to each target's batch (the
+/// rows taken are each their key's turn, so a batch holds at most one of a key's).
+fn batches(worker: &Worker, taken: Vec<Delivery>) -> Vec<Vec<Delivery>> {
+    let mut by_target: Vec<(String, Vec<Delivery>)> = Vec::new();
+    for d in taken {
+        match by_target.iter_mut().find(|(t, _)| *t == d.target) {
+            Some((_, rows)) => rows.push(d),
+            None => by_target.push((d.target.clone(), vec![d])),
+        }
+    }
+    let mut posts = Vec::new();
+    for (target, mut rows) in by_target {
+        let batch = worker.batch(&target);
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(batch));
+            posts.push(std::mem::replace(&mut rows, rest));
+        }
+    }
+    posts
 }

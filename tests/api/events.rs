@@ -50,7 +50,7 @@ impl Receiver {
         Receiver::on(TcpListener::bind("127.0.0.1:0").await.unwrap())
     }
 
-    fn on(listener: TcpListener) -> Receiver {
+    pub(crate) fn on(listener: TcpListener) -> Receiver {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
@@ -147,10 +147,16 @@ impl Receiver {
 
 /// Declares target `name` → `url` the way `postgate webhook add` does (in the same database).
 pub(crate) async fn declare(app: &TestApp, name: &str, url: &str) {
+    declare_batched(app, name, url, 1).await;
+}
+
+/// [`declare`] with `--batch`.
+async fn declare_batched(app: &TestApp, name: &str, url: &str, batch: u32) {
     let w = postgate::db::events::WebhookRecord {
         name: name.into(),
         url: url.into(),
         secret: SECRET.into(),
+        batch,
     };
     app.state
         .db
@@ -658,6 +664,205 @@ async fn a_receiver_that_is_down_then_up_gets_every_event_in_order() {
         "one key's events arrive in order"
     );
     receiver.task.abort();
+}
+
+/// Every record of these POSTs, in arrival order.
+pub(crate) fn records(posts: &[Received]) -> Vec<Value> {
+    posts
+        .iter()
+        .flat_map(|p| p.json["Records"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Waits (up to 20 s) until the POSTs `receiver` accepted hold `n` records.
+pub(crate) async fn wait_for_records(receiver: &Receiver, n: usize) -> Vec<Received> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = receiver.got.lock().unwrap().clone();
+        if records(&got).len() >= n {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} records arrived",
+            records(&got).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A target declared with `--batch 10` whose receiver was down gets the backlog in POSTs of
+/// up to 10 records, each POST signed over its whole body and naming its records' ids in
+/// `X-Postgate-Delivery`; a POST answered 500 is retried whole; one key's events still arrive in
+/// order. A target of batch 1 on the same events gets one record per POST, as S3 sends.
+#[tokio::test]
+async fn a_batched_target_gets_a_backlog_in_few_signed_posts_in_order_per_key() {
+    let app = spawn_app_with(|c| c.event_retry_min = Duration::from_millis(200)).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let single = Receiver::start().await;
+    declare_batched(&app, "batched", &format!("http://{addr}/hook"), 10).await;
+    declare(&app, "single", &single.url).await;
+    app.create_bucket("many").await;
+    let queue = |id: &str, target: &str| {
+        format!(
+            "<QueueConfiguration><Id>{id}</Id><Queue>arn:postgate:sqs::{target}:webhook</Queue>\
+             <Event>s3:ObjectCreated:*</Event><Event>s3:ObjectRemoved:*</Event></QueueConfiguration>"
+        )
+    };
+    app.req(Method::PUT, "/many")
+        .query("notification")
+        .body(format!(
+            "<NotificationConfiguration>{}{}</NotificationConfiguration>",
+            queue("b", "batched"),
+            queue("s", "single")
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    for i in 0..3 {
+        app.put_object("many", "same", vec![b'a' + i; 3]).await;
+    }
+    for i in 0..20 {
+        app.put_object("many", &format!("other-{i:02}"), b"o".to_vec())
+            .await;
+    }
+    app.delete("/many/same").await.assert_status(204);
+    const EVENTS: usize = 24;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let batched = Receiver::on(TcpListener::bind(addr).await.unwrap());
+    // Its first POST is answered 500: every record of it comes again.
+    batched.fail.store(1, Ordering::SeqCst);
+    let posts = wait_for_records(&batched, EVENTS).await;
+    let all = records(&posts);
+    assert!(posts.iter().all(|p| {
+        let n = p.json["Records"].as_array().unwrap().len();
+        (1..=10).contains(&n)
+    }));
+    assert!(
+        posts.len() < EVENTS
+            && posts
+                .iter()
+                .any(|p| p.json["Records"].as_array().unwrap().len() > 1),
+        "{} POSTs for {EVENTS} records",
+        posts.len()
+    );
+    // Each record once (at least once: none lost), each POST signed, ids = sequencers.
+    let mut sequencers: Vec<String> = all
+        .iter()
+        .map(|r| r["s3"]["object"]["sequencer"].as_str().unwrap().to_owned())
+        .collect();
+    sequencers.sort();
+    sequencers.dedup();
+    assert_eq!(sequencers.len(), EVENTS);
+    for p in &posts {
+        let ts: i64 = p.timestamp.parse().unwrap();
+        assert_eq!(p.signature, postgate::events::sign(SECRET, ts, &p.body));
+        let ids: Vec<String> = p
+            .delivery
+            .split(',')
+            .map(|id| postgate::events::message::sequencer(id.parse().unwrap()))
+            .collect();
+        let in_body: Vec<&str> = p.json["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["s3"]["object"]["sequencer"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids, in_body,
+            "X-Postgate-Delivery names the records in order"
+        );
+        let keys: Vec<&str> = p.json["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["s3"]["object"]["key"].as_str().unwrap())
+            .collect();
+        assert!(
+            keys.iter().filter(|k| **k == "same").count() <= 1,
+            "a POST holds at most one of a key's events: {keys:?}"
+        );
+    }
+    assert_eq!(
+        batched.hits.load(Ordering::SeqCst),
+        posts.len() + 1,
+        "one 500, retried"
+    );
+    let same: Vec<(String, Value)> = all
+        .iter()
+        .filter(|r| r["s3"]["object"]["key"] == "same")
+        .map(|r| {
+            (
+                r["eventName"].as_str().unwrap().to_owned(),
+                r["s3"]["object"]["eTag"].clone(),
+            )
+        })
+        .collect();
+    let mut expected: Vec<(String, Value)> = (0..3u8)
+        .map(|i| {
+            (
+                "ObjectCreated:Put".to_owned(),
+                Value::from(md5_hex(&[b'a' + i; 3])),
+            )
+        })
+        .collect();
+    expected.push(("ObjectRemoved:Delete".to_owned(), Value::Null));
+    // The first POST (answered 500) was sent again: its records count once here.
+    let mut seen = std::collections::HashSet::new();
+    let same: Vec<(String, Value)> = same
+        .into_iter()
+        .filter(|(name, etag)| seen.insert((name.clone(), etag.to_string())))
+        .collect();
+    assert_eq!(same, expected, "one key's events arrive in order");
+    // Batch 1: one record per POST.
+    let one = single.wait_for(EVENTS).await;
+    assert!(
+        one.iter()
+            .all(|p| p.json["Records"].as_array().unwrap().len() == 1)
+    );
+    assert_eq!(records(&one).len(), EVENTS);
+    batched.task.abort();
+    single.task.abort();
+}
+
+/// `postgate webhook add --batch` takes 1-100, and `webhook list` shows it.
+#[tokio::test]
+async fn webhook_add_takes_a_batch_of_1_to_100() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_postgate"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("POSTGATE_CONFIG")
+            .env_remove("POSTGATE_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let add = |batch: &str| {
+        run(&[
+            "webhook",
+            "add",
+            "h",
+            "--url",
+            "http://127.0.0.1:9/h",
+            "--secret",
+            "s",
+            "--batch",
+            batch,
+        ])
+    };
+    for refused in ["0", "101"] {
+        let out = add(refused);
+        assert!(!out.status.success(), "--batch {refused} was taken");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--batch must be 1-100"));
+    }
+    assert!(add("25").status.success());
+    let list = String::from_utf8(run(&["webhook", "list"]).stdout).unwrap();
+    let line = list.lines().find(|l| l.starts_with("h ")).unwrap();
+    assert_eq!(line.split_whitespace().nth(2), Some("25"), "{list}");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::events::{Received, Receiver, SECRET, notification_xml};
+use crate::events::{Received, Receiver, SECRET, notification_xml, records, wait_for_records};
 use crate::helpers::*;
 use crate::linkkit::{api, call, link_form, make_link, post_form};
 
@@ -1187,6 +1187,7 @@ async fn notify_to(node: &TestApp, bucket: &str, receiver: &Receiver) {
         name: "hook".into(),
         url: receiver.url.clone(),
         secret: SECRET.into(),
+        batch: 1,
     };
     let pg = node.state.links.shared().expect("a node of the cluster");
     pg.put_webhook(&hook).await.unwrap();
@@ -1259,6 +1260,74 @@ async fn each_nodes_events_arrive_once_from_the_shared_outbox() {
     }
 }
 
+/// A target declared with `--batch 8` in the control database, whose receiver was down while
+/// both nodes wrote 12 events to the shared outbox, gets them in POSTs of up to 8 records, each
+/// signed over its whole body with `X-Postgate-Delivery` naming its records; every event arrives.
+#[tokio::test]
+async fn a_batched_target_gets_the_shared_outboxs_backlog_in_few_posts() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let quick = |config: &mut postgate::Config| {
+        config.event_retry_min = Duration::from_millis(200);
+    };
+    let a = cluster.node_with("node-a", "bat", quick).await;
+    let b = cluster.node_with("node-b", "bat", quick).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let hook = postgate::db::events::WebhookRecord {
+        name: "hook".into(),
+        url: format!("http://{addr}/hook"),
+        secret: SECRET.into(),
+        batch: 8,
+    };
+    let pg = a.state.links.shared().expect("a node of the cluster");
+    pg.put_webhook(&hook).await.unwrap();
+    a.req(Method::PUT, "/bat")
+        .query("notification")
+        .body(notification_xml(
+            "arn:postgate:sqs::hook:webhook",
+            &["s3:ObjectCreated:*"],
+            None,
+        ))
+        .send()
+        .await
+        .assert_status(200);
+    for node in [&a, &b] {
+        node.state.refresh_config().await.unwrap();
+    }
+    for i in 0..6 {
+        a.put_object("bat", &format!("a-{i}"), b"a".to_vec()).await;
+        b.put_object("bat", &format!("b-{i}"), b"b".to_vec()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let receiver = Receiver::on(tokio::net::TcpListener::bind(addr).await.unwrap());
+    let posts = wait_for_records(&receiver, 12).await;
+    let mut keys: Vec<String> = records(&posts)
+        .iter()
+        .map(|r| r["s3"]["object"]["key"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 12, "{keys:?}");
+    for p in &posts {
+        let n = p.json["Records"].as_array().unwrap().len();
+        assert!((1..=8).contains(&n), "{n} records in one POST");
+        assert_eq!(p.delivery.split(',').count(), n);
+        let timestamp: i64 = p.timestamp.parse().unwrap();
+        assert_eq!(
+            p.signature,
+            postgate::events::sign(SECRET, timestamp, &p.body)
+        );
+    }
+    assert!(
+        posts.len() < 12,
+        "{} POSTs for 12 events: none carried more than one",
+        posts.len()
+    );
+}
+
 /// A link made on node A with a webhook hears of its uploads through every node: through B,
 /// which does not listen for notifications (it reads the configuration again for a link so
 /// young whose webhook it does not know), at once; C, which listens, has the link's webhook
@@ -1278,6 +1347,7 @@ async fn a_links_webhook_hears_its_uploads_through_every_node() {
         name: "hook".into(),
         url: receiver.url.clone(),
         secret: SECRET.into(),
+        batch: 1,
     };
     let pg = a.state.links.shared().expect("a node of the cluster");
     pg.put_webhook(&hook).await.unwrap();
@@ -1348,6 +1418,7 @@ async fn a_burst_on_a_new_link_reads_the_shared_configuration_once_or_twice() {
         name: "hook".into(),
         url: receiver.url.clone(),
         secret: SECRET.into(),
+        batch: 1,
     };
     let pg = a.state.links.shared().expect("a node of the cluster");
     pg.put_webhook(&hook).await.unwrap();

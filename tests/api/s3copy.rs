@@ -59,6 +59,7 @@ impl Gateway {
             name: "hook".into(),
             url: "http://127.0.0.1:9/".into(),
             secret: "s".repeat(32),
+            batch: 1,
         };
         self.state
             .db

@@ -1,0 +1,3 @@
+-- A webhook target's batch: the most records one POST carries when several of its deliveries
+-- are due at once (1: one record per POST, as S3 sends; up to 100).
+ALTER TABLE webhooks ADD COLUMN batch INTEGER NOT NULL DEFAULT 1 CHECK (batch >= 1 AND batch <= 100);
