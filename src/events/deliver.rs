@@ -9,9 +9,10 @@
 //! its clock (a replay).
 //!
 //! Batches: a target declared with `--batch N` gets up to N records in one POST when several of
-//! its deliveries are due at once (`Records` in id order, at most one per object key, so a key's
-//! order holds); `X-Postgate-Delivery` then lists their ids, comma-separated, in that order. The
-//! POST's outcome is each record's. One due alone goes alone: batching adds no wait.
+//! its deliveries are due at once (`Records` in the order they fell due, at most one per object
+//! key, so a key's order holds); `X-Postgate-Delivery` then lists their ids, comma-separated, in
+//! that order. The POST's outcome is each record's. One due alone goes alone: batching adds no
+//! wait.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -34,7 +35,8 @@ use crate::db::events::{self, Delivery, Outcome};
 
 pub const TIMESTAMP_HEADER: &str = "x-postgate-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-postgate-signature";
-/// The delivery's id: the same on every retry, so a receiver can drop a duplicate.
+/// The ids of the POST's deliveries (one, or a batch's, comma-separated): each the same on every
+/// retry, so a receiver can drop a duplicate.
 const DELIVERY_HEADER: &str = "x-postgate-delivery";
 
 /// POSTs in flight at once per target (different keys; a key's are in order), each of up to

@@ -764,24 +764,20 @@ async fn a_batched_target_gets_a_backlog_in_few_signed_posts_in_order_per_key() 
             .split(',')
             .map(|id| postgate::events::message::sequencer(id.parse().unwrap()))
             .collect();
-        let in_body: Vec<&str> = p.json["Records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["s3"]["object"]["sequencer"].as_str().unwrap())
-            .collect();
+        let object = |field: &str| -> Vec<String> {
+            records(std::slice::from_ref(p))
+                .iter()
+                .map(|r| r["s3"]["object"][field].as_str().unwrap().to_owned())
+                .collect()
+        };
         assert_eq!(
-            ids, in_body,
+            ids,
+            object("sequencer"),
             "X-Postgate-Delivery names the records in order"
         );
-        let keys: Vec<&str> = p.json["Records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["s3"]["object"]["key"].as_str().unwrap())
-            .collect();
+        let keys = object("key");
         assert!(
-            keys.iter().filter(|k| **k == "same").count() <= 1,
+            keys.iter().filter(|k| *k == "same").count() <= 1,
             "a POST holds at most one of a key's events: {keys:?}"
         );
     }

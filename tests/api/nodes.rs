@@ -1183,11 +1183,16 @@ async fn a_nodes_own_buckets_are_seeded_once() {
 /// target is written to the control database and the configuration put through `node`, so
 /// every node has both (this node at once, the others on the change's notification).
 async fn notify_to(node: &TestApp, bucket: &str, receiver: &Receiver) {
+    notify_to_url(node, bucket, &receiver.url, 1).await;
+}
+
+/// [`notify_to`] a URL, with target `hook` declared with `--batch`.
+async fn notify_to_url(node: &TestApp, bucket: &str, url: &str, batch: u32) {
     let hook = postgate::db::events::WebhookRecord {
         name: "hook".into(),
-        url: receiver.url.clone(),
+        url: url.into(),
         secret: SECRET.into(),
-        batch: 1,
+        batch,
     };
     let pg = node.state.links.shared().expect("a node of the cluster");
     pg.put_webhook(&hook).await.unwrap();
@@ -1276,27 +1281,8 @@ async fn a_batched_target_gets_the_shared_outboxs_backlog_in_few_posts() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let hook = postgate::db::events::WebhookRecord {
-        name: "hook".into(),
-        url: format!("http://{addr}/hook"),
-        secret: SECRET.into(),
-        batch: 8,
-    };
-    let pg = a.state.links.shared().expect("a node of the cluster");
-    pg.put_webhook(&hook).await.unwrap();
-    a.req(Method::PUT, "/bat")
-        .query("notification")
-        .body(notification_xml(
-            "arn:postgate:sqs::hook:webhook",
-            &["s3:ObjectCreated:*"],
-            None,
-        ))
-        .send()
-        .await
-        .assert_status(200);
-    for node in [&a, &b] {
-        node.state.refresh_config().await.unwrap();
-    }
+    notify_to_url(&a, "bat", &format!("http://{addr}/hook"), 8).await;
+    b.state.refresh_config().await.unwrap();
     for i in 0..6 {
         a.put_object("bat", &format!("a-{i}"), b"a".to_vec()).await;
         b.put_object("bat", &format!("b-{i}"), b"b".to_vec()).await;
