@@ -251,9 +251,7 @@ impl Worker {
                             ids.insert(d.id);
                             taken.push(d);
                         }
-                        while !taken.is_empty() {
-                            let rest = taken.split_off(taken.len().min(batch));
-                            let rows = std::mem::replace(&mut taken, rest);
+                        for rows in posts(taken, batch) {
                             let worker = self.clone();
                             in_flight.push(async move {
                                 let outcomes = worker.attempt(&rows).await;
@@ -458,6 +456,16 @@ impl Worker {
             })
             .collect()
     }
+}
+
+/// `rows` as POSTs of up to `batch` records each, in order.
+pub(super) fn posts(rows: Vec<Delivery>, batch: usize) -> Vec<Vec<Delivery>> {
+    let mut rows = rows.into_iter().peekable();
+    let mut posts = Vec::new();
+    while rows.peek().is_some() {
+        posts.push(rows.by_ref().take(batch.max(1)).collect());
+    }
+    posts
 }
 
 /// An error and its causes (hyper's own message is only "client error (Connect)"), without

@@ -6,6 +6,7 @@
 //! (`X-Amz-Meta-*`), and its own `postgate.linkId` for a link's uploads: extra keys that S3's
 //! parsers ignore.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -245,40 +246,37 @@ pub fn body(record: &str, configuration_id: &str, event_id: i64) -> String {
 /// One body of the records of these bodies (each `{"Records":[record]}`, as [`render`] and
 /// [`send_body`] make them), in order: what a batch POSTs. A single body is sent as it is.
 pub fn join(bodies: impl IntoIterator<Item = String>) -> String {
-    const OPEN: &str = "{\"Records\":[";
-    const CLOSE: &str = "]}";
-    let mut bodies = bodies.into_iter();
-    let Some(first) = bodies.next() else {
-        return format!("{OPEN}{CLOSE}");
-    };
-    let mut out = first;
-    for body in bodies {
-        if !out.ends_with(CLOSE) {
-            break;
-        }
-        let records = match body.strip_prefix(OPEN).and_then(|b| b.strip_suffix(CLOSE)) {
-            Some(records) => records.to_owned(),
-            // Not of our making (cannot happen): its records, parsed.
-            None => serde_json::from_str::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("Records")?.as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        };
-        if records.is_empty() {
-            continue;
-        }
-        out.truncate(out.len() - CLOSE.len());
-        if !out.ends_with('[') {
-            out.push(',');
-        }
-        out.push_str(&records);
-        out.push_str(CLOSE);
+    let mut bodies: Vec<String> = bodies.into_iter().collect();
+    if bodies.len() == 1 {
+        return bodies.swap_remove(0);
     }
-    out
+    let records: Vec<Cow<str>> = bodies.iter().map(|b| records_of(b)).collect();
+    let records: Vec<&str> = records
+        .iter()
+        .map(|r| r.as_ref())
+        .filter(|r| !r.is_empty())
+        .collect();
+    format!("{OPEN}{}{CLOSE}", records.join(","))
+}
+
+/// How every body [`render`], [`send_body`] and [`body`] make opens and closes.
+const OPEN: &str = "{\"Records\":[";
+const CLOSE: &str = "]}";
+
+/// A body's records, comma-separated: what lies between [`OPEN`] and [`CLOSE`], or, for a body
+/// not of that shape (none is), its `Records` parsed, so that none is lost.
+fn records_of(body: &str) -> Cow<'_, str> {
+    if let Some(records) = body.strip_prefix(OPEN).and_then(|r| r.strip_suffix(CLOSE)) {
+        return records.into();
+    }
+    let parsed: Vec<String> = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("Records")?.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    parsed.join(",").into()
 }
 
 /// S3's sequencer: a hex string that grows with every change of a key. Fixed width, so that

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use super::deliver::{GATHER, WINDOW, Worker};
+use super::deliver::{GATHER, WINDOW, Worker, posts};
 use crate::control::Pg;
 use crate::control::pg::OUTBOX_CHANNEL;
 use crate::db::events::Delivery;
@@ -90,13 +90,8 @@ fn batches(worker: &Worker, taken: Vec<Delivery>) -> Vec<Vec<Delivery>> {
             None => by_target.push((d.target.clone(), vec![d])),
         }
     }
-    let mut posts = Vec::new();
-    for (target, mut rows) in by_target {
-        let batch = worker.batch(&target);
-        while !rows.is_empty() {
-            let rest = rows.split_off(rows.len().min(batch));
-            posts.push(std::mem::replace(&mut rows, rest));
-        }
-    }
-    posts
+    by_target
+        .into_iter()
+        .flat_map(|(target, rows)| posts(rows, worker.batch(&target)))
+        .collect()
 }
