@@ -478,7 +478,17 @@ async fn complete_s3(
             Ok(assembled.map(|a| (upload, a)))
         })
         .await?;
-    let (upload, assembled) = checked?;
+    let (upload, assembled) = match checked {
+        Ok(done) => done,
+        // The row's parts went between the two reads: a concurrent Complete (through this node
+        // or another) removed the upload. Answered as a retry is, from the object.
+        Err(refused) => {
+            return match uploads.get(bucket, key, upload_id).await? {
+                None => already_done(upload_id.to_owned()).await,
+                Some(_) => Err(refused),
+            };
+        }
+    };
     let Some(backend_upload) = backend_upload_id(&upload) else {
         return Err(Error::Io(crate::storage::not_built(
             "completion of an upload begun without the S3 backend",
@@ -516,9 +526,9 @@ async fn complete_s3(
         .complete_multipart(&backend_key, &backend_upload, &named, condition.as_ref())
         .await
     {
-        // With shared rows, completed meanwhile by a concurrent Complete through another node:
+        // Completed meanwhile by a concurrent Complete (through this node or another):
         // answered as a retry is, from the object.
-        Err(e) if e.code() == Some(&Code::NoSuchUpload) && uploads.shared().is_some() => {
+        Err(e) if e.code() == Some(&Code::NoSuchUpload) => {
             return already_done(upload_id.to_owned()).await;
         }
         stored => stored,
@@ -568,10 +578,15 @@ async fn complete_s3(
     let local = uploads.shared().is_none();
     let settled = db
         .write(move |c| {
+            // Local rows: a concurrent Complete that settled first removed the row; this one
+            // settles nothing more and answers as a retry does.
+            if local && uploads::get(c, &b, &k, &id)?.is_none() {
+                return Ok(Err(None));
+            }
             if let Err(e) =
                 crate::objects::quota::settle_completion(c, &b, &k, size, link_id.as_deref())?
             {
-                return Ok(Err(Error::QuotaExceeded(e)));
+                return Ok(Err(Some(Error::QuotaExceeded(e))));
             }
             let mut extras = extras;
             if let Some(link_id) = &link_id {
@@ -597,7 +612,8 @@ async fn complete_s3(
                 checksum: assembled.checksum,
             });
         }
-        Ok(Err(refused)) => refused,
+        Ok(Err(None)) => return already_done(upload_id.to_owned()).await,
+        Ok(Err(Some(refused))) => refused,
         Err(e) => Error::Db(e),
     };
     // T2 refused or failed: the version must not stay.

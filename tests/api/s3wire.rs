@@ -822,6 +822,75 @@ async fn an_aborted_upload_leaves_no_backend_upload() {
     gw.req(Method::GET, path).send().await.assert_status(404);
 }
 
+/// Two Completes of one upload racing through one gateway (its upload rows in its own SQLite):
+/// both answer 200 with the object's ETag, the object is the upload's bytes, it is counted
+/// once in the bucket's usage, and no upload is left in the gateway or the backend. Several
+/// rounds, to meet the race (the second Complete finding the rows gone between its reads, or in
+/// its settling transaction).
+#[tokio::test]
+async fn two_completes_racing_through_one_gateway_make_one_object() {
+    use crate::multipart::{MIB, complete, create_with, list_uploads, multipart_etag, upload_part};
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let gw = gateway_app(&backend).await;
+    gw.create_bucket("race").await;
+    // Each object's event is written once (the outbox keeps its rows: nothing listens).
+    crate::events::declare(&gw, "hook", "http://127.0.0.1:9/").await;
+    let xml = crate::events::notification_xml(
+        "arn:postgate:sqs::hook:webhook",
+        &["s3:ObjectCreated:*"],
+        None,
+    );
+    gw.req(Method::PUT, "/race")
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    let one = pattern(5 * MIB, 3);
+    let mut total = 0;
+    for round in 0..6u64 {
+        let key = format!("race-{round}.bin");
+        let tail = format!("tail {round}").into_bytes();
+        let id = create_with(&gw, "race", &key, &[]).await;
+        let e1 = upload_part(&gw, "race", &key, &id, 1, &one).await;
+        let e2 = upload_part(&gw, "race", &key, &id, 2, &tail).await;
+        let parts = [(1, e1.as_str()), (2, e2.as_str())];
+        let (ra, rb) = tokio::join!(
+            complete(&gw, "race", &key, &id, &parts),
+            complete(&gw, "race", &key, &id, &parts)
+        );
+        let etag = multipart_etag(&[&one, &tail]);
+        for res in [&ra, &rb] {
+            res.assert_status(200);
+            assert_eq!(
+                xml_tag(&res.text(), "ETag").map(|e| unescape(&e)),
+                Some(etag.clone())
+            );
+        }
+        let got = gw.get(&format!("/race/{key}")).await;
+        got.assert_status(200);
+        assert!(got.body == [one.as_slice(), tail.as_slice()].concat());
+        total += (one.len() + tail.len()) as u64;
+    }
+    let used = gw
+        .state
+        .db
+        .read(|c| postgate::db::quota::usage(c, "race", None))
+        .await
+        .unwrap();
+    assert_eq!((used.objects, used.bytes, used.part_bytes), (6, total, 0));
+    let events = gw
+        .state
+        .db
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))?))
+        .await
+        .unwrap();
+    assert_eq!(events, 6);
+    assert!(list_uploads(&gw, "race", "").await.is_empty());
+    assert!(backend_uploads(&backend).await.is_empty());
+}
+
 /// A gateway with `--backend s3` in front of `backend`, as a `TestApp`.
 async fn gateway_app(backend: &TestApp) -> TestApp {
     let endpoint = backend.base.clone();
