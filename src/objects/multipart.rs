@@ -578,9 +578,14 @@ async fn complete_s3(
     let local = uploads.shared().is_none();
     let settled = db
         .write(move |c| {
-            // Local rows: a concurrent Complete that settled first removed the row; this one
-            // settles nothing more and answers as a retry does.
-            if local && uploads::get(c, &b, &k, &id)?.is_none() {
+            // Local rows gone: a concurrent Complete that settled this very version first (its
+            // extras carry the ETag): this one settles nothing more and answers as a retry
+            // does. Or an abort took the rows after the backend made the version: it is
+            // settled here, by the Complete that made it.
+            if local
+                && uploads::get(c, &b, &k, &id)?.is_none()
+                && crate::db::extras::get(c, &b, &k)?.is_some_and(|e| e.etag == extras.etag)
+            {
                 return Ok(Err(None));
             }
             if let Err(e) =

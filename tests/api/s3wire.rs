@@ -891,6 +891,75 @@ async fn two_completes_racing_through_one_gateway_make_one_object() {
     assert!(backend_uploads(&backend).await.is_empty());
 }
 
+/// A Complete racing an Abort of one upload through one gateway: whichever way it falls, the
+/// object exists exactly when the Complete answered 200, and then it is the upload's bytes,
+/// counted once in the bucket's usage with one event; otherwise the Complete is NoSuchUpload
+/// and nothing is counted. No upload is left in the gateway or the backend.
+#[tokio::test]
+async fn a_complete_racing_an_abort_through_one_gateway_settles_what_stays() {
+    use crate::multipart::{MIB, abort, complete, create_with, list_uploads, upload_part};
+    let backend = spawn_app().await;
+    backend.create_bucket(CLUSTER).await;
+    let gw = gateway_app(&backend).await;
+    gw.create_bucket("race").await;
+    crate::events::declare(&gw, "hook", "http://127.0.0.1:9/").await;
+    let xml = crate::events::notification_xml(
+        "arn:postgate:sqs::hook:webhook",
+        &["s3:ObjectCreated:*"],
+        None,
+    );
+    gw.req(Method::PUT, "/race")
+        .query("notification")
+        .body(xml)
+        .send()
+        .await
+        .assert_status(200);
+    let one = pattern(5 * MIB, 4);
+    let (mut stayed, mut total) = (0, 0);
+    for round in 0..6u64 {
+        let key = format!("race-{round}.bin");
+        let tail = format!("tail {round}").into_bytes();
+        let id = create_with(&gw, "race", &key, &[]).await;
+        let e1 = upload_part(&gw, "race", &key, &id, 1, &one).await;
+        let e2 = upload_part(&gw, "race", &key, &id, 2, &tail).await;
+        let parts = [(1, e1.as_str()), (2, e2.as_str())];
+        let (done, aborted) = tokio::join!(
+            complete(&gw, "race", &key, &id, &parts),
+            abort(&gw, "race", &key, &id)
+        );
+        assert!(matches!(aborted.status, 204 | 404), "{}", aborted.text());
+        let got = gw.get(&format!("/race/{key}")).await;
+        if done.status == 200 {
+            got.assert_status(200);
+            assert!(got.body == [one.as_slice(), tail.as_slice()].concat());
+            stayed += 1;
+            total += (one.len() + tail.len()) as u64;
+        } else {
+            done.assert_error(404, "NoSuchUpload");
+            got.assert_status(404);
+        }
+    }
+    let used = gw
+        .state
+        .db
+        .read(|c| postgate::db::quota::usage(c, "race", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (used.objects, used.bytes, used.part_bytes),
+        (stayed, total, 0)
+    );
+    let events = gw
+        .state
+        .db
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))?))
+        .await
+        .unwrap();
+    assert_eq!(events as u64, stayed);
+    assert!(list_uploads(&gw, "race", "").await.is_empty());
+    assert!(backend_uploads(&backend).await.is_empty());
+}
+
 /// A gateway with `--backend s3` in front of `backend`, as a `TestApp`.
 async fn gateway_app(backend: &TestApp) -> TestApp {
     let endpoint = backend.base.clone();
