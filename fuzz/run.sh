@@ -2,7 +2,8 @@
 # Fuzzes postgate's parsers with cargo-fuzz (libFuzzer, AddressSanitizer).
 #
 #   fuzz/run.sh short [TARGET...]          every target for $FUZZ_SHORT_SECS (20) seconds, as CI
-#                                          does; exits non-zero on any crash, hang or memory blow-up
+#                                          does, $FUZZ_JOBS (one per core) at once; exits non-zero
+#                                          on any crash, hang or memory blow-up
 #   fuzz/run.sh long CPU_SECONDS [TARGET...]  each target, one after the other, at nice 19, until it
 #                                          has used CPU_SECONDS of CPU time (a shared machine makes
 #                                          wall time meaningless); a new run continues from the
@@ -112,15 +113,39 @@ run_once() {
 	return $rc
 }
 
+# Short mode runs $FUZZ_JOBS targets at once (default: one per core; each fuzzer is one
+# process on one core, so each still gets its 20 s of a core); long mode one after the other.
+jobs=1
+[ "$mode" = short ] && jobs=${FUZZ_JOBS:-$(nproc)}
+for target in "${targets[@]}"; do
+	mkdir -p "runs/$target"
+	: >"runs/$target/log"
+done
+declare -A exit_of=()
+running=()
+for target in "${targets[@]}"; do
+	run_once "$target" "$budget" "runs/$target/log" &
+	running+=("$!:$target")
+	if [ ${#running[@]} -ge "$jobs" ]; then
+		pid=${running[0]%%:*}
+		rc=0
+		wait "$pid" || rc=$?
+		exit_of[${running[0]#*:}]=$rc
+		running=("${running[@]:1}")
+	fi
+done
+for job in "${running[@]}"; do
+	rc=0
+	wait "${job%%:*}" || rc=$?
+	exit_of[${job#*:}]=$rc
+done
+
 status=0
 summary=()
 for target in "${targets[@]}"; do
 	log="runs/$target/log"
-	mkdir -p "runs/$target"
-	: >"$log"
-	cpu=0
 	ok=1
-	run_once "$target" "$budget" "$log" || ok=0
+	[ "${exit_of[$target]}" = 0 ] || ok=0
 	cpu=$(tail -1 "runs/$target/time" | awk '{print $1 + $2}')
 	execs=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$log" | awk '{s += $2} END {print s + 0}' || true)
 	last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
