@@ -148,6 +148,27 @@ pub(crate) fn multipart_etag(parts: &[&[u8]]) -> String {
     format!("\"{}-{}\"", hex::encode(h.finalize()), parts.len())
 }
 
+/// Racing Completes of one upload both answered 200 with the ETag of the object `parts` make,
+/// and `reader` serves `path` as their bytes.
+pub(crate) async fn assert_both_completed(
+    answers: [&Resp; 2],
+    reader: &TestApp,
+    path: &str,
+    parts: &[&[u8]],
+) {
+    let etag = multipart_etag(parts);
+    for res in answers {
+        res.assert_status(200);
+        assert_eq!(
+            xml_tag(&res.text(), "ETag").map(|e| crate::helpers::unescape(&e)),
+            Some(etag.clone())
+        );
+    }
+    let got = reader.get(path).await;
+    got.assert_status(200);
+    assert!(got.body == parts.concat());
+}
+
 fn concat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }

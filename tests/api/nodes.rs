@@ -1924,7 +1924,7 @@ async fn another_nodes_orphan_sweep_spares_a_live_upload() {
 /// object is the upload's bytes, and no upload is left. Several rounds, to meet the race.
 #[tokio::test]
 async fn two_completes_racing_through_two_nodes_make_one_object() {
-    use crate::multipart::{MIB, complete, create_with, multipart_etag, upload_part};
+    use crate::multipart::{MIB, assert_both_completed, complete, create_with, upload_part};
     let Some(cluster) = cluster().await else {
         return;
     };
@@ -1942,17 +1942,7 @@ async fn two_completes_racing_through_two_nodes_make_one_object() {
             complete(&a, "mpu", &key, &id, &parts),
             complete(&b, "mpu", &key, &id, &parts)
         );
-        let etag = multipart_etag(&[&one, &tail]);
-        for res in [&ra, &rb] {
-            res.assert_status(200);
-            assert_eq!(
-                xml_tag(&res.text(), "ETag").map(|e| unescape(&e)),
-                Some(etag.clone())
-            );
-        }
-        let got = b.get(&format!("/mpu/{key}")).await;
-        got.assert_status(200);
-        assert!(got.body == [one.as_slice(), tail.as_slice()].concat());
+        assert_both_completed([&ra, &rb], &b, &format!("/mpu/{key}"), &[&one, &tail]).await;
         assert!(listed_upload(&a, "mpu", &key).await.is_empty());
     }
     assert!(backend_uploads(&cluster).await.is_empty());

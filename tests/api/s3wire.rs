@@ -822,19 +822,13 @@ async fn an_aborted_upload_leaves_no_backend_upload() {
     gw.req(Method::GET, path).send().await.assert_status(404);
 }
 
-/// Two Completes of one upload racing through one gateway (its upload rows in its own SQLite):
-/// both answer 200 with the object's ETag, the object is the upload's bytes, it is counted
-/// once in the bucket's usage, and no upload is left in the gateway or the backend. Several
-/// rounds, to meet the race (the second Complete finding the rows gone between its reads, or in
-/// its settling transaction).
-#[tokio::test]
-async fn two_completes_racing_through_one_gateway_make_one_object() {
-    use crate::multipart::{MIB, complete, create_with, list_uploads, multipart_etag, upload_part};
+/// A gateway over a fresh backend with bucket `race`, whose objects' creations each write one
+/// outbox row (to a target nothing listens on, so the rows stay to be counted).
+async fn racing_gateway() -> (TestApp, TestApp) {
     let backend = spawn_app().await;
     backend.create_bucket(CLUSTER).await;
     let gw = gateway_app(&backend).await;
     gw.create_bucket("race").await;
-    // Each object's event is written once (the outbox keeps its rows: nothing listens).
     crate::events::declare(&gw, "hook", "http://127.0.0.1:9/").await;
     let xml = crate::events::notification_xml(
         "arn:postgate:sqs::hook:webhook",
@@ -847,48 +841,73 @@ async fn two_completes_racing_through_one_gateway_make_one_object() {
         .send()
         .await
         .assert_status(200);
-    let one = pattern(5 * MIB, 3);
-    let mut total = 0;
-    for round in 0..6u64 {
-        let key = format!("race-{round}.bin");
-        let tail = format!("tail {round}").into_bytes();
-        let id = create_with(&gw, "race", &key, &[]).await;
-        let e1 = upload_part(&gw, "race", &key, &id, 1, &one).await;
-        let e2 = upload_part(&gw, "race", &key, &id, 2, &tail).await;
-        let parts = [(1, e1.as_str()), (2, e2.as_str())];
-        let (ra, rb) = tokio::join!(
-            complete(&gw, "race", &key, &id, &parts),
-            complete(&gw, "race", &key, &id, &parts)
-        );
-        let etag = multipart_etag(&[&one, &tail]);
-        for res in [&ra, &rb] {
-            res.assert_status(200);
-            assert_eq!(
-                xml_tag(&res.text(), "ETag").map(|e| unescape(&e)),
-                Some(etag.clone())
-            );
-        }
-        let got = gw.get(&format!("/race/{key}")).await;
-        got.assert_status(200);
-        assert!(got.body == [one.as_slice(), tail.as_slice()].concat());
-        total += (one.len() + tail.len()) as u64;
-    }
+    (backend, gw)
+}
+
+/// Round `round` of a race: an upload of `race-<round>.bin` with part 1 `one` and a short part 2,
+/// answered as (key, upload id, the two parts' ETags, part 2's bytes).
+async fn racing_upload(
+    gw: &TestApp,
+    round: u64,
+    one: &[u8],
+) -> (String, String, [String; 2], Vec<u8>) {
+    use crate::multipart::{create_with, upload_part};
+    let key = format!("race-{round}.bin");
+    let tail = format!("tail {round}").into_bytes();
+    let id = create_with(gw, "race", &key, &[]).await;
+    let e1 = upload_part(gw, "race", &key, &id, 1, one).await;
+    let e2 = upload_part(gw, "race", &key, &id, 2, &tail).await;
+    (key, id, [e1, e2], tail)
+}
+
+/// What the races settled in bucket `race`: (objects, bytes) of its usage and the events
+/// written; no part bytes counted and no upload left in the gateway or the backend.
+async fn race_settled(backend: &TestApp, gw: &TestApp) -> (u64, u64, u64) {
     let used = gw
         .state
         .db
         .read(|c| postgate::db::quota::usage(c, "race", None))
         .await
         .unwrap();
-    assert_eq!((used.objects, used.bytes, used.part_bytes), (6, total, 0));
+    assert_eq!(used.part_bytes, 0);
     let events = gw
         .state
         .db
         .read(|c| Ok(c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))?))
         .await
         .unwrap();
-    assert_eq!(events, 6);
-    assert!(list_uploads(&gw, "race", "").await.is_empty());
-    assert!(backend_uploads(&backend).await.is_empty());
+    assert!(
+        crate::multipart::list_uploads(gw, "race", "")
+            .await
+            .is_empty()
+    );
+    assert!(backend_uploads(backend).await.is_empty());
+    (used.objects, used.bytes, events as u64)
+}
+
+/// Two Completes of one upload racing through one gateway (its upload rows in its own SQLite):
+/// both answer 200 with the object's ETag, the object is the upload's bytes, it is counted
+/// once in the bucket's usage with one event, and no upload is left in the gateway or the
+/// backend. Several rounds, to meet the race (the second Complete finding the rows gone between
+/// its reads, or in its settling transaction).
+#[tokio::test]
+async fn two_completes_racing_through_one_gateway_make_one_object() {
+    use crate::multipart::{MIB, assert_both_completed, complete};
+    let (backend, gw) = racing_gateway().await;
+    let one = pattern(5 * MIB, 3);
+    let mut total = 0;
+    for round in 0..6 {
+        let (key, id, [e1, e2], tail) = racing_upload(&gw, round, &one).await;
+        let parts = [(1, e1.as_str()), (2, e2.as_str())];
+        let (ra, rb) = tokio::join!(
+            complete(&gw, "race", &key, &id, &parts),
+            complete(&gw, "race", &key, &id, &parts)
+        );
+        let path = format!("/race/{key}");
+        assert_both_completed([&ra, &rb], &gw, &path, &[&one, &tail]).await;
+        total += (one.len() + tail.len()) as u64;
+    }
+    assert_eq!(race_settled(&backend, &gw).await, (6, total, 6));
 }
 
 /// A Complete racing an Abort of one upload through one gateway: whichever way it falls, the
@@ -897,31 +916,12 @@ async fn two_completes_racing_through_one_gateway_make_one_object() {
 /// and nothing is counted. No upload is left in the gateway or the backend.
 #[tokio::test]
 async fn a_complete_racing_an_abort_through_one_gateway_settles_what_stays() {
-    use crate::multipart::{MIB, abort, complete, create_with, list_uploads, upload_part};
-    let backend = spawn_app().await;
-    backend.create_bucket(CLUSTER).await;
-    let gw = gateway_app(&backend).await;
-    gw.create_bucket("race").await;
-    crate::events::declare(&gw, "hook", "http://127.0.0.1:9/").await;
-    let xml = crate::events::notification_xml(
-        "arn:postgate:sqs::hook:webhook",
-        &["s3:ObjectCreated:*"],
-        None,
-    );
-    gw.req(Method::PUT, "/race")
-        .query("notification")
-        .body(xml)
-        .send()
-        .await
-        .assert_status(200);
+    use crate::multipart::{MIB, abort, complete};
+    let (backend, gw) = racing_gateway().await;
     let one = pattern(5 * MIB, 4);
     let (mut stayed, mut total) = (0, 0);
-    for round in 0..6u64 {
-        let key = format!("race-{round}.bin");
-        let tail = format!("tail {round}").into_bytes();
-        let id = create_with(&gw, "race", &key, &[]).await;
-        let e1 = upload_part(&gw, "race", &key, &id, 1, &one).await;
-        let e2 = upload_part(&gw, "race", &key, &id, 2, &tail).await;
+    for round in 0..6 {
+        let (key, id, [e1, e2], tail) = racing_upload(&gw, round, &one).await;
         let parts = [(1, e1.as_str()), (2, e2.as_str())];
         let (done, aborted) = tokio::join!(
             complete(&gw, "race", &key, &id, &parts),
@@ -939,25 +939,7 @@ async fn a_complete_racing_an_abort_through_one_gateway_settles_what_stays() {
             got.assert_status(404);
         }
     }
-    let used = gw
-        .state
-        .db
-        .read(|c| postgate::db::quota::usage(c, "race", None))
-        .await
-        .unwrap();
-    assert_eq!(
-        (used.objects, used.bytes, used.part_bytes),
-        (stayed, total, 0)
-    );
-    let events = gw
-        .state
-        .db
-        .read(|c| Ok(c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))?))
-        .await
-        .unwrap();
-    assert_eq!(events as u64, stayed);
-    assert!(list_uploads(&gw, "race", "").await.is_empty());
-    assert!(backend_uploads(&backend).await.is_empty());
+    assert_eq!(race_settled(&backend, &gw).await, (stayed, total, stayed));
 }
 
 /// A gateway with `--backend s3` in front of `backend`, as a `TestApp`.
