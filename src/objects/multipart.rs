@@ -578,20 +578,20 @@ async fn complete_s3(
     let local = uploads.shared().is_none();
     let settled = db
         .write(move |c| {
-            // Local rows gone: a concurrent Complete that settled this very version first (its
-            // extras carry the ETag): this one settles nothing more and answers as a retry
-            // does. Or an abort took the rows after the backend made the version: it is
-            // settled here, by the Complete that made it.
+            // Local rows gone: a concurrent Complete settled this very version first (its
+            // extras carry the ETag), so this one settles nothing and answers with the same
+            // ETag, as a repeated Complete is answered. Or an Abort took the rows after the
+            // backend made the version: it is settled here, by the Complete that made it.
             if local
                 && uploads::get(c, &b, &k, &id)?.is_none()
                 && crate::db::extras::get(c, &b, &k)?.is_some_and(|e| e.etag == extras.etag)
             {
-                return Ok(Err(None));
+                return Ok(Ok(()));
             }
             if let Err(e) =
                 crate::objects::quota::settle_completion(c, &b, &k, size, link_id.as_deref())?
             {
-                return Ok(Err(Some(Error::QuotaExceeded(e))));
+                return Ok(Err(Error::QuotaExceeded(e)));
             }
             let mut extras = extras;
             if let Some(link_id) = &link_id {
@@ -617,8 +617,7 @@ async fn complete_s3(
                 checksum: assembled.checksum,
             });
         }
-        Ok(Err(None)) => return already_done(upload_id.to_owned()).await,
-        Ok(Err(Some(refused))) => refused,
+        Ok(Err(refused)) => refused,
         Err(e) => Error::Db(e),
     };
     // T2 refused or failed: the version must not stay.
